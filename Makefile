@@ -1,0 +1,69 @@
+# fastpipe front door: `make test`, `make bench`. Each creates .venv and installs what it needs.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+PRESET  ?= spleen-small
+DATA    ?=
+ARGS    ?=
+NPROC   ?= 1
+# A CPU build of torch where no NVIDIA GPU is present, the default (CUDA) build where one is.
+TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
+STAMP   := $(VENV)/.installed
+
+.PHONY: help install test test-gpu lint bench bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
+
+help:
+	@echo "make test         run the test suite (installs into $(VENV) first)"
+	@echo "make bench        run the spleen benchmark matrix (PRESET=spleen-small|spleen-full, DATA=/path/Task09_Spleen)"
+	@echo "make bench-micro  pytest-benchmark microbenchmarks of transforms and crop op"
+	@echo "make lint         ruff"
+	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"
+
+$(PYTHON):
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PYTHON)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q tests
+
+test-gpu: $(STAMP)
+	$(BIN)/pytest -q -m gpu tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check fastpipe tests benchmarks profiling
+	$(BIN)/ruff format --check fastpipe tests benchmarks profiling
+
+synth: $(STAMP)
+	$(BIN)/fastpipe synth --out data/$(PRESET) --preset $(PRESET) --seed 0
+
+bench: $(STAMP)
+	$(PYTHON) -m benchmarks.spleen --preset $(PRESET) $(if $(DATA),--data $(DATA)) --nproc $(NPROC) $(ARGS)
+
+bench-preprocess: $(STAMP)
+	$(PYTHON) -m benchmarks.preprocess $(ARGS)
+
+bench-micro: $(STAMP)
+	$(BIN)/pytest -q benchmarks/micro --benchmark-enable --benchmark-only --benchmark-json=benchmarks/results/micro-latest.json
+
+profile: $(STAMP)
+	$(BIN)/fastpipe profile --data data/spleen-small --iters 20 --out profiling/out
+
+nsys: $(STAMP)
+	bash profiling/nsys_spleen.sh
+
+ncu: $(STAMP)
+	bash profiling/ncu_crop.sh
+
+torch-profile: $(STAMP)
+	$(PYTHON) profiling/torch_profile.py --out profiling/out
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

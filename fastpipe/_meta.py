@@ -1,0 +1,49 @@
+"""Light metadata: a plain dict per key stored beside the tensor, MONAI's ``{key}_meta_dict`` form.
+
+Tensors stay plain ``torch.Tensor``. The metadata of ``data["image"]`` lives in
+``data["image_meta_dict"]`` with these entries (all optional except ``affine``):
+
+- ``affine``: ``torch.float64`` 4x4, voxel index -> world (RAS, millimetres), current
+- ``original_affine``: the affine as read from the file
+- ``spatial_shape``: spatial shape as read from the file (tuple of ints)
+- ``filename_or_obj``: source path (str)
+- ``pixdim``: current voxel spacing (tuple of floats)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+META_SUFFIX = "_meta_dict"
+
+
+def meta_key(key: str) -> str:
+    """The dict key holding the metadata of ``key``."""
+    return f"{key}{META_SUFFIX}"
+
+
+def get_meta(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """The metadata dict of ``key``, created empty if absent."""
+    return data.setdefault(meta_key(key), {})
+
+
+def get_affine(data: dict[str, Any], key: str) -> torch.Tensor:
+    """The current affine of ``key`` (identity when none is known)."""
+    aff = data.get(meta_key(key), {}).get("affine")
+    if aff is None:
+        return torch.eye(4, dtype=torch.float64)
+    return torch.as_tensor(aff, dtype=torch.float64)
+
+
+def item_name(data: Any) -> str:
+    """A short human name for an item in error messages: its file name when known."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k.endswith(META_SUFFIX) and isinstance(v, dict) and v.get("filename_or_obj"):
+                return str(v["filename_or_obj"])
+        for v in data.values():
+            if isinstance(v, str):
+                return v
+    return repr(data)[:80]
