@@ -1,0 +1,1 @@
+"""fastpipe benchmark harness: the spleen experiment matrix, peers, microbenchmarks."""

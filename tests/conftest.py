@@ -1,0 +1,28 @@
+"""Shared fixtures: devices (GPU cases skip with a reason), seeds, tiny volumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+GPU_SKIP_REASON = "needs a CUDA GPU; none on this machine (run `make test-gpu` on a GPU machine)"
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason=GPU_SKIP_REASON)]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Every available device; the CUDA case skips with a reason where there is no GPU."""
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    """A CUDA device, or skip with a reason."""
+    if not HAS_CUDA:
+        pytest.skip(GPU_SKIP_REASON)
+    return torch.device("cuda")
