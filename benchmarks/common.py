@@ -1,0 +1,127 @@
+"""What every fastpipe benchmark shares: run metadata, robust timing, the JSON it writes.
+
+The method (DESIGN.md): warm up first; report the median and the spread of several repeats;
+synchronise the device inside the timed region; every result carries machine, versions and commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+    return getattr(mod, "__version__", "unknown")
+
+
+def git_commit() -> str:
+    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def cpu_name() -> str:
+    """The processor's model name from /proc/cpuinfo, else platform's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, device and library versions for a result file."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "versions": {
+            name: _version(name) for name in ("fastpipe", "torch", "numpy", "monai", "nibabel", "cupy")
+        }
+        | {"dali": _dali_version()},
+        "commit": git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _dali_version() -> str | None:
+    try:
+        from nvidia import dali
+    except Exception:  # noqa: BLE001
+        return None
+    return dali.__version__
+
+
+def sync(device: torch.device | str | None = None) -> None:
+    """Wait for queued GPU work so that a timer measures it."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize()
+
+
+def spread(samples: list[float]) -> dict[str, float]:
+    """Median, min, max, interquartile range and count of timing samples (seconds)."""
+    if not samples:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "iqr": float("nan"), "n": 0}
+    qs = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "iqr": qs[2] - qs[0],
+        "n": len(samples),
+    }
+
+
+def time_repeats(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device=None) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed (device-synchronised)."""
+    for _ in range(warmup):
+        fn()
+        sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def write_result(name: str, payload: dict[str, Any], path: str | Path | None = None) -> Path:
+    """Write ``payload`` plus machine metadata as JSON under ``benchmarks/results/``."""
+    path = Path(path) if path else RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "machine": machine_info(), **payload}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,271 @@
+"""Where cached items live: byte budgets per tier ("cuda", "host", "disk") and moves between tiers.
+
+An entry is a cached item (a dict of tensors, metadata dicts, strings...). :class:`TierStore` keeps
+each entry in the first tier of its order that has room: the device tier when the chain's device
+point is a GPU, then (pinned) host memory, then a disk tier of uncompressed ``.npy`` files opened
+memory-mapped. Entries on the host tier of a GPU cache are copied to the device ahead of use on a
+side CUDA stream (:meth:`TierStore.prefetch`).
+
+Threading contract: every public method may be called from several threads (fill pool, loader
+producer and workers); the accounting and slot table are guarded by one lock.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+TIERS = ("cuda", "host", "disk")
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_UNITS.update({"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40})
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(size: int | float | str | None) -> int | None:
+    """Bytes from ``20GiB``, ``512MB``, ``1.5G``, ``4096`` or an int; ``None`` means unlimited.
+
+    Example:
+        >>> parse_bytes("2KiB"), parse_bytes("1.5kB"), parse_bytes(7)
+        (2048, 1500, 7)
+    """
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, (int, float, str)):
+        raise ValueError(f"budget size must be an int or a string like '20GiB', got {size!r}")
+    if isinstance(size, (int, float)):
+        if size < 0:
+            raise ValueError(f"budget size must be >= 0, got {size!r}")
+        return int(size)
+    m = _SIZE_RE.match(size)
+    if m is None:
+        raise ValueError(f"invalid budget size {size!r}: expected a number with a unit such as '20GiB' or '512MB'")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
+    """Per-tier byte budgets; a bare size applies to ``primary`` (the first tier). Missing tiers are unlimited."""
+    if budget is None:
+        return {}
+    if not isinstance(budget, dict):
+        return {primary: parse_bytes(budget)}
+    unknown = set(budget) - set(TIERS)
+    if unknown:
+        raise ValueError(f"unknown budget tier(s) {sorted(unknown)}: expected keys among {list(TIERS)}")
+    return {tier: parse_bytes(v) for tier, v in budget.items()}
+
+
+def map_tensors(obj: Any, fn: Any) -> Any:
+    """``obj`` with ``fn`` applied to every tensor inside dicts, lists and tuples (other values shared)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def tensors_of(obj: Any) -> list[torch.Tensor]:
+    """Every tensor inside ``obj`` (dicts, lists, tuples), depth first."""
+    found: list[torch.Tensor] = []
+    map_tensors(obj, found.append)
+    return found
+
+
+def nbytes_of(obj: Any) -> int:
+    """Bytes held by the tensors of an entry."""
+    return sum(t.numel() * t.element_size() for t in tensors_of(obj))
+
+
+def shallow_view(entry: Any) -> Any:
+    """A new dict (and new nested dicts) sharing the entry's tensors: what a read hands out, never a copy."""
+    if isinstance(entry, dict):
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in entry.items()}
+    return entry
+
+
+class DiskTier:
+    """Uncompressed ``.npy`` files, one per tensor of an entry, opened memory-mapped (copy-on-write)."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self._owned = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-")) if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def write(self, slot: int, entry: Any) -> Any:
+        """Write the tensors of ``entry`` and return the entry with memory-mapped CPU tensors."""
+        counter = iter(range(1 << 30))
+
+        def spill(t: torch.Tensor) -> torch.Tensor:
+            path = self.root / f"{slot}-{next(counter)}.npy"
+            np.save(path, t.detach().cpu().contiguous().numpy())
+            return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+        return map_tensors(entry, spill)
+
+    def remove(self, slot: int) -> None:
+        """Delete the files of ``slot``."""
+        for p in self.root.glob(f"{slot}-*.npy"):
+            p.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Remove the folder when this tier created it."""
+        if self._owned:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class TierStore:
+    """Slot -> entry table with per-tier byte budgets, spilling cuda -> host -> disk.
+
+    Args:
+        device: where reads must deliver entries (the chain's device point; CPU when it has none).
+        budgets: ``{"cuda"|"host"|"disk": bytes or None}`` from :func:`parse_budget`; absent = unlimited.
+        disk_dir: folder of the disk tier (a temporary folder, removed on :meth:`close`, when ``None``).
+
+    Threading contract: safe to call from several threads; a slot is written by one thread at a time.
+    """
+
+    def __init__(self, device: torch.device, budgets: dict[str, int | None], disk_dir: str | Path | None = None) -> None:
+        self.device = torch.device(device)
+        self.order = list(TIERS) if self.device.type == "cuda" else ["host", "disk"]
+        self.budgets = {t: budgets.get(t) for t in self.order}
+        if "disk" not in budgets and self.budgets.get("host") is None:
+            self.budgets["disk"] = 0  # nothing ever spills when host memory is unlimited
+        self.used = dict.fromkeys(self.order, 0)
+        self.cuda_full = False
+        self.oom_warnings = 0
+        self._slots: dict[int, tuple[str, Any, int]] = {}
+        self._inflight: dict[int, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._disk_dir = disk_dir
+        self._disk: DiskTier | None = None
+        self._stream = None
+
+    def put(self, slot: int, entry: Any) -> str | None:
+        """Store ``entry`` under ``slot`` in the first tier with room; returns that tier, or ``None`` if none has."""
+        nb = nbytes_of(entry)
+        for tier in self.order:
+            if not self._reserve(tier, nb):
+                continue
+            try:
+                placed = self._place(tier, slot, entry)
+            except torch.cuda.OutOfMemoryError:
+                self._on_oom(tier, nb)
+                continue
+            with self._lock:
+                self._slots[slot] = (tier, placed, nb)
+            return tier
+        return None
+
+    def _reserve(self, tier: str, nb: int) -> bool:
+        with self._lock:
+            budget = self.budgets.get(tier)
+            if (tier == "cuda" and self.cuda_full) or (budget is not None and self.used[tier] + nb > budget):
+                return False
+            self.used[tier] += nb
+            return True
+
+    def _on_oom(self, tier: str, nb: int) -> None:
+        import warnings
+
+        with self._lock:
+            self.used[tier] -= nb
+            self.cuda_full = True
+            self.oom_warnings += 1
+            first = self.oom_warnings == 1
+        if first:
+            warnings.warn(
+                f"GPU out of memory while caching on {self.device} after {self.used['cuda']} bytes; "
+                "the remaining items go to host memory (set budget={'cuda': ...} to choose the split)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _place(self, tier: str, slot: int, entry: Any) -> Any:
+        if tier == "cuda":
+            return map_tensors(entry, lambda t: t.to(self.device))
+        if tier == "host":
+            pin = self.device.type == "cuda" and torch.cuda.is_available()
+            return map_tensors(entry, lambda t: t.cpu().pin_memory() if pin else t.cpu())
+        if self._disk is None:
+            self._disk = DiskTier(self._disk_dir)
+        return self._disk.write(slot, entry)
+
+    def get(self, slot: int) -> Any:
+        """The entry of ``slot`` on ``self.device`` (prefetched copy when one is ready; never a deep copy)."""
+        with self._lock:
+            tier, entry, _ = self._slots[slot]
+            pending = self._inflight.pop(slot, None)
+        if tier == "cuda" or self.device.type != "cuda":
+            return entry
+        if pending is not None:
+            moved, event = pending
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(event)
+            for t in tensors_of(moved):
+                t.record_stream(stream)
+            return moved
+        return map_tensors(entry, lambda t: t.to(self.device, non_blocking=True))
+
+    def prefetch(self, slots: list[int]) -> None:
+        """Start copying host/disk-tier entries of ``slots`` to the GPU on a side stream (no-op on CPU)."""
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            return
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        for slot in slots:
+            with self._lock:
+                tier, entry, _ = self._slots.get(slot, ("cuda", None, 0))
+                if tier == "cuda" or slot in self._inflight:
+                    continue
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._stream):
+                moved = map_tensors(entry, lambda t: t.to(self.device, non_blocking=True))
+                event = torch.cuda.Event()
+                event.record(self._stream)
+            with self._lock:
+                self._inflight[slot] = (moved, event)
+
+    def drop(self, slot: int) -> None:
+        """Forget ``slot`` and give its bytes back to its tier."""
+        with self._lock:
+            tier, _, nb = self._slots.pop(slot)
+            self._inflight.pop(slot, None)
+            self.used[tier] -= nb
+        if tier == "disk" and self._disk is not None:
+            self._disk.remove(slot)
+
+    def tier_of(self, slot: int) -> str | None:
+        """The tier holding ``slot``, or ``None`` when it is not stored."""
+        with self._lock:
+            found = self._slots.get(slot)
+        return None if found is None else found[0]
+
+    def __contains__(self, slot: int) -> bool:
+        with self._lock:
+            return slot in self._slots
+
+    def stats(self) -> dict[str, Any]:
+        """Items and bytes per tier, budgets, and how many GPU out-of-memory fallbacks happened."""
+        with self._lock:
+            items = dict.fromkeys(self.order, 0)
+            for tier, _, _ in self._slots.values():
+                items[tier] += 1
+            return {"items": items, "bytes": dict(self.used), "budgets": dict(self.budgets), "oom_fallbacks": self.oom_warnings}
+
+    def close(self) -> None:
+        """Drop every slot and remove a temporary disk tier (idempotent)."""
+        with self._lock:
+            self._slots.clear()
+            self._inflight.clear()
+            self.used = dict.fromkeys(self.order, 0)
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None

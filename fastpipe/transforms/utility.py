@@ -1,0 +1,146 @@
+"""The device point of a chain: ``ToDeviced`` and ``EnsureTyped``, with MONAI's names and arguments.
+
+A cache placed after one of these keeps its items on that device ("ToDevice-then-cache"); see
+:func:`device_point` for how :class:`fastpipe.CacheDataset` finds it, MONAI's own classes included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastpipe._meta import META_SUFFIX
+
+#: Class names recognised as a device point, fastpipe's and MONAI's (duck typing: MONAI stays optional).
+DEVICE_POINT_NAMES = ("ToDeviced", "EnsureTyped", "ToDevice", "EnsureType")
+
+
+def _as_keys(keys: str | Sequence[str]) -> tuple[str, ...]:
+    return (keys,) if isinstance(keys, str) else tuple(keys)
+
+
+def _missing(data: dict[str, Any], key: str, allow: bool, who: str) -> bool:
+    if key in data:
+        return False
+    if allow:
+        return True
+    raise KeyError(f"{who}: key {key!r} not in item; has {sorted(data)} (pass allow_missing_keys=True to skip)")
+
+
+def device_point(transform: Any) -> torch.device | None:
+    """The device a transform moves data to, when it is a ``ToDeviced``/``EnsureTyped`` (either library).
+
+    Returns ``None`` for any other transform, or for an ``EnsureTyped`` without ``device``.
+    """
+    if type(transform).__name__ not in DEVICE_POINT_NAMES:
+        return None
+    dev = getattr(transform, "device", None)
+    if dev is None:
+        dev = getattr(getattr(transform, "converter", None), "device", None)
+    return None if dev is None else torch.device(dev)
+
+
+class ToDeviced:
+    """Move the tensors under ``keys`` to ``device``; metadata dicts stay where they are.
+
+    Args:
+        keys: keys of the tensors to move (``"label_fg_indices"`` and friends move too when listed).
+        device: target device, e.g. ``"cuda:0"``.
+        non_blocking: passed to ``Tensor.to`` (useful from pinned host memory).
+        allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
+
+    Example:
+        >>> import torch
+        >>> ToDeviced("image", device="cpu")({"image": torch.zeros(1, 2, 2, 2)})["image"].device.type
+        'cpu'
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        device: str | torch.device,
+        non_blocking: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        self.keys = _as_keys(keys)
+        self.device = torch.device(device)
+        self.non_blocking = non_blocking
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for key in self.keys:
+            if _missing(d, key, self.allow_missing_keys, "ToDeviced"):
+                continue
+            value = d[key]
+            if isinstance(value, np.ndarray):
+                value = torch.from_numpy(value)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"ToDeviced: {key!r} is {type(value).__name__}, expected a tensor or ndarray")
+            d[key] = value.to(self.device, non_blocking=self.non_blocking)
+        return d
+
+    def __repr__(self) -> str:
+        return f"ToDeviced(keys={list(self.keys)}, device={str(self.device)!r})"
+
+
+class EnsureTyped:
+    """Make the values under ``keys`` tensors (or arrays) of ``dtype`` on ``device``.
+
+    Args:
+        keys: keys to convert; ``{key}_meta_dict`` entries are never converted.
+        data_type: ``"tensor"`` (default) or ``"numpy"``.
+        dtype: target dtype (``torch.dtype``, numpy dtype or name) or ``None`` to keep it.
+        device: target device, or ``None`` to keep it (a device makes this the chain's device point).
+        track_meta: accepted for MONAI compatibility; fastpipe keeps metadata in plain dicts.
+        allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
+
+    Example:
+        >>> import numpy as np
+        >>> EnsureTyped("image", dtype="float32")({"image": np.zeros(3, "int16")})["image"].dtype
+        torch.float32
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        data_type: str = "tensor",
+        dtype: Any = None,
+        device: str | torch.device | None = None,
+        track_meta: bool | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        if data_type not in ("tensor", "numpy"):
+            raise ValueError(f"EnsureTyped: data_type must be 'tensor' or 'numpy', got {data_type!r}")
+        self.keys = _as_keys(keys)
+        self.data_type = data_type
+        self.dtype = _torch_dtype(dtype)
+        self.device = None if device is None else torch.device(device)
+        self.track_meta = track_meta
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for key in self.keys:
+            if key.endswith(META_SUFFIX) or _missing(d, key, self.allow_missing_keys, "EnsureTyped"):
+                continue
+            value = d[key]
+            t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+            t = t.to(device=self.device, dtype=self.dtype)
+            d[key] = t.cpu().numpy() if self.data_type == "numpy" else t
+        return d
+
+    def __repr__(self) -> str:
+        return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return torch.from_numpy(np.zeros(0, dtype=np.dtype(dtype))).dtype
+    except TypeError as err:
+        raise TypeError(f"EnsureTyped: cannot interpret dtype {dtype!r}") from err
