@@ -1,0 +1,81 @@
+"""The spleen transform chain, built identically for fastpipe and MONAI (DESIGN.md, steps 1-9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEYS = ["image", "label"]
+PIXDIM = (1.5, 1.5, 2.0)
+PATCH = (96, 96, 96)
+NUM_SAMPLES = 4
+SCALE = {"a_min": -57, "a_max": 164, "b_min": 0.0, "b_max": 1.0, "clip": True}
+FG_KEY, BG_KEY = "label_fg_indices", "label_bg_indices"
+
+
+def fastpipe_chain(device: str | None = None, crop: bool = True) -> list[Any]:
+    """fastpipe's spleen chain; ``device`` inserts ``ToDeviced`` (the GPU cache point)."""
+    from fastpipe import transforms as T
+
+    chain: list[Any] = [
+        T.LoadImaged(KEYS),
+        T.EnsureChannelFirstd(KEYS),
+        T.Orientationd(KEYS, axcodes="RAS"),
+        T.Spacingd(KEYS, pixdim=PIXDIM, mode=("bilinear", "nearest")),
+        T.ScaleIntensityRanged("image", **SCALE),
+        T.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
+        T.FgBgToIndicesd("label"),
+    ]
+    if device is not None:
+        chain.append(T.ToDeviced([*KEYS, FG_KEY, BG_KEY], device=device))
+    if crop:
+        chain.append(fastpipe_crop())
+    return chain
+
+
+def fastpipe_crop():
+    """fastpipe's batched pos/neg crop with the benchmark's parameters."""
+    from fastpipe import transforms as T
+
+    return T.RandCropByPosNegLabeld(
+        KEYS,
+        label_key="label",
+        spatial_size=PATCH,
+        pos=1,
+        neg=1,
+        num_samples=NUM_SAMPLES,
+        fg_indices_key=FG_KEY,
+        bg_indices_key=BG_KEY,
+    )
+
+
+def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool = False) -> list[Any]:
+    """MONAI 1.6's spleen chain at best practice (indices precomputed, ``track_meta=False``)."""
+    from monai import transforms as M
+
+    chain: list[Any] = [
+        M.LoadImaged(KEYS),
+        M.EnsureChannelFirstd(KEYS),
+        M.Orientationd(KEYS, axcodes="RAS"),
+        M.Spacingd(KEYS, pixdim=PIXDIM, mode=("bilinear", "nearest")),
+        M.ScaleIntensityRanged("image", **SCALE),
+        M.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
+        M.FgBgToIndicesd("label"),
+    ]
+    if not track_meta:
+        chain.append(M.EnsureTyped([*KEYS, FG_KEY, BG_KEY], track_meta=False))
+    if device is not None:
+        chain.append(M.ToDeviced(KEYS, device=device))
+    if crop:
+        chain.append(
+            M.RandCropByPosNegLabeld(
+                KEYS,
+                label_key="label",
+                spatial_size=PATCH,
+                pos=1,
+                neg=1,
+                num_samples=NUM_SAMPLES,
+                fg_indices_key=FG_KEY,
+                bg_indices_key=BG_KEY,
+            )
+        )
+    return chain

@@ -1,0 +1,93 @@
+"""Measure one row of the matrix: fill, steady-state epochs, data-wait under a stand-in step, memory."""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any
+
+import torch
+
+from benchmarks import chains
+from benchmarks.common import spread, sync
+from benchmarks.rows import ROWS, Config
+
+
+def _check_batch(batch: dict[str, Any], cfg: Config) -> int:
+    img, lab = batch["image"], batch["label"]
+    if tuple(img.shape[1:]) != (1, *chains.PATCH) or img.shape[0] != lab.shape[0]:
+        raise RuntimeError(f"row produced image {tuple(img.shape)} / label {tuple(lab.shape)}; "
+                           f"expected (N, 1, {chains.PATCH}) for both")
+    return int(img.shape[0])
+
+
+def throughput_epoch(loader, cfg: Config) -> tuple[float, int]:
+    """One epoch as fast as the consumer can take it: (seconds, crops)."""
+    crops = 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        crops += _check_batch(batch, cfg)
+        sync(cfg.device)
+    return time.perf_counter() - t0, crops
+
+
+def step_epoch(loader, cfg: Config, step_s: float) -> tuple[float, float]:
+    """One epoch with a stand-in training step of ``step_s`` per batch: (seconds, data-wait fraction)."""
+    waited = 0.0
+    t0 = time.perf_counter()
+    it = iter(loader)
+    while True:
+        tw = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        sync(cfg.device)
+        waited += time.perf_counter() - tw
+        _check_batch(batch, cfg)
+        time.sleep(step_s)  # the stand-in training step: the GIL is free, as during a CUDA step
+    wall = time.perf_counter() - t0
+    return wall, waited / wall if wall > 0 else 0.0
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process plus its largest child (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int((own + kids) * 1024)
+
+
+def measure_row(name: str, data: list[dict], cfg: Config, epochs: int, step_epochs: int,
+                step_s: float) -> dict[str, Any]:
+    """Build row ``name`` and measure it; the figures of one line of the results table."""
+    torch.set_num_threads(cfg.threads)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    row = ROWS[name](data, cfg)
+    sync(cfg.device)
+    fill_s = time.perf_counter() - t0
+    try:
+        throughput_epoch(row.loader, cfg)  # warm-up: workers start, allocators settle
+        runs = [throughput_epoch(row.loader, cfg) for _ in range(epochs)]
+        steps = [step_epoch(row.loader, cfg, step_s) for _ in range(step_epochs)]
+    finally:
+        row.close()
+    epoch_s = [s for s, _ in runs]
+    crops = runs[0][1]
+    crops_per_s = [c / s for s, c in runs]
+    return {
+        "row": name,
+        "items_per_epoch": row.items_per_epoch,
+        "crops_per_epoch": crops,
+        "fill_s": fill_s,
+        "epoch_s": spread(epoch_s),
+        "crops_per_s": spread(crops_per_s),
+        "full_epoch_s": spread([len(data) * chains.NUM_SAMPLES / c for c in crops_per_s]),
+        "step_s": step_s,
+        "step_epoch_s": spread([s for s, _ in steps]),
+        "data_wait_fraction": spread([w for _, w in steps]),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
+        "info": row.info,
+    }

@@ -1,0 +1,195 @@
+"""The rows of the spleen experiment matrix: each builds a dataset and a loader on the same volumes.
+
+A row is a function ``(data, cfg) -> Row``. The harness times the fill (the function itself),
+then iterates ``row.loader`` epoch after epoch. Every row yields batches of ``cfg.batch_size``
+volumes x ``NUM_SAMPLES`` crops of ``PATCH`` voxels, image and label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmarks import chains
+
+
+@dataclass
+class Config:
+    """What every row gets the same of."""
+
+    batch_size: int = 2
+    threads: int = 2
+    device: str = "cpu"
+    smart_fraction: float = 0.5
+    replace_rate: float = 0.25
+    seed: int = 0
+    workdir: str = "/tmp/fastpipe-bench"
+
+
+@dataclass
+class Row:
+    """A ready loader plus what the harness needs to know about it."""
+
+    loader: Any
+    items_per_epoch: int
+    close: Callable[[], None] = lambda: None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def regular(data, cfg: Config) -> Row:
+    """MONAI's "regular" baseline: a torch Dataset + DataLoader with worker processes, no cache."""
+    from monai.data import Dataset, list_data_collate
+    from monai.transforms import Compose
+
+    ds = Dataset(data, Compose(chains.monai_chain()))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=cfg.threads,
+        collate_fn=list_data_collate,
+        persistent_workers=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return Row(loader, len(ds), info={"workers": cfg.threads})
+
+
+def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
+    """MONAI 1.6 best practice: CacheDataset(copy_cache=False) + indices + ThreadDataLoader."""
+    from monai.data import CacheDataset, ThreadDataLoader
+    from monai.transforms import Compose
+
+    chain = chains.monai_chain(device=_device_or_none(cfg))
+    ds = CacheDataset(data, Compose(chain), cache_rate=1.0, num_workers=cfg.threads, copy_cache=copy_cache,
+                      progress=False)
+    ds.set_random_state(cfg.seed)
+    loader = ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    return Row(loader, len(ds), info={"copy_cache": copy_cache})
+
+
+def monai_cache_default(data, cfg: Config) -> Row:
+    """MONAI's CacheDataset with its defaults (``copy_cache=True``)."""
+    return monai_cache(data, cfg, copy_cache=True)
+
+
+def monai_smartcache(data, cfg: Config) -> Row:
+    """MONAI's SmartCacheDataset at cache_num = fraction of the data, with ThreadDataLoader."""
+    from monai.data import SmartCacheDataset, ThreadDataLoader
+    from monai.transforms import Compose
+
+    cache_num = max(1, int(len(data) * cfg.smart_fraction))
+    ds = SmartCacheDataset(
+        data,
+        Compose(chains.monai_chain(device=_device_or_none(cfg))),
+        replace_rate=cfg.replace_rate,
+        cache_num=cache_num,
+        num_init_workers=cfg.threads,
+        num_replace_workers=cfg.threads,
+        copy_cache=False,
+        progress=False,
+    )
+    ds.set_random_state(cfg.seed)
+    ds.start()
+    loader = _MonaiSmartLoader(ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True), ds)
+    return Row(loader, cache_num, close=ds.shutdown, info={"cache_num": cache_num})
+
+
+class _MonaiSmartLoader:
+    """MONAI leaves ``update_cache()`` to the user: call it at each epoch end, as its tutorial does."""
+
+    def __init__(self, loader, ds):
+        self.loader, self.ds, self._epochs = loader, ds, 0
+
+    def __iter__(self):
+        if self._epochs:
+            self.ds.update_cache()
+        self._epochs += 1
+        return iter(self.loader)
+
+
+def fastpipe_cache(data, cfg: Config, batched: bool = True) -> Row:
+    """fastpipe CacheDataset + ThreadDataLoader; ``batched`` = batch-by-transform crops on."""
+    import fastpipe as fp
+
+    chain = chains.fastpipe_chain(device=_device_or_none(cfg))
+    if not batched:
+        chain[-1].batch_call = None  # the per-item path: one crop call per volume, then collate
+    ds = fp.CacheDataset(data, chain, cache_rate=1.0, num_workers=cfg.threads, progress=False, seed=cfg.seed)
+    loader = fp.ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    return Row(loader, len(ds), info={"batched_crops": batched, "cache": ds.stats()})
+
+
+def fastpipe_cache_per_item(data, cfg: Config) -> Row:
+    """fastpipe CacheDataset with batch-by-transform off (per-volume crops + collate)."""
+    return fastpipe_cache(data, cfg, batched=False)
+
+
+def fastpipe_gpu_cache(data, cfg: Config) -> Row:
+    """ToDevice-then-cache on the GPU with batched GPU crops (GPU only)."""
+    if not torch.cuda.is_available():
+        raise RowSkipped("needs a CUDA GPU; none on this machine")
+    return fastpipe_cache(data, Config(**{**cfg.__dict__, "device": "cuda"}))
+
+
+def fastpipe_smartcache(data, cfg: Config) -> Row:
+    """fastpipe SmartCacheDataset at cache_num = fraction of the data, replace_rate 0.25."""
+    import fastpipe as fp
+
+    cache_num = max(1, int(len(data) * cfg.smart_fraction))
+    ds = fp.SmartCacheDataset(
+        data,
+        chains.fastpipe_chain(device=_device_or_none(cfg)),
+        cache_num=cache_num,
+        replace_rate=cfg.replace_rate,
+        num_init_workers=cfg.threads,
+        num_replace_workers=cfg.threads,
+        progress=False,
+        seed=cfg.seed,
+    )
+    ds.start()
+    loader = fp.ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    return Row(loader, cache_num, close=ds.shutdown, info={"cache_num": cache_num})
+
+
+def dali(data, cfg: Config) -> Row:
+    """NVIDIA DALI: numpy reader over the preprocessed volumes, random_object_bbox + roi_random_crop."""
+    from benchmarks import dali_peer
+
+    return dali_peer.build(data, cfg)
+
+
+class RowSkipped(RuntimeError):
+    """A row that cannot run on this machine (the reason is published in the results)."""
+
+
+def _device_or_none(cfg: Config) -> str | None:
+    return cfg.device if cfg.device != "cpu" else None
+
+
+ROWS: dict[str, Callable[..., Row]] = {
+    "regular": regular,
+    "monai-cache": monai_cache,
+    "monai-cache-default": monai_cache_default,
+    "monai-smartcache": monai_smartcache,
+    "fastpipe-cache": fastpipe_cache,
+    "fastpipe-cache-per-item": fastpipe_cache_per_item,
+    "fastpipe-smartcache": fastpipe_smartcache,
+    "fastpipe-gpu-cache": fastpipe_gpu_cache,
+    "dali": dali,
+}
+#: Which MONAI row each fastpipe row is matched against (same work, same settings).
+MATCHED = {
+    "fastpipe-cache": "monai-cache",
+    "fastpipe-cache-per-item": "monai-cache",
+    "fastpipe-smartcache": "monai-smartcache",
+    "fastpipe-gpu-cache": "monai-cache",
+}
+
+
+def smart_cache_num(n: int, fraction: float) -> int:
+    """The SmartCache window size used by both SmartCache rows."""
+    return max(1, math.floor(n * fraction))

@@ -1,0 +1,186 @@
+"""The spleen fast-training experiment matrix: ``python -m benchmarks.spleen`` (``make bench``).
+
+Every row runs in its own subprocess (so peak memory is its own) on the same volumes, the same
+chain, the same crops and the same thread count; the parent prints the table and writes
+``benchmarks/results/<date>-<host>.json`` plus a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from benchmarks.common import RESULTS_DIR, machine_info
+from benchmarks.report import format_table, plot_rows, speedups
+from benchmarks.rows import ROWS, Config, RowSkipped
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_ROWS = [
+    "regular",
+    "monai-cache",
+    "monai-cache-default",
+    "monai-smartcache",
+    "dali",
+    "fastpipe-cache",
+    "fastpipe-cache-per-item",
+    "fastpipe-smartcache",
+    "fastpipe-gpu-cache",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fastpipe bench", description=__doc__)
+    p.add_argument("--preset", default="spleen-small", help="look-alike data preset (default spleen-small)")
+    p.add_argument("--data", type=Path, default=None, help="an MSD folder (e.g. a real Task09_Spleen)")
+    p.add_argument("--num-volumes", type=int, default=None, help="use only the first N volumes")
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated rows to run")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one warm-up)")
+    p.add_argument("--step-epochs", type=int, default=2, help="epochs with the stand-in training step")
+    p.add_argument("--step-ms-per-volume", type=float, default=50.0,
+                   help="stand-in training step per volume of a batch (0.2 s per 4 volumes ~ an A100 UNet step)")
+    p.add_argument("--batch-size", type=int, default=2, help="volumes per batch (x4 crops)")
+    p.add_argument("--threads", type=int, default=min(os.cpu_count() or 2, 8), help="threads/workers for every row")
+    p.add_argument("--device", default=None, help="device for GPU rows (default cuda when present)")
+    p.add_argument("--out", type=Path, default=None, help="result JSON path (default benchmarks/results/<date>-<host>.json)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--train", action="store_true", help="also run the UNet time-to-Dice experiment")
+    p.add_argument("--train-epochs", type=int, default=None, help="train mode epoch budget")
+    p.add_argument("--train-max-s", type=float, default=None, help="train mode time budget per arm")
+    p.add_argument("--dice-target", type=float, default=None, help="validation foreground Dice target (0.94)")
+    p.add_argument("--nproc", type=int, default=1, help="ranks for --distributed (via torchrun)")
+    p.add_argument("--distributed", action="store_true", help="run under torch.distributed (torchrun)")
+    p.add_argument("--worker-row", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def dataset_root(args: argparse.Namespace) -> Path:
+    """The MSD folder to use, generating the look-alike preset when it is missing."""
+    if args.data is not None:
+        return args.data
+    root = REPO / "data" / args.preset
+    if not (root / "dataset.json").exists():
+        from fastpipe.datasets import synthesize
+
+        print(f"generating look-alike data: {args.preset} -> {root}", flush=True)
+        synthesize(root, preset=args.preset, seed=0, progress=True)
+    return root
+
+
+def load_data(args: argparse.Namespace) -> list[dict]:
+    from fastpipe.datasets import load_decathlon_datalist
+
+    data = load_decathlon_datalist(dataset_root(args))
+    return data[: args.num_volumes] if args.num_volumes else data
+
+
+def config(args: argparse.Namespace) -> Config:
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Config(batch_size=args.batch_size, threads=args.threads, device=device,
+                  workdir=tempfile.mkdtemp(prefix="fastpipe-bench-"))
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Inside the subprocess: measure one row and write its figures as JSON."""
+    from benchmarks.measure import measure_row
+
+    data = load_data(args)
+    cfg = config(args)
+    step_s = args.step_ms_per_volume * args.batch_size / 1000.0
+    try:
+        res = measure_row(args.worker_row, data, cfg, args.epochs, args.step_epochs, step_s)
+    except RowSkipped as err:
+        res = {"row": args.worker_row, "skipped": str(err)}
+    Path(args.worker_out).write_text(json.dumps(res, default=str))
+    return 0
+
+
+def run_row(name: str, argv: list[str], timeout_s: float = 1800) -> dict:
+    """Measure one row in a fresh interpreter; a crash becomes a published error, not a lost row."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [sys.executable, "-m", "benchmarks.spleen", *argv, "--worker-row", name, "--worker-out", out]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0 or not Path(out).stat().st_size:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return {"row": name, "error": " | ".join(tail)}
+    return json.loads(Path(out).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker_row:
+        return run_worker(args)
+    if args.distributed or args.nproc > 1:
+        from benchmarks import distributed_bench
+
+        return distributed_bench.launch(args)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; choose from {sorted(ROWS)}")
+    root = dataset_root(args)
+    child_argv = _without_train_flags(argv)
+    if args.data is None:
+        child_argv += ["--data", str(root)]
+    results = []
+    for i, name in enumerate(rows, 1):
+        print(f"[{i}/{len(rows)}] {name} ...", flush=True)
+        res = run_row(name, child_argv)
+        results.append(res)
+        print("    " + _one_line(res), flush=True)
+    speedups(results)
+    doc = {"config": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
+           "dataset": str(root), "rows": results}
+    if args.train:
+        from benchmarks.train import run_train
+
+        doc["train"] = run_train(load_data(args), args)
+    out = args.out or RESULTS_DIR / f"{date.today().isoformat()}-{machine_info()['host']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "spleen", "machine": machine_info(), **doc}
+    out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print()
+    print(format_table(results))
+    if not args.no_plot:
+        png = plot_rows(results, out.with_suffix(".png"), title=f"spleen {args.preset} - {doc['machine']['cpu']}")
+        print(f"chart: {png}")
+    print(f"results: {out}")
+    return 0
+
+
+def _without_train_flags(argv: list[str]) -> list[str]:
+    """The row workers' argv: train-mode options stay with the parent."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--train":
+            continue
+        elif a in ("--train-epochs", "--train-max-s", "--dice-target"):
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def _one_line(res: dict) -> str:
+    if "skipped" in res:
+        return f"skipped: {res['skipped']}"
+    if "error" in res:
+        return f"ERROR: {res['error']}"
+    return (f"fill {res['fill_s']:.1f} s, epoch {res['epoch_s']['median']:.2f} s, "
+            f"{res['crops_per_s']['median']:.1f} crops/s, wait {100 * res['data_wait_fraction']['median']:.0f}%")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
