@@ -1,7 +1,18 @@
 """fastpipe: 3D medical-imaging training data pipelines fast enough that the GPU never waits."""
 
 from fastpipe import datasets, profiling, transforms
+from fastpipe.cache_dataset import CacheDataset
+from fastpipe.collate import list_data_collate
+from fastpipe.thread_loader import ThreadDataLoader
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "datasets", "profiling", "transforms"]
+__all__ = [
+    "CacheDataset",
+    "ThreadDataLoader",
+    "__version__",
+    "datasets",
+    "list_data_collate",
+    "profiling",
+    "transforms",
+]

@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def parse_bytes(size: int | float | str | None) -> int | None:
         return int(size)
     m = _SIZE_RE.match(size)
     if m is None:
-        raise ValueError(f"invalid budget size {size!r}: expected a number with a unit such as '20GiB' or '512MB'")
+        raise ValueError(
+            f"invalid budget size {size!r}: expected a number with a unit such as '20GiB' or '512MB'"
+        )
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 
@@ -132,7 +135,9 @@ class TierStore:
     Threading contract: safe to call from several threads; a slot is written by one thread at a time.
     """
 
-    def __init__(self, device: torch.device, budgets: dict[str, int | None], disk_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, device: torch.device, budgets: dict[str, int | None], disk_dir: str | Path | None = None
+    ) -> None:
         self.device = torch.device(device)
         self.order = list(TIERS) if self.device.type == "cuda" else ["host", "disk"]
         self.budgets = {t: budgets.get(t) for t in self.order}
@@ -157,7 +162,7 @@ class TierStore:
             try:
                 placed = self._place(tier, slot, entry)
             except torch.cuda.OutOfMemoryError:
-                self._on_oom(tier, nb)
+                self.note_oom(tier, nb)
                 continue
             with self._lock:
                 self._slots[slot] = (tier, placed, nb)
@@ -172,8 +177,8 @@ class TierStore:
             self.used[tier] += nb
             return True
 
-    def _on_oom(self, tier: str, nb: int) -> None:
-        import warnings
+    def note_oom(self, tier: str = "cuda", nb: int = 0) -> None:
+        """Record a GPU out-of-memory: release ``nb`` reserved bytes, close the cuda tier, warn once."""
 
         with self._lock:
             self.used[tier] -= nb
@@ -258,7 +263,12 @@ class TierStore:
             items = dict.fromkeys(self.order, 0)
             for tier, _, _ in self._slots.values():
                 items[tier] += 1
-            return {"items": items, "bytes": dict(self.used), "budgets": dict(self.budgets), "oom_fallbacks": self.oom_warnings}
+            return {
+                "items": items,
+                "bytes": dict(self.used),
+                "budgets": dict(self.budgets),
+                "oom_fallbacks": self.oom_warnings,
+            }
 
     def close(self) -> None:
         """Drop every slot and remove a temporary disk tier (idempotent)."""

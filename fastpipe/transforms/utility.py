@@ -27,7 +27,9 @@ def _missing(data: dict[str, Any], key: str, allow: bool, who: str) -> bool:
         return False
     if allow:
         return True
-    raise KeyError(f"{who}: key {key!r} not in item; has {sorted(data)} (pass allow_missing_keys=True to skip)")
+    raise KeyError(
+        f"{who}: key {key!r} not in item; has {sorted(data)} (pass allow_missing_keys=True to skip)"
+    )
 
 
 def device_point(transform: Any) -> torch.device | None:

@@ -1,0 +1,271 @@
+"""Cached epoch on CPU: fastpipe vs MONAI 1.6 best practice vs MONAI defaults vs a plain copy.
+
+Every peer gets the same synthetic spleen-like volumes (post-preprocessing size, HU image + organ
+label, fed as tensors so no file decoding is timed), the same deterministic prefix
+(``ScaleIntensityRanged`` then ``FgBgToIndicesd``, cached) and the same random part: 4 pos/neg 96^3
+crops per volume, batches of 2 volumes (8 crops), shuffled. Epochs of the peers are interleaved
+(round robin) after a warm-up, so they share the machine's noise; the median and spread of the
+epoch times are reported, and the cache fills separately. Then fastpipe's fill time per volume is
+measured for ``num_workers`` = 1, 2 and all cores.
+
+Run: ``python -m benchmarks.cached_epoch [--volumes 6 --shape 240 210 250 --epochs 5]``.
+Writes ``benchmarks/results/cached-epoch-cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.common import spread, write_result
+
+PATCH = (96, 96, 96)
+NUM_SAMPLES = 4
+BATCH = 2
+TARGETS = {"vs_monai_best": 4.0, "vs_monai_default": 15.0, "vs_plain_copy_max": 1.5}
+
+
+def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``n`` items: int16 HU-like image ``(1, *shape)`` and a float32 label with an ellipsoid organ."""
+    g = torch.Generator().manual_seed(seed)
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
+    out = []
+    for _ in range(n):
+        c = (torch.rand(3, generator=g) - 0.5) * 0.6
+        r = 0.15 + torch.rand(3, generator=g) * 0.1
+        organ = sum(((x - ci) / ri) ** 2 for x, ci, ri in zip(grids, c, r, strict=True)) <= 1
+        img = torch.randint(-200, 300, shape, generator=g, dtype=torch.int16)
+        img[organ] = torch.randint(40, 160, (int(organ.sum()),), generator=g, dtype=torch.int16)
+        out.append({"image": img[None], "label": organ[None].to(torch.float32)})
+    return out
+
+
+def fastpipe_prefix() -> tuple[list[Any], str]:
+    """fastpipe's ScaleIntensityRanged + FgBgToIndicesd, or equivalents built on fastpipe.ops while absent."""
+    try:
+        from fastpipe.transforms import FgBgToIndicesd, ScaleIntensityRanged
+
+        scale = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True)
+        return [scale, FgBgToIndicesd("label")], "fastpipe.transforms"
+    except ImportError:
+        from fastpipe.ops.sample import fg_bg_indices
+
+        def scale(d: dict) -> dict:
+            img = ((d["image"].to(torch.float32) + 57.0) / 221.0).clamp_(0.0, 1.0)
+            return {**d, "image": img}
+
+        def indices(d: dict) -> dict:
+            fg, bg = fg_bg_indices(d["label"])
+            return {**d, "label_fg_indices": fg, "label_bg_indices": bg}
+
+        return [scale, indices], "local stand-ins on fastpipe.ops (fastpipe transforms not yet present)"
+
+
+def fastpipe_peer(data: list[dict], workers: int) -> tuple[Any, float, str]:
+    import fastpipe as fp
+    from fastpipe.transforms import RandCropByPosNegLabeld
+
+    prefix, impl = fastpipe_prefix()
+    crop = RandCropByPosNegLabeld(["image", "label"], "label", PATCH, pos=1, neg=1, num_samples=NUM_SAMPLES)
+    ds = fp.CacheDataset(data, [*prefix, crop], num_workers=workers, progress=False)
+    return fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True), ds.fill_report.seconds, impl
+
+
+def monai_peer(data: list[dict], workers: int, copy_cache: bool) -> tuple[Any, float]:
+    from monai.data import CacheDataset, ThreadDataLoader
+    from monai.transforms import Compose, FgBgToIndicesd, RandCropByPosNegLabeld, ScaleIntensityRanged
+
+    chain = Compose(
+        [
+            ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+            FgBgToIndicesd("label"),
+            RandCropByPosNegLabeld(
+                ["image", "label"],
+                "label",
+                PATCH,
+                pos=1,
+                neg=1,
+                num_samples=NUM_SAMPLES,
+                fg_indices_key="label_fg_indices",
+                bg_indices_key="label_bg_indices",
+            ),
+        ]
+    )
+    t0 = time.perf_counter()
+    ds = CacheDataset(data, chain, num_workers=workers, copy_cache=copy_cache, progress=False)
+    fill = time.perf_counter() - t0
+    return ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=0), fill
+
+
+class PlainCopy:
+    """The floor: copy the same crop bytes (4 windows of image and label per volume) into new batches."""
+
+    def __init__(self, data: list[dict], seed: int = 0) -> None:
+        prefix, _ = fastpipe_prefix()
+        self.items = [_apply(prefix, d) for d in data]
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.items), generator=self.g).tolist()
+        for b in range(0, len(order), BATCH):
+            vols = [self.items[i] for i in order[b : b + BATCH]]
+            n = len(vols) * NUM_SAMPLES
+            out = {k: torch.empty((n, 1, *PATCH), dtype=vols[0][k].dtype) for k in ("image", "label")}
+            for j in range(n):
+                src = vols[j // NUM_SAMPLES]
+                x, y, z = (
+                    int(torch.randint(0, s - p + 1, (1,), generator=self.g))
+                    for s, p in zip(src["image"].shape[1:], PATCH, strict=True)
+                )
+                for k in out:
+                    out[k][j].copy_(src[k][:, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]])
+            yield out
+
+
+def _apply(chain: list[Any], d: dict) -> dict:
+    for t in chain:
+        d = t(d)
+    return d
+
+
+def _epoch(loader: Any) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    crops = 0
+    for batch in loader:
+        crops += int(batch["image"].shape[0])
+    return time.perf_counter() - t0, crops
+
+
+def _set_track_meta(on: bool) -> None:
+    from monai.data import set_track_meta
+
+    set_track_meta(on)
+
+
+def compare(data: list[dict], epochs: int, warmup: int, workers: int) -> dict[str, Any]:
+    """Fill every peer, warm up, then time ``epochs`` interleaved epochs of each."""
+    fp_loader, fp_fill, impl = fastpipe_peer(data, workers)
+    _set_track_meta(False)
+    best_loader, best_fill = monai_peer(data, workers, copy_cache=False)
+    _set_track_meta(True)
+    default_loader, default_fill = monai_peer(data, workers, copy_cache=True)
+    plain = PlainCopy(data)
+    peers = {
+        "fastpipe": (fp_loader, None),
+        "monai_best": (best_loader, False),
+        "monai_default": (default_loader, True),
+        "plain_copy": (plain, None),
+    }
+    times: dict[str, list[float]] = {k: [] for k in peers}
+    crops: dict[str, int] = {}
+    for rep in range(warmup + epochs):
+        for name, (loader, track) in peers.items():
+            if track is not None:
+                _set_track_meta(track)
+            dt, crops[name] = _epoch(loader)
+            if rep >= warmup:
+                times[name].append(dt)
+    _set_track_meta(True)
+    n = len(data)
+    rows = {
+        k: {"epoch_s": spread(v), "ms_per_volume": 1e3 * spread(v)["median"] / n, "crops_per_epoch": crops[k]}
+        for k, v in times.items()
+    }
+    fills = {"fastpipe": fp_fill, "monai_best": best_fill, "monai_default": default_fill}
+    for k, f in fills.items():
+        rows[k]["fill_s"], rows[k]["fill_ms_per_volume"] = f, 1e3 * f / n
+    med = {k: rows[k]["epoch_s"]["median"] for k in rows}
+    ratios = {
+        "vs_monai_best": med["monai_best"] / med["fastpipe"],
+        "vs_monai_default": med["monai_default"] / med["fastpipe"],
+        "vs_plain_copy": med["fastpipe"] / med["plain_copy"],
+    }
+    passed = {
+        "vs_monai_best": ratios["vs_monai_best"] >= TARGETS["vs_monai_best"],
+        "vs_monai_default": ratios["vs_monai_default"] >= TARGETS["vs_monai_default"],
+        "vs_plain_copy": ratios["vs_plain_copy"] <= TARGETS["vs_plain_copy_max"],
+    }
+    return {"peers": rows, "ratios": ratios, "targets": TARGETS, "passed": passed, "prefix_impl": impl}
+
+
+def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
+    """fastpipe's fill time per volume for num_workers = 1, 2 and all cores (median of ``repeats``)."""
+    import fastpipe as fp
+
+    prefix, _ = fastpipe_prefix()
+    out = {}
+    for w in sorted({1, 2, os.cpu_count() or 1}):
+        samples = []
+        for _ in range(repeats):
+            ds = fp.CacheDataset(data, prefix, num_workers=w, progress=False)
+            samples.append(ds.fill_report.seconds / len(data))
+            ds.close()
+            del ds
+            gc.collect()
+        out[str(w)] = {"fill_s_per_volume": spread(samples)}
+    base = out["1"]["fill_s_per_volume"]["median"]
+    for w in out:
+        out[w]["speedup_vs_1"] = base / out[w]["fill_s_per_volume"]["median"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--volumes", type=int, default=6)
+    p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--fill-repeats", type=int, default=3)
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="fill threads of the compared peers"
+    )
+    p.add_argument(
+        "--out", default=None, help="result path (default benchmarks/results/cached-epoch-cpu.json)"
+    )
+    args = p.parse_args(argv)
+    data = make_volumes(args.volumes, tuple(args.shape))
+    result = {
+        "config": {
+            "volumes": args.volumes,
+            "shape": list(args.shape),
+            "patch": list(PATCH),
+            "num_samples": NUM_SAMPLES,
+            "batch_volumes": BATCH,
+            "epochs": args.epochs,
+            "warmup": args.warmup,
+            "fill_workers": args.workers,
+            "torch_threads": torch.get_num_threads(),
+            "label_dtype": "float32",
+            "image_input_dtype": "int16",
+        },
+        **compare(data, args.epochs, args.warmup, args.workers),
+        "fill_scaling": fill_scaling(data, args.fill_repeats),
+    }
+    path = write_result("cached-epoch-cpu", result, args.out)
+    _print(result, path)
+    return result
+
+
+def _print(result: dict[str, Any], path: Any) -> None:
+    print(f"{'peer':<14}{'epoch median s':>16}{'IQR s':>9}{'ms/volume':>11}{'fill s':>9}")
+    for name, row in result["peers"].items():
+        e = row["epoch_s"]
+        print(
+            f"{name:<14}{e['median']:>16.4f}{e['iqr']:>9.4f}{row['ms_per_volume']:>11.2f}{row.get('fill_s', float('nan')):>9.2f}"
+        )
+    for k, v in result["ratios"].items():
+        print(f"{k}: {v:.2f}x ({'pass' if result['passed'][k] else 'FAIL'})")
+    for w, row in result["fill_scaling"].items():
+        print(
+            f"fill num_workers={w}: {1e3 * row['fill_s_per_volume']['median']:.1f} ms/volume ({row['speedup_vs_1']:.2f}x)"
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

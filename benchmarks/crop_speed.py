@@ -1,0 +1,185 @@
+"""Batched RandCropByPosNegLabeld vs MONAI vs a plain copy of the same bytes (and, on a GPU, kernel GB/s).
+
+    python -m benchmarks.crop_speed                       # spleen-sized volumes, CPU (+ GPU when present)
+    python -m benchmarks.crop_speed --shape 160 160 160 --volumes 2 --repeats 5
+
+Per batch of B volumes each gives ``num_samples`` crops (float32 image + uint8 label) assembled
+into the batch tensors. Peers, side by side on the same volumes and thread count:
+
+- ``fastpipe``: ``RandCropByPosNegLabeld.batch_call`` (indices precomputed, one op per key);
+- ``monai``: MONAI 1.6 ``RandCropByPosNegLabeld`` with precomputed indices, ``track_meta=False``,
+  then ``list_data_collate`` (its documented best settings);
+- ``copy``: the physical floor, ``copy_`` of as many bytes into preallocated buffers, and
+  ``copy_alloc``: the same into freshly allocated ones (what any op returning new tensors pays).
+
+On a GPU it also times the crop kernel for 8 volumes x 4 crops against the device-to-device copy
+bandwidth, and sampling the centres against cutting the crops. Results: JSON under
+``benchmarks/results/`` (``crop-speed-cpu.json``, ``crop-speed-gpu.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from benchmarks.common import spread, time_repeats, write_result
+from fastpipe.ops import crop_batch
+from fastpipe.ops.sample import fg_bg_indices
+from fastpipe.transforms import RandCropByPosNegLabeld
+
+KEYS = ["image", "label"]
+
+
+def make_items(n: int, shape: tuple[int, int, int], device: str = "cpu", seed: int = 0) -> list[dict]:
+    """``n`` look-alike cached items: float32 CT-ish image, uint8 label with a spleen-sized blob, indices."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n):
+        image = torch.rand((1, *shape), generator=g)
+        label = torch.zeros((1, *shape), dtype=torch.uint8)
+        c = [s // 2 + int(torch.randint(-s // 8, s // 8 + 1, (), generator=g)) for s in shape]
+        r = [max(2, s // 8) for s in shape]
+        label[0, c[0] - r[0] : c[0] + r[0], c[1] - r[1] : c[1] + r[1], c[2] - r[2] : c[2] + r[2]] = 1
+        fg, bg = fg_bg_indices(label)
+        d = {"image": image, "label": label, "label_fg_indices": fg, "label_bg_indices": bg}
+        items.append({k: v.to(device) for k, v in d.items()} | {"name": f"vol{i}"})
+    return items
+
+
+def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repeats: int) -> dict:
+    """Seconds per batch of each CPU peer (median, spread) on the same items."""
+    from monai.data import list_data_collate, set_track_meta
+    from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
+
+    ours = RandCropByPosNegLabeld(KEYS, "label", patch, num_samples=num_samples).set_random_state(0)
+    theirs = MonaiCrop(KEYS, "label", patch, num_samples=num_samples, fg_indices_key="label_fg_indices",
+                       bg_indices_key="label_bg_indices")  # fmt: skip
+    theirs.set_random_state(0)
+    n = len(items) * num_samples
+    img_src = torch.rand(n, 1, *patch)
+    lab_src = torch.randint(0, 2, (n, 1, *patch), dtype=torch.uint8)
+    img_dst, lab_dst = torch.empty_like(img_src), torch.empty_like(lab_src)
+
+    def monai_batch():
+        return list_data_collate([theirs(d) for d in items])
+
+    def copy_pre():
+        img_dst.copy_(img_src), lab_dst.copy_(lab_src)
+
+    def copy_alloc():
+        return img_src.clone(), lab_src.clone()
+
+    set_track_meta(False)
+    try:
+        peers = {"fastpipe": lambda: ours.batch_call(items), "monai": monai_batch, "copy": copy_pre,
+                 "copy_alloc": copy_alloc}  # fmt: skip
+        # interleave the peers repeat by repeat so drift (other load, turbo) hits all alike
+        times: dict[str, list[float]] = {k: [] for k in peers}
+        for fn in peers.values():
+            time_repeats(fn, repeats=0, warmup=2)
+        for _ in range(repeats):
+            for k, fn in peers.items():
+                times[k] += time_repeats(fn, repeats=1, warmup=0)
+    finally:
+        set_track_meta(True)
+    out = {k: spread(v) for k, v in times.items()}
+    med = {k: v["median"] for k, v in out.items()}
+    out["ratios"] = {
+        "fastpipe_over_copy": med["fastpipe"] / med["copy"],
+        "fastpipe_over_copy_alloc": med["fastpipe"] / med["copy_alloc"],
+        "monai_over_fastpipe": med["monai"] / med["fastpipe"],
+    }
+    out["per_volume_ms"] = {k: 1e3 * m / len(items) for k, m in med.items()}
+    return out
+
+
+def cuda_time(fn, repeats: int, inner: int = 20) -> list[float]:
+    """Seconds per call of ``fn``, by CUDA events around ``inner`` back-to-back calls, ``repeats`` times."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) / 1e3 / inner)
+    return out
+
+
+def gpu_section(shape, patch, num_samples: int, volumes: int, repeats: int) -> dict:
+    """Kernel GB/s vs device-to-device copy, and sampling vs crop time, for ``volumes`` x ``num_samples``."""
+    items = make_items(volumes, shape, "cuda")
+    t = RandCropByPosNegLabeld(
+        KEYS, "label", patch, num_samples=num_samples, backend="cuda"
+    ).set_random_state(0)
+    s, _ = t.sample(items)
+    outs = {
+        k: torch.empty((s.starts.shape[0], 1, *s.size), dtype=items[0][k].dtype, device="cuda") for k in KEYS
+    }
+
+    def crop_all():
+        for k in KEYS:
+            crop_batch([d[k] for d in items], s.starts, s.vol_index, s.size, out=outs[k], backend="cuda")
+
+    crop_s = cuda_time(crop_all, repeats)
+    sample_s = cuda_time(lambda: t.sample(items), repeats)
+    batch_s = cuda_time(lambda: t.batch_call(items), repeats)
+    moved = 2 * sum(o.numel() * o.element_size() for o in outs.values())  # each byte read once, written once
+    src = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    copy_s = cuda_time(lambda: dst.copy_(src), repeats)
+    crop_gbs, copy_gbs = (
+        moved / statistics.median(crop_s) / 1e9,
+        2 * src.numel() / statistics.median(copy_s) / 1e9,
+    )
+    return {
+        "volumes": volumes, "num_samples": num_samples, "bytes_moved": moved,
+        "crop_s": spread(crop_s), "sample_s": spread(sample_s), "batch_call_s": spread(batch_s),
+        "d2d_copy_s": spread(copy_s), "crop_gbs": crop_gbs, "d2d_copy_gbs": copy_gbs,
+        "crop_fraction_of_copy_bw": crop_gbs / copy_gbs,
+        "sample_over_crop": statistics.median(sample_s) / statistics.median(crop_s),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--shape", type=int, nargs=3, default=(240, 210, 250), help="volume X Y Z (spleen after crop)"
+    )
+    p.add_argument("--patch", type=int, nargs=3, default=(96, 96, 96))
+    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--volumes", type=int, default=2, help="volumes per batch on the CPU")
+    p.add_argument("--gpu-volumes", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=11)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads for every peer (default: torch's)"
+    )
+    p.add_argument("--no-gpu", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    shape, patch = tuple(a.shape), tuple(a.patch)
+    config = {"shape": shape, "patch": patch, "num_samples": a.num_samples, "volumes": a.volumes,
+              "repeats": a.repeats, "threads": torch.get_num_threads()}  # fmt: skip
+    cpu = cpu_peers(make_items(a.volumes, shape), patch, a.num_samples, a.repeats)
+    path = write_result("crop-speed-cpu", {"config": config, "results": cpu})
+    print(f"CPU, {a.volumes} volumes x {a.num_samples} crops {patch}, ms per volume (median):")
+    for k, v in cpu["per_volume_ms"].items():
+        print(f"  {k:11s} {v:8.2f}   (IQR {1e3 * cpu[k]['iqr'] / a.volumes:.2f})")
+    print("  " + ", ".join(f"{k} = {v:.2f}" for k, v in cpu["ratios"].items()) + f"\n  -> {path}")
+    if torch.cuda.is_available() and not a.no_gpu:
+        gpu = gpu_section(shape, patch, a.num_samples, a.gpu_volumes, a.repeats)
+        path = write_result("crop-speed-gpu", {"config": config | {"volumes": a.gpu_volumes}, "results": gpu})
+        print(f"GPU {torch.cuda.get_device_name(0)}: crop {gpu['crop_gbs']:.0f} GB/s vs D2D copy "
+              f"{gpu['d2d_copy_gbs']:.0f} GB/s ({100 * gpu['crop_fraction_of_copy_bw']:.0f}%), "
+              f"sample/crop time {gpu['sample_over_crop']:.2f}\n  -> {path}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The item cache shared by ``CacheDataset`` and ``SmartCacheDataset``: compute, store, read, drop.
+
+:class:`CacheCore` owns the deterministic prefix of a chain, its device point, the tier store and
+the optional persistent cache. It knows nothing about which items are cached when; the datasets
+decide that and address entries by integer *slots*. See ``docs/ARCHITECTURE.md`` ("Cache machinery").
+
+Threading contract: :meth:`compute`, :meth:`put`, :meth:`get`, :meth:`drop` and :meth:`prefetch`
+may run concurrently from several threads (for different slots).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastpipe._cache_persist import PersistentCache, chain_fingerprint, item_key
+from fastpipe._cache_tiers import TierStore, parse_budget, shallow_view
+from fastpipe.profiling import annotate
+from fastpipe.transforms.compose import apply_transform
+from fastpipe.transforms.utility import device_point
+
+
+def chain_device(prefix: list[Any]) -> torch.device:
+    """The device of the last ``ToDeviced``/``EnsureTyped(device=...)`` in ``prefix`` (CPU when none)."""
+    dev = torch.device("cpu")
+    for t in prefix:
+        found = device_point(t)
+        if found is not None:
+            dev = found
+    return dev
+
+
+class FromDataset:
+    """The first step of a prefix whose input is a map-style dataset: ``index -> dataset[index]``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self._dataset = dataset  # private: the persistent-cache fingerprint must not hash its contents
+        self.dataset_type = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
+        self.length = len(dataset)
+
+    def __call__(self, index: int) -> Any:
+        return self._dataset[index]
+
+
+class CacheCore:
+    """Compute, place and read cached entries of one deterministic chain.
+
+    Args:
+        prefix: the deterministic transforms (output of :func:`fastpipe.transforms.split_chain`).
+        budget: per-tier budgets, e.g. ``{"cuda": "20GiB", "host": "64GiB"}`` or one size for the
+            first tier (default ``None``: unlimited device/host memory, no disk tier).
+        persist_dir: folder of a persistent cache across runs (default ``None``: none).
+        disk_dir: folder of the disk tier (default ``None``: a temporary folder).
+        version: the version that keys persistent entries (default: ``fastpipe.__version__``).
+
+    Example:
+        >>> core = CacheCore([lambda d: {**d, "y": 1}])
+        >>> core.put(0, core.compute({"x": 0}))
+        'host'
+        >>> core.get(0)
+        {'x': 0, 'y': 1}
+    """
+
+    def __init__(
+        self,
+        prefix: list[Any],
+        budget: Any = None,
+        persist_dir: str | Path | None = None,
+        disk_dir: str | Path | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.prefix = list(prefix)
+        self.device = chain_device(self.prefix)
+        self.host_prefix = [t for t in self.prefix if device_point(t) is None]
+        primary = "cuda" if self.device.type == "cuda" else "host"
+        self.store = TierStore(self.device, parse_budget(budget, primary), disk_dir)
+        self.persist = None if persist_dir is None else PersistentCache(persist_dir)
+        if version is None:
+            from fastpipe import __version__ as version
+        self._fingerprint = chain_fingerprint(self.prefix) if self.persist is not None else ""
+        self._version = version
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.computed = 0
+
+    def compute(self, item: Any) -> Any:
+        """Run the prefix on ``item`` (or load it from the persistent cache): the entry to :meth:`put`."""
+        key = item_key(item, self._fingerprint, self._version) if self.persist is not None else None
+        if key is not None:
+            entry = self.persist.load(key)
+            if entry is not None:
+                return entry
+        with annotate("cache_compute", "cache"):
+            entry = self._run(item)
+        with self._lock:
+            self.computed += 1
+        if key is not None:
+            self.persist.save(key, entry)
+        return entry
+
+    def _run(self, item: Any) -> Any:
+        if not self.store.cuda_full:
+            try:
+                return _apply(self.prefix, item)
+            except torch.cuda.OutOfMemoryError:
+                self.store.note_oom("cuda")
+        return _apply(self.host_prefix, item)  # GPU full: the deterministic tail runs on the host
+
+    def put(self, slot: int, entry: Any) -> str | None:
+        """Store ``entry`` under ``slot``; returns its tier, or ``None`` when no tier has room."""
+        return self.store.put(slot, entry)
+
+    def get(self, slot: int) -> Any:
+        """The entry of ``slot`` on the chain's device: fresh dicts, shared tensors (never a deep copy)."""
+        entry = self.store.get(slot)
+        with self._lock:
+            self.hits += 1
+        return shallow_view(entry)
+
+    def drop(self, slot: int) -> None:
+        """Forget ``slot`` and free its bytes."""
+        self.store.drop(slot)
+
+    def prefetch(self, slots: list[int]) -> None:
+        """Start moving host/disk-tier entries of ``slots`` to the GPU ahead of use (no-op on CPU)."""
+        self.store.prefetch(slots)
+
+    def __contains__(self, slot: int) -> bool:
+        return slot in self.store
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored over all tiers."""
+        return sum(self.store.stats()["bytes"].values())
+
+    def stats(self) -> dict[str, Any]:
+        """Items and bytes per tier, budgets, hits, computed items, persistent-cache loads/saves."""
+        out = self.store.stats()
+        out.update(device=str(self.device), hits=self.hits, computed=self.computed)
+        if self.persist is not None:
+            p = self.persist
+            out["persist"] = {"dir": str(p.root), "loads": p.loads, "saves": p.saves, "rejected": p.rejected}
+        return out
+
+    def close(self) -> None:
+        """Free every entry and the temporary disk tier (idempotent)."""
+        self.store.close()
+
+
+def _apply(transforms: list[Any], item: Any) -> Any:
+    for t in transforms:
+        item = apply_transform(t, item)
+    return item

@@ -1,0 +1,163 @@
+"""One epoch of ``ThreadDataLoader``: a producer thread, an optional fetch pool, a bounded queue.
+
+The producer is a plain loop function (:func:`producer_loop`) that receives its queue, stop event
+and an iterator of finished batches, in the style of torchdata's nodes. It ends the queue with an
+end marker, or with the exception that stopped it, which :meth:`LoaderRun.get` re-raises in the
+consumer with its original traceback.
+
+Threading contract: :meth:`LoaderRun.get` from one consumer thread; :meth:`LoaderRun.stop` from any
+thread, any number of times; after it returns no thread of the run is alive.
+"""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+_END = "end"
+_ITEM = "item"
+_ERROR = "error"
+_POLL_S = 0.05
+
+
+def _put(q: queue.Queue, stop: threading.Event, message: tuple[str, Any]) -> bool:
+    """Put unless ``stop`` is set; a full queue is retried so a stop is noticed within ``_POLL_S``."""
+    while not stop.is_set():
+        try:
+            q.put(message, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def producer_loop(q: queue.Queue, stop: threading.Event, produce: Iterator[Any]) -> None:
+    """Move everything ``produce`` yields into ``q``, then an end marker or the error that stopped it."""
+    try:
+        for out in produce:
+            if not _put(q, stop, (_ITEM, out)):
+                return
+        _put(q, stop, (_END, None))
+    except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        _put(q, stop, (_ERROR, err))
+
+
+class LoaderRun:
+    """Produce the batches of one epoch in the background.
+
+    Args:
+        jobs: one job per batch, in order.
+        make: ``make(job, pool) -> batch`` (``pool`` is the fetch pool for per-item parallelism, or ``None``).
+        num_workers: pool threads; 0 makes every batch in the producer thread.
+        whole_batch: with workers, make whole batches in parallel (in order) instead of items of a batch.
+        buffer_size: most batches waiting in the queue.
+        prefetch_hook: called with the indices of the next batch before a batch is made (default ``None``).
+    """
+
+    def __init__(
+        self,
+        jobs: list[Any],
+        make: Callable,
+        num_workers: int,
+        whole_batch: bool,
+        buffer_size: int,
+        prefetch_hook: Callable[[list[int]], None] | None = None,
+    ) -> None:
+        self.jobs, self.make = jobs, make
+        self.whole_batch = whole_batch
+        self.num_workers = num_workers
+        self.prefetch_hook = prefetch_hook
+        self.queue: queue.Queue = queue.Queue(maxsize=buffer_size)
+        self.stop_event = threading.Event()
+        self.pool = (
+            ThreadPoolExecutor(num_workers, thread_name_prefix="fastpipe-fetch") if num_workers else None
+        )
+        self.thread = threading.Thread(
+            target=producer_loop,
+            args=(self.queue, self.stop_event, self._produce()),
+            name="fastpipe-loader",
+            daemon=True,
+        )
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.thread.start()
+
+    def _produce(self) -> Iterator[Any]:
+        if self.pool is not None and self.whole_batch:
+            yield from self._produce_parallel_batches()
+            return
+        for k, job in enumerate(self.jobs):
+            if self.stop_event.is_set():
+                return
+            self._prefetch(k + 1)
+            yield self.make(job, self.pool)
+
+    def _produce_parallel_batches(self) -> Iterator[Any]:
+        pending: deque = deque()
+        nxt = 0
+        while nxt < len(self.jobs) or pending:
+            while nxt < len(self.jobs) and len(pending) < self.num_workers and not self.stop_event.is_set():
+                self._prefetch(nxt + 1)
+                pending.append(self.pool.submit(self.make, self.jobs[nxt], None))
+                nxt += 1
+            if self.stop_event.is_set():
+                return
+            yield pending.popleft().result()
+
+    def _prefetch(self, k: int) -> None:
+        if self.prefetch_hook is not None and k < len(self.jobs):
+            self.prefetch_hook(self.jobs[k][0])
+
+    def get(self) -> Any | None:
+        """The next batch, ``None`` at the end of the epoch; re-raises a producer error."""
+        while True:
+            try:
+                kind, payload = self.queue.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive() and self.queue.empty():
+                    raise RuntimeError("ThreadDataLoader: producer thread ended without a result") from None
+        if kind == _ERROR:
+            self.stop()
+            raise payload
+        return None if kind == _END else payload
+
+    def stop(self) -> None:
+        """Stop the producer, drain the queue, join the thread and the pool (idempotent)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.stop_event.set()
+        while self.thread.is_alive():
+            _drain(self.queue)
+            self.thread.join(timeout=_POLL_S)
+        _drain(self.queue)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def summarize_timings(timings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batches, total and median seconds of each phase, and the share of time spent waiting."""
+    out: dict[str, Any] = {"batches": len(timings)}
+    if not timings:
+        return out
+    for phase in ("wait_s", "fetch_s", "collate_s", "h2d_s"):
+        values = [t.get(phase, 0.0) for t in timings]
+        out[f"{phase[:-2]}_total_s"] = sum(values)
+        out[f"{phase[:-2]}_median_s"] = statistics.median(values)
+    out["crops"] = sum(t.get("num_crops", 0) for t in timings)
+    return out

@@ -1,0 +1,116 @@
+"""The ``fastpipe`` command: ``synth`` look-alike MSD data, ``bench`` the spleen experiment, ``profile`` a run.
+
+``bench`` and ``profile`` forward everything after their name, untouched, to
+``benchmarks.spleen.main`` and ``fastpipe.profiling.profile_run.main``; both are imported only
+when used, so ``synth`` works in any install.
+
+Example:
+    fastpipe synth --out data/spleen-small --preset spleen-small --seed 0
+    fastpipe bench --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+_FORWARDED = {
+    "bench": ("benchmarks.spleen", "run the spleen experiment matrix (arguments go to benchmarks.spleen)"),
+    "profile": ("fastpipe.profiling.profile_run", "profile a training run (arguments go to profile_run)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from fastpipe.datasets._phantom import PRESETS
+
+    parser = argparse.ArgumentParser(prog="fastpipe", description="fast 3D medical-imaging data pipelines")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,bench,profile}")
+    synth = sub.add_parser(
+        "synth", help="write look-alike MSD Task09 spleen data (imagesTr/, labelsTr/, dataset.json)"
+    )
+    synth.add_argument("--out", required=True, type=Path, help="destination folder")
+    synth.add_argument(
+        "--preset", default="spleen-small", choices=sorted(PRESETS), help="default: spleen-small"
+    )
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument("--num", type=int, default=None, help="number of volumes (default: the preset's)")
+    synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for name, (_, text) in _FORWARDED.items():
+        # add_help=False: `fastpipe bench --help` reaches the forwarded command's own parser.
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from fastpipe.datasets.synth import synthesize
+
+    start = time.perf_counter()
+    root = synthesize(
+        args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress, num_volumes=args.num
+    )
+    files = sorted((root / "imagesTr").glob("*.nii.gz")) + sorted((root / "labelsTr").glob("*.nii.gz"))
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    print(
+        f"wrote {root / 'dataset.json'}: {len(files) // 2} volumes, {size_mb:.1f} MB in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def _source_checkout_on_path() -> None:
+    """Put the repository root on ``sys.path`` when ``benchmarks/`` sits beside the package or in the cwd."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "benchmarks" / "spleen.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            return
+
+
+def _load_main(command: str) -> Callable[[list[str]], int | None] | None:
+    """The forwarded command's ``main``, or None (after printing why) when its module is absent."""
+    module_name = _FORWARDED[command][0]
+    if command == "bench":
+        _source_checkout_on_path()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module_name.startswith(e.name):
+            raise  # the module exists but one of its own imports is missing: show the real error
+        if command == "bench":
+            hint = "`fastpipe bench` needs the benchmarks/ folder of a source checkout: run it from the repository root"
+        else:
+            hint = f"`fastpipe profile` needs {module_name}, which this install of fastpipe does not have"
+        print(f"fastpipe {command}: cannot import {module_name!r}. {hint}.", file=sys.stderr)
+        return None
+    return module.main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fastpipe`` command line; returns the exit status.
+
+    Args:
+        argv: arguments without the program name; default ``sys.argv[1:]``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except SystemExit as e:  # argparse's --help and usage errors, here or in a forwarded command
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
+def _dispatch(argv: list[str]) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command in _FORWARDED:
+        forwarded_main = _load_main(args.command)
+        if forwarded_main is None:
+            return 2
+        # The top-level parser has no options of its own, so argv[0] is the command: forward the rest verbatim.
+        return int(forwarded_main(argv[1:]) or 0)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return _run_synth(args)

@@ -1,0 +1,59 @@
+"""``list_data_collate``: MONAI's batch collation for dict items, multi-sample lists flattened."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def list_data_collate(batch: Sequence[Any]) -> Any:
+    """Collate a list of items (or of per-item sample lists) into one batch.
+
+    A list of lists (e.g. ``num_samples=4`` crops per volume) is flattened first, so ``B`` volumes
+    with ``S`` samples each give a batch of ``B * S``, as MONAI does. Then per key: tensors and arrays
+    of one shape are stacked, numbers become a tensor, and anything else (metadata dicts, strings,
+    ragged tensors such as foreground indices) stays a list.
+
+    Shape:
+        tensor values ``(C, X, Y, Z)`` -> ``(B * S, C, X, Y, Z)``.
+
+    Example:
+        >>> b = list_data_collate([[{"x": torch.zeros(2)}] * 4, [{"x": torch.ones(2)}] * 4])
+        >>> b["x"].shape
+        torch.Size([8, 2])
+    """
+    if isinstance(batch, dict):  # already collated by a batched transform
+        return batch
+    items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
+    if not items:
+        raise ValueError("list_data_collate: empty batch")
+    return _collate(items)
+
+
+def _collate(items: list[Any]) -> Any:
+    first = items[0]
+    if isinstance(first, dict):
+        missing = [i for i, it in enumerate(items) if not isinstance(it, dict) or it.keys() != first.keys()]
+        if missing:
+            raise ValueError(
+                f"list_data_collate: item {missing[0]} has keys differing from item 0's {sorted(first)}"
+            )
+        return {k: _collate_values([it[k] for it in items]) for k in first}
+    return _collate_values(items)
+
+
+def _collate_values(values: list[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, np.ndarray) and all(isinstance(v, np.ndarray) for v in values):
+        values = [torch.from_numpy(v) for v in values]
+        first = values[0]
+    if isinstance(first, torch.Tensor) and all(isinstance(v, torch.Tensor) for v in values):
+        if all(v.shape == first.shape and v.device == first.device for v in values):
+            return torch.stack(values)
+        return values
+    if isinstance(first, (bool, int, float)) and all(type(v) is type(first) for v in values):
+        return torch.tensor(values)
+    return list(values)

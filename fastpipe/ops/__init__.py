@@ -1,0 +1,14 @@
+"""Deterministic ops with two backends: pure torch (CPU path and reference) and CUDA via CuPy."""
+
+from fastpipe.ops._backends import crop_batch, cuda_kernels_available
+from fastpipe.ops.crop import crop_batch_torch
+from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
+
+__all__ = [
+    "CropSample",
+    "crop_batch",
+    "crop_batch_torch",
+    "cuda_kernels_available",
+    "fg_bg_indices",
+    "sample_crops",
+]

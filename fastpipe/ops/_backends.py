@@ -1,0 +1,96 @@
+"""The one place that picks an op's implementation from the tensor's device.
+
+CPU tensors go to the pure-torch path (``fastpipe.ops.crop``). CUDA tensors go to the CuPy
+launcher (``fastpipe.ops._cuda_crop``), which imports CuPy on first use. When CuPy is missing (or
+its NVRTC compile fails) the CUDA tensor takes the torch path instead, with one warning per
+process: fastpipe runs everywhere, the kernel only makes it faster. ``backend="cuda"`` turns that
+fallback into an error (used by tests and benchmarks that must measure the kernel).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from fastpipe.ops.crop import crop_batch_torch
+
+BACKENDS = ("auto", "torch", "cuda")
+_lock = threading.Lock()
+_cuda_unavailable: str | None = None  # reason the CUDA path failed to load, set once
+
+
+def cuda_kernels_available() -> bool:
+    """Whether the CuPy kernels can be loaded (imports CuPy and compiles; ``False`` without a GPU)."""
+    return torch.cuda.is_available() and _load_cuda() is not None
+
+
+def _load_cuda():
+    """The CUDA crop launcher, or ``None`` (warning once) when CuPy or the compile is unavailable."""
+    global _cuda_unavailable
+    with _lock:
+        if _cuda_unavailable is not None:
+            return None
+        try:
+            from fastpipe.ops import _cuda_crop
+
+            _cuda_crop.load_module()
+            return _cuda_crop.crop_batch_cuda
+        except Exception as err:  # ImportError without CuPy; CompileException, CUDADriverError otherwise
+            _cuda_unavailable = f"{type(err).__name__}: {err}"
+            warnings.warn(
+                f"fastpipe: CUDA kernels unavailable ({_cuda_unavailable}); CUDA tensors use the torch path "
+                "(install the 'gpu' extra: pip install fastpipe[gpu])",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+
+
+def crop_batch(
+    volumes: Sequence[torch.Tensor],
+    starts: torch.Tensor,
+    vol_index: torch.Tensor,
+    size: Sequence[int],
+    out: torch.Tensor | None = None,
+    flips: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Cut ``N`` windows from ``B`` volumes into one ``(N, C, *size)`` tensor, on the volumes' device.
+
+    Args:
+        volumes, starts, vol_index, size, out, flips, scale, shift: see
+            :func:`fastpipe.ops.crop.crop_batch_torch` (the specification).
+        backend: ``"auto"`` (default: CUDA kernel for contiguous CUDA tensors when CuPy loads, else
+            torch), ``"torch"``, or ``"cuda"`` (raise instead of falling back).
+
+    Shape:
+        returns ``(N, C, E0, E1, E2)``.
+
+    Example:
+        >>> vol = torch.zeros(1, 8, 8, 8)
+        >>> crop_batch([vol], torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), (4, 4, 4)).shape
+        torch.Size([2, 1, 4, 4, 4])
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"crop_batch: backend must be one of {BACKENDS}, got {backend!r}")
+    on_cuda = len(volumes) > 0 and volumes[0].is_cuda
+    if backend == "torch" or (backend == "auto" and not on_cuda):
+        return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift)
+    if not on_cuda:
+        raise ValueError(
+            f"crop_batch: backend='cuda' needs CUDA volumes, got {volumes[0].device if volumes else None}"
+        )
+    contiguous = all(v.is_contiguous() for v in volumes) and (out is None or out.is_contiguous())
+    cuda_crop = _load_cuda() if (contiguous or backend == "cuda") else None
+    if cuda_crop is None:
+        if backend == "cuda":
+            raise RuntimeError(
+                f"crop_batch: backend='cuda' requested but the kernel is unavailable: {_cuda_unavailable}"
+            )
+        return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift)
+    return cuda_crop(volumes, starts, vol_index, size, out, flips, scale, shift)

@@ -1,0 +1,82 @@
+"""Launcher of ``kernels/crop_pos_neg.cu``: all crops of a batch in one CUDA launch via CuPy.
+
+CuPy is imported by :func:`load_module`, which ``fastpipe.ops._backends`` calls only when a CUDA
+tensor arrives. Tensors are shared with CuPy zero-copy through DLPack, on
+``torch.cuda.current_stream()``; nothing here synchronises the device.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastpipe.ops.crop import check_crop_args, intensity_params
+
+KERNEL_FILE = Path(__file__).resolve().parent.parent / "kernels" / "crop_pos_neg.cu"
+#: element size -> kernel copying that many bytes per voxel (float32 has its own, for the intensity maths)
+_BITWISE = {1: ("b1", torch.uint8), 2: ("b2", torch.int16), 4: ("b4", torch.int32), 8: ("b8", torch.int64)}
+BLOCK = (32, 8, 1)  # a warp along the contiguous axis, 8 output rows per block
+
+
+@functools.lru_cache(maxsize=1)
+def load_module():
+    """Compile ``kernels/crop_pos_neg.cu`` once (NVRTC via CuPy): ``(cupy, {suffix: RawKernel})``.
+
+    Compiler errors point at ``kernels/crop_pos_neg.cu`` lines thanks to the ``#line`` prefix.
+    """
+    import cupy  # lazy: only reached with a CUDA tensor
+
+    src = f'#line 1 "kernels/{KERNEL_FILE.name}"\n' + KERNEL_FILE.read_text()
+    module = cupy.RawModule(code=src, options=("--std=c++17",))
+    # get_function compiles now, so a compile error surfaces here (and the backend can fall back)
+    kernels = {sfx: module.get_function(f"crop_pos_neg_{sfx}") for sfx in ("f32", "b1", "b2", "b4", "b8")}
+    return cupy, kernels
+
+
+def _tables(volumes, starts, vol_index, flips, scale, shift, n, dev):
+    """Device tables of the kernel: volume addresses + shapes (B, 4), crops (N, 7), intensity (N, 2)."""
+    vols = torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64).to(dev)
+    flips = torch.zeros((n, 3), dtype=torch.bool, device=dev) if flips is None else flips
+    crops = torch.cat([vol_index[:, None], starts, flips.to(torch.int64)], dim=1).contiguous()
+    inten = intensity_params(n, scale, shift, dev)
+    if inten is None:
+        return vols, crops, torch.empty((n, 2), dtype=torch.float32, device=dev), 0
+    return vols, crops, torch.stack(inten, dim=1).contiguous(), 1
+
+
+def crop_batch_cuda(volumes, starts, vol_index, size, out=None, flips=None, scale=None, shift=None):
+    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA tensors.
+
+    Window bounds are not checked here (that would synchronise the device); the sampler produces
+    in-bounds starts by construction.
+    """
+    shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift)
+    dev = volumes[0].device
+    for name, t in dict(starts=starts, vol_index=vol_index, flips=flips, scale=scale, shift=shift).items():
+        if t is not None and t.device != dev:
+            raise ValueError(f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes")
+    for b, v in enumerate(volumes):
+        if dev.type != "cuda" or not v.is_contiguous():
+            raise ValueError(
+                f"crop_batch_cuda: volume {b} must be contiguous on CUDA, got {dev} strides {v.stride()}"
+            )
+    out = torch.empty(shape, dtype=volumes[0].dtype, device=dev) if out is None else out
+    if not out.is_contiguous():
+        raise ValueError(f"crop_batch_cuda: out must be contiguous, got strides {out.stride()}")
+    if out.numel() == 0:
+        return out
+    dtype = volumes[0].dtype
+    suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
+    vols, crops, inten, use_inten = _tables(volumes, starts, vol_index, flips, scale, shift, shape[0], dev)
+    rows = shape[0] * shape[1] * shape[2] * shape[3]
+    cupy, kernels = load_module()
+    stream = torch.cuda.current_stream(dev)
+    with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(stream.cuda_stream, dev.index):
+        args = [cupy.from_dlpack(t) for t in (vols, crops, inten)]
+        args += [np.int32(use_inten), cupy.from_dlpack(out.view(view))]
+        args += [np.int32(s) for s in shape[1:]] + [np.int64(rows)]
+        kernels[suffix](((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), BLOCK, tuple(args))
+    return out

@@ -1,0 +1,190 @@
+"""Sampler of RandCropByPosNegLabeld: every crop centre of a batch drawn as one tensor.
+
+Device independence: every random number is drawn on the CPU from the transform's
+``torch.Generator`` (``2 * N`` float64 values for ``N`` crops, a few hundred bytes), and turned
+into an index ``k`` into the foreground or background index list there. Everything after that
+(gather ``fg[k]``, unravel, clamp) is exact integer arithmetic on the indices' and volumes'
+device, so one seed gives the same centres on CPU and GPU.
+
+Clamping follows MONAI 1.6 ``correct_crop_centers``: with ``P' = min(S, P)`` (``allow_smaller``)
+a centre lies in ``[P' // 2, S - ceil(P' / 2)]``; the window starts at ``max(centre - P // 2, 0)``
+and has ``min(S, P)`` voxels, as MONAI's ``SpatialCrop`` cuts it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class CropSample:
+    """The parameters of all ``N = B * num_samples`` crops of a batch (crop ``n`` comes from volume ``n // num_samples``).
+
+    Shape:
+        centers, starts: ``(N, 3)`` int64 on the volumes' device; vol_index: ``(N,)`` int64 there;
+        is_fg: ``(N,)`` bool on the CPU; size: the window size ``(E0, E1, E2)`` shared by all crops.
+    """
+
+    centers: torch.Tensor
+    starts: torch.Tensor
+    vol_index: torch.Tensor
+    is_fg: torch.Tensor
+    size: tuple[int, int, int]
+
+
+def fg_bg_indices(
+    label: torch.Tensor, image: torch.Tensor | None = None, image_threshold: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat foreground/background indices of a ``(C, X, Y, Z)`` label, MONAI's ``map_binary_to_indices``.
+
+    A multi-channel label drops channel 0 (one-hot background); foreground is any non-zero channel.
+    With ``image``, background is ``label == 0 & any(image > image_threshold)``.
+
+    Shape:
+        returns two 1-D int64 tensors on the label's device.
+    """
+    lab = label[1:] if label.shape[0] > 1 else label
+    fg_mask = (lab != 0).any(0).reshape(-1)
+    bg_mask = ~fg_mask
+    if image is not None:
+        bg_mask &= (image > image_threshold).any(0).reshape(-1).to(bg_mask.device)
+    return torch.nonzero(fg_mask).reshape(-1), torch.nonzero(bg_mask).reshape(-1)
+
+
+def crop_window(
+    shape: Sequence[int], spatial_size: Sequence[int], allow_smaller: bool, name: str
+) -> tuple[tuple[int, ...], ...]:
+    """Window size and centre bounds of one volume: ``(size, lo, hi, half)``, host ints per axis.
+
+    ``spatial_size`` entries ``<= 0`` take the volume's size (MONAI's ``fall_back_tuple``).
+    """
+    roi = tuple(int(p) if p > 0 else int(s) for p, s in zip(spatial_size, shape, strict=True))
+    if any(p > s for p, s in zip(roi, shape, strict=True)) and not allow_smaller:
+        raise ValueError(
+            f"RandCropByPosNegLabeld: crop ROI {roi} is larger than the volume {tuple(shape)} of {name}; "
+            "pass allow_smaller=True to keep such axes whole, or pad the volume"
+        )
+    eff = tuple(min(p, s) for p, s in zip(roi, shape, strict=True))
+    lo = tuple(e // 2 for e in eff)
+    hi = tuple(s - (e + 1) // 2 for e, s in zip(eff, shape, strict=True))
+    half = tuple(p // 2 for p in roi)
+    return eff, lo, hi, half
+
+
+def draw_choices(
+    n_fg: Sequence[int],
+    n_bg: Sequence[int],
+    num_samples: int,
+    pos_ratio: float,
+    generator: torch.Generator | None,
+    names: Sequence[str],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw, on the CPU, whether each crop is foreground and which index ``k`` of its list it takes.
+
+    Shape:
+        returns ``is_fg`` ``(N,)`` bool and ``k`` ``(N,)`` int64, both on the CPU.
+    """
+    ratios = []
+    for nf, nb, name in zip(n_fg, n_bg, names, strict=True):
+        if nf == 0 and nb == 0:
+            raise ValueError(
+                f"RandCropByPosNegLabeld: {name} has no foreground and no background voxel to centre on"
+            )
+        ratio = pos_ratio if nf > 0 and nb > 0 else float(nf > 0)
+        if ratio != pos_ratio:
+            warnings.warn(
+                f"RandCropByPosNegLabeld: {name} has {nf} foreground and {nb} background voxels; "
+                f"drawing every centre from the {'foreground' if nf else 'background'} instead of pos ratio {pos_ratio}",
+                stacklevel=3,
+            )
+        ratios.append(ratio)
+    u = torch.rand((len(ratios) * num_samples, 2), generator=generator, dtype=torch.float64)
+    ratio = torch.tensor(ratios, dtype=torch.float64).repeat_interleave(num_samples)
+    is_fg = u[:, 0] < ratio
+    counts = torch.where(
+        is_fg,
+        torch.tensor(n_fg, dtype=torch.float64).repeat_interleave(num_samples),
+        torch.tensor(n_bg, dtype=torch.float64).repeat_interleave(num_samples),
+    )
+    k = torch.minimum((u[:, 1] * counts).floor(), counts - 1).to(torch.int64)
+    return is_fg, k
+
+
+def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, k, num_samples, device):
+    """Flat voxel index of every crop: ``fg[v][k]`` or ``bg[v][k]``, one gather per list per volume."""
+    k_fg = torch.where(is_fg, k, 0)
+    k_bg = torch.where(is_fg, 0, k)
+    moved: dict[torch.device, torch.Tensor] = {}
+    parts = []
+    for v, (f, b) in enumerate(zip(fg, bg, strict=True)):
+        dev = f.device if f.numel() else b.device
+        if dev not in moved:  # one host-to-device copy per index device
+            moved[dev] = torch.stack([is_fg.to(torch.int64), k_fg, k_bg]).to(dev, non_blocking=True)
+        sel = moved[dev][:, v * num_samples : (v + 1) * num_samples]
+        if b.numel() == 0:
+            flat = f[sel[1]]
+        elif f.numel() == 0:
+            flat = b[sel[2]]
+        else:
+            flat = torch.where(sel[0].bool(), f[sel[1]], b.to(dev)[sel[2]])
+        parts.append(flat.to(device=device, dtype=torch.int64, non_blocking=True))
+    return torch.cat(parts)
+
+
+def sample_crops(
+    fg: Sequence[torch.Tensor],
+    bg: Sequence[torch.Tensor],
+    shapes: Sequence[Sequence[int]],
+    spatial_size: Sequence[int],
+    num_samples: int,
+    pos_ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    allow_smaller: bool = False,
+    names: Sequence[str] | None = None,
+) -> CropSample:
+    """Draw the centres and window starts of ``num_samples`` crops from each of ``B`` volumes.
+
+    Args:
+        fg, bg: per volume, 1-D integer tensors of flat foreground/background indices (C order over X, Y, Z).
+        shapes: per volume, its spatial shape ``(X, Y, Z)``.
+        spatial_size: crop size; entries ``<= 0`` take the volume's size.
+        num_samples: crops per volume.
+        pos_ratio: probability that a centre is foreground, ``pos / (pos + neg)``.
+        generator: CPU ``torch.Generator`` supplying all randomness (default: torch's global one).
+        device: where the returned centres/starts live (the volumes' device).
+        allow_smaller: keep axes smaller than the ROI whole instead of raising (MONAI's meaning).
+        names: per volume, a name for error messages.
+
+    Example:
+        >>> fg, bg = fg_bg_indices(torch.ones(1, 8, 8, 8))
+        >>> sample_crops([fg], [bg], [(8, 8, 8)], (4, 4, 4), num_samples=2, pos_ratio=1.0).starts.shape
+        torch.Size([2, 3])
+    """
+    names = list(names) if names is not None else [f"volume {b}" for b in range(len(shapes))]
+    windows = [crop_window(s, spatial_size, allow_smaller, nm) for s, nm in zip(shapes, names, strict=True)]
+    sizes = {w[0] for w in windows}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
+        raise ValueError(f"RandCropByPosNegLabeld: crops of one batch must share a size, got {detail}")
+    is_fg, k = draw_choices(
+        [f.numel() for f in fg], [b.numel() for b in bg], num_samples, pos_ratio, generator, names
+    )
+    flat = _gather_flat(fg, bg, is_fg, k, num_samples, device)
+    # per-volume table (B, 4, 3): shape, lo, hi, half -> one copy to the device, expanded per crop
+    table = torch.tensor(
+        [[tuple(s), *w[1:]] for s, w in zip(shapes, windows, strict=True)], dtype=torch.int64
+    )
+    table = table.to(device, non_blocking=True).repeat_interleave(num_samples, dim=0)
+    shape, lo, hi, half = table.unbind(1)
+    z = flat % shape[:, 2]
+    y = (flat // shape[:, 2]) % shape[:, 1]
+    x = flat // (shape[:, 1] * shape[:, 2])
+    centers = torch.minimum(torch.maximum(torch.stack([x, y, z], 1), lo), hi)
+    starts = (centers - half).clamp_min(0)
+    vol_index = torch.arange(len(shapes), device=device).repeat_interleave(num_samples)
+    return CropSample(centers, starts, vol_index, is_fg, sizes.pop())

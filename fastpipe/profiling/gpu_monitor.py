@@ -1,0 +1,217 @@
+"""GpuMonitor: a background NVML sampler of GPU utilisation, memory, power and PCIe throughput.
+
+Without an NVIDIA driver (or without ``pynvml``) the monitor says so once, records nothing and
+never raises: a profiling aid must not crash the job it watches.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Columns of every record, in CSV order. Values a device does not support are ``None``.
+FIELDS = (
+    "t_s",
+    "timestamp",
+    "gpu_util_pct",
+    "mem_util_pct",
+    "mem_used_mib",
+    "mem_total_mib",
+    "power_w",
+    "pcie_tx_mbps",
+    "pcie_rx_mbps",
+)
+_warned = False
+
+
+def _import_pynvml() -> Any:
+    """Import ``pynvml`` (the nvidia-ml-py package); the one place tests may swap NVML out."""
+    import pynvml
+
+    return pynvml
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _init_nvml(device: int) -> tuple[Any, Any] | None:
+    """``(pynvml, handle)`` for ``device``, or ``None`` (warned once) where NVML is unavailable."""
+    try:
+        nvml = _import_pynvml()
+    except ImportError as err:
+        _warn_once(f"GpuMonitor: nvidia-ml-py (pynvml) is not installed ({err}); recording nothing")
+        return None
+    try:
+        nvml.nvmlInit()
+    except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        _warn_once(f"GpuMonitor: NVML is unavailable ({err}); no NVIDIA driver? recording nothing")
+        return None
+    try:
+        return nvml, nvml.nvmlDeviceGetHandleByIndex(device)
+    except Exception as err:
+        count = _safe(lambda: nvml.nvmlDeviceGetCount())
+        _warn_once(f"GpuMonitor: no GPU {device} ({err}); NVML sees {count} device(s); recording nothing")
+        _safe(nvml.nvmlShutdown)
+        return None
+
+
+def _safe(fn: Any) -> Any:
+    """``fn()``, or ``None`` when NVML does not support the query on this device."""
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def sample(nvml: Any, handle: Any) -> dict[str, Any]:
+    """One record of the device behind ``handle`` (without the ``t_s`` column)."""
+    util = _safe(lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
+    mem = _safe(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+    power_mw = _safe(lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+    # PCIe counters come in KB/s, sampled by the driver over a 20 ms window
+    tx = _safe(lambda: nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_TX_BYTES))
+    rx = _safe(lambda: nvml.nvmlDeviceGetPcieThroughput(handle, nvml.NVML_PCIE_UTIL_RX_BYTES))
+    return {
+        "timestamp": time.time(),
+        "gpu_util_pct": None if util is None else float(util.gpu),
+        "mem_util_pct": None if util is None else float(util.memory),
+        "mem_used_mib": None if mem is None else mem.used / 2**20,
+        "mem_total_mib": None if mem is None else mem.total / 2**20,
+        "power_w": None if power_mw is None else power_mw / 1000.0,
+        "pcie_tx_mbps": None if tx is None else tx / 1000.0,
+        "pcie_rx_mbps": None if rx is None else rx / 1000.0,
+    }
+
+
+class GpuMonitor:
+    """Samples one GPU through NVML on a background thread, as a context manager or start/stop.
+
+    Args:
+        interval_s: seconds between samples (default 0.05). A sample itself takes about 20 ms
+            (the driver's PCIe counter window), so intervals below that sample back to back.
+        device: NVML device index (default 0).
+
+    Records are dicts with :data:`FIELDS`: ``t_s`` (seconds since start), ``timestamp`` (Unix),
+    utilisation in %, memory in MiB, power in W, PCIe tx/rx in MB/s.
+
+    Threading contract: one daemon sampler thread; :meth:`stop` sets a stop event, joins with a
+    timeout and is idempotent; an error inside the sampler is logged and ends sampling, it never
+    propagates. ``records`` may be read while running (a list only appended to).
+
+    Example:
+        >>> with GpuMonitor(interval_s=0.1) as mon:
+        ...     train_one_epoch()
+        >>> mon.summary()["gpu_util_mean_pct"]
+    """
+
+    def __init__(self, interval_s: float = 0.05, device: int = 0) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"GpuMonitor interval_s must be > 0, got {interval_s}")
+        self.interval_s = float(interval_s)
+        self.device = int(device)
+        self.records: list[dict[str, Any]] = []
+        self.available = False
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._nvml: Any = None
+
+    def start(self) -> GpuMonitor:
+        """Start sampling (a no-op when already started or NVML is unavailable)."""
+        if self._thread is not None:
+            return self
+        found = _init_nvml(self.device)
+        self.available = found is not None
+        if found is None:
+            return self
+        self._nvml, handle = found
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(handle,), name="fastpipe-gpu-monitor", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _run(self, handle: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                tick = time.perf_counter()
+                rec = sample(self._nvml, handle)
+                self.records.append({"t_s": tick - t0, **rec})
+                self._stop.wait(max(0.0, self.interval_s - (time.perf_counter() - tick)))
+        except Exception as err:  # never let the sampler take the job down
+            self.error = err
+            logger.warning("GpuMonitor: sampling stopped after %d records: %r", len(self.records), err)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop sampling and release NVML; safe to call any number of times."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                logger.warning("GpuMonitor: sampler thread did not stop within %.1f s", timeout_s)
+        if self._nvml is not None:
+            _safe(self._nvml.nvmlShutdown)
+            self._nvml = None
+
+    def __enter__(self) -> GpuMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def summary(self) -> dict[str, Any]:
+        """Sample count, duration and mean/max of each column (``None`` where never measured)."""
+        out: dict[str, Any] = {
+            "available": self.available,
+            "samples": len(self.records),
+            "device": self.device,
+        }
+        out["duration_s"] = self.records[-1]["t_s"] if self.records else 0.0
+        for col in FIELDS[2:]:
+            vals = [r[col] for r in self.records if r.get(col) is not None]
+            stem = col.rsplit("_", 1)[0]
+            unit = col.rsplit("_", 1)[1]
+            out[f"{stem}_mean_{unit}"] = sum(vals) / len(vals) if vals else None
+            out[f"{stem}_max_{unit}"] = max(vals) if vals else None
+        return out
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the records as CSV (a header only when there are none); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(self.records)
+        return path
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write settings, summary and records as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"interval_s": self.interval_s, "summary": self.summary(), "records": self.records}
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+
+    def plot(self, path: str | Path) -> Path:
+        """Write a PNG timeline (utilisation, memory, power, PCIe); says so in the figure when empty."""
+        from fastpipe.profiling._plots import plot_gpu_timeline
+
+        return plot_gpu_timeline(self.records, Path(path), title=f"GPU {self.device}")

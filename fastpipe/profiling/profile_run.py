@@ -1,0 +1,258 @@
+"""``fastpipe profile``: where the time of the spleen pipeline goes, as a table, a PNG and a JSON.
+
+Runs the spleen chain (DESIGN.md) over an MSD folder (``fastpipe synth`` output or a real
+Task09_Spleen): times each transform of the deterministic prefix per call, fills a
+``CacheDataset``, then runs a ``ThreadDataLoader`` for N iterations against a stand-in training
+step (a sleep of ``--step-ms`` or a real small 3D conv net) and reports the data-wait fraction,
+per-stage loader times and, when NVML has data, GPU utilisation.
+
+Example:
+    fastpipe profile --data data/spleen-small --iters 20 --step-ms 50 --out profiling/out
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastpipe.profiling._plots import plot_profile
+from fastpipe.profiling.gpu_monitor import GpuMonitor
+from fastpipe.profiling.nvtx_ranges import annotate, enable_nvtx, transform_name, wrap_chain
+from fastpipe.profiling.report import format_table, summarize
+
+KEYS = ["image", "label"]
+
+
+def build_chain(device: str, roi: list[int], num_samples: int) -> list[Any]:
+    """The MSD spleen chain of DESIGN.md, cached up to ``ToDeviced(device)``."""
+    from fastpipe import transforms as T
+
+    def need(name: str) -> Any:
+        if not hasattr(T, name):
+            raise RuntimeError(
+                f"fastpipe profile: fastpipe.transforms has no {name}; the spleen chain needs it"
+            )
+        return getattr(T, name)
+
+    return [
+        need("LoadImaged")(KEYS),
+        need("EnsureChannelFirstd")(KEYS),
+        need("Orientationd")(KEYS, axcodes="RAS"),
+        need("Spacingd")(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+        need("ScaleIntensityRanged")("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        need("CropForegroundd")(KEYS, source_key="image", allow_smaller=True),
+        need("FgBgToIndicesd")("label"),
+        need("ToDeviced")(KEYS, device=device),
+        need("RandCropByPosNegLabeld")(
+            KEYS, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples
+        ),
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_prefix(prefix: list[Any], items: list[dict], device: torch.device) -> dict[str, dict[str, float]]:
+    """Median/mean/total ms per call of each prefix transform, over ``items`` (device synchronised)."""
+    names: list[str] = []
+    for t in prefix:
+        name = transform_name(t)
+        names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
+    calls: dict[str, list[float]] = {n: [] for n in names}
+    for item in items:
+        data: Any = dict(item)
+        for name, t in zip(names, prefix, strict=True):
+            t0 = time.perf_counter()
+            data = t(data)
+            _sync(device)
+            calls[name].append(time.perf_counter() - t0)
+    total = sum(sum(v) for v in calls.values()) or 1.0
+    return {
+        n: {
+            "calls": len(v),
+            "median_ms": 1e3 * statistics.median(v),
+            "mean_ms": 1e3 * statistics.fmean(v),
+            "share": sum(v) / total,
+        }
+        for n, v in calls.items()
+        if v
+    }
+
+
+class TinyUNet(torch.nn.Module):
+    """A two-level 3D conv net (~10k parameters): a real forward/backward as the training step."""
+
+    def __init__(self, channels: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        c = channels
+        self.down = torch.nn.Sequential(torch.nn.Conv3d(1, c, 3, padding=1), torch.nn.ReLU())
+        self.mid = torch.nn.Sequential(torch.nn.Conv3d(c, 2 * c, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.up = torch.nn.Conv3d(3 * c, classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.down(x)
+        mid = torch.nn.functional.interpolate(self.mid(skip), size=skip.shape[2:], mode="trilinear")
+        return self.up(torch.cat([skip, mid], dim=1))
+
+
+def make_step(step_ms: float, model: str | None, device: torch.device) -> Callable[[dict], None]:
+    """The stand-in training step: sleep ``step_ms``, or one SGD step of :class:`TinyUNet`."""
+    if model is None:
+        return lambda batch: time.sleep(step_ms / 1e3)
+    net = TinyUNet().to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+
+    def step(batch: dict) -> None:
+        image = batch["image"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)[:, 0].long()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(image), label.clamp(0, 1))
+        loss.backward()
+        opt.step()
+        _sync(device)
+
+    return step
+
+
+def run_loop(loader: Any, iters: int, step: Callable[[dict], None]) -> list[dict[str, Any]]:
+    """``iters`` iterations over ``loader`` (epochs repeat); the loader's timings plus ``step_s``/``iter_s``."""
+    out: list[dict[str, Any]] = []
+    t_prev = time.perf_counter()
+    while len(out) < iters:
+        start = len(out)
+        for batch in loader:
+            t0 = time.perf_counter()
+            with annotate("train_step", "kernel"):
+                step(batch)
+            t1 = time.perf_counter()
+            out.append({**loader.timings[-1], "step_s": t1 - t0, "iter_s": t1 - t_prev})
+            t_prev = t1
+            if len(out) >= iters:
+                break
+        if len(out) == start:
+            raise RuntimeError("fastpipe profile: the loader yielded no batch (empty dataset?)")
+    return out
+
+
+def transform_table(per_transform: dict[str, dict[str, float]]) -> str:
+    """Plain-text table of :func:`time_prefix`."""
+    lines = [
+        "deterministic prefix, per call",
+        f"{'transform':<24}{'calls':>7}{'median ms':>12}{'mean ms':>12}{'share':>8}",
+    ]
+    for name, t in per_transform.items():
+        lines.append(
+            f"{name:<24}{t['calls']:>7}{t['median_ms']:>12.2f}{t['mean_ms']:>12.2f}{100 * t['share']:>7.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fastpipe profile", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--data", required=True, help="MSD folder with dataset.json (fastpipe synth output or Task09)"
+    )
+    p.add_argument("--iters", type=int, default=20, help="loader iterations measured (default 20)")
+    step = p.add_mutually_exclusive_group()
+    step.add_argument("--step-ms", type=float, default=0.0, help="stand-in training step: sleep this long")
+    step.add_argument(
+        "--model", choices=["tiny-unet"], help="stand-in training step: a real small 3D conv net"
+    )
+    p.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--num-samples", type=int, default=4, help="crops per volume (default 4)")
+    p.add_argument("--roi", type=int, nargs="+", default=[96], help="crop size: 1 or 3 ints (default 96)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N volumes")
+    p.add_argument("--timing-items", type=int, default=2, help="volumes the per-transform timing runs on")
+    p.add_argument(
+        "--cache-workers", type=int, default=None, help="cache fill threads (default: one per core)"
+    )
+    p.add_argument("--loader-workers", type=int, default=0, help="ThreadDataLoader num_workers (default 0)")
+    p.add_argument("--out", default="profiling/out", help="folder for profile.png / profile.json")
+    p.add_argument("--nvtx", action="store_true", help="emit NVTX ranges (run under nsys to see them)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if len(args.roi) not in (1, 3):
+        p.error(f"--roi takes 1 or 3 ints, got {args.roi}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device on this machine")
+    return args
+
+
+def profile(args: argparse.Namespace) -> tuple[dict[str, Any], GpuMonitor | None]:
+    """Run the profile described by ``args``: the result dict and the GPU monitor (``None`` on CPU)."""
+    from fastpipe import CacheDataset, ThreadDataLoader
+    from fastpipe.datasets import load_decathlon_datalist
+
+    device = torch.device(args.device)
+    data = load_decathlon_datalist(args.data)[: args.limit]
+    if args.nvtx:
+        enable_nvtx()
+    roi = args.roi * 3 if len(args.roi) == 1 else args.roi
+    chain = wrap_chain(build_chain(str(device), roi, args.num_samples))
+    per_transform = time_prefix(chain[:-1], data[: max(1, args.timing_items)], device)
+    ds = CacheDataset(
+        data, chain, cache_rate=1.0, num_workers=args.cache_workers, progress=False, seed=args.seed
+    )
+    loader = ThreadDataLoader(
+        ds, batch_size=args.batch_size, shuffle=True, num_workers=args.loader_workers, seed=args.seed
+    )
+    step = make_step(args.step_ms, args.model, device)
+    step(next(iter(loader)))  # warm-up: first batch, allocator, model build
+    loader.timings.clear()
+    monitor = GpuMonitor(interval_s=0.05, device=device.index or 0) if device.type == "cuda" else None
+    t0 = time.perf_counter()
+    with monitor or contextlib.nullcontext():
+        iterations = run_loop(loader, args.iters, step)
+    wall = time.perf_counter() - t0
+    loader.close()
+    return {
+        "args": vars(args),
+        "device": str(device),
+        "items": len(data),
+        "cache": {"fill_s": ds.fill_report.seconds, "nbytes": ds.core.nbytes},
+        "per_transform": per_transform,
+        "loader": summarize(iterations, wall_s=wall),
+        "gpu": monitor.summary() if monitor is not None and monitor.records else None,
+        "iterations": iterations,
+    }, monitor
+
+
+def write_outputs(result: dict[str, Any], monitor: GpuMonitor | None, out: Path) -> list[Path]:
+    """``profile.png`` (per-transform bars + per-iteration wait/step), ``profile.json``, GPU CSV/PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [plot_profile(result["per_transform"], result["iterations"], out / "profile.png")]
+    (out / "profile.json").write_text(json.dumps(result, indent=1, default=str))
+    paths.append(out / "profile.json")
+    if monitor is not None and monitor.records:
+        paths += [monitor.to_csv(out / "gpu.csv"), monitor.plot(out / "gpu.png")]
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fastpipe profile``; returns the exit status."""
+    args = parse_args(argv)
+    result, monitor = profile(args)
+    print(transform_table(result["per_transform"]))
+    print()
+    print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))
+    gpu = result["gpu"]
+    if gpu is not None:
+        print(f"GPU utilisation: mean {gpu['gpu_util_mean_pct']:.1f}%, max {gpu['gpu_util_max_pct']:.1f}%")
+    else:
+        print("GPU utilisation: n/a (no NVML samples)")
+    for path in write_outputs(result, monitor, Path(args.out)):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,348 @@
+"""``SmartCacheDataset``: a cached window of the data list, refreshed every epoch by background threads."""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastpipe._cache_fill import default_workers, run_fill
+from fastpipe._smart_replacer import Replacer, Rotation
+from fastpipe.cache_dataset import CacheDataset
+from fastpipe.profiling import annotate
+
+LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
+
+
+class SmartCacheDataset(CacheDataset):
+    """Keep ``cache_num`` items cached; each round swap the oldest ``R = ceil(cache_num * replace_rate)``.
+
+    Same chain split, device tier ("ToDevice-then-cache"), budgets and byte reporting as
+    :class:`~fastpipe.CacheDataset` (it is one, reading a moving window). The window follows MONAI's
+    running-window order over the data list (shuffled once with ``seed`` when ``shuffle``), so the
+    set of cached items per round equals MONAI's ``SmartCacheDataset`` and every item enters within
+    ``ceil(len(data) / R)`` rounds. Replacements of the next round are computed during the epoch by
+    ``num_replace_workers`` threads outside any lock a reader takes; :meth:`update_cache` (called
+    by :class:`~fastpipe.ThreadDataLoader` at each epoch end) swaps them in atomically, waiting only
+    for the items not yet ready. An item keeps its position while it stays in the window; an
+    incoming item takes the position of the outgoing one.
+
+    Args:
+        data: a list of item dicts, or a map-style dataset of deterministic items.
+        transform: a fastpipe/MONAI ``Compose``, a list of callables, or one callable (default ``None``).
+        cache_num: items in the window (> 0). ``cache_num >= len(data)`` falls back to a full
+            ``CacheDataset`` (one warning, no replacement).
+        replace_rate: fraction of the window replaced per round, in ``(0, 1]`` (default 0.1).
+        num_init_workers: threads of the first fill (default ``None``: one per core).
+        num_replace_workers: replacement threads (default ``None``: one per core, at most ``R``).
+        shuffle: shuffle the data order once before windowing (default ``True``).
+        seed: seeds that shuffle and the random suffix (default 0).
+        progress: show the first fill's progress bar (default ``True``).
+        budget: per-tier byte budgets as in ``CacheDataset`` (default ``None``: unlimited).
+        cache_rate: MONAI's option; the window is ``min(cache_num, int(len(data) * cache_rate))`` (default 1.0).
+        copy_cache: deep-copy entries on read (default ``False``).
+        persist_dir: persistent cache folder (default ``None``).
+        disk_dir: disk-tier folder (default ``None``).
+
+    Threading contract: reads may run from several threads at any time, including during
+    :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
+    half-built one. :meth:`start`, :meth:`update_cache` and :meth:`shutdown` are called from one
+    thread (the training loop or the loader). Cached bytes stay within ``cache_num + R`` items'
+    worth. :meth:`shutdown` frees all cached memory (GPU included); the dataset is unusable after it.
+
+    Example:
+        >>> ds = SmartCacheDataset([{"x": i} for i in range(8)], None, cache_num=4, replace_rate=0.5,
+        ...                        shuffle=False, progress=False)
+        >>> with ds:
+        ...     first = sorted(ds[i]["x"] for i in range(len(ds)))
+        ...     ds.update_cache()
+        ...     second = sorted(ds[i]["x"] for i in range(len(ds)))
+        >>> first, second
+        ([0, 1, 2, 3], [2, 3, 4, 5])
+    """
+
+    def __init__(
+        self,
+        data: Sequence[dict] | torch.utils.data.Dataset,
+        transform: Any = None,
+        cache_num: int = 0,
+        replace_rate: float = 0.1,
+        num_init_workers: int | None = None,
+        num_replace_workers: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        progress: bool = True,
+        budget: Any = None,
+        cache_rate: float = 1.0,
+        copy_cache: bool = False,
+        persist_dir: str | Path | None = None,
+        disk_dir: str | Path | None = None,
+    ) -> None:
+        _check_args(cache_num, replace_rate, cache_rate)
+        super().__init__(
+            data,
+            transform,
+            cache_rate=0.0,
+            progress=False,
+            copy_cache=copy_cache,
+            budget=budget,
+            persist_dir=persist_dir,
+            seed=seed,
+            disk_dir=disk_dir,
+        )
+        n = len(self._inputs)
+        self.cache_num = min(cache_num, n, max(1, int(n * cache_rate)))
+        if self.cache_num >= n:
+            warnings.warn(
+                f"cache_num={cache_num} >= len(data)={n}: SmartCacheDataset falls back to a full "
+                "CacheDataset (every item cached, no replacement)",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.replace_num = min(math.ceil(self.cache_num * replace_rate), n - self.cache_num)
+        self.replace_rate = replace_rate
+        self._rotation = Rotation(n, self.cache_num, self.replace_num, shuffle, seed)
+        self._window: tuple[int, ...] = tuple(self._rotation.window())  # slot (= data index) per position
+        self._age: deque[int] = deque(range(self.cache_num))  # positions, oldest first
+        self._window_lock = threading.Lock()
+        self._closed = False
+        self._submitted = False
+        self._warned_lag = False
+        self._lags: list[float] = []
+        self._late: list[int] = []
+        self.items_swapped = 0
+        self._store = _Store(self.core)  # no reference to self: threads must not keep the dataset alive
+        workers = default_workers(num_replace_workers, self.replace_num)
+        inputs, core = self._inputs, self.core
+        self._replacer = Replacer(
+            lambda slot: core.compute(inputs[slot]),
+            self._store,
+            self._inputs.__getitem__,
+            workers,
+            max(1, self.replace_num),
+        )
+        self._finalizer = weakref.finalize(self, _release, self._replacer, self.core)
+        self._fill_window(num_init_workers, progress)
+
+    def _fill_window(self, num_workers: int | None, progress: bool) -> None:
+        def job(slot: int) -> None:
+            self._store(slot, self.core.compute(self._inputs[slot]))
+
+        with annotate("smartcache_fill", "smartcache"):
+            self.fill_report = run_fill(
+                list(self._window), job, self._inputs.__getitem__, num_workers, progress
+            )
+        if self._store.no_room:
+            warnings.warn(
+                f"{self._store.no_room} item(s) fit no cache tier under budget {self.core.store.budgets}; "
+                "they are recomputed on every read",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.cache_num
+
+    def cached_entry(self, index: int) -> Any:
+        """The deterministic output of window position ``index``: fresh dicts, shared tensors."""
+        with self._window_lock:  # held only for the lookup, so a swap cannot free the entry under us
+            if self._closed:
+                raise RuntimeError("SmartCacheDataset was shut down; create a new one to read again")
+            if not -self.cache_num <= index < self.cache_num:
+                raise IndexError(
+                    f"index {index} out of range for a SmartCacheDataset of {self.cache_num} items"
+                )
+            slot = self._window[index]
+            entry = self.core.get(slot) if slot in self.core else None
+        if entry is None:  # no tier had room for it: computed per read, as in CacheDataset
+            self.misses += 1
+            return self.core.compute(self._inputs[slot])
+        return copy.deepcopy(entry) if self.copy_cache else entry
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Start moving the host-tier entries of window positions ``indices`` to the device (no-op on CPU)."""
+        window = self._window
+        self.core.prefetch([window[i] for i in indices])
+
+    def window_indices(self) -> list[int]:
+        """Data indices currently cached, by window position."""
+        return list(self._window)
+
+    # --- rounds ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the replacement threads and the preparation of the next round (no-op when running)."""
+        if self._closed:
+            raise RuntimeError("SmartCacheDataset was shut down; create a new one to start again")
+        if self.replace_num == 0 or self.is_started():
+            return
+        self._replacer.start()
+        if not self._submitted:
+            self._replacer.submit(self._rotation.incoming())
+            self._submitted = True
+
+    def is_started(self) -> bool:
+        """Whether the replacement threads are running."""
+        return self._replacer.alive
+
+    def update_cache(self) -> None:
+        """Swap the prepared replacements in (waiting only for missing ones) and start the next round.
+
+        Raises:
+            ReplacementError: the chain failed on an incoming item (named with its index and file).
+        """
+        if self.replace_num == 0:
+            return
+        was_started = self.is_started()
+        self.start()
+        incoming = self._rotation.incoming()
+        late = self._replacer.missing(incoming)
+        with annotate("smartcache_wait", "wait"):
+            lag = self._replacer.collect(incoming)
+        with annotate("smartcache_swap", "smartcache"):
+            outgoing = self._swap(incoming)
+            for slot in outgoing:
+                if slot in self.core:
+                    self.core.drop(slot)
+            self._rotation.advance()
+            self._replacer.submit(self._rotation.incoming())
+        self.items_swapped += len(incoming)
+        self._lags.append(lag)
+        self._late.append(late)
+        if late and lag > LAG_WARN_S:
+            self._warn_lag(late, lag, was_started)
+
+    def _swap(self, incoming: list[int]) -> list[int]:
+        positions = [self._age.popleft() for _ in incoming]
+        window = list(self._window)
+        outgoing = [window[p] for p in positions]
+        assert outgoing == self._rotation.outgoing(), "window and rotation disagree"
+        for p, slot in zip(positions, incoming, strict=True):
+            window[p] = slot
+        self._age.extend(positions)
+        shifted = list(self._window[len(incoming):]) + list(incoming)
+        cur = list(self._window)
+        for i, slot in enumerate(shifted):
+            cur[i] = slot
+            self._window = tuple(cur)
+        return outgoing
+
+    def _warn_lag(self, late: int, lag: float, was_started: bool) -> None:
+        if self._warned_lag:
+            return
+        self._warned_lag = True
+        hint = (
+            "call start() before the first epoch"
+            if not was_started
+            else f"use more num_replace_workers (now {self._replacer.num_workers}) or a lower replace_rate "
+            f"(now {self.replace_rate})"
+        )
+        warnings.warn(
+            f"SmartCacheDataset: {late} of {self.replace_num} replacements were not ready at the epoch end; "
+            f"training waited {lag:.3f} s for them. To avoid the stall, {hint}. (warned once)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def shutdown(self) -> None:
+        """Stop the replacement threads (joined within 1 s) and free every cached entry, GPU memory included.
+
+        Idempotent. The dataset cannot be read after it.
+        """
+        with self._window_lock:
+            self._closed = True
+        self._finalizer()
+
+    def close(self) -> None:
+        """Same as :meth:`shutdown`."""
+        self.shutdown()
+
+    def __enter__(self) -> SmartCacheDataset:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # --- reporting ---------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """CacheDataset's figures plus the window: rounds, items swapped, wait (lag) per round, peak bytes."""
+        out = super().stats()
+        out.update(
+            cache_num=self.cache_num,
+            replace_num=self.replace_num,
+            data_len=len(self._inputs),
+            rounds=len(self._lags),
+            items_swapped=self.items_swapped,
+            lag_s=list(self._lags),
+            late_items=list(self._late),
+            peak_nbytes=self._store.peak_nbytes,
+            uncached_no_room=self._store.no_room,
+            started=self.is_started(),
+            replace_workers=self._replacer.num_workers,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        lag = max(s["lag_s"], default=0.0)
+        suffix = ", ".join(type(t).__name__ for t in self.suffix) or "none"
+        return (
+            f"SmartCacheDataset(len={self.cache_num} of {s['data_len']}, replace={self.replace_num}/round, "
+            f"device={s['device']}, cached={s['nbytes'] / 2**20:.1f} MiB, rounds={s['rounds']}, "
+            f"max lag={lag:.3f}s, started={s['started']}, random suffix=[{suffix}])"
+        )
+
+
+def _check_args(cache_num: Any, replace_rate: Any, cache_rate: Any) -> None:
+    if isinstance(cache_num, bool) or not isinstance(cache_num, int):
+        raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}")
+    if cache_num <= 0:
+        raise ValueError(f"cache_num must be > 0, got {cache_num}")
+    if not 0.0 < float(replace_rate) <= 1.0:
+        raise ValueError(f"replace_rate must be in (0, 1], got {replace_rate}")
+    if not 0.0 < float(cache_rate) <= 1.0:
+        raise ValueError(f"cache_rate must be in (0, 1], got {cache_rate}")
+
+
+class _Store:
+    """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.no_room = 0
+        self.peak_nbytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, slot: int, entry: Any) -> None:
+        placed = self.core.put(slot, entry)
+        nbytes = self.core.nbytes
+        with self._lock:
+            self.no_room += placed is None
+            self.peak_nbytes = max(self.peak_nbytes, nbytes)
+
+
+def _release(replacer: Replacer, core: Any) -> None:
+    """Stop the workers and free the cache; runs once (shutdown or garbage collection)."""
+    left = replacer.stop(timeout=1.0)
+    if left:
+        warnings.warn(
+            f"{len(left)} SmartCache replacement thread(s) still computing an item after 1 s; "
+            "they discard their result when done",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    core.close()
+    if torch.cuda.is_available() and core.device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,0 +1,212 @@
+"""``ThreadDataLoader``: batches prefetched by a background thread into a bounded queue, no processes."""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastpipe import distributed
+from fastpipe._cache_tiers import map_tensors
+from fastpipe._loader_run import LoaderRun, summarize_timings
+from fastpipe.collate import list_data_collate
+from fastpipe.profiling import annotate
+
+Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
+
+
+def batch_seed(seed: int, epoch: int, batch: int, position: int = -1) -> int:
+    """A seed in ``[0, 2**31)`` that depends only on its arguments (never on threads or timing)."""
+    entropy = [seed % 2**32, epoch, batch + 1, position + 1]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**31)
+
+
+class ThreadDataLoader:
+    """Iterate batches of a map-style dataset, prefetched by a background thread.
+
+    One producer thread per epoch fills a queue of at most ``buffer_size`` batches. A dataset with
+    ``fetch_seeded(indices, seed)`` (fastpipe's caches) gets each batch's random state from
+    :func:`batch_seed`, so the same ``seed`` gives the same batches whatever ``num_workers`` is; when
+    its suffix is batched (``dataset.batched``) a batch is one call, else one call per item. Other
+    datasets are read with ``__getitems__`` or ``dataset[i]``. A list result is collated with
+    ``collate_fn`` (default :func:`fastpipe.collate.list_data_collate`); a dict passes through.
+
+    Args:
+        dataset: a map-style dataset.
+        batch_size: items per batch (default 1).
+        shuffle: reshuffle every epoch (default ``False``).
+        num_workers: pool threads fetching items (per-item path) or whole batches (batched path) in
+            parallel; 0 fetches in the producer thread (default 0).
+        buffer_size: batches ready ahead of the consumer (default 2).
+        repeats: yield each batch this many times (MONAI semantics; default 1).
+        collate_fn: turns a list of items into a batch (default ``list_data_collate``).
+        generator: ``torch.Generator`` for shuffling (default ``None``: seeded from ``seed`` and the epoch).
+        drop_last: drop a last incomplete batch (default ``False``).
+        seed: base seed of shuffling and of every batch's random state (default 0).
+        device: move each batch there (``non_blocking``) in the producer, timed as ``h2d_s`` (default ``None``).
+        even_batches: yield as many batches on every rank, the fewest any rank has (an all-reduce per
+            epoch, :func:`fastpipe.distributed.loader_batches`); default ``None``: when the dataset is a
+            rank shard (its ``shard`` is set). ``len()`` stays this rank's own count.
+
+    Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
+    :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
+    their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
+    ``fetch_s``, ``collate_s``, ``h2d_s``, ``batch_size``, ``num_crops``. At the end of each full
+    epoch, ``dataset.update_cache()`` is called when it exists (SmartCache).
+
+    Example:
+        >>> loader = ThreadDataLoader([{"x": torch.zeros(2)}] * 4, batch_size=2)
+        >>> [b["x"].shape for b in loader]
+        [torch.Size([2, 2]), torch.Size([2, 2])]
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        num_workers: int = 0,
+        buffer_size: int = 2,
+        repeats: int = 1,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        even_batches: bool | None = None,
+    ) -> None:
+        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if int(value) < low:
+                raise ValueError(f"ThreadDataLoader: {name} must be >= {low}, got {value}")
+        for name, value in (("buffer_size", buffer_size), ("repeats", repeats)):
+            if int(value) < 1:
+                raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
+        self.dataset = dataset
+        self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
+        self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last
+        self.collate_fn = collate_fn or list_data_collate
+        self.generator, self.seed = generator, seed
+        self.device = None if device is None else torch.device(device)
+        self.even_batches = even_batches
+        self.epoch = 0
+        self.timings: list[dict[str, Any]] = []
+        self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _jobs(self, epoch: int) -> list[Job]:
+        n = len(self.dataset)
+        if self.shuffle:
+            gen = self.generator
+            if gen is None:
+                gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, -1))
+            order = torch.randperm(n, generator=gen).tolist()
+        else:
+            order = list(range(n))
+        chunks = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.drop_last and chunks and len(chunks[-1]) < self.batch_size:
+            chunks.pop()
+        chunks = chunks[: distributed.loader_batches(self.dataset, len(chunks), self.even_batches)]
+        return [(c, batch_seed(self.seed, epoch, b)) for b, c in enumerate(chunks)]
+
+    @property
+    def _whole_batch(self) -> bool:
+        ds = self.dataset
+        if hasattr(ds, "fetch_seeded"):
+            return bool(getattr(ds, "batched", False))
+        return callable(getattr(ds, "__getitems__", None))
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        hook = getattr(self.dataset, "prefetch", None)
+        run = LoaderRun(self._jobs(epoch), self._make, self.num_workers, self._whole_batch, self.buffer_size, hook)
+        self._runs.add(run)
+        try:
+            while True:
+                start = time.perf_counter()
+                with annotate("wait", "wait"):
+                    out = run.get()
+                if out is None:
+                    break
+                batch, timing = out
+                timing["wait_s"] = time.perf_counter() - start
+                self.timings.append(timing)
+                for _ in range(self.repeats):
+                    yield batch
+        finally:
+            run.stop()
+        if callable(getattr(self.dataset, "update_cache", None)):
+            self.dataset.update_cache()
+
+    def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
+        indices, seed = job
+        t0 = time.perf_counter()
+        with annotate("fetch", "loader"):
+            data = self._fetch(indices, seed, pool)
+        t1 = time.perf_counter()
+        with annotate("collate", "loader"):
+            batch = data if isinstance(data, dict) else self.collate_fn(data)
+        t2 = time.perf_counter()
+        if self.device is not None:
+            with annotate("h2d", "h2d"):
+                batch = map_tensors(batch, lambda t: t.to(self.device, non_blocking=True))
+        t3 = time.perf_counter()
+        timing = {"fetch_s": t1 - t0, "collate_s": t2 - t1, "h2d_s": t3 - t2, "batch_size": len(indices)}
+        timing["num_crops"] = _leading_dim(batch, len(indices))
+        return batch, timing
+
+    def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
+        ds = self.dataset
+        if hasattr(ds, "fetch_seeded"):
+            if getattr(ds, "batched", False):
+                return ds.fetch_seeded(indices, seed)
+
+            def one(pos: int) -> Any:
+                return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
+
+        elif callable(getattr(ds, "__getitems__", None)):
+            return ds.__getitems__(indices)
+        else:
+
+            def one(pos: int) -> Any:
+                return ds[indices[pos]]
+
+        positions = range(len(indices))
+        return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
+
+    def stats(self) -> dict[str, Any]:
+        """Summary of ``timings`` (``fastpipe.profiling.report.summarize`` when present)."""
+        try:
+            from fastpipe.profiling.report import summarize
+        except ImportError:
+            return summarize_timings(self.timings)
+        return summarize(self.timings)
+
+    def close(self) -> None:
+        """Stop and join every running producer (idempotent)."""
+        for run in list(getattr(self, "_runs", ())):
+            run.stop()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"ThreadDataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"num_workers={self.num_workers}, buffer_size={self.buffer_size}, repeats={self.repeats})"
+        )
+
+
+def _leading_dim(batch: Any, default: int) -> int:
+    if isinstance(batch, dict):
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return int(v.shape[0])
+    return default

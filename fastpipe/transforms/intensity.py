@@ -1,0 +1,64 @@
+"""``ScaleIntensityRanged``: window an intensity range onto another, optionally clipping."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import torch
+
+from fastpipe.transforms._dict import ensure_keys, present_keys
+from fastpipe.transforms._resample import alloc_like
+
+
+class ScaleIntensityRanged:
+    """Map ``[a_min, a_max]`` linearly onto ``[b_min, b_max]``, then clip to it if ``clip``, as MONAI does.
+
+    Floating inputs are scaled in place of a fresh tensor of the same dtype; other inputs become
+    ``dtype``. With ``b_min``/``b_max`` None the values are only normalised to ``[0, 1]``.
+
+    Args:
+        keys: keys to transform.
+        a_min, a_max: input range (``a_max == a_min`` only shifts, as in MONAI).
+        b_min, b_max: output range (default None: normalise to [0, 1]).
+        clip: clip to ``[b_min, b_max]`` (default False).
+        dtype: output dtype for non-float inputs (default ``torch.float32``).
+        allow_missing_keys: skip absent keys (default False).
+
+    Shape:
+        any; the output has the input's shape and memory layout.
+
+    Example:
+        >>> t = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True)
+        >>> t({"image": torch.tensor([-100.0, 53.5, 500.0])})["image"]
+        tensor([0.0000, 0.5000, 1.0000])
+    """
+
+    def __init__(self, keys, a_min: float, a_max: float, b_min: float | None = None, b_max: float | None = None,
+                 clip: bool = False, dtype: torch.dtype = torch.float32, allow_missing_keys: bool = False) -> None:  # fmt: skip
+        self.keys = ensure_keys(keys)
+        self.a_min, self.a_max, self.b_min, self.b_max = float(a_min), float(a_max), b_min, b_max
+        self.clip = clip
+        self.dtype = dtype
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for i in present_keys(d, self.keys, self.allow_missing_keys, "ScaleIntensityRanged"):
+            d[self.keys[i]] = self.scale(d[self.keys[i]])
+        return d
+
+    def scale(self, img: torch.Tensor) -> torch.Tensor:
+        """The scaled copy of one tensor (same shape and memory layout)."""
+        out = alloc_like(img, img.dtype if img.dtype.is_floating_point else self.dtype)
+        if self.a_max == self.a_min:
+            torch.sub(img, self.a_min, out=out)
+            return out if self.b_min is None else out.add_(self.b_min)
+        factor, shift = 1.0 / (self.a_max - self.a_min), -self.a_min / (self.a_max - self.a_min)
+        if self.b_min is not None and self.b_max is not None:
+            span = float(self.b_max) - float(self.b_min)
+            factor, shift = factor * span, shift * span + float(self.b_min)
+        torch.mul(img, factor, out=out).add_(shift)
+        if self.clip and (self.b_min is not None or self.b_max is not None):
+            out.clamp_(self.b_min, self.b_max)
+        return out

@@ -1,0 +1,99 @@
+"""``LoadImaged``: NIfTI files to plain tensors plus a light ``{key}_meta_dict``."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+
+from fastpipe._meta import meta_key
+from fastpipe.transforms._dict import ensure_keys, spacing_of
+from fastpipe.transforms._nifti import read_nifti
+
+
+class LoadImaged:
+    """Load NIfTI (``.nii``/``.nii.gz``) files named by ``data[key]`` into tensors.
+
+    Unlike MONAI (which converts to ``float32`` by default), the voxels keep the file's dtype
+    (``int16`` CT, ``uint8`` label) unless ``dtype`` is given; the tensor is a zero-copy view of
+    the decoded buffer in the file's order, shape ``(X, Y, Z)``. Volumes with
+    ``scl_slope``/``scl_inter`` scaling become ``float32``. The chain's *output* matches MONAI's
+    (``Spacingd`` and ``ScaleIntensityRanged`` produce ``float32``), not every intermediate dtype.
+    ``data[f"{key}_meta_dict"]`` is always written, whatever ``image_only`` says: tensors are plain,
+    so the affine must live somewhere.
+
+    Args:
+        keys: keys of the file paths to load.
+        reader: accepted for MONAI compatibility; only ``None`` or ``"NibabelReader"``.
+        dtype: convert the voxels to this ``torch.dtype`` (default None: keep the file's).
+        meta_keys: accepted for MONAI compatibility; must be None.
+        image_only: accepted for MONAI compatibility (metadata is always kept).
+        ensure_channel_first: add the channel dim right away, like ``EnsureChannelFirstd`` (default False).
+        allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
+        check_nan: raise ``ValueError`` when a float volume holds NaN voxels (default True).
+
+    Shape:
+        ``data[key]``: ``(X, Y, Z)``, or ``(1, X, Y, Z)`` with ``ensure_channel_first``.
+
+    Example:
+        >>> load = LoadImaged(["image", "label"])
+        >>> item = load({"image": "img.nii.gz", "label": "lab.nii.gz"})  # doctest: +SKIP
+        >>> item["image"].dtype, item["image_meta_dict"]["affine"].shape  # doctest: +SKIP
+        (torch.int16, torch.Size([4, 4]))
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        reader: Any = None,
+        dtype: torch.dtype | None = None,
+        meta_keys: Any = None,
+        image_only: bool = False,
+        ensure_channel_first: bool = False,
+        allow_missing_keys: bool = False,
+        check_nan: bool = True,
+    ) -> None:
+        if reader not in (None, "NibabelReader", "nibabelreader"):
+            raise ValueError(
+                f"LoadImaged: reader={reader!r} unsupported; fastpipe reads NIfTI itself (use None)"
+            )
+        if meta_keys is not None:
+            raise ValueError(
+                f"LoadImaged: meta_keys={meta_keys!r} unsupported; metadata goes to '{{key}}_meta_dict'"
+            )
+        self.keys = ensure_keys(keys)
+        self.dtype = dtype
+        self.image_only = image_only
+        self.ensure_channel_first = ensure_channel_first
+        self.allow_missing_keys = allow_missing_keys
+        self.check_nan = check_nan
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.keys:
+            if key not in d:
+                if self.allow_missing_keys:
+                    continue
+                raise KeyError(f"LoadImaged: key {key!r} missing from item with keys {sorted(map(str, d))}")
+            d[key], d[meta_key(key)] = self._load(d[key])
+        return d
+
+    def _load(self, path: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        vol = read_nifti(str(path), check_nan=self.check_nan)
+        img = torch.from_numpy(vol.array)
+        if self.dtype is not None:
+            img = img.to(self.dtype)
+        affine = torch.as_tensor(vol.affine, dtype=torch.float64)
+        meta = {
+            "affine": affine,
+            "original_affine": affine.clone(),
+            "spatial_shape": tuple(vol.array.shape),
+            "filename_or_obj": vol.path,
+            "pixdim": spacing_of(vol.affine),
+            "original_channel_dim": "no_channel",
+            "space": "RAS",
+        }
+        if self.ensure_channel_first:
+            img = img.unsqueeze(0)
+        return img, meta

@@ -1,0 +1,227 @@
+"""``EnsureChannelFirstd``, ``Orientationd`` and ``Spacingd`` with MONAI 1.6's semantics on plain tensors.
+
+The affine lives in ``data[f"{key}_meta_dict"]["affine"]``. Output shapes, affines and values
+follow MONAI (see ``_affine.py`` and ``_resample.py``); the differences are dtypes and memory
+layout: ``Spacingd`` returns ``dtype`` (float32) for interpolated keys but keeps the input dtype
+for ``nearest`` keys (a ``uint8`` label stays ``uint8``, 4x smaller in a cache), and outputs keep
+the input's memory order (a NIfTI volume stays x-fastest: a permuted, not C-contiguous, tensor).
+``CropForegroundd`` returns C-contiguous tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from fastpipe._meta import get_affine, get_meta
+from fastpipe.transforms._affine import AFFINE_TOL, is_separable, orientation_transform, spacing_geometry
+from fastpipe.transforms._dict import check_same_grid, ensure_keys, per_key, present_keys, spacing_of
+from fastpipe.transforms._resample import resample_grid, resample_separable
+
+_MODES = ("bilinear", "nearest")
+_PADDINGS = ("border", "zeros", "reflection")
+
+
+class EnsureChannelFirstd:
+    """Give each volume a leading channel dim: ``(X, Y, Z)`` -> ``(1, X, Y, Z)``.
+
+    Args:
+        keys: keys to transform.
+        strict_check: accepted for MONAI compatibility.
+        allow_missing_keys: skip absent keys (default False).
+        channel_dim: where the channel sits in a 4D input (default None: 3D inputs get a new
+            channel dim, 4D inputs are taken as channel-first already).
+
+    Shape:
+        ``(X, Y, Z)`` -> ``(1, X, Y, Z)``; ``(..., C, ...)`` -> ``(C, X, Y, Z)`` with ``channel_dim``.
+
+    Example:
+        >>> EnsureChannelFirstd("image")({"image": torch.zeros(4, 5, 6)})["image"].shape
+        torch.Size([1, 4, 5, 6])
+    """
+
+    def __init__(
+        self, keys, strict_check: bool = True, allow_missing_keys: bool = False, channel_dim=None
+    ) -> None:
+        self.keys = ensure_keys(keys)
+        self.allow_missing_keys = allow_missing_keys
+        self.channel_dim = channel_dim
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for i in present_keys(d, self.keys, self.allow_missing_keys, "EnsureChannelFirstd"):
+            key = self.keys[i]
+            img = d[key]
+            if self.channel_dim is not None:
+                d[key] = torch.movedim(img, self.channel_dim, 0)
+            elif img.ndim == 3:
+                d[key] = img.unsqueeze(0)
+            elif img.ndim != 4:
+                raise ValueError(
+                    f"EnsureChannelFirstd: {key!r} has shape {tuple(img.shape)}; expected 3D or 4D"
+                )
+        return d
+
+
+def _flip(img: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    """Flip ``axes``, keeping the memory order (numpy copy into huge-page memory on CPU)."""
+    if not axes:
+        return img
+    if img.device.type != "cpu" or img.requires_grad:
+        return torch.flip(img, axes)
+    src = img.numpy()
+    view = src[tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(src.ndim))]
+    out = np.empty_like(view, order="K")
+    np.copyto(out, view)
+    return torch.from_numpy(out)
+
+
+class Orientationd:
+    """Reorient volumes to ``axcodes`` by flipping and permuting axes (no interpolation), as MONAI does.
+
+    Any affine works, oblique included (nibabel's closest axes). Flips are copied; the
+    permutation is a view. Checks first that all ``keys`` share one voxel grid.
+
+    Args:
+        keys: keys to transform.
+        axcodes: target orientation (default ``"RAS"``).
+        as_closest_canonical: reorient to RAS (default False).
+        labels: accepted for MONAI compatibility; must be None (RAS world axes).
+        allow_missing_keys: skip absent keys (default False).
+
+    Shape:
+        ``(C, X, Y, Z)`` -> ``(C, X', Y', Z')`` (a permutation of the spatial dims).
+
+    Example:
+        >>> Orientationd(["image", "label"], axcodes="RAS")  # doctest: +ELLIPSIS
+        <...Orientationd object at ...>
+    """
+
+    def __init__(self, keys, axcodes: str | None = "RAS", as_closest_canonical: bool = False, labels=None,
+                 allow_missing_keys: bool = False) -> None:  # fmt: skip
+        if labels is not None:
+            raise ValueError(f"Orientationd: labels={labels!r} unsupported; fastpipe uses RAS world axes")
+        if axcodes is None and not as_closest_canonical:
+            raise ValueError("Orientationd: give axcodes or as_closest_canonical=True")
+        self.keys = ensure_keys(keys)
+        self.axcodes = "RAS" if as_closest_canonical else str(axcodes)
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        present = [self.keys[i] for i in present_keys(d, self.keys, self.allow_missing_keys, "Orientationd")]
+        check_same_grid(d, present, "Orientationd")
+        for key in present:
+            self._orient(d, key)
+        return d
+
+    def _orient(self, d: dict[Hashable, Any], key: str) -> None:
+        img, affine = d[key], get_affine(d, key).numpy()
+        if img.ndim != 4:
+            raise ValueError(f"Orientationd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
+        ornt = orientation_transform(affine, self.axcodes)
+        flips = [1 + i for i in range(3) if ornt[i, 1] == -1]
+        perm = [0] + [1 + int(i) for i in np.argsort(ornt[:, 0])]
+        out = _flip(img, flips)
+        if perm != [0, 1, 2, 3]:
+            out = out.permute(*perm)
+        new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
+        meta = get_meta(d, key)
+        meta["affine"] = torch.as_tensor(new_affine, dtype=torch.float64)
+        meta["pixdim"] = spacing_of(new_affine)
+        d[key] = out
+
+
+class Spacingd:
+    """Resample volumes to voxel spacing ``pixdim`` with MONAI's output grid (shape, affine, values).
+
+    Axis-aligned voxel maps (the usual case after ``Orientationd``, oblique affines included)
+    take a separable path: 1-D linear interpolation along each axis in turn, or index gathers for
+    ``nearest``. Sheared maps and ``reflection`` padding use ``grid_sample`` like MONAI. Checks
+    first that all ``keys`` share one voxel grid.
+
+    Args:
+        keys: keys to transform.
+        pixdim: output spacing in mm, one value per spatial axis (shorter: last value repeated;
+            non-positive: keep the input's).
+        diagonal: resample to a diagonal affine (default False: keep rotation and direction).
+        mode: ``"bilinear"`` or ``"nearest"``, one or one per key (default ``"bilinear"``).
+        padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"``, one or one per key (default ``"border"``).
+        align_corners: grid_sample's convention (default False).
+        dtype: interpolation and output dtype of non-nearest keys (default ``torch.float32``;
+            MONAI computes in float64 and returns float32).
+        scale_extent, recompute_affine, min_pixdim, max_pixdim: MONAI options; only their defaults.
+        ensure_same_shape: accepted for MONAI compatibility (the same-grid check always runs).
+        allow_missing_keys: skip absent keys (default False).
+
+    Shape:
+        ``(C, X, Y, Z)`` -> ``(C, X', Y', Z')``; nearest keys keep their dtype, others become ``dtype``.
+
+    Example:
+        >>> Spacingd(["image", "label"], pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))  # doctest: +ELLIPSIS
+        <...Spacingd object at ...>
+    """
+
+    def __init__(
+        self,
+        keys,
+        pixdim: Sequence[float] | float,
+        diagonal: bool = False,
+        mode: str | Sequence[str] = "bilinear",
+        padding_mode: str | Sequence[str] = "border",
+        align_corners: bool | Sequence[bool] = False,
+        dtype: torch.dtype | None = torch.float32,
+        scale_extent: bool = False,
+        recompute_affine: bool = False,
+        min_pixdim=None,
+        max_pixdim=None,
+        ensure_same_shape: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        if scale_extent or recompute_affine or min_pixdim is not None or max_pixdim is not None:
+            raise ValueError(
+                "Spacingd: scale_extent, recompute_affine, min_pixdim, max_pixdim are not supported"
+            )
+        self.keys = ensure_keys(keys)
+        self.pixdim = np.atleast_1d(np.asarray(pixdim, dtype=np.float64))
+        self.diagonal = diagonal
+        self.mode = per_key(mode, self.keys, "Spacingd mode")
+        self.padding_mode = per_key(padding_mode, self.keys, "Spacingd padding_mode")
+        self.align_corners = per_key(align_corners, self.keys, "Spacingd align_corners")
+        for m, p in zip(self.mode, self.padding_mode, strict=True):
+            if m not in _MODES or p not in _PADDINGS:
+                raise ValueError(
+                    f"Spacingd: mode {m!r} / padding_mode {p!r} unsupported; use {_MODES} / {_PADDINGS}"
+                )
+        self.dtype = dtype or torch.float32
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        present = present_keys(d, self.keys, self.allow_missing_keys, "Spacingd")
+        check_same_grid(d, [self.keys[i] for i in present], "Spacingd")
+        for i in present:
+            self._resample(d, i)
+        return d
+
+    def _resample(self, d: dict[Hashable, Any], i: int) -> None:
+        key, mode, pad, ac = self.keys[i], self.mode[i], self.padding_mode[i], bool(self.align_corners[i])
+        img, affine = d[key], get_affine(d, key).numpy()
+        if img.ndim != 4:
+            raise ValueError(f"Spacingd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
+        in_shape = tuple(img.shape[1:])
+        new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
+        if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL):
+            out = img if mode == "nearest" else img.to(self.dtype)
+        elif pad != "reflection" and is_separable(xform, in_shape):
+            out = resample_separable(img, xform, out_shape, mode, pad, ac, self.dtype)
+        else:
+            out = resample_grid(img, xform, out_shape, mode, pad, ac, self.dtype)
+        meta = get_meta(d, key)
+        meta["affine"] = torch.as_tensor(new_affine, dtype=torch.float64)
+        meta["pixdim"] = spacing_of(new_affine)
+        d[key] = out

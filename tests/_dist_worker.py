@@ -1,0 +1,126 @@
+"""One rank of the multi-process tests in ``test_distributed.py`` (gloo on CPU, file:// rendezvous).
+
+Run as ``python tests/_dist_worker.py SCENARIO[,SCENARIO...] RANK WORLD INIT_FILE OUT_JSON``: runs the
+scenarios in order in one process group (so the processes start once) and writes ``{scenario: findings
+or error}`` as JSON to ``OUT_JSON`` after each; exits 0 when all succeeded, else 1 (3: died on purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from fastpipe import distributed
+from fastpipe.cache_dataset import CacheDataset
+from fastpipe.thread_loader import ThreadDataLoader
+
+N_ITEMS = 9  # uneven on 2 ranks
+FEATURES = 16
+REPEAT = 64  # cached "img" is FEATURES * REPEAT float32 = 4 KiB per item
+
+
+def make_data(n: int = N_ITEMS) -> list[dict]:
+    """Tiny in-memory items: an id and a feature vector."""
+    return [{"id": i, "x": torch.full((FEATURES,), float(i))} for i in range(n)]
+
+
+class Expand:
+    """A cheap deterministic prefix step; fails on ``fail_id`` or kills the process on ``die_id``."""
+
+    def __init__(self, fail_id: int = -1, die_id: int = -1) -> None:
+        self.fail_id, self.die_id = fail_id, die_id
+
+    def __call__(self, d: dict) -> dict:
+        if d["id"] == self.fail_id:
+            raise ValueError(f"injected failure on item {d['id']}")
+        if d["id"] == self.die_id:
+            os._exit(3)  # a hard death: no exception, no report
+        return {**d, "img": d["x"].repeat(REPEAT)}
+
+
+def scenario_train(rank: int, world: int) -> dict:
+    """Shards, cache bytes, equal batch counts and DDP steps over the ThreadDataLoader."""
+    ds = CacheDataset(make_data(), [Expand()], progress=False, num_workers=1, even_divisible=False)
+    even = CacheDataset(make_data(), [Expand()], progress=False, num_workers=1)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(FEATURES, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = ThreadDataLoader(ds, batch_size=2, shuffle=True)
+    batches = []
+    for _ in range(2):
+        count = 0
+        for batch in loader:
+            opt.zero_grad()
+            loss = model(batch["x"]).pow(2).mean()
+            loss.backward()
+            opt.step()
+            count += 1
+        batches.append(count)
+    params = torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+    return {
+        "shard_ids": sorted(int(ds._inputs[i]["id"]) for i in range(len(ds))),
+        "even_ids": [int(item["id"]) for item in even._inputs],
+        "nbytes": ds.stats()["nbytes"],
+        "local_batches": len(loader),
+        "batches": batches,
+        "params": params,
+    }
+
+
+def scenario_fail(rank: int, world: int) -> dict:
+    """Rank 1's fill raises on its first item."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 20.0
+    shard = distributed.partition(make_data(), rank, world)
+    fail_id = shard[0]["id"] if rank == 1 else -1
+    CacheDataset(make_data(), [Expand(fail_id=fail_id)], progress=False, num_workers=1)
+    return {}
+
+
+def scenario_die(rank: int, world: int) -> dict:
+    """Rank 1 dies during its fill without a word; rank 0 must give up after the barrier timeout."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 4.0
+    shard = distributed.partition(make_data(), rank, world)
+    die_id = shard[0]["id"] if rank == 1 else -1
+    CacheDataset(make_data(), [Expand(die_id=die_id)], progress=False, num_workers=1)
+    return {}
+
+
+def run_one(scenario: str, rank: int, world: int) -> dict:
+    """Run one scenario; its findings, or the error it raised."""
+    t0 = time.perf_counter()
+    try:
+        result = {"ok": True, **globals()[f"scenario_{scenario}"](rank, world)}
+    except Exception as err:  # noqa: BLE001 - the test inspects every error
+        result = {"ok": False, "type": type(err).__name__, "message": str(err), "tb": traceback.format_exc()}
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def main(scenarios: list[str], rank: int, world: int, init_file: str, out: str) -> int:
+    """Run ``scenarios`` in order in one process group, rewriting ``out`` after each."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    results = {}
+    for scenario in scenarios:
+        results[scenario] = run_one(scenario, rank, world)
+        with open(out, "w") as f:
+            json.dump(results, f)
+    ok = all(r["ok"] for r in results.values())
+    if ok:
+        dist.destroy_process_group()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    scenarios, rank, world, init_file, out = sys.argv[1:6]
+    sys.exit(main(scenarios.split(","), int(rank), int(world), init_file, out))

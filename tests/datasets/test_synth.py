@@ -1,0 +1,151 @@
+"""synthesize: MSD layout, MSD-like volumes and affines, determinism, and the spleen-small size contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from fastpipe.datasets import load_decathlon_datalist, synthesize
+from fastpipe.datasets._phantom import PRESETS, spleen_mask
+from fastpipe.datasets.synth import volume_params
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("tiny"), "spleen-tiny", seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return synthesize(tmp_path_factory.mktemp("small"), "spleen-small", seed=0, progress=False)
+
+
+def _load(path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj), img
+
+
+def test_msd_layout_and_dataset_json(tiny: Path):
+    assert sorted(p.name for p in tiny.iterdir()) == ["dataset.json", "imagesTr", "imagesTs", "labelsTr"]
+    assert list((tiny / "imagesTs").iterdir()) == []
+    meta = json.loads((tiny / "dataset.json").read_text())
+    assert meta["name"] == "Spleen" and meta["modality"] == {"0": "CT"}
+    assert meta["labels"] == {"0": "background", "1": "spleen"} and meta["tensorImageSize"] == "3D"
+    names = [f"spleen_{i}.nii.gz" for i in range(1, 5)]
+    assert meta["numTraining"] == 4 and meta["numTest"] == 0 and meta["test"] == []
+    assert meta["training"] == [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names]
+    assert sorted(p.name for p in (tiny / "imagesTr").iterdir()) == sorted(names)
+    assert sorted(p.name for p in (tiny / "labelsTr").iterdir()) == sorted(names)
+    data = load_decathlon_datalist(tiny)
+    assert [Path(d["image"]).name for d in data] == names and all(Path(d["label"]).is_file() for d in data)
+
+
+def test_volumes_are_ct_like_with_msd_affines(tiny: Path):
+    p = PRESETS["spleen-tiny"]
+    for item in load_decathlon_datalist(tiny):
+        image, img = _load(item["image"])
+        label, lab = _load(item["label"])
+        assert image.dtype == np.int16 and label.dtype == np.uint8
+        assert image.shape == label.shape and image.ndim == 3
+        assert image.shape[:2] == (p.shape_xy, p.shape_xy) and p.z_range[0] <= image.shape[2] <= p.z_range[1]
+        np.testing.assert_array_equal(img.affine, lab.affine)
+        sx, sy, sz = np.diag(img.affine)[:3]
+        assert sx < 0 and sy < 0 and sz > 0, "MSD-like stored affine: diag(-sx, -sy, sz)"
+        assert p.spacing_xy[0] <= -sx <= p.spacing_xy[1] and -sx == pytest.approx(-sy) and sz in p.slice_mm
+        assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+        assert image[0, 0, 0] < -900 and image.min() >= -1024  # air in the corner
+        assert (image > 500).any(), "no bone"
+        assert set(np.unique(label)) == {0, 1}
+        spleen = image[label == 1]
+        assert 35 < spleen.mean() < 65 and (spleen > -57).mean() > 0.99
+
+
+def _world_centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return affine[:3, :3] @ np.argwhere(mask).mean(axis=0) + affine[:3, 3]
+
+
+def test_spleen_is_left_posterior(tiny: Path):
+    """Checked in world (RAS) coordinates through the affine: +x is the patient's right, +y anterior."""
+    for item in load_decathlon_datalist(tiny):
+        image, img = _load(item["image"])
+        label, _ = _load(item["label"])
+
+        spleen, body = _world_centroid(label > 0, img.affine), _world_centroid(image > -500, img.affine)
+        assert spleen[0] < body[0] - 10, "spleen not on the patient's left"
+        assert spleen[1] < body[1], "spleen not posterior"
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny: Path, tmp_path: Path):
+    again = synthesize(tmp_path / "a", "spleen-tiny", seed=3, progress=False, num_volumes=2)
+    for sub in ("imagesTr", "labelsTr"):
+        for n in ("spleen_1.nii.gz", "spleen_2.nii.gz"):
+            assert (again / sub / n).read_bytes() == (tiny / sub / n).read_bytes(), f"{sub}/{n}"
+    other = synthesize(tmp_path / "b", "spleen-tiny", seed=4, progress=False, num_volumes=1)
+    assert (other / "imagesTr/spleen_1.nii.gz").read_bytes() != (
+        tiny / "imagesTr/spleen_1.nii.gz"
+    ).read_bytes()
+
+
+def test_full_preset_parameters_match_task09():
+    """All 41 spleen-full volumes (parameters only): 512x512x31..168, Task09's spacings, a 100-300 cm3 spleen."""
+    shapes = []
+    for i in range(PRESETS["spleen-full"].num_volumes):
+        v = volume_params("spleen-full", seed=0, index=i)
+        sx, sy, sz = v.spacing
+        assert v.shape[:2] == (512, 512) and 31 <= v.shape[2] <= 168
+        assert 0.6 <= sx <= 0.98 and sx == sy and 1.5 <= sz <= 5.0
+        shapes.append(v.shape[2])
+        coarse = dataclasses.replace(
+            v,
+            spacing=(2.0, 2.0, 2.0),
+            shape=tuple(math.ceil(n * s / 2.0) for n, s in zip(v.shape, v.spacing, strict=True)),
+        )
+        _, mask = spleen_mask(coarse)
+        cm3 = mask.sum() * 8.0 / 1000
+        assert 100 <= cm3 <= 300, f"volume {i}: spleen {cm3:.0f} cm3"
+    assert max(shapes) - min(shapes) > 60, "slice counts should spread over Task09's range"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown synth preset 'spleen-huge'"):
+        synthesize("/nonexistent", "spleen-huge")
+    with pytest.raises(ValueError, match="num_volumes must be >= 1"):
+        synthesize("/nonexistent", "spleen-tiny", num_volumes=0)
+
+
+@pytest.mark.slow
+def test_small_survives_the_spleen_chain_as_96_cubes(small: Path):
+    """After Spacingd(1.5, 1.5, 2.0) and CropForegroundd (image > -57 HU) every axis keeps >= 96 voxels."""
+    from monai import transforms as mt
+
+    keys = ["image", "label"]
+    chain = mt.Compose([
+        mt.LoadImaged(keys, image_only=True), mt.EnsureChannelFirstd(keys), mt.Orientationd(keys, axcodes="RAS"),
+        mt.Spacingd(keys, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+        mt.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
+    ])  # fmt: skip
+    data = load_decathlon_datalist(small)
+    assert len(data) == 8
+    for item in data:
+        out = chain(item)
+        shape = tuple(out["image"].shape[1:])
+        assert min(shape) >= 96, f"{item['image']}: {shape} after the chain"
+        assert out["label"].sum() > 0
+
+
+def test_small_preset_extents_leave_room_for_96_cubes_for_many_seeds():
+    """The analytic side of the chain test: the soft-tissue ellipse (> -57 HU) and z length, in 1.5/1.5/2.0 voxels."""
+    for seed in range(50):
+        for i in range(PRESETS["spleen-small"].num_volumes):
+            v = volume_params("spleen-small", seed=seed, index=i)
+            fov = v.shape[0] * v.spacing[0]
+            width = min(2 * v.inner_semi[0], fov) / 1.5
+            depth = min(2 * v.inner_semi[1], fov) / 1.5
+            assert min(width, depth, v.shape[2] * v.spacing[2] / 2.0) >= 100, f"seed {seed} volume {i}: {v}"

@@ -1,0 +1,198 @@
+"""The batched crop op: torch reference vs direct slicing and MONAI, the .cu kernel emulated on the host, CUDA vs torch."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from monai.transforms import Flip, ScaleIntensity, ShiftIntensity
+
+from fastpipe.ops import crop_batch, crop_batch_torch
+
+KERNEL = Path(__file__).resolve().parents[2] / "kernels" / "crop_pos_neg.cu"
+
+
+def coord_volume(shape, channels=2, offset=0):
+    """int64 volume whose voxel (c, x, y, z) holds offset + c*10^9 + x*10^6 + y*10^3 + z."""
+    x, y, z = torch.meshgrid(*(torch.arange(s) for s in shape), indexing="ij")
+    base = x * 10**6 + y * 10**3 + z + offset
+    return torch.stack([base + c * 10**9 for c in range(channels)])
+
+
+def random_crops(shapes, size, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    vi = torch.randint(0, len(shapes), (n,), generator=g)
+    starts = torch.stack(
+        [
+            torch.stack([torch.randint(0, shapes[v][a] - size[a] + 1, (), generator=g) for a in range(3)])
+            for v in vi
+        ]
+    )
+    flips = torch.rand((n, 3), generator=g) < 0.5
+    return starts, vi, flips
+
+
+def test_patches_equal_slices_from_several_volumes():
+    shapes = [(20, 17, 15), (12, 22, 18)]
+    vols = [coord_volume(s, offset=i * 10**10) for i, s in enumerate(shapes)]
+    size = (5, 6, 7)
+    starts, vi, _ = random_crops(shapes, size, 12)
+    out = torch.full((12, 2, *size), -1, dtype=torch.int64)
+    res = crop_batch(vols, starts, vi, size, out=out)
+    assert res is out
+    for n in range(12):
+        x, y, z = starts[n].tolist()
+        assert torch.equal(out[n], vols[vi[n]][:, x : x + 5, y : y + 6, z : z + 7])
+        # decode the coordinates of the first voxel: it really came from (x, y, z) of that volume
+        assert out[n, 0, 0, 0, 0].item() == vi[n].item() * 10**10 + x * 10**6 + y * 10**3 + z
+
+
+def test_flips_and_intensity_equal_unfused_monai_ops():
+    shapes = [(16, 14, 12), (13, 15, 17)]
+    g = torch.Generator().manual_seed(3)
+    vols = [torch.randn((1, *s), generator=g) * 100 for s in shapes]
+    size = (6, 5, 4)
+    starts, vi, flips = random_crops(shapes, size, 10, seed=1)
+    factors = torch.rand(10, generator=g, dtype=torch.float64) * 0.4 - 0.2
+    offsets = (torch.rand(10, generator=g, dtype=torch.float64) * 0.4 - 0.2).to(torch.float32)
+    scale = (1 + factors).to(torch.float32)
+    out = crop_batch(vols, starts, vi, size, flips=flips, scale=scale, shift=offsets)
+    for n in range(10):
+        x, y, z = starts[n].tolist()
+        ref = vols[vi[n]][:, x : x + 6, y : y + 5, z : z + 4]
+        axes = [a for a in range(3) if flips[n, a]]
+        if axes:
+            ref = Flip(spatial_axis=axes)(ref)
+        ref = ScaleIntensity(minv=None, maxv=None, factor=float(scale[n].double() - 1))(ref)
+        ref = ShiftIntensity(offset=float(offsets[n]))(ref)
+        assert torch.equal(out[n], torch.as_tensor(ref)), f"crop {n}"
+
+
+def test_errors_name_expected_and_actual():
+    vol = torch.zeros(1, 8, 8, 8)
+    starts, vi = torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+    with pytest.raises(TypeError, match="int64"):
+        crop_batch([vol], starts.int(), vi, (4, 4, 4))
+    with pytest.raises(ValueError, match=r"outside volume 0 \(8, 8, 8\)"):
+        crop_batch([vol], torch.tensor([[5, 0, 0]]), vi, (4, 4, 4))
+    with pytest.raises(ValueError, match=r"out must be \(1, 1, 4, 4, 4\)"):
+        crop_batch([vol], starts, vi, (4, 4, 4), out=torch.empty(1, 1, 4, 4, 3))
+    with pytest.raises(TypeError, match="needs float32 volumes, got torch.uint8"):
+        crop_batch([vol.to(torch.uint8)], starts, vi, (4, 4, 4), scale=torch.ones(1))
+    with pytest.raises(ValueError, match="volume 1 has"):
+        crop_batch([vol, torch.zeros(2, 8, 8, 8)], starts, vi, (4, 4, 4))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        crop_batch([vol], starts, vi, (4, 4, 4), backend="triton")
+    with pytest.raises(ValueError, match="needs CUDA volumes"):
+        crop_batch([vol], starts, vi, (4, 4, 4), backend="cuda")
+
+
+# --- the .cu source itself, run on the host: a CUDA-syntax shim + a serial grid loop -------------------------
+
+SHIM = r"""
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+struct Dim3 { unsigned x, y, z; };
+static Dim3 threadIdx, blockIdx, blockDim;
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+#include KERNEL_PATH
+#define LAUNCH(NAME, T)                                                                                  \
+  extern "C" void run_##NAME(const long long* v, const long long* c, const float* in, int u, void* o,  \
+                             int C, int E0, int E1, int E2, long long rows, unsigned bx, unsigned by,     \
+                             unsigned grid) {                                                            \
+    blockDim = {bx, by, 1};                                                                              \
+    for (unsigned b = 0; b < grid; ++b)                                                                  \
+      for (unsigned ty = 0; ty < by; ++ty)                                                               \
+        for (unsigned tx = 0; tx < bx; ++tx) {                                                           \
+          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                 \
+          NAME(v, c, in, u, (T*)o, C, E0, E1, E2, rows);                                                 \
+        }                                                                                                \
+  }
+LAUNCH(crop_pos_neg_f32, float)
+LAUNCH(crop_pos_neg_b1, unsigned char)
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kernel(tmp_path_factory):
+    """The kernel source compiled for the CPU with g++ (skips without a C++ compiler)."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("needs g++ or clang++ to run kernels/crop_pos_neg.cu on the host; none on PATH")
+    d = tmp_path_factory.mktemp("kernel")
+    (d / "shim.cpp").write_text(SHIM)
+    lib = d / "libcrop.so"
+    cmd = [
+        cxx,
+        "-O1",
+        "-ffp-contract=off",
+        "-shared",
+        "-fPIC",
+        f'-DKERNEL_PATH="{KERNEL}"',
+        str(d / "shim.cpp"),
+    ]
+    subprocess.run([*cmd, "-o", str(lib)], check=True, capture_output=True, timeout=120)
+    return ctypes.CDLL(str(lib))
+
+
+def run_host_kernel(lib, vols, starts, vi, size, flips, scale, shift):
+    """Launch the emulated kernel exactly as fastpipe.ops._cuda_crop does, on CPU tensors."""
+    n, c = starts.shape[0], vols[0].shape[0]
+    out = torch.empty((n, c, *size), dtype=vols[0].dtype)
+    table = torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in vols], dtype=torch.int64)
+    crops = torch.cat([vi[:, None], starts, flips.to(torch.int64)], 1).contiguous()
+    use = scale is not None
+    inten = torch.stack([scale, shift], 1).contiguous() if use else torch.empty(n, 2)
+    rows = n * c * size[0] * size[1]
+    fn = lib.run_crop_pos_neg_f32 if vols[0].dtype == torch.float32 else lib.run_crop_pos_neg_b1
+    ptr = ctypes.c_void_p
+    fn(ptr(table.data_ptr()), ptr(crops.data_ptr()), ptr(inten.data_ptr()), ctypes.c_int(int(use)),
+       ptr(out.data_ptr()), *(ctypes.c_int(s) for s in (c, *size)), ctypes.c_longlong(rows),
+       ctypes.c_uint(32), ctypes.c_uint(8), ctypes.c_uint((rows + 7) // 8))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_kernel_source_matches_torch_reference_on_host(host_kernel, dtype):
+    shapes = [(14, 13, 40), (11, 16, 37)]
+    g = torch.Generator().manual_seed(5)
+    vols = [(torch.randn((2, *s), generator=g) * 50).to(dtype) for s in shapes]
+    size = (5, 7, 35)  # last axis > a warp: exercises the k loop
+    starts, vi, flips = random_crops(shapes, size, 9, seed=2)
+    scale = shift = None
+    if dtype == torch.float32:
+        scale = (1 + torch.rand(9, generator=g, dtype=torch.float64) * 0.2 - 0.1).float()
+        shift = torch.rand(9, generator=g) * 0.2 - 0.1
+    got = run_host_kernel(host_kernel, vols, starts, vi, size, flips, scale, shift)
+    ref = crop_batch_torch(vols, starts, vi, size, flips=flips, scale=scale, shift=shift)
+    assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))  # bit for bit
+
+
+# --- the real kernel on a GPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64])
+def test_cuda_kernel_equals_torch_exactly(cuda_device, dtype):
+    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    shapes = [(40, 35, 30), (33, 41, 29), (30, 30, 30)]
+    g = torch.Generator().manual_seed(7)
+    vols = [(torch.randn((2, *s), generator=g) * 100).to(dtype).to(cuda_device) for s in shapes]
+    size = (16, 12, 20)
+    starts, vi, flips = random_crops(shapes, size, 24, seed=4)
+    starts, vi, flips = starts.to(cuda_device), vi.to(cuda_device), flips.to(cuda_device)
+    kw = {}
+    if dtype == torch.float32:
+        kw = dict(scale=(torch.rand(24, generator=g) * 0.2 + 0.9).to(cuda_device),
+                  shift=(torch.rand(24, generator=g) * 0.2 - 0.1).to(cuda_device))  # fmt: skip
+    got = crop_batch(vols, starts, vi, size, flips=flips, backend="cuda", **kw)
+    ref = crop_batch(vols, starts, vi, size, flips=flips, backend="torch", **kw)
+    torch.cuda.synchronize()
+    assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))

@@ -1,0 +1,128 @@
+"""The crop-centre sampler: pos/neg ratio, MONAI's clamping, allow_smaller, empty labels, determinism."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms.utils import correct_crop_centers, map_binary_to_indices
+
+from fastpipe.ops.sample import crop_window, fg_bg_indices, sample_crops
+
+
+def blob_label(shape=(30, 24, 20), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand((1, *shape), generator=g) < 0.1).to(torch.uint8)
+
+
+@pytest.mark.parametrize("pos,neg", [(1, 1), (3, 7), (1, 0)])
+def test_fg_fraction_matches_pos_ratio_within_3_sigma(pos, neg):
+    label = blob_label()
+    fg, bg = fg_bg_indices(label)
+    n, ratio = 10_000, pos / (pos + neg)
+    # size (1, 1, 1): no clamping, so the centre is the drawn voxel itself
+    s = sample_crops(
+        [fg, fg], [bg, bg], [label.shape[1:]] * 2, (1, 1, 1), n // 2, ratio, torch.Generator().manual_seed(1)
+    )
+    on_fg = label[0][tuple(s.centers.T)].bool()
+    assert torch.equal(on_fg, s.is_fg)
+    sigma = math.sqrt(ratio * (1 - ratio) / n)
+    assert abs(on_fg.double().mean().item() - ratio) <= 3 * sigma + 1e-12
+
+
+def test_clamping_equals_monai_correct_crop_centers():
+    shape = (13, 10, 9)
+    for size in [(4, 5, 9), (7, 3, 1), (13, 10, 2), (6, 6, 6)]:
+        _, lo, hi, half = crop_window(shape, size, False, "v")
+        for c in np.ndindex(*shape):
+            ours = [min(max(ci, lo[a]), hi[a]) for a, ci in enumerate(c)]
+            assert tuple(ours) == correct_crop_centers(list(c), size, shape), (size, c)
+    # and through the sampler: every voxel is a candidate, every window inside the volume
+    label = torch.ones((1, *shape), dtype=torch.uint8)
+    fg, bg = fg_bg_indices(label)
+    s = sample_crops([fg], [bg], [shape], (4, 5, 9), 2000, 1.0, torch.Generator().manual_seed(0))
+    assert s.starts.min() >= 0
+    assert (s.starts + torch.tensor([4, 5, 9]) <= torch.tensor(shape)).all()
+    assert s.starts[:, 0].min() == 0 and s.starts[:, 0].max() == 13 - 4  # both borders reached
+
+
+def test_allow_smaller_keeps_short_axes_whole_like_monai():
+    shape = (5, 30, 4)
+    with pytest.raises(ValueError, match=r"ROI \(8, 8, 8\) is larger than the volume \(5, 30, 4\) of vol-a"):
+        crop_window(shape, (8, 8, 8), False, "vol-a")
+    label = torch.ones((1, *shape), dtype=torch.uint8)
+    fg, bg = fg_bg_indices(label)
+    s = sample_crops(
+        [fg], [bg], [shape], (8, 8, 8), 50, 1.0, torch.Generator().manual_seed(0), allow_smaller=True
+    )
+    assert s.size == (5, 8, 4)
+    assert (s.starts[:, [0, 2]] == 0).all()
+    for c in s.centers.tolist():
+        assert tuple(c) == correct_crop_centers(c, (8, 8, 8), shape, allow_smaller=True)
+
+
+def test_empty_foreground_warns_and_uses_background():
+    label = torch.zeros((1, 10, 10, 10), dtype=torch.uint8)
+    fg, bg = fg_bg_indices(label)
+    with pytest.warns(UserWarning, match="0 foreground and 1000 background"):
+        s = sample_crops([fg], [bg], [(10, 10, 10)], (4, 4, 4), 20, 1.0, torch.Generator().manual_seed(0))
+    assert not s.is_fg.any()
+    empty = torch.empty(0, dtype=torch.int64)
+    with pytest.raises(ValueError, match="case-7 has no foreground and no background"):
+        sample_crops([empty], [empty], [(10, 10, 10)], (4, 4, 4), 2, 0.5, names=["case-7"])
+
+
+def test_no_warning_when_both_lists_present():
+    label = blob_label()
+    fg, bg = fg_bg_indices(label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample_crops([fg], [bg], [label.shape[1:]], (4, 4, 4), 4, 0.5)
+
+
+def test_same_seed_same_centres_and_batch_sizes_must_agree():
+    label = blob_label()
+    fg, bg = fg_bg_indices(label)
+    args = ([fg, fg], [bg, bg], [label.shape[1:]] * 2, (8, 8, 8), 4, 0.5)
+    a = sample_crops(*args, generator=torch.Generator().manual_seed(9))
+    b = sample_crops(*args, generator=torch.Generator().manual_seed(9))
+    c = sample_crops(*args, generator=torch.Generator().manual_seed(10))
+    assert torch.equal(a.centers, b.centers) and not torch.equal(a.centers, c.centers)
+    assert a.vol_index.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match=r"must share a size, got a: \(5, 8, 8\), b: \(8, 8, 8\)"):
+        sample_crops([fg, fg], [bg, bg], [(5, 24, 20), (30, 24, 20)], (8, 8, 8), 1, 0.5, allow_smaller=True,
+                     names=["a", "b"])  # fmt: skip
+
+
+def test_fg_bg_indices_equal_monai_map_binary_to_indices():
+    g = torch.Generator().manual_seed(2)
+    # one-hot-ish, channel 0 dropped. float: MONAI 1.6 takes `~` of torch.any(uint8), which is uint8 in torch,
+    # so for uint8 torch labels its background is every voxel; fastpipe uses the boolean meaning there too.
+    label = (torch.rand((3, 9, 8, 7), generator=g) < 0.2).float()
+    image = torch.randn((1, 9, 8, 7), generator=g)
+    for img in (None, image):
+        ours = fg_bg_indices(label, img, 0.3)
+        ref = map_binary_to_indices(label, img, 0.3)
+        for o, r in zip(ours, ref, strict=True):
+            assert torch.equal(o, torch.as_tensor(r).long())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(fg_bg_indices(label.to(torch.uint8)), fg_bg_indices(label), strict=True)
+    )
+
+
+@pytest.mark.gpu
+def test_same_seed_same_centres_on_cpu_and_gpu(cuda_device):
+    label = blob_label((40, 36, 30))
+    fg, bg = fg_bg_indices(label)
+    shp = [label.shape[1:]] * 3
+    cpu = sample_crops([fg] * 3, [bg] * 3, shp, (16, 16, 16), 4, 0.4, torch.Generator().manual_seed(3))
+    fgd, bgd = fg.to(cuda_device), bg.to(cuda_device)
+    gpu = sample_crops(
+        [fgd] * 3, [bgd] * 3, shp, (16, 16, 16), 4, 0.4, torch.Generator().manual_seed(3), cuda_device
+    )
+    assert gpu.centers.is_cuda
+    assert torch.equal(cpu.centers, gpu.centers.cpu()) and torch.equal(cpu.starts, gpu.starts.cpu())

@@ -1,0 +1,166 @@
+"""GpuMonitor: degrades cleanly without NVML (for real here), records and plots with an NVML."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+import fastpipe.profiling.gpu_monitor as gm
+from fastpipe.profiling import GpuMonitor
+
+
+def nvml_works() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return True
+    except Exception:
+        return False
+
+
+HAS_NVML = nvml_works()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warning_state(monkeypatch):
+    monkeypatch.setattr(gm, "_warned", False)
+
+
+def run_twice_recording_warnings() -> tuple[list[GpuMonitor], list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitors = []
+        for _ in range(2):
+            with GpuMonitor(interval_s=0.01) as mon:
+                time.sleep(0.05)
+            monitors.append(mon)
+    return monitors, [w for w in caught if "GpuMonitor" in str(w.message)]
+
+
+def assert_empty_outputs(mon: GpuMonitor, tmp_path) -> None:
+    assert mon.records == [] and not mon.available
+    assert mon.summary()["samples"] == 0 and mon.summary()["gpu_util_mean_pct"] is None
+    with mon.to_csv(tmp_path / "gpu.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows == [list(gm.FIELDS)]
+    doc = json.loads(mon.to_json(tmp_path / "gpu.json").read_text())
+    assert doc["records"] == [] and doc["summary"]["available"] is False
+    assert mon.plot(tmp_path / "gpu.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(
+    HAS_NVML, reason="this machine has a working NVML; the no-driver path cannot be run for real"
+)
+@pytest.mark.timeout(30)
+def test_without_nvidia_driver_warns_once_and_records_nothing(tmp_path, caplog):
+    monitors, caught = run_twice_recording_warnings()
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert "NVML" in str(caught[0].message)
+    assert sum("NVML" in r.getMessage() for r in caplog.records) == 1
+    for mon in monitors:
+        assert_empty_outputs(mon, tmp_path)
+        mon.stop()  # idempotent
+
+
+@pytest.mark.timeout(30)
+def test_without_pynvml_installed_warns_once(tmp_path, monkeypatch):
+    def missing():
+        raise ImportError("No module named 'pynvml'")
+
+    monkeypatch.setattr(gm, "_import_pynvml", missing)
+    monitors, caught = run_twice_recording_warnings()
+    assert len(caught) == 1 and "pynvml" in str(caught[0].message)
+    assert_empty_outputs(monitors[0], tmp_path)
+
+
+class FakeNvml:
+    """An NVML double: only for the recording and plot logic (the no-NVML path is real above)."""
+
+    NVML_PCIE_UTIL_TX_BYTES, NVML_PCIE_UTIL_RX_BYTES = 0, 1
+
+    def __init__(self):
+        self.calls = 0
+        self.shutdowns = 0
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shutdowns += 1
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return f"gpu{i}"
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        self.calls += 1
+        return SimpleNamespace(gpu=50 + self.calls % 2 * 10, memory=20)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(used=3 * 2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 250_000  # mW
+
+    def nvmlDeviceGetPcieThroughput(self, handle, counter):
+        raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")  # e.g. not supported on this device
+
+
+@pytest.mark.timeout(30)
+def test_records_summary_csv_json_plot_with_an_nvml(tmp_path, monkeypatch):
+    fake = FakeNvml()
+    monkeypatch.setattr(gm, "_import_pynvml", lambda: fake)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when NVML works
+        with GpuMonitor(interval_s=0.01) as mon:
+            time.sleep(0.2)
+    mon.stop()
+    assert fake.shutdowns == 1
+    n = len(mon.records)
+    assert 5 <= n <= 40
+    ts = [r["t_s"] for r in mon.records]
+    assert ts == sorted(ts)
+    rec = mon.records[0]
+    assert set(rec) == set(gm.FIELDS)
+    assert rec["mem_used_mib"] == 3 * 1024 and rec["power_w"] == 250.0 and rec["pcie_tx_mbps"] is None
+    summ = mon.summary()
+    assert summ["samples"] == n and summ["power_mean_w"] == 250.0 and 50 <= summ["gpu_util_mean_pct"] <= 60
+    assert summ["gpu_util_max_pct"] == 60 and summ["pcie_rx_mean_mbps"] is None
+    with mon.to_csv(tmp_path / "g.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == n
+    assert len(json.loads(mon.to_json(tmp_path / "g.json").read_text())["records"]) == n
+    assert mon.plot(tmp_path / "g.png").stat().st_size > 5000
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_sampler_never_crashes_the_job(monkeypatch):
+    def broken_sample(nvml, handle):
+        raise RuntimeError("driver went away")
+
+    monkeypatch.setattr(gm, "_import_pynvml", FakeNvml)
+    monkeypatch.setattr(gm, "sample", broken_sample)
+    with GpuMonitor(interval_s=0.01) as mon:
+        time.sleep(0.05)
+    assert mon.records == [] and isinstance(mon.error, RuntimeError)
+
+
+def test_interval_must_be_positive():
+    with pytest.raises(ValueError, match="interval_s"):
+        GpuMonitor(interval_s=0)
+
+
+@pytest.mark.skipif(not HAS_NVML, reason="needs an NVIDIA driver (NVML); none on this machine")
+@pytest.mark.gpu
+@pytest.mark.timeout(30)
+def test_real_nvml_records(tmp_path):
+    with GpuMonitor(interval_s=0.05) as mon:
+        time.sleep(0.5)
+    assert mon.available and len(mon.records) >= 3
+    assert mon.records[0]["mem_total_mib"] > 0
+    assert mon.plot(tmp_path / "gpu.png").exists()

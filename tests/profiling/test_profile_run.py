@@ -1,0 +1,75 @@
+"""``fastpipe profile`` end to end on tiny synthetic spleen data: a table, a PNG, a JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastpipe.datasets import synthesize
+from fastpipe.profiling import profile_run
+
+
+@pytest.fixture(scope="module")
+def tiny_spleen(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("spleen"), "spleen-tiny", progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_profile_prints_table_and_writes_png_and_json(tiny_spleen, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [
+        "--data",
+        str(tiny_spleen),
+        "--iters",
+        "4",
+        "--step-ms",
+        "5",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
+    argv += [
+        "--num-samples",
+        "2",
+        "--roi",
+        "16",
+        "--limit",
+        "3",
+        "--timing-items",
+        "1",
+        "--cache-workers",
+        "1",
+    ]
+    assert profile_run.main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in ("LoadImaged", "Spacingd", "CropForegroundd", "FgBgToIndicesd", "ToDeviced"):
+        assert name in text, text
+    assert "data wait" in text and "crops/s" in text and "GPU utilisation: n/a" in text
+    png = out / "profile.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    doc = json.loads((out / "profile.json").read_text())
+    assert len(doc["iterations"]) == 4 and doc["loader"]["batches"] == 4
+    assert doc["loader"]["crops"] == 4 * 2 * 2  # batches x volumes x crops per volume
+    assert 0.0 <= doc["loader"]["data_wait_fraction"] <= 1.0
+    step = doc["loader"]["stages"]["step"]["median_ms"]
+    assert 4.5 <= step < 50, step
+    assert list(doc["per_transform"])[0] == "LoadImaged" and doc["gpu"] is None
+
+
+def test_bad_arguments_exit_with_a_message(capsys):
+    with pytest.raises(SystemExit):
+        profile_run.main(["--data", "x", "--roi", "1", "2"])
+    assert "--roi takes 1 or 3 ints" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        profile_run.main(["--data", "x", "--step-ms", "5", "--model", "tiny-unet"])
+
+
+def test_tiny_unet_step_runs_on_cpu():
+    import torch
+
+    step = profile_run.make_step(0.0, "tiny-unet", torch.device("cpu"))
+    batch = {"image": torch.rand(2, 1, 8, 8, 8), "label": (torch.rand(2, 1, 8, 8, 8) > 0.5).float()}
+    step(batch)  # forward, backward, optimizer step; raises on any shape mismatch

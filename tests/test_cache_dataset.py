@@ -1,0 +1,212 @@
+"""CacheDataset: chain split, zero-copy reads, batched path, seeding, errors, MONAI interop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding tests/
+from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
+
+from fastpipe import CacheDataset
+from fastpipe._cache_core import chain_device
+from fastpipe._cache_fill import CacheFillError
+from fastpipe.transforms import EnsureTyped, ToDeviced
+
+
+def test_prefix_runs_once_and_suffix_per_read():
+    det = CountingDet()
+    ds = CacheDataset(items(5), [det, RandAdd()], progress=False, num_workers=2)
+    assert len(ds) == 5 and det.calls == 5
+    for _ in range(3):
+        for i in range(5):
+            out = ds[i]
+            assert out["image"].shape == (1, 6, 6, 6)
+            assert 0 <= float(out["image"][0, 0, 0, 0]) - i < 1  # x + u, u in [0, 1)
+    assert det.calls == 5
+    s = ds.stats()
+    assert s["items"]["host"] == 5 and s["hits"] == 15 and s["misses"] == 0
+    assert s["bytes"]["host"] == 5 * 216 * 4 and s["fill_s"] > 0
+    assert "CacheDataset(len=5" in repr(ds) and "RandAdd" in repr(ds)
+
+
+@pytest.mark.parametrize("suffix", [[RandAdd()], [RandAdd(batched=True)], [rand_noise_list], []], ids=str)
+def test_reads_never_copy_or_change_the_cache(suffix):
+    ds = CacheDataset(items(3), [CountingDet(), *suffix], progress=False)
+    cached = [ds.core.store.get(s)["image"] for s in range(3)]
+    ptrs = [t.data_ptr() for t in cached]
+    before = [t.clone() for t in cached]
+    for _ in range(20):
+        ds.__getitems__([0, 1, 2])
+        ds[1]
+    assert [ds.core.store.get(s)["image"].data_ptr() for s in range(3)] == ptrs
+    for t, b in zip(cached, before, strict=True):
+        assert torch.equal(t, b)
+    if not suffix:  # a read without a random suffix hands out the cached tensor itself
+        assert ds[0]["image"].data_ptr() == ptrs[0]
+
+
+def test_read_gets_fresh_dicts_so_key_assignment_cannot_reach_the_cache():
+    ds = CacheDataset([{"x": 1, "image_meta_dict": {"affine": torch.eye(4)}}], [CountingDet()], progress=False)
+    out = ds[0]
+    out["image"] = None
+    out["image_meta_dict"]["affine"] = None
+    assert isinstance(ds[0]["image"], torch.Tensor) and ds[0]["image_meta_dict"]["affine"] is not None
+
+
+def test_copy_cache_true_deep_copies():
+    ds = CacheDataset(items(2), [CountingDet()], progress=False, copy_cache=True)
+    assert ds[0]["image"].data_ptr() != ds.core.store.get(0)["image"].data_ptr()
+
+
+def test_getitems_batched_path_returns_collated_dict_else_list():
+    batched = CacheDataset(items(4), [CountingDet(), RandAdd(batched=True)], progress=False)
+    assert batched.batched
+    out = batched.__getitems__([3, 1])
+    assert isinstance(out, dict) and out["image"].shape == (2, 1, 6, 6, 6) and out["x"].tolist() == [3, 1]
+    per_item = CacheDataset(items(4), [CountingDet(), RandAdd()], progress=False)
+    out = per_item.__getitems__([3, 1])
+    assert isinstance(out, list) and [o["x"] for o in out] == [3, 1]
+
+
+def test_same_seed_same_results_and_fetch_seeded_is_replayable():
+    def run(seed):
+        ds = CacheDataset(items(4), [CountingDet(), RandAdd()], progress=False, seed=seed)
+        return torch.stack([ds[i]["image"] for i in range(4)])
+
+    assert torch.equal(run(7), run(7)) and not torch.equal(run(7), run(8))
+    ds = CacheDataset(items(4), [CountingDet(), RandAdd(batched=True)], progress=False)
+    assert torch.equal(ds.fetch_seeded([0, 2], 5)["image"], ds.fetch_seeded([0, 2], 5)["image"])
+    assert not torch.equal(ds.fetch_seeded([0, 2], 5)["image"], ds.fetch_seeded([0, 2], 6)["image"])
+
+
+def test_cache_rate_and_cache_num_limit_the_cached_items():
+    det = CountingDet()
+    ds = CacheDataset(items(10), [det], progress=False, cache_rate=0.5)
+    assert ds.stats()["items"]["host"] == 5 and det.calls == 5
+    assert float(ds[7]["image"][0, 0, 0, 0]) == 7.0 and ds.misses == 1 and det.calls == 6
+    ds = CacheDataset(items(10), [CountingDet()], progress=False, cache_num=3)
+    assert ds.stats()["items"]["host"] == 3
+
+
+def test_map_style_dataset_input_is_the_cached_prefix():
+    class Source(torch.utils.data.Dataset):
+        def __init__(self):
+            self.reads = 0
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            self.reads += 1
+            return {"image": torch.full((1, 3, 3, 3), float(i))}
+
+    src = Source()
+    ds = CacheDataset(src, RandAdd(), progress=False)
+    assert src.reads == 4 and len(ds) == 4
+    for _ in range(3):
+        assert 2 <= float(ds[2]["image"].min()) < 3
+    assert src.reads == 4
+
+
+def test_device_point_is_found_in_fastpipe_and_monai_chains():
+    from monai.transforms import EnsureTyped as MEnsureTyped
+    from monai.transforms import ToDeviced as MToDeviced
+
+    assert chain_device([CountingDet()]) == torch.device("cpu")
+    assert chain_device([ToDeviced("image", "cuda:0")]) == torch.device("cuda:0")
+    assert chain_device([EnsureTyped("image", device="cuda:1")]) == torch.device("cuda:1")
+    assert chain_device([EnsureTyped("image")]) == torch.device("cpu")
+    assert chain_device([MToDeviced(["image"], device="cuda:0")]) == torch.device("cuda:0")
+    assert chain_device([MEnsureTyped(["image"], device="cuda:0", track_meta=False)]) == torch.device("cuda:0")
+
+
+def test_to_device_then_cache_on_cpu_keeps_meta_and_indices():
+    idx = torch.arange(5)
+    data = [{"x": 0, "image_meta_dict": {"affine": torch.eye(4)}, "label_fg_indices": idx}]
+    chain = [CountingDet(), ToDeviced(["image", "label_fg_indices"], device="cpu"), RandAdd()]
+    ds = CacheDataset(data, chain, progress=False)
+    assert ds.core.device == torch.device("cpu")
+    assert torch.equal(ds[0]["label_fg_indices"], idx) and "affine" in ds[0]["image_meta_dict"]
+
+
+@pytest.mark.gpu
+def test_to_device_then_cache_on_gpu(cuda_device):
+    seen = []
+
+    def after(d):
+        seen.append(d["image"].device.type)
+        return d
+
+    ds = CacheDataset(items(3), [CountingDet(), ToDeviced("image", cuda_device), after, RandAdd()], progress=False)
+    assert seen == ["cuda"] * 3 and ds.stats()["items"]["cuda"] == 3
+    assert ds.core.store.get(0)["image"].is_cuda
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cache_rate": 1.5}, "cache_rate"),
+        ({"cache_rate": -0.1}, "cache_rate"),
+        ({"budget": "lots"}, "invalid budget"),
+        ({"budget": {"gpu": "1GiB"}}, "unknown budget tier"),
+        ({"on_error": "ignore"}, "on_error"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CacheDataset(items(2), [CountingDet()], progress=False, **kwargs)
+
+
+def test_empty_data_raises_value_error():
+    with pytest.raises(ValueError, match="empty"):
+        CacheDataset([], [CountingDet()], progress=False)
+
+
+def test_fill_error_names_item_index_and_file():
+    data = items(4)
+    data[2] = {"x": 2, "fail": True, "name": "broken.nii.gz", "image_meta_dict": {"filename_or_obj": "/d/broken.nii.gz"}}
+    with pytest.raises(CacheFillError, match=r"item 2 \(/d/broken.nii.gz\).*cannot read broken") as info:
+        CacheDataset(data, [CountingDet()], progress=False, num_workers=2)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_on_error_skip_logs_and_drops(caplog):
+    data = items(4)
+    data[1] = {"x": 1, "fail": True, "name": "bad1.nii.gz"}
+    with caplog.at_level(logging.WARNING, logger="fastpipe._cache_fill"):
+        ds = CacheDataset(data, [CountingDet()], progress=False, on_error="skip")
+    assert len(ds) == 3 and [ds[i]["x"] for i in range(3)] == [0, 2, 3]
+    assert "item 1 (bad1.nii.gz)" in caplog.text and 1 in ds.stats()["skipped"]
+
+
+def test_monai_transforms_inside_fastpipe_cache_dataset():
+    from monai.transforms import FgBgToIndicesd, RandCropByPosNegLabeld, RandFlipd, ScaleIntensityRanged
+
+    def make(d):
+        g = torch.Generator().manual_seed(d["x"])
+        label = torch.zeros(1, 16, 16, 16)
+        label[:, 4:9, 5:10, 6:11] = 1
+        return {"image": torch.rand(1, 16, 16, 16, generator=g) * 200 - 50, "label": label}
+
+    chain = [
+        make,
+        ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        FgBgToIndicesd("label"),
+        RandCropByPosNegLabeld(["image", "label"], "label", (8, 8, 8), pos=1, neg=1, num_samples=4,
+                               fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices"),
+        RandFlipd(["image", "label"], prob=0.5, spatial_axis=0),
+    ]
+    ds = CacheDataset(items(3), chain, progress=False, seed=3)
+    assert len(ds.suffix) == 2 and "label_fg_indices" in ds.core.store.get(0)
+    before = ds.core.store.get(0)["image"].clone()
+    out = ds[0]
+    assert isinstance(out, list) and len(out) == 4 and tuple(out[0]["image"].shape) == (1, 8, 8, 8)
+    assert 0.0 <= float(out[0]["image"].min()) and float(out[0]["image"].max()) <= 1.0
+    assert torch.equal(ds.core.store.get(0)["image"], before)
+    again = CacheDataset(items(3), chain, progress=False, seed=3)
+    assert torch.equal(torch.as_tensor(again[0][0]["image"]), torch.as_tensor(CacheDataset(items(3), chain, progress=False, seed=3)[0][0]["image"]))

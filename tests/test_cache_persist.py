@@ -1,0 +1,133 @@
+"""Persistent cache: reuse across runs, invalidation by file and chain, atomic and checksummed entries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from fastpipe import CacheDataset
+from fastpipe._cache_persist import PersistentCache, chain_fingerprint, item_key, stable_repr
+
+
+class LoadNpy:
+    """Deterministic: reads ``image`` from an ``.npy`` path, scaled; counts its calls."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self._lock = threading.Lock()
+        self._calls = 0
+
+    def __call__(self, d: dict) -> dict:
+        with self._lock:
+            self._calls += 1
+        img = torch.from_numpy(np.load(d["image"])) * self.scale
+        return {**d, "image": img, "image_meta_dict": {"filename_or_obj": d["image"], "affine": torch.eye(4)}}
+
+
+def _files(tmp_path, n=3):
+    data = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.npy"
+        np.save(path, np.full((1, 4, 4, 4), i, dtype=np.float32))
+        data.append({"image": str(path)})
+    return data
+
+
+def _run(data, load, cache_dir):
+    return CacheDataset(data, [load], progress=False, persist_dir=cache_dir, num_workers=2)
+
+
+def test_second_run_loads_instead_of_recomputing(tmp_path):
+    data, cache = _files(tmp_path), tmp_path / "cache"
+    first = LoadNpy()
+    ds1 = _run(data, first, cache)
+    assert first._calls == 3 and ds1.stats()["persist"]["saves"] == 3
+    second = LoadNpy()
+    ds2 = _run(data, second, cache)
+    assert second._calls == 0 and ds2.stats()["persist"]["loads"] == 3
+    for i in range(3):
+        assert torch.equal(ds1[i]["image"], ds2[i]["image"])
+        assert ds2[i]["image_meta_dict"]["filename_or_obj"] == data[i]["image"]
+
+
+def test_changed_file_invalidates_only_its_entry(tmp_path):
+    data, cache = _files(tmp_path), tmp_path / "cache"
+    _run(data, LoadNpy(), cache)
+    st = os.stat(data[1]["image"])
+    os.utime(data[1]["image"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, newer mtime
+    load = LoadNpy()
+    _run(data, load, cache)
+    assert load._calls == 1
+    np.save(data[2]["image"], np.full((1, 4, 4, 5), 7, dtype=np.float32))  # new size and content
+    load = LoadNpy()
+    ds = _run(data, load, cache)
+    assert load._calls == 1 and float(ds[2]["image"].max()) == 7.0
+
+
+def test_changed_chain_parameter_invalidates_all_entries(tmp_path):
+    data, cache = _files(tmp_path), tmp_path / "cache"
+    _run(data, LoadNpy(scale=1.0), cache)
+    load = LoadNpy(scale=3.0)
+    ds = _run(data, load, cache)
+    assert load._calls == 3 and float(ds[2]["image"].max()) == 6.0
+
+
+def test_changed_version_invalidates(tmp_path):
+    item, fp = {"image": "x"}, chain_fingerprint([LoadNpy()])
+    assert item_key(item, fp, "0.1.0") != item_key(item, fp, "0.1.1")
+    assert item_key(item, fp, "0.1.0") == item_key(dict(item), chain_fingerprint([LoadNpy()]), "0.1.0")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
+def test_partial_or_corrupt_entry_is_recomputed_never_loaded(tmp_path, damage, caplog):
+    data, cache = _files(tmp_path, n=2), tmp_path / "cache"
+    _run(data, LoadNpy(), cache)
+    entries = sorted(cache.glob("*.fpc"))
+    assert len(entries) == 2
+    victim = entries[0]
+    blob = victim.read_bytes()
+    broken = {
+        "truncate": blob[: len(blob) // 2],
+        "flip": blob[:-40] + bytes([blob[-40] ^ 0xFF]) + blob[-39:],
+        "empty": b"",
+        "garbage": os.urandom(len(blob)),
+    }[damage]
+    victim.write_bytes(broken)
+    load = LoadNpy()
+    with caplog.at_level(logging.WARNING, logger="fastpipe._cache_persist"):
+        ds = _run(data, load, cache)
+    assert load._calls == 1 and ds.stats()["persist"]["rejected"] == 1 and "corrupt" in caplog.text
+    assert victim.read_bytes() == blob or len(victim.read_bytes()) == len(blob)  # rewritten whole
+    for i in range(2):
+        assert float(ds[i]["image"].max()) == float(i)
+
+
+def test_crash_mid_write_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypatch):
+    store = PersistentCache(tmp_path / "c")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        store.save("k" * 64, {"image": torch.zeros(4)})
+    assert list((tmp_path / "c").iterdir()) == []
+    assert store.load("k" * 64) is None
+
+
+def test_stable_repr_has_no_addresses_and_tracks_public_attributes():
+    class T:
+        def __init__(self, a):
+            self.a = a
+            self.fn = print
+            self.obj = object()
+            self._private = object()
+
+    r = stable_repr(T(1))
+    assert "0x" not in r and stable_repr(T(1)) == r and stable_repr(T(2)) != r
+    assert stable_repr(torch.ones(3)) == stable_repr(torch.ones(3)) != stable_repr(torch.zeros(3))

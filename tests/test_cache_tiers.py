@@ -1,0 +1,145 @@
+"""Tiers: byte parsing, budgets, spill host -> disk, GPU out-of-memory fallback (simulated)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding tests/
+from _cache_helpers import CountingDet, RandAdd, items  # noqa: E402
+
+from fastpipe import CacheDataset  # noqa: E402
+from fastpipe._cache_core import CacheCore  # noqa: E402
+from fastpipe._cache_tiers import TierStore, parse_budget, parse_bytes  # noqa: E402
+from fastpipe.transforms import ToDeviced  # noqa: E402
+
+ITEM_BYTES = 216 * 4  # CountingDet's (1, 6, 6, 6) float32 image
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("20GiB", 20 * 2**30), ("512MB", 512 * 10**6), ("1.5k", 1500), ("2 KiB", 2048), ("64gib", 64 * 2**30),
+     ("4096", 4096), (4096, 4096), ("3B", 3), (None, None)],
+)
+def test_parse_bytes(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "GiB", "20 GB extra", "-1GiB", "1e9", "twenty", -5, [1], True])
+def test_parse_bytes_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError, match="budget size"):
+        parse_bytes(bad)
+
+
+def test_parse_budget_bare_size_goes_to_primary_tier():
+    assert parse_budget("1KiB", "cuda") == {"cuda": 1024}
+    assert parse_budget({"host": "1k", "disk": None}, "host") == {"host": 1000, "disk": None}
+    with pytest.raises(ValueError, match=r"unknown budget tier.*'ram'"):
+        parse_budget({"ram": "1GiB"}, "host")
+
+
+def test_host_budget_spills_to_memory_mapped_disk_tier(tmp_path):
+    ds = CacheDataset(items(5), [CountingDet(), RandAdd()], progress=False, budget={"host": 2 * ITEM_BYTES},
+                      disk_dir=tmp_path)
+    s = ds.stats()
+    assert s["items"] == {"host": 2, "disk": 3} and s["bytes"] == {"host": 2 * ITEM_BYTES, "disk": 3 * ITEM_BYTES}
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+    disk_slots = [slot for slot in range(5) if ds.core.store.tier_of(slot) == "disk"]
+    entry = ds.core.store.get(disk_slots[0])
+    assert _mapped_file(entry["image"].data_ptr()).startswith(str(tmp_path))  # memory-mapped, not read in
+    for i in range(5):  # values survive the round trip and reads leave the files unchanged
+        assert torch.equal(ds.cached_entry(i)["image"], CountingDet()({"x": i})["image"])
+        out = ds[i]
+        assert 0 <= float(out["image"][0, 0, 0, 0]) - i < 1
+    assert torch.equal(ds.core.store.get(disk_slots[0])["image"], CountingDet()({"x": disk_slots[0]})["image"])
+
+
+def _mapped_file(address: int) -> str:
+    """The file mapped at ``address`` in this process (Linux ``/proc/self/maps``), or ``""``."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= address < hi:
+            return parts[5] if len(parts) == 6 else ""
+    return ""
+
+
+def test_drop_gives_bytes_back_and_close_removes_temporary_disk_tier():
+    store = TierStore(torch.device("cpu"), {"host": 0, "disk": None})
+    store.put(0, {"image": torch.zeros(10)})
+    assert store.tier_of(0) == "disk" and store.stats()["bytes"]["disk"] == 40
+    root = store._disk.root
+    assert root.exists() and any(root.iterdir())
+    store.drop(0)
+    assert store.stats()["bytes"]["disk"] == 0 and not any(root.iterdir()) and 0 not in store
+    store.put(1, {"image": torch.zeros(10)})
+    store.close()
+    store.close()
+    assert not root.exists()
+
+
+def test_no_tier_with_room_leaves_item_uncached_with_one_warning():
+    det = CountingDet()
+    with pytest.warns(RuntimeWarning, match="fit no cache tier") as rec:
+        ds = CacheDataset(items(4), [det], progress=False, budget={"host": ITEM_BYTES, "disk": 0})
+    assert len(rec) == 1 and ds.stats()["items"]["host"] == 1
+    assert float(ds[3]["image"][0, 0, 0, 0]) == 3.0 and ds.misses == 1
+
+
+def test_unlimited_host_never_spills():
+    store = TierStore(torch.device("cpu"), {})
+    for s in range(3):
+        assert store.put(s, {"image": torch.zeros(1000)}) == "host"
+    assert store.budgets == {"host": None, "disk": 0}
+
+
+def _oom(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+def test_gpu_oom_in_put_falls_back_to_host_with_one_warning(monkeypatch):
+    store = TierStore(torch.device("cuda"), {})
+    real_place = store._place
+    monkeypatch.setattr(store, "_place", lambda tier, slot, e: _oom() if tier == "cuda" else real_place(tier, slot, e))
+    with pytest.warns(RuntimeWarning, match="GPU out of memory") as rec:
+        tiers = [store.put(s, {"image": torch.zeros(8)}) for s in range(4)]
+    assert tiers == ["host"] * 4 and len(rec) == 1
+    s = store.stats()
+    assert s["bytes"] == {"cuda": 0, "host": 128, "disk": 0} and s["oom_fallbacks"] == 1
+
+
+def test_gpu_oom_during_fill_runs_the_tail_on_host(monkeypatch):
+    monkeypatch.setattr(ToDeviced, "__call__", _oom)
+    core = CacheCore([CountingDet(), ToDeviced("image", "cuda:0"), CountingDet(2.0)])
+    assert core.device == torch.device("cuda:0")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        entries = [core.compute({"x": i}) for i in range(3)]
+        tiers = [core.put(i, e) for i, e in enumerate(entries)]
+    assert [w.category for w in rec] == [RuntimeWarning] and "GPU out of memory" in str(rec[0].message)
+    assert tiers == ["host"] * 3 and all(e["image"].device.type == "cpu" for e in entries)
+    assert core.store.cuda_full and core.stats()["items"] == {"cuda": 0, "host": 3, "disk": 0}
+
+
+def test_cuda_budget_sends_overflow_to_host(monkeypatch):
+    store = TierStore(torch.device("cuda"), {"cuda": 100})
+    real_place = store._place
+    monkeypatch.setattr(store, "_place", lambda tier, slot, e: e if tier == "cuda" else real_place(tier, slot, e))
+    tiers = [store.put(s, {"image": torch.zeros(16)}) for s in range(3)]  # 64 bytes each
+    assert tiers == ["cuda", "host", "host"] and store.stats()["bytes"]["cuda"] == 64
+
+
+@pytest.mark.gpu
+def test_host_tier_prefetch_delivers_on_device(cuda_device):
+    ds = CacheDataset(items(4), [CountingDet(), ToDeviced("image", cuda_device), RandAdd()], progress=False,
+                      budget={"cuda": 2 * ITEM_BYTES})
+    assert ds.stats()["items"]["host"] == 2
+    host_slots = [s for s in range(4) if ds.core.store.tier_of(s) == "host"]
+    assert ds.core.store.get(host_slots[0])["image"].is_cuda
+    ds.prefetch(host_slots)
+    out = ds.cached_entry(host_slots[1])
+    assert out["image"].is_cuda and torch.equal(out["image"].cpu(), CountingDet()({"x": host_slots[1]})["image"])

@@ -1,0 +1,98 @@
+"""The ``fastpipe`` command line: synth end to end, help of every subcommand, verbatim forwarding."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from fastpipe.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_synth_writes_msd_folder(tmp_path: Path, capsys):
+    out = tmp_path / "spleen"
+    rc = main(
+        ["synth", "--out", str(out), "--preset", "spleen-tiny", "--seed", "5", "--num", "2", "--no-progress"]
+    )
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["numTraining"] == 2
+    assert nib.load(out / "imagesTr" / "spleen_2.nii.gz").shape[:2] == (96, 96)
+
+
+def test_synth_progress_bar_goes_to_stderr(tmp_path: Path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--preset", "spleen-tiny", "--num", "1"]) == 0
+    assert "synth spleen-tiny" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["synth"],  # --out is required
+        ["synth", "--out", "x", "--preset", "spleen-huge"],
+        ["synth", "--out", "x", "--bogus"],
+        [],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage: fastpipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["synth", "--help"]])
+def test_help(argv, capsys):
+    assert main(argv) == 0
+    assert "usage: fastpipe" in capsys.readouterr().out
+
+
+def test_bench_help_reaches_benchmarks(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["bench", "--help"]) == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_profile_help_or_clear_message(capsys):
+    rc = main(["profile", "--help"])
+    captured = capsys.readouterr()
+    if importlib.util.find_spec("fastpipe.profiling.profile_run") is None:
+        assert rc == 2 and "fastpipe.profiling.profile_run" in captured.err
+    else:
+        assert rc == 0 and "usage:" in captured.out
+
+
+def test_forwarding_is_verbatim(monkeypatch):
+    seen = []
+    fake = types.ModuleType("benchmarks.spleen")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "benchmarks.spleen", fake)
+    args = ["--rows", "fastpipe,monai", "-x", "1", "positional", "--", "--after"]
+    assert main(["bench", *args]) == 3
+    assert seen == [args]
+
+
+def test_bench_outside_a_checkout_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "benchmarks.spleen", None)  # import fails as if absent
+    assert main(["bench"]) == 2
+    assert "repository root" in capsys.readouterr().err
+
+
+def test_python_dash_m_fastpipe():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastpipe", "synth", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--preset" in proc.stdout

@@ -1,0 +1,184 @@
+"""``fastpipe.distributed``: partition unit tests, and real 2-process gloo runs (``tests/_dist_worker.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastpipe import distributed
+from fastpipe.cache_dataset import CacheDataset
+from fastpipe.thread_loader import ThreadDataLoader
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "_dist_worker.py"
+
+
+# ---------------------------------------------------------------- partition without processes
+
+
+@pytest.mark.parametrize("n, world", [(9, 2), (10, 3), (4, 4), (100, 7)])
+@pytest.mark.parametrize("even", [True, False])
+def test_partition_disjoint_and_complete(n, world, even):
+    shards = [distributed.partition_indices(n, r, world, seed=5, even_divisible=even) for r in range(world)]
+    flat = [i for s in shards for i in s]
+    assert set(flat) == set(range(n))
+    if even:  # every rank as many; the padding repeats only world-1 items at most
+        assert {len(s) for s in shards} == {-(-n // world)}
+        assert len(flat) - n == (-n) % world
+    else:
+        assert len(flat) == n and sorted(flat) == list(range(n))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_partition_matches_monai_when_unshuffled():
+    from monai.data import partition_dataset
+
+    data = list(range(11))
+    for even in (True, False):
+        ours = [distributed.partition(data, r, 3, shuffle=False, even_divisible=even) for r in range(3)]
+        assert ours == partition_dataset(data, num_partitions=3, shuffle=False, even_divisible=even)
+    ours = [distributed.partition(data, r, 3, shuffle=False, drop_last=True) for r in range(3)]
+    assert ours == partition_dataset(
+        data, num_partitions=3, shuffle=False, drop_last=True, even_divisible=True
+    )
+
+
+def test_partition_seed_is_shared_and_matters():
+    a = distributed.partition_indices(20, 0, 2, seed=1)
+    assert a == distributed.partition_indices(20, 0, 2, seed=1)
+    assert a != distributed.partition_indices(20, 0, 2, seed=2)
+
+
+def test_partition_errors_name_the_rank():
+    with pytest.raises(ValueError, match="rank 2 of 3 gets no items from 2"):
+        distributed.partition_indices(2, 2, 3, even_divisible=False)
+    with pytest.raises(ValueError, match="rank=2, world_size=2"):
+        distributed.dist_info(2, 2)
+
+
+def test_dist_info_defaults_and_explicit():
+    assert distributed.dist_info() == (0, 1)
+    assert distributed.dist_info(3, 4) == (3, 4)
+    assert distributed.local_device() == (
+        torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    )
+
+
+def test_reshard_mixes_every_item_to_every_rank():
+    data = list(range(12))
+    seen = {r: set() for r in range(3)}
+    for epoch in range(12):
+        shards = [distributed.reshard(data, epoch, r, 3) for r in range(3)]
+        assert sorted(i for s in shards for i in s) == data  # still a partition every epoch
+        for r, s in enumerate(shards):
+            seen[r] |= set(s)
+    assert all(s == set(data) for s in seen.values())
+
+
+def test_single_process_helpers_are_plain():
+    assert distributed.equal_batches(7) == 7
+    assert distributed.guarded_fill(lambda: 3) == 3
+    distributed.fill_barrier(ValueError("x"))  # one process: nothing to tell
+
+
+@pytest.mark.timeout(60)
+def test_cache_dataset_explicit_rank_and_persisted_reshard(tmp_path):
+    data = [{"id": i, "x": torch.full((256,), float(i))} for i in range(8)]
+    chain = [lambda d: {**d, "y": d["x"] * 2}]
+    full = CacheDataset(data, chain, progress=False, num_workers=1)
+    shards = [CacheDataset(data, chain, progress=False, num_workers=1, rank=r, world_size=2) for r in (0, 1)]
+    assert sorted(i for s in shards for i in s.shard["indices"]) == list(range(8))
+    assert [s.stats()["nbytes"] for s in shards] == [full.stats()["nbytes"] // 2] * 2
+    # re-deal through a shared persistent cache: epoch 1's shards load what epoch 0 computed
+    kwargs = {"progress": False, "num_workers": 1, "persist_dir": tmp_path / "persist", "world_size": 1}
+    epoch0 = [CacheDataset(distributed.reshard(data, 0, r, 2), chain, **kwargs) for r in (0, 1)]
+    epoch1 = CacheDataset(distributed.reshard(data, 1, 0, 2), chain, **kwargs)
+    assert sum(d.core.computed for d in epoch0) == 8
+    assert epoch1.core.computed == 0 and epoch1.core.stats()["persist"]["loads"] == len(epoch1)
+    loader = ThreadDataLoader(shards[0], batch_size=3)
+    assert sum(1 for _ in loader) == len(loader) == 2  # one process: no all-reduce, own count
+
+
+# ---------------------------------------------------------------- real processes (gloo, CPU)
+
+
+def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) -> list[tuple[int, dict]]:
+    """Start ``world`` worker processes; ``(returncode, {scenario: result})`` per rank; kill any straggler."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    outs = [tmp / f"rank{r}.json" for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), scenarios, str(r), str(world), str(tmp / "pg.init"), str(outs[r])],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(world)
+    ]
+    deadline = time.monotonic() + timeout_s
+    try:
+        for p in procs:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{scenarios}: ranks still running after {timeout_s} s (a hang)")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    logs = [p.stdout.read().decode(errors="replace")[-3000:] for p in procs]
+    return [
+        (p.returncode, json.loads(o.read_text()) if o.exists() else {"log": log})
+        for p, o, log in zip(procs, outs, logs, strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
+    """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
+    return launch("train,fail,die", tmp_path_factory.mktemp("dist"))
+
+
+@pytest.mark.timeout(120)
+def test_two_ranks_shard_cache_and_train(two_ranks):
+    r0, r1 = (res["train"] for _, res in two_ranks)
+    assert r0["ok"] and r1["ok"], (r0, r1)
+    # disjoint and complete (uneven: 9 items -> 5 + 4), and the padded variant too
+    assert not set(r0["shard_ids"]) & set(r1["shard_ids"])
+    assert sorted(r0["shard_ids"] + r1["shard_ids"]) == list(range(9))
+    assert sorted(set(r0["even_ids"]) | set(r1["even_ids"])) == list(range(9))
+    assert len(r0["even_ids"]) == len(r1["even_ids"]) == 5
+    # cache bytes ~ 1/world_size of the data: each rank holds only its items
+    item_bytes = 16 * 4 + 16 * 64 * 4  # x + img (float32)
+    assert [r0["nbytes"], r1["nbytes"]] == [5 * item_bytes, 4 * item_bytes]
+    # the loader gives every rank the same batch count although the local counts differ (3 vs 2)
+    assert sorted([r0["local_batches"], r1["local_batches"]]) == [2, 3]
+    assert r0["batches"] == r1["batches"] == [2, 2]
+    # DDP ran: gradients were averaged, so both ranks end with the same weights
+    assert r0["params"] == pytest.approx(r1["params"], abs=1e-6)
+
+
+@pytest.mark.timeout(120)
+def test_failure_in_one_rank_fill_stops_all_ranks(two_ranks):
+    r0, r1 = (res["fail"] for _, res in two_ranks)
+    assert r1["type"] == "CacheFillError" and "injected failure" in r1["message"]
+    assert r0["type"] == "FillBarrierError"
+    assert "rank 1 failed during its cache fill" in r0["message"] and "injected failure" in r0["message"]
+
+
+@pytest.mark.timeout(120)
+def test_rank_that_dies_in_fill_is_named_within_timeout(two_ranks):
+    (c0, res0), (c1, res1) = two_ranks
+    assert c1 == 3 and "die" not in res1  # rank 1 died without a word
+    r0 = res0["die"]
+    assert c0 == 1 and r0["type"] == "FillBarrierError"
+    assert "rank(s) [1] did not finish their cache fill within 4 s" in r0["message"]
+    assert r0["seconds"] < 4.0 + 10.0

@@ -1,0 +1,328 @@
+"""SmartCacheDataset: window rotation and coverage, determinism, threads under stress, faults, bytes, shutdown."""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import threading
+import time
+import warnings
+
+import pytest
+import torch
+
+from fastpipe._smart_replacer import ReplacementError
+from fastpipe.smart_cache import SmartCacheDataset
+from fastpipe.transforms import mark_random
+
+VOX = (1, 4, 4, 4)
+ITEM_BYTES = math.prod(VOX) * 4  # one float32 tensor per cached item
+
+
+def make_data(n: int) -> list[dict]:
+    return [{"x": i, "path": f"/data/img{i:03d}.nii.gz"} for i in range(n)]
+
+
+def volume(d: dict) -> dict:
+    """Cheap deterministic prefix: a tensor whose every value is the item number."""
+    return {"x": d["x"], "path": d["path"], "t": torch.full(VOX, float(d["x"]))}
+
+
+def smart(
+    n: int = 10, cache_num: int = 4, replace_rate: float = 0.5, transform=volume, **kw
+) -> SmartCacheDataset:
+    kw.setdefault("progress", False)
+    kw.setdefault("num_init_workers", 1)
+    return SmartCacheDataset(make_data(n), transform, cache_num=cache_num, replace_rate=replace_rate, **kw)
+
+
+def window_set(ds: SmartCacheDataset) -> set[int]:
+    return {ds[i]["x"] for i in range(len(ds))}
+
+
+def smart_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("fastpipe-smartcache")]
+
+
+@pytest.mark.timeout(20)
+def test_window_rotation_follows_running_window():
+    with smart(shuffle=False) as ds:
+        assert len(ds) == 4
+        seen = [window_set(ds)]
+        for _ in range(5):
+            ds.update_cache()
+            seen.append(window_set(ds))
+        assert seen == [{0, 1, 2, 3}, {2, 3, 4, 5}, {4, 5, 6, 7}, {6, 7, 8, 9}, {8, 9, 0, 1}, {0, 1, 2, 3}]
+        assert ds.stats()["rounds"] == 5 and ds.stats()["items_swapped"] == 10
+        for i in range(len(ds)):  # entries are the prefix output of that very item
+            assert torch.all(ds[i]["t"] == ds[i]["x"])
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("n,cache_num,rate", [(10, 4, 0.5), (23, 7, 0.3), (9, 8, 0.1)])
+def test_every_item_enters_within_ceil_len_over_r_epochs(n, cache_num, rate):
+    with smart(n, cache_num, rate, shuffle=True, seed=5) as ds:
+        r = ds.replace_num
+        covered = window_set(ds)
+        for _ in range(math.ceil(n / r)):
+            ds.update_cache()
+            window = window_set(ds)
+            assert len(window) == cache_num
+            covered |= window
+        assert covered == set(range(n))
+
+
+@pytest.mark.timeout(20)
+def test_window_sets_match_monai_smartcache():
+    from monai.data import SmartCacheDataset as MonaiSmartCache
+
+    data = make_data(11)
+    ours = SmartCacheDataset(data, volume, cache_num=5, replace_rate=0.4, seed=7, progress=False)
+    theirs = MonaiSmartCache(data, lambda d: dict(d), cache_num=5, replace_rate=0.4, seed=7, progress=False)
+    ours.start()
+    theirs.start()
+    try:
+        for _ in range(6):
+            assert window_set(ours) == {d["x"] for d in theirs._cache}
+            ours.update_cache()
+            theirs.update_cache()
+    finally:
+        ours.shutdown()
+        theirs.shutdown()
+
+
+@pytest.mark.timeout(20)
+def test_window_sequence_is_deterministic_per_seed():
+    def sequence(seed: int) -> list[list[int]]:
+        with smart(20, 6, 0.34, seed=seed, num_replace_workers=3) as ds:
+            out = [ds.window_indices()]
+            for _ in range(6):
+                ds.update_cache()
+                out.append(ds.window_indices())
+        return out
+
+    assert sequence(1) == sequence(1)
+    assert sequence(1) != sequence(2)
+
+
+@pytest.mark.timeout(30)
+def test_stress_readers_during_replacement():
+    """Four readers fetch thousands of items while 30 rounds swap: every read is whole and in a window."""
+    n, cache_num = 40, 12
+    ds = smart(n, cache_num, 0.25, num_replace_workers=2, seed=3)
+    history = [frozenset(ds.window_indices())]  # history[k]: window after k swaps
+    stop, errors, reads = threading.Event(), [], [[] for _ in range(4)]
+
+    def reader(r: int) -> None:
+        rng = random.Random(r)
+        try:
+            while not stop.is_set():
+                k = len(history) - 1  # swaps completed before this read started
+                batch = rng.sample(range(cache_num), 4)
+                items = ds.__getitems__(batch) if r % 2 else [ds[i] for i in batch]
+                xs = [d["x"] for d in items]
+                assert len(set(xs)) == len(xs), f"duplicate item within a batch: {xs}"
+                assert all(torch.all(d["t"] == d["x"]) for d in items), "half-built item"
+                reads[r].append((k, xs))
+        except Exception as err:  # noqa: BLE001 - re-raised in the test thread below
+            errors.append(err)
+
+    threads = [threading.Thread(target=reader, args=(r,)) for r in range(4)]
+    ds.start()
+    for t in threads:
+        t.start()
+    covered = set(history[0])
+    for _ in range(30):
+        time.sleep(0.01)
+        ds.update_cache()
+        window = ds.window_indices()
+        assert len(set(window)) == cache_num
+        covered |= set(window)
+        history.append(frozenset(window))
+    stop.set()
+    for t in threads:
+        t.join(5)
+    t0 = time.perf_counter()
+    ds.shutdown()
+    assert time.perf_counter() - t0 < 1.0
+    if errors:
+        raise errors[0]
+    fetched = [(k, xs) for per_reader in reads for k, xs in per_reader]
+    assert sum(len(xs) for _, xs in fetched) > 2000
+    for k, xs in fetched:  # a read overlapping swap k+1 sees the window before or after it
+        allowed = history[k] | (history[k + 1] if k + 1 < len(history) else frozenset())
+        assert set(xs) <= allowed, f"items {xs} outside windows {k} and {k + 1}"
+    assert covered == set(range(n))  # 30 rounds of 3 >= ceil(40 / 3)
+    assert not smart_threads()
+
+
+@pytest.mark.timeout(20)
+def test_failing_replacement_is_raised_in_consumer_naming_item():
+    def flaky(d: dict) -> dict:
+        if d["x"] == 6:
+            raise ValueError("corrupt voxel data")
+        return volume(d)
+
+    with smart(10, 4, 1.0, transform=flaky, shuffle=False) as ds:  # round 1 brings items 4..7
+        with pytest.raises(ReplacementError, match=r"item 6 \(/data/img006.nii.gz\).*corrupt voxel data"):
+            ds.update_cache()
+        assert window_set(ds) == {0, 1, 2, 3}  # no partial swap
+        with pytest.raises(ReplacementError, match="item 6"):  # retried, fails again
+            ds.update_cache()
+
+
+@pytest.mark.timeout(20)
+def test_slow_replacement_reports_lag_and_warns_once():
+    def slow(d: dict) -> dict:
+        if d["x"] >= 4:
+            time.sleep(0.25)
+        return volume(d)
+
+    with smart(12, 4, 0.5, transform=slow, shuffle=False, num_replace_workers=1) as ds:
+        with pytest.warns(RuntimeWarning, match="num_replace_workers .*replace_rate") as rec:
+            ds.update_cache()  # 2 items x 0.25 s on one worker: not ready yet
+            ds.update_cache()
+        assert len([w for w in rec if "not ready" in str(w.message)]) == 1
+        lags = ds.stats()["lag_s"]
+        assert lags[0] > 0.2 and lags[1] > 0.2
+        assert ds.stats()["late_items"][:2] == [2, 2]
+        time.sleep(0.8)  # the next round is ready: the swap waits for nothing
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds.update_cache()
+        assert ds.stats()["lag_s"][2] < 0.05 and ds.stats()["late_items"][2] == 0
+        assert window_set(ds) == {6, 7, 8, 9}
+
+
+@pytest.mark.timeout(20)
+def test_cached_bytes_stay_within_window_plus_replacements():
+    with smart(30, 8, 0.25, num_replace_workers=2) as ds:  # R = 2
+        bound = (8 + 2) * ITEM_BYTES
+        for _ in range(12):
+            deadline = time.monotonic() + 2
+            while ds.stats()["nbytes"] < bound and time.monotonic() < deadline:
+                time.sleep(0.005)  # let the pending round land in the cache
+            assert ds.stats()["nbytes"] == bound
+            ds.update_cache()
+            assert ds.stats()["nbytes"] <= bound
+        assert ds.stats()["peak_nbytes"] == bound
+    assert ds.core.nbytes == 0
+
+
+@pytest.mark.timeout(20)
+def test_shutdown_is_idempotent_fast_and_final():
+    ds = smart(num_replace_workers=3)
+    ds.start()
+    assert ds.is_started() and smart_threads()
+    t0 = time.perf_counter()
+    ds.shutdown()
+    ds.shutdown()
+    assert time.perf_counter() - t0 < 1.0
+    assert not ds.is_started() and not smart_threads()
+    assert ds.core.nbytes == 0
+    with pytest.raises(RuntimeError, match="shut down"):
+        ds[0]
+    with pytest.raises(RuntimeError, match="shut down"):
+        ds.start()
+
+
+@pytest.mark.timeout(20)
+def test_shutdown_with_an_item_in_flight_returns_within_a_second():
+    def slow(d: dict) -> dict:
+        if d["x"] >= 4:
+            time.sleep(1.6)
+        return volume(d)
+
+    ds = smart(10, 4, 0.25, transform=slow, shuffle=False, num_replace_workers=1)
+    ds.start()
+    time.sleep(0.1)
+    t0 = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="still computing"):
+        ds.shutdown()
+    assert time.perf_counter() - t0 < 1.2
+    for t in smart_threads():
+        t.join(2.5)  # it discards its result instead of writing into the freed cache
+    assert not smart_threads() and ds.core.nbytes == 0
+
+
+@pytest.mark.timeout(20)
+def test_dropped_dataset_stops_its_threads():
+    ds = smart()
+    ds.start()
+    del ds
+    gc.collect()
+    assert not smart_threads()
+
+
+@pytest.mark.timeout(20)
+def test_thread_loader_updates_cache_each_epoch():
+    from fastpipe.thread_loader import ThreadDataLoader
+
+    with smart(12, 4, 0.5, shuffle=False) as ds:
+        loader = ThreadDataLoader(ds, batch_size=2, shuffle=True, num_workers=2)
+        epochs = [sorted(int(x) for b in loader for x in b["x"]) for _ in range(3)]
+        assert epochs == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+
+
+@pytest.mark.timeout(20)
+def test_batched_random_suffix_runs_once_per_batch():
+    calls = []
+
+    @mark_random
+    def jitter(d: dict) -> dict:
+        return {**d, "t": d["t"] + 0.5}
+
+    def batch_call(items: list[dict]) -> dict:
+        calls.append(len(items))
+        return {"x": torch.tensor([d["x"] for d in items]), "t": torch.stack([d["t"] for d in items]) + 0.5}
+
+    jitter.batch_call = batch_call
+    jitter.set_random_state = lambda seed: jitter
+    with smart(transform=[volume, jitter], shuffle=False) as ds:
+        batch = ds.__getitems__([0, 3])
+        assert calls == [2] and batch["x"].tolist() == [0, 3]
+        assert torch.all(batch["t"][1] == 3.5)
+
+
+@pytest.mark.timeout(20)
+def test_cache_num_at_least_len_falls_back_to_full_cache():
+    with pytest.warns(UserWarning, match="falls back to a full CacheDataset") as rec:
+        ds = smart(6, 6)
+    assert len(rec) == 1
+    with ds:
+        assert len(ds) == 6 and ds.replace_num == 0
+        ds.update_cache()
+        assert window_set(ds) == set(range(6))
+        assert not ds.is_started()
+    with pytest.warns(UserWarning, match="falls back"):
+        assert len(smart(6, 100)) == 6
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"cache_num": 0}, ValueError, "cache_num must be > 0, got 0"),
+        ({"cache_num": -3}, ValueError, "cache_num must be > 0"),
+        ({"cache_num": 2.5}, TypeError, "cache_num must be an int"),
+        ({"replace_rate": 0.0}, ValueError, r"replace_rate must be in \(0, 1\], got 0.0"),
+        ({"replace_rate": 1.5}, ValueError, "replace_rate must be in"),
+        ({"replace_rate": -0.1}, ValueError, "replace_rate must be in"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        smart(**kwargs)
+
+
+@pytest.mark.timeout(30)
+def test_gpu_window_is_freed_on_shutdown(cuda_device):
+    from fastpipe.transforms import ToDeviced
+
+    before = torch.cuda.memory_allocated(cuda_device)
+    with smart(20, 6, 0.5, transform=[volume, ToDeviced("t", device=cuda_device)]) as ds:
+        assert ds[0]["t"].device.type == "cuda"
+        ds.update_cache()
+        assert torch.cuda.memory_allocated(cuda_device) > before
+    assert torch.cuda.memory_allocated(cuda_device) == before

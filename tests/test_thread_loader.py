@@ -1,0 +1,166 @@
+"""ThreadDataLoader and list_data_collate: batching, collation, timings, threads, errors, prefetch."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding tests/
+from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
+
+from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate  # noqa: E402
+
+
+def _fastpipe_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("fastpipe-")]
+
+
+def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
+    meta = {"affine": torch.eye(4)}
+    vol = [[{"image": torch.full((1, 2, 2, 2), float(b * 4 + s)), "name": f"v{b}", "image_meta_dict": meta}
+            for s in range(4)] for b in range(2)]
+    batch = list_data_collate(vol)
+    assert batch["image"].shape == (8, 1, 2, 2, 2)
+    assert batch["image"][:, 0, 0, 0, 0].tolist() == list(range(8))
+    assert batch["name"] == ["v0"] * 4 + ["v1"] * 4 and batch["image_meta_dict"] == [meta] * 8
+    ragged = list_data_collate([{"idx": torch.arange(3), "n": 1}, {"idx": torch.arange(5), "n": 2}])
+    assert isinstance(ragged["idx"], list) and torch.equal(ragged["n"], torch.tensor([1, 2]))
+    already = {"image": torch.zeros(2)}
+    assert list_data_collate(already) is already
+    with pytest.raises(ValueError, match="item 1 has keys"):
+        list_data_collate([{"a": 1}, {"b": 2}])
+
+
+@pytest.mark.timeout(20)
+def test_order_len_drop_last_and_repeats():
+    data = [{"x": torch.tensor(i)} for i in range(7)]
+    loader = ThreadDataLoader(data, batch_size=3)
+    assert len(loader) == 3 and [b["x"].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6]]
+    loader = ThreadDataLoader(data, batch_size=3, drop_last=True, repeats=2)
+    assert len(loader) == 2 and [b["x"].tolist() for b in loader] == [[0, 1, 2]] * 2 + [[3, 4, 5]] * 2
+
+
+@pytest.mark.timeout(20)
+def test_shuffle_is_seeded_per_epoch_and_generator_is_honoured():
+    data = [{"x": torch.tensor(i)} for i in range(16)]
+    a, b = ThreadDataLoader(data, batch_size=4, shuffle=True, seed=1), ThreadDataLoader(data, 4, shuffle=True, seed=1)
+    ea = [[x["x"].tolist() for x in a] for _ in range(2)]
+    assert ea == [[x["x"].tolist() for x in b] for _ in range(2)] and ea[0] != ea[1]
+    assert sorted(sum(ea[0], [])) == list(range(16))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert [x["x"].tolist() for x in ThreadDataLoader(data, 4, shuffle=True, generator=g1)] == [
+        x["x"].tolist() for x in ThreadDataLoader(data, 4, shuffle=True, generator=g2)
+    ]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("num_workers", [0, 3])
+def test_multi_sample_items_flatten_into_batch(num_workers):
+    ds = CacheDataset(items(4), [CountingDet(), rand_noise_list], progress=False)
+    batches = list(ThreadDataLoader(ds, batch_size=2, num_workers=num_workers))
+    assert [b["image"].shape[0] for b in batches] == [4, 4]
+    assert ThreadDataLoader(ds).timings == [] and all(isinstance(b["x"], torch.Tensor) for b in batches)
+
+
+@pytest.mark.timeout(20)
+def test_timings_and_stats():
+    ds = CacheDataset(items(6), [CountingDet(), RandAdd(batched=True)], progress=False)
+    loader = ThreadDataLoader(ds, batch_size=2, device="cpu")
+    assert len(list(loader)) == 3 and len(loader.timings) == 3
+    t = loader.timings[0]
+    assert set(t) >= {"wait_s", "fetch_s", "collate_s", "h2d_s", "batch_size", "num_crops"}
+    assert t["batch_size"] == 2 and t["num_crops"] == 2 and t["wait_s"] >= 0 and t["fetch_s"] > 0
+    stats = loader.stats()
+    assert stats["batches"] == 3
+
+
+@pytest.mark.timeout(20)
+def test_producer_error_reraised_with_original_traceback():
+    def exploding_transform(d):
+        if d["x"] == 5:
+            raise KeyError("boom at item 5")
+        return d
+
+    data = [{"x": i} for i in range(8)]
+    ds = CacheDataset(data, [mark(exploding_transform)], progress=False)
+    with pytest.raises(KeyError, match="boom at item 5") as info:
+        for _ in ThreadDataLoader(ds, batch_size=2, num_workers=2):
+            pass
+    frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "exploding_transform" in frames
+    gc.collect()
+    assert _fastpipe_threads() == []
+
+
+def mark(fn):
+    from fastpipe.transforms import mark_random
+
+    return mark_random(fn)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_break_leaves_no_thread_alive(num_workers):
+    data = [{"x": torch.tensor(i)} for i in range(100)]
+    loader = ThreadDataLoader(data, batch_size=2, num_workers=num_workers, buffer_size=1)
+    for k, _ in enumerate(loader):
+        if k == 2:
+            break
+    gc.collect()
+    assert _fastpipe_threads() == []
+    it = iter(loader)
+    next(it)
+    assert _fastpipe_threads() != []
+    loader.close()
+    loader.close()
+    assert _fastpipe_threads() == []
+
+
+@pytest.mark.timeout(20)
+def test_update_cache_called_at_each_epoch_end_and_prefetch_hook_used():
+    class Smart(torch.utils.data.Dataset):
+        def __init__(self):
+            self.updates, self.prefetched = 0, []
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor(i)}
+
+        def prefetch(self, indices):
+            self.prefetched.append(list(indices))
+
+        def update_cache(self):
+            self.updates += 1
+
+    ds = Smart()
+    loader = ThreadDataLoader(ds, batch_size=2)
+    list(loader)
+    list(loader)
+    assert ds.updates == 2 and ds.prefetched == [[2, 3], [2, 3]]
+    for _ in loader:
+        break
+    assert ds.updates == 2  # an epoch left early is not an epoch end
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"num_workers": -1}, {"buffer_size": 0}, {"repeats": 0}])
+def test_bad_loader_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        ThreadDataLoader([{"x": 1}], **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(60)
+def test_cuda_batches(cuda_device):
+    from fastpipe.transforms import ToDeviced
+
+    ds = CacheDataset(items(4), [CountingDet(), ToDeviced("image", cuda_device), RandAdd(batched=True)], progress=False)
+    batches = list(ThreadDataLoader(ds, batch_size=2, num_workers=2))
+    assert all(b["image"].is_cuda for b in batches) and len(batches) == 2

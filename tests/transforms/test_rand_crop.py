@@ -1,0 +1,239 @@
+"""RandCropByPosNegLabeld: patches are slices at their centres, MONAI semantics, fused augmentation, bad input."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from monai.transforms import Flip, ScaleIntensity, ShiftIntensity
+from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
+
+from fastpipe.ops.sample import fg_bg_indices
+from fastpipe.transforms import Compose, RandCropByPosNegLabeld
+
+SHAPE = (40, 32, 36)
+
+
+def coords(shape=SHAPE, offset=0):
+    """float64 volume (1, X, Y, Z) whose voxel holds offset + x*10^6 + y*10^3 + z."""
+    x, y, z = torch.meshgrid(*(torch.arange(s, dtype=torch.float64) for s in shape), indexing="ij")
+    return (x * 1e6 + y * 1e3 + z + offset)[None]
+
+
+def item(shape=SHAPE, seed=0, offset=0, name="case"):
+    g = torch.Generator().manual_seed(seed)
+    label = torch.zeros((1, *shape), dtype=torch.uint8)
+    label[0, 10:20, 5:12, 20:30] = 1
+    image = torch.randn((1, *shape), generator=g)
+    return {"image": image, "label": label, "coords": coords(shape, offset), "name": name}
+
+
+def decode(v):
+    v = int(v)
+    return v // 10**6 % 1000, v // 10**3 % 1000, v % 1000
+
+
+def test_patches_are_slices_at_their_centres_and_label_from_same_place():
+    items = [item(seed=0, offset=0, name="a"), item((30, 34, 33), seed=1, offset=1e9, name="b")]
+    t = RandCropByPosNegLabeld(
+        ["image", "label", "coords"], "label", (8, 10, 12), num_samples=5
+    ).set_random_state(0)
+    b = t.batch_call(items)
+    assert b["image"].shape == (10, 1, 8, 10, 12) and b["label"].dtype == torch.uint8
+    assert b["name"] == ["a"] * 5 + ["b"] * 5
+    for n in range(10):
+        d = items[n // 5]
+        x, y, z = b["crop_starts"][n].tolist()
+        sl = (slice(None), slice(x, x + 8), slice(y, y + 10), slice(z, z + 12))
+        for key in ("image", "label", "coords"):
+            assert torch.equal(b[key][n], d[key][sl]), (key, n)
+        assert decode(b["coords"][n, 0, 0, 0, 0] - (n // 5) * 1e9) == (x, y, z)
+        c = b["crop_centers"][n]
+        assert torch.equal(c - torch.tensor([4, 5, 6]), b["crop_starts"][n])  # centre = start + size // 2
+
+
+def test_call_returns_num_samples_dicts_like_monai():
+    d = item()
+    d["label_fg_indices"], d["label_bg_indices"] = fg_bg_indices(d["label"])
+    out = RandCropByPosNegLabeld(["image", "label"], "label", 16, num_samples=3).set_random_state(1)(d)
+    assert len(out) == 3
+    for o in out:
+        assert set(o) == {"image", "label", "coords", "name"}  # index keys dropped, as MONAI pops them
+        assert o["image"].shape == (1, 16, 16, 16) and o["coords"] is d["coords"]
+
+
+def test_uses_precomputed_indices_when_present():
+    d = item()
+    only = 10 * SHAPE[1] * SHAPE[2] + 15 * SHAPE[2] + 17  # voxel (10, 15, 17)
+    d["label_fg_indices"] = torch.tensor([only])
+    d["label_bg_indices"] = torch.tensor([only], dtype=torch.int32)  # any integer dtype works
+    b = RandCropByPosNegLabeld("image", "label", 8, num_samples=20).set_random_state(0).batch_call([d])
+    assert (b["crop_centers"] == torch.tensor([10, 15, 17])).all()
+    d2 = {k: v for k, v in item().items()}
+    d2["fg"] = torch.tensor([only])
+    with pytest.raises(ValueError, match="lacks index keys 'fg'/'bg'"):
+        RandCropByPosNegLabeld("image", "label", 8, fg_indices_key="fg", bg_indices_key="bg").batch_call([d2])
+
+
+def test_fg_fraction_through_the_transform():
+    d = item()
+    t = RandCropByPosNegLabeld(
+        "label", "label", (1, 1, 1), pos=1, neg=3, num_samples=10_000
+    ).set_random_state(4)
+    frac = t.batch_call([d])["label"].double().mean().item()
+    assert abs(frac - 0.25) <= 3 * (0.25 * 0.75 / 10_000) ** 0.5
+
+
+def test_boundary_clamping_and_small_volume():
+    d = item((20, 20, 20))
+    d["label"].zero_()
+    d["label"][0, 0, 0, 0] = d["label"][0, 19, 19, 19] = 1  # foreground only in two corners
+    t = RandCropByPosNegLabeld(
+        ["label", "coords"], "label", (6, 7, 8), pos=1, neg=0, num_samples=50
+    ).set_random_state(0)
+    b = t.batch_call([d])
+    starts = {tuple(s) for s in b["crop_starts"].tolist()}
+    assert starts == {(0, 0, 0), (14, 13, 12)}  # shifted inward so the patch fits, never outside
+    small = item((5, 30, 30))
+    small["label"][0, 2, 3, 4] = 1
+    with pytest.raises(ValueError, match=r"larger than the volume \(5, 30, 30\) of case"):
+        RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([small])
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", 8, allow_smaller=True, num_samples=2)(small)
+    theirs = MonaiCrop(["image", "label"], "label", 8, allow_smaller=True, num_samples=2)(
+        {"image": small["image"], "label": small["label"].float()}
+    )
+    assert [o["image"].shape for o in ours] == [tuple(m["image"].shape) for m in theirs] == [(1, 5, 8, 8)] * 2
+
+
+def test_empty_label_warns_and_no_location_raises():
+    d = item()
+    d["label"].zero_()
+    with pytest.warns(UserWarning, match="0 foreground"):
+        b = RandCropByPosNegLabeld("label", "label", 8, num_samples=4).batch_call([d])
+    assert b["label"].sum() == 0
+    d["label_fg_indices"] = d["label_bg_indices"] = torch.empty(0, dtype=torch.int64)
+    with pytest.raises(ValueError, match="case has no foreground and no background"):
+        RandCropByPosNegLabeld("label", "label", 8).batch_call([d])
+
+
+def test_fused_flip_and_intensity_equal_unfused_monai_ops():
+    d = item()
+    t = RandCropByPosNegLabeld(
+        ["image", "label"], "label", (9, 8, 7), num_samples=40, flip_prob=0.5, flip_axes=(0, 2),
+        scale_prob=0.5, scale_factors=(-0.2, 0.3), shift_prob=0.5, shift_offsets=(-1.0, 1.0),
+    ).set_random_state(2)  # fmt: skip
+    b = t.batch_call([d])
+    flips, scale, shift = b["crop_flips"], b["crop_scale"], b["crop_shift"]
+    assert not flips[:, 1].any() and flips[:, 0].any() and flips[:, 2].any()
+    assert (scale == 1).any() and (scale != 1).any() and (shift == 0).any() and (shift != 0).any()
+    for n in range(40):
+        x, y, z = b["crop_starts"][n].tolist()
+        axes = [a for a in range(3) if flips[n, a]]
+        for key in ("image", "label"):
+            ref = d[key][:, x : x + 9, y : y + 8, z : z + 7]
+            ref = Flip(spatial_axis=axes)(ref) if axes else ref
+            if key == "image":  # RandScaleIntensityd then RandShiftIntensityd with the drawn factor / offset
+                ref = ScaleIntensity(minv=None, maxv=None, factor=float(scale[n].double() - 1))(ref)
+                ref = ShiftIntensity(offset=float(shift[n]))(ref)
+            assert torch.equal(b[key][n], torch.as_tensor(ref)), (key, n)
+
+
+def test_matches_monai_shapes_and_monai_crops_are_valid_slices():
+    d = item()
+    keys = ["image", "label", "coords"]
+    monai_in = {k: d[k] for k in keys} | {"label": d["label"].float()}
+    theirs = MonaiCrop(keys, "label", (12, 9, 16), num_samples=6)(monai_in)
+    ours = RandCropByPosNegLabeld(keys, "label", (12, 9, 16), num_samples=6)(d)
+    assert [tuple(o["image"].shape) for o in ours] == [tuple(m["image"].shape) for m in theirs]
+    for m in theirs:
+        x, y, z = decode(m["coords"][0, 0, 0, 0])
+        assert torch.equal(torch.as_tensor(m["coords"]), d["coords"][:, x : x + 12, y : y + 9, z : z + 16])
+
+
+def test_seeding_is_reproducible_and_compose_seeds_it():
+    d = item()
+    t = RandCropByPosNegLabeld("image", "label", 8, num_samples=4, flip_prob=0.5)
+    a = t.set_random_state(5).batch_call([d])
+    b = t.set_random_state(5).batch_call([d])
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["crop_flips"], b["crop_flips"])
+    c1 = Compose([t]).set_random_state(11)
+    first = c1(d)[0]["image"]
+    assert torch.equal(Compose([t]).set_random_state(11)(d)[0]["image"], first)
+
+
+def test_copies_draw_the_same_stream_independently():
+    t = RandCropByPosNegLabeld("image", "label", 8, num_samples=2).set_random_state(3)
+    clone = copy.deepcopy(t)  # CacheDataset gives each loader thread its own copy of the suffix
+    again = pickle.loads(pickle.dumps(t))
+    d = item()
+    a = t.batch_call([d])["crop_centers"]
+    assert torch.equal(clone.batch_call([d])["crop_centers"], a)
+    assert torch.equal(again.batch_call([d])["crop_centers"], a)
+    assert not torch.equal(t.batch_call([d])["crop_centers"], a)  # the original advanced on its own
+
+
+def test_bad_input_names_expected_and_actual():
+    with pytest.raises(ValueError, match=r"3 ints \(X, Y, Z\), got \(96, 96\) \(2 values\)"):
+        RandCropByPosNegLabeld("image", "label", (96, 96))
+    with pytest.raises(ValueError, match="not both 0, got pos=0 neg=0"):
+        RandCropByPosNegLabeld("image", "label", 8, pos=0, neg=0)
+    d = item()
+    d["label_fg_indices"], d["label_bg_indices"] = torch.tensor([1.0]), torch.tensor([2.0])
+    with pytest.raises(
+        TypeError, match="'label_fg_indices' of case must hold integer flat indices.*got torch.float32"
+    ):
+        RandCropByPosNegLabeld("image", "label", 8).batch_call([d])
+    d = item()
+    d["image"] = d["image"][:, :-1]
+    with pytest.raises(
+        ValueError, match=r"'image' of case has shape \(1, 39, 32, 36\), expected \(C, \*\(40, 32, 36\)\)"
+    ):
+        RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
+    with pytest.raises(
+        TypeError, match="intensity augmentation of 'coords' needs float32, got torch.float64"
+    ):
+        RandCropByPosNegLabeld(["coords"], "label", 8, scale_prob=1.0).batch_call([item()])
+    with pytest.raises(ValueError, match=r"key 'mask' missing from \['case'\]"):
+        RandCropByPosNegLabeld(["image", "mask"], "label", 8).batch_call([item()])
+    out = RandCropByPosNegLabeld(["image", "mask"], "label", 8, allow_missing_keys=True).batch_call([item()])
+    assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)
+
+
+@pytest.mark.gpu
+def test_gpu_batch_equals_cpu_batch(cuda_device):
+    items = [item(seed=s, name=f"c{s}") for s in range(3)]
+    gpu_items = [{k: (v.to(cuda_device) if torch.is_tensor(v) else v) for k, v in d.items()} for d in items]
+    kw = dict(num_samples=4, flip_prob=0.3, scale_prob=0.5, shift_prob=0.5)
+    cpu = RandCropByPosNegLabeld(["image", "label"], "label", 16, **kw).set_random_state(8).batch_call(items)
+    gpu = (
+        RandCropByPosNegLabeld(["image", "label"], "label", 16, **kw)
+        .set_random_state(8)
+        .batch_call(gpu_items)
+    )
+    assert gpu["image"].is_cuda
+    for key in ("image", "label", "crop_centers", "crop_flips", "crop_scale"):
+        assert torch.equal(cpu[key], gpu[key].cpu()), key
+
+
+@pytest.mark.timeout(60)
+def test_cache_dataset_and_thread_loader_get_one_batched_dict():
+    from fastpipe.cache_dataset import CacheDataset
+    from fastpipe.thread_loader import ThreadDataLoader
+
+    crop = RandCropByPosNegLabeld(["image", "label"], "label", 16, num_samples=4)
+    ds = CacheDataset([item((24, 26, 28), seed=i, name=f"c{i}") for i in range(5)], [crop], progress=False)
+    assert ds.batched  # the suffix is this transform alone: __getitems__ calls batch_call once per batch
+    loader = ThreadDataLoader(ds, batch_size=2, num_workers=1)
+    try:
+        batches = list(loader)
+    finally:
+        loader.close()
+    assert [b["image"].shape[0] for b in batches] == [8, 8, 4]
+    for b in batches:
+        for n in range(b["image"].shape[0]):
+            x, y, z = b["crop_starts"][n].tolist()
+            src = ds.cached_entry(int(b["name"][n][1:]))
+            for key in ("image", "label"):
+                assert torch.equal(b[key][n], src[key][:, x : x + 16, y : y + 16, z : z + 16])
