@@ -8,7 +8,8 @@ into the batch tensors. Peers, side by side on the same volumes and thread count
 
 - ``fastpipe``: ``RandCropByPosNegLabeld.batch_call`` (indices precomputed, one op per key);
 - ``monai``: MONAI 1.6 ``RandCropByPosNegLabeld`` with precomputed indices, ``track_meta=False``,
-  then ``list_data_collate`` (its documented best settings);
+  then ``list_data_collate`` (its documented best settings); ``monai_meta``: the same with MONAI's
+  default ``track_meta=True`` (MetaTensor outputs);
 - ``copy``: the physical floor, ``copy_`` of as many bytes into preallocated buffers, and
   ``copy_alloc``: the same into freshly allocated ones (what any op returning new tensors pays).
 
@@ -71,11 +72,17 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
     def copy_alloc():
         return img_src.clone(), lab_src.clone()
 
+    def monai_meta_batch():
+        set_track_meta(True)
+        try:
+            return list_data_collate([theirs(d) for d in items])
+        finally:
+            set_track_meta(False)
+
+    peers = {"fastpipe": lambda: ours.batch_call(items), "monai": monai_batch, "monai_meta": monai_meta_batch,
+             "copy": copy_pre, "copy_alloc": copy_alloc}  # fmt: skip
     set_track_meta(False)
-    try:
-        peers = {"fastpipe": lambda: ours.batch_call(items), "monai": monai_batch, "copy": copy_pre,
-                 "copy_alloc": copy_alloc}  # fmt: skip
-        # interleave the peers repeat by repeat so drift (other load, turbo) hits all alike
+    try:  # interleave the peers repeat by repeat so drift (other load, turbo) hits all alike
         times: dict[str, list[float]] = {k: [] for k in peers}
         for fn in peers.values():
             time_repeats(fn, repeats=0, warmup=2)
@@ -90,6 +97,8 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
         "fastpipe_over_copy": med["fastpipe"] / med["copy"],
         "fastpipe_over_copy_alloc": med["fastpipe"] / med["copy_alloc"],
         "monai_over_fastpipe": med["monai"] / med["fastpipe"],
+        "monai_meta_over_fastpipe": med["monai_meta"] / med["fastpipe"],
+        "monai_over_copy": med["monai"] / med["copy"],
     }
     out["per_volume_ms"] = {k: 1e3 * m / len(items) for k, m in med.items()}
     return out
@@ -128,7 +137,9 @@ def gpu_section(shape, patch, num_samples: int, volumes: int, repeats: int) -> d
             crop_batch([d[k] for d in items], s.starts, s.vol_index, s.size, out=outs[k], backend="cuda")
 
     crop_s = cuda_time(crop_all, repeats)
-    sample_s = cuda_time(lambda: t.sample(items), repeats)
+    sample_s = cuda_time(lambda: t.sample(items), repeats)  # indices on the GPU: sample_centers.cu
+    cpu_idx = [d | {k: d[k].cpu() for k in ("label_fg_indices", "label_bg_indices")} for d in items]
+    sample_cpu_idx_s = cuda_time(lambda: t.sample(cpu_idx), repeats)  # indices left on the host (MONAI's way)
     batch_s = cuda_time(lambda: t.batch_call(items), repeats)
     moved = 2 * sum(o.numel() * o.element_size() for o in outs.values())  # each byte read once, written once
     src = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
@@ -140,7 +151,8 @@ def gpu_section(shape, patch, num_samples: int, volumes: int, repeats: int) -> d
     )
     return {
         "volumes": volumes, "num_samples": num_samples, "bytes_moved": moved,
-        "crop_s": spread(crop_s), "sample_s": spread(sample_s), "batch_call_s": spread(batch_s),
+        "crop_s": spread(crop_s), "sample_s": spread(sample_s), "sample_cpu_indices_s": spread(sample_cpu_idx_s),
+        "batch_call_s": spread(batch_s),
         "d2d_copy_s": spread(copy_s), "crop_gbs": crop_gbs, "d2d_copy_gbs": copy_gbs,
         "crop_fraction_of_copy_bw": crop_gbs / copy_gbs,
         "sample_over_crop": statistics.median(sample_s) / statistics.median(crop_s),

@@ -1,6 +1,6 @@
 """fastpipe: 3D medical-imaging training data pipelines fast enough that the GPU never waits."""
 
-from fastpipe import datasets, profiling, transforms
+from fastpipe import datasets, distributed, profiling, transforms
 from fastpipe.cache_dataset import CacheDataset
 from fastpipe.collate import list_data_collate
 from fastpipe.thread_loader import ThreadDataLoader
@@ -12,6 +12,7 @@ __all__ = [
     "ThreadDataLoader",
     "__version__",
     "datasets",
+    "distributed",
     "list_data_collate",
     "profiling",
     "transforms",

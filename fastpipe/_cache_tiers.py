@@ -12,6 +12,7 @@ producer and workers); the accounting and slot table are guarded by one lock.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 TIERS = ("cuda", "host", "disk")
+MAX_INFLIGHT = 64  # prefetched device copies waiting to be read
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNITS.update({"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40})
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
@@ -101,13 +103,16 @@ class DiskTier:
         self._owned = root is None
         self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._names = itertools.count()  # next() on a count is atomic under the GIL
 
     def write(self, slot: int, entry: Any) -> Any:
-        """Write the tensors of ``entry`` and return the entry with memory-mapped CPU tensors."""
-        counter = iter(range(1 << 30))
+        """Write the tensors of ``entry`` and return the entry with memory-mapped CPU tensors.
+
+        Every file gets a fresh name, so a file still mapped by an old entry is never rewritten.
+        """
 
         def spill(t: torch.Tensor) -> torch.Tensor:
-            path = self.root / f"{slot}-{next(counter)}.npy"
+            path = self.root / f"{slot}-{next(self._names)}.npy"
             np.save(path, t.detach().cpu().contiguous().numpy())
             return torch.from_numpy(np.load(path, mmap_mode="c"))
 
@@ -146,6 +151,7 @@ class TierStore:
         self.used = dict.fromkeys(self.order, 0)
         self.cuda_full = False
         self.oom_warnings = 0
+        self.h2d_bytes = 0  # host/disk -> device bytes copied by reads and prefetches
         self._slots: dict[int, tuple[str, Any, int]] = {}
         self._inflight: dict[int, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
@@ -154,7 +160,9 @@ class TierStore:
         self._stream = None
 
     def put(self, slot: int, entry: Any) -> str | None:
-        """Store ``entry`` under ``slot`` in the first tier with room; returns that tier, or ``None`` if none has."""
+        """Store ``entry`` under ``slot`` (replacing any entry there) in the first tier with room; returns that tier or ``None``."""
+        if slot in self:
+            self.drop(slot)
         nb = nbytes_of(entry)
         for tier in self.order:
             if not self._reserve(tier, nb):
@@ -199,8 +207,9 @@ class TierStore:
         if tier == "host":
             pin = self.device.type == "cuda" and torch.cuda.is_available()
             return map_tensors(entry, lambda t: t.cpu().pin_memory() if pin else t.cpu())
-        if self._disk is None:
-            self._disk = DiskTier(self._disk_dir)
+        with self._lock:
+            if self._disk is None:
+                self._disk = DiskTier(self._disk_dir)
         return self._disk.write(slot, entry)
 
     def get(self, slot: int) -> Any:
@@ -217,6 +226,8 @@ class TierStore:
             for t in tensors_of(moved):
                 t.record_stream(stream)
             return moved
+        with self._lock:
+            self.h2d_bytes += nbytes_of(entry)
         return map_tensors(entry, lambda t: t.to(self.device, non_blocking=True))
 
     def prefetch(self, slots: list[int]) -> None:
@@ -236,7 +247,10 @@ class TierStore:
                 event = torch.cuda.Event()
                 event.record(self._stream)
             with self._lock:
+                while len(self._inflight) >= MAX_INFLIGHT:  # never read: forget the oldest copy
+                    self._inflight.pop(next(iter(self._inflight)))
                 self._inflight[slot] = (moved, event)
+                self.h2d_bytes += nbytes_of(entry)
 
     def drop(self, slot: int) -> None:
         """Forget ``slot`` and give its bytes back to its tier."""
@@ -268,6 +282,7 @@ class TierStore:
                 "bytes": dict(self.used),
                 "budgets": dict(self.budgets),
                 "oom_fallbacks": self.oom_warnings,
+                "h2d_bytes": self.h2d_bytes,
             }
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,13 @@ class CacheDataset(torch.utils.data.Dataset):
         even_divisible: pad shards by repeating items so all ranks get as many (default ``True``).
         partition_seed: the seed, shared by all ranks, of the partition (default 0).
 
+    With a batched suffix ``__getitems__`` returns an already-collated dict: use it with
+    :class:`fastpipe.ThreadDataLoader`, or give a torch ``DataLoader`` ``collate_fn=list_data_collate``.
+
     Threading contract: reads may run from several threads. :meth:`fetch_seeded` gives each thread
     its own copy of the random suffix, so results depend only on ``(indices, seed)``.
 
     Example:
-        >>> from fastpipe.transforms import mark_random
         >>> ds = CacheDataset([{"x": 1}, {"x": 2}], [lambda d: {**d, "y": d["x"] * 2}], progress=False)
         >>> ds[1]
         {'x': 2, 'y': 4}
@@ -88,6 +91,7 @@ class CacheDataset(torch.utils.data.Dataset):
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir)
+        self._core_finalizer = weakref.finalize(self, self.core.close)  # frees a temporary disk tier
         distributed.check_device(self.core.device)
         self.copy_cache = copy_cache
         self.seed = seed

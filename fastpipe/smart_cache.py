@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fastpipe import distributed
 from fastpipe._cache_fill import default_workers, run_fill
 from fastpipe._smart_replacer import Replacer, Rotation
 from fastpipe.cache_dataset import CacheDataset
@@ -51,6 +52,8 @@ class SmartCacheDataset(CacheDataset):
         copy_cache: deep-copy entries on read (default ``False``).
         persist_dir: persistent cache folder (default ``None``).
         disk_dir: disk-tier folder (default ``None``).
+        rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
+            :class:`~fastpipe.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
 
     Threading contract: reads may run from several threads at any time, including during
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
@@ -85,6 +88,10 @@ class SmartCacheDataset(CacheDataset):
         copy_cache: bool = False,
         persist_dir: str | Path | None = None,
         disk_dir: str | Path | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        even_divisible: bool = True,
+        partition_seed: int = 0,
     ) -> None:
         _check_args(cache_num, replace_rate, cache_rate)
         super().__init__(
@@ -97,6 +104,10 @@ class SmartCacheDataset(CacheDataset):
             persist_dir=persist_dir,
             seed=seed,
             disk_dir=disk_dir,
+            rank=rank,
+            world_size=world_size,
+            even_divisible=even_divisible,
+            partition_seed=partition_seed,
         )
         n = len(self._inputs)
         self.cache_num = min(cache_num, n, max(1, int(n * cache_rate)))
@@ -130,7 +141,9 @@ class SmartCacheDataset(CacheDataset):
             max(1, self.replace_num),
         )
         self._finalizer = weakref.finalize(self, _release, self._replacer, self.core)
-        self._fill_window(num_init_workers, progress)
+        distributed.guarded_fill(
+            lambda: self._fill_window(num_init_workers, progress), self.shard is not None
+        )
 
     def _fill_window(self, num_workers: int | None, progress: bool) -> None:
         def job(slot: int) -> None:
@@ -230,11 +243,8 @@ class SmartCacheDataset(CacheDataset):
         for p, slot in zip(positions, incoming, strict=True):
             window[p] = slot
         self._age.extend(positions)
-        shifted = list(self._window[len(incoming):]) + list(incoming)
-        cur = list(self._window)
-        for i, slot in enumerate(shifted):
-            cur[i] = slot
-            self._window = tuple(cur)
+        with self._window_lock:
+            self._window = tuple(window)
         return outgoing
 
     def _warn_lag(self, late: int, lag: float, was_started: bool) -> None:

@@ -56,8 +56,9 @@ class ThreadDataLoader:
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
     :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
-    ``fetch_s``, ``collate_s``, ``h2d_s``, ``batch_size``, ``num_crops``. At the end of each full
-    epoch, ``dataset.update_cache()`` is called when it exists (SmartCache).
+    ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
+    ``iter_s`` (consumer wall time from requesting this batch to requesting the next). At the end
+    of each full epoch, ``dataset.update_cache()`` is called when it exists (SmartCache).
 
     Example:
         >>> loader = ThreadDataLoader([{"x": torch.zeros(2)}] * 4, batch_size=2)
@@ -126,21 +127,30 @@ class ThreadDataLoader:
     def __iter__(self) -> Iterator[Any]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         hook = getattr(self.dataset, "prefetch", None)
-        run = LoaderRun(self._jobs(epoch), self._make, self.num_workers, self._whole_batch, self.buffer_size, hook)
+        run = LoaderRun(
+            self._jobs(epoch), self._make, self.num_workers, self._whole_batch, self.buffer_size, hook
+        )
         self._runs.add(run)
+        last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
         try:
             while True:
                 start = time.perf_counter()
+                if last is not None:  # consumer time per batch: wait + its step (+ repeats)
+                    last[0]["iter_s"] = start - last[1]
                 with annotate("wait", "wait"):
                     out = run.get()
                 if out is None:
+                    last = None
                     break
                 batch, timing = out
                 timing["wait_s"] = time.perf_counter() - start
                 self.timings.append(timing)
+                last = (timing, start)
                 for _ in range(self.repeats):
                     yield batch
         finally:
+            if last is not None:  # left early: close the last batch's interval now
+                last[0]["iter_s"] = time.perf_counter() - last[1]
             run.stop()
         if callable(getattr(self.dataset, "update_cache", None)):
             self.dataset.update_cache()

@@ -28,7 +28,11 @@ class CountingDet:
         if d.get("fail"):
             raise ValueError(f"cannot read {d['name']}")
         x = float(d["x"])
-        return {**d, "image": torch.arange(torch.Size(self.shape).numel(), dtype=torch.float32).reshape(self.shape) + x}
+        return {
+            **d,
+            "image": torch.arange(torch.Size(self.shape).numel(), dtype=torch.float32).reshape(self.shape)
+            + x,
+        }
 
 
 class RandAdd:
@@ -50,7 +54,10 @@ class RandAdd:
 
     def _batch_call(self, items: list[dict]) -> dict:
         u = torch.rand(len(items), generator=self.generator)
-        return {"image": torch.stack([it["image"] + u[i] for i, it in enumerate(items)]), "x": torch.tensor([it["x"] for it in items])}
+        return {
+            "image": torch.stack([it["image"] + u[i] for i, it in enumerate(items)]),
+            "x": torch.tensor([it["x"] for it in items]),
+        }
 
 
 @mark_random

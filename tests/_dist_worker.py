@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from fastpipe import distributed
 from fastpipe.cache_dataset import CacheDataset
+from fastpipe.smart_cache import SmartCacheDataset
 from fastpipe.thread_loader import ThreadDataLoader
 
 N_ITEMS = 9  # uneven on 2 ranks
@@ -64,6 +65,13 @@ def scenario_train(rank: int, world: int) -> dict:
             count += 1
         batches.append(count)
     params = torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+    smart = SmartCacheDataset(
+        make_data(), [Expand()], cache_num=2, replace_rate=0.5, progress=False, even_divisible=False
+    )
+    with smart:  # the initial window, then one rotation
+        smart_seen = {int(smart[i]["id"]) for i in range(len(smart))}
+        smart.update_cache()
+        smart_seen |= {int(smart[i]["id"]) for i in range(len(smart))}
     return {
         "shard_ids": sorted(int(ds._inputs[i]["id"]) for i in range(len(ds))),
         "even_ids": [int(item["id"]) for item in even._inputs],
@@ -71,6 +79,8 @@ def scenario_train(rank: int, world: int) -> dict:
         "local_batches": len(loader),
         "batches": batches,
         "params": params,
+        "smart_inputs": sorted(int(item["id"]) for item in smart._inputs),
+        "smart_seen": sorted(smart_seen),
     }
 
 

@@ -51,7 +51,9 @@ def test_reads_never_copy_or_change_the_cache(suffix):
 
 
 def test_read_gets_fresh_dicts_so_key_assignment_cannot_reach_the_cache():
-    ds = CacheDataset([{"x": 1, "image_meta_dict": {"affine": torch.eye(4)}}], [CountingDet()], progress=False)
+    ds = CacheDataset(
+        [{"x": 1, "image_meta_dict": {"affine": torch.eye(4)}}], [CountingDet()], progress=False
+    )
     out = ds[0]
     out["image"] = None
     out["image_meta_dict"]["affine"] = None
@@ -122,7 +124,9 @@ def test_device_point_is_found_in_fastpipe_and_monai_chains():
     assert chain_device([EnsureTyped("image", device="cuda:1")]) == torch.device("cuda:1")
     assert chain_device([EnsureTyped("image")]) == torch.device("cpu")
     assert chain_device([MToDeviced(["image"], device="cuda:0")]) == torch.device("cuda:0")
-    assert chain_device([MEnsureTyped(["image"], device="cuda:0", track_meta=False)]) == torch.device("cuda:0")
+    assert chain_device([MEnsureTyped(["image"], device="cuda:0", track_meta=False)]) == torch.device(
+        "cuda:0"
+    )
 
 
 def test_to_device_then_cache_on_cpu_keeps_meta_and_indices():
@@ -142,9 +146,15 @@ def test_to_device_then_cache_on_gpu(cuda_device):
         seen.append(d["image"].device.type)
         return d
 
-    ds = CacheDataset(items(3), [CountingDet(), ToDeviced("image", cuda_device), after, RandAdd()], progress=False)
+    ds = CacheDataset(
+        items(3), [CountingDet(), ToDeviced("image", cuda_device), after, RandAdd()], progress=False
+    )
     assert seen == ["cuda"] * 3 and ds.stats()["items"]["cuda"] == 3
     assert ds.core.store.get(0)["image"].is_cuda
+    for _ in range(3):  # cached epochs read device memory only: no host-to-device copy of volume data
+        for i in range(3):
+            assert ds[i]["image"].is_cuda
+    assert ds.stats()["h2d_bytes"] == 0
 
 
 @pytest.mark.parametrize(
@@ -169,7 +179,12 @@ def test_empty_data_raises_value_error():
 
 def test_fill_error_names_item_index_and_file():
     data = items(4)
-    data[2] = {"x": 2, "fail": True, "name": "broken.nii.gz", "image_meta_dict": {"filename_or_obj": "/d/broken.nii.gz"}}
+    data[2] = {
+        "x": 2,
+        "fail": True,
+        "name": "broken.nii.gz",
+        "image_meta_dict": {"filename_or_obj": "/d/broken.nii.gz"},
+    }
     with pytest.raises(CacheFillError, match=r"item 2 \(/d/broken.nii.gz\).*cannot read broken") as info:
         CacheDataset(data, [CountingDet()], progress=False, num_workers=2)
     assert isinstance(info.value.__cause__, ValueError)
@@ -197,8 +212,16 @@ def test_monai_transforms_inside_fastpipe_cache_dataset():
         make,
         ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
         FgBgToIndicesd("label"),
-        RandCropByPosNegLabeld(["image", "label"], "label", (8, 8, 8), pos=1, neg=1, num_samples=4,
-                               fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices"),
+        RandCropByPosNegLabeld(
+            ["image", "label"],
+            "label",
+            (8, 8, 8),
+            pos=1,
+            neg=1,
+            num_samples=4,
+            fg_indices_key="label_fg_indices",
+            bg_indices_key="label_bg_indices",
+        ),
         RandFlipd(["image", "label"], prob=0.5, spatial_axis=0),
     ]
     ds = CacheDataset(items(3), chain, progress=False, seed=3)
@@ -209,4 +232,7 @@ def test_monai_transforms_inside_fastpipe_cache_dataset():
     assert 0.0 <= float(out[0]["image"].min()) and float(out[0]["image"].max()) <= 1.0
     assert torch.equal(ds.core.store.get(0)["image"], before)
     again = CacheDataset(items(3), chain, progress=False, seed=3)
-    assert torch.equal(torch.as_tensor(again[0][0]["image"]), torch.as_tensor(CacheDataset(items(3), chain, progress=False, seed=3)[0][0]["image"]))
+    assert torch.equal(
+        torch.as_tensor(again[0][0]["image"]),
+        torch.as_tensor(CacheDataset(items(3), chain, progress=False, seed=3)[0][0]["image"]),
+    )

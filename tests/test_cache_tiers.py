@@ -22,8 +22,17 @@ ITEM_BYTES = 216 * 4  # CountingDet's (1, 6, 6, 6) float32 image
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("20GiB", 20 * 2**30), ("512MB", 512 * 10**6), ("1.5k", 1500), ("2 KiB", 2048), ("64gib", 64 * 2**30),
-     ("4096", 4096), (4096, 4096), ("3B", 3), (None, None)],
+    [
+        ("20GiB", 20 * 2**30),
+        ("512MB", 512 * 10**6),
+        ("1.5k", 1500),
+        ("2 KiB", 2048),
+        ("64gib", 64 * 2**30),
+        ("4096", 4096),
+        (4096, 4096),
+        ("3B", 3),
+        (None, None),
+    ],
 )
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
@@ -43,10 +52,18 @@ def test_parse_budget_bare_size_goes_to_primary_tier():
 
 
 def test_host_budget_spills_to_memory_mapped_disk_tier(tmp_path):
-    ds = CacheDataset(items(5), [CountingDet(), RandAdd()], progress=False, budget={"host": 2 * ITEM_BYTES},
-                      disk_dir=tmp_path)
+    ds = CacheDataset(
+        items(5),
+        [CountingDet(), RandAdd()],
+        progress=False,
+        budget={"host": 2 * ITEM_BYTES},
+        disk_dir=tmp_path,
+    )
     s = ds.stats()
-    assert s["items"] == {"host": 2, "disk": 3} and s["bytes"] == {"host": 2 * ITEM_BYTES, "disk": 3 * ITEM_BYTES}
+    assert s["items"] == {"host": 2, "disk": 3} and s["bytes"] == {
+        "host": 2 * ITEM_BYTES,
+        "disk": 3 * ITEM_BYTES,
+    }
     assert len(list(tmp_path.glob("*.npy"))) == 3
     disk_slots = [slot for slot in range(5) if ds.core.store.tier_of(slot) == "disk"]
     entry = ds.core.store.get(disk_slots[0])
@@ -55,7 +72,9 @@ def test_host_budget_spills_to_memory_mapped_disk_tier(tmp_path):
         assert torch.equal(ds.cached_entry(i)["image"], CountingDet()({"x": i})["image"])
         out = ds[i]
         assert 0 <= float(out["image"][0, 0, 0, 0]) - i < 1
-    assert torch.equal(ds.core.store.get(disk_slots[0])["image"], CountingDet()({"x": disk_slots[0]})["image"])
+    assert torch.equal(
+        ds.core.store.get(disk_slots[0])["image"], CountingDet()({"x": disk_slots[0]})["image"]
+    )
 
 
 def _mapped_file(address: int) -> str:
@@ -104,7 +123,9 @@ def _oom(*args, **kwargs):
 def test_gpu_oom_in_put_falls_back_to_host_with_one_warning(monkeypatch):
     store = TierStore(torch.device("cuda"), {})
     real_place = store._place
-    monkeypatch.setattr(store, "_place", lambda tier, slot, e: _oom() if tier == "cuda" else real_place(tier, slot, e))
+    monkeypatch.setattr(
+        store, "_place", lambda tier, slot, e: _oom() if tier == "cuda" else real_place(tier, slot, e)
+    )
     with pytest.warns(RuntimeWarning, match="GPU out of memory") as rec:
         tiers = [store.put(s, {"image": torch.zeros(8)}) for s in range(4)]
     assert tiers == ["host"] * 4 and len(rec) == 1
@@ -128,18 +149,48 @@ def test_gpu_oom_during_fill_runs_the_tail_on_host(monkeypatch):
 def test_cuda_budget_sends_overflow_to_host(monkeypatch):
     store = TierStore(torch.device("cuda"), {"cuda": 100})
     real_place = store._place
-    monkeypatch.setattr(store, "_place", lambda tier, slot, e: e if tier == "cuda" else real_place(tier, slot, e))
+    monkeypatch.setattr(
+        store, "_place", lambda tier, slot, e: e if tier == "cuda" else real_place(tier, slot, e)
+    )
     tiers = [store.put(s, {"image": torch.zeros(16)}) for s in range(3)]  # 64 bytes each
     assert tiers == ["cuda", "host", "host"] and store.stats()["bytes"]["cuda"] == 64
 
 
 @pytest.mark.gpu
 def test_host_tier_prefetch_delivers_on_device(cuda_device):
-    ds = CacheDataset(items(4), [CountingDet(), ToDeviced("image", cuda_device), RandAdd()], progress=False,
-                      budget={"cuda": 2 * ITEM_BYTES})
+    ds = CacheDataset(
+        items(4),
+        [CountingDet(), ToDeviced("image", cuda_device), RandAdd()],
+        progress=False,
+        budget={"cuda": 2 * ITEM_BYTES},
+    )
     assert ds.stats()["items"]["host"] == 2
     host_slots = [s for s in range(4) if ds.core.store.tier_of(s) == "host"]
     assert ds.core.store.get(host_slots[0])["image"].is_cuda
     ds.prefetch(host_slots)
     out = ds.cached_entry(host_slots[1])
-    assert out["image"].is_cuda and torch.equal(out["image"].cpu(), CountingDet()({"x": host_slots[1]})["image"])
+    assert out["image"].is_cuda and torch.equal(
+        out["image"].cpu(), CountingDet()({"x": host_slots[1]})["image"]
+    )
+
+
+def test_gpu_oom_during_threaded_fill_warns_once_and_caches_on_host(monkeypatch):
+    monkeypatch.setattr(ToDeviced, "__call__", _oom)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = CacheDataset(
+            items(8), [CountingDet(), ToDeviced("image", "cuda:0"), RandAdd()], progress=False, num_workers=4
+        )
+    oom = [w for w in rec if "GPU out of memory" in str(w.message)]
+    assert len(oom) == 1 and ds.stats()["items"] == {"cuda": 0, "host": 8, "disk": 0}
+    assert ds.stats()["oom_fallbacks"] >= 1 and len(ds) == 8  # threads racing into OOM each count
+
+
+def test_put_on_a_used_slot_replaces_it_and_old_disk_views_stay_valid():
+    store = TierStore(torch.device("cpu"), {"host": 0, "disk": None})
+    store.put(0, {"image": torch.full((1000,), 1.0)})
+    old = store.get(0)["image"]
+    store.put(0, {"image": torch.full((10,), 2.0)})
+    assert store.stats()["bytes"]["disk"] == 40 and store.stats()["items"]["disk"] == 1
+    assert float(old.sum()) == 1000.0 and float(store.get(0)["image"].sum()) == 20.0
+    store.close()

@@ -164,6 +164,10 @@ def test_two_ranks_shard_cache_and_train(two_ranks):
     assert r0["batches"] == r1["batches"] == [2, 2]
     # DDP ran: gradients were averaged, so both ranks end with the same weights
     assert r0["params"] == pytest.approx(r1["params"], abs=1e-6)
+    # SmartCacheDataset rotates through its own rank's shard only
+    for r in (r0, r1):
+        assert r["smart_inputs"] == r["shard_ids"]
+        assert set(r["smart_seen"]) <= set(r["shard_ids"]) and len(r["smart_seen"]) > 2
 
 
 @pytest.mark.timeout(120)

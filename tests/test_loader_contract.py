@@ -21,7 +21,10 @@ N = 10
 
 
 def _make_list(fail_at=None):
-    return [{"x": torch.tensor(i), "image": torch.full((1, 2, 2, 2), float(i)), "fail": i == fail_at} for i in range(N)]
+    return [
+        {"x": torch.tensor(i), "image": torch.full((1, 2, 2, 2), float(i)), "fail": i == fail_at}
+        for i in range(N)
+    ]
 
 
 def _failing(fail_at):
@@ -36,7 +39,9 @@ def _failing(fail_at):
 
 def _cache(suffix_factory):
     def make(fail_at=None, seed=0):
-        return CacheDataset(items(N), [CountingDet(), *suffix_factory(), *_failing(fail_at)], progress=False, seed=seed)
+        return CacheDataset(
+            items(N), [CountingDet(), *suffix_factory(), *_failing(fail_at)], progress=False, seed=seed
+        )
 
     return make
 
@@ -44,8 +49,14 @@ def _cache(suffix_factory):
 def _smart(fail_at=None, seed=0):
     from fastpipe.smart_cache import SmartCacheDataset
 
-    return SmartCacheDataset(items(N), [CountingDet(), RandAdd(), *_failing(fail_at)], cache_num=6,
-                             replace_rate=0.5, progress=False, seed=seed)
+    return SmartCacheDataset(
+        items(N),
+        [CountingDet(), RandAdd(), *_failing(fail_at)],
+        cache_num=6,
+        replace_rate=0.5,
+        progress=False,
+        seed=seed,
+    )
 
 
 class _PlainList(torch.utils.data.Dataset):
@@ -75,7 +86,10 @@ DATASETS = {
 def _epochs(make_ds, num_workers, seed=3, n_epochs=2):
     ds = make_ds()
     loader = ThreadDataLoader(ds, batch_size=3, shuffle=True, num_workers=num_workers, seed=seed)
-    out = [[{k: v.clone() for k, v in b.items() if isinstance(v, torch.Tensor)} for b in loader] for _ in range(n_epochs)]
+    out = [
+        [{k: v.clone() for k, v in b.items() if isinstance(v, torch.Tensor)} for b in loader]
+        for _ in range(n_epochs)
+    ]
     if hasattr(ds, "shutdown"):
         ds.shutdown()
     return loader, out
@@ -115,6 +129,12 @@ def test_two_epochs_and_len(kind, num_workers):
     assert [b["x"].tolist() for b in epochs[0]] != [b["x"].tolist() for b in epochs[1]]  # reshuffled
 
 
+def _other_threads(ds) -> set:
+    """Threads a dataset owns itself (SmartCache's replacement workers), stopped by its ``shutdown``."""
+    owned = {"fastpipe-replace", "fastpipe-smart"}
+    return {t.ident for t in threading.enumerate() if t.name.startswith(tuple(owned))}
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", list(DATASETS))
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -125,8 +145,8 @@ def test_clean_shutdown_after_break(kind, num_workers):
     for _ in loader:
         break
     gc.collect()
-    left = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("fastpipe-") and "loader" in t.name or t.name.startswith("fastpipe-fetch")]
-    assert left == []
+    left = [t for t in threading.enumerate() if t.name.startswith(("fastpipe-loader", "fastpipe-fetch"))]
+    assert left == [] and {t.ident for t in threading.enumerate()} - before <= _other_threads(ds)
     if hasattr(ds, "shutdown"):
         ds.shutdown()
 
@@ -142,6 +162,20 @@ def test_exception_propagates_to_consumer(kind, num_workers):
         for _ in loader:
             pass
     gc.collect()
-    assert [t for t in threading.enumerate() if t.name.startswith(("fastpipe-loader", "fastpipe-fetch"))] == []
+    assert [
+        t for t in threading.enumerate() if t.name.startswith(("fastpipe-loader", "fastpipe-fetch"))
+    ] == []
     if hasattr(ds, "shutdown"):
         ds.shutdown()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["cache-per-item", "cache-batched", "cache-multisample"])
+def test_torch_dataloader_reads_cache_datasets_through_getitems(kind):
+    from fastpipe import list_data_collate
+
+    ds = DATASETS[kind]()
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=list_data_collate)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4
+    assert sorted(torch.cat([b["x"].flatten() for b in batches]).unique().tolist()) == list(range(N))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import random
+import sys
 import threading
 import time
 import warnings
@@ -124,36 +125,42 @@ def test_stress_readers_during_replacement():
                 xs = [d["x"] for d in items]
                 assert len(set(xs)) == len(xs), f"duplicate item within a batch: {xs}"
                 assert all(torch.all(d["t"] == d["x"]) for d in items), "half-built item"
-                reads[r].append((k, xs))
+                reads[r].append((k, len(history), xs))
         except Exception as err:  # noqa: BLE001 - re-raised in the test thread below
             errors.append(err)
 
-    threads = [threading.Thread(target=reader, args=(r,)) for r in range(4)]
+    threads = [threading.Thread(target=reader, args=(r,), daemon=True) for r in range(4)]
     ds.start()
     for t in threads:
         t.start()
     covered = set(history[0])
-    for _ in range(30):
-        time.sleep(0.01)
-        ds.update_cache()
-        window = ds.window_indices()
-        assert len(set(window)) == cache_num
-        covered |= set(window)
-        history.append(frozenset(window))
-    stop.set()
-    for t in threads:
-        t.join(5)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so that reads interleave with the swaps
+    try:
+        for _ in range(30):
+            time.sleep(0.01)
+            ds.update_cache()
+            window = ds.window_indices()
+            assert len(set(window)) == cache_num
+            covered |= set(window)
+            history.append(frozenset(window))
+    finally:
+        sys.setswitchinterval(switch)
+        stop.set()
+        for t in threads:
+            t.join(5)
     t0 = time.perf_counter()
     ds.shutdown()
     assert time.perf_counter() - t0 < 1.0
     if errors:
         raise errors[0]
-    fetched = [(k, xs) for per_reader in reads for k, xs in per_reader]
-    assert sum(len(xs) for _, xs in fetched) > 2000
-    for k, xs in fetched:  # a read overlapping swap k+1 sees the window before or after it
-        allowed = history[k] | (history[k + 1] if k + 1 < len(history) else frozenset())
-        assert set(xs) <= allowed, f"items {xs} outside windows {k} and {k + 1}"
+    fetched = [entry for per_reader in reads for entry in per_reader]
+    assert sum(len(xs) for _, _, xs in fetched) > 2000
+    for first, last, xs in fetched:  # windows from the one current before the read to the one after it
+        allowed = frozenset().union(*history[first : last + 1])
+        assert set(xs) <= allowed, f"items {xs} outside windows {first}..{last}"
     assert covered == set(range(n))  # 30 rounds of 3 >= ceil(40 / 3)
+    assert ds.stats()["misses"] == 0  # every read found its entry cached: none swapped in early or freed late
     assert not smart_threads()
 
 

@@ -23,8 +23,13 @@ def _fastpipe_threads() -> list[threading.Thread]:
 
 def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
     meta = {"affine": torch.eye(4)}
-    vol = [[{"image": torch.full((1, 2, 2, 2), float(b * 4 + s)), "name": f"v{b}", "image_meta_dict": meta}
-            for s in range(4)] for b in range(2)]
+    vol = [
+        [
+            {"image": torch.full((1, 2, 2, 2), float(b * 4 + s)), "name": f"v{b}", "image_meta_dict": meta}
+            for s in range(4)
+        ]
+        for b in range(2)
+    ]
     batch = list_data_collate(vol)
     assert batch["image"].shape == (8, 1, 2, 2, 2)
     assert batch["image"][:, 0, 0, 0, 0].tolist() == list(range(8))
@@ -49,7 +54,10 @@ def test_order_len_drop_last_and_repeats():
 @pytest.mark.timeout(20)
 def test_shuffle_is_seeded_per_epoch_and_generator_is_honoured():
     data = [{"x": torch.tensor(i)} for i in range(16)]
-    a, b = ThreadDataLoader(data, batch_size=4, shuffle=True, seed=1), ThreadDataLoader(data, 4, shuffle=True, seed=1)
+    a, b = (
+        ThreadDataLoader(data, batch_size=4, shuffle=True, seed=1),
+        ThreadDataLoader(data, 4, shuffle=True, seed=1),
+    )
     ea = [[x["x"].tolist() for x in a] for _ in range(2)]
     assert ea == [[x["x"].tolist() for x in b] for _ in range(2)] and ea[0] != ea[1]
     assert sorted(sum(ea[0], [])) == list(range(16))
@@ -76,8 +84,13 @@ def test_timings_and_stats():
     t = loader.timings[0]
     assert set(t) >= {"wait_s", "fetch_s", "collate_s", "h2d_s", "batch_size", "num_crops"}
     assert t["batch_size"] == 2 and t["num_crops"] == 2 and t["wait_s"] >= 0 and t["fetch_s"] > 0
+    assert all(t["iter_s"] >= t["wait_s"] for t in loader.timings)
     stats = loader.stats()
-    assert stats["batches"] == 3
+    assert stats["batches"] == 3 and 0.0 <= stats["data_wait_fraction"] <= 1.0
+    loader.timings.clear()
+    for _ in loader:
+        break
+    assert len(loader.timings) == 1 and "iter_s" in loader.timings[0]  # closed when the loop is left
 
 
 @pytest.mark.timeout(20)
@@ -150,7 +163,9 @@ def test_update_cache_called_at_each_epoch_end_and_prefetch_hook_used():
     assert ds.updates == 2  # an epoch left early is not an epoch end
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"num_workers": -1}, {"buffer_size": 0}, {"repeats": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"batch_size": 0}, {"num_workers": -1}, {"buffer_size": 0}, {"repeats": 0}]
+)
 def test_bad_loader_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ThreadDataLoader([{"x": 1}], **kwargs)
@@ -161,6 +176,8 @@ def test_bad_loader_arguments(kwargs):
 def test_cuda_batches(cuda_device):
     from fastpipe.transforms import ToDeviced
 
-    ds = CacheDataset(items(4), [CountingDet(), ToDeviced("image", cuda_device), RandAdd(batched=True)], progress=False)
+    ds = CacheDataset(
+        items(4), [CountingDet(), ToDeviced("image", cuda_device), RandAdd(batched=True)], progress=False
+    )
     batches = list(ThreadDataLoader(ds, batch_size=2, num_workers=2))
     assert all(b["image"].is_cuda for b in batches) and len(batches) == 2

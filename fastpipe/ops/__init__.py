@@ -2,13 +2,14 @@
 
 from fastpipe.ops._backends import crop_batch, cuda_kernels_available
 from fastpipe.ops.crop import crop_batch_torch
-from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
+from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
 
 __all__ = [
     "CropSample",
     "crop_batch",
     "crop_batch_torch",
     "cuda_kernels_available",
+    "draw_augment",
     "fg_bg_indices",
     "sample_crops",
 ]

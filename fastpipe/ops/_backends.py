@@ -28,7 +28,7 @@ def cuda_kernels_available() -> bool:
 
 
 def _load_cuda():
-    """The CUDA crop launcher, or ``None`` (warning once) when CuPy or the compile is unavailable."""
+    """The CUDA launcher module (``_cuda_crop``), or ``None`` (warning once) when CuPy or the compile fails."""
     global _cuda_unavailable
     with _lock:
         if _cuda_unavailable is not None:
@@ -37,7 +37,7 @@ def _load_cuda():
             from fastpipe.ops import _cuda_crop
 
             _cuda_crop.load_module()
-            return _cuda_crop.crop_batch_cuda
+            return _cuda_crop
         except Exception as err:  # ImportError without CuPy; CompileException, CUDADriverError otherwise
             _cuda_unavailable = f"{type(err).__name__}: {err}"
             warnings.warn(
@@ -86,11 +86,21 @@ def crop_batch(
             f"crop_batch: backend='cuda' needs CUDA volumes, got {volumes[0].device if volumes else None}"
         )
     contiguous = all(v.is_contiguous() for v in volumes) and (out is None or out.is_contiguous())
-    cuda_crop = _load_cuda() if (contiguous or backend == "cuda") else None
-    if cuda_crop is None:
+    cuda = _load_cuda() if (contiguous or backend == "cuda") else None
+    if cuda is None:
         if backend == "cuda":
             raise RuntimeError(
                 f"crop_batch: backend='cuda' requested but the kernel is unavailable: {_cuda_unavailable}"
             )
         return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift)
-    return cuda_crop(volumes, starts, vol_index, size, out, flips, scale, shift)
+    return cuda.crop_batch_cuda(volumes, starts, vol_index, size, out, flips, scale, shift)
+
+
+def sample_centers(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Crop centres and starts from a CUDA ``(N, 13)`` plan via ``kernels/sample_centers.cu``.
+
+    Returns ``None`` when the kernels are unavailable; the caller (``fastpipe.ops.sample``) then
+    runs its torch reference instead.
+    """
+    cuda = _load_cuda()
+    return None if cuda is None else cuda.sample_centers_cuda(plan)

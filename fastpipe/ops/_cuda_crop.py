@@ -15,24 +15,31 @@ import torch
 
 from fastpipe.ops.crop import check_crop_args, intensity_params
 
-KERNEL_FILE = Path(__file__).resolve().parent.parent / "kernels" / "crop_pos_neg.cu"
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 #: element size -> kernel copying that many bytes per voxel (float32 has its own, for the intensity maths)
 _BITWISE = {1: ("b1", torch.uint8), 2: ("b2", torch.int16), 4: ("b4", torch.int32), 8: ("b8", torch.int64)}
 BLOCK = (32, 8, 1)  # a warp along the contiguous axis, 8 output rows per block
 
 
+def _compile(cupy, name: str, functions: list[str]) -> dict:
+    src = f'#line 1 "kernels/{name}"\n' + (KERNEL_DIR / name).read_text()
+    module = cupy.RawModule(code=src, options=("--std=c++17",))
+    return {f: module.get_function(f) for f in functions}  # get_function compiles: errors surface here
+
+
 @functools.lru_cache(maxsize=1)
 def load_module():
-    """Compile ``kernels/crop_pos_neg.cu`` once (NVRTC via CuPy): ``(cupy, {suffix: RawKernel})``.
+    """Compile ``kernels/crop_pos_neg.cu`` and ``kernels/sample_centers.cu`` once (NVRTC via CuPy).
 
-    Compiler errors point at ``kernels/crop_pos_neg.cu`` lines thanks to the ``#line`` prefix.
+    Returns ``(cupy, {name: RawKernel})``; compiler errors point at the ``.cu`` lines thanks to the
+    ``#line`` prefix, and surface here so that ``_backends`` can fall back to torch.
     """
     import cupy  # lazy: only reached with a CUDA tensor
 
-    src = f'#line 1 "kernels/{KERNEL_FILE.name}"\n' + KERNEL_FILE.read_text()
-    module = cupy.RawModule(code=src, options=("--std=c++17",))
-    # get_function compiles now, so a compile error surfaces here (and the backend can fall back)
-    kernels = {sfx: module.get_function(f"crop_pos_neg_{sfx}") for sfx in ("f32", "b1", "b2", "b4", "b8")}
+    kernels = _compile(
+        cupy, "crop_pos_neg.cu", [f"crop_pos_neg_{s}" for s in ("f32", "b1", "b2", "b4", "b8")]
+    )
+    kernels |= _compile(cupy, "sample_centers.cu", ["sample_centers"])
     return cupy, kernels
 
 
@@ -78,5 +85,24 @@ def crop_batch_cuda(volumes, starts, vol_index, size, out=None, flips=None, scal
         args = [cupy.from_dlpack(t) for t in (vols, crops, inten)]
         args += [np.int32(use_inten), cupy.from_dlpack(out.view(view))]
         args += [np.int32(s) for s in shape[1:]] + [np.int64(rows)]
-        kernels[suffix](((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), BLOCK, tuple(args))
+        kernels[f"crop_pos_neg_{suffix}"](((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), BLOCK, tuple(args))
     return out
+
+
+def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``kernels/sample_centers.cu`` on a CUDA int64 ``(N, 13)`` plan: ``(centers, starts)``, each ``(N, 3)``."""
+    if plan.dtype != torch.int64 or plan.ndim != 2 or plan.shape[1] != 13 or not plan.is_cuda:
+        raise ValueError(
+            f"sample_centers_cuda: plan must be CUDA int64 (N, 13), got {plan.dtype} {tuple(plan.shape)}"
+        )
+    plan, n = plan.contiguous(), plan.shape[0]
+    centers = torch.empty((n, 3), dtype=torch.int64, device=plan.device)
+    starts = torch.empty_like(centers)
+    if n == 0:
+        return centers, starts
+    cupy, kernels = load_module()
+    stream = torch.cuda.current_stream(plan.device)
+    with cupy.cuda.Device(plan.device.index), cupy.cuda.ExternalStream(stream.cuda_stream, plan.device.index):
+        args = tuple(cupy.from_dlpack(t) for t in (plan, centers, starts)) + (np.int32(n),)
+        kernels["sample_centers"](((n + 127) // 128, 1, 1), (128, 1, 1), args)
+    return centers, starts

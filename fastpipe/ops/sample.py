@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fastpipe.ops import _backends
+
 
 @dataclass
 class CropSample:
@@ -103,36 +105,72 @@ def draw_choices(
             )
         ratios.append(ratio)
     u = torch.rand((len(ratios) * num_samples, 2), generator=generator, dtype=torch.float64)
-    ratio = torch.tensor(ratios, dtype=torch.float64).repeat_interleave(num_samples)
+    per_crop = [(r, nf, nb) for r, nf, nb in zip(ratios, n_fg, n_bg, strict=True) for _ in range(num_samples)]
+    ratio, nf, nb = torch.tensor(per_crop, dtype=torch.float64).unbind(1)
     is_fg = u[:, 0] < ratio
-    counts = torch.where(
-        is_fg,
-        torch.tensor(n_fg, dtype=torch.float64).repeat_interleave(num_samples),
-        torch.tensor(n_bg, dtype=torch.float64).repeat_interleave(num_samples),
-    )
+    counts = torch.where(is_fg, nf, nb)
     k = torch.minimum((u[:, 1] * counts).floor(), counts - 1).to(torch.int64)
     return is_fg, k
 
 
 def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, k, num_samples, device):
-    """Flat voxel index of every crop: ``fg[v][k]`` or ``bg[v][k]``, one gather per list per volume."""
-    k_fg = torch.where(is_fg, k, 0)
-    k_bg = torch.where(is_fg, 0, k)
+    """Flat voxel index of every crop, ``fg[v][k]`` or ``bg[v][k]``, gathered per volume and moved to ``device``."""
+    sel = torch.stack([is_fg.to(torch.int64), torch.where(is_fg, k, 0), torch.where(is_fg, 0, k)])
     moved: dict[torch.device, torch.Tensor] = {}
     parts = []
     for v, (f, b) in enumerate(zip(fg, bg, strict=True)):
         dev = f.device if f.numel() else b.device
         if dev not in moved:  # one host-to-device copy per index device
-            moved[dev] = torch.stack([is_fg.to(torch.int64), k_fg, k_bg]).to(dev, non_blocking=True)
-        sel = moved[dev][:, v * num_samples : (v + 1) * num_samples]
+            moved[dev] = sel.to(dev, non_blocking=True)
+        fl, kf, kb = moved[dev][:, v * num_samples : (v + 1) * num_samples]
         if b.numel() == 0:
-            flat = f[sel[1]]
+            flat = f[kf]
         elif f.numel() == 0:
-            flat = b[sel[2]]
+            flat = b[kb]
         else:
-            flat = torch.where(sel[0].bool(), f[sel[1]], b.to(dev)[sel[2]])
+            flat = torch.where(fl.bool(), f[kf], b.to(dev)[kb])
         parts.append(flat.to(device=device, dtype=torch.int64, non_blocking=True))
     return torch.cat(parts)
+
+
+def _centers_torch(flat: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unravel ``flat`` and clamp (the reference of ``kernels/sample_centers.cu``); ``table`` rows as in the kernel."""
+    shape, lo, hi, half = table[:, :12].view(-1, 4, 3).unbind(1)
+    z = flat % shape[:, 2]
+    y = (flat // shape[:, 2]) % shape[:, 1]
+    x = flat // (shape[:, 1] * shape[:, 2])
+    centers = torch.minimum(torch.maximum(torch.stack([x, y, z], 1), lo), hi)
+    return centers, (centers - half).clamp_min(0)
+
+
+def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Centres via ``kernels/sample_centers.cu`` when every list is a contiguous int64 tensor on one GPU."""
+    lists = [t for t in (*fg, *bg) if t.numel()]
+    dev = lists[0].device
+    if any(t.device != dev or t.dtype != torch.int64 or not t.is_contiguous() for t in lists):
+        return None
+    # the host knows each crop's list and k: hand the kernel the address of that one int64 element
+    fp, bp = [t.data_ptr() for t in fg], [t.data_ptr() for t in bg]
+    choice = zip(table[:, 12].tolist(), is_fg.tolist(), k.tolist(), strict=True)
+    addr = torch.tensor([(fp[v] if c else bp[v]) + 8 * kk for v, c, kk in choice], dtype=torch.int64)
+    plan = torch.cat([addr[:, None], table[:, :12]], dim=1)  # (N, 13): address, shape, lo, hi, half
+    return _backends.sample_centers(plan.to(dev, non_blocking=True))
+
+
+def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device):
+    """Centres and starts computed where the index lists live, then moved to ``device`` in one copy."""
+    device = torch.device(device)
+    lists = [t for t in (*fg, *bg) if t.numel()]  # draw_choices made sure each volume has one
+    same = all(t.device == lists[0].device for t in lists)
+    idx_dev = lists[0].device if same else device
+    res = _centers_cuda(fg, bg, is_fg, k, table) if same and idx_dev.type == "cuda" else None
+    if res is None:
+        flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
+        res = _centers_torch(flat, table.to(idx_dev, non_blocking=True))
+    if idx_dev == device:
+        return res
+    packed = torch.cat(res, dim=1).to(device, non_blocking=True)
+    return packed[:, :3], packed[:, 3:]
 
 
 def sample_crops(
@@ -174,17 +212,44 @@ def sample_crops(
     is_fg, k = draw_choices(
         [f.numel() for f in fg], [b.numel() for b in bg], num_samples, pos_ratio, generator, names
     )
-    flat = _gather_flat(fg, bg, is_fg, k, num_samples, device)
-    # per-volume table (B, 4, 3): shape, lo, hi, half -> one copy to the device, expanded per crop
-    table = torch.tensor(
-        [[tuple(s), *w[1:]] for s, w in zip(shapes, windows, strict=True)], dtype=torch.int64
-    )
-    table = table.to(device, non_blocking=True).repeat_interleave(num_samples, dim=0)
-    shape, lo, hi, half = table.unbind(1)
-    z = flat % shape[:, 2]
-    y = (flat // shape[:, 2]) % shape[:, 1]
-    x = flat // (shape[:, 1] * shape[:, 2])
-    centers = torch.minimum(torch.maximum(torch.stack([x, y, z], 1), lo), hi)
-    starts = (centers - half).clamp_min(0)
-    vol_index = torch.arange(len(shapes), device=device).repeat_interleave(num_samples)
+    # per-crop table (N, 13): shape, lo, hi, half, volume index
+    rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
+    table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
+    centers, starts = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device)
+    vol_index = table[:, 12].to(device, non_blocking=True)
     return CropSample(centers, starts, vol_index, is_fg, sizes.pop())
+
+
+def draw_augment(
+    n: int,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    flip_prob: float = 0.0,
+    flip_axes: Sequence[int] = (0, 1, 2),
+    scale_prob: float = 0.0,
+    scale_factors: tuple[float, float] = (-0.1, 0.1),
+    shift_prob: float = 0.0,
+    shift_offsets: tuple[float, float] = (-0.1, 0.1),
+) -> dict[str, torch.Tensor]:
+    """Per-crop fused-augmentation parameters, drawn on the CPU generator and moved to ``device``.
+
+    Only terms with a probability above 0 are drawn (and returned): ``crop_flips`` ``(n, 3)`` bool
+    (each axis of ``flip_axes`` with ``flip_prob``), ``crop_scale`` ``(n,)`` float32 ``1 + f`` with
+    ``f ~ U(scale_factors)`` applied with ``scale_prob`` (else 1), ``crop_shift`` ``(n,)`` float32
+    ``o ~ U(shift_offsets)`` applied with ``shift_prob`` (else 0).
+    """
+    params = {}
+    if flip_prob > 0:
+        axes = torch.tensor([a in flip_axes for a in range(3)])
+        params["crop_flips"] = (
+            torch.rand((n, 3), generator=generator, dtype=torch.float64) < flip_prob
+        ) & axes
+    for name, prob, (lo, hi), ident in (
+        ("crop_scale", scale_prob, scale_factors, 1.0),
+        ("crop_shift", shift_prob, shift_offsets, 0.0),
+    ):
+        if prob > 0:
+            apply = torch.rand(n, generator=generator, dtype=torch.float64) < prob
+            val = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+            params[name] = torch.where(apply, val + ident, ident).to(torch.float32)
+    return {k: v.to(device, non_blocking=True) for k, v in params.items()}

@@ -94,9 +94,8 @@ def annotate(name: str, kind: str = "transform") -> contextlib.AbstractContextMa
 
 def transform_name(transform: Any) -> str:
     """The range name of a transform: its class name, or a function's ``__name__``."""
-    inner = getattr(transform, "inner", None)
-    if isinstance(transform, ProfiledTransform) and inner is not None:
-        return transform_name(inner)
+    if isinstance(transform, ProfiledTransform):
+        return transform_name(transform.inner)
     name = getattr(transform, "__name__", None)
     return name if isinstance(name, str) else type(transform).__name__
 
@@ -140,7 +139,16 @@ class ProfiledTransform:
         attr = getattr(self.inner, name)
         if name == "batch_call" and callable(attr):
             return _ranged(attr, f"{self.range_name}.batch_call", self.range_kind)
+        if name == "set_random_state" and callable(attr):
+            return self._seeding(attr)
         return attr
+
+    def _seeding(self, set_random_state: Callable[..., Any]) -> Callable[..., Any]:
+        def seed(*args: Any, **kwargs: Any) -> Any:
+            out = set_random_state(*args, **kwargs)
+            return self if out is self.inner else out  # keep `t.set_random_state(0)(data)` ranged
+
+        return seed
 
     def __repr__(self) -> str:
         return f"profiled({self.inner!r})"

@@ -44,6 +44,11 @@ def spacing_of(affine: np.ndarray | torch.Tensor) -> tuple[float, ...]:
     return tuple(float(v) for v in np.sqrt((a[:3, :3] ** 2).sum(axis=0)))
 
 
+def update_meta(data: dict[Hashable, Any], key: str, **entries: Any) -> None:
+    """Replace ``data[f"{key}_meta_dict"]`` by an updated copy (the input item's dict is never mutated)."""
+    data[meta_key(key)] = {**data.get(meta_key(key), {}), **entries}
+
+
 def _source(data: dict[Hashable, Any], key: str) -> str:
     return str(data.get(meta_key(key), {}).get("filename_or_obj", f"<key {key!r}>"))
 

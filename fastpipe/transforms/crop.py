@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._meta import get_affine, get_meta
-from fastpipe.transforms._dict import ensure_keys, present_keys
+from fastpipe._meta import get_affine
+from fastpipe.transforms._dict import ensure_keys, present_keys, update_meta
 from fastpipe.transforms._resample import alloc
 
 
@@ -21,9 +21,13 @@ def is_positive(x: torch.Tensor) -> torch.Tensor:
 
 def _axis_hits(img: torch.Tensor, select_fn: Callable) -> list[torch.Tensor]:
     """Per spatial axis, a 1-D bool of which positions hold any foreground voxel."""
-    if select_fn is is_positive and img.dtype.is_floating_point:
+    if select_fn is is_positive and img.device.type == "cpu":
         # max-reductions over the image need no bool volume: far less memory traffic
-        m2 = img.amax(dim=(0, 3))  # (X, Y)
+        a = img.numpy()
+        m2 = a.max(axis=(0, 3))  # (X, Y)
+        return [torch.from_numpy(v > 0) for v in (m2.max(1), m2.max(0), a.max(axis=(0, 1, 2)))]
+    if select_fn is is_positive:
+        m2 = img.amax(dim=(0, 3))
         return [m2.amax(1) > 0, m2.amax(0) > 0, img.amax(dim=(0, 1, 2)) > 0]
     mask = select_fn(img).any(0)
     m2 = mask.any(2)
@@ -64,7 +68,10 @@ def crop_pad(img: torch.Tensor, start: Sequence[int], end: Sequence[int]) -> tor
     if any(sl.stop <= sl.start for sl in src) or tuple(out.shape[1:]) != tuple(d.stop - d.start for d in dst):
         out.zero_()
     if all(sl.stop > sl.start for sl in src):
-        out[(slice(None), *dst)] = img[(slice(None), *src)]
+        if img.device.type == "cpu":  # numpy's serial strided copy (no OpenMP barrier)
+            np.copyto(out.numpy()[(slice(None), *dst)], img.numpy()[(slice(None), *src)])
+        else:
+            out[(slice(None), *dst)] = img[(slice(None), *src)]
     return out
 
 
@@ -126,7 +133,7 @@ class CropForegroundd:
             affine = get_affine(d, key).clone()
             affine[:3, 3] += affine[:3, :3] @ torch.tensor(start, dtype=torch.float64)
             d[key] = crop_pad(d[key], start, end)
-            get_meta(d, key)["affine"] = affine
+            update_meta(d, key, affine=affine)
         return d
 
     def _box(self, img: torch.Tensor) -> tuple[list[int], list[int]]:

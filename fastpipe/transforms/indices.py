@@ -11,16 +11,21 @@ import torch
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
-def _flat_mask(x: torch.Tensor) -> torch.Tensor:
-    """``x.any(0)`` of a channel-first volume as a flat C-order bool over ``(X, Y, Z)``."""
-    m = (x[0] != 0) if x.shape[0] == 1 else (x != 0).any(0)
-    return m.contiguous().view(-1)
+def _flat_mask(x: torch.Tensor, threshold: float | None = None) -> torch.Tensor | np.ndarray:
+    """``(x > threshold).any(0)`` (``x != 0`` without one) of a channel-first volume as a flat C-order bool.
+
+    numpy on CPU (serial, huge-page output), torch elsewhere.
+    """
+    a = x.numpy() if x.device.type == "cpu" else x
+    m = (a != 0) if threshold is None else (a > threshold)
+    m = m[0] if x.shape[0] == 1 else m.any(0)
+    return m.ravel() if isinstance(m, np.ndarray) else m.contiguous().view(-1)
 
 
-def _nonzero(flat: torch.Tensor) -> torch.Tensor:
-    """Ascending int64 positions of the True entries of a 1-D bool (numpy on CPU: huge-page output)."""
-    if flat.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(flat.numpy()).astype(np.int64, copy=False))
+def _nonzero(flat: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Ascending int64 positions of the True entries of a 1-D bool."""
+    if isinstance(flat, np.ndarray):
+        return torch.from_numpy(np.flatnonzero(flat).astype(np.int64, copy=False))
     return torch.nonzero(flat).flatten()
 
 
@@ -35,8 +40,9 @@ def fg_bg_indices(
     lab = _flat_mask(label)
     if image is None:
         return _nonzero(lab), _nonzero(~lab)
-    img = (image[0] > image_threshold) if image.shape[0] == 1 else (image > image_threshold).any(0)
-    img = img.contiguous().view(-1)
+    img = _flat_mask(image, image_threshold)
+    if isinstance(lab, np.ndarray) != isinstance(img, np.ndarray):
+        raise ValueError(f"FgBgToIndicesd: label on {label.device} but image on {image.device}")
     return _nonzero(lab & img), _nonzero(img & ~lab)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe.transforms._dict import ensure_keys, present_keys
@@ -58,7 +59,15 @@ class ScaleIntensityRanged:
         if self.b_min is not None and self.b_max is not None:
             span = float(self.b_max) - float(self.b_min)
             factor, shift = factor * span, shift * span + float(self.b_min)
+        clip = self.clip and (self.b_min is not None or self.b_max is not None)
+        if img.device.type == "cpu":  # numpy: serial ufuncs, no OpenMP barrier per op
+            o = out.numpy()
+            np.multiply(img.numpy(), o.dtype.type(factor), out=o, casting="unsafe")
+            np.add(o, o.dtype.type(shift), out=o)
+            if clip:
+                np.clip(o, self.b_min, self.b_max, out=o)
+            return out
         torch.mul(img, factor, out=out).add_(shift)
-        if self.clip and (self.b_min is not None or self.b_max is not None):
+        if clip:
             out.clamp_(self.b_min, self.b_max)
         return out

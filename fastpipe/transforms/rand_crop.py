@@ -16,7 +16,7 @@ import torch
 
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
-from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
+from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
 
 BATCH_KEYS = ("crop_centers", "crop_starts", "crop_flips", "crop_scale", "crop_shift")
 
@@ -135,6 +135,10 @@ class RandCropByPosNegLabeld:
         self.flip_prob, self.flip_axes = flip_prob, tuple(flip_axes)
         self.scale_prob, self.scale_factors = scale_prob, _check_range("scale_factors", scale_factors)
         self.shift_prob, self.shift_offsets = shift_prob, _check_range("shift_offsets", shift_offsets)
+        self._aug = dict(
+            flip_prob=flip_prob, flip_axes=self.flip_axes, scale_prob=scale_prob, scale_factors=self.scale_factors,
+            shift_prob=shift_prob, shift_offsets=self.shift_offsets,
+        )  # fmt: skip
         ik = (
             _as_tuple(intensity_keys)
             if intensity_keys is not None
@@ -218,24 +222,6 @@ class RandCropByPosNegLabeld:
             shapes.append(ref[1:])
         return shapes
 
-    def _draw_augment(self, n: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """Per-crop flips / scale / shift on the CPU generator (after the centres), moved to ``device``."""
-        g, params = self.generator, {}
-        if self.flip_prob > 0:
-            axes = torch.tensor([a in self.flip_axes for a in range(3)])
-            params["crop_flips"] = (
-                torch.rand((n, 3), generator=g, dtype=torch.float64) < self.flip_prob
-            ) & axes
-        for name, prob, (lo, hi), ident in (
-            ("crop_scale", self.scale_prob, self.scale_factors, 1.0),
-            ("crop_shift", self.shift_prob, self.shift_offsets, 0.0),
-        ):
-            if prob > 0:
-                apply = torch.rand(n, generator=g, dtype=torch.float64) < prob
-                val = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
-                params[name] = torch.where(apply, val + ident, ident).to(torch.float32)
-        return {k: v.to(device, non_blocking=True) for k, v in params.items()}
-
     def sample(self, items: list[dict[str, Any]]) -> tuple[CropSample, dict[str, torch.Tensor]]:
         """Draw the crops (and fused augmentation parameters) of a batch without cutting anything."""
         keys = self._present_keys(items)
@@ -248,7 +234,7 @@ class RandCropByPosNegLabeld:
                 [i[0] for i in idx], [i[1] for i in idx], shapes, self.spatial_size, self.num_samples,
                 self.pos_ratio, self.generator, device, self.allow_smaller, names,
             )  # fmt: skip
-            aug = self._draw_augment(s.starts.shape[0], device)
+            aug = draw_augment(s.starts.shape[0], self.generator, device, **self._aug)
         return s, aug
 
     def batch_call(self, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,9 +17,16 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from fastpipe._meta import get_affine, get_meta
+from fastpipe._meta import get_affine
 from fastpipe.transforms._affine import AFFINE_TOL, is_separable, orientation_transform, spacing_geometry
-from fastpipe.transforms._dict import check_same_grid, ensure_keys, per_key, present_keys, spacing_of
+from fastpipe.transforms._dict import (
+    check_same_grid,
+    ensure_keys,
+    per_key,
+    present_keys,
+    spacing_of,
+    update_meta,
+)
 from fastpipe.transforms._resample import resample_grid, resample_separable
 
 _MODES = ("bilinear", "nearest")
@@ -130,9 +137,9 @@ class Orientationd:
         if perm != [0, 1, 2, 3]:
             out = out.permute(*perm)
         new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
-        meta = get_meta(d, key)
-        meta["affine"] = torch.as_tensor(new_affine, dtype=torch.float64)
-        meta["pixdim"] = spacing_of(new_affine)
+        update_meta(
+            d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
+        )
         d[key] = out
 
 
@@ -221,7 +228,7 @@ class Spacingd:
             out = resample_separable(img, xform, out_shape, mode, pad, ac, self.dtype)
         else:
             out = resample_grid(img, xform, out_shape, mode, pad, ac, self.dtype)
-        meta = get_meta(d, key)
-        meta["affine"] = torch.as_tensor(new_affine, dtype=torch.float64)
-        meta["pixdim"] = spacing_of(new_affine)
+        update_meta(
+            d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
+        )
         d[key] = out

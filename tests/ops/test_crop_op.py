@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,10 @@ import torch
 from monai.transforms import Flip, ScaleIntensity, ShiftIntensity
 
 from fastpipe.ops import crop_batch, crop_batch_torch
+from fastpipe.ops._cuda_crop import BLOCK, _tables
 
-KERNEL = Path(__file__).resolve().parents[2] / "kernels" / "crop_pos_neg.cu"
+sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helper
+from _host_cuda import compile_host  # noqa: E402
 
 
 def coord_volume(shape, channels=2, offset=0):
@@ -93,16 +94,7 @@ def test_errors_name_expected_and_actual():
 
 # --- the .cu source itself, run on the host: a CUDA-syntax shim + a serial grid loop -------------------------
 
-SHIM = r"""
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __restrict__
-struct Dim3 { unsigned x, y, z; };
-static Dim3 threadIdx, blockIdx, blockDim;
-static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
-static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
-#include KERNEL_PATH
+WRAPPERS = r"""
 #define LAUNCH(NAME, T)                                                                                  \
   extern "C" void run_##NAME(const long long* v, const long long* c, const float* in, int u, void* o,  \
                              int C, int E0, int E1, int E2, long long rows, unsigned bx, unsigned by,     \
@@ -122,54 +114,41 @@ LAUNCH(crop_pos_neg_b1, unsigned char)
 
 @pytest.fixture(scope="module")
 def host_kernel(tmp_path_factory):
-    """The kernel source compiled for the CPU with g++ (skips without a C++ compiler)."""
-    cxx = shutil.which("g++") or shutil.which("clang++")
-    if cxx is None:
-        pytest.skip("needs g++ or clang++ to run kernels/crop_pos_neg.cu on the host; none on PATH")
-    d = tmp_path_factory.mktemp("kernel")
-    (d / "shim.cpp").write_text(SHIM)
-    lib = d / "libcrop.so"
-    cmd = [
-        cxx,
-        "-O1",
-        "-ffp-contract=off",
-        "-shared",
-        "-fPIC",
-        f'-DKERNEL_PATH="{KERNEL}"',
-        str(d / "shim.cpp"),
-    ]
-    subprocess.run([*cmd, "-o", str(lib)], check=True, capture_output=True, timeout=120)
-    return ctypes.CDLL(str(lib))
+    """``kernels/crop_pos_neg.cu`` compiled for the CPU (skips without a C++ compiler)."""
+    return compile_host("crop_pos_neg.cu", WRAPPERS, tmp_path_factory.mktemp("kernel"))
 
 
 def run_host_kernel(lib, vols, starts, vi, size, flips, scale, shift):
-    """Launch the emulated kernel exactly as fastpipe.ops._cuda_crop does, on CPU tensors."""
+    """Launch the emulated kernel with the launcher's own argument tables, on CPU tensors."""
     n, c = starts.shape[0], vols[0].shape[0]
     out = torch.empty((n, c, *size), dtype=vols[0].dtype)
-    table = torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in vols], dtype=torch.int64)
-    crops = torch.cat([vi[:, None], starts, flips.to(torch.int64)], 1).contiguous()
-    use = scale is not None
-    inten = torch.stack([scale, shift], 1).contiguous() if use else torch.empty(n, 2)
+    table, crops, inten, use = _tables(vols, starts, vi, flips, scale, shift, n, torch.device("cpu"))
     rows = n * c * size[0] * size[1]
     fn = lib.run_crop_pos_neg_f32 if vols[0].dtype == torch.float32 else lib.run_crop_pos_neg_b1
     ptr = ctypes.c_void_p
-    fn(ptr(table.data_ptr()), ptr(crops.data_ptr()), ptr(inten.data_ptr()), ctypes.c_int(int(use)),
+    fn(ptr(table.data_ptr()), ptr(crops.data_ptr()), ptr(inten.data_ptr()), ctypes.c_int(use),
        ptr(out.data_ptr()), *(ctypes.c_int(s) for s in (c, *size)), ctypes.c_longlong(rows),
-       ctypes.c_uint(32), ctypes.c_uint(8), ctypes.c_uint((rows + 7) // 8))  # fmt: skip
+       ctypes.c_uint(BLOCK[0]), ctypes.c_uint(BLOCK[1]), ctypes.c_uint(-(-rows // BLOCK[1])))  # fmt: skip
     return out
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
-def test_kernel_source_matches_torch_reference_on_host(host_kernel, dtype):
+@pytest.mark.parametrize(
+    "dtype,fused",
+    [(torch.float32, "all"), (torch.float32, "scale"), (torch.float32, "none"), (torch.uint8, "flips")],
+)
+def test_kernel_source_matches_torch_reference_on_host(host_kernel, dtype, fused):
     shapes = [(14, 13, 40), (11, 16, 37)]
     g = torch.Generator().manual_seed(5)
     vols = [(torch.randn((2, *s), generator=g) * 50).to(dtype) for s in shapes]
     size = (5, 7, 35)  # last axis > a warp: exercises the k loop
     starts, vi, flips = random_crops(shapes, size, 9, seed=2)
-    scale = shift = None
-    if dtype == torch.float32:
-        scale = (1 + torch.rand(9, generator=g, dtype=torch.float64) * 0.2 - 0.1).float()
-        shift = torch.rand(9, generator=g) * 0.2 - 0.1
+    flips = None if fused in ("none", "scale") else flips
+    scale = (
+        (1 + torch.rand(9, generator=g, dtype=torch.float64) * 0.2 - 0.1).float() if fused != "none" else None
+    )
+    shift = torch.rand(9, generator=g) * 0.2 - 0.1 if fused == "all" else None
+    if dtype != torch.float32:
+        scale = shift = None
     got = run_host_kernel(host_kernel, vols, starts, vi, size, flips, scale, shift)
     ref = crop_batch_torch(vols, starts, vi, size, flips=flips, scale=scale, shift=shift)
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))  # bit for bit

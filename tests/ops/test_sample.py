@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from monai.transforms.utils import correct_crop_centers, map_binary_to_indices
 
-from fastpipe.ops.sample import crop_window, fg_bg_indices, sample_crops
+from fastpipe.ops.sample import _centers_torch, crop_window, fg_bg_indices, sample_crops
+
+sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helper
+from _host_cuda import compile_host  # noqa: E402
 
 
 def blob_label(shape=(30, 24, 20), seed=0):
@@ -112,6 +118,34 @@ def test_fg_bg_indices_equal_monai_map_binary_to_indices():
         torch.equal(a, b)
         for a, b in zip(fg_bg_indices(label.to(torch.uint8)), fg_bg_indices(label), strict=True)
     )
+
+
+WRAPPER = r"""
+extern "C" void run_sample_centers(const long long* plan, long long* c, long long* s, int n) {
+  blockDim = {128, 1, 1};
+  for (unsigned b = 0; b < (n + 127u) / 128u; ++b)
+    for (unsigned t = 0; t < 128; ++t) { blockIdx = {b, 0, 0}; threadIdx = {t, 0, 0}; sample_centers(plan, c, s, n); }
+}
+"""
+
+
+def test_sample_kernel_source_matches_torch_reference_on_host(tmp_path):
+    lib = compile_host("sample_centers.cu", WRAPPER, tmp_path)
+    g = torch.Generator().manual_seed(4)
+    shape, n = (23, 17, 29), 500
+    flat = torch.randint(-50, 23 * 17 * 29 + 50, (n,), generator=g)  # out-of-range values too: same maths
+    sizes = [(4, 5, 6), (23, 1, 7), (10, 17, 29)]
+    table = torch.tensor(
+        [(*shape, *sum(crop_window(shape, sizes[i % 3], False, "v")[1:], ())) for i in range(n)]
+    )
+    plan = torch.cat([(flat.data_ptr() + 8 * torch.arange(n))[:, None], table], 1).contiguous()
+    got_c, got_s = torch.empty(n, 3, dtype=torch.int64), torch.empty(n, 3, dtype=torch.int64)
+    ptr = ctypes.c_void_p
+    lib.run_sample_centers(
+        ptr(plan.data_ptr()), ptr(got_c.data_ptr()), ptr(got_s.data_ptr()), ctypes.c_int(n)
+    )
+    ref_c, ref_s = _centers_torch(flat, table)
+    assert torch.equal(got_c, ref_c) and torch.equal(got_s, ref_s)
 
 
 @pytest.mark.gpu

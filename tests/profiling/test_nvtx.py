@@ -185,6 +185,7 @@ def test_wrapping_does_not_change_the_chain_split():
     assert not hasattr(wrapped[0], "batch_call") and not hasattr(wrapped[1], "batch_call")
     Compose(wrapped).set_random_state(7)
     assert chain[2].seed == 9
+    assert wrapped[2].set_random_state(1) is wrapped[2] and chain[2].seed == 1  # MONAI-style chaining
     out = wrapped[3]({"x": torch.arange(4.0).reshape(1, 4, 1, 1)})
     assert out["x"].flatten().tolist() == [3.0, 2.0, 1.0, 0.0]
     assert profiled(wrapped[0]).inner is load  # no double wrapping
@@ -239,5 +240,36 @@ def test_environment_switch_enables_ranges(recorder, tmp_path):
     assert pushes(run_recorded(recorder, tmp_path, body, FASTPIPE_NVTX="1")) == [
         ("fetch", hexcolor("loader"))
     ]
-    (tmp_path / "off").mkdir()
-    assert pushes(run_recorded(recorder, tmp_path / "off", body, FASTPIPE_NVTX="0")) == []
+
+
+def test_cache_dataset_sees_the_same_split_and_batches_when_wrapped():
+    from fastpipe import CacheDataset
+    from fastpipe.transforms import RandCropByPosNegLabeld
+
+    label = torch.zeros(1, 12, 12, 12, dtype=torch.uint8)
+    label[:, 4:8, 4:8, 4:8] = 1
+    data = [{"image": torch.rand(1, 12, 12, 12), "label": label} for _ in range(3)]
+
+    def chain():
+        crop = RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=4, num_samples=2)
+        return [lambda d: {**d, "image": d["image"] * 2}, crop]
+
+    plain = CacheDataset(data, chain(), progress=False, num_workers=1, seed=3)
+    enable_nvtx()
+    wrapped = CacheDataset(data, wrap_chain(chain()), progress=False, num_workers=1, seed=3)
+    assert len(wrapped.suffix) == len(plain.suffix) == 1 and wrapped.batched == plain.batched
+    a, b = plain.fetch_seeded([0, 2], 11), wrapped.fetch_seeded([0, 2], 11)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fastpipe/transforms/utility.py device_point() matches type(t).__name__ and does not look "
+    "through ProfiledTransform.inner (as is_random does), so a wrapped ToDeviced hides the cache device",
+)
+def test_device_point_looks_through_the_wrapper():
+    from fastpipe.transforms import ToDeviced
+    from fastpipe.transforms.utility import device_point
+
+    to_dev = ToDeviced(["image"], device="cpu")
+    assert device_point(profiled(to_dev)) == device_point(to_dev) == torch.device("cpu")

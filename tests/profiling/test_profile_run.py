@@ -19,30 +19,8 @@ def tiny_spleen(tmp_path_factory):
 @pytest.mark.timeout(60)
 def test_profile_prints_table_and_writes_png_and_json(tiny_spleen, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = [
-        "--data",
-        str(tiny_spleen),
-        "--iters",
-        "4",
-        "--step-ms",
-        "5",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "2",
-    ]
-    argv += [
-        "--num-samples",
-        "2",
-        "--roi",
-        "16",
-        "--limit",
-        "3",
-        "--timing-items",
-        "1",
-        "--cache-workers",
-        "1",
-    ]
+    argv = "--iters 4 --step-ms 5 --device cpu --batch-size 2 --num-samples 2 --roi 16 --limit 4".split()
+    argv += ["--timing-items", "1", "--cache-workers", "1", "--data", str(tiny_spleen)]
     assert profile_run.main([*argv, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     for name in ("LoadImaged", "Spacingd", "CropForegroundd", "FgBgToIndicesd", "ToDeviced"):
@@ -52,7 +30,9 @@ def test_profile_prints_table_and_writes_png_and_json(tiny_spleen, tmp_path, cap
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     doc = json.loads((out / "profile.json").read_text())
     assert len(doc["iterations"]) == 4 and doc["loader"]["batches"] == 4
-    assert doc["loader"]["crops"] == 4 * 2 * 2  # batches x volumes x crops per volume
+    assert (
+        doc["loader"]["items"] == 4 * 2 and doc["loader"]["crops"] == 4 * 2 * 2
+    )  # batches x volumes x crops
     assert 0.0 <= doc["loader"]["data_wait_fraction"] <= 1.0
     step = doc["loader"]["stages"]["step"]["median_ms"]
     assert 4.5 <= step < 50, step

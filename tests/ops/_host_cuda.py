@@ -1,0 +1,50 @@
+"""Run a kernels/*.cu source on the CPU: a CUDA-syntax shim, g++, ctypes (tests the kernel's own code).
+
+The shim maps ``__global__``/``__device__`` away, emulates ``threadIdx``/``blockIdx``/``blockDim`` as
+globals and ``__fmul_rn``/``__fadd_rn`` as separately rounded float ops; a test appends C wrappers
+that loop serially over the grid (valid for kernels without ``__syncthreads``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+
+SHIM = r"""
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+struct Dim3 { unsigned x, y, z; };
+static Dim3 threadIdx, blockIdx, blockDim;
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+#include KERNEL_PATH
+"""
+
+
+def compile_host(kernel: str, wrappers: str, workdir: Path) -> ctypes.CDLL:
+    """Compile ``kernels/<kernel>`` plus C ``wrappers`` into a shared library (skips without g++/clang++)."""
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip(f"needs g++ or clang++ to run kernels/{kernel} on the host; none on PATH")
+    src, lib = workdir / "shim.cpp", workdir / "libkernel.so"
+    src.write_text(SHIM + wrappers)
+    cmd = [
+        cxx,
+        "-O1",
+        "-ffp-contract=off",
+        "-shared",
+        "-fPIC",
+        f'-DKERNEL_PATH="{KERNELS / kernel}"',
+        str(src),
+    ]
+    res = subprocess.run([*cmd, "-o", str(lib)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, f"host compile of kernels/{kernel} failed:\n{res.stderr}"
+    return ctypes.CDLL(str(lib))

@@ -1,0 +1,48 @@
+"""ToDeviced and EnsureTyped: tensors move or convert, metadata dicts stay, MONAI-style key errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastpipe.transforms import EnsureTyped, ToDeviced
+from fastpipe.transforms.utility import device_point
+
+
+def _item():
+    meta = {"affine": torch.eye(4, dtype=torch.float64), "filename_or_obj": "a.nii.gz"}
+    return {"image": torch.ones(1, 2, 2, 2), "label_fg_indices": torch.arange(3), "image_meta_dict": meta}
+
+
+def test_to_deviced_moves_listed_tensors_and_leaves_meta_alone(device):
+    item = _item()
+    out = ToDeviced(["image", "label_fg_indices"], device=device)(item)
+    assert out["image"].device.type == device.type and out["label_fg_indices"].device.type == device.type
+    assert out["image_meta_dict"] is item["image_meta_dict"] and out["image_meta_dict"]["affine"].device.type == "cpu"
+    assert out is not item and item["image"].device.type == "cpu"
+    assert device_point(ToDeviced("image", device)) == device
+
+
+def test_to_deviced_numpy_input_and_missing_keys():
+    out = ToDeviced("image", "cpu")({"image": np.zeros((1, 2, 2, 2), np.float32)})
+    assert isinstance(out["image"], torch.Tensor)
+    with pytest.raises(KeyError, match=r"ToDeviced: key 'label' not in item; has \['image'\]"):
+        ToDeviced(["image", "label"], "cpu")({"image": torch.zeros(1)})
+    assert set(ToDeviced(["image", "label"], "cpu", allow_missing_keys=True)({"image": torch.zeros(1)})) == {"image"}
+    with pytest.raises(TypeError, match="'image' is str"):
+        ToDeviced("image", "cpu")({"image": "a.nii.gz"})
+
+
+def test_ensure_typed_dtype_device_and_numpy():
+    item = {"image": np.arange(4, dtype=np.int16), "image_meta_dict": {"affine": np.eye(4)}}
+    out = EnsureTyped(["image", "image_meta_dict"], dtype="float32")(item)
+    assert out["image"].dtype == torch.float32 and isinstance(out["image_meta_dict"]["affine"], np.ndarray)
+    out = EnsureTyped("image", data_type="numpy", dtype=torch.float64)({"image": torch.arange(3)})
+    assert isinstance(out["image"], np.ndarray) and out["image"].dtype == np.float64
+    assert device_point(EnsureTyped("image")) is None
+    assert device_point(EnsureTyped("image", device="cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="data_type must be 'tensor' or 'numpy', got 'list'"):
+        EnsureTyped("image", data_type="list")
+    with pytest.raises(KeyError, match="EnsureTyped: key 'label'"):
+        EnsureTyped("label")({"image": torch.zeros(1)})
