@@ -35,13 +35,14 @@ def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dic
     g = torch.Generator().manual_seed(seed)
     grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
     out = []
-    for _ in range(n):
+    for i in range(n):
         c = (torch.rand(3, generator=g) - 0.5) * 0.6
         r = 0.15 + torch.rand(3, generator=g) * 0.1
         organ = sum(((x - ci) / ri) ** 2 for x, ci, ri in zip(grids, c, r, strict=True)) <= 1
         img = torch.randint(-200, 300, shape, generator=g, dtype=torch.int16)
         img[organ] = torch.randint(40, 160, (int(organ.sum()),), generator=g, dtype=torch.int16)
-        out.append({"image": img[None], "label": organ[None].to(torch.float32)})
+        meta = {"filename_or_obj": f"synthetic/spleen_{i}.nii.gz"}  # as a loaded item has; names errors
+        out.append({"image": img[None], "label": organ[None].to(torch.float32), "image_meta_dict": meta})
     return out
 
 

@@ -40,9 +40,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--roi", type=int, default=96)
     p.add_argument("--limit", type=int, default=None, help="use only the first N volumes")
-    p.add_argument("--step-ms", type=float, default=0.0, help="sleep this long as the training step")
-    p.add_argument("--model", choices=["tiny-unet"], default="tiny-unet", help="training step model")
-    p.add_argument("--no-model", action="store_true", help="use the --step-ms sleep instead of the model")
+    p.add_argument(
+        "--step-ms", type=float, default=20.0, help="sleep this long as the step (without --model)"
+    )
+    p.add_argument(
+        "--model",
+        choices=["tiny-unet", "none"],
+        default="tiny-unet" if torch.cuda.is_available() else "none",
+        help="training step model (default tiny-unet on a GPU; none = sleep: 3D conv backward is slow on CPU)",
+    )
     p.add_argument("--out", default="profiling/out")
     return p.parse_args(argv)
 
@@ -58,12 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     chain = build_chain(str(device), [args.roi] * 3, args.num_samples)
     ds = CacheDataset(data, chain, progress=False)
     loader = ThreadDataLoader(ds, batch_size=args.batch_size, shuffle=True)
-    step = make_step(args.step_ms, None if args.no_model else args.model, device)
+    step = make_step(args.step_ms, None if args.model == "none" else args.model, device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     schedule = torch.profiler.schedule(wait=0, warmup=args.warmup, active=args.iters, repeat=1)
-    with torch.profiler.profile(activities=activities, schedule=schedule) as prof:
+    # the loader's producer thread does the crops: record every thread, not only this one
+    all_threads = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    with torch.profiler.profile(
+        activities=activities, schedule=schedule, experimental_config=all_threads
+    ) as prof:
 
         def step_and_tick(batch: dict) -> None:
             with torch.profiler.record_function("train_step"):

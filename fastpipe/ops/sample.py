@@ -160,6 +160,8 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, torch.Tensor] 
 def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device):
     """Centres and starts computed where the index lists live, then moved to ``device`` in one copy."""
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     lists = [t for t in (*fg, *bg) if t.numel()]  # draw_choices made sure each volume has one
     same = all(t.device == lists[0].device for t in lists)
     idx_dev = lists[0].device if same else device

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -105,21 +106,21 @@ class RandCropByPosNegLabeld:
     ) -> None:
         self.keys = _as_tuple(keys)
         self.label_key = label_key
-        size = (spatial_size,) * 3 if isinstance(spatial_size, int) else tuple(spatial_size)
-        if len(size) != 3 or not all(isinstance(s, int) for s in size):
+        size = (spatial_size,) * 3 if isinstance(spatial_size, Integral) else tuple(spatial_size)
+        if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
             raise ValueError(
                 f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
                 f"({len(size)} values)"
             )
-        self.spatial_size = size
+        self.spatial_size = tuple(int(s) for s in size)
         if pos < 0 or neg < 0 or pos + neg == 0:
             raise ValueError(
                 f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"
             )
         self.pos_ratio = pos / (pos + neg)
-        if not isinstance(num_samples, int) or num_samples < 1:
+        if not isinstance(num_samples, Integral) or num_samples < 1:
             raise ValueError(f"RandCropByPosNegLabeld: num_samples must be an int >= 1, got {num_samples!r}")
-        self.num_samples = num_samples
+        self.num_samples = int(num_samples)
         self.image_key, self.image_threshold = image_key, image_threshold
         self.fg_indices_key = fg_indices_key or f"{label_key}_fg_indices"
         self.bg_indices_key = bg_indices_key or f"{label_key}_bg_indices"
@@ -226,6 +227,13 @@ class RandCropByPosNegLabeld:
         """Draw the crops (and fused augmentation parameters) of a batch without cutting anything."""
         keys = self._present_keys(items)
         shapes = self._check_shapes(items, keys)
+        if self._aug["scale_prob"] > 0 or self._aug["shift_prob"] > 0:
+            for key in set(keys) & set(self.intensity_keys):
+                if items[0][key].dtype != torch.float32:
+                    raise TypeError(
+                        f"RandCropByPosNegLabeld: intensity augmentation of {key!r} needs float32, "
+                        f"got {items[0][key].dtype} (set intensity_keys to the float32 keys)"
+                    )
         device = items[0][self.label_key].device
         idx = [self._indices(d, d[self.label_key]) for d in items]
         names = [item_name(d) for d in items]
@@ -258,10 +266,6 @@ class RandCropByPosNegLabeld:
         for key in self._present_keys(items):
             vols = [d[key] for d in items]
             inten = key in self.intensity_keys and ("crop_scale" in aug or "crop_shift" in aug)
-            if inten and vols[0].dtype != torch.float32:
-                raise TypeError(
-                    f"RandCropByPosNegLabeld: intensity augmentation of {key!r} needs float32, got {vols[0].dtype}"
-                )
             buf = torch.empty(
                 (s.starts.shape[0], vols[0].shape[0], *s.size), dtype=vols[0].dtype, device=vols[0].device
             )
@@ -275,7 +279,11 @@ class RandCropByPosNegLabeld:
         return out
 
     def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        """MONAI's per-item call: a list of ``num_samples`` dicts (patches are views of one batch tensor)."""
+        """MONAI's per-item call: a list of ``num_samples`` dicts.
+
+        Patches are views of one batch tensor; the other values are shared between the dicts, not
+        deep-copied as MONAI does; the index keys are dropped, as MONAI pops them.
+        """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]
         skip = {self.fg_indices_key, self.bg_indices_key}
