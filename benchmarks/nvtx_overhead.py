@@ -124,7 +124,7 @@ def per_range_ns(n: int = 200_000) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=8)
     p.add_argument("--shape", type=int, nargs=3, default=[128, 128, 96])
@@ -134,14 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the result here as JSON")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Epoch times off/on, the measured and the estimated overhead, per-call costs."""
     times, n_ranges = cached_epochs(args)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
     per_call = per_range_ns()
+    # one range = what entering/leaving it adds when on, plus the wrapper's call layer
     range_ns = max(0.0, per_call["annotate_on"] - per_call["annotate_off"]) + per_call["wrapped_off"]
-    estimate = n_ranges * range_ns * 1e-9 / best["off"]
-    result = {
+    return {
         "benchmark": "nvtx_overhead",
         "args": vars(args),
         "machine": {
@@ -153,30 +157,38 @@ def main(argv: list[str] | None = None) -> int:
         "traced": bool(os.environ.get("NVTX_INJECTION64_PATH")),
         "epoch_s": times,
         "epoch_median_s": med,
+        "epoch_best_s": best,
         "overhead_median_fraction": med["on"] / med["off"] - 1.0,
         "overhead_best_fraction": best["on"] / best["off"] - 1.0,
         "ranges_per_epoch": n_ranges,
-        "overhead_estimate_fraction": estimate,
+        "range_ns": range_ns,
+        "overhead_estimate_fraction": n_ranges * range_ns * 1e-9 / best["off"],
         "per_call_ns": per_call,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    res = measure(args)
     for mode in ("off", "on"):
-        spread = max(times[mode]) - min(times[mode])
+        t = res["epoch_s"][mode]
         print(
-            f"epoch, ranges {mode:>3}: median {1e3 * med[mode]:8.2f} ms, best {1e3 * best[mode]:8.2f} ms, "
-            f"spread {1e3 * spread:.2f} ms"
+            f"epoch, ranges {mode:>3}: median {1e3 * res['epoch_median_s'][mode]:8.2f} ms, "
+            f"best {1e3 * min(t):8.2f} ms, spread {1e3 * (max(t) - min(t)):.2f} ms"
         )
     print(
-        f"measured overhead on a cached epoch: median {100 * result['overhead_median_fraction']:+.2f}%, "
-        f"best {100 * result['overhead_best_fraction']:+.2f}% (target < 2%)"
+        f"measured overhead on a cached epoch: median {100 * res['overhead_median_fraction']:+.2f}%, "
+        f"best {100 * res['overhead_best_fraction']:+.2f}% (target < 2%)"
     )
     print(
-        f"{n_ranges} ranges per epoch x {range_ns:.0f} ns = {100 * estimate:.4f}% of the best epoch (estimate)"
+        f"{res['ranges_per_epoch']} ranges per epoch x {res['range_ns']:.0f} ns = "
+        f"{100 * res['overhead_estimate_fraction']:.4f}% of the best epoch (estimate)"
     )
-    for name, ns in per_call.items():
+    for name, ns in res["per_call_ns"].items():
         print(f"{name:<14}{ns:8.0f} ns per call")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+            json.dump(res, fh, indent=1)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import warnings
 import weakref
@@ -17,6 +18,8 @@ from fastpipe._cache_core import CacheCore, FromDataset
 from fastpipe._cache_fill import FillReport, run_fill
 from fastpipe.profiling import annotate
 from fastpipe.transforms.compose import apply_transform, is_random, split_chain
+
+log = logging.getLogger(__name__)
 
 
 class CacheDataset(torch.utils.data.Dataset):
@@ -116,6 +119,13 @@ class CacheDataset(torch.utils.data.Dataset):
             report = run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, on_error)
         if report.skipped:
             self._keep = [s for s in self._keep if s not in report.skipped]
+        log.info(
+            "cache fill: %d items, %.1f MiB in %s, %.2f s",
+            report.items,
+            self.core.nbytes / 2**20,
+            self.core.device,
+            report.seconds,
+        )
         if self.uncached_no_room:
             warnings.warn(
                 f"{self.uncached_no_room} item(s) fit no cache tier under budget {self.core.store.budgets}; "

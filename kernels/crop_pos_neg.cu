@@ -48,6 +48,7 @@ __device__ __forceinline__ void crop_rows(const long long* __restrict__ vols, co
     s = inten[2 * n];
     o = inten[2 * n + 1];
   }
+#pragma unroll 4  // several loads in flight per thread before the stores
   for (int k = threadIdx.x; k < E2; k += blockDim.x) {
     const T v = srow[fz ? E2 - 1 - k : k];
     orow[k] = use_inten ? apply_intensity<T>(v, s, o) : v;

@@ -6,7 +6,7 @@
 // [lo, hi] per axis (MONAI's correct_crop_centers) and writes the window start max(centre - half, 0).
 // One launch replaces a gather per volume plus a dozen elementwise ops.
 //
-// plan:    (N, 13) int64 -> element address, X, Y, Z, lo x3, hi x3, half x3
+// plan:    (N, 14) int64 -> element address, X, Y, Z, lo x3, hi x3, half x3, volume index (unused here)
 // centers: (N, 3) int64 out; starts: (N, 3) int64 out
 // Reference implementation: fastpipe/ops/sample.py (_centers_torch).
 
@@ -14,7 +14,7 @@ extern "C" __global__ void sample_centers(const long long* __restrict__ plan, lo
                                           long long* __restrict__ starts, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const long long* p = plan + (long long)i * 13;
+  const long long* p = plan + (long long)i * 14;
   const long long flat = *reinterpret_cast<const long long*>(p[0]);
   const long long Y = p[2], Z = p[3];
   long long c[3];

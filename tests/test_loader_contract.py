@@ -59,6 +59,12 @@ def _smart(fail_at=None, seed=0):
     )
 
 
+def _monai_rand():
+    from monai.transforms import RandScaleIntensityd
+
+    return RandScaleIntensityd("image", factors=0.5, prob=1.0)
+
+
 class _PlainList(torch.utils.data.Dataset):
     """A map-style dataset without ``fetch_seeded``: deterministic items, read per index."""
 
@@ -79,6 +85,7 @@ DATASETS = {
     "cache-per-item": _cache(lambda: [RandAdd()]),
     "cache-batched": _cache(lambda: [RandAdd(batched=True)]),
     "cache-multisample": _cache(lambda: [RandAdd(), rand_noise_list]),
+    "cache-monai-suffix": _cache(lambda: [_monai_rand()]),
     "smartcache": _smart,
 }
 

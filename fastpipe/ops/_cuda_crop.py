@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastpipe.ops._backends import to_device
 from fastpipe.ops.crop import check_crop_args, intensity_params
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
@@ -45,7 +46,7 @@ def load_module():
 
 def _tables(volumes, starts, vol_index, flips, scale, shift, n, dev):
     """Device tables of the kernel: volume addresses + shapes (B, 4), crops (N, 7), intensity (N, 2)."""
-    vols = torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64).to(dev)
+    vols = to_device(torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64), dev)
     flips = torch.zeros((n, 3), dtype=torch.bool, device=dev) if flips is None else flips
     crops = torch.cat([vol_index[:, None], starts, flips.to(torch.int64)], dim=1).contiguous()
     inten = intensity_params(n, scale, shift, dev)
@@ -90,10 +91,10 @@ def crop_batch_cuda(volumes, starts, vol_index, size, out=None, flips=None, scal
 
 
 def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``kernels/sample_centers.cu`` on a CUDA int64 ``(N, 13)`` plan: ``(centers, starts)``, each ``(N, 3)``."""
-    if plan.dtype != torch.int64 or plan.ndim != 2 or plan.shape[1] != 13 or not plan.is_cuda:
+    """Run ``kernels/sample_centers.cu`` on a CUDA int64 ``(N, 14)`` plan: ``(centers, starts)``, each ``(N, 3)``."""
+    if plan.dtype != torch.int64 or plan.ndim != 2 or plan.shape[1] != 14 or not plan.is_cuda:
         raise ValueError(
-            f"sample_centers_cuda: plan must be CUDA int64 (N, 13), got {plan.dtype} {tuple(plan.shape)}"
+            f"sample_centers_cuda: plan must be CUDA int64 (N, 14), got {plan.dtype} {tuple(plan.shape)}"
         )
     plan, n = plan.contiguous(), plan.shape[0]
     centers = torch.empty((n, 3), dtype=torch.int64, device=plan.device)

@@ -121,7 +121,7 @@ def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, 
     for v, (f, b) in enumerate(zip(fg, bg, strict=True)):
         dev = f.device if f.numel() else b.device
         if dev not in moved:  # one host-to-device copy per index device
-            moved[dev] = sel.to(dev, non_blocking=True)
+            moved[dev] = _backends.to_device(sel, dev)
         fl, kf, kb = moved[dev][:, v * num_samples : (v + 1) * num_samples]
         if b.numel() == 0:
             flat = f[kf]
@@ -129,12 +129,12 @@ def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, 
             flat = b[kb]
         else:
             flat = torch.where(fl.bool(), f[kf], b.to(dev)[kb])
-        parts.append(flat.to(device=device, dtype=torch.int64, non_blocking=True))
+        parts.append(_backends.to_device(flat.to(torch.int64), device))
     return torch.cat(parts)
 
 
 def _centers_torch(flat: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unravel ``flat`` and clamp (the reference of ``kernels/sample_centers.cu``); ``table`` rows as in the kernel."""
+    """Unravel ``flat`` and clamp (reference of ``kernels/sample_centers.cu``); ``table`` = its plan without the address."""
     shape, lo, hi, half = table[:, :12].view(-1, 4, 3).unbind(1)
     z = flat % shape[:, 2]
     y = (flat // shape[:, 2]) % shape[:, 1]
@@ -143,7 +143,7 @@ def _centers_torch(flat: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tenso
     return centers, (centers - half).clamp_min(0)
 
 
-def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
     """Centres via ``kernels/sample_centers.cu`` when every list is a contiguous int64 tensor on one GPU."""
     lists = [t for t in (*fg, *bg) if t.numel()]
     dev = lists[0].device
@@ -153,12 +153,13 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, torch.Tensor] 
     fp, bp = [t.data_ptr() for t in fg], [t.data_ptr() for t in bg]
     choice = zip(table[:, 12].tolist(), is_fg.tolist(), k.tolist(), strict=True)
     addr = torch.tensor([(fp[v] if c else bp[v]) + 8 * kk for v, c, kk in choice], dtype=torch.int64)
-    plan = torch.cat([addr[:, None], table[:, :12]], dim=1)  # (N, 13): address, shape, lo, hi, half
-    return _backends.sample_centers(plan.to(dev, non_blocking=True))
+    plan = _backends.to_device(torch.cat([addr[:, None], table], dim=1), dev)  # (N, 14): address, table
+    res = _backends.sample_centers(plan)
+    return None if res is None else (*res, plan[:, 13])
 
 
 def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device):
-    """Centres and starts computed where the index lists live, then moved to ``device`` in one copy."""
+    """``(centers, starts, vol_index)`` computed where the index lists live, moved to ``device`` in one copy."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -168,11 +169,12 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device):
     res = _centers_cuda(fg, bg, is_fg, k, table) if same and idx_dev.type == "cuda" else None
     if res is None:
         flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
-        res = _centers_torch(flat, table.to(idx_dev, non_blocking=True))
+        table = _backends.to_device(table, idx_dev)
+        res = (*_centers_torch(flat, table), table[:, 12])
     if idx_dev == device:
         return res
-    packed = torch.cat(res, dim=1).to(device, non_blocking=True)
-    return packed[:, :3], packed[:, 3:]
+    packed = _backends.to_device(torch.cat([res[0], res[1], res[2][:, None]], dim=1), device)
+    return packed[:, :3], packed[:, 3:6], packed[:, 6]
 
 
 def sample_crops(
@@ -217,8 +219,7 @@ def sample_crops(
     # per-crop table (N, 13): shape, lo, hi, half, volume index
     rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
-    centers, starts = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device)
-    vol_index = table[:, 12].to(device, non_blocking=True)
+    centers, starts, vol_index = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device)
     return CropSample(centers, starts, vol_index, is_fg, sizes.pop())
 
 
@@ -254,4 +255,4 @@ def draw_augment(
             apply = torch.rand(n, generator=generator, dtype=torch.float64) < prob
             val = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
             params[name] = torch.where(apply, val + ident, ident).to(torch.float32)
-    return {k: v.to(device, non_blocking=True) for k, v in params.items()}
+    return {k: _backends.to_device(v, device) for k, v in params.items()}

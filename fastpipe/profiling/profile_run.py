@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -244,7 +245,14 @@ def write_outputs(result: dict[str, Any], monitor: GpuMonitor | None, out: Path)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fastpipe profile``; returns the exit status."""
     args = parse_args(argv)
-    result, monitor = profile(args)
+    try:
+        result, monitor = profile(args)
+    except FileNotFoundError as err:
+        print(
+            f"fastpipe profile: {err}\n(make data with `fastpipe synth --out {args.data} --preset spleen-small`)",
+            file=sys.stderr,
+        )
+        return 2
     print(transform_table(result["per_transform"]))
     print()
     print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))

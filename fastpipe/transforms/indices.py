@@ -34,23 +34,27 @@ def fg_bg_indices(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MONAI ``map_binary_to_indices``: ``(fg, bg)`` flat C-order indices into the spatial volume.
 
-    Foreground is any nonzero label channel; with ``image`` both sets are limited to voxels whose
-    image (any channel) exceeds ``image_threshold``.
+    Foreground is any nonzero label channel (channel 0 of a multi-channel, one-hot label is the
+    background and is skipped); with ``image`` the background is limited to voxels whose image
+    (any channel) exceeds ``image_threshold``. Unlike MONAI, the indices stay on the label's device.
     """
+    if label.shape[0] > 1:
+        label = label[1:]
     lab = _flat_mask(label)
     if image is None:
         return _nonzero(lab), _nonzero(~lab)
     img = _flat_mask(image, image_threshold)
     if isinstance(lab, np.ndarray) != isinstance(img, np.ndarray):
         raise ValueError(f"FgBgToIndicesd: label on {label.device} but image on {image.device}")
-    return _nonzero(lab & img), _nonzero(img & ~lab)
+    return _nonzero(lab), _nonzero(img & ~lab)
 
 
 class FgBgToIndicesd:
     """Store foreground/background voxel indices of a label as ``{key}_fg_indices``/``{key}_bg_indices``.
 
     Indices are 1-D ``int64`` tensors of flat C-order positions over the spatial ``(X, Y, Z)``
-    shape (MONAI's convention), on the label's device, whatever the label's memory layout.
+    shape (MONAI's convention), whatever the label's memory layout. They stay on the label's
+    device (MONAI moves them to the CPU), so a GPU cache samples crops without a copy back.
 
     Args:
         keys: label keys.

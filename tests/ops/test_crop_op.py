@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,17 @@ def test_cuda_kernel_equals_torch_exactly(cuda_device, dtype):
     ref = crop_batch(vols, starts, vi, size, flips=flips, backend="torch", **kw)
     torch.cuda.synchronize()
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
+
+
+def test_missing_cupy_falls_back_with_one_warning(monkeypatch):
+    from fastpipe.ops import _backends, _cuda_crop
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    monkeypatch.setattr(_backends, "_cuda_unavailable", None)
+    _cuda_crop.load_module.cache_clear()
+    with pytest.warns(RuntimeWarning, match="CUDA kernels unavailable.*cupy.*torch path"):
+        assert _backends._load_cuda() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second time: silent
+        assert _backends._load_cuda() is None
+        assert _backends.sample_centers(torch.zeros(1, 14, dtype=torch.int64)) is None

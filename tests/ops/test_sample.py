@@ -136,9 +136,10 @@ def test_sample_kernel_source_matches_torch_reference_on_host(tmp_path):
     flat = torch.randint(-50, 23 * 17 * 29 + 50, (n,), generator=g)  # out-of-range values too: same maths
     sizes = [(4, 5, 6), (23, 1, 7), (10, 17, 29)]
     table = torch.tensor(
-        [(*shape, *sum(crop_window(shape, sizes[i % 3], False, "v")[1:], ())) for i in range(n)]
+        [(*shape, *sum(crop_window(shape, sizes[i % 3], False, "v")[1:], ()), i % 3) for i in range(n)]
     )
     plan = torch.cat([(flat.data_ptr() + 8 * torch.arange(n))[:, None], table], 1).contiguous()
+    assert plan.shape[1] == 14, "the layout kernels/sample_centers.cu reads"
     got_c, got_s = torch.empty(n, 3, dtype=torch.int64), torch.empty(n, 3, dtype=torch.int64)
     ptr = ctypes.c_void_p
     lib.run_sample_centers(

@@ -47,9 +47,14 @@ def test_bad_arguments_exit_with_a_message(capsys):
         profile_run.main(["--data", "x", "--step-ms", "5", "--model", "tiny-unet"])
 
 
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    assert profile_run.main(["--data", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    assert "fastpipe synth" in capsys.readouterr().err
+
+
 def test_tiny_unet_step_runs_on_cpu():
     import torch
 
     step = profile_run.make_step(0.0, "tiny-unet", torch.device("cpu"))
-    batch = {"image": torch.rand(2, 1, 8, 8, 8), "label": (torch.rand(2, 1, 8, 8, 8) > 0.5).float()}
+    batch = {"image": torch.rand(1, 1, 4, 4, 4), "label": (torch.rand(1, 1, 4, 4, 4) > 0.5).float()}
     step(batch)  # forward, backward, optimizer step; raises on any shape mismatch

@@ -19,7 +19,10 @@ def test_to_deviced_moves_listed_tensors_and_leaves_meta_alone(device):
     item = _item()
     out = ToDeviced(["image", "label_fg_indices"], device=device)(item)
     assert out["image"].device.type == device.type and out["label_fg_indices"].device.type == device.type
-    assert out["image_meta_dict"] is item["image_meta_dict"] and out["image_meta_dict"]["affine"].device.type == "cpu"
+    assert (
+        out["image_meta_dict"] is item["image_meta_dict"]
+        and out["image_meta_dict"]["affine"].device.type == "cpu"
+    )
     assert out is not item and item["image"].device.type == "cpu"
     assert device_point(ToDeviced("image", device)) == device
 
@@ -29,7 +32,9 @@ def test_to_deviced_numpy_input_and_missing_keys():
     assert isinstance(out["image"], torch.Tensor)
     with pytest.raises(KeyError, match=r"ToDeviced: key 'label' not in item; has \['image'\]"):
         ToDeviced(["image", "label"], "cpu")({"image": torch.zeros(1)})
-    assert set(ToDeviced(["image", "label"], "cpu", allow_missing_keys=True)({"image": torch.zeros(1)})) == {"image"}
+    assert set(ToDeviced(["image", "label"], "cpu", allow_missing_keys=True)({"image": torch.zeros(1)})) == {
+        "image"
+    }
     with pytest.raises(TypeError, match="'image' is str"):
         ToDeviced("image", "cpu")({"image": "a.nii.gz"})
 

@@ -1,0 +1,119 @@
+"""ScaleIntensityRanged, CropForegroundd, FgBgToIndicesd against MONAI's array transforms."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import CropForeground, ScaleIntensityRange
+from monai.transforms.utils import map_binary_to_indices
+
+from fastpipe.transforms import CropForegroundd, FgBgToIndicesd, ScaleIntensityRanged
+
+
+def vol(device, seed=0, shape=(1, 24, 20, 16)) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).normal(0, 100, shape).astype(np.float32)).to(device)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("b", [(0.0, 1.0), (None, None), (-1.0, 2.0)])
+def test_scale_intensity_range_matches_monai(device, clip, b):
+    if clip and b[0] is None:
+        pytest.skip("MONAI itself raises for clip=True without b_min/b_max (torch.clamp(None, None))")
+    img = vol(device)
+    ours = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=b[0], b_max=b[1], clip=clip)(
+        {"image": img}
+    )["image"]
+    ref = ScaleIntensityRange(a_min=-57, a_max=164, b_min=b[0], b_max=b[1], clip=clip)(img.cpu())
+    assert ours.device == img.device and ours.dtype == torch.float32
+    torch.testing.assert_close(ours.cpu(), torch.as_tensor(ref).float(), atol=1e-6, rtol=1e-5)
+
+
+def test_scale_int_input_and_layout_kept():
+    img = torch.arange(-100, 140, dtype=torch.int16).view(1, 4, 6, 10).permute(0, 3, 2, 1)
+    out = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True)(
+        {"image": img}
+    )["image"]
+    assert out.dtype == torch.float32 and out.stride() == img.stride()
+    torch.testing.assert_close(out, ((img.float() + 57) / 221).clamp(0, 1))
+
+
+def test_crop_box_affine_and_contiguity(device):
+    img = torch.zeros(1, 30, 20, 10, device=device)
+    img[0, 5:12, 3:9, 2:8] = 1.0
+    lab = (img > 0).to(torch.uint8)
+    aff = torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0], dtype=torch.float64))
+    d = {"image": img.permute(0, 1, 2, 3), "label": lab, "image_meta_dict": {"affine": aff}}
+    out = CropForegroundd(["image", "label"], source_key="image")(d)
+    assert out["image"].shape == out["label"].shape == (1, 7, 6, 6)
+    assert out["image"].is_contiguous() and out["label"].dtype == torch.uint8
+    assert out["foreground_start_coord"].tolist() == [5, 3, 2] and out["foreground_end_coord"].tolist() == [
+        12,
+        9,
+        8,
+    ]
+    np.testing.assert_allclose(out["image_meta_dict"]["affine"][:3, 3].numpy(), [10.0, 6.0, 6.0])
+    assert d["image_meta_dict"]["affine"][0, 3] == 0  # input meta untouched
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(margin=2),
+        dict(margin=(1, 5, 0), allow_smaller=False),
+        dict(k_divisible=4),
+        dict(select_fn=lambda x: x > 50),
+    ],
+)
+def test_crop_matches_monai(kwargs):
+    img = vol("cpu", 3)
+    img[:, :4] = -10  # background slab so the box is not the whole volume
+    ours = CropForegroundd(
+        "image", source_key="image", allow_smaller=kwargs.pop("allow_smaller", True), **kwargs
+    )
+    ref = CropForeground(allow_smaller=ours.allow_smaller, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = torch.as_tensor(ref(img))
+    got = ours({"image": img})["image"]
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+
+
+def test_crop_empty_foreground_warns():
+    with pytest.warns(UserWarning, match="no foreground"):
+        out = CropForegroundd("image", source_key="image")({"image": -torch.ones(1, 5, 5, 5)})
+    assert out["image"].numel() == 0
+
+
+def test_fg_bg_indices_one_hot_label_skips_background_channel():
+    lab = torch.zeros(3, 2, 2, 2, dtype=torch.uint8)
+    lab[0] = 1  # background channel, everywhere
+    lab[2, 1, 1, 1] = 1
+    out = FgBgToIndicesd("label")({"label": lab})
+    assert out["label_fg_indices"].tolist() == [7] and len(out["label_bg_indices"]) == 7
+
+
+def test_fg_bg_indices_small_example():
+    lab = torch.tensor([[[[0, 1], [1, 0]], [[0, 0], [2, 0]]]], dtype=torch.uint8)  # (1, 2, 2, 2)
+    d = FgBgToIndicesd("label")({"label": lab})
+    assert d["label_fg_indices"].tolist() == [1, 2, 6] and d["label_bg_indices"].tolist() == [0, 3, 4, 5, 7]
+    assert d["label_fg_indices"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_fg_bg_indices_match_monai(device, with_image):
+    rng = np.random.default_rng(4)
+    lab = torch.from_numpy(rng.integers(0, 3, (1, 20, 18, 14)).astype(np.uint8))
+    img = vol("cpu", 5, (1, 20, 18, 14))
+    layout = lab.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1)  # F-order, like a NIfTI volume
+    d = {"label": layout.to(device), "image": img.to(device)}
+    out = FgBgToIndicesd("label", image_key="image" if with_image else None, image_threshold=10.0)(d)
+    # MONAI gets a float label, as its LoadImaged gives: for a uint8 tensor its `~any(label)` is a
+    # bitwise not of uint8 and every voxel becomes background
+    fg, bg = map_binary_to_indices(lab.float(), img if with_image else None, 10.0)
+    assert out["label_fg_indices"].device.type == device.type
+    np.testing.assert_array_equal(out["label_fg_indices"].cpu().numpy(), np.asarray(fg))
+    np.testing.assert_array_equal(out["label_bg_indices"].cpu().numpy(), np.asarray(bg))

@@ -1,0 +1,87 @@
+"""LoadImaged / NIfTI reading: dtypes, layouts, scaling, metadata, gzip via isal."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from fastpipe.transforms import LoadImaged
+from fastpipe.transforms._nifti import read_nifti
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_files import affine, write  # noqa: E402
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32, np.int32, np.float64])
+def test_values_dtype_affine_match_nibabel(tmp_path, ext, dtype):
+    rng = np.random.default_rng(0)
+    data = (rng.normal(0, 100, (17, 13, 9))).astype(dtype)
+    aff = affine((0.7, 0.8, 2.5), "LPS", angle_deg=10)
+    path = write(tmp_path / f"v{ext}", data, aff)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "non-writable array" warning
+        d = LoadImaged("image")({"image": path})
+    ref = nib.load(path)
+    img = d["image"]
+    assert img.dtype == torch.from_numpy(np.zeros(0, dtype)).dtype
+    np.testing.assert_array_equal(img.numpy(), np.asanyarray(ref.dataobj))
+    meta = d["image_meta_dict"]
+    np.testing.assert_allclose(meta["affine"].numpy(), ref.affine, atol=1e-6)
+    assert meta["affine"].dtype == torch.float64
+    assert meta["spatial_shape"] == (17, 13, 9)
+    assert meta["filename_or_obj"] == path
+    np.testing.assert_allclose(meta["pixdim"], (0.7, 0.8, 2.5), rtol=1e-6)
+    img.add_(1)  # the tensor owns writable memory
+
+
+def test_scl_slope_inter_applied_as_float32(tmp_path):
+    raw = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    path = write(tmp_path / "s.nii.gz", raw, np.eye(4), scl_slope=2.0, scl_inter=-1024.0)
+    img = LoadImaged("image")({"image": path})["image"]
+    assert img.dtype == torch.float32
+    np.testing.assert_allclose(img.numpy(), np.asanyarray(nib.load(path).dataobj), rtol=1e-6)
+
+
+def test_big_endian_file(tmp_path):
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    hdr = nib.Nifti1Header(endianness=">")
+    path = str(tmp_path / "be.nii")
+    nib.save(nib.Nifti1Image(data, np.eye(4), header=hdr), path)
+    assert nib.load(path).header.endianness == ">"
+    np.testing.assert_array_equal(read_nifti(path).array, data)
+
+
+def test_nifti2_and_trailing_singleton_dim(tmp_path):
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5, 1)
+    path = str(tmp_path / "n2.nii.gz")
+    nib.save(nib.Nifti2Image(data, np.eye(4)), path)
+    img = LoadImaged("image")({"image": path})["image"]
+    assert img.shape == (3, 4, 5)
+    np.testing.assert_array_equal(img.numpy(), data[..., 0])
+
+
+def test_options_dtype_channel_first_missing_keys(tmp_path):
+    path = write(tmp_path / "o.nii.gz", np.ones((3, 4, 5), np.int16), np.eye(4))
+    d = LoadImaged(
+        ["image", "label"], dtype=torch.float32, ensure_channel_first=True, allow_missing_keys=True
+    )({"image": path})
+    assert d["image"].shape == (1, 3, 4, 5) and d["image"].dtype == torch.float32
+    assert "label" not in d
+    with pytest.raises(KeyError, match="label"):
+        LoadImaged(["image", "label"])({"image": path})
+    with pytest.raises(ValueError, match="reader"):
+        LoadImaged("image", reader="ITKReader")
+
+
+def test_file_order_view_is_x_fastest(tmp_path):
+    """The tensor views the decoded buffer in NIfTI order (x fastest): no transpose copy at load."""
+    path = write(tmp_path / "f.nii.gz", np.zeros((8, 6, 4), np.int16), np.eye(4))
+    img = LoadImaged("image")({"image": path})["image"]
+    assert img.stride() == (1, 8, 48)

@@ -1,0 +1,140 @@
+"""EnsureChannelFirstd, Orientationd, Spacingd: semantics, fast path vs grid_sample path, devices."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Spacing as MonaiSpacing
+
+from fastpipe.transforms import EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+from fastpipe.transforms._affine import is_separable, spacing_geometry
+from fastpipe.transforms._resample import resample_grid, resample_separable
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_files import affine, phantom, write  # noqa: E402
+
+
+def item(img: torch.Tensor, aff: np.ndarray, key: str = "image") -> dict:
+    return {key: img, f"{key}_meta_dict": {"affine": torch.as_tensor(aff, dtype=torch.float64)}}
+
+
+def test_ensure_channel_first():
+    d = EnsureChannelFirstd(["a", "b"])({"a": torch.zeros(4, 5, 6), "b": torch.zeros(2, 4, 5, 6)})
+    assert d["a"].shape == (1, 4, 5, 6) and d["b"].shape == (2, 4, 5, 6)
+    d = EnsureChannelFirstd("a", channel_dim=-1)({"a": torch.zeros(4, 5, 6, 3)})
+    assert d["a"].shape == (3, 4, 5, 6)
+
+
+@pytest.mark.parametrize("codes", ["LPS", "RAS", "LAI", "ASL"])
+def test_orientation_matches_nibabel_canonical(tmp_path, codes):
+    aff = affine((0.9, 1.1, 2.0), codes[:3] if codes != "ASL" else "RAS")
+    if codes == "ASL":  # axes stored in a permuted order
+        aff[:3, :3] = aff[:3, [1, 2, 0]] * np.array([1, 1, -1])
+    data = phantom((20, 16, 12))[0]
+    path = write(tmp_path / "o.nii.gz", data, aff)
+    d = Orientationd("image", axcodes="RAS")(
+        EnsureChannelFirstd("image")(LoadImaged("image")({"image": path}))
+    )
+    canon = nib.as_closest_canonical(nib.load(path))
+    np.testing.assert_array_equal(d["image"][0].numpy(), np.asanyarray(canon.dataobj))
+    np.testing.assert_allclose(d["image_meta_dict"]["affine"].numpy(), canon.affine, atol=1e-6)
+    assert nib.aff2axcodes(d["image_meta_dict"]["affine"].numpy()) == ("R", "A", "S")
+
+
+def test_transforms_do_not_mutate_input_meta():
+    src = item(torch.rand(1, 10, 10, 10), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    before = src["image_meta_dict"]["affine"].clone()
+    out = Spacingd("image", pixdim=2.0)(Orientationd("image")(src))
+    assert torch.equal(src["image_meta_dict"]["affine"], before)
+    assert out["image"].shape == (1, 6, 6, 6)  # MONAI: round(9 mm / 2 mm + 1)
+
+
+XFORMS = [  # (scale, shift) per axis of a diagonal voxel map
+    ((1.875, 1.875, 0.8), (0.0, 0.0, 0.0)),
+    ((0.5, 1.5, 2.0), (0.25, -0.3, 0.7)),
+    ((1.0, 0.6667, 0.4), (-2.0, 1.5, 0.0)),
+]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding", ["border", "zeros"])
+@pytest.mark.parametrize("xf", range(len(XFORMS)))
+def test_separable_equals_grid_sample(mode, padding, xf):
+    scale, shift = XFORMS[xf]
+    xform = np.eye(4)
+    xform[:3, :3] = np.diag(scale)
+    xform[:3, 3] = shift
+    img = torch.rand(2, 23, 19, 11, dtype=torch.float64) * 100
+    out_shape = (14, 17, 9)
+    fast = resample_separable(img, xform, out_shape, mode, padding, False, torch.float64)
+    ref = resample_grid(img, xform, out_shape, mode, padding, False, torch.float64)
+    assert fast.shape == ref.shape == (2, *out_shape)
+    torch.testing.assert_close(fast, ref, atol=1e-9, rtol=1e-9)
+
+
+def test_layout_and_dtype_rules():
+    """Any memory layout gives the same values; nearest keeps the dtype, bilinear gives float32."""
+    rng = np.random.default_rng(1)
+    lab = torch.from_numpy(rng.integers(0, 3, (1, 30, 20, 10)).astype(np.uint8))
+    img = torch.from_numpy(rng.integers(-500, 500, (1, 30, 20, 10)).astype(np.int16))
+    aff = np.diag([0.8, 0.8, 2.5, 1.0])
+    t = Spacingd(["image", "label"], pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))
+    c = t({**item(img, aff), **item(lab, aff, "label")})
+    f_img = img.numpy().copy(order="F")  # F-order, like a NIfTI-loaded volume
+    f = t(
+        {
+            **item(torch.from_numpy(f_img), aff),
+            **item(lab.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1), aff, "label"),
+        }
+    )
+    assert c["image"].dtype == torch.float32 and c["label"].dtype == torch.uint8
+    assert torch.equal(c["image"], f["image"]) and torch.equal(c["label"], f["label"])
+
+
+def test_same_spacing_is_a_float_copy():
+    img = torch.arange(1000, dtype=torch.int16).view(1, 10, 10, 10)
+    d = Spacingd("image", pixdim=(1.0, 1.0, 1.0))(item(img, np.eye(4)))
+    assert d["image"].dtype == torch.float32
+    assert torch.equal(d["image"], img.float())
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_oblique_and_diagonal_match_monai(diagonal):
+    aff = affine((0.9, 1.1, 2.0), "RAS", angle_deg=20)
+    img = torch.from_numpy(phantom((30, 28, 12))[0].astype(np.float32))[None]
+    new_aff, shape, xform = spacing_geometry(aff, tuple(img.shape[1:]), np.array([1.5, 1.5, 2.0]), diagonal)
+    assert is_separable(xform, tuple(img.shape[1:])) != diagonal  # diagonal=True rotates: grid path
+    ours = Spacingd("image", pixdim=(1.5, 1.5, 2.0), diagonal=diagonal)(item(img, aff))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MonaiSpacing(pixdim=(1.5, 1.5, 2.0), diagonal=diagonal)(
+            MetaTensor(img, affine=torch.as_tensor(aff))
+        )
+    assert ours["image"].shape == ref.shape
+    assert (ours["image"] - ref.as_tensor()).abs().max().item() < 1e-2
+    np.testing.assert_allclose(ours["image_meta_dict"]["affine"].numpy(), ref.affine.numpy(), atol=1e-6)
+
+
+def test_devices_agree(device):
+    rng = np.random.default_rng(2)
+    img = torch.from_numpy(rng.integers(-500, 500, (1, 31, 27, 13)).astype(np.int16))
+    lab = torch.from_numpy(rng.integers(0, 2, (1, 31, 27, 13)).astype(np.uint8))
+    aff = np.diag([-0.8, -0.9, 2.5, 1.0])
+    chain = [
+        Orientationd(["image", "label"]),
+        Spacingd(["image", "label"], pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+    ]
+    cpu = {**item(img, aff), **item(lab, aff, "label")}
+    dev = {**item(img.to(device), aff), **item(lab.to(device), aff, "label")}
+    for t in chain:
+        cpu, dev = t(cpu), t(dev)
+    assert dev["image"].device.type == device.type
+    torch.testing.assert_close(dev["image"].cpu(), cpu["image"], atol=1e-4, rtol=1e-5)
+    assert torch.equal(dev["label"].cpu(), cpu["label"])
