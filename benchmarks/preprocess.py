@@ -5,7 +5,7 @@
 
 Writes one spleen-full-sized look-alike CT (int16 HU, in-plane ~0.8 mm, 2.5 mm slices, MSD-like
 affine ``diag(-sx, -sy, sz)``) and its uint8 label as ``.nii.gz`` to a temporary folder, then runs
-both chains on it in one process, interleaved per repeat after one warm-up each. Every transform
+both chains on it in one process, each in its own block: one warm-up, then the repeats. Every transform
 is timed on its own (wall and process CPU seconds); the table and the JSON give medians and
 spread. MONAI runs as its spleen tutorial does (default ``track_meta``: Orientationd/Spacingd
 need the MetaTensor affine; Spacingd computes in float64 as by default). Floors: the isal gzip
@@ -16,6 +16,7 @@ Results: ``benchmarks/results/preprocess-cpu.json`` by default.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import time
@@ -101,7 +102,11 @@ def gunzip_floor(path: str, repeats: int) -> list[float]:
 
 
 def measure(item: dict, repeats: int) -> dict:
-    """Warm up, then interleave fastpipe and MONAI ``repeats`` times; per-transform samples and outputs."""
+    """Per peer in turn: one warm-up, then ``repeats`` timed runs; per-transform samples and outputs.
+
+    Peers run in blocks, not interleaved: MONAI's large temporaries otherwise leave the allocator
+    and page cache in a state that slows whichever chain runs next.
+    """
     import monai.transforms as monai_t
 
     import fastpipe.transforms as fp_t
@@ -109,8 +114,9 @@ def measure(item: dict, repeats: int) -> dict:
     chains = {"fastpipe": chain(fp_t), "monai": chain(monai_t)}
     samples = {n: {"wall": [], "cpu": []} for n in chains}
     outputs = {}
-    for rep in range(repeats + 1):
-        for name, ts in chains.items():
+    for name, ts in chains.items():
+        gc.collect()
+        for rep in range(repeats + 1):
             outputs[name], walls, cpus = run_once(ts, item)
             if rep > 0:  # rep 0 is the warm-up
                 samples[name]["wall"].append(walls)

@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from fastpipe.datasets import load_decathlon_datalist, synthesize
 
     with tempfile.TemporaryDirectory(prefix="fastpipe-smartbench-") as tmp:
-        root = Path(args.data) if args.data else synthesize(tmp, args.preset, num_volumes=args.volumes)
+        root = (
+            Path(args.data)
+            if args.data
+            else synthesize(tmp, args.preset, progress=False, num_volumes=args.volumes)
+        )
         data = load_decathlon_datalist(root)[: args.volumes]
         result = {"config": _config(args, len(data)), **compare(data, args)}
     path = write_result("smart-cache-cpu", result, args.out)

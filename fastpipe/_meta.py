@@ -46,4 +46,7 @@ def item_name(data: Any) -> str:
         for v in data.values():
             if isinstance(v, str):
                 return v
-    return repr(data)[:80]
+        return "item with keys " + ", ".join(map(str, data))
+    if isinstance(data, (str, int)):
+        return str(data)
+    return f"{type(data).__name__} item"  # never repr(): it would print whole tensors

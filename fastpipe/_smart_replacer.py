@@ -1,10 +1,11 @@
-"""SmartCache machinery: the rotation order of the cached window and the replacement worker pool.
+"""SmartCache machinery: the window's rotation order, the replacement worker pool, the entry store.
 
 :class:`Rotation` is MONAI's running window over the (optionally shuffled) data list. :class:`Replacer`
 runs ``compute(index)`` for the items of the next round on worker threads, outside every lock a
 reader takes, and stores each result as soon as it is ready; :meth:`Replacer.collect` is the
 consumer side: it waits only for the items still missing and re-raises a worker's exception naming
-the item.
+the item. :class:`SlotStore` puts entries into the shared ``CacheCore`` and tracks the peak of
+cached bytes; :func:`release` stops the pool and frees the cache (shutdown or garbage collection).
 
 Threading contract: worker loops are plain functions that receive their queues and stop event;
 queues are bounded; ``submit``/``collect``/``stop`` are called from one consumer thread at a time.
@@ -15,10 +16,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from fastpipe._cache_fill import describe_failure
 
@@ -226,3 +229,47 @@ def _clear(q: queue.Queue) -> None:
             q.get_nowait()
         except queue.Empty:
             return
+
+
+def check_args(cache_num: Any, replace_rate: Any, cache_rate: Any) -> None:
+    """Validate ``SmartCacheDataset``'s sizes: ``TypeError``/``ValueError`` with the value received."""
+    if isinstance(cache_num, bool) or not isinstance(cache_num, int):
+        raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}")
+    if cache_num <= 0:
+        raise ValueError(f"cache_num must be > 0, got {cache_num}")
+    if not 0.0 < float(replace_rate) <= 1.0:
+        raise ValueError(f"replace_rate must be in (0, 1], got {replace_rate}")
+    if not 0.0 < float(cache_rate) <= 1.0:
+        raise ValueError(f"cache_rate must be in (0, 1], got {cache_rate}")
+
+
+class SlotStore:
+    """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.no_room = 0
+        self.peak_nbytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, slot: int, entry: Any) -> None:
+        placed = self.core.put(slot, entry)
+        nbytes = self.core.nbytes
+        with self._lock:
+            self.no_room += placed is None
+            self.peak_nbytes = max(self.peak_nbytes, nbytes)
+
+
+def release(replacer: Replacer, core: Any) -> None:
+    """Stop the workers and free the cache; runs once (shutdown or garbage collection)."""
+    left = replacer.stop(timeout=1.0)
+    if left:
+        warnings.warn(
+            f"{len(left)} SmartCache replacement thread(s) still computing an item after 1 s; "
+            "they discard their result when done",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    core.close()
+    if torch.cuda.is_available() and core.device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -16,7 +16,7 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._cache_fill import default_workers, run_fill
-from fastpipe._smart_replacer import Replacer, Rotation
+from fastpipe._smart_replacer import Replacer, Rotation, SlotStore, check_args, release
 from fastpipe.cache_dataset import CacheDataset
 from fastpipe.profiling import annotate
 
@@ -93,7 +93,7 @@ class SmartCacheDataset(CacheDataset):
         even_divisible: bool = True,
         partition_seed: int = 0,
     ) -> None:
-        _check_args(cache_num, replace_rate, cache_rate)
+        check_args(cache_num, replace_rate, cache_rate)
         super().__init__(
             data,
             transform,
@@ -130,7 +130,7 @@ class SmartCacheDataset(CacheDataset):
         self._lags: list[float] = []
         self._late: list[int] = []
         self.items_swapped = 0
-        self._store = _Store(self.core)  # no reference to self: threads must not keep the dataset alive
+        self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
         workers = default_workers(num_replace_workers, self.replace_num)
         inputs, core = self._inputs, self.core
         self._replacer = Replacer(
@@ -140,7 +140,7 @@ class SmartCacheDataset(CacheDataset):
             workers,
             max(1, self.replace_num),
         )
-        self._finalizer = weakref.finalize(self, _release, self._replacer, self.core)
+        self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
             lambda: self._fill_window(num_init_workers, progress), self.shard is not None
         )
@@ -313,46 +313,3 @@ class SmartCacheDataset(CacheDataset):
             f"device={s['device']}, cached={s['nbytes'] / 2**20:.1f} MiB, rounds={s['rounds']}, "
             f"max lag={lag:.3f}s, started={s['started']}, random suffix=[{suffix}])"
         )
-
-
-def _check_args(cache_num: Any, replace_rate: Any, cache_rate: Any) -> None:
-    if isinstance(cache_num, bool) or not isinstance(cache_num, int):
-        raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}")
-    if cache_num <= 0:
-        raise ValueError(f"cache_num must be > 0, got {cache_num}")
-    if not 0.0 < float(replace_rate) <= 1.0:
-        raise ValueError(f"replace_rate must be in (0, 1], got {replace_rate}")
-    if not 0.0 < float(cache_rate) <= 1.0:
-        raise ValueError(f"cache_rate must be in (0, 1], got {cache_rate}")
-
-
-class _Store:
-    """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
-
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.no_room = 0
-        self.peak_nbytes = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, slot: int, entry: Any) -> None:
-        placed = self.core.put(slot, entry)
-        nbytes = self.core.nbytes
-        with self._lock:
-            self.no_room += placed is None
-            self.peak_nbytes = max(self.peak_nbytes, nbytes)
-
-
-def _release(replacer: Replacer, core: Any) -> None:
-    """Stop the workers and free the cache; runs once (shutdown or garbage collection)."""
-    left = replacer.stop(timeout=1.0)
-    if left:
-        warnings.warn(
-            f"{len(left)} SmartCache replacement thread(s) still computing an item after 1 s; "
-            "they discard their result when done",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    core.close()
-    if torch.cuda.is_available() and core.device.type == "cuda":
-        torch.cuda.empty_cache()

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding tests/
 from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
 
 from fastpipe import CacheDataset

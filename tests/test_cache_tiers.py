@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding tests/
 from _cache_helpers import CountingDet, RandAdd, items  # noqa: E402
 
 from fastpipe import CacheDataset  # noqa: E402

@@ -4,14 +4,10 @@ two epochs, ``len``, clean shutdown, exception propagation."""
 from __future__ import annotations
 
 import gc
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding tests/
 from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
 
 from fastpipe import CacheDataset, ThreadDataLoader  # noqa: E402

@@ -16,17 +16,8 @@ from collections.abc import Sequence
 import torch
 
 
-def check_crop_args(
-    volumes: Sequence[torch.Tensor],
-    starts: torch.Tensor,
-    vol_index: torch.Tensor,
-    size: Sequence[int],
-    out: torch.Tensor | None,
-    flips: torch.Tensor | None,
-    scale: torch.Tensor | None,
-    shift: torch.Tensor | None,
-) -> tuple[int, ...]:
-    """Validate the arguments of :func:`crop_batch`; returns the output shape ``(N, C, *size)``."""
+def _check_volumes(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Volumes are ``(C, X, Y, Z)`` with one dtype, channel count and device; returns the first."""
     if len(volumes) == 0:
         raise ValueError("crop_batch: expected at least one volume, got an empty list")
     first = volumes[0]
@@ -38,15 +29,28 @@ def check_crop_args(
                 f"crop_batch: volume {b} has (dtype, channels, device) = ({v.dtype}, {v.shape[0]}, {v.device}), "
                 f"expected ({first.dtype}, {first.shape[0]}, {first.device}) like volume 0"
             )
+    return first
+
+
+def check_crop_args(
+    volumes: Sequence[torch.Tensor],
+    starts: torch.Tensor,
+    vol_index: torch.Tensor,
+    size: Sequence[int],
+    out: torch.Tensor | None,
+    flips: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
+) -> tuple[int, ...]:
+    """Validate the arguments of :func:`crop_batch`; returns the output shape ``(N, C, *size)``."""
+    first = _check_volumes(volumes)
     size = tuple(int(s) for s in size)
     if len(size) != 3 or min(size) < 1:
         raise ValueError(f"crop_batch: size must be 3 positive ints, got {size}")
-    for name, t, _dt, shape in (("starts", starts, None, 2), ("vol_index", vol_index, None, 1)):
-        if t.dtype != torch.int64 or t.ndim != shape:
-            raise TypeError(
-                f"crop_batch: {name} must be a {shape}-D int64 tensor, got {t.dtype} {tuple(t.shape)}"
-            )
-    n = starts.shape[0]
+    for name, t in (("starts", starts), ("vol_index", vol_index)):
+        if t.dtype != torch.int64:
+            raise TypeError(f"crop_batch: {name} must be int64, got {t.dtype}")
+    n = starts.shape[0] if starts.ndim == 2 else -1
     if starts.shape != (n, 3) or vol_index.shape != (n,):
         raise ValueError(
             f"crop_batch: expected starts (N, 3) and vol_index (N,), got {tuple(starts.shape)} and {tuple(vol_index.shape)}"
@@ -61,25 +65,34 @@ def check_crop_args(
         if first.dtype != torch.float32:
             raise TypeError(f"crop_batch: fused intensity {name} needs float32 volumes, got {first.dtype}")
     shape = (n, int(first.shape[0]), *size)
-    if out is not None:
-        if tuple(out.shape) != shape or out.dtype != first.dtype or out.device != first.device:
-            raise ValueError(
-                f"crop_batch: out must be {shape} {first.dtype} on {first.device}, "
-                f"got {tuple(out.shape)} {out.dtype} on {out.device}"
-            )
+    if out is not None and (
+        tuple(out.shape) != shape or out.dtype != first.dtype or out.device != first.device
+    ):
+        raise ValueError(
+            f"crop_batch: out must be {shape} {first.dtype} on {first.device}, "
+            f"got {tuple(out.shape)} {out.dtype} on {out.device}"
+        )
     return shape
 
 
-def check_windows(volumes: Sequence[torch.Tensor], starts: list, vol_index: list, size: tuple) -> None:
-    """Raise ``ValueError`` when a window does not lie inside its volume (host-side lists)."""
-    for n, (st, v) in enumerate(zip(starts, vol_index, strict=True)):
-        if not 0 <= v < len(volumes):
-            raise ValueError(f"crop_batch: crop {n} names volume {v}, but there are {len(volumes)} volumes")
-        dims = tuple(volumes[v].shape[1:])
-        if any(s < 0 or s + e > d for s, e, d in zip(st, size, dims, strict=True)):
-            raise ValueError(
-                f"crop_batch: crop {n} window start {st} size {size} lies outside volume {v} {dims}"
-            )
+def check_windows(
+    volumes: Sequence[torch.Tensor], starts: torch.Tensor, vol_index: torch.Tensor, size
+) -> None:
+    """Raise ``ValueError`` naming the first crop whose window is not inside its volume (CPU tensors)."""
+    bad_vol = (vol_index < 0) | (vol_index >= len(volumes))
+    if bool(bad_vol.any()):
+        n = int(bad_vol.nonzero()[0])
+        raise ValueError(
+            f"crop_batch: crop {n} names volume {int(vol_index[n])}, but there are {len(volumes)} volumes"
+        )
+    dims = torch.tensor([tuple(v.shape[1:]) for v in volumes], dtype=torch.int64)[vol_index]
+    bad = ((starts < 0) | (starts + torch.tensor(size) > dims)).any(1)
+    if bool(bad.any()):
+        n = int(bad.nonzero()[0])
+        raise ValueError(
+            f"crop_batch: crop {n} window start {tuple(starts[n].tolist())} size {tuple(size)} lies outside "
+            f"volume {int(vol_index[n])} {tuple(dims[n].tolist())}"
+        )
 
 
 def intensity_params(
@@ -129,8 +142,9 @@ def crop_batch_torch(
     size = shape[2:]
     if out is None:
         out = torch.empty(shape, dtype=volumes[0].dtype, device=volumes[0].device)
-    st, vi = starts.tolist(), vol_index.tolist()
-    check_windows(volumes, st, vi, size)
+    starts_h, vi_h = starts.cpu(), vol_index.cpu()
+    check_windows(volumes, starts_h, vi_h, size)
+    st, vi = starts_h.tolist(), vi_h.tolist()
     fl = flips.tolist() if flips is not None else None
     inten = intensity_params(shape[0], scale, shift, out.device)
     sc, sh = (inten[0].tolist(), inten[1].tolist()) if inten is not None else (None, None)

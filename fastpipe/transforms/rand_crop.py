@@ -37,6 +37,34 @@ def _check_range(name: str, pair: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
+def _check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
+    size = (spatial_size,) * 3 if isinstance(spatial_size, Integral) else tuple(spatial_size)
+    if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
+        raise ValueError(
+            f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
+            f"({len(size)} values)"
+        )
+    return int(size[0]), int(size[1]), int(size[2])
+
+
+def _check_augment(
+    flip_prob, flip_axes, scale_prob, scale_factors, shift_prob, shift_offsets
+) -> dict[str, Any]:
+    """Validated keyword arguments of :func:`fastpipe.ops.sample.draw_augment`."""
+    for name, p in (("flip_prob", flip_prob), ("scale_prob", scale_prob), ("shift_prob", shift_prob)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandCropByPosNegLabeld: {name} must be in [0, 1], got {p}")
+    if not set(flip_axes) <= {0, 1, 2}:
+        raise ValueError(
+            f"RandCropByPosNegLabeld: flip_axes must be spatial axes in (0, 1, 2), got {flip_axes}"
+        )
+    return dict(
+        flip_prob=flip_prob, flip_axes=tuple(flip_axes), scale_prob=scale_prob,
+        scale_factors=_check_range("scale_factors", scale_factors), shift_prob=shift_prob,
+        shift_offsets=_check_range("shift_offsets", shift_offsets),
+    )  # fmt: skip
+
+
 class RandCropByPosNegLabeld:
     """Crop ``num_samples`` patches per item centred on foreground (prob. ``pos/(pos+neg)``) or background.
 
@@ -104,15 +132,8 @@ class RandCropByPosNegLabeld:
         intensity_keys: str | Sequence[str] | None = None,
         backend: str = "auto",
     ) -> None:
-        self.keys = _as_tuple(keys)
-        self.label_key = label_key
-        size = (spatial_size,) * 3 if isinstance(spatial_size, Integral) else tuple(spatial_size)
-        if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
-            raise ValueError(
-                f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
-                f"({len(size)} values)"
-            )
-        self.spatial_size = tuple(int(s) for s in size)
+        self.keys, self.label_key = _as_tuple(keys), label_key
+        self.spatial_size = _check_size(spatial_size)
         if pos < 0 or neg < 0 or pos + neg == 0:
             raise ValueError(
                 f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"
@@ -126,26 +147,9 @@ class RandCropByPosNegLabeld:
         self.bg_indices_key = bg_indices_key or f"{label_key}_bg_indices"
         self._explicit_indices = fg_indices_key is not None or bg_indices_key is not None
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
-        for name, p in (("flip_prob", flip_prob), ("scale_prob", scale_prob), ("shift_prob", shift_prob)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"RandCropByPosNegLabeld: {name} must be in [0, 1], got {p}")
-        if not set(flip_axes) <= {0, 1, 2}:
-            raise ValueError(
-                f"RandCropByPosNegLabeld: flip_axes must be spatial axes in (0, 1, 2), got {flip_axes}"
-            )
-        self.flip_prob, self.flip_axes = flip_prob, tuple(flip_axes)
-        self.scale_prob, self.scale_factors = scale_prob, _check_range("scale_factors", scale_factors)
-        self.shift_prob, self.shift_offsets = shift_prob, _check_range("shift_offsets", shift_offsets)
-        self._aug = dict(
-            flip_prob=flip_prob, flip_axes=self.flip_axes, scale_prob=scale_prob, scale_factors=self.scale_factors,
-            shift_prob=shift_prob, shift_offsets=self.shift_offsets,
-        )  # fmt: skip
-        ik = (
-            _as_tuple(intensity_keys)
-            if intensity_keys is not None
-            else tuple(k for k in self.keys if k != label_key)
-        )
-        self.intensity_keys = ik
+        self._aug = _check_augment(flip_prob, flip_axes, scale_prob, scale_factors, shift_prob, shift_offsets)
+        default_ik = tuple(k for k in self.keys if k != label_key)
+        self.intensity_keys = _as_tuple(intensity_keys) if intensity_keys is not None else default_ik
         self.backend = backend
         self._lock = threading.Lock()
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))

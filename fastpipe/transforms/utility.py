@@ -35,8 +35,10 @@ def _missing(data: dict[str, Any], key: str, allow: bool, who: str) -> bool:
 def device_point(transform: Any) -> torch.device | None:
     """The device a transform moves data to, when it is a ``ToDeviced``/``EnsureTyped`` (either library).
 
-    Returns ``None`` for any other transform, or for an ``EnsureTyped`` without ``device``.
+    Returns ``None`` for any other transform, or for an ``EnsureTyped`` without ``device``. Looks
+    through profiling wrappers (``.inner``), as ``is_random`` does.
     """
+    transform = getattr(transform, "inner", transform)
     if type(transform).__name__ not in DEVICE_POINT_NAMES:
         return None
     dev = getattr(transform, "device", None)

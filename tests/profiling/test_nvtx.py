@@ -262,11 +262,6 @@ def test_cache_dataset_sees_the_same_split_and_batches_when_wrapped():
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastpipe/transforms/utility.py device_point() matches type(t).__name__ and does not look "
-    "through ProfiledTransform.inner (as is_random does), so a wrapped ToDeviced hides the cache device",
-)
 def test_device_point_looks_through_the_wrapper():
     from fastpipe.transforms import ToDeviced
     from fastpipe.transforms.utility import device_point
