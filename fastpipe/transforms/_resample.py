@@ -176,6 +176,18 @@ def _inner_pass(src: torch.Tensor, plan, out_dtype: torch.dtype) -> torch.Tensor
     return a.view(*src.shape[:-1], n_out)
 
 
+def _mix(a: np.ndarray, b: np.ndarray, w0: np.ndarray, w1: np.ndarray, out: np.ndarray | None = None):
+    """``a * w0 + b * w1`` in place of ``a`` (or into ``out``); as ``a + (b - a) * w1`` where ``w0 + w1 == 1``."""
+    out = a if out is None else out
+    if np.array_equal(w0 + w1, np.ones_like(w0)):
+        b -= a
+        b *= w1
+        return np.add(a, b, out=out)
+    a *= w0
+    b *= w1
+    return np.add(a, b, out=out)
+
+
 def _plane_pass(src: torch.Tensor, plan_m, plan_n, out_dtype: torch.dtype) -> torch.Tensor:
     """CPU: resample the two inner dims of (C, P, M, N) plane by plane, each plane staying in cache.
 
@@ -202,10 +214,8 @@ def _plane_pass(src: torch.Tensor, plan_m, plan_n, out_dtype: torch.dtype) -> to
                 if (weights != 1).any():
                     o *= weights
                 continue
-            rows = np.multiply(np.take(x, m0, axis=0), col_m0, dtype=dt)
-            rows += np.multiply(np.take(x, m1, axis=0), col_m1, dtype=dt)
-            np.multiply(np.take(rows, n0, axis=1), wn0, out=o)
-            o += np.take(rows, n1, axis=1) * wn1
+            rows = _mix(np.take(x, m0, axis=0).astype(dt), np.take(x, m1, axis=0).astype(dt), col_m0, col_m1)
+            _mix(np.take(rows, n0, axis=1), np.take(rows, n1, axis=1), wn0, wn1, out=o)
     return torch.from_numpy(out)
 
 
