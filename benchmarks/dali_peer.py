@@ -48,8 +48,8 @@ def make_pipeline(root: Path, images, labels, batch_size: int, threads: int, see
         img = fn.readers.numpy(files=images, name="images", **common)
         lab = fn.readers.numpy(files=labels, **common)
         spatial = fn.squeeze(lab, axes=[0])
-        shape = types.Constant(np.array([1, *chains.PATCH], dtype=np.int64))
-        zero = types.Constant(np.array([0], dtype=np.int64))
+        shape = fn.constant(idata=[1, *chains.PATCH], dtype=types.INT64)
+        zero = fn.constant(idata=[0], dtype=types.INT64)
         img_crops, lab_crops = [], []
         for _ in range(chains.NUM_SAMPLES):
             start, end = fn.segmentation.random_object_bbox(spatial, format="start_end", foreground_prob=0.5)

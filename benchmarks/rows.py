@@ -7,7 +7,6 @@ volumes x ``NUM_SAMPLES`` crops of ``PATCH`` voxels, image and label.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,9 +63,8 @@ def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
     from monai.transforms import Compose
 
     chain = chains.monai_chain(device=_device_or_none(cfg))
-    ds = CacheDataset(data, Compose(chain), cache_rate=1.0, num_workers=cfg.threads, copy_cache=copy_cache,
-                      progress=False)
-    ds.set_random_state(cfg.seed)
+    ds = CacheDataset(data, Compose(chain).set_random_state(cfg.seed), cache_rate=1.0,
+                      num_workers=cfg.threads, copy_cache=copy_cache, progress=False)
     loader = ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     return Row(loader, len(ds), info={"copy_cache": copy_cache})
 
@@ -84,7 +82,7 @@ def monai_smartcache(data, cfg: Config) -> Row:
     cache_num = max(1, int(len(data) * cfg.smart_fraction))
     ds = SmartCacheDataset(
         data,
-        Compose(chains.monai_chain(device=_device_or_none(cfg))),
+        Compose(chains.monai_chain(device=_device_or_none(cfg))).set_random_state(cfg.seed),
         replace_rate=cfg.replace_rate,
         cache_num=cache_num,
         num_init_workers=cfg.threads,
@@ -92,7 +90,6 @@ def monai_smartcache(data, cfg: Config) -> Row:
         copy_cache=False,
         progress=False,
     )
-    ds.set_random_state(cfg.seed)
     ds.start()
     loader = _MonaiSmartLoader(ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True), ds)
     return Row(loader, cache_num, close=ds.shutdown, info={"cache_num": cache_num})
@@ -117,10 +114,26 @@ def fastpipe_cache(data, cfg: Config, batched: bool = True) -> Row:
 
     chain = chains.fastpipe_chain(device=_device_or_none(cfg))
     if not batched:
-        chain[-1].batch_call = None  # the per-item path: one crop call per volume, then collate
+        chain[-1] = _PerItem(chain[-1])
     ds = fp.CacheDataset(data, chain, cache_rate=1.0, num_workers=cfg.threads, progress=False, seed=cfg.seed)
     loader = fp.ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
     return Row(loader, len(ds), info={"batched_crops": batched, "cache": ds.stats()})
+
+
+class _PerItem:
+    """Hide a transform's ``batch_call``: the loader then crops volume by volume and collates."""
+
+    random = True
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __call__(self, data):
+        return self.inner(data)
+
+    def set_random_state(self, seed=None, state=None):
+        self.inner.set_random_state(seed)
+        return self
 
 
 def fastpipe_cache_per_item(data, cfg: Config) -> Row:
@@ -189,7 +202,3 @@ MATCHED = {
     "fastpipe-gpu-cache": "monai-cache",
 }
 
-
-def smart_cache_num(n: int, fraction: float) -> int:
-    """The SmartCache window size used by both SmartCache rows."""
-    return max(1, math.floor(n * fraction))

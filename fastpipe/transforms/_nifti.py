@@ -85,7 +85,10 @@ def _next_piece(dec: igzip_lib.IgzipDecompressor, f: BinaryIO, max_len: int) -> 
         data = f.read(_CHUNK)
         if not data:
             return None
-    return dec.decompress(data, max_len)
+    piece = dec.decompress(data, max_len)
+    if not piece and not dec.eof and not dec.needs_input:  # no progress: never spin on a broken stream
+        raise igzip_lib.IsalError("decoder made no progress")
+    return piece
 
 
 def _gunzip(f: BinaryIO, path: str) -> np.ndarray:

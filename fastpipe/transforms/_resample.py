@@ -102,7 +102,9 @@ def _np_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty(0, dtype=dtype).numpy().dtype
 
 
-def _slice_pass(src: torch.Tensor, dim: int, plan, out_dtype: torch.dtype) -> torch.Tensor:
+def _slice_pass(
+    src: torch.Tensor, dim: int, plan, out_dtype: torch.dtype, numpy_ops: bool = True
+) -> torch.Tensor:
     """Resample along an outer ``dim``: every output slice mixes at most two input slices.
 
     On CPU the loop runs in numpy: serial, ~1 us per call, no OpenMP barrier per slice (which
@@ -111,7 +113,7 @@ def _slice_pass(src: torch.Tensor, dim: int, plan, out_dtype: torch.dtype) -> to
     i0, i1, w0, w1 = plan
     shape = list(src.shape)
     shape[dim] = len(i0)
-    if src.device.type != "cpu":
+    if src.device.type != "cpu" or not numpy_ops:
         return _slice_pass_torch(src, dim, plan, alloc(shape, out_dtype, src.device))
     dt = _np_dtype(out_dtype)
     out = np.empty(shape, dtype=dt)
@@ -140,46 +142,37 @@ def _slice_pass_torch(src: torch.Tensor, dim: int, plan, out: torch.Tensor) -> t
     for k in range(len(i0)):
         o, a, b = out.select(dim, k), src.select(dim, i0[k]), src.select(dim, i1[k])
         if w1[k] == 0.0 or i0[k] == i1[k]:
-            o.copy_(a)
-            if w0[k] + w1[k] != 1.0:
-                o.mul_(w0[k] + w1[k])
+            weight = w0[k] + w1[k]
+            if weight == 0.0:
+                o.zero_()
+            elif weight == 1.0:
+                o.copy_(a)
+            else:  # only linear modes (float output) get fractional weights here
+                torch.mul(a, weight, out=o)
             continue
         torch.mul(a, w0[k], out=o).add_(b.to(o.dtype), alpha=w1[k])
     return out
 
 
 def _inner_pass(src: torch.Tensor, plan, out_dtype: torch.dtype) -> torch.Tensor:
-    """Resample along the innermost (contiguous) dim: gather the two neighbours, weight, add."""
+    """Resample along the innermost dim with torch (CUDA): gather both neighbours, weight, add."""
     i0, i1, w0, w1 = plan
-    n_in, n_out = src.shape[-1], len(i0)
-    nearest = all(w == 0.0 for w in w1)
-    if src.device.type == "cpu":
-        rows = src.numpy().reshape(-1, n_in)
-        a = np.take(rows, i0, axis=1).astype(_np_dtype(out_dtype), copy=False)
-        if not nearest:
-            a *= np.asarray(w0, dtype=a.dtype)
-            b = np.take(rows, i1, axis=1).astype(a.dtype, copy=False)
-            b *= np.asarray(w1, dtype=a.dtype)
-            a += b
-        elif any(w != 1.0 for w in w0):  # zeros padding: w0 is 0 outside (1 or a linear weight inside)
-            a *= np.asarray(w0, dtype=a.dtype)
-        return torch.from_numpy(a).view(*src.shape[:-1], n_out)
-    rows = src.reshape(-1, n_in)
-    idx0 = torch.tensor(i0, device=src.device)
-    a = rows.index_select(1, idx0).to(out_dtype)
-    if not nearest:
-        a.mul_(torch.tensor(w0, device=src.device, dtype=out_dtype))
-        b = rows.index_select(1, torch.tensor(i1, device=src.device)).to(out_dtype)
-        a.add_(b.mul_(torch.tensor(w1, device=src.device, dtype=out_dtype)))
-    elif any(w != 1.0 for w in w0):
-        a.mul_(torch.tensor(w0, device=src.device, dtype=torch.float64).to(out_dtype))
+    dev, n_out = src.device, len(i0)
+    rows = src.reshape(-1, src.shape[-1])
+    a = rows.index_select(1, torch.tensor(i0, device=dev)).to(out_dtype)
+    if any(w != 0.0 for w in w1):
+        a.mul_(torch.tensor(w0, device=dev, dtype=out_dtype))
+        b = rows.index_select(1, torch.tensor(i1, device=dev)).to(out_dtype)
+        a.add_(b.mul_(torch.tensor(w1, device=dev, dtype=out_dtype)))
+    elif any(w != 1.0 for w in w0):  # zeros padding: w0 is 0 outside (1 or a linear weight inside)
+        a.mul_(torch.tensor(w0, device=dev, dtype=torch.float64).to(out_dtype))
     return a.view(*src.shape[:-1], n_out)
 
 
 def _mix(a: np.ndarray, b: np.ndarray, w0: np.ndarray, w1: np.ndarray, out: np.ndarray | None = None):
     """``a * w0 + b * w1`` in place of ``a`` (or into ``out``); as ``a + (b - a) * w1`` where ``w0 + w1 == 1``."""
     out = a if out is None else out
-    if np.array_equal(w0 + w1, np.ones_like(w0)):
+    if (w0 + w1 == 1).all():
         b -= a
         b *= w1
         return np.add(a, b, out=out)
@@ -219,21 +212,22 @@ def _plane_pass(src: torch.Tensor, plan_m, plan_n, out_dtype: torch.dtype) -> to
     return torch.from_numpy(out)
 
 
-def _run_passes(phys: torch.Tensor, plans: list, ratios: list[float], out_dtype: torch.dtype) -> torch.Tensor:
+def _run_passes(
+    phys: torch.Tensor, plans: list, ratios: list[float], out_dtype: torch.dtype, numpy_ops: bool
+):
     """Apply the three 1-D plans to contiguous (C, P, M, N) ``phys`` (plans/ratios in that order)."""
-    if phys.device.type == "cpu":
+    if numpy_ops:
         outer_first = ratios[0] < ratios[1] * ratios[2]  # shrink the big dimension first
         if outer_first:
             phys = _slice_pass(phys, 1, plans[0], out_dtype)
         phys = _plane_pass(phys, plans[1], plans[2], out_dtype)
         return phys if outer_first else _slice_pass(phys, 1, plans[0], out_dtype)
-    # most shrinking axis first; the innermost axis prefers float input, so it goes after an outer pass
+    # torch ops (CUDA): most shrinking axis first; the innermost prefers float input, so after an outer pass
     for p in sorted(range(3), key=lambda p: (ratios[p], p == 2)):
-        phys = (
-            _inner_pass(phys, plans[p], out_dtype)
-            if p == 2
-            else _slice_pass(phys, 1 + p, plans[p], out_dtype)
-        )
+        if p == 2:
+            phys = _inner_pass(phys, plans[p], out_dtype)
+        else:
+            phys = _slice_pass(phys, 1 + p, plans[p], out_dtype, numpy_ops=False)
     return phys
 
 
@@ -245,11 +239,14 @@ def resample_separable(
     padding_mode: str,
     align_corners: bool,
     dtype: torch.dtype,
+    torch_ops: bool = False,
 ) -> torch.Tensor:
     """Resample ``img`` (C, X, Y, Z) through a diagonal voxel map, one axis at a time.
 
     The output keeps the input's memory layout (a NIfTI-loaded volume stays x-fastest).
-    Nearest keeps ``img.dtype``; linear computes and returns ``dtype``.
+    Nearest keeps ``img.dtype``; linear computes and returns ``dtype``. CPU tensors go through
+    numpy (serial, plane by plane), others through torch ops; ``torch_ops=True`` forces the
+    latter on CPU too, so tests cover the CUDA code path without a GPU.
     """
     in_shape = tuple(img.shape[1:])
     theta = grid_theta(xform, in_shape, out_shape, align_corners)
@@ -265,7 +262,8 @@ def resample_separable(
         phys = phys.contiguous()
     out_dtype = img.dtype if mode == "nearest" else dtype
     ratios = [out_shape[a] / in_shape[a] for a in order]
-    phys = _run_passes(phys, [plans[a] for a in order], ratios, out_dtype)
+    numpy_ops = img.device.type == "cpu" and not torch_ops
+    phys = _run_passes(phys, [plans[a] for a in order], ratios, out_dtype, numpy_ops)
     inverse = [0] + [1 + order.index(a) for a in range(3)]
     return phys.permute(*inverse)
 

@@ -20,7 +20,9 @@ def write(path: Path, data: np.ndarray, affine: np.ndarray, **header) -> str:
     return str(path)
 
 
-def affine(spacing=(1.0, 1.0, 2.0), codes: str = "RAS", angle_deg: float = 0.0, shear: float = 0.0) -> np.ndarray:
+def affine(
+    spacing=(1.0, 1.0, 2.0), codes: str = "RAS", angle_deg: float = 0.0, shear: float = 0.0
+) -> np.ndarray:
     """A voxel-to-world affine: ``spacing``, axis directions of ``codes`` (RAS/LPS), rotation about z, shear."""
     sign = np.array([1.0 if c in "RAS" else -1.0 for c in codes])
     lin = np.diag(sign * np.asarray(spacing, dtype=np.float64))
@@ -47,7 +49,9 @@ def phantom(shape=(64, 56, 24), seed: int = 0, label_dtype=np.uint8) -> tuple[np
     return image, organ.astype(label_dtype)
 
 
-def write_pair(tmp: Path, aff: np.ndarray, ext: str = ".nii.gz", shape=(64, 56, 24), label_dtype=np.uint8, seed=0):
+def write_pair(
+    tmp: Path, aff: np.ndarray, ext: str = ".nii.gz", shape=(64, 56, 24), label_dtype=np.uint8, seed=0
+):
     """Write image + label with ``aff``; return the data item."""
     image, label = phantom(shape, seed, label_dtype)
     return {
