@@ -56,6 +56,7 @@ def test_window_rotation_follows_running_window():
             seen.append(window_set(ds))
         assert seen == [{0, 1, 2, 3}, {2, 3, 4, 5}, {4, 5, 6, 7}, {6, 7, 8, 9}, {8, 9, 0, 1}, {0, 1, 2, 3}]
         assert ds.stats()["rounds"] == 5 and ds.stats()["items_swapped"] == 10
+        assert repr(ds).startswith("SmartCacheDataset(len=4 of 10, replace=2/round")
         for i in range(len(ds)):  # entries are the prefix output of that very item
             assert torch.all(ds[i]["t"] == ds[i]["x"])
 

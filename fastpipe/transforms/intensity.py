@@ -15,8 +15,9 @@ from fastpipe.transforms._resample import alloc_like
 class ScaleIntensityRanged:
     """Map ``[a_min, a_max]`` linearly onto ``[b_min, b_max]``, then clip to it if ``clip``, as MONAI does.
 
-    Floating inputs are scaled in place of a fresh tensor of the same dtype; other inputs become
-    ``dtype``. With ``b_min``/``b_max`` None the values are only normalised to ``[0, 1]``.
+    The result is a new tensor: floating inputs keep their dtype, others become ``dtype``. With
+    ``b_min``/``b_max`` None the values are only normalised to ``[0, 1]``. On CPU the arithmetic
+    runs as serial numpy ufuncs (no OpenMP barrier per op, which stalls on a busy machine).
 
     Args:
         keys: keys to transform.

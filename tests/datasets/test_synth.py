@@ -149,3 +149,16 @@ def test_small_preset_extents_leave_room_for_96_cubes_for_many_seeds():
             width = min(2 * v.inner_semi[0], fov) / 1.5
             depth = min(2 * v.inner_semi[1], fov) / 1.5
             assert min(width, depth, v.shape[2] * v.spacing[2] / 2.0) >= 100, f"seed {seed} volume {i}: {v}"
+
+
+@pytest.mark.timeout(60)
+def test_writer_thread_error_reaches_the_caller(tmp_path: Path, monkeypatch):
+    import fastpipe.datasets.synth as synth_module
+
+    def broken(path, *args, **kwargs):
+        raise OSError(f"disk full while writing {path}")
+
+    monkeypatch.setattr(synth_module, "write_nifti_gz", broken)
+    with pytest.raises(OSError, match="disk full while writing .*spleen_1.nii.gz"):
+        synthesize(tmp_path, "spleen-tiny", num_volumes=3, progress=False)
+    assert not (tmp_path / "dataset.json").exists()

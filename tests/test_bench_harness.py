@@ -1,0 +1,40 @@
+"""The benchmark harness end to end at a tiny scale, so that it cannot rot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import spleen
+from fastpipe.datasets import synthesize
+
+ROWS = ["regular", "monai-cache", "monai-smartcache", "dali", "fastpipe-cache", "fastpipe-cache-per-item",
+        "fastpipe-smartcache", "fastpipe-gpu-cache"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_harness_runs_every_row_and_writes_json_and_png(tmp_path, capsys):
+    root = synthesize(tmp_path / "data", preset="spleen-small", seed=0, progress=False, num_volumes=4)
+    out = tmp_path / "res.json"
+    rc = spleen.main(["--data", str(root), "--rows", ",".join(ROWS), "--epochs", "1", "--step-epochs", "1",
+                      "--step-ms-per-volume", "5", "--threads", "2", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    rows = {r["row"]: r for r in doc["rows"]}
+    assert set(rows) == set(ROWS)
+    errors = {k: v["error"] for k, v in rows.items() if "error" in v}
+    assert not errors, errors
+    for name, r in rows.items():
+        if "skipped" in r:
+            assert name == "fastpipe-gpu-cache" and "GPU" in r["skipped"]
+            continue
+        assert r["crops_per_epoch"] == r["items_per_epoch"] * 4, name
+        assert r["crops_per_s"]["median"] > 0 and 0 <= r["data_wait_fraction"]["median"] <= 1
+        assert r["peak_rss_bytes"] > 0
+    assert rows["fastpipe-cache"]["matched_monai_row"] == "monai-cache"
+    assert rows["fastpipe-smartcache"]["items_per_epoch"] == 2
+    assert doc["machine"]["commit"] and doc["machine"]["versions"]["torch"]
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "| fastpipe-cache |" in capsys.readouterr().out
