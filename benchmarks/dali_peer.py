@@ -41,8 +41,9 @@ def make_pipeline(root: Path, images, labels, batch_size: int, threads: int, see
     """A DALI pipeline yielding (B, NUM_SAMPLES, 1, *PATCH) image and label crops."""
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id, seed=seed,
-                  prefetch_queue_depth=2)
+    @pipeline_def(
+        batch_size=batch_size, num_threads=threads, device_id=device_id, seed=seed, prefetch_queue_depth=2
+    )
     def spleen_crops():
         common = {"file_root": str(root), "seed": seed, "shuffle_after_epoch": True, "pad_last_batch": True}
         img = fn.readers.numpy(files=images, name="images", **common)

@@ -16,8 +16,10 @@ from benchmarks.rows import ROWS, Config
 def _check_batch(batch: dict[str, Any], cfg: Config) -> int:
     img, lab = batch["image"], batch["label"]
     if tuple(img.shape[1:]) != (1, *chains.PATCH) or img.shape[0] != lab.shape[0]:
-        raise RuntimeError(f"row produced image {tuple(img.shape)} / label {tuple(lab.shape)}; "
-                           f"expected (N, 1, {chains.PATCH}) for both")
+        raise RuntimeError(
+            f"row produced image {tuple(img.shape)} / label {tuple(lab.shape)}; "
+            f"expected (N, 1, {chains.PATCH}) for both"
+        )
     return int(img.shape[0])
 
 
@@ -57,8 +59,9 @@ def peak_rss_bytes() -> int:
     return int((own + kids) * 1024)
 
 
-def measure_row(name: str, data: list[dict], cfg: Config, epochs: int, step_epochs: int,
-                step_s: float) -> dict[str, Any]:
+def measure_row(
+    name: str, data: list[dict], cfg: Config, epochs: int, step_epochs: int, step_s: float
+) -> dict[str, Any]:
     """Build row ``name`` and measure it; the figures of one line of the results table."""
     torch.set_num_threads(cfg.threads)
     if torch.cuda.is_available():

@@ -27,8 +27,10 @@ def speedups(rows: list[dict]) -> None:
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of the matrix (also printed by ``make bench``)."""
-    head = ("| row | fill s | epoch s (median, IQR) | crops/s | data wait | peak RSS GiB | GPU GiB "
-            "| x regular | x MONAI |")
+    head = (
+        "| row | fill s | epoch s (median, IQR) | crops/s | data wait | peak RSS GiB | GPU GiB "
+        "| x regular | x MONAI |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         if not _ok(r):

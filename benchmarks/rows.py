@@ -63,8 +63,14 @@ def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
     from monai.transforms import Compose
 
     chain = chains.monai_chain(device=_device_or_none(cfg))
-    ds = CacheDataset(data, Compose(chain).set_random_state(cfg.seed), cache_rate=1.0,
-                      num_workers=cfg.threads, copy_cache=copy_cache, progress=False)
+    ds = CacheDataset(
+        data,
+        Compose(chain).set_random_state(cfg.seed),
+        cache_rate=1.0,
+        num_workers=cfg.threads,
+        copy_cache=copy_cache,
+        progress=False,
+    )
     loader = ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     return Row(loader, len(ds), info={"copy_cache": copy_cache})
 
@@ -201,4 +207,3 @@ MATCHED = {
     "fastpipe-smartcache": "monai-smartcache",
     "fastpipe-gpu-cache": "monai-cache",
 }
-

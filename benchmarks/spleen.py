@@ -42,12 +42,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated rows to run")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one warm-up)")
     p.add_argument("--step-epochs", type=int, default=2, help="epochs with the stand-in training step")
-    p.add_argument("--step-ms-per-volume", type=float, default=50.0,
-                   help="stand-in training step per volume of a batch (0.2 s per 4 volumes ~ an A100 UNet step)")
+    p.add_argument(
+        "--step-ms-per-volume",
+        type=float,
+        default=50.0,
+        help="stand-in training step per volume of a batch (0.2 s per 4 volumes ~ an A100 UNet step)",
+    )
     p.add_argument("--batch-size", type=int, default=2, help="volumes per batch (x4 crops)")
-    p.add_argument("--threads", type=int, default=min(os.cpu_count() or 2, 8), help="threads/workers for every row")
+    p.add_argument(
+        "--threads", type=int, default=min(os.cpu_count() or 2, 8), help="threads/workers for every row"
+    )
     p.add_argument("--device", default=None, help="device for GPU rows (default cuda when present)")
-    p.add_argument("--out", type=Path, default=None, help="result JSON path (default benchmarks/results/<date>-<host>.json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result JSON path (default benchmarks/results/<date>-<host>.json)",
+    )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--train", action="store_true", help="also run the UNet time-to-Dice experiment")
     p.add_argument("--train-epochs", type=int, default=None, help="train mode epoch budget")
@@ -84,8 +95,12 @@ def config(args: argparse.Namespace) -> Config:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Config(batch_size=args.batch_size, threads=args.threads, device=device,
-                  workdir=tempfile.mkdtemp(prefix="fastpipe-bench-"))
+    return Config(
+        batch_size=args.batch_size,
+        threads=args.threads,
+        device=device,
+        workdir=tempfile.mkdtemp(prefix="fastpipe-bench-"),
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -139,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         print("    " + _one_line(res), flush=True)
     speedups(results)
-    doc = {"config": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
-           "dataset": str(root), "rows": results}
+    doc = {
+        "config": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
+        "dataset": str(root),
+        "rows": results,
+    }
     if args.train:
         from benchmarks.train import run_train
 
@@ -152,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(results))
     if not args.no_plot:
-        png = plot_rows(results, out.with_suffix(".png"), title=f"spleen {args.preset} - {doc['machine']['cpu']}")
+        png = plot_rows(
+            results, out.with_suffix(".png"), title=f"spleen {args.preset} - {doc['machine']['cpu']}"
+        )
         print(f"chart: {png}")
     print(f"results: {out}")
     return 0
@@ -178,8 +198,10 @@ def _one_line(res: dict) -> str:
         return f"skipped: {res['skipped']}"
     if "error" in res:
         return f"ERROR: {res['error']}"
-    return (f"fill {res['fill_s']:.1f} s, epoch {res['epoch_s']['median']:.2f} s, "
-            f"{res['crops_per_s']['median']:.1f} crops/s, wait {100 * res['data_wait_fraction']['median']:.0f}%")
+    return (
+        f"fill {res['fill_s']:.1f} s, epoch {res['epoch_s']['median']:.2f} s, "
+        f"{res['crops_per_s']['median']:.1f} crops/s, wait {100 * res['data_wait_fraction']['median']:.0f}%"
+    )
 
 
 if __name__ == "__main__":

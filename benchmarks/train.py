@@ -20,7 +20,12 @@ from benchmarks.unet import UNet3D, dice_ce_loss, foreground_dice
 
 #: MONAI fast-training tutorial (A100), seconds to foreground validation Dice 0.94, and per epoch.
 PUBLISHED = {
-    "monai_tutorial_a100": {"regular_s": 13063, "fast_s": 120, "regular_epoch_s": [62, 113], "fast_epoch_s": 1.5},
+    "monai_tutorial_a100": {
+        "regular_s": 13063,
+        "fast_s": 120,
+        "regular_epoch_s": [62, 113],
+        "fast_epoch_s": 1.5,
+    },
     "monai_tutorial_v100_dice095": {"regular_s": 11344, "fast_s": 56},
     "clara_train3_v100_hours": {"baseline": 65, "batch_by_transform": 18.2, "smartcache": 9.6, "both": 4.4},
 }
@@ -32,8 +37,14 @@ def _loaders(arm: str, train: list[dict], val: list[dict], device: torch.device,
         from monai.transforms import Compose
 
         ds = Dataset(train, Compose(chains.monai_chain()))
-        loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=threads,
-                                             collate_fn=list_data_collate, persistent_workers=True)
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=bs,
+            shuffle=True,
+            num_workers=threads,
+            collate_fn=list_data_collate,
+            persistent_workers=True,
+        )
         val_ds = Dataset(val, Compose(chains.monai_chain(crop=False)))
         return loader, val_ds
     import fastpipe as fp
@@ -41,8 +52,9 @@ def _loaders(arm: str, train: list[dict], val: list[dict], device: torch.device,
     dev = None if device.type == "cpu" else str(device)
     ds = fp.CacheDataset(train, chains.fastpipe_chain(device=dev), num_workers=threads, progress=False)
     loader = fp.ThreadDataLoader(ds, batch_size=bs, shuffle=True)
-    val_ds = fp.CacheDataset(val, chains.fastpipe_chain(device=dev, crop=False), num_workers=threads,
-                             progress=False)
+    val_ds = fp.CacheDataset(
+        val, chains.fastpipe_chain(device=dev, crop=False), num_workers=threads, progress=False
+    )
     return loader, val_ds
 
 
@@ -96,8 +108,15 @@ def train_arm(arm: str, train: list[dict], val: list[dict], opts: dict[str, Any]
             steps += 1
         sync(device)
         wall = time.perf_counter() - t0
-        epochs.append({"epoch": epoch, "s": wall, "data_wait_fraction": waited / wall, "steps": steps,
-                       "loss": float(loss)})
+        epochs.append(
+            {
+                "epoch": epoch,
+                "s": wall,
+                "data_wait_fraction": waited / wall,
+                "steps": steps,
+                "loss": float(loss),
+            }
+        )
         if epoch % opts["val_interval"] == 0 or epoch == opts["epochs"]:
             dice = validate(model, val_ds, device, amp)
             timeline.append({"epoch": epoch, "t_s": time.perf_counter() - t_start, "dice": dice})
@@ -139,8 +158,13 @@ def run_train(data: list[dict], args: Any) -> dict[str, Any]:
     }
     arms = {arm: train_arm(arm, data[:-n_val], data[-n_val:], opts) for arm in ("regular", "fast")}
     reg, fast = arms["regular"], arms["fast"]
-    out: dict[str, Any] = {"device": str(device), "amp": gpu, "options": {k: str(v) for k, v in opts.items()},
-                           "arms": arms, "published": PUBLISHED}
+    out: dict[str, Any] = {
+        "device": str(device),
+        "amp": gpu,
+        "options": {k: str(v) for k, v in opts.items()},
+        "arms": arms,
+        "published": PUBLISHED,
+    }
     out["epoch_speedup"] = reg["epoch_s"]["median"] / fast["epoch_s"]["median"]
     if reg["time_to_target_s"] and fast["time_to_target_s"]:
         out["time_to_target_speedup"] = reg["time_to_target_s"] / fast["time_to_target_s"]

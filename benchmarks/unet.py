@@ -13,8 +13,12 @@ class ResUnit(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm3d(cout), nn.PReLU(),
-            nn.Conv3d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm3d(cout), nn.PReLU(),
+            nn.Conv3d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm3d(cout),
+            nn.PReLU(),
+            nn.Conv3d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm3d(cout),
+            nn.PReLU(),
         )
         self.skip = nn.Conv3d(cin, cout, 1 if stride == 1 else 3, stride, 0 if stride == 1 else 1)
 
@@ -34,8 +38,9 @@ class UNet3D(nn.Module):
         ``(N, in_channels, D, H, W)`` -> ``(N, out_channels, D, H, W)``, D/H/W divisible by 16.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2,
-                 channels: tuple[int, ...] = (16, 32, 64, 128, 256)) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 2, channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    ) -> None:
         super().__init__()
         widths = [in_channels, *channels]
         self.down = nn.ModuleList(

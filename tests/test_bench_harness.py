@@ -9,8 +9,16 @@ import pytest
 from benchmarks import spleen
 from fastpipe.datasets import synthesize
 
-ROWS = ["regular", "monai-cache", "monai-smartcache", "dali", "fastpipe-cache", "fastpipe-cache-per-item",
-        "fastpipe-smartcache", "fastpipe-gpu-cache"]
+ROWS = [
+    "regular",
+    "monai-cache",
+    "monai-smartcache",
+    "dali",
+    "fastpipe-cache",
+    "fastpipe-cache-per-item",
+    "fastpipe-smartcache",
+    "fastpipe-gpu-cache",
+]
 
 
 @pytest.mark.slow
@@ -18,8 +26,24 @@ ROWS = ["regular", "monai-cache", "monai-smartcache", "dali", "fastpipe-cache", 
 def test_harness_runs_every_row_and_writes_json_and_png(tmp_path, capsys):
     root = synthesize(tmp_path / "data", preset="spleen-small", seed=0, progress=False, num_volumes=4)
     out = tmp_path / "res.json"
-    rc = spleen.main(["--data", str(root), "--rows", ",".join(ROWS), "--epochs", "1", "--step-epochs", "1",
-                      "--step-ms-per-volume", "5", "--threads", "2", "--out", str(out)])
+    rc = spleen.main(
+        [
+            "--data",
+            str(root),
+            "--rows",
+            ",".join(ROWS),
+            "--epochs",
+            "1",
+            "--step-epochs",
+            "1",
+            "--step-ms-per-volume",
+            "5",
+            "--threads",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads(out.read_text())
     rows = {r["row"]: r for r in doc["rows"]}

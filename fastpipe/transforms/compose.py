@@ -26,7 +26,9 @@ def mark_random(fn: Transform) -> Transform:
     try:
         fn.random = True
     except AttributeError as err:  # builtins and slotted objects
-        raise TypeError(f"cannot mark {fn!r} as random: it takes no attributes; wrap it in a function") from err
+        raise TypeError(
+            f"cannot mark {fn!r} as random: it takes no attributes; wrap it in a function"
+        ) from err
     return fn
 
 
