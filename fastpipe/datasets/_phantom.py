@@ -129,7 +129,11 @@ def _surface_offsets(semi: np.ndarray, rot: np.ndarray) -> np.ndarray:
     """World (x, y, z) offsets of points on the spleen's ellipsoid, inflated for the deformation."""
     ang = np.linspace(0, np.pi, 9)[:, None], np.linspace(0, 2 * np.pi, 16, endpoint=False)[None, :]
     sphere = np.stack(
-        [np.sin(ang[0]) * np.cos(ang[1]), np.sin(ang[0]) * np.sin(ang[1]), np.cos(ang[0]) + 0 * ang[1]]
+        [
+            np.sin(ang[0]) * np.cos(ang[1]),
+            np.sin(ang[0]) * np.sin(ang[1]),
+            np.broadcast_to(np.cos(ang[0]), (9, 16)),
+        ]
     )
     return rot @ (sphere.reshape(3, -1) * (semi * 1.2)[:, None])
 
