@@ -2,7 +2,9 @@
 
 Every peer gets the same synthetic spleen-like volumes (post-preprocessing size, HU image + organ
 label, fed as tensors so no file decoding is timed), the same deterministic prefix
-(``ScaleIntensityRanged`` then ``FgBgToIndicesd``, cached) and the same random part: 4 pos/neg 96^3
+(``ScaleIntensityRanged`` then ``FgBgToIndicesd``, cached; labels kept in the dtype each library's
+own chain caches them in: uint8 for fastpipe, float32 for MONAI, whose LoadImaged converts) and the
+same random part: 4 pos/neg 96^3
 crops per volume, batches of 2 volumes (8 crops), shuffled. Epochs of the peers are interleaved
 (round robin) after a warm-up, so they share the machine's noise; the median and spread of the
 epoch times are reported, and the cache fills separately. Then fastpipe's fill time per volume is
@@ -32,7 +34,7 @@ TARGETS = {"vs_monai_best": 4.0, "vs_monai_default": 15.0, "vs_plain_copy_max": 
 
 
 def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """``n`` items: int16 HU-like image ``(1, *shape)`` and a float32 label with an ellipsoid organ."""
+    """``n`` items as MSD files hold them: int16 HU-like image ``(1, *shape)``, uint8 organ label."""
     g = torch.Generator().manual_seed(seed)
     grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
     out = []
@@ -43,7 +45,7 @@ def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dic
         img = torch.randint(-200, 300, shape, generator=g, dtype=torch.int16)
         img[organ] = torch.randint(40, 160, (int(organ.sum()),), generator=g, dtype=torch.int16)
         meta = {"filename_or_obj": f"synthetic/spleen_{i}.nii.gz"}  # as a loaded item has; names errors
-        out.append({"image": img[None], "label": organ[None].to(torch.float32), "image_meta_dict": meta})
+        out.append({"image": img[None], "label": organ[None].to(torch.uint8), "image_meta_dict": meta})
     return out
 
 
@@ -80,10 +82,19 @@ def fastpipe_peer(data: list[dict], workers: int) -> tuple[Any, float, str]:
 
 def monai_peer(data: list[dict], workers: int, copy_cache: bool) -> tuple[Any, float]:
     from monai.data import CacheDataset, ThreadDataLoader
-    from monai.transforms import Compose, FgBgToIndicesd, RandCropByPosNegLabeld, ScaleIntensityRanged
+    from monai.transforms import (
+        Compose,
+        EnsureTyped,
+        FgBgToIndicesd,
+        RandCropByPosNegLabeld,
+        ScaleIntensityRanged,
+    )
 
     chain = Compose(
         [
+            # MONAI's LoadImaged gives float32 by default and its chain keeps labels float32 from there
+            # (fastpipe keeps the file's uint8): each library caches the label as its own chain does.
+            EnsureTyped("label", dtype=torch.float32, track_meta=False),
             ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
             FgBgToIndicesd("label"),
             RandCropByPosNegLabeld(
@@ -292,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup": args.warmup,
             "fill_workers": args.workers,
             "torch_threads": torch.get_num_threads(),
-            "label_dtype": "float32",
+            "label_dtype": {"file": "uint8", "fastpipe_cache": "uint8", "monai_cache": "float32"},
             "image_input_dtype": "int16",
         },
         **compare(data, args.epochs, args.warmup, args.workers),

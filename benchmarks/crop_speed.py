@@ -8,10 +8,14 @@ into the batch tensors. Peers, side by side on the same volumes and thread count
 
 - ``fastpipe``: ``RandCropByPosNegLabeld.batch_call`` (indices precomputed, one op per key);
 - ``monai``: MONAI 1.6 ``RandCropByPosNegLabeld`` with precomputed indices, ``track_meta=False``,
+  on items as MONAI's chain caches them (float32 label: MONAI's ``LoadImaged`` converts),
   then ``list_data_collate`` (its documented best settings); ``monai_meta``: the same with MONAI's
   default ``track_meta=True`` (MetaTensor outputs);
-- ``copy``: the physical floor, ``copy_`` of as many bytes into preallocated buffers, and
-  ``copy_alloc``: the same into freshly allocated ones (what any op returning new tensors pays).
+- ``copy``: the physical floor, ``copy_`` of the same windows (same count and size, uniform random
+  starts, no sampling) from the same volumes into preallocated batch buffers, the plain-copy
+  baseline ``benchmarks.cached_epoch`` uses too; ``copy_contiguous``: ``copy_`` of as many bytes from
+  one contiguous, cache-warm buffer (optimistic: no strided reads, partly L3-resident), and
+  ``copy_alloc``: that into freshly allocated buffers (what any op returning new tensors pays).
 
 On a GPU it also times the crop kernel for 8 volumes x 4 crops against the device-to-device copy
 bandwidth, and sampling the centres against cutting the crops. Results: JSON under
@@ -63,11 +67,28 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
     lab_src = torch.randint(0, 2, (n, 1, *patch), dtype=torch.uint8)
     img_dst, lab_dst = torch.empty_like(img_src), torch.empty_like(lab_src)
 
+    # MONAI's chain caches labels as float32 (its LoadImaged converts); fastpipe keeps the file's uint8.
+    monai_items = [d | {"label": d["label"].float()} for d in items]
+
     def monai_batch():
-        return list_data_collate([theirs(d) for d in items])
+        return list_data_collate([theirs(d) for d in monai_items])
 
     def copy_pre():
         img_dst.copy_(img_src), lab_dst.copy_(lab_src)
+
+    g = torch.Generator().manual_seed(1)
+    windows = []  # the same number of windows per volume, at uniform random starts (no sampling logic)
+    for j in range(n):
+        d = items[j // num_samples]
+        st = [
+            int(torch.randint(0, s - p + 1, (), generator=g))
+            for s, p in zip(d["image"].shape[1:], patch, strict=True)
+        ]
+        windows.append((d, tuple(slice(a, a + p) for a, p in zip(st, patch, strict=True))))
+
+    def copy_windows():
+        for j, (d, (sx, sy, sz)) in enumerate(windows):
+            img_dst[j].copy_(d["image"][:, sx, sy, sz]), lab_dst[j].copy_(d["label"][:, sx, sy, sz])
 
     def copy_alloc():
         return img_src.clone(), lab_src.clone()
@@ -75,12 +96,12 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
     def monai_meta_batch():
         set_track_meta(True)
         try:
-            return list_data_collate([theirs(d) for d in items])
+            return list_data_collate([theirs(d) for d in monai_items])
         finally:
             set_track_meta(False)
 
     peers = {"fastpipe": lambda: ours.batch_call(items), "monai": monai_batch, "monai_meta": monai_meta_batch,
-             "copy": copy_pre, "copy_alloc": copy_alloc}  # fmt: skip
+             "copy": copy_windows, "copy_contiguous": copy_pre, "copy_alloc": copy_alloc}  # fmt: skip
     set_track_meta(False)
     try:  # interleave the peers repeat by repeat so drift (other load, turbo) hits all alike
         times: dict[str, list[float]] = {k: [] for k in peers}
@@ -96,6 +117,7 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
     out["ratios"] = {
         "fastpipe_over_copy": med["fastpipe"] / med["copy"],
         "fastpipe_over_copy_alloc": med["fastpipe"] / med["copy_alloc"],
+        "fastpipe_over_copy_contiguous": med["fastpipe"] / med["copy_contiguous"],
         "monai_over_fastpipe": med["monai"] / med["fastpipe"],
         "monai_meta_over_fastpipe": med["monai_meta"] / med["fastpipe"],
         "monai_over_copy": med["monai"] / med["copy"],

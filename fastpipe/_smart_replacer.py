@@ -13,7 +13,10 @@ queues are bounded; ``submit``/``collect``/``stop`` are called from one consumer
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -24,6 +27,8 @@ import numpy as np
 import torch
 
 from fastpipe._cache_fill import describe_failure
+
+log = logging.getLogger(__name__)
 
 _POLL_S = 0.02  # how often blocked workers and the consumer look at the stop event
 
@@ -75,6 +80,20 @@ class Rotation:
         self.start = (self.start + self.replace_num) % self.n
 
 
+def lower_priority(nice: int | None) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Linux only, where niceness is per thread; else no-op).
+
+    Threads it starts afterwards (e.g. torch's intra-op pool) inherit the lower priority.
+    """
+    if not nice or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(nice)))
+    except OSError as err:  # e.g. a sandbox forbidding it: run at normal priority
+        log.debug("could not lower SmartCache worker priority: %s", err)
+
+
 def replace_loop(
     jobs: queue.Queue,
     results: queue.Queue,
@@ -113,6 +132,8 @@ class Replacer:
         items: ``index -> input item``, used to name a failed item.
         num_workers: worker threads.
         capacity: most items of one round (bounds both queues).
+        nice: niceness added to each worker thread (default 10; ``None``/0: normal priority), so that
+            the loader's reads win the CPU over replacements when both want it.
 
     Threading contract: one consumer thread calls :meth:`submit`, :meth:`collect` and :meth:`stop`.
     """
@@ -124,9 +145,11 @@ class Replacer:
         items: Callable[[int], Any],
         num_workers: int,
         capacity: int,
+        nice: int | None = 10,
     ) -> None:
         self._compute, self._store, self._items = compute, store, items
         self.num_workers = num_workers
+        self.nice = nice
         self._jobs: queue.Queue = queue.Queue(maxsize=capacity)
         self._results: queue.Queue = queue.Queue(maxsize=capacity)
         self._stop = threading.Event()
@@ -146,7 +169,9 @@ class Replacer:
         self._stop.clear()
         args = (self._jobs, self._results, self._stop, self._compute, self._guarded_store)
         self._threads = [
-            threading.Thread(target=replace_loop, args=args, name=f"fastpipe-smartcache-{i}", daemon=True)
+            threading.Thread(
+                target=_worker, args=(self.nice, *args), name=f"fastpipe-smartcache-{i}", daemon=True
+            )
             for i in range(self.num_workers)
         ]
         for t in self._threads:
@@ -273,3 +298,8 @@ def release(replacer: Replacer, core: Any) -> None:
     core.close()
     if torch.cuda.is_available() and core.device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def _worker(nice: int | None, *args: Any) -> None:
+    lower_priority(nice)
+    replace_loop(*args)

@@ -52,6 +52,9 @@ class SmartCacheDataset(CacheDataset):
         copy_cache: deep-copy entries on read (default ``False``).
         persist_dir: persistent cache folder (default ``None``).
         disk_dir: disk-tier folder (default ``None``).
+        replace_nice: niceness added to the replacement threads on Linux (default 10; ``None``: normal
+            priority), so the loader's reads win the CPU and replacements use what is left; a round
+            that is still late at the epoch end shows in ``stats()["lag_s"]``.
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
             :class:`~fastpipe.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
 
@@ -88,6 +91,7 @@ class SmartCacheDataset(CacheDataset):
         copy_cache: bool = False,
         persist_dir: str | Path | None = None,
         disk_dir: str | Path | None = None,
+        replace_nice: int | None = 10,
         rank: int | None = None,
         world_size: int | None = None,
         even_divisible: bool = True,
@@ -139,6 +143,7 @@ class SmartCacheDataset(CacheDataset):
             self._inputs.__getitem__,
             workers,
             max(1, self.replace_num),
+            nice=replace_nice,
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import random
 import sys
 import threading
@@ -252,6 +253,18 @@ def test_shutdown_with_an_item_in_flight_returns_within_a_second():
     for t in smart_threads():
         t.join(2.5)  # it discards its result instead of writing into the freed cache
     assert not smart_threads() and ds.core.nbytes == 0
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux-only")
+@pytest.mark.parametrize("nice", [5, None])
+def test_replacement_threads_run_at_lower_priority(nice):
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with smart(num_replace_workers=2, replace_nice=nice):
+        time.sleep(0.05)  # the workers lower their own priority first thing
+        found = {os.getpriority(os.PRIO_PROCESS, t.native_id) for t in smart_threads()}
+    assert found == {min(19, base + (nice or 0))}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the reader is untouched
 
 
 @pytest.mark.timeout(20)
