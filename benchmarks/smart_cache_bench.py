@@ -78,7 +78,9 @@ def run_fastpipe(data: list[dict], smart: bool, args: argparse.Namespace) -> dic
     fill_s = time.perf_counter() - t0
     loader = fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True)
     try:
+        cpu0 = time.process_time()
         samples = time_repeats(_epoch_runner(loader, args.step), repeats=args.epochs, warmup=args.warmup)
+        cpu_s = time.process_time() - cpu0
         stats = ds.stats()
     finally:
         if smart:
@@ -86,6 +88,7 @@ def run_fastpipe(data: list[dict], smart: bool, args: argparse.Namespace) -> dic
         else:
             ds.close()
     row = {"fill_s": fill_s, "epoch_s": spread(samples), "per_batch_s": _per_batch(samples, len(loader))}
+    row["cpu_s_per_batch"] = cpu_s / (len(loader) * (args.epochs + args.warmup))  # all threads, warm-up incl.
     row.update(batches_per_epoch=len(loader), cached_items=len(ds), cached_mib=stats["nbytes"] / 2**20)
     if smart:
         lags = stats["lag_s"][args.warmup :]
@@ -120,12 +123,15 @@ def run_monai(data: list[dict], args: argparse.Namespace) -> dict[str, Any]:
         waits.append(time.perf_counter() - u0)
 
     try:
+        cpu0 = time.process_time()
         samples = time_repeats(
             _epoch_runner(loader, args.step, update), repeats=args.epochs, warmup=args.warmup
         )
+        cpu_s = time.process_time() - cpu0
     finally:
         ds.shutdown()
     row = {"fill_s": fill_s, "epoch_s": spread(samples), "per_batch_s": _per_batch(samples, len(loader))}
+    row["cpu_s_per_batch"] = cpu_s / (len(loader) * (args.epochs + args.warmup))  # all threads, warm-up incl.
     row.update(batches_per_epoch=len(loader), cached_items=len(ds), replace_num=ds._replace_num)
     row["lag_s"] = spread(waits[args.warmup :])  # update_cache() wall time: its spin-wait for the round
     return row
@@ -193,18 +199,20 @@ def _config(args: argparse.Namespace, n: int) -> dict[str, Any]:
         "warmup": args.warmup,
         "workers": args.workers,
         "torch_threads": torch.get_num_threads(),
+        "loadavg_at_start": list(os.getloadavg()),
     }
 
 
 def _print(result: dict[str, Any], path: Any) -> None:
     print(
         f"{'peer':<16}{'s/batch median':>15}{'IQR':>8}{'epoch s':>9}{'batches':>8}{'lag s':>8}{'fill s':>8}"
+        f"{'CPU s/batch':>12}"
     )
     for name, row in result["peers"].items():
         b, lag = row["per_batch_s"], row.get("lag_s", {}).get("median", float("nan"))
         print(
             f"{name:<16}{b['median']:>15.3f}{b['iqr']:>8.3f}{row['epoch_s']['median']:>9.2f}"
-            f"{row['batches_per_epoch']:>8}{lag:>8.3f}{row['fill_s']:>8.2f}"
+            f"{row['batches_per_epoch']:>8}{lag:>8.3f}{row['fill_s']:>8.2f}{row['cpu_s_per_batch']:>12.3f}"
         )
     for k, v in result["ratios"].items():
         print(f"{k}: {v:.3f}x ({'pass' if result['passed'][k] else 'FAIL'})")

@@ -113,6 +113,25 @@ class SmartCacheDataset(CacheDataset):
             even_divisible=even_divisible,
             partition_seed=partition_seed,
         )
+        self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
+        self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
+        inputs, core = self._inputs, self.core
+        self._replacer = Replacer(
+            lambda slot: core.compute(inputs[slot]),
+            self._store,
+            inputs.__getitem__,
+            default_workers(num_replace_workers, self.replace_num),
+            max(1, self.replace_num),
+            nice=replace_nice,
+        )
+        self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
+        distributed.guarded_fill(
+            lambda: self._fill_window(num_init_workers, progress), self.shard is not None
+        )
+
+    def _setup_window(
+        self, cache_num: int, replace_rate: float, cache_rate: float, shuffle: bool, seed: int
+    ) -> None:
         n = len(self._inputs)
         self.cache_num = min(cache_num, n, max(1, int(n * cache_rate)))
         if self.cache_num >= n:
@@ -120,7 +139,7 @@ class SmartCacheDataset(CacheDataset):
                 f"cache_num={cache_num} >= len(data)={n}: SmartCacheDataset falls back to a full "
                 "CacheDataset (every item cached, no replacement)",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         self.replace_num = min(math.ceil(self.cache_num * replace_rate), n - self.cache_num)
         self.replace_rate = replace_rate
@@ -134,21 +153,6 @@ class SmartCacheDataset(CacheDataset):
         self._lags: list[float] = []
         self._late: list[int] = []
         self.items_swapped = 0
-        self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
-        workers = default_workers(num_replace_workers, self.replace_num)
-        inputs, core = self._inputs, self.core
-        self._replacer = Replacer(
-            lambda slot: core.compute(inputs[slot]),
-            self._store,
-            self._inputs.__getitem__,
-            workers,
-            max(1, self.replace_num),
-            nice=replace_nice,
-        )
-        self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
-        distributed.guarded_fill(
-            lambda: self._fill_window(num_init_workers, progress), self.shard is not None
-        )
 
     def _fill_window(self, num_workers: int | None, progress: bool) -> None:
         def job(slot: int) -> None:
