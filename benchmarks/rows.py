@@ -122,8 +122,10 @@ def fastpipe_cache(data, cfg: Config, batched: bool = True) -> Row:
     if not batched:
         chain[-1] = _PerItem(chain[-1])
     ds = fp.CacheDataset(data, chain, cache_rate=1.0, num_workers=cfg.threads, progress=False, seed=cfg.seed)
-    loader = fp.ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    return Row(loader, len(ds), info={"batched_crops": batched, "cache": ds.stats()})
+    loader = fp.ThreadDataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, persistent_workers=True
+    )
+    return Row(loader, len(ds), close=loader.close, info={"batched_crops": batched, "cache": ds.stats()})
 
 
 class _PerItem:
@@ -170,8 +172,15 @@ def fastpipe_smartcache(data, cfg: Config) -> Row:
         seed=cfg.seed,
     )
     ds.start()
-    loader = fp.ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
-    return Row(loader, cache_num, close=ds.shutdown, info={"cache_num": cache_num})
+    loader = fp.ThreadDataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, persistent_workers=True
+    )
+
+    def close() -> None:
+        loader.close()
+        ds.shutdown()
+
+    return Row(loader, cache_num, close=close, info={"cache_num": cache_num})
 
 
 def dali(data, cfg: Config) -> Row:

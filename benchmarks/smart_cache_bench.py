@@ -76,13 +76,14 @@ def run_fastpipe(data: list[dict], smart: bool, args: argparse.Namespace) -> dic
     else:
         ds = fp.CacheDataset(data, chain, num_workers=workers, progress=False)
     fill_s = time.perf_counter() - t0
-    loader = fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True)
+    loader = fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, persistent_workers=True)
     try:
         cpu0 = time.process_time()
         samples = time_repeats(_epoch_runner(loader, args.step), repeats=args.epochs, warmup=args.warmup)
         cpu_s = time.process_time() - cpu0
         stats = ds.stats()
     finally:
+        loader.close()
         if smart:
             ds.shutdown()
         else:

@@ -51,7 +51,7 @@ def _loaders(arm: str, train: list[dict], val: list[dict], device: torch.device,
 
     dev = None if device.type == "cpu" else str(device)
     ds = fp.CacheDataset(train, chains.fastpipe_chain(device=dev), num_workers=threads, progress=False)
-    loader = fp.ThreadDataLoader(ds, batch_size=bs, shuffle=True)
+    loader = fp.ThreadDataLoader(ds, batch_size=bs, shuffle=True, persistent_workers=True)
     val_ds = fp.CacheDataset(
         val, chains.fastpipe_chain(device=dev, crop=False), num_workers=threads, progress=False
     )

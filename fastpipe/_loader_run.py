@@ -57,6 +57,8 @@ class LoaderRun:
         whole_batch: with workers, make whole batches in parallel (in order) instead of items of a batch.
         buffer_size: most batches waiting in the queue.
         prefetch_hook: called with the indices of the next batch before a batch is made (default ``None``).
+        on_done: called in the producer thread once the last batch is made and queued, unless the run
+            was stopped first (default ``None``); an error it raises reaches the consumer.
     """
 
     def __init__(
@@ -67,8 +69,9 @@ class LoaderRun:
         whole_batch: bool,
         buffer_size: int,
         prefetch_hook: Callable[[list[int]], None] | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> None:
-        self.jobs, self.make = jobs, make
+        self.jobs, self.make, self.on_done = jobs, make, on_done
         self.whole_batch = whole_batch
         self.num_workers = num_workers
         self.prefetch_hook = prefetch_hook
@@ -90,12 +93,14 @@ class LoaderRun:
     def _produce(self) -> Iterator[Any]:
         if self.pool is not None and self.whole_batch:
             yield from self._produce_parallel_batches()
-            return
-        for k, job in enumerate(self.jobs):
-            if self.stop_event.is_set():
-                return
-            self._prefetch(k + 1)
-            yield self.make(job, self.pool)
+        else:
+            for k, job in enumerate(self.jobs):
+                if self.stop_event.is_set():
+                    return
+                self._prefetch(k + 1)
+                yield self.make(job, self.pool)
+        if self.on_done is not None and not self.stop_event.is_set():
+            self.on_done()
 
     def _produce_parallel_batches(self) -> Iterator[Any]:
         pending: deque = deque()
@@ -126,6 +131,11 @@ class LoaderRun:
             self.stop()
             raise payload
         return None if kind == _END else payload
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopped
 
     def stop(self) -> None:
         """Stop the producer, drain the queue, join the thread and the pool (idempotent)."""

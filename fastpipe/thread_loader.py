@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -52,13 +53,18 @@ class ThreadDataLoader:
         even_batches: yield as many batches on every rank, the fewest any rank has (an all-reduce per
             epoch, :func:`fastpipe.distributed.loader_batches`); default ``None``: when the dataset is a
             rank shard (its ``shard`` is set). ``len()`` stays this rank's own count.
+        persistent_workers: as soon as the producer has made an epoch's last batch, call
+            ``update_cache()`` and start the next epoch's producer, so its first batches are made
+            while the consumer still works on the last ones; that producer then waits on its bounded
+            queue until the next loop or :meth:`close` (default ``False``).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
     :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
     ``iter_s`` (consumer wall time from requesting this batch to requesting the next). At the end
-    of each full epoch, ``dataset.update_cache()`` is called when it exists (SmartCache).
+    of each full epoch, ``dataset.update_cache()`` is called when it exists (SmartCache); with
+    ``persistent_workers`` it is called from the producer once the epoch's reads are all made.
 
     Example:
         >>> loader = ThreadDataLoader([{"x": torch.zeros(2)}] * 4, batch_size=2)
@@ -80,6 +86,7 @@ class ThreadDataLoader:
         seed: int = 0,
         device: str | torch.device | None = None,
         even_batches: bool | None = None,
+        persistent_workers: bool = False,
     ) -> None:
         for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if int(value) < low:
@@ -94,7 +101,11 @@ class ThreadDataLoader:
         self.generator, self.seed = generator, seed
         self.device = None if device is None else torch.device(device)
         self.even_batches = even_batches
+        self.persistent_workers = persistent_workers
         self.epoch = 0
+        self._next: tuple[int, LoaderRun] | None = None  # the next epoch's run, started ahead
+        self._deferred: int | None = None  # the epoch to start ahead once the consumer takes the next run
+        self._ahead_lock = threading.Lock()
         self.timings: list[dict[str, Any]] = []
         self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
 
@@ -125,12 +136,12 @@ class ThreadDataLoader:
         return callable(getattr(ds, "__getitems__", None))
 
     def __iter__(self) -> Iterator[Any]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        hook = getattr(self.dataset, "prefetch", None)
-        run = LoaderRun(
-            self._jobs(epoch), self._make, self.num_workers, self._whole_batch, self.buffer_size, hook
-        )
-        self._runs.add(run)
+        with self._ahead_lock:
+            epoch, self.epoch = self.epoch, self.epoch + 1
+            run = self._take_next(epoch) or self._start(epoch)
+            if self._deferred == epoch + 1:  # the run taken had finished ahead: now go one further
+                self._deferred = None
+                self._next = (epoch + 1, self._start(epoch + 1))
         last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
         try:
             while True:
@@ -152,8 +163,46 @@ class ThreadDataLoader:
             if last is not None:  # left early: close the last batch's interval now
                 last[0]["iter_s"] = time.perf_counter() - last[1]
             run.stop()
+        if not self.persistent_workers:
+            self._update_cache()
+
+    def _update_cache(self) -> None:
         if callable(getattr(self.dataset, "update_cache", None)):
             self.dataset.update_cache()
+
+    def _start(self, epoch: int) -> LoaderRun:
+        hook = getattr(self.dataset, "prefetch", None)
+        on_done = (lambda: self._epoch_made(epoch)) if self.persistent_workers else None
+        run = LoaderRun(
+            self._jobs(epoch),
+            self._make,
+            self.num_workers,
+            self._whole_batch,
+            self.buffer_size,
+            hook,
+            on_done,
+        )
+        self._runs.add(run)
+        return run
+
+    def _epoch_made(self, epoch: int) -> None:
+        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next."""
+        self._update_cache()
+        with self._ahead_lock:
+            if self.epoch > epoch:  # the consumer is in ``epoch``: start the next, one run ahead at most
+                self._next = (epoch + 1, self._start(epoch + 1))
+            else:  # this run itself was ahead and is done: the next starts when the consumer takes it
+                self._deferred = epoch + 1
+
+    def _take_next(self, epoch: int) -> LoaderRun | None:
+        """The run started ahead for ``epoch``, if any (a stale one is stopped)."""
+        ahead, self._next = self._next, None
+        if ahead is None:
+            return None
+        if ahead[0] == epoch:
+            return ahead[1]
+        ahead[1].stop()
+        return None
 
     def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
         indices, seed = job
@@ -201,8 +250,13 @@ class ThreadDataLoader:
 
     def close(self) -> None:
         """Stop and join every running producer (idempotent)."""
-        for run in list(getattr(self, "_runs", ())):
-            run.stop()
+        while True:  # stopping a run may start the next one (persistent_workers): repeat until none is left
+            runs = [r for r in list(getattr(self, "_runs", ())) if not r.stopped]
+            if not runs:
+                break
+            for run in runs:
+                run.stop()
+        self._next, self._deferred = None, None
 
     def __del__(self) -> None:
         self.close()

@@ -177,3 +177,76 @@ def test_cuda_batches(cuda_device):
     )
     batches = list(ThreadDataLoader(ds, batch_size=2, num_workers=2))
     assert all(b["image"].is_cuda for b in batches) and len(batches) == 2
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_persistent_workers_prefetch_next_epoch_with_the_same_batches(num_workers):
+    class Slow(RandAdd):
+        def __call__(self, d):
+            threading.Event().wait(0.05)  # 50 ms per item: a first batch costs >= 50 ms unless made ahead
+            return super().__call__(d)
+
+    data = [{**d, "image": torch.zeros(2)} for d in items(6)]
+    ds = CacheDataset(data, [Slow()], progress=False, seed=3)
+    plain = ThreadDataLoader(ds, batch_size=2, shuffle=True, seed=5, num_workers=num_workers)
+    ahead = ThreadDataLoader(
+        ds, batch_size=2, shuffle=True, seed=5, num_workers=num_workers, persistent_workers=True
+    )
+    try:
+        want = [[b["image"] for b in plain] for _ in range(3)]
+        got = []
+        for _ in range(3):
+            epoch = []
+            for b in ahead:
+                epoch.append(b["image"])
+                threading.Event().wait(0.15)  # the consumer's step
+            got.append(epoch)
+        assert _fastpipe_threads() != []  # the next epoch's producer waits on its queue
+    finally:
+        ahead.close()
+        ahead.close()
+        plain.close()
+    assert _fastpipe_threads() == []
+    assert all(
+        torch.equal(a, b) for ea, eb in zip(want, got, strict=True) for a, b in zip(ea, eb, strict=True)
+    )
+    first_waits = [t["wait_s"] for t in ahead.timings[3::3]]  # first batch of epochs 2 and 3
+    assert len(first_waits) == 2 and max(first_waits) < 0.025, first_waits
+    assert min(t["wait_s"] for t in plain.timings[3::3]) >= 0.045  # without it the consumer waits
+
+
+@pytest.mark.timeout(20)
+def test_persistent_workers_break_starts_nothing_ahead():
+    loader = ThreadDataLoader(
+        [{"x": torch.tensor(i)} for i in range(10)], batch_size=2, persistent_workers=True
+    )
+    for _ in loader:
+        break
+    gc.collect()
+    assert _fastpipe_threads() == []
+
+
+@pytest.mark.timeout(30)
+def test_persistent_workers_run_one_epoch_ahead_at_most():
+    class Smart(torch.utils.data.Dataset):
+        updates = 0
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor(i)}
+
+        def update_cache(self):
+            self.updates += 1
+
+    ds = Smart()
+    loader = ThreadDataLoader(ds, batch_size=2, buffer_size=2, persistent_workers=True)
+    for epochs in range(1, 4):
+        assert [b["x"].tolist() for b in loader] == [[0, 1], [2, 3]]
+        threading.Event().wait(0.2)  # let any run ahead finish its epoch
+        assert epochs <= ds.updates <= epochs + 1  # swaps happen once an epoch's reads are made
+        assert len([r for r in loader._runs if not r.stopped]) <= 2
+    loader.close()
+    assert _fastpipe_threads() == []
