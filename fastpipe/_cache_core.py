@@ -20,6 +20,7 @@ from fastpipe._cache_persist import PersistentCache, chain_fingerprint, item_key
 from fastpipe._cache_tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
 from fastpipe.transforms.compose import apply_transform
+from fastpipe.transforms.spatial import fuse_spatial
 from fastpipe.transforms.utility import device_point
 
 
@@ -75,6 +76,7 @@ class CacheCore:
         self.prefix = list(prefix)
         self.device = chain_device(self.prefix)
         self.host_prefix = [t for t in self.prefix if device_point(t) is None]
+        self._run_prefix, self._run_host_prefix = fuse_spatial(self.prefix), fuse_spatial(self.host_prefix)
         primary = "cuda" if self.device.type == "cuda" else "host"
         self.store = TierStore(self.device, parse_budget(budget, primary), disk_dir)
         self.persist = None if persist_dir is None else PersistentCache(persist_dir)
@@ -104,10 +106,10 @@ class CacheCore:
     def _run(self, item: Any) -> Any:
         if not self.store.cuda_full:
             try:
-                return _apply(self.prefix, item)
+                return _apply(self._run_prefix, item)
             except torch.cuda.OutOfMemoryError:
                 self.store.note_oom("cuda")
-        return _apply(self.host_prefix, item)  # GPU full: the deterministic tail runs on the host
+        return _apply(self._run_host_prefix, item)  # GPU full: the deterministic tail runs on the host
 
     def put(self, slot: int, entry: Any) -> str | None:
         """Store ``entry`` under ``slot``; returns its tier, or ``None`` when no tier has room."""

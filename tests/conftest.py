@@ -10,7 +10,9 @@ GPU_SKIP_REASON = "needs a CUDA GPU; none on this machine (run `make test-gpu` o
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),
-    pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason=GPU_SKIP_REASON)]),
+    pytest.param(
+        "cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason=GPU_SKIP_REASON)]
+    ),
 ]
 
 

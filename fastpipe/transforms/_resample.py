@@ -14,6 +14,9 @@ first-touch page faults otherwise cost more than the interpolation itself.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -199,17 +202,41 @@ def _plane_pass(src: torch.Tensor, plan_m, plan_n, out_dtype: torch.dtype) -> to
         wn0.astype(dt),
         wn1.astype(dt),
     )
-    for c in range(s.shape[0]):
-        for p in range(s.shape[1]):
+    scale_single = (weights != 1).any()
+
+    def planes(c: int, lo: int, hi: int) -> None:
+        for p in range(lo, hi):
             x, o = s[c, p], out[c, p]
             if single:
                 np.take(np.take(x, m0, axis=0), n0, axis=1, out=o)
-                if (weights != 1).any():
+                if scale_single:
                     o *= weights
                 continue
             rows = _mix(np.take(x, m0, axis=0).astype(dt), np.take(x, m1, axis=0).astype(dt), col_m0, col_m1)
             _mix(np.take(rows, n0, axis=1), np.take(rows, n1, axis=1), wn0, wn1, out=o)
+
+    _over_planes(planes, s.shape[0], s.shape[1], s[0, 0].size)
     return torch.from_numpy(out)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_PARALLEL_MIN_VOXELS = 2**22  # below this a volume is resampled in the calling thread
+
+
+def _over_planes(fn, channels: int, n_planes: int, plane_voxels: int) -> None:
+    """Run ``fn(c, lo, hi)`` over all planes; big volumes in two halves on two threads (numpy frees
+    the GIL in ``take`` and arithmetic). Each plane is written by one thread: results do not change."""
+    if channels * n_planes * plane_voxels < _PARALLEL_MIN_VOXELS or (os.cpu_count() or 1) < 2:
+        for c in range(channels):
+            fn(c, 0, n_planes)
+        return
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="fastpipe-resample"))
+    half = n_planes // 2
+    for c in range(channels):
+        other = _POOL[0].submit(fn, c, half, n_planes)
+        fn(c, 0, half)
+        other.result()
 
 
 def _run_passes(
@@ -240,8 +267,13 @@ def resample_separable(
     align_corners: bool,
     dtype: torch.dtype,
     torch_ops: bool = False,
+    flip_axes: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """Resample ``img`` (C, X, Y, Z) through a diagonal voxel map, one axis at a time.
+
+    ``flip_axes`` (spatial axes 0..2) resamples ``img`` as if it had been flipped along them first
+    (what ``Orientationd`` does), without the flipped copy: the plans are computed for the flipped
+    volume and their source indices mirrored, so the result is bit-identical to flip-then-resample.
 
     The output keeps the input's memory layout (a NIfTI-loaded volume stays x-fastest).
     Nearest keeps ``img.dtype``; linear computes and returns ``dtype``. CPU tensors go through
@@ -256,6 +288,10 @@ def resample_separable(
         )
         for a in range(3)
     ]
+    for a in flip_axes:
+        last = in_shape[a] - 1
+        i0, i1, w0, w1 = plans[a]
+        plans[a] = ([last - i for i in i0], [last - i for i in i1], w0, w1)
     order = sorted(range(3), key=lambda a: -img.stride(1 + a))  # spatial axes, outermost in memory first
     phys = img.permute(0, *[1 + a for a in order])
     if not phys.is_contiguous():

@@ -92,7 +92,9 @@ class Compose:
         self.transforms = flatten(transforms)
 
     def __call__(self, data: Any) -> Any:
-        for t in self.transforms:
+        from fastpipe.transforms.spatial import fuse_spatial  # spatial imports this module
+
+        for t in fuse_spatial(self.transforms):
             data = apply_transform(t, data)
         return data
 

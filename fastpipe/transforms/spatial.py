@@ -126,14 +126,17 @@ class Orientationd:
             self._orient(d, key)
         return d
 
-    def _orient(self, d: dict[Hashable, Any], key: str) -> None:
+    def _orient(self, d: dict[Hashable, Any], key: str, defer_flips: bool = False) -> tuple[int, ...]:
+        """Reorient ``d[key]``; with ``defer_flips`` a flip-only reorientation leaves the voxels as they
+        are (only the affine changes) and returns the spatial axes still to flip."""
         img, affine = d[key], get_affine(d, key).numpy()
         if img.ndim != 4:
             raise ValueError(f"Orientationd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
         ornt = orientation_transform(affine, self.axcodes)
         flips = [1 + i for i in range(3) if ornt[i, 1] == -1]
         perm = [0] + [1 + int(i) for i in np.argsort(ornt[:, 0])]
-        out = _flip(img, flips)
+        deferred = defer_flips and perm == [0, 1, 2, 3]
+        out = img if deferred else _flip(img, flips)
         if perm != [0, 1, 2, 3]:
             out = out.permute(*perm)
         new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
@@ -141,6 +144,7 @@ class Orientationd:
             d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
         )
         d[key] = out
+        return tuple(f - 1 for f in flips) if deferred else ()
 
 
 class Spacingd:
@@ -215,20 +219,71 @@ class Spacingd:
             self._resample(d, i)
         return d
 
-    def _resample(self, d: dict[Hashable, Any], i: int) -> None:
+    def _resample(self, d: dict[Hashable, Any], i: int, flips: tuple[int, ...] = ()) -> None:
+        """Resample key ``i``; ``flips`` (spatial axes) are pending flips of ``d[key]`` to fold in."""
         key, mode, pad, ac = self.keys[i], self.mode[i], self.padding_mode[i], bool(self.align_corners[i])
         img, affine = d[key], get_affine(d, key).numpy()
         if img.ndim != 4:
             raise ValueError(f"Spacingd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
         in_shape = tuple(img.shape[1:])
         new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
+        separable = pad != "reflection" and is_separable(xform, in_shape)
+        if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL) or not separable:
+            img = _flip(img, [1 + a for a in flips])
         if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL):
             out = img if mode == "nearest" else img.to(self.dtype)
-        elif pad != "reflection" and is_separable(xform, in_shape):
-            out = resample_separable(img, xform, out_shape, mode, pad, ac, self.dtype)
+        elif separable:
+            out = resample_separable(img, xform, out_shape, mode, pad, ac, self.dtype, flip_axes=flips)
         else:
             out = resample_grid(img, xform, out_shape, mode, pad, ac, self.dtype)
         update_meta(
             d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
         )
         d[key] = out
+
+
+class OrientSpacingd:
+    """``Orientationd`` then ``Spacingd`` on the same keys in one pass: flips fold into the resample.
+
+    Reorienting an MSD volume (stored L,P,S) to RAS flips two axes: a full copy of the volume that
+    ``Spacingd`` then reads again. Here the flips only change the affine and the resample's source
+    indices are mirrored, so the output is bit-identical to the two transforms run in turn, without
+    the copy. Permutations and non-separable maps take the two-step path. Chains are fused by
+    :func:`fuse_spatial`; this class is not meant to be built by hand.
+    """
+
+    def __init__(self, orientation: Orientationd, spacing: Spacingd) -> None:
+        self.orientation, self.spacing = orientation, spacing
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        o, s = self.orientation, self.spacing
+        d = dict(data)
+        present = [o.keys[i] for i in present_keys(d, o.keys, o.allow_missing_keys, "Orientationd")]
+        check_same_grid(d, present, "Orientationd")
+        flips = {key: o._orient(d, key, defer_flips=True) for key in present}
+        present_s = present_keys(d, s.keys, s.allow_missing_keys, "Spacingd")
+        check_same_grid(d, [s.keys[i] for i in present_s], "Spacingd")
+        for i in present_s:
+            s._resample(d, i, flips.get(s.keys[i], ()))
+        return d
+
+    def __repr__(self) -> str:
+        return f"OrientSpacingd({self.orientation.keys}, axcodes={self.orientation.axcodes!r})"
+
+
+def fuse_spatial(transforms: Sequence[Any]) -> list[Any]:
+    """The chain to run: each ``Orientationd`` directly followed by a ``Spacingd`` on the same keys
+    becomes one :class:`OrientSpacingd` (same outputs, one volume copy fewer)."""
+    out: list[Any] = []
+    for t in transforms:
+        prev = out[-1] if out else None
+        if (
+            type(t) is Spacingd
+            and type(prev) is Orientationd
+            and list(prev.keys) == list(t.keys)
+            and prev.allow_missing_keys == t.allow_missing_keys
+        ):
+            out[-1] = OrientSpacingd(prev, t)
+        else:
+            out.append(t)
+    return out
