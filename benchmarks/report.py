@@ -79,3 +79,19 @@ def plot_rows(rows: list[dict], path: Path, title: str = "spleen") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the markdown table of a results JSON (``python -m benchmarks.report FILE``), for the README."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("result", type=Path)
+    doc = json.loads(p.parse_args(argv).result.read_text())
+    print(format_table(doc["rows"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -40,8 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=None, help="an MSD folder (e.g. a real Task09_Spleen)")
     p.add_argument("--num-volumes", type=int, default=None, help="use only the first N volumes")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated rows to run")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs per row (after one warm-up)")
-    p.add_argument("--step-epochs", type=int, default=2, help="epochs with the stand-in training step")
+    p.add_argument("--epochs", type=int, default=10, help="timed epochs per row (after one warm-up)")
+    p.add_argument("--step-epochs", type=int, default=3, help="epochs with the stand-in training step")
     p.add_argument(
         "--step-ms-per-volume",
         type=float,

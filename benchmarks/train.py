@@ -114,7 +114,7 @@ def train_arm(arm: str, train: list[dict], val: list[dict], opts: dict[str, Any]
                 "s": wall,
                 "data_wait_fraction": waited / wall,
                 "steps": steps,
-                "loss": float(loss),
+                "loss": float(loss.detach()),
             }
         )
         if epoch % opts["val_interval"] == 0 or epoch == opts["epochs"]:
