@@ -54,7 +54,7 @@ bench-micro: $(STAMP)
 	$(BIN)/pytest -q benchmarks/micro --benchmark-enable --benchmark-only --benchmark-json=benchmarks/results/micro-latest.json
 
 profile: $(STAMP)
-	$(BIN)/fastpipe profile --data data/spleen-small --iters 20 --out profiling/out
+	$(BIN)/fastpipe profile --data data/$(PRESET) --iters 20 --step-ms 100 --out profiling/out
 
 nsys: $(STAMP)
 	bash profiling/nsys_spleen.sh
