@@ -67,7 +67,10 @@ def stable_repr(obj: Any, depth: int = 0) -> str:
 
 def chain_fingerprint(transforms: list[Any]) -> str:
     """A stable hash of a deterministic chain: each transform's type and public attributes."""
-    return hashlib.sha256("|".join(stable_repr(t) for t in transforms).encode()).hexdigest()
+    # look through profiling wrappers: switching NVTX ranges on must not invalidate a persistent cache
+    return hashlib.sha256(
+        "|".join(stable_repr(getattr(t, "inner", t)) for t in transforms).encode()
+    ).hexdigest()
 
 
 def _input_repr(value: Any) -> str:

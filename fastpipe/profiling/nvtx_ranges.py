@@ -166,8 +166,10 @@ def _ranged(fn: Callable[..., Any], name: str, kind: str) -> Callable[..., Any]:
 
 
 def profiled(transform: Callable[[Any], Any]) -> ProfiledTransform:
-    """Wrap one transform so that each call is an NVTX range named after it (see :class:`ProfiledTransform`)."""
-    return ProfiledTransform(transform)
+    """Wrap one transform so that each call is an NVTX range named after it (see :class:`ProfiledTransform`).
+
+    A transform that is wrapped already comes back as it is (one range per call, never two)."""
+    return transform if isinstance(transform, ProfiledTransform) else ProfiledTransform(transform)
 
 
 def unwrap(transform: Any) -> Any:

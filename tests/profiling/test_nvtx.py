@@ -268,3 +268,28 @@ def test_device_point_looks_through_the_wrapper():
 
     to_dev = ToDeviced(["image"], device="cpu")
     assert device_point(profiled(to_dev)) == device_point(to_dev) == torch.device("cpu")
+
+
+def test_cache_dataset_wraps_its_chain_when_nvtx_is_on_and_not_when_off():
+    import torch
+
+    from fastpipe import CacheDataset
+    from fastpipe.profiling import ProfiledTransform, disable_nvtx, enable_nvtx
+    from fastpipe.transforms import mark_random
+
+    def det(d):
+        return {**d, "y": d["x"] * 2}
+
+    rnd = mark_random(lambda d: {**d, "z": torch.rand(())})
+    data = [{"x": torch.tensor(i)} for i in range(3)]
+    disable_nvtx()
+    off = CacheDataset(data, [det, rnd], progress=False)
+    assert off.suffix == [rnd]
+    enable_nvtx()
+    try:
+        on = CacheDataset(data, [det, profiled(rnd)], progress=False)
+    finally:
+        disable_nvtx()
+    assert isinstance(on.suffix[0], ProfiledTransform) and on.suffix[0].inner is rnd  # not wrapped twice
+    assert isinstance(on.core.prefix[0], ProfiledTransform) and on.core.prefix[0].inner is det
+    assert torch.equal(on[1]["y"], off[1]["y"])
