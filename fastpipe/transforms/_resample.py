@@ -233,14 +233,9 @@ def _over_planes(fn, channels: int, n_planes: int, plane_voxels: int) -> None:
     half = n_planes // 2
     for c in range(channels):
         errors: list[BaseException] = []
-
-        def upper(c: int = c, errors: list[BaseException] = errors) -> None:  # noqa: B006 - bound per loop
-            try:
-                fn(c, half, n_planes)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller below
-                errors.append(err)
-
-        helper = threading.Thread(target=upper, name="fastpipe-resample", daemon=True)
+        helper = threading.Thread(
+            target=_catching, args=(fn, (c, half, n_planes), errors), name="fastpipe-resample", daemon=True
+        )
         helper.start()
         try:
             fn(c, 0, half)
@@ -248,6 +243,14 @@ def _over_planes(fn, channels: int, n_planes: int, plane_voxels: int) -> None:
             helper.join()
         if errors:
             raise errors[0]
+
+
+def _catching(fn, args: tuple, errors: list[BaseException]) -> None:
+    """Run ``fn(*args)`` in a helper thread, keeping its error for the caller to re-raise."""
+    try:
+        fn(*args)
+    except BaseException as err:  # noqa: BLE001 - re-raised by the caller
+        errors.append(err)
 
 
 def _run_passes(

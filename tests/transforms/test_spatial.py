@@ -187,3 +187,25 @@ def test_fuse_spatial_only_fuses_matching_neighbours():
     assert fuse_spatial([s, o]) == [s, o]
     assert fuse_spatial([o, other]) == [o, other]
     assert isinstance(fuse_spatial([o, s])[0], OrientSpacingd)
+
+
+def test_two_thread_resample_equals_serial(monkeypatch):
+    import fastpipe.transforms._resample as rs
+
+    img, lab = phantom((40, 36, 20))
+    aff = affine((0.8, 0.8, 2.5), "LPS")
+    d = item(torch.from_numpy(img)[None], aff) | item(torch.from_numpy(lab)[None], aff, "label")
+    sp = Spacingd(["image", "label"], pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))
+    serial = sp(dict(d))
+    monkeypatch.setattr(rs, "_PARALLEL_MIN_VOXELS", 0)
+    monkeypatch.setattr(rs.os, "cpu_count", lambda: 2)
+    threaded = sp(dict(d))
+    for k in ("image", "label"):
+        assert torch.equal(serial[k], threaded[k])
+
+    def boom(c, lo, hi):
+        if lo > 0:
+            raise RuntimeError("upper half failed")
+
+    with pytest.raises(RuntimeError, match="upper half failed"):
+        rs._over_planes(boom, 1, 10, 1)
