@@ -11,7 +11,7 @@ NPROC   ?= 1
 TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install test test-gpu lint bench bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
+.PHONY: help install test test-gpu gpu-wheels lint bench bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
 
 help:
 	@echo "make test         run the test suite (installs into $(VENV) first)"
@@ -64,6 +64,14 @@ ncu: $(STAMP)
 
 torch-profile: $(STAMP)
 	$(PYTHON) profiling/torch_profile.py --out profiling/out
+
+# Wheels a lent GPU machine lacks (Python 3.12 image with torch/CuPy/pytest): see docs/gpu-session.md.
+GPU_WHEELS := nibabel==5.4.2 nvtx==0.2.17 isal==1.9.1 monai==1.6.1
+gpu-wheels:
+	mkdir -p .whl
+	for p in $(GPU_WHEELS); do python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $$p || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
