@@ -12,11 +12,10 @@ SCALE = {"a_min": -57, "a_max": 164, "b_min": 0.0, "b_max": 1.0, "clip": True}
 FG_KEY, BG_KEY = "label_fg_indices", "label_bg_indices"
 
 
-def fastpipe_chain(device: str | None = None, crop: bool = True) -> list[Any]:
-    """fastpipe's spleen chain; ``device`` inserts ``ToDeviced`` (the GPU cache point)."""
-    from fastpipe import transforms as T
-
-    chain: list[Any] = [
+def prefix(T: Any) -> list[Any]:
+    """The deterministic prefix (steps 1-7) built from module ``T``: ``fastpipe.transforms`` or
+    ``monai.transforms`` (same names, same keyword arguments)."""
+    return [
         T.LoadImaged(KEYS),
         T.EnsureChannelFirstd(KEYS),
         T.Orientationd(KEYS, axcodes="RAS"),
@@ -25,6 +24,13 @@ def fastpipe_chain(device: str | None = None, crop: bool = True) -> list[Any]:
         T.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
         T.FgBgToIndicesd("label"),
     ]
+
+
+def fastpipe_chain(device: str | None = None, crop: bool = True) -> list[Any]:
+    """fastpipe's spleen chain; ``device`` inserts ``ToDeviced`` (the GPU cache point)."""
+    from fastpipe import transforms as T
+
+    chain = prefix(T)
     if device is not None:
         chain.append(T.ToDeviced([*KEYS, FG_KEY, BG_KEY], device=device))
     if crop:
@@ -52,15 +58,7 @@ def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool =
     """MONAI 1.6's spleen chain at best practice (indices precomputed, ``track_meta=False``)."""
     from monai import transforms as M
 
-    chain: list[Any] = [
-        M.LoadImaged(KEYS),
-        M.EnsureChannelFirstd(KEYS),
-        M.Orientationd(KEYS, axcodes="RAS"),
-        M.Spacingd(KEYS, pixdim=PIXDIM, mode=("bilinear", "nearest")),
-        M.ScaleIntensityRanged("image", **SCALE),
-        M.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
-        M.FgBgToIndicesd("label"),
-    ]
+    chain = prefix(M)
     if not track_meta:
         chain.append(M.EnsureTyped([*KEYS, FG_KEY, BG_KEY], track_meta=False))
     if device is not None:

@@ -27,12 +27,10 @@ import numpy as np
 import torch
 from isal import igzip
 
+from benchmarks.chains import PIXDIM, prefix
 from benchmarks.common import spread, write_result
 from fastpipe.datasets._phantom import PRESETS, draw_params, render
 from fastpipe.datasets.synth import write_nifti_gz
-
-KEYS = ["image", "label"]
-PIXDIM = (1.5, 1.5, 2.0)
 
 
 def make_volume(
@@ -50,19 +48,6 @@ def make_volume(
     write_nifti_gz(item["image"], image, params.affine(), params.spacing)
     write_nifti_gz(item["label"], label, params.affine(), params.spacing)
     return item
-
-
-def chain(T) -> list:
-    """The spleen chain's deterministic prefix from module ``T`` (fastpipe.transforms or monai.transforms)."""
-    return [
-        T.LoadImaged(KEYS),
-        T.EnsureChannelFirstd(KEYS),
-        T.Orientationd(KEYS, axcodes="RAS"),
-        T.Spacingd(KEYS, pixdim=PIXDIM, mode=("bilinear", "nearest")),
-        T.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-        T.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
-        T.FgBgToIndicesd("label"),
-    ]
 
 
 def run_once(transforms: list, item: dict) -> tuple[dict, list[float], list[float]]:
@@ -114,7 +99,7 @@ def measure(item: dict, repeats: int) -> dict:
 
     # fastpipe runs its chain as CacheDataset and Compose do: Orientationd+Spacingd fused into one
     # resample; MONAI's two steps are timed apart and reported summed on that row.
-    chains = {"fastpipe": fuse_spatial(chain(fp_t)), "monai": chain(monai_t)}
+    chains = {"fastpipe": fuse_spatial(prefix(fp_t)), "monai": prefix(monai_t)}
     samples = {n: {"wall": [], "cpu": []} for n in chains}
     outputs = {}
     for name, ts in chains.items():
