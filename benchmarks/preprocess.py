@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shape", type=int, nargs=3, default=(512, 512, 100), metavar=("X", "Y", "Z"))
     ap.add_argument("--spacing-xy", type=float, default=0.8, help="in-plane spacing in mm (default 0.8)")
     ap.add_argument("--slice-mm", type=float, default=2.5, help="slice thickness in mm (default 2.5)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/preprocess-cpu.json)")
     args = ap.parse_args(argv)
