@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fastpipe._meta import item_name
+from fastpipe.transforms._resample import alloc
 from fastpipe.ops import crop_batch
 from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
 
@@ -270,9 +271,7 @@ class RandCropByPosNegLabeld:
         for key in self._present_keys(items):
             vols = [d[key] for d in items]
             inten = key in self.intensity_keys and ("crop_scale" in aug or "crop_shift" in aug)
-            buf = torch.empty(
-                (s.starts.shape[0], vols[0].shape[0], *s.size), dtype=vols[0].dtype, device=vols[0].device
-            )
+            buf = alloc((s.starts.shape[0], vols[0].shape[0], *s.size), vols[0].dtype, vols[0].device)
             with annotate(f"crop_batch[{key}]", "kernel"):
                 out[key] = crop_batch(
                     vols, s.starts, s.vol_index, s.size, out=buf, flips=aug.get("crop_flips"),
