@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from fastpipe._meta import item_name
-from fastpipe.transforms._resample import alloc
 from fastpipe.ops import crop_batch
 from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
+from fastpipe.transforms._resample import alloc
 
 BATCH_KEYS = ("crop_centers", "crop_starts", "crop_flips", "crop_scale", "crop_shift")
 
