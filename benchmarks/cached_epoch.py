@@ -49,35 +49,22 @@ def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dic
     return out
 
 
-def fastpipe_prefix() -> tuple[list[Any], str]:
-    """fastpipe's ScaleIntensityRanged + FgBgToIndicesd, or equivalents built on fastpipe.ops while absent."""
-    try:
-        from fastpipe.transforms import FgBgToIndicesd, ScaleIntensityRanged
+def fastpipe_prefix() -> list[Any]:
+    """fastpipe's ScaleIntensityRanged + FgBgToIndicesd (the cached part of this benchmark's chain)."""
+    from fastpipe.transforms import FgBgToIndicesd, ScaleIntensityRanged
 
-        scale = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True)
-        return [scale, FgBgToIndicesd("label")], "fastpipe.transforms"
-    except ImportError:
-        from fastpipe.ops.sample import fg_bg_indices
-
-        def scale(d: dict) -> dict:
-            img = ((d["image"].to(torch.float32) + 57.0) / 221.0).clamp_(0.0, 1.0)
-            return {**d, "image": img}
-
-        def indices(d: dict) -> dict:
-            fg, bg = fg_bg_indices(d["label"])
-            return {**d, "label_fg_indices": fg, "label_bg_indices": bg}
-
-        return [scale, indices], "local stand-ins on fastpipe.ops (fastpipe transforms not yet present)"
+    scale = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True)
+    return [scale, FgBgToIndicesd("label")]
 
 
-def fastpipe_peer(data: list[dict], workers: int) -> tuple[Any, float, str]:
+def fastpipe_peer(data: list[dict], workers: int) -> tuple[Any, float]:
     import fastpipe as fp
     from fastpipe.transforms import RandCropByPosNegLabeld
 
-    prefix, impl = fastpipe_prefix()
+    prefix = fastpipe_prefix()
     crop = RandCropByPosNegLabeld(["image", "label"], "label", PATCH, pos=1, neg=1, num_samples=NUM_SAMPLES)
     ds = fp.CacheDataset(data, [*prefix, crop], num_workers=workers, progress=False)
-    return fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True), ds.fill_report.seconds, impl
+    return fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True), ds.fill_report.seconds
 
 
 def monai_peer(data: list[dict], workers: int, copy_cache: bool) -> tuple[Any, float]:
@@ -119,7 +106,7 @@ class PlainCopy:
     """The floor: copy the same crop bytes (4 windows of image and label per volume) into new batches."""
 
     def __init__(self, data: list[dict], seed: int = 0) -> None:
-        prefix, _ = fastpipe_prefix()
+        prefix = fastpipe_prefix()
         self.items = [_apply(prefix, d) for d in data]
         self.g = torch.Generator().manual_seed(seed)
 
@@ -176,9 +163,9 @@ def _set_track_meta(on: bool) -> None:
 
 def _build_peers(
     data: list[dict], workers: int
-) -> tuple[dict[str, tuple[Any, bool | None]], dict[str, float], str]:
+) -> tuple[dict[str, tuple[Any, bool | None]], dict[str, float]]:
     """Each peer's loader (with the MONAI ``track_meta`` it runs under) and its cache-fill seconds."""
-    fp_loader, fp_fill, impl = fastpipe_peer(data, workers)
+    fp_loader, fp_fill = fastpipe_peer(data, workers)
     _set_track_meta(False)
     best_loader, best_fill = monai_peer(data, workers, copy_cache=False)
     _set_track_meta(True)
@@ -189,7 +176,7 @@ def _build_peers(
         "monai_default": (default_loader, True),
         "plain_copy": (PlainCopy(data), None),
     }
-    return peers, {"fastpipe": fp_fill, "monai_best": best_fill, "monai_default": default_fill}, impl
+    return peers, {"fastpipe": fp_fill, "monai_best": best_fill, "monai_default": default_fill}
 
 
 def _time_interleaved(peers: dict[str, tuple[Any, bool | None]], epochs: int, warmup: int) -> dict[str, Any]:
@@ -219,7 +206,7 @@ def _ratios(med: dict[str, float]) -> dict[str, float]:
 
 def compare(data: list[dict], epochs: int, warmup: int, workers: int) -> dict[str, Any]:
     """Fill every peer, warm up, then time ``epochs`` interleaved epochs of each (wall and CPU time)."""
-    peers, fills, impl = _build_peers(data, workers)
+    peers, fills = _build_peers(data, workers)
     samples = _time_interleaved(peers, epochs, warmup)
     n = len(data)
     rows = {}
@@ -248,7 +235,6 @@ def compare(data: list[dict], epochs: int, warmup: int, workers: int) -> dict[st
         "ratios_cpu_time": _ratios({k: r["epoch_cpu_s"]["median"] for k, r in rows.items()}),
         "targets": TARGETS,
         "passed": passed,
-        "prefix_impl": impl,
         "fastpipe_cache": {
             k: v for k, v in fp_loader.dataset.stats().items() if k in ("items", "bytes", "hits")
         },
@@ -260,7 +246,7 @@ def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
     """fastpipe's fill time per volume for num_workers = 1, 2 and all cores (median of ``repeats``)."""
     import fastpipe as fp
 
-    prefix, _ = fastpipe_prefix()
+    prefix = fastpipe_prefix()
     out = {}
     for w in sorted({1, 2, os.cpu_count() or 1}):
         samples = []

@@ -10,6 +10,16 @@ PATCH = (96, 96, 96)
 NUM_SAMPLES = 4
 SCALE = {"a_min": -57, "a_max": 164, "b_min": 0.0, "b_max": 1.0, "clip": True}
 FG_KEY, BG_KEY = "label_fg_indices", "label_bg_indices"
+#: RandCropByPosNegLabeld's arguments, the same for fastpipe and MONAI
+CROP = {
+    "label_key": "label",
+    "spatial_size": PATCH,
+    "pos": 1,
+    "neg": 1,
+    "num_samples": NUM_SAMPLES,
+    "fg_indices_key": FG_KEY,
+    "bg_indices_key": BG_KEY,
+}
 
 
 def prefix(T: Any) -> list[Any]:
@@ -42,16 +52,7 @@ def fastpipe_crop():
     """fastpipe's batched pos/neg crop with the benchmark's parameters."""
     from fastpipe import transforms as T
 
-    return T.RandCropByPosNegLabeld(
-        KEYS,
-        label_key="label",
-        spatial_size=PATCH,
-        pos=1,
-        neg=1,
-        num_samples=NUM_SAMPLES,
-        fg_indices_key=FG_KEY,
-        bg_indices_key=BG_KEY,
-    )
+    return T.RandCropByPosNegLabeld(KEYS, **CROP)
 
 
 def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool = False) -> list[Any]:
@@ -64,16 +65,5 @@ def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool =
     if device is not None:
         chain.append(M.ToDeviced(KEYS, device=device))
     if crop:
-        chain.append(
-            M.RandCropByPosNegLabeld(
-                KEYS,
-                label_key="label",
-                spatial_size=PATCH,
-                pos=1,
-                neg=1,
-                num_samples=NUM_SAMPLES,
-                fg_indices_key=FG_KEY,
-                bg_indices_key=BG_KEY,
-            )
-        )
+        chain.append(M.RandCropByPosNegLabeld(KEYS, **CROP))
     return chain

@@ -93,6 +93,22 @@ def sync(device: torch.device | str | None = None) -> None:
         torch.cuda.synchronize()
 
 
+def waited_batches(loader: Any, device=None, prepare: Callable[[Any], Any] | None = None):
+    """Iterate ``loader`` from the consumer's side: yield ``(batch, wait_s)``, where ``wait_s`` is how
+    long the consumer waited for the batch (``prepare`` applied and the device synchronised inside)."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        if prepare is not None:
+            batch = prepare(batch)
+        sync(device)
+        yield batch, time.perf_counter() - t0
+
+
 def spread(samples: list[float]) -> dict[str, float]:
     """Median, min, max, interquartile range and count of timing samples (seconds)."""
     if not samples:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from benchmarks import chains
-from benchmarks.common import spread, sync
+from benchmarks.common import spread, sync, waited_batches
 from benchmarks.rows import ROWS, Config
 
 
@@ -37,15 +37,8 @@ def step_epoch(loader, cfg: Config, step_s: float) -> tuple[float, float]:
     """One epoch with a stand-in training step of ``step_s`` per batch: (seconds, data-wait fraction)."""
     waited = 0.0
     t0 = time.perf_counter()
-    it = iter(loader)
-    while True:
-        tw = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            break
-        sync(cfg.device)
-        waited += time.perf_counter() - tw
+    for batch, wait_s in waited_batches(loader, cfg.device):
+        waited += wait_s
         _check_batch(batch, cfg)
         time.sleep(step_s)  # the stand-in training step: the GIL is free, as during a CUDA step
     wall = time.perf_counter() - t0

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from benchmarks import chains
-from benchmarks.common import spread, sync
+from benchmarks.common import spread, sync, waited_batches
 from benchmarks.unet import UNet3D, dice_ce_loss, foreground_dice
 
 #: MONAI fast-training tutorial (A100), seconds to foreground validation Dice 0.94, and per epoch.
@@ -86,19 +86,16 @@ def train_arm(arm: str, train: list[dict], val: list[dict], opts: dict[str, Any]
     opt = torch.optim.SGD(model.parameters(), lr=opts["lr"], momentum=0.9, weight_decay=1e-5)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     timeline, epochs, reached = [], [], None
+
+    def to_device(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["image"].to(device, non_blocking=True).float(), batch["label"].to(
+            device, non_blocking=True
+        )
+
     for epoch in range(1, opts["epochs"] + 1):
         t0, waited, steps = time.perf_counter(), 0.0, 0
-        it = iter(loader)
-        while True:
-            tw = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            img = batch["image"].to(device, non_blocking=True).float()
-            lab = batch["label"].to(device, non_blocking=True)
-            sync(device)
-            waited += time.perf_counter() - tw
+        for (img, lab), wait_s in waited_batches(loader, device, to_device):
+            waited += wait_s
             with torch.autocast(device.type, enabled=amp):
                 loss = dice_ce_loss(model(img), lab)
             opt.zero_grad(set_to_none=True)

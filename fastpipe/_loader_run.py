@@ -12,7 +12,6 @@ thread, any number of times; after it returns no thread of the run is alive.
 from __future__ import annotations
 
 import queue
-import statistics
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -158,16 +157,3 @@ def _drain(q: queue.Queue) -> None:
             q.get_nowait()
         except queue.Empty:
             return
-
-
-def summarize_timings(timings: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batches, total and median seconds of each phase, and the share of time spent waiting."""
-    out: dict[str, Any] = {"batches": len(timings)}
-    if not timings:
-        return out
-    for phase in ("wait_s", "fetch_s", "collate_s", "h2d_s"):
-        values = [t.get(phase, 0.0) for t in timings]
-        out[f"{phase[:-2]}_total_s"] = sum(values)
-        out[f"{phase[:-2]}_median_s"] = statistics.median(values)
-    out["crops"] = sum(t.get("num_crops", 0) for t in timings)
-    return out

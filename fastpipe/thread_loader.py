@@ -14,9 +14,10 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._cache_tiers import map_tensors
-from fastpipe._loader_run import LoaderRun, summarize_timings
+from fastpipe._loader_run import LoaderRun
 from fastpipe.collate import list_data_collate
 from fastpipe.profiling import annotate
+from fastpipe.profiling.report import summarize
 
 Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
 
@@ -241,11 +242,7 @@ class ThreadDataLoader:
         return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
 
     def stats(self) -> dict[str, Any]:
-        """Summary of ``timings`` (``fastpipe.profiling.report.summarize`` when present)."""
-        try:
-            from fastpipe.profiling.report import summarize
-        except ImportError:
-            return summarize_timings(self.timings)
+        """Summary of ``timings``: data-wait fraction, per-stage times, crops/s (``profiling.report.summarize``)."""
         return summarize(self.timings)
 
     def close(self) -> None:
