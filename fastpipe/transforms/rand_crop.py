@@ -17,6 +17,7 @@ import torch
 
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
+from fastpipe.ops._host_pool import HostBufferPool
 from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
 from fastpipe.transforms._resample import alloc
 
@@ -153,6 +154,7 @@ class RandCropByPosNegLabeld:
         self.intensity_keys = _as_tuple(intensity_keys) if intensity_keys is not None else default_ik
         self.backend = backend
         self._lock = threading.Lock()
+        self._out_pool = HostBufferPool()  # CPU batch outputs: memory reused once a batch is dropped
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
 
     def set_random_state(
@@ -166,7 +168,10 @@ class RandCropByPosNegLabeld:
         return self
 
     def __getstate__(self) -> dict[str, Any]:
-        """Copies (``copy.deepcopy`` per loader thread, pickling) get the generator's state, not the lock."""
+        """Copies (``copy.deepcopy`` per loader thread, pickling) get the generator's state, not the lock.
+
+        The output pool is shared by deep copies and new in a pickled copy (see :class:`HostBufferPool`).
+        """
         state = self.__dict__.copy()
         state["_lock"] = None
         state["generator"] = self.generator.get_state()
@@ -271,7 +276,11 @@ class RandCropByPosNegLabeld:
         for key in self._present_keys(items):
             vols = [d[key] for d in items]
             inten = key in self.intensity_keys and ("crop_scale" in aug or "crop_shift" in aug)
-            buf = alloc((s.starts.shape[0], vols[0].shape[0], *s.size), vols[0].dtype, vols[0].device)
+            shape = (s.starts.shape[0], vols[0].shape[0], *s.size)
+            if vols[0].device.type == "cpu":
+                buf = self._out_pool.empty(shape, vols[0].dtype)
+            else:
+                buf = alloc(shape, vols[0].dtype, vols[0].device)
             with annotate(f"crop_batch[{key}]", "kernel"):
                 out[key] = crop_batch(
                     vols, s.starts, s.vol_index, s.size, out=buf, flips=aug.get("crop_flips"),
