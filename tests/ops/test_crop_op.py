@@ -81,6 +81,10 @@ def test_errors_name_expected_and_actual():
         crop_batch([vol], starts.int(), vi, (4, 4, 4))
     with pytest.raises(ValueError, match=r"outside volume 0 \(8, 8, 8\)"):
         crop_batch([vol], torch.tensor([[5, 0, 0]]), vi, (4, 4, 4))
+    with pytest.raises(ValueError, match=r"crop 0 window start \(0, -1, 0\) size \(4, 4, 4\) lies outside"):
+        crop_batch([vol], torch.tensor([[0, -1, 0]]), vi, (4, 4, 4))
+    with pytest.raises(ValueError, match="crop 1 names volume 2, but there are 1 volumes"):
+        crop_batch([vol], torch.zeros(2, 3, dtype=torch.int64), torch.tensor([0, 2]), (4, 4, 4))
     with pytest.raises(ValueError, match=r"out must be \(1, 1, 4, 4, 4\)"):
         crop_batch([vol], starts, vi, (4, 4, 4), out=torch.empty(1, 1, 4, 4, 3))
     with pytest.raises(TypeError, match="needs float32 volumes, got torch.uint8"):
