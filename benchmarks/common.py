@@ -39,11 +39,11 @@ def git_commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!*.md"],
             cwd=root,
             capture_output=True,
             text=True,
-        ).stdout.strip()  # result files written by an earlier benchmark do not make the code dirty
+        ).stdout.strip()  # result files of an earlier benchmark and prose do not make the code dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
