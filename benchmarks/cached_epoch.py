@@ -3,17 +3,19 @@
 MONAI's best practice is the issue's definition: ``CacheDataset(copy_cache=False)``, ``FgBgToIndicesd``
 precomputed in the cached prefix, ``ThreadDataLoader``, MONAI's other settings at their defaults
 (MetaTensors on, as ``LoadImaged`` gives them). A stricter MONAI peer also turns metadata tracking off
-(``set_track_meta(False)``, as MONAI's fast-training tutorial does for its GPU path); its ratio is
-reported next to the target, not instead of it.
+(``set_track_meta(False)``: plain tensors through the crop and the collate); its ratio is reported
+next to the target, not instead of it.
 
 Every peer gets the same synthetic spleen-like volumes (post-preprocessing size, HU image + organ
 label, fed as tensors so no file decoding is timed), the same deterministic prefix
 (``ScaleIntensityRanged`` then ``FgBgToIndicesd``, cached; labels kept in the dtype each library's
 own chain caches them in: uint8 for fastpipe, float32 for MONAI, whose LoadImaged converts) and the
-same random part: 4 pos/neg 96^3
-crops per volume, batches of 2 volumes (8 crops), shuffled. Epochs of the peers are interleaved
-(round robin) after a warm-up, so they share the machine's noise; the median and spread of the
-epoch times are reported, and the cache fills separately. Then fastpipe's fill time per volume is
+same random part: 4 pos/neg 96^3 crops per volume, batches of 2 volumes (8 crops), shuffled. Each peer
+lives in its own spawned process (``benchmarks.peer_process``: one library's per-epoch gigabytes of
+copies must not slow another's epochs through a shared heap), its cache filled while the others
+wait. Epochs of the peers are then interleaved (round robin, rotating who goes first) after a
+warm-up, so they share the machine's noise; the median and spread of the epoch times are reported,
+and the cache fills separately. Then fastpipe's fill time per volume is
 measured for ``num_workers`` = 1, 2 and all cores.
 
 Run: ``python -m benchmarks.cached_epoch [--volumes 8 --shape 240 210 250 --epochs 10]``.
@@ -173,36 +175,58 @@ def _set_track_meta(on: bool) -> None:
     set_track_meta(on)
 
 
-def _build_peers(
-    data: list[dict], workers: int
-) -> tuple[dict[str, tuple[Any, bool | None]], dict[str, float]]:
-    """Each peer's loader (with the MONAI ``track_meta`` it runs under) and its cache-fill seconds."""
-    fp_loader, fp_fill = fastpipe_peer(data, workers)
-    peers: dict[str, tuple[Any, bool | None]] = {"fastpipe": (fp_loader, None)}
-    fills = {"fastpipe": fp_fill}
-    for name, (copy_cache, track_meta) in MONAI_PEERS.items():
-        _set_track_meta(track_meta)  # the cache fills under the setting its epochs run with
-        loader, fills[name] = monai_peer(data, workers, copy_cache=copy_cache)
-        peers[name] = (loader, track_meta)
-    _set_track_meta(True)
-    peers["plain_copy"] = (PlainCopy(data), None)
-    return peers, fills
+class _Peer:
+    """One peer's loader, built (and its cache filled) in the peer's own process."""
+
+    def __init__(self, name: str, volumes: int, shape: tuple[int, int, int], workers: int) -> None:
+        data = make_volumes(volumes, shape)  # same seed in every process: the same volumes
+        self.name = name
+        if name == "fastpipe":
+            self.loader, fill = fastpipe_peer(data, workers)
+        elif name in MONAI_PEERS:
+            copy_cache, track_meta = MONAI_PEERS[name]
+            _set_track_meta(track_meta)  # this process's setting, for the fill and every epoch
+            self.loader, fill = monai_peer(data, workers, copy_cache=copy_cache)
+        elif name == "plain_copy":
+            self.loader, fill = PlainCopy(data), None
+        else:
+            raise ValueError(
+                f"unknown peer {name!r}; expected fastpipe, plain_copy or one of {list(MONAI_PEERS)}"
+            )
+        self.ready_info = {"fill_s": fill}
+
+    def epoch(self) -> tuple[float, float, int]:
+        return (_epoch_in_thread if self.name == "plain_copy" else _epoch)(self.loader)
+
+    def stats(self) -> dict[str, Any]:
+        """fastpipe's loader and cache counters (empty for the other peers)."""
+        if self.name != "fastpipe":
+            return {}
+        cache = self.loader.dataset.stats()
+        return {
+            "cache": {k: v for k, v in cache.items() if k in ("items", "bytes", "hits")},
+            "loader": {k: v for k, v in self.loader.stats().items() if k != "stages"},
+        }
 
 
-def _time_interleaved(peers: dict[str, tuple[Any, bool | None]], epochs: int, warmup: int) -> dict[str, Any]:
+def serve_peer(name: str, volumes: int, shape: tuple[int, int, int], workers: int) -> _Peer:
+    """Build one peer (the factory :class:`benchmarks.peer_process.PeerProcess` calls in the child)."""
+    return _Peer(name, volumes, tuple(shape), workers)
+
+
+PEERS = ("fastpipe", *MONAI_PEERS, "plain_copy")
+
+
+def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int) -> dict[str, Any]:
     """Round-robin epochs of every peer, rotating the order each round; wall and CPU samples after the warm-up."""
     samples: dict[str, dict[str, Any]] = {k: {"wall": [], "cpu": [], "crops": 0} for k in peers}
     names = list(peers)
     for rep in range(warmup + epochs):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate: no peer always first
-            loader, track = peers[name]
-            if track is not None:
-                _set_track_meta(track)
-            wall, cpu, samples[name]["crops"] = (_epoch_in_thread if name == "plain_copy" else _epoch)(loader)
+            wall, cpu, samples[name]["crops"] = peers[name].call("epoch")
             if rep >= warmup:
                 samples[name]["wall"].append(wall)
                 samples[name]["cpu"].append(cpu)
-    _set_track_meta(True)
     return samples
 
 
@@ -215,41 +239,49 @@ def _ratios(med: dict[str, float]) -> dict[str, float]:
     }
 
 
-def compare(data: list[dict], epochs: int, warmup: int, workers: int) -> dict[str, Any]:
-    """Fill every peer, warm up, then time ``epochs`` interleaved epochs of each (wall and CPU time)."""
-    peers, fills = _build_peers(data, workers)
-    samples = _time_interleaved(peers, epochs, warmup)
-    n = len(data)
+def compare(
+    volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int
+) -> dict[str, Any]:
+    """Build every peer in its own process (one fill at a time), then time interleaved epochs (wall and CPU)."""
+    from benchmarks.peer_process import PeerProcess
+
+    peers: dict[str, Any] = {}
+    try:
+        for name in PEERS:
+            kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
+            peers[name] = PeerProcess(name, "benchmarks.cached_epoch:serve_peer", kwargs)
+        samples = _time_interleaved(peers, epochs, warmup)
+        fp_stats = peers["fastpipe"].call("stats")
+        fills = {k: p.ready_info["fill_s"] for k, p in peers.items()}
+    finally:
+        for p in peers.values():
+            p.close()
     rows = {}
     for k, smp in samples.items():
         wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
         rows[k] = {
             "epoch_s": wall,
             "epoch_cpu_s": cpu,
-            "ms_per_volume": 1e3 * wall["median"] / n,
-            "cpu_ms_per_volume": 1e3 * cpu["median"] / n,
+            "ms_per_volume": 1e3 * wall["median"] / volumes,
+            "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
             "crops_per_epoch": smp["crops"],
         }
-    for k, f in fills.items():
-        rows[k]["fill_s"], rows[k]["fill_ms_per_volume"] = f, 1e3 * f / n
+        if fills[k] is not None:
+            rows[k]["fill_s"], rows[k]["fill_ms_per_volume"] = fills[k], 1e3 * fills[k] / volumes
     ratios = _ratios({k: r["epoch_s"]["median"] for k, r in rows.items()})
     passed = {
         "vs_monai_best": ratios["vs_monai_best"] >= TARGETS["vs_monai_best"],
         "vs_monai_default": ratios["vs_monai_default"] >= TARGETS["vs_monai_default"],
         "vs_plain_copy": ratios["vs_plain_copy"] <= TARGETS["vs_plain_copy_max"],
     }
-    fp_loader = peers["fastpipe"][0]
-    fp_stats = {k: v for k, v in fp_loader.stats().items() if k != "stages"}
     return {
         "peers": rows,
         "ratios": ratios,
         "ratios_cpu_time": _ratios({k: r["epoch_cpu_s"]["median"] for k, r in rows.items()}),
         "targets": TARGETS,
         "passed": passed,
-        "fastpipe_cache": {
-            k: v for k, v in fp_loader.dataset.stats().items() if k in ("items", "bytes", "hits")
-        },
-        "fastpipe_loader": fp_stats,
+        "fastpipe_cache": fp_stats["cache"],
+        "fastpipe_loader": fp_stats["loader"],
     }
 
 
@@ -288,7 +320,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--out", default=None, help="result path (default benchmarks/results/cached-epoch-cpu.json)"
     )
     args = p.parse_args(argv)
-    data = make_volumes(args.volumes, tuple(args.shape))
     result = {
         "config": {
             "volumes": args.volumes,
@@ -303,8 +334,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "label_dtype": {"file": "uint8", "fastpipe_cache": "uint8", "monai_cache": "float32"},
             "image_input_dtype": "int16",
         },
-        **compare(data, args.epochs, args.warmup, args.workers),
-        "fill_scaling": fill_scaling(data, args.fill_repeats),
+        "peer_processes": "each peer in its own spawned process; epochs interleaved round robin",
+        **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
+        "fill_scaling": fill_scaling(make_volumes(args.volumes, tuple(args.shape)), args.fill_repeats),
     }
     path = write_result("cached-epoch-cpu", result, args.out)
     _print(result, path)
