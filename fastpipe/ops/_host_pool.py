@@ -23,6 +23,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from fastpipe._fork import renew_locks_after_fork
+
 
 def _probe_refcounts() -> int | None:
     """The reference count of an idle pooled array, or ``None`` when tensors do not show in it."""
@@ -70,6 +72,7 @@ class HostBufferPool:
         self.max_per_shape, self.max_shapes = max_per_shape, max_shapes
         self._kinds: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)
         self.reused = 0
         self.allocated = 0
 
@@ -103,6 +106,9 @@ class HostBufferPool:
                 if len(kept) < self.max_per_shape:
                     kept.append(arr)
             return torch.from_numpy(arr)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a thread of the parent may have held it at the fork
 
     def __deepcopy__(self, memo: dict) -> HostBufferPool:
         return self

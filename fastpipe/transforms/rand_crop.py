@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fastpipe._fork import renew_locks_after_fork
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
 from fastpipe.ops._host_pool import HostBufferPool
@@ -154,6 +155,7 @@ class RandCropByPosNegLabeld:
         self.intensity_keys = _as_tuple(intensity_keys) if intensity_keys is not None else default_ik
         self.backend = backend
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)
         self._out_pool = HostBufferPool()  # CPU batch outputs: memory reused once a batch is dropped
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
 
@@ -181,6 +183,10 @@ class RandCropByPosNegLabeld:
         gen = torch.Generator()
         gen.set_state(state["generator"])
         self.__dict__.update(state, _lock=threading.Lock(), generator=gen)
+        renew_locks_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a loader thread of the parent may have held it at the fork
 
     def _indices(self, d: dict[str, Any], label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fk, bk = self.fg_indices_key, self.bg_indices_key
