@@ -9,16 +9,7 @@ import pytest
 from benchmarks import spleen
 from fastpipe.datasets import synthesize
 
-ROWS = [
-    "regular",
-    "monai-cache",
-    "monai-smartcache",
-    "dali",
-    "fastpipe-cache",
-    "fastpipe-cache-per-item",
-    "fastpipe-smartcache",
-    "fastpipe-gpu-cache",
-]
+ROWS = spleen.DEFAULT_ROWS  # every row the harness has
 
 
 @pytest.mark.slow
