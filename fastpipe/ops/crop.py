@@ -12,8 +12,11 @@ and writes the result into ``out[n]``. The CUDA kernel does the same with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
+
+from fastpipe.ops._copy_threads import run_copies
 
 
 def _check_volumes(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -146,7 +149,9 @@ def crop_batch_torch(
     fl = flips.tolist() if flips is not None else None
     inten = intensity_params(shape[0], scale, shift, out.device)
     sc, sh = (inten[0].tolist(), inten[1].tolist()) if inten is not None else (None, None)
-    for n, ((x, y, z), v) in enumerate(zip(st, vi, strict=True)):
+
+    def copy_one(n: int) -> None:
+        (x, y, z), v = st[n], vi[n]
         src = volumes[v][:, x : x + size[0], y : y + size[1], z : z + size[2]]
         if fl is not None and any(fl[n]):
             src = src.flip([d + 1 for d in range(3) if fl[n][d]])
@@ -155,4 +160,11 @@ def crop_batch_torch(
         else:  # two separately rounded float32 steps, exactly as the CUDA kernel
             torch.mul(src, sc[n], out=out[n])
             out[n].add_(sh[n])
+
+    jobs = [partial(copy_one, n) for n in range(len(st))]
+    if out.device.type == "cpu":  # split over threads (see fastpipe.ops._copy_threads)
+        run_copies(jobs, out.numel() * out.element_size())
+    else:
+        for job in jobs:
+            job()
     return out

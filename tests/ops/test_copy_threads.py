@@ -1,0 +1,165 @@
+"""run_copies: a batch's CPU copies shared with helper threads, each single-threaded in OpenMP, same bytes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import torch
+
+from fastpipe.ops import _copy_threads
+from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES, available, run_copies
+from fastpipe.ops.crop import crop_batch_torch
+
+BIG = 4 * MIN_SPLIT_BYTES
+
+
+@pytest.fixture
+def two_threads():
+    """torch at 2 intra-op threads (the split uses the caller's count), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recording_jobs(n: int, seen: list, delay: float = 0.0) -> list:
+    def job(i: int) -> None:
+        time.sleep(delay)
+        seen.append((i, threading.current_thread().name, torch.get_num_threads()))
+
+    return [lambda i=i: job(i) for i in range(n)]
+
+
+def test_torchs_openmp_runtime_is_found_and_probed_where_it_is_loaded():
+    # where torch's OpenMP runtime is in this process the split must be on: the loader's speed rests on it
+    if _copy_threads._find_omp() is None:
+        assert not available()
+    else:
+        assert available()
+
+
+@pytest.mark.timeout(60)
+def test_big_batches_are_split_and_every_chunk_runs_one_openmp_thread(two_threads):
+    if not available():
+        pytest.skip("no OpenMP runtime found in this process: copies run in the caller (tested below)")
+    seen: list = []
+    run_copies(_recording_jobs(8, seen, delay=0.01), BIG)
+    assert sorted(i for i, _, _ in seen) == list(range(8))  # every job once
+    threads = {name for _, name, _ in seen}
+    assert threading.current_thread().name in threads
+    assert any(name.startswith("fastpipe-copy") for name in threads)
+    assert {n for _, _, n in seen} == {1}  # the caller's chunk too
+    assert torch.get_num_threads() == 2  # the caller's setting comes back
+    other: list = []
+    t = threading.Thread(target=lambda: other.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert other == [2]  # torch's global thread count is untouched
+
+
+def test_small_batches_and_one_thread_run_in_the_caller(two_threads):
+    seen: list = []
+    run_copies(_recording_jobs(8, seen), MIN_SPLIT_BYTES - 1)
+    assert {name for _, name, _ in seen} == {threading.current_thread().name}
+    torch.set_num_threads(1)
+    seen.clear()
+    run_copies(_recording_jobs(8, seen), BIG)
+    assert {name for _, name, _ in seen} == {threading.current_thread().name}
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_a_chunk_is_raised_after_every_chunk_has_stopped(two_threads):
+    done: list = []
+
+    def slow(i: int) -> None:
+        time.sleep(0.05)
+        done.append(i)
+
+    def bad() -> None:
+        raise ValueError("copy 0 failed")
+
+    # chunks are jobs[0::2] (the caller's: it fails first) and jobs[1::2] (a helper's: slow)
+    jobs = [bad, *(lambda i=i: slow(i) for i in range(1, 6))]
+    with pytest.raises(ValueError, match="copy 0 failed"):
+        run_copies(jobs, BIG)
+    at_raise = sorted(done)
+    assert at_raise[:3] == [1, 3, 5]  # the helper's chunk had finished before the error was raised
+    time.sleep(0.3)
+    assert sorted(done) == at_raise  # nothing was still running when the error reached the caller
+
+
+def _crop_args(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    vols = [torch.rand((1, 60, 50, 70), generator=g) for _ in range(3)]
+    size = (32, 32, 32)
+    n = 12
+    starts = torch.stack(
+        [torch.randint(0, s - e + 1, (n,), generator=g) for s, e in zip(vols[0].shape[1:], size, strict=True)], 1
+    )
+    vol_index = torch.randint(0, 3, (n,), generator=g)
+    flips = torch.rand((n, 3), generator=g) < 0.5
+    scale, shift = 0.5 + torch.rand(n, generator=g), torch.rand(n, generator=g) - 0.5
+    return vols, starts, vol_index, size, flips, scale, shift
+
+
+def _expected(vols, starts, vol_index, size, flips, scale, shift):
+    out = []
+    for n in range(starts.shape[0]):
+        x, y, z = starts[n].tolist()
+        w = vols[int(vol_index[n])][:, x : x + size[0], y : y + size[1], z : z + size[2]]
+        w = w.flip([d + 1 for d in range(3) if flips[n, d]])
+        out.append(w * scale[n] + shift[n])
+    return torch.stack(out)
+
+
+@pytest.mark.timeout(120)
+def test_crops_from_four_threads_at_once_are_the_exact_windows(two_threads):
+    torch.ones(1 << 16).sum()  # the main thread has its own OpenMP team, as in a training script
+    results: dict[int, tuple] = {}
+
+    def work(seed: int) -> None:
+        args = _crop_args(seed)
+        for _ in range(5):
+            got = crop_batch_torch(*args[:4], flips=args[4], scale=args[5], shift=args[6])
+        results[seed] = (got, _expected(*args))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 4
+    for got, want in results.values():
+        assert got.nbytes >= MIN_SPLIT_BYTES  # big enough to be split
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+@pytest.mark.timeout(120)
+def test_a_forked_child_makes_its_own_helpers(two_threads):
+    from tests.test_fork_locks import _run_in_fork
+
+    args = _crop_args(7)
+    want = _expected(*args)
+    assert torch.allclose(crop_batch_torch(*args[:4], flips=args[4], scale=args[5], shift=args[6]), want)
+
+    def crop() -> None:
+        got = crop_batch_torch(*args[:4], flips=args[4], scale=args[5], shift=args[6])
+        results.append(torch.allclose(got, want))
+        helpers = [t for t in threading.enumerate() if t.name.startswith("fastpipe-copy")]
+        results.append(bool(helpers) == available())  # split in the child too, by its own threads
+
+    def work() -> None:  # the parent's helper threads do not exist in the child: it must make its own
+        # In a thread: libgomp hangs a forked child's first parallel region on the thread whose team the
+        # parent had (torch's DataLoader workers set one thread for that reason); a new thread has none.
+        t = threading.Thread(target=crop)
+        t.start()
+        t.join(timeout=20)
+        assert results == [True, True]
+
+    results: list = []
+    torch.ones(1 << 16).sum()  # the parent's main thread has an OpenMP team
+    assert _run_in_fork(work) == 0, "the forked child hung or got wrong crops"
