@@ -97,7 +97,11 @@ def _crop_args(seed: int):
     size = (32, 32, 32)
     n = 12
     starts = torch.stack(
-        [torch.randint(0, s - e + 1, (n,), generator=g) for s, e in zip(vols[0].shape[1:], size, strict=True)], 1
+        [
+            torch.randint(0, s - e + 1, (n,), generator=g)
+            for s, e in zip(vols[0].shape[1:], size, strict=True)
+        ],
+        1,
     )
     vol_index = torch.randint(0, 3, (n,), generator=g)
     flips = torch.rand((n, 3), generator=g) < 0.5
