@@ -1,7 +1,9 @@
 """Threaded cache fill: run a per-item job over many items with a progress bar and an error policy.
 
 Threading contract: ``job(slot)`` is called from up to ``num_workers`` pool threads at once, each slot
-exactly once; the first error (``on_error="raise"``) cancels the jobs not yet started and is raised
+exactly once, each thread with ``torch.get_num_threads() // num_workers`` OpenMP threads for torch's
+parallel ops (:mod:`fastpipe._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
+cores ``n`` times); the first error (``on_error="raise"``) cancels the jobs not yet started and is raised
 in the calling thread as :class:`CacheFillError` naming the item index and file.
 """
 
@@ -15,8 +17,10 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
+from fastpipe import _openmp
 from fastpipe._meta import item_name
 
 log = logging.getLogger(__name__)
@@ -73,8 +77,12 @@ def run_fill(
     report = FillReport()
     start = time.perf_counter()
     bar = tqdm(total=len(slots), desc=desc, disable=not progress)
+    workers = default_workers(num_workers, len(slots))
     with ThreadPoolExecutor(
-        default_workers(num_workers, len(slots)), thread_name_prefix="fastpipe-fill"
+        workers,
+        thread_name_prefix="fastpipe-fill",
+        initializer=_openmp.set_this_thread,  # the cores shared out, not one team of all cores per worker
+        initargs=(max(1, torch.get_num_threads() // workers),),
     ) as pool:
         futures = {pool.submit(job, s): s for s in slots}
         pending = set(futures)

@@ -7,19 +7,17 @@ regions (one per crop and key) pays futex wake-ups. Measured on a 2-core VM: 16 
 1.5x longer from a loader thread than from the main thread.
 
 Here a batch's copies are split into ``k`` chunks instead. The calling thread runs one and helper
-threads run the rest, each copy with OpenMP set to one thread. ``omp_set_num_threads`` is a per-thread
-setting, so torch's global thread count (``torch.get_num_threads()`` in other threads) is untouched.
-``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for one thread gets no split.
+threads run the rest, each copy with OpenMP set to one thread for that thread only
+(:mod:`fastpipe._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
+one thread gets no split.
 
-When the OpenMP runtime torch uses cannot be found, or does not behave as probed once on first use,
-nothing is split: the copies run one after the other in the calling thread, as torch would run them.
+Where per-thread OpenMP counts are not available, nothing is split: the copies run one after the
+other in the calling thread, as torch would run them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,79 +25,39 @@ from typing import Any
 
 import torch
 
+from fastpipe import _openmp
+
 MAX_THREADS = 8  # memory bandwidth, not cores, bounds a copy: more threads than this only add overhead
 MIN_SPLIT_BYTES = 1 << 20  # below this the hand-off costs more than it saves
 
-_OMP_LIB = re.compile(r"\S*/lib(gomp|iomp5|omp)[^/\s]*\.(so[.\d]*|dylib)")
 
-
-def _find_omp() -> Any | None:
-    """The OpenMP runtime loaded in this process (torch's), or ``None``."""
-    try:
-        with open("/proc/self/maps") as f:
-            found = _OMP_LIB.search(f.read())
-    except OSError:
-        return None
-    if found is None:
-        return None
-    try:
-        lib = ctypes.CDLL(found.group(0))
-        lib.omp_set_num_threads.argtypes = [ctypes.c_int]
-        lib.omp_get_max_threads.restype = ctypes.c_int
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-def _probe(lib: Any) -> bool:
-    """Whether setting one OpenMP thread in a helper thread reaches torch there and nowhere else."""
-    seen: list[int] = []
-
-    def helper() -> None:
-        torch.get_num_threads()  # torch's lazy per-thread init first, or it would undo the setting
-        lib.omp_set_num_threads(1)
-        seen.append(torch.get_num_threads())
-
-    before = torch.get_num_threads()
-    t = threading.Thread(target=helper, name="fastpipe-omp-probe")
-    t.start()
-    t.join()
-    return seen == [1] and torch.get_num_threads() == before
-
-
-class _State:
+class _Helpers:
     """The process's helper pool (made on first use, made again in a forked child)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pid = -1
-        self.omp: Any | None = None
-        self.checked = False
         self.pool: ThreadPoolExecutor | None = None
 
-    def get(self) -> tuple[Any | None, ThreadPoolExecutor | None]:
+    def get(self) -> ThreadPoolExecutor:
         with self.lock:
-            if self.pid != os.getpid():  # first use, or a forked child: the parent's threads are not here
-                self.pid, self.pool = os.getpid(), None
-            if not self.checked:
-                lib = _find_omp()
-                self.omp = lib if lib is not None and _probe(lib) else None
-                self.checked = True
-            if self.omp is not None and self.pool is None:
+            if (
+                self.pool is None or self.pid != os.getpid()
+            ):  # a forked child has none of the parent's threads
+                self.pid = os.getpid()
                 self.pool = ThreadPoolExecutor(
-                    MAX_THREADS - 1, thread_name_prefix="fastpipe-copy", initializer=self._single_thread
+                    MAX_THREADS - 1,
+                    thread_name_prefix="fastpipe-copy",
+                    initializer=_openmp.set_this_thread,
+                    initargs=(1,),
                 )
-            return self.omp, self.pool
-
-    def _single_thread(self) -> None:
-        torch.get_num_threads()
-        self.omp.omp_set_num_threads(1)
+            return self.pool
 
     def _after_fork_in_child(self) -> None:
         self.lock = threading.Lock()
 
 
-_state = _State()
+_helpers = _Helpers()
 
 
 def _run(jobs: Sequence[Callable[[], Any]]) -> None:
@@ -111,37 +69,27 @@ def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
     """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all) split over threads.
 
     Returns when every job has finished; the first error raised by a job is raised here, after all
-    chunks have stopped.
+    chunks have stopped (a chunk stops at its first error).
     """
     k = min(torch.get_num_threads(), len(jobs), MAX_THREADS)
-    if k <= 1 or nbytes < MIN_SPLIT_BYTES:
-        _run(jobs)
-        return
-    omp, pool = _state.get()
-    if omp is None or pool is None:
+    if k <= 1 or nbytes < MIN_SPLIT_BYTES or not _openmp.available():
         _run(jobs)
         return
     chunks = [jobs[i::k] for i in range(k)]
-    futures = [pool.submit(_run, c) for c in chunks[1:]]
-    before = omp.omp_get_max_threads()
-    omp.omp_set_num_threads(1)
+    futures = [_helpers.get().submit(_run, c) for c in chunks[1:]]
+    before = _openmp.set_this_thread(1)
     try:
         _run(chunks[0])
     finally:
-        omp.omp_set_num_threads(before)
+        _openmp.set_this_thread(before)
         errors = [f.exception() for f in futures]  # waits for every chunk
     for err in errors:
         if err is not None:
             raise err
 
 
-def available() -> bool:
-    """Whether copies are split over threads in this process (the OpenMP runtime was found and probed)."""
-    return _state.get()[0] is not None
-
-
 def _renew_after_fork() -> None:
-    _state._after_fork_in_child()
+    _helpers._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

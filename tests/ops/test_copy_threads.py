@@ -9,8 +9,9 @@ import time
 import pytest
 import torch
 
-from fastpipe.ops import _copy_threads
-from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES, available, run_copies
+from fastpipe import _openmp
+from fastpipe._openmp import available
+from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES, run_copies
 from fastpipe.ops.crop import crop_batch_torch
 
 BIG = 4 * MIN_SPLIT_BYTES
@@ -35,7 +36,7 @@ def _recording_jobs(n: int, seen: list, delay: float = 0.0) -> list:
 
 def test_torchs_openmp_runtime_is_found_and_probed_where_it_is_loaded():
     # where torch's OpenMP runtime is in this process the split must be on: the loader's speed rests on it
-    if _copy_threads._find_omp() is None:
+    if _openmp._find() is None:
         assert not available()
     else:
         assert available()

@@ -1,0 +1,64 @@
+"""Per-thread OpenMP counts: set in one thread, seen by torch there, nowhere else; cache-fill workers share the cores."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from fastpipe import _openmp
+from fastpipe._cache_fill import run_fill
+
+
+@pytest.fixture
+def four_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    yield
+    torch.set_num_threads(before)
+
+
+def _in_thread(fn):
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(timeout=30)
+    return out[0]
+
+
+def test_the_runtime_torch_loaded_is_found_where_there_is_one():
+    # Linux wheels of torch load libgomp; the loader's and the fill's thread sharing rest on finding it
+    assert _openmp.available() == (_openmp._find() is not None)
+
+
+def test_a_thread_count_set_in_one_thread_stays_there(four_threads):
+    if not _openmp.available():
+        pytest.skip("no OpenMP runtime in this process: set_this_thread is a no-op (tested below)")
+
+    def one_thread():
+        before = _openmp.set_this_thread(1)
+        return before, torch.get_num_threads()
+
+    assert _in_thread(one_thread) == (4, 1)
+    assert torch.get_num_threads() == 4  # not in the main thread
+    assert _in_thread(torch.get_num_threads) == 4  # nor in threads started later
+
+
+def test_without_a_runtime_nothing_changes(monkeypatch, four_threads):
+    monkeypatch.setattr(_openmp, "_lib", [None])
+    assert not _openmp.available()
+    assert _in_thread(lambda: (_openmp.set_this_thread(1), torch.get_num_threads())) == (None, 4)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers,expected", [(1, 4), (2, 2), (4, 1), (8, 1)])
+def test_fill_workers_share_the_cores(four_threads, workers, expected):
+    if not _openmp.available():
+        pytest.skip("no OpenMP runtime in this process: fill threads keep torch's count")
+    seen: list[int] = []
+    report = run_fill(
+        range(8), lambda s: seen.append(torch.get_num_threads()), lambda s: {}, workers, progress=False
+    )
+    assert report.items == 8
+    assert set(seen) == {expected}
