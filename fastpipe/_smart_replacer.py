@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastpipe import _openmp
 from fastpipe._cache_fill import describe_failure
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,10 @@ class Replacer:
         args = (self._jobs, self._results, self._stop, self._compute, self._guarded_store)
         self._threads = [
             threading.Thread(
-                target=_worker, args=(self.nice, *args), name=f"fastpipe-smartcache-{i}", daemon=True
+                target=_worker,
+                args=(self.nice, max(1, torch.get_num_threads() // self.num_workers), *args),
+                name=f"fastpipe-smartcache-{i}",
+                daemon=True,
             )
             for i in range(self.num_workers)
         ]
@@ -300,6 +304,7 @@ def release(replacer: Replacer, core: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _worker(nice: int | None, *args: Any) -> None:
+def _worker(nice: int | None, omp_threads: int, *args: Any) -> None:
     lower_priority(nice)
+    _openmp.set_this_thread(omp_threads)  # the workers share the cores (see fastpipe._openmp)
     replace_loop(*args)

@@ -268,6 +268,30 @@ def test_replacement_threads_run_at_lower_priority(nice):
 
 
 @pytest.mark.timeout(20)
+def test_replacement_threads_share_the_cores_in_openmp():
+    from fastpipe import _openmp
+
+    if not _openmp.available():
+        pytest.skip("no OpenMP runtime in this process: replacement threads keep torch's count")
+    seen: set[int] = set()
+
+    def counting(d: dict) -> dict:
+        if threading.current_thread().name.startswith("fastpipe-smartcache"):
+            seen.add(torch.get_num_threads())
+        return volume(d)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with smart(transform=counting, num_replace_workers=2) as ds:
+            ds.update_cache()
+            ds.update_cache()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {2}  # 4 threads shared by 2 workers, not a team of 4 each
+
+
+@pytest.mark.timeout(20)
 def test_dropped_dataset_stops_its_threads():
     ds = smart()
     ds.start()
