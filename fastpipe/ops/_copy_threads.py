@@ -11,6 +11,11 @@ threads run the rest, each copy with OpenMP set to one thread for that thread on
 (:mod:`fastpipe._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
 one thread gets no split.
 
+Measured on the 2-core VM, 8 crops of 96^3 float32 copied from a loader thread: 2.7-3.1 ms split
+against 3.8-4.3 ms for torch's own team when the main thread has a team; when it has none (a main
+thread that never ran a parallel torch op), torch's team is the faster by about 7% (2.4-3.3 ms
+against 2.6-3.5). The split is kept in both cases: it loses little where it loses.
+
 Where per-thread OpenMP counts are not available, nothing is split: the copies run one after the
 other in the calling thread, as torch would run them.
 """
