@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+
+from fastpipe.ops._copy_threads import run_copies
 
 
 def list_data_collate(batch: Sequence[Any]) -> Any:
@@ -52,8 +55,19 @@ def _collate_values(values: list[Any]) -> Any:
         first = values[0]
     if isinstance(first, torch.Tensor) and all(isinstance(v, torch.Tensor) for v in values):
         if all(v.shape == first.shape and v.device == first.device for v in values):
-            return torch.stack(values)
+            return _stack(values)
         return values
     if isinstance(first, (bool, int, float)) and all(type(v) is type(first) for v in values):
         return torch.tensor(values)
     return list(values)
+
+
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; plain CPU tensors of one dtype are copied by :func:`run_copies` (split over threads)."""
+    first = values[0]
+    plain = all(type(v) is torch.Tensor and v.dtype == first.dtype for v in values)
+    if not plain or first.device.type != "cpu":  # MetaTensors keep their own stack (it batches the metadata)
+        return torch.stack(values)
+    out = torch.empty((len(values), *first.shape), dtype=first.dtype)
+    run_copies([partial(out[i].copy_, v) for i, v in enumerate(values)], out.numel() * out.element_size())
+    return out

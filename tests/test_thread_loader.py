@@ -14,7 +14,13 @@ from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate  # noqa: 
 
 
 def _fastpipe_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("fastpipe-")]
+    """Threads a loader or dataset started. Not the crop-copy helpers: one idle pool for the whole process,
+    like torch's OpenMP threads (``fastpipe.ops._copy_threads``), which no loader owns or stops."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("fastpipe-") and not t.name.startswith("fastpipe-copy")
+    ]
 
 
 def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
@@ -36,6 +42,25 @@ def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
     assert list_data_collate(already) is already
     with pytest.raises(ValueError, match="item 1 has keys"):
         list_data_collate([{"a": 1}, {"b": 2}])
+
+
+@pytest.mark.timeout(30)
+def test_big_batches_collate_to_what_torch_stack_gives():
+    # past MIN_SPLIT_BYTES the copies are split over threads: same values, dtype and layout as torch.stack
+    from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES
+
+    g = torch.Generator().manual_seed(0)
+    crops = [torch.rand((1, 40, 40, 40), generator=g) for _ in range(8)]
+    labels = [(c > 0.5).to(torch.uint8) for c in crops]
+    strided = [c.transpose(1, 3) for c in crops]  # non-contiguous inputs
+    batch = list_data_collate(
+        [{"image": c, "label": lab, "t": s} for c, lab, s in zip(crops, labels, strided)]
+    )
+    assert batch["image"].nbytes >= MIN_SPLIT_BYTES
+    for key, values in (("image", crops), ("label", labels), ("t", strided)):
+        want = torch.stack(values)
+        assert batch[key].dtype == want.dtype and batch[key].is_contiguous()
+        assert torch.equal(batch[key], want)
 
 
 @pytest.mark.timeout(20)
