@@ -54,7 +54,7 @@ def test_big_batches_collate_to_what_torch_stack_gives():
     labels = [(c > 0.5).to(torch.uint8) for c in crops]
     strided = [c.transpose(1, 3) for c in crops]  # non-contiguous inputs
     batch = list_data_collate(
-        [{"image": c, "label": lab, "t": s} for c, lab, s in zip(crops, labels, strided)]
+        [{"image": c, "label": lab, "t": s} for c, lab, s in zip(crops, labels, strided, strict=True)]
     )
     assert batch["image"].nbytes >= MIN_SPLIT_BYTES
     for key, values in (("image", crops), ("label", labels), ("t", strided)):
