@@ -46,16 +46,19 @@ def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
 
 @pytest.mark.timeout(30)
 def test_big_batches_collate_to_what_torch_stack_gives():
-    # past MIN_SPLIT_BYTES the copies are split over threads: same values, dtype and layout as torch.stack
+    # past MIN_SPLIT_BYTES, off the main thread, the copies are split over threads: same values, dtype and layout as torch.stack
     from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES
 
     g = torch.Generator().manual_seed(0)
     crops = [torch.rand((1, 40, 40, 40), generator=g) for _ in range(8)]
     labels = [(c > 0.5).to(torch.uint8) for c in crops]
     strided = [c.transpose(1, 3) for c in crops]  # non-contiguous inputs
-    batch = list_data_collate(
-        [{"image": c, "label": lab, "t": s} for c, lab, s in zip(crops, labels, strided, strict=True)]
-    )
+    items = [{"image": c, "label": lab, "t": s} for c, lab, s in zip(crops, labels, strided, strict=True)]
+    made: list = []
+    t = threading.Thread(target=lambda: made.append(list_data_collate(items)))  # as the loader thread does
+    t.start()
+    t.join(timeout=20)
+    batch = made[0]
     assert batch["image"].nbytes >= MIN_SPLIT_BYTES
     for key, values in (("image", crops), ("label", labels), ("t", strided)):
         want = torch.stack(values)

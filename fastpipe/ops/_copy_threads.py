@@ -16,6 +16,11 @@ against 3.8-4.3 ms for torch's own team when the main thread has a team; when it
 thread that never ran a parallel torch op), torch's team is the faster by about 7% (2.4-3.3 ms
 against 2.6-3.5). The split is kept in both cases: it loses little where it loses.
 
+On the main thread itself nothing is split: its team is the one libgomp keeps warm, and its workers
+still spin for a while after each parallel region, taking the cores the helpers would need
+(``benchmarks.crop_speed``, which calls the crop on the main thread, went from 3.5 to 5.4 ms per
+volume with the split there).
+
 Where per-thread OpenMP counts are not available, nothing is split: the copies run one after the
 other in the calling thread, as torch would run them.
 """
@@ -71,13 +76,14 @@ def _run(jobs: Sequence[Callable[[], Any]]) -> None:
 
 
 def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
-    """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all) split over threads.
+    """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all), split over threads off the main thread.
 
     Returns when every job has finished; the first error raised by a job is raised here, after all
     chunks have stopped (a chunk stops at its first error).
     """
     k = min(torch.get_num_threads(), len(jobs), MAX_THREADS)
-    if k <= 1 or nbytes < MIN_SPLIT_BYTES or not _openmp.available():
+    on_main = threading.current_thread() is threading.main_thread()
+    if k <= 1 or nbytes < MIN_SPLIT_BYTES or on_main or not _openmp.available():
         _run(jobs)
         return
     chunks = [jobs[i::k] for i in range(k)]

@@ -26,6 +26,26 @@ def two_threads():
     torch.set_num_threads(before)
 
 
+def _off_main(fn):
+    """``fn()`` in a new thread (a loader thread, say: the main thread never splits); its result or error."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(("ok", fn()))
+        except BaseException as err:  # noqa: BLE001 - handed back to the test
+            out.append(("err", err))
+
+    t = threading.Thread(target=run, name="test-loader")
+    t.start()
+    t.join(timeout=30)
+    assert out, "the thread hung"
+    kind, value = out[0]
+    if kind == "err":
+        raise value
+    return value
+
+
 def _recording_jobs(n: int, seen: list, delay: float = 0.0) -> list:
     def job(i: int) -> None:
         time.sleep(delay)
@@ -47,28 +67,32 @@ def test_big_batches_are_split_and_every_chunk_runs_one_openmp_thread(two_thread
     if not available():
         pytest.skip("no OpenMP runtime found in this process: copies run in the caller (tested below)")
     seen: list = []
-    run_copies(_recording_jobs(8, seen, delay=0.01), BIG)
+
+    def call() -> int:
+        run_copies(_recording_jobs(8, seen, delay=0.01), BIG)
+        return torch.get_num_threads()
+
+    assert _off_main(call) == 2  # the caller's setting comes back
     assert sorted(i for i, _, _ in seen) == list(range(8))  # every job once
     threads = {name for _, name, _ in seen}
-    assert threading.current_thread().name in threads
+    assert "test-loader" in threads
     assert any(name.startswith("fastpipe-copy") for name in threads)
     assert {n for _, _, n in seen} == {1}  # the caller's chunk too
-    assert torch.get_num_threads() == 2  # the caller's setting comes back
-    other: list = []
-    t = threading.Thread(target=lambda: other.append(torch.get_num_threads()))
-    t.start()
-    t.join()
-    assert other == [2]  # torch's global thread count is untouched
+    assert _off_main(torch.get_num_threads) == 2  # torch's global thread count is untouched
 
 
-def test_small_batches_and_one_thread_run_in_the_caller(two_threads):
+def test_small_batches_one_thread_and_the_main_thread_run_in_the_caller(two_threads):
     seen: list = []
-    run_copies(_recording_jobs(8, seen), MIN_SPLIT_BYTES - 1)
-    assert {name for _, name, _ in seen} == {threading.current_thread().name}
+    _off_main(lambda: run_copies(_recording_jobs(8, seen), MIN_SPLIT_BYTES - 1))
+    assert {name for _, name, _ in seen} == {"test-loader"}
+    seen.clear()
+    run_copies(_recording_jobs(8, seen), BIG)  # on the main thread: its own warm team does the copies
+    assert {name for _, name, _ in seen} == {threading.main_thread().name}
+    assert {n for _, _, n in seen} == {2}
     torch.set_num_threads(1)
     seen.clear()
-    run_copies(_recording_jobs(8, seen), BIG)
-    assert {name for _, name, _ in seen} == {threading.current_thread().name}
+    _off_main(lambda: run_copies(_recording_jobs(8, seen), BIG))
+    assert {name for _, name, _ in seen} == {"test-loader"}
 
 
 @pytest.mark.timeout(60)
@@ -85,7 +109,7 @@ def test_an_error_in_a_chunk_is_raised_after_every_chunk_has_stopped(two_threads
     # chunks are jobs[0::2] (the caller's: it fails first) and jobs[1::2] (a helper's: slow)
     jobs = [bad, *(lambda i=i: slow(i) for i in range(1, 6))]
     with pytest.raises(ValueError, match="copy 0 failed"):
-        run_copies(jobs, BIG)
+        _off_main(lambda: run_copies(jobs, BIG))
     at_raise = sorted(done)
     assert at_raise[:3] == [1, 3, 5]  # the helper's chunk had finished before the error was raised
     time.sleep(0.3)
