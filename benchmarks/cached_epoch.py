@@ -13,7 +13,7 @@ own chain caches them in: uint8 for fastpipe, float32 for MONAI, whose LoadImage
 same random part: 4 pos/neg 96^3 crops per volume, batches of 2 volumes (8 crops), shuffled. Each peer
 lives in its own spawned process (``benchmarks.peer_process``: one library's per-epoch gigabytes of
 copies must not slow another's epochs through a shared heap), its cache filled while the others
-wait. Epochs of the peers are then interleaved (round robin, rotating who goes first) after a
+wait. Epochs of the peers are then interleaved (in a seeded random order per round) after a
 warm-up, so they share the machine's noise; the median and spread of the epoch times are reported,
 and the cache fills separately. Then fastpipe's fill time per volume is
 measured for ``num_workers`` = 1, 2 and all cores.
@@ -217,12 +217,21 @@ def serve_peer(name: str, volumes: int, shape: tuple[int, int, int], workers: in
 PEERS = ("fastpipe", *MONAI_PEERS, "plain_copy")
 
 
+def round_orders(names: list[str], rounds: int, seed: int = 0) -> list[list[str]]:
+    """The peers' order in each round: a seeded random permutation per round.
+
+    Not a rotation: rotating a fixed list puts the same peer after MONAI defaults (whose 1.6 GB of
+    copies per epoch leave the VM's memory system busy for a while) in nearly every round.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return [[names[i] for i in torch.randperm(len(names), generator=g).tolist()] for _ in range(rounds)]
+
+
 def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int) -> dict[str, Any]:
-    """Round-robin epochs of every peer, rotating the order each round; wall and CPU samples after the warm-up."""
+    """Rounds of one epoch per peer, in a new random order each round; wall and CPU samples after the warm-up."""
     samples: dict[str, dict[str, Any]] = {k: {"wall": [], "cpu": [], "crops": 0} for k in peers}
-    names = list(peers)
-    for rep in range(warmup + epochs):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate: no peer always first
+    for rep, order in enumerate(round_orders(list(peers), warmup + epochs)):
+        for name in order:
             wall, cpu, samples[name]["crops"] = peers[name].call("epoch")
             if rep >= warmup:
                 samples[name]["wall"].append(wall)
@@ -286,20 +295,20 @@ def compare(
 
 
 def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
-    """fastpipe's fill time per volume for num_workers = 1, 2 and all cores (median of ``repeats``)."""
+    """fastpipe's fill time per volume for num_workers = 1, 2 and all cores (median of ``repeats``, interleaved)."""
     import fastpipe as fp
 
     prefix = fastpipe_prefix()
-    out = {}
-    for w in sorted({1, 2, os.cpu_count() or 1}):
-        samples = []
-        for _ in range(repeats):
+    counts = sorted({1, 2, os.cpu_count() or 1})
+    samples: dict[int, list[float]] = {w: [] for w in counts}
+    for rep in range(repeats):  # the worker counts interleaved, so the VM's drift hits them alike
+        for w in counts if rep % 2 == 0 else counts[::-1]:
             ds = fp.CacheDataset(data, prefix, num_workers=w, progress=False)
-            samples.append(ds.fill_report.seconds / len(data))
+            samples[w].append(ds.fill_report.seconds / len(data))
             ds.close()
             del ds
             gc.collect()
-        out[str(w)] = {"fill_s_per_volume": spread(samples)}
+    out = {str(w): {"fill_s_per_volume": spread(samples[w])} for w in counts}
     base = out["1"]["fill_s_per_volume"]["median"]
     for w in out:
         out[w]["speedup_vs_1"] = base / out[w]["fill_s_per_volume"]["median"]
@@ -312,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--fill-repeats", type=int, default=3)
+    p.add_argument("--fill-repeats", type=int, default=5)
     p.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="fill threads of the compared peers"
     )
@@ -334,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "label_dtype": {"file": "uint8", "fastpipe_cache": "uint8", "monai_cache": "float32"},
             "image_input_dtype": "int16",
         },
-        "peer_processes": "each peer in its own spawned process; epochs interleaved round robin",
+        "peer_processes": "each peer in its own spawned process; epochs interleaved, a seeded random order per round",
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
         "fill_scaling": fill_scaling(make_volumes(args.volumes, tuple(args.shape)), args.fill_repeats),
     }
