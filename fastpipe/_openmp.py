@@ -8,8 +8,9 @@ parallel region pays futex wake-ups. ``omp_set_num_threads`` is a per-thread set
 runtime, which torch reads in the thread that runs the op, so one thread can be given fewer without
 touching ``torch.get_num_threads()`` in the others (``torch.set_num_threads`` would).
 
-When the OpenMP runtime torch uses cannot be found, or does not behave as probed once on first use,
-:func:`set_this_thread` does nothing and returns ``None``.
+Every OpenMP runtime mapped into the process is tried once, on first use; the first whose setting torch
+then reports in that thread and in no other is kept. Where none is (no ``/proc/self/maps``, as on
+macOS, or a runtime torch does not read), :func:`set_this_thread` does nothing and returns ``None``.
 """
 
 from __future__ import annotations
@@ -26,17 +27,19 @@ _lock = threading.Lock()
 _lib: list[Any] = []  # [runtime or None] once looked up
 
 
-def _find() -> Any | None:
-    """The OpenMP runtime loaded in this process (torch's), or ``None``."""
+def _candidates() -> list[str]:
+    """Paths of the OpenMP runtimes mapped into this process (torch's, maybe MKL's or numpy's too)."""
     try:
         with open("/proc/self/maps") as f:
-            found = _OMP_LIB.search(f.read())
+            maps = f.read()
     except OSError:
-        return None
-    if found is None:
-        return None
+        return []
+    return list(dict.fromkeys(m.group(0) for m in _OMP_LIB.finditer(maps)))
+
+
+def _load(path: str) -> Any | None:
     try:
-        lib = ctypes.CDLL(found.group(0))
+        lib = ctypes.CDLL(path)
         lib.omp_set_num_threads.argtypes = [ctypes.c_int]
         lib.omp_get_max_threads.restype = ctypes.c_int
     except (OSError, AttributeError):
@@ -44,28 +47,41 @@ def _find() -> Any | None:
     return lib
 
 
+def _find() -> Any | None:
+    """The OpenMP runtime torch uses (the first mapped one that passes :func:`_probe`), or ``None``."""
+    for path in _candidates():
+        lib = _load(path)
+        if lib is not None and _probe(lib):
+            return lib
+    return None
+
+
 def _probe(lib: Any) -> bool:
-    """Whether one OpenMP thread set in a helper thread reaches torch there and nowhere else."""
+    """Whether a count set in a helper thread reaches torch there and nowhere else.
+
+    The count set differs from torch's current one (1, or 2 where torch runs one thread), so a runtime
+    torch does not read cannot pass by leaving the count as it was.
+    """
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
     seen: list[int] = []
 
     def helper() -> None:
         torch.get_num_threads()  # torch's lazy per-thread init first, or it would undo the setting
-        lib.omp_set_num_threads(1)
+        lib.omp_set_num_threads(target)
         seen.append(torch.get_num_threads())
 
-    before = torch.get_num_threads()
     t = threading.Thread(target=helper, name="fastpipe-omp-probe")
     t.start()
     t.join()
-    return seen == [1] and torch.get_num_threads() == before
+    return seen == [target] and torch.get_num_threads() == before
 
 
 def runtime() -> Any | None:
     """The probed OpenMP runtime, or ``None`` where per-thread counts are not available."""
     with _lock:
         if not _lib:
-            lib = _find()
-            _lib.append(lib if lib is not None and _probe(lib) else None)
+            _lib.append(_find())
         return _lib[0]
 
 

@@ -29,7 +29,31 @@ def _in_thread(fn):
 
 def test_the_runtime_torch_loaded_is_found_where_there_is_one():
     # Linux wheels of torch load libgomp; the loader's and the fill's thread sharing rest on finding it
+    if any("gomp" in p for p in _openmp._candidates()):
+        assert _openmp.available()
     assert _openmp.available() == (_openmp._find() is not None)
+
+
+@pytest.mark.parametrize("torch_threads", [1, 4])
+def test_a_runtime_torch_does_not_read_is_passed_over(monkeypatch, torch_threads):
+    class Inert:  # a runtime whose setting torch never sees (another library's copy, say)
+        def omp_set_num_threads(self, n: int) -> None:
+            pass
+
+        def omp_get_max_threads(self) -> int:
+            return 1
+
+    real = _openmp._candidates()
+    monkeypatch.setattr(_openmp, "_candidates", lambda: ["inert", *real])
+    monkeypatch.setattr(_openmp, "_load", lambda p, load=_openmp._load: Inert() if p == "inert" else load(p))
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)  # at 1 a runtime that changes nothing must not pass either
+    try:
+        found = _openmp._find()
+    finally:
+        torch.set_num_threads(before)
+    assert not isinstance(found, Inert)
+    assert (found is not None) == bool(real)
 
 
 def test_a_thread_count_set_in_one_thread_stays_there(four_threads):

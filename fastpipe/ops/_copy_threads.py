@@ -9,7 +9,7 @@ regions (one per crop and key) pays futex wake-ups. Measured on a 2-core VM: 16 
 Here a batch's copies are split into ``k`` chunks instead. The calling thread runs one and helper
 threads run the rest, each copy with OpenMP set to one thread for that thread only
 (:mod:`fastpipe._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
-one thread gets no split.
+one thread gets no split; ``FASTPIPE_COPY_THREADS=n`` caps it (0 or 1 turn the split off).
 
 Measured on the 2-core VM, 8 crops of 96^3 float32 copied from a loader thread: 2.7-3.1 ms split
 against 3.8-4.3 ms for torch's own team when the main thread has a team; when it has none (a main
@@ -75,13 +75,27 @@ def _run(jobs: Sequence[Callable[[], Any]]) -> None:
         job()
 
 
+ENV = "FASTPIPE_COPY_THREADS"
+
+
+def _env_limit() -> int:
+    """``FASTPIPE_COPY_THREADS``: most threads one batch's copies use (0 or 1: no split; unset: no limit)."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return MAX_THREADS
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise ValueError(f"{ENV} must be a whole number of threads (0 or 1 turn the split off), got {raw!r}") from None
+
+
 def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
     """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all), split over threads off the main thread.
 
     Returns when every job has finished; the first error raised by a job is raised here, after all
     chunks have stopped (a chunk stops at its first error).
     """
-    k = min(torch.get_num_threads(), len(jobs), MAX_THREADS)
+    k = min(torch.get_num_threads(), len(jobs), MAX_THREADS, _env_limit())
     on_main = threading.current_thread() is threading.main_thread()
     if k <= 1 or nbytes < MIN_SPLIT_BYTES or on_main or not _openmp.available():
         _run(jobs)

@@ -56,10 +56,7 @@ def _recording_jobs(n: int, seen: list, delay: float = 0.0) -> list:
 
 def test_torchs_openmp_runtime_is_found_and_probed_where_it_is_loaded():
     # where torch's OpenMP runtime is in this process the split must be on: the loader's speed rests on it
-    if _openmp._find() is None:
-        assert not available()
-    else:
-        assert available()
+    assert available() == (_openmp._find() is not None)
 
 
 @pytest.mark.timeout(60)
@@ -192,3 +189,19 @@ def test_a_forked_child_makes_its_own_helpers(two_threads):
     results: list = []
     torch.ones(1 << 16).sum()  # the parent's main thread has an OpenMP team
     assert _run_in_fork(work) == 0, "the forked child hung or got wrong crops"
+
+
+@pytest.mark.timeout(60)
+def test_the_environment_caps_or_turns_off_the_split(two_threads, monkeypatch):
+    seen: list = []
+    monkeypatch.setenv("FASTPIPE_COPY_THREADS", "0")
+    _off_main(lambda: run_copies(_recording_jobs(8, seen), BIG))
+    assert {name for _, name, _ in seen} == {"test-loader"}
+    monkeypatch.setenv("FASTPIPE_COPY_THREADS", "many")
+    with pytest.raises(ValueError, match="FASTPIPE_COPY_THREADS must be a whole number.*'many'"):
+        _off_main(lambda: run_copies(_recording_jobs(8, seen), BIG))
+    if available():
+        monkeypatch.setenv("FASTPIPE_COPY_THREADS", "2")
+        seen.clear()
+        _off_main(lambda: run_copies(_recording_jobs(8, seen, delay=0.01), BIG))
+        assert len({name for _, name, _ in seen}) == 2
