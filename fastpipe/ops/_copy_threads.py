@@ -36,9 +36,11 @@ from typing import Any
 import torch
 
 from fastpipe import _openmp
+from fastpipe._fork import renew_locks_after_fork
 
 MAX_THREADS = 8  # memory bandwidth, not cores, bounds a copy: more threads than this only add overhead
 MIN_SPLIT_BYTES = 1 << 20  # below this the hand-off costs more than it saves
+ENV = "FASTPIPE_COPY_THREADS"
 
 
 class _Helpers:
@@ -48,12 +50,12 @@ class _Helpers:
         self.lock = threading.Lock()
         self.pid = -1
         self.pool: ThreadPoolExecutor | None = None
+        renew_locks_after_fork(self)
 
     def get(self) -> ThreadPoolExecutor:
         with self.lock:
-            if (
-                self.pool is None or self.pid != os.getpid()
-            ):  # a forked child has none of the parent's threads
+            # a forked child has none of the parent's threads: it makes its own pool
+            if self.pool is None or self.pid != os.getpid():
                 self.pid = os.getpid()
                 self.pool = ThreadPoolExecutor(
                     MAX_THREADS - 1,
@@ -75,9 +77,6 @@ def _run(jobs: Sequence[Callable[[], Any]]) -> None:
         job()
 
 
-ENV = "FASTPIPE_COPY_THREADS"
-
-
 def _env_limit() -> int:
     """``FASTPIPE_COPY_THREADS``: most threads one batch's copies use (0 or 1: no split; unset: no limit)."""
     raw = os.environ.get(ENV, "").strip()
@@ -86,7 +85,9 @@ def _env_limit() -> int:
     try:
         return max(0, int(raw))
     except ValueError:
-        raise ValueError(f"{ENV} must be a whole number of threads (0 or 1 turn the split off), got {raw!r}") from None
+        raise ValueError(
+            f"{ENV} must be a whole number of threads (0 or 1 turn the split off), got {raw!r}"
+        ) from None
 
 
 def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
@@ -111,11 +112,3 @@ def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
     for err in errors:
         if err is not None:
             raise err
-
-
-def _renew_after_fork() -> None:
-    _helpers._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_after_fork)
