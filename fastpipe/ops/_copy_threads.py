@@ -11,10 +11,10 @@ threads run the rest, each copy with OpenMP set to one thread for that thread on
 (:mod:`fastpipe._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
 one thread gets no split; ``FASTPIPE_COPY_THREADS=n`` caps it (0 or 1 turn the split off).
 
-Measured on the 2-core VM, 8 crops of 96^3 float32 copied from a loader thread: 2.7-3.1 ms split
-against 3.8-4.3 ms for torch's own team when the main thread has a team; when it has none (a main
-thread that never ran a parallel torch op), torch's team is the faster by about 7% (2.4-3.3 ms
-against 2.6-3.5). The split is kept in both cases: it loses little where it loses.
+Measured on the 2-core VM (``benchmarks.copy_threads``: a batch of 2 volumes x 4 crops of 96^3 made on
+a loader thread): split 1.21-1.26x faster than torch's own team when the main thread has a team; when
+it has none (a main thread that never ran a parallel torch op), torch's team is 0-10% faster. The
+split is kept in both cases: it loses little where it loses.
 
 On the main thread itself nothing is split: its team is the one libgomp keeps warm, and its workers
 still spin for a while after each parallel region, taking the cores the helpers would need
