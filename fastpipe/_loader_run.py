@@ -18,6 +18,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
+
+from fastpipe import _openmp
+
 _END = "end"
 _ITEM = "item"
 _ERROR = "error"
@@ -52,7 +56,8 @@ class LoaderRun:
     Args:
         jobs: one job per batch, in order.
         make: ``make(job, pool) -> batch`` (``pool`` is the fetch pool for per-item parallelism, or ``None``).
-        num_workers: pool threads; 0 makes every batch in the producer thread.
+        num_workers: pool threads, each with ``torch.get_num_threads() // num_workers`` OpenMP threads;
+            0 makes every batch in the producer thread.
         whole_batch: with workers, make whole batches in parallel (in order) instead of items of a batch.
         buffer_size: most batches waiting in the queue.
         prefetch_hook: called with the indices of the next batch before a batch is made (default ``None``).
@@ -77,7 +82,14 @@ class LoaderRun:
         self.queue: queue.Queue = queue.Queue(maxsize=buffer_size)
         self.stop_event = threading.Event()
         self.pool = (
-            ThreadPoolExecutor(num_workers, thread_name_prefix="fastpipe-fetch") if num_workers else None
+            ThreadPoolExecutor(
+                num_workers,
+                thread_name_prefix="fastpipe-fetch",
+                initializer=_openmp.set_this_thread,  # the workers share the cores (see fastpipe._openmp)
+                initargs=(max(1, torch.get_num_threads() // num_workers),),
+            )
+            if num_workers
+            else None
         )
         self.thread = threading.Thread(
             target=producer_loop,

@@ -66,6 +66,35 @@ def test_big_batches_collate_to_what_torch_stack_gives():
         assert torch.equal(batch[key], want)
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("workers,expected", [(2, 2), (4, 1)])
+def test_fetch_workers_share_the_cores_in_openmp(workers, expected):
+    from fastpipe import _openmp
+
+    if not _openmp.available():
+        pytest.skip("no OpenMP runtime in this process: fetch threads keep torch's count")
+
+    class Seen(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            self.counts: set[int] = set()
+
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> dict:
+            self.counts.add(torch.get_num_threads())
+            return {"x": torch.tensor(i)}
+
+    ds = Seen()
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        assert sum(len(b["x"]) for b in ThreadDataLoader(ds, batch_size=2, num_workers=workers)) == 8
+    finally:
+        torch.set_num_threads(before)
+    assert ds.counts == {expected}  # 4 threads shared out, not a team of 4 per fetch thread
+
+
 @pytest.mark.timeout(20)
 def test_order_len_drop_last_and_repeats():
     data = [{"x": torch.tensor(i)} for i in range(7)]
