@@ -28,3 +28,11 @@ def cuda_device() -> torch.device:
     if not HAS_CUDA:
         pytest.skip(GPU_SKIP_REASON)
     return torch.device("cuda")
+
+
+@pytest.fixture
+def torch_threads():
+    """``torch_threads(n)`` sets torch's intra-op thread count for this test; the old count comes back after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)

@@ -12,11 +12,8 @@ from fastpipe._cache_fill import run_fill
 
 
 @pytest.fixture
-def four_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    yield
-    torch.set_num_threads(before)
+def four_threads(torch_threads):
+    torch_threads(4)
 
 
 def _in_thread(fn):
@@ -34,8 +31,10 @@ def test_the_runtime_torch_loaded_is_found_where_there_is_one():
     assert _openmp.available() == (_openmp._find() is not None)
 
 
-@pytest.mark.parametrize("torch_threads", [1, 4])
-def test_a_runtime_torch_does_not_read_is_passed_over(monkeypatch, torch_threads):
+@pytest.mark.parametrize("count", [1, 4])
+def test_a_runtime_torch_does_not_read_is_passed_over(monkeypatch, torch_threads, count):
+    set_threads = torch_threads
+
     class Inert:  # a runtime whose setting torch never sees (another library's copy, say)
         def omp_set_num_threads(self, n: int) -> None:
             pass
@@ -46,12 +45,8 @@ def test_a_runtime_torch_does_not_read_is_passed_over(monkeypatch, torch_threads
     real = _openmp._candidates()
     monkeypatch.setattr(_openmp, "_candidates", lambda: ["inert", *real])
     monkeypatch.setattr(_openmp, "_load", lambda p, load=_openmp._load: Inert() if p == "inert" else load(p))
-    before = torch.get_num_threads()
-    torch.set_num_threads(torch_threads)  # at 1 a runtime that changes nothing must not pass either
-    try:
-        found = _openmp._find()
-    finally:
-        torch.set_num_threads(before)
+    set_threads(count)  # at 1 a runtime that changes nothing must not pass either
+    found = _openmp._find()
     assert not isinstance(found, Inert)
     assert (found is not None) == bool(real)
 

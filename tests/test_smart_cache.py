@@ -268,7 +268,7 @@ def test_replacement_threads_run_at_lower_priority(nice):
 
 
 @pytest.mark.timeout(20)
-def test_replacement_threads_share_the_cores_in_openmp():
+def test_replacement_threads_share_the_cores_in_openmp(torch_threads):
     from fastpipe import _openmp
 
     if not _openmp.available():
@@ -280,14 +280,10 @@ def test_replacement_threads_share_the_cores_in_openmp():
             seen.add(torch.get_num_threads())
         return volume(d)
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        with smart(transform=counting, num_replace_workers=2) as ds:
-            ds.update_cache()
-            ds.update_cache()
-    finally:
-        torch.set_num_threads(before)
+    torch_threads(4)
+    with smart(transform=counting, num_replace_workers=2) as ds:
+        ds.update_cache()
+        ds.update_cache()
     assert seen == {2}  # 4 threads shared by 2 workers, not a team of 4 each
 
 

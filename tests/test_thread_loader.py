@@ -68,7 +68,7 @@ def test_big_batches_collate_to_what_torch_stack_gives():
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("workers,expected", [(2, 2), (4, 1)])
-def test_fetch_workers_share_the_cores_in_openmp(workers, expected):
+def test_fetch_workers_share_the_cores_in_openmp(torch_threads, workers, expected):
     from fastpipe import _openmp
 
     if not _openmp.available():
@@ -86,12 +86,8 @@ def test_fetch_workers_share_the_cores_in_openmp(workers, expected):
             return {"x": torch.tensor(i)}
 
     ds = Seen()
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        assert sum(len(b["x"]) for b in ThreadDataLoader(ds, batch_size=2, num_workers=workers)) == 8
-    finally:
-        torch.set_num_threads(before)
+    torch_threads(4)
+    assert sum(len(b["x"]) for b in ThreadDataLoader(ds, batch_size=2, num_workers=workers)) == 8
     assert ds.counts == {expected}  # 4 threads shared out, not a team of 4 per fetch thread
 
 

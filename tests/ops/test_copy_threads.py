@@ -18,12 +18,9 @@ BIG = 4 * MIN_SPLIT_BYTES
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(torch_threads):
     """torch at 2 intra-op threads (the split uses the caller's count), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    torch_threads(2)
 
 
 def _off_main(fn):
