@@ -17,7 +17,6 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from fastpipe import _openmp
@@ -82,7 +81,7 @@ def run_fill(
         workers,
         thread_name_prefix="fastpipe-fill",
         initializer=_openmp.set_this_thread,  # the cores shared out, not one team of all cores per worker
-        initargs=(max(1, torch.get_num_threads() // workers),),
+        initargs=(_openmp.per_worker(workers),),
     ) as pool:
         futures = {pool.submit(job, s): s for s in slots}
         pending = set(futures)

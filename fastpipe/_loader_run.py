@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import torch
-
 from fastpipe import _openmp
 
 _END = "end"
@@ -86,7 +84,7 @@ class LoaderRun:
                 num_workers,
                 thread_name_prefix="fastpipe-fetch",
                 initializer=_openmp.set_this_thread,  # the workers share the cores (see fastpipe._openmp)
-                initargs=(max(1, torch.get_num_threads() // num_workers),),
+                initargs=(_openmp.per_worker(num_workers),),
             )
             if num_workers
             else None

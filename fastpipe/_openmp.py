@@ -102,3 +102,8 @@ def set_this_thread(n: int) -> int | None:
     before = lib.omp_get_max_threads()
     lib.omp_set_num_threads(max(1, int(n)))
     return before
+
+
+def per_worker(num_workers: int) -> int:
+    """OpenMP threads for each of ``num_workers`` threads running torch ops at once: the cores shared out."""
+    return max(1, torch.get_num_threads() // max(1, num_workers))

@@ -172,7 +172,7 @@ class Replacer:
         self._threads = [
             threading.Thread(
                 target=_worker,
-                args=(self.nice, max(1, torch.get_num_threads() // self.num_workers), *args),
+                args=(self.nice, _openmp.per_worker(self.num_workers), *args),
                 name=f"fastpipe-smartcache-{i}",
                 daemon=True,
             )
