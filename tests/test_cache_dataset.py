@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import torch
@@ -173,7 +174,8 @@ def test_empty_data_raises_value_error():
         CacheDataset([], [CountingDet()], progress=False)
 
 
-def test_fill_error_names_item_index_and_file():
+@pytest.mark.parametrize("workers", [1, 2])  # 1: the calling thread; 2: a pool
+def test_fill_error_names_item_index_and_file(workers):
     data = items(4)
     data[2] = {
         "x": 2,
@@ -182,17 +184,39 @@ def test_fill_error_names_item_index_and_file():
         "image_meta_dict": {"filename_or_obj": "/d/broken.nii.gz"},
     }
     with pytest.raises(CacheFillError, match=r"item 2 \(/d/broken.nii.gz\).*cannot read broken") as info:
-        CacheDataset(data, [CountingDet()], progress=False, num_workers=2)
+        CacheDataset(data, [CountingDet()], progress=False, num_workers=workers)
     assert isinstance(info.value.__cause__, ValueError)
 
 
-def test_on_error_skip_logs_and_drops(caplog):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_on_error_skip_logs_and_drops(caplog, workers):
     data = items(4)
     data[1] = {"x": 1, "fail": True, "name": "bad1.nii.gz"}
     with caplog.at_level(logging.WARNING, logger="fastpipe._cache_fill"):
-        ds = CacheDataset(data, [CountingDet()], progress=False, on_error="skip")
+        ds = CacheDataset(data, [CountingDet()], progress=False, on_error="skip", num_workers=workers)
     assert len(ds) == 3 and [ds[i]["x"] for i in range(3)] == [0, 2, 3]
     assert "item 1 (bad1.nii.gz)" in caplog.text and 1 in ds.stats()["skipped"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers,in_caller", [(1, True), (2, False)])
+def test_one_fill_worker_is_the_calling_thread(workers, in_caller):
+    """One worker fills in the calling thread (no pool thread whose OpenMP team would add to the caller's)."""
+    seen: list[threading.Thread] = []
+
+    def record(d):
+        seen.append(threading.current_thread())
+        return d
+
+    def fill() -> None:
+        CacheDataset(items(4), [record], progress=False, num_workers=workers)
+
+    caller = threading.Thread(target=fill, name="caller")
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive() and len(seen) == 4
+    assert all(t is caller for t in seen) == in_caller
+    assert any(t is caller for t in seen) == in_caller
 
 
 def test_monai_transforms_inside_fastpipe_cache_dataset():
