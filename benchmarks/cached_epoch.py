@@ -16,7 +16,8 @@ copies must not slow another's epochs through a shared heap), its cache filled w
 wait. Epochs of the peers are then interleaved (in a seeded random order per round) after a
 warm-up, so they share the machine's noise; the median and spread of the epoch times are reported,
 and the cache fills separately. Then fastpipe's fill time per volume is
-measured for ``num_workers`` = 1, 2 and all cores.
+measured for ``num_workers`` = 1, 2, 4, ... and all cores, on at least two volumes per core (fewer
+items than workers would cap the workers at the item count).
 
 Run: ``python -m benchmarks.cached_epoch [--volumes 8 --shape 240 210 250 --epochs 10]``.
 Writes ``benchmarks/results/cached-epoch-cpu.json``.
@@ -294,12 +295,30 @@ def compare(
     }
 
 
-def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
-    """fastpipe's fill time per volume for num_workers = 1, 2 and all cores (median of ``repeats``, interleaved)."""
+def fill_counts(cores: int) -> list[int]:
+    """Worker counts for the fill-scaling curve: 1, 2, 4, ... up to ``cores``, and ``cores`` itself."""
+    counts, w = {1, cores}, 2
+    while w < cores:
+        counts.add(w)
+        w *= 2
+    return sorted(counts)
+
+
+def fill_volume_count(volumes: int, cores: int) -> int:
+    """Volumes the fill-scaling part fills: at least two per worker at ``cores`` workers.
+
+    With fewer items than workers a fill uses one worker per item (``default_workers``), and with one
+    item per worker the slowest item sets the time: 8 volumes on 16 cores could not show 16 workers.
+    """
+    return max(volumes, 2 * cores)
+
+
+def fill_scaling(data: list[dict], repeats: int, cores: int | None = None) -> dict[str, Any]:
+    """fastpipe's fill time per volume for num_workers = 1, 2, 4, ... all cores (median of ``repeats``, interleaved)."""
     import fastpipe as fp
 
     prefix = fastpipe_prefix()
-    counts = sorted({1, 2, os.cpu_count() or 1})
+    counts = fill_counts(cores or os.cpu_count() or 1)
     samples: dict[int, list[float]] = {w: [] for w in counts}
     for rep in range(repeats):  # the worker counts interleaved, so the VM's drift hits them alike
         for w in counts if rep % 2 == 0 else counts[::-1]:
@@ -308,7 +327,14 @@ def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
             ds.close()
             del ds
             gc.collect()
-    out = {str(w): {"fill_s_per_volume": spread(samples[w])} for w in counts}
+    out = {
+        str(w): {
+            "fill_s_per_volume": spread(samples[w]),
+            "threads": min(w, len(data)),  # a fill never runs more workers than items
+            "volumes": len(data),
+        }
+        for w in counts
+    }
     base = out["1"]["fill_s_per_volume"]["median"]
     for w in out:
         out[w]["speedup_vs_1"] = base / out[w]["fill_s_per_volume"]["median"]
@@ -323,12 +349,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--fill-repeats", type=int, default=5)
     p.add_argument(
+        "--fill-volumes",
+        type=int,
+        default=None,
+        help="volumes of the fill-scaling part (default: --volumes, at least 2 per core)",
+    )
+    p.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="fill threads of the compared peers"
     )
     p.add_argument(
         "--out", default=None, help="result path (default benchmarks/results/cached-epoch-cpu.json)"
     )
     args = p.parse_args(argv)
+    fill_volumes = args.fill_volumes or fill_volume_count(args.volumes, os.cpu_count() or 1)
     result = {
         "config": {
             "volumes": args.volumes,
@@ -339,13 +372,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "epochs": args.epochs,
             "warmup": args.warmup,
             "fill_workers": args.workers,
+            "fill_scaling_volumes": fill_volumes,
             "torch_threads": torch.get_num_threads(),
             "label_dtype": {"file": "uint8", "fastpipe_cache": "uint8", "monai_cache": "float32"},
             "image_input_dtype": "int16",
         },
         "peer_processes": "each peer in its own spawned process; epochs interleaved, a seeded random order per round",
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
-        "fill_scaling": fill_scaling(make_volumes(args.volumes, tuple(args.shape)), args.fill_repeats),
+        "fill_scaling": fill_scaling(make_volumes(fill_volumes, tuple(args.shape)), args.fill_repeats),
     }
     path = write_result("cached-epoch-cpu", result, args.out)
     _print(result, path)

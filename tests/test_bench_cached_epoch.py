@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from benchmarks.cached_epoch import NUM_SAMPLES, PEERS, main, round_orders
+from benchmarks.cached_epoch import (
+    NUM_SAMPLES,
+    PEERS,
+    fill_counts,
+    fill_volume_count,
+    main,
+    round_orders,
+)
 
 
 def test_every_round_holds_every_peer_once_in_varying_order():
@@ -17,6 +25,15 @@ def test_every_round_holds_every_peer_once_in_varying_order():
     assert orders == round_orders(names, 20)  # seeded
     followers = {o[o.index("monai_default") + 1] for o in orders if o[-1] != "monai_default"}
     assert len(followers) > 2  # MONAI defaults' aftermath does not always land on the same peer
+
+
+def test_fill_scaling_covers_every_doubling_up_to_all_cores_with_two_volumes_each():
+    assert fill_counts(1) == [1]
+    assert fill_counts(2) == [1, 2]
+    assert fill_counts(6) == [1, 2, 4, 6]
+    assert fill_counts(16) == [1, 2, 4, 8, 16]
+    assert fill_volume_count(8, 16) == 32  # 8 volumes could never keep 16 workers busy
+    assert fill_volume_count(8, 2) == 8
 
 
 @pytest.mark.timeout(300)
@@ -37,5 +54,10 @@ def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path):
         "vs_plain_copy",
     }
     assert all(v > 0 for v in saved["ratios"].values())
-    assert "1" in saved["fill_scaling"] and saved["fill_scaling"]["1"]["speedup_vs_1"] == 1.0
+    cores = os.cpu_count() or 1
+    assert list(saved["fill_scaling"]) == [str(w) for w in fill_counts(cores)]
+    assert saved["fill_scaling"]["1"]["speedup_vs_1"] == 1.0
+    assert saved["config"]["fill_scaling_volumes"] == max(2, 2 * cores)
+    for w, row in saved["fill_scaling"].items():
+        assert row["threads"] == int(w) and row["volumes"] == max(2, 2 * cores)
     assert saved["machine"]["commit"] and result["ratios"] == saved["ratios"]
