@@ -20,7 +20,8 @@ measured for ``num_workers`` = 1, 2, 4, ... and all cores, on at least two volum
 items than workers would cap the workers at the item count).
 
 Run: ``python -m benchmarks.cached_epoch [--volumes 8 --shape 240 210 250 --epochs 10]``.
-Writes ``benchmarks/results/cached-epoch-cpu.json``.
+Writes ``benchmarks/results/cached-epoch-cpu.json`` and a PNG of it next to it
+(``benchmarks.cached_epoch_plot``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import gc
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -271,6 +273,7 @@ def compare(
         wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
         rows[k] = {
             "epoch_s": wall,
+            "epoch_samples_s": smp["wall"],  # every timed epoch, in the order run (for the plot)
             "epoch_cpu_s": cpu,
             "ms_per_volume": 1e3 * wall["median"] / volumes,
             "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
@@ -330,6 +333,7 @@ def fill_scaling(data: list[dict], repeats: int, cores: int | None = None) -> di
     out = {
         str(w): {
             "fill_s_per_volume": spread(samples[w]),
+            "samples_s": samples[w],
             "threads": min(w, len(data)),  # a fill never runs more workers than items
             "volumes": len(data),
         }
@@ -382,6 +386,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "fill_scaling": fill_scaling(make_volumes(fill_volumes, tuple(args.shape)), args.fill_repeats),
     }
     path = write_result("cached-epoch-cpu", result, args.out)
+    from benchmarks.cached_epoch_plot import plot
+
+    result["plot"] = str(plot(result, Path(path).with_suffix(".png")))
     _print(result, path)
     return result
 
@@ -402,7 +409,7 @@ def _print(result: dict[str, Any], path: Any) -> None:
         print(
             f"fill num_workers={w}: {1e3 * row['fill_s_per_volume']['median']:.1f} ms/volume ({row['speedup_vs_1']:.2f}x)"
         )
-    print(f"wrote {path}")
+    print(f"wrote {path} and {result['plot']}")
 
 
 if __name__ == "__main__":

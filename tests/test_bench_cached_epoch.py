@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from benchmarks import cached_epoch_plot
 from benchmarks.cached_epoch import (
     NUM_SAMPLES,
     PEERS,
@@ -61,3 +62,9 @@ def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path):
     for w, row in saved["fill_scaling"].items():
         assert row["threads"] == int(w) and row["volumes"] == max(2, 2 * cores)
     assert saved["machine"]["commit"] and result["ratios"] == saved["ratios"]
+    assert all(len(row["epoch_samples_s"]) == 2 for row in saved["peers"].values())
+    assert all(len(row["samples_s"]) == 1 for row in saved["fill_scaling"].values())
+    png = out.with_suffix(".png")
+    assert result["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    replot = cached_epoch_plot.main([str(out), "--out", str(tmp_path / "again.png")])  # from the JSON alone
+    assert replot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
