@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import threading
 import time
@@ -388,7 +389,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = write_result("cached-epoch-cpu", result, args.out)
     from benchmarks.cached_epoch_plot import plot
 
-    result["plot"] = str(plot(result, Path(path).with_suffix(".png")))
+    saved = json.loads(Path(path).read_text())  # with the machine and commit, for the title
+    result["plot"] = str(plot(saved, Path(path).with_suffix(".png")))
     _print(result, path)
     return result
 

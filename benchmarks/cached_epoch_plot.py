@@ -21,6 +21,15 @@ FASTPIPE = "#c44e52"
 PEER = "#4c72b0"
 
 
+def title(result: dict[str, Any]) -> str:
+    """``benchmarks.cached_epoch on <cpu> x<cores> (GPU: <name or none>), commit <sha>``."""
+    machine = result.get("machine", {})
+    return (
+        f"benchmarks.cached_epoch on {machine.get('cpu', '?')} x{machine.get('cpu_count', '?')}"
+        f" (GPU: {machine.get('gpu') or 'none'}), commit {machine.get('commit', '?')}"
+    )
+
+
 def plot(result: dict[str, Any], path: str | Path) -> Path:
     """Write the two-panel PNG of ``result`` (the dict ``benchmarks.cached_epoch.main`` returns) to ``path``."""
     import matplotlib
@@ -84,12 +93,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     else:
         b.set_axis_off()
 
-    machine = result.get("machine", {})
-    fig.suptitle(
-        f"benchmarks.cached_epoch on {machine.get('cpu', '?')} x{machine.get('cpu_count', '?')}"
-        f" (GPU: {machine.get('gpu') or 'none'}), commit {machine.get('commit', '?')}",
-        fontsize=11,
-    )
+    fig.suptitle(title(result), fontsize=11)
     a.yaxis.set_major_formatter(ScalarFormatter())
     a.yaxis.set_minor_formatter(NullFormatter())
     b.xaxis.set_major_formatter(ScalarFormatter())

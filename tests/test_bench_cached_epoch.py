@@ -38,8 +38,15 @@ def test_fill_scaling_covers_every_doubling_up_to_all_cores_with_two_volumes_eac
 
 
 @pytest.mark.timeout(300)
-def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path):
+def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path, monkeypatch):
     pytest.importorskip("monai")
+    titles: list[str] = []
+    real_plot = cached_epoch_plot.plot
+    monkeypatch.setattr(
+        cached_epoch_plot,
+        "plot",
+        lambda r, p: (titles.append(cached_epoch_plot.title(r)), real_plot(r, p))[1],
+    )
     out = tmp_path / "ce.json"
     argv = ["--volumes", "2", "--shape", "100", "100", "100", "--epochs", "2", "--warmup", "0"]
     result = main([*argv, "--fill-repeats", "1", "--workers", "1", "--out", str(out)])
@@ -66,5 +73,6 @@ def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path):
     assert all(len(row["samples_s"]) == 1 for row in saved["fill_scaling"].values())
     png = out.with_suffix(".png")
     assert result["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert titles == [cached_epoch_plot.title(saved)] and "commit ?" not in titles[0]  # names the machine
     replot = cached_epoch_plot.main([str(out), "--out", str(tmp_path / "again.png")])  # from the JSON alone
     assert replot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
