@@ -38,7 +38,7 @@ class CacheDataset(torch.utils.data.Dataset):
         transform: a fastpipe/MONAI ``Compose``, a list of callables, or one callable (default ``None``).
         cache_rate: fraction of items to cache, in ``[0, 1]`` (default 1.0); the rest are computed per read.
         cache_num: at most this many items cached (default ``None``: no extra limit).
-        num_workers: fill threads (default ``None``: one per core).
+        num_workers: fill threads (default ``None``: one per core; 1 fills in the calling thread).
         progress: show a fill progress bar (default ``True``).
         copy_cache: deep-copy the cached entry on every read (default ``False``). Only needed when a
             suffix transform mutates its input tensors in place; fastpipe's and MONAI's transforms
