@@ -317,12 +317,12 @@ def fill_volume_count(volumes: int, cores: int) -> int:
     return max(volumes, 2 * cores)
 
 
-def fill_scaling(data: list[dict], repeats: int, cores: int | None = None) -> dict[str, Any]:
+def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
     """fastpipe's fill time per volume for num_workers = 1, 2, 4, ... all cores (median of ``repeats``, interleaved)."""
     import fastpipe as fp
 
     prefix = fastpipe_prefix()
-    counts = fill_counts(cores or os.cpu_count() or 1)
+    counts = fill_counts(os.cpu_count() or 1)
     samples: dict[int, list[float]] = {w: [] for w in counts}
     for rep in range(repeats):  # the worker counts interleaved, so the VM's drift hits them alike
         for w in counts if rep % 2 == 0 else counts[::-1]:
