@@ -1,4 +1,4 @@
-"""Profiling hooks: NVTX ranges, the NVML GPU sampler and the data-wait report."""
+"""Profiling hooks: NVTX ranges, the NVML GPU sampler, the data-wait report and a GPU copy counter."""
 
 from fastpipe.profiling.gpu_monitor import GpuMonitor
 from fastpipe.profiling.nvtx_ranges import (
@@ -12,8 +12,10 @@ from fastpipe.profiling.nvtx_ranges import (
     wrap_chain,
 )
 from fastpipe.profiling.report import format_table, summarize
+from fastpipe.profiling.transfers import CopyCounter, transfers_in_trace
 
 __all__ = [
+    "CopyCounter",
     "GpuMonitor",
     "ProfiledTransform",
     "annotate",
@@ -23,6 +25,7 @@ __all__ = [
     "nvtx_enabled",
     "profiled",
     "summarize",
+    "transfers_in_trace",
     "unwrap",
     "wrap_chain",
 ]
