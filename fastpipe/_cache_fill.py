@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,26 +78,25 @@ def run_fill(
     start = time.perf_counter()
     bar = tqdm(total=len(slots), desc=desc, disable=not progress)
     workers = default_workers(num_workers, len(slots))
+    outcomes = _run_inline(slots, job) if workers == 1 else _run_pooled(slots, job, workers)
     try:
-        if workers == 1:
-            _fill_inline(slots, job, items, on_error, report, bar)
-        else:
-            _fill_pool(slots, job, items, workers, on_error, report, bar)
+        for slot, err in outcomes:  # one error policy and one count, however the jobs ran
+            bar.update(1)
+            if err is None:
+                report.items += 1
+            else:
+                _failed(err, slot, items, on_error, report)
     finally:
+        outcomes.close()  # a raise stops the pool: jobs not yet started are cancelled first
         bar.close()
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _fill_inline(
-    slots: Sequence[int],
-    job: Callable[[int], None],
-    items: Callable[[int], Any],
-    on_error: str,
-    report: FillReport,
-    bar: Any,
-) -> None:
-    """One worker: the calling thread runs every job.
+def _run_inline(
+    slots: Sequence[int], job: Callable[[int], None]
+) -> Iterator[tuple[int, BaseException | None]]:
+    """One worker: the calling thread runs every job, yielding ``(slot, error or None)``.
 
     Not a one-thread pool: a pool thread's OpenMP team comes on top of the calling thread's, and once
     libgomp counts more threads than cores it cuts its spin-waits short (see
@@ -108,22 +107,16 @@ def _fill_inline(
     for slot in slots:
         try:
             job(slot)
-        except Exception as err:  # noqa: BLE001 - named and raised, or logged and skipped, by _failed
-            _failed(err, slot, items, on_error, report)
+        except Exception as err:  # noqa: BLE001 - handed to the caller's error policy
+            yield slot, err
         else:
-            report.items += 1
-        bar.update(1)
+            yield slot, None
 
 
-def _fill_pool(
-    slots: Sequence[int],
-    job: Callable[[int], None],
-    items: Callable[[int], Any],
-    workers: int,
-    on_error: str,
-    report: FillReport,
-    bar: Any,
-) -> None:
+def _run_pooled(
+    slots: Sequence[int], job: Callable[[int], None], workers: int
+) -> Iterator[tuple[int, BaseException | None]]:
+    """``workers`` pool threads run the jobs, each on its share of the cores; yields ``(slot, error or None)`` as they finish."""
     with ThreadPoolExecutor(
         workers,
         thread_name_prefix="fastpipe-fill",
@@ -131,19 +124,12 @@ def _fill_pool(
         initargs=(_openmp.per_worker(workers),),
     ) as pool:
         futures = {pool.submit(job, s): s for s in slots}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                bar.update(1)
-                err = fut.exception()
-                if err is None:
-                    report.items += 1
-                    continue
-                if on_error == "raise":
-                    for other in pending:
-                        other.cancel()
-                _failed(err, futures[fut], items, on_error, report)
+        try:
+            for fut in as_completed(futures):
+                yield futures[fut], fut.exception()
+        finally:  # closed early (an error raised): jobs not yet started never start
+            for fut in futures:
+                fut.cancel()
 
 
 def _failed(

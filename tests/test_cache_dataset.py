@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa:
 
 from fastpipe import CacheDataset
 from fastpipe._cache_core import chain_device
-from fastpipe._cache_fill import CacheFillError
+from fastpipe._cache_fill import CacheFillError, run_fill
 from fastpipe.transforms import EnsureTyped, ToDeviced
 
 
@@ -186,6 +187,24 @@ def test_fill_error_names_item_index_and_file(workers):
     with pytest.raises(CacheFillError, match=r"item 2 \(/d/broken.nii.gz\).*cannot read broken") as info:
         CacheDataset(data, [CountingDet()], progress=False, num_workers=workers)
     assert isinstance(info.value.__cause__, ValueError)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_first_fill_error_stops_the_jobs_not_yet_started(workers):
+    started: list[int] = []
+
+    def job(slot: int) -> None:
+        started.append(slot)
+        if slot == 0:
+            raise ValueError("broken item")
+        time.sleep(0.02)
+
+    with pytest.raises(CacheFillError, match="item 0"):
+        run_fill(range(40), job, lambda s: {}, workers, progress=False)
+    assert len(started) < 40  # not all started: the rest were cancelled
+    time.sleep(0.1)
+    assert len(started) < 40  # and none started after the error was raised
 
 
 @pytest.mark.parametrize("workers", [1, 2])
