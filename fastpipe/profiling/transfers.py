@@ -113,17 +113,17 @@ class CopyCounter:
             return
         if self.keep_trace is not None:
             self.keep_trace.parent.mkdir(parents=True, exist_ok=True)
-            self._prof.export_chrome_trace(str(self.keep_trace))
-            self.trace_path = self.keep_trace
-            self.by_kind = transfers_in_trace(self.keep_trace)
-            return
-        fd, tmp = tempfile.mkstemp(suffix=".json", prefix="fastpipe-copies-")
-        os.close(fd)
+            path = self.trace_path = self.keep_trace
+        else:
+            fd, tmp = tempfile.mkstemp(suffix=".json", prefix="fastpipe-copies-")
+            os.close(fd)
+            path = Path(tmp)
         try:
-            self._prof.export_chrome_trace(tmp)
-            self.by_kind = transfers_in_trace(tmp)
+            self._prof.export_chrome_trace(str(path))
+            self.by_kind = transfers_in_trace(path)
         finally:
-            os.unlink(tmp)
+            if self.keep_trace is None:
+                path.unlink(missing_ok=True)
 
     def largest(self, kind: str) -> int:
         """Bytes of the largest single copy of ``kind`` (0 when none)."""
