@@ -4,7 +4,7 @@
 
 ``RandCropByPosNegLabeld.batch_call`` (2 volumes x 4 crops of 96^3, float32 image + uint8 label) runs
 on a background thread, as in ``ThreadDataLoader``, with the copies split over helper threads
-(``fastpipe.ops._copy_threads``) or not (``FASTPIPE_COPY_THREADS=0``: torch's own team), the two
+(``fastpipe.runtime._copy_threads``) or not (``FASTPIPE_COPY_THREADS=0``: torch's own team), the two
 interleaved round by round in one process. Two processes: one whose main thread has an OpenMP team
 of its own (it ran a parallel torch op first, as any CPU training loop does) and one whose main
 thread never ran one. Writes ``benchmarks/results/copy-threads-cpu.json``.

@@ -1,15 +1,15 @@
 """fastpipe: 3D medical-imaging training data pipelines fast enough that the GPU never waits."""
 
 from fastpipe import datasets, distributed, profiling, transforms
-from fastpipe.cache_dataset import CacheDataset
-from fastpipe.collate import list_data_collate
-from fastpipe.smart_cache import SmartCacheDataset
-from fastpipe.thread_loader import ThreadDataLoader
+from fastpipe.cache import CacheDataset, CacheFillError, ReplacementError, SmartCacheDataset
+from fastpipe.loader import ThreadDataLoader, list_data_collate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CacheDataset",
+    "CacheFillError",
+    "ReplacementError",
     "SmartCacheDataset",
     "ThreadDataLoader",
     "__version__",

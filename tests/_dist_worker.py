@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 
 from fastpipe import distributed
-from fastpipe.cache_dataset import CacheDataset
-from fastpipe.smart_cache import SmartCacheDataset
-from fastpipe.thread_loader import ThreadDataLoader
+from fastpipe.cache.cache_dataset import CacheDataset
+from fastpipe.cache.smart_cache import SmartCacheDataset
+from fastpipe.loader.thread_loader import ThreadDataLoader
 
 N_ITEMS = 9  # uneven on 2 ranks
 FEATURES = 16

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from fastpipe import distributed
-from fastpipe.cache_dataset import CacheDataset
-from fastpipe.thread_loader import ThreadDataLoader
+from fastpipe.cache.cache_dataset import CacheDataset
+from fastpipe.loader.thread_loader import ThreadDataLoader
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "_dist_worker.py"

@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from fastpipe.ops._copy_threads import run_copies
+from fastpipe.runtime._copy_threads import run_copies
 
 
 def _check_volumes(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -162,7 +162,7 @@ def crop_batch_torch(
             out[n].add_(sh[n])
 
     jobs = [partial(copy_one, n) for n in range(len(st))]
-    if out.device.type == "cpu":  # split over threads (see fastpipe.ops._copy_threads)
+    if out.device.type == "cpu":  # split over threads (see fastpipe.runtime._copy_threads)
         run_copies(jobs, out.numel() * out.element_size())
     else:
         for job in jobs:

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from fastpipe._fork import renew_locks_after_fork
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
-from fastpipe.ops._host_pool import HostBufferPool
 from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
+from fastpipe.runtime._fork import renew_locks_after_fork
+from fastpipe.runtime._host_pool import HostBufferPool
 from fastpipe.transforms._resample import alloc
 
 BATCH_KEYS = ("crop_centers", "crop_starts", "crop_flips", "crop_scale", "crop_shift")

@@ -219,8 +219,8 @@ def test_gpu_batch_equals_cpu_batch(cuda_device):
 
 @pytest.mark.timeout(60)
 def test_cache_dataset_and_thread_loader_get_one_batched_dict():
-    from fastpipe.cache_dataset import CacheDataset
-    from fastpipe.thread_loader import ThreadDataLoader
+    from fastpipe.cache.cache_dataset import CacheDataset
+    from fastpipe.loader.thread_loader import ThreadDataLoader
 
     crop = RandCropByPosNegLabeld(["image", "label"], "label", 16, num_samples=4)
     ds = CacheDataset([item((24, 26, 28), seed=i, name=f"c{i}") for i in range(5)], [crop], progress=False)

@@ -10,8 +10,8 @@ import torch
 from _cache_helpers import CountingDet, RandAdd, items  # noqa: E402
 
 from fastpipe import CacheDataset  # noqa: E402
-from fastpipe._cache_core import CacheCore  # noqa: E402
-from fastpipe._cache_tiers import TierStore, parse_budget, parse_bytes  # noqa: E402
+from fastpipe.cache._core import CacheCore  # noqa: E402
+from fastpipe.cache._tiers import TierStore, parse_budget, parse_bytes  # noqa: E402
 from fastpipe.transforms import ToDeviced  # noqa: E402
 
 ITEM_BYTES = 216 * 4  # CountingDet's (1, 6, 6, 6) float32 image

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
-from fastpipe._cache_fill import default_workers, run_fill
-from fastpipe._smart_replacer import Replacer, Rotation, SlotStore, check_args, release
-from fastpipe.cache_dataset import CacheDataset
+from fastpipe.cache._fill import default_workers, run_fill
+from fastpipe.cache._replacer import Replacer, Rotation, SlotStore, check_args, release
+from fastpipe.cache.cache_dataset import CacheDataset
 from fastpipe.profiling import annotate
 
 LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
@@ -56,7 +56,7 @@ class SmartCacheDataset(CacheDataset):
             priority), so the loader's reads win the CPU and replacements use what is left; a round
             that is still late at the epoch end shows in ``stats()["lag_s"]``.
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
-            :class:`~fastpipe.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
+            :class:`~fastpipe.cache.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
 
     Threading contract: reads may run from several threads at any time, including during
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a

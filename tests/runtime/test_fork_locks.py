@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from fastpipe.ops._host_pool import HostBufferPool
+from fastpipe.runtime._host_pool import HostBufferPool
 from fastpipe.transforms import RandCropByPosNegLabeld
 
 

@@ -15,7 +15,7 @@ from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate  # noqa: 
 
 def _fastpipe_threads() -> list[threading.Thread]:
     """Threads a loader or dataset started. Not the crop-copy helpers: one idle pool for the whole process,
-    like torch's OpenMP threads (``fastpipe.ops._copy_threads``), which no loader owns or stops."""
+    like torch's OpenMP threads (``fastpipe.runtime._copy_threads``), which no loader owns or stops."""
     return [
         t
         for t in threading.enumerate()
@@ -47,7 +47,7 @@ def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
 @pytest.mark.timeout(30)
 def test_big_batches_collate_to_what_torch_stack_gives():
     # past MIN_SPLIT_BYTES, off the main thread, the copies are split over threads: same values, dtype and layout as torch.stack
-    from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES
+    from fastpipe.runtime._copy_threads import MIN_SPLIT_BYTES
 
     g = torch.Generator().manual_seed(0)
     crops = [torch.rand((1, 40, 40, 40), generator=g) for _ in range(8)]
@@ -69,7 +69,7 @@ def test_big_batches_collate_to_what_torch_stack_gives():
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("workers,expected", [(2, 2), (4, 1)])
 def test_fetch_workers_share_the_cores_in_openmp(torch_threads, workers, expected):
-    from fastpipe import _openmp
+    from fastpipe.runtime import _openmp
 
     if not _openmp.available():
         pytest.skip("no OpenMP runtime in this process: fetch threads keep torch's count")

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from fastpipe.ops._host_pool import HostBufferPool
+from fastpipe.runtime._host_pool import HostBufferPool
 from fastpipe.transforms import RandCropByPosNegLabeld
 
 SHAPE = (4, 1, 8, 8, 8)

@@ -43,7 +43,7 @@ def _cache(suffix_factory):
 
 
 def _smart(fail_at=None, seed=0):
-    from fastpipe.smart_cache import SmartCacheDataset
+    from fastpipe.cache.smart_cache import SmartCacheDataset
 
     return SmartCacheDataset(
         items(N),

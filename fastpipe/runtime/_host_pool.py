@@ -23,7 +23,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from fastpipe._fork import renew_locks_after_fork
+from fastpipe.runtime._fork import renew_locks_after_fork
 
 
 def _probe_refcounts() -> int | None:

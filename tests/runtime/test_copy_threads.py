@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
-from fastpipe import _openmp
-from fastpipe._openmp import available
-from fastpipe.ops._copy_threads import MIN_SPLIT_BYTES, run_copies
 from fastpipe.ops.crop import crop_batch_torch
+from fastpipe.runtime import _openmp
+from fastpipe.runtime._copy_threads import MIN_SPLIT_BYTES, run_copies
+from fastpipe.runtime._openmp import available
 
 BIG = 4 * MIN_SPLIT_BYTES
 
@@ -163,7 +163,7 @@ def test_crops_from_four_threads_at_once_are_the_exact_windows(two_threads):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 @pytest.mark.timeout(120)
 def test_a_forked_child_makes_its_own_helpers(two_threads):
-    from tests.test_fork_locks import _run_in_fork
+    from tests.runtime.test_fork_locks import _run_in_fork
 
     args = _crop_args(7)
     want = _expected(*args)

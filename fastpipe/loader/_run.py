@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastpipe import _openmp
+from fastpipe.runtime import _openmp
 
 _END = "end"
 _ITEM = "item"
@@ -83,7 +83,7 @@ class LoaderRun:
             ThreadPoolExecutor(
                 num_workers,
                 thread_name_prefix="fastpipe-fetch",
-                initializer=_openmp.set_this_thread,  # the workers share the cores (see fastpipe._openmp)
+                initializer=_openmp.set_this_thread,  # the workers share the cores (see fastpipe.runtime._openmp)
                 initargs=(_openmp.per_worker(num_workers),),
             )
             if num_workers

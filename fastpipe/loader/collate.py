@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe.ops._copy_threads import run_copies
+from fastpipe.runtime._copy_threads import run_copies
 
 
 def list_data_collate(batch: Sequence[Any]) -> Any:

@@ -3,7 +3,7 @@
 Threading contract: ``job(slot)`` is called exactly once per slot. With one worker every job runs in the
 calling thread, one after the other, on that thread's own OpenMP team. With ``n > 1`` workers the jobs
 run on ``n`` pool threads at once, each with ``torch.get_num_threads() // n`` OpenMP threads for torch's
-parallel ops (:mod:`fastpipe._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
+parallel ops (:mod:`fastpipe.runtime._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
 cores ``n`` times). The first error (``on_error="raise"``) cancels the jobs not yet started and is raised
 in the calling thread as :class:`CacheFillError` naming the item index and file.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from fastpipe import _openmp
 from fastpipe._meta import item_name
+from fastpipe.runtime import _openmp
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _run_inline(
 
     Not a one-thread pool: a pool thread's OpenMP team comes on top of the calling thread's, and once
     libgomp counts more threads than cores it cuts its spin-waits short (see
-    :mod:`fastpipe.ops._copy_threads`). A/B on the 2-core VM (8 volumes of 240x210x250 through
+    :mod:`fastpipe.runtime._copy_threads`). A/B on the 2-core VM (8 volumes of 240x210x250 through
     ScaleIntensityRanged + FgBgToIndicesd, 7 interleaved fills each): a one-thread pool took 42-262 ms
     per volume (median 58), the calling thread 38-88 ms (median 45).
     """

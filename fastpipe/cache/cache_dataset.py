@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
-from fastpipe._cache_core import CacheCore, FromDataset
-from fastpipe._cache_fill import FillReport, run_fill
+from fastpipe.cache._core import CacheCore, FromDataset
+from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
 from fastpipe.transforms.compose import apply_transform, is_random, split_chain

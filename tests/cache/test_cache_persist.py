@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fastpipe import CacheDataset
-from fastpipe._cache_persist import PersistentCache, chain_fingerprint, item_key, stable_repr
+from fastpipe.cache._persist import PersistentCache, chain_fingerprint, item_key, stable_repr
 
 
 class LoadNpy:
@@ -99,7 +99,7 @@ def test_partial_or_corrupt_entry_is_recomputed_never_loaded(tmp_path, damage, c
     }[damage]
     victim.write_bytes(broken)
     load = LoadNpy()
-    with caplog.at_level(logging.WARNING, logger="fastpipe._cache_persist"):
+    with caplog.at_level(logging.WARNING, logger="fastpipe.cache._persist"):
         ds = _run(data, load, cache)
     assert load._calls == 1 and ds.stats()["persist"]["rejected"] == 1 and "corrupt" in caplog.text
     assert victim.read_bytes() == blob or len(victim.read_bytes()) == len(blob)  # rewritten whole

@@ -14,8 +14,8 @@ import warnings
 import pytest
 import torch
 
-from fastpipe._smart_replacer import ReplacementError
-from fastpipe.smart_cache import SmartCacheDataset
+from fastpipe.cache._replacer import ReplacementError
+from fastpipe.cache.smart_cache import SmartCacheDataset
 from fastpipe.transforms import mark_random
 
 VOX = (1, 4, 4, 4)
@@ -269,7 +269,7 @@ def test_replacement_threads_run_at_lower_priority(nice):
 
 @pytest.mark.timeout(20)
 def test_replacement_threads_share_the_cores_in_openmp(torch_threads):
-    from fastpipe import _openmp
+    from fastpipe.runtime import _openmp
 
     if not _openmp.available():
         pytest.skip("no OpenMP runtime in this process: replacement threads keep torch's count")
@@ -298,7 +298,7 @@ def test_dropped_dataset_stops_its_threads():
 
 @pytest.mark.timeout(20)
 def test_thread_loader_updates_cache_each_epoch():
-    from fastpipe.thread_loader import ThreadDataLoader
+    from fastpipe.loader.thread_loader import ThreadDataLoader
 
     with smart(12, 4, 0.5, shuffle=False) as ds:
         loader = ThreadDataLoader(ds, batch_size=2, shuffle=True, num_workers=2)

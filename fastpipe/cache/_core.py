@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from fastpipe._cache_persist import PersistentCache, chain_fingerprint, item_key
-from fastpipe._cache_tiers import TierStore, parse_budget, shallow_view
+from fastpipe.cache._persist import PersistentCache, chain_fingerprint, item_key
+from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
 from fastpipe.transforms.compose import apply_transform
 from fastpipe.transforms.spatial import fuse_spatial

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from fastpipe import _openmp
-from fastpipe._cache_fill import run_fill
+from fastpipe.cache._fill import run_fill
+from fastpipe.runtime import _openmp
 
 
 @pytest.fixture

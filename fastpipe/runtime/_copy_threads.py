@@ -8,7 +8,7 @@ regions (one per crop and key) pays futex wake-ups. Measured on a 2-core VM: 16 
 
 Here a batch's copies are split into ``k`` chunks instead. The calling thread runs one and helper
 threads run the rest, each copy with OpenMP set to one thread for that thread only
-(:mod:`fastpipe._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
+(:mod:`fastpipe.runtime._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
 one thread gets no split; ``FASTPIPE_COPY_THREADS=n`` caps it (0 or 1 turn the split off).
 
 Measured on the 2-core VM (``benchmarks.copy_threads``: a batch of 2 volumes x 4 crops of 96^3 made on
@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from fastpipe import _openmp
-from fastpipe._fork import renew_locks_after_fork
+from fastpipe.runtime import _openmp
+from fastpipe.runtime._fork import renew_locks_after_fork
 
 MAX_THREADS = 8  # memory bandwidth, not cores, bounds a copy: more threads than this only add overhead
 MIN_SPLIT_BYTES = 1 << 20  # below this the hand-off costs more than it saves

@@ -11,8 +11,8 @@ import torch
 from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
 
 from fastpipe import CacheDataset
-from fastpipe._cache_core import chain_device
-from fastpipe._cache_fill import CacheFillError, run_fill
+from fastpipe.cache._core import chain_device
+from fastpipe.cache._fill import CacheFillError, run_fill
 from fastpipe.transforms import EnsureTyped, ToDeviced
 
 
@@ -211,7 +211,7 @@ def test_first_fill_error_stops_the_jobs_not_yet_started(workers):
 def test_on_error_skip_logs_and_drops(caplog, workers):
     data = items(4)
     data[1] = {"x": 1, "fail": True, "name": "bad1.nii.gz"}
-    with caplog.at_level(logging.WARNING, logger="fastpipe._cache_fill"):
+    with caplog.at_level(logging.WARNING, logger="fastpipe.cache._fill"):
         ds = CacheDataset(data, [CountingDet()], progress=False, on_error="skip", num_workers=workers)
     assert len(ds) == 3 and [ds[i]["x"] for i in range(3)] == [0, 2, 3]
     assert "item 1 (bad1.nii.gz)" in caplog.text and 1 in ds.stats()["skipped"]

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe._cache_tiers import map_tensors
-from fastpipe._loader_run import LoaderRun
-from fastpipe.collate import list_data_collate
+from fastpipe.cache._tiers import map_tensors
+from fastpipe.loader._run import LoaderRun
+from fastpipe.loader.collate import list_data_collate
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
 
@@ -36,7 +36,7 @@ class ThreadDataLoader:
     :func:`batch_seed`, so the same ``seed`` gives the same batches whatever ``num_workers`` is; when
     its suffix is batched (``dataset.batched``) a batch is one call, else one call per item. Other
     datasets are read with ``__getitems__`` or ``dataset[i]``. A list result is collated with
-    ``collate_fn`` (default :func:`fastpipe.collate.list_data_collate`); a dict passes through.
+    ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`); a dict passes through.
 
     Args:
         dataset: a map-style dataset.

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe import _openmp
-from fastpipe._cache_fill import describe_failure
+from fastpipe.cache._fill import describe_failure
+from fastpipe.runtime import _openmp
 
 log = logging.getLogger(__name__)
 
@@ -306,5 +306,5 @@ def release(replacer: Replacer, core: Any) -> None:
 
 def _worker(nice: int | None, omp_threads: int, *args: Any) -> None:
     lower_priority(nice)
-    _openmp.set_this_thread(omp_threads)  # the workers share the cores (see fastpipe._openmp)
+    _openmp.set_this_thread(omp_threads)  # the workers share the cores (see fastpipe.runtime._openmp)
     replace_loop(*args)
