@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import chains
+from benchmarks import workload
+from benchmarks.row_types import Row
 
 
 def preprocess_to_npy(data, workdir: Path) -> tuple[list[str], list[str]]:
     """Run fastpipe's deterministic prefix once per item and save image/label as ``.npy``."""
     from fastpipe.transforms import Compose
 
-    prefix = Compose(chains.fastpipe_chain(crop=False))
+    prefix = Compose(workload.fastpipe_chain(crop=False))
     workdir.mkdir(parents=True, exist_ok=True)
     images, labels = [], []
     for i, item in enumerate(data):
@@ -49,12 +50,12 @@ def make_pipeline(root: Path, images, labels, batch_size: int, threads: int, see
         img = fn.readers.numpy(files=images, name="images", **common)
         lab = fn.readers.numpy(files=labels, **common)
         spatial = fn.squeeze(lab, axes=[0])
-        shape = fn.constant(idata=[1, *chains.PATCH], dtype=types.INT64)
+        shape = fn.constant(idata=[1, *workload.PATCH], dtype=types.INT64)
         zero = fn.constant(idata=[0], dtype=types.INT64)
         img_crops, lab_crops = [], []
-        for _ in range(chains.NUM_SAMPLES):
+        for _ in range(workload.NUM_SAMPLES):
             start, end = fn.segmentation.random_object_bbox(spatial, format="start_end", foreground_prob=0.5)
-            anchor = fn.roi_random_crop(spatial, crop_shape=chains.PATCH, roi_start=start, roi_end=end)
+            anchor = fn.roi_random_crop(spatial, crop_shape=workload.PATCH, roi_start=start, roi_end=end)
             anchor = fn.cat(zero, fn.cast(anchor, dtype=types.INT64))
             img_crops.append(fn.slice(img, anchor, shape, axes=[0, 1, 2, 3], out_of_bounds_policy="pad"))
             lab_crops.append(fn.slice(lab, anchor, shape, axes=[0, 1, 2, 3], out_of_bounds_policy="pad"))
@@ -80,8 +81,6 @@ class DaliLoader:
 
 def build(data, cfg):
     """The DALI row (see ``benchmarks.rows``)."""
-    from benchmarks.rows import Row
-
     root = Path(cfg.workdir) / "dali-npy"
     images, labels = preprocess_to_npy(data, root)
     device_id = 0 if torch.cuda.is_available() and cfg.device != "cpu" else None

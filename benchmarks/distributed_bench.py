@@ -25,8 +25,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from benchmarks import chains
+from benchmarks import workload
 from benchmarks.common import RESULTS_DIR, machine_info, spread, sync, write_result
+from benchmarks.workload import dataset_root, load_data
 
 PATCH_BY_PRESET = {"spleen-tiny": (64, 64, 64)}  # tiny volumes are smaller than 96^3 after the chain
 
@@ -35,8 +36,6 @@ def launch(args: argparse.Namespace) -> int:
     """Run as one rank when started by torchrun/srun (``RANK`` set), else start ``args.nproc`` ranks."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return run_rank(args)
-    from benchmarks.spleen import dataset_root
-
     root = dataset_root(args)  # generate the data once, before the ranks start
     cmd = [
         sys.executable,
@@ -73,8 +72,6 @@ def _init() -> tuple[int, int, torch.device]:
 
 
 def _load(args: argparse.Namespace, rank: int) -> list[dict]:
-    from benchmarks.spleen import dataset_root, load_data
-
     if args.data is None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         dataset_root(args)  # started by torchrun directly: one rank per node generates the data
     dist.barrier()
@@ -89,17 +86,17 @@ def build(
     from fastpipe import transforms as T
 
     on_gpu = device.type == "cuda" and (args.device or "cuda") != "cpu"
-    chain = chains.fastpipe_chain(device=str(device) if on_gpu else None, crop=False)
-    patch = PATCH_BY_PRESET.get(args.preset, chains.PATCH)
+    chain = workload.fastpipe_chain(device=str(device) if on_gpu else None, crop=False)
+    patch = PATCH_BY_PRESET.get(args.preset, workload.PATCH)
     crop = T.RandCropByPosNegLabeld(
-        chains.KEYS,
+        workload.KEYS,
         label_key="label",
         spatial_size=patch,
         pos=1,
         neg=1,
-        num_samples=chains.NUM_SAMPLES,
-        fg_indices_key=chains.FG_KEY,
-        bg_indices_key=chains.BG_KEY,
+        num_samples=workload.NUM_SAMPLES,
+        fg_indices_key=workload.FG_KEY,
+        bg_indices_key=workload.BG_KEY,
     )
     t0 = time.perf_counter()
     ds = fp.CacheDataset(data, [*chain, crop], num_workers=threads, progress=False, seed=dist.get_rank())

@@ -8,17 +8,18 @@ from typing import Any
 
 import torch
 
-from benchmarks import chains
+from benchmarks import workload
 from benchmarks.common import spread, sync, waited_batches
-from benchmarks.rows import ROWS, Config
+from benchmarks.row_types import Config
+from benchmarks.rows import ROWS
 
 
 def _check_batch(batch: dict[str, Any], cfg: Config) -> int:
     img, lab = batch["image"], batch["label"]
-    if tuple(img.shape[1:]) != (1, *chains.PATCH) or img.shape[0] != lab.shape[0]:
+    if tuple(img.shape[1:]) != (1, *workload.PATCH) or img.shape[0] != lab.shape[0]:
         raise RuntimeError(
             f"row produced image {tuple(img.shape)} / label {tuple(lab.shape)}; "
-            f"expected (N, 1, {chains.PATCH}) for both"
+            f"expected (N, 1, {workload.PATCH}) for both"
         )
     return int(img.shape[0])
 
@@ -79,7 +80,7 @@ def measure_row(
         "fill_s": fill_s,
         "epoch_s": spread(epoch_s),
         "crops_per_s": spread(crops_per_s),
-        "full_epoch_s": spread([len(data) * chains.NUM_SAMPLES / c for c in crops_per_s]),
+        "full_epoch_s": spread([len(data) * workload.NUM_SAMPLES / c for c in crops_per_s]),
         "step_s": step_s,
         "step_epoch_s": spread([s for s, _ in steps]),
         "data_wait_fraction": spread([w for _, w in steps]),

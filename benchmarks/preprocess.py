@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from isal import igzip
 
-from benchmarks.chains import PIXDIM, prefix
 from benchmarks.common import spread, write_result
+from benchmarks.workload import PIXDIM, prefix
 from fastpipe.datasets._phantom import PRESETS, draw_params, render
 from fastpipe.datasets.synth import write_nifti_gz
 

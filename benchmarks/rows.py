@@ -8,35 +8,11 @@ volumes x ``NUM_SAMPLES`` crops of ``PATCH`` voxels, image and label.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from benchmarks import chains
-
-
-@dataclass
-class Config:
-    """What every row gets the same of."""
-
-    batch_size: int = 2
-    threads: int = 2
-    device: str = "cpu"
-    smart_fraction: float = 0.5
-    replace_rate: float = 0.25
-    seed: int = 0
-    workdir: str = "/tmp/fastpipe-bench"
-
-
-@dataclass
-class Row:
-    """A ready loader plus what the harness needs to know about it."""
-
-    loader: Any
-    items_per_epoch: int
-    close: Callable[[], None] = lambda: None
-    info: dict[str, Any] = field(default_factory=dict)
+from benchmarks import workload
+from benchmarks.row_types import Config, Row, RowSkipped
 
 
 def regular(data, cfg: Config) -> Row:
@@ -44,7 +20,7 @@ def regular(data, cfg: Config) -> Row:
     from monai.data import Dataset, list_data_collate
     from monai.transforms import Compose
 
-    ds = Dataset(data, Compose(chains.monai_chain()))
+    ds = Dataset(data, Compose(workload.monai_chain()))
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=cfg.batch_size,
@@ -62,7 +38,7 @@ def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
     from monai.data import CacheDataset, ThreadDataLoader
     from monai.transforms import Compose
 
-    chain = chains.monai_chain(device=_device_or_none(cfg))
+    chain = workload.monai_chain(device=_device_or_none(cfg))
     ds = CacheDataset(
         data,
         Compose(chain).set_random_state(cfg.seed),
@@ -88,7 +64,7 @@ def monai_smartcache(data, cfg: Config) -> Row:
     cache_num = max(1, int(len(data) * cfg.smart_fraction))
     ds = SmartCacheDataset(
         data,
-        Compose(chains.monai_chain(device=_device_or_none(cfg))).set_random_state(cfg.seed),
+        Compose(workload.monai_chain(device=_device_or_none(cfg))).set_random_state(cfg.seed),
         replace_rate=cfg.replace_rate,
         cache_num=cache_num,
         num_init_workers=cfg.threads,
@@ -118,7 +94,7 @@ def fastpipe_cache(data, cfg: Config, batched: bool = True) -> Row:
     """fastpipe CacheDataset + ThreadDataLoader; ``batched`` = batch-by-transform crops on."""
     import fastpipe as fp
 
-    chain = chains.fastpipe_chain(device=_device_or_none(cfg))
+    chain = workload.fastpipe_chain(device=_device_or_none(cfg))
     if not batched:
         chain[-1] = _PerItem(chain[-1])
     ds = fp.CacheDataset(data, chain, cache_rate=1.0, num_workers=cfg.threads, progress=False, seed=cfg.seed)
@@ -163,7 +139,7 @@ def fastpipe_smartcache(data, cfg: Config) -> Row:
     cache_num = max(1, int(len(data) * cfg.smart_fraction))
     ds = fp.SmartCacheDataset(
         data,
-        chains.fastpipe_chain(device=_device_or_none(cfg)),
+        workload.fastpipe_chain(device=_device_or_none(cfg)),
         cache_num=cache_num,
         replace_rate=cfg.replace_rate,
         num_init_workers=cfg.threads,
@@ -188,10 +164,6 @@ def dali(data, cfg: Config) -> Row:
     from benchmarks import dali_peer
 
     return dali_peer.build(data, cfg)
-
-
-class RowSkipped(RuntimeError):
-    """A row that cannot run on this machine (the reason is published in the results)."""
 
 
 def _device_or_none(cfg: Config) -> str | None:

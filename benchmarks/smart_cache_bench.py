@@ -1,7 +1,7 @@
 """SmartCache under a stand-in training step: fastpipe SmartCacheDataset vs full CacheDataset vs MONAI's.
 
 Every peer reads the same look-alike spleen NIfTI files (``fastpipe.datasets.synthesize``) through
-the spleen chain (benchmarks/chains.py): the deterministic prefix (load, orient, resample, scale,
+the spleen chain (benchmarks/workload.py): the deterministic prefix (load, orient, resample, scale,
 crop foreground, fg/bg indices) is cached, 4 pos/neg 96^3 crops per volume are drawn per read,
 batches hold 4 volumes (16 crops). Each batch is followed by a stand-in training step (``--step``
 seconds of sleep, about an A100 UNet step in MONAI's tutorial), so replacement threads can work
@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.chains import NUM_SAMPLES, PATCH, fastpipe_chain, monai_chain
 from benchmarks.common import spread, time_repeats, write_result
+from benchmarks.workload import NUM_SAMPLES, PATCH, fastpipe_chain, monai_chain
 
 BATCH = 4  # volumes per training step
 CACHE_FRACTION = 0.5

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, machine_info
 from benchmarks.report import format_table, plot_rows, speedups
-from benchmarks.rows import ROWS, Config, RowSkipped
+from benchmarks.row_types import Config, RowSkipped
+from benchmarks.rows import ROWS
+from benchmarks.workload import REPO, dataset_root, load_data
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ROWS = [
     "regular",
     "monai-cache",
@@ -69,26 +70,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-row", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def dataset_root(args: argparse.Namespace) -> Path:
-    """The MSD folder to use, generating the look-alike preset when it is missing."""
-    if args.data is not None:
-        return args.data
-    root = REPO / "data" / args.preset
-    if not (root / "dataset.json").exists():
-        from fastpipe.datasets import synthesize
-
-        print(f"generating look-alike data: {args.preset} -> {root}", flush=True)
-        synthesize(root, preset=args.preset, seed=0, progress=True)
-    return root
-
-
-def load_data(args: argparse.Namespace) -> list[dict]:
-    from fastpipe.datasets import load_decathlon_datalist
-
-    data = load_decathlon_datalist(dataset_root(args))
-    return data[: args.num_volumes] if args.num_volumes else data
 
 
 def config(args: argparse.Namespace) -> Config:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import chains
+from benchmarks import workload
 from benchmarks.common import spread, sync, waited_batches
 from benchmarks.unet import UNet3D, dice_ce_loss, foreground_dice
 
@@ -36,7 +36,7 @@ def _loaders(arm: str, train: list[dict], val: list[dict], device: torch.device,
         from monai.data import Dataset, list_data_collate
         from monai.transforms import Compose
 
-        ds = Dataset(train, Compose(chains.monai_chain()))
+        ds = Dataset(train, Compose(workload.monai_chain()))
         loader = torch.utils.data.DataLoader(
             ds,
             batch_size=bs,
@@ -45,15 +45,15 @@ def _loaders(arm: str, train: list[dict], val: list[dict], device: torch.device,
             collate_fn=list_data_collate,
             persistent_workers=True,
         )
-        val_ds = Dataset(val, Compose(chains.monai_chain(crop=False)))
+        val_ds = Dataset(val, Compose(workload.monai_chain(crop=False)))
         return loader, val_ds
     import fastpipe as fp
 
     dev = None if device.type == "cpu" else str(device)
-    ds = fp.CacheDataset(train, chains.fastpipe_chain(device=dev), num_workers=threads, progress=False)
+    ds = fp.CacheDataset(train, workload.fastpipe_chain(device=dev), num_workers=threads, progress=False)
     loader = fp.ThreadDataLoader(ds, batch_size=bs, shuffle=True, persistent_workers=True)
     val_ds = fp.CacheDataset(
-        val, chains.fastpipe_chain(device=dev, crop=False), num_workers=threads, progress=False
+        val, workload.fastpipe_chain(device=dev, crop=False), num_workers=threads, progress=False
     )
     return loader, val_ds
 
@@ -68,7 +68,7 @@ def validate(model: torch.nn.Module, val_ds: Any, device: torch.device, amp: boo
         for i in range(len(val_ds)):
             item = val_ds[i]
             img = torch.as_tensor(item["image"]).to(device)[None].float()
-            logits = sliding_window_inference(img, chains.PATCH, 4, model, overlap=0.25)
+            logits = sliding_window_inference(img, workload.PATCH, 4, model, overlap=0.25)
             scores.append(foreground_dice(logits.argmax(1)[0], torch.as_tensor(item["label"]).to(device)[0]))
     model.train()
     return sum(scores) / len(scores)

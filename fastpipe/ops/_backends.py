@@ -22,18 +22,6 @@ _lock = threading.Lock()
 _cuda_unavailable: str | None = None  # reason the CUDA path failed to load, set once
 
 
-def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """Move a small host tensor to ``device`` without stalling the host.
-
-    A copy from pageable memory may wait for the stream's earlier work (a training step, say);
-    staging through torch's cached pinned buffers makes it a truly asynchronous copy.
-    """
-    device = torch.device(device)
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device, non_blocking=True)
-
-
 def cuda_kernels_available() -> bool:
     """Whether the CuPy kernels can be loaded (imports CuPy and compiles; ``False`` without a GPU)."""
     return torch.cuda.is_available() and _load_cuda() is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastpipe.ops._backends import to_device
+from fastpipe.ops._device import to_device
 from fastpipe.ops.crop import check_crop_args, intensity_params
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from fastpipe.ops import _backends
+from fastpipe.ops._device import to_device
 
 
 @dataclass
@@ -121,7 +122,7 @@ def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, 
     for v, (f, b) in enumerate(zip(fg, bg, strict=True)):
         dev = f.device if f.numel() else b.device
         if dev not in moved:  # one host-to-device copy per index device
-            moved[dev] = _backends.to_device(sel, dev)
+            moved[dev] = to_device(sel, dev)
         fl, kf, kb = moved[dev][:, v * num_samples : (v + 1) * num_samples]
         if b.numel() == 0:
             flat = f[kf]
@@ -129,7 +130,7 @@ def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, 
             flat = b[kb]
         else:
             flat = torch.where(fl.bool(), f[kf], b.to(dev)[kb])
-        parts.append(_backends.to_device(flat.to(torch.int64), device))
+        parts.append(to_device(flat.to(torch.int64), device))
     return torch.cat(parts)
 
 
@@ -153,7 +154,7 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
     fp, bp = [t.data_ptr() for t in fg], [t.data_ptr() for t in bg]
     choice = zip(table[:, 12].tolist(), is_fg.tolist(), k.tolist(), strict=True)
     addr = torch.tensor([(fp[v] if c else bp[v]) + 8 * kk for v, c, kk in choice], dtype=torch.int64)
-    plan = _backends.to_device(torch.cat([addr[:, None], table], dim=1), dev)  # (N, 14): address, table
+    plan = to_device(torch.cat([addr[:, None], table], dim=1), dev)  # (N, 14): address, table
     res = _backends.sample_centers(plan)
     return None if res is None else (*res, plan[:, 13])
 
@@ -169,11 +170,11 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device):
     res = _centers_cuda(fg, bg, is_fg, k, table) if same and idx_dev.type == "cuda" else None
     if res is None:
         flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
-        table = _backends.to_device(table, idx_dev)
+        table = to_device(table, idx_dev)
         res = (*_centers_torch(flat, table), table[:, 12])
     if idx_dev == device:
         return res
-    packed = _backends.to_device(torch.cat([res[0], res[1], res[2][:, None]], dim=1), device)
+    packed = to_device(torch.cat([res[0], res[1], res[2][:, None]], dim=1), device)
     return packed[:, :3], packed[:, 3:6], packed[:, 6]
 
 
@@ -255,4 +256,4 @@ def draw_augment(
             apply = torch.rand(n, generator=generator, dtype=torch.float64) < prob
             val = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
             params[name] = torch.where(apply, val + ident, ident).to(torch.float32)
-    return {k: _backends.to_device(v, device) for k, v in params.items()}
+    return {k: to_device(v, device) for k, v in params.items()}

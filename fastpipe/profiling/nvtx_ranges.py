@@ -23,7 +23,7 @@ from typing import Any
 
 import nvtx
 
-from fastpipe.transforms.compose import flatten, is_random
+from fastpipe._chain import flatten, is_random
 
 DOMAIN = "fastpipe"
 #: ARGB colours per kind of range, so a timeline reads at a glance.

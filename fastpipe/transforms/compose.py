@@ -1,60 +1,18 @@
-"""Compose, the random/deterministic split of a chain, and the rules every transform follows.
+"""Compose and the random/deterministic split of a chain.
 
-A transform is any callable ``dict -> dict`` (or ``dict -> list[dict]`` for multi-sample
-transforms). fastpipe's own random transforms set the class attribute ``random = True``;
-MONAI randomizable transforms are recognised by duck typing (``set_random_state`` plus an ``R``
-random state), so MONAI stays optional; any other callable can be marked with
-:func:`mark_random`.
+The rules every transform follows (``Transform``, ``is_random``, ``mark_random``, ``flatten``)
+live in ``fastpipe._chain``, below the transforms, and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-Transform = Callable[[Any], Any]
+from fastpipe._chain import Transform, flatten, is_random, mark_random
+from fastpipe.transforms.spatial import fuse_spatial
 
-
-def mark_random(fn: Transform) -> Transform:
-    """Mark a plain callable as random so that caches stop before it.
-
-    Example:
-        >>> jitter = mark_random(lambda d: d)
-        >>> is_random(jitter)
-        True
-    """
-    try:
-        fn.random = True
-    except AttributeError as err:  # builtins and slotted objects
-        raise TypeError(
-            f"cannot mark {fn!r} as random: it takes no attributes; wrap it in a function"
-        ) from err
-    return fn
-
-
-def is_random(transform: Any) -> bool:
-    """Whether ``transform`` draws random numbers (fastpipe ``Rand*``, MONAI randomizable, or marked)."""
-    inner = getattr(transform, "inner", None)  # profiling wrappers keep the wrapped transform here
-    if inner is not None and inner is not transform:
-        return is_random(inner)
-    if getattr(transform, "random", False):
-        return True
-    # MONAI's Randomizable: set_random_state() plus a numpy RandomState in .R
-    return callable(getattr(transform, "set_random_state", None)) and hasattr(transform, "R")
-
-
-def flatten(transforms: Any) -> list[Transform]:
-    """A flat list of callables from a fastpipe/MONAI ``Compose``, a list, or one callable."""
-    if transforms is None:
-        return []
-    if isinstance(transforms, Compose) or type(transforms).__name__ == "Compose":
-        return flatten(list(transforms.transforms))
-    if callable(transforms) and not isinstance(transforms, (list, tuple)):
-        return [transforms]
-    out: list[Transform] = []
-    for t in transforms:
-        out.extend(flatten(t))
-    return out
+__all__ = ["Compose", "Transform", "apply_transform", "flatten", "is_random", "mark_random", "split_chain"]
 
 
 def split_chain(transforms: Any) -> tuple[list[Transform], list[Transform]]:
@@ -88,12 +46,12 @@ class Compose:
         >>> chain = T.Compose([T.ScaleIntensityRanged("image", a_min=-57, a_max=164)])
     """
 
+    is_fastpipe_compose = True  # read by ``flatten``, which lives below the transforms
+
     def __init__(self, transforms: Sequence[Transform] | Transform | None = None) -> None:
         self.transforms = flatten(transforms)
 
     def __call__(self, data: Any) -> Any:
-        from fastpipe.transforms.spatial import fuse_spatial  # spatial imports this module
-
         for t in fuse_spatial(self.transforms):
             data = apply_transform(t, data)
         return data

@@ -18,6 +18,7 @@ import torch
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
 from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
+from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
 from fastpipe.transforms._resample import alloc
@@ -270,8 +271,6 @@ class RandCropByPosNegLabeld:
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
-        from fastpipe.profiling import annotate  # at call time: fastpipe.profiling imports the transforms
-
         with annotate("rand_crop_sample", "random"):
             s, aug = self.sample(items)
         out: dict[str, Any] = {}

@@ -1,8 +1,17 @@
-"""The spleen transform chain, built identically for fastpipe and MONAI (DESIGN.md, steps 1-9)."""
+"""The shared spleen workload: the transform chain (built identically for fastpipe and MONAI,
+DESIGN.md steps 1-9), the crop parameters, and where the volumes come from.
+
+Every benchmark that measures the spleen pipeline takes its chain and data from here, so the
+scripts cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
 
 KEYS = ["image", "label"]
 PIXDIM = (1.5, 1.5, 2.0)
@@ -67,3 +76,24 @@ def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool =
     if crop:
         chain.append(M.RandCropByPosNegLabeld(KEYS, **CROP))
     return chain
+
+
+def dataset_root(args: argparse.Namespace) -> Path:
+    """The MSD folder to use (``args.data``), generating the look-alike ``args.preset`` when it is missing."""
+    if args.data is not None:
+        return args.data
+    root = REPO / "data" / args.preset
+    if not (root / "dataset.json").exists():
+        from fastpipe.datasets import synthesize
+
+        print(f"generating look-alike data: {args.preset} -> {root}", flush=True)
+        synthesize(root, preset=args.preset, seed=0, progress=True)
+    return root
+
+
+def load_data(args: argparse.Namespace) -> list[dict]:
+    """The training items of :func:`dataset_root`, the first ``args.num_volumes`` of them when set."""
+    from fastpipe.datasets import load_decathlon_datalist
+
+    data = load_decathlon_datalist(dataset_root(args))
+    return data[: args.num_volumes] if args.num_volumes else data

@@ -1,0 +1,21 @@
+"""Small host-to-device moves shared by the torch path, the CUDA launchers and the samplers."""
+
+from __future__ import annotations
+
+import torch
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Move a small host tensor to ``device`` without stalling the host.
+
+    A copy from pageable memory may wait for the stream's earlier work (a training step, say);
+    staging through torch's cached pinned buffers makes it a truly asynchronous copy.
+
+    Example:
+        >>> to_device(torch.arange(3), "cpu")
+        tensor([0, 1, 2])
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, non_blocking=True)
