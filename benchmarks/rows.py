@@ -22,7 +22,8 @@ class Config:
 
     batch_size: int = 2
     threads: int = 2
-    device: str = "cpu"
+    device: str = "cpu"  # CPU rows: where their chain runs (a GPU row never reads it)
+    gpu_device: str = "cuda"  # GPU rows (fastpipe-gpu-cache): where the cache and the crops live
     smart_fraction: float = 0.5
     replace_rate: float = 0.25
     seed: int = 0
@@ -153,7 +154,7 @@ def fastpipe_gpu_cache(data, cfg: Config) -> Row:
     """ToDevice-then-cache on the GPU with batched GPU crops (GPU only)."""
     if not torch.cuda.is_available():
         raise RowSkipped("needs a CUDA GPU; none on this machine")
-    return fastpipe_cache(data, Config(**{**cfg.__dict__, "device": "cuda"}))
+    return fastpipe_cache(data, Config(**{**cfg.__dict__, "device": cfg.gpu_device}))
 
 
 def fastpipe_smartcache(data, cfg: Config) -> Row:
