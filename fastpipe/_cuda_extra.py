@@ -48,9 +48,15 @@ def cupy_mismatch(torch_cuda: str | None, cupy_cuda_runtime: int | None) -> str 
 
 def main() -> None:
     """Print the extra matching the importable torch (nothing for a CPU-only torch)."""
+    import sys
+
     import torch
 
-    extra = cupy_extra(torch.version.cuda)
+    try:
+        extra = cupy_extra(torch.version.cuda)
+    except ValueError as err:  # installs go on without CuPy: the torch path still runs
+        print(f"fastpipe: {err}", file=sys.stderr)
+        return
     if extra:
         print(extra)
 
