@@ -48,8 +48,11 @@ def cupy_mismatch(torch_cuda: str | None, cupy_cuda_runtime: int | None) -> str 
 
 def main() -> None:
     """Print the extra matching the importable torch (nothing for a CPU-only torch)."""
+    import os
     import sys
 
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]  # run as a script: no shadowing
     import torch
 
     try:

@@ -34,3 +34,15 @@ def test_mismatch_names_the_extra_to_install():
     assert cupy_mismatch("13.0", 13000) is None and cupy_mismatch(None, 12080) is None
     msg = cupy_mismatch("13.0", 12080)
     assert "fastpipe[gpu-cu13]" in msg and "cupy-cuda13x" in msg
+
+
+def test_script_prints_the_extra_for_this_torch():
+    import subprocess
+    import sys
+
+    import torch
+
+    script = PYPROJECT.parent / "fastpipe" / "_cuda_extra.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (cupy_extra(torch.version.cuda) or "")
