@@ -12,8 +12,9 @@ allocator does not hand their memory to the side stream while the step still rea
 Stream contract: a batch is ready on the CUDA stream that is current in the consumer thread when the
 loader hands it out (``next()``). A training loop on its own stream iterates inside
 ``with torch.cuda.stream(s):``. Tensors of a batch that are already on the device (a GPU-cached
-dataset) are passed through; the side stream first waits for the producer's stream, so the event
-covers the kernels that made them too.
+dataset) are passed through; the side stream then first waits for the producer's stream, so the
+event covers the kernels that made them too. A batch wholly on the host does not wait for that
+stream: its copy does not queue behind a training step there.
 
 Threading contract: :meth:`DeviceCopier.copy` from any number of producer threads (one lock);
 :meth:`DeviceCopier.hand_over` from the consumer thread.
@@ -92,7 +93,8 @@ class DeviceCopier:
                 slot.event.synchronize()  # its staging buffers may still feed the previous copy
             if self._stream is None:
                 self._stream = self.cuda.Stream(self.device)
-            self._stream.wait_stream(self.cuda.current_stream(self.device))
+            if any(t.device.type != "cpu" for t in tensors_of(batch)):  # made by the producer's kernels
+                self._stream.wait_stream(self.cuda.current_stream(self.device))
             positions = itertools.count()
 
             def move(t: torch.Tensor) -> torch.Tensor:
