@@ -261,7 +261,7 @@ class TierStore:
                 tier, entry, _ = self._slots.get(slot, ("cuda", None, 0))
                 if tier == "cuda" or slot in self._inflight:
                     continue
-            self._stream.wait_stream(torch.cuda.current_stream(self.device))
+            # host-tier sources are written once at put: no need to queue behind the caller's stream (a step)
             with torch.cuda.stream(self._stream):
                 moved = map_tensors(entry, lambda t: t.to(self.device, non_blocking=True))
                 event = torch.cuda.Event()
