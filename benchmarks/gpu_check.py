@@ -200,6 +200,33 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
 
 
+def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
+    """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU."""
+    from benchmarks import _gpu_sections as sec
+    from fastpipe.profiling import GpuMonitor
+
+    deadline = time.monotonic() + timeout_s
+    plan = [
+        ("device", 20, lambda lim: device_info()),
+        ("cuda_matches_torch", 60, lambda lim: sec.matches(dev)),
+        ("bandwidth", 20, lambda lim: sec.bandwidth(dev)),
+        ("cached_epoch_h2d", 40, lambda lim: sec.cached_epoch_h2d()),
+        ("gpu_vs_cpu_crop_speedup", 30, lambda lim: sec.speedup(dev)),
+        ("pytest_gpu", 120, lambda lim: run_pytest_gpu(lim)),  # subprocesses: their own timeout
+        ("compute_sanitizer", 90, lambda lim: run_sanitizer(lim)),
+    ]
+    with GpuMonitor(interval_s=0.1) as mon:
+        for name, limit, fn in plan:
+            left = deadline - time.monotonic() - 5
+            if left <= 1:
+                result["errors"][name] = "skipped: the overall time limit was reached"
+                continue
+            limit = min(limit, left)
+            run_section(name, lambda fn=fn, limit=limit: fn(limit), limit + 5, result)
+    result["nvml_samples"] = len(mon.records)
+    result["nvml"] = mon.summary() if mon.records else {"available": mon.available}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gpu-check", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="folder of the JSON and PNG (default benchmarks/results)")
@@ -210,51 +237,22 @@ def main(argv: list[str] | None = None) -> int:
     wheels = ensure_wheels()
     import torch
 
-    from benchmarks import _gpu_sections as sec
-
     dev = torch.device("cuda")
     if args.sanitize_target:
+        from benchmarks import _gpu_sections as sec
+
         sec.sanitize_target(dev)
         return 0
     from benchmarks._gpu_report import write_report
-    from fastpipe.profiling import GpuMonitor
 
-    deadline = time.monotonic() + args.timeout_s
     result: dict[str, Any] = {"errors": {}, "section_s": {}, "wheels": wheels}
-    plan = [
-        ("device", 20, device_info),
-        ("cuda_matches_torch", 60, lambda: sec.matches(dev)),
-        ("bandwidth", 20, lambda: sec.bandwidth(dev)),
-        ("cached_epoch_h2d", 40, sec.cached_epoch_h2d),
-        ("gpu_vs_cpu_crop_speedup", 30, lambda: sec.speedup(dev)),
-        ("pytest_gpu", 120, None),
-        ("compute_sanitizer", 90, None),
-    ]
-    with GpuMonitor(interval_s=0.1) as mon:
-        for name, limit, fn in plan:
-            left = deadline - time.monotonic() - 5
-            if left <= 1:
-                result["errors"][name] = "skipped: the overall time limit was reached"
-                continue
-            limit = min(limit, left)
-            if fn is None:  # subprocess sections: their own timeout, never a hung thread
-                fn = (
-                    (lambda lim=limit: run_pytest_gpu(lim))
-                    if name == "pytest_gpu"
-                    else (lambda lim=limit: run_sanitizer(lim))
-                )
-            run_section(name, fn, limit + 5, result)
-    result["nvml_samples"] = len(mon.records)
-    result["nvml"] = mon.summary() if mon.records else {"available": mon.available}
+    run_all(dev, args.timeout_s, result)
     result["goals"] = goals(result)
-    json_path, png_path = write_report(
-        result, Path(args.out) if args.out else None, slug(result.get("device", "gpu"))
-    )
+    out = Path(args.out) if args.out else None
+    json_path, png_path = write_report(result, out, slug(result.get("device", "gpu")))
     met = all(result["goals"].values())
-    print(
-        f"gpu-check: goals {'all met' if met else 'NOT all met'}: {result['goals']}\n  -> {json_path}\n  -> {png_path}"
-    )
-    sys.stdout.flush()
+    print(f"gpu-check: goals {'all met' if met else 'NOT all met'}: {result['goals']}")
+    print(f"  -> {json_path}\n  -> {png_path}", flush=True)
     if result.get("hung"):
         os._exit(0 if met else 1)  # a timed-out section may still hold a thread
     return 0 if met else 1
