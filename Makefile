@@ -11,7 +11,7 @@ NPROC   ?= 1
 TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install test test-gpu gpu-wheels lint bench bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
+.PHONY: help install test test-gpu gpu-check gpu-bench gpu-wheels lint bench bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
 
 help:
 	@echo "make test         run the test suite (installs into $(VENV) first)"
@@ -19,6 +19,8 @@ help:
 	@echo "make bench-micro  pytest-benchmark microbenchmarks of transforms and crop op"
 	@echo "make lint         ruff"
 	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"
+	@echo "make gpu-check    the GPU proof (< 5 min): JSON + PNG in benchmarks/results or OUT=dir (docs/gpu-check.md)"
+	@echo "make gpu-bench    the GPU rows of make bench and a short --train (< 6 min)"
 
 $(PYTHON):
 	$(PY) -m venv $(VENV)
@@ -26,7 +28,7 @@ $(PYTHON):
 
 $(STAMP): pyproject.toml | $(PYTHON)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,bench]"
+	extra=$$($(PYTHON) fastpipe/runtime/_cuda_extra.py) && $(BIN)/pip install -q -e ".[dev,bench$${extra:+,$$extra}]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -65,7 +67,19 @@ ncu: $(STAMP)
 torch-profile: $(STAMP)
 	$(PYTHON) profiling/torch_profile.py --out profiling/out
 
-# Wheels a lent GPU machine lacks (Python 3.12 image with torch/CuPy/pytest): see docs/gpu-session.md.
+# The GPU proof and the GPU benchmark rows (docs/gpu-check.md). No install step and no network: they use
+# $(PYTHON) when `make install` made it, else python3, and install missing wheels from .whl/ when present.
+GPU_PY  ?= $(if $(wildcard $(PYTHON)),$(PYTHON),python3)
+GPU_OUT  = $(if $(OUT),--out $(OUT))
+
+gpu-check:
+	$(GPU_PY) -m benchmarks.gpu_check $(GPU_OUT) $(ARGS)
+
+gpu-bench:
+	$(GPU_PY) -m benchmarks.gpu_bench $(GPU_OUT) $(ARGS)
+
+# Wheels a GPU machine without network may lack (Python 3.12 image with torch/CuPy/pytest); gpu-check
+# installs them from .whl/ itself.
 GPU_WHEELS := nibabel==5.4.2 nvtx==0.2.17 isal==1.9.1 monai==1.6.1
 gpu-wheels:
 	mkdir -p .whl

@@ -19,17 +19,18 @@ into the batch tensors. Peers, side by side on the same volumes and thread count
 
 On a GPU it also times the crop kernel for 8 volumes x 4 crops against the device-to-device copy
 bandwidth, and sampling the centres against cutting the crops. Results: JSON under
-``benchmarks/results/`` (``crop-speed-cpu.json``, ``crop-speed-gpu.json``).
+``benchmarks/results/`` or ``--out DIR`` (``crop-speed-cpu.json``, ``crop-speed-gpu.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import torch
 
-from benchmarks.common import spread, time_repeats, write_result
+from benchmarks.common import RESULTS_DIR, spread, time_repeats, write_result
 from fastpipe.ops import crop_batch
 from fastpipe.ops.sample import fg_bg_indices
 from fastpipe.transforms import RandCropByPosNegLabeld
@@ -229,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="torch threads for every peer (default: torch's)"
     )
     p.add_argument("--no-gpu", action="store_true")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for crop-speed-cpu.json / crop-speed-gpu.json (default benchmarks/results)",
+    )
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -236,14 +242,16 @@ def main(argv: list[str] | None = None) -> None:
     config = {"shape": shape, "patch": patch, "num_samples": a.num_samples, "volumes": a.volumes,
               "repeats": a.repeats, "threads": torch.get_num_threads()}  # fmt: skip
     cpu = cpu_peers(make_items(a.volumes, shape), patch, a.num_samples, a.repeats)
-    path = write_result("crop-speed-cpu", {"config": config, "results": cpu})
+    out = Path(a.out) if a.out else RESULTS_DIR
+    path = write_result("crop-speed-cpu", {"config": config, "results": cpu}, out / "crop-speed-cpu.json")
     print(f"CPU, {a.volumes} volumes x {a.num_samples} crops {patch}, ms per volume (median):")
     for k, v in cpu["per_volume_ms"].items():
         print(f"  {k:11s} {v:8.2f}   (IQR {1e3 * cpu[k]['iqr'] / a.volumes:.2f})")
     print("  " + ", ".join(f"{k} = {v:.2f}" for k, v in cpu["ratios"].items()) + f"\n  -> {path}")
     if torch.cuda.is_available() and not a.no_gpu:
         gpu = gpu_section(shape, patch, a.num_samples, a.gpu_volumes, a.repeats)
-        path = write_result("crop-speed-gpu", {"config": config | {"volumes": a.gpu_volumes}, "results": gpu})
+        gpu_doc = {"config": config | {"volumes": a.gpu_volumes}, "results": gpu}
+        path = write_result("crop-speed-gpu", gpu_doc, out / "crop-speed-gpu.json")
         print(f"GPU {torch.cuda.get_device_name(0)}: kernel {gpu['kernel_gbs']:.0f} GB/s "
               f"({100 * gpu['kernel_fraction_of_copy_bw']:.0f}% of D2D copy {gpu['d2d_copy_gbs']:.0f} GB/s), "
               f"crop_batch incl. host {gpu['crop_gbs']:.0f} GB/s, "

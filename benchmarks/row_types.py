@@ -13,7 +13,8 @@ class Config:
 
     batch_size: int = 2
     threads: int = 2
-    device: str = "cpu"
+    device: str = "cpu"  # CPU rows: where their chain runs (a GPU row never reads it)
+    gpu_device: str = "cuda"  # GPU rows (fastpipe-gpu-cache): where the cache and the crops live
     smart_fraction: float = 0.5
     replace_rate: float = 0.25
     seed: int = 0

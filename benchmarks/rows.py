@@ -129,7 +129,7 @@ def fastpipe_gpu_cache(data, cfg: Config) -> Row:
     """ToDevice-then-cache on the GPU with batched GPU crops (GPU only)."""
     if not torch.cuda.is_available():
         raise RowSkipped("needs a CUDA GPU; none on this machine")
-    return fastpipe_cache(data, Config(**{**cfg.__dict__, "device": "cuda"}))
+    return fastpipe_cache(data, Config(**{**cfg.__dict__, "device": cfg.gpu_device}))
 
 
 def fastpipe_smartcache(data, cfg: Config) -> Row:

@@ -53,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=min(os.cpu_count() or 2, 8), help="threads/workers for every row"
     )
-    p.add_argument("--device", default=None, help="device for GPU rows (default cuda when present)")
+    p.add_argument(
+        "--device",
+        default="cuda",
+        help="device of the GPU rows (default cuda); the other rows run on the CPU",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -73,13 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def config(args: argparse.Namespace) -> Config:
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """The rows' shared settings: CPU rows on the CPU, GPU rows on ``--device``, so a GPU row is measured against CPU pipelines."""
     return Config(
         batch_size=args.batch_size,
         threads=args.threads,
-        device=device,
+        device="cpu",
+        gpu_device=args.device or "cuda",
         workdir=tempfile.mkdtemp(prefix="fastpipe-bench-"),
     )
 

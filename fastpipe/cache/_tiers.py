@@ -4,7 +4,11 @@ An entry is a cached item (a dict of tensors, metadata dicts, strings...). :clas
 each entry in the first tier of its order that has room: the device tier when the chain's device
 point is a GPU, then (pinned) host memory, then a disk tier of uncompressed ``.npy`` files opened
 memory-mapped. Entries on the host tier of a GPU cache are copied to the device ahead of use on a
-side CUDA stream (:meth:`TierStore.prefetch`).
+side CUDA stream (:meth:`TierStore.prefetch`), each copy tied to the entry it was made from. A GPU
+cache given no ``"cuda"`` budget takes a share of the free device memory
+(:mod:`fastpipe.cache._cuda_budget`); the pinned host tier accounts the bytes its blocks really take
+(:mod:`fastpipe.cache._pinned_host`). Tensors placed on the device or pinned host tier are contiguous, so
+the crop kernel can read them.
 
 Threading contract: every public method may be called from several threads (fill pool, loader
 producer and workers); the accounting and slot table are guarded by one lock.
@@ -23,6 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fastpipe.cache._cuda_budget import default_cuda_budget
+from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
 
 TIERS = ("cuda", "host", "disk")
 MAX_INFLIGHT = 64  # prefetched device copies waiting to be read
@@ -146,14 +153,18 @@ class TierStore:
         self.device = torch.device(device)
         self.order = list(TIERS) if self.device.type == "cuda" else ["host", "disk"]
         self.budgets = {t: budgets.get(t) for t in self.order}
+        self.budget_rules = {t: "given" if t in budgets else "unlimited" for t in self.order}
+        if self.device.type == "cuda" and "cuda" not in budgets:
+            self.budgets["cuda"], self.budget_rules["cuda"] = default_cuda_budget(self.device)
         if "disk" not in budgets and self.budgets.get("host") is None:
             self.budgets["disk"] = 0  # nothing ever spills when host memory is unlimited
+            self.budget_rules["disk"] = "0: host memory is unlimited"
         self.used = dict.fromkeys(self.order, 0)
         self.cuda_full = False
         self.oom_warnings = 0
         self.h2d_bytes = 0  # host/disk -> device bytes copied by reads and prefetches
         self._slots: dict[int, tuple[str, Any, int]] = {}
-        self._inflight: dict[int, tuple[Any, Any]] = {}
+        self._inflight: dict[int, tuple[Any, Any, Any]] = {}  # slot -> (source entry, copy, event)
         self._lock = threading.Lock()
         self._disk_dir = disk_dir
         self._disk: DiskTier | None = None
@@ -163,8 +174,8 @@ class TierStore:
         """Store ``entry`` under ``slot`` (replacing any entry there) in the first tier with room; returns that tier or ``None``."""
         if slot in self:
             self.drop(slot)
-        nb = nbytes_of(entry)
         for tier in self.order:
+            nb = self._tier_bytes(tier, entry)
             if not self._reserve(tier, nb):
                 continue
             try:
@@ -176,6 +187,15 @@ class TierStore:
                 self._slots[slot] = (tier, placed, nb)
             return tier
         return None
+
+    def _pins(self) -> bool:
+        return self.device.type == "cuda" and torch.cuda.is_available()
+
+    def _tier_bytes(self, tier: str, entry: Any) -> int:
+        """Bytes ``entry`` takes in ``tier``: pinned blocks are rounded up as the pinned allocator does."""
+        if tier == "host" and self._pins():
+            return pinned_bytes_of(tensors_of(entry))
+        return nbytes_of(entry)
 
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:
@@ -202,11 +222,11 @@ class TierStore:
             )
 
     def _place(self, tier: str, slot: int, entry: Any) -> Any:
-        if tier == "cuda":
-            return map_tensors(entry, lambda t: t.to(self.device))
+        if tier == "cuda":  # contiguous: a strided volume would leave the crop kernel for the torch path
+            return map_tensors(entry, lambda t: t.to(self.device, memory_format=torch.contiguous_format))
         if tier == "host":
-            pin = self.device.type == "cuda" and torch.cuda.is_available()
-            return map_tensors(entry, lambda t: t.cpu().pin_memory() if pin else t.cpu())
+            pin = self._pins()
+            return map_tensors(entry, lambda t: host_copy(t, pin) if pin else t.cpu())
         with self._lock:
             if self._disk is None:
                 self._disk = DiskTier(self._disk_dir)
@@ -219,8 +239,8 @@ class TierStore:
             pending = self._inflight.pop(slot, None)
         if tier == "cuda" or self.device.type != "cuda":
             return entry
-        if pending is not None:
-            moved, event = pending
+        if pending is not None and pending[0] is entry:  # a copy of an entry since replaced is stale
+            _, moved, event = pending
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(event)
             for t in tensors_of(moved):
@@ -241,16 +261,19 @@ class TierStore:
                 tier, entry, _ = self._slots.get(slot, ("cuda", None, 0))
                 if tier == "cuda" or slot in self._inflight:
                     continue
-            self._stream.wait_stream(torch.cuda.current_stream(self.device))
+            # host-tier sources are written once at put: no need to queue behind the caller's stream (a step)
             with torch.cuda.stream(self._stream):
                 moved = map_tensors(entry, lambda t: t.to(self.device, non_blocking=True))
                 event = torch.cuda.Event()
                 event.record(self._stream)
             with self._lock:
+                self.h2d_bytes += nbytes_of(entry)
+                current = self._slots.get(slot)
+                if current is None or current[1] is not entry:  # dropped or replaced meanwhile
+                    continue
                 while len(self._inflight) >= MAX_INFLIGHT:  # never read: forget the oldest copy
                     self._inflight.pop(next(iter(self._inflight)))
-                self._inflight[slot] = (moved, event)
-                self.h2d_bytes += nbytes_of(entry)
+                self._inflight[slot] = (entry, moved, event)
 
     def drop(self, slot: int) -> None:
         """Forget ``slot`` and give its bytes back to its tier."""
@@ -281,6 +304,7 @@ class TierStore:
                 "items": items,
                 "bytes": dict(self.used),
                 "budgets": dict(self.budgets),
+                "budget_rules": dict(self.budget_rules),
                 "oom_fallbacks": self.oom_warnings,
                 "h2d_bytes": self.h2d_bytes,
             }
@@ -294,3 +318,5 @@ class TierStore:
         if self._disk is not None:
             self._disk.close()
             self._disk = None
+        if self._pins():
+            release_cached()

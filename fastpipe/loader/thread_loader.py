@@ -16,6 +16,7 @@ from fastpipe import distributed
 from fastpipe.cache._tiers import map_tensors
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader.collate import list_data_collate
+from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
 
@@ -50,7 +51,10 @@ class ThreadDataLoader:
         generator: ``torch.Generator`` for shuffling (default ``None``: seeded from ``seed`` and the epoch).
         drop_last: drop a last incomplete batch (default ``False``).
         seed: base seed of shuffling and of every batch's random state (default 0).
-        device: move each batch there (``non_blocking``) in the producer, timed as ``h2d_s`` (default ``None``).
+        device: move each batch there in the producer, timed as ``h2d_s`` (default ``None``). To a GPU the
+            copy goes through pinned ring buffers on a side stream (:mod:`fastpipe.loader._pinned_ring`), so it
+            overlaps the training step; the batch is ready on the consumer's current CUDA stream when
+            the loop receives it (train on another stream: iterate inside ``with torch.cuda.stream(s)``).
         even_batches: yield as many batches on every rank, the fewest any rank has (an all-reduce per
             epoch, :func:`fastpipe.distributed.loader_batches`); default ``None``: when the dataset is a
             rank shard (its ``shard`` is set). ``len()`` stays this rank's own count.
@@ -109,6 +113,9 @@ class ThreadDataLoader:
         self._ahead_lock = threading.Lock()
         self.timings: list[dict[str, Any]] = []
         self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
+        self._copier: DeviceCopier | None = None  # ring slots: queued + in the making + held by the consumer
+        if self.device is not None and self.device.type == "cuda" and torch.cuda.is_available():
+            self._copier = DeviceCopier(self.device, self.buffer_size + self.num_workers + 2)
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -155,6 +162,9 @@ class ThreadDataLoader:
                     last = None
                     break
                 batch, timing = out
+                ready = timing.pop("ready", None)
+                if ready is not None:  # the copy's event: the consumer's stream waits on it, no host sync
+                    self._copier.hand_over(batch, ready)
                 timing["wait_s"] = time.perf_counter() - start
                 self.timings.append(timing)
                 last = (timing, start)
@@ -214,13 +224,22 @@ class ThreadDataLoader:
         with annotate("collate", "loader"):
             batch = data if isinstance(data, dict) else self.collate_fn(data)
         t2 = time.perf_counter()
+        ready = None
         if self.device is not None:
             with annotate("h2d", "h2d"):
-                batch = map_tensors(batch, lambda t: t.to(self.device, non_blocking=True))
+                batch, ready = self._to_device(batch)
         t3 = time.perf_counter()
         timing = {"fetch_s": t1 - t0, "collate_s": t2 - t1, "h2d_s": t3 - t2, "batch_size": len(indices)}
+        if ready is not None:
+            timing["ready"] = ready
         timing["num_crops"] = _leading_dim(batch, len(indices))
         return batch, timing
+
+    def _to_device(self, batch: Any) -> tuple[Any, Any]:
+        """``(batch on self.device, ready event or None)``: a GPU through the pinned ring, else ``.to``."""
+        if self._copier is not None:
+            return self._copier.copy(batch)
+        return map_tensors(batch, lambda t: t.to(self.device, non_blocking=True)), None
 
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
         ds = self.dataset

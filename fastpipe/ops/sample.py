@@ -13,6 +13,7 @@ and has ``min(S, P)`` voxels, as MONAI's ``SpatialCrop`` cuts it.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,23 @@ class CropSample:
     size: tuple[int, int, int]
 
 
+_gpu_indices_warned = threading.Event()
+
+
+def _warn_gpu_indices_once(device: torch.device) -> None:
+    """Warn once per process that indices are being computed on a GPU (a host sync each time)."""
+    if device.type != "cuda" or _gpu_indices_warned.is_set():
+        return
+    _gpu_indices_warned.set()
+    warnings.warn(
+        f"fastpipe: foreground/background indices computed on {device} (torch.nonzero waits for the GPU, a "
+        "host sync); when this runs for every batch (RandCropByPosNegLabeld without index keys), compute "
+        "them once before the cache with FgBgToIndicesd so they are cached with the volume",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def fg_bg_indices(
     label: torch.Tensor, image: torch.Tensor | None = None, image_threshold: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,9 +65,12 @@ def fg_bg_indices(
     A multi-channel label drops channel 0 (one-hot background); foreground is any non-zero channel.
     With ``image``, background is ``label == 0 & any(image > image_threshold)``.
 
+    On a CUDA label this synchronises with the GPU (``torch.nonzero``); it warns once per process.
+
     Shape:
         returns two 1-D int64 tensors on the label's device.
     """
+    _warn_gpu_indices_once(label.device)
     lab = label[1:] if label.shape[0] > 1 else label
     fg_mask = (lab != 0).any(0).reshape(-1)
     bg_mask = ~fg_mask
@@ -256,4 +277,21 @@ def draw_augment(
             apply = torch.rand(n, generator=generator, dtype=torch.float64) < prob
             val = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
             params[name] = torch.where(apply, val + ident, ident).to(torch.float32)
-    return {k: to_device(v, device) for k, v in params.items()}
+    return _to_device_packed(params, device)
+
+
+def _to_device_packed(params: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """``params`` moved to ``device`` in one host-to-device copy: packed as float32 columns, split there.
+
+    Flips (bool) and the float32 scale/shift are exact in float32, so the values do not change.
+    """
+    if not params or torch.device(device).type == "cpu":
+        return {k: v.to(device) for k, v in params.items()}
+    cols = [v.reshape(v.shape[0], -1).to(torch.float32) for v in params.values()]
+    packed = to_device(torch.cat(cols, dim=1), device)
+    out, at = {}, 0
+    for (k, v), c in zip(params.items(), cols, strict=True):
+        part = packed[:, at : at + c.shape[1]].reshape(v.shape)
+        out[k] = part.bool() if v.dtype == torch.bool else part.contiguous()
+        at += c.shape[1]
+    return out

@@ -357,6 +357,7 @@ def test_bad_arguments(kwargs, error, match):
         smart(**kwargs)
 
 
+@pytest.mark.gpu
 @pytest.mark.timeout(30)
 def test_gpu_window_is_freed_on_shutdown(cuda_device):
     from fastpipe.transforms import ToDeviced

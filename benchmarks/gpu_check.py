@@ -1,0 +1,262 @@
+"""The GPU proof in one command: ``make gpu-check`` (``python -m benchmarks.gpu_check [--out DIR]``).
+
+On any machine with an NVIDIA GPU and the packages installed (no network needed), in under 5
+minutes on an H100, it runs every section below and writes ``gpu-check-<gpu>.json`` and ``.png``
+under ``benchmarks/results/`` (or ``--out DIR``):
+
+- ``device``: the GPU, torch/CUDA/CuPy versions and the CuPy extra that matches torch;
+- ``pytest_gpu``: ``{passed, failed, skipped, errors}`` of ``pytest -m gpu tests``;
+- ``cuda_matches_torch``: ``fastpipe.ops.crop_batch(backend="cuda")`` bit for bit equal to
+  ``backend="torch"`` on 512x512x200 volumes, 96^3 windows at every border, flips, rotations where
+  supported, intensity, f32/f16/bf16/u8/i16, denormals, and a volume past 2^31 voxels;
+- ``crop_kernel_gbps`` / ``d2d_copy_gbps``: crop bytes moved per second against a device copy of as
+  many bytes, both timed with CUDA events;
+- ``cached_epoch_h2d_bytes``: host-to-device bytes the driver records over one GPU-cached epoch;
+- ``gpu_vs_cpu_crop_speedup``: one RandCropByPosNegLabeld batch, CPU time over GPU time;
+- ``nvml_samples``: samples ``GpuMonitor`` took during the check;
+- ``compute_sanitizer``: memcheck of the crop and sampler kernels (``"not found"`` without it).
+
+A section that fails records its error under ``errors`` and the others still run; each has a time
+limit inside an overall one (``--timeout-s``). Exit status: 0 when every goal is met, 1 otherwise,
+2 when there is no CUDA GPU (checked first, before anything else runs). Missing wheels are installed
+from ``.whl/`` (``make gpu-wheels``) without the network when that folder exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing was checked"
+WHEEL_MODULES = {"nibabel": "nibabel", "nvtx": "nvtx", "isal": "isal", "monai": "monai"}
+GOALS = {
+    "cuda_matches_torch": "the CUDA crop equals the torch crop bit for bit in every case",
+    "kernel_at_least_70pct_of_copy": "crop kernel >= 70% of device-to-device copy bandwidth",
+    "no_volume_bytes_h2d": "a GPU-cached epoch copies no volume data host-to-device",
+    "gpu_tests_green": "every GPU test passes (none failed, at least one ran)",
+}
+
+
+def require_gpu(name: str) -> None:
+    """Exit with status 2 and a clear message unless a CUDA GPU is visible to torch."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"{name}: {NO_GPU}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def ensure_wheels(repo: Path = REPO) -> dict[str, Any]:
+    """Install the modules fastpipe needs from ``repo/.whl`` (offline) when they are missing."""
+    missing = [pkg for mod, pkg in WHEEL_MODULES.items() if importlib.util.find_spec(mod) is None]
+    wheels = repo / ".whl"
+    if not missing or not wheels.is_dir():
+        return {"missing": missing, "installed_from": None}
+    target = wheels / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+           "--find-links", str(wheels), "--target", str(target), *missing]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), str(repo), os.environ.get("PYTHONPATH", "")])
+    importlib.invalidate_caches()
+    return {
+        "missing": missing,
+        "installed_from": str(wheels),
+        "pip_rc": proc.returncode,
+        "pip_err": proc.stderr[-500:],
+    }
+
+
+def run_pytest_gpu(timeout_s: float) -> dict[str, Any]:
+    """Section ``pytest_gpu``: ``pytest -m gpu tests`` in a subprocess, counted from its JUnit XML."""
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "gpu.xml"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider",
+               f"--junitxml={xml}"]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        counts = junit_counts(xml.read_text()) if xml.exists() else {}
+    tail = proc.stdout.strip().splitlines()[-15:]
+    return {"pytest_gpu": {**counts, "exit_code": proc.returncode, "tail": tail}}
+
+
+def junit_counts(xml_text: str) -> dict[str, Any]:
+    """``{passed, failed, skipped, errors, failed_tests}`` from a pytest JUnit XML report."""
+    root = ET.fromstring(xml_text)
+    failed, skipped, errors, total = [], 0, 0, 0
+    for case in root.iter("testcase"):
+        total += 1
+        name = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None:
+            failed.append(name)
+        elif case.find("error") is not None:
+            errors += 1
+            failed.append(name)
+        elif case.find("skipped") is not None:
+            skipped += 1
+    passed = total - len(failed) - skipped
+    return {"passed": passed, "failed": len(failed) - errors, "skipped": skipped, "errors": errors,
+            "failed_tests": failed}  # fmt: skip
+
+
+def run_sanitizer(timeout_s: float) -> dict[str, Any]:
+    """Section ``compute_sanitizer``: memcheck over :func:`benchmarks._gpu_sections.sanitize_target`."""
+    exe = shutil.which("compute-sanitizer") or next(
+        (str(p) for p in Path("/usr/local").glob("cuda*/bin/compute-sanitizer") if p.exists()), None
+    )
+    if exe is None:
+        return {"compute_sanitizer": "not found"}
+    cmd = [exe, "--tool", "memcheck", "--error-exitcode", "9", sys.executable, "-m", "benchmarks.gpu_check",
+           "--sanitize-target"]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"compute_sanitizer": {"status": f"timed out after {timeout_s:.0f} s"}}
+    text = proc.stdout + proc.stderr
+    found = re.search(r"ERROR SUMMARY: (\d+) error", text)
+    errors = int(found.group(1)) if found else None
+    status = "clean" if proc.returncode == 0 and errors == 0 else "errors" if errors else "failed"
+    return {"compute_sanitizer": {"status": status, "errors": errors, "exit_code": proc.returncode,
+                                  "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
+
+
+def run_section(name: str, fn: Any, limit_s: float, result: dict[str, Any]) -> None:
+    """Run one section in a thread with a time limit; its keys go into ``result``, a failure into ``result["errors"]``."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["out"] = fn()
+        except BaseException as err:  # noqa: BLE001 - recorded; the next section still runs
+            box["err"] = f"{type(err).__name__}: {err}"
+
+    t0 = time.perf_counter()
+    worker = threading.Thread(target=target, name=f"gpu-check-{name}", daemon=True)
+    worker.start()
+    worker.join(max(1.0, limit_s))
+    took = time.perf_counter() - t0
+    result["section_s"][name] = round(took, 2)
+    if worker.is_alive():
+        result["errors"][name] = f"timed out after {limit_s:.0f} s"
+        result["hung"] = True
+    elif "err" in box:
+        result["errors"][name] = box["err"]
+    else:
+        result.update(box["out"])
+    print(
+        f"  {name}: {'ERROR ' + result['errors'][name] if name in result['errors'] else 'done'} ({took:.1f} s)",
+        flush=True,
+    )
+
+
+def goals(result: dict[str, Any]) -> dict[str, bool]:
+    """Each goal of :data:`GOALS`, met or not (a missing figure is not met)."""
+    tests = result.get("pytest_gpu") or {}
+    gbps, copy = result.get("crop_kernel_gbps"), result.get("d2d_copy_gbps")
+    return {
+        "cuda_matches_torch": result.get("cuda_matches_torch") is True,
+        "kernel_at_least_70pct_of_copy": bool(gbps and copy and gbps >= 0.7 * copy),
+        "no_volume_bytes_h2d": result.get("cached_epoch_no_volume_bytes") is True,
+        "gpu_tests_green": tests.get("failed") == 0
+        and tests.get("errors") == 0
+        and tests.get("passed", 0) > 0,
+    }
+
+
+def device_info() -> dict[str, Any]:
+    """Section ``device``: the GPU, versions, and the CuPy extra that matches torch."""
+    import torch
+
+    from fastpipe.runtime._cuda_extra import cupy_extra, cupy_mismatch
+
+    props = torch.cuda.get_device_properties(0)
+    info = {"device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+            "memory_gib": round(props.total_memory / 2**30, 1), "torch": torch.__version__,
+            "torch_cuda": torch.version.cuda, "cupy_extra": cupy_extra(torch.version.cuda)}  # fmt: skip
+    try:
+        import cupy
+
+        runtime = cupy.cuda.runtime.runtimeGetVersion()
+        info |= {"cupy": cupy.__version__, "cupy_cuda_runtime": runtime,
+                 "cupy_mismatch": cupy_mismatch(torch.version.cuda, runtime)}  # fmt: skip
+    except ImportError as err:
+        info["cupy"] = f"missing ({err}): pip install fastpipe[{info['cupy_extra']}]"
+    return info
+
+
+def slug(name: str) -> str:
+    """A file-name form of a GPU name: ``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
+    """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU."""
+    from benchmarks import _gpu_sections as sec
+    from fastpipe.profiling import GpuMonitor
+
+    deadline = time.monotonic() + timeout_s
+    plan = [
+        ("device", 20, lambda lim: device_info()),
+        ("cuda_matches_torch", 60, lambda lim: sec.matches(dev)),
+        ("bandwidth", 20, lambda lim: sec.bandwidth(dev)),
+        ("cached_epoch_h2d", 40, lambda lim: sec.cached_epoch_h2d()),
+        ("gpu_vs_cpu_crop_speedup", 30, lambda lim: sec.speedup(dev)),
+        ("pytest_gpu", 120, lambda lim: run_pytest_gpu(lim)),  # subprocesses: their own timeout
+        ("compute_sanitizer", 90, lambda lim: run_sanitizer(lim)),
+    ]
+    with GpuMonitor(interval_s=0.1) as mon:
+        for name, limit, fn in plan:
+            left = deadline - time.monotonic() - 5
+            if left <= 1:
+                result["errors"][name] = "skipped: the overall time limit was reached"
+                continue
+            limit = min(limit, left)
+            run_section(name, lambda fn=fn, limit=limit: fn(limit), limit + 5, result)
+    result["nvml_samples"] = len(mon.records)
+    result["nvml"] = mon.summary() if mon.records else {"available": mon.available}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="gpu-check", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None, help="folder of the JSON and PNG (default benchmarks/results)")
+    p.add_argument("--timeout-s", type=float, default=285.0, help="overall time limit (default 285)")
+    p.add_argument("--sanitize-target", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    require_gpu("gpu-check")
+    wheels = ensure_wheels()
+    import torch
+
+    dev = torch.device("cuda")
+    if args.sanitize_target:
+        from benchmarks import _gpu_sections as sec
+
+        sec.sanitize_target(dev)
+        return 0
+    from benchmarks._gpu_report import write_report
+
+    result: dict[str, Any] = {"errors": {}, "section_s": {}, "wheels": wheels}
+    run_all(dev, args.timeout_s, result)
+    result["goals"] = goals(result)
+    out = Path(args.out) if args.out else None
+    json_path, png_path = write_report(result, out, slug(result.get("device", "gpu")))
+    met = all(result["goals"].values())
+    print(f"gpu-check: goals {'all met' if met else 'NOT all met'}: {result['goals']}")
+    print(f"  -> {json_path}\n  -> {png_path}", flush=True)
+    if result.get("hung"):
+        os._exit(0 if met else 1)  # a timed-out section may still hold a thread
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""GPU-cache fixes checked on the CPU with stand-ins: default CUDA budget, the prefetch race, pinned accounting."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from fastpipe.cache import _tiers as _cache_tiers
+from fastpipe.cache._tiers import TierStore
+from fastpipe.cache._cuda_budget import DEFAULT_CUDA_SHARE, default_cuda_budget
+from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, pinned_nbytes
+
+GiB = 2**30
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """torch.cuda as a GPU with 8 GiB free of 80 GiB, streams and events that do nothing."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * GiB, 80 * GiB))
+
+    class Stream:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+        def wait_event(self, event):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    return monkeypatch
+
+
+def test_default_cuda_budget_is_a_share_of_free_memory(fake_gpu):
+    store = TierStore(torch.device("cuda"), {})
+    assert store.budgets["cuda"] == int(8 * GiB * DEFAULT_CUDA_SHARE)
+    stats = store.stats()
+    assert stats["budgets"]["cuda"] == int(8 * GiB * DEFAULT_CUDA_SHARE)
+    assert "50% of the 8.0 GiB free of 80.0 GiB" in stats["budget_rules"]["cuda"]
+
+
+def test_explicit_cuda_budget_wins_and_none_means_unlimited(fake_gpu):
+    assert TierStore(torch.device("cuda"), {"cuda": 123}).budgets["cuda"] == 123
+    store = TierStore(torch.device("cuda"), {"cuda": None})
+    assert store.budgets["cuda"] is None and store.budget_rules["cuda"] == "given"
+
+
+def test_default_cuda_budget_without_gpu_is_unlimited():
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only answer")
+    assert default_cuda_budget(torch.device("cuda"))[0] is None
+    with pytest.raises(ValueError, match="share"):
+        default_cuda_budget(torch.device("cuda"), share=1.5)
+
+
+def test_prefetch_of_a_replaced_entry_is_never_returned(fake_gpu):
+    """SmartCache drops and re-puts a slot between the prefetch's read and its store: get() must see the new entry."""
+    store = TierStore(torch.device("cuda"), {"cuda": 0})
+    store.cuda_full = True  # every entry goes to the host tier
+    store.put(0, {"v": "old"})
+    races = []
+
+    class Event:
+        def record(self, stream=None):  # runs after the prefetch read the entry, before it stores its copy
+            if not races:
+                races.append(1)
+                store.drop(0)
+                store.put(0, {"v": "new"})
+
+    fake_gpu.setattr(torch.cuda, "Event", Event)
+    store.prefetch([0])
+    assert races == [1]
+    assert store.get(0) == {"v": "new"}
+
+
+def test_prefetched_copy_is_used_when_the_entry_is_unchanged(fake_gpu):
+    store = TierStore(torch.device("cuda"), {"cuda": 0})
+    store.cuda_full = True
+    store.put(0, {"v": "same"})
+    fake_gpu.setattr(torch.cuda, "Event", type("Event", (), {"record": lambda self, s=None: None}))
+    store.prefetch([0])
+    entry = store._slots[0][1]
+    moved = store._inflight[0][1]
+    assert moved is not entry and store.get(0) is moved and 0 not in store._inflight
+
+
+def test_pinned_host_tier_accounts_the_allocator_round_up(fake_gpu):
+    fake_gpu.setattr(_cache_tiers, "host_copy", lambda t, pin: t.clone())  # stand-in for the pinned block
+    fake_gpu.setattr(_cache_tiers, "release_cached", lambda: None)
+    store = TierStore(torch.device("cuda"), {"cuda": 0, "host": 8000})
+    store.cuda_full = True
+    item = {"image": torch.zeros(750)}  # 3000 bytes -> a 4096-byte pinned block
+    assert store.put(0, item) == "host"
+    assert store.stats()["bytes"]["host"] == 4096
+    assert store.put(1, {"image": torch.zeros(750)}) == "disk"  # 2 x 4096 > 8000
+    store.close()
+
+
+def test_host_copy_is_one_contiguous_copy():
+    t = torch.arange(24.0).reshape(2, 3, 4).permute(2, 0, 1)
+    out = host_copy(t, pin=False)
+    assert out.is_contiguous() and torch.equal(out, t) and out.data_ptr() != t.data_ptr()
+    c = torch.zeros(5)
+    assert host_copy(c, pin=False) is c
+    assert [pinned_nbytes(n) for n in (1, 4096, 4097)] == [1, 4096, 8192]
+    assert pinned_bytes_of([torch.zeros(750), torch.zeros(3, dtype=torch.uint8)]) == 4096 + 4
+
+
+@pytest.mark.gpu
+def test_cuda_tier_stores_strided_volumes_contiguous(cuda_device):
+    store = TierStore(cuda_device, {})
+    strided = torch.zeros(1, 8, 9, 10).permute(0, 3, 2, 1)
+    assert store.put(0, {"image": strided}) == "cuda"
+    assert store.get(0)["image"].is_contiguous()
+    assert store.stats()["budgets"]["cuda"] > 0
+    store.close()

@@ -1,0 +1,152 @@
+"""``make gpu-check`` / ``make gpu-bench`` without a GPU, and the check's JSON and PNG assembled from stand-in sections."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import _gpu_sections as sec
+from benchmarks import gpu_check
+from benchmarks._gpu_report import write_report
+
+REPO = Path(__file__).resolve().parent.parent
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+NO_CUDA_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+@no_gpu
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("module", ["benchmarks.gpu_check"])
+def test_without_gpu_the_scripts_stop_at_once(module):
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", module], cwd=REPO, capture_output=True, text=True, env=NO_CUDA_ENV
+    )
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr, proc.stderr
+    assert time.perf_counter() - t0 < 30 and not proc.stdout
+
+
+@no_gpu
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("target", ["gpu-check", "gpu-bench"])
+def test_without_gpu_the_make_targets_fail_with_the_message(target, tmp_path):
+    cmd = ["make", "-s", target, f"PYTHON={sys.executable}", f"OUT={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=NO_CUDA_ENV)
+    assert proc.returncode != 0 and "no CUDA GPU" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _fake_result(**over):
+    result = {
+        "device": "Fake GPU 80GB",
+        "errors": {},
+        "pytest_gpu": {"passed": 12, "failed": 0, "skipped": 1, "errors": 0},
+        "cuda_matches_torch": True,
+        "crop_kernel_gbps": 2300.0,
+        "d2d_copy_gbps": 3000.0,
+        "cached_epoch_h2d_bytes": 1920,
+        "cached_epoch_largest_h2d_copy": 240,
+        "cached_epoch_no_volume_bytes": True,
+        "gpu_vs_cpu_crop_speedup": 41.0,
+        "nvml_samples": 900,
+        "compute_sanitizer": {"status": "clean", "errors": 0},
+    }
+    return result | over
+
+
+def test_goals_follow_the_figures():
+    assert all(gpu_check.goals(_fake_result()).values())
+    g = gpu_check.goals(_fake_result(crop_kernel_gbps=2000.0, cuda_matches_torch=False))
+    assert not g["kernel_at_least_70pct_of_copy"] and not g["cuda_matches_torch"]
+    g = gpu_check.goals(_fake_result(pytest_gpu={"passed": 0, "failed": 0, "errors": 0}))
+    assert not g["gpu_tests_green"]
+    assert not any(gpu_check.goals({"errors": {}}).values())  # missing figures are not met
+
+
+def test_report_writes_json_with_every_key_and_a_png(tmp_path):
+    result = _fake_result()
+    result["goals"] = gpu_check.goals(result)
+    json_path, png_path = write_report(result, tmp_path, gpu_check.slug("NVIDIA H100 80GB HBM3"))
+    assert json_path.name == "gpu-check-nvidia-h100-80gb-hbm3.json"
+    doc = json.loads(json_path.read_text())
+    for key in ("device", "pytest_gpu", "cuda_matches_torch", "crop_kernel_gbps", "d2d_copy_gbps",
+                "cached_epoch_h2d_bytes", "gpu_vs_cpu_crop_speedup", "nvml_samples", "compute_sanitizer",
+                "machine", "goals"):  # fmt: skip
+        assert key in doc, key
+    assert png_path.exists() and png_path.stat().st_size > 10_000
+
+
+def test_junit_counts():
+    xml = """<testsuites><testsuite>
+      <testcase classname="a" name="ok"/><testcase classname="a" name="bad"><failure/></testcase>
+      <testcase classname="b" name="skip"><skipped/></testcase><testcase classname="b" name="err"><error/></testcase>
+    </testsuite></testsuites>"""
+    got = gpu_check.junit_counts(xml)
+    assert (got["passed"], got["failed"], got["skipped"], got["errors"]) == (1, 1, 1, 1)
+    assert got["failed_tests"] == ["a::bad", "b::err"]
+
+
+def test_a_failing_or_hanging_section_is_recorded_and_the_next_runs():
+    result = {"errors": {}, "section_s": {}}
+    gpu_check.run_section("boom", lambda: 1 / 0, 5, result)
+    gpu_check.run_section("slow", lambda: time.sleep(3) or {"late": 1}, 1, result)
+    gpu_check.run_section("fine", lambda: {"x": 1}, 5, result)
+    assert result["errors"]["boom"].startswith("ZeroDivisionError")
+    assert "timed out" in result["errors"]["slow"] and result["hung"] and "late" not in result
+    assert result["x"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
+    """The whole check on the CPU: real sections on tiny CPU data where they can run, stand-ins for the rest."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(gpu_check, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_check, "device_info", lambda: {"device": "Stand-in GPU"})
+    real_matches, real_bw, real_speed = sec.matches, sec.bandwidth, sec.speedup
+    monkeypatch.setattr(sec, "matches", lambda dev: real_matches(cpu, "torch", small=True))
+    monkeypatch.setattr(sec, "bandwidth", lambda dev: real_bw(cpu, "torch", small=True, repeats=2))
+    monkeypatch.setattr(sec, "speedup", lambda dev: real_speed(cpu, small=True, repeats=1))
+    monkeypatch.setattr(sec, "cached_epoch_h2d", lambda: (_ for _ in ()).throw(RuntimeError("needs CUDA")))
+    monkeypatch.setattr(
+        gpu_check,
+        "run_pytest_gpu",
+        lambda lim: {"pytest_gpu": {"passed": 3, "failed": 0, "skipped": 0, "errors": 0}},
+    )
+    monkeypatch.setattr(gpu_check, "run_sanitizer", lambda lim: {"compute_sanitizer": "not found"})
+    rc = gpu_check.main(["--out", str(tmp_path), "--timeout-s", "100"])
+    doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
+    assert rc == 1  # the cached-epoch section failed, so its goal is not met
+    assert doc["errors"] == {"cached_epoch_h2d": "RuntimeError: needs CUDA"}
+    assert doc["cuda_matches_torch"] is True and len(doc["match_cases"]) == 7
+    assert doc["crop_kernel_gbps"] > 0 and doc["d2d_copy_gbps"] > 0 and doc["gpu_vs_cpu_crop_speedup"] > 0
+    assert doc["compute_sanitizer"] == "not found" and doc["nvml_samples"] == 0
+    assert doc["goals"]["no_volume_bytes_h2d"] is False and doc["goals"]["gpu_tests_green"] is True
+    assert (tmp_path / "gpu-check-stand-in-gpu.png").exists()
+
+
+def test_a_mismatching_backend_is_caught(monkeypatch):
+    import fastpipe.ops as ops
+
+    real = ops.crop_batch
+
+    def off_by_one(*args, backend="auto", **kwargs):
+        out = real(*args, backend="torch", **kwargs)
+        return out if backend == "torch" else out + 1
+
+    monkeypatch.setattr(ops, "crop_batch", off_by_one)
+    res = sec.matches(torch.device("cpu"), "cuda", small=True)
+    assert res["cuda_matches_torch"] is False and not any(r["bit_equal"] for r in res["match_cases"])
+
+
+def test_border_starts_cover_both_ends():
+    starts = sec.border_starts((512, 512, 200), (96, 96, 96))
+    assert len(starts) == 27 and (0, 0, 0) in starts and (416, 416, 104) in starts
