@@ -117,10 +117,11 @@ class GzipReader:
 
     def _decode_error(self, err: Exception) -> ValueError:
         if str(err).startswith(_ISAL_CHECKSUM_ERROR):
-            what = "CRC check failed (the trailer's CRC32 or size does not match the decoded data)"
-        else:
-            what = f"corrupt gzip data ({err})"
-        return ValueError(f"{self._path}: {what} in gzip member {self._member}")
+            return ValueError(
+                f"{self._path}: CRC check failed in gzip member {self._member}: "
+                "the trailer's CRC32 or size does not match the decoded data"
+            )
+        return ValueError(f"{self._path}: corrupt gzip data in member {self._member} ({err})")
 
 
 def isize_hint(f: BinaryIO) -> int | None:

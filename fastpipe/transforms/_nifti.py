@@ -182,8 +182,9 @@ def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
     if head.scaling is not None:
         slope, inter = head.scaling
         arr = arr.astype(np.float32, order="F")
-        arr *= np.float32(slope)
-        arr += np.float32(inter)
+        with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
+            arr *= np.float32(slope)
+            arr += np.float32(inter)
     return arr
 
 
