@@ -18,7 +18,7 @@ import numpy as np
 from nibabel.spatialimages import HeaderDataError
 
 HEADER_CLASSES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
-_NIFTI_MAGICS = (b"n+1\x00", b"n+2\x00")
+_NIFTI_MAGICS = {348: b"n+1\x00", 540: b"n+2\x00"}  # single-file magic of each header size
 _XFORM_CODES = frozenset(int(c) for c in nib.nifti1.xform_codes.value_set())
 _SINGULAR_RATIO = 1e-8  # smallest / largest singular value of the affine's 3x3 below this: singular
 
@@ -65,9 +65,11 @@ def parse_header(buf: bytes | bytearray | np.ndarray, path: str) -> nib.Nifti1He
     if len(buf) < nbytes:
         raise ValueError(f"{path}: truncated file: {len(buf)} bytes, a NIfTI header needs {nbytes}")
     hdr = klass(binaryblock=bytes(buf[:nbytes]), endianness=endian, check=False)
-    if bytes(hdr["magic"].tobytes()[:4]) not in _NIFTI_MAGICS:
+    magic = bytes(hdr["magic"].tobytes()[:4])
+    if magic != _NIFTI_MAGICS[sizes[endian]]:
         raise ValueError(
-            f"{path}: NIfTI magic {hdr['magic']!r} is not single-file (n+1/n+2); .hdr/.img pairs unsupported"
+            f"{path}: NIfTI magic {magic!r} is not {_NIFTI_MAGICS[sizes[endian]]!r}, the single-file magic "
+            f"of a {sizes[endian]}-byte header (.hdr/.img pairs are unsupported)"
         )
     return hdr
 
