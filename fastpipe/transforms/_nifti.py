@@ -146,8 +146,8 @@ def _read_gz(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
             f"{path}: invalid NIfTI header: {head.layout.describe()} from vox_offset={head.layout.offset} "
             f"declares {end} bytes, more than a {size}-byte gzip file can decode to ({MAX_RATIO}x)"
         )
-    hint = isize_hint(f)
-    cap = end if hint == end % 2**32 else min(end, max(CHUNK, hint or 0))
+    trusted = isize_hint(f) == end % 2**32  # one member whose trailer agrees with the header
+    cap = end if trusted else min(end, CHUNK)
     out = np.empty(max(cap, len(first)), dtype=np.uint8)
     pos = len(first)
     out[:pos] = np.frombuffer(first, dtype=np.uint8)

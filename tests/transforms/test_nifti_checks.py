@@ -85,6 +85,15 @@ def test_multi_member_gzip_reads_as_one_stream(tmp_path, label_gz):
     np.testing.assert_array_equal(read_nifti(path).array, label_gz[1])
 
 
+def test_multi_member_larger_than_one_read(tmp_path):
+    """Several members and more than one 1 MiB read: the buffer grows as the data arrives."""
+    vol = structured_volume((128, 96, 60), np.int16)
+    data = decoded(write(tmp_path / "big.nii.gz", vol, np.eye(4)))
+    path = tmp_path / "m.nii.gz"
+    path.write_bytes(members(data, [200_000, 1_200_000]))
+    np.testing.assert_array_equal(read_nifti(path).array, vol)
+
+
 def test_zero_padding_after_last_member_is_allowed(tmp_path, label_gz):
     path = tmp_path / "p.nii.gz"
     path.write_bytes(Path(label_gz[0]).read_bytes() + bytes(512))
