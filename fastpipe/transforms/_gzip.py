@@ -116,7 +116,7 @@ class GzipReader:
         self._member += 1
 
     def _decode_error(self, err: Exception) -> ValueError:
-        if str(err).startswith(_ISAL_CHECKSUM_ERROR):
+        if str(err).startswith(_ISAL_CHECKSUM_ERROR) or "checksum" in str(err).lower():
             return ValueError(
                 f"{self._path}: CRC check failed in gzip member {self._member}: "
                 "the trailer's CRC32 or size does not match the decoded data"

@@ -135,10 +135,9 @@ def best_affine(hdr: nib.Nifti1Header, ndim: int, path: str) -> np.ndarray:
         path: the file, for messages.
     """
     for i in range(1, min(ndim, 3) + 1):
-        if not float(hdr["pixdim"][i]) > 0 or not math.isfinite(float(hdr["pixdim"][i])):
-            raise header_error(
-                path, f"pixdim[{i}]={float(hdr['pixdim'][i]):g}", "must be a positive voxel size"
-            )
+        size = float(hdr["pixdim"][i])
+        if not (math.isfinite(size) and size > 0):
+            raise header_error(path, f"pixdim[{i}]={size:g}", "must be a positive voxel size")
     codes = {name: int(hdr[name]) for name in ("sform_code", "qform_code")}
     for name, code in codes.items():
         if code not in _XFORM_CODES:

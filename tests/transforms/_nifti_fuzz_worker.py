@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import sys
 import warnings
 
 import nibabel as nib
 import numpy as np
 import torch
+from _memory_limit import limit_address_space
 
 from fastpipe.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 from fastpipe.transforms._nifti import read_nifti
 
 NAMED = (ValueError, TypeError, FileNotFoundError, IsADirectoryError)
 KEYS = ["image", "label"]
-
-
-def limit_memory(headroom: int) -> None:
-    with open("/proc/self/status") as f:
-        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-    resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
 def reference(path: str, cache: dict) -> tuple[np.ndarray, np.ndarray] | str:
@@ -110,7 +104,7 @@ def main() -> None:
     with open(cases_file) as f:
         cases = json.load(f)
     cache: dict = {}
-    limit_memory(headroom)
+    limit_address_space(headroom)
     with open(results_file, "w") as out:
         for case in cases:
             out.write(json.dumps({"id": case["id"], "start": True}) + "\n")
