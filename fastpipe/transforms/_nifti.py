@@ -25,6 +25,14 @@ from fastpipe.transforms._nifti_header import Layout, best_affine, data_layout, 
 _HEAD = 544  # enough decoded bytes for a NIfTI-2 header plus the extension flag
 
 
+class DirectoryError(IsADirectoryError, ValueError):
+    """A directory where a NIfTI file was expected.
+
+    Both an ``IsADirectoryError`` and a ``ValueError`` (as ``io.UnsupportedOperation`` is both an
+    ``OSError`` and a ``ValueError``), so ``except ValueError`` catches it like any other bad file.
+    """
+
+
 @dataclass
 class NiftiVolume:
     """A decoded NIfTI volume.
@@ -70,7 +78,7 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        IsADirectoryError: the path is a directory.
+        IsADirectoryError: the path is a directory (a ``DirectoryError``, also a ``ValueError``).
         ValueError: empty, truncated or corrupt file (gzip CRC, trailing garbage), not NIfTI,
             invalid header field (named in the message), not 3D, non-finite voxels.
 
@@ -100,7 +108,7 @@ def _open_regular(path: str) -> BinaryIO:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(f"{path}: is a directory, not a NIfTI file")
+        raise DirectoryError(f"{path}: is a directory, not a NIfTI file")
     if not stat.S_ISREG(mode):
         raise ValueError(f"{path}: not a regular file (a pipe, socket or device), not a NIfTI file")
     return open(path, "rb")

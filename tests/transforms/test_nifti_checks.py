@@ -213,6 +213,8 @@ def test_directory_is_named_a_directory(tmp_path):
     path.mkdir()
     with pytest.raises(IsADirectoryError, match=re.escape(str(path)) + ": is a directory"):
         LoadImaged("image")({"image": str(path)})
+    with pytest.raises(ValueError, match="is a directory"):  # caught with every other bad file
+        LoadImaged("image")({"image": str(path)})
 
 
 def test_empty_file(tmp_path):
