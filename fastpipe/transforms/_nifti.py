@@ -68,8 +68,8 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
     read as one stream; zero bytes after the last member are padding; any other trailing bytes are
     an error. Header dims are checked before anything is allocated: against the file's size for
     ``.nii``, and for ``.nii.gz`` against the most a gzip file of that size can decode to
-    (deflate expands at most 1032-fold); the buffer grows past the gzip trailer's size field only
-    as decoded bytes actually arrive.
+    (deflate expands at most 1032-fold); the declared size is allocated up front only when the last
+    gzip trailer's size field agrees with it, otherwise the buffer grows as decoded bytes arrive.
 
     Args:
         path: the file.
@@ -132,7 +132,8 @@ def _read_raw(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
         )
     buf = np.empty(end, dtype=np.uint8)  # numpy: huge pages, few faults
     f.seek(0)
-    f.readinto(buf)
+    if (got := f.readinto(buf)) < end:  # the file shrank since it was measured
+        raise ValueError(f"{path}: truncated file: read {got} bytes, the header declares {end}")
     return buf, head
 
 
