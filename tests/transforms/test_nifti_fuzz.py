@@ -29,6 +29,9 @@ WORKER = Path(__file__).with_name("_nifti_fuzz_worker.py")
 CHILDREN = 2
 DEADLINE_S = 100  # all children together; a run takes about 20 s on two busy cores
 HEADROOM = 1 << 30  # bytes a child may allocate beyond its size after imports
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="the memory limit reads /proc and sets RLIMIT_AS (Linux only)"
+)
 
 
 def run_children(
