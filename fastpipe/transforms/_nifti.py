@@ -1,27 +1,36 @@
-"""NIfTI-1/2 reading: nibabel parses the header, isal decodes gzip straight into one buffer.
+"""NIfTI-1/2 reading: a checked header, then isal decodes gzip straight into one buffer.
 
-The voxel data is never copied after decoding: ``np.frombuffer`` views the decoded bytearray
-in the file's Fortran order (x fastest), so ``read_nifti`` costs one gzip decode (or one
-``readinto`` for ``.nii``) plus, only where the header asks for it, the ``scl_slope``/``scl_inter``
-scaling. Every error names the file and the problem.
+The voxel data is never copied after decoding: ``np.frombuffer`` views the decoded buffer in the
+file's Fortran order (x fastest), so ``read_nifti`` costs one gzip decode (or one ``readinto`` for
+``.nii``) plus, only where the header asks for it, the ``scl_slope``/``scl_inter`` scaling.
+
+Nothing is trusted before it is checked: the header fields (``_nifti_header``) before anything is
+allocated from them, the declared size against what the file can hold, every gzip member's CRC32
+and size (``_gzip``), and the voxels for NaN and infinity. Every error names the file and the problem.
 """
 
 from __future__ import annotations
 
 import os
-import struct
+import stat
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
-from isal import igzip_lib
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 20  # decode in 1 MiB pieces so each piece is copied while still in cache
+from fastpipe.transforms._gzip import CHUNK, MAGIC, MAX_RATIO, GzipReader, isize_hint
+from fastpipe.transforms._nifti_header import Layout, best_affine, data_layout, parse_header, slope_inter
+
 _HEAD = 544  # enough decoded bytes for a NIfTI-2 header plus the extension flag
-_HEADER_CLASSES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
-_NIFTI_MAGICS = (b"n+1\x00", b"n+2\x00")
+
+
+class DirectoryError(IsADirectoryError, ValueError):
+    """A directory where a NIfTI file was expected.
+
+    Both an ``IsADirectoryError`` and a ``ValueError`` (as ``io.UnsupportedOperation`` is both an
+    ``OSError`` and a ``ValueError``), so ``except ValueError`` catches it like any other bad file.
+    """
 
 
 @dataclass
@@ -41,16 +50,37 @@ class NiftiVolume:
     path: str
 
 
+@dataclass
+class _Header:
+    """A header whose fields were all checked, and what was derived from them."""
+
+    hdr: nib.Nifti1Header
+    layout: Layout
+    affine: np.ndarray
+    scaling: tuple[float, float] | None
+
+
 def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
     """Read a 3D ``.nii`` or ``.nii.gz`` volume (gzip is detected from the bytes, not the name).
 
+    A ``.nii.gz`` is decoded to the end of every gzip member and each member's CRC32 and size are
+    verified, so a damaged file is an error, never wrong voxels. Several members back to back are
+    read as one stream; zero bytes after the last member are padding; any other trailing bytes are
+    an error. Header dims are checked before anything is allocated: against the file's size for
+    ``.nii``, and for ``.nii.gz`` against the most a gzip file of that size can decode to
+    (deflate expands at most 1032-fold); the declared size is allocated up front only when the last
+    gzip trailer's size field agrees with it, otherwise the buffer grows as decoded bytes arrive.
+
     Args:
         path: the file.
-        check_nan: raise ``ValueError`` when a floating-point volume holds NaN voxels (default True).
+        check_nan: raise ``ValueError`` when a floating-point volume (after scaling) holds NaN or
+            ``±inf`` voxels (default True).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: truncated or corrupt gzip, not a NIfTI file, not 3D, NaN voxels.
+        IsADirectoryError: the path is a directory (a ``DirectoryError``, also a ``ValueError``).
+        ValueError: empty, truncated or corrupt file (gzip CRC, trailing garbage), not NIfTI,
+            invalid header field (named in the message), not 3D, non-finite voxels.
 
     Example:
         >>> vol = read_nifti("imagesTr/spleen_2.nii.gz")  # doctest: +SKIP
@@ -58,115 +88,124 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
         ((512, 512, 90), dtype('int16'))
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        gz = f.read(2) == _GZIP_MAGIC
+    with _open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ValueError(f"{path}: empty file (0 bytes), not a NIfTI file")
+        gz = f.read(2) == MAGIC
         f.seek(0)
-        if gz:
-            buf = _gunzip(f, path)
-        else:
-            buf = np.empty(os.fstat(f.fileno()).st_size, dtype=np.uint8)  # numpy: huge pages, few faults
-            f.readinto(buf)
-    hdr = _parse_header(buf, path)
-    arr = _voxel_array(buf, hdr, path)
-    if check_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
-        n = int(np.isnan(arr).sum())
-        raise ValueError(f"{path}: {n} of {arr.size} voxels are NaN; fix the file or pass check_nan=False")
-    return NiftiVolume(array=arr, affine=hdr.get_best_affine().astype(np.float64), header=hdr, path=path)
+        buf, head = _read_gz(f, path, size) if gz else _read_raw(f, path, size)
+    arr = _voxel_array(buf, head, path)
+    if check_nan and arr.dtype.kind == "f":
+        _check_finite(arr, path)
+    return NiftiVolume(array=arr, affine=head.affine, header=head.hdr, path=path)
 
 
-def _next_piece(dec: igzip_lib.IgzipDecompressor, f: BinaryIO, max_len: int) -> bytes | None:
-    """One decoded piece of at most ``max_len`` bytes (input fed in 1 MiB reads); None at the end."""
-    if dec.eof:
-        return None
-    data = b""
-    if dec.needs_input:
-        data = f.read(_CHUNK)
-        if not data:
-            return None
-    piece = dec.decompress(data, max_len)
-    if not piece and not dec.eof and not dec.needs_input:  # no progress: never spin on a broken stream
-        raise igzip_lib.IsalError("decoder made no progress")
-    return piece
+def _open_regular(path: str) -> BinaryIO:
+    """``open(path, "rb")`` once ``path`` is known to be a regular file (a FIFO would block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    if stat.S_ISDIR(mode):
+        raise DirectoryError(f"{path}: is a directory, not a NIfTI file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file (a pipe, socket or device), not a NIfTI file")
+    return open(path, "rb")
 
 
-def _gunzip(f: BinaryIO, path: str) -> np.ndarray:
-    """Decode a gzip stream into one preallocated uint8 array sized from the NIfTI header.
+def _checked_header(head: bytes | bytearray, path: str) -> _Header:
+    """Parse and check every header field the decode uses, before anything is allocated."""
+    hdr = parse_header(head, path)
+    layout = data_layout(hdr, path)
+    return _Header(hdr, layout, best_affine(hdr, len(layout.shape), path), slope_inter(hdr, path))
+
+
+def _read_raw(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
+    """An uncompressed ``.nii``: the header checked against the file's size, then one ``readinto``."""
+    head = _checked_header(f.read(_HEAD), path)
+    end = head.layout.end
+    if end > size:
+        raise ValueError(
+            f"{path}: truncated file: {size} bytes, the header ({head.layout.describe()} from "
+            f"vox_offset={head.layout.offset}) declares {end}"
+        )
+    buf = np.empty(end, dtype=np.uint8)  # numpy: huge pages, few faults
+    f.seek(0)
+    if (got := f.readinto(buf)) < end:  # the file shrank since it was measured
+        raise ValueError(f"{path}: truncated file: read {got} bytes, the header declares {end}")
+    return buf, head
+
+
+def _read_gz(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
+    """Decode a gzip stream into one uint8 array sized from the checked NIfTI header.
 
     The output is numpy memory (transparent huge pages: first-touch page faults otherwise cost a
-    third of the decode) and the input streams through in 1 MiB reads: no whole-file copy.
+    third of the decode) and the input streams through in 1 MiB reads: no whole-file copy. The
+    whole stream is decoded, so every gzip trailer is verified, even past the voxels.
     """
-    dec = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
-    try:
-        head = bytearray()
-        while len(head) < _HEAD and (piece := _next_piece(dec, f, _HEAD - len(head))) is not None:
-            head += piece
-        hdr = _parse_header(head, path)
-        size = int(hdr.get_data_offset()) + _data_nbytes(hdr)
-        out = np.empty(max(size, len(head)), dtype=np.uint8)
-        pos = len(head)
-        out[:pos] = np.frombuffer(head, dtype=np.uint8)
-        while pos < size and (piece := _next_piece(dec, f, min(_CHUNK, size - pos))) is not None:
-            out[pos : pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-            pos += len(piece)
-    except igzip_lib.IsalError as err:
-        raise ValueError(f"{path}: corrupt gzip data ({err})") from err
-    if pos < size:
+    reader = GzipReader(f, path)
+    first = bytearray()
+    while len(first) < _HEAD and (piece := reader.read(_HEAD - len(first))):
+        first += piece
+    head = _checked_header(first, path)
+    end = head.layout.end
+    if end > MAX_RATIO * size:
         raise ValueError(
-            f"{path}: truncated file: gzip stream ended after {pos} of {size} bytes the header declares"
+            f"{path}: invalid NIfTI header: {head.layout.describe()} from vox_offset={head.layout.offset} "
+            f"declares {end} bytes, more than a {size}-byte gzip file can decode to ({MAX_RATIO}x)"
         )
-    return out
-
-
-def _parse_header(buf: bytes | bytearray | np.ndarray, path: str) -> nib.Nifti1Header:
-    """The nibabel header of ``buf``; ``ValueError`` when ``buf`` is not single-file NIfTI-1/2."""
-    if len(buf) < 4:
-        raise ValueError(f"{path}: not a NIfTI file (only {len(buf)} bytes)")
-    sizes = {endian: struct.unpack(f"{endian}i", bytes(buf[:4]))[0] for endian in "<>"}
-    endian = next((e for e, n in sizes.items() if n in _HEADER_CLASSES), None)
-    if endian is None:
-        raise ValueError(f"{path}: not a NIfTI file (first bytes {bytes(buf[:8])!r} are no NIfTI-1/2 header)")
-    klass = _HEADER_CLASSES[sizes[endian]]
-    nbytes = klass.template_dtype.itemsize
-    if len(buf) < nbytes:
-        raise ValueError(f"{path}: truncated file: {len(buf)} bytes, a NIfTI header needs {nbytes}")
-    try:
-        hdr = klass(binaryblock=bytes(buf[:nbytes]), endianness=endian, check=True)
-    except Exception as err:  # nibabel raises several HeaderDataError flavours
-        raise ValueError(f"{path}: not a valid NIfTI header ({err})") from err
-    if bytes(hdr["magic"].tobytes()[:4]) not in _NIFTI_MAGICS:
+    trusted = isize_hint(f) == end % 2**32  # one member whose trailer agrees with the header
+    cap = end if trusted else min(end, CHUNK)
+    out = np.empty(max(cap, len(first)), dtype=np.uint8)
+    pos = len(first)
+    out[:pos] = np.frombuffer(first, dtype=np.uint8)
+    while pos < end and (piece := reader.read(min(CHUNK, end - pos))):
+        if pos + len(piece) > len(out):  # only where the trailer's size disagreed with the header
+            out = _grown(out, pos, min(end, 2 * len(out)))
+        out[pos : pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        pos += len(piece)
+    if pos < end:
         raise ValueError(
-            f"{path}: NIfTI magic {hdr['magic']!r} is not single-file (n+1/n+2); .hdr/.img pairs unsupported"
+            f"{path}: truncated file: the gzip data holds {pos} bytes, the header "
+            f"({head.layout.describe()} from vox_offset={head.layout.offset}) declares {end}"
         )
-    return hdr
+    reader.drain()
+    return out, head
 
 
-def _data_nbytes(hdr: nib.Nifti1Header) -> int:
-    """Bytes of voxel data the header declares."""
-    return int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
+def _grown(out: np.ndarray, used: int, capacity: int) -> np.ndarray:
+    new = np.empty(capacity, dtype=np.uint8)
+    new[:used] = out[:used]
+    return new
 
 
-def _voxel_array(buf: np.ndarray, hdr: nib.Nifti1Header, path: str) -> np.ndarray:
+def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
     """A 3D ``(X, Y, Z)`` Fortran-order view of the voxels, scaled when the header asks."""
-    shape = _spatial_shape(tuple(int(s) for s in hdr.get_data_shape()), path)
-    dtype = hdr.get_data_dtype()
-    if dtype.kind not in "iuf" or dtype.fields is not None:
-        raise ValueError(f"{path}: voxel type {dtype} is not supported (expected an integer or float type)")
-    offset, count = int(hdr.get_data_offset()), int(np.prod(shape, dtype=np.int64))
-    if len(buf) < offset + count * dtype.itemsize:
-        raise ValueError(
-            f"{path}: truncated file: {len(buf)} bytes, header declares {offset + count * dtype.itemsize}"
-        )
+    shape = _spatial_shape(head.layout.shape, path)
+    dtype, offset = head.layout.dtype, head.layout.offset
+    count = shape[0] * shape[1] * shape[2]
     arr = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
     if not dtype.isnative or offset % dtype.itemsize:
         arr = arr.astype(dtype.newbyteorder("="), order="F")
-    slope, inter = hdr.get_slope_inter()
-    if slope is not None and (slope != 1.0 or inter != 0.0):
+    if head.scaling is not None:
+        slope, inter = head.scaling
         arr = arr.astype(np.float32, order="F")
-        arr *= np.float32(slope)
-        arr += np.float32(inter)
+        with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
+            arr *= np.float32(slope)
+            arr += np.float32(inter)
     return arr
+
+
+def _check_finite(arr: np.ndarray, path: str) -> None:
+    """``ValueError`` naming the counts when ``arr`` holds NaN or ±inf."""
+    if np.isfinite(arr).all():
+        return
+    nan, pos, neg = (int(np.count_nonzero(f(arr))) for f in (np.isnan, np.isposinf, np.isneginf))
+    raise ValueError(
+        f"{path}: {nan + pos + neg} of {arr.size} voxels are NaN or infinite ({nan} NaN, {pos} +inf, "
+        f"{neg} -inf); fix the file or pass check_nan=False"
+    )
 
 
 def _spatial_shape(shape: tuple[int, ...], path: str) -> tuple[int, int, int]:

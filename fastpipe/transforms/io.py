@@ -31,7 +31,7 @@ class LoadImaged:
         image_only: accepted for MONAI compatibility (metadata is always kept).
         ensure_channel_first: add the channel dim right away, like ``EnsureChannelFirstd`` (default False).
         allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
-        check_nan: raise ``ValueError`` when a float volume holds NaN voxels (default True).
+        check_nan: raise ``ValueError`` when a float volume holds NaN or ``±inf`` voxels (default True).
 
     Shape:
         ``data[key]``: ``(X, Y, Z)``, or ``(1, X, Y, Z)`` with ``ensure_channel_first``.

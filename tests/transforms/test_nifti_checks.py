@@ -1,0 +1,236 @@
+"""read_nifti refuses damaged files with an error naming the file and what is wrong (issue 15).
+
+gzip integrity (CRC32/ISIZE, multi-member, trailing bytes), non-finite voxels, header dims checked
+before allocating, every header field the decode uses, directories and short gzip streams.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastpipe.transforms import LoadImaged
+from fastpipe.transforms._nifti import read_nifti
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_corrupt import decoded, deflate_span, encode, flip, members, rewrite, structured_volume  # noqa: E402
+from _nifti_files import affine, write  # noqa: E402
+
+
+@pytest.fixture
+def label_gz(tmp_path) -> tuple[str, np.ndarray]:
+    lab = structured_volume((48, 40, 24), np.uint8)
+    return write(tmp_path / "lab.nii.gz", lab, affine((0.8, 0.8, 2.5))), lab
+
+
+def refused(path, *patterns: str) -> str:
+    """The message of the ``ValueError`` ``read_nifti(path)`` raises; it names ``path`` and each pattern."""
+    with pytest.raises(ValueError) as info:
+        read_nifti(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    for pattern in patterns:
+        assert re.search(pattern, msg), f"{pattern!r} not in {msg!r}"
+    return msg
+
+
+# Finding 1: the gzip stream is checked to its end -------------------------------------------------
+
+
+def test_byte_flips_in_deflate_stream_never_give_wrong_voxels(tmp_path, label_gz):
+    src, lab = label_gz
+    raw = Path(src).read_bytes()
+    start, end = deflate_span(raw)
+    rng = np.random.default_rng(15)
+    outcomes = {"equal": 0, "refused": 0}
+    for i in range(40):
+        path = tmp_path / f"flip{i}.nii.gz"
+        path.write_bytes(flip(raw, int(rng.integers(start, end)), int(rng.integers(1, 256))))
+        try:
+            arr = read_nifti(path).array
+        except ValueError as err:
+            assert str(path) in str(err)
+            outcomes["refused"] += 1
+            continue
+        np.testing.assert_array_equal(arr, lab, err_msg=f"flip {i} loaded with wrong voxels")
+        outcomes["equal"] += 1
+    assert outcomes["refused"] >= 30, outcomes
+
+
+@pytest.mark.parametrize("where", ["crc", "isize"])
+def test_trailer_flip_is_crc_error(tmp_path, label_gz, where):
+    raw = Path(label_gz[0]).read_bytes()
+    path = tmp_path / "t.nii.gz"
+    path.write_bytes(flip(raw, len(raw) - (8 if where == "crc" else 2), 0x40))
+    refused(path, "CRC check failed")
+
+
+def test_missing_trailer_is_truncated(tmp_path, label_gz):
+    raw = Path(label_gz[0]).read_bytes()
+    path = tmp_path / "t.nii.gz"
+    path.write_bytes(raw[:-8])
+    refused(path, "truncated", "trailer")
+
+
+def test_multi_member_gzip_reads_as_one_stream(tmp_path, label_gz):
+    data = decoded(label_gz[0])
+    path = tmp_path / "m.nii.gz"
+    path.write_bytes(members(data, [100, 300, 5000, len(data) - 3]))
+    assert gzip.decompress(path.read_bytes()) == data
+    np.testing.assert_array_equal(read_nifti(path).array, label_gz[1])
+
+
+def test_multi_member_larger_than_one_read(tmp_path):
+    """Several members and more than one 1 MiB read: the buffer grows as the data arrives."""
+    vol = structured_volume((128, 96, 60), np.int16)
+    data = decoded(write(tmp_path / "big.nii.gz", vol, np.eye(4)))
+    path = tmp_path / "m.nii.gz"
+    path.write_bytes(members(data, [200_000, 1_200_000]))
+    np.testing.assert_array_equal(read_nifti(path).array, vol)
+
+
+def test_zero_padding_after_last_member_is_allowed(tmp_path, label_gz):
+    path = tmp_path / "p.nii.gz"
+    path.write_bytes(Path(label_gz[0]).read_bytes() + bytes(512))
+    np.testing.assert_array_equal(read_nifti(path).array, label_gz[1])
+
+
+@pytest.mark.parametrize("tail", [b"junk", b"\x00\x00\x01", b"\x1f", b"\x1f\x8bXYZ"])
+def test_trailing_garbage_is_refused(tmp_path, label_gz, tail):
+    path = tmp_path / "g.nii.gz"
+    path.write_bytes(Path(label_gz[0]).read_bytes() + tail)
+    refused(path, "trailing garbage|truncated|corrupt gzip")
+
+
+def test_corrupt_second_member_is_refused(tmp_path, label_gz):
+    data = decoded(label_gz[0])
+    two = members(data, [1000])
+    path = tmp_path / "c.nii.gz"
+    path.write_bytes(flip(two, len(two) - 8, 1))  # the second member's CRC
+    refused(path, "CRC check failed in gzip member 2")
+
+
+# Finding 3: inf is treated like NaN ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+@pytest.mark.parametrize("key", ["image", "label"])
+def test_infinite_voxels_are_refused(tmp_path, value, key):
+    data = np.zeros((6, 5, 4), np.float32)
+    data[1, 2, 3] = value
+    path = write(tmp_path / f"{key}.nii.gz", data, np.eye(4))
+    with pytest.raises(ValueError, match=re.escape(path) + r": 1 of 120 voxels are NaN or infinite"):
+        LoadImaged(key)({key: path})
+    assert np.isinf(LoadImaged(key, check_nan=False)({key: path})[key].numpy()).sum() == 1
+
+
+def test_scaling_overflow_to_inf_is_refused(tmp_path):
+    path = write(
+        tmp_path / "s.nii", np.full((4, 4, 4), 30000, np.int16), np.eye(4), scl_slope=1e36, scl_inter=0
+    )
+    refused(path, "voxels are NaN or infinite")
+
+
+# Finding 4: dims are checked before anything is allocated -----------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_huge_dims_name_the_dims_not_memory(tmp_path, label_gz, gz):
+    path = rewrite(
+        label_gz[0], tmp_path / ("h.nii.gz" if gz else "h.nii"), gz=gz, dim={1: 32767, 2: 32767, 3: 32767}
+    )
+    refused(path, r"dim=\(32767, 32767, 32767\)")
+
+
+def test_nifti2_dim_product_overflowing_int64(tmp_path):
+    import nibabel as nib
+
+    path = str(tmp_path / "o.nii.gz")
+    nib.save(nib.Nifti2Image(np.zeros((4, 4, 4), np.float64), np.eye(4)), path)
+    rewrite(path, path, dim={1: 2**40, 2: 2**40, 3: 2**20})
+    refused(path, r"dim=\(1099511627776, 1099511627776, 1048576\)")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize(("index", "value"), [(3, -5), (2, 0), (1, -1), (0, 9), (0, 0)])
+def test_bad_dim_is_named(tmp_path, label_gz, gz, index, value):
+    path = rewrite(label_gz[0], tmp_path / ("d.nii.gz" if gz else "d.nii"), gz=gz, dim={index: value})
+    refused(path, re.escape(f"dim[{index}]={value}"))
+
+
+# Finding 5: header fields are validated and named -------------------------------------------------
+
+BAD_FIELDS = [
+    ({"vox_offset": np.nan}, "vox_offset=nan"),
+    ({"vox_offset": -352}, "vox_offset=-352"),
+    ({"vox_offset": 100}, "vox_offset=100"),
+    ({"vox_offset": 352.5}, "vox_offset=352.5"),
+    ({"vox_offset": 1e12}, "truncated|can decode to"),
+    ({"sform_code": 0, "qform_code": 1, "quatern_b": 0.9, "quatern_c": 0.9}, "quatern_b/c/d"),
+    ({"sform_code": 0, "qform_code": 1, "quatern_d": np.nan}, "quatern_d"),
+    ({"sform_code": 0, "qform_code": 1, "pixdim": {0: 3.0}}, r"pixdim\[0\]=3"),
+    ({"scl_slope": 2.0, "scl_inter": np.nan}, "scl_inter=nan"),
+    ({"scl_slope": 2.0, "scl_inter": np.inf}, "scl_inter=inf"),
+    ({"scl_slope": -np.inf}, "scl_slope=-inf"),
+    ({"pixdim": {1: 0.0}}, r"pixdim\[1\]=0"),
+    ({"pixdim": {2: -1.5}}, r"pixdim\[2\]=-1.5"),
+    ({"pixdim": {3: np.nan}}, r"pixdim\[3\]=nan"),
+    ({"datatype": 1234}, "datatype=1234"),
+    ({"datatype": 32, "bitpix": 64}, "datatype=32"),  # complex64: not a voxel type we read
+    ({"bitpix": 16}, "bitpix=16"),
+    ({"qform_code": 9}, "qform_code=9"),
+    ({"sform_code": -1}, "sform_code=-1"),
+    ({"srow_x": [0, 0, 0, 0], "srow_y": [0, 0, 0, 0], "srow_z": [0, 0, 0, 0]}, "sform affine is singular"),
+    ({"srow_y": [0, np.nan, 0, 0]}, "srow_y"),
+    ({"sform_code": 0, "qform_code": 0, "pixdim": {1: 1e-30}}, "singular"),
+]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize(("fields", "pattern"), BAD_FIELDS, ids=[p for _, p in BAD_FIELDS])
+def test_bad_header_field_is_named(tmp_path, label_gz, gz, fields, pattern):
+    path = rewrite(label_gz[0], tmp_path / ("f.nii.gz" if gz else "f.nii"), gz=gz, **fields)
+    refused(path, pattern)
+
+
+def test_qfac_zero_reads_as_one(tmp_path, label_gz):
+    """The NIfTI standard (and nibabel) read qfac = pixdim[0] = 0 as 1."""
+    base = rewrite(label_gz[0], tmp_path / "q1.nii", sform_code=0, qform_code=1)
+    zero = rewrite(base, tmp_path / "q0.nii", pixdim={0: 0.0})
+    np.testing.assert_array_equal(read_nifti(zero).affine, read_nifti(base).affine)
+
+
+# Finding 6: a directory, an empty file and a short gzip say what they are -------------------------
+
+
+def test_directory_is_named_a_directory(tmp_path):
+    path = tmp_path / "scan.nii.gz"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError, match=re.escape(str(path)) + ": is a directory"):
+        LoadImaged("image")({"image": str(path)})
+    with pytest.raises(ValueError, match="is a directory"):  # caught with every other bad file
+        LoadImaged("image")({"image": str(path)})
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "e.nii.gz"
+    path.write_bytes(b"")
+    refused(path, "empty file")
+
+
+@pytest.mark.parametrize("cut", [2, 10, 50, 90])
+def test_gzip_cut_before_the_header_ends_is_truncated(tmp_path, label_gz, cut):
+    path = tmp_path / "s.nii.gz"
+    path.write_bytes(Path(label_gz[0]).read_bytes()[:cut])
+    refused(path, rf"truncated file: the gzip stream ends after {cut} bytes")
+
+
+def test_raw_bytes_named_nii_gz_still_read(tmp_path, label_gz):
+    path = tmp_path / "raw.nii.gz"
+    path.write_bytes(encode(decoded(label_gz[0]), gz=False))
+    np.testing.assert_array_equal(read_nifti(path).array, label_gz[1])
