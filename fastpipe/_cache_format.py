@@ -1,0 +1,204 @@
+"""The on-disk form of a persistent-cache entry: raw tensor bytes plus JSON, nothing that can run code.
+
+File: ``MAGIC | payload length (8 bytes, little endian) | payload | crc32 of the payload (4 bytes)``.
+The payload is a safetensors blob: every tensor (and numpy array) of the entry as raw bytes, and in its
+string metadata one JSON document ``{"format", "key", "index", "sources", "tree"}``. ``key`` is the
+entry's cache key, ``index`` and ``sources`` name the item it was computed from, and ``tree`` is the
+entry with each tensor replaced by a reference to a stored tensor. Reading parses JSON and tensor
+bytes only: a file from anyone who can write to the folder can at worst be rejected, never executed.
+
+The tree encoding is tagged, so that what is read back is what was written, types included:
+
+==========================================  =========================================================
+value                                       JSON
+==========================================  =========================================================
+``None``, ``bool``, ``int``, ``str``        itself
+``float``                                   itself; ``{"$float": "nan" | "inf" | "-inf"}`` if not finite
+``list``                                    a JSON array
+``tuple``                                   ``{"$tuple": [...]}``
+``dict``                                    ``{"$dict": [[key, value], ...]}`` (keys: str, int, bool, None)
+``torch.Tensor`` (exactly that type)        ``{"$tensor": "3"}``: stored tensor 3 (the same object once)
+``numpy.ndarray`` / numpy scalar (numeric)  ``{"$ndarray": "4", "dtype": "<i8"}`` / ``{"$npscalar": ...}``
+``torch.dtype``, ``torch.device``           ``{"$dtype": "float32"}``, ``{"$device": "cpu"}``
+==========================================  =========================================================
+
+Anything else (a MONAI ``MetaTensor``, an object, a set, an enum, a string subclass, a numpy object
+array) raises :class:`UnstorableEntryError` naming where it sits in the entry, when the entry is
+written. Tensors are stored detached, on the CPU and contiguous: values, dtype and shape round-trip;
+``requires_grad``, strides and memory shared between two different tensor objects do not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+
+MAGIC = b"FPCACHE2"
+FORMAT = 2
+_HEAD = len(MAGIC) + 8
+_DICT_KEYS = (str, int, bool, type(None))
+
+
+class UnstorableEntryError(ValueError):
+    """An entry holds a value the persistent-cache format does not store (raised when writing)."""
+
+
+class CorruptEntryError(ValueError):
+    """A persistent-cache file is not a valid entry (raised when reading; never loaded)."""
+
+
+def encode_entry(entry: Any, key: str, index: int | None, sources: list[str]) -> bytes:
+    """The file bytes of ``entry`` recorded as the entry of ``key`` for item ``index`` (``sources``)."""
+    enc = _Encoder()
+    tree = enc.encode(entry, "entry")
+    doc = {"format": FORMAT, "key": key, "index": index, "sources": list(sources), "tree": tree}
+    payload = safetensors.torch.save(enc.tensors, metadata={"fastpipe": json.dumps(doc, allow_nan=False)})
+    return MAGIC + len(payload).to_bytes(8, "little") + payload + zlib.crc32(payload).to_bytes(4, "little")
+
+
+def decode_entry(blob: bytes) -> tuple[Any, dict[str, Any]]:
+    """``(entry, record)`` from file bytes; ``record`` holds ``key``, ``index`` and ``sources``.
+
+    Raises:
+        CorruptEntryError: wrong magic (an older format included), length or checksum, or a payload
+            that is not this format's safetensors + JSON.
+    """
+    if len(blob) < _HEAD + 4 or blob[: len(MAGIC)] != MAGIC:
+        raise CorruptEntryError(f"not a {MAGIC.decode()} file (another format, or truncated)")
+    n = int.from_bytes(blob[len(MAGIC) : _HEAD], "little")
+    if len(blob) != _HEAD + n + 4:
+        raise CorruptEntryError(f"payload length {n} does not match the file size {len(blob)} (truncated?)")
+    payload = blob[_HEAD : _HEAD + n]
+    if zlib.crc32(payload) != int.from_bytes(blob[_HEAD + n :], "little"):
+        raise CorruptEntryError("checksum mismatch")
+    try:
+        tensors = safetensors.torch.load(payload)
+        doc = json.loads(_metadata(payload)["fastpipe"])
+    except Exception as err:  # noqa: BLE001 - any parse failure of untrusted bytes means "corrupt"
+        raise CorruptEntryError(f"unreadable payload ({type(err).__name__}: {err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "tree" not in doc:
+        raise CorruptEntryError("payload metadata is not a fastpipe entry")
+    entry = _Decoder(tensors).decode(doc["tree"])
+    return entry, {k: doc.get(k) for k in ("key", "index", "sources")}
+
+
+def _metadata(payload: bytes) -> dict[str, str]:
+    n = int.from_bytes(payload[:8], "little")
+    return json.loads(payload[8 : 8 + n]).get("__metadata__") or {}
+
+
+class _Encoder:
+    """Walks an entry: tensors go to ``self.tensors``, the rest becomes tagged JSON."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._names: dict[int, tuple[str, Any]] = {}  # id(tensor) -> (name, tensor): one copy per object
+
+    def encode(self, v: Any, where: str) -> Any:
+        t = type(v)
+        if v is None or t in (bool, int, str):
+            return v
+        if t is float:
+            return v if math.isfinite(v) else {"$float": repr(v)}
+        if t is list:
+            return [self.encode(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if t is tuple:
+            return {"$tuple": [self.encode(x, f"{where}[{i}]") for i, x in enumerate(v)]}
+        if t is dict:
+            return {"$dict": [self._pair(k, x, where) for k, x in v.items()]}
+        if t is torch.Tensor:
+            return {"$tensor": self._store(v, where)}
+        if t is np.ndarray or isinstance(v, np.generic):
+            return self._numpy(v, where)
+        if t is torch.dtype:
+            return {"$dtype": str(v).removeprefix("torch.")}
+        if t is torch.device:
+            return {"$device": str(v)}
+        raise UnstorableEntryError(
+            f"{where} is a {t.__module__}.{t.__qualname__}, which the format does not store"
+        )
+
+    def _pair(self, k: Any, x: Any, where: str) -> list[Any]:
+        if type(k) not in _DICT_KEYS:
+            raise UnstorableEntryError(
+                f"{where} has a key of type {type(k).__qualname__} (str/int/bool/None only)"
+            )
+        return [k, self.encode(x, f"{where}[{k!r}]")]
+
+    def _store(self, v: torch.Tensor, where: str) -> str:
+        if id(v) in self._names:
+            return self._names[id(v)][0]
+        name = str(len(self.tensors))
+        if v.is_sparse or v.is_quantized or v.layout != torch.strided:
+            raise UnstorableEntryError(f"{where} is a {v.layout} tensor (dense tensors only)")
+        self.tensors[name] = v.detach().cpu().contiguous()
+        self._names[id(v)] = (name, v)  # keeps v alive, so its id is not reused during the walk
+        return name
+
+    def _numpy(self, v: Any, where: str) -> dict[str, Any]:
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "biufc":
+            raise UnstorableEntryError(f"{where} is a numpy {arr.dtype} value (numeric dtypes only)")
+        tag = "$ndarray" if type(v) is np.ndarray else "$npscalar"
+        native = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        return {tag: self._store(torch.from_numpy(native), where), "dtype": arr.dtype.str}
+
+
+class _Decoder:
+    """The inverse of :class:`_Encoder`; anything it does not expect is a :class:`CorruptEntryError`."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def decode(self, v: Any) -> Any:
+        if v is None or type(v) in (bool, int, float, str):
+            return v
+        if type(v) is list:
+            return [self.decode(x) for x in v]
+        if type(v) is not dict or len(v) not in (1, 2):
+            raise CorruptEntryError(f"unexpected JSON value {str(v)[:80]!r}")
+        tag = next(iter(v))
+        if len(v) == 2 and tag not in ("$ndarray", "$npscalar"):
+            raise CorruptEntryError(f"unexpected JSON object {str(v)[:80]!r}")
+        return self._tagged(tag, v[tag], v)
+
+    def _tagged(self, tag: str, x: Any, v: dict[str, Any]) -> Any:
+        if tag == "$float" and x in ("nan", "inf", "-inf"):
+            return float(x)
+        if tag == "$tuple" and type(x) is list:
+            return tuple(self.decode(e) for e in x)
+        if tag == "$dict" and type(x) is list:
+            return {self._key(p): self.decode(p[1]) for p in x}
+        if tag == "$tensor":
+            return self._tensor(x)
+        if tag in ("$ndarray", "$npscalar") and _numeric_dtype(v.get("dtype")):
+            arr = self._tensor(x).numpy().astype(np.dtype(v["dtype"]), copy=False)
+            return arr if tag == "$ndarray" else arr[()]
+        if tag == "$dtype" and isinstance(getattr(torch, str(x), None), torch.dtype):
+            return getattr(torch, x)
+        if tag == "$device" and type(x) is str:
+            return torch.device(x)
+        raise CorruptEntryError(f"unexpected tag {tag!r}")
+
+    def _key(self, pair: Any) -> Any:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) not in _DICT_KEYS:
+            raise CorruptEntryError(f"bad dict item {str(pair)[:80]!r}")
+        return pair[0]
+
+    def _tensor(self, name: Any) -> torch.Tensor:
+        if type(name) is not str or name not in self.tensors:
+            raise CorruptEntryError(f"reference to a missing tensor {name!r}")
+        return self.tensors[name]
+
+
+def _numeric_dtype(spec: Any) -> bool:
+    try:
+        return type(spec) is str and np.dtype(spec).kind in "biufc"
+    except (TypeError, ValueError):
+        return False
