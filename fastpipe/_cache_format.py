@@ -146,7 +146,7 @@ class _Encoder:
         if arr.dtype.kind not in "biufc":
             raise UnstorableEntryError(f"{where} is a numpy {arr.dtype} value (numeric dtypes only)")
         tag = "$ndarray" if type(v) is np.ndarray else "$npscalar"
-        native = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+        native = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C")  # 0-d stays 0-d
         return {tag: self._store(torch.from_numpy(native), where), "dtype": arr.dtype.str}
 
 

@@ -50,12 +50,13 @@ class PersistentCache:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.loads = self.saves = self.rejected = self.write_errors = self.unsaved = 0
-        self.writable = True
+        self.writable = self.opened = True
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
+            self.opened = False
             self._unwritable(f"cannot be created ({type(err).__name__}: {err})")
         self.removed_temps = len(remove_stale_temps(self.root)) if self.writable else 0
 
@@ -66,6 +67,8 @@ class PersistentCache:
     def load(self, owner: EntryOwner) -> Any | None:
         """The entry of ``owner`` on the CPU, or ``None`` when absent or rejected (with a warning)."""
         path = self.path(owner.key)
+        if not self.opened:
+            return None
         try:
             blob = path.read_bytes()
         except FileNotFoundError:

@@ -1,0 +1,192 @@
+"""Persistent cache entries cannot run code, belong to one key and item, and store only what they can."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import shutil
+import zlib
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from _persist_helpers import LoadNpy, assert_same_items, write_files
+
+from fastpipe import CacheDataset
+from fastpipe._cache_format import (
+    CorruptEntryError,
+    UnstorableEntryError,
+    decode_entry,
+    encode_entry,
+)
+
+
+def _open(data, cache, load=None, **kwargs):
+    return CacheDataset(data, [load or LoadNpy()], progress=False, persist_dir=cache, num_workers=1, **kwargs)
+
+
+def _envelope(magic: bytes, payload: bytes) -> bytes:
+    """A file with a valid magic, length and checksum around ``payload``."""
+    return magic + len(payload).to_bytes(8, "little") + payload + zlib.crc32(payload).to_bytes(4, "little")
+
+
+class _RunsCommand:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+def _crafted(kind: str, marker) -> bytes:
+    evil = pickle.dumps(_RunsCommand(f"touch {marker}"))
+    if kind == "old-format pickle":  # what fastpipe wrote before: torch.load ran it
+        return _envelope(b"FPCACHE1", evil)
+    if kind == "pickle in the new envelope":
+        return _envelope(b"FPCACHE2", evil)
+    doc = {"format": 2, "key": "x", "tree": {"$pickle": evil.hex()}}  # a valid safetensors, unknown tag
+    return _envelope(b"FPCACHE2", safetensors.torch.save({}, metadata={"fastpipe": json.dumps(doc)}))
+
+
+@pytest.mark.parametrize("kind", ["old-format pickle", "pickle in the new envelope", "unknown tag"])
+def test_crafted_entry_is_rejected_naming_the_file_and_nothing_runs(tmp_path, kind):
+    data, cache, marker = write_files(tmp_path, n=2), tmp_path / "cache", tmp_path / "ran"
+    fresh = _open(data, cache)
+    entries = sorted(cache.glob("*.fpc"))
+    assert len(entries) == 2
+    for entry in entries:
+        entry.write_bytes(_crafted(kind, marker))
+    load = LoadNpy()
+    with pytest.warns(RuntimeWarning, match="rejected") as record:
+        ds = _open(data, cache, load)
+    for entry in entries:  # each file named in a warning
+        assert any(f"{entry.name} rejected" in str(w.message) for w in record)
+    assert not marker.exists(), "a crafted cache entry ran a command"
+    assert load._calls == 2 and ds.stats()["persist"]["rejected"] == 2
+    assert_same_items(ds, fresh)
+
+
+def test_entry_copied_over_another_keys_file_is_rejected(tmp_path):
+    data, cache = write_files(tmp_path, n=2), tmp_path / "cache"
+    fresh = _open(data, cache)
+    by_item = {json.loads(_meta(p))["sources"][0]: p for p in cache.glob("*.fpc")}
+    src, dst = by_item[data[1]["image"]], by_item[data[0]["image"]]
+    shutil.copyfile(src, dst)  # item 0's file now holds item 1's volume
+    load = LoadNpy()
+    with pytest.warns(RuntimeWarning, match=f"{dst.name} rejected .it records key"):
+        ds = _open(data, cache, load)
+    assert load._calls == 1 and float(ds[0]["image"].max()) == 0.0
+    assert_same_items(ds, fresh)
+
+
+def _meta(path) -> str:
+    blob = path.read_bytes()
+    payload = blob[16:-4]
+    n = int.from_bytes(payload[:8], "little")
+    return json.loads(payload[8 : 8 + n])["__metadata__"]["fastpipe"]
+
+
+def test_entry_records_its_key_index_and_sources(tmp_path):
+    data, cache = write_files(tmp_path, n=3), tmp_path / "cache"
+    _open(data, cache)
+    records = sorted((json.loads(_meta(p)) for p in cache.glob("*.fpc")), key=lambda r: r["index"])
+    assert [r["index"] for r in records] == [0, 1, 2]
+    assert [r["sources"] for r in records] == [[d["image"]] for d in data]
+    assert {f"{r['key']}.fpc" for r in records} == {p.name for p in cache.glob("*.fpc")}
+
+
+def _typed_equal(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (np.ndarray, np.generic)):
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_typed_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_typed_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b
+
+
+def test_entry_round_trips_tensors_and_meta_dicts_exactly():
+    image = torch.arange(24, dtype=torch.float32).reshape(1, 2, 3, 4)
+    entry = {
+        "image": image,
+        "label": torch.tensor([[True, False]]),
+        "half": torch.ones(3, dtype=torch.bfloat16),
+        "view": image[0, :, 1],  # a non-contiguous view: stored contiguous, equal values
+        "again": image,  # the same object twice: one stored tensor
+        "image_meta_dict": {
+            "affine": torch.eye(4, dtype=torch.float64),
+            "spatial_shape": (96, 96, 40),
+            "pixdim": (1.5, 1.5, 2.0),
+            "filename_or_obj": "/data/img.nii.gz",
+            "nested": {"list": [1, 2.5, None, True, "s", (3, 4)], 7: "int key", None: float("nan")},
+            "inf": float("-inf"),
+            "dtype": torch.int16,
+            "device": torch.device("cpu"),
+        },
+        "foreground_start_coord": np.array([17, 21, 0]),
+        "spacing": np.array([1.5, 2.0], dtype=">f4"),
+        "scalar": np.float32(2.5),
+    }
+    got, record = decode_entry(encode_entry(entry, "k" * 64, 3, ["/data/img.nii.gz"]))
+    assert record == {"key": "k" * 64, "index": 3, "sources": ["/data/img.nii.gz"]}
+    assert _typed_equal(got, entry)
+    assert got["again"] is got["image"]
+
+
+@pytest.mark.parametrize(
+    "value, where",
+    [
+        ({1, 2}, "entry['x'] is a builtins.set"),
+        (object(), "entry['x'] is a builtins.object"),
+        (np.array(["a"], dtype=object), "numpy object"),
+        ({(1, 2): 0}, "key of type tuple"),
+    ],
+)
+def test_unstorable_value_is_refused_at_write_time_naming_where(value, where):
+    with pytest.raises(UnstorableEntryError, match=where.replace("[", r"\[").replace("]", r"\]")):
+        encode_entry({"image": torch.zeros(2), "x": value}, "k" * 64, 0, [])
+
+
+class _TaggedTensor(torch.Tensor):
+    """A tensor subclass (like MONAI's MetaTensor): its extra state would be lost, so it is not stored."""
+
+
+class _WithSubclass:
+    def __call__(self, d: dict) -> dict:
+        return {**d, "image": torch.zeros(2).as_subclass(_TaggedTensor)}
+
+
+def test_unstorable_entry_warns_once_and_stays_in_memory(tmp_path):
+    data, cache = write_files(tmp_path, n=3), tmp_path / "cache"
+    with pytest.warns(RuntimeWarning, match="_TaggedTensor, which the format does not store") as record:
+        ds = CacheDataset(data, [_WithSubclass()], progress=False, persist_dir=cache, num_workers=1)
+    assert sum("not saved" in str(w.message) for w in record) == 1
+    assert type(ds[0]["image"]) is _TaggedTensor and ds.stats()["persist"]["unsaved"] == 3
+    assert list(cache.glob("*.fpc")) == []
+
+
+@pytest.mark.parametrize("damage", ["bad json", "missing tensor", "bad dtype"])
+def test_decode_rejects_inconsistent_payloads(damage):
+    doc = {"format": 2, "key": "k", "index": 0, "sources": [], "tree": {"$tensor": "0"}}
+    tensors = {"0": torch.zeros(2)}
+    if damage == "bad json":
+        meta = "{not json"
+    else:
+        if damage == "missing tensor":
+            doc["tree"] = {"$tensor": "7"}
+        else:
+            doc["tree"] = {"$ndarray": "0", "dtype": "O"}
+        meta = json.dumps(doc)
+    blob = _envelope(b"FPCACHE2", safetensors.torch.save(tensors, metadata={"fastpipe": meta}))
+    with pytest.raises(CorruptEntryError):
+        decode_entry(blob)
