@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,14 @@ def temp_name(key: str) -> str:
     return f".{key[:16]}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
-def write_temp(root: Path, key: str, data: bytes) -> Path:
-    """Write ``data`` to a new temporary file in ``root`` and fsync it; removed again on any error."""
+def write_temp(root: Path, key: str, chunks: Iterable[bytes | memoryview]) -> Path:
+    """Write ``chunks`` to a new temporary file in ``root`` and fsync it; removed again on any error."""
     tmp = root / temp_name(key)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:

@@ -1,7 +1,7 @@
 """The on-disk form of a persistent-cache entry: raw tensor bytes plus JSON, nothing that can run code.
 
 File: ``MAGIC | payload length (8 bytes, little endian) | payload | crc32 of the payload (4 bytes)``.
-The payload is a safetensors blob: every tensor (and numpy array) of the entry as raw bytes, and in its
+The payload is in the safetensors layout (:mod:`fastpipe._safetensors_layout`): every tensor (and numpy array) of the entry as raw bytes, and in its
 string metadata one JSON document ``{"format", "key", "index", "sources", "tree"}``. ``key`` is the
 entry's cache key, ``index`` and ``sources`` name the item it was computed from, and ``tree`` is the
 entry with each tensor replaced by a reference to a stored tensor. Reading parses JSON and tensor
@@ -36,8 +36,9 @@ import zlib
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
+
+from fastpipe._safetensors_layout import LayoutError, pack, unpack
 
 MAGIC = b"FPCACHE2"
 FORMAT = 2
@@ -53,44 +54,55 @@ class CorruptEntryError(ValueError):
     """A persistent-cache file is not a valid entry (raised when reading; never loaded)."""
 
 
-def encode_entry(entry: Any, key: str, index: int | None, sources: list[str]) -> bytes:
-    """The file bytes of ``entry`` recorded as the entry of ``key`` for item ``index`` (``sources``)."""
+def encode_entry(entry: Any, key: str, index: int | None, sources: list[str]) -> list[bytes | memoryview]:
+    """The file of ``entry``, recorded as the entry of ``key`` for item ``index`` (``sources``), as buffers.
+
+    Tensor bytes are not copied: write the buffers out before changing the entry's tensors in place.
+
+    Raises:
+        UnstorableEntryError: the entry holds a value the format does not store (the message says where).
+    """
     enc = _Encoder()
     tree = enc.encode(entry, "entry")
     doc = {"format": FORMAT, "key": key, "index": index, "sources": list(sources), "tree": tree}
-    payload = safetensors.torch.save(enc.tensors, metadata={"fastpipe": json.dumps(doc, allow_nan=False)})
-    return MAGIC + len(payload).to_bytes(8, "little") + payload + zlib.crc32(payload).to_bytes(4, "little")
+    try:
+        parts = pack(enc.tensors, {"fastpipe": json.dumps(doc, allow_nan=False)})
+    except TypeError as err:
+        raise UnstorableEntryError(str(err)) from None
+    size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    crc = 0
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+    return [MAGIC + size.to_bytes(8, "little"), *parts, crc.to_bytes(4, "little")]
 
 
-def decode_entry(blob: bytes) -> tuple[Any, dict[str, Any]]:
+def decode_entry(blob: bytes | bytearray | memoryview) -> tuple[Any, dict[str, Any]]:
     """``(entry, record)`` from file bytes; ``record`` holds ``key``, ``index`` and ``sources``.
+
+    The entry's tensors are views of ``blob`` (pass a ``bytearray`` for writable tensors, no copy).
 
     Raises:
         CorruptEntryError: wrong magic (an older format included), length or checksum, or a payload
             that is not this format's safetensors + JSON.
     """
-    if len(blob) < _HEAD + 4 or blob[: len(MAGIC)] != MAGIC:
+    mv = memoryview(blob).cast("B")
+    if len(mv) < _HEAD + 4 or mv[: len(MAGIC)] != MAGIC:
         raise CorruptEntryError(f"not a {MAGIC.decode()} file (another format, or truncated)")
-    n = int.from_bytes(blob[len(MAGIC) : _HEAD], "little")
-    if len(blob) != _HEAD + n + 4:
-        raise CorruptEntryError(f"payload length {n} does not match the file size {len(blob)} (truncated?)")
-    payload = blob[_HEAD : _HEAD + n]
-    if zlib.crc32(payload) != int.from_bytes(blob[_HEAD + n :], "little"):
+    n = int.from_bytes(mv[len(MAGIC) : _HEAD], "little")
+    if len(mv) != _HEAD + n + 4:
+        raise CorruptEntryError(f"payload length {n} does not match the file size {len(mv)} (truncated?)")
+    payload = mv[_HEAD : _HEAD + n]
+    if zlib.crc32(payload) != int.from_bytes(mv[_HEAD + n :], "little"):
         raise CorruptEntryError("checksum mismatch")
     try:
-        tensors = safetensors.torch.load(payload)
-        doc = json.loads(_metadata(payload)["fastpipe"])
-    except Exception as err:  # noqa: BLE001 - any parse failure of untrusted bytes means "corrupt"
+        tensors, metadata = unpack(payload)
+        doc = json.loads(metadata["fastpipe"])
+    except (LayoutError, KeyError, json.JSONDecodeError) as err:
         raise CorruptEntryError(f"unreadable payload ({type(err).__name__}: {err})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "tree" not in doc:
         raise CorruptEntryError("payload metadata is not a fastpipe entry")
     entry = _Decoder(tensors).decode(doc["tree"])
     return entry, {k: doc.get(k) for k in ("key", "index", "sources")}
-
-
-def _metadata(payload: bytes) -> dict[str, str]:
-    n = int.from_bytes(payload[:8], "little")
-    return json.loads(payload[8 : 8 + n]).get("__metadata__") or {}
 
 
 class _Encoder:

@@ -21,6 +21,7 @@ once, naming the folder and the reason, and goes on in memory; a single entry th
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -70,7 +71,7 @@ class PersistentCache:
         if not self.opened:
             return None
         try:
-            blob = path.read_bytes()
+            blob = _read(path)
         except FileNotFoundError:
             return None
         except OSError as err:  # a folder in its place, no permission to read
@@ -152,6 +153,15 @@ class PersistentCache:
                 return
             self._warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _read(path: Path) -> bytearray:
+    """The bytes of ``path`` in a ``bytearray``: the loaded tensors are writable views of it, not copies."""
+    with open(path, "rb") as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        if f.readinto(buf) != len(buf):
+            raise OSError(f"{path} changed size while being read")
+    return buf
 
 
 def _mismatch(record: dict[str, Any], owner: EntryOwner) -> str | None:

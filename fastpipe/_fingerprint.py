@@ -47,7 +47,6 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 _NAMES = (torch.dtype, torch.device, np.dtype)
 _BUILTIN_CALLABLES = (
     types.BuiltinFunctionType,
-    types.ModuleType,
     types.MethodWrapperType,
     types.WrapperDescriptorType,
     types.MethodDescriptorType,
@@ -198,6 +197,8 @@ class _Walker:
             return self.walk(obj.__self__, f"{path}.__self__", depth)
         if isinstance(obj, types.FunctionType):
             return self._function(obj, path, depth)
+        if isinstance(obj, types.ModuleType):
+            return self.emit(f"module:{obj.__name__}:{library_of(obj.__name__)}")
         if isinstance(obj, _BUILTIN_CALLABLES):
             self.emit(f"lib:{_qualname(obj)}:{library_of(getattr(obj, '__module__', None))}")
             owner = getattr(obj, "__self__", None)  # a builtin method bound to an object: the object too

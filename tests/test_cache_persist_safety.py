@@ -21,6 +21,7 @@ from fastpipe._cache_format import (
     decode_entry,
     encode_entry,
 )
+from fastpipe._safetensors_layout import pack, unpack
 
 
 def _open(data, cache, load=None, **kwargs):
@@ -137,10 +138,24 @@ def test_entry_round_trips_tensors_and_meta_dicts_exactly():
         "spacing": np.array([1.5, 2.0], dtype=">f4"),
         "scalar": np.float32(2.5),
     }
-    got, record = decode_entry(encode_entry(entry, "k" * 64, 3, ["/data/img.nii.gz"]))
+    got, record = decode_entry(bytearray(b"".join(encode_entry(entry, "k" * 64, 3, ["/data/img.nii.gz"]))))
     assert record == {"key": "k" * 64, "index": 3, "sources": ["/data/img.nii.gz"]}
     assert _typed_equal(got, entry)
     assert got["again"] is got["image"]
+
+
+def test_payload_is_the_safetensors_layout_both_ways():
+    tensors = {
+        "a": torch.arange(6, dtype=torch.int16).reshape(2, 3),
+        "b": torch.rand(5),
+        "c": torch.zeros(0, 2),
+    }
+    tensors["d"] = torch.tensor([True, False])
+    ours = b"".join(pack(tensors, {"k": "v"}))
+    theirs = safetensors.torch.load(ours)
+    assert theirs.keys() == tensors.keys() and all(torch.equal(theirs[k], tensors[k]) for k in tensors)
+    back, meta = unpack(memoryview(safetensors.torch.save(tensors, metadata={"k": "v"})))
+    assert meta == {"k": "v"} and all(torch.equal(back[k], tensors[k]) for k in tensors)
 
 
 @pytest.mark.parametrize(
@@ -155,6 +170,13 @@ def test_entry_round_trips_tensors_and_meta_dicts_exactly():
 def test_unstorable_value_is_refused_at_write_time_naming_where(value, where):
     with pytest.raises(UnstorableEntryError, match=where.replace("[", r"\[").replace("]", r"\]")):
         encode_entry({"image": torch.zeros(2), "x": value}, "k" * 64, 0, [])
+
+
+def test_writing_does_not_copy_tensor_bytes():
+    image = torch.rand(1000)
+    chunks = encode_entry({"image": image}, "k" * 64, 0, [])
+    views = [c for c in chunks if isinstance(c, memoryview) and c.nbytes == image.numel() * 4]
+    assert len(views) == 1 and np.frombuffer(views[0], dtype=np.uint8).ctypes.data == image.data_ptr()
 
 
 class _TaggedTensor(torch.Tensor):
@@ -175,18 +197,34 @@ def test_unstorable_entry_warns_once_and_stays_in_memory(tmp_path):
     assert list(cache.glob("*.fpc")) == []
 
 
-@pytest.mark.parametrize("damage", ["bad json", "missing tensor", "bad dtype"])
+def _payload_with_header(header: dict) -> bytes:
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + bytes(8)
+
+
+DAMAGES = {
+    "bad json": ({"0": torch.zeros(2)}, "{not json"),
+    "missing tensor": ({"0": torch.zeros(2)}, {"$tensor": "7"}),
+    "object dtype": ({"0": torch.zeros(2)}, {"$ndarray": "0", "dtype": "O"}),
+    "extra key": ({"0": torch.zeros(2)}, {"$tuple": [], "$eval": "x"}),
+}
+HEADERS = {
+    "offsets past the end": {"0": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}},
+    "shape and offsets disagree": {"0": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},
+    "negative dim": {"0": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}},
+    "unknown dtype": {"0": {"dtype": "OBJ", "shape": [2], "data_offsets": [0, 8]}},
+    "not a map": [1, 2],
+}
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, *HEADERS])
 def test_decode_rejects_inconsistent_payloads(damage):
-    doc = {"format": 2, "key": "k", "index": 0, "sources": [], "tree": {"$tensor": "0"}}
-    tensors = {"0": torch.zeros(2)}
-    if damage == "bad json":
-        meta = "{not json"
+    if damage in HEADERS:
+        payload = _payload_with_header(HEADERS[damage])
     else:
-        if damage == "missing tensor":
-            doc["tree"] = {"$tensor": "7"}
-        else:
-            doc["tree"] = {"$ndarray": "0", "dtype": "O"}
-        meta = json.dumps(doc)
-    blob = _envelope(b"FPCACHE2", safetensors.torch.save(tensors, metadata={"fastpipe": meta}))
+        tensors, tree = DAMAGES[damage]
+        doc = {"format": 2, "key": "k", "index": 0, "sources": [], "tree": tree}
+        meta = tree if isinstance(tree, str) else json.dumps(doc)
+        payload = safetensors.torch.save(tensors, metadata={"fastpipe": meta})
     with pytest.raises(CorruptEntryError):
-        decode_entry(blob)
+        decode_entry(_envelope(b"FPCACHE2", payload))
