@@ -149,7 +149,7 @@ class _Encoder:
         name = str(len(self.tensors))
         if v.is_sparse or v.is_quantized or v.layout != torch.strided:
             raise UnstorableEntryError(f"{where} is a {v.layout} tensor (dense tensors only)")
-        self.tensors[name] = v.detach().cpu().contiguous()
+        self.tensors[name] = v.detach().cpu().resolve_conj().resolve_neg().contiguous()
         self._names[id(v)] = (name, v)  # keeps v alive, so its id is not reused during the walk
         return name
 
