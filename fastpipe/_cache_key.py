@@ -1,8 +1,8 @@
 """Persistent-cache keys of input items: what the item's files hold, the chain, the version.
 
 The key of an item is a sha256 of ``fastpipe.__version__``, the entry format, the chain fingerprint
-(:func:`fastpipe._fingerprint.chain_fingerprint`) and the item: every string value that names an
-existing regular file stands for that file, every other value for its
+(:func:`fastpipe._fingerprint.chain_fingerprint`) and the item: every string (or path) value that
+names an existing regular file stands for that file, every other value for its
 :func:`~fastpipe._fingerprint.fingerprint`. How a file stands in the key is ``persist_key``:
 
 - ``"content"`` (default): its absolute path and a blake2b hash of its bytes (the compressed bytes of a
@@ -71,7 +71,7 @@ def item_key(item: Any, chain_fp: str, version: str, persist_key: str = "content
 
 
 def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
-    if isinstance(value, str) and os.path.isfile(value):
+    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
         path = os.path.abspath(value)
         sources.append(path)
         return f"file({path},{_file_state(path, persist_key)})"
