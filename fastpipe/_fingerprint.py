@@ -14,10 +14,11 @@
   to be state (locks, counters, caches, a source dataset), not parameters, and are not hashed;
 - a user-defined class: the code of its methods; library code (the standard library, or a package with a
   ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead;
-- random states (numpy, torch, ``random``): their type only, since a deterministic prefix draws nothing.
+- random states (numpy, torch, ``random``): their type only, since a deterministic prefix draws nothing;
+  likewise locks, events, threads, queues, executors, loggers and open files (state, not parameters).
 
-An object it cannot see into, i.e. one with no attributes whose ``repr`` holds a memory address (a lock,
-a C handle), or anything nested deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_NODES` parts,
+An object it cannot see into, i.e. one with no attributes whose ``repr`` holds a memory address (a C
+handle such as a ``zlib`` compressor), or anything nested deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_NODES` parts,
 raises :class:`UnfingerprintableError` naming the path to it. A global value the code reads that is an
 instance of a library class (a logger, a lock) is hashed by its type only.
 
@@ -28,12 +29,17 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import functools
 import hashlib
+import io
+import logging
+import queue
 import random
 import re
 import sys
+import threading
 import types
 from typing import Any
 
@@ -42,7 +48,7 @@ import torch
 
 MAX_DEPTH = 24
 MAX_NODES = 200_000
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_ADDRESS = re.compile(r"(?: at|@) 0x[0-9a-fA-F]+")
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 _NAMES = (torch.dtype, torch.device, np.dtype)
 _BUILTIN_CALLABLES = (
@@ -71,6 +77,11 @@ _DATA_OR_CODE = (
     *_NAMES,
 )
 _RANDOM_STATES = (np.random.RandomState, np.random.Generator, torch.Generator, random.Random)
+_STATE_TYPES = (  # synchronisation, logging, workers, open files: state, not parameters
+    type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
+    threading.Semaphore, threading.Thread, queue.Queue, concurrent.futures.Executor,
+    logging.Logger, logging.Handler, io.IOBase,
+)  # fmt: skip
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
 
@@ -161,6 +172,8 @@ class _Walker:
             return self.emit("object()")
         if isinstance(obj, _RANDOM_STATES):  # a deterministic prefix draws nothing from it
             return self.emit(f"random-state:{_qualname(t)}")
+        if isinstance(obj, _STATE_TYPES):
+            return self.emit(f"state:{_qualname(t)}")
         if isinstance(obj, np.generic):
             return self.emit(f"np:{obj.dtype.str}:{obj.tobytes().hex()}")
         if id(obj) in self._seen:
@@ -272,6 +285,7 @@ class _Walker:
             for name, value in sorted(vars(klass).items()):
                 value = value.fget if isinstance(value, property) else value
                 value = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+                value = value.func if isinstance(value, functools.cached_property) else value
                 if name in _SKIP_CLASS_ATTRS or name.startswith("_") and not callable(value):
                     continue  # methods are code, private or not; private class-level data is state
                 self.emit(f"attr:{klass.__qualname__}.{name}")
