@@ -52,30 +52,13 @@ _ADDRESS = re.compile(r"(?: at|@) 0x[0-9a-fA-F]+")
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 _NAMES = (torch.dtype, torch.device, np.dtype)
 _BUILTIN_CALLABLES = (
-    types.BuiltinFunctionType,
-    types.MethodWrapperType,
-    types.WrapperDescriptorType,
-    types.MethodDescriptorType,
-    types.ClassMethodDescriptorType,
-    np.ufunc,
-)
+    types.BuiltinFunctionType, types.MethodWrapperType, types.WrapperDescriptorType,
+    types.MethodDescriptorType, types.ClassMethodDescriptorType, np.ufunc,
+)  # fmt: skip
 _DATA_OR_CODE = (
-    type,
-    types.FunctionType,
-    types.ModuleType,
-    functools.partial,
-    enum.Enum,
-    torch.Tensor,
-    np.ndarray,
-    np.generic,
-    list,
-    tuple,
-    dict,
-    set,
-    frozenset,
-    *_PLAIN,
-    *_NAMES,
-)
+    type, types.FunctionType, types.ModuleType, functools.partial, enum.Enum, torch.Tensor, np.ndarray,
+    np.generic, list, tuple, dict, set, frozenset, *_PLAIN, *_NAMES,
+)  # fmt: skip
 _RANDOM_STATES = (np.random.RandomState, np.random.Generator, torch.Generator, random.Random)
 _STATE_TYPES = (  # synchronisation, logging, workers, open files: state, not parameters
     type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
