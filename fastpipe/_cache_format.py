@@ -19,10 +19,14 @@ value                                       JSON
 ``dict``                                    ``{"$dict": [[key, value], ...]}`` (keys: str, int, bool, None)
 ``torch.Tensor`` (exactly that type)        ``{"$tensor": "3"}``: stored tensor 3 (the same object once)
 ``numpy.ndarray`` / numpy scalar (numeric)  ``{"$ndarray": "4", "dtype": "<i8"}`` / ``{"$npscalar": ...}``
+numpy string arrays / scalars (``S``, ``U``)  ``{"$npbytes": "5", "dtype": "|S80", "shape": [], "scalar": true}``
 ``torch.dtype``, ``torch.device``           ``{"$dtype": "float32"}``, ``{"$device": "cpu"}``
+an enum of ``monai.utils.enums``            ``{"$enum": "SpaceKeys", "value": "RAS"}`` (also as a dict key)
+a MONAI ``MetaTensor``                      ``{"$metatensor": "6", "meta": ..., "ops": ..., "is_batch": false}``
 ==========================================  =========================================================
 
-Anything else (a MONAI ``MetaTensor``, an object, a set, an enum, a string subclass, a numpy object
+Reading a MetaTensor or an enum imports ``monai.data`` / ``monai.utils.enums``, modules named here,
+never by the file. Anything else (an object, a set, another enum, a string subclass, a numpy object
 array) raises :class:`UnstorableEntryError` naming where it sits in the entry, when the entry is
 written. Tensors are stored detached, on the CPU and contiguous: values, dtype and shape round-trip;
 ``requires_grad``, strides and memory shared between two different tensor objects do not.
@@ -30,6 +34,8 @@ written. Tensors are stored detached, on the CPU and contiguous: values, dtype a
 
 from __future__ import annotations
 
+import enum
+import importlib
 import json
 import math
 import zlib
@@ -44,6 +50,11 @@ MAGIC = b"FPCACHE2"
 FORMAT = 2
 _HEAD = len(MAGIC) + 8
 _DICT_KEYS = (str, int, bool, type(None))
+_ENUM_MODULE = "monai.utils.enums"  # the only module whose enums entries hold (MONAI meta dicts)
+_TAG_KEYS = {
+    "$ndarray": ("dtype",), "$npscalar": ("dtype",), "$npbytes": ("dtype", "shape", "scalar"),
+    "$enum": ("value",), "$metatensor": ("meta", "ops", "is_batch"),
+}  # fmt: skip
 
 
 class UnstorableEntryError(ValueError):
@@ -97,11 +108,16 @@ def decode_entry(blob: bytes | bytearray | memoryview) -> tuple[Any, dict[str, A
     try:
         tensors, metadata = unpack(payload)
         doc = json.loads(metadata["fastpipe"])
-    except (LayoutError, KeyError, json.JSONDecodeError) as err:
+    except (LayoutError, KeyError, ValueError, RecursionError) as err:
         raise CorruptEntryError(f"unreadable payload ({type(err).__name__}: {err})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "tree" not in doc:
         raise CorruptEntryError("payload metadata is not a fastpipe entry")
-    entry = _Decoder(tensors).decode(doc["tree"])
+    try:
+        entry = _Decoder(tensors).decode(doc["tree"])
+    except CorruptEntryError:
+        raise
+    except (ValueError, TypeError, RecursionError) as err:  # e.g. a shape that does not fit its bytes
+        raise CorruptEntryError(f"inconsistent entry ({type(err).__name__}: {err})") from None
     return entry, {k: doc.get(k) for k in ("key", "index", "sources")}
 
 
@@ -132,16 +148,31 @@ class _Encoder:
             return {"$dtype": str(v).removeprefix("torch.")}
         if t is torch.device:
             return {"$device": str(v)}
+        if (t.__module__, t.__qualname__) == ("monai.data.meta_tensor", "MetaTensor"):
+            return self._metatensor(v, where)
+        if isinstance(v, enum.Enum) and t.__module__ == _ENUM_MODULE:
+            return {"$enum": t.__qualname__, "value": self.encode(v.value, where)}
         raise UnstorableEntryError(
             f"{where} is a {t.__module__}.{t.__qualname__}, which the format does not store"
         )
 
     def _pair(self, k: Any, x: Any, where: str) -> list[Any]:
-        if type(k) not in _DICT_KEYS:
-            raise UnstorableEntryError(
-                f"{where} has a key of type {type(k).__qualname__} (str/int/bool/None only)"
-            )
-        return [k, self.encode(x, f"{where}[{k!r}]")]
+        if type(k) in _DICT_KEYS:
+            return [k, self.encode(x, f"{where}[{k!r}]")]
+        if isinstance(k, enum.Enum) and type(k).__module__ == _ENUM_MODULE:
+            return [self.encode(k, where), self.encode(x, f"{where}[{k!r}]")]
+        raise UnstorableEntryError(
+            f"{where} has a key of type {type(k).__qualname__} (str/int/bool/None only)"
+        )
+
+    def _metatensor(self, v: Any, where: str) -> dict[str, Any]:
+        """A MONAI ``MetaTensor``: its data, ``meta`` dict, ``applied_operations`` and ``is_batch``."""
+        return {
+            "$metatensor": self._store(v.as_tensor(), where),
+            "meta": self.encode(dict(v.meta), f"{where}.meta"),
+            "ops": self.encode(list(v.applied_operations), f"{where}.applied_operations"),
+            "is_batch": bool(v.is_batch),
+        }
 
     def _store(self, v: torch.Tensor, where: str) -> str:
         if id(v) in self._names:
@@ -155,9 +186,14 @@ class _Encoder:
 
     def _numpy(self, v: Any, where: str) -> dict[str, Any]:
         arr = np.asarray(v)
+        scalar = type(v) is not np.ndarray
+        if arr.dtype.kind in "SU":  # fixed-width strings (NIfTI header fields): raw bytes
+            raw = torch.from_numpy(np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=np.uint8).copy())
+            info = {"dtype": arr.dtype.str, "shape": list(arr.shape), "scalar": scalar}
+            return {"$npbytes": self._store(raw, where), **info}
         if arr.dtype.kind not in "biufc":
-            raise UnstorableEntryError(f"{where} is a numpy {arr.dtype} value (numeric dtypes only)")
-        tag = "$ndarray" if type(v) is np.ndarray else "$npscalar"
+            raise UnstorableEntryError(f"{where} is a numpy {arr.dtype} value (numbers and strings only)")
+        tag = "$npscalar" if scalar else "$ndarray"
         native = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C")  # 0-d stays 0-d
         return {tag: self._store(torch.from_numpy(native), where), "dtype": arr.dtype.str}
 
@@ -173,10 +209,10 @@ class _Decoder:
             return v
         if type(v) is list:
             return [self.decode(x) for x in v]
-        if type(v) is not dict or len(v) not in (1, 2):
+        if type(v) is not dict or not v:
             raise CorruptEntryError(f"unexpected JSON value {str(v)[:80]!r}")
         tag = next(iter(v))
-        if len(v) == 2 and tag not in ("$ndarray", "$npscalar"):
+        if set(v) != {tag, *_TAG_KEYS.get(tag, ())}:
             raise CorruptEntryError(f"unexpected JSON object {str(v)[:80]!r}")
         return self._tagged(tag, v[tag], v)
 
@@ -196,17 +232,70 @@ class _Decoder:
             return getattr(torch, x)
         if tag == "$device" and type(x) is str:
             return torch.device(x)
+        if (
+            tag == "$npbytes"
+            and _string_dtype(v["dtype"])
+            and _shape(v["shape"])
+            and type(v["scalar"]) is bool
+        ):
+            arr = np.frombuffer(self._tensor(x).numpy().tobytes(), dtype=np.dtype(v["dtype"]))
+            arr = arr.reshape(v["shape"])  # a size mismatch raises ValueError: corrupt
+            return arr[()] if v["scalar"] else arr.copy()
+        if tag == "$enum" and type(x) is str:
+            return _monai_enum(x, self.decode(v["value"]))
+        if tag == "$metatensor":
+            return self._metatensor(x, v)
         raise CorruptEntryError(f"unexpected tag {tag!r}")
 
+    def _metatensor(self, name: Any, v: dict[str, Any]) -> Any:
+        meta, ops = self.decode(v["meta"]), self.decode(v["ops"])
+        if type(meta) is not dict or type(ops) is not list or type(v["is_batch"]) is not bool:
+            raise CorruptEntryError("bad MetaTensor record")
+        out = _monai("monai.data").MetaTensor(self._tensor(name), meta=meta, applied_operations=ops)
+        out.is_batch = v["is_batch"]
+        return out
+
     def _key(self, pair: Any) -> Any:
-        if type(pair) is not list or len(pair) != 2 or type(pair[0]) not in _DICT_KEYS:
+        if type(pair) is not list or len(pair) != 2:
             raise CorruptEntryError(f"bad dict item {str(pair)[:80]!r}")
-        return pair[0]
+        key = pair[0] if type(pair[0]) in _DICT_KEYS else self.decode(pair[0])
+        if type(key) not in _DICT_KEYS and not isinstance(key, enum.Enum):
+            raise CorruptEntryError(f"bad dict key {str(pair[0])[:80]!r}")
+        return key
 
     def _tensor(self, name: Any) -> torch.Tensor:
         if type(name) is not str or name not in self.tensors:
             raise CorruptEntryError(f"reference to a missing tensor {name!r}")
         return self.tensors[name]
+
+
+def _monai(module: str) -> Any:
+    """A MONAI module named here (never by a file) for MetaTensor and enum records."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CorruptEntryError("the entry holds MONAI types but MONAI is not installed") from None
+
+
+def _monai_enum(name: str, value: Any) -> enum.Enum:
+    cls = getattr(_monai(_ENUM_MODULE), name, None) if name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):
+        raise CorruptEntryError(f"unknown enum {name!r}")
+    try:
+        return cls(value)
+    except ValueError:
+        raise CorruptEntryError(f"{value!r} is not a {name}") from None
+
+
+def _shape(shape: Any) -> bool:
+    return type(shape) is list and all(type(d) is int and d >= 0 for d in shape)
+
+
+def _string_dtype(spec: Any) -> bool:
+    try:
+        return type(spec) is str and np.dtype(spec).kind in "SU"
+    except (TypeError, ValueError):
+        return False
 
 
 def _numeric_dtype(spec: Any) -> bool:

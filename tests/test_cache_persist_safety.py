@@ -104,9 +104,13 @@ def _typed_equal(a, b) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, torch.Tensor):
-        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        a, b = a.as_subclass(torch.Tensor), b.as_subclass(torch.Tensor)
+        same = torch.equal(a, b) or a.is_floating_point() and bool(torch.equal(a.isnan(), b.isnan()))
+        return (
+            a.dtype == b.dtype and a.shape == b.shape and same and torch.equal(a.nan_to_num(), b.nan_to_num())
+        )
     if isinstance(a, (np.ndarray, np.generic)):
-        return a.dtype == b.dtype and np.array_equal(a, b)
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
     if isinstance(a, dict):
         return list(a) == list(b) and all(_typed_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
@@ -137,6 +141,8 @@ def test_entry_round_trips_tensors_and_meta_dicts_exactly():
         "foreground_start_coord": np.array([17, 21, 0]),
         "spacing": np.array([1.5, 2.0], dtype=">f4"),
         "scalar": np.float32(2.5),
+        "descrip": np.array(b"made by a scanner", dtype="|S80"),  # a NIfTI header field
+        "names": np.array(["ab", "c"]),
     }
     got, record = decode_entry(bytearray(b"".join(encode_entry(entry, "k" * 64, 3, ["/data/img.nii.gz"]))))
     assert record == {"key": "k" * 64, "index": 3, "sources": ["/data/img.nii.gz"]}
@@ -228,3 +234,31 @@ def test_decode_rejects_inconsistent_payloads(damage):
         payload = safetensors.torch.save(tensors, metadata={"fastpipe": meta})
     with pytest.raises(CorruptEntryError):
         decode_entry(_envelope(b"FPCACHE2", payload))
+
+
+def test_monai_metatensor_entries_round_trip_with_meta_and_applied_operations(tmp_path):
+    monai_transforms = pytest.importorskip("monai.transforms")
+    from fastpipe.datasets import load_decathlon_datalist, synthesize
+
+    data = load_decathlon_datalist(
+        synthesize(tmp_path / "d", preset="spleen-tiny", num_volumes=1, progress=False)
+    )
+    keys = ["image", "label"]
+    chain = [
+        monai_transforms.LoadImaged(keys),
+        monai_transforms.EnsureChannelFirstd(keys),
+        monai_transforms.Orientationd(keys, axcodes="RAS", labels=None),
+        monai_transforms.Spacingd(keys, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+        monai_transforms.FgBgToIndicesd("label"),
+    ]
+    first = CacheDataset(data, chain, progress=False, persist_dir=tmp_path / "c", num_workers=1)
+    again = CacheDataset(data, chain, progress=False, persist_dir=tmp_path / "c", num_workers=1)
+    assert first.stats()["persist"]["saves"] == 1 and again.stats()["persist"]["loads"] == 1
+    a, b = first.cached_entry(0), again.cached_entry(0)
+    assert a.keys() == b.keys() and type(b["image"]).__name__ == "MetaTensor"
+    for k in a:
+        assert _typed_equal(a[k], b[k]), k
+        if hasattr(a[k], "meta"):
+            assert _typed_equal(dict(a[k].meta), dict(b[k].meta)), k
+            assert _typed_equal(a[k].applied_operations, b[k].applied_operations), k
+            assert a[k].is_batch == b[k].is_batch
