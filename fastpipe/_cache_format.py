@@ -116,7 +116,7 @@ def decode_entry(blob: bytes | bytearray | memoryview) -> tuple[Any, dict[str, A
         entry = _Decoder(tensors).decode(doc["tree"])
     except CorruptEntryError:
         raise
-    except (ValueError, TypeError, RecursionError) as err:  # e.g. a shape that does not fit its bytes
+    except (ValueError, TypeError, SyntaxError, RecursionError) as err:  # e.g. a shape not fitting its bytes
         raise CorruptEntryError(f"inconsistent entry ({type(err).__name__}: {err})") from None
     return entry, {k: doc.get(k) for k in ("key", "index", "sources")}
 
@@ -294,12 +294,12 @@ def _shape(shape: Any) -> bool:
 def _string_dtype(spec: Any) -> bool:
     try:
         return type(spec) is str and np.dtype(spec).kind in "SU"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, SyntaxError):  # numpy parses some dtype strings with ast
         return False
 
 
 def _numeric_dtype(spec: Any) -> bool:
     try:
         return type(spec) is str and np.dtype(spec).kind in "biufc"
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, SyntaxError):  # numpy parses some dtype strings with ast
         return False

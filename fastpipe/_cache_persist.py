@@ -80,6 +80,8 @@ class PersistentCache:
             entry, record = decode_entry(blob)
         except CorruptEntryError as err:
             return self._reject(path, f"corrupt or not a fastpipe entry: {err}")
+        except Exception as err:  # noqa: BLE001 - an unforeseen failure on untrusted bytes: still a rejection
+            return self._reject(path, f"unreadable ({type(err).__name__}: {err})")
         mismatch = _mismatch(record, owner)
         if mismatch:
             return self._reject(path, mismatch)

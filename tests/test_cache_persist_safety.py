@@ -262,3 +262,20 @@ def test_monai_metatensor_entries_round_trip_with_meta_and_applied_operations(tm
             assert _typed_equal(dict(a[k].meta), dict(b[k].meta)), k
             assert _typed_equal(a[k].applied_operations, b[k].applied_operations), k
             assert a[k].is_batch == b[k].is_batch
+
+
+def test_flipped_bytes_under_a_valid_checksum_are_rejected_or_read_never_crash():
+    entry = {"image": torch.arange(8.0), "image_meta_dict": {"affine": torch.eye(4), "pixdim": (1.5, 2.0)}}
+    payload = b"".join(encode_entry(entry, "k" * 64, 0, ["/a"])[1:-1])
+    rng = np.random.default_rng(0)
+    outcomes = {"read": 0, "rejected": 0}
+    for _ in range(400):
+        damaged = bytearray(payload)
+        for pos in rng.integers(0, len(damaged), size=int(rng.integers(1, 4))):
+            damaged[pos] = int(rng.integers(0, 256))
+        try:
+            decode_entry(_envelope(b"FPCACHE2", bytes(damaged)))
+            outcomes["read"] += 1  # a flip in tensor bytes or in a string: a checksum is what catches it
+        except CorruptEntryError:
+            outcomes["rejected"] += 1
+    assert outcomes["rejected"] > 100 and sum(outcomes.values()) == 400
