@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from fastpipe.cache._persist import PersistentCache, chain_fingerprint, item_key
+from fastpipe.cache._key import check_persist_key, entry_owner
+from fastpipe.cache._persist import PersistentCache
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
+from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.profiling import annotate
 from fastpipe.transforms.compose import apply_transform
 from fastpipe.transforms.spatial import fuse_spatial
@@ -56,6 +58,11 @@ class CacheCore:
         persist_dir: folder of a persistent cache across runs (default ``None``: none).
         disk_dir: folder of the disk tier (default ``None``: a temporary folder).
         version: the version that keys persistent entries (default: ``fastpipe.__version__``).
+        persist_key: how source files enter a persistent key: ``"content"`` (default, a hash of their
+            bytes) or ``"stat"`` (size, mtime, ctime, inode); see :mod:`fastpipe.cache._key`.
+
+    Raises:
+        ValueError: with ``persist_dir``, a prefix transform that cannot be fingerprinted (named).
 
     Example:
         >>> core = CacheCore([lambda d: {**d, "y": 1}])
@@ -72,6 +79,7 @@ class CacheCore:
         persist_dir: str | Path | None = None,
         disk_dir: str | Path | None = None,
         version: str | None = None,
+        persist_key: str = "content",
     ) -> None:
         self.prefix = list(prefix)
         self.device = chain_device(self.prefix)
@@ -84,23 +92,28 @@ class CacheCore:
             from fastpipe import __version__ as version
         self._fingerprint = chain_fingerprint(self.prefix) if self.persist is not None else ""
         self._version = version
+        self._persist_key = check_persist_key(persist_key)
         self._lock = threading.Lock()
         self.hits = 0
         self.computed = 0
 
-    def compute(self, item: Any) -> Any:
-        """Run the prefix on ``item`` (or load it from the persistent cache): the entry to :meth:`put`."""
-        key = item_key(item, self._fingerprint, self._version) if self.persist is not None else None
-        if key is not None:
-            entry = self.persist.load(key)
+    def compute(self, item: Any, index: int | None = None) -> Any:
+        """Run the prefix on ``item`` (or load it from the persistent cache): the entry to :meth:`put`.
+
+        ``index`` (the item's position, when known) is recorded in a persistent entry for diagnostics.
+        """
+        owner = None
+        if self.persist is not None:
+            owner = entry_owner(item, index, self._fingerprint, self._version, self._persist_key)
+            entry = self.persist.load(owner)
             if entry is not None:
                 return entry
         with annotate("cache_compute", "cache"):
             entry = self._run(item)
         with self._lock:
             self.computed += 1
-        if key is not None:
-            self.persist.save(key, entry)
+        if owner is not None:
+            self.persist.save(owner, entry)
         return entry
 
     def _run(self, item: Any) -> Any:
@@ -143,8 +156,7 @@ class CacheCore:
         out = self.store.stats()
         out.update(device=str(self.device), hits=self.hits, computed=self.computed)
         if self.persist is not None:
-            p = self.persist
-            out["persist"] = {"dir": str(p.root), "loads": p.loads, "saves": p.saves, "rejected": p.rejected}
+            out["persist"] = self.persist.stats()
         return out
 
     def close(self) -> None:

@@ -1,158 +1,175 @@
 """Persistent cache across runs: one file per item, keyed by its input files, the chain and the version.
 
-The key of an item hashes (a) ``(path, size, mtime_ns)`` of every string value of the input item that
-names an existing file, and the other plain values, (b) :func:`chain_fingerprint` of the deterministic
-prefix (type and public attributes of each transform), and (c) ``fastpipe.__version__``. Changing any
-of them gives a new key, so stale entries are simply never looked up.
+The key of an item (:mod:`fastpipe.cache._key`) hashes the content (or, with ``persist_key="stat"``, the
+size and times) of every file the item names, its other values, the fingerprint of the deterministic
+prefix (:mod:`fastpipe.cache._fingerprint`: parameters, code, closures, defaults of each transform) and
+``fastpipe.__version__``. A change in any of them gives a new key, so a stale entry is not looked up.
 
-File format: ``MAGIC | payload length (8 bytes, little endian) | payload (torch.save) | crc32 (4 bytes)``.
-It is written to a temporary file in the same folder, flushed, then ``os.replace``d into place, so a
-crash mid-write leaves at worst a temporary file. A file whose magic, length or checksum does not
-match is treated as missing (and recomputed), never loaded as valid.
+Each file (:mod:`fastpipe.cache._format`) holds tensors as raw bytes and the rest as JSON, with a
+checksum, and records its own key and the item (index and source files) it was computed from. An entry
+is loaded only if all of that matches; anything else (another format, a truncated or corrupt file, a
+file copied over another key's, a folder in its place) is rejected with a warning naming the file and
+recomputed. Loading never runs code from the folder. Entries are written atomically
+(:mod:`fastpipe.cache._files`); temporary files left by a killed process are removed at open.
+
+A folder that cannot be written (read-only, full, a file in its way) never fails a fill: the cache warns
+once, naming the folder and the reason, and goes on in memory; a single entry that cannot be replaced
+(a folder in its place) is warned about by name. An entry holding a value the format does not store
+(see :mod:`fastpipe.cache._format`) is not saved: warned once per kind of value, kept in memory.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-import re
-import tempfile
-import zlib
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from fastpipe.cache._files import commit, remove_stale_temps, write_temp
+from fastpipe.cache._format import CorruptEntryError, UnstorableEntryError, decode_entry, encode_entry
+from fastpipe.cache._key import EntryOwner
 
 log = logging.getLogger(__name__)
-MAGIC = b"FPCACHE1"
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def stable_repr(obj: Any, depth: int = 0) -> str:
-    """A repr of ``obj`` that is the same across runs: no memory addresses, tensors by content hash."""
-    if depth > 4:
-        return type(obj).__qualname__
-    if isinstance(obj, torch.Tensor):
-        data = obj.detach().cpu().contiguous().numpy().tobytes()
-        return f"tensor({obj.dtype},{tuple(obj.shape)},{hashlib.sha1(data).hexdigest()})"
-    if isinstance(obj, np.ndarray):
-        return f"ndarray({obj.dtype},{obj.shape},{hashlib.sha1(obj.tobytes()).hexdigest()})"
-    if isinstance(obj, (str, int, float, bool, type(None), torch.dtype, torch.device, np.dtype)):
-        return repr(obj)
-    if isinstance(obj, dict):
-        items = sorted((str(k), stable_repr(v, depth + 1)) for k, v in obj.items())
-        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        parts = [stable_repr(v, depth + 1) for v in obj]
-        return (
-            type(obj).__name__
-            + "("
-            + ",".join(sorted(parts) if isinstance(obj, (set, frozenset)) else parts)
-            + ")"
-        )
-    if callable(obj) and not hasattr(obj, "__dict__"):
-        return getattr(obj, "__qualname__", type(obj).__qualname__)
-    attrs = getattr(obj, "__dict__", None)
-    if attrs is None:
-        return _ADDRESS.sub("", repr(obj))
-    public = {k: v for k, v in attrs.items() if not k.startswith("_")}
-    name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-    if callable(obj) and hasattr(obj, "__code__"):  # a plain function: its name and code
-        return f"{obj.__module__}.{obj.__qualname__}:{hashlib.sha1(obj.__code__.co_code).hexdigest()}"
-    return name + stable_repr(public, depth + 1)
-
-
-def chain_fingerprint(transforms: list[Any]) -> str:
-    """A stable hash of a deterministic chain: each transform's type and public attributes."""
-    # look through profiling wrappers: switching NVTX ranges on must not invalidate a persistent cache
-    return hashlib.sha256(
-        "|".join(stable_repr(getattr(t, "inner", t)) for t in transforms).encode()
-    ).hexdigest()
-
-
-def _input_repr(value: Any) -> str:
-    if isinstance(value, str) and os.path.isfile(value):
-        st = os.stat(value)
-        return f"file({os.path.abspath(value)},{st.st_size},{st.st_mtime_ns})"
-    if isinstance(value, dict):
-        return (
-            "{"
-            + ",".join(f"{k}:{_input_repr(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
-            + "}"
-        )
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_input_repr(v) for v in value) + "]"
-    return stable_repr(value)
-
-
-def item_key(item: Any, chain_fp: str, version: str) -> str:
-    """The cache key of one input item under a chain fingerprint and a fastpipe version."""
-    return hashlib.sha256(f"{version}|{chain_fp}|{_input_repr(item)}".encode()).hexdigest()
 
 
 class PersistentCache:
     """Entries on disk under ``root``, one ``{key}.fpc`` file each, written atomically and checksummed.
 
+    Args:
+        root: the cache folder, created if missing.
+
     Threading contract: different keys may be loaded and saved from several threads at once.
+
+    Example:
+        >>> cache = PersistentCache(tmp)  # doctest: +SKIP
+        >>> owner = entry_owner({"image": "a.nii.gz"}, 0, chain_fingerprint(prefix), "0.1.0")  # doctest: +SKIP
+        >>> cache.load(owner) or cache.save(owner, compute())  # doctest: +SKIP
     """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.loads = 0
-        self.saves = 0
-        self.rejected = 0
+        self.loads = self.saves = self.rejected = self.write_errors = self.unsaved = 0
+        self.writable = self.opened = True
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.opened = False
+            self._unwritable(f"cannot be created ({type(err).__name__}: {err})")
+        self.removed_temps = len(remove_stale_temps(self.root)) if self.writable else 0
 
     def path(self, key: str) -> Path:
         """The file of ``key``."""
         return self.root / f"{key}.fpc"
 
-    def load(self, key: str) -> Any | None:
-        """The entry stored under ``key`` on the CPU, or ``None`` when absent, partial or corrupt."""
-        path = self.path(key)
+    def load(self, owner: EntryOwner) -> Any | None:
+        """The entry of ``owner`` on the CPU, or ``None`` when absent or rejected (with a warning)."""
+        path = self.path(owner.key)
+        if not self.opened:
+            return None
         try:
-            blob = path.read_bytes()
+            blob = _read(path)
         except FileNotFoundError:
             return None
-        payload = _unwrap(blob)
-        if payload is None:
-            self.rejected += 1
-            log.warning("persistent cache entry %s is truncated or corrupt; recomputing it", path)
-            return None
-        self.loads += 1
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-
-    def save(self, key: str, entry: Any) -> None:
-        """Store ``entry`` under ``key``: temporary file, fsync, then an atomic rename."""
-        buf = io.BytesIO()
-        torch.save(entry, buf)
-        payload = buf.getbuffer()
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:16]}-", suffix=".tmp")
+        except OSError as err:  # a folder in its place, no permission to read
+            return self._reject(path, f"{type(err).__name__}: {err}")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + len(payload).to_bytes(8, "little"))
-                f.write(payload)
-                f.write(zlib.crc32(payload).to_bytes(4, "little"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self.saves += 1
+            entry, record = decode_entry(blob)
+        except CorruptEntryError as err:
+            return self._reject(path, f"corrupt or not a fastpipe entry: {err}")
+        except Exception as err:  # noqa: BLE001 - an unforeseen failure on untrusted bytes: still a rejection
+            return self._reject(path, f"unreadable ({type(err).__name__}: {err})")
+        mismatch = _mismatch(record, owner)
+        if mismatch:
+            return self._reject(path, mismatch)
+        with self._lock:
+            self.loads += 1
+        return entry
+
+    def save(self, owner: EntryOwner, entry: Any) -> bool:
+        """Store ``entry`` for ``owner`` (temporary file, fsync, atomic rename); ``False`` if not saved."""
+        if not self.writable:
+            return False
+        try:
+            blob = encode_entry(entry, owner.key, owner.index, list(owner.sources))
+        except UnstorableEntryError as err:
+            return self._unsaved(str(err))
+        try:
+            tmp = write_temp(self.root, owner.key, blob)
+        except OSError as err:  # the folder: read-only, full, gone
+            self._unwritable(f"cannot be written ({type(err).__name__}: {err})")
+            return False
+        try:
+            commit(tmp, self.path(owner.key))
+        except OSError as err:  # this entry's file: a folder in its place
+            with self._lock:
+                self.write_errors += 1
+            self._warn_once(
+                f"persistent cache entry {self.path(owner.key)} cannot be replaced ({err}); "
+                "the item stays in memory only"
+            )
+            return False
+        with self._lock:
+            self.saves += 1
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Folder, loads, saves, rejected files, write errors, unsaved entries, removed temporary files."""
+        return {
+            "dir": str(self.root),
+            "loads": self.loads,
+            "saves": self.saves,
+            "rejected": self.rejected,
+            "write_errors": self.write_errors,
+            "unsaved": self.unsaved,
+            "removed_temps": self.removed_temps,
+            "writable": self.writable,
+        }
+
+    def _reject(self, path: Path, reason: str) -> None:
+        with self._lock:
+            self.rejected += 1
+        self._warn_once(f"persistent cache entry {path} rejected ({reason}); recomputing it")
+
+    def _unwritable(self, reason: str) -> None:
+        with self._lock:
+            self.writable = False
+            self.write_errors += 1
+        self._warn_once(f"persistent cache folder {self.root} {reason}; going on in memory, nothing is saved")
+
+    def _unsaved(self, reason: str) -> bool:
+        with self._lock:
+            self.unsaved += 1
+        self._warn_once(
+            f"an entry is not saved to the persistent cache {self.root}: {reason}; "
+            "it is kept in memory and recomputed in the next run"
+        )
+        return False
+
+    def _warn_once(self, message: str) -> None:
+        with self._lock:
+            if message in self._warned:
+                return
+            self._warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _unwrap(blob: bytes) -> memoryview | None:
-    head = len(MAGIC) + 8
-    if len(blob) < head + 4 or blob[: len(MAGIC)] != MAGIC:
-        return None
-    n = int.from_bytes(blob[len(MAGIC) : head], "little")
-    if len(blob) != head + n + 4:
-        return None
-    payload = memoryview(blob)[head : head + n]
-    if zlib.crc32(payload) != int.from_bytes(blob[head + n :], "little"):
-        return None
-    return payload
+def _read(path: Path) -> bytearray:
+    """The bytes of ``path`` in a ``bytearray``: the loaded tensors are writable views of it, not copies."""
+    with open(path, "rb") as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        if f.readinto(buf) != len(buf):
+            raise OSError(f"{path} changed size while being read")
+    return buf
+
+
+def _mismatch(record: dict[str, Any], owner: EntryOwner) -> str | None:
+    """Why a file's record does not belong to ``owner`` (``None`` when it does)."""
+    if record.get("key") != owner.key:
+        return f"it records key {str(record.get('key'))[:16]}..., not {owner.key[:16]}... (copied over?)"
+    if tuple(record.get("sources") or ()) != owner.sources:
+        return f"it was computed from {record.get('sources')}, not {list(owner.sources)}"
+    return None

@@ -45,7 +45,12 @@ class CacheDataset(torch.utils.data.Dataset):
             write new tensors.
         budget: byte budgets per tier, ``{"cuda": "20GiB", "host": "64GiB", "disk": "1TB"}``, or one
             size for the first tier (default ``None``: unlimited, no disk tier).
-        persist_dir: folder of a persistent cache reused across runs (default ``None``).
+        persist_dir: folder of a persistent cache reused across runs (default ``None``). An entry is
+            reused only when the item's source files, every value of the item, the prefix's fingerprint
+            (parameters, code, closures and defaults of each transform; see ``docs/persistent-cache.md``)
+            and the fastpipe version are unchanged. A prefix transform that cannot be fingerprinted
+            raises ``ValueError`` naming it. A folder that cannot be written warns once and the cache
+            goes on in memory; a damaged or foreign entry warns, naming the file, and is recomputed.
         on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill.
         seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default 0).
         disk_dir: folder of the disk tier (default ``None``: a temporary folder).
@@ -55,6 +60,9 @@ class CacheDataset(torch.utils.data.Dataset):
             on every rank if one rank's fill failed; ``shard`` holds the shard's indices.
         even_divisible: pad shards by repeating items so all ranks get as many (default ``True``).
         partition_seed: the seed, shared by all ranks, of the partition (default 0).
+        persist_key: how source files enter a persistent key (default ``"content"``: a blake2b hash of
+            their bytes, one extra read of each file per run; ``"stat"``: size, mtime, ctime and inode,
+            no read, trusts the filesystem's ctime).
 
     With a batched suffix ``__getitems__`` returns an already-collated dict: use it with
     :class:`fastpipe.ThreadDataLoader`, or give a torch ``DataLoader`` ``collate_fn=list_data_collate``.
@@ -86,6 +94,7 @@ class CacheDataset(torch.utils.data.Dataset):
         world_size: int | None = None,
         even_divisible: bool = True,
         partition_seed: int = 0,
+        persist_key: str = "content",
     ) -> None:
         inputs, source = _inputs_of(data)
         inputs, self.shard = distributed.shard_inputs(
@@ -94,7 +103,9 @@ class CacheDataset(torch.utils.data.Dataset):
         prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
         if source is not None:
             prefix = [FromDataset(source), *prefix]
-        self.core = CacheCore(prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir)
+        self.core = CacheCore(
+            prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir, persist_key=persist_key
+        )
         self._core_finalizer = weakref.finalize(self, self.core.close)  # frees a temporary disk tier
         distributed.check_device(self.core.device)
         self.copy_cache = copy_cache
@@ -113,7 +124,7 @@ class CacheDataset(torch.utils.data.Dataset):
 
     def _fill(self, slots: list[int], num_workers: int | None, progress: bool, on_error: str) -> FillReport:
         def job(slot: int) -> None:
-            if self.core.put(slot, self.core.compute(self._inputs[slot])) is None:
+            if self.core.put(slot, self.core.compute(self._inputs[slot], slot)) is None:
                 self.uncached_no_room += 1
 
         with annotate("cache_fill", "cache"):

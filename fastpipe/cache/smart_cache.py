@@ -50,13 +50,14 @@ class SmartCacheDataset(CacheDataset):
         budget: per-tier byte budgets as in ``CacheDataset`` (default ``None``: unlimited).
         cache_rate: MONAI's option; the window is ``min(cache_num, int(len(data) * cache_rate))`` (default 1.0).
         copy_cache: deep-copy entries on read (default ``False``).
-        persist_dir: persistent cache folder (default ``None``).
+        persist_dir: persistent cache folder (default ``None``); see ``CacheDataset``.
         disk_dir: disk-tier folder (default ``None``).
         replace_nice: niceness added to the replacement threads on Linux (default 10; ``None``: normal
             priority), so the loader's reads win the CPU and replacements use what is left; a round
             that is still late at the epoch end shows in ``stats()["lag_s"]``.
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
             :class:`~fastpipe.cache.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
+        persist_key: ``"content"`` (default) or ``"stat"``; see ``CacheDataset``.
 
     Threading contract: reads may run from several threads at any time, including during
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
@@ -96,6 +97,7 @@ class SmartCacheDataset(CacheDataset):
         world_size: int | None = None,
         even_divisible: bool = True,
         partition_seed: int = 0,
+        persist_key: str = "content",
     ) -> None:
         check_args(cache_num, replace_rate, cache_rate)
         super().__init__(
@@ -112,6 +114,7 @@ class SmartCacheDataset(CacheDataset):
             world_size=world_size,
             even_divisible=even_divisible,
             partition_seed=partition_seed,
+            persist_key=persist_key,
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive

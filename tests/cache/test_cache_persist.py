@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
@@ -11,7 +10,9 @@ import pytest
 import torch
 
 from fastpipe import CacheDataset
-from fastpipe.cache._persist import PersistentCache, chain_fingerprint, item_key, stable_repr
+from fastpipe.cache._key import EntryOwner, item_key
+from fastpipe.cache._persist import PersistentCache
+from fastpipe.cache._fingerprint import chain_fingerprint, fingerprint
 
 
 class LoadNpy:
@@ -38,8 +39,8 @@ def _files(tmp_path, n=3):
     return data
 
 
-def _run(data, load, cache_dir):
-    return CacheDataset(data, [load], progress=False, persist_dir=cache_dir, num_workers=2)
+def _run(data, load, cache_dir, **kwargs):
+    return CacheDataset(data, [load], progress=False, persist_dir=cache_dir, num_workers=2, **kwargs)
 
 
 def test_second_run_loads_instead_of_recomputing(tmp_path):
@@ -55,17 +56,20 @@ def test_second_run_loads_instead_of_recomputing(tmp_path):
         assert ds2[i]["image_meta_dict"]["filename_or_obj"] == data[i]["image"]
 
 
-def test_changed_file_invalidates_only_its_entry(tmp_path):
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+def test_changed_file_invalidates_only_its_entry(tmp_path, persist_key):
     data, cache = _files(tmp_path), tmp_path / "cache"
-    _run(data, LoadNpy(), cache)
+    _run(data, LoadNpy(), cache, persist_key=persist_key)
     st = os.stat(data[1]["image"])
-    os.utime(data[1]["image"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, newer mtime
+    os.utime(
+        data[1]["image"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9)
+    )  # same size and bytes, newer mtime
     load = LoadNpy()
-    _run(data, load, cache)
-    assert load._calls == 1
+    _run(data, load, cache, persist_key=persist_key)
+    assert load._calls == (1 if persist_key == "stat" else 0)  # "content" looks at the bytes only
     np.save(data[2]["image"], np.full((1, 4, 4, 5), 7, dtype=np.float32))  # new size and content
     load = LoadNpy()
-    ds = _run(data, load, cache)
+    ds = _run(data, load, cache, persist_key=persist_key)
     assert load._calls == 1 and float(ds[2]["image"].max()) == 7.0
 
 
@@ -84,7 +88,7 @@ def test_changed_version_invalidates(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
-def test_partial_or_corrupt_entry_is_recomputed_never_loaded(tmp_path, damage, caplog):
+def test_partial_or_corrupt_entry_is_recomputed_never_loaded(tmp_path, damage):
     data, cache = _files(tmp_path, n=2), tmp_path / "cache"
     _run(data, LoadNpy(), cache)
     entries = sorted(cache.glob("*.fpc"))
@@ -99,9 +103,9 @@ def test_partial_or_corrupt_entry_is_recomputed_never_loaded(tmp_path, damage, c
     }[damage]
     victim.write_bytes(broken)
     load = LoadNpy()
-    with caplog.at_level(logging.WARNING, logger="fastpipe.cache._persist"):
+    with pytest.warns(RuntimeWarning, match=f"{victim.name} rejected .corrupt"):
         ds = _run(data, load, cache)
-    assert load._calls == 1 and ds.stats()["persist"]["rejected"] == 1 and "corrupt" in caplog.text
+    assert load._calls == 1 and ds.stats()["persist"]["rejected"] == 1
     assert victim.read_bytes() == blob or len(victim.read_bytes()) == len(blob)  # rewritten whole
     for i in range(2):
         assert float(ds[i]["image"].max()) == float(i)
@@ -109,25 +113,26 @@ def test_partial_or_corrupt_entry_is_recomputed_never_loaded(tmp_path, damage, c
 
 def test_crash_mid_write_leaves_no_entry_and_no_temporary_file(tmp_path, monkeypatch):
     store = PersistentCache(tmp_path / "c")
+    owner = EntryOwner("ab" * 32, 0, ())
 
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
-        store.save("k" * 64, {"image": torch.zeros(4)})
+    with pytest.warns(RuntimeWarning, match="cannot be replaced .disk full"):
+        assert store.save(owner, {"image": torch.zeros(4)}) is False
     assert list((tmp_path / "c").iterdir()) == []
-    assert store.load("k" * 64) is None
+    assert store.load(owner) is None
 
 
-def test_stable_repr_has_no_addresses_and_tracks_public_attributes():
+def test_fingerprint_is_stable_and_tracks_public_attributes():
     class T:
         def __init__(self, a):
             self.a = a
             self.fn = print
             self.obj = object()
-            self._private = object()
+            self._private = threading.Lock()  # state, not a parameter: not hashed
 
-    r = stable_repr(T(1))
-    assert "0x" not in r and stable_repr(T(1)) == r and stable_repr(T(2)) != r
-    assert stable_repr(torch.ones(3)) == stable_repr(torch.ones(3)) != stable_repr(torch.zeros(3))
+    r = fingerprint(T(1))
+    assert fingerprint(T(1)) == r and fingerprint(T(2)) != r
+    assert fingerprint(torch.ones(3)) == fingerprint(torch.ones(3)) != fingerprint(torch.zeros(3))

@@ -1,0 +1,98 @@
+"""Atomic writes into a persistent-cache folder, and removal of the temporary files a crash leaves.
+
+An entry is written to ``.{key[:16]}.{host}.{pid}.{random}.tmp`` in the cache folder, fsynced, then
+``os.replace``d onto ``{key}.fpc``: a reader sees the old file or the new one, never a part. A process
+killed mid-write (SIGKILL, power loss) leaves its temporary file behind; :func:`remove_stale_temps`
+removes, when a cache is opened, the temporary files of processes of this host that are no longer
+alive, and any temporary file (of another host, or of an older fastpipe that did not name its pid)
+untouched for ``max_age_s`` seconds. A live writer's file is never removed while it is being written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+STALE_AGE_S = 3600.0
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+_TEMP = re.compile(r"^\.(?P<key>[0-9a-f]+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
+
+
+def temp_name(key: str) -> str:
+    """The name of a new temporary file for ``key``, written by this process."""
+    return f".{key[:16]}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def write_temp(root: Path, key: str, chunks: Iterable[bytes | memoryview]) -> Path:
+    """Write ``chunks`` to a new temporary file in ``root`` and fsync it; removed again on any error."""
+    tmp = root / temp_name(key)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """``os.replace`` ``tmp`` onto ``path``; on failure ``tmp`` is removed and the error raised."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(root: Path, max_age_s: float = STALE_AGE_S) -> list[Path]:
+    """Remove the temporary files in ``root`` that no live process is writing; returns those removed."""
+    removed = []
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(root) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except OSError as err:
+        log.debug("cannot list %s for stale temporary files: %s", root, err)
+        return removed
+    for entry in entries:
+        try:
+            if _is_stale(entry, now, max_age_s):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError as err:  # gone meanwhile, or a folder we may not write to
+            log.debug("cannot remove temporary file %s: %s", entry.path, err)
+    if removed:
+        log.info("removed %d stale temporary file(s) from %s", len(removed), root)
+    return removed
+
+
+def _is_stale(entry: os.DirEntry, now: float, max_age_s: float) -> bool:
+    match = _TEMP.match(entry.name)
+    if (
+        match
+        and match["host"] == _HOST
+        and int(match["pid"]) != os.getpid()
+        and not _alive(int(match["pid"]))
+    ):
+        return True
+    return now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

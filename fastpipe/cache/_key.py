@@ -1,0 +1,96 @@
+"""Persistent-cache keys of input items: what the item's files hold, the chain, the version.
+
+The key of an item is a sha256 of ``fastpipe.__version__``, the entry format, the chain fingerprint
+(:func:`fastpipe.cache._fingerprint.chain_fingerprint`) and the item: every string (or path) value that
+names an existing regular file stands for that file, every other value for its
+:func:`~fastpipe.cache._fingerprint.fingerprint`. How a file stands in the key is ``persist_key``:
+
+- ``"content"`` (default): its absolute path and a blake2b hash of its bytes (the compressed bytes of a
+  ``.nii.gz``: hashing is cheap beside decoding them). Any change of content changes the key, whatever
+  the file's times say. It costs one read of every source file per item per run, cache hit or not.
+- ``"stat"``: its absolute path, size, mtime, ctime and inode; no read. An edit restoring size and mtime
+  (``cp -p``, ``rsync -a``, ``tar x``) still changes the ctime, which no user-space tool can set back,
+  so it is caught on a local POSIX filesystem, at the filesystem's timestamp granularity (a few
+  milliseconds on Linux). A filesystem that does not keep ctime (some network and FUSE filesystems)
+  can serve a stale entry. Copying or moving the data set, or a ``chmod``, invalidates every entry.
+
+Neither mode looks inside folders: a string naming a directory (a DICOM series, say) is keyed by the
+string alone, so a change inside it is not seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from fastpipe.cache._fingerprint import fingerprint
+
+PERSIST_KEYS = ("content", "stat")
+_FORMAT = "fpc2"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class EntryOwner:
+    """Whose a persistent entry is: its key, the item's index (informative) and its source files."""
+
+    key: str
+    index: int | None
+    sources: tuple[str, ...]
+
+
+def check_persist_key(persist_key: str) -> str:
+    """``persist_key`` if it is one of :data:`PERSIST_KEYS`, else a ``ValueError``."""
+    if persist_key not in PERSIST_KEYS:
+        raise ValueError(f"persist_key must be one of {PERSIST_KEYS}, got {persist_key!r}")
+    return persist_key
+
+
+def entry_owner(
+    item: Any, index: int | None, chain_fp: str, version: str, persist_key: str = "content"
+) -> EntryOwner:
+    """The :class:`EntryOwner` of ``item`` (its key and source files) under a chain and a version.
+
+    Raises:
+        ValueError: ``persist_key`` is not ``"content"`` or ``"stat"``, or a value of ``item`` cannot be
+            fingerprinted.
+        OSError: a source file cannot be read (``"content"``).
+    """
+    check_persist_key(persist_key)
+    sources: list[str] = []
+    text = _input_repr(item, persist_key, sources)
+    key = hashlib.sha256(f"{version}|{_FORMAT}|{chain_fp}|{text}".encode()).hexdigest()
+    return EntryOwner(key, index, tuple(sources))
+
+
+def item_key(item: Any, chain_fp: str, version: str, persist_key: str = "content") -> str:
+    """The cache key of one input item under a chain fingerprint and a fastpipe version."""
+    return entry_owner(item, None, chain_fp, version, persist_key).key
+
+
+def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
+    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+        path = os.path.abspath(value)
+        sources.append(path)
+        return f"file({path},{_file_state(path, persist_key)})"
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_input_repr(v, persist_key, sources) for v in value) + "]"
+    return fingerprint(value, "item value")
+
+
+def _file_state(path: str, persist_key: str) -> str:
+    if persist_key == "stat":
+        st = os.stat(path)
+        return f"{st.st_size},{st.st_mtime_ns},{st.st_ctime_ns},{st.st_ino}"
+    h = hashlib.blake2b(digest_size=32)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return f"blake2b:{h.hexdigest()}"

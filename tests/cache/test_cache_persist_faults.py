@@ -1,0 +1,126 @@
+"""Persistent-cache faults: a fill killed mid-write, a folder that cannot be written, a folder in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _persist_helpers import LoadNpy, assert_same_items, write_files
+
+from fastpipe import CacheDataset
+from fastpipe.cache._files import remove_stale_temps, temp_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _open(data, cache, load=None):
+    return CacheDataset(data, [load or LoadNpy()], progress=False, persist_dir=cache, num_workers=1)
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_fill_leaves_no_temporary_file_and_no_corrupt_entry(tmp_path):
+    data, cache, ready = (
+        write_files(tmp_path, n=4, shape=(1, 32, 32, 32)),
+        tmp_path / "cache",
+        tmp_path / "ready",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    args = [json.dumps(data), str(cache), str(ready), "3"]  # hang in the third entry's write
+    code = "import sys, _persist_helpers as h; h.fill_and_hang(*sys.argv[1:4], int(sys.argv[4]))"
+    child = subprocess.Popen([sys.executable, "-c", code, *args], env=env)  # same module name as here
+    try:
+        deadline = time.monotonic() + 150
+        while not ready.exists():
+            assert child.poll() is None, f"the filling child exited early with {child.returncode}"
+            assert time.monotonic() < deadline, "the filling child never reached its third write"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    left = list(cache.glob(".*.tmp"))
+    assert len(left) == 1 and len(list(cache.glob("*.fpc"))) == 2  # what the kill left behind
+    load = LoadNpy()
+    ds = _open(data, cache, load)
+    assert list(cache.glob(".*.tmp")) == [], "a stale temporary file survived opening the cache"
+    assert ds.stats()["persist"]["loads"] == 2 and load._calls == 2
+    assert_same_items(ds, CacheDataset(data, [LoadNpy()], progress=False))
+
+
+def test_stale_temp_cleanup_spares_live_writers_and_fresh_unknown_files(tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        mine = temp_name("a" * 64)
+        names = {
+            "live": mine.replace(f".{os.getpid()}.", f".{live.pid}."),
+            "dead": mine.replace(f".{os.getpid()}.", f".{dead.pid}."),
+            "own": mine,
+            "old-style fresh": ".0123456789abcdef-x1y2z3.tmp",
+            "old-style stale": ".fedcba9876543210-x1y2z3.tmp",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        two_hours_ago = time.time() - 7200
+        os.utime(tmp_path / names["old-style stale"], (two_hours_ago, two_hours_ago))
+        removed = {p.name for p in remove_stale_temps(tmp_path)}
+    finally:
+        live.kill()
+        live.wait()
+    assert removed == {names["dead"], names["old-style stale"]}
+
+
+def test_folder_in_place_of_an_entry_warns_and_goes_on(tmp_path):
+    data, cache = write_files(tmp_path, n=3), tmp_path / "cache"
+    fresh = _open(data, cache)
+    victim = sorted(cache.glob("*.fpc"))[0]
+    victim.unlink()
+    victim.mkdir()
+    with pytest.warns(RuntimeWarning) as record:
+        ds = _open(data, cache)
+    messages = [str(w.message) for w in record]
+    assert any(f"{victim.name} rejected (IsADirectoryError" in m for m in messages)
+    assert any(f"{victim.name} cannot be replaced" in m for m in messages)
+    assert ds.stats()["persist"]["loads"] == 2 and ds.stats()["persist"]["write_errors"] == 1
+    assert_same_items(ds, fresh)
+
+
+def test_corrupt_entries_in_a_read_only_folder_warn_once_and_go_on_in_memory(tmp_path, monkeypatch):
+    data, cache = write_files(tmp_path, n=3), tmp_path / "cache"
+    fresh = _open(data, cache)
+    for entry in sorted(cache.glob("*.fpc"))[:2]:
+        entry.write_bytes(entry.read_bytes()[:100])  # truncated: both recomputed, neither can be saved
+    real_open = os.open
+
+    def read_only_folder(path, flags, *args, **kwargs):
+        # Tests run as root here, where chmod cannot stop a write: creating a file in the cache folder
+        # fails as it would in a read-only folder; reads go through.
+        if flags & os.O_CREAT and Path(path).parent == cache:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_folder)
+    with pytest.warns(RuntimeWarning) as record:
+        ds = _open(data, cache)
+    unwritable = [w for w in record if "cannot be written" in str(w.message)]
+    assert len(unwritable) == 1 and str(cache) in str(unwritable[0].message)
+    assert "PermissionError" in str(unwritable[0].message)
+    assert ds.stats()["persist"]["rejected"] == 2 and ds.stats()["persist"]["loads"] == 1
+    assert_same_items(ds, fresh)
+
+
+def test_folder_that_cannot_be_created_warns_once_and_goes_on_in_memory(tmp_path):
+    data = write_files(tmp_path, n=2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder's parent should be")
+    with pytest.warns(RuntimeWarning, match="cannot be created") as record:
+        ds = _open(data, blocker / "cache")
+    assert len(record) == 1 and ds.stats()["persist"]["writable"] is False
+    assert_same_items(ds, CacheDataset(data, [LoadNpy()], progress=False))
