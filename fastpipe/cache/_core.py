@@ -134,6 +134,11 @@ class CacheCore:
         return slot in self.store
 
     @property
+    def budgets(self) -> dict[str, int | None]:
+        """Byte budget per tier (``None``: unlimited)."""
+        return self.store.budgets
+
+    @property
     def nbytes(self) -> int:
         """Bytes stored over all tiers."""
         return sum(self.store.stats()["bytes"].values())

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe.cache._tiers import map_tensors
+from fastpipe._tensors import map_tensors
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader.collate import list_data_collate
 from fastpipe.profiling import annotate
