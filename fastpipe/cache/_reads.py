@@ -151,7 +151,8 @@ def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
     """The one warning for entries that fit no cache tier (``stacklevel`` as seen from the caller)."""
     if count:
         warnings.warn(
-            f"{count} item(s) fit no cache tier under budget {core.budgets}; they are recomputed on every read",
+            f"{count} item(s) fit no cache tier under budget {core.budgets}; "
+            "they are recomputed on every read",
             RuntimeWarning,
             stacklevel=stacklevel + 1,
         )

@@ -28,13 +28,13 @@ class SmartCacheDataset(CachedReads):
     """Keep ``cache_num`` items cached; each round swap the oldest ``R = ceil(cache_num * replace_rate)``.
 
     Same chain split, device tier ("ToDevice-then-cache"), budgets and byte reporting as
-    :class:`~fastpipe.CacheDataset` (both share one read path, ``fastpipe.cache._reads``; this one reads a
-    moving window). The window follows MONAI's
-    running-window order over the data list (shuffled once with ``seed`` when ``shuffle``), so the
-    set of cached items per round equals MONAI's ``SmartCacheDataset`` and every item enters within
-    ``ceil(len(data) / R)`` rounds. Replacements of the next round are computed during the epoch by
-    ``num_replace_workers`` threads outside any lock a reader takes; :meth:`update_cache` (called
-    by :class:`~fastpipe.ThreadDataLoader` at each epoch end) swaps them in atomically, waiting only
+    :class:`~fastpipe.CacheDataset`: both share one read path (``fastpipe.cache._reads``), this one
+    reading a moving window. The window follows MONAI's running-window order over the data list
+    (shuffled once with ``seed`` when ``shuffle``), so the set of cached items per round equals
+    MONAI's ``SmartCacheDataset`` and every item enters within ``ceil(len(data) / R)`` rounds.
+    Replacements of the next round are computed during the epoch by ``num_replace_workers`` threads
+    outside any lock a reader takes; :meth:`update_cache` (called by
+    :class:`~fastpipe.ThreadDataLoader` at each epoch end) swaps them in atomically, waiting only
     for the items not yet ready. An item keeps its position while it stays in the window; an
     incoming item takes the position of the outgoing one.
 
@@ -274,7 +274,7 @@ class SmartCacheDataset(CachedReads):
     # --- reporting ---------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The cache's figures (as ``CacheDataset.stats``) plus the window: rounds, items swapped, wait (lag) per round, peak bytes."""
+        """The cache's figures (as ``CacheDataset.stats``) plus the window: rounds, swaps, lag, peak bytes."""
         out = super().stats()
         out.update(
             cache_num=self.cache_num,

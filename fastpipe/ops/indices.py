@@ -1,4 +1,4 @@
-"""Flat foreground/background voxel indices of a label: the one implementation of MONAI's ``map_binary_to_indices``.
+"""Flat foreground/background voxel indices of a label: MONAI's ``map_binary_to_indices``, once.
 
 ``FgBgToIndicesd`` stores them in the item; ``RandCropByPosNegLabeld`` computes them here when an
 item arrives without them. On the CPU the masks are built with numpy (serial, huge-page output),

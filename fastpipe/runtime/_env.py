@@ -21,7 +21,7 @@ def nvtx_enabled() -> bool:
 
 
 def copy_threads_limit(default: int) -> int:
-    """``FASTPIPE_COPY_THREADS`` as a thread count (``default`` when unset); ``ValueError`` naming the value otherwise.
+    """``FASTPIPE_COPY_THREADS`` as a thread count (``default`` when unset); ``ValueError`` if not a number.
 
     Example:
         >>> copy_threads_limit(7) if COPY_THREADS not in os.environ else 7

@@ -1,4 +1,4 @@
-"""Bounded-queue moves that never block past a stop: what the loader's producer and the SmartCache workers share.
+"""Bounded-queue moves that never block past a stop, shared by the loader and the SmartCache workers.
 
 A thread that waits on a full or empty queue wakes every :data:`POLL_S` seconds to look at its
 stop event, so a stop is noticed within that time and no thread hangs on a queue nobody reads.
@@ -15,7 +15,7 @@ POLL_S = 0.02
 
 
 def put_until_stopped(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    """Put ``item`` unless ``stop`` is set; a full queue is retried every :data:`POLL_S`. Returns whether it went in.
+    """Put ``item`` unless ``stop`` is set (a full queue is retried every :data:`POLL_S`); whether it went in.
 
     Example:
         >>> q, stop = queue.Queue(maxsize=1), threading.Event()
