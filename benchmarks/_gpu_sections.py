@@ -234,8 +234,8 @@ def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict
 
 def cached_epoch_h2d(volumes: int = 4, shape: tuple[int, int, int] = (200, 180, 160)) -> dict[str, Any]:
     """Section ``cached_epoch_h2d_bytes``: driver-counted host-to-device bytes of one GPU-cached epoch."""
-    from benchmarks.cached_epoch import PATCH, make_volumes
     from benchmarks.gpu_copies import build, count_epochs
+    from benchmarks.workload import PATCH, make_volumes
 
     ds, loader = build(make_volumes(volumes, shape), "cuda")
     try:

@@ -37,10 +37,11 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import spread, write_result
+from benchmarks import workload
+from benchmarks.common import interleaved, spread, write_result
+from benchmarks.workload import make_volumes
 
-PATCH = (96, 96, 96)
-NUM_SAMPLES = 4
+PATCH, NUM_SAMPLES = workload.PATCH, workload.NUM_SAMPLES  # re-exported for gpu_copies and the tests
 BATCH = 2
 TARGETS = {"vs_monai_best": 4.0, "vs_monai_default": 15.0, "vs_plain_copy_max": 1.5}
 MONAI_PEERS = {  # name: (copy_cache, track_meta)
@@ -50,68 +51,28 @@ MONAI_PEERS = {  # name: (copy_cache, track_meta)
 }
 
 
-def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """``n`` items as MSD files hold them: int16 HU-like image ``(1, *shape)``, uint8 organ label."""
-    g = torch.Generator().manual_seed(seed)
-    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
-    out = []
-    for i in range(n):
-        c = (torch.rand(3, generator=g) - 0.5) * 0.6
-        r = 0.15 + torch.rand(3, generator=g) * 0.1
-        organ = sum(((x - ci) / ri) ** 2 for x, ci, ri in zip(grids, c, r, strict=True)) <= 1
-        img = torch.randint(-200, 300, shape, generator=g, dtype=torch.int16)
-        img[organ] = torch.randint(40, 160, (int(organ.sum()),), generator=g, dtype=torch.int16)
-        meta = {"filename_or_obj": f"synthetic/spleen_{i}.nii.gz"}  # as a loaded item has; names errors
-        out.append({"image": img[None], "label": organ[None].to(torch.uint8), "image_meta_dict": meta})
-    return out
-
-
-def fastpipe_prefix() -> list[Any]:
-    """fastpipe's ScaleIntensityRanged + FgBgToIndicesd (the cached part of this benchmark's chain)."""
-    from fastpipe.transforms import FgBgToIndicesd, ScaleIntensityRanged
-
-    scale = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True)
-    return [scale, FgBgToIndicesd("label")]
-
-
 def fastpipe_peer(data: list[dict], workers: int) -> tuple[Any, float]:
     import fastpipe as fp
-    from fastpipe.transforms import RandCropByPosNegLabeld
+    from fastpipe import transforms as T
 
-    prefix = fastpipe_prefix()
-    crop = RandCropByPosNegLabeld(["image", "label"], "label", PATCH, pos=1, neg=1, num_samples=NUM_SAMPLES)
-    ds = fp.CacheDataset(data, [*prefix, crop], num_workers=workers, progress=False)
+    ds = fp.CacheDataset(
+        data, [*workload.volume_prefix(T), workload.fastpipe_crop()], num_workers=workers, progress=False
+    )
     return fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True), ds.fill_report.seconds
 
 
 def monai_peer(data: list[dict], workers: int, copy_cache: bool) -> tuple[Any, float]:
+    from monai import transforms as M
     from monai.data import CacheDataset, ThreadDataLoader
-    from monai.transforms import (
-        Compose,
-        EnsureTyped,
-        FgBgToIndicesd,
-        RandCropByPosNegLabeld,
-        ScaleIntensityRanged,
-    )
 
-    chain = Compose(
+    chain = M.Compose(
         [
             # MONAI's LoadImaged gives float32 (MetaTensors while track_meta is on) and its chain keeps
             # labels float32 from there (fastpipe keeps the file's uint8): each library caches the label
             # as its own chain does.
-            EnsureTyped("label", dtype=torch.float32),
-            ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-            FgBgToIndicesd("label"),
-            RandCropByPosNegLabeld(
-                ["image", "label"],
-                "label",
-                PATCH,
-                pos=1,
-                neg=1,
-                num_samples=NUM_SAMPLES,
-                fg_indices_key="label_fg_indices",
-                bg_indices_key="label_bg_indices",
-            ),
+            M.EnsureTyped("label", dtype=torch.float32),
+            *workload.volume_prefix(M),
+            M.RandCropByPosNegLabeld(workload.KEYS, **workload.CROP),
         ]
     )
     t0 = time.perf_counter()
@@ -124,7 +85,9 @@ class PlainCopy:
     """The floor: copy the same crop bytes (4 windows of image and label per volume) into new batches."""
 
     def __init__(self, data: list[dict], seed: int = 0) -> None:
-        prefix = fastpipe_prefix()
+        from fastpipe import transforms as T
+
+        prefix = workload.volume_prefix(T)
         self.items = [_apply(prefix, d) for d in data]
         self.g = torch.Generator().manual_seed(seed)
 
@@ -221,26 +184,17 @@ def serve_peer(name: str, volumes: int, shape: tuple[int, int, int], workers: in
 PEERS = ("fastpipe", *MONAI_PEERS, "plain_copy")
 
 
-def round_orders(names: list[str], rounds: int, seed: int = 0) -> list[list[str]]:
-    """The peers' order in each round: a seeded random permutation per round.
-
-    Not a rotation: rotating a fixed list puts the same peer after MONAI defaults (whose 1.6 GB of
-    copies per epoch leave the VM's memory system busy for a while) in nearly every round.
-    """
-    g = torch.Generator().manual_seed(seed)
-    return [[names[i] for i in torch.randperm(len(names), generator=g).tolist()] for _ in range(rounds)]
-
-
 def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int) -> dict[str, Any]:
-    """Rounds of one epoch per peer, in a new random order each round; wall and CPU samples after the warm-up."""
-    samples: dict[str, dict[str, Any]] = {k: {"wall": [], "cpu": [], "crops": 0} for k in peers}
-    for rep, order in enumerate(round_orders(list(peers), warmup + epochs)):
-        for name in order:
-            wall, cpu, samples[name]["crops"] = peers[name].call("epoch")
-            if rep >= warmup:
-                samples[name]["wall"].append(wall)
-                samples[name]["cpu"].append(cpu)
-    return samples
+    """Rounds of one epoch per peer, in a new random order each round; wall and CPU samples after the warm-up.
+
+    Shuffled, not rotated: rotating a fixed list puts the same peer after MONAI defaults (whose
+    1.6 GB of copies per epoch leave the VM's memory system busy for a while) in nearly every round.
+    """
+    runs = interleaved(list(peers), lambda name: peers[name].call("epoch"), epochs, warmup, order="shuffle")
+    return {
+        k: {"wall": [w for w, _, _ in r], "cpu": [c for _, c, _ in r], "crops": r[-1][2] if r else 0}
+        for k, r in runs.items()
+    }
 
 
 def _ratios(med: dict[str, float]) -> dict[str, float]:
@@ -320,17 +274,21 @@ def fill_volume_count(volumes: int, cores: int) -> int:
 def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
     """fastpipe's fill time per volume for num_workers = 1, 2, 4, ... all cores (median of ``repeats``, interleaved)."""
     import fastpipe as fp
+    from fastpipe import transforms as T
 
-    prefix = fastpipe_prefix()
+    prefix = workload.volume_prefix(T)
     counts = fill_counts(os.cpu_count() or 1)
-    samples: dict[int, list[float]] = {w: [] for w in counts}
-    for rep in range(repeats):  # the worker counts interleaved, so the VM's drift hits them alike
-        for w in counts if rep % 2 == 0 else counts[::-1]:
-            ds = fp.CacheDataset(data, prefix, num_workers=w, progress=False)
-            samples[w].append(ds.fill_report.seconds / len(data))
-            ds.close()
-            del ds
-            gc.collect()
+
+    def fill_s_per_volume(w: int) -> float:
+        ds = fp.CacheDataset(data, prefix, num_workers=w, progress=False)
+        seconds = ds.fill_report.seconds / len(data)
+        ds.close()
+        del ds
+        gc.collect()
+        return seconds
+
+    # the worker counts interleaved, so the VM's drift hits them alike
+    samples = interleaved(counts, fill_s_per_volume, repeats, order="alternate")
     out = {
         str(w): {
             "fill_s_per_volume": spread(samples[w]),

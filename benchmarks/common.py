@@ -153,3 +153,45 @@ def write_result(name: str, payload: dict[str, Any], path: str | Path | None = N
     doc = {"benchmark": name, "machine": machine_info(), **payload}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
+
+
+def round_orders(names: list[Any], rounds: int, order: str = "fixed", seed: int = 0) -> list[list[Any]]:
+    """The order of ``names`` in each of ``rounds`` rounds.
+
+    ``order``: ``"fixed"`` (the same every round), ``"alternate"`` (forward, then reversed, ...) or
+    ``"shuffle"`` (a seeded random permutation per round; not a rotation, which would put the same
+    peer after a given one in nearly every round).
+    """
+    if order == "shuffle":
+        g = torch.Generator().manual_seed(seed)
+        return [[names[i] for i in torch.randperm(len(names), generator=g).tolist()] for _ in range(rounds)]
+    if order == "alternate":
+        return [list(names) if r % 2 == 0 else list(names)[::-1] for r in range(rounds)]
+    if order == "fixed":
+        return [list(names) for _ in range(rounds)]
+    raise ValueError(f"order must be 'fixed', 'alternate' or 'shuffle', got {order!r}")
+
+
+def interleaved(
+    names: list[Any],
+    measure: Callable[[Any], Any],
+    rounds: int,
+    warmup: int = 0,
+    order: str = "fixed",
+    seed: int = 0,
+) -> dict[Any, list[Any]]:
+    """``measure(name)`` for every name, round by round, so drift (other load, turbo) hits all alike.
+
+    The first ``warmup`` rounds are run and dropped; returns ``{name: [one result per kept round]}``.
+
+    Example:
+        >>> interleaved(["a", "b"], lambda n: n * 2, rounds=2, warmup=1)
+        {'a': ['aa', 'aa'], 'b': ['bb', 'bb']}
+    """
+    samples: dict[Any, list[Any]] = {n: [] for n in names}
+    for r, names_r in enumerate(round_orders(names, warmup + rounds, order, seed)):
+        for name in names_r:
+            out = measure(name)
+            if r >= warmup:
+                samples[name].append(out)
+    return samples

@@ -24,32 +24,33 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import spread, write_result
-
-ENV = "FASTPIPE_COPY_THREADS"
+from benchmarks.common import interleaved, spread, write_result
+from fastpipe.runtime._env import COPY_THREADS as ENV
 
 
 def _measure(shape: tuple[int, int, int], rounds: int, reps: int) -> dict[str, Any]:
     """On this (non-main) thread: seconds per batch, split and not, interleaved."""
-    from benchmarks.cached_epoch import fastpipe_prefix, make_volumes
+    from benchmarks.workload import make_volumes, volume_prefix
+    from fastpipe import transforms as T
     from fastpipe.transforms import RandCropByPosNegLabeld
 
-    prefix = fastpipe_prefix()
+    prefix = volume_prefix(T)
     items = []
     for d in make_volumes(2, shape):
         for t in prefix:
             d = t(d)
         items.append(d)
     crop = RandCropByPosNegLabeld(["image", "label"], "label", 96, num_samples=4).set_random_state(0)
-    samples: dict[str, list[float]] = {"split": [], "torch_team": []}
-    for r in range(rounds):
-        for mode in ("split", "torch_team") if r % 2 == 0 else ("torch_team", "split"):
-            os.environ[ENV] = "" if mode == "split" else "0"
-            crop.batch_call(items)  # warm
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                crop.batch_call(items)
-            samples[mode].append((time.perf_counter() - t0) / reps)
+
+    def seconds_per_batch(mode: str) -> float:
+        os.environ[ENV] = "" if mode == "split" else "0"
+        crop.batch_call(items)  # warm
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            crop.batch_call(items)
+        return (time.perf_counter() - t0) / reps
+
+    samples = interleaved(["split", "torch_team"], seconds_per_batch, rounds, order="alternate")
     os.environ.pop(ENV, None)
     return samples
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, spread, time_repeats, write_result
+from benchmarks.common import RESULTS_DIR, interleaved, spread, time_repeats, write_result
 from fastpipe.ops import crop_batch
-from fastpipe.ops.sample import fg_bg_indices
+from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import RandCropByPosNegLabeld
 
 KEYS = ["image", "label"]
@@ -105,12 +105,9 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
              "copy": copy_windows, "copy_contiguous": copy_pre, "copy_alloc": copy_alloc}  # fmt: skip
     set_track_meta(False)
     try:  # interleave the peers repeat by repeat so drift (other load, turbo) hits all alike
-        times: dict[str, list[float]] = {k: [] for k in peers}
         for fn in peers.values():
             time_repeats(fn, repeats=0, warmup=2)
-        for _ in range(repeats):
-            for k, fn in peers.items():
-                times[k] += time_repeats(fn, repeats=1, warmup=0)
+        times = interleaved(list(peers), lambda k: time_repeats(peers[k], repeats=1, warmup=0)[0], repeats)
     finally:
         set_track_meta(True)
     out = {k: spread(v) for k, v in times.items()}

@@ -23,19 +23,21 @@ from typing import Any
 
 import torch
 
-from benchmarks.cached_epoch import BATCH, NUM_SAMPLES, PATCH, fastpipe_prefix, make_volumes
+from benchmarks.cached_epoch import BATCH, NUM_SAMPLES, PATCH
 from benchmarks.common import write_result
+from benchmarks.workload import make_volumes, volume_prefix
 
 
 def build(data: list[dict], cache_device: str | None) -> tuple[Any, Any]:
     """``(dataset, loader)``: the benchmark chain, cached on ``cache_device`` (``None``: the host)."""
     import fastpipe as fp
+    from fastpipe import transforms as T
     from fastpipe.transforms import RandCropByPosNegLabeld, ToDeviced
 
     keys = ["image", "label", "label_fg_indices", "label_bg_indices"]
     move = [ToDeviced(keys, device=cache_device)] if cache_device else []
     crop = RandCropByPosNegLabeld(["image", "label"], "label", PATCH, pos=1, neg=1, num_samples=NUM_SAMPLES)
-    ds = fp.CacheDataset(data, [*fastpipe_prefix(), *move, crop], progress=False)
+    ds = fp.CacheDataset(data, [*volume_prefix(T), *move, crop], progress=False)
     return ds, fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True)
 
 

@@ -25,6 +25,7 @@ import timeit
 
 import torch
 
+from benchmarks.common import interleaved
 from fastpipe import CacheDataset, ThreadDataLoader
 from fastpipe.profiling import annotate, enable_nvtx, nvtx_ranges, profiled, wrap_chain
 from fastpipe.transforms import RandCropByPosNegLabeld
@@ -64,13 +65,13 @@ def cached_epochs(args: argparse.Namespace) -> tuple[dict[str, list[float]], int
         chain = wrap_chain([lambda d: {k: v.to(device) for k, v in d.items()}, crop])
         ds = CacheDataset(items, chain, progress=False, num_workers=1)
         loaders[mode] = (ThreadDataLoader(ds, batch_size=args.batch_size, shuffle=True), mode == "on")
-    times: dict[str, list[float]] = {"off": [], "on": []}
-    for rep in range(args.repeats + 1):  # the first round is warm-up
-        for mode, (loader, on) in loaders.items():
-            enable_nvtx(on)
-            dt = epoch_seconds(loader, device)
-            if rep:
-                times[mode].append(dt)
+
+    def seconds(mode: str) -> float:
+        loader, on = loaders[mode]
+        enable_nvtx(on)
+        return epoch_seconds(loader, device)
+
+    times = interleaved(list(loaders), seconds, args.repeats, warmup=1)  # the first round is warm-up
     enable_nvtx(True)
     n_ranges = ranges_per_epoch(loaders["on"][0], device)
     enable_nvtx(False)

@@ -97,3 +97,27 @@ def load_data(args: argparse.Namespace) -> list[dict]:
 
     data = load_decathlon_datalist(dataset_root(args))
     return data[: args.num_volumes] if args.num_volumes else data
+
+
+def make_volumes(n: int, shape: tuple[int, int, int], seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` in-memory items as MSD files hold them: int16 HU-like image ``(1, *shape)``, uint8 organ label."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
+    out = []
+    for i in range(n):
+        c = (torch.rand(3, generator=g) - 0.5) * 0.6
+        r = 0.15 + torch.rand(3, generator=g) * 0.1
+        organ = sum(((x - ci) / ri) ** 2 for x, ci, ri in zip(grids, c, r, strict=True)) <= 1
+        img = torch.randint(-200, 300, shape, generator=g, dtype=torch.int16)
+        img[organ] = torch.randint(40, 160, (int(organ.sum()),), generator=g, dtype=torch.int16)
+        meta = {"filename_or_obj": f"synthetic/spleen_{i}.nii.gz"}  # as a loaded item has; names errors
+        out.append({"image": img[None], "label": organ[None].to(torch.uint8), "image_meta_dict": meta})
+    return out
+
+
+def volume_prefix(T: Any) -> list[Any]:
+    """The cached part of the chain for :func:`make_volumes` items (intensity scaling, crop indices),
+    built from ``fastpipe.transforms`` or ``monai.transforms``."""
+    return [T.ScaleIntensityRanged("image", **SCALE), T.FgBgToIndicesd("label")]

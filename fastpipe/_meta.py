@@ -24,11 +24,6 @@ def meta_key(key: str) -> str:
     return f"{key}{META_SUFFIX}"
 
 
-def get_meta(data: dict[str, Any], key: str) -> dict[str, Any]:
-    """The metadata dict of ``key``, created empty if absent."""
-    return data.setdefault(meta_key(key), {})
-
-
 def get_affine(data: dict[str, Any], key: str) -> torch.Tensor:
     """The current affine of ``key`` (identity when none is known)."""
     aff = data.get(meta_key(key), {}).get("affine")

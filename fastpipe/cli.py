@@ -2,7 +2,10 @@
 
 ``bench`` and ``profile`` forward everything after their name, untouched, to
 ``benchmarks.spleen.main`` and ``fastpipe.profiling.profile_run.main``; both are imported only
-when used, so ``synth`` works in any install.
+when used, so ``synth`` works in any install. The benchmarks are not part of the installed
+library: ``bench`` runs them only where ``benchmarks`` is importable already (``python -m fastpipe
+bench`` from the root of a source checkout); otherwise it says to run ``python -m benchmarks.spleen``
+from a checkout. It never changes ``sys.path``.
 
 Example:
     fastpipe synth --out data/spleen-small --preset spleen-small --seed 0
@@ -21,7 +24,10 @@ from pathlib import Path
 __all__ = ["main"]
 
 _FORWARDED = {
-    "bench": ("benchmarks.spleen", "run the spleen experiment matrix (arguments go to benchmarks.spleen)"),
+    "bench": (
+        "benchmarks.spleen",
+        "run the spleen experiment matrix from a source checkout (same as python -m benchmarks.spleen)",
+    ),
     "profile": ("fastpipe.profiling.profile_run", "profile a training run (arguments go to profile_run)"),
 }
 
@@ -62,26 +68,19 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _source_checkout_on_path() -> None:
-    """Put the repository root on ``sys.path`` when ``benchmarks/`` sits beside the package or in the cwd."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        if (root / "benchmarks" / "spleen.py").is_file() and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-            return
-
-
 def _load_main(command: str) -> Callable[[list[str]], int | None] | None:
     """The forwarded command's ``main``, or None (after printing why) when its module is absent."""
     module_name = _FORWARDED[command][0]
-    if command == "bench":
-        _source_checkout_on_path()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name is None or not module_name.startswith(e.name):
             raise  # the module exists but one of its own imports is missing: show the real error
         if command == "bench":
-            hint = "`fastpipe bench` needs the benchmarks/ folder of a source checkout: run it from the repository root"
+            hint = (
+                "the benchmarks are not part of the installed library; from the repository root of a "
+                "source checkout run `python -m benchmarks.spleen` (or `make bench`)"
+            )
         else:
             hint = f"`fastpipe profile` needs {module_name}, which this install of fastpipe does not have"
         print(f"fastpipe {command}: cannot import {module_name!r}. {hint}.", file=sys.stderr)

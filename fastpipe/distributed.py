@@ -30,13 +30,14 @@ Example:
 from __future__ import annotations
 
 import itertools
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
+
+from fastpipe.runtime import _env
 
 T = TypeVar("T")
 DEFAULT_FILL_TIMEOUT_S = 600.0
@@ -71,7 +72,7 @@ def local_device() -> torch.device:
     """This rank's device: ``cuda:$LOCAL_RANK`` when CUDA is present (``cuda:0`` without it), else CPU."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cuda", _env.local_rank() or 0)
 
 
 def partition_indices(
@@ -182,7 +183,7 @@ def shard_inputs(
 
 def check_device(device: torch.device) -> None:
     """Warn when a multi-rank cache lives on a CUDA device other than this rank's :func:`local_device`."""
-    if device.type != "cuda" or "LOCAL_RANK" not in os.environ or not _initialized():
+    if device.type != "cuda" or _env.local_rank() is None or not _initialized():
         return
     want = local_device()
     index = device.index if device.index is not None else torch.cuda.current_device()

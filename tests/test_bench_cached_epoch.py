@@ -14,18 +14,28 @@ from benchmarks.cached_epoch import (
     fill_counts,
     fill_volume_count,
     main,
-    round_orders,
 )
+from benchmarks.common import interleaved, round_orders
 
 
 def test_every_round_holds_every_peer_once_in_varying_order():
     names = list(PEERS)
-    orders = round_orders(names, 20)
+    orders = round_orders(names, 20, order="shuffle")
     assert all(sorted(o) == sorted(names) for o in orders)
     assert len({tuple(o) for o in orders}) > 10  # not one fixed order, not a plain rotation of one
-    assert orders == round_orders(names, 20)  # seeded
+    assert orders == round_orders(names, 20, order="shuffle")  # seeded
     followers = {o[o.index("monai_default") + 1] for o in orders if o[-1] != "monai_default"}
     assert len(followers) > 2  # MONAI defaults' aftermath does not always land on the same peer
+
+
+def test_interleaved_keeps_rounds_after_the_warmup_in_each_order():
+    calls: list[str] = []
+    out = interleaved(
+        ["a", "b", "c"], lambda n: (calls.append(n), len(calls))[1], rounds=2, warmup=1, order="alternate"
+    )
+    assert calls == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert out == {"a": [6, 7], "b": [5, 8], "c": [4, 9]}
+    assert round_orders(["a", "b"], 2) == [["a", "b"], ["a", "b"]]
 
 
 def test_fill_scaling_covers_every_doubling_up_to_all_cores_with_two_volumes_each():

@@ -96,3 +96,16 @@ def test_python_dash_m_fastpipe():
     )
     assert proc.returncode == 0, proc.stderr
     assert "--preset" in proc.stdout
+
+
+def test_bench_never_puts_the_checkout_on_sys_path(monkeypatch, capsys, tmp_path):
+    """Outside a checkout (benchmarks not importable) bench explains how to run them; sys.path stays as it was."""
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    here = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != REPO]
+    monkeypatch.setattr(sys, "path", here)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--help"]) == 2
+    assert sys.path == here
+    err = capsys.readouterr().err
+    assert "python -m benchmarks.spleen" in err and "repository root" in err

@@ -1,4 +1,4 @@
-"""The cache: ``CacheDataset``, ``SmartCacheDataset`` and their machinery (tiers, fill, persistence, replacement)."""
+"""The cache: ``CacheDataset``, ``SmartCacheDataset`` and their machinery (tiers, fill, persistence)."""
 
 from fastpipe.cache._fill import CacheFillError
 from fastpipe.cache._replacer import ReplacementError

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
+from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._key import check_persist_key, entry_owner
 from fastpipe.cache._persist import PersistentCache
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
-from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.profiling import annotate
 from fastpipe.transforms.compose import apply_transform
 from fastpipe.transforms.spatial import fuse_spatial
@@ -145,6 +145,11 @@ class CacheCore:
 
     def __contains__(self, slot: int) -> bool:
         return slot in self.store
+
+    @property
+    def budgets(self) -> dict[str, int | None]:
+        """Byte budget per tier (``None``: unlimited)."""
+        return self.store.budgets
 
     @property
     def nbytes(self) -> int:

@@ -100,9 +100,9 @@ def _run_inline(
 
     Not a one-thread pool: a pool thread's OpenMP team comes on top of the calling thread's, and once
     libgomp counts more threads than cores it cuts its spin-waits short (see
-    :mod:`fastpipe.runtime._copy_threads`). A/B on the 2-core VM (8 volumes of 240x210x250 through
-    ScaleIntensityRanged + FgBgToIndicesd, 7 interleaved fills each): a one-thread pool took 42-262 ms
-    per volume (median 58), the calling thread 38-88 ms (median 45).
+    :mod:`fastpipe.runtime._copy_threads`); interleaved fills ran faster and steadier in the calling
+    thread. ``benchmarks.cached_epoch`` records the one-worker fill time per volume (``fill_scaling``
+    in ``benchmarks/results/cached-epoch-cpu.json``).
     """
     for slot in slots:
         try:

@@ -1,11 +1,10 @@
-"""SmartCache machinery: the window's rotation order, the replacement worker pool, the entry store.
+"""SmartCache replacement workers: the thread pool that computes the next round's entries.
 
-:class:`Rotation` is MONAI's running window over the (optionally shuffled) data list. :class:`Replacer`
-runs ``compute(index)`` for the items of the next round on worker threads, outside every lock a
-reader takes, and stores each result as soon as it is ready; :meth:`Replacer.collect` is the
-consumer side: it waits only for the items still missing and re-raises a worker's exception naming
-the item. :class:`SlotStore` puts entries into the shared ``CacheCore`` and tracks the peak of
-cached bytes; :func:`release` stops the pool and frees the cache (shutdown or garbage collection).
+:class:`Replacer` runs ``compute(index)`` for the items of the next round on worker threads, outside
+every lock a reader takes, and stores each result as soon as it is ready; :meth:`Replacer.collect` is
+the consumer side: it waits only for the items still missing and re-raises a worker's exception
+naming the item. :func:`release` stops the pool and frees the cache (shutdown or garbage
+collection). The window's order is in ``_rotation.py``, the entry store in ``_slots.py``.
 
 Threading contract: worker loops are plain functions that receive their queues and stop event;
 queues are bounded; ``submit``/``collect``/``stop`` are called from one consumer thread at a time.
@@ -23,62 +22,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from fastpipe.cache._fill import describe_failure
 from fastpipe.runtime import _openmp
+from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 log = logging.getLogger(__name__)
-
-_POLL_S = 0.02  # how often blocked workers and the consumer look at the stop event
 
 
 class ReplacementError(RuntimeError):
     """The deterministic chain failed on an item prepared for the next SmartCache round (cause chained)."""
-
-
-class Rotation:
-    """MONAI's running window: ``order[start : start + cache_num]`` (cyclic), then the next ``replace_num``.
-
-    Args:
-        n: number of data items.
-        cache_num: items in the window.
-        replace_num: items replaced per round.
-        shuffle: permute the data order once with ``numpy.random.RandomState(seed)`` (MONAI's draw).
-        seed: seed of that permutation (default 0).
-
-    Example:
-        >>> r = Rotation(5, cache_num=4, replace_num=1, shuffle=False)
-        >>> r.window(), r.incoming(), r.outgoing()
-        ([0, 1, 2, 3], [4], [0])
-    """
-
-    def __init__(self, n: int, cache_num: int, replace_num: int, shuffle: bool, seed: int = 0) -> None:
-        self.order = list(range(n))
-        if shuffle:
-            np.random.RandomState(seed).shuffle(self.order)
-        self.n, self.cache_num, self.replace_num = n, cache_num, replace_num
-        self.start = 0
-
-    def _take(self, offset: int, count: int) -> list[int]:
-        return [self.order[(self.start + offset + i) % self.n] for i in range(count)]
-
-    def window(self) -> list[int]:
-        """Data indices of the current window, oldest first."""
-        return self._take(0, self.cache_num)
-
-    def incoming(self) -> list[int]:
-        """Data indices that enter at the next round."""
-        return self._take(self.cache_num, self.replace_num)
-
-    def outgoing(self) -> list[int]:
-        """Data indices that leave at the next round (the oldest of the window)."""
-        return self._take(0, self.replace_num)
-
-    def advance(self) -> None:
-        """Move the window by one round."""
-        self.start = (self.start + self.replace_num) % self.n
 
 
 def lower_priority(nice: int | None) -> None:
@@ -108,7 +62,7 @@ def replace_loop(
     """
     while not stop.is_set():
         try:
-            index = jobs.get(timeout=_POLL_S)
+            index = jobs.get(timeout=POLL_S)
         except queue.Empty:
             continue
         try:
@@ -116,12 +70,7 @@ def replace_loop(
             outcome = (index, None)
         except Exception as err:  # noqa: BLE001 - re-raised in the consumer by Replacer.collect
             outcome = (index, err)
-        while not stop.is_set():
-            try:
-                results.put(outcome, timeout=_POLL_S)
-                break
-            except queue.Full:
-                continue
+        put_until_stopped(results, outcome, stop)
 
 
 class Replacer:
@@ -189,14 +138,8 @@ class Replacer:
     def submit(self, indices: Sequence[int]) -> None:
         """Queue ``indices`` for computation (the queue holds a whole round, so this never blocks long)."""
         for index in indices:
-            while True:
-                if self._stop.is_set():
-                    return
-                try:
-                    self._jobs.put(index, timeout=_POLL_S)
-                    break
-                except queue.Full:
-                    continue
+            if not put_until_stopped(self._jobs, index, self._stop):
+                return
 
     def missing(self, indices: Sequence[int]) -> int:
         """How many of ``indices`` have not been reported done yet (drains finished reports first)."""
@@ -223,7 +166,7 @@ class Replacer:
     def _drain(self, block: bool) -> None:
         while True:
             try:
-                index, err = self._results.get(timeout=_POLL_S) if block else self._results.get_nowait()
+                index, err = self._results.get(timeout=POLL_S) if block else self._results.get_nowait()
             except queue.Empty:
                 return
             block = False
@@ -246,47 +189,10 @@ class Replacer:
             t.join(max(0.0, deadline - time.monotonic()))
         left = [t for t in self._threads if t.is_alive()]
         self._threads = left
-        _clear(self._jobs)
-        _clear(self._results)
+        drain(self._jobs)
+        drain(self._results)
         self._done.clear()
         return left
-
-
-def _clear(q: queue.Queue) -> None:
-    while True:
-        try:
-            q.get_nowait()
-        except queue.Empty:
-            return
-
-
-def check_args(cache_num: Any, replace_rate: Any, cache_rate: Any) -> None:
-    """Validate ``SmartCacheDataset``'s sizes: ``TypeError``/``ValueError`` with the value received."""
-    if isinstance(cache_num, bool) or not isinstance(cache_num, int):
-        raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}")
-    if cache_num <= 0:
-        raise ValueError(f"cache_num must be > 0, got {cache_num}")
-    if not 0.0 < float(replace_rate) <= 1.0:
-        raise ValueError(f"replace_rate must be in (0, 1], got {replace_rate}")
-    if not 0.0 < float(cache_rate) <= 1.0:
-        raise ValueError(f"cache_rate must be in (0, 1], got {cache_rate}")
-
-
-class SlotStore:
-    """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
-
-    def __init__(self, core: Any) -> None:
-        self.core = core
-        self.no_room = 0
-        self.peak_nbytes = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, slot: int, entry: Any) -> None:
-        placed = self.core.put(slot, entry)
-        nbytes = self.core.nbytes
-        with self._lock:
-            self.no_room += placed is None
-            self.peak_nbytes = max(self.peak_nbytes, nbytes)
 
 
 def release(replacer: Replacer, core: Any) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
 from fastpipe.cache._cuda_budget import default_cuda_budget
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
 
@@ -71,29 +72,6 @@ def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
     if unknown:
         raise ValueError(f"unknown budget tier(s) {sorted(unknown)}: expected keys among {list(TIERS)}")
     return {tier: parse_bytes(v) for tier, v in budget.items()}
-
-
-def map_tensors(obj: Any, fn: Any) -> Any:
-    """``obj`` with ``fn`` applied to every tensor inside dicts, lists and tuples (other values shared)."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return {k: map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(map_tensors(v, fn) for v in obj)
-    return obj
-
-
-def tensors_of(obj: Any) -> list[torch.Tensor]:
-    """Every tensor inside ``obj`` (dicts, lists, tuples), depth first."""
-    found: list[torch.Tensor] = []
-    map_tensors(obj, found.append)
-    return found
-
-
-def nbytes_of(obj: Any) -> int:
-    """Bytes held by the tensors of an entry."""
-    return sum(t.numel() * t.element_size() for t in tensors_of(obj))
 
 
 def shallow_view(entry: Any) -> Any:

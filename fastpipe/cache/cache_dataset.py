@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import logging
-import threading
-import warnings
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,16 +10,14 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
-from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport, run_fill
+from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.profiling import annotate
-from fastpipe.profiling.nvtx_ranges import wrap_chain
-from fastpipe.transforms.compose import apply_transform, is_random, split_chain
 
 log = logging.getLogger(__name__)
 
 
-class CacheDataset(torch.utils.data.Dataset):
+class CacheDataset(CachedReads):
     """A map-style dataset that caches the output of the chain's deterministic prefix.
 
     The chain is split at its first random transform (:func:`fastpipe.transforms.split_chain`). The
@@ -96,28 +90,13 @@ class CacheDataset(torch.utils.data.Dataset):
         partition_seed: int = 0,
         persist_key: str = "content",
     ) -> None:
-        inputs, source = _inputs_of(data)
-        inputs, self.shard = distributed.shard_inputs(
-            inputs, rank, world_size, partition_seed, even_divisible
+        shard = (rank, world_size, even_divisible, partition_seed)
+        super().__init__(
+            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key
         )
-        prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
-        if source is not None:
-            prefix = [FromDataset(source), *prefix]
-        self.core = CacheCore(
-            prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir, persist_key=persist_key
-        )
-        self._core_finalizer = weakref.finalize(self, self.core.close)  # frees a temporary disk tier
-        distributed.check_device(self.core.device)
-        self.copy_cache = copy_cache
-        self.seed = seed
-        self._inputs = inputs
-        self._keep = list(range(len(inputs)))
-        self._local = threading.local()
-        self._suffix_lock = threading.Lock()
-        self.misses = 0
+        self._keep = list(range(len(self._inputs)))
         self.uncached_no_room = 0
-        _seed_suffix(self.suffix, seed)
-        n_cache = _cache_count(len(inputs), cache_rate, cache_num)
+        n_cache = _cache_count(len(self._inputs), cache_rate, cache_num)
         self.fill_report = distributed.guarded_fill(
             lambda: self._fill(list(range(n_cache)), num_workers, progress, on_error), self.shard is not None
         )
@@ -138,76 +117,18 @@ class CacheDataset(torch.utils.data.Dataset):
             self.core.device,
             report.seconds,
         )
-        if self.uncached_no_room:
-            warnings.warn(
-                f"{self.uncached_no_room} item(s) fit no cache tier under budget {self.core.store.budgets}; "
-                "they are recomputed on every read",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        warn_no_room(self.uncached_no_room, self.core, stacklevel=3)
         return report
 
     def __len__(self) -> int:
         return len(self._keep)
 
-    def cached_entry(self, index: int) -> Any:
-        """The deterministic output of item ``index`` (cached, or computed now): fresh dicts, shared tensors."""
+    def _lookup(self, index: int) -> tuple[int, Any]:
         slot = self._keep[index]
-        if slot in self.core:
-            entry = self.core.get(slot)
-            return copy.deepcopy(entry) if self.copy_cache else entry
-        self.misses += 1
-        return self.core.compute(self._inputs[slot])
+        return slot, (self.core.get(slot) if slot in self.core else MISS)
 
-    @property
-    def batched(self) -> bool:
-        """Whether reads of a batch use the random suffix's one-call ``batch_call`` path."""
-        return len(self.suffix) == 1 and callable(getattr(self.suffix[0], "batch_call", None))
-
-    def __getitem__(self, index: int) -> Any:
-        with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
-            return _run_suffix(self.suffix, self.cached_entry(index))
-
-    def __getitems__(self, indices: Sequence[int]) -> Any:
-        """A batch: one ``batch_call`` dict when the suffix supports it, else a list of per-item results."""
-        with self._suffix_lock:
-            return self._fetch(list(indices), self.suffix)
-
-    def fetch_seeded(self, indices: Sequence[int], seed: int) -> Any:
-        """Like ``__getitems__`` with this thread's copy of the suffix reseeded from ``seed`` first."""
-        suffix = self._thread_suffix()
-        _seed_suffix(suffix, seed)
-        return self._fetch(list(indices), suffix)
-
-    def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
-        with annotate("cache_get", "cache"):
-            entries = [self.cached_entry(i) for i in indices]
-        with annotate("random_suffix", "random"):
-            if self.batched and suffix:
-                return suffix[0].batch_call(entries)
-            return [_run_suffix(suffix, e) for e in entries]
-
-    def _thread_suffix(self) -> list[Any]:
-        suffix = getattr(self._local, "suffix", None)
-        if suffix is None:
-            suffix = self._local.suffix = [_thread_copy(t) for t in self.suffix]
-        return suffix
-
-    def prefetch(self, indices: Sequence[int]) -> None:
-        """Start moving the host-tier entries of ``indices`` to the device ahead of use (no-op on CPU)."""
-        self.core.prefetch([self._keep[i] for i in indices])
-
-    def stats(self) -> dict[str, Any]:
-        """Items, cached items and bytes per tier, fill seconds, hits, misses, skipped items."""
-        out = self.core.stats()
-        out.update(
-            length=len(self),
-            fill_s=self.fill_report.seconds,
-            skipped=dict(self.fill_report.skipped),
-            misses=self.misses,
-            nbytes=self.core.nbytes,
-        )
-        return out
+    def _slots(self, indices: Sequence[int]) -> list[int]:
+        return [self._keep[i] for i in indices]
 
     def close(self) -> None:
         """Free the cache (idempotent)."""
@@ -223,18 +144,6 @@ class CacheDataset(torch.utils.data.Dataset):
         )
 
 
-def _inputs_of(data: Any) -> tuple[list[Any], Any]:
-    if isinstance(data, (list, tuple)):
-        inputs, source = list(data), None
-    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        inputs, source = list(range(len(data))), data
-    else:
-        raise TypeError(f"data must be a list of dicts or a map-style dataset, got {type(data).__name__}")
-    if not inputs:
-        raise ValueError("data is empty: CacheDataset needs at least one item")
-    return inputs, source
-
-
 def _cache_count(n: int, cache_rate: float, cache_num: int | None) -> int:
     if not 0.0 <= float(cache_rate) <= 1.0:
         raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}")
@@ -242,27 +151,3 @@ def _cache_count(n: int, cache_rate: float, cache_num: int | None) -> int:
         raise ValueError(f"cache_num must be >= 0 or None, got {cache_num}")
     count = int(n * cache_rate)
     return min(count, cache_num) if cache_num is not None else count
-
-
-def _seed_suffix(suffix: list[Any], seed: int) -> None:
-    for j, t in enumerate(suffix):
-        if is_random(t) and callable(getattr(t, "set_random_state", None)):
-            t.set_random_state(seed + j)
-
-
-def _thread_copy(transform: Any) -> Any:
-    """A copy of a suffix transform for one thread: deep, or shallow when it holds locks and such.
-
-    A shallow copy is independent once reseeded only if ``set_random_state`` installs a new random
-    state object (fastpipe's ``torch.Generator``, MONAI's ``RandomState``) rather than reseeding it in place.
-    """
-    try:
-        return copy.deepcopy(transform)
-    except (TypeError, copy.Error):
-        return copy.copy(transform)
-
-
-def _run_suffix(suffix: list[Any], entry: Any) -> Any:
-    for t in suffix:
-        entry = apply_transform(t, entry)
-    return entry

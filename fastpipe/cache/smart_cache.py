@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import warnings
@@ -16,23 +15,26 @@ import torch
 
 from fastpipe import distributed
 from fastpipe.cache._fill import default_workers, run_fill
-from fastpipe.cache._replacer import Replacer, Rotation, SlotStore, check_args, release
-from fastpipe.cache.cache_dataset import CacheDataset
+from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
+from fastpipe.cache._replacer import Replacer, release
+from fastpipe.cache._rotation import Rotation, check_args
+from fastpipe.cache._slots import SlotStore
 from fastpipe.profiling import annotate
 
 LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
 
 
-class SmartCacheDataset(CacheDataset):
+class SmartCacheDataset(CachedReads):
     """Keep ``cache_num`` items cached; each round swap the oldest ``R = ceil(cache_num * replace_rate)``.
 
     Same chain split, device tier ("ToDevice-then-cache"), budgets and byte reporting as
-    :class:`~fastpipe.CacheDataset` (it is one, reading a moving window). The window follows MONAI's
-    running-window order over the data list (shuffled once with ``seed`` when ``shuffle``), so the
-    set of cached items per round equals MONAI's ``SmartCacheDataset`` and every item enters within
-    ``ceil(len(data) / R)`` rounds. Replacements of the next round are computed during the epoch by
-    ``num_replace_workers`` threads outside any lock a reader takes; :meth:`update_cache` (called
-    by :class:`~fastpipe.ThreadDataLoader` at each epoch end) swaps them in atomically, waiting only
+    :class:`~fastpipe.CacheDataset`: both share one read path (``fastpipe.cache._reads``), this one
+    reading a moving window. The window follows MONAI's running-window order over the data list
+    (shuffled once with ``seed`` when ``shuffle``), so the set of cached items per round equals
+    MONAI's ``SmartCacheDataset`` and every item enters within ``ceil(len(data) / R)`` rounds.
+    Replacements of the next round are computed during the epoch by ``num_replace_workers`` threads
+    outside any lock a reader takes; :meth:`update_cache` (called by
+    :class:`~fastpipe.ThreadDataLoader` at each epoch end) swaps them in atomically, waiting only
     for the items not yet ready. An item keeps its position while it stays in the window; an
     incoming item takes the position of the outgoing one.
 
@@ -100,21 +102,9 @@ class SmartCacheDataset(CacheDataset):
         persist_key: str = "content",
     ) -> None:
         check_args(cache_num, replace_rate, cache_rate)
+        shard = (rank, world_size, even_divisible, partition_seed)
         super().__init__(
-            data,
-            transform,
-            cache_rate=0.0,
-            progress=False,
-            copy_cache=copy_cache,
-            budget=budget,
-            persist_dir=persist_dir,
-            seed=seed,
-            disk_dir=disk_dir,
-            rank=rank,
-            world_size=world_size,
-            even_divisible=even_divisible,
-            partition_seed=partition_seed,
-            persist_key=persist_key,
+            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
@@ -165,21 +155,15 @@ class SmartCacheDataset(CacheDataset):
             self.fill_report = run_fill(
                 list(self._window), job, self._inputs.__getitem__, num_workers, progress
             )
-        if self._store.no_room:
-            warnings.warn(
-                f"{self._store.no_room} item(s) fit no cache tier under budget {self.core.store.budgets}; "
-                "they are recomputed on every read",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        warn_no_room(self._store.no_room, self.core, stacklevel=3)
 
     # --- reads -------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return self.cache_num
 
-    def cached_entry(self, index: int) -> Any:
-        """The deterministic output of window position ``index``: fresh dicts, shared tensors."""
+    def _lookup(self, index: int) -> tuple[int, Any]:
+        """Slot and entry of window position ``index``."""
         with self._window_lock:  # held only for the lookup, so a swap cannot free the entry under us
             if self._closed:
                 raise RuntimeError("SmartCacheDataset was shut down; create a new one to read again")
@@ -188,16 +172,11 @@ class SmartCacheDataset(CacheDataset):
                     f"index {index} out of range for a SmartCacheDataset of {self.cache_num} items"
                 )
             slot = self._window[index]
-            entry = self.core.get(slot) if slot in self.core else None
-        if entry is None:  # no tier had room for it: computed per read, as in CacheDataset
-            self.misses += 1
-            return self.core.compute(self._inputs[slot])
-        return copy.deepcopy(entry) if self.copy_cache else entry
+            return slot, (self.core.get(slot) if slot in self.core else MISS)
 
-    def prefetch(self, indices: Sequence[int]) -> None:
-        """Start moving the host-tier entries of window positions ``indices`` to the device (no-op on CPU)."""
+    def _slots(self, indices: Sequence[int]) -> list[int]:
         window = self._window
-        self.core.prefetch([window[i] for i in indices])
+        return [window[i] for i in indices]
 
     def window_indices(self) -> list[int]:
         """Data indices currently cached, by window position."""
@@ -299,7 +278,7 @@ class SmartCacheDataset(CacheDataset):
     # --- reporting ---------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """CacheDataset's figures plus the window: rounds, items swapped, wait (lag) per round, peak bytes."""
+        """The cache's figures (as ``CacheDataset.stats``) plus the window: rounds, swaps, lag, peak bytes."""
         out = super().stats()
         out.update(
             cache_num=self.cache_num,

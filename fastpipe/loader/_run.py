@@ -19,33 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastpipe.runtime import _openmp
+from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 _END = "end"
 _ITEM = "item"
 _ERROR = "error"
-_POLL_S = 0.05
-
-
-def _put(q: queue.Queue, stop: threading.Event, message: tuple[str, Any]) -> bool:
-    """Put unless ``stop`` is set; a full queue is retried so a stop is noticed within ``_POLL_S``."""
-    while not stop.is_set():
-        try:
-            q.put(message, timeout=_POLL_S)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def producer_loop(q: queue.Queue, stop: threading.Event, produce: Iterator[Any]) -> None:
     """Move everything ``produce`` yields into ``q``, then an end marker or the error that stopped it."""
     try:
         for out in produce:
-            if not _put(q, stop, (_ITEM, out)):
+            if not put_until_stopped(q, (_ITEM, out), stop):
                 return
-        _put(q, stop, (_END, None))
+        put_until_stopped(q, (_END, None), stop)
     except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
-        _put(q, stop, (_ERROR, err))
+        put_until_stopped(q, (_ERROR, err), stop)
 
 
 class LoaderRun:
@@ -131,7 +120,7 @@ class LoaderRun:
         """The next batch, ``None`` at the end of the epoch; re-raises a producer error."""
         while True:
             try:
-                kind, payload = self.queue.get(timeout=_POLL_S)
+                kind, payload = self.queue.get(timeout=POLL_S)
                 break
             except queue.Empty:
                 if not self.thread.is_alive() and self.queue.empty():
@@ -154,16 +143,8 @@ class LoaderRun:
             self._stopped = True
         self.stop_event.set()
         while self.thread.is_alive():
-            _drain(self.queue)
-            self.thread.join(timeout=_POLL_S)
-        _drain(self.queue)
+            drain(self.queue)
+            self.thread.join(timeout=POLL_S)
+        drain(self.queue)
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _drain(q: queue.Queue) -> None:
-    while True:
-        try:
-            q.get_nowait()
-        except queue.Empty:
-            return

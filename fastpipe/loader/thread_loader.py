@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe.cache._tiers import map_tensors
+from fastpipe._tensors import map_tensors
+from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader.collate import list_data_collate
-from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
 

@@ -2,7 +2,8 @@
 
 from fastpipe.ops._backends import crop_batch, cuda_kernels_available
 from fastpipe.ops.crop import crop_batch_torch
-from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
+from fastpipe.ops.indices import fg_bg_indices
+from fastpipe.ops.sample import CropSample, draw_augment, sample_crops
 
 __all__ = [
     "CropSample",

@@ -1,4 +1,4 @@
-"""Sampler of RandCropByPosNegLabeld: every crop centre of a batch drawn as one tensor.
+"""Positive/negative crop sampling: every crop centre of a batch drawn as one tensor.
 
 Device independence: every random number is drawn on the CPU from the transform's
 ``torch.Generator`` (``2 * N`` float64 values for ``N`` crops, a few hundred bytes), and turned
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastpipe.ops import _backends
+from fastpipe.ops import _backends, indices
 from fastpipe.ops._device import to_device
 
 
@@ -60,23 +60,9 @@ def _warn_gpu_indices_once(device: torch.device) -> None:
 def fg_bg_indices(
     label: torch.Tensor, image: torch.Tensor | None = None, image_threshold: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat foreground/background indices of a ``(C, X, Y, Z)`` label, MONAI's ``map_binary_to_indices``.
-
-    A multi-channel label drops channel 0 (one-hot background); foreground is any non-zero channel.
-    With ``image``, background is ``label == 0 & any(image > image_threshold)``.
-
-    On a CUDA label this synchronises with the GPU (``torch.nonzero``); it warns once per process.
-
-    Shape:
-        returns two 1-D int64 tensors on the label's device.
-    """
+    """:func:`fastpipe.ops.indices.fg_bg_indices` for the crop's per-batch fallback; warns once on a CUDA label."""
     _warn_gpu_indices_once(label.device)
-    lab = label[1:] if label.shape[0] > 1 else label
-    fg_mask = (lab != 0).any(0).reshape(-1)
-    bg_mask = ~fg_mask
-    if image is not None:
-        bg_mask &= (image > image_threshold).any(0).reshape(-1).to(bg_mask.device)
-    return torch.nonzero(fg_mask).reshape(-1), torch.nonzero(bg_mask).reshape(-1)
+    return indices.fg_bg_indices(label, image, image_threshold)
 
 
 def crop_window(
@@ -89,7 +75,7 @@ def crop_window(
     roi = tuple(int(p) if p > 0 else int(s) for p, s in zip(spatial_size, shape, strict=True))
     if any(p > s for p, s in zip(roi, shape, strict=True)) and not allow_smaller:
         raise ValueError(
-            f"RandCropByPosNegLabeld: crop ROI {roi} is larger than the volume {tuple(shape)} of {name}; "
+            f"crop ROI {roi} is larger than the volume {tuple(shape)} of {name}; "
             "pass allow_smaller=True to keep such axes whole, or pad the volume"
         )
     eff = tuple(min(p, s) for p, s in zip(roi, shape, strict=True))
@@ -115,13 +101,11 @@ def draw_choices(
     ratios = []
     for nf, nb, name in zip(n_fg, n_bg, names, strict=True):
         if nf == 0 and nb == 0:
-            raise ValueError(
-                f"RandCropByPosNegLabeld: {name} has no foreground and no background voxel to centre on"
-            )
+            raise ValueError(f"{name} has no foreground and no background voxel to centre on")
         ratio = pos_ratio if nf > 0 and nb > 0 else float(nf > 0)
         if ratio != pos_ratio:
             warnings.warn(
-                f"RandCropByPosNegLabeld: {name} has {nf} foreground and {nb} background voxels; "
+                f"{name} has {nf} foreground and {nb} background voxels; "
                 f"drawing every centre from the {'foreground' if nf else 'background'} instead of pos ratio {pos_ratio}",
                 stacklevel=3,
             )
@@ -225,6 +209,7 @@ def sample_crops(
         names: per volume, a name for error messages.
 
     Example:
+        >>> from fastpipe.ops.indices import fg_bg_indices
         >>> fg, bg = fg_bg_indices(torch.ones(1, 8, 8, 8))
         >>> sample_crops([fg], [bg], [(8, 8, 8)], (4, 4, 4), num_samples=2, pos_ratio=1.0).starts.shape
         torch.Size([2, 3])
@@ -234,7 +219,7 @@ def sample_crops(
     sizes = {w[0] for w in windows}
     if len(sizes) > 1:
         detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
-        raise ValueError(f"RandCropByPosNegLabeld: crops of one batch must share a size, got {detail}")
+        raise ValueError(f"crops of one batch must share a size, got {detail}")
     is_fg, k = draw_choices(
         [f.numel() for f in fg], [b.numel() for b in bg], num_samples, pos_ratio, generator, names
     )

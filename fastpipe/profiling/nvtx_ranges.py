@@ -9,21 +9,21 @@ transform is one range named after the transform, coloured ``transform`` (determ
 ``random``. While NVTX is disabled :func:`wrap_chain` returns the transforms unwrapped, so a
 disabled run carries no wrapper at all.
 
-The environment variable ``FASTPIPE_NVTX=1`` (read here, once, at import) starts a process with
-ranges enabled, so Nsight sessions can switch them on in programs that never call
+The environment variable ``FASTPIPE_NVTX=1`` (read once, at import, by ``fastpipe.runtime._env``)
+starts a process with ranges enabled, so Nsight sessions can switch them on in programs that never call
 :func:`enable_nvtx` (``profiling/nsys_spleen.sh`` does).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from typing import Any
 
 import nvtx
 
 from fastpipe._chain import flatten, is_random
+from fastpipe.runtime import _env
 
 DOMAIN = "fastpipe"
 #: ARGB colours per kind of range, so a timeline reads at a glance.
@@ -41,7 +41,7 @@ _OTHER_COLOR = 0xFF999999
 _MAX_CACHED_RANGES = 4096
 
 _NULL = contextlib.nullcontext()
-_enabled = os.environ.get("FASTPIPE_NVTX", "").strip().lower() not in ("", "0", "false", "no")
+_enabled = _env.nvtx_enabled()
 # (name, kind) -> a reusable nvtx.annotate: its attributes (registered string, colour,
 # category) are built once; entering it is one push, leaving it one pop.
 _ranges: dict[tuple[str, str], Any] = {}

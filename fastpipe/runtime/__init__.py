@@ -1,1 +1,1 @@
-"""Runtime machinery shared by the cache, the loader and the ops: OpenMP per thread, fork safety, copy threads, host buffers."""
+"""Machinery shared by the cache, the loader and the ops: OpenMP, fork safety, copy threads, queues, env."""

@@ -3,23 +3,22 @@
 torch runs one big copy on an OpenMP team. From the main thread that is fast. From a loader thread
 it is not, once the main thread has a team of its own (any parallel torch op there): libgomp then
 counts more threads than CPUs, cuts its spin-waits short, and each of the batch's small parallel
-regions (one per crop and key) pays futex wake-ups. Measured on a 2-core VM: 16 crop copies took
-1.5x longer from a loader thread than from the main thread.
+regions (one per crop and key) pays futex wake-ups, so the same copies take longer from a loader
+thread than from the main thread.
 
 Here a batch's copies are split into ``k`` chunks instead. The calling thread runs one and helper
 threads run the rest, each copy with OpenMP set to one thread for that thread only
 (:mod:`fastpipe.runtime._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
 one thread gets no split; ``FASTPIPE_COPY_THREADS=n`` caps it (0 or 1 turn the split off).
 
-Measured on the 2-core VM (``benchmarks.copy_threads``: a batch of 2 volumes x 4 crops of 96^3 made on
-a loader thread): split 1.21-1.26x faster than torch's own team when the main thread has a team; when
-it has none (a main thread that never ran a parallel torch op), torch's team is 0-10% faster. The
-split is kept in both cases: it loses little where it loses.
+``benchmarks.copy_threads`` measures both (a batch made on a loader thread, in a process whose main
+thread has a team and in one whose has not; figures in ``benchmarks/results/copy-threads-cpu.json``):
+the split wins clearly in the first case and loses little in the second, so it is kept in both.
 
 On the main thread itself nothing is split: its team is the one libgomp keeps warm, and its workers
 still spin for a while after each parallel region, taking the cores the helpers would need
-(``benchmarks.crop_speed``, which calls the crop on the main thread, went from 3.5 to 5.4 ms per
-volume with the split there).
+(``benchmarks.crop_speed`` calls the crop on the main thread and was slower with the split there;
+``benchmarks/results/crop-speed-cpu.json`` holds its current figures).
 
 Where per-thread OpenMP counts are not available, nothing is split: the copies run one after the
 other in the calling thread, as torch would run them.
@@ -35,12 +34,12 @@ from typing import Any
 
 import torch
 
-from fastpipe.runtime import _openmp
+from fastpipe.runtime import _env, _openmp
 from fastpipe.runtime._fork import renew_locks_after_fork
 
 MAX_THREADS = 8  # memory bandwidth, not cores, bounds a copy: more threads than this only add overhead
 MIN_SPLIT_BYTES = 1 << 20  # below this the hand-off costs more than it saves
-ENV = "FASTPIPE_COPY_THREADS"
+ENV = _env.COPY_THREADS
 
 
 class _Helpers:
@@ -77,26 +76,13 @@ def _run(jobs: Sequence[Callable[[], Any]]) -> None:
         job()
 
 
-def _env_limit() -> int:
-    """``FASTPIPE_COPY_THREADS``: most threads one batch's copies use (0 or 1: no split; unset: no limit)."""
-    raw = os.environ.get(ENV, "").strip()
-    if not raw:
-        return MAX_THREADS
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise ValueError(
-            f"{ENV} must be a whole number of threads (0 or 1 turn the split off), got {raw!r}"
-        ) from None
-
-
 def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
     """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all), split over threads off the main thread.
 
     Returns when every job has finished; the first error raised by a job is raised here, after all
     chunks have stopped (a chunk stops at its first error).
     """
-    k = min(torch.get_num_threads(), len(jobs), MAX_THREADS, _env_limit())
+    k = min(torch.get_num_threads(), len(jobs), MAX_THREADS, _env.copy_threads_limit(MAX_THREADS))
     on_main = threading.current_thread() is threading.main_thread()
     if k <= 1 or nbytes < MIN_SPLIT_BYTES or on_main or not _openmp.available():
         _run(jobs)

@@ -23,6 +23,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from fastpipe._tensors import numpy_dtype
 from fastpipe.runtime._fork import renew_locks_after_fork
 
 
@@ -84,7 +85,7 @@ class HostBufferPool:
     def empty(self, shape: tuple[int, ...] | list[int], dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised contiguous CPU tensor of ``shape`` and ``dtype``, in recycled memory when free."""
         try:
-            np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+            np_dtype = numpy_dtype(dtype)
         except TypeError:  # a dtype numpy lacks (bfloat16): plain torch memory, not pooled
             return torch.empty(tuple(shape), dtype=dtype)
         kind = (tuple(int(s) for s in shape), np_dtype.str)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,8 +11,10 @@ import torch
 from fastpipe._meta import get_affine, meta_key
 
 
-def ensure_keys(keys: str | Sequence[str]) -> tuple[str, ...]:
-    """``keys`` as a tuple (a single string becomes a one-tuple)."""
+def ensure_keys(keys: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``keys`` as a tuple (a single string becomes a one-tuple, ``None`` an empty one)."""
+    if keys is None:
+        return ()
     return (keys,) if isinstance(keys, str) else tuple(keys)
 
 
@@ -25,17 +27,39 @@ def per_key(value: Any, keys: tuple[str, ...], name: str) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def missing_key(who: str, key: Hashable, where: str, skippable: bool = True) -> KeyError:
+    """The one error for a key a transform needs but an item lacks (``KeyError``, as MONAI raises).
+
+    ``where`` says which item(s): ``"item with keys [...]"``, or the names of the batch's items;
+    ``skippable`` adds the hint that ``allow_missing_keys=True`` would skip the key.
+    """
+    hint = " (pass allow_missing_keys=True to skip it)" if skippable else ""
+    return KeyError(f"{who}: key {key!r} missing from {where}{hint}")
+
+
+def is_missing(data: dict[Hashable, Any], key: Hashable, allow_missing: bool, who: str) -> bool:
+    """Whether ``key`` is absent from ``data`` and allowed to be; :func:`missing_key` when it is not allowed."""
+    if key in data:
+        return False
+    if allow_missing:
+        return True
+    raise missing_key(who, key, f"item with keys {sorted(map(str, data))}")
+
+
+def iter_present(
+    data: dict[Hashable, Any], keys: Sequence[str], allow_missing: bool, who: str
+) -> Iterator[str]:
+    """The keys of ``keys`` present in ``data``, in order, each checked when reached (:func:`is_missing`)."""
+    for key in keys:
+        if not is_missing(data, key, allow_missing, who):
+            yield key
+
+
 def present_keys(
     data: dict[Hashable, Any], keys: tuple[str, ...], allow_missing: bool, who: str
 ) -> list[int]:
     """Indices into ``keys`` of the keys present in ``data``; ``KeyError`` for a missing one unless allowed."""
-    found = []
-    for i, key in enumerate(keys):
-        if key in data:
-            found.append(i)
-        elif not allow_missing:
-            raise KeyError(f"{who}: key {key!r} missing from item with keys {sorted(map(str, data))}")
-    return found
+    return [i for i, key in enumerate(keys) if not is_missing(data, key, allow_missing, who)]
 
 
 def spacing_of(affine: np.ndarray | torch.Tensor) -> tuple[float, ...]:

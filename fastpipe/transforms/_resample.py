@@ -21,11 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastpipe._tensors import numpy_dtype
+
 
 def alloc(shape: tuple[int, ...] | list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised tensor; on CPU backed by numpy memory (huge pages) when numpy knows the dtype."""
     if device.type == "cpu" and dtype is not torch.bfloat16:
-        return torch.from_numpy(np.empty(tuple(shape), dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+        return torch.from_numpy(np.empty(tuple(shape), dtype=numpy_dtype(dtype)))
     return torch.empty(tuple(shape), dtype=dtype, device=device)
 
 
@@ -101,10 +103,6 @@ def axis_plan(coords: torch.Tensor, n_in: int, mode: str, padding_mode: str):
     return i0.tolist(), i1.tolist(), w0.tolist(), w1.tolist()
 
 
-def _np_dtype(dtype: torch.dtype) -> np.dtype:
-    return torch.empty(0, dtype=dtype).numpy().dtype
-
-
 def _slice_pass(
     src: torch.Tensor, dim: int, plan, out_dtype: torch.dtype, numpy_ops: bool = True
 ) -> torch.Tensor:
@@ -118,7 +116,7 @@ def _slice_pass(
     shape[dim] = len(i0)
     if src.device.type != "cpu" or not numpy_ops:
         return _slice_pass_torch(src, dim, plan, alloc(shape, out_dtype, src.device))
-    dt = _np_dtype(out_dtype)
+    dt = numpy_dtype(out_dtype)
     out = np.empty(shape, dtype=dt)
     s_v, o_v = np.moveaxis(src.numpy(), dim, 0), np.moveaxis(out, dim, 0)
     tmp = np.empty(o_v.shape[1:], dtype=dt)
@@ -191,7 +189,7 @@ def _plane_pass(src: torch.Tensor, plan_m, plan_n, out_dtype: torch.dtype) -> to
     no volume-sized temporaries, so neither the memory traffic nor the page faults of two passes.
     """
     s = src.numpy()
-    dt = _np_dtype(out_dtype)
+    dt = numpy_dtype(out_dtype)
     (m0, m1, wm0, wm1), (n0, n1, wn0, wn1) = ([np.asarray(v) for v in plan] for plan in (plan_m, plan_n))
     out = np.empty((*s.shape[:2], len(m0), len(n0)), dtype=dt)
     single = not wm1.any() and not wn1.any()  # nearest (or weights that need no second neighbour)

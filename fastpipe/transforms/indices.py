@@ -5,48 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-import numpy as np
-import torch
-
+from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms._dict import ensure_keys, present_keys
-
-
-def _flat_mask(x: torch.Tensor, threshold: float | None = None) -> torch.Tensor | np.ndarray:
-    """``(x > threshold).any(0)`` (``x != 0`` without one) of a channel-first volume as a flat C-order bool.
-
-    numpy on CPU (serial, huge-page output), torch elsewhere.
-    """
-    a = x.numpy() if x.device.type == "cpu" else x
-    m = (a != 0) if threshold is None else (a > threshold)
-    m = m[0] if x.shape[0] == 1 else m.any(0)
-    return m.ravel() if isinstance(m, np.ndarray) else m.contiguous().view(-1)
-
-
-def _nonzero(flat: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Ascending int64 positions of the True entries of a 1-D bool."""
-    if isinstance(flat, np.ndarray):
-        return torch.from_numpy(np.flatnonzero(flat).astype(np.int64, copy=False))
-    return torch.nonzero(flat).flatten()
-
-
-def fg_bg_indices(
-    label: torch.Tensor, image: torch.Tensor | None = None, image_threshold: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MONAI ``map_binary_to_indices``: ``(fg, bg)`` flat C-order indices into the spatial volume.
-
-    Foreground is any nonzero label channel (channel 0 of a multi-channel, one-hot label is the
-    background and is skipped); with ``image`` the background is limited to voxels whose image
-    (any channel) exceeds ``image_threshold``. Unlike MONAI, the indices stay on the label's device.
-    """
-    if label.shape[0] > 1:
-        label = label[1:]
-    lab = _flat_mask(label)
-    if image is None:
-        return _nonzero(lab), _nonzero(~lab)
-    img = _flat_mask(image, image_threshold)
-    if isinstance(lab, np.ndarray) != isinstance(img, np.ndarray):
-        raise ValueError(f"FgBgToIndicesd: label on {label.device} but image on {image.device}")
-    return _nonzero(lab), _nonzero(img & ~lab)
 
 
 class FgBgToIndicesd:
@@ -89,6 +49,8 @@ class FgBgToIndicesd:
         image = d[self.image_key] if self.image_key is not None else None
         for i in present_keys(d, self.keys, self.allow_missing_keys, "FgBgToIndicesd"):
             key = self.keys[i]
+            if image is not None and (image.device.type == "cpu") != (d[key].device.type == "cpu"):
+                raise ValueError(f"FgBgToIndicesd: label on {d[key].device} but image on {image.device}")
             fg, bg = fg_bg_indices(d[key], image, self.image_threshold)
             d[f"{key}{self.fg_postfix}"], d[f"{key}{self.bg_postfix}"] = fg, bg
         return d

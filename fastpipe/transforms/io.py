@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fastpipe._meta import meta_key
-from fastpipe.transforms._dict import ensure_keys, spacing_of
+from fastpipe.transforms._dict import ensure_keys, iter_present, spacing_of
 from fastpipe.transforms._nifti import read_nifti
 
 
@@ -71,11 +71,7 @@ class LoadImaged:
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key in self.keys:
-            if key not in d:
-                if self.allow_missing_keys:
-                    continue
-                raise KeyError(f"LoadImaged: key {key!r} missing from item with keys {sorted(map(str, d))}")
+        for key in iter_present(d, self.keys, self.allow_missing_keys, "LoadImaged"):
             d[key], d[meta_key(key)] = self._load(d[key])
         return d
 

@@ -21,15 +21,10 @@ from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
+from fastpipe.transforms._dict import ensure_keys, missing_key
 from fastpipe.transforms._resample import alloc
 
 BATCH_KEYS = ("crop_centers", "crop_starts", "crop_flips", "crop_scale", "crop_shift")
-
-
-def _as_tuple(x: str | Sequence[str] | None) -> tuple[str, ...]:
-    if x is None:
-        return ()
-    return (x,) if isinstance(x, str) else tuple(x)
 
 
 def _check_range(name: str, pair: Sequence[float]) -> tuple[float, float]:
@@ -136,7 +131,7 @@ class RandCropByPosNegLabeld:
         intensity_keys: str | Sequence[str] | None = None,
         backend: str = "auto",
     ) -> None:
-        self.keys, self.label_key = _as_tuple(keys), label_key
+        self.keys, self.label_key = ensure_keys(keys), label_key
         self.spatial_size = _check_size(spatial_size)
         if pos < 0 or neg < 0 or pos + neg == 0:
             raise ValueError(
@@ -153,7 +148,7 @@ class RandCropByPosNegLabeld:
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
         self._aug = _check_augment(flip_prob, flip_axes, scale_prob, scale_factors, shift_prob, shift_offsets)
         default_ik = tuple(k for k in self.keys if k != label_key)
-        self.intensity_keys = _as_tuple(intensity_keys) if intensity_keys is not None else default_ik
+        self.intensity_keys = ensure_keys(intensity_keys) if intensity_keys is not None else default_ik
         self.backend = backend
         self._lock = threading.Lock()
         renew_locks_after_fork(self)
@@ -215,16 +210,14 @@ class RandCropByPosNegLabeld:
                 keys.append(key)
             elif any(have) or not self.allow_missing_keys:
                 missing = [item_name(d) for d in items if key not in d]
-                raise ValueError(f"RandCropByPosNegLabeld: key {key!r} missing from {missing}")
+                raise missing_key("RandCropByPosNegLabeld", key, str(missing), skippable=not any(have))
         return keys
 
     def _check_shapes(self, items: list[dict[str, Any]], keys: list[str]) -> list[tuple[int, ...]]:
         shapes = []
         for d in items:
             if self.label_key not in d:
-                raise ValueError(
-                    f"RandCropByPosNegLabeld: label_key {self.label_key!r} missing from {item_name(d)}"
-                )
+                raise missing_key("RandCropByPosNegLabeld", self.label_key, item_name(d), skippable=False)
             ref = tuple(d[self.label_key].shape)
             for key in keys:
                 shp = tuple(d[key].shape)
@@ -255,10 +248,13 @@ class RandCropByPosNegLabeld:
         idx = [self._indices(d, d[self.label_key]) for d in items]
         names = [item_name(d) for d in items]
         with self._lock:
-            s = sample_crops(
-                [i[0] for i in idx], [i[1] for i in idx], shapes, self.spatial_size, self.num_samples,
-                self.pos_ratio, self.generator, device, self.allow_smaller, names,
-            )  # fmt: skip
+            try:
+                s = sample_crops(
+                    [i[0] for i in idx], [i[1] for i in idx], shapes, self.spatial_size, self.num_samples,
+                    self.pos_ratio, self.generator, device, self.allow_smaller, names,
+                )  # fmt: skip
+            except ValueError as err:  # the op names the volume; say which transform asked
+                raise ValueError(f"RandCropByPosNegLabeld: {err}") from err
             aug = draw_augment(s.starts.shape[0], self.generator, device, **self._aug)
         return s, aug
 

@@ -13,23 +13,10 @@ import numpy as np
 import torch
 
 from fastpipe._meta import META_SUFFIX
+from fastpipe.transforms._dict import ensure_keys, iter_present
 
 #: Class names recognised as a device point, fastpipe's and MONAI's (duck typing: MONAI stays optional).
 DEVICE_POINT_NAMES = ("ToDeviced", "EnsureTyped", "ToDevice", "EnsureType")
-
-
-def _as_keys(keys: str | Sequence[str]) -> tuple[str, ...]:
-    return (keys,) if isinstance(keys, str) else tuple(keys)
-
-
-def _missing(data: dict[str, Any], key: str, allow: bool, who: str) -> bool:
-    if key in data:
-        return False
-    if allow:
-        return True
-    raise KeyError(
-        f"{who}: key {key!r} not in item; has {sorted(data)} (pass allow_missing_keys=True to skip)"
-    )
 
 
 def device_point(transform: Any) -> torch.device | None:
@@ -69,16 +56,14 @@ class ToDeviced:
         non_blocking: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
-        self.keys = _as_keys(keys)
+        self.keys = ensure_keys(keys)
         self.device = torch.device(device)
         self.non_blocking = non_blocking
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
-        for key in self.keys:
-            if _missing(d, key, self.allow_missing_keys, "ToDeviced"):
-                continue
+        for key in iter_present(d, self.keys, self.allow_missing_keys, "ToDeviced"):
             value = d[key]
             if isinstance(value, np.ndarray):
                 value = torch.from_numpy(value)
@@ -119,7 +104,7 @@ class EnsureTyped:
     ) -> None:
         if data_type not in ("tensor", "numpy"):
             raise ValueError(f"EnsureTyped: data_type must be 'tensor' or 'numpy', got {data_type!r}")
-        self.keys = _as_keys(keys)
+        self.keys = ensure_keys(keys)
         self.data_type = data_type
         self.dtype = _torch_dtype(dtype)
         self.device = None if device is None else torch.device(device)
@@ -128,9 +113,8 @@ class EnsureTyped:
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
-        for key in self.keys:
-            if key.endswith(META_SUFFIX) or _missing(d, key, self.allow_missing_keys, "EnsureTyped"):
-                continue
+        keys = [k for k in self.keys if not k.endswith(META_SUFFIX)]
+        for key in iter_present(d, keys, self.allow_missing_keys, "EnsureTyped"):
             value = d[key]
             t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
             t = t.to(device=self.device, dtype=self.dtype)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from fastpipe import CacheDataset
+from fastpipe.cache._fingerprint import chain_fingerprint, fingerprint
 from fastpipe.cache._key import EntryOwner, item_key
 from fastpipe.cache._persist import PersistentCache
-from fastpipe.cache._fingerprint import chain_fingerprint, fingerprint
 
 
 class LoadNpy:

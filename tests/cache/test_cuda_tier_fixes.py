@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fastpipe.cache import _tiers as _cache_tiers
-from fastpipe.cache._tiers import TierStore
 from fastpipe.cache._cuda_budget import DEFAULT_CUDA_SHARE, default_cuda_budget
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, pinned_nbytes
+from fastpipe.cache._tiers import TierStore
 
 GiB = 2**30
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from monai.transforms.utils import correct_crop_centers, map_binary_to_indices
 
-from fastpipe.ops.sample import _centers_torch, crop_window, fg_bg_indices, sample_crops
+from fastpipe.ops.indices import fg_bg_indices
+from fastpipe.ops.sample import _centers_torch, crop_window, sample_crops
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helper
 from _host_cuda import compile_host  # noqa: E402

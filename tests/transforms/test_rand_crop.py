@@ -10,7 +10,7 @@ import torch
 from monai.transforms import Flip, ScaleIntensity, ShiftIntensity
 from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
 
-from fastpipe.ops.sample import fg_bg_indices
+from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import Compose, RandCropByPosNegLabeld
 
 SHAPE = (40, 32, 36)
@@ -195,7 +195,7 @@ def test_bad_input_names_expected_and_actual():
         TypeError, match="intensity augmentation of 'coords' needs float32, got torch.float64"
     ):
         RandCropByPosNegLabeld(["coords"], "label", 8, scale_prob=1.0).batch_call([item()])
-    with pytest.raises(ValueError, match=r"key 'mask' missing from \['case'\]"):
+    with pytest.raises(KeyError, match=r"key 'mask' missing from \['case'\]"):
         RandCropByPosNegLabeld(["image", "mask"], "label", 8).batch_call([item()])
     out = RandCropByPosNegLabeld(["image", "mask"], "label", 8, allow_missing_keys=True).batch_call([item()])
     assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)

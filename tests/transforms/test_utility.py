@@ -30,7 +30,7 @@ def test_to_deviced_moves_listed_tensors_and_leaves_meta_alone(device):
 def test_to_deviced_numpy_input_and_missing_keys():
     out = ToDeviced("image", "cpu")({"image": np.zeros((1, 2, 2, 2), np.float32)})
     assert isinstance(out["image"], torch.Tensor)
-    with pytest.raises(KeyError, match=r"ToDeviced: key 'label' not in item; has \['image'\]"):
+    with pytest.raises(KeyError, match=r"ToDeviced: key 'label' missing from item with keys \['image'\]"):
         ToDeviced(["image", "label"], "cpu")({"image": torch.zeros(1)})
     assert set(ToDeviced(["image", "label"], "cpu", allow_missing_keys=True)({"image": torch.zeros(1)})) == {
         "image"

@@ -1,0 +1,197 @@
+"""The read path both cache datasets share: a cached entry (or a recomputed one), then the random suffix.
+
+``CachedReads`` holds what ``CacheDataset`` and ``SmartCacheDataset`` have in common: the chain split
+into a cached prefix (run by a :class:`~fastpipe.cache._core.CacheCore`) and a random suffix, the
+shard of the data, the per-thread suffix copies and the read counters. A dataset says which slot an
+index names and reads its entry through one hook, :meth:`CachedReads._lookup`; everything after that
+(recompute on a miss, ``copy_cache``, the suffix, the batched path, seeding) is here, once.
+
+Threading contract: reads may run from several threads. :meth:`CachedReads.fetch_seeded` gives each
+thread its own copy of the random suffix, so results depend only on ``(indices, seed)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import warnings
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastpipe import distributed
+from fastpipe._chain import is_random
+from fastpipe.cache._core import CacheCore, FromDataset
+from fastpipe.cache._fill import FillReport
+from fastpipe.profiling import annotate
+from fastpipe.profiling.nvtx_ranges import wrap_chain
+from fastpipe.transforms.compose import apply_transform, split_chain
+
+#: ``_lookup``'s answer for a slot with no cached entry (no tier had room, or not cached at all).
+MISS = object()
+
+
+class CachedReads(torch.utils.data.Dataset):
+    """Base of the cache datasets: the chain split, the core, the shard and the read path.
+
+    Args: as the ``CacheDataset`` arguments of the same names.
+
+    Subclasses set ``fill_report`` and implement :meth:`_lookup` (index -> slot and entry) and
+    :meth:`_slots` (indices -> slots, for prefetching).
+    """
+
+    def __init__(
+        self,
+        data: Sequence[dict] | torch.utils.data.Dataset,
+        transform: Any,
+        copy_cache: bool,
+        budget: Any,
+        persist_dir: str | Path | None,
+        seed: int,
+        disk_dir: str | Path | None,
+        rank: int | None,
+        world_size: int | None,
+        even_divisible: bool,
+        partition_seed: int,
+        persist_key: str = "content",
+    ) -> None:
+        inputs, source = _inputs_of(data)
+        inputs, self.shard = distributed.shard_inputs(
+            inputs, rank, world_size, partition_seed, even_divisible
+        )
+        prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
+        if source is not None:
+            prefix = [FromDataset(source), *prefix]
+        self.core = CacheCore(
+            prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir, persist_key=persist_key
+        )
+        self._core_finalizer = weakref.finalize(self, self.core.close)  # frees a temporary disk tier
+        distributed.check_device(self.core.device)
+        self.copy_cache = copy_cache
+        self.seed = seed
+        self._inputs = inputs
+        self._local = threading.local()
+        self._suffix_lock = threading.Lock()
+        self.misses = 0
+        self.fill_report = FillReport()
+        _seed_suffix(self.suffix, seed)
+
+    # --- the hooks a dataset implements --------------------------------------------------------------
+
+    def _lookup(self, index: int) -> tuple[int, Any]:
+        """``(slot, entry)`` of ``index``; ``entry`` is :data:`MISS` when the slot has no cached entry."""
+        raise NotImplementedError
+
+    def _slots(self, indices: Sequence[int]) -> list[int]:
+        """The slots of ``indices``."""
+        raise NotImplementedError
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    def cached_entry(self, index: int) -> Any:
+        """The deterministic output of ``index`` (cached, or computed now): fresh dicts, shared tensors."""
+        slot, entry = self._lookup(index)
+        if entry is MISS:  # no tier had room for it (or it is not cached): computed per read
+            self.misses += 1
+            return self.core.compute(self._inputs[slot])
+        return copy.deepcopy(entry) if self.copy_cache else entry
+
+    @property
+    def batched(self) -> bool:
+        """Whether reads of a batch use the random suffix's one-call ``batch_call`` path."""
+        return len(self.suffix) == 1 and callable(getattr(self.suffix[0], "batch_call", None))
+
+    def __getitem__(self, index: int) -> Any:
+        with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
+            return _run_suffix(self.suffix, self.cached_entry(index))
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        """A batch: one ``batch_call`` dict when the suffix supports it, else a list of per-item results."""
+        with self._suffix_lock:
+            return self._fetch(list(indices), self.suffix)
+
+    def fetch_seeded(self, indices: Sequence[int], seed: int) -> Any:
+        """Like ``__getitems__`` with this thread's copy of the suffix reseeded from ``seed`` first."""
+        suffix = self._thread_suffix()
+        _seed_suffix(suffix, seed)
+        return self._fetch(list(indices), suffix)
+
+    def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
+        with annotate("cache_get", "cache"):
+            entries = [self.cached_entry(i) for i in indices]
+        with annotate("random_suffix", "random"):
+            if self.batched and suffix:
+                return suffix[0].batch_call(entries)
+            return [_run_suffix(suffix, e) for e in entries]
+
+    def _thread_suffix(self) -> list[Any]:
+        suffix = getattr(self._local, "suffix", None)
+        if suffix is None:
+            suffix = self._local.suffix = [_thread_copy(t) for t in self.suffix]
+        return suffix
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Start moving the host-tier entries of ``indices`` to the device ahead of use (no-op on CPU)."""
+        self.core.prefetch(self._slots(indices))
+
+    def stats(self) -> dict[str, Any]:
+        """Items, cached items and bytes per tier, fill seconds, hits, misses, skipped items."""
+        out = self.core.stats()
+        out.update(
+            length=len(self),
+            fill_s=self.fill_report.seconds,
+            skipped=dict(self.fill_report.skipped),
+            misses=self.misses,
+            nbytes=self.core.nbytes,
+        )
+        return out
+
+
+def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
+    """The one warning for entries that fit no cache tier (``stacklevel`` as seen from the caller)."""
+    if count:
+        warnings.warn(
+            f"{count} item(s) fit no cache tier under budget {core.budgets}; "
+            "they are recomputed on every read",
+            RuntimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def _inputs_of(data: Any) -> tuple[list[Any], Any]:
+    if isinstance(data, (list, tuple)):
+        inputs, source = list(data), None
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        inputs, source = list(range(len(data))), data
+    else:
+        raise TypeError(f"data must be a list of dicts or a map-style dataset, got {type(data).__name__}")
+    if not inputs:
+        raise ValueError("data is empty: CacheDataset needs at least one item")
+    return inputs, source
+
+
+def _seed_suffix(suffix: list[Any], seed: int) -> None:
+    for j, t in enumerate(suffix):
+        if is_random(t) and callable(getattr(t, "set_random_state", None)):
+            t.set_random_state(seed + j)
+
+
+def _thread_copy(transform: Any) -> Any:
+    """A copy of a suffix transform for one thread: deep, or shallow when it holds locks and such.
+
+    A shallow copy is independent once reseeded only if ``set_random_state`` installs a new random
+    state object (fastpipe's ``torch.Generator``, MONAI's ``RandomState``) rather than reseeding it in place.
+    """
+    try:
+        return copy.deepcopy(transform)
+    except (TypeError, copy.Error):
+        return copy.copy(transform)
+
+
+def _run_suffix(suffix: list[Any], entry: Any) -> Any:
+    for t in suffix:
+        entry = apply_transform(t, entry)
+    return entry

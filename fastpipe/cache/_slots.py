@@ -1,0 +1,23 @@
+"""SmartCache's entry store: puts replacement entries into the shared ``CacheCore`` and tracks their bytes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class SlotStore:
+    """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.no_room = 0
+        self.peak_nbytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, slot: int, entry: Any) -> None:
+        placed = self.core.put(slot, entry)
+        nbytes = self.core.nbytes
+        with self._lock:
+            self.no_room += placed is None
+            self.peak_nbytes = max(self.peak_nbytes, nbytes)

@@ -1,0 +1,63 @@
+"""Flat foreground/background voxel indices of a label: MONAI's ``map_binary_to_indices``, once.
+
+``FgBgToIndicesd`` stores them in the item; ``RandCropByPosNegLabeld`` computes them here when an
+item arrives without them. On the CPU the masks are built with numpy (serial, huge-page output),
+which is faster than torch's parallel ``nonzero`` for one volume; elsewhere torch runs on the
+label's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _flat_mask(x: torch.Tensor, threshold: float | None = None) -> torch.Tensor | np.ndarray:
+    """``(x > threshold).any(0)`` (``x != 0`` without one) of a channel-first volume as a flat C-order bool.
+
+    numpy on CPU, torch elsewhere.
+    """
+    a = x.numpy() if x.device.type == "cpu" else x
+    m = (a != 0) if threshold is None else (a > threshold)
+    m = m[0] if x.shape[0] == 1 else m.any(0)
+    return m.ravel() if isinstance(m, np.ndarray) else m.contiguous().view(-1)
+
+
+def _like(mask: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """``mask`` in the form (numpy on the CPU, or a torch tensor on ``ref``'s device) of ``ref``."""
+    if isinstance(ref, np.ndarray):
+        return mask if isinstance(mask, np.ndarray) else mask.cpu().numpy()
+    return (torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask).to(ref.device)
+
+
+def _nonzero(flat: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Ascending int64 positions of the True entries of a 1-D bool."""
+    if isinstance(flat, np.ndarray):
+        return torch.from_numpy(np.flatnonzero(flat).astype(np.int64, copy=False))
+    return torch.nonzero(flat).flatten()
+
+
+def fg_bg_indices(
+    label: torch.Tensor, image: torch.Tensor | None = None, image_threshold: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MONAI ``map_binary_to_indices``: ``(fg, bg)`` flat C-order indices into the spatial volume.
+
+    Foreground is any nonzero label channel (channel 0 of a multi-channel, one-hot label is the
+    background and is skipped); with ``image`` the background is limited to voxels whose image
+    (any channel) exceeds ``image_threshold``. Unlike MONAI, the indices stay on the label's device
+    (an image elsewhere has its mask moved there).
+
+    Shape:
+        label ``(C, X, Y, Z)``, image ``(C', X, Y, Z)`` -> two 1-D int64 tensors on the label's device.
+
+    Example:
+        >>> fg_bg_indices(torch.tensor([[[[0, 1], [1, 0]]]]))
+        (tensor([1, 2]), tensor([0, 3]))
+    """
+    if label.shape[0] > 1:
+        label = label[1:]
+    lab = _flat_mask(label)
+    if image is None:
+        return _nonzero(lab), _nonzero(~lab)
+    img = _like(_flat_mask(image, image_threshold), lab)
+    return _nonzero(lab), _nonzero(img & ~lab)

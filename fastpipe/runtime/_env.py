@@ -1,0 +1,44 @@
+"""Every environment variable fastpipe reads, read here and nowhere else.
+
+- ``FASTPIPE_NVTX``: ``1`` (or any value but ``0``/``false``/``no``) switches NVTX ranges on at import.
+- ``FASTPIPE_COPY_THREADS``: most threads one batch's CPU copies use (``0`` or ``1``: no split;
+  unset: no limit). Read on every batch, so a test or a benchmark can change it at run time.
+- ``LOCAL_RANK``: this process's GPU under ``torchrun`` (set by the launcher).
+"""
+
+from __future__ import annotations
+
+import os
+
+NVTX = "FASTPIPE_NVTX"
+COPY_THREADS = "FASTPIPE_COPY_THREADS"
+LOCAL_RANK = "LOCAL_RANK"
+
+
+def nvtx_enabled() -> bool:
+    """Whether ``FASTPIPE_NVTX`` asks for NVTX ranges."""
+    return os.environ.get(NVTX, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def copy_threads_limit(default: int) -> int:
+    """``FASTPIPE_COPY_THREADS`` as a thread count (``default`` when unset); ``ValueError`` if not a number.
+
+    Example:
+        >>> copy_threads_limit(7) if COPY_THREADS not in os.environ else 7
+        7
+    """
+    raw = os.environ.get(COPY_THREADS, "").strip()
+    if not raw:
+        return default
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise ValueError(
+            f"{COPY_THREADS} must be a whole number of threads (0 or 1 turn the split off), got {raw!r}"
+        ) from None
+
+
+def local_rank() -> int | None:
+    """``LOCAL_RANK`` as an int, ``None`` when the launcher did not set it."""
+    raw = os.environ.get(LOCAL_RANK)
+    return None if raw is None else int(raw)
