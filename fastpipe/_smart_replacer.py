@@ -27,15 +27,12 @@ import numpy as np
 import torch
 
 from fastpipe import _openmp
-from fastpipe._cache_fill import describe_failure
+from fastpipe.cache._item_errors import failure
+from fastpipe.errors import ReplacementError
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.02  # how often blocked workers and the consumer look at the stop event
-
-
-class ReplacementError(RuntimeError):
-    """The deterministic chain failed on an item prepared for the next SmartCache round (cause chained)."""
 
 
 class Rotation:
@@ -135,6 +132,8 @@ class Replacer:
         capacity: most items of one round (bounds both queues).
         nice: niceness added to each worker thread (default 10; ``None``/0: normal priority), so that
             the loader's reads win the CPU over replacements when both want it.
+        retry: queue a failed item again, so that the next :meth:`collect` retries it (default
+            ``True``); ``False`` when the caller drops failed items instead.
 
     Threading contract: one consumer thread calls :meth:`submit`, :meth:`collect` and :meth:`stop`.
     """
@@ -147,8 +146,10 @@ class Replacer:
         num_workers: int,
         capacity: int,
         nice: int | None = 10,
+        retry: bool = True,
     ) -> None:
         self._compute, self._store, self._items = compute, store, items
+        self.retry = retry
         self.num_workers = num_workers
         self.nice = nice
         self._jobs: queue.Queue = queue.Queue(maxsize=capacity)
@@ -207,8 +208,9 @@ class Replacer:
         """Wait until every index in ``indices`` is done; returns the seconds waited.
 
         Raises:
-            ReplacementError: a worker failed on one of them (naming the item index and file); the
-                failed index is queued again so that a later call retries it.
+            ReplacementError: a worker failed on one of them (naming the item index and file; its
+                ``index`` attribute holds the data index); with ``retry`` the failed index is queued
+                again so that a later call retries it.
             RuntimeError: the workers were stopped.
         """
         t0 = time.perf_counter()
@@ -228,9 +230,11 @@ class Replacer:
                 return
             block = False
             if err is not None:
-                message = describe_failure(index, self._items(index), err)
-                self.submit([index])
-                raise ReplacementError(f"SmartCache replacement failed on {message}") from err
+                if self.retry:
+                    self.submit([index])
+                raise failure(
+                    ReplacementError, "SmartCache replacement failed on", index, self._items(index), err
+                ) from err
             self._done.add(index)
 
     def stop(self, timeout: float = 1.0) -> list[threading.Thread]:

@@ -16,9 +16,10 @@ import torch
 from fastpipe import distributed
 from fastpipe._cache_core import CacheCore, FromDataset
 from fastpipe._cache_fill import FillReport, run_fill
+from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
-from fastpipe.transforms.compose import apply_transform, is_random, split_chain
+from fastpipe.transforms.compose import is_random, split_chain
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class CacheDataset(torch.utils.data.Dataset):
         budget: byte budgets per tier, ``{"cuda": "20GiB", "host": "64GiB", "disk": "1TB"}``, or one
             size for the first tier (default ``None``: unlimited, no disk tier).
         persist_dir: folder of a persistent cache reused across runs (default ``None``).
-        on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill.
+        on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill. A
+            raised :class:`~fastpipe.errors.CacheFillError` names the item index and the file that
+            failed, and is also an instance of the cause's type (``except ValueError`` works).
         seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default 0).
         disk_dir: folder of the disk tier (default ``None``: a temporary folder).
         rank, world_size: cache only this rank's shard (:mod:`fastpipe.distributed`; default ``None``:
@@ -146,7 +149,11 @@ class CacheDataset(torch.utils.data.Dataset):
             entry = self.core.get(slot)
             return copy.deepcopy(entry) if self.copy_cache else entry
         self.misses += 1
-        return self.core.compute(self._inputs[slot])
+        return compute_uncached(self.core, self._inputs[slot], slot)
+
+    def data_index(self, index: int) -> int:
+        """The index in the input data of item ``index`` (differs once fill errors were skipped)."""
+        return self._keep[index]
 
     @property
     def batched(self) -> bool:
@@ -155,7 +162,7 @@ class CacheDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
-            return _run_suffix(self.suffix, self.cached_entry(index))
+            return run_suffix(self.suffix, self.cached_entry(index), self.data_index(index))
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
         """A batch: one ``batch_call`` dict when the suffix supports it, else a list of per-item results."""
@@ -173,8 +180,8 @@ class CacheDataset(torch.utils.data.Dataset):
             entries = [self.cached_entry(i) for i in indices]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:
-                return suffix[0].batch_call(entries)
-            return [_run_suffix(suffix, e) for e in entries]
+                return run_batch(suffix[0], entries, [self.data_index(i) for i in indices])
+            return [run_suffix(suffix, e, self.data_index(i)) for i, e in zip(indices, entries, strict=True)]
 
     def _thread_suffix(self) -> list[Any]:
         suffix = getattr(self._local, "suffix", None)
@@ -249,9 +256,3 @@ def _thread_copy(transform: Any) -> Any:
         return copy.deepcopy(transform)
     except (TypeError, copy.Error):
         return copy.copy(transform)
-
-
-def _run_suffix(suffix: list[Any], entry: Any) -> Any:
-    for t in suffix:
-        entry = apply_transform(t, entry)
-    return entry
