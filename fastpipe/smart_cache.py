@@ -17,6 +17,8 @@ import torch
 from fastpipe import distributed
 from fastpipe._cache_fill import default_workers, run_fill
 from fastpipe._smart_replacer import Replacer, Rotation, SlotStore, check_args, release
+from fastpipe.cache._item_errors import compute_uncached
+from fastpipe.cache._skip import check_on_error, fill_skipping, next_round
 from fastpipe.cache_dataset import CacheDataset
 from fastpipe.profiling import annotate
 
@@ -55,6 +57,12 @@ class SmartCacheDataset(CacheDataset):
         replace_nice: niceness added to the replacement threads on Linux (default 10; ``None``: normal
             priority), so the loader's reads win the CPU and replacements use what is left; a round
             that is still late at the epoch end shows in ``stats()["lag_s"]``.
+        on_error: ``"raise"`` (default): an item whose chain fails raises
+            :class:`~fastpipe.errors.CacheFillError` at the first fill, or
+            :class:`~fastpipe.errors.ReplacementError` from :meth:`update_cache` (retried at the next
+            call). ``"skip"``: the item is dropped from the rotation with a warning naming it, and the
+            item after it takes its place; the window goes on rotating over the items left
+            (``stats()["skipped"]`` lists the dropped ones).
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
             :class:`~fastpipe.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
 
@@ -92,12 +100,14 @@ class SmartCacheDataset(CacheDataset):
         persist_dir: str | Path | None = None,
         disk_dir: str | Path | None = None,
         replace_nice: int | None = 10,
+        on_error: str = "raise",
         rank: int | None = None,
         world_size: int | None = None,
         even_divisible: bool = True,
         partition_seed: int = 0,
     ) -> None:
         check_args(cache_num, replace_rate, cache_rate)
+        self.on_error = check_on_error(on_error)
         super().__init__(
             data,
             transform,
@@ -123,6 +133,7 @@ class SmartCacheDataset(CacheDataset):
             default_workers(num_replace_workers, self.replace_num),
             max(1, self.replace_num),
             nice=replace_nice,
+            retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
@@ -158,10 +169,15 @@ class SmartCacheDataset(CacheDataset):
         def job(slot: int) -> None:
             self._store(slot, self.core.compute(self._inputs[slot]))
 
+        def fill(slots: list[int]) -> Any:
+            return run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, self.on_error)
+
         with annotate("smartcache_fill", "smartcache"):
-            self.fill_report = run_fill(
-                list(self._window), job, self._inputs.__getitem__, num_workers, progress
-            )
+            if self.on_error == "skip":
+                self.fill_report = fill_skipping(self._rotation, fill)
+                self._sync_window()
+            else:
+                self.fill_report = fill(list(self._window))
         if self._store.no_room:
             warnings.warn(
                 f"{self._store.no_room} item(s) fit no cache tier under budget {self.core.store.budgets}; "
@@ -169,6 +185,12 @@ class SmartCacheDataset(CacheDataset):
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+    def _sync_window(self) -> None:
+        """Take the window from the rotation after items were dropped from it (first fill only)."""
+        self.cache_num, self.replace_num = self._rotation.cache_num, self._rotation.replace_num
+        self._window = tuple(self._rotation.window())
+        self._age = deque(range(self.cache_num))
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -188,8 +210,12 @@ class SmartCacheDataset(CacheDataset):
             entry = self.core.get(slot) if slot in self.core else None
         if entry is None:  # no tier had room for it: computed per read, as in CacheDataset
             self.misses += 1
-            return self.core.compute(self._inputs[slot])
+            return compute_uncached(self.core, self._inputs[slot], slot)
         return copy.deepcopy(entry) if self.copy_cache else entry
+
+    def data_index(self, index: int) -> int:
+        """The index in the input data of the item now at window position ``index``."""
+        return self._window[index]
 
     def prefetch(self, indices: Sequence[int]) -> None:
         """Start moving the host-tier entries of window positions ``indices`` to the device (no-op on CPU)."""
@@ -221,16 +247,17 @@ class SmartCacheDataset(CacheDataset):
         """Swap the prepared replacements in (waiting only for missing ones) and start the next round.
 
         Raises:
-            ReplacementError: the chain failed on an incoming item (named with its index and file).
+            ReplacementError: the chain failed on an incoming item (named with its index and file;
+                also an instance of the cause's type). With ``on_error="skip"`` the item is dropped
+                from the rotation with a warning instead, and the item after it is computed now.
         """
         if self.replace_num == 0:
             return
         was_started = self.is_started()
         self.start()
-        incoming = self._rotation.incoming()
-        late = self._replacer.missing(incoming)
         with annotate("smartcache_wait", "wait"):
-            lag = self._replacer.collect(incoming)
+            incoming, late, lag = next_round(self._replacer, self._rotation, self.on_error, self.fill_report)
+        self.replace_num = self._rotation.replace_num  # "skip": fewer when few items are left to rotate
         with annotate("smartcache_swap", "smartcache"):
             outgoing = self._swap(incoming)
             for slot in outgoing:
