@@ -110,6 +110,8 @@ def test_failed_file_prefers_the_file_the_error_names():
     except RuntimeError as err:
         assert failed_file(d, err) == ("label", "/d/img.nii.gz")  # found in the chained cause
     assert failed_file(d, ValueError("no file named")) == (None, "/d/img.nii")  # the item's first file
+    word = {"image": "/d/a.nii.gz", "modality": "ct", "label": "/d/b.nii.gz"}
+    assert failed_file(word, ValueError("ct volume unreadable")) == (None, "/d/a.nii.gz")  # "ct" is no file
 
 
 @mark_random

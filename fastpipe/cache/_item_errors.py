@@ -27,11 +27,16 @@ def _files(item: Any) -> dict[str, str]:
         return {}
     files: dict[str, str] = {}
     for k, v in item.items():
-        if isinstance(v, (str, os.PathLike)) and str(v):
+        if isinstance(v, (str, os.PathLike)) and _looks_like_path(os.fspath(v)):
             files.setdefault(str(k), os.fspath(v))
         elif str(k).endswith(META_SUFFIX) and isinstance(v, dict) and v.get("filename_or_obj"):
             files.setdefault(str(k)[: -len(META_SUFFIX)], str(v["filename_or_obj"]))
     return files
+
+
+def _looks_like_path(s: Any) -> bool:
+    """A folder in it, or a name with an extension: not a word such as ``"ct"`` that any message may hold."""
+    return isinstance(s, str) and ("/" in s or os.sep in s or "." in os.path.basename(s).strip("."))
 
 
 def _chain(err: BaseException) -> list[BaseException]:
