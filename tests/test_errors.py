@@ -171,3 +171,13 @@ def test_uncached_item_error_names_the_item():
 def test_message_is_printed_as_given():
     err = item_error(TransformError, "x", KeyError("k"))
     assert str(err) == "x" and isinstance(err, ItemError)  # not KeyError's quoted repr
+
+
+@pytest.mark.timeout(60)
+def test_error_from_a_torch_dataloader_worker_process_is_still_the_cause_type():
+    ds = CacheDataset(entries(6), [CountingDet(), pick_key], progress=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=list)
+    with pytest.raises(KeyError, match=r"pick_key failed reading item 5 \(/scans/ct5.nii.gz\)") as info:
+        for _ in loader:  # the worker pickles the error's class; the parent rebuilds it from its bases
+            pass
+    assert isinstance(info.value, TransformError)
