@@ -5,7 +5,7 @@ calling thread, one after the other, on that thread's own OpenMP team. With ``n 
 run on ``n`` pool threads at once, each with ``torch.get_num_threads() // n`` OpenMP threads for torch's
 parallel ops (:mod:`fastpipe._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
 cores ``n`` times). The first error (``on_error="raise"``) cancels the jobs not yet started and is raised
-in the calling thread as :class:`~fastpipe.errors.CacheFillError` naming the item index and the file
+in the calling thread as :class:`~fastpipe.cache.errors.CacheFillError` naming the item index and the file
 that failed; it is also an instance of the cause's type (``except ValueError`` keeps working).
 """
 
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from fastpipe import _openmp
 from fastpipe.cache._item_errors import describe_failure, failure
-from fastpipe.errors import CacheFillError
+from fastpipe.cache.errors import CacheFillError
 
 log = logging.getLogger(__name__)
 

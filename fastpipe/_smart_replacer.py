@@ -28,7 +28,7 @@ import torch
 
 from fastpipe import _openmp
 from fastpipe.cache._item_errors import failure
-from fastpipe.errors import ReplacementError
+from fastpipe.cache.errors import ReplacementError
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ class CacheDataset(torch.utils.data.Dataset):
             size for the first tier (default ``None``: unlimited, no disk tier).
         persist_dir: folder of a persistent cache reused across runs (default ``None``).
         on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill. A
-            raised :class:`~fastpipe.errors.CacheFillError` names the item index and the file that
+            raised :class:`~fastpipe.cache.errors.CacheFillError` names the item index and the file that
             failed, and is also an instance of the cause's type (``except ValueError`` works).
         seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default 0).
         disk_dir: folder of the disk tier (default ``None``: a temporary folder).

@@ -58,8 +58,8 @@ class SmartCacheDataset(CacheDataset):
             priority), so the loader's reads win the CPU and replacements use what is left; a round
             that is still late at the epoch end shows in ``stats()["lag_s"]``.
         on_error: ``"raise"`` (default): an item whose chain fails raises
-            :class:`~fastpipe.errors.CacheFillError` at the first fill, or
-            :class:`~fastpipe.errors.ReplacementError` from :meth:`update_cache` (retried at the next
+            :class:`~fastpipe.cache.errors.CacheFillError` at the first fill, or
+            :class:`~fastpipe.cache.errors.ReplacementError` from :meth:`update_cache` (retried at the next
             call). ``"skip"``: the item is dropped from the rotation with a warning naming it, and the
             item after it takes its place; the window goes on rotating over the items left
             (``stats()["skipped"]`` lists the dropped ones).

@@ -14,7 +14,7 @@ from _cache_helpers import CountingDet, items  # noqa: E402
 
 from fastpipe import CacheDataset, SmartCacheDataset, ThreadDataLoader
 from fastpipe.cache._item_errors import failed_file
-from fastpipe.errors import CacheFillError, ItemError, ReplacementError, TransformError, item_error
+from fastpipe.cache.errors import CacheFillError, ItemError, ReplacementError, TransformError, item_error
 from fastpipe.transforms import LoadImaged, mark_random
 
 sys.path.insert(0, str(Path(__file__).parent / "transforms"))
@@ -66,7 +66,7 @@ def test_combined_errors_pickle_and_keep_their_fields():
     assert str(back) == "cache fill failed on item 3" and back.index == 3 and back.file == "/d/a.nii"
     code = (  # another process rebuilds the class from its bases (e.g. a DataLoader worker's error)
         "import pickle, sys; e = pickle.loads(sys.stdin.buffer.read()); "
-        "from fastpipe.errors import CacheFillError; "
+        "from fastpipe.cache.errors import CacheFillError; "
         "assert isinstance(e, KeyError) and isinstance(e, CacheFillError), type(e); print(e.index)"
     )
     out = subprocess.run(

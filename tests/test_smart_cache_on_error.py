@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastpipe import SmartCacheDataset, ThreadDataLoader
-from fastpipe.errors import CacheFillError, ReplacementError
+from fastpipe.cache.errors import CacheFillError, ReplacementError
 
 
 def make_data(n: int) -> list[dict]:

@@ -4,7 +4,7 @@ An item names several files (``{"image": ..., "label": ...}``); when one fails, 
 name that one, not the item's first. :func:`failed_file` finds it from the exception (an
 ``OSError``'s ``filename``, else the item's file named in the messages of the exception chain).
 :func:`run_suffix` and :func:`run_batch` run the random suffix on a read and turn a failure into a
-:class:`~fastpipe.errors.TransformError` naming the item index, the file and the transform.
+:class:`~fastpipe.cache.errors.TransformError` naming the item index, the file and the transform.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastpipe._meta import META_SUFFIX, item_name
-from fastpipe.errors import ItemError, TransformError, item_error
+from fastpipe.cache.errors import ItemError, TransformError, item_error
 from fastpipe.profiling.nvtx_ranges import transform_name
 from fastpipe.transforms.compose import apply_transform
 
@@ -112,7 +112,7 @@ def run_suffix(suffix: Sequence[Any], entry: Any, index: int) -> Any:
 
     Raises:
         TransformError: a transform failed; also an instance of the error's own type (see
-            :mod:`fastpipe.errors`), naming the item index, its file and the transform.
+            :mod:`fastpipe.cache.errors`), naming the item index, its file and the transform.
     """
     for t in suffix:
         item = entry

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastpipe._cache_fill import FillReport
-from fastpipe.errors import ReplacementError
+from fastpipe.cache.errors import ReplacementError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def next_round(
 ) -> tuple[list[int], int, float]:
     """Wait for the items of the next round: ``(incoming, items not ready at the call, seconds waited)``.
 
-    With ``on_error="raise"`` a failed item raises :class:`~fastpipe.errors.ReplacementError`; with
+    With ``on_error="raise"`` a failed item raises :class:`~fastpipe.cache.errors.ReplacementError`; with
     ``"skip"`` it leaves the rotation (recorded in ``report.skipped``, one warning) and the item after
     it is computed instead.
     """
