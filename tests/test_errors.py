@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from _cache_helpers import CountingDet, items  # noqa: E402
@@ -17,8 +19,15 @@ from fastpipe.cache._item_errors import failed_file
 from fastpipe.cache.errors import CacheFillError, ItemError, ReplacementError, TransformError, item_error
 from fastpipe.transforms import LoadImaged, mark_random
 
-sys.path.insert(0, str(Path(__file__).parent / "transforms"))
-from _nifti_files import affine, write_pair  # noqa: E402
+
+def write_pair(folder: Path, name: str) -> dict:
+    """A tiny int16 image and uint8 label as ``.nii.gz``: the item naming them."""
+    item = {}
+    for key, dtype in (("image", np.int16), ("label", np.uint8)):
+        path = folder / f"{key}_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones((8, 8, 4), dtype), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+        item[key] = str(path)
+    return item
 
 
 def failing(exc: BaseException, on: int = 2):
@@ -88,8 +97,7 @@ def test_errors_that_would_end_a_loop_are_not_mixed_in():
 
 
 def test_broken_label_is_reported_against_the_label(tmp_path):
-    item = write_pair(tmp_path, affine((1.0, 1.0, 2.0)), ".nii.gz", shape=(8, 8, 4))
-    good = write_pair(tmp_path, affine((1.0, 1.0, 2.0)), ".nii.gz", shape=(8, 8, 4), seed=1)
+    good, item = write_pair(tmp_path, "good"), write_pair(tmp_path, "bad")
     raw = Path(item["label"]).read_bytes()
     Path(item["label"]).write_bytes(gzip.compress(gzip.decompress(raw)[:-40]))  # label cut short
     with pytest.raises(ValueError) as info:
