@@ -31,7 +31,7 @@ def check_on_error(on_error: Any) -> str:
 
 
 def drop(rotation: Any, index: int) -> None:
-    """Remove data index ``index`` from ``rotation`` (a :class:`~fastpipe._smart_replacer.Rotation`).
+    """Remove data index ``index`` from ``rotation`` (the SmartCache ``Rotation``).
 
     The items before it keep their places; a window that held it reaches one item further. The
     window shrinks only when fewer items than ``cache_num`` are left, and a round replaces at most
