@@ -10,6 +10,7 @@ PUBLIC = [
     "ReplacementError",
     "SmartCacheDataset",
     "ThreadDataLoader",
+    "TransformError",
     "__version__",
     "datasets",
     "distributed",

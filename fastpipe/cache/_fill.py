@@ -5,7 +5,8 @@ calling thread, one after the other, on that thread's own OpenMP team. With ``n 
 run on ``n`` pool threads at once, each with ``torch.get_num_threads() // n`` OpenMP threads for torch's
 parallel ops (:mod:`fastpipe.runtime._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
 cores ``n`` times). The first error (``on_error="raise"``) cancels the jobs not yet started and is raised
-in the calling thread as :class:`CacheFillError` naming the item index and file.
+in the calling thread as :class:`~fastpipe.cache.errors.CacheFillError` naming the item index and the file
+that failed; it is also an instance of the cause's type (``except ValueError`` keeps working).
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from fastpipe._meta import item_name
+from fastpipe.cache._item_errors import describe_failure, failure
+from fastpipe.cache.errors import CacheFillError
 from fastpipe.runtime import _openmp
 
 log = logging.getLogger(__name__)
-
-
-class CacheFillError(RuntimeError):
-    """The deterministic chain failed on one item during a cache fill (the cause is chained)."""
 
 
 @dataclass
@@ -45,11 +43,6 @@ def default_workers(num_workers: int | None, n_items: int) -> int:
     if n < 0:
         raise ValueError(f"num_workers must be >= 0 or None, got {num_workers}")
     return max(1, min(n, max(1, n_items)))
-
-
-def describe_failure(index: int, item: Any, err: BaseException) -> str:
-    """``item 3 (/data/img3.nii.gz): ValueError: ...`` for logs and errors."""
-    return f"item {index} ({item_name(item)}): {type(err).__name__}: {err}"
 
 
 def run_fill(
@@ -141,4 +134,4 @@ def _failed(
         log.warning("cache fill skipped %s", message)
         report.skipped[slot] = message
         return
-    raise CacheFillError(f"cache fill failed on {message}") from err
+    raise failure(CacheFillError, "cache fill failed on", slot, items(slot), err) from err

@@ -26,9 +26,10 @@ from fastpipe import distributed
 from fastpipe._chain import is_random
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
+from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
-from fastpipe.transforms.compose import apply_transform, split_chain
+from fastpipe.transforms.compose import split_chain
 
 #: ``_lookup``'s answer for a slot with no cached entry (no tier had room, or not cached at all).
 MISS = object()
@@ -96,8 +97,12 @@ class CachedReads(torch.utils.data.Dataset):
         slot, entry = self._lookup(index)
         if entry is MISS:  # no tier had room for it (or it is not cached): computed per read
             self.misses += 1
-            return self.core.compute(self._inputs[slot])
+            return compute_uncached(self.core, self._inputs[slot], slot)
         return copy.deepcopy(entry) if self.copy_cache else entry
+
+    def data_index(self, index: int) -> int:
+        """The index in the input data of ``index`` (differs once items were skipped, or in a window)."""
+        return self._slots([index])[0]
 
     @property
     def batched(self) -> bool:
@@ -106,7 +111,7 @@ class CachedReads(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
-            return _run_suffix(self.suffix, self.cached_entry(index))
+            return run_suffix(self.suffix, self.cached_entry(index), self.data_index(index))
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
         """A batch: one ``batch_call`` dict when the suffix supports it, else a list of per-item results."""
@@ -124,8 +129,9 @@ class CachedReads(torch.utils.data.Dataset):
             entries = [self.cached_entry(i) for i in indices]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:
-                return suffix[0].batch_call(entries)
-            return [_run_suffix(suffix, e) for e in entries]
+                return run_batch(suffix[0], entries, self._slots(indices))
+            slots = self._slots(indices)
+            return [run_suffix(suffix, e, slot) for slot, e in zip(slots, entries, strict=True)]
 
     def _thread_suffix(self) -> list[Any]:
         suffix = getattr(self._local, "suffix", None)
@@ -189,9 +195,3 @@ def _thread_copy(transform: Any) -> Any:
         return copy.deepcopy(transform)
     except (TypeError, copy.Error):
         return copy.copy(transform)
-
-
-def _run_suffix(suffix: list[Any], entry: Any) -> Any:
-    for t in suffix:
-        entry = apply_transform(t, entry)
-    return entry

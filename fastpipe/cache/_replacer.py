@@ -24,15 +24,12 @@ from typing import Any
 
 import torch
 
-from fastpipe.cache._fill import describe_failure
+from fastpipe.cache._item_errors import failure
+from fastpipe.cache.errors import ReplacementError
 from fastpipe.runtime import _openmp
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 log = logging.getLogger(__name__)
-
-
-class ReplacementError(RuntimeError):
-    """The deterministic chain failed on an item prepared for the next SmartCache round (cause chained)."""
 
 
 def lower_priority(nice: int | None) -> None:
@@ -84,6 +81,8 @@ class Replacer:
         capacity: most items of one round (bounds both queues).
         nice: niceness added to each worker thread (default 10; ``None``/0: normal priority), so that
             the loader's reads win the CPU over replacements when both want it.
+        retry: queue a failed item again, so that the next :meth:`collect` retries it (default
+            ``True``); ``False`` when the caller drops failed items instead.
 
     Threading contract: one consumer thread calls :meth:`submit`, :meth:`collect` and :meth:`stop`.
     """
@@ -96,8 +95,10 @@ class Replacer:
         num_workers: int,
         capacity: int,
         nice: int | None = 10,
+        retry: bool = True,
     ) -> None:
         self._compute, self._store, self._items = compute, store, items
+        self.retry = retry
         self.num_workers = num_workers
         self.nice = nice
         self._jobs: queue.Queue = queue.Queue(maxsize=capacity)
@@ -150,8 +151,9 @@ class Replacer:
         """Wait until every index in ``indices`` is done; returns the seconds waited.
 
         Raises:
-            ReplacementError: a worker failed on one of them (naming the item index and file); the
-                failed index is queued again so that a later call retries it.
+            ReplacementError: a worker failed on one of them (naming the item index and file; its
+                ``index`` attribute holds the data index); with ``retry`` the failed index is queued
+                again so that a later call retries it.
             RuntimeError: the workers were stopped.
         """
         t0 = time.perf_counter()
@@ -171,9 +173,11 @@ class Replacer:
                 return
             block = False
             if err is not None:
-                message = describe_failure(index, self._items(index), err)
-                self.submit([index])
-                raise ReplacementError(f"SmartCache replacement failed on {message}") from err
+                if self.retry:
+                    self.submit([index])
+                raise failure(
+                    ReplacementError, "SmartCache replacement failed on", index, self._items(index), err
+                ) from err
             self._done.add(index)
 
     def stop(self, timeout: float = 1.0) -> list[threading.Thread]:

@@ -45,7 +45,9 @@ class CacheDataset(CachedReads):
             and the fastpipe version are unchanged. A prefix transform that cannot be fingerprinted
             raises ``ValueError`` naming it. A folder that cannot be written warns once and the cache
             goes on in memory; a damaged or foreign entry warns, naming the file, and is recomputed.
-        on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill.
+        on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill. A
+            raised :class:`~fastpipe.cache.errors.CacheFillError` names the item index and the file that
+            failed, and is also an instance of the cause's type (``except ValueError`` works).
         seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default 0).
         disk_dir: folder of the disk tier (default ``None``: a temporary folder).
         rank, world_size: cache only this rank's shard (:mod:`fastpipe.distributed`; default ``None``:

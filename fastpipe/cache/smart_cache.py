@@ -18,6 +18,7 @@ from fastpipe.cache._fill import default_workers, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.cache._replacer import Replacer, release
 from fastpipe.cache._rotation import Rotation, check_args
+from fastpipe.cache._skip import check_on_error, fill_skipping, next_round
 from fastpipe.cache._slots import SlotStore
 from fastpipe.profiling import annotate
 
@@ -57,6 +58,12 @@ class SmartCacheDataset(CachedReads):
         replace_nice: niceness added to the replacement threads on Linux (default 10; ``None``: normal
             priority), so the loader's reads win the CPU and replacements use what is left; a round
             that is still late at the epoch end shows in ``stats()["lag_s"]``.
+        on_error: ``"raise"`` (default): an item whose chain fails raises
+            :class:`~fastpipe.cache.errors.CacheFillError` at the first fill, or
+            :class:`~fastpipe.cache.errors.ReplacementError` from :meth:`update_cache` (retried at the next
+            call). ``"skip"``: the item is dropped from the rotation with a warning naming it, and the
+            item after it takes its place; the window goes on rotating over the items left
+            (``stats()["skipped"]`` lists the dropped ones).
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
             :class:`~fastpipe.cache.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
         persist_key: ``"content"`` (default) or ``"stat"``; see ``CacheDataset``.
@@ -95,6 +102,7 @@ class SmartCacheDataset(CachedReads):
         persist_dir: str | Path | None = None,
         disk_dir: str | Path | None = None,
         replace_nice: int | None = 10,
+        on_error: str = "raise",
         rank: int | None = None,
         world_size: int | None = None,
         even_divisible: bool = True,
@@ -103,6 +111,7 @@ class SmartCacheDataset(CachedReads):
     ) -> None:
         check_args(cache_num, replace_rate, cache_rate)
         shard = (rank, world_size, even_divisible, partition_seed)
+        self.on_error = check_on_error(on_error)
         super().__init__(
             data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key
         )
@@ -116,6 +125,7 @@ class SmartCacheDataset(CachedReads):
             default_workers(num_replace_workers, self.replace_num),
             max(1, self.replace_num),
             nice=replace_nice,
+            retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
@@ -151,11 +161,22 @@ class SmartCacheDataset(CachedReads):
         def job(slot: int) -> None:
             self._store(slot, self.core.compute(self._inputs[slot]))
 
+        def fill(slots: list[int]) -> Any:
+            return run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, self.on_error)
+
         with annotate("smartcache_fill", "smartcache"):
-            self.fill_report = run_fill(
-                list(self._window), job, self._inputs.__getitem__, num_workers, progress
-            )
+            if self.on_error == "skip":
+                self.fill_report = fill_skipping(self._rotation, fill)
+                self._sync_window()
+            else:
+                self.fill_report = fill(list(self._window))
         warn_no_room(self._store.no_room, self.core, stacklevel=3)
+
+    def _sync_window(self) -> None:
+        """Take the window from the rotation after items were dropped from it (first fill only)."""
+        self.cache_num, self.replace_num = self._rotation.cache_num, self._rotation.replace_num
+        self._window = tuple(self._rotation.window())
+        self._age = deque(range(self.cache_num))
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -203,16 +224,17 @@ class SmartCacheDataset(CachedReads):
         """Swap the prepared replacements in (waiting only for missing ones) and start the next round.
 
         Raises:
-            ReplacementError: the chain failed on an incoming item (named with its index and file).
+            ReplacementError: the chain failed on an incoming item (named with its index and file;
+                also an instance of the cause's type). With ``on_error="skip"`` the item is dropped
+                from the rotation with a warning instead, and the item after it is computed now.
         """
         if self.replace_num == 0:
             return
         was_started = self.is_started()
         self.start()
-        incoming = self._rotation.incoming()
-        late = self._replacer.missing(incoming)
         with annotate("smartcache_wait", "wait"):
-            lag = self._replacer.collect(incoming)
+            incoming, late, lag = next_round(self._replacer, self._rotation, self.on_error, self.fill_report)
+        self.replace_num = self._rotation.replace_num  # "skip": fewer when few items are left to rotate
         with annotate("smartcache_swap", "smartcache"):
             outgoing = self._swap(incoming)
             for slot in outgoing:

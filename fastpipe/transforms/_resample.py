@@ -205,8 +205,12 @@ def _plane_pass(src: torch.Tensor, plan_m, plan_n, out_dtype: torch.dtype) -> to
     def planes(c: int, lo: int, hi: int) -> None:
         for p in range(lo, hi):
             x, o = s[c, p], out[c, p]
-            if single:
-                np.take(np.take(x, m0, axis=0), n0, axis=1, out=o)
+            if single:  # an integer volume resampled linearly has dt != x.dtype: take, then cast
+                rows = np.take(x, m0, axis=0)
+                if rows.dtype == dt:
+                    np.take(rows, n0, axis=1, out=o)
+                else:
+                    np.copyto(o, np.take(rows, n0, axis=1), casting="unsafe")
                 if scale_single:
                     o *= weights
                 continue

@@ -12,7 +12,8 @@ from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa:
 
 from fastpipe import CacheDataset
 from fastpipe.cache._core import chain_device
-from fastpipe.cache._fill import CacheFillError, run_fill
+from fastpipe.cache._fill import run_fill
+from fastpipe.cache.errors import CacheFillError
 from fastpipe.transforms import EnsureTyped, ToDeviced
 
 

@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 
-from fastpipe.cache._replacer import ReplacementError
+from fastpipe.cache.errors import ReplacementError
 from fastpipe.cache.smart_cache import SmartCacheDataset
 from fastpipe.transforms import mark_random
 

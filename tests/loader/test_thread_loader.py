@@ -154,7 +154,9 @@ def test_producer_error_reraised_with_original_traceback():
     with pytest.raises(KeyError, match="boom at item 5") as info:
         for _ in ThreadDataLoader(ds, batch_size=2, num_workers=2):
             pass
-    frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    cause = info.value.__cause__  # the error names the item; the transform's own error is chained
+    assert isinstance(cause, KeyError) and "exploding_transform" in str(info.value)
+    frames = [f.name for f in traceback.extract_tb(cause.__traceback__)]
     assert "exploding_transform" in frames
     gc.collect()
     assert _fastpipe_threads() == []

@@ -117,6 +117,22 @@ def test_same_spacing_is_a_float_copy():
     assert torch.equal(d["image"], img.float())
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
+def test_integer_volume_with_axes_at_target_spacing_matches_monai(dtype):
+    """int16 CT at 1.5 mm in-plane resampled to (1.5, 1.5, 2.0): the in-plane pass only copies,
+    from an integer volume into float32 (this raised numpy's 'safe' casting TypeError)."""
+    rng = np.random.default_rng(4)
+    img = torch.from_numpy(rng.integers(0, 250, (1, 64, 64, 12)).astype(dtype))
+    img = img.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1)  # x fastest, as LoadImaged gives it
+    aff = np.diag([1.5, 1.5, 5.0, 1.0])
+    out = Spacingd("image", pixdim=(1.5, 1.5, 2.0), mode="bilinear")(item(img, aff))["image"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MonaiSpacing(pixdim=(1.5, 1.5, 2.0))(MetaTensor(img.float(), affine=torch.as_tensor(aff)))
+    assert out.dtype == torch.float32 and out.shape == ref.shape == (1, 64, 64, 28)
+    torch.testing.assert_close(out, ref.as_tensor(), atol=1e-3, rtol=1e-5)
+
+
 @pytest.mark.parametrize("diagonal", [False, True])
 def test_oblique_and_diagonal_match_monai(diagonal):
     aff = affine((0.9, 1.1, 2.0), "RAS", angle_deg=20)
