@@ -18,7 +18,9 @@ from fastpipe._cache_core import CacheCore, FromDataset
 from fastpipe._cache_fill import FillReport, run_fill
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
-from fastpipe.transforms.compose import apply_transform, is_random, split_chain
+from fastpipe.transforms._per_crop import as_item_list, run_per_crop
+from fastpipe.transforms._plan import build_plan
+from fastpipe.transforms.compose import apply_transform, is_random
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,13 @@ class CacheDataset(torch.utils.data.Dataset):
             on every rank if one rank's fill failed; ``shard`` holds the shard's indices.
         even_divisible: pad shards by repeating items so all ranks get as many (default ``True``).
         partition_seed: the seed, shared by all ranks, of the partition (default 0).
+        translate: swap each MONAI transform of ``transform`` that fastpipe implements with the same
+            semantics for fastpipe's (default ``True``; logged once at INFO). ``False`` keeps them.
 
-    With a batched suffix ``__getitems__`` returns an already-collated dict: use it with
-    :class:`fastpipe.ThreadDataLoader`, or give a torch ``DataLoader`` ``collate_fn=list_data_collate``.
+    :meth:`describe` prints the plan: what is cached where, what is batched, what runs per item and
+    why. Any loader works: fastpipe's ``ThreadDataLoader`` takes a batched suffix's collated dict as it
+    is; ``__getitems__`` returns per-crop items that torch's and MONAI's collate functions stack
+    (``fastpipe.list_data_collate`` hands back the collated dict without a copy).
 
     Threading contract: reads may run from several threads. :meth:`fetch_seeded` gives each thread
     its own copy of the random suffix, so results depend only on ``(indices, seed)``.
@@ -86,12 +92,14 @@ class CacheDataset(torch.utils.data.Dataset):
         world_size: int | None = None,
         even_divisible: bool = True,
         partition_seed: int = 0,
+        translate: bool = True,
     ) -> None:
         inputs, source = _inputs_of(data)
         inputs, self.shard = distributed.shard_inputs(
             inputs, rank, world_size, partition_seed, even_divisible
         )
-        prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
+        self.plan = build_plan(transform, translate, inputs if source is None else None)
+        prefix, self.suffix = (wrap_chain(part) for part in (self.plan.prefix, self.plan.suffix))  # NVTX ranges
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir)
@@ -150,17 +158,17 @@ class CacheDataset(torch.utils.data.Dataset):
 
     @property
     def batched(self) -> bool:
-        """Whether reads of a batch use the random suffix's one-call ``batch_call`` path."""
-        return len(self.suffix) == 1 and callable(getattr(self.suffix[0], "batch_call", None))
+        """Whether reads of a batch start with the random suffix's one-call ``batch_call`` (the rest runs per crop)."""
+        return bool(self.suffix) and callable(getattr(self.suffix[0], "batch_call", None))
 
     def __getitem__(self, index: int) -> Any:
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
             return _run_suffix(self.suffix, self.cached_entry(index))
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
-        """A batch: one ``batch_call`` dict when the suffix supports it, else a list of per-item results."""
+        """A batch as a list of items (crops) for any collate function; see :func:`as_item_list`."""
         with self._suffix_lock:
-            return self._fetch(list(indices), self.suffix)
+            return as_item_list(self._fetch(list(indices), self.suffix))
 
     def fetch_seeded(self, indices: Sequence[int], seed: int) -> Any:
         """Like ``__getitems__`` with this thread's copy of the suffix reseeded from ``seed`` first."""
@@ -173,7 +181,7 @@ class CacheDataset(torch.utils.data.Dataset):
             entries = [self.cached_entry(i) for i in indices]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:
-                return suffix[0].batch_call(entries)
+                return run_per_crop(suffix[0].batch_call(entries), suffix[1:])
             return [_run_suffix(suffix, e) for e in entries]
 
     def _thread_suffix(self) -> list[Any]:
@@ -202,13 +210,17 @@ class CacheDataset(torch.utils.data.Dataset):
         """Free the cache (idempotent)."""
         self.core.close()
 
+    def describe(self) -> str:
+        """The plan: which steps are cached (on which device), batched, fused, run per item, and why."""
+        return self.plan.describe(self.core.device)
+
     def __repr__(self) -> str:
         s = self.stats()
         tiers = ", ".join(f"{t}: {s['items'][t]} items / {s['bytes'][t] / 2**20:.1f} MiB" for t in s["items"])
         suffix = ", ".join(type(t).__name__ for t in self.suffix) or "none"
         return (
             f"CacheDataset(len={len(self)}, device={s['device']}, {tiers}, fill={s['fill_s']:.2f}s, "
-            f"hits={s['hits']}, misses={s['misses']}, random suffix=[{suffix}])"
+            f"hits={s['hits']}, misses={s['misses']}, random suffix=[{suffix}], plan: {self.plan.summary()})"
         )
 
 

@@ -57,6 +57,8 @@ class SmartCacheDataset(CacheDataset):
             that is still late at the epoch end shows in ``stats()["lag_s"]``.
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
             :class:`~fastpipe.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
+        translate: swap MONAI transforms for fastpipe's where the semantics are the same (default
+            ``True``), as in :class:`~fastpipe.cache_dataset.CacheDataset`.
 
     Threading contract: reads may run from several threads at any time, including during
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
@@ -96,6 +98,7 @@ class SmartCacheDataset(CacheDataset):
         world_size: int | None = None,
         even_divisible: bool = True,
         partition_seed: int = 0,
+        translate: bool = True,
     ) -> None:
         check_args(cache_num, replace_rate, cache_rate)
         super().__init__(
@@ -112,6 +115,7 @@ class SmartCacheDataset(CacheDataset):
             world_size=world_size,
             even_divisible=even_divisible,
             partition_seed=partition_seed,
+            translate=translate,
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive

@@ -63,11 +63,13 @@ def test_copy_cache_true_deep_copies():
     assert ds[0]["image"].data_ptr() != ds.core.store.get(0)["image"].data_ptr()
 
 
-def test_getitems_batched_path_returns_collated_dict_else_list():
+def test_getitems_batched_path_returns_items_carrying_the_collated_dict_else_list():
     batched = CacheDataset(items(4), [CountingDet(), RandAdd(batched=True)], progress=False)
     assert batched.batched
     out = batched.__getitems__([3, 1])
-    assert isinstance(out, dict) and out["image"].shape == (2, 1, 6, 6, 6) and out["x"].tolist() == [3, 1]
+    assert isinstance(out, list) and [o["x"].item() for o in out] == [3, 1]  # any collate_fn stacks these
+    assert out.collated["image"].shape == (2, 1, 6, 6, 6) and out.collated["x"].tolist() == [3, 1]
+    assert out[1]["image"].data_ptr() == out.collated["image"][1].data_ptr()  # views, not copies
     per_item = CacheDataset(items(4), [CountingDet(), RandAdd()], progress=False)
     out = per_item.__getitems__([3, 1])
     assert isinstance(out, list) and [o["x"] for o in out] == [3, 1]

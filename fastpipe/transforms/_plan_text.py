@@ -1,0 +1,64 @@
+"""Text of a :class:`fastpipe.transforms._plan.Plan`: ``describe()`` and the one-line summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fastpipe.transforms.spatial import OrientSpacingd, fuse_spatial
+
+STAGE_TITLES = {
+    "cached": "cached, once per item (the deterministic prefix)",
+    "batched": "batched, one call per batch (all crops of all items in one op)",
+    "fused": "batched, one call per batch (all crops of all items in one op)",
+    "per item": "per item (each crop when after the batched op)",
+}
+
+
+def _one_pass_notes(plan: Any) -> dict[int, str]:
+    """Prefix positions that ``fuse_spatial`` runs as one pass with the next step."""
+    notes, objs = {}, list(plan.prefix)
+    for t in fuse_spatial(objs):
+        if isinstance(t, OrientSpacingd):
+            notes[next(i for i, o in enumerate(objs) if o is t.orientation)] = (
+                "one pass with the next Spacingd"
+            )
+    return notes
+
+
+def fast_path_end(plan: Any) -> str:
+    """Where the fast path ends, in words."""
+    per_item = [s for s in plan.steps if s.stage == "per item"]
+    if not per_item:
+        return "every step is cached or batched"
+    first = per_item[0]
+    where = "after the batched op, per crop" if plan.batched else "per item"
+    return f"ends at step {first.pos} {first.name} ({first.note}); {len(per_item)} step(s) run {where}"
+
+
+def render(plan: Any, cache_device: torch.device) -> str:
+    """The plan, one line per step, grouped by stage."""
+    from fastpipe.transforms._plan import step_devices
+
+    devices = step_devices(plan, cache_device)
+    one_pass = _one_pass_notes(plan)
+    lines = [f"plan: {len(plan.swapped)} MONAI transform(s) swapped for fastpipe's; cache on {cache_device}"]
+    title = None
+    width = max([len(s.name) for s in plan.steps] + [8])
+    for i, s in enumerate(plan.steps):
+        if STAGE_TITLES[s.stage] != title:
+            title = STAGE_TITLES[s.stage]
+            lines.append(f"  {title}:")
+        pos = f"{s.pos:>3}." if s.pos is not None else "  +."
+        note = "; ".join(n for n in (s.note, one_pass.get(i, "")) if n)
+        lines.append(f"   {pos} {s.name:<{width}}  {s.origin:<17}  on {devices[i]:<7} {note}".rstrip())
+    lines.append(f"  fast path: {fast_path_end(plan)}")
+    return "\n".join(lines)
+
+
+def summary(plan: Any) -> str:
+    """``"7 cached, 1 batched (+4 fused), 0 per item"`` plus where the fast path ends."""
+    count = {k: sum(s.stage == k for s in plan.steps if s.pos is not None) for k in STAGE_TITLES}
+    text = f"{count['cached']} cached, {count['batched']} batched (+{count['fused']} fused), {count['per item']} per item"
+    return text if not count["per item"] else f"{text}; fast path {fast_path_end(plan).split(';')[0]}"
