@@ -220,3 +220,19 @@ def test_augment_parameters_are_read_from_the_monai_object(monkeypatch, monai_ob
     monkeypatch.delattr(T, name)
     out, reason = translate(monai_obj, Context())
     assert out is monai_obj and reason == f"fastpipe.transforms has no {name}"
+
+
+@pytest.mark.timeout(120)
+def test_smart_cache_translates_too_and_translate_false_keeps_monai(files):
+    chain = M.Compose([*monai_prefix(), monai_crop()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = fp.SmartCacheDataset(files, chain, cache_num=2, replace_rate=0.5, progress=False, shuffle=False)
+        kept = fp.SmartCacheDataset(
+            files, chain, cache_num=2, replace_rate=0.5, progress=False, translate=False
+        )
+    with ds, kept:
+        assert ds.batched and ds.plan.swapped[-1] == "RandCropByPosNegLabeld"
+        assert ds.fetch_seeded([0, 1], seed=1)["image"].shape == (8, 1, *PATCH)
+        assert not kept.batched and kept.plan.swapped == []
+        assert "0 MONAI transform(s) swapped" in kept.describe()
