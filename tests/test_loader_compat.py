@@ -90,3 +90,21 @@ def test_fastpipe_collate_takes_the_collated_dict_without_a_copy():
     got = ds.__getitems__([0, 1])
     batch = fp.list_data_collate(got)
     assert batch is got.collated and batch["image"].shape == (4, 1, *PATCH)
+
+
+@pytest.mark.timeout(60)
+def test_a_monai_step_fastpipe_lacks_runs_on_each_crop_as_monai_would():
+    """MONAI's ScaleIntensityd after the crop: kept as is, applied to each crop of the batched op."""
+    crop = M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)
+    scale = M.ScaleIntensityd("image", minv=0.0, maxv=1.0)
+    ds = fp.CacheDataset(items(4), [crop, scale], progress=False, num_workers=1)
+    assert ds.batched and ds.suffix[1] is scale  # kept as it is, after the batched crop
+    batch = ds.fetch_seeded([1, 3], seed=2)
+    assert batch["image"].shape == (8, 1, *PATCH)
+    for n in range(8):
+        x, y, z = (int(v) for v in batch["crop_starts"][n])
+        src = ds.cached_entry([1, 3][n // SAMPLES])["image"][
+            :, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]
+        ]
+        expected = torch.as_tensor(scale({"image": src.clone()})["image"])
+        assert torch.allclose(torch.as_tensor(batch["image"][n]), expected), n

@@ -147,6 +147,9 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         >>> len(plan.prefix), plan.suffix
         (1, [])
     """
+    if translate_monai and is_monai(transform) and getattr(transform, "lazy", False) is True:
+        log.info("fastpipe: a MONAI Compose with lazy=True resamples differently; its transforms are kept")
+        translate_monai = False
     flat = flatten(transform)
     prefix_o, suffix_o = split_chain(flat)
     ctx = Context(items=items)
