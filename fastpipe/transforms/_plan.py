@@ -102,24 +102,26 @@ def _translate_suffix(suffix: list[Any], start: int, ctx: Context, enabled: bool
     return out
 
 
+def _to_monai(keys: Any, track: bool) -> tuple[Any, Step]:
+    return ToMonaid(keys, track), Step(None, "ToMonaid", INSERTED, note="to MONAI's MetaTensor")
+
+
+def _from_monai() -> tuple[Any, Step]:
+    return FromMonaid(), Step(None, "FromMonaid", INSERTED, note="MetaTensor to fastpipe's tensors")
+
+
 def _bridged(
     pairs: list[tuple[Any, Step]], originals: list[Any], ctx: Context, track: bool
-) -> list[tuple[Any, Step]]:
-    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms."""
+) -> tuple[list[tuple[Any, Step]], str | None, bool]:
+    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms;
+    also returns the side the chain ends on and MONAI's metadata tracking there."""
     out, world = [], None
     for (t, step), orig in zip(pairs, originals, strict=True):
         w = _world(step.origin)
         if world == "fastpipe" and w == "monai":
-            out.append(
-                (
-                    ToMonaid(ctx.float_keys, track),
-                    Step(None, "ToMonaid", INSERTED, note="to MONAI's MetaTensor"),
-                )
-            )
+            out.append(_to_monai(ctx.float_keys, track))
         elif world == "monai" and w == "fastpipe":
-            out.append(
-                (FromMonaid(), Step(None, "FromMonaid", INSERTED, note="MetaTensor to fastpipe's tensors"))
-            )
+            out.append(_from_monai())
         world = w or world
         track = _track_meta(orig, track)
         out.append((t, step))
@@ -173,22 +175,14 @@ def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     """Bridges inside the prefix, MONAI's float32 where no step made it, and a bridge to the suffix."""
     pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
     cast = sorted(ctx.float_keys - ctx.nearest_keys)
-    if cast and world != "monai":
-        pre.append(
-            (
-                ToMonaid(cast, track_meta=False),
-                Step(None, "AsFloat32", INSERTED, note=f"{cast}: MONAI's LoadImaged dtype"),
-            )
-        )
+    if cast and world != "monai":  # (MONAI's side got float32 from ToMonaid already)
+        note = f"{cast}: MONAI's LoadImaged dtype"
+        pre.append((ToMonaid(cast, track_meta=False), Step(None, "AsFloat32", INSERTED, note=note)))
     first = _world(suf[0][1].origin) if suf else None
     if world == "monai" and first == "fastpipe":
-        pre.append(
-            (FromMonaid(), Step(None, "FromMonaid", INSERTED, note="MetaTensor to fastpipe's tensors"))
-        )
+        pre.append(_from_monai())
     elif world != "monai" and first == "monai":
-        pre.append(
-            (ToMonaid(ctx.float_keys, track), Step(None, "ToMonaid", INSERTED, note="to MONAI's MetaTensor"))
-        )
+        pre.append(_to_monai(ctx.float_keys, track))
     return pre
 
 

@@ -236,3 +236,19 @@ def test_smart_cache_translates_too_and_translate_false_keeps_monai(files):
         assert ds.fetch_seeded([0, 1], seed=1)["image"].shape == (8, 1, *PATCH)
         assert not kept.batched and kept.plan.swapped == []
         assert "0 MONAI transform(s) swapped" in kept.describe()
+
+
+@pytest.mark.timeout(120)
+def test_random_part_fastpipe_lacks_gets_metatensors_from_the_cache(files):
+    """The suffix starts with a MONAI transform fastpipe lacks: the cache hands it MONAI's MetaTensors."""
+    from monai.data import MetaTensor
+
+    crop = M.RandSpatialCropSamplesd(KEYS, roi_size=PATCH, num_samples=2, random_size=False)
+    ds = dataset(files, [*monai_prefix(), crop])
+    assert [s.name for s in ds.plan.steps][-2:] == ["ToMonaid", "RandSpatialCropSamplesd"]
+    entry = ds.cached_entry(0)
+    assert isinstance(entry["image"], MetaTensor) and entry["image"].dtype == torch.float32
+    ref = dataset(files, [*monai_prefix(), crop], translate=False).cached_entry(0)
+    np.testing.assert_allclose(np.asarray(entry["image"].affine), np.asarray(ref["image"].affine), atol=1e-4)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["image"].shape == (4, 1, *PATCH)
