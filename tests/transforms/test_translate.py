@@ -252,3 +252,20 @@ def test_random_part_fastpipe_lacks_gets_metatensors_from_the_cache(files):
     np.testing.assert_allclose(np.asarray(entry["image"].affine), np.asarray(ref["image"].affine), atol=1e-4)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     assert batch["image"].shape == (4, 1, *PATCH)
+
+
+def test_describe_puts_steps_after_the_device_point_on_that_device():
+    """The plan alone (nothing runs): steps after ToDeviced(cuda:0) and the random part are on cuda:0."""
+    from fastpipe.transforms._plan import build_plan
+
+    chain = [*monai_prefix()[4:], M.ToDeviced(KEYS, device="cuda:0"), M.EnsureTyped(KEYS), monai_crop()]
+    lines = build_plan(chain, items=None).describe("cuda:0").splitlines()
+    where = {
+        ln.split()[1]: ln.split(" on ")[1].split()[0]
+        for ln in lines
+        if " on " in ln and ln.strip()[0].isdigit()
+    }
+    assert where == {
+        "ScaleIntensityRanged": "cpu", "CropForegroundd": "cpu", "FgBgToIndicesd": "cpu",
+        "ToDeviced": "cuda:0", "EnsureTyped": "cuda:0", "RandCropByPosNegLabeld": "cuda:0",
+    }  # fmt: skip
