@@ -99,7 +99,7 @@ class CacheDataset(torch.utils.data.Dataset):
             inputs, rank, world_size, partition_seed, even_divisible
         )
         self.plan = build_plan(transform, translate, inputs if source is None else None)
-        prefix, self.suffix = (wrap_chain(part) for part in (self.plan.prefix, self.plan.suffix))  # NVTX ranges
+        prefix, self.suffix = wrap_chain(self.plan.prefix), wrap_chain(self.plan.suffix)  # NVTX ranges
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir)
