@@ -13,6 +13,7 @@ documented dtype rule: a label resampled with ``nearest`` keeps its integer dtyp
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,12 +73,35 @@ def fastpipe_class(name: str) -> Any:
     return getattr(T, name, None)
 
 
-def build(name: str, *args: Any, **kwargs: Any) -> Any:
-    """``fastpipe.transforms.<name>(*args, **kwargs)``, or a reason string when the class is missing."""
+def build(name: str, obj: Any, **kwargs: Any) -> Any:
+    """``fastpipe.transforms.<name>(**kwargs)`` (MONAI's option names, read from ``obj``), or a reason.
+
+    An option fastpipe's class does not take is left out when ``obj`` has it at MONAI's default, and
+    refused (the reason names it) otherwise.
+    """
     cls = fastpipe_class(name)
     if cls is None:
         return f"fastpipe.transforms has no {name}"
-    return cls(*args, **kwargs)
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return cls(**kwargs)
+    monai_defaults = inspect.signature(type(obj)).parameters
+    for key in [k for k in kwargs if k not in params]:
+        default = monai_defaults[key].default if key in monai_defaults else inspect.Parameter.empty
+        if _norm(kwargs[key]) != _norm(default):
+            return f"fastpipe's {name} has no option {key} (got {kwargs[key]!r})"
+        del kwargs[key]
+    return cls(**kwargs)
+
+
+def _norm(x: Any) -> Any:
+    """``x`` comparable with MONAI's defaults: enums as values, sequences as tuples, dtypes as torch's."""
+    x = value(x)
+    if isinstance(x, (list, tuple)):
+        return tuple(_norm(v) for v in x)
+    if isinstance(x, (np.dtype, torch.dtype)) or (isinstance(x, type) and issubclass(x, np.generic)):
+        return torch_dtype(x)
+    return x
 
 
 def value(x: Any) -> Any:
@@ -152,13 +176,13 @@ def _load(obj: Any, ctx: Context) -> Any:
         ctx.float_keys.update(obj.keys)
         dtype = None
     return build(
-        "LoadImaged", dtype=dtype, ensure_channel_first=bool(loader.ensure_channel_first), **_common(obj)
+        "LoadImaged", obj, dtype=dtype, ensure_channel_first=bool(loader.ensure_channel_first), **_common(obj)
     )
 
 
 @register("EnsureChannelFirstd")
 def _channel_first(obj: Any, ctx: Context) -> Any:
-    return build("EnsureChannelFirstd", channel_dim=obj.adjuster.input_channel_dim, **_common(obj))
+    return build("EnsureChannelFirstd", obj, channel_dim=obj.adjuster.input_channel_dim, **_common(obj))
 
 
 @register("Orientationd")
@@ -167,7 +191,7 @@ def _orientation(obj: Any, ctx: Context) -> Any:
     if o.labels not in (None, (("L", "R"), ("P", "A"), ("I", "S"))):
         return f"labels={o.labels!r} is not reproduced"
     return build(
-        "Orientationd", axcodes=o.axcodes, as_closest_canonical=o.as_closest_canonical, **_common(obj)
+        "Orientationd", obj, axcodes=o.axcodes, as_closest_canonical=o.as_closest_canonical, **_common(obj)
     )
 
 
@@ -182,9 +206,15 @@ def _spacing(obj: Any, ctx: Context) -> Any:
     if any(not isinstance(m, str) for m in modes):
         return f"spline-order modes {modes} are not reproduced"
     out = build(
-        "Spacingd", pixdim=tuple(float(p) for p in s.pixdim), diagonal=bool(s.diagonal), mode=modes,
-        padding_mode=[value(p) for p in obj.padding_mode], align_corners=list(obj.align_corners), **_common(obj),
-    )  # fmt: skip
+        "Spacingd",
+        obj,
+        pixdim=tuple(float(p) for p in s.pixdim),
+        diagonal=bool(s.diagonal),
+        mode=modes,
+        padding_mode=[value(p) for p in obj.padding_mode],
+        align_corners=list(obj.align_corners),
+        **_common(obj),
+    )
     if not isinstance(out, str):
         ctx.nearest_keys.update(k for k, m in zip(obj.keys, modes, strict=True) if m == "nearest")
     return out
@@ -194,9 +224,16 @@ def _spacing(obj: Any, ctx: Context) -> Any:
 def _scale_range(obj: Any, ctx: Context) -> Any:
     s = obj.scaler
     return build(
-        "ScaleIntensityRanged", a_min=s.a_min, a_max=s.a_max, b_min=s.b_min, b_max=s.b_max, clip=bool(s.clip),
-        dtype=torch_dtype(s.dtype) or torch.float32, **_common(obj),
-    )  # fmt: skip
+        "ScaleIntensityRanged",
+        obj,
+        a_min=s.a_min,
+        a_max=s.a_max,
+        b_min=s.b_min,
+        b_max=s.b_max,
+        clip=bool(s.clip),
+        dtype=torch_dtype(s.dtype) or torch.float32,
+        **_common(obj),
+    )
 
 
 @register("CropForegroundd")
@@ -208,10 +245,18 @@ def _crop_foreground(obj: Any, ctx: Context) -> Any:
     if c.return_coords:
         return "return_coords is not reproduced"
     return build(
-        "CropForegroundd", source_key=obj.source_key, select_fn=c.select_fn, channel_indices=c.channel_indices,
-        margin=c.margin, allow_smaller=bool(c.allow_smaller), k_divisible=c.k_divisible,
-        start_coord_key=obj.start_coord_key, end_coord_key=obj.end_coord_key, **_common(obj),
-    )  # fmt: skip
+        "CropForegroundd",
+        obj,
+        source_key=obj.source_key,
+        select_fn=c.select_fn,
+        channel_indices=c.channel_indices,
+        margin=c.margin,
+        allow_smaller=bool(c.allow_smaller),
+        k_divisible=c.k_divisible,
+        start_coord_key=obj.start_coord_key,
+        end_coord_key=obj.end_coord_key,
+        **_common(obj),
+    )
 
 
 @register("FgBgToIndicesd")
@@ -219,9 +264,14 @@ def _fg_bg(obj: Any, ctx: Context) -> Any:
     if obj.converter.output_shape is not None:
         return "output_shape is not reproduced (fastpipe keeps flat indices)"
     return build(
-        "FgBgToIndicesd", fg_postfix=obj.fg_postfix, bg_postfix=obj.bg_postfix, image_key=obj.image_key,
-        image_threshold=float(obj.converter.image_threshold), **_common(obj),
-    )  # fmt: skip
+        "FgBgToIndicesd",
+        obj,
+        fg_postfix=obj.fg_postfix,
+        bg_postfix=obj.bg_postfix,
+        image_key=obj.image_key,
+        image_threshold=float(obj.converter.image_threshold),
+        **_common(obj),
+    )
 
 
 @register("ToDeviced")
@@ -230,7 +280,7 @@ def _to_device(obj: Any, ctx: Context) -> Any:
     non_blocking = bool(kwargs.pop("non_blocking", False))
     if kwargs:
         return f"Tensor.to options {sorted(kwargs)} are not reproduced"
-    return build("ToDeviced", device=obj.converter.device, non_blocking=non_blocking, **_common(obj))
+    return build("ToDeviced", obj, device=obj.converter.device, non_blocking=non_blocking, **_common(obj))
 
 
 @register("EnsureTyped")
@@ -242,9 +292,14 @@ def _ensure_type(obj: Any, ctx: Context) -> Any:
     if not c.wrap_sequence or value(c.data_type) not in ("tensor", "numpy"):
         return "wrap_sequence=False / data types other than tensor and numpy are not reproduced"
     return build(
-        "EnsureTyped", data_type=value(c.data_type), dtype=torch_dtype(dtype), device=c.device,
-        track_meta=c.track_meta, **_common(obj),
-    )  # fmt: skip
+        "EnsureTyped",
+        obj,
+        data_type=value(c.data_type),
+        dtype=torch_dtype(dtype),
+        device=c.device,
+        track_meta=c.track_meta,
+        **_common(obj),
+    )
 
 
 from fastpipe.transforms import _translate_random as _random  # noqa: E402,F401  (registers the random ones)

@@ -39,22 +39,33 @@ def _crop(obj: Any, ctx: Context) -> Any:
         return "a label or indices fixed on the MONAI object are not reproduced"
     ratio = float(c.pos_ratio)
     out = build(
-        "RandCropByPosNegLabeld", label_key=obj.label_key, spatial_size=tuple(int(s) for s in c.spatial_size),
-        pos=ratio, neg=1.0 - ratio, num_samples=int(c.num_samples), image_key=obj.image_key,
-        image_threshold=float(c.image_threshold), fg_indices_key=obj.fg_indices_key,
-        bg_indices_key=obj.bg_indices_key, allow_smaller=bool(c.allow_smaller), **_common(obj),
-    )  # fmt: skip
+        "RandCropByPosNegLabeld",
+        obj,
+        label_key=obj.label_key,
+        spatial_size=tuple(int(s) for s in c.spatial_size),
+        pos=ratio,
+        neg=1.0 - ratio,
+        num_samples=int(c.num_samples),
+        image_key=obj.image_key,
+        image_threshold=float(c.image_threshold),
+        fg_indices_key=obj.fg_indices_key,
+        bg_indices_key=obj.bg_indices_key,
+        allow_smaller=bool(c.allow_smaller),
+        **_common(obj),
+    )
     return _seeded(out, obj)
 
 
 @register("RandFlipd")
 def _flip(obj: Any, ctx: Context) -> Any:
-    return _seeded(build("RandFlipd", spatial_axis=obj.flipper.spatial_axis, **_prob(obj)), obj)
+    return _seeded(build("RandFlipd", obj, spatial_axis=obj.flipper.spatial_axis, **_prob(obj)), obj)
 
 
 @register("RandRotate90d")
 def _rot90(obj: Any, ctx: Context) -> Any:
-    out = build("RandRotate90d", max_k=int(obj.max_k), spatial_axes=tuple(obj.spatial_axes), **_prob(obj))
+    out = build(
+        "RandRotate90d", obj, max_k=int(obj.max_k), spatial_axes=tuple(obj.spatial_axes), **_prob(obj)
+    )
     return _seeded(out, obj)
 
 
@@ -64,9 +75,13 @@ def _shift(obj: Any, ctx: Context) -> Any:
     if any(k is not None for k in obj.factor_key):
         return "factor_key (offsets scaled by a metadata factor) is not reproduced"
     out = build(
-        "RandShiftIntensityd", offsets=tuple(float(o) for o in s.offsets), safe=bool(s._shifter.safe),
-        channel_wise=bool(s.channel_wise), **_prob(obj),
-    )  # fmt: skip
+        "RandShiftIntensityd",
+        obj,
+        offsets=tuple(float(o) for o in s.offsets),
+        safe=bool(s._shifter.safe),
+        channel_wise=bool(s.channel_wise),
+        **_prob(obj),
+    )
     return _seeded(out, obj)
 
 
@@ -74,9 +89,13 @@ def _shift(obj: Any, ctx: Context) -> Any:
 def _scale(obj: Any, ctx: Context) -> Any:
     s = obj.scaler
     out = build(
-        "RandScaleIntensityd", factors=tuple(float(f) for f in s.factors), channel_wise=bool(s.channel_wise),
-        dtype=torch_dtype(s.dtype), **_prob(obj),
-    )  # fmt: skip
+        "RandScaleIntensityd",
+        obj,
+        factors=tuple(float(f) for f in s.factors),
+        channel_wise=bool(s.channel_wise),
+        dtype=torch_dtype(s.dtype),
+        **_prob(obj),
+    )
     return _seeded(out, obj)
 
 
@@ -84,9 +103,14 @@ def _scale(obj: Any, ctx: Context) -> Any:
 def _noise(obj: Any, ctx: Context) -> Any:
     n = obj.rand_gaussian_noise
     out = build(
-        "RandGaussianNoised", mean=float(n.mean), std=float(n.std), sample_std=bool(n.sample_std),
-        dtype=torch_dtype(n.dtype), **_prob(obj),
-    )  # fmt: skip
+        "RandGaussianNoised",
+        obj,
+        mean=float(n.mean),
+        std=float(n.std),
+        sample_std=bool(n.sample_std),
+        dtype=torch_dtype(n.dtype),
+        **_prob(obj),
+    )
     return _seeded(out, obj)
 
 
@@ -94,9 +118,13 @@ def _noise(obj: Any, ctx: Context) -> Any:
 def _contrast(obj: Any, ctx: Context) -> Any:
     a = obj.adjuster
     out = build(
-        "RandAdjustContrastd", gamma=tuple(float(g) for g in a.gamma), invert_image=bool(a.invert_image),
-        retain_stats=bool(a.retain_stats), **_prob(obj),
-    )  # fmt: skip
+        "RandAdjustContrastd",
+        obj,
+        gamma=tuple(float(g) for g in a.gamma),
+        invert_image=bool(a.invert_image),
+        retain_stats=bool(a.retain_stats),
+        **_prob(obj),
+    )
     return _seeded(out, obj)
 
 
@@ -109,6 +137,10 @@ def _pad(obj: Any, ctx: Context) -> Any:
     if len(modes) != 1:
         return f"per-key modes {sorted(modes)} differ"
     return build(
-        "SpatialPadd", spatial_size=tuple(int(s) for s in p.spatial_size), method=value(p.method),
-        mode=modes.pop(), **_common(obj),
-    )  # fmt: skip
+        "SpatialPadd",
+        obj,
+        spatial_size=tuple(int(s) for s in p.spatial_size),
+        method=value(p.method),
+        mode=modes.pop(),
+        **_common(obj),
+    )

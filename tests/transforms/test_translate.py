@@ -269,3 +269,16 @@ def test_describe_puts_steps_after_the_device_point_on_that_device():
         "ScaleIntensityRanged": "cpu", "CropForegroundd": "cpu", "FgBgToIndicesd": "cpu",
         "ToDeviced": "cuda:0", "EnsureTyped": "cuda:0", "RandCropByPosNegLabeld": "cuda:0",
     }  # fmt: skip
+
+
+def test_an_option_fastpipe_lacks_is_dropped_at_monai_default_and_refused_otherwise(monkeypatch):
+    class NarrowFlip(Recorder):
+        def __init__(self, keys, prob=0.1, spatial_axis=None):
+            super().__init__(keys=keys, prob=prob, spatial_axis=spatial_axis)
+
+    monkeypatch.setattr(T, "RandFlipd", NarrowFlip, raising=False)
+    out, reason = translate(M.RandFlipd(KEYS, prob=0.2, spatial_axis=1), Context())
+    assert reason == "" and out.kwargs == {"keys": KEYS, "prob": 0.2, "spatial_axis": 1}
+    obj = M.RandFlipd(KEYS, prob=0.2, allow_missing_keys=True)
+    out, reason = translate(obj, Context())
+    assert out is obj and reason == "fastpipe's RandFlipd has no option allow_missing_keys (got True)"
