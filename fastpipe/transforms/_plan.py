@@ -36,6 +36,7 @@ class Step:
     origin: str
     stage: str = "cached"
     note: str = ""
+    obj: Any = field(default=None, repr=False, compare=False)  # the transform this step runs
 
 
 @dataclass
@@ -152,16 +153,16 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
     if translate_monai and is_monai(transform) and getattr(transform, "lazy", False) is True:
         log.info("fastpipe: a MONAI Compose with lazy=True resamples differently; its transforms are kept")
         translate_monai = False
-    flat = flatten(transform)
-    prefix_o, suffix_o = split_chain(flat)
+    prefix_o, suffix_o = split_chain(flatten(transform))
     ctx = Context(items=items)
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
     suf = _translate_suffix(suffix_o, len(prefix_o), ctx, translate_monai)
     swapped = [s.name for _, s in pre + suf if s.origin == SWAPPED]
     if swapped:
         pre = _finish_prefix(pre, prefix_o, suf, ctx)
-    plan = Plan([t for t, _ in pre], [t for t, _ in suf], [s for _, s in pre], swapped)
-    _fuse_suffix(plan, suf)
+    for t, step in pre + suf:
+        step.obj = t
+    plan = _fused_plan([s for _, s in pre + suf], swapped)
     if swapped:
         kept = [f"{s.name} ({s.note})" for s in plan.steps if s.origin == MONAI and s.note]
         log.info(
@@ -172,12 +173,15 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
 
 
 def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
-    """Bridges inside the prefix, MONAI's float32 where no step made it, and a bridge to the suffix."""
+    """Bridges inside the prefix, MONAI's float32 where no step makes it, and a bridge to the suffix."""
     pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
-    cast = sorted(ctx.float_keys - ctx.nearest_keys)
-    if cast and world != "monai":  # (MONAI's side got float32 from ToMonaid already)
-        note = f"{cast}: MONAI's LoadImaged dtype"
-        pre.append((ToMonaid(cast, track_meta=False), Step(None, "AsFloat32", INSERTED, note=note)))
+    cast = sorted(ctx.float_keys - ctx.nearest_keys - ctx.settled_keys)
+    loads = [i for i, (_, s) in enumerate(pre) if s.origin == SWAPPED and s.name == "LoadImaged"]
+    if cast and loads:  # right after loading, as MONAI's LoadImaged gives float32
+        note = f"{cast}: MONAI's LoadImaged dtype, no later step makes them float"
+        pre.insert(
+            loads[-1] + 1, (ToMonaid(cast, track_meta=False), Step(None, "AsFloat32", INSERTED, note=note))
+        )
     first = _world(suf[0][1].origin) if suf else None
     if world == "monai" and first == "fastpipe":
         pre.append(_from_monai())
@@ -186,35 +190,72 @@ def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     return pre
 
 
-def _fuse_suffix(plan: Plan, suf: list[tuple[Any, Step]]) -> None:
-    """Fuse the suffix (``fuse_random``, when fastpipe has it) and mark each step's stage and reason."""
+def _fuse_random() -> Any:
+    """fastpipe's ``fuse_random`` (random suffix and pad fused into the crop), or ``None`` where absent."""
     import fastpipe.transforms as T
 
     fuse = getattr(T, "fuse_random", None)
-    if fuse is not None:
-        plan.suffix = list(fuse(plan.suffix))
-    steps = [s for _, s in suf]
-    n_fused = len(steps) - len(plan.suffix)
+    if fuse is None:
+        try:
+            from fastpipe.transforms._fuse_random import fuse_random as fuse
+        except ImportError:
+            return None
+    return fuse
+
+
+def _fused_plan(steps: list[Step], swapped: list[str]) -> Plan:
+    """Fuse the chain of ``steps`` (``fuse_random``), split it again, and mark each step's stage and reason."""
+    chain = [s.obj for s in steps]
+    fuse = _fuse_random()
+    fused = list(fuse(chain)) if fuse is not None else chain
+    prefix, suffix = split_chain(fused)
+    placed = {id(t) for t in fused}
+    new = [t for t in fused if id(t) not in {id(c) for c in chain}]  # copies made by the fusion
+    absorbed: list[Step] = []
+    for s in steps:
+        if id(s.obj) in placed:
+            continue
+        same_type = [t for t in new if type(t) is type(s.obj)]
+        if same_type:  # the crop, now a fused copy
+            s.obj = same_type[0]
+            new.remove(same_type[0])
+        else:
+            absorbed.append(s)
+    in_prefix = {id(t) for t in prefix}
+    cached = [s for s in steps if id(s.obj) in in_prefix and s not in absorbed]
+    rest = [s for s in steps if id(s.obj) not in in_prefix and s not in absorbed]
+    plan = Plan(prefix, suffix, cached, swapped)
+    _mark_suffix(plan, rest, absorbed)
+    return plan
+
+
+def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
+    """Stages and reasons of the random part; steps fused into the batched op are listed after it."""
+    crop = rest[0].name if rest else "the crop"
+    for s in absorbed:
+        pad = s.name == "SpatialPadd"
+        s.stage = "fused"
+        s.note = f"absorbed into {crop}'s gather (no padded copy cached)" if pad else f"fused into {crop}"
     if plan.batched:
-        steps[0].stage = "batched"
-        for s in steps[1 : 1 + n_fused]:
-            s.stage, s.note = "fused", f"fused into {steps[0].name}"
-    rest = steps[1 + n_fused :] if plan.batched else steps
-    for j, s in enumerate(rest):
+        rest[0].stage = "batched"
+        rest = [rest[0], *absorbed, *rest[1:]]
+        per_item = rest[1 + len(absorbed) :]
+    else:
+        per_item = rest
+    for j, s in enumerate(per_item):
         if j == 0 and not s.note:
             s.note = f"{s.name} has no batched form" + (" here" if plan.batched else "")
         elif j > 0 and not s.note:
-            s.note = f"after {rest[0].name}, which runs per item"
-    plan.steps.extend(steps)
+            s.note = f"after {per_item[0].name}, which runs per item"
+    plan.steps.extend(rest)
 
 
 def step_devices(plan: Plan, cache_device: torch.device) -> list[str]:
     """The device each step of ``plan.steps`` runs on: the host until the prefix's device point."""
-    out, dev, objs = [], torch.device("cpu"), list(plan.prefix)
-    for i, s in enumerate(plan.steps):
+    out, dev = [], torch.device("cpu")
+    for s in plan.steps:
         if s.stage == "cached":
-            found = device_point(objs[i]) if i < len(objs) else None
-            dev = found or dev
+            dev = device_point(s.obj) or dev
             out.append(str(dev))
         else:
             out.append(str(cache_device))

@@ -17,14 +17,12 @@ STAGE_TITLES = {
 
 
 def _one_pass_notes(plan: Any) -> dict[int, str]:
-    """Prefix positions that ``fuse_spatial`` runs as one pass with the next step."""
-    notes, objs = {}, list(plan.prefix)
-    for t in fuse_spatial(objs):
-        if isinstance(t, OrientSpacingd):
-            notes[next(i for i, o in enumerate(objs) if o is t.orientation)] = (
-                "one pass with the next Spacingd"
-            )
-    return notes
+    """``id`` of each prefix step that ``fuse_spatial`` runs as one pass with the next step."""
+    return {
+        id(t.orientation): "one pass with the next Spacingd"
+        for t in fuse_spatial(list(plan.prefix))
+        if isinstance(t, OrientSpacingd)
+    }
 
 
 def fast_path_end(plan: Any) -> str:
@@ -51,7 +49,7 @@ def render(plan: Any, cache_device: torch.device) -> str:
             title = STAGE_TITLES[s.stage]
             lines.append(f"  {title}:")
         pos = f"{s.pos:>3}." if s.pos is not None else "  +."
-        note = "; ".join(n for n in (s.note, one_pass.get(i, "")) if n)
+        note = "; ".join(n for n in (s.note, one_pass.get(id(s.obj), "")) if n)
         lines.append(f"   {pos} {s.name:<{width}}  {s.origin:<17}  on {devices[i]:<7} {note}".rstrip())
     lines.append(f"  fast path: {fast_path_end(plan)}")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ class Context:
     items: Sequence[Any] | None = None
     float_keys: set[str] = field(default_factory=set)  # keys MONAI's LoadImaged would make float32
     nearest_keys: set[str] = field(default_factory=set)  # keys a translated Spacingd resamples with nearest
+    settled_keys: set[str] = field(default_factory=set)  # keys a translated step makes float (or casts)
 
 
 def register(name: str) -> Callable[[Translator], Translator]:
@@ -217,22 +218,27 @@ def _spacing(obj: Any, ctx: Context) -> Any:
     )
     if not isinstance(out, str):
         ctx.nearest_keys.update(k for k, m in zip(obj.keys, modes, strict=True) if m == "nearest")
+        ctx.settled_keys.update(k for k, m in zip(obj.keys, modes, strict=True) if m != "nearest")
     return out
 
 
 @register("ScaleIntensityRanged")
 def _scale_range(obj: Any, ctx: Context) -> Any:
     s = obj.scaler
-    return build(
-        "ScaleIntensityRanged",
-        obj,
-        a_min=s.a_min,
-        a_max=s.a_max,
-        b_min=s.b_min,
-        b_max=s.b_max,
-        clip=bool(s.clip),
-        dtype=torch_dtype(s.dtype) or torch.float32,
-        **_common(obj),
+    return _settle(
+        ctx,
+        obj.keys,
+        build(
+            "ScaleIntensityRanged",
+            obj,
+            a_min=s.a_min,
+            a_max=s.a_max,
+            b_min=s.b_min,
+            b_max=s.b_max,
+            clip=bool(s.clip),
+            dtype=torch_dtype(s.dtype) or torch.float32,
+            **_common(obj),
+        ),
     )
 
 
@@ -291,15 +297,26 @@ def _ensure_type(obj: Any, ctx: Context) -> Any:
         return dtype
     if not c.wrap_sequence or value(c.data_type) not in ("tensor", "numpy"):
         return "wrap_sequence=False / data types other than tensor and numpy are not reproduced"
-    return build(
-        "EnsureTyped",
-        obj,
-        data_type=value(c.data_type),
-        dtype=torch_dtype(dtype),
-        device=c.device,
-        track_meta=c.track_meta,
-        **_common(obj),
+    return _settle(
+        ctx,
+        obj.keys if dtype is not None else (),
+        build(
+            "EnsureTyped",
+            obj,
+            data_type=value(c.data_type),
+            dtype=torch_dtype(dtype),
+            device=c.device,
+            track_meta=c.track_meta,
+            **_common(obj),
+        ),
     )
+
+
+def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:
+    """Note that a translated step (``out``, unless it is a reason) fixes the dtype of ``keys``."""
+    if not isinstance(out, str):
+        ctx.settled_keys.update(keys)
+    return out
 
 
 from fastpipe.transforms import _translate_random as _random  # noqa: E402,F401  (registers the random ones)
