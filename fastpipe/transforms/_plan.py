@@ -244,10 +244,21 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
         per_item = rest
     for j, s in enumerate(per_item):
         if j == 0 and not s.note:
-            s.note = f"{s.name} has no batched form" + (" here" if plan.batched else "")
+            s.note = _why_per_item(s, plan.batched)
         elif j > 0 and not s.note:
             s.note = f"after {per_item[0].name}, which runs per item"
     plan.steps.extend(rest)
+
+
+def _why_per_item(step: Step, after_batched: bool) -> str:
+    """Why the first per-item step is not part of a batched op (a MONAI step kept carries its own reason)."""
+    if after_batched and step.origin in (SWAPPED, FASTPIPE):
+        return "not fused into the batched op here (its order or options); runs per crop"
+    if step.origin in (SWAPPED, FASTPIPE):
+        return f"{step.name} has no batched form"
+    if step.origin == MONAI:
+        return "MONAI's transform, run as given (translate=False)"
+    return "a callable without a batched form"
 
 
 def step_devices(plan: Plan, cache_device: torch.device) -> list[str]:
