@@ -50,12 +50,12 @@ def run_per_crop(batch: dict[str, Any], transforms: list[Any]) -> dict[str, Any]
     """Apply ``transforms`` to each crop of ``batch`` in order, then collate the crops again."""
     if not transforms:
         return batch
-    from fastpipe.collate import list_data_collate  # the loader package imports the transforms
+    import fastpipe  # at call time: the package imports the transforms
 
     items: Any = split_batch(batch)
     for t in transforms:
         items = apply_transform(t, items)
-    return list_data_collate(items)
+    return fastpipe.list_data_collate(items)
 
 
 class CollatedBatch(list):
