@@ -20,7 +20,6 @@ import torch
 from fastpipe.transforms._bridge import FromMonaid, ToMonaid
 from fastpipe.transforms._translate import Context, is_monai, translate
 from fastpipe.transforms.compose import flatten, split_chain
-from fastpipe.transforms.utility import device_point
 
 log = logging.getLogger("fastpipe")
 
@@ -259,15 +258,3 @@ def _why_per_item(step: Step, after_batched: bool) -> str:
     if step.origin == MONAI:
         return "MONAI's transform, run as given (translate=False)"
     return "a callable without a batched form"
-
-
-def step_devices(plan: Plan, cache_device: torch.device) -> list[str]:
-    """The device each step of ``plan.steps`` runs on: the host until the prefix's device point."""
-    out, dev = [], torch.device("cpu")
-    for s in plan.steps:
-        if s.stage == "cached":
-            dev = device_point(s.obj) or dev
-            out.append(str(dev))
-        else:
-            out.append(str(cache_device))
-    return out

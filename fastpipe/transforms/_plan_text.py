@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from fastpipe.transforms.spatial import OrientSpacingd, fuse_spatial
+from fastpipe.transforms.utility import device_point
 
 STAGE_TITLES = {
     "cached": "cached, once per item (the deterministic prefix)",
@@ -25,6 +26,18 @@ def _one_pass_notes(plan: Any) -> dict[int, str]:
     }
 
 
+def step_devices(plan: Any, cache_device: torch.device) -> list[str]:
+    """The device each step of ``plan.steps`` runs on: the host until the prefix's device point."""
+    out, dev = [], torch.device("cpu")
+    for s in plan.steps:
+        if s.stage == "cached":
+            dev = device_point(s.obj) or dev
+            out.append(str(dev))
+        else:
+            out.append(str(cache_device))
+    return out
+
+
 def fast_path_end(plan: Any) -> str:
     """Where the fast path ends, in words."""
     per_item = [s for s in plan.steps if s.stage == "per item"]
@@ -37,8 +50,6 @@ def fast_path_end(plan: Any) -> str:
 
 def render(plan: Any, cache_device: torch.device) -> str:
     """The plan, one line per step, grouped by stage."""
-    from fastpipe.transforms._plan import step_devices
-
     devices = step_devices(plan, cache_device)
     one_pass = _one_pass_notes(plan)
     lines = [f"plan: {len(plan.swapped)} MONAI transform(s) swapped for fastpipe's; cache on {cache_device}"]

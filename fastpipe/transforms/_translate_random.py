@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fastpipe.transforms._translate import Context, build, register, torch_dtype, value
+from fastpipe.transforms._translate_base import Context, build, register, torch_dtype, value
 
 
 def _seeded(out: Any, obj: Any) -> Any:
