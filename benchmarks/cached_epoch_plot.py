@@ -25,7 +25,7 @@ def title(result: dict[str, Any]) -> str:
     """``benchmarks.cached_epoch on <cpu> x<cores> (GPU: <name or none>), commit <sha>``."""
     machine = result.get("machine", {})
     return (
-        f"benchmarks.cached_epoch on {machine.get('cpu', '?')} x{machine.get('cpu_count', '?')}"
+        f"{result.get('benchmark', 'benchmarks.cached_epoch')} on {machine.get('cpu', '?')} x{machine.get('cpu_count', '?')}"
         f" (GPU: {machine.get('gpu') or 'none'}), commit {machine.get('commit', '?')}"
     )
 
@@ -40,7 +40,11 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
 
     peers, volumes = result["peers"], result["config"]["volumes"]
     names = sorted(peers, key=lambda k: peers[k]["ms_per_volume"])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    fill = result.get("fill_scaling", {})
+    if fill:
+        fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    else:  # no fill-scaling part (benchmarks.tutorial_epoch): the epoch panel alone
+        fig, a = plt.subplots(figsize=(9, 4.8))
 
     fp_ms = peers["fastpipe"]["ms_per_volume"]
     for x, name in enumerate(names):
@@ -71,7 +75,6 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     a.set_title("cached epoch: each dot one epoch, bar the median", fontsize=10)
     a.grid(axis="y", which="both", alpha=0.3)
 
-    fill = result.get("fill_scaling", {})
     if fill:
         workers = sorted(int(w) for w in fill)
         med = [1e3 * fill[str(w)]["fill_s_per_volume"]["median"] for w in workers]
@@ -90,16 +93,15 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         b.set_title(f"fill scaling, {fill[str(workers[0])].get('volumes', volumes)} volumes", fontsize=10)
         b.legend(fontsize=8)
         b.grid(which="both", alpha=0.3)
-    else:
-        b.set_axis_off()
 
     fig.suptitle(title(result), fontsize=11)
     a.yaxis.set_major_formatter(ScalarFormatter())
     a.yaxis.set_minor_formatter(NullFormatter())
-    b.xaxis.set_major_formatter(ScalarFormatter())
-    b.xaxis.set_minor_formatter(NullFormatter())
-    b.yaxis.set_major_formatter(FormatStrFormatter("%.0f"))
-    b.yaxis.set_minor_formatter(FormatStrFormatter("%.0f"))
+    if fill:
+        b.xaxis.set_major_formatter(ScalarFormatter())
+        b.xaxis.set_minor_formatter(NullFormatter())
+        b.yaxis.set_major_formatter(FormatStrFormatter("%.0f"))
+        b.yaxis.set_minor_formatter(FormatStrFormatter("%.0f"))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

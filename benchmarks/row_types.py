@@ -19,6 +19,7 @@ class Config:
     replace_rate: float = 0.25
     seed: int = 0
     workdir: str = "/tmp/fastpipe-bench"
+    tutorial: bool = True  # False: the chain stops at the crop ("crop only")
 
 
 @dataclass

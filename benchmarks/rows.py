@@ -1,5 +1,8 @@
 """The rows of the spleen experiment matrix: each builds a dataset and a loader on the same volumes.
 
+Main rows run the tutorial chain (crop, then the tutorial suffix); rows named ``*-crop-only`` stop at
+the crop (``Config.tutorial=False``).
+
 A row is a function ``(data, cfg) -> Row``. The harness times the fill (the function itself),
 then iterates ``row.loader`` epoch after epoch. Every row yields batches of ``cfg.batch_size``
 volumes x ``NUM_SAMPLES`` crops of ``PATCH`` voxels, image and label.
@@ -20,7 +23,7 @@ def regular(data, cfg: Config) -> Row:
     from monai.data import Dataset, list_data_collate
     from monai.transforms import Compose
 
-    ds = Dataset(data, Compose(workload.monai_chain()))
+    ds = Dataset(data, Compose(workload.monai_chain(tutorial=cfg.tutorial)))
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=cfg.batch_size,
@@ -38,7 +41,7 @@ def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
     from monai.data import CacheDataset, ThreadDataLoader
     from monai.transforms import Compose
 
-    chain = workload.monai_chain(device=_device_or_none(cfg))
+    chain = workload.monai_chain(device=_device_or_none(cfg), tutorial=cfg.tutorial)
     ds = CacheDataset(
         data,
         Compose(chain).set_random_state(cfg.seed),
@@ -64,7 +67,9 @@ def monai_smartcache(data, cfg: Config) -> Row:
     cache_num = max(1, int(len(data) * cfg.smart_fraction))
     ds = SmartCacheDataset(
         data,
-        Compose(workload.monai_chain(device=_device_or_none(cfg))).set_random_state(cfg.seed),
+        Compose(workload.monai_chain(device=_device_or_none(cfg), tutorial=cfg.tutorial)).set_random_state(
+            cfg.seed
+        ),
         replace_rate=cfg.replace_rate,
         cache_num=cache_num,
         num_init_workers=cfg.threads,
@@ -94,9 +99,10 @@ def fastpipe_cache(data, cfg: Config, batched: bool = True) -> Row:
     """fastpipe CacheDataset + ThreadDataLoader; ``batched`` = batch-by-transform crops on."""
     import fastpipe as fp
 
-    chain = workload.fastpipe_chain(device=_device_or_none(cfg))
+    chain = workload.fastpipe_chain(device=_device_or_none(cfg), tutorial=cfg.tutorial)
     if not batched:
-        chain[-1] = _PerItem(chain[-1])
+        i = next(i for i, t in enumerate(chain) if type(t).__name__ == "RandCropByPosNegLabeld")
+        chain[i] = _PerItem(chain[i])
     ds = fp.CacheDataset(data, chain, cache_rate=1.0, num_workers=cfg.threads, progress=False, seed=cfg.seed)
     loader = fp.ThreadDataLoader(
         ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, persistent_workers=True
@@ -139,7 +145,7 @@ def fastpipe_smartcache(data, cfg: Config) -> Row:
     cache_num = max(1, int(len(data) * cfg.smart_fraction))
     ds = fp.SmartCacheDataset(
         data,
-        workload.fastpipe_chain(device=_device_or_none(cfg)),
+        workload.fastpipe_chain(device=_device_or_none(cfg), tutorial=cfg.tutorial),
         cache_num=cache_num,
         replace_rate=cfg.replace_rate,
         num_init_workers=cfg.threads,
@@ -166,6 +172,16 @@ def dali(data, cfg: Config) -> Row:
     return dali_peer.build(data, cfg)
 
 
+def crop_only(row: Callable[..., Row]) -> Callable[..., Row]:
+    """``row`` with the chain stopped at the crop (no tutorial suffix)."""
+
+    def build(data, cfg: Config) -> Row:
+        return row(data, Config(**{**cfg.__dict__, "tutorial": False}))
+
+    build.__doc__ = f"{row.__doc__} Crop only."
+    return build
+
+
 def _device_or_none(cfg: Config) -> str | None:
     return cfg.device if cfg.device != "cpu" else None
 
@@ -180,6 +196,8 @@ ROWS: dict[str, Callable[..., Row]] = {
     "fastpipe-smartcache": fastpipe_smartcache,
     "fastpipe-gpu-cache": fastpipe_gpu_cache,
     "dali": dali,
+    "monai-cache-crop-only": crop_only(monai_cache),
+    "fastpipe-cache-crop-only": crop_only(fastpipe_cache),
 }
 #: Which MONAI row each fastpipe row is matched against (same work, same settings).
 MATCHED = {
@@ -187,4 +205,5 @@ MATCHED = {
     "fastpipe-cache-per-item": "monai-cache",
     "fastpipe-smartcache": "monai-smartcache",
     "fastpipe-gpu-cache": "monai-cache",
+    "fastpipe-cache-crop-only": "monai-cache-crop-only",
 }

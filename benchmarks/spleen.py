@@ -32,6 +32,8 @@ DEFAULT_ROWS = [
     "fastpipe-cache-per-item",
     "fastpipe-smartcache",
     "fastpipe-gpu-cache",
+    "monai-cache-crop-only",  # the chain stopped at the crop, labelled as such
+    "fastpipe-cache-crop-only",
 ]
 
 

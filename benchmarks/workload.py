@@ -1,5 +1,6 @@
 """The shared spleen workload: the transform chain (built identically for fastpipe and MONAI,
-DESIGN.md steps 1-9), the crop parameters, and where the volumes come from.
+DESIGN.md steps 1-12; the tutorial suffix,
+steps 10-12, is written once in :func:`tutorial_suffix`, and "crop only" chains stop at step 9), the crop parameters, and where the volumes come from.
 
 Every benchmark that measures the spleen pipeline takes its chain and data from here, so the
 scripts cannot drift apart.
@@ -31,6 +32,44 @@ CROP = {
 }
 
 
+#: MONAI's spleen fast-training tutorial suffix after the crop (DESIGN.md steps 10-12)
+FLIP_PROB, ROT90_PROB, ROT90_MAX_K, SHIFT_OFFSETS, SHIFT_PROB = 0.10, 0.10, 3, 0.10, 0.50
+
+
+def tutorial_suffix(T: Any) -> list[Any]:
+    """Steps 10-12 built from module ``T`` (``monai.transforms``, or ``fastpipe.transforms`` once it has
+    these names): ``RandFlipd`` on each spatial axis, ``RandRotate90d``, ``RandShiftIntensityd``."""
+    flips = [T.RandFlipd(KEYS, spatial_axis=[axis], prob=FLIP_PROB) for axis in range(3)]
+    return [
+        *flips,
+        T.RandRotate90d(KEYS, prob=ROT90_PROB, max_k=ROT90_MAX_K),
+        T.RandShiftIntensityd("image", offsets=SHIFT_OFFSETS, prob=SHIFT_PROB),
+    ]
+
+
+def fastpipe_has_tutorial_names() -> bool:
+    """Whether ``fastpipe.transforms`` has the tutorial suffix's transforms under MONAI's names."""
+    import fastpipe.transforms as T
+
+    return all(hasattr(T, n) for n in ("RandFlipd", "RandRotate90d", "RandShiftIntensityd"))
+
+
+def fastpipe_random(tutorial: bool = True) -> list[Any]:
+    """fastpipe's random part: the crop, then the tutorial suffix (MONAI's names when fastpipe has them,
+    else the crop's fused ``flip_prob``/``shift_prob`` options, which have no 90-degree rotation)."""
+    from fastpipe import transforms as T
+
+    if not tutorial:
+        return [fastpipe_crop()]
+    if fastpipe_has_tutorial_names():
+        return [fastpipe_crop(), *tutorial_suffix(T)]
+    fused = {
+        "flip_prob": FLIP_PROB, "flip_axes": (0, 1, 2), "shift_prob": SHIFT_PROB,
+        "shift_offsets": (-SHIFT_OFFSETS, SHIFT_OFFSETS), "intensity_keys": "image",
+    }  # fmt: skip
+    return [T.RandCropByPosNegLabeld(KEYS, **CROP, **fused)]
+
+
 def prefix(T: Any) -> list[Any]:
     """The deterministic prefix (steps 1-7) built from module ``T``: ``fastpipe.transforms`` or
     ``monai.transforms`` (same names, same keyword arguments)."""
@@ -45,15 +84,16 @@ def prefix(T: Any) -> list[Any]:
     ]
 
 
-def fastpipe_chain(device: str | None = None, crop: bool = True) -> list[Any]:
-    """fastpipe's spleen chain; ``device`` inserts ``ToDeviced`` (the GPU cache point)."""
+def fastpipe_chain(device: str | None = None, crop: bool = True, tutorial: bool = True) -> list[Any]:
+    """fastpipe's spleen chain; ``device`` inserts ``ToDeviced`` (the GPU cache point); ``tutorial=False``
+    stops at the crop ("crop only")."""
     from fastpipe import transforms as T
 
     chain = prefix(T)
     if device is not None:
         chain.append(T.ToDeviced([*KEYS, FG_KEY, BG_KEY], device=device))
     if crop:
-        chain.append(fastpipe_crop())
+        chain.extend(fastpipe_random(tutorial))
     return chain
 
 
@@ -64,8 +104,11 @@ def fastpipe_crop():
     return T.RandCropByPosNegLabeld(KEYS, **CROP)
 
 
-def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool = False) -> list[Any]:
-    """MONAI 1.6's spleen chain at best practice (indices precomputed, ``track_meta=False``)."""
+def monai_chain(
+    device: str | None = None, crop: bool = True, track_meta: bool = False, tutorial: bool = True
+) -> list[Any]:
+    """MONAI 1.6's spleen chain at best practice (indices precomputed, ``track_meta=False``);
+    ``tutorial=False`` stops at the crop ("crop only")."""
     from monai import transforms as M
 
     chain = prefix(M)
@@ -75,6 +118,8 @@ def monai_chain(device: str | None = None, crop: bool = True, track_meta: bool =
         chain.append(M.ToDeviced(KEYS, device=device))
     if crop:
         chain.append(M.RandCropByPosNegLabeld(KEYS, **CROP))
+        if tutorial:
+            chain.extend(tutorial_suffix(M))
     return chain
 
 

@@ -49,6 +49,7 @@ def test_harness_runs_every_row_and_writes_json_and_png(tmp_path, capsys):
         assert r["crops_per_s"]["median"] > 0 and 0 <= r["data_wait_fraction"]["median"] <= 1
         assert r["peak_rss_bytes"] > 0
     assert rows["fastpipe-cache"]["matched_monai_row"] == "monai-cache"
+    assert rows["fastpipe-cache-crop-only"]["matched_monai_row"] == "monai-cache-crop-only"
     assert rows["fastpipe-smartcache"]["items_per_epoch"] == 2
     assert doc["machine"]["commit"] and doc["machine"]["versions"]["torch"]
     assert out.with_suffix(".png").stat().st_size > 1000

@@ -29,7 +29,8 @@ from fastpipe.cache._fill import FillReport
 from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
-from fastpipe.transforms.compose import split_chain
+from fastpipe.transforms._per_crop import as_item_list, run_per_crop
+from fastpipe.transforms._plan import build_plan
 
 #: ``_lookup``'s answer for a slot with no cached entry (no tier had room, or not cached at all).
 MISS = object()
@@ -58,12 +59,14 @@ class CachedReads(torch.utils.data.Dataset):
         even_divisible: bool,
         partition_seed: int,
         persist_key: str = "content",
+        translate: bool = True,
     ) -> None:
         inputs, source = _inputs_of(data)
         inputs, self.shard = distributed.shard_inputs(
             inputs, rank, world_size, partition_seed, even_divisible
         )
-        prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
+        self.plan = build_plan(transform, translate, inputs if source is None else None)
+        prefix, self.suffix = wrap_chain(self.plan.prefix), wrap_chain(self.plan.suffix)  # NVTX ranges
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(
@@ -106,17 +109,17 @@ class CachedReads(torch.utils.data.Dataset):
 
     @property
     def batched(self) -> bool:
-        """Whether reads of a batch use the random suffix's one-call ``batch_call`` path."""
-        return len(self.suffix) == 1 and callable(getattr(self.suffix[0], "batch_call", None))
+        """Whether reads of a batch start with the random suffix's one-call ``batch_call`` (the rest runs per crop)."""
+        return bool(self.suffix) and callable(getattr(self.suffix[0], "batch_call", None))
 
     def __getitem__(self, index: int) -> Any:
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
             return run_suffix(self.suffix, self.cached_entry(index), self.data_index(index))
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
-        """A batch: one ``batch_call`` dict when the suffix supports it, else a list of per-item results."""
+        """A batch as a list of items (crops) for any collate function; see :func:`as_item_list`."""
         with self._suffix_lock:
-            return self._fetch(list(indices), self.suffix)
+            return as_item_list(self._fetch(list(indices), self.suffix))
 
     def fetch_seeded(self, indices: Sequence[int], seed: int) -> Any:
         """Like ``__getitems__`` with this thread's copy of the suffix reseeded from ``seed`` first."""
@@ -129,7 +132,7 @@ class CachedReads(torch.utils.data.Dataset):
             entries = [self.cached_entry(i) for i in indices]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:
-                return run_batch(suffix[0], entries, self._slots(indices))
+                return run_per_crop(run_batch(suffix[0], entries, self._slots(indices)), suffix[1:])
             slots = self._slots(indices)
             return [run_suffix(suffix, e, slot) for slot, e in zip(slots, entries, strict=True)]
 
@@ -142,6 +145,10 @@ class CachedReads(torch.utils.data.Dataset):
     def prefetch(self, indices: Sequence[int]) -> None:
         """Start moving the host-tier entries of ``indices`` to the device ahead of use (no-op on CPU)."""
         self.core.prefetch(self._slots(indices))
+
+    def describe(self) -> str:
+        """The plan: which steps are cached (on which device), batched, fused, run per item, and why."""
+        return self.plan.describe(self.core.device)
 
     def stats(self) -> dict[str, Any]:
         """Items, cached items and bytes per tier, fill seconds, hits, misses, skipped items."""

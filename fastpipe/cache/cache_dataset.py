@@ -59,9 +59,13 @@ class CacheDataset(CachedReads):
         persist_key: how source files enter a persistent key (default ``"content"``: a blake2b hash of
             their bytes, one extra read of each file per run; ``"stat"``: size, mtime, ctime and inode,
             no read, trusts the filesystem's ctime).
+        translate: swap each MONAI transform of ``transform`` that fastpipe implements with the same
+            semantics for fastpipe's (default ``True``; logged once at INFO). ``False`` keeps them.
 
-    With a batched suffix ``__getitems__`` returns an already-collated dict: use it with
-    :class:`fastpipe.ThreadDataLoader`, or give a torch ``DataLoader`` ``collate_fn=list_data_collate``.
+    :meth:`describe` prints the plan: what is cached where, what is batched, what runs per item and
+    why. Any loader works: fastpipe's ``ThreadDataLoader`` takes a batched suffix's collated dict as it
+    is; ``__getitems__`` returns per-crop items that torch's and MONAI's collate functions stack
+    (``fastpipe.list_data_collate`` hands back the collated dict without a copy).
 
     Threading contract: reads may run from several threads. :meth:`fetch_seeded` gives each thread
     its own copy of the random suffix, so results depend only on ``(indices, seed)``.
@@ -91,10 +95,11 @@ class CacheDataset(CachedReads):
         even_divisible: bool = True,
         partition_seed: int = 0,
         persist_key: str = "content",
+        translate: bool = True,
     ) -> None:
         shard = (rank, world_size, even_divisible, partition_seed)
         super().__init__(
-            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key
+            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
         )
         self._keep = list(range(len(self._inputs)))
         self.uncached_no_room = 0
@@ -136,13 +141,17 @@ class CacheDataset(CachedReads):
         """Free the cache (idempotent)."""
         self.core.close()
 
+    def describe(self) -> str:
+        """The plan: which steps are cached (on which device), batched, fused, run per item, and why."""
+        return self.plan.describe(self.core.device)
+
     def __repr__(self) -> str:
         s = self.stats()
         tiers = ", ".join(f"{t}: {s['items'][t]} items / {s['bytes'][t] / 2**20:.1f} MiB" for t in s["items"])
         suffix = ", ".join(type(t).__name__ for t in self.suffix) or "none"
         return (
             f"CacheDataset(len={len(self)}, device={s['device']}, {tiers}, fill={s['fill_s']:.2f}s, "
-            f"hits={s['hits']}, misses={s['misses']}, random suffix=[{suffix}])"
+            f"hits={s['hits']}, misses={s['misses']}, random suffix=[{suffix}], plan: {self.plan.summary()})"
         )
 
 

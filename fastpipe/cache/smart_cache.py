@@ -67,6 +67,8 @@ class SmartCacheDataset(CachedReads):
         rank, world_size, even_divisible, partition_seed: rotate through this rank's shard only; see
             :class:`~fastpipe.cache.cache_dataset.CacheDataset` and :mod:`fastpipe.distributed`.
         persist_key: ``"content"`` (default) or ``"stat"``; see ``CacheDataset``.
+        translate: swap MONAI transforms for fastpipe's where the semantics are the same (default
+            ``True``), as in :class:`~fastpipe.cache.cache_dataset.CacheDataset`.
 
     Threading contract: reads may run from several threads at any time, including during
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
@@ -108,12 +110,13 @@ class SmartCacheDataset(CachedReads):
         even_divisible: bool = True,
         partition_seed: int = 0,
         persist_key: str = "content",
+        translate: bool = True,
     ) -> None:
         check_args(cache_num, replace_rate, cache_rate)
         shard = (rank, world_size, even_divisible, partition_seed)
         self.on_error = check_on_error(on_error)
         super().__init__(
-            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key
+            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive

@@ -30,6 +30,8 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     """
     if isinstance(batch, dict):  # already collated by a batched transform
         return batch
+    if isinstance(getattr(batch, "collated", None), dict):  # CacheDataset.__getitems__: no second copy
+        return batch.collated
     items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
     if not items:
         raise ValueError("list_data_collate: empty batch")

@@ -321,7 +321,7 @@ def test_batched_random_suffix_runs_once_per_batch():
     jitter.batch_call = batch_call
     jitter.set_random_state = lambda seed: jitter
     with smart(transform=[volume, jitter], shuffle=False) as ds:
-        batch = ds.__getitems__([0, 3])
+        batch = ds.__getitems__([0, 3]).collated
         assert calls == [2] and batch["x"].tolist() == [0, 3]
         assert torch.all(batch["t"][1] == 3.5)
 

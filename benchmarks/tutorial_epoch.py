@@ -1,0 +1,223 @@
+"""Cached epoch with the tutorial suffix: fastpipe vs the MONAI Compose handed to fp.CacheDataset vs
+MONAI 1.6 best practice vs a plain copy of the crop bytes.
+
+The random part is MONAI's spleen fast-training tutorial's (DESIGN.md steps 9-12, written once in
+``benchmarks.workload``): 4 pos/neg 96^3 crops per volume, ``RandFlipd`` on each spatial axis
+(prob 0.10), ``RandRotate90d`` (prob 0.10, max_k 3), ``RandShiftIntensityd("image", offsets=0.10,
+prob=0.50)``; batches of 2 volumes (8 crops), shuffled. The cached prefix and the volumes are
+``benchmarks.cached_epoch``'s (spleen-sized synthetic tensors, no file decoding timed).
+
+Peers, each in its own spawned process, epochs interleaved in a seeded random order per round:
+
+- ``fastpipe``: ``fp.CacheDataset`` + ``fp.ThreadDataLoader``, the chain written with fastpipe's
+  transforms (MONAI's names when ``fastpipe.transforms`` has them; else the crop's fused
+  ``flip_prob``/``shift_prob`` options, which lack the 90-degree rotation: see ``config``);
+- ``monai_compose``: the MONAI ``Compose`` handed to ``fp.CacheDataset`` as it is, ``fp.ThreadDataLoader``;
+- ``monai_compose_monai_loader``: the same dataset read by MONAI's ``ThreadDataLoader`` (only the
+  dataset line of a MONAI script changed);
+- ``monai_best``: MONAI's ``CacheDataset(copy_cache=False)``, ``set_track_meta(False)``, indices
+  precomputed, its ``ThreadDataLoader``, the same suffix;
+- ``plain_copy``: a plain copy of the same crop bytes (the floor).
+
+Run: ``python -m benchmarks.tutorial_epoch [--volumes 8 --shape 240 210 250 --epochs 10]``.
+Writes ``benchmarks/results/tutorial-epoch-cpu.json`` and a PNG next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import workload as chains
+from benchmarks.cached_epoch import (
+    BATCH,
+    NUM_SAMPLES,
+    PATCH,
+    PlainCopy,
+    _epoch,
+    _epoch_in_thread,
+    _set_track_meta,
+    _time_interleaved,
+)
+from benchmarks.common import spread, write_result
+from benchmarks.workload import make_volumes, volume_prefix
+
+PEERS = ("fastpipe", "monai_compose", "monai_compose_monai_loader", "monai_best", "plain_copy")
+TARGETS = {"vs_monai_best": 4.0, "monai_compose_vs_monai_best": 3.0, "vs_plain_copy_max": 1.5}
+
+
+def monai_compose(label_float: bool = False) -> Any:
+    """The tutorial's random part after the cached prefix, as one MONAI ``Compose``.
+
+    ``label_float`` casts the label to float32 first, as MONAI's ``LoadImaged`` would have (the
+    best-practice peer); the Compose handed to fastpipe leaves it out, as a chain starting with
+    ``LoadImaged`` (translated, integer labels kept through ``nearest``) caches uint8 labels.
+    """
+    import monai.transforms as M
+
+    head = [M.EnsureTyped("label", dtype=torch.float32)] if label_float else []
+    return M.Compose(
+        [
+            *head,
+            M.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+            M.FgBgToIndicesd("label"),
+            M.RandCropByPosNegLabeld(chains.KEYS, **chains.CROP),
+            *chains.tutorial_suffix(M),
+        ]
+    )
+
+
+def build_peer(name: str, data: list[dict], workers: int) -> tuple[Any, Any]:
+    """``(loader, dataset or None)`` of peer ``name``, its cache filled."""
+    import fastpipe as fp
+
+    if name == "plain_copy":
+        return PlainCopy(data), None
+    if name == "monai_best":
+        from monai.data import CacheDataset, ThreadDataLoader
+
+        _set_track_meta(False)  # this process's setting, for the fill and every epoch
+        ds = CacheDataset(data, monai_compose(label_float=True), num_workers=workers, progress=False)
+        return ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=0), ds
+    if name == "fastpipe":
+        chain = [*volume_prefix(fp.transforms), *chains.fastpipe_random()]
+    elif name in ("monai_compose", "monai_compose_monai_loader"):
+        chain = monai_compose()
+    else:
+        raise ValueError(f"unknown peer {name!r}; expected one of {PEERS}")
+    ds = fp.CacheDataset(data, chain, num_workers=workers, progress=False)
+    if name == "monai_compose_monai_loader":
+        from monai.data import ThreadDataLoader
+
+        return ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=0), ds
+    return fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True), ds
+
+
+class _Peer:
+    """One peer's loader, built (and its cache filled) in the peer's own process."""
+
+    def __init__(self, name: str, volumes: int, shape: tuple[int, int, int], workers: int) -> None:
+        import time
+
+        data = make_volumes(volumes, shape)  # same seed in every process: the same volumes
+        self.name = name
+        t0 = time.perf_counter()
+        self.loader, ds = build_peer(name, data, workers)
+        plan = ds.describe() if hasattr(ds, "describe") else None
+        self.ready_info = {"fill_s": None if ds is None else time.perf_counter() - t0, "plan": plan}
+
+    def epoch(self) -> tuple[float, float, int]:
+        return (_epoch_in_thread if self.name == "plain_copy" else _epoch)(self.loader)
+
+
+def serve_peer(name: str, volumes: int, shape: tuple[int, int, int], workers: int) -> _Peer:
+    """Build one peer (the factory :class:`benchmarks.peer_process.PeerProcess` calls in the child)."""
+    return _Peer(name, volumes, tuple(shape), workers)
+
+
+def ratios(med: dict[str, float]) -> dict[str, float]:
+    """Speed-ups over MONAI best practice (higher is better) and fastpipe's time over the plain copy."""
+    return {
+        "vs_monai_best": med["monai_best"] / med["fastpipe"],
+        "monai_compose_vs_monai_best": med["monai_best"] / med["monai_compose"],
+        "monai_compose_monai_loader_vs_monai_best": med["monai_best"] / med["monai_compose_monai_loader"],
+        "vs_plain_copy": med["fastpipe"] / med["plain_copy"],
+    }
+
+
+def compare(
+    volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int
+) -> dict[str, Any]:
+    """Every peer in its own process (one fill at a time), then interleaved epochs; medians, ratios, verdicts."""
+    from benchmarks.peer_process import PeerProcess
+
+    peers: dict[str, Any] = {}
+    try:
+        for name in PEERS:
+            kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
+            peers[name] = PeerProcess(name, "benchmarks.tutorial_epoch:serve_peer", kwargs)
+        samples = _time_interleaved(peers, epochs, warmup)
+        info = {k: p.ready_info for k, p in peers.items()}
+    finally:
+        for p in peers.values():
+            p.close()
+    rows = {}
+    for k, smp in samples.items():
+        wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
+        rows[k] = {
+            "epoch_s": wall, "epoch_samples_s": smp["wall"], "epoch_cpu_s": cpu,
+            "ms_per_volume": 1e3 * wall["median"] / volumes, "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
+            "crops_per_epoch": smp["crops"], "fill_s": info[k]["fill_s"], "plan": info[k]["plan"],
+        }  # fmt: skip
+    r = ratios({k: row["epoch_s"]["median"] for k, row in rows.items()})
+    passed = {
+        "vs_monai_best": r["vs_monai_best"] >= TARGETS["vs_monai_best"],
+        "monai_compose_vs_monai_best": r["monai_compose_vs_monai_best"]
+        >= TARGETS["monai_compose_vs_monai_best"],
+        "vs_plain_copy": r["vs_plain_copy"] <= TARGETS["vs_plain_copy_max"],
+    }
+    cpu_r = ratios({k: row["epoch_cpu_s"]["median"] for k, row in rows.items()})
+    return {"peers": rows, "ratios": r, "ratios_cpu_time": cpu_r, "targets": TARGETS, "passed": passed}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--volumes", type=int, default=8)
+    p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fill threads of every peer")
+    p.add_argument(
+        "--out", default=None, help="result path (default benchmarks/results/tutorial-epoch-cpu.json)"
+    )
+    args = p.parse_args(argv)
+    names = chains.fastpipe_has_tutorial_names()
+    result = {
+        "benchmark": "benchmarks.tutorial_epoch",
+        "config": {
+            "volumes": args.volumes,
+            "shape": list(args.shape),
+            "patch": list(PATCH),
+            "num_samples": NUM_SAMPLES,
+            "batch_volumes": BATCH,
+            "epochs": args.epochs,
+            "warmup": args.warmup,
+            "fill_workers": args.workers,
+            "torch_threads": torch.get_num_threads(),
+            "suffix": "RandFlipd x3 (each axis, p=0.10), RandRotate90d (p=0.10, max_k=3), RandShiftIntensityd (0.10, p=0.50)",
+            "fastpipe_suffix": "MONAI names, fused into the crop"
+            if names
+            else "crop's fused flip_prob/shift_prob options: no RandRotate90d (fastpipe lacks the names)",
+            "label_dtype": {"fastpipe": "uint8", "monai_compose": "uint8", "monai_best": "float32"},
+        },  # fmt: skip
+        "peer_processes": "each peer in its own spawned process; epochs interleaved, a seeded random order per round",
+        **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
+    }
+    path = write_result("tutorial-epoch-cpu", result, args.out)
+    from benchmarks.cached_epoch_plot import plot
+
+    saved = json.loads(Path(path).read_text())  # with the machine and commit, for the title
+    result["plot"] = str(plot(saved, Path(path).with_suffix(".png")))
+    _print(result, path)
+    return result
+
+
+def _print(result: dict[str, Any], path: Path) -> None:
+    print(f"{'peer':<28}{'epoch median s':>16}{'ms/volume':>11}{'fill s':>9}")
+    for name, row in result["peers"].items():
+        fill = row["fill_s"] if row["fill_s"] is not None else float("nan")
+        print(f"{name:<28}{row['epoch_s']['median']:>16.4f}{row['ms_per_volume']:>11.2f}{fill:>9.2f}")
+    for k, v in result["ratios"].items():
+        verdict = {True: "pass", False: "FAIL", None: "no target"}[result["passed"].get(k)]
+        print(f"{k}: {v:.2f}x wall ({verdict}), {result['ratios_cpu_time'][k]:.2f}x CPU time")
+    print(f"fastpipe suffix: {result['config']['fastpipe_suffix']}")
+    print(f"wrote {path} and {result['plot']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Hand data between fastpipe's and MONAI's transforms in one translated chain.
+
+fastpipe's transforms keep plain tensors with the affine in ``{key}_meta_dict``; MONAI's read it
+from a ``MetaTensor``. Where a translated chain passes from one to the other, the plan inserts one
+of these steps so that an untranslated MONAI transform sees what MONAI's own chain would have given
+it (affine, metadata, and ``float32`` voxels where MONAI's ``LoadImaged`` would have made them), and
+a fastpipe transform after it sees its plain tensors and metadata dicts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from fastpipe._meta import META_SUFFIX, meta_key
+from fastpipe.transforms._dict import spacing_of
+
+
+class ToMonaid:
+    """fastpipe item -> MONAI item: plain tensors with a metadata dict become ``MetaTensor`` objects.
+
+    Args:
+        float_keys: keys whose integer voxels become ``float32`` (MONAI's ``LoadImaged`` default dtype).
+        track_meta: make ``MetaTensor`` objects (default True); False keeps plain tensors, as MONAI does
+            after ``EnsureTyped(track_meta=False)``.
+    """
+
+    def __init__(self, float_keys: Iterable[str] = (), track_meta: bool = True) -> None:
+        self.float_keys = tuple(sorted(float_keys))
+        self.track_meta = track_meta
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        from monai.data import MetaTensor
+
+        d = dict(data)
+        for key in [k for k in d if not str(k).endswith(META_SUFFIX)]:
+            v = d[key]
+            if not isinstance(v, torch.Tensor) or isinstance(v, MetaTensor):
+                continue
+            if key in self.float_keys and not v.is_floating_point():
+                v = v.float()
+            meta = d.get(meta_key(key)) if self.track_meta else None
+            if isinstance(meta, dict) and "affine" in meta:
+                rest = {
+                    k: m for k, m in meta.items() if k not in ("affine", "pixdim")
+                }  # MONAI's pixdim: 8 values
+                v = MetaTensor(v, affine=torch.as_tensor(meta["affine"], dtype=torch.float64), meta=rest)
+                del d[meta_key(key)]  # MONAI keeps metadata on the tensor; a stale dict would mislead
+            d[key] = v
+        return d
+
+    def __repr__(self) -> str:
+        return f"ToMonaid(float_keys={list(self.float_keys)}, track_meta={self.track_meta})"
+
+
+class FromMonaid:
+    """MONAI item -> fastpipe item: each ``MetaTensor`` becomes a plain tensor plus ``{key}_meta_dict``."""
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        from monai.data import MetaTensor
+
+        d = dict(data)
+        for key in list(d):
+            v = d[key]
+            if isinstance(v, MetaTensor):
+                affine = torch.as_tensor(v.affine.as_tensor() if hasattr(v.affine, "as_tensor") else v.affine)
+                affine = affine.to(torch.float64).cpu()
+                meta = {k: m for k, m in v.meta.items() if k != "affine"}
+                d[meta_key(key)] = {**meta, "affine": affine, "pixdim": spacing_of(affine.numpy())}
+                d[key] = v.as_tensor()
+        return d
+
+    def __repr__(self) -> str:
+        return "FromMonaid()"

@@ -1,0 +1,80 @@
+"""A collated batch as per-crop items and back: per-item steps after a batched op, other loaders.
+
+A batched op (``RandCropByPosNegLabeld.batch_call``) returns one dict whose tensors have a leading
+``N = B * num_samples`` dimension and whose other values are lists of length ``N``. A transform
+without a batched form runs on each crop's dict (:func:`split_batch`), and the results are
+collated again (:func:`run_per_crop`). :class:`CollatedBatch` is what ``CacheDataset.__getitems__``
+returns: a list of per-crop dicts that any collate function stacks (torch's ``default_collate``,
+MONAI's ``list_data_collate``), which also carries the collated dict that
+:func:`fastpipe.list_data_collate` hands back without copying.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fastpipe.transforms.compose import apply_transform
+
+
+def batch_length(batch: dict[str, Any]) -> int:
+    """``N``, the leading dimension of the tensors of a collated batch."""
+    for v in batch.values():
+        if isinstance(v, torch.Tensor) and v.ndim > 0:
+            return int(v.shape[0])
+    for v in batch.values():
+        if isinstance(v, list):
+            return len(v)
+    raise ValueError(f"a collated batch needs a tensor or list value; got keys {sorted(map(str, batch))}")
+
+
+def split_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``N`` per-crop dicts of a collated batch: tensor rows are views, list entries are shared.
+
+    Shape:
+        ``batch[k]``: ``(N, ...)`` -> item ``n``'s ``[k]``: ``(...)``.
+    """
+    n = batch_length(batch)
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for key, v in batch.items():
+        rows = v if (isinstance(v, torch.Tensor) and v.ndim > 0 or isinstance(v, list)) else None
+        if rows is not None and len(rows) != n:
+            raise ValueError(f"batch value {key!r} has {len(rows)} rows, expected {n} like the others")
+        for i, d in enumerate(out):
+            d[key] = rows[i] if rows is not None else v
+    return out
+
+
+def run_per_crop(batch: dict[str, Any], transforms: list[Any]) -> dict[str, Any]:
+    """Apply ``transforms`` to each crop of ``batch`` in order, then collate the crops again."""
+    if not transforms:
+        return batch
+    import fastpipe  # at call time: the package imports the transforms
+
+    items: Any = split_batch(batch)
+    for t in transforms:
+        items = apply_transform(t, items)
+    return fastpipe.list_data_collate(items)
+
+
+class CollatedBatch(list):
+    """Per-crop dicts of a collated batch (a ``list``, for any collate function) plus ``collated``.
+
+    Example:
+        >>> b = CollatedBatch({"x": torch.zeros(4, 2)})
+        >>> len(b), b[0]["x"].shape, b.collated["x"].shape
+        (4, torch.Size([2]), torch.Size([4, 2]))
+    """
+
+    def __init__(self, collated: dict[str, Any]) -> None:
+        super().__init__(split_batch(collated))
+        self.collated = collated
+
+
+def as_item_list(result: Any) -> list[Any]:
+    """A dataset batch for any loader: a collated dict becomes a :class:`CollatedBatch`; per-item
+    results that are lists of samples (``num_samples`` crops) are flattened, as MONAI's collate does."""
+    if isinstance(result, dict):
+        return CollatedBatch(result)
+    return [s for r in result for s in (r if isinstance(r, list) else [r])]

@@ -1,0 +1,260 @@
+"""The plan of a dataset's chain: what is cached, what is batched, what runs per item, and why.
+
+:func:`build_plan` flattens a chain (fastpipe or MONAI ``Compose``, list, callable), swaps each MONAI
+transform that fastpipe implements with the same semantics for fastpipe's (``_translate.py``),
+splits it at the first random transform, and fuses what follows the crop where the transforms
+allow it (``fastpipe.transforms.fuse_random`` when present). The random suffix is translated up to
+the first transform fastpipe does not know: from there on the steps stay as given and run per item
+(per crop after a batched crop), so the fast path ends at them. :meth:`Plan.describe` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fastpipe.transforms._bridge import FromMonaid, ToMonaid
+from fastpipe.transforms._translate import Context, is_monai, translate
+from fastpipe.transforms.compose import flatten, split_chain
+
+log = logging.getLogger("fastpipe")
+
+SWAPPED, MONAI, FASTPIPE, OTHER, INSERTED = "MONAI -> fastpipe", "MONAI", "fastpipe", "callable", "inserted"
+
+
+@dataclass
+class Step:
+    """One line of the plan: the chain position (``None`` for inserted steps), name, origin, stage, note."""
+
+    pos: int | None
+    name: str
+    origin: str
+    stage: str = "cached"
+    note: str = ""
+    obj: Any = field(default=None, repr=False, compare=False)  # the transform this step runs
+
+
+@dataclass
+class Plan:
+    """``prefix`` (cached) and ``suffix`` (``suffix[0]`` batched when it has ``batch_call``) to run."""
+
+    prefix: list[Any]
+    suffix: list[Any]
+    steps: list[Step] = field(default_factory=list)
+    swapped: list[str] = field(default_factory=list)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the suffix starts with a batched op (one call per batch of cached items)."""
+        return bool(self.suffix) and callable(getattr(self.suffix[0], "batch_call", None))
+
+    def describe(self, device: torch.device | str = "cpu") -> str:
+        """The plan as text: one line per step with its stage, device, origin and the reason it is there."""
+        from fastpipe.transforms._plan_text import render
+
+        return render(self, torch.device(device))
+
+    def summary(self) -> str:
+        """One short line: counts per stage and where the fast path ends."""
+        from fastpipe.transforms._plan_text import summary
+
+        return summary(self)
+
+
+def _origin(orig: Any, new: Any) -> str:
+    if new is not orig:
+        return SWAPPED
+    if is_monai(orig):
+        return MONAI
+    return FASTPIPE if type(orig).__module__.split(".")[0] == "fastpipe" else OTHER
+
+
+def _world(origin: str) -> str | None:
+    return {SWAPPED: "fastpipe", FASTPIPE: "fastpipe", MONAI: "monai"}.get(origin)
+
+
+def _track_meta(orig: Any, current: bool) -> bool:
+    """MONAI's metadata tracking after ``orig``: an ``EnsureTyped(track_meta=...)`` switches it."""
+    flag = getattr(getattr(orig, "converter", None), "track_meta", None)
+    return current if flag is None or not is_monai(orig) else bool(flag)
+
+
+def _translate_prefix(prefix: list[Any], ctx: Context, enabled: bool) -> list[tuple[Any, Step]]:
+    out = []
+    for i, t in enumerate(prefix):
+        new, reason = translate(t, ctx) if enabled and is_monai(t) else (t, "")
+        out.append((new, Step(i + 1, type(t).__name__, _origin(t, new), "cached", reason)))
+    return out
+
+
+def _translate_suffix(suffix: list[Any], start: int, ctx: Context, enabled: bool) -> list[tuple[Any, Step]]:
+    out, stopped = [], False
+    for i, t in enumerate(suffix):
+        new, reason = t, ""
+        if enabled and is_monai(t) and not stopped:
+            new, reason = translate(t, ctx)
+            stopped = new is t
+        out.append((new, Step(start + i + 1, type(t).__name__, _origin(t, new), "per item", reason)))
+    return out
+
+
+def _to_monai(keys: Any, track: bool) -> tuple[Any, Step]:
+    return ToMonaid(keys, track), Step(None, "ToMonaid", INSERTED, note="to MONAI's MetaTensor")
+
+
+def _from_monai() -> tuple[Any, Step]:
+    return FromMonaid(), Step(None, "FromMonaid", INSERTED, note="MetaTensor to fastpipe's tensors")
+
+
+def _bridged(
+    pairs: list[tuple[Any, Step]], originals: list[Any], ctx: Context, track: bool
+) -> tuple[list[tuple[Any, Step]], str | None, bool]:
+    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms;
+    also returns the side the chain ends on and MONAI's metadata tracking there."""
+    out, world = [], None
+    for (t, step), orig in zip(pairs, originals, strict=True):
+        w = _world(step.origin)
+        if world == "fastpipe" and w == "monai":
+            out.append(_to_monai(ctx.float_keys, track))
+        elif world == "monai" and w == "fastpipe":
+            out.append(_from_monai())
+        world = w or world
+        track = _track_meta(orig, track)
+        out.append((t, step))
+    return out, world, track
+
+
+def _monai_track_meta() -> bool:
+    try:
+        from monai.data.meta_obj import get_track_meta
+    except ImportError:
+        return True
+    return bool(get_track_meta())
+
+
+def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any] | None = None) -> Plan:
+    """The plan of ``transform`` for a dataset over ``items`` (``None`` when they come from a dataset).
+
+    Args:
+        transform: a fastpipe/MONAI ``Compose``, a list of callables, or one callable.
+        translate_monai: swap MONAI transforms for fastpipe's where the semantics are the same (default True).
+        items: the data items, used to check that fastpipe reads their files (default ``None``).
+
+    Example:
+        >>> plan = build_plan([lambda d: d])
+        >>> len(plan.prefix), plan.suffix
+        (1, [])
+    """
+    if translate_monai and is_monai(transform) and getattr(transform, "lazy", False) is True:
+        log.info("fastpipe: a MONAI Compose with lazy=True resamples differently; its transforms are kept")
+        translate_monai = False
+    prefix_o, suffix_o = split_chain(flatten(transform))
+    ctx = Context(items=items)
+    pre = _translate_prefix(prefix_o, ctx, translate_monai)
+    suf = _translate_suffix(suffix_o, len(prefix_o), ctx, translate_monai)
+    swapped = [s.name for _, s in pre + suf if s.origin == SWAPPED]
+    if swapped:
+        pre = _finish_prefix(pre, prefix_o, suf, ctx)
+    for t, step in pre + suf:
+        step.obj = t
+    plan = _fused_plan([s for _, s in pre + suf], swapped)
+    if swapped:
+        kept = [f"{s.name} ({s.note})" for s in plan.steps if s.origin == MONAI and s.note]
+        log.info(
+            "fastpipe: MONAI transforms swapped for fastpipe's: %s; kept as MONAI: %s",
+            ", ".join(swapped), "; ".join(kept) or "none",
+        )  # fmt: skip
+    return plan
+
+
+def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
+    """Bridges inside the prefix, MONAI's float32 where no step makes it, and a bridge to the suffix."""
+    pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
+    cast = sorted(ctx.float_keys - ctx.nearest_keys - ctx.settled_keys)
+    loads = [i for i, (_, s) in enumerate(pre) if s.origin == SWAPPED and s.name == "LoadImaged"]
+    if cast and loads:  # right after loading, as MONAI's LoadImaged gives float32
+        note = f"{cast}: MONAI's LoadImaged dtype, no later step makes them float"
+        pre.insert(
+            loads[-1] + 1, (ToMonaid(cast, track_meta=False), Step(None, "AsFloat32", INSERTED, note=note))
+        )
+    first = _world(suf[0][1].origin) if suf else None
+    if world == "monai" and first == "fastpipe":
+        pre.append(_from_monai())
+    elif world != "monai" and first == "monai":
+        pre.append(_to_monai(ctx.float_keys, track))
+    return pre
+
+
+def _fuse_random() -> Any:
+    """fastpipe's ``fuse_random`` (random suffix and pad fused into the crop), or ``None`` where absent."""
+    import fastpipe.transforms as T
+
+    fuse = getattr(T, "fuse_random", None)
+    if fuse is None:
+        try:
+            from fastpipe.transforms._fuse_random import fuse_random as fuse
+        except ImportError:
+            return None
+    return fuse
+
+
+def _fused_plan(steps: list[Step], swapped: list[str]) -> Plan:
+    """Fuse the chain of ``steps`` (``fuse_random``), split it again, and mark each step's stage and reason."""
+    chain = [s.obj for s in steps]
+    fuse = _fuse_random()
+    fused = list(fuse(chain)) if fuse is not None else chain
+    prefix, suffix = split_chain(fused)
+    placed = {id(t) for t in fused}
+    new = [t for t in fused if id(t) not in {id(c) for c in chain}]  # copies made by the fusion
+    absorbed: list[Step] = []
+    for s in steps:
+        if id(s.obj) in placed:
+            continue
+        same_type = [t for t in new if type(t) is type(s.obj)]
+        if same_type:  # the crop, now a fused copy
+            s.obj = same_type[0]
+            new.remove(same_type[0])
+        else:
+            absorbed.append(s)
+    in_prefix = {id(t) for t in prefix}
+    cached = [s for s in steps if id(s.obj) in in_prefix and s not in absorbed]
+    rest = [s for s in steps if id(s.obj) not in in_prefix and s not in absorbed]
+    plan = Plan(prefix, suffix, cached, swapped)
+    _mark_suffix(plan, rest, absorbed)
+    return plan
+
+
+def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
+    """Stages and reasons of the random part; steps fused into the batched op are listed after it."""
+    crop = rest[0].name if rest else "the crop"
+    for s in absorbed:
+        pad = s.name == "SpatialPadd"
+        s.stage = "fused"
+        s.note = f"absorbed into {crop}'s gather (no padded copy cached)" if pad else f"fused into {crop}"
+    if plan.batched:
+        rest[0].stage = "batched"
+        rest = [rest[0], *absorbed, *rest[1:]]
+        per_item = rest[1 + len(absorbed) :]
+    else:
+        per_item = rest
+    for j, s in enumerate(per_item):
+        if j == 0 and not s.note:
+            s.note = _why_per_item(s, plan.batched)
+        elif j > 0 and not s.note:
+            s.note = f"after {per_item[0].name}, which runs per item"
+    plan.steps.extend(rest)
+
+
+def _why_per_item(step: Step, after_batched: bool) -> str:
+    """Why the first per-item step is not part of a batched op (a MONAI step kept carries its own reason)."""
+    if after_batched and step.origin in (SWAPPED, FASTPIPE):
+        return "not fused into the batched op here (its order or options); runs per crop"
+    if step.origin in (SWAPPED, FASTPIPE):
+        return f"{step.name} has no batched form"
+    if step.origin == MONAI:
+        return "MONAI's transform, run as given (translate=False)"
+    return "a callable without a batched form"

@@ -1,0 +1,36 @@
+"""MONAI transform objects -> fastpipe's, where fastpipe implements the same semantics.
+
+A registry maps a MONAI class name to a function ``(monai_obj, ctx) -> fastpipe transform | str``;
+a string is the reason the object stays as it is. The fastpipe class is looked up by name in
+:mod:`fastpipe.transforms` at call time, so a class added there is picked up without touching this
+module. A translator reads the MONAI object's attributes (MONAI 1.6) and refuses, with a reason,
+any option whose behaviour fastpipe does not reproduce. Translators live in ``_translate_det.py`` (the
+cached prefix) and ``_translate_random.py`` (the random part), the registry in ``_translate_base.py``.
+
+"Same semantics" means the values MONAI's chain gives (tested against MONAI), with fastpipe's
+documented dtype rule: a label resampled with ``nearest`` keeps its integer dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastpipe.transforms import _translate_det, _translate_random  # noqa: F401  (they register the translators)
+from fastpipe.transforms._translate_base import REGISTRY, Context, is_monai
+
+__all__ = ["Context", "is_monai", "translate"]
+
+
+def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
+    """``(fastpipe transform, "")`` when ``obj`` translates, else ``(obj, reason)``."""
+    name = type(obj).__name__
+    fn = REGISTRY.get(name)
+    if fn is None:
+        return obj, f"fastpipe has no {name}"
+    if getattr(obj, "_lazy", False):
+        return obj, "lazy=True (MONAI's lazy resampling) is not reproduced"
+    try:
+        out = fn(obj, ctx)
+    except (TypeError, ValueError) as err:  # the fastpipe class rejects an option: keep MONAI's
+        return obj, f"fastpipe's {name} refuses these options: {err}"
+    return (obj, out) if isinstance(out, str) else (out, "")

@@ -1,0 +1,210 @@
+"""Translators of MONAI's deterministic transforms (the cached prefix); see ``_translate.py``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastpipe.transforms._translate_base import Context, build, register, same, torch_dtype, value
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _common(obj: Any) -> dict[str, Any]:
+    return {"keys": list(obj.keys), "allow_missing_keys": bool(obj.allow_missing_keys)}
+
+
+def _nifti_reason(obj: Any, ctx: Context) -> str:
+    """Why fastpipe's NIfTI reader cannot stand in for ``obj``'s readers on these items ("" when it can)."""
+    if ctx.items is None:
+        return "items come from a dataset, so the file types are unknown"
+    paths = []
+    for item in ctx.items:
+        for key in obj.keys:
+            v = item.get(key) if isinstance(item, dict) else None
+            if v is None and obj.allow_missing_keys:
+                continue
+            if not isinstance(v, (str, os.PathLike)) or not str(v).lower().endswith(NIFTI_SUFFIXES):
+                return f"{key!r} of an item is {v!r}, not one .nii/.nii.gz file"
+            paths.append(str(v))
+    readers = obj._loader.readers  # without auto_select MONAI tries the last (user) reader first
+    if obj._loader.auto_select:
+        readers = [r for r in readers if not paths or r.verify_suffix(paths[0])]
+    if not readers or type(readers[-1]).__name__ != "NibabelReader":
+        return f"the reader MONAI picks is {type(readers[-1]).__name__ if readers else None}"
+    opts = vars(readers[-1])
+    if opts.get("channel_dim") is not None or opts.get("as_closest_canonical") or opts.get("kwargs"):
+        return "NibabelReader options (channel_dim, as_closest_canonical, kwargs) are not reproduced"
+    return _first_is_3d(paths[: len(obj.keys)])
+
+
+def _first_is_3d(paths: list[str]) -> str:
+    import nibabel as nib
+
+    for p in paths:
+        try:
+            shape = nib.load(p).header.get_data_shape()
+        except (OSError, ValueError) as err:
+            return f"cannot read the header of {p}: {err}"  # MONAI's loader then names the problem
+        if len([s for s in shape if s != 1]) > 3 or len(shape) < 3:
+            return f"{p} has shape {shape}; fastpipe reads 3D volumes only"
+    return ""
+
+
+@register("LoadImaged")
+def _load(obj: Any, ctx: Context) -> Any:
+    loader = obj._loader
+    if any(k is not None for k in obj.meta_keys) or obj.overwriting:
+        return "meta_keys/overwriting are not reproduced"
+    reason = _nifti_reason(obj, ctx)
+    if reason:
+        return reason
+    dtype = torch_dtype(loader.dtype)
+    if dtype == torch.float32:  # MONAI's default: integer volumes stay integer until a float step
+        ctx.float_keys.update(obj.keys)
+        dtype = None
+    return build(
+        "LoadImaged", obj, dtype=dtype, ensure_channel_first=bool(loader.ensure_channel_first), **_common(obj)
+    )
+
+
+@register("EnsureChannelFirstd")
+def _channel_first(obj: Any, ctx: Context) -> Any:
+    return build("EnsureChannelFirstd", obj, channel_dim=obj.adjuster.input_channel_dim, **_common(obj))
+
+
+@register("Orientationd")
+def _orientation(obj: Any, ctx: Context) -> Any:
+    o = obj.ornt_transform
+    if o.labels not in (None, (("L", "R"), ("P", "A"), ("I", "S"))):
+        return f"labels={o.labels!r} is not reproduced"
+    return build(
+        "Orientationd", obj, axcodes=o.axcodes, as_closest_canonical=o.as_closest_canonical, **_common(obj)
+    )
+
+
+@register("Spacingd")
+def _spacing(obj: Any, ctx: Context) -> Any:
+    s = obj.spacing_transform
+    if s.scale_extent or s.recompute_affine or any(obj.scale_extent):
+        return "scale_extent/recompute_affine are not reproduced"
+    if not (np.all(np.isnan(s.min_pixdim)) and np.all(np.isnan(s.max_pixdim))):
+        return "min_pixdim/max_pixdim are not reproduced"
+    modes = [value(m) for m in obj.mode]
+    if any(not isinstance(m, str) for m in modes):
+        return f"spline-order modes {modes} are not reproduced"
+    out = build(
+        "Spacingd",
+        obj,
+        pixdim=tuple(float(p) for p in s.pixdim),
+        diagonal=bool(s.diagonal),
+        mode=modes,
+        padding_mode=[value(p) for p in obj.padding_mode],
+        align_corners=list(obj.align_corners),
+        **_common(obj),
+    )
+    if not isinstance(out, str):
+        ctx.nearest_keys.update(k for k, m in zip(obj.keys, modes, strict=True) if m == "nearest")
+        ctx.settled_keys.update(k for k, m in zip(obj.keys, modes, strict=True) if m != "nearest")
+    return out
+
+
+@register("ScaleIntensityRanged")
+def _scale_range(obj: Any, ctx: Context) -> Any:
+    s = obj.scaler
+    return _settle(
+        ctx,
+        obj.keys,
+        build(
+            "ScaleIntensityRanged",
+            obj,
+            a_min=s.a_min,
+            a_max=s.a_max,
+            b_min=s.b_min,
+            b_max=s.b_max,
+            clip=bool(s.clip),
+            dtype=torch_dtype(s.dtype) or torch.float32,
+            **_common(obj),
+        ),
+    )
+
+
+@register("CropForegroundd")
+def _crop_foreground(obj: Any, ctx: Context) -> Any:
+    c = obj.cropper
+    mode = same(obj.mode, "modes")
+    if mode != "constant" or c.padder.kwargs:
+        return f"padding mode {mode!r} / {c.padder.kwargs} is not reproduced (only zero padding)"
+    if c.return_coords:
+        return "return_coords is not reproduced"
+    return build(
+        "CropForegroundd",
+        obj,
+        source_key=obj.source_key,
+        select_fn=c.select_fn,
+        channel_indices=c.channel_indices,
+        margin=c.margin,
+        allow_smaller=bool(c.allow_smaller),
+        k_divisible=c.k_divisible,
+        start_coord_key=obj.start_coord_key,
+        end_coord_key=obj.end_coord_key,
+        **_common(obj),
+    )
+
+
+@register("FgBgToIndicesd")
+def _fg_bg(obj: Any, ctx: Context) -> Any:
+    if obj.converter.output_shape is not None:
+        return "output_shape is not reproduced (fastpipe keeps flat indices)"
+    return build(
+        "FgBgToIndicesd",
+        obj,
+        fg_postfix=obj.fg_postfix,
+        bg_postfix=obj.bg_postfix,
+        image_key=obj.image_key,
+        image_threshold=float(obj.converter.image_threshold),
+        **_common(obj),
+    )
+
+
+@register("ToDeviced")
+def _to_device(obj: Any, ctx: Context) -> Any:
+    kwargs = dict(obj.converter.kwargs)
+    non_blocking = bool(kwargs.pop("non_blocking", False))
+    if kwargs:
+        return f"Tensor.to options {sorted(kwargs)} are not reproduced"
+    return build("ToDeviced", obj, device=obj.converter.device, non_blocking=non_blocking, **_common(obj))
+
+
+@register("EnsureTyped")
+def _ensure_type(obj: Any, ctx: Context) -> Any:
+    c = obj.converter
+    dtype = same(obj.dtype, "dtypes")
+    if isinstance(dtype, str) and dtype.startswith("per-key"):
+        return dtype
+    if not c.wrap_sequence or value(c.data_type) not in ("tensor", "numpy"):
+        return "wrap_sequence=False / data types other than tensor and numpy are not reproduced"
+    return _settle(
+        ctx,
+        obj.keys if dtype is not None else (),
+        build(
+            "EnsureTyped",
+            obj,
+            data_type=value(c.data_type),
+            dtype=torch_dtype(dtype),
+            device=c.device,
+            track_meta=c.track_meta,
+            **_common(obj),
+        ),
+    )
+
+
+def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:
+    """Note that a translated step (``out``, unless it is a reason) fixes the dtype of ``keys``."""
+    if not isinstance(out, str):
+        ctx.settled_keys.update(keys)
+    return out

@@ -1,0 +1,55 @@
+"""benchmarks.tutorial_epoch: each peer builds and runs one epoch on tiny volumes (in this process)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import workload as chains
+from benchmarks.tutorial_epoch import NUM_SAMPLES, PATCH, PEERS, monai_compose, ratios, serve_peer
+
+
+@pytest.fixture
+def restore_track_meta():
+    from monai.data import get_track_meta, set_track_meta
+
+    before = get_track_meta()
+    yield
+    set_track_meta(before)
+
+
+@pytest.mark.timeout(180)
+def test_every_peer_gives_an_epoch_of_num_samples_crops_per_volume(restore_track_meta):
+    shape = tuple(p + 2 for p in PATCH)  # the smallest volumes a 96^3 crop fits in
+    for name in PEERS:
+        peer = serve_peer(name, volumes=2, shape=shape, workers=1)
+        wall, cpu, crops = peer.epoch()
+        assert crops == 2 * NUM_SAMPLES and wall > 0, name
+        if name.startswith("monai_compose"):
+            plan = peer.ready_info["plan"]
+            assert "MONAI -> fastpipe" in plan and "batched" in plan, plan
+        batch = next(iter(peer.loader))
+        assert tuple(batch["image"].shape) == (2 * NUM_SAMPLES, 1, *PATCH), name
+        assert batch["image"].dtype == torch.float32, name
+
+
+def test_the_compose_is_the_tutorial_chain_and_ratios_have_the_targets_keys():
+    names = [type(t).__name__ for t in monai_compose().transforms]
+    assert names[-5:] == ["RandFlipd"] * 3 + ["RandRotate90d", "RandShiftIntensityd"]
+    assert [t.flipper.spatial_axis for t in monai_compose().transforms[-5:-2]] == [[0], [1], [2]]
+    assert (
+        chains.tutorial_suffix(__import__("monai.transforms", fromlist=["x"]))[-1].prob == chains.SHIFT_PROB
+    )
+    med = {
+        "fastpipe": 1.0,
+        "monai_compose": 2.0,
+        "monai_compose_monai_loader": 4.0,
+        "monai_best": 8.0,
+        "plain_copy": 0.5,
+    }
+    assert ratios(med) == {
+        "vs_monai_best": 8.0,
+        "monai_compose_vs_monai_best": 4.0,
+        "monai_compose_monai_loader_vs_monai_best": 2.0,
+        "vs_plain_copy": 2.0,
+    }

@@ -1,0 +1,110 @@
+"""fp.CacheDataset with other people's loaders: torch DataLoader (no collate_fn), MONAI's DataLoader and
+ThreadDataLoader. Only the dataset line changes; batches are (B * num_samples, C, *patch) windows."""
+
+from __future__ import annotations
+
+import monai.data
+import monai.transforms as M
+import pytest
+import torch
+
+import fastpipe as fp
+from fastpipe.transforms import RandCropByPosNegLabeld, mark_random
+
+KEYS = ["image", "label"]
+PATCH, SAMPLES = (8, 8, 6), 4
+
+
+def items(n: int = 5) -> list[dict]:
+    out = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(i)
+        label = torch.zeros((1, 20, 18, 14), dtype=torch.uint8)
+        label[0, 5:12, 4:10, 3:9] = 1
+        out.append({"image": torch.randn((1, 20, 18, 14), generator=g), "label": label, "name": f"case{i}"})
+    return out
+
+
+LOADERS = {
+    "torch": lambda ds: torch.utils.data.DataLoader(ds, batch_size=2),
+    "monai": lambda ds: monai.data.DataLoader(ds, batch_size=2),
+    "monai-thread": lambda ds: monai.data.ThreadDataLoader(ds, batch_size=2),
+}
+CROPS = {
+    "fastpipe-crop": lambda: RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES),
+    "monai-crop-translated": lambda: M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES),
+}
+
+
+def check_windows(ds: fp.CacheDataset, batch: dict, first: int) -> None:
+    """Every crop is the window of its source volume at ``crop_starts`` (image and label alike)."""
+    for n in range(batch["image"].shape[0]):
+        x, y, z = (int(v) for v in batch["crop_starts"][n])
+        src = ds.cached_entry(first + n // SAMPLES)
+        assert batch["name"][n] == src["name"]
+        for key in KEYS:
+            window = src[key][:, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]]
+            assert torch.equal(torch.as_tensor(batch[key][n]), window), (key, n)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("crop", list(CROPS))
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_any_loader_gets_b_times_num_samples_crops_with_the_right_values(loader, crop):
+    ds = fp.CacheDataset(items(), [CROPS[crop]()], progress=False, num_workers=1)
+    assert ds.batched
+    batches = list(LOADERS[loader](ds))
+    assert [tuple(b["image"].shape) for b in batches] == [(8, 1, *PATCH)] * 2 + [(4, 1, *PATCH)]
+    assert all(b["label"].shape == b["image"].shape[:1] + (1, *PATCH) for b in batches)
+    for b_i, b in enumerate(batches):
+        check_windows(ds, b, 2 * b_i)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_per_item_suffix_multi_sample_lists_are_flattened_for_any_loader(loader):
+    """A suffix without a batched form (MONAI's crop kept as is): still B * num_samples crops per batch."""
+    crop = M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)
+    ds = fp.CacheDataset(items(4), [crop], progress=False, num_workers=1, translate=False)
+    assert not ds.batched
+    shapes = [tuple(b["image"].shape) for b in LOADERS[loader](ds)]
+    assert shapes == [(8, 1, *PATCH)] * 2
+
+
+@pytest.mark.timeout(60)
+def test_per_crop_step_after_the_batched_crop_with_a_torch_loader():
+    def negate(d):
+        return {**d, "image": -d["image"]}
+
+    crop = RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)
+    ds = fp.CacheDataset(items(4), [crop, mark_random(negate)], progress=False, num_workers=1)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["image"].shape == (8, 1, *PATCH)
+    check_windows(ds, {**batch, "image": -batch["image"]}, 0)
+
+
+def test_fastpipe_collate_takes_the_collated_dict_without_a_copy():
+    ds = fp.CacheDataset(
+        items(3), [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)], progress=False
+    )
+    got = ds.__getitems__([0, 1])
+    batch = fp.list_data_collate(got)
+    assert batch is got.collated and batch["image"].shape == (4, 1, *PATCH)
+
+
+@pytest.mark.timeout(60)
+def test_a_monai_step_fastpipe_lacks_runs_on_each_crop_as_monai_would():
+    """MONAI's ScaleIntensityd after the crop: kept as is, applied to each crop of the batched op."""
+    crop = M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)
+    scale = M.ScaleIntensityd("image", minv=0.0, maxv=1.0)
+    ds = fp.CacheDataset(items(4), [crop, scale], progress=False, num_workers=1)
+    assert ds.batched and ds.suffix[1] is scale  # kept as it is, after the batched crop
+    batch = ds.fetch_seeded([1, 3], seed=2)
+    assert batch["image"].shape == (8, 1, *PATCH)
+    for n in range(8):
+        x, y, z = (int(v) for v in batch["crop_starts"][n])
+        src = ds.cached_entry([1, 3][n // SAMPLES])["image"][
+            :, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]
+        ]
+        expected = torch.as_tensor(scale({"image": src.clone()})["image"])
+        assert torch.allclose(torch.as_tensor(batch["image"][n]), expected), n

@@ -1,0 +1,284 @@
+"""A MONAI chain handed to fp.CacheDataset: what is swapped, what is kept and why, same values as MONAI."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import monai.transforms as M
+import numpy as np
+import pytest
+import torch
+from monai.data import NibabelReader
+
+import fastpipe as fp
+import fastpipe.transforms as T
+from fastpipe.transforms._translate import Context, translate
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_files import KEYS, affine, write_pair  # noqa: E402
+
+PATCH = (16, 16, 8)
+PREFIX_NAMES = [
+    "LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd", "ScaleIntensityRanged",
+    "CropForegroundd", "FgBgToIndicesd",
+]  # fmt: skip
+
+
+def monai_prefix() -> list:
+    return [
+        M.LoadImaged(KEYS),
+        M.EnsureChannelFirstd(KEYS),
+        M.Orientationd(KEYS, axcodes="RAS"),
+        M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+        M.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        M.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
+        M.FgBgToIndicesd("label"),
+    ]
+
+
+def monai_crop() -> M.RandCropByPosNegLabeld:
+    return M.RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=PATCH, pos=1, neg=1, num_samples=4)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("translate")
+    return [write_pair(tmp, affine((0.8, 0.8, 2.5), "LPS"), seed=i) for i in range(3)]
+
+
+def dataset(files, chain, **kw) -> fp.CacheDataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI's own deprecation chatter
+        return fp.CacheDataset(files, chain, progress=False, num_workers=1, **kw)
+
+
+@pytest.mark.timeout(120)
+def test_monai_compose_is_swapped_logged_once_and_cached_values_match_monai(files, caplog):
+    with caplog.at_level(logging.INFO, logger="fastpipe"):
+        ds = dataset(files, M.Compose([*monai_prefix(), monai_crop()]))
+    swaps = [r for r in caplog.records if "swapped for fastpipe's" in r.getMessage()]
+    assert len(swaps) == 1 and swaps[0].levelno == logging.INFO
+    assert ds.plan.swapped == [*PREFIX_NAMES, "RandCropByPosNegLabeld"]
+    assert type(ds.suffix[0]) is T.RandCropByPosNegLabeld and ds.batched
+    assert all(type(t).__module__.startswith("fastpipe") for t in ds.core.prefix)
+    kept = dataset(files, M.Compose([*monai_prefix(), monai_crop()]), translate=False)
+    assert type(kept.suffix[0]) is M.RandCropByPosNegLabeld and not kept.batched
+    for i in range(len(files)):
+        a, b = ds.cached_entry(i), kept.cached_entry(i)
+        assert a["image"].shape == b["image"].shape and a["image"].dtype == torch.float32
+        assert (a["image"] - torch.as_tensor(b["image"])).abs().max().item() < 1e-2
+        assert torch.equal(a["label"].float(), torch.as_tensor(b["label"]).float())
+        assert np.array_equal(
+            np.asarray(a["label_fg_indices"]), np.asarray(torch.as_tensor(b["label_fg_indices"]))
+        )
+
+
+@pytest.mark.timeout(120)
+def test_unknown_monai_step_inside_the_prefix_gets_metatensors_with_the_right_affine(files):
+    """An untranslated MONAI step between fastpipe ones sees what MONAI would give it (bridged both ways)."""
+    chain = monai_prefix()
+    chain.insert(2, M.ThresholdIntensityd("image", threshold=-500, above=True, cval=-1000))
+    chain[4] = M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"), scale_extent=True)
+    ds, ref = dataset(files, chain, translate=True), dataset(files, chain, translate=False)
+    names = [s.name for s in ds.plan.steps]
+    assert names.count("ToMonaid") == 2 and names.count("FromMonaid") == 2
+    assert ds.plan.swapped == [n for n in PREFIX_NAMES if n != "Spacingd"]
+    for i in range(len(files)):
+        a, b = ds.cached_entry(i), ref.cached_entry(i)
+        assert a["image"].shape == b["image"].shape
+        assert (a["image"] - torch.as_tensor(b["image"])).abs().max().item() < 1e-2
+        np.testing.assert_allclose(
+            a["image_meta_dict"]["affine"].numpy(), np.asarray(b["image"].affine), atol=1e-4
+        )
+
+
+@pytest.mark.timeout(120)
+def test_integer_volumes_become_float32_as_monai_loads_them_unless_resampled_nearest(files):
+    ds = dataset(files, [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS)])
+    e = ds.cached_entry(0)
+    assert e["image"].dtype == torch.float32 and e["label"].dtype == torch.float32  # as MONAI's LoadImaged
+    ds = dataset(files, monai_prefix()[:4])
+    assert (
+        ds.cached_entry(0)["label"].dtype == torch.uint8
+    )  # fastpipe's rule: nearest keeps the label's dtype
+
+
+@pytest.mark.timeout(120)
+def test_describe_shows_stages_devices_reasons_and_where_the_fast_path_ends(files):
+    noise = M.RandGaussianNoised("image", prob=1.0)
+    chain = [
+        *monai_prefix(),
+        M.ToDeviced(KEYS, device="cpu"),
+        monai_crop(),
+        noise,
+        M.RandFlipd(KEYS, prob=1.0),
+    ]
+    text = dataset(files, M.Compose(chain)).describe()
+    lines = text.splitlines()
+    cached = next(i for i, ln in enumerate(lines) if ln.strip().startswith("cached"))
+    batched = next(i for i, ln in enumerate(lines) if ln.strip().startswith("batched"))
+    per_item = next(i for i, ln in enumerate(lines) if ln.strip().startswith("per item"))
+    assert cached < batched < per_item
+    assert (
+        "LoadImaged" in lines[cached + 1]
+        and "MONAI -> fastpipe" in lines[cached + 1]
+        and "on cpu" in lines[cached + 1]
+    )
+    assert "one pass with the next Spacingd" in next(ln for ln in lines if "Orientationd" in ln)
+    assert "RandCropByPosNegLabeld" in lines[batched + 1]
+    noise_line = next(ln for ln in lines if "RandGaussianNoised" in ln)
+    assert lines.index(noise_line) > per_item and "MONAI " in noise_line
+    if not hasattr(T, "RandGaussianNoised"):
+        assert "fastpipe.transforms has no RandGaussianNoised" in noise_line
+        assert "after RandGaussianNoised, which runs per item" in next(
+            ln for ln in lines if "RandFlipd" in ln
+        )
+        assert "fast path: ends at step 10 RandGaussianNoised" in lines[-1]
+
+
+@pytest.mark.timeout(120)
+def test_unknown_random_step_after_the_crop_runs_per_crop_after_the_batched_op(files):
+    def plus_100(d):
+        return {**d, "image": d["image"] + 100.0}
+
+    ds = dataset(files, [*monai_prefix(), monai_crop(), T.mark_random(plus_100)])
+    assert ds.batched and len(ds.suffix) == 2
+    batch = ds.fetch_seeded([0, 2], seed=5)
+    assert batch["image"].shape == (8, 1, *PATCH)
+    for n in range(8):
+        x, y, z = batch["crop_starts"][n].tolist()
+        src = ds.cached_entry([0, 2][n // 4])["image"]
+        window = src[:, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]]
+        assert torch.equal(batch["image"][n], window + 100.0)
+    again = dataset(files, [*monai_prefix(), monai_crop(), T.mark_random(plus_100)]).fetch_seeded(
+        [0, 2], seed=5
+    )
+    assert torch.equal(again["image"], batch["image"])  # same seed, same batch
+
+
+def test_refusals_keep_the_monai_object_with_a_reason(files):
+    cases = {
+        "scale_extent": M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), scale_extent=True),
+        "not one .nii/.nii.gz file": M.LoadImaged(KEYS),
+        "the reader MONAI picks is NumpyReader": M.LoadImaged(KEYS, reader="NumpyReader"),
+        "NibabelReader options": M.LoadImaged(KEYS, reader=NibabelReader(as_closest_canonical=True)),
+        "lazy=True": M.Orientationd(KEYS, axcodes="RAS", lazy=True),
+        "padding mode 'edge'": M.CropForegroundd(KEYS, source_key="image", mode="edge"),
+        "factor_key": M.RandShiftIntensityd("image", offsets=0.1, factor_key="f"),
+    }
+    for expected, obj in cases.items():
+        items = [{"image": "a.png", "label": "b.png"}] if "nii" in expected else files
+        out, reason = translate(obj, Context(items=items))
+        assert out is obj and expected in reason, (expected, reason)
+
+
+def test_seeded_monai_object_gives_a_seeded_fastpipe_transform_without_advancing_it(files):
+    crops = [monai_crop().set_random_state(7) for _ in range(2)]
+    state = crops[0].R.get_state()[1].copy()
+    a, b = (translate(c, Context(files))[0] for c in crops)
+    assert np.array_equal(crops[0].R.get_state()[1], state)  # the MONAI object is not advanced
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+class Recorder:
+    """Stands in for a fastpipe class of the same name: records the keyword arguments it gets."""
+
+    random = True
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def set_random_state(self, seed):
+        self.seed = seed
+        return self
+
+
+@pytest.mark.parametrize(
+    ("monai_obj", "expected"),
+    [
+        (M.RandFlipd(KEYS, prob=0.1, spatial_axis=[0]), {"prob": 0.1, "spatial_axis": [0]}),
+        (M.RandRotate90d(KEYS, prob=0.1, max_k=3), {"prob": 0.1, "max_k": 3, "spatial_axes": (0, 1)}),
+        (M.RandShiftIntensityd("image", offsets=0.1, prob=0.5), {"prob": 0.5, "offsets": (-0.1, 0.1), "safe": False, "channel_wise": False}),
+        (M.RandScaleIntensityd("image", factors=(-0.2, 0.3), prob=0.1), {"prob": 0.1, "factors": (-0.2, 0.3), "channel_wise": False, "dtype": torch.float32}),
+        (M.SpatialPadd(KEYS, spatial_size=(96, 96, 96)), {"spatial_size": (96, 96, 96), "method": "symmetric", "mode": "constant"}),
+        (M.RandGaussianNoised("image", prob=0.2, std=0.05), {"prob": 0.2, "mean": 0.0, "std": 0.05, "sample_std": True}),
+        (M.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)), {"prob": 0.3, "gamma": (0.7, 1.5), "invert_image": False, "retain_stats": False}),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, dict) else "",
+)  # fmt: skip
+def test_augment_parameters_are_read_from_the_monai_object(monkeypatch, monai_obj, expected):
+    """Parameter extraction for the batched augmentations, checked against a recording stand-in class."""
+    name = type(monai_obj).__name__
+    monkeypatch.setattr(T, name, Recorder, raising=False)
+    out, reason = translate(monai_obj, Context())
+    assert reason == "" and isinstance(out, Recorder)
+    assert {k: out.kwargs[k] for k in expected} == expected
+    assert list(out.kwargs["keys"]) == list(monai_obj.keys) and out.kwargs["allow_missing_keys"] is False
+    monkeypatch.delattr(T, name)
+    out, reason = translate(monai_obj, Context())
+    assert out is monai_obj and reason == f"fastpipe.transforms has no {name}"
+
+
+@pytest.mark.timeout(120)
+def test_smart_cache_translates_too_and_translate_false_keeps_monai(files):
+    chain = M.Compose([*monai_prefix(), monai_crop()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = fp.SmartCacheDataset(files, chain, cache_num=2, replace_rate=0.5, progress=False, shuffle=False)
+        kept = fp.SmartCacheDataset(
+            files, chain, cache_num=2, replace_rate=0.5, progress=False, translate=False
+        )
+    with ds, kept:
+        assert ds.batched and ds.plan.swapped[-1] == "RandCropByPosNegLabeld"
+        assert ds.fetch_seeded([0, 1], seed=1)["image"].shape == (8, 1, *PATCH)
+        assert not kept.batched and kept.plan.swapped == []
+        assert "0 MONAI transform(s) swapped" in kept.describe()
+
+
+@pytest.mark.timeout(120)
+def test_random_part_fastpipe_lacks_gets_metatensors_from_the_cache(files):
+    """The suffix starts with a MONAI transform fastpipe lacks: the cache hands it MONAI's MetaTensors."""
+    from monai.data import MetaTensor
+
+    crop = M.RandSpatialCropSamplesd(KEYS, roi_size=PATCH, num_samples=2, random_size=False)
+    ds = dataset(files, [*monai_prefix(), crop])
+    assert [s.name for s in ds.plan.steps][-2:] == ["ToMonaid", "RandSpatialCropSamplesd"]
+    entry = ds.cached_entry(0)
+    assert isinstance(entry["image"], MetaTensor) and entry["image"].dtype == torch.float32
+    ref = dataset(files, [*monai_prefix(), crop], translate=False).cached_entry(0)
+    np.testing.assert_allclose(np.asarray(entry["image"].affine), np.asarray(ref["image"].affine), atol=1e-4)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["image"].shape == (4, 1, *PATCH)
+
+
+def test_describe_puts_steps_after_the_device_point_on_that_device():
+    """The plan alone (nothing runs): steps after ToDeviced(cuda:0) and the random part are on cuda:0."""
+    from fastpipe.transforms._plan import build_plan
+
+    chain = [*monai_prefix()[4:], M.ToDeviced(KEYS, device="cuda:0"), M.EnsureTyped(KEYS), monai_crop()]
+    lines = build_plan(chain, items=None).describe("cuda:0").splitlines()
+    where = {
+        ln.split()[1]: ln.split(" on ")[1].split()[0]
+        for ln in lines
+        if " on " in ln and ln.strip()[0].isdigit()
+    }
+    assert where == {
+        "ScaleIntensityRanged": "cpu", "CropForegroundd": "cpu", "FgBgToIndicesd": "cpu",
+        "ToDeviced": "cuda:0", "EnsureTyped": "cuda:0", "RandCropByPosNegLabeld": "cuda:0",
+    }  # fmt: skip
+
+
+def test_an_option_fastpipe_lacks_is_dropped_at_monai_default_and_refused_otherwise(monkeypatch):
+    class NarrowFlip(Recorder):
+        def __init__(self, keys, prob=0.1, spatial_axis=None):
+            super().__init__(keys=keys, prob=prob, spatial_axis=spatial_axis)
+
+    monkeypatch.setattr(T, "RandFlipd", NarrowFlip, raising=False)
+    out, reason = translate(M.RandFlipd(KEYS, prob=0.2, spatial_axis=1), Context())
+    assert reason == "" and out.kwargs == {"keys": KEYS, "prob": 0.2, "spatial_axis": 1}
+    obj = M.RandFlipd(KEYS, prob=0.2, allow_missing_keys=True)
+    out, reason = translate(obj, Context())
+    assert out is obj and reason == "fastpipe's RandFlipd has no option allow_missing_keys (got True)"
