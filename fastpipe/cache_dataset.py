@@ -18,7 +18,8 @@ from fastpipe._cache_core import CacheCore, FromDataset
 from fastpipe._cache_fill import FillReport, run_fill
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
-from fastpipe.transforms.compose import apply_transform, is_random, split_chain
+from fastpipe.transforms._fuse_random import fuse_random
+from fastpipe.transforms.compose import apply_transform, flatten, is_random, split_chain
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class CacheDataset(torch.utils.data.Dataset):
         inputs, self.shard = distributed.shard_inputs(
             inputs, rank, world_size, partition_seed, even_divisible
         )
-        prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
+        chain = fuse_random(flatten(transform))  # the random suffix (and a pad) fused into the crop
+        prefix, self.suffix = (wrap_chain(part) for part in split_chain(chain))  # NVTX ranges when on
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir)

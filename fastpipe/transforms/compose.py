@@ -90,11 +90,19 @@ class Compose:
 
     def __init__(self, transforms: Sequence[Transform] | Transform | None = None) -> None:
         self.transforms = flatten(transforms)
+        self._fused: list[Transform] | None = None
+
+    def fused(self) -> list[Transform]:
+        """The chain as it runs: ``fuse_random`` then ``fuse_spatial`` (built once; copies, the originals stay as given)."""
+        if self._fused is None:
+            from fastpipe.transforms._fuse_random import fuse_random  # these import this module
+            from fastpipe.transforms.spatial import fuse_spatial
+
+            self._fused = fuse_spatial(fuse_random(self.transforms))
+        return self._fused
 
     def __call__(self, data: Any) -> Any:
-        from fastpipe.transforms.spatial import fuse_spatial  # spatial imports this module
-
-        for t in fuse_spatial(self.transforms):
+        for t in self.fused():
             data = apply_transform(t, data)
         return data
 
@@ -110,10 +118,14 @@ class Compose:
         return self.transforms[i]
 
     def set_random_state(self, seed: int) -> Compose:
-        """Seed every random transform in the chain (each gets ``seed + position``)."""
+        """Seed every random transform in the chain (each gets ``seed + position``).
+
+        The fused chain is rebuilt from the reseeded transforms on the next call.
+        """
         for i, t in enumerate(self.transforms):
             if is_random(t):
                 t.set_random_state(seed + i)
+        self._fused = None
         return self
 
     def __repr__(self) -> str:
