@@ -6,7 +6,8 @@ crop (float32 keys; see ``fastpipe.transforms._fuse_random``).
 
 dtype rules are MONAI's on the per-item path: a shift keeps the image's dtype (an integer image is
 shifted in float and cast back, truncating, or clamped to the dtype's range first with
-``safe=True``); a scale returns ``dtype`` (float32 by default), also when it does not fire. The fused
+``safe=True``); a scale returns ``dtype`` (float32 by default) when it fires, the input unchanged
+when it does not (MONAI's dictionary transform). The fused
 path computes in float32 only and raises ``TypeError`` for any other dtype.
 """
 
@@ -120,7 +121,7 @@ class RandScaleIntensityd(_RandIntensity):
         factors: a number ``>= 0`` (range ``(-factors, factors)``) or a pair ``(lo, hi)``; no NaN.
         prob: probability of scaling (default 0.1).
         channel_wise: one factor per channel (default False; not fused into the crop).
-        dtype: output dtype (default float32, also when the draw does not fire; ``None`` keeps the input's).
+        dtype: output dtype when it fires (default float32; ``None`` keeps the input's).
         allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
 
     Shape:
@@ -147,7 +148,7 @@ class RandScaleIntensityd(_RandIntensity):
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
         dtype = self.dtype or img.dtype
         if not params["fire"][i]:
-            return img.to(dtype)
+            return img  # MONAI's dict transform leaves an unscaled key as it is
         vals = self._values(img, params, i)
         if self.channel_wise:
             out = torch.stack([img[c] * (1 + vals[c]) for c in range(img.shape[0])])
