@@ -98,7 +98,9 @@ def crop_batch(
         raise ValueError(f"crop_batch: backend must be one of {BACKENDS}, got {backend!r}")
     on_cuda = len(volumes) > 0 and volumes[0].is_cuda
     if backend == "torch" or (backend == "auto" and not on_cuda):
-        return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names)
+        return crop_batch_torch(
+            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+        )
     if not on_cuda:
         raise ValueError(
             f"crop_batch: backend='cuda' needs CUDA volumes, got {volumes[0].device if volumes else None}"
@@ -110,7 +112,9 @@ def crop_batch(
             raise RuntimeError(
                 f"crop_batch: backend='cuda' requested but the kernel is unavailable: {_cuda_unavailable}"
             )
-        return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names)
+        return crop_batch_torch(
+            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+        )
     return cuda.crop_batch_cuda(
         volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names, check_bounds
     )

@@ -96,7 +96,9 @@ def crop_batch_cuda(
     """
     shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift, axes)
     dev = volumes[0].device
-    for name, t in dict(starts=starts, vol_index=vol_index, flips=flips, scale=scale, shift=shift, axes=axes).items():
+    for name, t in dict(
+        starts=starts, vol_index=vol_index, flips=flips, scale=scale, shift=shift, axes=axes
+    ).items():
         if t is not None and t.device != dev:
             raise ValueError(f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes")
     for b, v in enumerate(volumes):
@@ -111,7 +113,9 @@ def crop_batch_cuda(
         return out
     dtype = volumes[0].dtype
     suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
-    vols, crops, inten, use_inten = _tables(volumes, starts, vol_index, flips, scale, shift, shape[0], dev, axes)
+    vols, crops, inten, use_inten = _tables(
+        volumes, starts, vol_index, flips, scale, shift, shape[0], dev, axes
+    )
     err = torch.full((1,), INT_MAX, dtype=torch.int32, device=dev)
     rows = shape[0] * shape[1] * shape[2] * shape[3]
     cupy, kernels = load_module()

@@ -75,4 +75,8 @@ def split_pad_picks(
         picks.append(pad)
         k_inner.append(0 if pad else kk)
         flat.append(pad_voxel(kk - n_bg[v], pads[v]) if pad else 0)
-    return torch.tensor(picks), torch.tensor(k_inner, dtype=torch.int64), torch.tensor(flat, dtype=torch.int64)
+    return (
+        torch.tensor(picks),
+        torch.tensor(k_inner, dtype=torch.int64),
+        torch.tensor(flat, dtype=torch.int64),
+    )

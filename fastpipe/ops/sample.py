@@ -183,7 +183,9 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=
             vol = table[:, 12].tolist()
             pick, k_in, pad_flat = split_pad_picks(is_fg, k, [b.numel() for b in bg], vol, pads)
             flat = _gather_flat(fg, bg, is_fg, k_in, num_samples, idx_dev)
-            geo = torch.tensor([(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64)
+            geo = torch.tensor(
+                [(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64
+            )
             moved = _backends.to_device(torch.cat([geo, pad_flat[:, None], pick[:, None].long()], 1), idx_dev)
             flat = torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, moved[:, :9]))
         table = _backends.to_device(table, idx_dev)

@@ -59,7 +59,10 @@ def key_terms(augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], key: st
 
 def to_op_args(terms: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor | None]:
     """The terms moved to the volumes' device in one copy per tensor kind."""
-    return {k: None if terms[k] is None else _backends.to_device(terms[k], device) for k in ("axes", "flips", "scale", "shift")}
+    return {
+        k: None if terms[k] is None else _backends.to_device(terms[k], device)
+        for k in ("axes", "flips", "scale", "shift")
+    }
 
 
 def check_turned_size(terms: dict[str, Any], size: tuple[int, int, int], key: str) -> None:

@@ -56,7 +56,9 @@ def _intensity_ok(t: Any, augs: Sequence[Any]) -> bool:
     if t.channel_wise or (isinstance(t, RandScaleIntensityd) and t.dtype not in (None, torch.float32)):
         return False
     for prev in augs:
-        if not isinstance(prev, (RandScaleIntensityd, RandShiftIntensityd)) or not set(prev.keys) & set(t.keys):
+        if not isinstance(prev, (RandScaleIntensityd, RandShiftIntensityd)) or not set(prev.keys) & set(
+            t.keys
+        ):
             continue
         if isinstance(t, RandScaleIntensityd) or isinstance(prev, RandShiftIntensityd):
             return False  # a second scale, a scale after a shift, or a second shift on a key
@@ -83,7 +85,9 @@ def _indices_step(t: Any, crop: RandCropByPosNegLabeld) -> bool:
 def _pad_is_bg(between: Sequence[Any], crop: RandCropByPosNegLabeld) -> bool:
     """Whether pad voxels (label 0, image 0) are background for the indices the crop will use."""
     idx = [t for t in between if _indices_step(t, crop)]
-    image_key, threshold = (idx[-1].image_key, idx[-1].image_threshold) if idx else (crop.image_key, crop.image_threshold)
+    image_key, threshold = (
+        (idx[-1].image_key, idx[-1].image_threshold) if idx else (crop.image_key, crop.image_threshold)
+    )
     return image_key is None or threshold < 0
 
 

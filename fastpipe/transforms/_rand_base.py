@@ -34,7 +34,9 @@ def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         v = float(value)
         if math.isnan(v) or v < 0:
-            raise ValueError(f"{who}: {name} must be a number >= 0 (range (-{name}, {name})) or a pair, got {value!r}")
+            raise ValueError(
+                f"{who}: {name} must be a number >= 0 (range (-{name}, {name})) or a pair, got {value!r}"
+            )
         return -v, v
     try:
         lo, hi = (float(x) for x in value)
@@ -48,7 +50,9 @@ def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
 def check_axis(who: str, name: str, axis: Any, ndim: int = 3) -> int:
     """A spatial axis in ``[-ndim, ndim)`` as a non-negative int, else ``ValueError`` naming the value."""
     if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
-        raise ValueError(f"{who}: {name} must hold spatial axes in [-{ndim}, {ndim - 1}] of the volume, got {axis!r}")
+        raise ValueError(
+            f"{who}: {name} must hold spatial axes in [-{ndim}, {ndim - 1}] of the volume, got {axis!r}"
+        )
     return axis % ndim
 
 
@@ -68,7 +72,9 @@ class RandDictTransform:
         self.allow_missing_keys = bool(allow_missing_keys)
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
 
-    def set_random_state(self, seed: int | None = None, state: torch.Generator | None = None) -> RandDictTransform:
+    def set_random_state(
+        self, seed: int | None = None, state: torch.Generator | None = None
+    ) -> RandDictTransform:
         """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``); returns ``self``."""
         if state is not None:
             self.generator = state
@@ -94,7 +100,9 @@ class RandDictTransform:
         """Apply crop ``i``'s parameters to one channel-first tensor."""
         raise NotImplementedError
 
-    def apply(self, data: dict[Hashable, Any], params: dict[str, torch.Tensor], i: int = 0) -> dict[Hashable, Any]:
+    def apply(
+        self, data: dict[Hashable, Any], params: dict[str, torch.Tensor], i: int = 0
+    ) -> dict[Hashable, Any]:
         """A new dict with the transform's keys replaced by ``apply_one`` results (other values shared)."""
         d = dict(data)
         for j in present_keys(d, self.keys, self.allow_missing_keys, type(self).__name__):

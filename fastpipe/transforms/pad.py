@@ -24,9 +24,7 @@ MODES = {"constant": "constant", "edge": "replicate", "replicate": "replicate", 
 METHODS = ("symmetric", "end")
 
 
-def pad_width(
-    shape: Sequence[int], spatial_size: Sequence[int], method: str
-) -> tuple[tuple[int, int], ...]:
+def pad_width(shape: Sequence[int], spatial_size: Sequence[int], method: str) -> tuple[tuple[int, int], ...]:
     """MONAI's ``SpatialPad.compute_pad_width``: ``(before, after)`` per spatial axis; sizes ``<= 0`` keep the axis."""
     out = []
     for s, p in zip(shape, spatial_size, strict=True):
@@ -101,7 +99,9 @@ class SpatialPadd:
         try:
             return F.pad(x, flat, mode=MODES[mode])[0].to(img.dtype)
         except RuntimeError as err:  # reflect: a pad wider than the axis
-            raise ValueError(f"SpatialPadd: mode {mode!r} cannot pad {tuple(img.shape)} by {width}: {err}") from err
+            raise ValueError(
+                f"SpatialPadd: mode {mode!r} cannot pad {tuple(img.shape)} by {width}: {err}"
+            ) from err
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -110,4 +110,6 @@ class SpatialPadd:
         return d
 
     def __repr__(self) -> str:
-        return f"SpatialPadd(keys={list(self.keys)}, spatial_size={self.spatial_size}, method={self.method!r})"
+        return (
+            f"SpatialPadd(keys={list(self.keys)}, spatial_size={self.spatial_size}, method={self.method!r})"
+        )

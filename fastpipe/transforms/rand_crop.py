@@ -20,8 +20,8 @@ import torch
 from fastpipe._fork import renew_locks_after_fork
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
-from fastpipe.ops._host_pool import HostBufferPool
 from fastpipe.ops._backends import to_device
+from fastpipe.ops._host_pool import HostBufferPool
 from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
 from fastpipe.transforms._crop_suffix import (
     check_intensity_dtype,
@@ -132,7 +132,9 @@ class RandCropByPosNegLabeld:
         self._explicit_indices = fg_indices_key is not None or bg_indices_key is not None
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
         if padding_mode not in (None, "constant"):
-            raise ValueError(f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}")
+            raise ValueError(
+                f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
+            )
         self.padding_mode = padding_mode
         pad_is_bg = image_key is None or image_threshold < 0
         self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
@@ -239,7 +241,9 @@ class RandCropByPosNegLabeld:
             )  # fmt: skip
             draws = draw_suffix(self._augs, s.starts.shape[0], self.generator)
         if pads is not None:  # back to the unpadded volume's voxels
-            lo = to_device(torch.tensor([p.lo for p in pads], dtype=torch.int64), s.starts.device)[s.vol_index]
+            lo = to_device(torch.tensor([p.lo for p in pads], dtype=torch.int64), s.starts.device)[
+                s.vol_index
+            ]
             s.starts, s.centers = s.starts - lo, s.centers - lo
         return s, draws
 

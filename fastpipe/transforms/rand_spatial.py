@@ -25,7 +25,9 @@ def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]
     out = []
     for a in axes:
         if not -nsp <= a < nsp:
-            raise ValueError(f"{who}: spatial axis {a} is outside the {nsp}-D volume of shape {tuple(img.shape)}")
+            raise ValueError(
+                f"{who}: spatial axis {a} is outside the {nsp}-D volume of shape {tuple(img.shape)}"
+            )
         out.append(1 + a % nsp)
     return out
 

@@ -6,9 +6,9 @@ import ctypes
 from pathlib import Path
 
 import torch
-
 from _host_cuda import compile_host
-from fastpipe.ops._cuda_crop import BLOCK, INT_MAX, _BITWISE, _tables, pad_bits
+
+from fastpipe.ops._cuda_crop import _BITWISE, BLOCK, INT_MAX, _tables, pad_bits
 
 WRAPPERS = r"""
 #define LAUNCH(NAME, T)                                                                                  \

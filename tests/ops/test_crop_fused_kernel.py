@@ -44,8 +44,14 @@ def params(n, seed, size, shapes, padded):
         row = []
         for a in range(3):
             ext = size[axes[i].tolist().index(a)]
-            choices = [0, shape[a] - ext] + ([-ext + 1, -1, shape[a] - 1, shape[a] - ext + 2] if padded else [])
-            row.append(choices[(i // 6 + a) % len(choices)] if i % 3 else int(torch.randint(0, shape[a] - ext + 1, (), generator=g)))
+            choices = [0, shape[a] - ext] + (
+                [-ext + 1, -1, shape[a] - 1, shape[a] - ext + 2] if padded else []
+            )
+            row.append(
+                choices[(i // 6 + a) % len(choices)]
+                if i % 3
+                else int(torch.randint(0, shape[a] - ext + 1, (), generator=g))
+            )
         starts.append(row)
     flips = torch.rand((n, 3), generator=g) < 0.5
     return torch.tensor(starts), vi, flips, axes
@@ -65,7 +71,9 @@ def volumes(dtype, shapes, seed):
     return vols
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.int16, torch.int64])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.int16, torch.int64]
+)
 @pytest.mark.parametrize("padded", [False, True])
 def test_kernel_equals_torch_with_turns_flips_pad_and_intensity(lib, dtype, padded):
     shapes = [(9, 10, 37), (12, 9, 40)]
@@ -75,8 +83,12 @@ def test_kernel_equals_torch_with_turns_flips_pad_and_intensity(lib, dtype, padd
     kw = dict(flips=flips, axes=axes, pad_value=(3.0 if padded else None))
     if dtype == torch.float32:
         g = torch.Generator().manual_seed(3)
-        kw["scale"] = torch.where(torch.arange(24) % 4 == 0, torch.tensor(1e-3), 1 + torch.rand(24, generator=g) * 0.2)
-        kw["shift"] = torch.where(torch.arange(24) % 5 == 0, torch.tensor(DENORMAL), torch.rand(24, generator=g) * 0.2 - 0.1)
+        kw["scale"] = torch.where(
+            torch.arange(24) % 4 == 0, torch.tensor(1e-3), 1 + torch.rand(24, generator=g) * 0.2
+        )
+        kw["shift"] = torch.where(
+            torch.arange(24) % 5 == 0, torch.tensor(DENORMAL), torch.rand(24, generator=g) * 0.2 - 0.1
+        )
     ref = crop_batch_torch(vols, starts, vi, size, **kw)
     got, bad = _host_crop.run(lib, vols, starts, vi, size, **kw)
     assert bad is None
@@ -105,7 +117,11 @@ def test_bad_crops_are_flagged_on_the_device_and_read_nothing(lib):
         "start past the end": ([[0, 0, 0], [3, 0, 0], [0, 0, 0]], [0, 1, 0], None),
         "negative start": ([[0, 0, 0], [0, 0, 0], [0, -1, 0]], [0, 1, 0], None),
         "volume index": ([[0, 0, 0], [0, 0, 0], [0, 0, 0]], [0, 0, 2], None),
-        "axes not a permutation": ([[0, 0, 0], [0, 0, 0], [0, 0, 0]], [0, 0, 1], [[0, 1, 2], [0, 0, 2], [0, 1, 2]]),
+        "axes not a permutation": (
+            [[0, 0, 0], [0, 0, 0], [0, 0, 0]],
+            [0, 0, 1],
+            [[0, 1, 2], [0, 0, 2], [0, 1, 2]],
+        ),
     }
     for why, (st, vi, ax) in cases.items():
         st, vi = torch.tensor(st), torch.tensor(vi)
@@ -117,20 +133,33 @@ def test_bad_crops_are_flagged_on_the_device_and_read_nothing(lib):
         err = torch.tensor([bad], dtype=torch.int32)
         with pytest.raises(ValueError, match=rf"crop_batch: crop {expected} "):
             raise_bad_crop(err, vols, st, vi, size, axes, ["a.nii.gz", "b.nii.gz"])
-    raise_bad_crop(torch.tensor([INT_MAX], dtype=torch.int32), vols, st, vi, size, None, None)  # no error: no raise
+    raise_bad_crop(
+        torch.tensor([INT_MAX], dtype=torch.int32), vols, st, vi, size, None, None
+    )  # no error: no raise
 
 
 def test_bounds_error_names_the_item():
     vols = [torch.ones((1, 8, 8, 8)), torch.ones((1, 6, 6, 6))]
-    with pytest.raises(ValueError, match=r"crop 1 window start \(3, 0, 0\) size \(4, 4, 4\) lies outside volume 1 \(b.nii.gz\)"):
-        crop_batch_torch(vols, torch.tensor([[0, 0, 0], [3, 0, 0]]), torch.tensor([0, 1]), (4, 4, 4), names=["a.nii.gz", "b.nii.gz"])
+    with pytest.raises(
+        ValueError,
+        match=r"crop 1 window start \(3, 0, 0\) size \(4, 4, 4\) lies outside volume 1 \(b.nii.gz\)",
+    ):
+        crop_batch_torch(
+            vols,
+            torch.tensor([[0, 0, 0], [3, 0, 0]]),
+            torch.tensor([0, 1]),
+            (4, 4, 4),
+            names=["a.nii.gz", "b.nii.gz"],
+        )
 
 
 def test_nvrtc_options_are_explicit_and_no_flush():
     assert "-ftz=false" in NVRTC_OPTIONS and "-fmad=false" in NVRTC_OPTIONS
 
 
-@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH; install the CUDA toolkit to check the kernel's PTX")
+@pytest.mark.skipif(
+    NVCC is None, reason="nvcc not on PATH; install the CUDA toolkit to check the kernel's PTX"
+)
 @pytest.mark.timeout(240)
 def test_ptx_keeps_denormals_even_with_ftz_true(tmp_path):
     """CuPy appends -ftz=true; the crop's float maths is explicit PTX without .ftz, so it cannot flush.
@@ -138,7 +167,9 @@ def test_ptx_keeps_denormals_even_with_ftz_true(tmp_path):
     Positive control: the same maths written with __fmul_rn/__fadd_rn does flush under -ftz=true.
     """
     control = tmp_path / "control.cu"
-    control.write_text('extern "C" __global__ void k(float* x, float s, float o) { x[0] = __fadd_rn(__fmul_rn(x[0], s), o); }\n')
+    control.write_text(
+        'extern "C" __global__ void k(float* x, float s, float o) { x[0] = __fadd_rn(__fmul_rn(x[0], s), o); }\n'
+    )
     outs = {}
     for name, src in (("kernel", KERNEL), ("control", control)):
         ptx = tmp_path / f"{name}.ptx"

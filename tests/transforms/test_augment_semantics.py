@@ -137,5 +137,7 @@ def test_same_seed_same_batches_and_compose_equals_dataset():
     assert not torch.equal(a["image"], c["image"])
     out1 = T.Compose(chain).set_random_state(2)(items()[0])
     out2 = T.Compose(chain).set_random_state(2)(items()[0])
-    assert len(out1) == PER_ITEM and all(torch.equal(x["image"], y["image"]) for x, y in zip(out1, out2, strict=True))
+    assert len(out1) == PER_ITEM and all(
+        torch.equal(x["image"], y["image"]) for x, y in zip(out1, out2, strict=True)
+    )
     assert type(chain[1]).__name__ == "RandFlipd" and not chain[0]._augs  # the user's objects are untouched

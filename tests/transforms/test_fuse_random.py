@@ -94,7 +94,11 @@ def test_one_affine_per_key_scale_first():
 
 def test_per_item_tail_after_the_fused_part_still_runs():
     item = coord_item((12, 12, 12))
-    chain = [cut(n=3), T.RandShiftIntensityd("image", (1.0, 1.0), prob=1.0), T.RandScaleIntensityd("image", (1.0, 1.0), prob=1.0)]
+    chain = [
+        cut(n=3),
+        T.RandShiftIntensityd("image", (1.0, 1.0), prob=1.0),
+        T.RandScaleIntensityd("image", (1.0, 1.0), prob=1.0),
+    ]
     out = T.Compose(chain)(item)
     for o in out:
         assert torch.equal(o["image"][3], torch.full((6, 6, 6), 2.0))  # (0 + 1) * (1 + 1): shift, then scale
@@ -106,5 +110,8 @@ def test_fused_intensity_on_integer_image_says_why():
     item = coord_item((12, 12, 12))
     item["image"] = item["image"].to(torch.int16)
     ds = fp.CacheDataset([item], [cut(), T.RandShiftIntensityd("image", 0.1)], progress=False)
-    with pytest.raises(TypeError, match=r"RandShiftIntensityd fused into the crop need float32 'image', got torch.int16; MONAI"):
+    with pytest.raises(
+        TypeError,
+        match=r"RandShiftIntensityd fused into the crop need float32 'image', got torch.int16; MONAI",
+    ):
         ds.__getitems__([0])

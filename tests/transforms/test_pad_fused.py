@@ -43,12 +43,19 @@ def test_padded_windows_equal_monai_pad_value_for_value(method):
     reached_pad = 0
     for n in range(16):
         d = items[n // 8]
-        padded = {k: torch.as_tensor(v) for k, v in MonaiPad(KEYS, size, method=method)({k: d[k] for k in KEYS}).items()}
-        lo = [(p - s) // 2 if method == "symmetric" else 0 for p, s in zip(padded["image"].shape[1:], d["image"].shape[1:])]
-        x, y, z = (s + l for s, l in zip(batch["crop_starts"][n].tolist(), lo))
+        padded = {
+            k: torch.as_tensor(v)
+            for k, v in MonaiPad(KEYS, size, method=method)({k: d[k] for k in KEYS}).items()
+        }
+        lo = [
+            (p - s) // 2 if method == "symmetric" else 0
+            for p, s in zip(padded["image"].shape[1:], d["image"].shape[1:], strict=True)
+        ]
+        x, y, z = (s + w for s, w in zip(batch["crop_starts"][n].tolist(), lo, strict=True))
         assert min(x, y, z) >= 0  # the window lies in MONAI's padded volume
         reached_pad += min(batch["crop_starts"][n].tolist()) < 0 or any(
-            s + 10 > e for s, e in zip(batch["crop_starts"][n].tolist(), d["image"].shape[1:]))
+            s + 10 > e for s, e in zip(batch["crop_starts"][n].tolist(), d["image"].shape[1:], strict=True)
+        )
         # undo the fused rotation and shift, then compare with MONAI's padded window value for value
         out_img, out_lab = batch["image"][n], batch["label"][n]
         for k in range(4):
@@ -56,7 +63,9 @@ def test_padded_windows_equal_monai_pad_value_for_value(method):
             o = float(cand[3].flatten()[0])
             ref = padded["image"][:, x : x + 10, y : y + 10, z : z + 10]
             if torch.allclose(cand, ref + o, atol=1e-6):
-                assert torch.equal(torch.rot90(out_lab, -k, (1, 2)), padded["label"][:, x : x + 10, y : y + 10, z : z + 10])
+                assert torch.equal(
+                    torch.rot90(out_lab, -k, (1, 2)), padded["label"][:, x : x + 10, y : y + 10, z : z + 10]
+                )
                 break
         else:
             pytest.fail(f"crop {n} is no rotation of MONAI's padded window at {(x, y, z)}")
@@ -95,7 +104,9 @@ def test_pad_not_background_under_an_image_threshold():
              T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=500)]  # fmt: skip
     assert len(fuse_random(chain)) == 2
     for b in T.Compose(chain).set_random_state(1)(d):
-        assert float(b["image"][4].sum()) == 2.0  # an inner background voxel (constant channel 1 + 1), never pad
+        assert (
+            float(b["image"][4].sum()) == 2.0
+        )  # an inner background voxel (constant channel 1 + 1), never pad
 
 
 def test_indices_before_the_pad_keep_monai_chain_as_written():
@@ -108,7 +119,10 @@ def test_indices_before_the_pad_keep_monai_chain_as_written():
 
 @pytest.mark.timeout(60)
 def test_padding_mode_lets_mixed_sizes_stack_through_the_loader():
-    items = [coord_item(s, f"c{i}", ((1, 4), (1, 4), (1, 4))) for i, s in enumerate([(6, 12, 9), (12, 12, 12), (9, 5, 14)])]
+    items = [
+        coord_item(s, f"c{i}", ((1, 4), (1, 4), (1, 4)))
+        for i, s in enumerate([(6, 12, 9), (12, 12, 12), (9, 5, 14)])
+    ]
     crop = T.RandCropByPosNegLabeld(KEYS, "label", (10, 10, 10), num_samples=2, padding_mode="constant")
     loader = fp.ThreadDataLoader(fp.CacheDataset(items, [crop], progress=False), batch_size=3)
     try:

@@ -15,7 +15,10 @@ from fastpipe import transforms as T
 
 def item(dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
-    return {"image": (torch.randn((2, 5, 6, 7), generator=g) * 100).to(dtype), "label": torch.arange(210).reshape(1, 5, 6, 7)}
+    return {
+        "image": (torch.randn((2, 5, 6, 7), generator=g) * 100).to(dtype),
+        "label": torch.arange(210).reshape(1, 5, 6, 7),
+    }
 
 
 def monai(t, d):
@@ -48,7 +51,9 @@ def test_per_item_equals_monai(ours, theirs, dtype):
 def test_integer_shift_follows_monai_cast_and_safe(safe):
     d = {"image": torch.tensor([[[[250, 3, 100]]]], dtype=torch.uint8)}  # 250 + 10.7 overflows uint8
     ours = T.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(d)["image"]
-    theirs = torch.as_tensor(M.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(dict(d))["image"])
+    theirs = torch.as_tensor(
+        M.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(dict(d))["image"]
+    )
     assert ours.dtype == torch.uint8 and torch.equal(ours, theirs)
 
 
@@ -102,5 +107,7 @@ def test_bad_input_names_transform_and_value(make, match):
 
 
 def test_axis_outside_a_smaller_volume_is_named_at_call():
-    with pytest.raises(ValueError, match=r"RandRotate90d: spatial axis 2 is outside the 2-D volume of shape \(1, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"RandRotate90d: spatial axis 2 is outside the 2-D volume of shape \(1, 4, 4\)"
+    ):
         T.RandRotate90d("image", prob=1.0, spatial_axes=(0, 2))({"image": torch.zeros(1, 4, 4)})
