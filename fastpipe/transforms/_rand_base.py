@@ -114,5 +114,8 @@ class RandDictTransform:
         """MONAI's per-item call: one draw, applied to every key."""
         return self.apply(data, self.draw(1))
 
+    def _repr_args(self) -> str:
+        return ""
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(keys={list(self.keys)}, prob={self.prob})"
+        return f"{type(self).__name__}(keys={list(self.keys)}, prob={self.prob}{self._repr_args()})"

@@ -145,6 +145,19 @@ class RandCropByPosNegLabeld:
         self._out_pool = HostBufferPool()  # CPU batch outputs: memory reused once a batch is dropped
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
 
+    @property
+    def fused(self) -> tuple[str, ...]:
+        """What runs inside this crop's gather besides the crop: the fused transforms' reprs, and the pad."""
+        pad = () if self._pad is None else (f"pad to {self._pad[0]} ({self._pad[1]}, constant 0)",)
+        return (*pad, *(repr(t) for t in self._augs))
+
+    def __repr__(self) -> str:
+        fused = f", fused=[{', '.join(self.fused)}]" if self.fused else ""
+        return (
+            f"RandCropByPosNegLabeld(keys={list(self.keys)}, spatial_size={self.spatial_size}, "
+            f"num_samples={self.num_samples}{fused})"
+        )
+
     def set_random_state(
         self, seed: int | None = None, state: torch.Generator | None = None
     ) -> RandCropByPosNegLabeld:

@@ -62,6 +62,10 @@ class _RandIntensity(RandDictTransform):
             )
         return vals
 
+    def _repr_args(self) -> str:
+        cw = ", channel_wise=True" if self.channel_wise else ""
+        return f", range={self.range}{cw}"
+
     def fused_term(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The per-crop value of the fused op (identity where the draw did not fire), float32 ``(n,)``."""
         raise NotImplementedError

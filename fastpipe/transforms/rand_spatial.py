@@ -74,6 +74,9 @@ class RandFlipd(RandDictTransform):
         axes = tuple(range(img.ndim - 1)) if self._axes is None else self.spatial_axis_list()
         return torch.flip(img, _spatial_dims("RandFlipd", img, axes))
 
+    def _repr_args(self) -> str:
+        return f", spatial_axis={self.spatial_axis}"
+
     def spatial_axis_list(self) -> list[int]:
         """The flipped axes as given (negative kept, so they count from the end of any volume)."""
         axes = self.spatial_axis
@@ -124,6 +127,9 @@ class RandRotate90d(RandDictTransform):
         if norm[0] == norm[1]:
             raise ValueError(f"RandRotate90d: spatial_axes must be 2 different axes, got {spatial_axes!r}")
         self.max_k, self.spatial_axes, self._axes = int(max_k), axes, norm
+
+    def _repr_args(self) -> str:
+        return f", max_k={self.max_k}, spatial_axes={self.spatial_axes}"
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         return {"k": draw_k(n, generator or self.generator, self.prob, self.max_k)}
