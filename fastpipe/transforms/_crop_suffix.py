@@ -65,6 +65,26 @@ def to_op_args(terms: dict[str, Any], device: torch.device) -> dict[str, torch.T
     }
 
 
+class KeyPlans:
+    """Per-key terms and op arguments of one batch, made once per set of transforms naming the key.
+
+    Keys that the same transforms name (``image`` and ``label`` under a flip of both) share their
+    orientation tensors: one host-to-device copy per batch, not per key.
+    """
+
+    def __init__(self, augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], n: int) -> None:
+        self.augs, self.draws, self.n = augs, draws, n
+        self._made: dict[tuple[tuple[int, ...], torch.device], tuple[dict, dict]] = {}
+
+    def get(self, key: str, device: torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
+        """``(terms, op_args)`` of ``key`` (see :func:`key_terms`, :func:`to_op_args`)."""
+        sig = (tuple(i for i, t in enumerate(self.augs) if key in t.keys), device)
+        if sig not in self._made:
+            terms = key_terms(self.augs, self.draws, key, self.n)
+            self._made[sig] = (terms, to_op_args(terms, device))
+        return self._made[sig]
+
+
 def check_turned_size(terms: dict[str, Any], size: tuple[int, int, int], key: str) -> None:
     """All crops must keep ``size`` under their orientation (a turn in a plane of unequal sides cannot stack)."""
     if terms["axes"] is None:

@@ -24,11 +24,10 @@ from fastpipe.ops._backends import to_device
 from fastpipe.ops._host_pool import HostBufferPool
 from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
 from fastpipe.transforms._crop_suffix import (
+    KeyPlans,
     check_intensity_dtype,
     check_turned_size,
     draw_suffix,
-    key_terms,
-    to_op_args,
     virtual_pads,
 )
 from fastpipe.transforms._resample import alloc
@@ -279,9 +278,10 @@ class RandCropByPosNegLabeld:
             if key not in self.keys and key not in skip:
                 out[key] = [d.get(key) for d in items for _ in range(self.num_samples)]
         names = [item_name(d) for d in items]
+        plans = KeyPlans(self._augs, draws, s.starts.shape[0])
         for i, key in enumerate(self._present_keys(items)):
             vols = [d[key] for d in items]
-            terms = key_terms(self._augs, draws, key, s.starts.shape[0])
+            terms, op_args = plans.get(key, vols[0].device)
             check_turned_size(terms, s.size, key)
             check_intensity_dtype(terms, key, vols[0].dtype)
             shape = (s.starts.shape[0], vols[0].shape[0], *s.size)
@@ -293,7 +293,7 @@ class RandCropByPosNegLabeld:
                 out[key] = crop_batch(
                     vols, s.starts, s.vol_index, s.size, out=buf, backend=self.backend, names=names,
                     pad_value=0.0 if self._pad is not None else None, check_bounds=i == 0,
-                    **to_op_args(terms, vols[0].device),
+                    **op_args,
                 )  # fmt: skip
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out
