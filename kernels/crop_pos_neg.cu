@@ -6,8 +6,8 @@
 // output axis. Output axis a reads source axis p_a = code_a & 3 at window coordinate
 // (code_a & 4) ? O_a - 1 - i_a : i_a, plus the crop's start along p_a. A source index outside the
 // volume reads the pad value (use_pad) or is a bounds error: the crop's first row records the crop
-// in *err (atomicMin) and nothing is read. float32 intensity is `x * scale` then `+ shift`, each
-// rounded on its own in explicit PTX without .ftz, so it keeps denormals whatever flags the
+// in *err (atomicMin) and nothing is read. float32 intensity is `x * scale` then `+ shift` (each
+// skipped when it is the identity), rounded on its own in explicit PTX without .ftz, so it keeps denormals whatever flags the
 // compiler is given (CuPy appends -ftz=true) and equals torch's two-step `mul` then `add` bit for bit.
 //
 // vols:  (B, 4) int64  -> device address of a contiguous (C, X, Y, Z) volume, X, Y, Z
@@ -43,9 +43,22 @@ __device__ __forceinline__ T apply_intensity(T x, float, float) {
   return x;
 }
 
+__device__ __forceinline__ unsigned int bits_of(float f) {
+  union {
+    float f;
+    unsigned int u;
+  } v;
+  v.f = f;
+  return v.u;
+}
+
+// s == 1 skips the multiply and o == +-0 the add: an unchanged crop is copied exactly (-0.0 included).
+// The tests compare bits, not floats: under -ftz a denormal shift would compare equal to 0.
 template <>
 __device__ __forceinline__ float apply_intensity<float>(float x, float s, float o) {
-  return add_rn(mul_rn(x, s), o);
+  if (bits_of(s) != 0x3f800000u) x = mul_rn(x, s);
+  if ((bits_of(o) & 0x7fffffffu) != 0u) x = add_rn(x, o);
+  return x;
 }
 
 template <typename T>

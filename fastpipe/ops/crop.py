@@ -10,7 +10,9 @@ This module is both the CPU implementation and the executable specification of
 - a source index outside the volume reads ``pad_value`` (allowed only when ``pad_value`` is given;
   otherwise it is an error), as if the volume had been padded with that constant first.
 - float32 only: ``x * scale[n]`` then ``+ shift[n]``, two separately rounded float32 operations
-  (denormals kept). The CUDA kernel does the same with explicit non-flushing PTX so both paths
+  (denormals kept); the multiply is skipped where ``scale[n] == 1`` and the add where
+  ``shift[n] == 0``, so a crop whose transforms did not fire is copied exactly, ``-0.0`` included,
+  as MONAI leaves it. The CUDA kernel does the same with explicit non-flushing PTX so both paths
   agree bit for bit.
 
 On CPU each crop is written in one pass from numpy views (negative strides make flips free);
@@ -173,19 +175,33 @@ def _inbound(start, ext, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]] |
     return tuple(win), tuple(src)
 
 
+CHUNK = 1 << 16  # elements per slab of the multiply-then-add: it stays in cache between the two steps
+
+
 def _write(dst: np.ndarray, src: np.ndarray, s: np.float32 | None, o: np.float32 | None) -> None:
-    if s is None:
+    """``dst = src`` with the intensity terms (``None``, ``s == 1`` and ``o == 0`` skip their step)."""
+    mul, add = s is not None and s != 1, o is not None and o != 0
+    if not mul and not add:
         np.copyto(dst, src)
-    else:  # two separately rounded float32 steps, exactly as the CUDA kernel
+    elif not mul:
+        np.add(src, o, out=dst)
+    elif not add:
         np.multiply(src, s, out=dst)
-        np.add(dst, o, out=dst)
+    else:  # two separately rounded float32 steps, exactly as the CUDA kernel, slab by slab: one pass
+        step = max(1, CHUNK // max(1, dst[0, 0].size))
+        for i in range(0, dst.shape[1], step):
+            d = dst[:, i : i + step]
+            np.multiply(src[:, i : i + step], s, out=d)
+            np.add(d, o, out=d)
 
 
 def _pad_fill(dtype: torch.dtype, pad_value: float, s, o) -> np.ndarray:
     """The pad voxel's value after the intensity terms, as a 0-d array of the output's numpy dtype."""
     pv = _np(torch.tensor([pad_value], dtype=dtype))
-    if s is not None:
-        pv = np.add(np.multiply(pv, s), o)
+    if s is not None and s != 1:
+        pv = np.multiply(pv, s)
+    if o is not None and o != 0:
+        pv = np.add(pv, o)
     return pv[0]
 
 
@@ -216,11 +232,13 @@ def _copy_one_torch(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> No
     src = win.permute(0, *(1 + p for p in perm))
     if any(flip):
         src = src.flip([1 + a for a in range(3) if flip[a]])
-    if sc is None:
-        out[n].copy_(src)
-    else:
+    mul, add = sc is not None and sc[n] != 1, sh is not None and sh[n] != 0
+    if mul:
         torch.mul(src, sc[n], out=out[n])
-        out[n].add_(sh[n])
+    if add:
+        torch.add(out[n] if mul else src, sh[n], out=out[n])
+    if not mul and not add:
+        out[n].copy_(src)
 
 
 def crop_batch_torch(

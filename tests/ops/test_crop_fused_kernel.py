@@ -67,6 +67,7 @@ def volumes(dtype, shapes, seed):
         v = torch.randn((2, *s), generator=g) * 100
         if dtype == torch.float32:
             v[0, ::2] = DENORMAL * torch.randn(v[0, ::2].shape, generator=g)  # denormal inputs
+            v[1, ::3] = -0.0  # kept as -0.0 where no shift is added
         vols.append(v.to(dtype))
     return vols
 
@@ -89,6 +90,9 @@ def test_kernel_equals_torch_with_turns_flips_pad_and_intensity(lib, dtype, padd
         kw["shift"] = torch.where(
             torch.arange(24) % 5 == 0, torch.tensor(DENORMAL), torch.rand(24, generator=g) * 0.2 - 0.1
         )
+        i = torch.arange(24)
+        kw["scale"] = torch.where(i % 6 == 1, 1.0, kw["scale"])  # identities: the step is skipped
+        kw["shift"] = torch.where(i % 7 == 2, 0.0, torch.where(i % 7 == 3, -0.0, kw["shift"]))
     ref = crop_batch_torch(vols, starts, vi, size, **kw)
     got, bad = _host_crop.run(lib, vols, starts, vi, size, **kw)
     assert bad is None
@@ -96,6 +100,7 @@ def test_kernel_equals_torch_with_turns_flips_pad_and_intensity(lib, dtype, padd
     if dtype == torch.float32:
         tiny = ref[(ref != 0) & (ref.abs() < 1.1754944e-38)]
         assert tiny.numel() > 100  # denormal results were produced and kept by both paths
+        assert bool(torch.signbit(ref[ref == 0]).any())  # -0.0 survived a crop without a shift
 
 
 def test_every_quarter_turn_and_flip_of_a_cube_matches_torch_rot90(lib):
