@@ -115,3 +115,16 @@ def test_fused_intensity_on_integer_image_says_why():
         match=r"RandShiftIntensityd fused into the crop need float32 'image', got torch.int16; MONAI",
     ):
         ds.__getitems__([0])
+
+
+@pytest.mark.timeout(60)
+def test_smart_cache_runs_the_fused_chain_batched():
+    chain = [T.FgBgToIndicesd("label"), cut((8, 8, 8), 2), T.RandFlipd(KEYS, 0.5), T.RandRotate90d(KEYS, 0.5)]
+    ds = fp.SmartCacheDataset(
+        [coord_item((12, 12, 12), f"c{i}") for i in range(4)], chain, cache_num=2, progress=False
+    )
+    try:
+        assert ds.batched
+        assert ds.__getitems__([0, 1])["image"].shape == (4, 5, 8, 8, 8)
+    finally:
+        ds.close()
