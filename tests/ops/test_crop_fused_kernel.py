@@ -185,3 +185,57 @@ def test_ptx_keeps_denormals_even_with_ftz_true(tmp_path):
     assert "mul.rn.ftz.f32" in outs["control"]  # the flag would flush plain intrinsics
     assert "mul.rn.f32" in outs["kernel"] and "add.rn.f32" in outs["kernel"]
     assert ".ftz" not in outs["kernel"]
+
+
+# --- the real kernel on a GPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8, torch.int16])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cuda_fused_kernel_equals_torch_exactly(cuda_device, dtype, padded):
+    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    from fastpipe.ops import crop_batch
+
+    shapes = [(40, 41, 70), (44, 40, 66)]
+    size = (32, 32, 64)
+    vols = [v.to(cuda_device) for v in volumes(dtype, shapes, 5)]
+    starts, vi, flips, axes = params(36, 6, size, shapes, padded)
+    kw = dict(flips=flips, axes=axes, pad_value=(3.0 if padded else None))
+    if dtype == torch.float32:
+        i = torch.arange(36)
+        kw["scale"] = torch.where(i % 3 == 0, 1.0, 1 + torch.rand(36) * 0.2)
+        kw["shift"] = torch.where(
+            i % 4 == 0, torch.tensor(DENORMAL), torch.where(i % 5 == 0, 0.0, torch.rand(36) - 0.5)
+        )
+    kw = {k: v.to(cuda_device) if torch.is_tensor(v) else v for k, v in kw.items()}
+    starts, vi = starts.to(cuda_device), vi.to(cuda_device)
+    got = crop_batch(vols, starts, vi, size, backend="cuda", **kw)
+    ref = crop_batch(vols, starts, vi, size, backend="torch", **kw)
+    torch.cuda.synchronize()
+    assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
+
+
+@pytest.mark.gpu
+def test_cuda_bounds_error_names_the_item_and_the_context_survives(cuda_device):
+    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    from fastpipe.ops import crop_batch
+
+    vols = [torch.ones((1, 8, 8, 8), device=cuda_device)]
+    vi = torch.zeros(1, dtype=torch.int64, device=cuda_device)
+    with pytest.raises(
+        ValueError,
+        match=r"crop 0 window start \(6, 0, 0\) size \(4, 4, 4\) lies outside volume 0 \(a.nii.gz\)",
+    ):
+        crop_batch(
+            vols,
+            torch.tensor([[6, 0, 0]], device=cuda_device),
+            vi,
+            (4, 4, 4),
+            backend="cuda",
+            names=["a.nii.gz"],
+        )
+    out = crop_batch(
+        vols, torch.zeros((1, 3), dtype=torch.int64, device=cuda_device), vi, (4, 4, 4), backend="cuda"
+    )
+    assert float(out.sum()) == 64.0  # no illegal address: the context still works
