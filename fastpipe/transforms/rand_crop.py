@@ -87,7 +87,8 @@ class RandCropByPosNegLabeld:
     Shape:
         ``batch_call`` returns ``(B * num_samples, C, *spatial_size)`` per key; crop ``n`` comes from item
         ``n // num_samples``; ``crop_starts``/``crop_centers`` are in the unpadded volume's voxels
-        (negative or past the end where a window reads padding). Threading: ``batch_call`` may run in several threads (the draw is locked).
+        (negative or past the end where a window reads padding). Threading: ``batch_call`` may run
+        in several threads (the draw is locked).
 
     Example:
         >>> crop = RandCropByPosNegLabeld(["image", "label"], "label", (96, 96, 96), num_samples=4)
