@@ -239,3 +239,33 @@ def test_cuda_bounds_error_names_the_item_and_the_context_survives(cuda_device):
         vols, torch.zeros((1, 3), dtype=torch.int64, device=cuda_device), vi, (4, 4, 4), backend="cuda"
     )
     assert float(out.sum()) == 64.0  # no illegal address: the context still works
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_torch_ops_path_for_cuda_tensors_equals_the_numpy_path(padded):
+    """CUDA tensors without CuPy take torch ops (flips copy); run that code on CPU tensors against the spec."""
+    from fastpipe.ops import crop as spec
+
+    shapes, size = [(9, 10, 37), (12, 9, 40)], (6, 6, 35)
+    vols = volumes(torch.float32, shapes, 7)
+    starts, vi, flips, axes = params(24, 8, size, shapes, padded)
+    scale = torch.where(torch.arange(24) % 3 == 0, 1.0, 1.5)
+    shift = torch.where(torch.arange(24) % 4 == 0, 0.0, torch.tensor(DENORMAL))
+    pad = 3.0 if padded else None
+    ref = crop_batch_torch(
+        vols, starts, vi, size, flips=flips, scale=scale, shift=shift, axes=axes, pad_value=pad
+    )
+    got = torch.empty_like(ref)
+    lists = (
+        starts.tolist(),
+        vi.tolist(),
+        size,
+        axes.tolist(),
+        flips.tolist(),
+        scale.tolist(),
+        shift.tolist(),
+        pad,
+    )
+    for n in range(24):
+        spec._copy_one_torch(n, vols, got, *lists)
+    assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
