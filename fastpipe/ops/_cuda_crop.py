@@ -111,23 +111,33 @@ def crop_batch_cuda(
         raise ValueError(f"crop_batch_cuda: out must be contiguous, got strides {out.stride()}")
     if out.numel() == 0:
         return out
-    dtype = volumes[0].dtype
-    suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
-    vols, crops, inten, use_inten = _tables(
-        volumes, starts, vol_index, flips, scale, shift, shape[0], dev, axes
-    )
-    err = torch.full((1,), INT_MAX, dtype=torch.int32, device=dev)
-    rows = shape[0] * shape[1] * shape[2] * shape[3]
     cupy, kernels = load_module()
     stream = torch.cuda.current_stream(dev)
     with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(stream.cuda_stream, dev.index):
-        args = [cupy.from_dlpack(t) for t in (vols, crops, inten, err, out.view(view))]
-        args += [np.int32(s) for s in (*shape[1:], len(volumes), use_inten, pad_value is not None)]
-        args += [np.int64(pad_bits(dtype, pad_value)), np.int64(rows)]
-        kernels[f"crop_pos_neg_{suffix}"](((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), BLOCK, tuple(args))
+        name, grid, args, keep = launch_args(
+            cupy, volumes, starts, vol_index, out, flips, scale, shift, axes, pad_value
+        )
+        kernels[name](grid, BLOCK, args)
     if check_bounds:
-        raise_bad_crop(err, volumes, starts, vol_index, shape[2:], axes, names)
+        raise_bad_crop(keep[3], volumes, starts, vol_index, out.shape[2:], axes, names)
     return out
+
+
+def launch_args(
+    cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None
+):
+    """``(kernel name, grid, args, tensors)`` of one launch: the tables, the error flag and the output
+    (``tensors``, which must outlive the launch: vols, crops, inten, err, out). Call inside the stream."""
+    n, dev, dtype = out.shape[0], out.device, volumes[0].dtype
+    suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
+    vols, crops, inten, use_inten = _tables(volumes, starts, vol_index, flips, scale, shift, n, dev, axes)
+    err = torch.full((1,), INT_MAX, dtype=torch.int32, device=dev)
+    keep = (vols, crops, inten, err, out.view(view))
+    rows = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
+    args = [cupy.from_dlpack(t) for t in keep]
+    args += [np.int32(s) for s in (*out.shape[1:], len(volumes), use_inten, pad_value is not None)]
+    args += [np.int64(pad_bits(dtype, pad_value)), np.int64(rows)]
+    return f"crop_pos_neg_{suffix}", ((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), tuple(args), keep
 
 
 def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

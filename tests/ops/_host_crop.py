@@ -1,14 +1,15 @@
-"""``kernels/crop_pos_neg.cu`` run on the host (shim + serial grid loop) with the launcher's own tables."""
+"""``kernels/crop_pos_neg.cu`` run on the host (shim + serial grid loop) with the launcher's own arguments."""
 
 from __future__ import annotations
 
 import ctypes
 from pathlib import Path
 
+import numpy as np
 import torch
 from _host_cuda import compile_host
 
-from fastpipe.ops._cuda_crop import _BITWISE, BLOCK, INT_MAX, _tables, pad_bits
+from fastpipe.ops._cuda_crop import BLOCK, INT_MAX, launch_args
 
 WRAPPERS = r"""
 #define LAUNCH(NAME, T)                                                                                  \
@@ -35,20 +36,29 @@ def build(workdir: Path) -> ctypes.CDLL:
     return compile_host("crop_pos_neg.cu", WRAPPERS, workdir)
 
 
+class _Pointers:
+    """Stands in for CuPy in ``launch_args``: a tensor becomes its address (the host kernel reads it in place)."""
+
+    @staticmethod
+    def from_dlpack(t: torch.Tensor) -> ctypes.c_void_p:
+        return ctypes.c_void_p(t.data_ptr())
+
+
+def _c(arg):
+    if isinstance(arg, ctypes.c_void_p):
+        return arg
+    return ctypes.c_longlong(int(arg)) if isinstance(arg, np.int64) else ctypes.c_int(int(arg))
+
+
 def run(lib, vols, starts, vi, size, flips=None, scale=None, shift=None, axes=None, pad_value=None):
-    """Launch the emulated kernel on CPU tensors; returns ``(out, flagged crop or None)``."""
-    n, c = starts.shape[0], vols[0].shape[0]
-    dtype = vols[0].dtype
-    out = torch.full((n, c, *size), 0, dtype=dtype)
-    table, crops, inten, use = _tables(vols, starts, vi, flips, scale, shift, n, torch.device("cpu"), axes)
-    err = torch.full((1,), INT_MAX, dtype=torch.int32)
-    rows = n * c * size[0] * size[1]
-    suffix = "f32" if dtype == torch.float32 else _BITWISE[dtype.itemsize][0]
-    fn = getattr(lib, f"run_crop_pos_neg_{suffix}")
-    ptr, i32 = ctypes.c_void_p, ctypes.c_int
-    fn(ptr(table.data_ptr()), ptr(crops.data_ptr()), ptr(inten.data_ptr()), ptr(err.data_ptr()),
-       ptr(out.data_ptr()), *(i32(s) for s in (c, *size, len(vols), use, pad_value is not None)),
-       ctypes.c_longlong(pad_bits(dtype, pad_value)), ctypes.c_longlong(rows),
-       ctypes.c_uint(BLOCK[0]), ctypes.c_uint(BLOCK[1]), ctypes.c_uint(-(-rows // BLOCK[1])))  # fmt: skip
-    bad = int(err.item())
+    """Launch the emulated kernel with the launcher's own arguments (``launch_args``) on CPU tensors.
+
+    Returns ``(out, flagged crop or None)``.
+    """
+    out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
+    name, grid, args, keep = launch_args(
+        _Pointers, vols, starts, vi, out, flips, scale, shift, axes, pad_value
+    )
+    getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*BLOCK[:2], grid[0])))
+    bad = int(keep[3].item())
     return out, (None if bad == INT_MAX else bad)
