@@ -132,3 +132,15 @@ def test_padding_mode_lets_mixed_sizes_stack_through_the_loader():
     assert batches[0]["image"].shape == (6, 5, 10, 10, 10)
     counts = Counter(tuple(s < 0 for s in st) for st in batches[0]["crop_starts"].tolist())
     assert any(any(k) for k in counts)  # some windows start in the pad
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+@pytest.mark.parametrize("method", ["symmetric", "end"])
+def test_standalone_spatial_padd_equals_monai(mode, method):
+    d = {"image": torch.randn(2, 3, 6, 7), "label": torch.arange(126, dtype=torch.int16).reshape(1, 3, 6, 7)}
+    kw = {"value": 2.0} if mode == "constant" else {}
+    ours = T.SpatialPadd(KEYS, (5, -1, 9), method=method, mode=mode, **kw)(dict(d))
+    theirs = MonaiPad(KEYS, (5, -1, 9), method=method, mode=mode, **kw)(dict(d))
+    for key in KEYS:
+        assert ours[key].dtype == d[key].dtype and torch.equal(ours[key], torch.as_tensor(theirs[key])), key
+    assert ours["image"].shape == (2, 5, 6, 9)
