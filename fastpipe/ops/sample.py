@@ -161,6 +161,15 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
     return None if res is None else (*res, plan[:, 13])
 
 
+def _padded_flat(fg, bg, is_fg, k, vol: list[int], num_samples, idx_dev, pads) -> torch.Tensor:
+    """Flat indices into the padded volumes: inner list entries moved by the pad, or pad voxels."""
+    pick, k_in, pad_flat = split_pad_picks(is_fg, k, [b.numel() for b in bg], vol, pads)
+    flat = _gather_flat(fg, bg, is_fg, k_in, num_samples, idx_dev)
+    geo = torch.tensor([(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64)
+    moved = _backends.to_device(torch.cat([geo, pad_flat[:, None], pick[:, None].long()], 1), idx_dev)
+    return torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, moved[:, :9]))
+
+
 def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=None):
     """``(centers, starts, vol_index)`` computed where the index lists live, moved to ``device`` in one copy.
 
@@ -180,14 +189,7 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=
         if pads is None:
             flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
         else:
-            vol = table[:, 12].tolist()
-            pick, k_in, pad_flat = split_pad_picks(is_fg, k, [b.numel() for b in bg], vol, pads)
-            flat = _gather_flat(fg, bg, is_fg, k_in, num_samples, idx_dev)
-            geo = torch.tensor(
-                [(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64
-            )
-            moved = _backends.to_device(torch.cat([geo, pad_flat[:, None], pick[:, None].long()], 1), idx_dev)
-            flat = torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, moved[:, :9]))
+            flat = _padded_flat(fg, bg, is_fg, k, table[:, 12].tolist(), num_samples, idx_dev, pads)
         table = _backends.to_device(table, idx_dev)
         res = (*_centers_torch(flat, table), table[:, 12])
     if idx_dev == device:
