@@ -10,8 +10,7 @@ prob=0.50)``; batches of 2 volumes (8 crops), shuffled. The cached prefix and th
 Peers, each in its own spawned process, epochs interleaved in a seeded random order per round:
 
 - ``fastpipe``: ``fp.CacheDataset`` + ``fp.ThreadDataLoader``, the chain written with fastpipe's
-  transforms (MONAI's names when ``fastpipe.transforms`` has them; else the crop's fused
-  ``flip_prob``/``shift_prob`` options, which lack the 90-degree rotation: see ``config``);
+  transforms (MONAI's names, fused into the crop);
 - ``monai_compose``: the MONAI ``Compose`` handed to ``fp.CacheDataset`` as it is, ``fp.ThreadDataLoader``;
 - ``monai_compose_monai_loader``: the same dataset read by MONAI's ``ThreadDataLoader`` (only the
   dataset line of a MONAI script changed);
@@ -176,7 +175,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--out", default=None, help="result path (default benchmarks/results/tutorial-epoch-cpu.json)"
     )
     args = p.parse_args(argv)
-    names = chains.fastpipe_has_tutorial_names()
     result = {
         "benchmark": "benchmarks.tutorial_epoch",
         "config": {
@@ -190,9 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fill_workers": args.workers,
             "torch_threads": torch.get_num_threads(),
             "suffix": "RandFlipd x3 (each axis, p=0.10), RandRotate90d (p=0.10, max_k=3), RandShiftIntensityd (0.10, p=0.50)",
-            "fastpipe_suffix": "MONAI names, fused into the crop"
-            if names
-            else "crop's fused flip_prob/shift_prob options: no RandRotate90d (fastpipe lacks the names)",
+            "fastpipe_suffix": "MONAI names, fused into the crop",
             "label_dtype": {"fastpipe": "uint8", "monai_compose": "uint8", "monai_best": "float32"},
         },  # fmt: skip
         "peer_processes": "each peer in its own spawned process; epochs interleaved, a seeded random order per round",

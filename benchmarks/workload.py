@@ -37,8 +37,8 @@ FLIP_PROB, ROT90_PROB, ROT90_MAX_K, SHIFT_OFFSETS, SHIFT_PROB = 0.10, 0.10, 3, 0
 
 
 def tutorial_suffix(T: Any) -> list[Any]:
-    """Steps 10-12 built from module ``T`` (``monai.transforms``, or ``fastpipe.transforms`` once it has
-    these names): ``RandFlipd`` on each spatial axis, ``RandRotate90d``, ``RandShiftIntensityd``."""
+    """Steps 10-12 built from module ``T`` (``monai.transforms`` or ``fastpipe.transforms``): ``RandFlipd``
+    on each spatial axis, ``RandRotate90d``, ``RandShiftIntensityd``."""
     flips = [T.RandFlipd(KEYS, spatial_axis=[axis], prob=FLIP_PROB) for axis in range(3)]
     return [
         *flips,
@@ -47,27 +47,11 @@ def tutorial_suffix(T: Any) -> list[Any]:
     ]
 
 
-def fastpipe_has_tutorial_names() -> bool:
-    """Whether ``fastpipe.transforms`` has the tutorial suffix's transforms under MONAI's names."""
-    import fastpipe.transforms as T
-
-    return all(hasattr(T, n) for n in ("RandFlipd", "RandRotate90d", "RandShiftIntensityd"))
-
-
 def fastpipe_random(tutorial: bool = True) -> list[Any]:
-    """fastpipe's random part: the crop, then the tutorial suffix (MONAI's names when fastpipe has them,
-    else the crop's fused ``flip_prob``/``shift_prob`` options, which have no 90-degree rotation)."""
+    """fastpipe's random part: the crop, then (``tutorial``) the tutorial suffix under MONAI's names."""
     from fastpipe import transforms as T
 
-    if not tutorial:
-        return [fastpipe_crop()]
-    if fastpipe_has_tutorial_names():
-        return [fastpipe_crop(), *tutorial_suffix(T)]
-    fused = {
-        "flip_prob": FLIP_PROB, "flip_axes": (0, 1, 2), "shift_prob": SHIFT_PROB,
-        "shift_offsets": (-SHIFT_OFFSETS, SHIFT_OFFSETS), "intensity_keys": "image",
-    }  # fmt: skip
-    return [T.RandCropByPosNegLabeld(KEYS, **CROP, **fused)]
+    return [fastpipe_crop(), *(tutorial_suffix(T) if tutorial else [])]
 
 
 def prefix(T: Any) -> list[Any]:

@@ -59,14 +59,20 @@ def crop_batch(
     scale: torch.Tensor | None = None,
     shift: torch.Tensor | None = None,
     backend: str = "auto",
+    axes: torch.Tensor | None = None,
+    pad_value: float | None = None,
+    names: Sequence[str] | None = None,
+    check_bounds: bool = True,
 ) -> torch.Tensor:
     """Cut ``N`` windows from ``B`` volumes into one ``(N, C, *size)`` tensor, on the volumes' device.
 
     Args:
-        volumes, starts, vol_index, size, out, flips, scale, shift: see
+        volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names: see
             :func:`fastpipe.ops.crop.crop_batch_torch` (the specification).
         backend: ``"auto"`` (default: CUDA kernel for contiguous CUDA tensors when CuPy loads, else
             torch), ``"torch"``, or ``"cuda"`` (raise instead of falling back).
+        check_bounds: CUDA only: read the kernel's bounds flag back and raise ``ValueError`` naming
+            the crop (one device sync; default True). The kernel never reads outside a volume either way.
 
     Shape:
         returns ``(N, C, E0, E1, E2)``.
@@ -80,7 +86,9 @@ def crop_batch(
         raise ValueError(f"crop_batch: backend must be one of {BACKENDS}, got {backend!r}")
     on_cuda = len(volumes) > 0 and volumes[0].is_cuda
     if backend == "torch" or (backend == "auto" and not on_cuda):
-        return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift)
+        return crop_batch_torch(
+            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+        )
     if not on_cuda:
         raise ValueError(
             f"crop_batch: backend='cuda' needs CUDA volumes, got {volumes[0].device if volumes else None}"
@@ -92,8 +100,12 @@ def crop_batch(
             raise RuntimeError(
                 f"crop_batch: backend='cuda' requested but the kernel is unavailable: {_cuda_unavailable}"
             )
-        return crop_batch_torch(volumes, starts, vol_index, size, out, flips, scale, shift)
-    return cuda.crop_batch_cuda(volumes, starts, vol_index, size, out, flips, scale, shift)
+        return crop_batch_torch(
+            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+        )
+    return cuda.crop_batch_cuda(
+        volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names, check_bounds
+    )
 
 
 def sample_centers(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

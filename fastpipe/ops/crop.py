@@ -1,12 +1,22 @@
-"""Batched crop with optional fused flip and intensity scale/shift: the pure-torch path.
+"""Batched crop with fused flips, 90-degree rotations, padding and intensity: the pure-torch path.
 
 This module is both the CPU implementation and the executable specification of
-``kernels/crop_pos_neg.cu``: for every crop ``n`` it reads the window of
-``volumes[vol_index[n]]`` that starts at ``starts[n]`` and has ``size`` voxels, flips
-it along the axes set in ``flips[n]``, then (float32 only) computes
-``x * scale[n]`` and adds ``shift[n]`` as two separately rounded float32 operations,
-and writes the result into ``out[n]``. The CUDA kernel does the same with
-``__fmul_rn``/``__fadd_rn`` so both paths agree bit for bit.
+``kernels/crop_pos_neg.cu``. For every crop ``n`` and output voxel ``(c, i0, i1, i2)``:
+
+- output axis ``a`` reads source axis ``p = axes[n, a]`` (a permutation of ``(0, 1, 2)``) at window
+  coordinate ``w = size[a] - 1 - i_a`` when ``flips[n, a]`` else ``i_a``; the source index along ``p``
+  is ``starts[n, p] + w``. So a crop is a window of ``volumes[vol_index[n]]`` seen through a signed
+  permutation of its axes: every composition of flips and 90-degree rotations is one.
+- a source index outside the volume reads ``pad_value`` (allowed only when ``pad_value`` is given;
+  otherwise it is an error), as if the volume had been padded with that constant first.
+- float32 only: ``x * scale[n]`` then ``+ shift[n]``, two separately rounded float32 operations
+  (denormals kept); the multiply is skipped where ``scale[n] == 1`` and the add where
+  ``shift[n] == 0``, so a crop whose transforms did not fire is copied exactly, ``-0.0`` included,
+  as MONAI leaves it. The CUDA kernel does the same with explicit non-flushing PTX so both paths
+  agree bit for bit.
+
+On CPU each crop is written in one pass from numpy views (negative strides make flips free);
+CUDA tensors that reach this path (no CuPy) use torch ops.
 """
 
 from __future__ import annotations
@@ -14,9 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
+import numpy as np
 import torch
 
 from fastpipe.runtime._copy_threads import run_copies
+
+IDENTITY = (0, 1, 2)
 
 
 def _check_volumes(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -35,6 +48,20 @@ def _check_volumes(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
     return first
 
 
+def _check_params(n: int, flips, axes, scale, shift, dtype: torch.dtype) -> None:
+    if flips is not None and (flips.dtype != torch.bool or tuple(flips.shape) != (n, 3)):
+        raise TypeError(f"crop_batch: flips must be bool ({n}, 3), got {flips.dtype} {tuple(flips.shape)}")
+    if axes is not None and (axes.dtype != torch.int64 or tuple(axes.shape) != (n, 3)):
+        raise TypeError(f"crop_batch: axes must be int64 ({n}, 3), got {axes.dtype} {tuple(axes.shape)}")
+    for name, t in (("scale", scale), ("shift", shift)):
+        if t is None:
+            continue
+        if t.dtype != torch.float32 or tuple(t.shape) != (n,):
+            raise TypeError(f"crop_batch: {name} must be float32 ({n},), got {t.dtype} {tuple(t.shape)}")
+        if dtype != torch.float32:
+            raise TypeError(f"crop_batch: fused intensity {name} needs float32 volumes, got {dtype}")
+
+
 def check_crop_args(
     volumes: Sequence[torch.Tensor],
     starts: torch.Tensor,
@@ -44,6 +71,7 @@ def check_crop_args(
     flips: torch.Tensor | None,
     scale: torch.Tensor | None,
     shift: torch.Tensor | None,
+    axes: torch.Tensor | None = None,
 ) -> tuple[int, ...]:
     """Validate the arguments of :func:`crop_batch`; returns the output shape ``(N, C, *size)``."""
     first = _check_volumes(volumes)
@@ -58,15 +86,7 @@ def check_crop_args(
         raise ValueError(
             f"crop_batch: expected starts (N, 3) and vol_index (N,), got {tuple(starts.shape)} and {tuple(vol_index.shape)}"
         )
-    if flips is not None and (flips.dtype != torch.bool or tuple(flips.shape) != (n, 3)):
-        raise TypeError(f"crop_batch: flips must be bool ({n}, 3), got {flips.dtype} {tuple(flips.shape)}")
-    for name, t in (("scale", scale), ("shift", shift)):
-        if t is None:
-            continue
-        if t.dtype != torch.float32 or tuple(t.shape) != (n,):
-            raise TypeError(f"crop_batch: {name} must be float32 ({n},), got {t.dtype} {tuple(t.shape)}")
-        if first.dtype != torch.float32:
-            raise TypeError(f"crop_batch: fused intensity {name} needs float32 volumes, got {first.dtype}")
+    _check_params(n, flips, axes, scale, shift, first.dtype)
     shape = (n, int(first.shape[0]), *size)
     if out is not None and (
         tuple(out.shape) != shape or out.dtype != first.dtype or out.device != first.device
@@ -78,22 +98,41 @@ def check_crop_args(
     return shape
 
 
-def check_windows(
-    volumes: Sequence[torch.Tensor], starts: list[list[int]], vol_index: list[int], size: Sequence[int]
-) -> None:
-    """Raise ``ValueError`` naming the first crop whose window is not inside its volume.
+def window_extent(perm: Sequence[int], size: Sequence[int]) -> list[int]:
+    """The window's extent along each source axis: output axis ``a`` covers ``size[a]`` voxels of axis ``perm[a]``."""
+    ext = [0, 0, 0]
+    for a, p in enumerate(perm):
+        ext[p] = int(size[a])
+    return ext
 
-    ``starts`` and ``vol_index`` are host lists (``tensor.tolist()``): a batch has a handful of crops,
-    so plain integer checks cost less than the tensor ops that would vectorise them.
+
+def check_windows(
+    volumes: Sequence[torch.Tensor],
+    starts: list[list[int]],
+    vol_index: list[int],
+    size: Sequence[int],
+    axes: list[list[int]] | None = None,
+    padded: bool = False,
+    names: Sequence[str] | None = None,
+) -> None:
+    """Raise ``ValueError`` naming the first crop whose window is not inside its volume (or bad axes).
+
+    ``starts``, ``vol_index`` and ``axes`` are host lists (``tensor.tolist()``): a batch has a handful
+    of crops, so plain integer checks cost less than the tensor ops that would vectorise them. With
+    ``padded`` a window may reach past the volume (it reads the pad value there).
     """
     shapes = [tuple(v.shape[1:]) for v in volumes]
     for n, (start, v) in enumerate(zip(starts, vol_index, strict=True)):
         if not 0 <= v < len(volumes):
             raise ValueError(f"crop_batch: crop {n} names volume {v}, but there are {len(volumes)} volumes")
-        if any(s < 0 or s + e > d for s, e, d in zip(start, size, shapes[v], strict=True)):
+        perm = axes[n] if axes is not None else IDENTITY
+        if sorted(perm) != [0, 1, 2]:
+            raise ValueError(f"crop_batch: crop {n} axes {tuple(perm)} are not a permutation of (0, 1, 2)")
+        ext = window_extent(perm, size)
+        if not padded and any(s < 0 or s + e > d for s, e, d in zip(start, ext, shapes[v], strict=True)):
+            who = f"volume {v} ({names[v]})" if names is not None else f"volume {v}"
             raise ValueError(
-                f"crop_batch: crop {n} window start {tuple(start)} size {tuple(size)} lies outside "
-                f"volume {v} {shapes[v]}"
+                f"crop_batch: crop {n} window start {tuple(start)} size {tuple(ext)} lies outside {who} {shapes[v]}"
             )
 
 
@@ -110,6 +149,98 @@ def intensity_params(
     return scale, shift
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor; non-float32 dtypes as unsigned ints of their size (copies are bitwise)."""
+    if t.dtype != torch.float32:
+        t = t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    return t.numpy()
+
+
+def _window_view(dst: np.ndarray, perm: Sequence[int], flip: Sequence[bool]) -> np.ndarray:
+    """``dst`` (C, O0, O1, O2) seen in window coordinates: axis ``q`` of the view is source axis ``q``."""
+    v = dst[(slice(None), *(slice(None, None, -1) if f else slice(None) for f in flip))]
+    inv = [perm.index(q) for q in range(3)]
+    return v.transpose(0, *(1 + a for a in inv))
+
+
+def _inbound(start, ext, shape) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """The part of the window inside the volume: ``(window slices, source slices)``, ``None`` when empty."""
+    win, src = [slice(None)], [slice(None)]
+    for s, e, d in zip(start, ext, shape, strict=True):
+        lo, hi = max(s, 0), min(s + e, d)
+        if lo >= hi:
+            return None
+        win.append(slice(lo - s, hi - s))
+        src.append(slice(lo, hi))
+    return tuple(win), tuple(src)
+
+
+CHUNK = 1 << 16  # elements per slab of the multiply-then-add: it stays in cache between the two steps
+
+
+def _write(dst: np.ndarray, src: np.ndarray, s: np.float32 | None, o: np.float32 | None) -> None:
+    """``dst = src`` with the intensity terms (``None``, ``s == 1`` and ``o == 0`` skip their step)."""
+    mul, add = s is not None and s != 1, o is not None and o != 0
+    if not mul and not add:
+        np.copyto(dst, src)
+    elif not mul:
+        np.add(src, o, out=dst)
+    elif not add:
+        np.multiply(src, s, out=dst)
+    else:  # two separately rounded float32 steps, exactly as the CUDA kernel, slab by slab: one pass
+        step = max(1, CHUNK // max(1, dst[0, 0].size))
+        for i in range(0, dst.shape[1], step):
+            d = dst[:, i : i + step]
+            np.multiply(src[:, i : i + step], s, out=d)
+            np.add(d, o, out=d)
+
+
+def _pad_fill(dtype: torch.dtype, pad_value: float, s, o) -> np.ndarray:
+    """The pad voxel's value after the intensity terms, as a 0-d array of the output's numpy dtype."""
+    pv = _np(torch.tensor([pad_value], dtype=dtype))
+    if s is not None and s != 1:
+        pv = np.multiply(pv, s)
+    if o is not None and o != 0:
+        pv = np.add(pv, o)
+    return pv[0]
+
+
+def _copy_one_numpy(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> None:
+    perm, flip = ax[n], fl[n]
+    dst = _window_view(_np(out[n]), perm, flip)
+    vol, ext = vols[vi[n]], window_extent(perm, size)
+    s = np.float32(sc[n]) if sc is not None else None
+    o = np.float32(sh[n]) if sh is not None else None
+    parts = _inbound(st[n], ext, vol.shape[1:])
+    if pad_value is not None and (parts is None or dst[parts[0]].shape != dst.shape):
+        dst[...] = _pad_fill(out.dtype, pad_value, s, o)
+    if parts is not None:
+        _write(dst[parts[0]], vol[parts[1]], s, o)
+
+
+def _copy_one_torch(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> None:
+    """The same for tensors off the CPU (torch has no negative strides: flips copy the window once)."""
+    perm, flip, vol = ax[n], fl[n], vols[vi[n]]
+    ext = window_extent(perm, size)
+    parts = _inbound(st[n], ext, vol.shape[1:])
+    if pad_value is None:
+        win = vol[parts[1]]
+    else:
+        win = torch.full((vol.shape[0], *ext), pad_value, dtype=vol.dtype, device=vol.device)
+        if parts is not None:
+            win[parts[0]] = vol[parts[1]]
+    src = win.permute(0, *(1 + p for p in perm))
+    if any(flip):
+        src = src.flip([1 + a for a in range(3) if flip[a]])
+    mul, add = sc is not None and sc[n] != 1, sh is not None and sh[n] != 0
+    if mul:
+        torch.mul(src, sc[n], out=out[n])
+    if add:
+        torch.add(out[n] if mul else src, sh[n], out=out[n])
+    if not mul and not add:
+        out[n].copy_(src)
+
+
 def crop_batch_torch(
     volumes: Sequence[torch.Tensor],
     starts: torch.Tensor,
@@ -119,50 +250,48 @@ def crop_batch_torch(
     flips: torch.Tensor | None = None,
     scale: torch.Tensor | None = None,
     shift: torch.Tensor | None = None,
+    axes: torch.Tensor | None = None,
+    pad_value: float | None = None,
+    names: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Cut ``N`` windows from ``B`` volumes into one ``(N, C, *size)`` tensor, with torch ops.
 
     Args:
         volumes: ``B`` tensors ``(C, X, Y, Z)`` of one dtype, channel count and device (any strides).
-        starts: ``(N, 3)`` int64 window starts (inclusive), each window inside its volume.
+        starts: ``(N, 3)`` int64 window starts (inclusive) per source axis.
         vol_index: ``(N,)`` int64 index into ``volumes`` per crop.
-        size: window size ``(E0, E1, E2)``.
+        size: output size ``(O0, O1, O2)``; the window spans ``size[a]`` voxels of source axis ``axes[n, a]``.
         out: preallocated ``(N, C, *size)`` output of the volumes' dtype and device; allocated when ``None``.
-        flips: ``(N, 3)`` bool, flip the window along that spatial axis (default: no flips).
+        flips: ``(N, 3)`` bool, reverse output axis ``a`` (default: no flips).
         scale: ``(N,)`` float32 multiplier per crop (float32 volumes only; default 1).
         shift: ``(N,)`` float32 offset per crop, added after the scale (default 0).
+        axes: ``(N, 3)`` int64, the source axis of each output axis (default ``(0, 1, 2)``).
+        pad_value: value read outside the volume (default ``None``: a window must lie inside).
+        names: per volume, a name for error messages (default: ``volume b``).
 
     Shape:
-        returns ``out``: ``(N, C, E0, E1, E2)``.
+        returns ``out``: ``(N, C, O0, O1, O2)``.
 
     Example:
         >>> vol = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(1, 4, 5, 6)
         >>> crop_batch_torch([vol], torch.tensor([[1, 2, 3]]), torch.tensor([0]), (2, 2, 2)).shape
         torch.Size([1, 1, 2, 2, 2])
     """
-    shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift)
-    size = shape[2:]
+    shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift, axes)
+    size, n = shape[2:], shape[0]
     if out is None:
         out = torch.empty(shape, dtype=volumes[0].dtype, device=volumes[0].device)
     st, vi = starts.tolist(), vol_index.tolist()
-    check_windows(volumes, st, vi, size)
-    fl = flips.tolist() if flips is not None else None
-    inten = intensity_params(shape[0], scale, shift, out.device)
+    ax = axes.tolist() if axes is not None else [list(IDENTITY)] * n
+    check_windows(volumes, st, vi, size, ax, pad_value is not None, names)
+    fl = flips.tolist() if flips is not None else [[False] * 3] * n
+    inten = intensity_params(n, scale, shift, out.device)
     sc, sh = (inten[0].tolist(), inten[1].tolist()) if inten is not None else (None, None)
-
-    def copy_one(n: int) -> None:
-        (x, y, z), v = st[n], vi[n]
-        src = volumes[v][:, x : x + size[0], y : y + size[1], z : z + size[2]]
-        if fl is not None and any(fl[n]):
-            src = src.flip([d + 1 for d in range(3) if fl[n][d]])
-        if sc is None:
-            out[n].copy_(src)
-        else:  # two separately rounded float32 steps, exactly as the CUDA kernel
-            torch.mul(src, sc[n], out=out[n])
-            out[n].add_(sh[n])
-
-    jobs = [partial(copy_one, n) for n in range(len(st))]
-    if out.device.type == "cpu":  # split over threads (see fastpipe.runtime._copy_threads)
+    on_cpu = out.device.type == "cpu"
+    vols = [_np(v) for v in volumes] if on_cpu else volumes
+    one = _copy_one_numpy if on_cpu else _copy_one_torch
+    jobs = [partial(one, i, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) for i in range(n)]
+    if on_cpu:  # split over threads (see fastpipe.runtime._copy_threads)
         run_copies(jobs, out.numel() * out.element_size())
     else:
         for job in jobs:

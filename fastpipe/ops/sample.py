@@ -22,6 +22,7 @@ import torch
 
 from fastpipe.ops import _backends, indices
 from fastpipe.ops._device import to_device
+from fastpipe.ops._pad_sample import VirtualPad, split_pad_picks, to_padded_flat
 
 
 @dataclass
@@ -129,7 +130,9 @@ def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, 
         if dev not in moved:  # one host-to-device copy per index device
             moved[dev] = to_device(sel, dev)
         fl, kf, kb = moved[dev][:, v * num_samples : (v + 1) * num_samples]
-        if b.numel() == 0:
+        if f.numel() == 0 and b.numel() == 0:  # only pad voxels to pick (fastpipe.ops._pad_sample)
+            flat = torch.zeros(num_samples, dtype=torch.int64, device=dev)
+        elif b.numel() == 0:
             flat = f[kf]
         elif f.numel() == 0:
             flat = b[kb]
@@ -152,7 +155,7 @@ def _centers_torch(flat: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tenso
 def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
     """Centres via ``kernels/sample_centers.cu`` when every list is a contiguous int64 tensor on one GPU."""
     lists = [t for t in (*fg, *bg) if t.numel()]
-    dev = lists[0].device
+    dev = lists[0].device if lists else torch.device("cpu")
     if any(t.device != dev or t.dtype != torch.int64 or not t.is_contiguous() for t in lists):
         return None
     # the host knows each crop's list and k: hand the kernel the address of that one int64 element
@@ -164,17 +167,35 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
     return None if res is None else (*res, plan[:, 13])
 
 
-def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device):
-    """``(centers, starts, vol_index)`` computed where the index lists live, moved to ``device`` in one copy."""
+def _padded_flat(fg, bg, is_fg, k, vol: list[int], num_samples, idx_dev, pads) -> torch.Tensor:
+    """Flat indices into the padded volumes: inner list entries moved by the pad, or pad voxels."""
+    pick, k_in, pad_flat = split_pad_picks(is_fg, k, [b.numel() for b in bg], vol, pads)
+    flat = _gather_flat(fg, bg, is_fg, k_in, num_samples, idx_dev)
+    geo = torch.tensor([(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64)
+    moved = to_device(torch.cat([geo, pad_flat[:, None], pick[:, None].long()], 1), idx_dev)
+    return torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, moved[:, :9]))
+
+
+def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=None):
+    """``(centers, starts, vol_index)`` computed where the index lists live, moved to ``device`` in one copy.
+
+    With ``pads`` (one :class:`~fastpipe.ops._pad_sample.VirtualPad` per volume) the lists index the
+    unpadded volumes and ``table`` holds the padded shapes; background draws past a list's end take
+    pad voxels.
+    """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    lists = [t for t in (*fg, *bg) if t.numel()]  # draw_choices made sure each volume has one
-    same = all(t.device == lists[0].device for t in lists)
+    lists = [t for t in (*fg, *bg) if t.numel()]
+    same = bool(lists) and all(t.device == lists[0].device for t in lists)
     idx_dev = lists[0].device if same else device
-    res = _centers_cuda(fg, bg, is_fg, k, table) if same and idx_dev.type == "cuda" else None
+    use_kernel = same and idx_dev.type == "cuda" and pads is None
+    res = _centers_cuda(fg, bg, is_fg, k, table) if use_kernel else None
     if res is None:
-        flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
+        if pads is None:
+            flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
+        else:
+            flat = _padded_flat(fg, bg, is_fg, k, table[:, 12].tolist(), num_samples, idx_dev, pads)
         table = to_device(table, idx_dev)
         res = (*_centers_torch(flat, table), table[:, 12])
     if idx_dev == device:
@@ -194,6 +215,7 @@ def sample_crops(
     device: torch.device | str = "cpu",
     allow_smaller: bool = False,
     names: Sequence[str] | None = None,
+    pads: Sequence[VirtualPad] | None = None,
 ) -> CropSample:
     """Draw the centres and window starts of ``num_samples`` crops from each of ``B`` volumes.
 
@@ -207,6 +229,8 @@ def sample_crops(
         device: where the returned centres/starts live (the volumes' device).
         allow_smaller: keep axes smaller than the ROI whole instead of raising (MONAI's meaning).
         names: per volume, a name for error messages.
+        pads: per volume, a virtual pad (``shapes`` are then the padded shapes, the index lists
+            those of the unpadded volumes; see :mod:`fastpipe.ops._pad_sample`); default none.
 
     Example:
         >>> from fastpipe.ops.indices import fg_bg_indices
@@ -220,63 +244,10 @@ def sample_crops(
     if len(sizes) > 1:
         detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
         raise ValueError(f"crops of one batch must share a size, got {detail}")
-    is_fg, k = draw_choices(
-        [f.numel() for f in fg], [b.numel() for b in bg], num_samples, pos_ratio, generator, names
-    )
+    n_bg = [b.numel() + (pads[v].n_pad if pads is not None else 0) for v, b in enumerate(bg)]
+    is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
     # per-crop table (N, 13): shape, lo, hi, half, volume index
     rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
-    centers, starts, vol_index = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device)
+    centers, starts, vol_index = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads)
     return CropSample(centers, starts, vol_index, is_fg, sizes.pop())
-
-
-def draw_augment(
-    n: int,
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    flip_prob: float = 0.0,
-    flip_axes: Sequence[int] = (0, 1, 2),
-    scale_prob: float = 0.0,
-    scale_factors: tuple[float, float] = (-0.1, 0.1),
-    shift_prob: float = 0.0,
-    shift_offsets: tuple[float, float] = (-0.1, 0.1),
-) -> dict[str, torch.Tensor]:
-    """Per-crop fused-augmentation parameters, drawn on the CPU generator and moved to ``device``.
-
-    Only terms with a probability above 0 are drawn (and returned): ``crop_flips`` ``(n, 3)`` bool
-    (each axis of ``flip_axes`` with ``flip_prob``), ``crop_scale`` ``(n,)`` float32 ``1 + f`` with
-    ``f ~ U(scale_factors)`` applied with ``scale_prob`` (else 1), ``crop_shift`` ``(n,)`` float32
-    ``o ~ U(shift_offsets)`` applied with ``shift_prob`` (else 0).
-    """
-    params = {}
-    if flip_prob > 0:
-        axes = torch.tensor([a in flip_axes for a in range(3)])
-        params["crop_flips"] = (
-            torch.rand((n, 3), generator=generator, dtype=torch.float64) < flip_prob
-        ) & axes
-    for name, prob, (lo, hi), ident in (
-        ("crop_scale", scale_prob, scale_factors, 1.0),
-        ("crop_shift", shift_prob, shift_offsets, 0.0),
-    ):
-        if prob > 0:
-            apply = torch.rand(n, generator=generator, dtype=torch.float64) < prob
-            val = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
-            params[name] = torch.where(apply, val + ident, ident).to(torch.float32)
-    return _to_device_packed(params, device)
-
-
-def _to_device_packed(params: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """``params`` moved to ``device`` in one host-to-device copy: packed as float32 columns, split there.
-
-    Flips (bool) and the float32 scale/shift are exact in float32, so the values do not change.
-    """
-    if not params or torch.device(device).type == "cpu":
-        return {k: v.to(device) for k, v in params.items()}
-    cols = [v.reshape(v.shape[0], -1).to(torch.float32) for v in params.values()]
-    packed = to_device(torch.cat(cols, dim=1), device)
-    out, at = {}, 0
-    for (k, v), c in zip(params.items(), cols, strict=True):
-        part = packed[:, at : at + c.shape[1]].reshape(v.shape)
-        out[k] = part.bool() if v.dtype == torch.bool else part.contiguous()
-        at += c.shape[1]
-    return out

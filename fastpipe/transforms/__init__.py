@@ -5,7 +5,10 @@ from fastpipe.transforms.crop import CropForegroundd
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.intensity import ScaleIntensityRanged
 from fastpipe.transforms.io import LoadImaged
+from fastpipe.transforms.pad import SpatialPadd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
+from fastpipe.transforms.rand_intensity import RandScaleIntensityd, RandShiftIntensityd
+from fastpipe.transforms.rand_spatial import RandFlipd, RandRotate90d
 from fastpipe.transforms.spatial import EnsureChannelFirstd, Orientationd, Spacingd
 from fastpipe.transforms.utility import EnsureTyped, ToDeviced
 
@@ -18,8 +21,13 @@ __all__ = [
     "LoadImaged",
     "Orientationd",
     "RandCropByPosNegLabeld",
+    "RandFlipd",
+    "RandRotate90d",
+    "RandScaleIntensityd",
+    "RandShiftIntensityd",
     "ScaleIntensityRanged",
     "Spacingd",
+    "SpatialPadd",
     "ToDeviced",
     "apply_transform",
     "flatten",

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastpipe._chain import Transform, flatten, is_random, mark_random
+from fastpipe.transforms._fuse_random import fuse_random
 from fastpipe.transforms.spatial import fuse_spatial
 
 __all__ = ["Compose", "Transform", "apply_transform", "flatten", "is_random", "mark_random", "split_chain"]
@@ -50,9 +51,16 @@ class Compose:
 
     def __init__(self, transforms: Sequence[Transform] | Transform | None = None) -> None:
         self.transforms = flatten(transforms)
+        self._fused: list[Transform] | None = None
+
+    def fused(self) -> list[Transform]:
+        """The chain as it runs: ``fuse_random`` then ``fuse_spatial`` (built once; copies, the originals stay as given)."""
+        if self._fused is None:
+            self._fused = fuse_spatial(fuse_random(self.transforms))
+        return self._fused
 
     def __call__(self, data: Any) -> Any:
-        for t in fuse_spatial(self.transforms):
+        for t in self.fused():
             data = apply_transform(t, data)
         return data
 
@@ -68,10 +76,14 @@ class Compose:
         return self.transforms[i]
 
     def set_random_state(self, seed: int) -> Compose:
-        """Seed every random transform in the chain (each gets ``seed + position``)."""
+        """Seed every random transform in the chain (each gets ``seed + position``).
+
+        The fused chain is rebuilt from the reseeded transforms on the next call.
+        """
         for i, t in enumerate(self.transforms):
             if is_random(t):
                 t.set_random_state(seed + i)
+        self._fused = None
         return self
 
     def __repr__(self) -> str:

@@ -3,7 +3,9 @@
 Sample, then apply: :func:`fastpipe.ops.sample.sample_crops` draws every centre of a batch as
 one tensor, then :func:`fastpipe.ops.crop_batch` cuts all crops of all volumes into one
 preallocated ``(B * num_samples, C, *spatial_size)`` tensor per key (one CUDA launch per key on a
-GPU), optionally fusing random flips and intensity scale/shift into the same pass.
+GPU). A run of ``RandFlipd``/``RandRotate90d``/``RandScaleIntensityd``/``RandShiftIntensityd`` right
+after the crop, and a ``SpatialPadd`` right before it, are fused into that same pass when the chain
+is built (``fastpipe.transforms._fuse_random``).
 """
 
 from __future__ import annotations
@@ -17,23 +19,22 @@ import torch
 
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
-from fastpipe.ops.sample import CropSample, draw_augment, fg_bg_indices, sample_crops
+from fastpipe.ops._device import to_device
+from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
+from fastpipe.transforms._crop_suffix import (
+    KeyPlans,
+    check_intensity_dtype,
+    check_turned_size,
+    draw_suffix,
+    virtual_pads,
+)
 from fastpipe.transforms._dict import ensure_keys, missing_key
 from fastpipe.transforms._resample import alloc
 
-BATCH_KEYS = ("crop_centers", "crop_starts", "crop_flips", "crop_scale", "crop_shift")
-
-
-def _check_range(name: str, pair: Sequence[float]) -> tuple[float, float]:
-    lo, hi = (float(v) for v in pair)
-    if lo > hi:
-        raise ValueError(
-            f"RandCropByPosNegLabeld: {name} must be (low, high) with low <= high, got {tuple(pair)}"
-        )
-    return lo, hi
+BATCH_KEYS = ("crop_centers", "crop_starts")
 
 
 def _check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
@@ -46,24 +47,6 @@ def _check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
     return int(size[0]), int(size[1]), int(size[2])
 
 
-def _check_augment(
-    flip_prob, flip_axes, scale_prob, scale_factors, shift_prob, shift_offsets
-) -> dict[str, Any]:
-    """Validated keyword arguments of :func:`fastpipe.ops.sample.draw_augment`."""
-    for name, p in (("flip_prob", flip_prob), ("scale_prob", scale_prob), ("shift_prob", shift_prob)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"RandCropByPosNegLabeld: {name} must be in [0, 1], got {p}")
-    if not set(flip_axes) <= {0, 1, 2}:
-        raise ValueError(
-            f"RandCropByPosNegLabeld: flip_axes must be spatial axes in (0, 1, 2), got {flip_axes}"
-        )
-    return dict(
-        flip_prob=flip_prob, flip_axes=tuple(flip_axes), scale_prob=scale_prob,
-        scale_factors=_check_range("scale_factors", scale_factors), shift_prob=shift_prob,
-        shift_offsets=_check_range("shift_offsets", shift_offsets),
-    )  # fmt: skip
-
-
 class RandCropByPosNegLabeld:
     """Crop ``num_samples`` patches per item centred on foreground (prob. ``pos/(pos+neg)``) or background.
 
@@ -73,10 +56,10 @@ class RandCropByPosNegLabeld:
     smaller, as in MONAI), without it such a volume raises ``ValueError``. A label without foreground
     (background) draws every centre from the other list, with a warning.
 
-    fastpipe extensions fused into the same pass (each drawn per crop): flips of each axis in
-    ``flip_axes`` with ``flip_prob`` (all keys; ``RandFlipd``), intensity ``x * (1 + f)`` with
-    ``f ~ U(scale_factors)`` with ``scale_prob`` (``RandScaleIntensityd``) then ``x + o`` with
-    ``o ~ U(shift_offsets)`` with ``shift_prob`` (``RandShiftIntensityd``), on ``intensity_keys``.
+    Random transforms that follow it in a ``Compose``/``CacheDataset`` chain (``RandFlipd``,
+    ``RandRotate90d``, ``RandScaleIntensityd``, ``RandShiftIntensityd``) are fused into its gather,
+    each drawn once per crop as MONAI draws them over the crop list; so is a constant ``SpatialPadd``
+    right before it. Write the MONAI chain; the fusion is not a public option.
 
     Args:
         keys: keys to crop (str or sequence), usually ``["image", "label"]``.
@@ -89,15 +72,19 @@ class RandCropByPosNegLabeld:
             ``{label_key}_fg_indices`` / ``{label_key}_bg_indices`` when present, else computed).
         allow_smaller: keep axes shorter than the patch whole instead of raising (default False).
         allow_missing_keys: skip keys missing from every item (default False).
-        flip_prob, flip_axes: default 0.0 and ``(0, 1, 2)`` (spatial axes).
-        scale_prob, scale_factors: default 0.0 and ``(-0.1, 0.1)``.
-        shift_prob, shift_offsets: default 0.0 and ``(-0.1, 0.1)``.
-        intensity_keys: keys the intensity terms apply to (float32 only); default all keys but the label.
+        padding_mode: ``None`` (default) or ``"constant"``: pad volumes smaller than ``spatial_size``
+            with 0, symmetrically, inside the gather (no padded copy), as ``SpatialPadd(keys,
+            spatial_size)`` right before the crop would (the name and meaning of MONAI's
+            ``padding_mode``); every crop then has ``spatial_size`` and a batch always stacks. Pad
+            voxels are background, unless ``image_key`` is set and 0 is not above ``image_threshold``
+            (MONAI's rule with indices computed on the padded volume).
         backend: ``"auto"``, ``"torch"`` or ``"cuda"`` (see :func:`fastpipe.ops.crop_batch`).
 
     Shape:
         ``batch_call`` returns ``(B * num_samples, C, *spatial_size)`` per key; crop ``n`` comes from item
-        ``n // num_samples``. Threading: ``batch_call`` may run in several threads (the draw is locked).
+        ``n // num_samples``; ``crop_starts``/``crop_centers`` are in the unpadded volume's voxels
+        (negative or past the end where a window reads padding). Threading: ``batch_call`` may run
+        in several threads (the draw is locked).
 
     Example:
         >>> crop = RandCropByPosNegLabeld(["image", "label"], "label", (96, 96, 96), num_samples=4)
@@ -122,13 +109,7 @@ class RandCropByPosNegLabeld:
         bg_indices_key: str | None = None,
         allow_smaller: bool = False,
         allow_missing_keys: bool = False,
-        flip_prob: float = 0.0,
-        flip_axes: Sequence[int] = (0, 1, 2),
-        scale_prob: float = 0.0,
-        scale_factors: Sequence[float] = (-0.1, 0.1),
-        shift_prob: float = 0.0,
-        shift_offsets: Sequence[float] = (-0.1, 0.1),
-        intensity_keys: str | Sequence[str] | None = None,
+        padding_mode: str | None = None,
         backend: str = "auto",
     ) -> None:
         self.keys, self.label_key = ensure_keys(keys), label_key
@@ -146,14 +127,32 @@ class RandCropByPosNegLabeld:
         self.bg_indices_key = bg_indices_key or f"{label_key}_bg_indices"
         self._explicit_indices = fg_indices_key is not None or bg_indices_key is not None
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
-        self._aug = _check_augment(flip_prob, flip_axes, scale_prob, scale_factors, shift_prob, shift_offsets)
-        default_ik = tuple(k for k in self.keys if k != label_key)
-        self.intensity_keys = ensure_keys(intensity_keys) if intensity_keys is not None else default_ik
+        if padding_mode not in (None, "constant"):
+            raise ValueError(
+                f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
+            )
+        self.padding_mode = padding_mode
+        pad_is_bg = image_key is None or image_threshold < 0
+        self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
+        self._augs: tuple[Any, ...] = ()  # the fused random suffix (set by fuse_random on a copy)
         self.backend = backend
         self._lock = threading.Lock()
         renew_locks_after_fork(self)
         self._out_pool = HostBufferPool()  # CPU batch outputs: memory reused once a batch is dropped
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
+
+    @property
+    def fused(self) -> tuple[str, ...]:
+        """What runs inside this crop's gather besides the crop: the fused transforms' reprs, and the pad."""
+        pad = () if self._pad is None else (f"pad to {self._pad[0]} ({self._pad[1]}, constant 0)",)
+        return (*pad, *(repr(t) for t in self._augs))
+
+    def __repr__(self) -> str:
+        fused = f", fused=[{', '.join(self.fused)}]" if self.fused else ""
+        return (
+            f"RandCropByPosNegLabeld(keys={list(self.keys)}, spatial_size={self.spatial_size}, "
+            f"num_samples={self.num_samples}{fused})"
+        )
 
     def set_random_state(
         self, seed: int | None = None, state: torch.Generator | None = None
@@ -233,50 +232,54 @@ class RandCropByPosNegLabeld:
             shapes.append(ref[1:])
         return shapes
 
-    def sample(self, items: list[dict[str, Any]]) -> tuple[CropSample, dict[str, torch.Tensor]]:
-        """Draw the crops (and fused augmentation parameters) of a batch without cutting anything."""
+    def sample(self, items: list[dict[str, Any]]) -> tuple[CropSample, list[dict[str, torch.Tensor]]]:
+        """Draw the crops (and the fused suffix's parameters) of a batch without cutting anything."""
         keys = self._present_keys(items)
         shapes = self._check_shapes(items, keys)
-        if self._aug["scale_prob"] > 0 or self._aug["shift_prob"] > 0:
-            for key in set(keys) & set(self.intensity_keys):
-                if items[0][key].dtype != torch.float32:
-                    raise TypeError(
-                        f"RandCropByPosNegLabeld: intensity augmentation of {key!r} needs float32, "
-                        f"got {items[0][key].dtype} (set intensity_keys to the float32 keys)"
-                    )
+        pads = virtual_pads(shapes, self._pad)
         device = items[0][self.label_key].device
         idx = [self._indices(d, d[self.label_key]) for d in items]
         names = [item_name(d) for d in items]
         with self._lock:
             try:
                 s = sample_crops(
-                    [i[0] for i in idx], [i[1] for i in idx], shapes, self.spatial_size, self.num_samples,
-                    self.pos_ratio, self.generator, device, self.allow_smaller, names,
+                    [i[0] for i in idx], [i[1] for i in idx], [p.padded for p in pads] if pads else shapes,
+                    self.spatial_size, self.num_samples, self.pos_ratio, self.generator, device,
+                    self.allow_smaller, names, pads,
                 )  # fmt: skip
             except ValueError as err:  # the op names the volume; say which transform asked
                 raise ValueError(f"RandCropByPosNegLabeld: {err}") from err
-            aug = draw_augment(s.starts.shape[0], self.generator, device, **self._aug)
-        return s, aug
+            draws = draw_suffix(self._augs, s.starts.shape[0], self.generator)
+        if pads is not None:  # back to the unpadded volume's voxels
+            lo = to_device(torch.tensor([p.lo for p in pads], dtype=torch.int64), s.starts.device)[
+                s.vol_index
+            ]
+            s.starts, s.centers = s.starts - lo, s.centers - lo
+        return s, draws
 
     def batch_call(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Crop a whole batch: one ``(B * num_samples, C, *size)`` tensor per key, plus the crop parameters.
 
         Keys not cropped become lists of length ``B * num_samples`` (each item's value repeated);
         index keys are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
-        patch came from, ``crop_flips``/``crop_scale``/``crop_shift`` the fused augmentation drawn.
+        patch came from.
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
         with annotate("rand_crop_sample", "random"):
-            s, aug = self.sample(items)
+            s, draws = self.sample(items)
         out: dict[str, Any] = {}
         skip = {self.fg_indices_key, self.bg_indices_key}
         for key in items[0]:
             if key not in self.keys and key not in skip:
                 out[key] = [d.get(key) for d in items for _ in range(self.num_samples)]
-        for key in self._present_keys(items):
+        names = [item_name(d) for d in items]
+        plans = KeyPlans(self._augs, draws, s.starts.shape[0])
+        for i, key in enumerate(self._present_keys(items)):
             vols = [d[key] for d in items]
-            inten = key in self.intensity_keys and ("crop_scale" in aug or "crop_shift" in aug)
+            terms, op_args = plans.get(key, vols[0].device)
+            check_turned_size(terms, s.size, key)
+            check_intensity_dtype(terms, key, vols[0].dtype)
             shape = (s.starts.shape[0], vols[0].shape[0], *s.size)
             if vols[0].device.type == "cpu":
                 buf = self._out_pool.empty(shape, vols[0].dtype)
@@ -284,11 +287,11 @@ class RandCropByPosNegLabeld:
                 buf = alloc(shape, vols[0].dtype, vols[0].device)
             with annotate(f"crop_batch[{key}]", "kernel"):
                 out[key] = crop_batch(
-                    vols, s.starts, s.vol_index, s.size, out=buf, flips=aug.get("crop_flips"),
-                    scale=aug.get("crop_scale") if inten else None, shift=aug.get("crop_shift") if inten else None,
-                    backend=self.backend,
+                    vols, s.starts, s.vol_index, s.size, out=buf, backend=self.backend, names=names,
+                    pad_value=0.0 if self._pad is not None else None, check_bounds=i == 0,
+                    **op_args,
                 )  # fmt: skip
-        out.update(crop_centers=s.centers, crop_starts=s.starts, **aug)
+        out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out
 
     def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ struct Dim3 { unsigned x, y, z; };
 static Dim3 threadIdx, blockIdx, blockDim;
 static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
 static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+static inline int atomicMin(int* p, int v) { int o = *p; if (v < o) *p = v; return o; }
 #include KERNEL_PATH
 """
 

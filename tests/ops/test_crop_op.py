@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import warnings
 from pathlib import Path
@@ -12,10 +11,9 @@ import torch
 from monai.transforms import Flip, ScaleIntensity, ShiftIntensity
 
 from fastpipe.ops import crop_batch, crop_batch_torch
-from fastpipe.ops._cuda_crop import BLOCK, _tables
 
-sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helper
-from _host_cuda import compile_host  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helpers
+import _host_crop  # noqa: E402
 
 
 def coord_volume(shape, channels=2, offset=0):
@@ -99,41 +97,16 @@ def test_errors_name_expected_and_actual():
 
 # --- the .cu source itself, run on the host: a CUDA-syntax shim + a serial grid loop -------------------------
 
-WRAPPERS = r"""
-#define LAUNCH(NAME, T)                                                                                  \
-  extern "C" void run_##NAME(const long long* v, const long long* c, const float* in, int u, void* o,  \
-                             int C, int E0, int E1, int E2, long long rows, unsigned bx, unsigned by,     \
-                             unsigned grid) {                                                            \
-    blockDim = {bx, by, 1};                                                                              \
-    for (unsigned b = 0; b < grid; ++b)                                                                  \
-      for (unsigned ty = 0; ty < by; ++ty)                                                               \
-        for (unsigned tx = 0; tx < bx; ++tx) {                                                           \
-          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                 \
-          NAME(v, c, in, u, (T*)o, C, E0, E1, E2, rows);                                                 \
-        }                                                                                                \
-  }
-LAUNCH(crop_pos_neg_f32, float)
-LAUNCH(crop_pos_neg_b1, unsigned char)
-"""
-
 
 @pytest.fixture(scope="module")
 def host_kernel(tmp_path_factory):
     """``kernels/crop_pos_neg.cu`` compiled for the CPU (skips without a C++ compiler)."""
-    return compile_host("crop_pos_neg.cu", WRAPPERS, tmp_path_factory.mktemp("kernel"))
+    return _host_crop.build(tmp_path_factory.mktemp("kernel"))
 
 
 def run_host_kernel(lib, vols, starts, vi, size, flips, scale, shift):
-    """Launch the emulated kernel with the launcher's own argument tables, on CPU tensors."""
-    n, c = starts.shape[0], vols[0].shape[0]
-    out = torch.empty((n, c, *size), dtype=vols[0].dtype)
-    table, crops, inten, use = _tables(vols, starts, vi, flips, scale, shift, n, torch.device("cpu"))
-    rows = n * c * size[0] * size[1]
-    fn = lib.run_crop_pos_neg_f32 if vols[0].dtype == torch.float32 else lib.run_crop_pos_neg_b1
-    ptr = ctypes.c_void_p
-    fn(ptr(table.data_ptr()), ptr(crops.data_ptr()), ptr(inten.data_ptr()), ctypes.c_int(use),
-       ptr(out.data_ptr()), *(ctypes.c_int(s) for s in (c, *size)), ctypes.c_longlong(rows),
-       ctypes.c_uint(BLOCK[0]), ctypes.c_uint(BLOCK[1]), ctypes.c_uint(-(-rows // BLOCK[1])))  # fmt: skip
+    out, bad = _host_crop.run(lib, vols, starts, vi, size, flips, scale, shift)
+    assert bad is None
     return out
 
 

@@ -1,4 +1,4 @@
-"""RandCropByPosNegLabeld: patches are slices at their centres, MONAI semantics, fused augmentation, bad input."""
+"""RandCropByPosNegLabeld: patches are slices at their centres, MONAI semantics, seeds, bad input (fused suffix: test_fuse_random)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,18 @@ import pickle
 
 import pytest
 import torch
-from monai.transforms import Flip, ScaleIntensity, ShiftIntensity
 from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
 
 from fastpipe.ops.indices import fg_bg_indices
-from fastpipe.transforms import Compose, RandCropByPosNegLabeld
+from fastpipe.transforms import (
+    Compose,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from fastpipe.transforms._fuse_random import fuse_random
 
 SHAPE = (40, 32, 36)
 
@@ -118,26 +125,13 @@ def test_empty_label_warns_and_no_location_raises():
         RandCropByPosNegLabeld("label", "label", 8).batch_call([d])
 
 
-def test_fused_flip_and_intensity_equal_unfused_monai_ops():
-    d = item()
-    t = RandCropByPosNegLabeld(
-        ["image", "label"], "label", (9, 8, 7), num_samples=40, flip_prob=0.5, flip_axes=(0, 2),
-        scale_prob=0.5, scale_factors=(-0.2, 0.3), shift_prob=0.5, shift_offsets=(-1.0, 1.0),
-    ).set_random_state(2)  # fmt: skip
-    b = t.batch_call([d])
-    flips, scale, shift = b["crop_flips"], b["crop_scale"], b["crop_shift"]
-    assert not flips[:, 1].any() and flips[:, 0].any() and flips[:, 2].any()
-    assert (scale == 1).any() and (scale != 1).any() and (shift == 0).any() and (shift != 0).any()
-    for n in range(40):
-        x, y, z = b["crop_starts"][n].tolist()
-        axes = [a for a in range(3) if flips[n, a]]
-        for key in ("image", "label"):
-            ref = d[key][:, x : x + 9, y : y + 8, z : z + 7]
-            ref = Flip(spatial_axis=axes)(ref) if axes else ref
-            if key == "image":  # RandScaleIntensityd then RandShiftIntensityd with the drawn factor / offset
-                ref = ScaleIntensity(minv=None, maxv=None, factor=float(scale[n].double() - 1))(ref)
-                ref = ShiftIntensity(offset=float(shift[n]))(ref)
-            assert torch.equal(b[key][n], torch.as_tensor(ref)), (key, n)
+def fused_crop(size=8, num_samples=4, keys=("image", "label")):
+    """The crop with the tutorial-like suffix fused in, as Compose/CacheDataset build it."""
+    keys = list(keys)
+    chain = [RandCropByPosNegLabeld(keys, "label", size, num_samples=num_samples), RandFlipd(keys, 0.3, 0),
+             RandRotate90d(keys, 0.5), RandScaleIntensityd(keys[0], 0.2, 0.5), RandShiftIntensityd(keys[0], 0.1, prob=0.5)]  # fmt: skip
+    (crop,) = fuse_random(chain)
+    return crop
 
 
 def test_matches_monai_shapes_and_monai_crops_are_valid_slices():
@@ -154,10 +148,10 @@ def test_matches_monai_shapes_and_monai_crops_are_valid_slices():
 
 def test_seeding_is_reproducible_and_compose_seeds_it():
     d = item()
-    t = RandCropByPosNegLabeld("image", "label", 8, num_samples=4, flip_prob=0.5)
+    t = fused_crop()
     a = t.set_random_state(5).batch_call([d])
     b = t.set_random_state(5).batch_call([d])
-    assert torch.equal(a["image"], b["image"]) and torch.equal(a["crop_flips"], b["crop_flips"])
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["crop_centers"], b["crop_centers"])
     c1 = Compose([t]).set_random_state(11)
     first = c1(d)[0]["image"]
     assert torch.equal(Compose([t]).set_random_state(11)(d)[0]["image"], first)
@@ -192,9 +186,10 @@ def test_bad_input_names_expected_and_actual():
     ):
         RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
     with pytest.raises(
-        TypeError, match="intensity augmentation of 'coords' needs float32, got torch.float64"
+        TypeError,
+        match="RandScaleIntensityd and RandShiftIntensityd fused into the crop need float32 'coords', got torch.float64",
     ):
-        RandCropByPosNegLabeld(["coords"], "label", 8, scale_prob=1.0).batch_call([item()])
+        fused_crop(keys=["coords"]).batch_call([item()])
     with pytest.raises(KeyError, match=r"key 'mask' missing from \['case'\]"):
         RandCropByPosNegLabeld(["image", "mask"], "label", 8).batch_call([item()])
     out = RandCropByPosNegLabeld(["image", "mask"], "label", 8, allow_missing_keys=True).batch_call([item()])
@@ -205,15 +200,10 @@ def test_bad_input_names_expected_and_actual():
 def test_gpu_batch_equals_cpu_batch(cuda_device):
     items = [item(seed=s, name=f"c{s}") for s in range(3)]
     gpu_items = [{k: (v.to(cuda_device) if torch.is_tensor(v) else v) for k, v in d.items()} for d in items]
-    kw = dict(num_samples=4, flip_prob=0.3, scale_prob=0.5, shift_prob=0.5)
-    cpu = RandCropByPosNegLabeld(["image", "label"], "label", 16, **kw).set_random_state(8).batch_call(items)
-    gpu = (
-        RandCropByPosNegLabeld(["image", "label"], "label", 16, **kw)
-        .set_random_state(8)
-        .batch_call(gpu_items)
-    )
+    cpu = fused_crop(16).set_random_state(8).batch_call(items)
+    gpu = fused_crop(16).set_random_state(8).batch_call(gpu_items)
     assert gpu["image"].is_cuda
-    for key in ("image", "label", "crop_centers", "crop_flips", "crop_scale"):
+    for key in ("image", "label", "crop_centers", "crop_starts"):
         assert torch.equal(cpu[key], gpu[key].cpu()), key
 
 

@@ -1,0 +1,108 @@
+"""The random suffix fused into ``RandCropByPosNegLabeld``: draws for a batch, then per-key op arguments.
+
+``fastpipe.transforms._fuse_random`` hands the crop a run of ``RandFlipd``/``RandRotate90d``/
+``RandScaleIntensityd``/``RandShiftIntensityd`` (in chain order) and, optionally, the pad of an
+absorbed ``SpatialPadd``. Each transform draws once per crop from the crop's generator, in chain
+order; a key then gets the orientation composed of the spatial transforms that name it and the
+``scale``/``shift`` of the intensity transforms that name it (at most one of each, scale first:
+the fusion guarantees that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from fastpipe.ops._device import to_device
+from fastpipe.ops._pad_sample import VirtualPad
+from fastpipe.ops.rand_params import Orientation
+from fastpipe.transforms.pad import pad_width
+
+
+def virtual_pads(
+    shapes: Sequence[Sequence[int]], pad: tuple[tuple[int, ...], str, bool] | None
+) -> list[VirtualPad] | None:
+    """One :class:`VirtualPad` per volume for the pad ``(spatial_size, method, pad_is_bg)``, or ``None``."""
+    if pad is None:
+        return None
+    size, method, pad_is_bg = pad
+    out = []
+    for shape in shapes:
+        width = pad_width(shape, size, method)
+        padded = tuple(s + a + b for s, (a, b) in zip(shape, width, strict=True))
+        out.append(VirtualPad(tuple(a for a, _ in width), tuple(shape), padded, pad_is_bg))
+    return out
+
+
+def draw_suffix(augs: Sequence[Any], n: int, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """Every fused transform's parameters for ``n`` crops, in chain order, from one generator."""
+    return [t.draw(n, generator) for t in augs]
+
+
+def key_terms(augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], key: str, n: int) -> dict[str, Any]:
+    """Host tensors for :func:`fastpipe.ops.crop_batch` of ``key``: ``axes``/``flips``/``scale``/``shift`` or ``None``."""
+    o, terms = Orientation.identity(n), {"scale": None, "shift": None}
+    names = []
+    for t, p in zip(augs, draws, strict=True):
+        if key not in t.keys:
+            continue
+        if hasattr(t, "orient"):
+            o = t.orient(o, p)
+        else:
+            terms["scale" if hasattr(t, "factors") else "shift"] = t.fused_term(p)
+            names.append(type(t).__name__)
+    still = o.is_identity()
+    return {"axes": None if still else o.axes, "flips": None if still else o.flips, **terms, "names": names}
+
+
+def to_op_args(terms: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor | None]:
+    """The terms moved to the volumes' device in one copy per tensor kind."""
+    return {
+        k: None if terms[k] is None else to_device(terms[k], device)
+        for k in ("axes", "flips", "scale", "shift")
+    }
+
+
+class KeyPlans:
+    """Per-key terms and op arguments of one batch, made once per set of transforms naming the key.
+
+    Keys that the same transforms name (``image`` and ``label`` under a flip of both) share their
+    orientation tensors: one host-to-device copy per batch, not per key.
+    """
+
+    def __init__(self, augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], n: int) -> None:
+        self.augs, self.draws, self.n = augs, draws, n
+        self._made: dict[tuple[tuple[int, ...], torch.device], tuple[dict, dict]] = {}
+
+    def get(self, key: str, device: torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
+        """``(terms, op_args)`` of ``key`` (see :func:`key_terms`, :func:`to_op_args`)."""
+        sig = (tuple(i for i, t in enumerate(self.augs) if key in t.keys), device)
+        if sig not in self._made:
+            terms = key_terms(self.augs, self.draws, key, self.n)
+            self._made[sig] = (terms, to_op_args(terms, device))
+        return self._made[sig]
+
+
+def check_turned_size(terms: dict[str, Any], size: tuple[int, int, int], key: str) -> None:
+    """All crops must keep ``size`` under their orientation (a turn in a plane of unequal sides cannot stack)."""
+    if terms["axes"] is None:
+        return
+    turned = torch.tensor(size)[terms["axes"]]
+    if not bool((turned == torch.tensor(size)).all()):
+        raise ValueError(
+            f"RandCropByPosNegLabeld: the fused RandRotate90d turns {key!r} crops of size {size} in a plane "
+            "whose two sides differ, so the crops of a batch would differ in shape; crop a size with equal "
+            "sides in the plane (or pad, so allow_smaller never shrinks them)"
+        )
+
+
+def check_intensity_dtype(terms: dict[str, Any], key: str, dtype: torch.dtype) -> None:
+    """The fused intensity computes in float32: raise ``TypeError`` saying why for any other dtype."""
+    if terms["names"] and dtype != torch.float32:
+        raise TypeError(
+            f"RandCropByPosNegLabeld: {' and '.join(terms['names'])} fused into the crop need float32 {key!r}, "
+            f"got {dtype}; MONAI would compute in float and cast back to {dtype} (shift) or return float32 "
+            "(scale). Convert first (EnsureTyped(keys, dtype=torch.float32)) or drop the key from the transform"
+        )

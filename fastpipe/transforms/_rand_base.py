@@ -1,0 +1,121 @@
+"""Shared machinery of the batched dictionary random transforms (``RandFlipd``, ``RandShiftIntensityd``, ...).
+
+Every such transform draws its parameters for ``n`` crops as one tensor (:meth:`RandDictTransform.draw`,
+from a CPU ``torch.Generator``), then applies them deterministically (:meth:`RandDictTransform.apply`
+per item; fused into ``RandCropByPosNegLabeld``'s gather by ``fastpipe.transforms._fuse_random``).
+Calling the transform on one item is ``apply(item, draw(1), 0)``: the per-item path and the fused
+batched path draw from the same distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+
+from fastpipe.transforms._dict import ensure_keys, present_keys
+
+
+def check_prob(who: str, prob: Any) -> float:
+    """``prob`` as a float in ``[0, 1]``, else ``ValueError`` naming the transform and the value."""
+    try:
+        p = float(prob)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{who}: prob must be a number in [0, 1], got {prob!r}") from err
+    if not 0.0 <= p <= 1.0:  # also False for NaN
+        raise ValueError(f"{who}: prob must be in [0, 1], got {prob!r}")
+    return p
+
+
+def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
+    """MONAI's range argument: a number ``v >= 0`` means ``(-v, v)``, a pair ``(lo, hi)`` is sorted; no NaN."""
+    if isinstance(value, (int, float)):
+        v = float(value)
+        if math.isnan(v) or v < 0:
+            raise ValueError(
+                f"{who}: {name} must be a number >= 0 (range (-{name}, {name})) or a pair, got {value!r}"
+            )
+        return -v, v
+    try:
+        lo, hi = (float(x) for x in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{who}: {name} must be a number >= 0 or a pair (low, high), got {value!r}") from err
+    if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
+        raise ValueError(f"{who}: {name} must be finite, got {value!r}")
+    return min(lo, hi), max(lo, hi)
+
+
+def check_axis(who: str, name: str, axis: Any, ndim: int = 3) -> int:
+    """A spatial axis in ``[-ndim, ndim)`` as a non-negative int, else ``ValueError`` naming the value."""
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{who}: {name} must hold spatial axes in [-{ndim}, {ndim - 1}] of the volume, got {axis!r}"
+        )
+    return axis % ndim
+
+
+class RandDictTransform:
+    """Base of the batched random transforms: keys, ``prob``, a CPU ``torch.Generator``, draw/apply.
+
+    Subclasses implement ``draw(n, generator) -> dict[str, Tensor]`` and ``apply_one(img, params, i)``.
+    Threading: one transform object is not thread-safe (its generator advances); ``CacheDataset``
+    gives each loader thread a copy.
+    """
+
+    random = True
+
+    def __init__(self, keys: str | Sequence[str], prob: float, allow_missing_keys: bool) -> None:
+        self.keys = ensure_keys(keys)
+        self.prob = check_prob(type(self).__name__, prob)
+        self.allow_missing_keys = bool(allow_missing_keys)
+        self.set_random_state(int(torch.randint(0, 2**62, (1,))))
+
+    def set_random_state(
+        self, seed: int | None = None, state: torch.Generator | None = None
+    ) -> RandDictTransform:
+        """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``); returns ``self``."""
+        if state is not None:
+            self.generator = state
+        else:
+            self.generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["generator"] = self.generator.get_state()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        gen = torch.Generator()
+        gen.set_state(state["generator"])
+        self.__dict__.update(state, generator=gen)
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The parameters of ``n`` crops (host tensors with a leading ``n``), from ``generator`` or this transform's own."""
+        raise NotImplementedError
+
+    def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+        """Apply crop ``i``'s parameters to one channel-first tensor."""
+        raise NotImplementedError
+
+    def apply(
+        self, data: dict[Hashable, Any], params: dict[str, torch.Tensor], i: int = 0
+    ) -> dict[Hashable, Any]:
+        """A new dict with the transform's keys replaced by ``apply_one`` results (other values shared)."""
+        d = dict(data)
+        for j in present_keys(d, self.keys, self.allow_missing_keys, type(self).__name__):
+            key = self.keys[j]
+            d[key] = self.apply_one(torch.as_tensor(d[key]), params, i)
+        return d
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """MONAI's per-item call: one draw, applied to every key."""
+        return self.apply(data, self.draw(1))
+
+    def _repr_args(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(keys={list(self.keys)}, prob={self.prob}{self._repr_args()})"

@@ -1,0 +1,145 @@
+"""``RandFlipd`` and ``RandRotate90d``: MONAI's random flips and quarter turns, batched.
+
+Both draw once per call (per crop when they follow a crop with ``num_samples``, as MONAI does
+when it maps them over the crop list) and apply the same draw to every key. After
+``RandCropByPosNegLabeld`` they are fused into the crop's gather (see
+``fastpipe.transforms._fuse_random``): a flip or a rotation is then only a different order of
+reading the window, with no pass over the data of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+import torch
+
+from fastpipe.ops.rand_params import Orientation, draw_k, draw_uniform
+from fastpipe.transforms._rand_base import RandDictTransform, check_axis
+
+
+def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]:
+    """Tensor dims of spatial ``axes`` (given for 3-D volumes, negative allowed) in a channel-first ``img``."""
+    nsp = img.ndim - 1
+    out = []
+    for a in axes:
+        if not -nsp <= a < nsp:
+            raise ValueError(
+                f"{who}: spatial axis {a} is outside the {nsp}-D volume of shape {tuple(img.shape)}"
+            )
+        out.append(1 + a % nsp)
+    return out
+
+
+class RandFlipd(RandDictTransform):
+    """Flip the volumes of ``keys`` along ``spatial_axis`` with probability ``prob`` (MONAI's ``RandFlipd``).
+
+    Args:
+        keys: keys to flip (str or sequence).
+        prob: probability of flipping (default 0.1), one draw per call for all keys.
+        spatial_axis: spatial axis or axes to flip (negative allowed); ``None`` (default) flips every
+            spatial axis.
+        allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
+
+    Shape:
+        ``(C, X, Y, Z)`` in and out.
+
+    Example:
+        >>> flip = RandFlipd(["image", "label"], prob=1.0, spatial_axis=0)
+        >>> out = flip({"image": torch.arange(2.0).reshape(1, 2, 1, 1), "label": torch.zeros(1, 2, 1, 1)})
+        >>> out["image"].flatten().tolist()
+        [1.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        prob: float = 0.1,
+        spatial_axis: int | Sequence[int] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, prob, allow_missing_keys)
+        axes = spatial_axis if spatial_axis is None or not isinstance(spatial_axis, int) else [spatial_axis]
+        self.spatial_axis = spatial_axis
+        self._axes = None if axes is None else tuple(check_axis("RandFlipd", "spatial_axis", a) for a in axes)
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        fire, _ = draw_uniform(n, generator or self.generator, self.prob, 0.0, 1.0)
+        return {"fire": fire}
+
+    def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+        if not params["fire"][i]:
+            return img
+        axes = tuple(range(img.ndim - 1)) if self._axes is None else self.spatial_axis_list()
+        return torch.flip(img, _spatial_dims("RandFlipd", img, axes))
+
+    def _repr_args(self) -> str:
+        return f", spatial_axis={self.spatial_axis}"
+
+    def spatial_axis_list(self) -> list[int]:
+        """The flipped axes as given (negative kept, so they count from the end of any volume)."""
+        axes = self.spatial_axis
+        return [axes] if isinstance(axes, int) else list(axes)
+
+    def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
+        """Compose this transform's draws into the crops' orientation (3-D volumes)."""
+        return o.flip(params["fire"], self._axes if self._axes is not None else (0, 1, 2))
+
+
+class RandRotate90d(RandDictTransform):
+    """Rotate by ``k`` quarter turns in the plane ``spatial_axes`` with probability ``prob`` (MONAI's ``RandRotate90d``).
+
+    When it fires, ``k`` is uniform in ``1..max_k`` (MONAI: ``R.randint(max_k) + 1``); the rotation
+    is ``torch.rot90(img, k, spatial_axes)`` on the spatial dims, for every key with the same ``k``.
+
+    Args:
+        keys: keys to rotate (str or sequence).
+        prob: probability of rotating (default 0.1).
+        max_k: largest number of quarter turns (default 3), an int >= 1.
+        spatial_axes: the two spatial axes of the plane (default ``(0, 1)``; negative allowed).
+        allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
+
+    Shape:
+        ``(C, X, Y, Z)`` in; the two axes of the plane swap sizes for odd ``k``.
+
+    Example:
+        >>> rot = RandRotate90d("image", prob=1.0, max_k=1)
+        >>> rot({"image": torch.arange(4.0).reshape(1, 2, 2, 1)})["image"].flatten().tolist()
+        [1.0, 3.0, 0.0, 2.0]
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        prob: float = 0.1,
+        max_k: int = 3,
+        spatial_axes: tuple[int, int] = (0, 1),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, prob, allow_missing_keys)
+        if isinstance(max_k, bool) or not isinstance(max_k, Integral) or max_k < 1:
+            raise ValueError(f"RandRotate90d: max_k must be an int >= 1, got {max_k!r}")
+        axes = tuple(spatial_axes) if isinstance(spatial_axes, Sequence) else (spatial_axes,)
+        if len(axes) != 2:
+            raise ValueError(f"RandRotate90d: spatial_axes must be 2 spatial axes, got {spatial_axes!r}")
+        norm = tuple(check_axis("RandRotate90d", "spatial_axes", a) for a in axes)
+        if norm[0] == norm[1]:
+            raise ValueError(f"RandRotate90d: spatial_axes must be 2 different axes, got {spatial_axes!r}")
+        self.max_k, self.spatial_axes, self._axes = int(max_k), axes, norm
+
+    def _repr_args(self) -> str:
+        return f", max_k={self.max_k}, spatial_axes={self.spatial_axes}"
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        return {"k": draw_k(n, generator or self.generator, self.prob, self.max_k)}
+
+    def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+        k = int(params["k"][i])
+        if k == 0:
+            return img
+        return torch.rot90(img, k, _spatial_dims("RandRotate90d", img, self.spatial_axes))
+
+    def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
+        """Compose this transform's draws into the crops' orientation (3-D volumes)."""
+        return o.rot90(params["k"], self._axes)

@@ -1,0 +1,64 @@
+"""``kernels/crop_pos_neg.cu`` run on the host (shim + serial grid loop) with the launcher's own arguments."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+import torch
+from _host_cuda import compile_host
+
+from fastpipe.ops._cuda_crop import BLOCK, INT_MAX, launch_args
+
+WRAPPERS = r"""
+#define LAUNCH(NAME, T)                                                                                  \
+  extern "C" void run_##NAME(const long long* v, const long long* c, const float* in, int* err, void* o, \
+                             int C, int O0, int O1, int O2, int nvols, int u, int up, long long pad,       \
+                             long long rows, unsigned bx, unsigned by, unsigned grid) {                   \
+    blockDim = {bx, by, 1};                                                                              \
+    for (unsigned b = 0; b < grid; ++b)                                                                  \
+      for (unsigned ty = 0; ty < by; ++ty)                                                               \
+        for (unsigned tx = 0; tx < bx; ++tx) {                                                           \
+          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                 \
+          NAME(v, c, in, err, (T*)o, C, O0, O1, O2, nvols, u, up, pad, rows);                            \
+        }                                                                                                \
+  }
+LAUNCH(crop_pos_neg_f32, float)
+LAUNCH(crop_pos_neg_b1, unsigned char)
+LAUNCH(crop_pos_neg_b2, unsigned short)
+LAUNCH(crop_pos_neg_b4, unsigned int)
+LAUNCH(crop_pos_neg_b8, unsigned long long)
+"""
+
+
+def build(workdir: Path) -> ctypes.CDLL:
+    return compile_host("crop_pos_neg.cu", WRAPPERS, workdir)
+
+
+class _Pointers:
+    """Stands in for CuPy in ``launch_args``: a tensor becomes its address (the host kernel reads it in place)."""
+
+    @staticmethod
+    def from_dlpack(t: torch.Tensor) -> ctypes.c_void_p:
+        return ctypes.c_void_p(t.data_ptr())
+
+
+def _c(arg):
+    if isinstance(arg, ctypes.c_void_p):
+        return arg
+    return ctypes.c_longlong(int(arg)) if isinstance(arg, np.int64) else ctypes.c_int(int(arg))
+
+
+def run(lib, vols, starts, vi, size, flips=None, scale=None, shift=None, axes=None, pad_value=None):
+    """Launch the emulated kernel with the launcher's own arguments (``launch_args``) on CPU tensors.
+
+    Returns ``(out, flagged crop or None)``.
+    """
+    out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
+    name, grid, args, keep = launch_args(
+        _Pointers, vols, starts, vi, out, flips, scale, shift, axes, pad_value
+    )
+    getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*BLOCK[:2], grid[0])))
+    bad = int(keep[3].item())
+    return out, (None if bad == INT_MAX else bad)

@@ -1,0 +1,113 @@
+"""RandFlipd, RandRotate90d, RandShiftIntensityd, RandScaleIntensityd on their own: MONAI's results, dtype rules, bad input."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import pytest
+import torch
+from monai import transforms as M
+
+from fastpipe import transforms as T
+
+
+def item(dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "image": (torch.randn((2, 5, 6, 7), generator=g) * 100).to(dtype),
+        "label": torch.arange(210).reshape(1, 5, 6, 7),
+    }
+
+
+def monai(t, d):
+    return {k: torch.as_tensor(v) for k, v in t(dict(d)).items()}
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (T.RandFlipd(["image", "label"], prob=1.0), M.RandFlipd(["image", "label"], prob=1.0)),
+        (T.RandFlipd(["image", "label"], prob=1.0, spatial_axis=-1), M.RandFlipd(["image", "label"], prob=1.0, spatial_axis=-1)),
+        (T.RandRotate90d(["image", "label"], prob=1.0, max_k=1, spatial_axes=(2, 0)),
+         M.RandRotate90d(["image", "label"], prob=1.0, max_k=1, spatial_axes=(2, 0))),
+        (T.RandShiftIntensityd("image", (0.75, 0.75), prob=1.0), M.RandShiftIntensityd("image", (0.75, 0.75), prob=1.0)),
+        (T.RandScaleIntensityd("image", (0.3, 0.3), prob=1.0), M.RandScaleIntensityd("image", (0.3, 0.3), prob=1.0)),
+        (T.RandShiftIntensityd("image", (0.5, 0.5), prob=1.0, channel_wise=True),
+         M.RandShiftIntensityd("image", (0.5, 0.5), prob=1.0, channel_wise=True)),
+        (T.RandScaleIntensityd("image", 0.2, prob=0.0), M.RandScaleIntensityd("image", 0.2, prob=0.0)),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int16])
+def test_per_item_equals_monai(ours, theirs, dtype):
+    d = item(dtype)
+    a, b = ours(dict(d)), monai(theirs, d)
+    for key in ("image", "label"):
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("safe", [False, True])
+def test_integer_shift_follows_monai_cast_and_safe(safe):
+    d = {"image": torch.tensor([[[[250, 3, 100]]]], dtype=torch.uint8)}  # 250 + 10.7 overflows uint8
+    ours = T.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(d)["image"]
+    theirs = torch.as_tensor(
+        M.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(dict(d))["image"]
+    )
+    assert ours.dtype == torch.uint8 and torch.equal(ours, theirs)
+
+
+def test_draws_are_in_range_with_prob():
+    t = T.RandRotate90d("image", prob=0.3, max_k=2).set_random_state(0)
+    k = t.draw(4000)["k"]
+    assert set(k.tolist()) == {0, 1, 2} and abs((k > 0).float().mean() - 0.3) < 0.03
+    s = T.RandShiftIntensityd("image", (-0.2, 0.6), prob=1.0).draw(1000)["value"]
+    assert s.min() >= -0.2 and s.max() <= 0.6 and s.max() - s.min() > 0.7
+
+
+def test_seed_copies_and_pickle_replay():
+    d = item()
+    t = T.RandShiftIntensityd("image", 1.0, prob=0.5).set_random_state(3)
+    clone, again = copy.deepcopy(t), pickle.loads(pickle.dumps(t))
+    first = [t(d)["image"] for _ in range(6)]
+    for other in (clone, again):
+        assert all(torch.equal(a, other(d)["image"]) for a in first)
+    assert not all(torch.equal(first[0], f) for f in first[1:])
+
+
+def test_missing_keys_like_monai():
+    with pytest.raises(KeyError, match="RandFlipd: key 'mask' missing"):
+        T.RandFlipd(["image", "mask"], prob=1.0)(item())
+    assert "mask" not in T.RandFlipd(["image", "mask"], prob=1.0, allow_missing_keys=True)(item())
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: T.RandRotate90d("image", spatial_axes=(0, 3)), r"RandRotate90d: spatial_axes .* got 3"),
+        (lambda: T.RandRotate90d("image", spatial_axes=(1, -2)), r"RandRotate90d: spatial_axes must be 2 different axes, got \(1, -2\)"),
+        (lambda: T.RandRotate90d("image", spatial_axes=(0,)), r"RandRotate90d: spatial_axes must be 2 spatial axes"),
+        (lambda: T.RandRotate90d("image", max_k=0), r"RandRotate90d: max_k must be an int >= 1, got 0"),
+        (lambda: T.RandFlipd("image", spatial_axis=[0, 4]), r"RandFlipd: spatial_axis .* got 4"),
+        (lambda: T.RandShiftIntensityd("image", offsets=-0.1), r"RandShiftIntensityd: offsets must be a number >= 0 .* got -0.1"),
+        (lambda: T.RandShiftIntensityd("image", offsets=math.nan), r"RandShiftIntensityd: offsets .* got nan"),
+        (lambda: T.RandShiftIntensityd("image", offsets=(0.0, math.nan)), r"RandShiftIntensityd: offsets must be finite"),
+        (lambda: T.RandScaleIntensityd("image", factors=-1), r"RandScaleIntensityd: factors must be a number >= 0"),
+        (lambda: T.RandFlipd("image", prob=1.5), r"RandFlipd: prob must be in \[0, 1\], got 1.5"),
+        (lambda: T.RandRotate90d("image", prob=-0.1), r"RandRotate90d: prob must be in \[0, 1\], got -0.1"),
+        (lambda: T.RandShiftIntensityd("image", 0.1, prob=math.nan), r"RandShiftIntensityd: prob must be in \[0, 1\], got nan"),
+        (lambda: T.SpatialPadd("image", (4, 4)), r"SpatialPadd: spatial_size must be an int or 3 ints, got \(4, 4\)"),
+        (lambda: T.SpatialPadd("image", 4, mode="median"), r"SpatialPadd: mode must be one of"),
+        (lambda: T.RandCropByPosNegLabeld("image", "label", 4, padding_mode="edge"), r"padding_mode must be None or 'constant', got 'edge'"),
+    ],
+)  # fmt: skip
+def test_bad_input_names_transform_and_value(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_axis_outside_a_smaller_volume_is_named_at_call():
+    with pytest.raises(
+        ValueError, match=r"RandRotate90d: spatial axis 2 is outside the 2-D volume of shape \(1, 4, 4\)"
+    ):
+        T.RandRotate90d("image", prob=1.0, spatial_axes=(0, 2))({"image": torch.zeros(1, 4, 4)})
