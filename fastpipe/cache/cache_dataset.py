@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
+from fastpipe.cache._checks import check_device_points, check_items, check_items_left
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.profiling import annotate
@@ -92,6 +93,9 @@ class CacheDataset(torch.utils.data.Dataset):
             inputs, rank, world_size, partition_seed, even_divisible
         )
         prefix, self.suffix = (wrap_chain(part) for part in split_chain(transform))  # NVTX ranges when on
+        check_device_points(prefix)
+        if source is None:
+            check_items(inputs, [*prefix, *self.suffix])
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir)
@@ -120,6 +124,7 @@ class CacheDataset(torch.utils.data.Dataset):
             report = run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, on_error)
         if report.skipped:
             self._keep = [s for s in self._keep if s not in report.skipped]
+            check_items_left(len(self._keep), report.skipped, len(self._inputs))
         log.info(
             "cache fill: %d items, %.1f MiB in %s, %.2f s",
             report.items,
