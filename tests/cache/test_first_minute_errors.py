@@ -121,3 +121,45 @@ def test_update_cache_without_loader_still_swaps_every_call():
         ds.update_cache()
         ds.update_cache()
         assert ds.stats()["rounds"] == 2 and sorted(ds.window_indices()) == [4, 5, 6, 7]
+
+
+def test_swap_guard_tells_the_loader_thread_from_the_user():
+    import threading
+
+    from fastpipe.cache._swap_guard import SwapGuard
+
+    guard, seen = SwapGuard(), []
+    entered, release = threading.Event(), threading.Event()
+
+    def loader_call():
+        with guard.by_loader():
+            seen.append(("loader", guard.skip_user_call()))
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=loader_call)
+    t.start()
+    entered.wait(5)
+    with pytest.warns(UserWarning, match="right after ThreadDataLoader swapped"):
+        seen.append(("user during the loader's swap", guard.skip_user_call()))
+    release.set()
+    t.join(5)
+    seen.append(("user again", guard.skip_user_call()))
+    assert seen == [("loader", False), ("user during the loader's swap", True), ("user again", False)]
+
+
+@pytest.mark.timeout(60)
+def test_user_update_cache_with_persistent_workers_never_swaps_twice():
+    ds = fp.SmartCacheDataset(
+        items(8), [CountingDet(), RandAdd()], cache_num=4, replace_rate=0.5, shuffle=False, progress=False
+    )
+    loader = fp.ThreadDataLoader(ds, batch_size=2, persistent_workers=True)
+    with ds, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            for _batch in loader:
+                pass
+            ds.update_cache()
+        loader.close()
+        # the loader swaps once per epoch made (it may have made the 4th epoch ahead); the loop's calls never
+        assert ds._swap_guard.skipped == 3 and ds.stats()["rounds"] in (3, 4)
