@@ -14,8 +14,10 @@ STAMP   := $(VENV)/.installed
 .PHONY: help install test test-gpu gpu-check gpu-bench gpu-wheels lint bench bench-tutorial bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
 
 help:
+	@echo "make install      create $(VENV) and install fastpipe with its test and benchmark extras"
 	@echo "make test         run the test suite (installs into $(VENV) first)"
-	@echo "make bench        run the spleen benchmark matrix (PRESET=spleen-small|spleen-full, DATA=/path/Task09_Spleen)"
+	@echo "make synth        write look-alike MSD spleen data to data/$(PRESET) (the fastpipe command lives in $(VENV))"
+	@echo "make bench        run the spleen benchmark matrix into bench-out/ (PRESET=spleen-small|spleen-full, DATA=/path/Task09_Spleen, ARGS=--save)"
 	@echo "make bench-tutorial cached epoch with the tutorial suffix: fastpipe, the MONAI Compose handed in, MONAI, plain copy"
 	@echo "make bench-micro  pytest-benchmark microbenchmarks of transforms and crop op"
 	@echo "make lint         ruff"
@@ -59,7 +61,10 @@ bench-preprocess: $(STAMP)
 bench-micro: $(STAMP)
 	$(BIN)/pytest -q benchmarks/micro --benchmark-enable --benchmark-only --benchmark-json=benchmarks/results/micro-latest.json
 
-profile: $(STAMP)
+data/$(PRESET)/dataset.json: | $(STAMP)
+	$(BIN)/fastpipe synth --out data/$(PRESET) --preset $(PRESET) --seed 0
+
+profile: $(STAMP) data/$(PRESET)/dataset.json
 	$(BIN)/fastpipe profile --data data/$(PRESET) --iters 20 --step-ms 100 --out profiling/out
 
 nsys: $(STAMP)

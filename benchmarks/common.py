@@ -21,6 +21,13 @@ from typing import Any
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Where a user's `make bench` run writes, outside the tracked results (``--save`` writes to RESULTS_DIR).
+BENCH_OUT = Path(__file__).resolve().parent.parent / "bench-out"
+
+
+def out_dir(save: bool) -> Path:
+    """``RESULTS_DIR`` when the run is to be kept with the repository (``--save``), else ``BENCH_OUT``."""
+    return RESULTS_DIR if save else BENCH_OUT
 
 
 def _version(module: str) -> str | None:

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from benchmarks import workload
-from benchmarks.common import RESULTS_DIR, machine_info, spread, sync, write_result
+from benchmarks.common import machine_info, out_dir, spread, sync, write_result
 from benchmarks.workload import dataset_root, load_data
 
 PATCH_BY_PRESET = {"spleen-tiny": (64, 64, 64)}  # tiny volumes are smaller than 96^3 after the chain
@@ -175,7 +175,11 @@ def _report(args: argparse.Namespace, ranks: list[dict], n_items: int, world: in
         "epoch_s_max_over_ranks": max(r["epoch_s"]["median"] for r in ranks),
         "ranks": ranks,
     }
-    out = args.out or RESULTS_DIR / f"{date.today().isoformat()}-{machine_info()['host']}-ddp{world}.json"
+    out = (
+        args.out
+        or out_dir(getattr(args, "save", False))
+        / f"{date.today().isoformat()}-{machine_info()['host']}-ddp{world}.json"
+    )
     path = write_result("spleen-distributed", payload, path=out)
     print(
         f"{'rank':>4} {'items':>5} {'cache MiB':>9} {'fill s':>7} {'epoch s':>8} {'batches':>8} {'crops/s':>8}"

@@ -88,6 +88,7 @@ def measure_row(
         "fill_s": fill_s,
         "epoch_s": spread(epoch_s),
         "crops_per_s": spread(crops_per_s),
+        "crops_per_s_samples": crops_per_s,  # every timed epoch: the ratio ranges come from these
         "full_epoch_s": spread([len(data) * workload.NUM_SAMPLES / c for c in crops_per_s]),
         "step_s": step_s,
         "step_epoch_s": spread([s for s, _ in steps]),

@@ -2,7 +2,10 @@
 
 Every row runs in its own subprocess (so peak memory is its own) on the same volumes, the same
 chain, the same crops and the same thread count; the parent prints the table and writes
-``benchmarks/results/<date>-<host>.json`` plus a PNG chart.
+``bench-out/<date>-<host>.json`` plus a PNG chart (``--save``: under ``benchmarks/results/``, the
+tracked folder the README's figures come from). Each row reports the median and spread over its
+timed epochs, each matched ratio its range, and rows whose epochs spread too widely are flagged as
+too noisy to trust.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, machine_info
-from benchmarks.report import format_table, plot_rows, speedups
+from benchmarks.common import machine_info, out_dir
+from benchmarks.report import format_table, noise_note, speedups
 from benchmarks.row_types import Config, RowSkipped
 from benchmarks.rows import ROWS
+from benchmarks.spleen_plot import plot_rows
 from benchmarks.workload import REPO, dataset_root, load_data
 
 DEFAULT_ROWS = [
@@ -64,7 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="result JSON path (default benchmarks/results/<date>-<host>.json)",
+        help="result JSON path (default bench-out/<date>-<host>.json; with --save benchmarks/results/)",
+    )
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="write under the tracked benchmarks/results/ instead of bench-out/",
     )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--train", action="store_true", help="also run the UNet time-to-Dice experiment")
@@ -127,41 +136,74 @@ def main(argv: list[str] | None = None) -> int:
         return distributed_bench.launch(args)
     rows = [r for r in args.rows.split(",") if r]
     unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {sorted(ROWS)}")
+    if unknown or not rows:
+        print(
+            f"fastpipe bench: unknown rows {unknown or args.rows!r}; valid rows: {', '.join(sorted(ROWS))} "
+            f"(default: {','.join(DEFAULT_ROWS)})",
+            file=sys.stderr,
+        )
+        return 2
     root = dataset_root(args)
     child_argv = _without_train_flags(argv)
     if args.data is None:
         child_argv += ["--data", str(root)]
-    results = []
+    results, probes = [], []
     for i, name in enumerate(rows, 1):
         print(f"[{i}/{len(rows)}] {name} ...", flush=True)
+        probes.append(speed_probe_s())
         res = run_row(name, child_argv)
+        res["probe_s"] = probes[-1]
         results.append(res)
         print("    " + _one_line(res), flush=True)
+    probes.append(speed_probe_s())
     speedups(results)
     doc = {
         "config": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
         "dataset": str(root),
         "rows": results,
+        "probe_s": probes,
+        "machine_drift": max(probes) / min(probes),
     }
     if args.train:
         from benchmarks.train import run_train
 
         doc["train"] = run_train(load_data(args), args)
-    out = args.out or RESULTS_DIR / f"{date.today().isoformat()}-{machine_info()['host']}.json"
+    out = args.out or out_dir(args.save) / f"{date.today().isoformat()}-{machine_info()['host']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "spleen", "machine": machine_info(), **doc}
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print()
     print(format_table(results))
+    note = noise_note(results, doc["machine_drift"])
+    if note:
+        print(note)
     if not args.no_plot:
-        png = plot_rows(
-            results, out.with_suffix(".png"), title=f"spleen {args.preset} - {doc['machine']['cpu']}"
-        )
+        png = plot_rows(results, out.with_suffix(".png"), doc)
         print(f"chart: {png}")
     print(f"results: {out}")
     return 0
+
+
+def speed_probe_s(repeats: int = 5) -> float:
+    """Median seconds of a fixed copy + matmul workload: how fast this machine is right now.
+
+    Timed before every row and after the last; their spread says whether the machine's speed drifted
+    while the rows ran one after the other (``machine_drift`` in the JSON).
+    """
+    import time
+
+    import torch
+
+    src, a = torch.ones(8 * 2**20), torch.ones(256, 256)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            dst.copy_(src)
+            a @ a
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def _without_train_flags(argv: list[str]) -> list[str]:

@@ -33,9 +33,11 @@ _FORWARDED = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fastpipe import __version__
     from fastpipe.datasets._phantom import PRESETS
 
     parser = argparse.ArgumentParser(prog="fastpipe", description="fast 3D medical-imaging data pipelines")
+    parser.add_argument("--version", action="version", version=f"fastpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,bench,profile}")
     synth = sub.add_parser(
         "synth", help="write look-alike MSD Task09 spleen data (imagesTr/, labelsTr/, dataset.json)"
@@ -98,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(argv)
     except SystemExit as e:  # argparse's --help and usage errors, here or in a forwarded command
+        if isinstance(e.code, str):  # `raise SystemExit("message")`: Python would print it, so do we
+            print(e.code, file=sys.stderr)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 
 

@@ -109,3 +109,29 @@ def test_bench_never_puts_the_checkout_on_sys_path(monkeypatch, capsys, tmp_path
     assert sys.path == here
     err = capsys.readouterr().err
     assert "python -m benchmarks.spleen" in err and "repository root" in err
+
+
+def test_version(capsys):
+    import fastpipe
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fastpipe {fastpipe.__version__}"
+
+
+def test_bench_unknown_row_lists_the_valid_ones(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(["bench", "--rows", "nope"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown rows ['nope']" in err and "fastpipe-cache" in err and "monai-cache" in err
+
+
+def test_a_string_system_exit_is_printed(monkeypatch, capsys):
+    fake = types.ModuleType("benchmarks.spleen")
+
+    def fail(argv):
+        raise SystemExit("something went wrong")
+
+    fake.main = fail
+    monkeypatch.setitem(sys.modules, "benchmarks.spleen", fake)
+    assert main(["bench"]) == 1
+    assert "something went wrong" in capsys.readouterr().err

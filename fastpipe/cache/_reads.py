@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
-from fastpipe._chain import is_random
+from fastpipe._chain import flatten, is_random
+from fastpipe.cache._checks import check_device_points, check_items
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
 from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
@@ -65,8 +66,11 @@ class CachedReads(torch.utils.data.Dataset):
         inputs, self.shard = distributed.shard_inputs(
             inputs, rank, world_size, partition_seed, even_divisible
         )
+        if source is None:
+            check_items(inputs, flatten(transform))
         self.plan = build_plan(transform, translate, inputs if source is None else None)
         prefix, self.suffix = wrap_chain(self.plan.prefix), wrap_chain(self.plan.suffix)  # NVTX ranges
+        check_device_points(prefix)
         if source is not None:
             prefix = [FromDataset(source), *prefix]
         self.core = CacheCore(

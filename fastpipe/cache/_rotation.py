@@ -52,10 +52,12 @@ class Rotation:
 
 def check_args(cache_num: Any, replace_rate: Any, cache_rate: Any) -> None:
     """Validate ``SmartCacheDataset``'s sizes: ``TypeError``/``ValueError`` with the value received."""
-    if isinstance(cache_num, bool) or not isinstance(cache_num, int):
+    if cache_num is None:  # MONAI's default: the window is int(len(data) * cache_rate)
+        pass
+    elif isinstance(cache_num, bool) or not isinstance(cache_num, int):
         raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}")
-    if cache_num <= 0:
-        raise ValueError(f"cache_num must be > 0, got {cache_num}")
+    elif cache_num <= 0:
+        raise ValueError(f"cache_num must be > 0, got {cache_num} (None: int(len(data) * cache_rate))")
     if not 0.0 < float(replace_rate) <= 1.0:
         raise ValueError(f"replace_rate must be in (0, 1], got {replace_rate}")
     if not 0.0 < float(cache_rate) <= 1.0:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
+from fastpipe.cache._checks import check_items_left
 from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.profiling import annotate
@@ -117,6 +118,7 @@ class CacheDataset(CachedReads):
             report = run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, on_error)
         if report.skipped:
             self._keep = [s for s in self._keep if s not in report.skipped]
+            check_items_left(len(self._keep), report.skipped, len(self._inputs))
         log.info(
             "cache fill: %d items, %.1f MiB in %s, %.2f s",
             report.items,

@@ -20,6 +20,7 @@ from fastpipe.cache._replacer import Replacer, release
 from fastpipe.cache._rotation import Rotation, check_args
 from fastpipe.cache._skip import check_on_error, fill_skipping, next_round
 from fastpipe.cache._slots import SlotStore
+from fastpipe.cache._swap_guard import SwapGuard
 from fastpipe.profiling import annotate
 
 LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
@@ -42,8 +43,9 @@ class SmartCacheDataset(CachedReads):
     Args:
         data: a list of item dicts, or a map-style dataset of deterministic items.
         transform: a fastpipe/MONAI ``Compose``, a list of callables, or one callable (default ``None``).
-        cache_num: items in the window (> 0). ``cache_num >= len(data)`` falls back to a full
-            ``CacheDataset`` (one warning, no replacement).
+        cache_num: items in the window (> 0; default ``None``: ``int(len(data) * cache_rate)``, as
+            MONAI's ``cache_num``/``cache_rate`` pair). A window of ``len(data)`` or more falls back to a
+            full ``CacheDataset`` (one warning, no replacement).
         replace_rate: fraction of the window replaced per round, in ``(0, 1]`` (default 0.1).
         num_init_workers: threads of the first fill (default ``None``: one per core).
         num_replace_workers: replacement threads (default ``None``: one per core, at most ``R``).
@@ -51,7 +53,8 @@ class SmartCacheDataset(CachedReads):
         seed: seeds that shuffle and the random suffix (default 0).
         progress: show the first fill's progress bar (default ``True``).
         budget: per-tier byte budgets as in ``CacheDataset`` (default ``None``: unlimited).
-        cache_rate: MONAI's option; the window is ``min(cache_num, int(len(data) * cache_rate))`` (default 1.0).
+        cache_rate: MONAI's option; the window is ``min(cache_num, int(len(data) * cache_rate))``, at
+            least 1 (default 1.0).
         copy_cache: deep-copy entries on read (default ``False``).
         persist_dir: persistent cache folder (default ``None``); see ``CacheDataset``.
         disk_dir: disk-tier folder (default ``None``).
@@ -91,7 +94,7 @@ class SmartCacheDataset(CachedReads):
         self,
         data: Sequence[dict] | torch.utils.data.Dataset,
         transform: Any = None,
-        cache_num: int = 0,
+        cache_num: int | None = None,
         replace_rate: float = 0.1,
         num_init_workers: int | None = None,
         num_replace_workers: int | None = None,
@@ -136,14 +139,15 @@ class SmartCacheDataset(CachedReads):
         )
 
     def _setup_window(
-        self, cache_num: int, replace_rate: float, cache_rate: float, shuffle: bool, seed: int
+        self, cache_num: int | None, replace_rate: float, cache_rate: float, shuffle: bool, seed: int
     ) -> None:
         n = len(self._inputs)
-        self.cache_num = min(cache_num, n, max(1, int(n * cache_rate)))
+        self.cache_num = min(n if cache_num is None else cache_num, n, max(1, int(n * cache_rate)))
         if self.cache_num >= n:
+            asked = f"cache_num={cache_num}" if cache_num is not None else f"cache_rate={cache_rate}"
             warnings.warn(
-                f"cache_num={cache_num} >= len(data)={n}: SmartCacheDataset falls back to a full "
-                "CacheDataset (every item cached, no replacement)",
+                f"{asked} gives a window of all {n} items: SmartCacheDataset falls back to a full "
+                "CacheDataset (every item cached, no replacement; pass cache_num < len(data) for a window)",
                 UserWarning,
                 stacklevel=3,
             )
@@ -159,6 +163,7 @@ class SmartCacheDataset(CachedReads):
         self._lags: list[float] = []
         self._late: list[int] = []
         self.items_swapped = 0
+        self._swap_guard = SwapGuard()
 
     def _fill_window(self, num_workers: int | None, progress: bool) -> None:
         def job(slot: int) -> None:
@@ -230,8 +235,11 @@ class SmartCacheDataset(CachedReads):
             ReplacementError: the chain failed on an incoming item (named with its index and file;
                 also an instance of the cause's type). With ``on_error="skip"`` the item is dropped
                 from the rotation with a warning instead, and the item after it is computed now.
+
+        A call directly after :class:`~fastpipe.ThreadDataLoader`'s own epoch-end call (MONAI code that
+        still calls it each epoch) is skipped with one warning: one swap per epoch, not two.
         """
-        if self.replace_num == 0:
+        if self.replace_num == 0 or self._swap_guard.skip_user_call():
             return
         was_started = self.is_started()
         self.start()
@@ -250,6 +258,11 @@ class SmartCacheDataset(CachedReads):
         self._late.append(late)
         if late and lag > LAG_WARN_S:
             self._warn_lag(late, lag, was_started)
+
+    def loader_update_cache(self) -> None:
+        """:meth:`update_cache` as :class:`~fastpipe.ThreadDataLoader` calls it at an epoch end."""
+        with self._swap_guard.by_loader():
+            self.update_cache()
 
     def _swap(self, incoming: list[int]) -> list[int]:
         positions = [self._age.popleft() for _ in incoming]

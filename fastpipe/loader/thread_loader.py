@@ -16,6 +16,7 @@ from fastpipe import distributed
 from fastpipe._tensors import map_tensors
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
+from fastpipe.loader._torch_kwargs import torch_options
 from fastpipe.loader.collate import list_data_collate
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
@@ -62,6 +63,15 @@ class ThreadDataLoader:
             ``update_cache()`` and start the next epoch's producer, so its first batches are made
             while the consumer still works on the last ones; that producer then waits on its bounded
             queue until the next loop or :meth:`close` (default ``False``).
+        sampler: an iterable of dataset indices giving each epoch's order, e.g. a
+            ``DistributedSampler`` (default ``None``; excludes ``shuffle=True``, as in torch).
+        pin_memory: return CPU batches in page-locked memory where CUDA is available (default ``False``;
+            with ``device="cuda"`` the pinned ring does this already).
+        **torch_kwargs: the other ``torch.utils.data.DataLoader`` keywords: ``prefetch_factor`` raises
+            ``buffer_size`` to ``prefetch_factor * max(1, num_workers)``; ``timeout``,
+            ``multiprocessing_context``, ``in_order`` and ``pin_memory_device`` concern worker processes
+            and change nothing (a warning says so for a non-default value); ``worker_init_fn`` and
+            ``batch_sampler`` raise ``TypeError`` with the reason (:mod:`fastpipe.loader._torch_kwargs`).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
     :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
@@ -92,6 +102,9 @@ class ThreadDataLoader:
         device: str | torch.device | None = None,
         even_batches: bool | None = None,
         persistent_workers: bool = False,
+        sampler: Any = None,
+        pin_memory: bool = False,
+        **torch_kwargs: Any,
     ) -> None:
         for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if int(value) < low:
@@ -99,6 +112,10 @@ class ThreadDataLoader:
         for name, value in (("buffer_size", buffer_size), ("repeats", repeats)):
             if int(value) < 1:
                 raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
+        if sampler is not None and shuffle:
+            raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
+        options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
+        buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
         self.dataset = dataset
         self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
         self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last
@@ -118,12 +135,15 @@ class ThreadDataLoader:
             self._copier = DeviceCopier(self.device, self.buffer_size + self.num_workers + 2)
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _jobs(self, epoch: int) -> list[Job]:
         n = len(self.dataset)
-        if self.shuffle:
+        if self.sampler is not None:
+            order = [int(i) for i in self.sampler]
+            n = len(order)
+        elif self.shuffle:
             gen = self.generator
             if gen is None:
                 gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, -1))
@@ -178,8 +198,11 @@ class ThreadDataLoader:
             self._update_cache()
 
     def _update_cache(self) -> None:
-        if callable(getattr(self.dataset, "update_cache", None)):
-            self.dataset.update_cache()
+        # loader_update_cache: the SmartCache then skips a user's own update_cache() right after this one
+        ds = self.dataset
+        swap = getattr(ds, "loader_update_cache", None) or getattr(ds, "update_cache", None)
+        if callable(swap):
+            swap()
 
     def _start(self, epoch: int) -> LoaderRun:
         hook = getattr(self.dataset, "prefetch", None)
@@ -223,6 +246,8 @@ class ThreadDataLoader:
         t1 = time.perf_counter()
         with annotate("collate", "loader"):
             batch = data if isinstance(data, dict) else self.collate_fn(data)
+        if self.pin_memory and self.device is None:
+            batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
         t2 = time.perf_counter()
         ready = None
         if self.device is not None:

@@ -1,0 +1,67 @@
+"""One SmartCache swap per epoch when both the loader and the user's own loop call ``update_cache()``.
+
+MONAI code calls ``ds.update_cache()`` at the end of every epoch; :class:`fastpipe.ThreadDataLoader`
+already does so itself. Kept as is, such a loop would swap twice per epoch (the window moving twice
+as fast as asked, and the second swap waiting for replacements no thread had time to make). The
+guard lets the loader's swaps through and skips a user's call while the loader has swapped more
+often than user calls were skipped (each loader swap answers one user call: with
+``persistent_workers`` the loader may swap for the next epoch before the loop's own call for this
+one), with one warning saying so. Without a loader no call is ever skipped.
+
+Threading contract: the loader's call may run on its producer thread (``persistent_workers``) while
+the training loop calls ``update_cache()``; which call is the loader's is known per thread, and a
+user's call made during or after the loader's swap is the one skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DOUBLE_SWAP_MESSAGE = (
+    "SmartCacheDataset.update_cache() was called right after ThreadDataLoader swapped this epoch's "
+    "replacements in (the loader calls update_cache() at the end of every full epoch). This call is "
+    "skipped, so the window still moves once per epoch; remove ds.update_cache() from the training "
+    "loop. (warned once)"
+)
+
+
+class SwapGuard:
+    """Tells the loader's epoch-end ``update_cache()`` from a user's call right after it.
+
+    Example:
+        >>> guard = SwapGuard()
+        >>> with guard.by_loader():
+        ...     guard.skip_user_call()  # the loader's own call: swap
+        False
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()  # .active: this thread is inside the loader's call
+        self.loader_swaps = 0
+        self.skipped = 0
+        self._warned = False
+
+    @contextmanager
+    def by_loader(self) -> Iterator[None]:
+        """Wrap the loader's call; one user call during or after it is then skipped."""
+        self.loader_swaps += 1  # counted at entry: a user call made during the swap is already answered
+        self._local.active = True
+        try:
+            yield
+        finally:
+            self._local.active = False
+
+    def skip_user_call(self) -> bool:
+        """Whether this ``update_cache()`` call repeats a loader's swap (warns once)."""
+        if getattr(self._local, "active", False):  # the loader's own call
+            return False
+        if self.loader_swaps <= self.skipped:
+            return False
+        self.skipped += 1
+        if not self._warned:
+            self._warned = True
+            warnings.warn(DOUBLE_SWAP_MESSAGE, UserWarning, stacklevel=3)
+        return True

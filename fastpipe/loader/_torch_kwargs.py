@@ -1,0 +1,85 @@
+"""The ``torch.utils.data.DataLoader`` keyword arguments ``ThreadDataLoader`` takes, and what each means here.
+
+A user moving from ``DataLoader`` passes ``pin_memory=True``, ``prefetch_factor=4``, ``timeout=60`` and
+friends by habit. :func:`torch_options` takes all of them: those with a meaning for one producer
+thread are applied, those that only concern worker processes are accepted with one warning that
+says they change nothing, and the two that cannot be honoured (``worker_init_fn``,
+``batch_sampler``) raise ``TypeError`` saying why and what to use instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: Accepted; they concern worker processes only (a thread shares the process), so they change nothing.
+PROCESS_ONLY = {
+    "timeout": "the producer is a thread: an error in it re-raises in the loop at once, it cannot hang unseen",
+    "multiprocessing_context": "no worker processes are started",
+    "in_order": "batches always come in order",
+}
+#: Raised: no faithful meaning for threads.
+UNSUPPORTED = {
+    "worker_init_fn": (
+        "there are no worker processes to initialise; per-batch random state comes from seed= "
+        "(every batch is seeded from (seed, epoch, batch)), and process-wide setup belongs before the loop"
+    ),
+    "batch_sampler": "pass batch_size=, drop_last= and sampler= (an iterable of indices) instead",
+}
+_DEFAULTS = {"timeout": 0, "multiprocessing_context": None, "in_order": True, "worker_init_fn": None}
+
+
+@dataclass
+class TorchOptions:
+    """What the DataLoader keywords change in a ``ThreadDataLoader``."""
+
+    buffer_size: int
+    pin_memory: bool = False
+
+
+def torch_options(
+    kwargs: dict[str, Any], buffer_size: int, num_workers: int, pin_memory: bool = False
+) -> TorchOptions:
+    """Check the DataLoader-only keywords and return the settings they change.
+
+    Args:
+        kwargs: keywords ``ThreadDataLoader`` does not take itself.
+        buffer_size: the loader's ``buffer_size``; ``prefetch_factor`` (batches loaded ahead per
+            worker) raises it to ``prefetch_factor * max(1, num_workers)``.
+        num_workers: the loader's fetch threads.
+        pin_memory: return CPU batches in page-locked memory (only where CUDA is available; torch's
+            DataLoader ignores it likewise without an accelerator).
+
+    Raises:
+        TypeError: an unknown keyword (naming those accepted), ``worker_init_fn`` or ``batch_sampler``.
+    """
+    kwargs = dict(kwargs)
+    prefetch = kwargs.pop("prefetch_factor", None)
+    kwargs.pop("pin_memory_device", None)  # the pinned batches serve whatever device the loop moves them to
+    for name in list(kwargs):
+        if name in UNSUPPORTED and kwargs[name] is not None:
+            raise TypeError(f"ThreadDataLoader does not support {name}=: {UNSUPPORTED[name]}")
+        if name in PROCESS_ONLY:
+            value = kwargs.pop(name)
+            if value != _DEFAULTS.get(name):
+                warnings.warn(
+                    f"ThreadDataLoader ignores {name}={value!r}: {PROCESS_ONLY[name]}",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        elif name in UNSUPPORTED:
+            kwargs.pop(name)
+    if kwargs:
+        known = sorted({"prefetch_factor", "pin_memory_device", *PROCESS_ONLY, *UNSUPPORTED})
+        raise TypeError(
+            f"ThreadDataLoader got unexpected keyword argument(s) {sorted(kwargs)}; besides its own it takes "
+            f"these torch DataLoader keywords: {', '.join(known)}"
+        )
+    if prefetch is not None:
+        if int(prefetch) < 1:
+            raise ValueError(f"ThreadDataLoader: prefetch_factor must be >= 1, got {prefetch}")
+        buffer_size = max(buffer_size, int(prefetch) * max(1, num_workers))
+    return TorchOptions(buffer_size=buffer_size, pin_memory=bool(pin_memory) and torch.cuda.is_available())

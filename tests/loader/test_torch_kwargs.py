@@ -1,0 +1,76 @@
+"""ThreadDataLoader takes the torch DataLoader keywords users pass by habit, or says why not."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from fastpipe import ThreadDataLoader
+
+DATA = [{"x": torch.full((2,), float(i))} for i in range(6)]
+
+
+def xs(loader) -> list[float]:
+    return [v for b in loader for v in b["x"][:, 0].tolist()]
+
+
+@pytest.mark.timeout(20)
+def test_habitual_torch_keywords_are_accepted():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # default values: no warning either
+        loader = ThreadDataLoader(
+            DATA,
+            batch_size=2,
+            pin_memory=True,
+            prefetch_factor=4,
+            persistent_workers=False,
+            timeout=0,
+            worker_init_fn=None,
+            multiprocessing_context=None,
+            pin_memory_device="",
+            drop_last=False,
+            generator=None,
+        )
+    assert xs(loader) == [0, 1, 2, 3, 4, 5]
+    assert loader.pin_memory == torch.cuda.is_available()
+
+
+@pytest.mark.timeout(20)
+def test_prefetch_factor_raises_the_buffer():
+    loader = ThreadDataLoader(DATA, batch_size=2, num_workers=2, prefetch_factor=3)
+    assert loader.buffer_size == 6
+
+
+@pytest.mark.timeout(20)
+def test_sampler_gives_the_order_and_length():
+    loader = ThreadDataLoader(DATA, batch_size=2, sampler=[5, 4, 3])
+    assert len(loader) == 2 and xs(loader) == [5, 4, 3]
+    with pytest.raises(ValueError, match="sampler= and shuffle=True"):
+        ThreadDataLoader(DATA, sampler=[0], shuffle=True)
+
+
+@pytest.mark.timeout(20)
+def test_process_only_keywords_warn_that_they_change_nothing():
+    with pytest.warns(UserWarning, match="ignores timeout=60: the producer is a thread"):
+        loader = ThreadDataLoader(DATA, batch_size=3, timeout=60)
+    assert xs(loader) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"worker_init_fn": lambda i: None}, "no worker processes to initialise"),
+        ({"batch_sampler": [[0, 1]]}, "batch_size=, drop_last= and sampler="),
+    ],
+)
+def test_unsupported_keywords_say_why(kwargs, why):
+    with pytest.raises(TypeError, match=why):
+        ThreadDataLoader(DATA, **kwargs)
+
+
+def test_unknown_keyword_lists_the_accepted_ones():
+    with pytest.raises(TypeError) as err:
+        ThreadDataLoader(DATA, bogus=1)
+    assert "['bogus']" in str(err.value) and "prefetch_factor" in str(err.value)

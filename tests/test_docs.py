@@ -1,0 +1,107 @@
+"""The README and docs/ speak of the project alone, and every command they give exists.
+
+- No build-process wording (sessions, lent machines, tool names, folders outside the repository,
+  carried wheels) in README.md or docs/*.md.
+- Every ``make X`` is a Makefile target, every extra in ``pip install ".[X]"`` is in pyproject.toml,
+  every ``fastpipe X`` is a subcommand of the console script pyproject declares, every
+  ``python -m benchmarks.X`` is a module of the checkout.
+- The package metadata a user sees: a distribution name that is not PyPI's unrelated ``fastpipe``,
+  the version ``fastpipe --version`` prints, the licence file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import fastpipe
+
+try:
+    from tomllib import load as _load_toml
+except ImportError:  # Python 3.10: setuptools carries a TOML reader
+    from setuptools.config.pyprojecttoml import load_file as _load_toml_file
+
+    def _load_toml(f):
+        return _load_toml_file(f.name)
+
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+with open(REPO / "pyproject.toml", "rb") as _f:
+    PYPROJECT = _load_toml(_f)
+
+#: Wording about how the project was built, not what it is (pattern, what it points at).
+BUILD_PROCESS = [
+    (r"\bsessions?\b", "work sessions"),
+    (r"\blent\b|\bloaned?\b", "machines lent to someone"),
+    (r"\bwho had\b", "who had which machine"),
+    (r"\.\./shared|shared/(DESIGN|STYLE)\.md|/work/(main|wt|shared)\b", "files outside the repository"),
+    (r"\bcarr(y|ied|ying)\b[^.\n]{0,40}\bwheels?\b|\bwheels?\b[^.\n]{0,40}\bcarried\b", "carrying wheels"),
+    (r"\bworktrees?\b|\bcoordinator\b|\bagents?\b", "how the work was organised"),
+    (r"\bgive_back\b|\bfind_string\b|\bissues show\b", "tool names"),
+]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_describe_the_project_not_how_it_was_built(doc):
+    text = doc.read_text()
+    found = []
+    for pattern, what in BUILD_PROCESS:
+        for m in re.finditer(pattern, text, flags=re.I):
+            line = text.count("\n", 0, m.start()) + 1
+            found.append(f"{doc.name}:{line}: {m.group(0)!r} ({what})")
+    assert not found, "build-process wording:\n" + "\n".join(found)
+
+
+def _makefile_targets() -> set[str]:
+    text = (REPO / "Makefile").read_text()
+    return {m.group(1) for m in re.finditer(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, flags=re.M)}
+
+
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
+def test_every_make_target_in_the_readme_exists():
+    named = set(re.findall(r"\bmake ([a-z][\w-]*)", _readme()))
+    assert {"test", "bench", "synth"} <= named
+    assert named <= _makefile_targets(), named - _makefile_targets()
+
+
+def test_every_pip_extra_in_the_readme_exists():
+    extras = set(PYPROJECT["project"]["optional-dependencies"])
+    named = set()
+    for spec in re.findall(r"pip install (?:-e )?\"?(?:\.|fastpipe-med)\[([\w,-]+)\]", _readme()):
+        named.update(spec.split(","))
+    assert {"gpu-cu12", "gpu-cu13", "bench"} <= named
+    assert named <= extras, named - extras
+
+
+def test_every_fastpipe_command_in_the_readme_exists(capsys):
+    from fastpipe.cli import _FORWARDED, main
+
+    assert PYPROJECT["project"]["scripts"]["fastpipe"] == "fastpipe.cli:main"
+    text = _readme()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    code = [re.sub(r"#.*", "", b) for b in blocks] + re.findall(r"`([^`\n]+)`", text)  # comments are prose
+    named = {m for c in code for m in re.findall(r"(?:^|\s|/)fastpipe (--?[a-z-]+|[a-z]+)", c, flags=re.M)}
+    subcommands = {"synth", "--version", *_FORWARDED}
+    assert {"synth", "--version"} <= named
+    assert named <= subcommands, named - subcommands
+    assert main(["--version"]) == 0 and fastpipe.__version__ in capsys.readouterr().out
+
+
+def test_every_benchmark_module_in_the_readme_exists():
+    for module in set(re.findall(r"python -m (benchmarks\.[\w.]+)", _readme())):
+        assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
+
+
+def test_package_metadata():
+    project = PYPROJECT["project"]
+    assert project["name"] != "fastpipe"  # PyPI's `fastpipe` is an unrelated package
+    assert project["version"] == fastpipe.__version__
+    assert project["license"] == "Apache-2.0" and project["authors"] and project["urls"]
+    assert "Apache License" in (REPO / "LICENSE").read_text()
+    assert project["name"] in _readme()
