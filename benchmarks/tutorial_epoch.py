@@ -81,7 +81,9 @@ def build_peer(name: str, data: list[dict], workers: int) -> tuple[Any, Any]:
         from monai.data import CacheDataset, ThreadDataLoader
 
         _set_track_meta(False)  # this process's setting, for the fill and every epoch
-        ds = CacheDataset(data, monai_compose(label_float=True), num_workers=workers, progress=False)
+        ds = CacheDataset(
+            data, monai_compose(label_float=True), num_workers=workers, progress=False, copy_cache=False
+        )
         return ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=0), ds
     if name == "fastpipe":
         chain = [*volume_prefix(fp.transforms), *chains.fastpipe_random()]

@@ -53,3 +53,15 @@ def test_the_compose_is_the_tutorial_chain_and_ratios_have_the_targets_keys():
         "monai_compose_monai_loader_vs_monai_best": 2.0,
         "vs_plain_copy": 2.0,
     }
+
+
+def test_monai_best_practice_peer_neither_copies_the_cache_nor_tracks_meta(restore_track_meta):
+    """The peer the 4x target is measured against must be MONAI at its documented best settings."""
+    from monai.data import get_track_meta
+
+    from benchmarks.tutorial_epoch import build_peer
+    from benchmarks.workload import make_volumes
+
+    loader, ds = build_peer("monai_best", make_volumes(1, tuple(p + 2 for p in PATCH)), 1)
+    assert ds.copy_cache is False and get_track_meta() is False
+    assert type(loader).__name__ == "ThreadDataLoader"
