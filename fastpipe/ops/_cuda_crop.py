@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ from fastpipe.ops.crop import check_crop_args, check_windows, intensity_params
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 #: element size -> kernel copying that many bytes per voxel (float32 has its own, for the intensity maths)
 _BITWISE = {1: ("b1", torch.uint8), 2: ("b2", torch.int16), 4: ("b4", torch.int32), 8: ("b8", torch.int64)}
-BLOCK = (32, 8, 1)  # a warp along the contiguous axis, 8 output rows per block
+BLOCK = (32, 8, 1)  # 256 threads: 2**lanes per output row (see lanes_log2), the rest on further rows
+KERNEL_NAMES = [f"crop_pos_neg_{s}_{i}" for s in ("f32", "b1", "b2", "b4", "b8") for i in ("i32", "i64")]
 
 
 #: NVRTC options, explicit. CuPy appends ``-ftz=true`` after them (and NVRTC keeps the last), so the
@@ -43,27 +45,66 @@ def load_module():
     """
     import cupy  # lazy: only reached with a CUDA tensor
 
-    kernels = _compile(
-        cupy, "crop_pos_neg.cu", [f"crop_pos_neg_{s}" for s in ("f32", "b1", "b2", "b4", "b8")]
-    )
+    kernels = _compile(cupy, "crop_pos_neg.cu", KERNEL_NAMES)
     kernels |= _compile(cupy, "sample_centers.cu", ["sample_centers"])
     return cupy, kernels
 
 
-def _tables(volumes, starts, vol_index, flips, scale, shift, n, dev, axes=None):
-    """Device tables of the kernel: volume addresses + shapes (B, 4), crops (N, 7), intensity (N, 2).
+class Launch(NamedTuple):
+    """The tensors one launch reads and writes (they must outlive it); ``err`` holds the bounds flag."""
 
-    A crop row holds the volume index, the start and, per output axis, ``source axis | 4 * flipped``.
-    """
-    vols = to_device(torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64), dev)
-    codes = torch.arange(3, device=dev).expand(n, 3) if axes is None else axes
+    vols: torch.Tensor
+    starts: torch.Tensor
+    vol_index: torch.Tensor
+    codes: torch.Tensor
+    inten: torch.Tensor
+    err: torch.Tensor
+    out: torch.Tensor
+
+
+def axis_codes(n: int, flips, axes, device) -> torch.Tensor:
+    """Per crop one int32: output axis ``a`` in bits ``3a..3a+2`` as ``source axis | 4 * flipped``."""
+    c = torch.arange(3, device=device).expand(n, 3) if axes is None else axes.to(device)
+    c = torch.where((c >= 0) & (c < 3), c, 3)  # out of range: 3, which the kernel's permutation test rejects
     if flips is not None:
-        codes = codes + 4 * flips.to(torch.int64)
-    crops = torch.cat([vol_index[:, None], starts, codes], dim=1).contiguous()
-    inten = intensity_params(n, scale, shift, dev)
-    if inten is None:
-        return vols, crops, torch.empty((n, 2), dtype=torch.float32, device=dev), 0
-    return vols, crops, torch.stack(inten, dim=1).contiguous(), 1
+        c = c + 4 * flips.to(device=device, dtype=torch.int64)
+    return (c[:, 0] | c[:, 1] << 3 | c[:, 2] << 6).to(torch.int32)
+
+
+def _on_host(*ts) -> bool:
+    return all(t is None or t.device.type == "cpu" for t in ts)
+
+
+def pack_tables(volumes, starts, vol_index, flips, scale, shift, axes, n, dev) -> Launch:
+    """The kernel's tables; the parts made on the host go to the device in one pinned copy.
+
+    The volume table, the error flag (``INT_MAX``) and every per-crop argument given as a host tensor
+    (crop starts and volume indices, axis codes, intensity) are laid out in one byte buffer (8-byte
+    items first) and moved with one :func:`~fastpipe.ops._device.to_device`; arguments already on the
+    device are used in place (the sampler's starts) or combined there.
+    """
+    on_host = {"starts": _on_host(starts), "vol_index": _on_host(vol_index)}
+    on_host |= {"codes": _on_host(flips, axes), "inten": _on_host(scale, shift)}
+    parts = {
+        "vols": torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64),
+        "starts": starts.to(torch.int64),
+        "vol_index": vol_index.to(torch.int64),
+        "codes": axis_codes(n, flips, axes, "cpu" if on_host["codes"] else dev),
+        "err": torch.full((1,), INT_MAX, dtype=torch.int32),
+    }
+    where = torch.device("cpu") if on_host["inten"] else dev
+    inten = intensity_params(n, scale, shift, where)
+    if inten is not None:
+        parts["inten"] = torch.stack([t.to(where) for t in inten], dim=1)
+    host = [k for k, t in parts.items() if t.device.type == "cpu"]  # in order: int64 items first
+    flat = to_device(torch.cat([parts[k].contiguous().view(torch.uint8).reshape(-1) for k in host]), dev)
+    off = 0
+    for k in host:
+        t = parts[k]
+        parts[k] = flat[off : off + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+        off += t.numel() * t.element_size()
+    parts.setdefault("inten", parts["err"])  # not read without intensity: any valid address
+    return Launch(**{k: t.contiguous() for k, t in parts.items()}, out=None)
 
 
 def pad_bits(dtype: torch.dtype, pad_value: float | None) -> int:
@@ -89,7 +130,10 @@ def crop_batch_cuda(
     volumes, starts, vol_index, size, out=None, flips=None, scale=None, shift=None, axes=None,
     pad_value=None, names=None, check_bounds=True,
 ):  # fmt: skip
-    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA tensors.
+    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA volumes.
+
+    The per-crop arguments may be host tensors (they then travel in the launch's one packed copy) or
+    tensors on the volumes' device.
 
     The kernel checks each crop's volume index and window on the device and reads nothing for a bad
     one; with ``check_bounds`` the flag is read back (one sync) and a ``ValueError`` names the crop.
@@ -99,8 +143,10 @@ def crop_batch_cuda(
     for name, t in dict(
         starts=starts, vol_index=vol_index, flips=flips, scale=scale, shift=shift, axes=axes
     ).items():
-        if t is not None and t.device != dev:
-            raise ValueError(f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes")
+        if t is not None and t.device not in (dev, torch.device("cpu")):
+            raise ValueError(
+                f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes (or the host)"
+            )
     for b, v in enumerate(volumes):
         if dev.type != "cuda" or not v.is_contiguous():
             raise ValueError(
@@ -119,25 +165,42 @@ def crop_batch_cuda(
         )
         kernels[name](grid, BLOCK, args)
     if check_bounds:
-        raise_bad_crop(keep[3], volumes, starts, vol_index, out.shape[2:], axes, names)
+        raise_bad_crop(keep.err, volumes, starts, vol_index, out.shape[2:], axes, names)
     return out
+
+
+def index_kind(volumes, out) -> str:
+    """``"i32"`` when every volume and the output have fewer than 2^31 elements (32-bit index maths), else ``"i64"``."""
+    return "i32" if max(v.numel() for v in (*volumes, out)) < 2**31 else "i64"
+
+
+def lanes_log2(row_len: int, itemsize: int) -> int:
+    """log2 of the threads per output row: one per 8 bytes of the row (one per element for 8-byte
+    elements), rounded up to a power of two, at most a warp; the block's other threads take further rows."""
+    units = row_len if itemsize >= 8 else -(-row_len * itemsize // 8)
+    return min(5, max(0, units - 1).bit_length())
 
 
 def launch_args(
     cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None
 ):
-    """``(kernel name, grid, args, tensors)`` of one launch: the tables, the error flag and the output
-    (``tensors``, which must outlive the launch: vols, crops, inten, err, out). Call inside the stream."""
+    """``(kernel name, grid, args, tensors)`` of one launch (block :data:`BLOCK`): ``tensors`` is the
+    :class:`Launch` that must outlive the launch (``tensors.err`` holds the bounds flag). One host-to-device
+    copy (see :func:`pack_tables`). Call inside the stream."""
     n, dev, dtype = out.shape[0], out.device, volumes[0].dtype
     suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
-    vols, crops, inten, use_inten = _tables(volumes, starts, vol_index, flips, scale, shift, n, dev, axes)
-    err = torch.full((1,), INT_MAX, dtype=torch.int32, device=dev)
-    keep = (vols, crops, inten, err, out.view(view))
+    t = pack_tables(volumes, starts, vol_index, flips, scale, shift, axes, n, dev)._replace(
+        out=out.view(view)
+    )
     rows = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
-    args = [cupy.from_dlpack(t) for t in keep]
-    args += [np.int32(s) for s in (*out.shape[1:], len(volumes), use_inten, pad_value is not None)]
+    lanes = lanes_log2(out.shape[4], dtype.itemsize)
+    rows_per_block = BLOCK[0] * BLOCK[1] >> lanes
+    args = [cupy.from_dlpack(x) for x in t]
+    use_inten = int(scale is not None or shift is not None)
+    args += [np.int32(s) for s in (*out.shape[1:], len(volumes), use_inten, pad_value is not None, lanes)]
     args += [np.int64(pad_bits(dtype, pad_value)), np.int64(rows)]
-    return f"crop_pos_neg_{suffix}", ((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), tuple(args), keep
+    name = f"crop_pos_neg_{suffix}_{index_kind(volumes, out)}"
+    return name, ((rows + rows_per_block - 1) // rows_per_block, 1, 1), tuple(args), t
 
 
 def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,23 +12,25 @@ from _host_cuda import compile_host
 from fastpipe.ops._cuda_crop import BLOCK, INT_MAX, launch_args
 
 WRAPPERS = r"""
-#define LAUNCH(NAME, T)                                                                                  \
-  extern "C" void run_##NAME(const long long* v, const long long* c, const float* in, int* err, void* o, \
-                             int C, int O0, int O1, int O2, int nvols, int u, int up, long long pad,       \
-                             long long rows, unsigned bx, unsigned by, unsigned grid) {                   \
-    blockDim = {bx, by, 1};                                                                              \
-    for (unsigned b = 0; b < grid; ++b)                                                                  \
-      for (unsigned ty = 0; ty < by; ++ty)                                                               \
-        for (unsigned tx = 0; tx < bx; ++tx) {                                                           \
-          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                 \
-          NAME(v, c, in, err, (T*)o, C, O0, O1, O2, nvols, u, up, pad, rows);                            \
-        }                                                                                                \
+#define LAUNCH(NAME, T)                                                                                   \
+  extern "C" void run_##NAME(const long long* v, const long long* s, const long long* vi, const int* co,  \
+                             const float* in, int* err, void* o, int C, int O0, int O1, int O2, int nvols, \
+                             int u, int up, int lanes, long long pad, long long rows, unsigned bx,        \
+                             unsigned by, unsigned grid) {                                                \
+    blockDim = {bx, by, 1};                                                                               \
+    for (unsigned b = 0; b < grid; ++b)                                                                   \
+      for (unsigned ty = 0; ty < by; ++ty)                                                                \
+        for (unsigned tx = 0; tx < bx; ++tx) {                                                            \
+          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                  \
+          NAME(v, s, vi, co, in, err, (T*)o, C, O0, O1, O2, nvols, u, up, lanes, pad, rows);              \
+        }                                                                                                 \
   }
-LAUNCH(crop_pos_neg_f32, float)
-LAUNCH(crop_pos_neg_b1, unsigned char)
-LAUNCH(crop_pos_neg_b2, unsigned short)
-LAUNCH(crop_pos_neg_b4, unsigned int)
-LAUNCH(crop_pos_neg_b8, unsigned long long)
+#define BOTH(NAME, T) LAUNCH(NAME##_i32, T) LAUNCH(NAME##_i64, T)
+BOTH(crop_pos_neg_f32, float)
+BOTH(crop_pos_neg_b1, unsigned char)
+BOTH(crop_pos_neg_b2, unsigned short)
+BOTH(crop_pos_neg_b4, unsigned int)
+BOTH(crop_pos_neg_b8, unsigned long long)
 """
 
 
@@ -50,15 +52,22 @@ def _c(arg):
     return ctypes.c_longlong(int(arg)) if isinstance(arg, np.int64) else ctypes.c_int(int(arg))
 
 
-def run(lib, vols, starts, vi, size, flips=None, scale=None, shift=None, axes=None, pad_value=None):
+def run(
+    lib, vols, starts, vi, size, flips=None, scale=None, shift=None, axes=None, pad_value=None, out=None,
+    index=None,
+):  # fmt: skip
     """Launch the emulated kernel with the launcher's own arguments (``launch_args``) on CPU tensors.
 
-    Returns ``(out, flagged crop or None)``.
+    ``out`` (default: a new zeroed tensor) may be a misaligned view; ``index`` forces the ``"i32"`` or
+    ``"i64"`` kernel. Returns ``(out, flagged crop or None, kernel name)``.
     """
-    out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
+    if out is None:
+        out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
     name, grid, args, keep = launch_args(
         _Pointers, vols, starts, vi, out, flips, scale, shift, axes, pad_value
     )
+    if index is not None:
+        name = name[:-3] + index
     getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*BLOCK[:2], grid[0])))
-    bad = int(keep[3].item())
-    return out, (None if bad == INT_MAX else bad)
+    bad = int(keep.err.item())
+    return out, (None if bad == INT_MAX else bad), name
