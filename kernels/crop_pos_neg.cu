@@ -132,6 +132,9 @@ __device__ __forceinline__ void store8(void* p, unsigned long long v) {
 #ifdef __CUDA_ARCH__
   *reinterpret_cast<unsigned long long*>(p) = v;
 #else
+#ifdef FASTPIPE_HOST_STORE8  // host emulation in the tests: counts the stores and misaligned ones
+  FASTPIPE_HOST_STORE8(p);
+#endif
   __builtin_memcpy(p, &v, 8);
 #endif
 }

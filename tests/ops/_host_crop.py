@@ -38,6 +38,13 @@ def build(workdir: Path) -> ctypes.CDLL:
     return compile_host("crop_pos_neg.cu", WRAPPERS, workdir)
 
 
+def store8_counts(lib) -> tuple[int, int]:
+    """``(8-byte stores, misaligned ones)`` the emulated kernels made so far in ``lib``."""
+    counts = (ctypes.c_longlong * 2)()
+    lib.host_store8_counts(counts)
+    return counts[0], counts[1]
+
+
 class _Pointers:
     """Stands in for CuPy in ``launch_args``: a tensor becomes its address (the host kernel reads it in place)."""
 
