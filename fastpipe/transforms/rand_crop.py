@@ -277,7 +277,7 @@ class RandCropByPosNegLabeld:
         plans = KeyPlans(self._augs, draws, s.starts.shape[0])
         for i, key in enumerate(self._present_keys(items)):
             vols = [d[key] for d in items]
-            terms, op_args = plans.get(key, vols[0].device)
+            terms, op_args = plans.get(key)
             check_turned_size(terms, s.size, key)
             check_intensity_dtype(terms, key, vols[0].dtype)
             shape = (s.starts.shape[0], vols[0].shape[0], *s.size)
@@ -289,7 +289,7 @@ class RandCropByPosNegLabeld:
                 out[key] = crop_batch(
                     vols, s.starts, s.vol_index, s.size, out=buf, backend=self.backend, names=names,
                     pad_value=0.0 if self._pad is not None else None, check_bounds=i == 0,
-                    **op_args,
+                    key=key, **op_args,
                 )  # fmt: skip
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out

@@ -1,0 +1,161 @@
+"""The CUDA crop path's per-batch host work, checked on the CPU with stand-ins.
+
+- One host-to-device copy per crop launch: the volume table, crop table, axis codes, intensity and
+  error flag travel in one packed buffer (``_cuda_crop.pack_tables``); the fused suffix's arguments
+  are no longer copied one tensor kind at a time. A whole batch of ``RandCropByPosNegLabeld`` with the
+  tutorial suffix runs through the dispatch with the host-compiled kernel standing in for the GPU and
+  a counting ``to_device``.
+- A non-contiguous CUDA volume (which takes the slow torch path) warns once, naming key, shape, strides.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastpipe import transforms as T
+from fastpipe.ops import _backends, _cuda_crop, crop_batch, crop_batch_torch
+from fastpipe.ops.indices import fg_bg_indices
+from fastpipe.transforms import _crop_suffix, rand_crop
+from fastpipe.transforms._fuse_random import fuse_random
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _host_crop  # noqa: E402
+
+KEYS = ["image", "label"]
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    return _host_crop.build(tmp_path_factory.mktemp("copies"))
+
+
+@pytest.fixture
+def copies(monkeypatch):
+    """Every ``to_device`` of the crop path (launcher, suffix, transform), counted and passed through."""
+    calls = []
+
+    def counting(t, device):
+        calls.append(tuple(t.shape))
+        return t.to(device)
+
+    for mod in (_cuda_crop, _crop_suffix, rand_crop):
+        monkeypatch.setattr(mod, "to_device", counting, raising=False)
+    return calls
+
+
+def test_one_launch_packs_every_table_into_one_copy(copies):
+    g = torch.Generator().manual_seed(0)
+    vols = [torch.rand((1, 9, 9, 9), generator=g) for _ in range(2)]
+    n = 6
+    out = torch.empty((n, 1, 4, 4, 4))
+    kw = dict(
+        flips=torch.rand((n, 3), generator=g) < 0.5,
+        scale=torch.full((n,), 1.5),
+        shift=torch.full((n,), 0.25),
+        axes=torch.tensor([[1, 0, 2]] * n),
+    )
+    starts, vi = torch.randint(0, 5, (n, 3), generator=g), torch.arange(n) % 2
+    _, _, _, t = _cuda_crop.launch_args(_host_crop._Pointers, vols, starts, vi, out, **kw)
+    assert len(copies) == 1  # one host-to-device copy for the launch
+    tables = [t.vols, t.starts, t.vol_index, t.codes, t.inten, t.err]
+    assert len({x.untyped_storage().data_ptr() for x in tables}) == 1  # all views of the copied buffer
+    assert t.err.item() == _cuda_crop.INT_MAX and t.vols[1, 0].item() == vols[1].data_ptr()
+    assert t.codes.tolist() == _cuda_crop.axis_codes(n, kw["flips"], kw["axes"], "cpu").tolist()
+
+
+def _items(n, shape=(20, 18, 16)):
+    g = torch.Generator().manual_seed(1)
+    items = []
+    for i in range(n):
+        label = (torch.rand((1, *shape), generator=g) < 0.2).to(torch.uint8)
+        fg, bg = fg_bg_indices(label)
+        image = torch.rand((1, *shape), generator=g)
+        items.append({"image": image, "label": label, "label_fg_indices": fg, "label_bg_indices": bg, "i": i})
+    return items
+
+
+def _tutorial_crop():
+    chain = [T.RandCropByPosNegLabeld(KEYS, "label", (8, 8, 8), num_samples=4),
+             *(T.RandFlipd(KEYS, prob=0.5, spatial_axis=[a]) for a in range(3)),
+             T.RandRotate90d(KEYS, prob=0.5, max_k=3), T.RandShiftIntensityd("image", offsets=0.1, prob=0.5)]  # fmt: skip
+    fused = fuse_random(chain)
+    assert len(fused) == 1
+    return fused[0]
+
+
+def test_a_batch_makes_one_copy_per_key_through_the_kernel(lib, copies, monkeypatch):
+    """The tutorial suffix, the dispatch told the volumes are on CUDA, the host kernel as the launch."""
+    launched = []
+
+    def crop_batch_cuda(volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad, names, check):
+        got, bad, name = _host_crop.run(
+            lib, volumes, starts, vol_index, size, flips, scale, shift, axes, pad, out=out
+        )
+        assert bad is None
+        launched.append(name)
+        return got
+
+    items = _items(3)
+    ref = _tutorial_crop().set_random_state(7).batch_call(items)
+    assert copies == []  # the CPU path copies nothing
+    monkeypatch.setattr(_backends, "_on_cuda", lambda volumes: True)
+    monkeypatch.setattr(
+        _backends, "_load_cuda", lambda: types.SimpleNamespace(crop_batch_cuda=crop_batch_cuda)
+    )
+    got = _tutorial_crop().set_random_state(7).batch_call(items)
+    assert launched == ["crop_pos_neg_f32_i32", "crop_pos_neg_b1_i32"]
+    assert len(copies) == 2  # one packed copy per key's launch, nothing else
+    for key in KEYS:
+        assert torch.equal(got[key].view(torch.uint8), ref[key].view(torch.uint8)), key
+
+
+@pytest.fixture
+def as_if_cuda(monkeypatch):
+    """The dispatch sees CUDA volumes; CuPy is 'missing', so they take the torch path, as on a GPU without it."""
+    monkeypatch.setattr(_backends, "_on_cuda", lambda volumes: True)
+    monkeypatch.setattr(_backends, "_load_cuda", lambda: None)
+    monkeypatch.setattr(_backends, "_not_contiguous_warned", type(_backends._not_contiguous_warned)())
+
+
+def test_non_contiguous_cuda_volume_warns_once_naming_key_shape_strides(as_if_cuda):
+    vol = torch.rand((1, 10, 9, 8)).permute(0, 3, 2, 1)  # (1, 8, 9, 10), not contiguous
+    starts, vi = torch.tensor([[1, 2, 3], [0, 0, 0]]), torch.tensor([0, 0])
+    with pytest.warns(RuntimeWarning) as caught:
+        got = crop_batch([vol], starts, vi, (4, 4, 4), key="image")
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert "'image'" in msg and "(1, 8, 9, 10)" in msg and str(vol.stride()) in msg and "contiguous" in msg
+    assert torch.equal(got, crop_batch_torch([vol.contiguous()], starts, vi, (4, 4, 4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crop_batch([vol], starts, vi, (4, 4, 4), key="image")  # once per process
+
+
+def test_non_contiguous_out_is_named(as_if_cuda):
+    vol = torch.rand((1, 8, 8, 8))
+    out = torch.empty((1, 1, 4, 4, 8))[..., ::2]
+    with pytest.warns(RuntimeWarning, match=r"key 'label': out of shape \(1, 1, 4, 4, 4\)"):
+        crop_batch(
+            [vol],
+            torch.zeros((1, 3), dtype=torch.int64),
+            torch.zeros(1, dtype=torch.int64),
+            (4, 4, 4),
+            out=out,
+            key="label",
+        )
+
+
+def test_contiguous_or_cpu_volumes_do_not_warn(monkeypatch):
+    monkeypatch.setattr(_backends, "_not_contiguous_warned", type(_backends._not_contiguous_warned)())
+    vol = torch.rand((1, 10, 9, 8)).permute(0, 3, 2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crop_batch(
+            [vol], torch.zeros((1, 3), dtype=torch.int64), torch.zeros(1, dtype=torch.int64), (4, 4, 4)
+        )
