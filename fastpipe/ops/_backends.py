@@ -136,6 +136,32 @@ def crop_batch(
     )
 
 
+def crop_batches(calls: Sequence[dict], backend: str = "auto") -> list[torch.Tensor]:
+    """Several :func:`crop_batch` calls, e.g. one per key of a batch; on the CUDA kernel their tables
+    share one host-to-device copy (``fastpipe.ops._crop_tables``) and each call is one launch.
+
+    Args:
+        calls: keyword arguments of :func:`crop_batch` per call (``backend`` excluded).
+        backend: as in :func:`crop_batch`, for every call.
+
+    Example:
+        >>> vol, st, vi = torch.zeros(1, 8, 8, 8), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+        >>> [t.shape[2:] for t in crop_batches([dict(volumes=[vol], starts=st, vol_index=vi, size=(4, 4, 4))] * 2)]
+        [torch.Size([4, 4, 4]), torch.Size([4, 4, 4])]
+    """
+    fused = backend != "torch" and len(calls) > 1 and all(_kernel_ready(c) for c in calls)
+    cuda = _load_cuda() if fused else None
+    if cuda is None:
+        return [crop_batch(**c, backend=backend) for c in calls]
+    return cuda.crop_batches_cuda(list(calls))
+
+
+def _kernel_ready(call: dict) -> bool:
+    """Whether a call would take the kernel: CUDA volumes, all contiguous, and a contiguous ``out`` or none."""
+    vols, out = call["volumes"], call.get("out")
+    return _on_cuda(vols) and all(v.is_contiguous() for v in vols) and (out is None or out.is_contiguous())
+
+
 def sample_centers(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Crop centres and starts from a CUDA ``(N, 14)`` plan via ``kernels/sample_centers.cu``.
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from fastpipe.ops._device import to_device
-from fastpipe.ops.crop import check_crop_args, check_windows, intensity_params
+from fastpipe.ops._crop_tables import INT_MAX, Launch, move_packed, table_parts
+from fastpipe.ops.crop import check_crop_args, check_windows
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 #: element size -> kernel copying that many bytes per voxel (float32 has its own, for the intensity maths)
@@ -27,7 +26,6 @@ KERNEL_NAMES = [f"crop_pos_neg_{s}_{i}" for s in ("f32", "b1", "b2", "b4", "b8")
 #: NVRTC options, explicit. CuPy appends ``-ftz=true`` after them (and NVRTC keeps the last), so the
 #: kernel's float arithmetic is written in PTX without ``.ftz`` and keeps denormals either way.
 NVRTC_OPTIONS = ("--std=c++17", "-ftz=false", "-fmad=false", "-prec-div=true", "-prec-sqrt=true")
-INT_MAX = 2**31 - 1
 
 
 def _compile(cupy, name: str, functions: list[str]) -> dict:
@@ -50,63 +48,6 @@ def load_module():
     return cupy, kernels
 
 
-class Launch(NamedTuple):
-    """The tensors one launch reads and writes (they must outlive it); ``err`` holds the bounds flag."""
-
-    vols: torch.Tensor
-    starts: torch.Tensor
-    vol_index: torch.Tensor
-    codes: torch.Tensor
-    inten: torch.Tensor
-    err: torch.Tensor
-    out: torch.Tensor
-
-
-def axis_codes(n: int, flips, axes, device) -> torch.Tensor:
-    """Per crop one int32: output axis ``a`` in bits ``3a..3a+2`` as ``source axis | 4 * flipped``."""
-    c = torch.arange(3, device=device).expand(n, 3) if axes is None else axes.to(device)
-    c = torch.where((c >= 0) & (c < 3), c, 3)  # out of range: 3, which the kernel's permutation test rejects
-    if flips is not None:
-        c = c + 4 * flips.to(device=device, dtype=torch.int64)
-    return (c[:, 0] | c[:, 1] << 3 | c[:, 2] << 6).to(torch.int32)
-
-
-def _on_host(*ts) -> bool:
-    return all(t is None or t.device.type == "cpu" for t in ts)
-
-
-def pack_tables(volumes, starts, vol_index, flips, scale, shift, axes, n, dev) -> Launch:
-    """The kernel's tables; the parts made on the host go to the device in one pinned copy.
-
-    The volume table, the error flag (``INT_MAX``) and every per-crop argument given as a host tensor
-    (crop starts and volume indices, axis codes, intensity) are laid out in one byte buffer (8-byte
-    items first) and moved with one :func:`~fastpipe.ops._device.to_device`; arguments already on the
-    device are used in place (the sampler's starts) or combined there.
-    """
-    on_host = {"starts": _on_host(starts), "vol_index": _on_host(vol_index)}
-    on_host |= {"codes": _on_host(flips, axes), "inten": _on_host(scale, shift)}
-    parts = {
-        "vols": torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64),
-        "starts": starts.to(torch.int64),
-        "vol_index": vol_index.to(torch.int64),
-        "codes": axis_codes(n, flips, axes, "cpu" if on_host["codes"] else dev),
-        "err": torch.full((1,), INT_MAX, dtype=torch.int32),
-    }
-    where = torch.device("cpu") if on_host["inten"] else dev
-    inten = intensity_params(n, scale, shift, where)
-    if inten is not None:
-        parts["inten"] = torch.stack([t.to(where) for t in inten], dim=1)
-    host = [k for k, t in parts.items() if t.device.type == "cpu"]  # in order: int64 items first
-    flat = to_device(torch.cat([parts[k].contiguous().view(torch.uint8).reshape(-1) for k in host]), dev)
-    off = 0
-    for k in host:
-        t = parts[k]
-        parts[k] = flat[off : off + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
-        off += t.numel() * t.element_size()
-    parts.setdefault("inten", parts["err"])  # not read without intensity: any valid address
-    return Launch(**{k: t.contiguous() for k, t in parts.items()}, out=None)
-
-
 def pad_bits(dtype: torch.dtype, pad_value: float | None) -> int:
     """The pad value's bit pattern as the kernel reads it (0 without padding)."""
     if pad_value is None:
@@ -126,18 +67,17 @@ def raise_bad_crop(err: torch.Tensor, volumes, starts, vol_index, size, axes, na
     raise ValueError(f"crop_batch: the kernel flagged crop {bad} as outside its volume")
 
 
-def crop_batch_cuda(
-    volumes, starts, vol_index, size, out=None, flips=None, scale=None, shift=None, axes=None,
-    pad_value=None, names=None, check_bounds=True,
-):  # fmt: skip
-    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA volumes.
+def _is_cuda(dev: torch.device) -> bool:
+    return dev.type == "cuda"
 
-    The per-crop arguments may be host tensors (they then travel in the launch's one packed copy) or
-    tensors on the volumes' device.
 
-    The kernel checks each crop's volume index and window on the device and reads nothing for a bad
-    one; with ``check_bounds`` the flag is read back (one sync) and a ``ValueError`` names the crop.
-    """
+def _stream_handle(dev: torch.device) -> int:
+    """torch's current stream on ``dev``: the launches and the tables' copy queue there."""
+    return torch.cuda.current_stream(dev).cuda_stream
+
+
+def _checked_out(volumes, starts, vol_index, size, out, flips, scale, shift, axes) -> torch.Tensor:
+    """Validate one call for the kernel; returns its output (allocated when ``None``)."""
     shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift, axes)
     dev = volumes[0].device
     for name, t in dict(
@@ -148,25 +88,68 @@ def crop_batch_cuda(
                 f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes (or the host)"
             )
     for b, v in enumerate(volumes):
-        if dev.type != "cuda" or not v.is_contiguous():
+        if not _is_cuda(dev) or not v.is_contiguous():
             raise ValueError(
                 f"crop_batch_cuda: volume {b} must be contiguous on CUDA, got {dev} strides {v.stride()}"
             )
     out = torch.empty(shape, dtype=volumes[0].dtype, device=dev) if out is None else out
     if not out.is_contiguous():
         raise ValueError(f"crop_batch_cuda: out must be contiguous, got strides {out.stride()}")
-    if out.numel() == 0:
-        return out
-    cupy, kernels = load_module()
-    stream = torch.cuda.current_stream(dev)
-    with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(stream.cuda_stream, dev.index):
-        name, grid, args, keep = launch_args(
-            cupy, volumes, starts, vol_index, out, flips, scale, shift, axes, pad_value
-        )
-        kernels[name](grid, BLOCK, args)
-    if check_bounds:
-        raise_bad_crop(keep.err, volumes, starts, vol_index, out.shape[2:], axes, names)
     return out
+
+
+_CHECKED = ("volumes", "starts", "vol_index", "size", "out", "flips", "scale", "shift", "axes")
+_TABLES = ("volumes", "starts", "vol_index", "flips", "scale", "shift", "axes")
+_LAUNCH = ("volumes", "starts", "vol_index", "out", "flips", "scale", "shift", "axes", "pad_value")
+
+
+def _pick(call: dict, names: tuple[str, ...]) -> list:
+    return [call.get(k) for k in names]
+
+
+def crop_batches_cuda(calls: list[dict]) -> list[torch.Tensor]:
+    """Several :func:`crop_batch_cuda` calls (keyword dicts) whose tables share one host-to-device copy.
+
+    All volumes must be on one device. Each call launches once, in order; a call's ``check_bounds``
+    (default True) reads its flag back after all launches (one sync) and raises ``ValueError``.
+    """
+    calls = [dict(c, out=_checked_out(*_pick(c, _CHECKED))) for c in calls]
+    live = [c for c in calls if c["out"].numel() > 0]
+    dev = live[0]["volumes"][0].device if live else None
+    if any(c["volumes"][0].device != dev for c in live):
+        raise ValueError(f"crop_batches_cuda: every call's volumes must be on {dev}")
+    keep = []
+    if live:
+        cupy, kernels = load_module()
+        with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(_stream_handle(dev), dev.index):
+            parts = [table_parts(*_pick(c, _TABLES), c["out"].shape[0], dev) for c in live]
+            for c, t in zip(live, move_packed(parts, dev), strict=True):
+                name, grid, args, tensors = launch_args(cupy, *_pick(c, _LAUNCH), tables=t)
+                kernels[name](grid, BLOCK, args)
+                keep.append(tensors)
+    for c, t in zip(live, keep, strict=True):
+        if c.get("check_bounds", True):
+            size = c["out"].shape[2:]
+            raise_bad_crop(
+                t.err, c["volumes"], c["starts"], c["vol_index"], size, c.get("axes"), c.get("names")
+            )
+    return [c["out"] for c in calls]
+
+
+def crop_batch_cuda(
+    volumes, starts, vol_index, size, out=None, flips=None, scale=None, shift=None, axes=None,
+    pad_value=None, names=None, check_bounds=True,
+):  # fmt: skip
+    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA volumes.
+
+    The per-crop arguments may be host tensors (they then travel in the launch's one packed copy, see
+    :mod:`fastpipe.ops._crop_tables`) or tensors on the volumes' device. The kernel checks each crop's
+    volume index and window on the device and reads nothing for a bad one; with ``check_bounds`` the
+    flag is read back (one sync) and a ``ValueError`` names the crop.
+    """
+    args = dict(volumes=volumes, starts=starts, vol_index=vol_index, size=size, out=out, flips=flips)
+    args |= dict(scale=scale, shift=shift, axes=axes, pad_value=pad_value, names=names)
+    return crop_batches_cuda([args | {"check_bounds": check_bounds}])[0]
 
 
 def index_kind(volumes, out) -> str:
@@ -182,16 +165,19 @@ def lanes_log2(row_len: int, itemsize: int) -> int:
 
 
 def launch_args(
-    cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None
-):
+    cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None,
+    tables: Launch | None = None,
+):  # fmt: skip
     """``(kernel name, grid, args, tensors)`` of one launch (block :data:`BLOCK`): ``tensors`` is the
-    :class:`Launch` that must outlive the launch (``tensors.err`` holds the bounds flag). One host-to-device
-    copy (see :func:`pack_tables`). Call inside the stream."""
+    :class:`~fastpipe.ops._crop_tables.Launch` that must outlive the launch (``tensors.err`` holds the
+    bounds flag). ``tables``: made by :func:`~fastpipe.ops._crop_tables.move_packed` (default: made here,
+    one host-to-device copy). Call inside the stream."""
     n, dev, dtype = out.shape[0], out.device, volumes[0].dtype
     suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
-    t = pack_tables(volumes, starts, vol_index, flips, scale, shift, axes, n, dev)._replace(
-        out=out.view(view)
-    )
+    if tables is None:
+        parts = table_parts(volumes, starts, vol_index, flips, scale, shift, axes, n, dev)
+        tables = move_packed([parts], dev)[0]
+    t = tables._replace(out=out.view(view))
     rows = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
     lanes = lanes_log2(out.shape[4], dtype.itemsize)
     rows_per_block = BLOCK[0] * BLOCK[1] >> lanes

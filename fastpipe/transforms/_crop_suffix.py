@@ -57,9 +57,9 @@ def key_terms(augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], key: st
 
 
 def to_op_args(terms: dict[str, Any]) -> dict[str, torch.Tensor | None]:
-    """The op arguments of ``terms``, left on the host: the CUDA launcher packs them with the crop table,
-    volume table and error flag into one pinned buffer and one host-to-device copy per launch
-    (``fastpipe.ops._cuda_crop.pack_tables``), the torch path reads them as host lists."""
+    """The op arguments of ``terms``, left on the host: the CUDA launcher packs them, with every key's
+    volume table and error flag, into one pinned buffer and one host-to-device copy per batch
+    (``fastpipe.ops._crop_tables``); the torch path reads them as host lists."""
     return {k: terms[k] for k in ("axes", "flips", "scale", "shift")}
 
 

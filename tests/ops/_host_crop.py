@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import types
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,38 @@ def run(
     getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*BLOCK[:2], grid[0])))
     bad = int(keep.err.item())
     return out, (None if bad == INT_MAX else bad), name
+
+
+class HostKernels:
+    """Stands in for the compiled CuPy kernels: ``kernels[name](grid, block, args)`` runs the host build."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib, self.launched = lib, []
+
+    def __getitem__(self, name: str):
+        def launch(grid, block, args):
+            self.launched.append(name)
+            fn = getattr(self.lib, f"run_{name}")
+            fn(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*block[:2], grid[0])))
+
+        return launch
+
+
+#: stands in for CuPy in the launcher: tensors become addresses, devices and streams do nothing
+FAKE_CUPY = types.SimpleNamespace(
+    from_dlpack=_Pointers.from_dlpack,
+    cuda=types.SimpleNamespace(
+        Device=lambda *a: contextlib.nullcontext(), ExternalStream=lambda *a: contextlib.nullcontext()
+    ),
+)
+
+
+def host_as_cuda(monkeypatch, lib: ctypes.CDLL) -> HostKernels:
+    """Run ``_cuda_crop.crop_batches_cuda`` on CPU tensors with the host kernels (no CuPy, no GPU)."""
+    from fastpipe.ops import _cuda_crop
+
+    kernels = HostKernels(lib)
+    monkeypatch.setattr(_cuda_crop, "load_module", lambda: (FAKE_CUPY, kernels))
+    monkeypatch.setattr(_cuda_crop, "_is_cuda", lambda dev: True)
+    monkeypatch.setattr(_cuda_crop, "_stream_handle", lambda dev: 0)
+    return kernels

@@ -1,17 +1,17 @@
 """The CUDA crop path's per-batch host work, checked on the CPU with stand-ins.
 
-- One host-to-device copy per crop launch: the volume table, crop table, axis codes, intensity and
-  error flag travel in one packed buffer (``_cuda_crop.pack_tables``); the fused suffix's arguments
-  are no longer copied one tensor kind at a time. A whole batch of ``RandCropByPosNegLabeld`` with the
-  tutorial suffix runs through the dispatch with the host-compiled kernel standing in for the GPU and
-  a counting ``to_device``.
+- One host-to-device copy per batch: every key's volume table, crop table, axis codes, intensity and
+  error flag travel in one packed buffer (``fastpipe.ops._crop_tables``); the fused suffix's
+  arguments are no longer copied one tensor kind at a time. A whole batch of
+  ``RandCropByPosNegLabeld`` with the tutorial suffix runs through the dispatch and the real
+  ``crop_batches_cuda`` with the host-compiled kernel standing in for the GPU (CuPy and the stream
+  faked) and a counting ``to_device``.
 - A non-contiguous CUDA volume (which takes the slow torch path) warns once, naming key, shape, strides.
 """
 
 from __future__ import annotations
 
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from fastpipe import transforms as T
-from fastpipe.ops import _backends, _cuda_crop, crop_batch, crop_batch_torch
+from fastpipe.ops import _backends, _crop_tables, _cuda_crop, crop_batch, crop_batch_torch
 from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import _crop_suffix, rand_crop
 from fastpipe.transforms._fuse_random import fuse_random
@@ -44,7 +44,7 @@ def copies(monkeypatch):
         calls.append(tuple(t.shape))
         return t.to(device)
 
-    for mod in (_cuda_crop, _crop_suffix, rand_crop):
+    for mod in (_crop_tables, _cuda_crop, _crop_suffix, rand_crop):
         monkeypatch.setattr(mod, "to_device", counting, raising=False)
     return calls
 
@@ -66,7 +66,7 @@ def test_one_launch_packs_every_table_into_one_copy(copies):
     tables = [t.vols, t.starts, t.vol_index, t.codes, t.inten, t.err]
     assert len({x.untyped_storage().data_ptr() for x in tables}) == 1  # all views of the copied buffer
     assert t.err.item() == _cuda_crop.INT_MAX and t.vols[1, 0].item() == vols[1].data_ptr()
-    assert t.codes.tolist() == _cuda_crop.axis_codes(n, kw["flips"], kw["axes"], "cpu").tolist()
+    assert t.codes.tolist() == _crop_tables.axis_codes(n, kw["flips"], kw["axes"], "cpu").tolist()
 
 
 def _items(n, shape=(20, 18, 16)):
@@ -89,30 +89,36 @@ def _tutorial_crop():
     return fused[0]
 
 
-def test_a_batch_makes_one_copy_per_key_through_the_kernel(lib, copies, monkeypatch):
-    """The tutorial suffix, the dispatch told the volumes are on CUDA, the host kernel as the launch."""
-    launched = []
-
-    def crop_batch_cuda(volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad, names, check):
-        got, bad, name = _host_crop.run(
-            lib, volumes, starts, vol_index, size, flips, scale, shift, axes, pad, out=out
-        )
-        assert bad is None
-        launched.append(name)
-        return got
-
+def test_a_batch_makes_one_copy_through_the_kernel(lib, copies, monkeypatch):
+    """The tutorial suffix; the dispatch told the volumes are on CUDA; the host kernel launched."""
     items = _items(3)
     ref = _tutorial_crop().set_random_state(7).batch_call(items)
     assert copies == []  # the CPU path copies nothing
+    kernels = _host_crop.host_as_cuda(monkeypatch, lib)
     monkeypatch.setattr(_backends, "_on_cuda", lambda volumes: True)
-    monkeypatch.setattr(
-        _backends, "_load_cuda", lambda: types.SimpleNamespace(crop_batch_cuda=crop_batch_cuda)
-    )
+    monkeypatch.setattr(_backends, "_load_cuda", lambda: _cuda_crop)
     got = _tutorial_crop().set_random_state(7).batch_call(items)
-    assert launched == ["crop_pos_neg_f32_i32", "crop_pos_neg_b1_i32"]
-    assert len(copies) == 2  # one packed copy per key's launch, nothing else
+    assert kernels.launched == ["crop_pos_neg_f32_i32", "crop_pos_neg_b1_i32"]
+    assert len(copies) == 1  # both keys' tables in one packed copy, nothing else
     for key in KEYS:
         assert torch.equal(got[key].view(torch.uint8), ref[key].view(torch.uint8)), key
+
+
+def test_batched_calls_check_the_bounds_they_ask_for(lib, copies, monkeypatch):
+    _host_crop.host_as_cuda(monkeypatch, lib)
+    vols = [torch.ones((1, 8, 8, 8))]
+    vi = torch.zeros(2, dtype=torch.int64)
+    good, bad = torch.zeros((2, 3), dtype=torch.int64), torch.tensor([[0, 0, 0], [0, 6, 0]])
+    call = dict(volumes=vols, vol_index=vi, size=(4, 4, 4), names=["a.nii.gz"])
+    outs = _cuda_crop.crop_batches_cuda(
+        [
+            call | {"starts": good},
+            call | {"starts": bad, "check_bounds": False, "out": torch.zeros(2, 1, 4, 4, 4)},
+        ]
+    )
+    assert len(copies) == 1 and float(outs[0].sum()) == 128 and float(outs[1][1].sum()) == 0  # nothing read
+    with pytest.raises(ValueError, match=r"crop 1 window start \(0, 6, 0\) .* outside volume 0 \(a.nii.gz\)"):
+        _cuda_crop.crop_batches_cuda([call | {"starts": good}, call | {"starts": bad}])
 
 
 @pytest.fixture
