@@ -152,3 +152,39 @@ def test_volume_past_2_31_elements_takes_64_bit_offsets(lib):
     assert name == "crop_pos_neg_b1_i64" and bad is None
     assert torch.equal(got, ref)
     assert int((ref[-1] == 9).sum()) > 0  # the last crop read padding past the far corner
+
+
+# --- the real kernel on a GPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_vector_path_and_packed_tables_equal_torch(cuda_device, dtype):
+    """Host arguments (one packed copy) and device arguments, odd rows, misaligned outputs, both in one batch."""
+    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    from fastpipe.ops._backends import crop_batches
+
+    g = torch.Generator().manual_seed(21)
+    shapes = [(7, 9, 131), (6, 8, 120)]
+    vols = _vols(dtype, shapes, 8)
+    dvols = [v.to(cuda_device) for v in vols]
+    for o2, padded, skew in itertools.product((13, 22, 96), (False, True), (0, 1)):
+        size = (3, 3, o2)
+        perms = [p for p in PERMS if all(size[p[a]] == size[a] for a in range(3))]
+        starts, vi, flips, axes = _case(32, size, shapes, padded, perms, g)
+        kw = dict(flips=flips, axes=axes, pad_value=(7.0 if padded else None))
+        if dtype == torch.float32:
+            kw["scale"] = torch.where(torch.arange(32) % 3 == 0, 1.0, 1.25)
+            kw["shift"] = torch.where(torch.arange(32) % 5 == 0, -0.0, 0.375)
+        ref = crop_batch_torch(vols, starts, vi, size, **kw)
+        dev_kw = {k: v.to(cuda_device) if torch.is_tensor(v) else v for k, v in kw.items()}
+        calls = [
+            dict(volumes=dvols, starts=starts, vol_index=vi, size=size, **kw),
+            dict(volumes=dvols, starts=starts.to(cuda_device), vol_index=vi.to(cuda_device), size=size, **dev_kw),
+        ]  # fmt: skip
+        outs = crop_batches(calls, backend="cuda")
+        skewed = torch.zeros(ref.numel() + skew, dtype=dtype, device=cuda_device)[skew:].view(ref.shape)
+        crop_batches([dict(calls[0], out=skewed), calls[1]], backend="cuda")
+        torch.cuda.synchronize()
+        for got in (*outs, skewed):
+            assert torch.equal(got.cpu().view(torch.uint8), ref.view(torch.uint8)), (o2, padded, skew)
