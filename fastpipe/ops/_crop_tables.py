@@ -17,6 +17,7 @@ from fastpipe.ops._device import to_device
 from fastpipe.ops.crop import intensity_params
 
 INT_MAX = 2**31 - 1
+IDENTITY_CODE = 0 | 1 << 3 | 2 << 6  # output axis a reads source axis a, forward
 
 
 class Launch(NamedTuple):
@@ -33,6 +34,8 @@ class Launch(NamedTuple):
 
 def axis_codes(n: int, flips, axes, device) -> torch.Tensor:
     """Per crop one int32: output axis ``a`` in bits ``3a..3a+2`` as ``source axis | 4 * flipped``."""
+    if axes is None and flips is None:
+        return torch.full((n,), IDENTITY_CODE, dtype=torch.int32, device=device)
     c = torch.arange(3, device=device).expand(n, 3) if axes is None else axes.to(device)
     c = torch.where((c >= 0) & (c < 3), c, 3)  # out of range: 3, which the kernel's permutation test rejects
     if flips is not None:

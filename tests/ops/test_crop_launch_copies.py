@@ -165,3 +165,16 @@ def test_contiguous_or_cpu_volumes_do_not_warn(monkeypatch):
         crop_batch(
             [vol], torch.zeros((1, 3), dtype=torch.int64), torch.zeros(1, dtype=torch.int64), (4, 4, 4)
         )
+
+
+def test_axis_codes():
+    flips = torch.tensor([[False, False, False], [True, False, True]])
+    axes = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    assert _crop_tables.axis_codes(2, flips, axes, "cpu").tolist() == [
+        0 | 1 << 3 | 2 << 6,
+        6 | 0 << 3 | 5 << 6,
+    ]
+    assert _crop_tables.axis_codes(2, None, None, "cpu").tolist() == [_crop_tables.IDENTITY_CODE] * 2
+    assert _crop_tables.axis_codes(1, None, torch.tensor([[0, 5, -1]]), "cpu").tolist() == [
+        0 | 3 << 3 | 3 << 6
+    ]
