@@ -2,20 +2,28 @@
 // the random suffix fused in: flips, 90-degree rotations (a signed permutation of the axes), the pad
 // of a SpatialPadd absorbed into the gather, and the per-crop affine intensity.
 //
-// One thread row (threadIdx.y) per output row (n, c, i, j); the warp (threadIdx.x) walks the last
-// output axis. Output axis a reads source axis p_a = code_a & 3 at window coordinate
-// (code_a & 4) ? O_a - 1 - i_a : i_a, plus the crop's start along p_a. A source index outside the
-// volume reads the pad value (use_pad) or is a bounds error: the crop's first row records the crop
-// in *err (atomicMin) and nothing is read. float32 intensity is `x * scale` then `+ shift` (each
-// skipped when it is the identity), rounded on its own in explicit PTX without .ftz, so it keeps denormals whatever flags the
-// compiler is given (CuPy appends -ftz=true) and equals torch's two-step `mul` then `add` bit for bit.
+// Threads: 2^lanes_log2 lanes side by side per output row (n, c, i, j), the rest of the block on
+// further rows; the launcher picks the lanes from the row's length. Output axis a reads source axis
+// p_a = code_a & 3 at window coordinate (code_a & 4) ? O_a - 1 - i_a : i_a, plus the crop's start
+// along p_a. A source index outside the volume reads the pad value (use_pad) or is a bounds error:
+// the crop's first row records the crop in *err (atomicMin) and nothing is read. float32 intensity is
+// `x * scale` then `+ shift` (each skipped when it is the identity), rounded on its own in explicit
+// PTX without .ftz, so it keeps denormals whatever flags the compiler is given (CuPy appends
+// -ftz=true) and equals torch's two-step `mul` then `add` bit for bit.
 //
-// vols:  (B, 4) int64  -> device address of a contiguous (C, X, Y, Z) volume, X, Y, Z
-// crops: (N, 7) int64  -> volume index, start x, y, z, axis code of output axes 0, 1, 2
-// inten: (N, 2) float  -> scale, shift (read only when use_inten != 0)
-// pad:   the pad value's bit pattern in the low bytes (read only when use_pad != 0)
-// err:   one int, INT_MAX on entry; the smallest bad crop index on exit
-// out:   (N, C, O0, O1, O2) contiguous
+// Where a crop reads its last axis forward (not flipped, not permuted), elements narrower than 8
+// bytes move 8 bytes per load and store: the output row in aligned 8-byte chunks, the source read as
+// the aligned words that hold each chunk, funnel-shifted (any start). Other crops go element by
+// element. Index maths is 32-bit in the _i32 kernels, which the launcher picks when every volume
+// and the output have fewer than 2^31 elements; the bounds and pad tests stay 64-bit (any start).
+//
+// vols:   (B, 4) int64 -> device address of a contiguous (C, X, Y, Z) volume, X, Y, Z
+// starts: (N, 3) int64 -> window start per source axis; vidx: (N,) int64 -> volume index
+// codes:  (N,) int32   -> per output axis a, bits 3a..3a+2: source axis | 4 * flipped
+// inten:  (N, 2) float -> scale, shift (read only when use_inten != 0)
+// pad:    the pad value's bit pattern in the low bytes (read only when use_pad != 0)
+// err:    one int, INT_MAX on entry; the smallest bad crop index on exit
+// out:    (N, C, O0, O1, O2) contiguous
 // Reference implementation: fastpipe/ops/crop.py (crop_batch_torch).
 
 __device__ __forceinline__ float mul_rn(float a, float b) {
@@ -77,82 +85,203 @@ __device__ __forceinline__ float from_bits<float>(long long bits) {
 }
 
 struct CropArgs {
-  int C, O[3], nvols, use_inten, use_pad;
+  int C, O[3], nvols, use_inten, use_pad, lanes_log2;
   long long pad, rows;
 };
 
-// Whether crop `cr` is valid: a volume of the batch, a permutation of the axes, and (without
+// The per-batch tables (see the header): every pointer may point into one packed parameter buffer.
+struct CropTables {
+  const long long* vols;
+  const long long* starts;
+  const long long* vidx;
+  const int* codes;
+  const float* inten;
+  int* err;
+};
+
+// Whether a crop is valid: a volume of the batch, a permutation of the axes, and (without
 // padding) a window inside the volume.
-__device__ __forceinline__ bool crop_ok(const long long* cr, const long long* dims, const int* p,
+__device__ __forceinline__ bool crop_ok(const long long* st, const long long* dims, const int* p,
                                         const CropArgs& a) {
   if ((1 << p[0] | 1 << p[1] | 1 << p[2]) != 7) return false;
   if (a.use_pad) return true;
   for (int d = 0; d < 3; ++d)
-    if (cr[1 + p[d]] < 0 || cr[1 + p[d]] + a.O[d] > dims[p[d]]) return false;
+    if (st[p[d]] < 0 || st[p[d]] + a.O[d] > dims[p[d]]) return false;
   return true;
 }
 
-template <typename T>
-__device__ __forceinline__ void crop_rows(const long long* __restrict__ vols, const long long* __restrict__ crops,
-                                          const float* __restrict__ inten, int* __restrict__ err,
-                                          T* __restrict__ out, const CropArgs a) {
-  const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;
-  if (row >= a.rows) return;
-  const int j = (int)(row % a.O[1]);
-  long long t = row / a.O[1];
-  const int i = (int)(t % a.O[0]);
-  t /= a.O[0];
-  const long long c = t % a.C;
-  const long long n = t / a.C;
+// 8 bytes starting at p (aligned to its element only), from the aligned 8-byte words holding them.
+// Only words that hold a needed byte are read, so the load stays inside the volume's allocation.
+__device__ __forceinline__ unsigned long long load8(const void* p) {
+  const unsigned long long addr = reinterpret_cast<unsigned long long>(p);
+  const unsigned long long* w = reinterpret_cast<const unsigned long long*>(addr & ~7ull);
+  const unsigned sh = (unsigned)(addr & 7ull) * 8u;
+#ifdef __CUDA_ARCH__
+  const unsigned long long lo = __ldg(w);
+  return sh == 0 ? lo : (lo >> sh) | (__ldg(w + 1) << (64u - sh));
+#else
+  unsigned long long lo, hi;
+  __builtin_memcpy(&lo, w, 8);
+  if (sh == 0) return lo;
+  __builtin_memcpy(&hi, w + 1, 8);
+  return (lo >> sh) | (hi << (64u - sh));
+#endif
+}
 
-  const long long* cr = crops + n * 7;
-  const int p[3] = {(int)(cr[4] & 3), (int)(cr[5] & 3), (int)(cr[6] & 3)};
-  const bool f[3] = {(cr[4] & 4) != 0, (cr[5] & 4) != 0, (cr[6] & 4) != 0};
-  if (cr[0] < 0 || cr[0] >= a.nvols) {
-    if (threadIdx.x == 0 && i == 0 && j == 0 && c == 0) atomicMin(err, (int)n);
-    return;
+__device__ __forceinline__ void store8(void* p, unsigned long long v) {
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<unsigned long long*>(p) = v;
+#else
+#ifdef FASTPIPE_HOST_STORE8  // host emulation in the tests: counts the stores and misaligned ones
+  FASTPIPE_HOST_STORE8(p);
+#endif
+  __builtin_memcpy(p, &v, 8);
+#endif
+}
+
+// One output row: O2 elements of the last output axis. `rs` is the source row (valid when the row is
+// inside the volume), k in [klo, khi) reads inside along the last source axis, elsewhere the pad.
+template <typename T, typename I>
+struct Row {
+  const T* rs;
+  T* orow;
+  I st2, stride2;
+  int O2, klo, khi;
+  bool f2, use_inten;
+  T padv;
+  float s, o;
+
+  __device__ __forceinline__ T at(int k) const {
+    const T v = (k >= klo && k < khi) ? rs[(st2 + (f2 ? O2 - 1 - k : k)) * stride2] : padv;
+    return use_inten ? apply_intensity<T>(v, s, o) : v;
   }
-  const long long* vt = vols + cr[0] * 4;
-  const long long dims[3] = {vt[1], vt[2], vt[3]};
-  if (!crop_ok(cr, dims, p, a)) {
-    if (threadIdx.x == 0 && i == 0 && j == 0 && c == 0) atomicMin(err, (int)n);
-    return;
-  }
-  const long long strides[3] = {dims[1] * dims[2], dims[2], 1};
-  const T* src = reinterpret_cast<const T*>(vt[0]) + c * dims[0] * strides[0];
-  const long long s0 = cr[1 + p[0]] + (f[0] ? a.O[0] - 1 - i : i);
-  const long long s1 = cr[1 + p[1]] + (f[1] ? a.O[1] - 1 - j : j);
-  const bool row_in = s0 >= 0 && s0 < dims[p[0]] && s1 >= 0 && s1 < dims[p[1]];
-  const long long base = row_in ? s0 * strides[p[0]] + s1 * strides[p[1]] : 0;
-  const long long start2 = cr[1 + p[2]], dim2 = dims[p[2]], stride2 = strides[p[2]];
-  const T padv = from_bits<T>(a.pad);
-  T* orow = out + row * a.O[2];
-  float s = 1.0f, o = 0.0f;
-  if (a.use_inten) {
-    s = inten[2 * n];
-    o = inten[2 * n + 1];
-  }
+
+  // Any orientation: one element per step, `lanes` threads side by side along the row.
+  __device__ __forceinline__ void scalar(int lane, int lanes) const {
 #pragma unroll 4  // several loads in flight per thread before the stores
-  for (int k = threadIdx.x; k < a.O[2]; k += blockDim.x) {
-    const long long s2 = start2 + (f[2] ? a.O[2] - 1 - k : k);
-    const bool in = row_in && s2 >= 0 && s2 < dim2;
-    const T v = in ? src[base + s2 * stride2] : padv;
-    orow[k] = a.use_inten ? apply_intensity<T>(v, s, o) : v;
+    for (int k = lane; k < O2; k += lanes) orow[k] = at(k);
+  }
+
+  // The last axis read forward (no flip, not permuted): 8 bytes per load and store. Elements before
+  // the first 8-byte-aligned output address (head) and after the last whole chunk (tail) go one by one.
+  __device__ __forceinline__ void vector(int lane, int lanes) const {
+    constexpr int V = 8 / sizeof(T);
+    const unsigned ob = (unsigned)(reinterpret_cast<unsigned long long>(orow) & 7ull);
+    const int h0 = (int)(((8u - ob) & 7u) / sizeof(T)), h = h0 < O2 ? h0 : O2;
+    const int nv = (O2 - h) / V, tail = h + nv * V;
+    for (int k = lane; k < h; k += lanes) orow[k] = at(k);
+    for (int k = tail + lane; k < O2; k += lanes) orow[k] = at(k);
+    for (int q = lane; q < nv; q += lanes) {
+      const int k = h + q * V;
+      union {
+        unsigned long long u;
+        T e[V];
+      } x;
+      if (k >= klo && k + V <= khi) {
+        x.u = load8(rs + (st2 + k));
+        if (use_inten)
+#pragma unroll
+          for (int e = 0; e < V; ++e) x.e[e] = apply_intensity<T>(x.e[e], s, o);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) x.e[e] = at(k + e);
+      }
+      store8(orow + k, x.u);
+    }
+  }
+};
+
+// The window coordinates w in [0, O) whose source index start + w lies in [0, dim), as output
+// indices k (k = O - 1 - w when flipped): [*klo, *khi), empty when none. 64-bit: any start.
+__device__ __forceinline__ void inside(long long start, long long dim, int O, bool flip, int* klo, int* khi) {
+  const long long lo = start < 0 ? -start : 0;
+  const long long hi = dim - start < O ? dim - start : O;
+  if (lo >= hi) {
+    *klo = *khi = 0;
+  } else {
+    *klo = (int)(flip ? O - hi : lo);
+    *khi = (int)(flip ? O - lo : hi);
   }
 }
 
-#define FASTPIPE_CROP_KERNEL(NAME, T)                                                                     \
-  extern "C" __global__ void NAME(const long long* __restrict__ vols, const long long* __restrict__ crops,   \
+// I: the index type of offsets inside one volume and the output (int when all fit, else long long).
+template <typename T, typename I>
+__device__ __forceinline__ void crop_rows(const CropTables tb, T* __restrict__ out, const CropArgs a) {
+  const int t = (int)(threadIdx.y * blockDim.x + threadIdx.x);
+  const int lanes = 1 << a.lanes_log2, lane = t & (lanes - 1);
+  const long long row64 =
+      (long long)blockIdx.x * (long long)((blockDim.x * blockDim.y) >> a.lanes_log2) + (t >> a.lanes_log2);
+  if (row64 >= a.rows) return;
+  const I row = (I)row64;
+  const int j = (int)(row % (I)a.O[1]);
+  I q = row / (I)a.O[1];
+  const int i = (int)(q % (I)a.O[0]);
+  q /= (I)a.O[0];
+  const I c = q % (I)a.C;
+  const I n = q / (I)a.C;
+
+  const long long* st = tb.starts + 3 * (long long)n;
+  const long long v = tb.vidx[n];
+  const int code = tb.codes[n];
+  const int p[3] = {code & 3, (code >> 3) & 3, (code >> 6) & 3};
+  const bool f[3] = {(code & 4) != 0, (code & 32) != 0, (code & 256) != 0};
+  const bool first = lane == 0 && i == 0 && j == 0 && c == 0;
+  if (v < 0 || v >= a.nvols) {
+    if (first) atomicMin(tb.err, (int)n);
+    return;
+  }
+  const long long* vt = tb.vols + v * 4;
+  const long long dims[3] = {vt[1], vt[2], vt[3]};
+  if (!crop_ok(st, dims, p, a)) {
+    if (first) atomicMin(tb.err, (int)n);
+    return;
+  }
+  const long long s0 = st[p[0]] + (f[0] ? a.O[0] - 1 - i : i);
+  const long long s1 = st[p[1]] + (f[1] ? a.O[1] - 1 - j : j);
+  const bool row_in = s0 >= 0 && s0 < dims[p[0]] && s1 >= 0 && s1 < dims[p[1]];
+  const I strides[3] = {(I)dims[1] * (I)dims[2], (I)dims[2], 1};
+  Row<T, I> r;
+  r.rs = reinterpret_cast<const T*>(vt[0]);
+  if (row_in)  // every offset below the volume's element count: exact in I
+    r.rs += c * (I)dims[0] * strides[0] + (I)s0 * strides[p[0]] + (I)s1 * strides[p[1]];
+  r.orow = out + row * (I)a.O[2];
+  r.st2 = (I)st[p[2]];  // exact whenever an element is read (then -O2 < start < dim)
+  r.stride2 = strides[p[2]];
+  r.O2 = a.O[2];
+  r.f2 = f[2];
+  inside(st[p[2]], dims[p[2]], a.O[2], f[2], &r.klo, &r.khi);
+  if (!row_in) r.klo = r.khi = 0;
+  r.use_inten = a.use_inten != 0;
+  r.padv = from_bits<T>(a.pad);
+  r.s = a.use_inten ? tb.inten[2 * n] : 1.0f;
+  r.o = a.use_inten ? tb.inten[2 * n + 1] : 0.0f;
+  if (sizeof(T) < 8 && p[2] == 2 && !f[2])
+    r.vector(lane, lanes);
+  else
+    r.scalar(lane, lanes);
+}
+
+#define FASTPIPE_CROP_KERNEL(NAME, T, I)                                                                     \
+  extern "C" __global__ void NAME(const long long* __restrict__ vols, const long long* __restrict__ starts,  \
+                                  const long long* __restrict__ vidx, const int* __restrict__ codes,         \
                                   const float* __restrict__ inten, int* __restrict__ err,                    \
                                   T* __restrict__ out, int C, int O0, int O1, int O2, int nvols,             \
-                                  int use_inten, int use_pad, long long pad, long long rows) {               \
-    const CropArgs a = {C, {O0, O1, O2}, nvols, use_inten, use_pad, pad, rows};                             \
-    crop_rows<T>(vols, crops, inten, err, out, a);                                                           \
+                                  int use_inten, int use_pad, int lanes_log2, long long pad,                 \
+                                  long long rows) {                                                          \
+    const CropArgs a = {C, {O0, O1, O2}, nvols, use_inten, use_pad, lanes_log2, pad, rows};                \
+    const CropTables tb = {vols, starts, vidx, codes, inten, err};                                           \
+    crop_rows<T, I>(tb, out, a);                                                                             \
   }
 
-// float32 (intensity allowed); other dtypes are copied bit for bit by element size.
-FASTPIPE_CROP_KERNEL(crop_pos_neg_f32, float)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b1, unsigned char)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b2, unsigned short)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b4, unsigned int)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b8, unsigned long long)
+// float32 (intensity allowed); other dtypes are copied bit for bit by element size. _i32: every
+// offset inside a volume and the output fits in 31 bits (the launcher checks); _i64: any size.
+FASTPIPE_CROP_KERNEL(crop_pos_neg_f32_i32, float, int)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b1_i32, unsigned char, int)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b2_i32, unsigned short, int)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b4_i32, unsigned int, int)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b8_i32, unsigned long long, int)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_f32_i64, float, long long)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b1_i64, unsigned char, long long)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b2_i64, unsigned short, long long)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b4_i64, unsigned int, long long)
+FASTPIPE_CROP_KERNEL(crop_pos_neg_b8_i64, unsigned long long, long long)

@@ -20,6 +20,7 @@ from fastpipe.ops.crop import crop_batch_torch
 BACKENDS = ("auto", "torch", "cuda")
 _lock = threading.Lock()
 _cuda_unavailable: str | None = None  # reason the CUDA path failed to load, set once
+_not_contiguous_warned = threading.Event()
 
 
 def cuda_kernels_available() -> bool:
@@ -49,6 +50,29 @@ def _load_cuda():
             return None
 
 
+def _on_cuda(volumes: Sequence[torch.Tensor]) -> bool:
+    return len(volumes) > 0 and volumes[0].is_cuda
+
+
+def _warn_not_contiguous_once(
+    volumes: Sequence[torch.Tensor], out: torch.Tensor | None, key: str | None
+) -> None:
+    """Warn once per process that non-contiguous CUDA tensors take the slow torch path."""
+    if _not_contiguous_warned.is_set():
+        return
+    _not_contiguous_warned.set()
+    bad = next((v for v in volumes if not v.is_contiguous()), out)
+    what = "out" if bad is out else f"volume {next(b for b, v in enumerate(volumes) if v is bad)}"
+    warnings.warn(
+        f"fastpipe: crop_batch of key {key!r}: {what} of shape {tuple(bad.shape)} on {bad.device} is not "
+        f"contiguous (strides {bad.stride()}), so the CUDA kernel is skipped for the torch path (host syncs "
+        "for .tolist() and one copy per crop, every batch); store the volumes contiguous (x.contiguous() "
+        "before caching; the CUDA cache tier stores them so)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def crop_batch(
     volumes: Sequence[torch.Tensor],
     starts: torch.Tensor,
@@ -63,6 +87,7 @@ def crop_batch(
     pad_value: float | None = None,
     names: Sequence[str] | None = None,
     check_bounds: bool = True,
+    key: str | None = None,
 ) -> torch.Tensor:
     """Cut ``N`` windows from ``B`` volumes into one ``(N, C, *size)`` tensor, on the volumes' device.
 
@@ -73,6 +98,7 @@ def crop_batch(
             torch), ``"torch"``, or ``"cuda"`` (raise instead of falling back).
         check_bounds: CUDA only: read the kernel's bounds flag back and raise ``ValueError`` naming
             the crop (one device sync; default True). The kernel never reads outside a volume either way.
+        key: the data key cropped, named in the warning a non-contiguous CUDA volume gives (default None).
 
     Shape:
         returns ``(N, C, E0, E1, E2)``.
@@ -84,7 +110,7 @@ def crop_batch(
     """
     if backend not in BACKENDS:
         raise ValueError(f"crop_batch: backend must be one of {BACKENDS}, got {backend!r}")
-    on_cuda = len(volumes) > 0 and volumes[0].is_cuda
+    on_cuda = _on_cuda(volumes)
     if backend == "torch" or (backend == "auto" and not on_cuda):
         return crop_batch_torch(
             volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
@@ -94,6 +120,8 @@ def crop_batch(
             f"crop_batch: backend='cuda' needs CUDA volumes, got {volumes[0].device if volumes else None}"
         )
     contiguous = all(v.is_contiguous() for v in volumes) and (out is None or out.is_contiguous())
+    if not contiguous and backend == "auto":
+        _warn_not_contiguous_once(volumes, out, key)
     cuda = _load_cuda() if (contiguous or backend == "cuda") else None
     if cuda is None:
         if backend == "cuda":
@@ -106,6 +134,32 @@ def crop_batch(
     return cuda.crop_batch_cuda(
         volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names, check_bounds
     )
+
+
+def crop_batches(calls: Sequence[dict], backend: str = "auto") -> list[torch.Tensor]:
+    """Several :func:`crop_batch` calls, e.g. one per key of a batch; on the CUDA kernel their tables
+    share one host-to-device copy (``fastpipe.ops._crop_tables``) and each call is one launch.
+
+    Args:
+        calls: keyword arguments of :func:`crop_batch` per call (``backend`` excluded).
+        backend: as in :func:`crop_batch`, for every call.
+
+    Example:
+        >>> vol, st, vi = torch.zeros(1, 8, 8, 8), torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+        >>> [t.shape[2:] for t in crop_batches([dict(volumes=[vol], starts=st, vol_index=vi, size=(4, 4, 4))] * 2)]
+        [torch.Size([4, 4, 4]), torch.Size([4, 4, 4])]
+    """
+    fused = backend != "torch" and len(calls) > 1 and all(_kernel_ready(c) for c in calls)
+    cuda = _load_cuda() if fused else None
+    if cuda is None:
+        return [crop_batch(**c, backend=backend) for c in calls]
+    return cuda.crop_batches_cuda(list(calls))
+
+
+def _kernel_ready(call: dict) -> bool:
+    """Whether a call would take the kernel: CUDA volumes, all contiguous, and a contiguous ``out`` or none."""
+    vols, out = call["volumes"], call.get("out")
+    return _on_cuda(vols) and all(v.is_contiguous() for v in vols) and (out is None or out.is_contiguous())
 
 
 def sample_centers(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastpipe.ops._device import to_device
-from fastpipe.ops.crop import check_crop_args, check_windows, intensity_params
+from fastpipe.ops._crop_tables import INT_MAX, Launch, move_packed, table_parts
+from fastpipe.ops.crop import check_crop_args, check_windows
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 #: element size -> kernel copying that many bytes per voxel (float32 has its own, for the intensity maths)
 _BITWISE = {1: ("b1", torch.uint8), 2: ("b2", torch.int16), 4: ("b4", torch.int32), 8: ("b8", torch.int64)}
-BLOCK = (32, 8, 1)  # a warp along the contiguous axis, 8 output rows per block
+BLOCK = (32, 8, 1)  # 256 threads: 2**lanes per output row (see lanes_log2), the rest on further rows
+KERNEL_NAMES = [f"crop_pos_neg_{s}_{i}" for s in ("f32", "b1", "b2", "b4", "b8") for i in ("i32", "i64")]
 
 
 #: NVRTC options, explicit. CuPy appends ``-ftz=true`` after them (and NVRTC keeps the last), so the
 #: kernel's float arithmetic is written in PTX without ``.ftz`` and keeps denormals either way.
 NVRTC_OPTIONS = ("--std=c++17", "-ftz=false", "-fmad=false", "-prec-div=true", "-prec-sqrt=true")
-INT_MAX = 2**31 - 1
 
 
 def _compile(cupy, name: str, functions: list[str]) -> dict:
@@ -43,27 +43,9 @@ def load_module():
     """
     import cupy  # lazy: only reached with a CUDA tensor
 
-    kernels = _compile(
-        cupy, "crop_pos_neg.cu", [f"crop_pos_neg_{s}" for s in ("f32", "b1", "b2", "b4", "b8")]
-    )
+    kernels = _compile(cupy, "crop_pos_neg.cu", KERNEL_NAMES)
     kernels |= _compile(cupy, "sample_centers.cu", ["sample_centers"])
     return cupy, kernels
-
-
-def _tables(volumes, starts, vol_index, flips, scale, shift, n, dev, axes=None):
-    """Device tables of the kernel: volume addresses + shapes (B, 4), crops (N, 7), intensity (N, 2).
-
-    A crop row holds the volume index, the start and, per output axis, ``source axis | 4 * flipped``.
-    """
-    vols = to_device(torch.tensor([[v.data_ptr(), *v.shape[1:]] for v in volumes], dtype=torch.int64), dev)
-    codes = torch.arange(3, device=dev).expand(n, 3) if axes is None else axes
-    if flips is not None:
-        codes = codes + 4 * flips.to(torch.int64)
-    crops = torch.cat([vol_index[:, None], starts, codes], dim=1).contiguous()
-    inten = intensity_params(n, scale, shift, dev)
-    if inten is None:
-        return vols, crops, torch.empty((n, 2), dtype=torch.float32, device=dev), 0
-    return vols, crops, torch.stack(inten, dim=1).contiguous(), 1
 
 
 def pad_bits(dtype: torch.dtype, pad_value: float | None) -> int:
@@ -85,59 +67,126 @@ def raise_bad_crop(err: torch.Tensor, volumes, starts, vol_index, size, axes, na
     raise ValueError(f"crop_batch: the kernel flagged crop {bad} as outside its volume")
 
 
-def crop_batch_cuda(
-    volumes, starts, vol_index, size, out=None, flips=None, scale=None, shift=None, axes=None,
-    pad_value=None, names=None, check_bounds=True,
-):  # fmt: skip
-    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA tensors.
+def _is_cuda(dev: torch.device) -> bool:
+    return dev.type == "cuda"
 
-    The kernel checks each crop's volume index and window on the device and reads nothing for a bad
-    one; with ``check_bounds`` the flag is read back (one sync) and a ``ValueError`` names the crop.
-    """
+
+def _stream_handle(dev: torch.device) -> int:
+    """torch's current stream on ``dev``: the launches and the tables' copy queue there."""
+    return torch.cuda.current_stream(dev).cuda_stream
+
+
+def _checked_out(volumes, starts, vol_index, size, out, flips, scale, shift, axes) -> torch.Tensor:
+    """Validate one call for the kernel; returns its output (allocated when ``None``)."""
     shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift, axes)
     dev = volumes[0].device
     for name, t in dict(
         starts=starts, vol_index=vol_index, flips=flips, scale=scale, shift=shift, axes=axes
     ).items():
-        if t is not None and t.device != dev:
-            raise ValueError(f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes")
+        if t is not None and t.device not in (dev, torch.device("cpu")):
+            raise ValueError(
+                f"crop_batch_cuda: {name} is on {t.device}, expected {dev} like the volumes (or the host)"
+            )
     for b, v in enumerate(volumes):
-        if dev.type != "cuda" or not v.is_contiguous():
+        if not _is_cuda(dev) or not v.is_contiguous():
             raise ValueError(
                 f"crop_batch_cuda: volume {b} must be contiguous on CUDA, got {dev} strides {v.stride()}"
             )
     out = torch.empty(shape, dtype=volumes[0].dtype, device=dev) if out is None else out
     if not out.is_contiguous():
         raise ValueError(f"crop_batch_cuda: out must be contiguous, got strides {out.stride()}")
-    if out.numel() == 0:
-        return out
-    cupy, kernels = load_module()
-    stream = torch.cuda.current_stream(dev)
-    with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(stream.cuda_stream, dev.index):
-        name, grid, args, keep = launch_args(
-            cupy, volumes, starts, vol_index, out, flips, scale, shift, axes, pad_value
-        )
-        kernels[name](grid, BLOCK, args)
-    if check_bounds:
-        raise_bad_crop(keep[3], volumes, starts, vol_index, out.shape[2:], axes, names)
     return out
 
 
+_CHECKED = ("volumes", "starts", "vol_index", "size", "out", "flips", "scale", "shift", "axes")
+_TABLES = ("volumes", "starts", "vol_index", "flips", "scale", "shift", "axes")
+_LAUNCH = ("volumes", "starts", "vol_index", "out", "flips", "scale", "shift", "axes", "pad_value")
+
+
+def _pick(call: dict, names: tuple[str, ...]) -> list:
+    return [call.get(k) for k in names]
+
+
+def crop_batches_cuda(calls: list[dict]) -> list[torch.Tensor]:
+    """Several :func:`crop_batch_cuda` calls (keyword dicts) whose tables share one host-to-device copy.
+
+    All volumes must be on one device. Each call launches once, in order; a call's ``check_bounds``
+    (default True) reads its flag back after all launches (one sync) and raises ``ValueError``.
+    """
+    calls = [dict(c, out=_checked_out(*_pick(c, _CHECKED))) for c in calls]
+    live = [c for c in calls if c["out"].numel() > 0]
+    dev = live[0]["volumes"][0].device if live else None
+    if any(c["volumes"][0].device != dev for c in live):
+        raise ValueError(f"crop_batches_cuda: every call's volumes must be on {dev}")
+    keep = []
+    if live:
+        cupy, kernels = load_module()
+        with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(_stream_handle(dev), dev.index):
+            parts = [table_parts(*_pick(c, _TABLES), c["out"].shape[0], dev) for c in live]
+            for c, t in zip(live, move_packed(parts, dev), strict=True):
+                name, grid, args, tensors = launch_args(cupy, *_pick(c, _LAUNCH), tables=t)
+                kernels[name](grid, BLOCK, args)
+                keep.append(tensors)
+    for c, t in zip(live, keep, strict=True):
+        if c.get("check_bounds", True):
+            size = c["out"].shape[2:]
+            raise_bad_crop(
+                t.err, c["volumes"], c["starts"], c["vol_index"], size, c.get("axes"), c.get("names")
+            )
+    return [c["out"] for c in calls]
+
+
+def crop_batch_cuda(
+    volumes, starts, vol_index, size, out=None, flips=None, scale=None, shift=None, axes=None,
+    pad_value=None, names=None, check_bounds=True,
+):  # fmt: skip
+    """Same contract as :func:`fastpipe.ops.crop.crop_batch_torch`, for contiguous CUDA volumes.
+
+    The per-crop arguments may be host tensors (they then travel in the launch's one packed copy, see
+    :mod:`fastpipe.ops._crop_tables`) or tensors on the volumes' device. The kernel checks each crop's
+    volume index and window on the device and reads nothing for a bad one; with ``check_bounds`` the
+    flag is read back (one sync) and a ``ValueError`` names the crop.
+    """
+    args = dict(volumes=volumes, starts=starts, vol_index=vol_index, size=size, out=out, flips=flips)
+    args |= dict(scale=scale, shift=shift, axes=axes, pad_value=pad_value, names=names)
+    return crop_batches_cuda([args | {"check_bounds": check_bounds}])[0]
+
+
+def index_kind(volumes, out) -> str:
+    """``"i32"`` when every volume and the output have fewer than 2^31 elements (32-bit index maths), else ``"i64"``."""
+    return "i32" if max(v.numel() for v in (*volumes, out)) < 2**31 else "i64"
+
+
+def lanes_log2(row_len: int, itemsize: int) -> int:
+    """log2 of the threads per output row: one per 8 bytes of the row (one per element for 8-byte
+    elements), rounded up to a power of two, at most a warp; the block's other threads take further rows."""
+    units = row_len if itemsize >= 8 else -(-row_len * itemsize // 8)
+    return min(5, max(0, units - 1).bit_length())
+
+
 def launch_args(
-    cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None
-):
-    """``(kernel name, grid, args, tensors)`` of one launch: the tables, the error flag and the output
-    (``tensors``, which must outlive the launch: vols, crops, inten, err, out). Call inside the stream."""
+    cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None,
+    tables: Launch | None = None,
+):  # fmt: skip
+    """``(kernel name, grid, args, tensors)`` of one launch (block :data:`BLOCK`): ``tensors`` is the
+    :class:`~fastpipe.ops._crop_tables.Launch` that must outlive the launch (``tensors.err`` holds the
+    bounds flag). ``tables``: made by :func:`~fastpipe.ops._crop_tables.move_packed` (default: made here,
+    one host-to-device copy). Call inside the stream."""
     n, dev, dtype = out.shape[0], out.device, volumes[0].dtype
     suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
-    vols, crops, inten, use_inten = _tables(volumes, starts, vol_index, flips, scale, shift, n, dev, axes)
-    err = torch.full((1,), INT_MAX, dtype=torch.int32, device=dev)
-    keep = (vols, crops, inten, err, out.view(view))
+    if tables is None:
+        parts = table_parts(volumes, starts, vol_index, flips, scale, shift, axes, n, dev)
+        tables = move_packed([parts], dev)[0]
+    t = tables._replace(out=out.view(view))
     rows = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
-    args = [cupy.from_dlpack(t) for t in keep]
-    args += [np.int32(s) for s in (*out.shape[1:], len(volumes), use_inten, pad_value is not None)]
+    lanes = lanes_log2(out.shape[4], dtype.itemsize)
+    rows_per_block = BLOCK[0] * BLOCK[1] >> lanes
+    args = [cupy.from_dlpack(x) for x in t]
+    use_inten = int(scale is not None or shift is not None)
+    args += [np.int32(s) for s in (*out.shape[1:], len(volumes), use_inten, pad_value is not None, lanes)]
     args += [np.int64(pad_bits(dtype, pad_value)), np.int64(rows)]
-    return f"crop_pos_neg_{suffix}", ((rows + BLOCK[1] - 1) // BLOCK[1], 1, 1), tuple(args), keep
+    name = f"crop_pos_neg_{suffix}_{index_kind(volumes, out)}"
+    return name, ((rows + rows_per_block - 1) // rows_per_block, 1, 1), tuple(args), t
 
 
 def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

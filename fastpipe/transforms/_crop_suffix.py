@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from fastpipe.ops._device import to_device
 from fastpipe.ops._pad_sample import VirtualPad
 from fastpipe.ops.rand_params import Orientation
 from fastpipe.transforms.pad import pad_width
@@ -57,31 +56,29 @@ def key_terms(augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], key: st
     return {"axes": None if still else o.axes, "flips": None if still else o.flips, **terms, "names": names}
 
 
-def to_op_args(terms: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor | None]:
-    """The terms moved to the volumes' device in one copy per tensor kind."""
-    return {
-        k: None if terms[k] is None else to_device(terms[k], device)
-        for k in ("axes", "flips", "scale", "shift")
-    }
+def to_op_args(terms: dict[str, Any]) -> dict[str, torch.Tensor | None]:
+    """The op arguments of ``terms``, left on the host: the CUDA launcher packs them, with every key's
+    volume table and error flag, into one pinned buffer and one host-to-device copy per batch
+    (``fastpipe.ops._crop_tables``); the torch path reads them as host lists."""
+    return {k: terms[k] for k in ("axes", "flips", "scale", "shift")}
 
 
 class KeyPlans:
     """Per-key terms and op arguments of one batch, made once per set of transforms naming the key.
 
-    Keys that the same transforms name (``image`` and ``label`` under a flip of both) share their
-    orientation tensors: one host-to-device copy per batch, not per key.
+    Keys that the same transforms name (``image`` and ``label`` under a flip of both) share them.
     """
 
     def __init__(self, augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], n: int) -> None:
         self.augs, self.draws, self.n = augs, draws, n
-        self._made: dict[tuple[tuple[int, ...], torch.device], tuple[dict, dict]] = {}
+        self._made: dict[tuple[int, ...], tuple[dict, dict]] = {}
 
-    def get(self, key: str, device: torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
-        """``(terms, op_args)`` of ``key`` (see :func:`key_terms`, :func:`to_op_args`)."""
-        sig = (tuple(i for i, t in enumerate(self.augs) if key in t.keys), device)
+    def get(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
+        """``(terms, op_args)`` of ``key`` (see :func:`key_terms`, :func:`to_op_args`), host tensors."""
+        sig = tuple(i for i, t in enumerate(self.augs) if key in t.keys)
         if sig not in self._made:
             terms = key_terms(self.augs, self.draws, key, self.n)
-            self._made[sig] = (terms, to_op_args(terms, device))
+            self._made[sig] = (terms, to_op_args(terms))
         return self._made[sig]
 
 

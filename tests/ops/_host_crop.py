@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,28 +14,37 @@ from _host_cuda import compile_host
 from fastpipe.ops._cuda_crop import BLOCK, INT_MAX, launch_args
 
 WRAPPERS = r"""
-#define LAUNCH(NAME, T)                                                                                  \
-  extern "C" void run_##NAME(const long long* v, const long long* c, const float* in, int* err, void* o, \
-                             int C, int O0, int O1, int O2, int nvols, int u, int up, long long pad,       \
-                             long long rows, unsigned bx, unsigned by, unsigned grid) {                   \
-    blockDim = {bx, by, 1};                                                                              \
-    for (unsigned b = 0; b < grid; ++b)                                                                  \
-      for (unsigned ty = 0; ty < by; ++ty)                                                               \
-        for (unsigned tx = 0; tx < bx; ++tx) {                                                           \
-          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                 \
-          NAME(v, c, in, err, (T*)o, C, O0, O1, O2, nvols, u, up, pad, rows);                            \
-        }                                                                                                \
+#define LAUNCH(NAME, T)                                                                                   \
+  extern "C" void run_##NAME(const long long* v, const long long* s, const long long* vi, const int* co,  \
+                             const float* in, int* err, void* o, int C, int O0, int O1, int O2, int nvols, \
+                             int u, int up, int lanes, long long pad, long long rows, unsigned bx,        \
+                             unsigned by, unsigned grid) {                                                \
+    blockDim = {bx, by, 1};                                                                               \
+    for (unsigned b = 0; b < grid; ++b)                                                                   \
+      for (unsigned ty = 0; ty < by; ++ty)                                                                \
+        for (unsigned tx = 0; tx < bx; ++tx) {                                                            \
+          blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                  \
+          NAME(v, s, vi, co, in, err, (T*)o, C, O0, O1, O2, nvols, u, up, lanes, pad, rows);              \
+        }                                                                                                 \
   }
-LAUNCH(crop_pos_neg_f32, float)
-LAUNCH(crop_pos_neg_b1, unsigned char)
-LAUNCH(crop_pos_neg_b2, unsigned short)
-LAUNCH(crop_pos_neg_b4, unsigned int)
-LAUNCH(crop_pos_neg_b8, unsigned long long)
+#define BOTH(NAME, T) LAUNCH(NAME##_i32, T) LAUNCH(NAME##_i64, T)
+BOTH(crop_pos_neg_f32, float)
+BOTH(crop_pos_neg_b1, unsigned char)
+BOTH(crop_pos_neg_b2, unsigned short)
+BOTH(crop_pos_neg_b4, unsigned int)
+BOTH(crop_pos_neg_b8, unsigned long long)
 """
 
 
 def build(workdir: Path) -> ctypes.CDLL:
     return compile_host("crop_pos_neg.cu", WRAPPERS, workdir)
+
+
+def store8_counts(lib) -> tuple[int, int]:
+    """``(8-byte stores, misaligned ones)`` the emulated kernels made so far in ``lib``."""
+    counts = (ctypes.c_longlong * 2)()
+    lib.host_store8_counts(counts)
+    return counts[0], counts[1]
 
 
 class _Pointers:
@@ -50,15 +61,57 @@ def _c(arg):
     return ctypes.c_longlong(int(arg)) if isinstance(arg, np.int64) else ctypes.c_int(int(arg))
 
 
-def run(lib, vols, starts, vi, size, flips=None, scale=None, shift=None, axes=None, pad_value=None):
+def run(
+    lib, vols, starts, vi, size, flips=None, scale=None, shift=None, axes=None, pad_value=None, out=None,
+    index=None,
+):  # fmt: skip
     """Launch the emulated kernel with the launcher's own arguments (``launch_args``) on CPU tensors.
 
-    Returns ``(out, flagged crop or None)``.
+    ``out`` (default: a new zeroed tensor) may be a misaligned view; ``index`` forces the ``"i32"`` or
+    ``"i64"`` kernel. Returns ``(out, flagged crop or None, kernel name)``.
     """
-    out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
+    if out is None:
+        out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
     name, grid, args, keep = launch_args(
         _Pointers, vols, starts, vi, out, flips, scale, shift, axes, pad_value
     )
+    if index is not None:
+        name = name[:-3] + index
     getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*BLOCK[:2], grid[0])))
-    bad = int(keep[3].item())
-    return out, (None if bad == INT_MAX else bad)
+    bad = int(keep.err.item())
+    return out, (None if bad == INT_MAX else bad), name
+
+
+class HostKernels:
+    """Stands in for the compiled CuPy kernels: ``kernels[name](grid, block, args)`` runs the host build."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib, self.launched = lib, []
+
+    def __getitem__(self, name: str):
+        def launch(grid, block, args):
+            self.launched.append(name)
+            fn = getattr(self.lib, f"run_{name}")
+            fn(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*block[:2], grid[0])))
+
+        return launch
+
+
+#: stands in for CuPy in the launcher: tensors become addresses, devices and streams do nothing
+FAKE_CUPY = types.SimpleNamespace(
+    from_dlpack=_Pointers.from_dlpack,
+    cuda=types.SimpleNamespace(
+        Device=lambda *a: contextlib.nullcontext(), ExternalStream=lambda *a: contextlib.nullcontext()
+    ),
+)
+
+
+def host_as_cuda(monkeypatch, lib: ctypes.CDLL) -> HostKernels:
+    """Run ``_cuda_crop.crop_batches_cuda`` on CPU tensors with the host kernels (no CuPy, no GPU)."""
+    from fastpipe.ops import _cuda_crop
+
+    kernels = HostKernels(lib)
+    monkeypatch.setattr(_cuda_crop, "load_module", lambda: (FAKE_CUPY, kernels))
+    monkeypatch.setattr(_cuda_crop, "_is_cuda", lambda dev: True)
+    monkeypatch.setattr(_cuda_crop, "_stream_handle", lambda dev: 0)
+    return kernels

@@ -26,6 +26,9 @@ static Dim3 threadIdx, blockIdx, blockDim;
 static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
 static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 static inline int atomicMin(int* p, int v) { int o = *p; if (v < o) *p = v; return o; }
+static long long host_store8 = 0, host_store8_misaligned = 0;  // 8-byte stores (a GPU faults on misaligned)
+#define FASTPIPE_HOST_STORE8(p) (++host_store8, host_store8_misaligned += ((unsigned long long)(p) & 7) != 0)
+extern "C" void host_store8_counts(long long* out) { out[0] = host_store8; out[1] = host_store8_misaligned; }
 #include KERNEL_PATH
 """
 

@@ -94,7 +94,7 @@ def test_kernel_equals_torch_with_turns_flips_pad_and_intensity(lib, dtype, padd
         kw["scale"] = torch.where(i % 6 == 1, 1.0, kw["scale"])  # identities: the step is skipped
         kw["shift"] = torch.where(i % 7 == 2, 0.0, torch.where(i % 7 == 3, -0.0, kw["shift"]))
     ref = crop_batch_torch(vols, starts, vi, size, **kw)
-    got, bad = _host_crop.run(lib, vols, starts, vi, size, **kw)
+    got, bad, _ = _host_crop.run(lib, vols, starts, vi, size, **kw)
     assert bad is None
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))  # bit for bit
     if dtype == torch.float32:
@@ -110,7 +110,7 @@ def test_every_quarter_turn_and_flip_of_a_cube_matches_torch_rot90(lib):
         axes, flips = torch.tensor([perm]), torch.tensor([flip])
         want = vol[:, 1:4, 0:3, 2:5].permute(0, *(1 + p for p in perm))
         want = (want.flip([1 + a for a in range(3) if flip[a]]) if any(flip) else want)[None]
-        got, _ = _host_crop.run(lib, [vol], starts, vi, (3, 3, 3), flips=flips, axes=axes)
+        got, _, _ = _host_crop.run(lib, [vol], starts, vi, (3, 3, 3), flips=flips, axes=axes)
         assert torch.equal(crop_batch_torch([vol], starts, vi, (3, 3, 3), flips=flips, axes=axes), want)
         assert torch.equal(got, want), (perm, flip)
 
@@ -131,7 +131,7 @@ def test_bad_crops_are_flagged_on_the_device_and_read_nothing(lib):
     for why, (st, vi, ax) in cases.items():
         st, vi = torch.tensor(st), torch.tensor(vi)
         axes = torch.tensor(ax) if ax is not None else None
-        got, bad = _host_crop.run(lib, vols, st, vi, size, axes=axes)
+        got, bad, _ = _host_crop.run(lib, vols, st, vi, size, axes=axes)
         expected = 1 if why in ("start past the end", "axes not a permutation") else 2
         assert bad == expected, why
         assert got[expected].abs().sum() == 0 and got[0].sum() == 64, why  # nothing read for the bad crop

@@ -105,7 +105,7 @@ def host_kernel(tmp_path_factory):
 
 
 def run_host_kernel(lib, vols, starts, vi, size, flips, scale, shift):
-    out, bad = _host_crop.run(lib, vols, starts, vi, size, flips, scale, shift)
+    out, bad, _ = _host_crop.run(lib, vols, starts, vi, size, flips, scale, shift)
     assert bad is None
     return out
 
