@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 
 from fastpipe.ops import indices
-from fastpipe.ops.indices import MIN_BG_FRACTION
 from fastpipe.ops._device import to_device
 
 #: Probability that one crop finds no background voxel in a round.
