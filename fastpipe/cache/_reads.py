@@ -26,6 +26,7 @@ from fastpipe import distributed
 from fastpipe._chain import is_random
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
+from fastpipe.cache._footprint import describe_bytes
 from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
@@ -147,8 +148,9 @@ class CachedReads(torch.utils.data.Dataset):
         self.core.prefetch(self._slots(indices))
 
     def describe(self) -> str:
-        """The plan: which steps are cached (on which device), batched, fused, run per item, and why."""
-        return self.plan.describe(self.core.device)
+        """The plan: which steps are cached (on which device), batched, fused, run per item, and why;
+        then the cached bytes per entry, by tensor."""
+        return f"{self.plan.describe(self.core.device)}\n{describe_bytes(self.core.entry_bytes.summary())}"
 
     def stats(self) -> dict[str, Any]:
         """Items, cached items and bytes per tier, fill seconds, hits, misses, skipped items."""
