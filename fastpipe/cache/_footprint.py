@@ -88,10 +88,10 @@ def _size(b: float) -> str:
 def describe_bytes(summary: dict[str, Any]) -> str:
     """Lines for ``describe()``: bytes per cached entry, by tensor, and the background support's form."""
     if not summary["entries"]:
-        return "cached bytes per entry: nothing cached yet"
+        return "bytes per cached entry: nothing cached yet"
     parts = ", ".join(f"{k} {_size(b)}" for k, b in summary["by_tensor"].items() if b)
     lines = [
-        f"cached bytes per entry ({summary['entries']} entries): {_size(summary['bytes_per_entry'])} = {parts}"
+        f"bytes per cached entry ({summary['entries']} entries): {_size(summary['bytes_per_entry'])} = {parts}"
     ]
     bg = summary["background"]
     if bg["rejection"] or bg["list"]:

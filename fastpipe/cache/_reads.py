@@ -148,9 +148,10 @@ class CachedReads(torch.utils.data.Dataset):
         self.core.prefetch(self._slots(indices))
 
     def describe(self) -> str:
-        """The plan: which steps are cached (on which device), batched, fused, run per item, and why;
-        then the cached bytes per entry, by tensor."""
-        return f"{self.plan.describe(self.core.device)}\n{describe_bytes(self.core.entry_bytes.summary())}"
+        """The plan: which steps are cached (on which device), batched, fused, run per item, and why,
+        with the cached bytes per entry by tensor under its first line."""
+        head, _, rest = self.plan.describe(self.core.device).partition("\n")
+        return f"{head}\n{describe_bytes(self.core.entry_bytes.summary())}\n{rest}"
 
     def stats(self) -> dict[str, Any]:
         """Items, cached items and bytes per tier, fill seconds, hits, misses, skipped items."""
