@@ -9,9 +9,10 @@ channel (channel 0 of a multi-channel label is skipped, as in ``fg_bg_indices``)
 image rule, the image exceeds the threshold on some channel. The first accepted candidate of a
 crop is uniform over exactly the set MONAI's list enumerates.
 
-Tries: a round draws ``T`` candidates per crop, ``T`` chosen from the background fraction so that
-a crop misses a whole round with probability at most :data:`ROUND_MISS`; rounds repeat for the
-crops still without a centre, at most :data:`MAX_TRIES` candidates per crop. A crop that still has
+Tries: a round draws ``T`` candidates per crop, ``T`` chosen from the background fraction (the
+smallest of the batch's volumes) so that a crop misses a whole round with probability at most
+:data:`ROUND_MISS`; rounds repeat for the crops still without a centre, at most :data:`MAX_TRIES`
+candidates per crop. A crop that still has
 none (a volume far below ``MIN_BG_FRACTION``, whose entries keep their list) takes a uniform pick from the background list
 computed then (exact too, but slow; warned once). The tests run where the label lives; only the
 accept mask (``n * T`` bools) comes back to the host: one device sync per round.
@@ -24,6 +25,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 import torch
 
@@ -58,18 +60,25 @@ def tries_per_round(count: int, voxels: int) -> int:
     return max(1, min(_MAX_ROUND, math.ceil(math.log(ROUND_MISS) / math.log1p(-frac))))
 
 
+def _values(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``t[:, c]`` over flat C-order spatial indices ``c``: ``(C, len(c))``, without copying the volume."""
+    if t.is_contiguous():
+        return t.view(t.shape[0], -1)[:, c]
+    _, _, sy, sz = t.shape
+    return t[:, c // (sy * sz), (c // sz) % sy, c % sz]
+
+
 def _accept(spec: RejectBg, cand: torch.Tensor) -> torch.Tensor:
     """Whether each flat candidate (CPU int64) is a background voxel; a bool tensor on the label's device."""
     label = spec.label[1:] if spec.label.shape[0] > 1 else spec.label
-    _, sx, sy, sz = spec.label.shape
     c = to_device(cand, label.device)
-    x, y, z = c // (sy * sz), (c // sz) % sy, c % sz
-    ok = (label[:, x, y, z] == 0).all(0)
+    if label.shape[0] == 1 and label.is_contiguous():
+        ok = label.view(-1)[c] == 0
+    else:
+        ok = (_values(label, c) == 0).all(0)
     if spec.image is not None:
-        img = spec.image
-        ci = c if img.device == label.device else to_device(cand, img.device)
-        xi, yi, zi = ci // (sy * sz), (ci // sz) % sy, ci % sz
-        ok = ok & (img[:, xi, yi, zi] > spec.threshold).any(0).to(label.device)
+        ci = c if spec.image.device == label.device else to_device(cand, spec.image.device)
+        ok = ok & (_values(spec.image, ci) > spec.threshold).any(0).to(label.device)
     return ok
 
 
@@ -89,50 +98,55 @@ def _from_list(spec: RejectBg, n: int, generator: torch.Generator) -> torch.Tens
     return bg.cpu()[k]
 
 
-def draw_rejected(
-    specs: Sequence[RejectBg], counts: Sequence[int], generator: torch.Generator
-) -> list[torch.Tensor]:
-    """``counts[v]`` background voxels of volume ``v``, each uniform over its background, by rejection.
+def _round(specs: Sequence[RejectBg], vol: list[int], generator: torch.Generator) -> tuple[list[int], int]:
+    """One round for rows of volumes ``vol`` (ascending): the picked voxel or -1 per row, and the tries per row."""
+    groups = [(v, len(list(g))) for v, g in groupby(vol)]
+    t = max(tries_per_round(specs[v].count, specs[v].label[0].numel()) for v, _ in groups)
+    cands, masks = [], []
+    for v, n in groups:
+        cand = torch.randint(specs[v].label[0].numel(), (n * t,), generator=generator)
+        cands.append(cand)
+        masks.append(_accept(specs[v], cand))
+    ok = (
+        torch.cat([m.to(masks[0].device) for m in masks]) if len(masks) > 1 else masks[0]
+    ).tolist()  # one sync
+    cand = (torch.cat(cands) if len(cands) > 1 else cands[0]).tolist()
+    picked = []
+    for row in range(len(vol)):  # the first accepted candidate of each row (a batch has few crops)
+        tries = range(row * t, (row + 1) * t)
+        picked.append(next((cand[i] for i in tries if ok[i]), -1))
+    return picked, t
+
+
+def draw_rejected(specs: Sequence[RejectBg], vol: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """One background voxel per row, of volume ``specs[vol[i]]``, uniform over its background, by rejection.
 
     All candidates come from ``generator`` (CPU), so the result does not depend on the label's device.
 
     Shape:
-        returns per volume a CPU int64 tensor ``(counts[v],)`` of flat C-order indices.
+        ``vol``: ``M`` volume numbers, ascending -> ``(M,)`` int64 flat C-order indices, on the CPU.
 
     Example:
         >>> lab = torch.zeros(1, 4, 4, 4, dtype=torch.uint8); lab[0, 0, 0, 0] = 1
-        >>> out = draw_rejected([RejectBg(lab, None, 0.0, 63)], [5], torch.Generator().manual_seed(0))
-        >>> bool((out[0] != 0).all())
+        >>> out = draw_rejected([RejectBg(lab, None, 0.0, 63)], [0] * 5, torch.Generator())
+        >>> bool((out != 0).all())
         True
     """
-    out = [torch.full((n,), -1, dtype=torch.int64) for n in counts]
-    todo = [v for v, n in enumerate(counts) if n > 0]
-    spent = [0] * len(specs)
-    while todo:
-        masks, cands = [], []
-        for v in todo:
-            left = (out[v] < 0).nonzero().flatten()
-            t = tries_per_round(specs[v].count, specs[v].label[0].numel())
-            cand = torch.randint(specs[v].label[0].numel(), (left.numel(), t), generator=generator)
-            cands.append((v, left, cand))
-            masks.append(_accept(specs[v], cand.flatten()))
-            spent[v] += t
-        flat_masks = torch.cat([m.to(masks[0].device) for m in masks]).cpu()  # one sync per round
-        pos, next_todo = 0, []
-        for v, left, cand in cands:
-            ok = flat_masks[pos : pos + cand.numel()].view(cand.shape)
-            pos += cand.numel()
-            hit = ok.any(1)
-            first = ok.to(torch.int8).argmax(1)
-            out[v][left[hit]] = cand[hit, first[hit]]
-            if bool((~hit).any()):
-                if spent[v] >= MAX_TRIES:
-                    miss = left[~hit]
-                    out[v][miss] = _from_list(specs[v], miss.numel(), generator)
-                else:
-                    next_todo.append(v)
-        todo = next_todo
-    return out
+    vol = list(vol)
+    out, left, spent = [-1] * len(vol), list(range(len(vol))), 0
+    while left:
+        if spent >= MAX_TRIES:
+            for v, g in groupby(left, key=lambda i: vol[i]):
+                rows = list(g)
+                for i, p in zip(rows, _from_list(specs[v], len(rows), generator).tolist(), strict=True):
+                    out[i] = p
+            break
+        picked, t = _round(specs, [vol[i] for i in left], generator)
+        for i, p in zip(left, picked, strict=True):
+            out[i] = p
+        left = [i for i in left if out[i] < 0]
+        spent += t
+    return torch.tensor(out, dtype=torch.int64)
 
 
 def resolve_rejected(
@@ -148,24 +162,25 @@ def resolve_rejected(
     A crop of volume ``v`` (with a rule) that drew background index ``k < count`` gets a voxel by
     rejection; ``bg[v]`` becomes the ``num_samples`` picked voxels (crop ``j`` of the volume reads
     entry ``j``) and a pad draw ``k >= count`` becomes ``num_samples + (k - count)``, so the virtual-pad
-    split (:mod:`fastpipe.ops._pad_sample`) reads it as the same pad voxel.
+    split (:mod:`fastpipe.ops._pad_sample`) reads it as the same pad voxel. The bookkeeping is on
+    host lists: a batch has a few crops.
     """
     sub = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    bg, k = list(bg), k.clone()
-    vols = [v for v, r in enumerate(reject) if r is not None]
-    needs = []
-    for v in vols:
-        sl = slice(v * num_samples, (v + 1) * num_samples)
-        needs.append(~is_fg[sl] & (k[sl] < reject[v].count))
-    picked = draw_rejected([reject[v] for v in vols], [int(n.sum()) for n in needs], sub)
-    for v, need, got in zip(vols, needs, picked, strict=True):
-        sl = slice(v * num_samples, (v + 1) * num_samples)
-        row = torch.zeros(num_samples, dtype=torch.int64)
-        row[need] = got
-        kv = k[sl]
-        pad = ~is_fg[sl] & ~need
-        k[sl] = torch.where(
-            need, torch.arange(num_samples), torch.where(pad, kv - reject[v].count + num_samples, kv)
-        )
-        bg[v] = row.to(reject[v].label.device)
-    return bg, k
+    fg, ks = is_fg.tolist(), k.tolist()
+    rows = []
+    for n, (f, kk) in enumerate(zip(fg, ks, strict=True)):
+        r = reject[n // num_samples]
+        if r is None or f:
+            continue
+        if kk < r.count:
+            rows.append(n)
+            ks[n] = n % num_samples
+        else:  # a pad voxel (fastpipe.ops._pad_sample): past the per-volume picks
+            ks[n] = kk - r.count + num_samples
+    picked = draw_rejected(reject, [n // num_samples for n in rows], sub).tolist() if rows else []
+    per = [[0] * num_samples if r is not None else None for r in reject]
+    for n, p in zip(rows, picked, strict=True):
+        per[n // num_samples][n % num_samples] = p
+    bg = [b if r is None else to_device(torch.tensor(p, dtype=torch.int64), r.label.device)
+          for b, r, p in zip(bg, reject, per, strict=True)]  # fmt: skip
+    return bg, torch.tensor(ks, dtype=torch.int64)

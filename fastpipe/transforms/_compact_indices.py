@@ -18,6 +18,9 @@ from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
 from fastpipe.transforms.utility import device_point
 
+#: Plan the compact form (``False`` keeps MONAI's lists everywhere: ``benchmarks.cache_footprint``'s "before").
+ENABLED = True
+
 
 def _feeds(t: Any, crop: RandCropByPosNegLabeld) -> bool:
     """Whether ``t`` is fastpipe's ``FgBgToIndicesd`` writing exactly the crop's index keys."""
@@ -46,7 +49,7 @@ def compact_chain(chain: list[Any]) -> list[Any]:
         (('label',), (None, 0.0))
     """
     chain = list(chain)
-    for c, crop in enumerate(chain):
+    for c, crop in enumerate(chain if ENABLED else ()):
         if type(crop) is not RandCropByPosNegLabeld or crop._bg_rule is not None:
             continue
         j = c - 1
