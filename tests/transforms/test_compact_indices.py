@@ -72,7 +72,9 @@ def test_foreground_fraction_over_2400_crops_is_pos_ratio():
     chain = chain_of(pos=1, neg=2, num_samples=100)
     c = centres(chain, items, rounds=6)
     vol = (torch.arange(c.shape[0]) // 100) % 4
-    is_fg = torch.stack([items[int(v)]["label"][0, x, y, z] for v, (x, y, z) in zip(vol, c.tolist(), strict=True)]).bool()
+    is_fg = torch.stack(
+        [items[int(v)]["label"][0, x, y, z] for v, (x, y, z) in zip(vol, c.tolist(), strict=True)]
+    ).bool()
     assert four_sigma(int(is_fg.sum()), c.shape[0], 1 / 3)
 
 
@@ -204,3 +206,17 @@ def test_no_warning_on_a_normal_volume():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         centres(chain_of(num_samples=100), [blob_item()])
+
+
+def test_compact_entries_survive_the_persistent_cache(tmp_path):
+    items = [blob_item(name="p0")]
+    chain = [T.FgBgToIndicesd("label"), T.RandCropByPosNegLabeld(KEYS, "label", (4, 4, 4), num_samples=8)]
+    first = fp.CacheDataset(items, chain, persist_dir=tmp_path, progress=False)
+    again = fp.CacheDataset(items, chain, persist_dir=tmp_path, progress=False)
+    assert again.stats()["computed"] == 0  # loaded from disk
+    entry = again.cached_entry(0)
+    assert entry["label_bg_indices"].ndim == 0 and int(entry["label_bg_indices"]) == int(
+        first.cached_entry(0)["label_bg_indices"]
+    )
+    a, b = first.fetch_seeded([0], 7), again.fetch_seeded([0], 7)
+    assert torch.equal(a["crop_centers"], b["crop_centers"])
