@@ -52,6 +52,27 @@ class RejectBg:
     count: int
 
 
+def reject_rule(
+    bg: torch.Tensor, item: dict, label_key: str, rule: tuple[str | None, float] | None, where: str
+) -> RejectBg | None:
+    """The :class:`RejectBg` of ``item`` when its background entry ``bg`` is a 0-d count, else ``None``.
+
+    ``rule`` is ``(image_key, image_threshold)`` of the ``FgBgToIndicesd`` that wrote the count (the
+    crop's ``_bg_rule``); ``where`` names the entry in the error raised when it is unknown.
+    """
+    if bg.ndim != 0:
+        return None
+    if rule is None:
+        raise ValueError(
+            f"{where} is a background count (the compact form a fastpipe chain plans for its own crop), but "
+            "this crop was not planned with the FgBgToIndicesd that wrote it; run both in one "
+            "Compose/CacheDataset chain"
+        )
+    image_key, threshold = rule
+    image = item[image_key] if image_key is not None else None
+    return RejectBg(item[label_key], image, float(threshold), int(bg))
+
+
 def tries_per_round(count: int, voxels: int) -> int:
     """Candidates per crop in one round: enough that all miss with probability <= ``ROUND_MISS``."""
     frac = count / voxels

@@ -19,7 +19,7 @@ import torch
 
 from fastpipe._meta import item_name
 from fastpipe.ops import crop_batch
-from fastpipe.ops._bg_reject import RejectBg
+from fastpipe.ops._bg_reject import RejectBg, reject_rule
 from fastpipe.ops._device import to_device
 from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
 from fastpipe.profiling import annotate
@@ -205,17 +205,8 @@ class RandCropByPosNegLabeld:
 
     def _reject(self, d: dict[str, Any], bg: torch.Tensor) -> RejectBg | None:
         """Item ``d``'s background rule when its background entry is a 0-d count (compact); else ``None``."""
-        if bg.ndim != 0:
-            return None
-        if self._bg_rule is None:
-            raise ValueError(
-                f"RandCropByPosNegLabeld: {self.bg_indices_key!r} of {item_name(d)} is a background count (the "
-                "compact form a fastpipe chain plans for its own crop), but this crop was not planned with the "
-                "FgBgToIndicesd that wrote it; run both in one Compose/CacheDataset chain"
-            )
-        image_key, threshold = self._bg_rule
-        image = d[image_key] if image_key is not None else None
-        return RejectBg(d[self.label_key], image, float(threshold), int(bg))
+        where = f"RandCropByPosNegLabeld: {self.bg_indices_key!r} of {item_name(d)}"
+        return reject_rule(bg, d, self.label_key, self._bg_rule, where)
 
     def _present_keys(self, items: list[dict[str, Any]]) -> list[str]:
         keys = []

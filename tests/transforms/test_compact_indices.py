@@ -195,11 +195,14 @@ def test_same_seed_same_crops_whatever_the_label_layout():
 
 def test_same_seed_same_crops_on_cpu_and_gpu(cuda_device):
     d = blob_item()
-    chain = chain_of(num_samples=64, size=(4, 4, 4))
-    a = centres(chain, [d], seed=5)
-    g = {k: v.to(cuda_device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}
-    b = centres(chain, [g], seed=5)
-    assert torch.equal(a, b.cpu())
+    chain = chain_of(num_samples=64, size=(4, 4, 4), pos=1, neg=3)
+    entry = chain[0](d)
+    gpu = {k: v.to(cuda_device) if isinstance(v, torch.Tensor) and v.ndim else v for k, v in entry.items()}
+    a = chain[1].set_random_state(5).batch_call([entry, entry])
+    b = chain[1].set_random_state(5).batch_call([gpu, gpu])
+    assert b["image"].is_cuda
+    for key in ("image", "label", "crop_centers", "crop_starts"):
+        assert torch.equal(a[key], b[key].cpu()), key
 
 
 def test_no_warning_on_a_normal_volume():
