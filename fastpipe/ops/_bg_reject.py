@@ -171,6 +171,7 @@ def draw_rejected(specs: Sequence[RejectBg], vol: Sequence[int], generator: torc
 
 
 def resolve_rejected(
+    fg: Sequence[torch.Tensor],
     bg: Sequence[torch.Tensor],
     is_fg: torch.Tensor,
     k: torch.Tensor,
@@ -183,13 +184,14 @@ def resolve_rejected(
     A crop of volume ``v`` (with a rule) that drew background index ``k < count`` gets a voxel by
     rejection; ``bg[v]`` becomes the ``num_samples`` picked voxels (crop ``j`` of the volume reads
     entry ``j``) and a pad draw ``k >= count`` becomes ``num_samples + (k - count)``, so the virtual-pad
-    split (:mod:`fastpipe.ops._pad_sample`) reads it as the same pad voxel. The bookkeeping is on
-    host lists: a batch has a few crops.
+    split (:mod:`fastpipe.ops._pad_sample`) reads it as the same pad voxel. The picks go where
+    ``fg[v]`` lives (the label's device when it is empty). The bookkeeping is on host lists: a batch
+    has a few crops.
     """
     sub = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    fg, ks = is_fg.tolist(), k.tolist()
+    fgs, ks = is_fg.tolist(), k.tolist()
     rows = []
-    for n, (f, kk) in enumerate(zip(fg, ks, strict=True)):
+    for n, (f, kk) in enumerate(zip(fgs, ks, strict=True)):
         r = reject[n // num_samples]
         if r is None or f:
             continue
@@ -202,6 +204,6 @@ def resolve_rejected(
     per = [[0] * num_samples if r is not None else None for r in reject]
     for n, p in zip(rows, picked, strict=True):
         per[n // num_samples][n % num_samples] = p
-    bg = [b if r is None else to_device(torch.tensor(p, dtype=torch.int64), r.label.device)
-          for b, r, p in zip(bg, reject, per, strict=True)]  # fmt: skip
+    bg = [b if r is None else to_device(torch.tensor(p, dtype=torch.int64), f.device if f.numel() else r.label.device)
+          for f, b, r, p in zip(fg, bg, reject, per, strict=True)]  # fmt: skip
     return bg, torch.tensor(ks, dtype=torch.int64)

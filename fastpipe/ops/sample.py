@@ -254,7 +254,7 @@ def sample_crops(
     n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
     is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
     if any(r is not None for r in reject):
-        bg, k = resolve_rejected(bg, is_fg, k, reject, num_samples, generator)
+        bg, k = resolve_rejected(fg, bg, is_fg, k, reject, num_samples, generator)
     # per-crop table (N, 13): shape, lo, hi, half, volume index
     rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
