@@ -223,3 +223,28 @@ def test_compact_entries_survive_the_persistent_cache(tmp_path):
     )
     a, b = first.fetch_seeded([0], 7), again.fetch_seeded([0], 7)
     assert torch.equal(a["crop_centers"], b["crop_centers"])
+
+
+@pytest.mark.parametrize(
+    ("between", "fg_kw", "compact"),
+    [
+        ([], {}, True),
+        ([T.ToDeviced(KEYS, "cpu")], {"image_key": "image"}, True),
+        ([T.EnsureTyped([*KEYS, "label_fg_indices", "label_bg_indices"])], {}, True),  # MONAI tutorial's
+        ([T.EnsureTyped(KEYS, dtype=torch.float16)], {}, True),  # label cast: zero stays zero
+        (
+            [T.EnsureTyped(KEYS, dtype=torch.float16)],
+            {"image_key": "image"},
+            False,
+        ),  # could cross the threshold
+        ([T.EnsureTyped(["label_fg_indices"], dtype=torch.float32)], {}, False),
+        ([T.EnsureTyped(KEYS, data_type="numpy")], {}, False),
+        ([lambda d: d], {}, False),  # anything else may read the lists
+    ],
+)
+def test_what_may_sit_between_the_indices_and_the_crop(between, fg_kw, compact):
+    chain = fuse_random(
+        [T.FgBgToIndicesd("label", **fg_kw), *between, T.RandCropByPosNegLabeld(KEYS, "label", 4)]
+    )
+    assert (chain[0].compact_keys == ("label",)) is compact
+    assert (chain[-1]._bg_rule is not None) is compact
