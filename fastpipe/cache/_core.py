@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fastpipe.cache._fingerprint import chain_fingerprint
+from fastpipe.cache._footprint import EntryBytes
 from fastpipe.cache._key import check_persist_key, entry_owner
 from fastpipe.cache._persist import PersistentCache
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
@@ -96,6 +97,7 @@ class CacheCore:
         self._lock = threading.Lock()
         self.hits = 0
         self.computed = 0
+        self.entry_bytes = EntryBytes()  # bytes per stored entry by tensor (stats, describe)
 
     def compute(self, item: Any, index: int | None = None) -> Any:
         """Run the prefix on ``item`` (or load it from the persistent cache): the entry to :meth:`put`.
@@ -126,7 +128,10 @@ class CacheCore:
 
     def put(self, slot: int, entry: Any) -> str | None:
         """Store ``entry`` under ``slot``; returns its tier, or ``None`` when no tier has room."""
-        return self.store.put(slot, entry)
+        tier = self.store.put(slot, entry)
+        if tier is not None:
+            self.entry_bytes.record(slot, entry)
+        return tier
 
     def get(self, slot: int) -> Any:
         """The entry of ``slot`` on the chain's device: fresh dicts, shared tensors (never a deep copy)."""
@@ -138,6 +143,7 @@ class CacheCore:
     def drop(self, slot: int) -> None:
         """Forget ``slot`` and free its bytes."""
         self.store.drop(slot)
+        self.entry_bytes.forget(slot)
 
     def prefetch(self, slots: list[int]) -> None:
         """Start moving host/disk-tier entries of ``slots`` to the GPU ahead of use (no-op on CPU)."""
@@ -159,7 +165,12 @@ class CacheCore:
     def stats(self) -> dict[str, Any]:
         """Items and bytes per tier, budgets, hits, computed items, persistent-cache loads/saves."""
         out = self.store.stats()
-        out.update(device=str(self.device), hits=self.hits, computed=self.computed)
+        out.update(
+            device=str(self.device),
+            hits=self.hits,
+            computed=self.computed,
+            entry_bytes=self.entry_bytes.summary(),
+        )
         if self.persist is not None:
             out["persist"] = self.persist.stats()
         return out
@@ -167,6 +178,7 @@ class CacheCore:
     def close(self) -> None:
         """Free every entry and the temporary disk tier (idempotent)."""
         self.store.close()
+        self.entry_bytes.forget()
 
 
 def _apply(transforms: list[Any], item: Any) -> Any:

@@ -27,6 +27,7 @@ from fastpipe._chain import flatten, is_random
 from fastpipe.cache._checks import check_device_points, check_items
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
+from fastpipe.cache._footprint import describe_bytes
 from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
@@ -151,8 +152,10 @@ class CachedReads(torch.utils.data.Dataset):
         self.core.prefetch(self._slots(indices))
 
     def describe(self) -> str:
-        """The plan: which steps are cached (on which device), batched, fused, run per item, and why."""
-        return self.plan.describe(self.core.device)
+        """The plan: which steps are cached (on which device), batched, fused, run per item, and why,
+        with the cached bytes per entry by tensor under its first line."""
+        head, _, rest = self.plan.describe(self.core.device).partition("\n")
+        return f"{head}\n{describe_bytes(self.core.entry_bytes.summary())}\n{rest}"
 
     def stats(self) -> dict[str, Any]:
         """Items, cached items and bytes per tier, fill seconds, hits, misses, skipped items."""

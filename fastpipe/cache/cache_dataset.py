@@ -143,10 +143,6 @@ class CacheDataset(CachedReads):
         """Free the cache (idempotent)."""
         self.core.close()
 
-    def describe(self) -> str:
-        """The plan: which steps are cached (on which device), batched, fused, run per item, and why."""
-        return self.plan.describe(self.core.device)
-
     def __repr__(self) -> str:
         s = self.stats()
         tiers = ", ".join(f"{t}: {s['items'][t]} items / {s['bytes'][t] / 2**20:.1f} MiB" for t in s["items"])

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: Below this background fraction :func:`compact_indices` keeps the background list (rejection would need many tries).
+MIN_BG_FRACTION = 1 / 16
+
 
 def _flat_mask(x: torch.Tensor, threshold: float | None = None) -> torch.Tensor | np.ndarray:
     """``(x > threshold).any(0)`` (``x != 0`` without one) of a channel-first volume as a flat C-order bool.
@@ -61,3 +64,32 @@ def fg_bg_indices(
         return _nonzero(lab), _nonzero(~lab)
     img = _like(_flat_mask(image, image_threshold), lab)
     return _nonzero(lab), _nonzero(img & ~lab)
+
+
+def compact_indices(
+    label: torch.Tensor,
+    image: torch.Tensor | None = None,
+    image_threshold: float = 0.0,
+    min_bg_fraction: float = MIN_BG_FRACTION,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fg, bg)`` for a crop that draws background centres by rejection (``fastpipe.ops._bg_reject``).
+
+    ``fg`` is :func:`fg_bg_indices`' foreground list, int32 when the volume has fewer than 2**31
+    voxels. ``bg`` is a 0-d int64 CPU tensor holding the background count (the marker: a list is
+    always 1-D), or, when background is under ``min_bg_fraction`` of the volume but not empty (where
+    rejection would need many tries), the background list itself in ``fg``'s dtype.
+
+    Example:
+        >>> compact_indices(torch.tensor([[[[0, 1], [0, 0]]]]), min_bg_fraction=0.5)
+        (tensor([1], dtype=torch.int32), tensor(3))
+    """
+    if label.shape[0] > 1:
+        label = label[1:]
+    lab = _flat_mask(label)
+    bgm = ~lab if image is None else _like(_flat_mask(image, image_threshold), lab) & ~lab
+    dtype = torch.int32 if lab.shape[0] < 2**31 else torch.int64
+    fg = _nonzero(lab).to(dtype)
+    count = int(bgm.sum())
+    if 0 < count < min_bg_fraction * lab.shape[0]:
+        return fg, _nonzero(bgm).to(dtype)
+    return fg, torch.tensor(count, dtype=torch.int64)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from fastpipe.ops import _backends, indices
+from fastpipe.ops._bg_reject import RejectBg, resolve_rejected
 from fastpipe.ops._device import to_device
 from fastpipe.ops._pad_sample import VirtualPad, split_pad_picks, to_padded_flat
 
@@ -216,6 +217,7 @@ def sample_crops(
     allow_smaller: bool = False,
     names: Sequence[str] | None = None,
     pads: Sequence[VirtualPad] | None = None,
+    reject: Sequence[RejectBg | None] | None = None,
 ) -> CropSample:
     """Draw the centres and window starts of ``num_samples`` crops from each of ``B`` volumes.
 
@@ -231,6 +233,9 @@ def sample_crops(
         names: per volume, a name for error messages.
         pads: per volume, a virtual pad (``shapes`` are then the padded shapes, the index lists
             those of the unpadded volumes; see :mod:`fastpipe.ops._pad_sample`); default none.
+        reject: per volume, ``None`` (its ``bg`` list is used) or a
+            :class:`~fastpipe.ops._bg_reject.RejectBg`: its background centres are drawn by
+            rejection from the label and ``bg[v]`` is ignored; default none.
 
     Example:
         >>> from fastpipe.ops.indices import fg_bg_indices
@@ -244,8 +249,12 @@ def sample_crops(
     if len(sizes) > 1:
         detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
         raise ValueError(f"crops of one batch must share a size, got {detail}")
-    n_bg = [b.numel() + (pads[v].n_pad if pads is not None else 0) for v, b in enumerate(bg)]
+    reject = list(reject) if reject is not None else [None] * len(bg)
+    inner = [b.numel() if r is None else r.count for b, r in zip(bg, reject, strict=True)]
+    n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
     is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
+    if any(r is not None for r in reject):
+        bg, k = resolve_rejected(fg, bg, is_fg, k, reject, num_samples, generator)
     # per-crop table (N, 13): shape, lo, hi, half, volume index
     rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)

@@ -21,6 +21,10 @@ copied). Two rewrites, each only where the result is exactly MONAI's:
    form with the same probabilities. ``FgBgToIndicesd`` *before* ``SpatialPadd``: MONAI reads
    indices of the unpadded volume against the padded shape; that chain is left as written (cached
    padded copy), so results stay MONAI's.
+3. **Compact indices.** The crop label's ``FgBgToIndicesd`` right before the crop (device moves
+   between) stores the foreground list (int32) and a background count, and the crop draws
+   background centres by rejection: same distribution, about half the cached bytes
+   (``fastpipe.transforms._compact_indices``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import torch
 
+from fastpipe.transforms._compact_indices import compact_chain
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.pad import SpatialPadd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
@@ -139,6 +144,7 @@ def fuse_random(transforms: Sequence[Any]) -> list[Any]:
             before, chain = len(chain), _absorb_pad(chain, c)
             c -= before - len(chain)  # the pad before the crop left the chain
         c += 1
+    chain = compact_chain(chain)
     out: list[Any] = []
     i = 0
     while i < len(chain):

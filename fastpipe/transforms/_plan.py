@@ -222,6 +222,10 @@ def _fused_plan(steps: list[Step], swapped: list[str]) -> Plan:
             absorbed.append(s)
     in_prefix = {id(t) for t in prefix}
     cached = [s for s in steps if id(s.obj) in in_prefix and s not in absorbed]
+    for s in cached:
+        if getattr(s.obj, "compact_keys", ()):  # fastpipe.transforms._compact_indices
+            note = f"{list(s.obj.compact_keys)}: foreground list + background count (crop draws background by rejection)"
+            s.note = f"{s.note}; {note}" if s.note else note
     rest = [s for s in steps if id(s.obj) not in in_prefix and s not in absorbed]
     plan = Plan(prefix, suffix, cached, swapped)
     _mark_suffix(plan, rest, absorbed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from fastpipe.ops.indices import fg_bg_indices
+from fastpipe.ops.indices import compact_indices, fg_bg_indices
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
@@ -25,8 +25,16 @@ class FgBgToIndicesd:
         output_shape: accepted for MONAI compatibility; must be None (flat indices).
         allow_missing_keys: skip absent keys (default False).
 
+    Called on its own it writes MONAI's lists. In a fastpipe chain whose ``RandCropByPosNegLabeld``
+    reads these indices (only device moves in between), the plan switches the crop's label key to
+    the compact form (``compact_keys``): the foreground list as int32 (fewer than 2**31 voxels) and,
+    in place of the background list, a 0-d int64 count of background voxels; the crop then draws
+    background centres by rejection from the label, uniformly over the same set (see
+    ``fastpipe.ops._bg_reject``). A volume with background under 1/16 of its voxels keeps an int32
+    background list.
+
     Shape:
-        label ``(C, X, Y, Z)`` -> indices ``(N_fg,)`` and ``(N_bg,)``.
+        label ``(C, X, Y, Z)`` -> indices ``(N_fg,)`` and ``(N_bg,)`` (compact: ``(N_fg,)`` and ``()``).
 
     Example:
         >>> d = FgBgToIndicesd("label")({"label": torch.tensor([[[[0, 1], [1, 0]]]])})
@@ -43,6 +51,7 @@ class FgBgToIndicesd:
         self.fg_postfix, self.bg_postfix = fg_postfix, bg_postfix
         self.image_key, self.image_threshold = image_key, image_threshold
         self.allow_missing_keys = allow_missing_keys
+        self.compact_keys: tuple[str, ...] = ()  # set by the chain's plan (fastpipe.transforms._fuse_random)
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -51,6 +60,7 @@ class FgBgToIndicesd:
             key = self.keys[i]
             if image is not None and (image.device.type == "cpu") != (d[key].device.type == "cpu"):
                 raise ValueError(f"FgBgToIndicesd: label on {d[key].device} but image on {image.device}")
-            fg, bg = fg_bg_indices(d[key], image, self.image_threshold)
+            indices = compact_indices if key in self.compact_keys else fg_bg_indices
+            fg, bg = indices(d[key], image, self.image_threshold)
             d[f"{key}{self.fg_postfix}"], d[f"{key}{self.bg_postfix}"] = fg, bg
         return d

@@ -19,6 +19,7 @@ import torch
 
 from fastpipe._meta import item_name
 from fastpipe.ops._backends import crop_batches
+from fastpipe.ops._bg_reject import RejectBg, reject_rule
 from fastpipe.ops._device import to_device
 from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
 from fastpipe.profiling import annotate
@@ -135,6 +136,7 @@ class RandCropByPosNegLabeld:
         pad_is_bg = image_key is None or image_threshold < 0
         self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
         self._augs: tuple[Any, ...] = ()  # the fused random suffix (set by fuse_random on a copy)
+        self._bg_rule: tuple[str | None, float] | None = None  # compact indices' rule (_compact_indices)
         self.backend = backend
         self._lock = threading.Lock()
         renew_locks_after_fork(self)
@@ -198,8 +200,13 @@ class RandCropByPosNegLabeld:
                     f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} must hold integer flat indices "
                     f"(int64 expected), got {idx.dtype}"
                 )
-            out.append(idx.reshape(-1))
+            out.append(idx if key == bk and idx.ndim == 0 else idx.reshape(-1))
         return out[0], out[1]
+
+    def _reject(self, d: dict[str, Any], bg: torch.Tensor) -> RejectBg | None:
+        """Item ``d``'s background rule when its background entry is a 0-d count (compact); else ``None``."""
+        where = f"RandCropByPosNegLabeld: {self.bg_indices_key!r} of {item_name(d)}"
+        return reject_rule(bg, d, self.label_key, self._bg_rule, where)
 
     def _present_keys(self, items: list[dict[str, Any]]) -> list[str]:
         keys = []
@@ -240,12 +247,13 @@ class RandCropByPosNegLabeld:
         device = items[0][self.label_key].device
         idx = [self._indices(d, d[self.label_key]) for d in items]
         names = [item_name(d) for d in items]
+        reject = [self._reject(d, i[1]) for d, i in zip(items, idx, strict=True)]
         with self._lock:
             try:
                 s = sample_crops(
                     [i[0] for i in idx], [i[1] for i in idx], [p.padded for p in pads] if pads else shapes,
                     self.spatial_size, self.num_samples, self.pos_ratio, self.generator, device,
-                    self.allow_smaller, names, pads,
+                    self.allow_smaller, names, pads, reject,
                 )  # fmt: skip
             except ValueError as err:  # the op names the volume; say which transform asked
                 raise ValueError(f"RandCropByPosNegLabeld: {err}") from err
