@@ -11,11 +11,12 @@ NPROC   ?= 1
 TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install test test-gpu gpu-wheels lint bench bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
+.PHONY: help install test test-gpu gpu-wheels lint bench bench-train bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
 
 help:
 	@echo "make test         run the test suite (installs into $(VENV) first)"
 	@echo "make bench        run the spleen benchmark matrix (PRESET=spleen-small|spleen-full, DATA=/path/Task09_Spleen)"
+	@echo "make bench-train  time to a Dice target for four data arms, MONAI's UNet (CPU preset; DATA= a Task09 folder)"
 	@echo "make bench-micro  pytest-benchmark microbenchmarks of transforms and crop op"
 	@echo "make lint         ruff"
 	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"
@@ -46,6 +47,9 @@ synth: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) -m benchmarks.spleen --preset $(PRESET) $(if $(DATA),--data $(DATA)) --nproc $(NPROC) $(ARGS)
+
+bench-train: $(STAMP)
+	$(PYTHON) -m benchmarks.train $(if $(DATA),--data $(DATA)) $(ARGS)
 
 bench-preprocess: $(STAMP)
 	$(PYTHON) -m benchmarks.preprocess $(ARGS)

@@ -66,17 +66,20 @@ def plot_utilisation(doc: dict[str, Any], path: Path) -> Path:
             ax.set_ylabel("GPU %", fontsize=8)
         else:
             rows = arm["steps"]["rows"]
-            t = [r[0] for r in rows]
-            share = [100 * r[1] / (r[1] + r[2]) if r[1] + r[2] > 0 else 0.0 for r in rows]
-            ax.bar(t, share, width=max(t[-1] / max(len(t), 1), 1e-3) if t else 1, color=color, alpha=0.7)
-            ax.set_ylim(0, 100)
-            ax.set_ylabel("wait %", fontsize=8)
+            ax.broken_barh([(r[0] - r[1], r[1]) for r in rows], (0.55, 0.4), color=color)
+            ax.broken_barh([(r[0], r[2]) for r in rows], (0.05, 0.4), color="#bbbbbb")
+            ax.set_ylim(0, 1)
+            ax.set_yticks([0.25, 0.75], ["step", "wait"], fontsize=8)
         ax.set_title(
             f"{arm['arm']}: data wait {100 * arm['data_wait_fraction']:.0f}% of training time",
             fontsize=9,
             loc="left",
         )
-    kind = "GPU utilisation (NVML)" if any(a.get("gpu_util") for a in arms) else "data wait per training step"
+    kind = (
+        "GPU utilisation (NVML)"
+        if any(a.get("gpu_util") for a in arms)
+        else "training loop timeline: waiting for data (colour) vs training step (grey)"
+    )
     axes[-1].set_xlabel("wall-clock time since the start of the arm (s)")
     fig.suptitle(f"{kind} - {_where(doc)}", fontsize=10)
     return _save(fig, plt, path)

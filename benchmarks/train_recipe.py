@@ -46,7 +46,7 @@ class TrainConfig:
     batch_size: int = 2
     channels: tuple[int, ...] = (8, 16, 32, 64)
     strides: tuple[int, ...] = (2, 2, 2)
-    lr: float = 4e-3
+    lr: float = 2e-3
     target: float = 0.85
     max_epochs: int = 60
     max_s: float = 150.0
