@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-epochs", type=int, default=None, help="epoch budget per arm")
     p.add_argument("--threads", type=int, default=None, help="loader workers/threads per arm")
     p.add_argument("--val-volumes", type=int, default=None, help="volumes held out for validation")
+    p.add_argument("--seed", type=int, default=None, help="seed of the weights and the random suffix (0)")
     p.add_argument("--out", type=Path, default=None, help="result JSON (default results/train-<host>.json)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--in-process", action="store_true", help="run the arms in this process (tests)")
@@ -82,6 +83,7 @@ def _config(args: argparse.Namespace):
         threads=args.threads,
         val_volumes=args.val_volumes,
         preset=args.preset,
+        seed=args.seed,
     )
 
 
@@ -127,15 +129,18 @@ def _run_arm(arm: str, argv: list[str], timeout_s: float) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def ratios(arms: list[dict]) -> dict[str, dict[str, float]]:
-    """Time-to-target of ``regular`` and ``monai-fast`` over each arm's (only arms that reached it)."""
-    by = {a["arm"]: a for a in arms if a.get("reached")}
+def ratios(arms: list[dict], key: str = "time_to_target_s") -> dict[str, dict[str, float]]:
+    """``regular``'s and ``monai-fast``'s ``key`` over each arm's (``time_to_target_s``: arms that reached it).
+
+    With ``key="epoch_s"`` the medians of the epoch times are compared: the data side alone, free
+    of how many epochs each arm's random crops happened to need.
+    """
+    value = (lambda a: a["epoch_s"]["median"]) if key == "epoch_s" else (lambda a: a[key])
+    by = {a["arm"]: a for a in arms if "error" not in a and (key == "epoch_s" or a.get("reached"))}
     out: dict[str, dict[str, float]] = {}
     for base in ("regular", "monai-fast"):
         if base in by:
-            out[f"vs_{base}"] = {
-                name: by[base]["time_to_target_s"] / a["time_to_target_s"] for name, a in by.items()
-            }
+            out[f"vs_{base}"] = {name: value(by[base]) / value(a) for name, a in by.items()}
     return out
 
 
@@ -169,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": _recipe(),
         "arms": results,
         "ratios_time_to_target": ratios(results),
+        "ratios_epoch_s": ratios(results, "epoch_s"),
         "published": PUBLISHED,
     }
     out = args.out or RESULTS_DIR / f"train-{machine_info()['host']}.json"

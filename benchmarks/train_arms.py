@@ -3,7 +3,8 @@
 Every arm gets the same split, the same seed, the same chain (the tutorial's prefix and random
 suffix) and the same thread count; validation always runs on cached volumes.
 
-- ``regular``: MONAI ``Dataset`` + torch ``DataLoader`` with worker processes (no cache).
+- ``regular``: MONAI ``Dataset`` + ``monai.data.DataLoader`` (torch's, with a per-worker reseed)
+  with worker processes (no cache), as the tutorial's regular arm.
 - ``monai-fast``: MONAI's fast recipe: ``CacheDataset`` (``ToDeviced`` on a GPU, indices
   precomputed, ``copy_cache=False``) + MONAI's ``ThreadDataLoader``.
 - ``fastpipe``: ``fp.CacheDataset`` (GPU tier on a GPU) + ``fp.ThreadDataLoader`` with the batched suffix.
@@ -67,16 +68,15 @@ def _monai_val(val: list[dict], cfg: TrainConfig, device: torch.device) -> list[
 
 
 def _regular(train: list[dict], val: list[dict], cfg: TrainConfig, device: torch.device) -> Arm:
-    from monai.data import Dataset, list_data_collate
+    from monai.data import DataLoader, Dataset
     from monai.transforms import Compose
 
     chain = Compose([*_monai_prefix(cfg, torch.device("cpu")), *monai_suffix(cfg)]).set_random_state(cfg.seed)
-    loader = torch.utils.data.DataLoader(
+    loader = DataLoader(  # torch's DataLoader; MONAI's subclass reseeds the transforms in every worker
         Dataset(train, chain),
         batch_size=cfg.batch_size,
         shuffle=True,
         num_workers=cfg.threads,
-        collate_fn=list_data_collate,
         persistent_workers=True,
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),

@@ -106,6 +106,10 @@ def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
         per_epoch = 2 if name == "fastpipe-smartcache" else 4  # smartcache: half the 2 volumes x 2 crops
         assert a["epochs"][0]["crops"] == per_epoch, name
     assert set(doc["ratios_time_to_target"]) == {"vs_regular", "vs_monai-fast"}
+    assert (
+        doc["ratios_epoch_s"]["vs_regular"]["regular"] == 1.0
+        and len(doc["ratios_epoch_s"]["vs_regular"]) == 4
+    )
     assert {p["hardware"] for p in doc["published"]} >= {"NVIDIA A100", "NVIDIA V100"}
     assert doc["published"][0]["time_to_target_s"] == {"regular": 13063, "fast": 120}
     for suffix in ("-dice.png", "-utilisation.png"):
