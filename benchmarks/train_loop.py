@@ -93,8 +93,10 @@ def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, de
                 )
             epochs.append({"epoch": epoch, "s": wall, "wait_s": waited, "crops": crops, "loss": steps.loss})
             if epoch % cfg.val_interval == 0:
+                t_val = time.perf_counter()
                 dice = validate(model)
-                timeline.append({"epoch": epoch, "t_s": time.perf_counter() - t0, "dice": dice})
+                t_now = time.perf_counter()
+                timeline.append({"epoch": epoch, "t_s": t_now - t0, "dice": dice, "val_s": t_now - t_val})
                 if dice >= cfg.target:
                     reached = timeline[-1]
                     break

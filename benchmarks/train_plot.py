@@ -66,10 +66,12 @@ def plot_utilisation(doc: dict[str, Any], path: Path) -> Path:
             ax.set_ylabel("GPU %", fontsize=8)
         else:
             rows = arm["steps"]["rows"]
-            ax.broken_barh([(r[0] - r[1], r[1]) for r in rows], (0.55, 0.4), color=color)
-            ax.broken_barh([(r[0], r[2]) for r in rows], (0.05, 0.4), color="#bbbbbb")
+            val = [(v["t_s"] - v.get("val_s", 0.0), v.get("val_s", 0.0)) for v in arm["validation"]]
+            ax.broken_barh([(r[0] - r[1], r[1]) for r in rows], (0.7, 0.25), color=color, linewidth=0)
+            ax.broken_barh([(r[0], r[2]) for r in rows], (0.375, 0.25), color="#999999", linewidth=0)
+            ax.broken_barh(val, (0.05, 0.25), color="#dddddd", linewidth=0)
             ax.set_ylim(0, 1)
-            ax.set_yticks([0.25, 0.75], ["step", "wait"], fontsize=8)
+            ax.set_yticks([0.175, 0.5, 0.825], ["validate", "step", "wait"], fontsize=8)
         ax.set_title(
             f"{arm['arm']}: data wait {100 * arm['data_wait_fraction']:.0f}% of training time",
             fontsize=9,
@@ -78,7 +80,7 @@ def plot_utilisation(doc: dict[str, Any], path: Path) -> Path:
     kind = (
         "GPU utilisation (NVML)"
         if any(a.get("gpu_util") for a in arms)
-        else "training loop timeline: waiting for data (colour) vs training step (grey)"
+        else "training loop: waiting for data (colour), training steps, validation"
     )
     axes[-1].set_xlabel("wall-clock time since the start of the arm (s)")
     fig.suptitle(f"{kind} - {_where(doc)}", fontsize=10)
