@@ -11,7 +11,7 @@ NPROC   ?= 1
 TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
 STAMP   := $(VENV)/.installed
 
-.PHONY: help install test test-gpu gpu-check gpu-bench gpu-wheels lint bench bench-tutorial bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
+.PHONY: help install test test-gpu gpu-check gpu-bench gpu-wheels lint bench bench-tutorial bench-train bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
 
 help:
 	@echo "make install      create $(VENV) and install fastpipe with its test and benchmark extras"
@@ -19,6 +19,7 @@ help:
 	@echo "make synth        write look-alike MSD spleen data to data/$(PRESET) (the fastpipe command lives in $(VENV))"
 	@echo "make bench        run the spleen benchmark matrix into bench-out/ (PRESET=spleen-small|spleen-full, DATA=/path/Task09_Spleen, ARGS=--save)"
 	@echo "make bench-tutorial cached epoch with the tutorial suffix: fastpipe, the MONAI Compose handed in, MONAI, plain copy"
+	@echo "make bench-train  time to a Dice target for four data arms, MONAI's UNet (CPU preset; DATA= a Task09 folder)"
 	@echo "make bench-micro  pytest-benchmark microbenchmarks of transforms and crop op"
 	@echo "make lint         ruff"
 	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"
@@ -54,6 +55,9 @@ bench: $(STAMP)
 
 bench-tutorial: $(STAMP)
 	$(PYTHON) -m benchmarks.tutorial_epoch $(ARGS)
+
+bench-train: $(STAMP)
+	$(PYTHON) -m benchmarks.train $(if $(DATA),--data $(DATA)) $(ARGS)
 
 bench-preprocess: $(STAMP)
 	$(PYTHON) -m benchmarks.preprocess $(ARGS)

@@ -32,26 +32,41 @@ def sync_batch(batch: Any) -> Any:
     return batch
 
 
-def throughput_epoch(loader, cfg: Config) -> tuple[float, int]:
-    """One epoch as fast as the consumer can take it: (seconds, crops)."""
+def throughput_epoch(loader, cfg: Config, expected: int | None = None) -> tuple[float, int]:
+    """One epoch as fast as the consumer can take it: (seconds, crops); a short epoch raises."""
     crops = 0
     t0 = time.perf_counter()
     for batch in loader:
         crops += _check_batch(batch, cfg)
         sync_batch(batch)
+    check_epoch_crops(crops, expected)
     return time.perf_counter() - t0, crops
 
 
-def step_epoch(loader, cfg: Config, step_s: float) -> tuple[float, float]:
+def step_epoch(loader, cfg: Config, step_s: float, expected: int | None = None) -> tuple[float, float]:
     """One epoch with a stand-in training step of ``step_s`` per batch: (seconds, data-wait fraction)."""
-    waited = 0.0
+    waited, crops = 0.0, 0
     t0 = time.perf_counter()
     for batch, wait_s in waited_batches(loader, "cpu", prepare=sync_batch):
         waited += wait_s
-        _check_batch(batch, cfg)
+        crops += _check_batch(batch, cfg)
         time.sleep(step_s)  # the stand-in training step: the GIL is free, as during a CUDA step
     wall = time.perf_counter() - t0
+    check_epoch_crops(crops, expected)
     return wall, waited / wall if wall > 0 else 0.0
+
+
+def check_epoch_crops(crops: int, expected: int | None) -> None:
+    """Raise when an epoch yielded fewer (or more) crops than its items x ``NUM_SAMPLES``.
+
+    MONAI's ``ThreadDataLoader`` swallows an error raised while making a batch and ends the epoch
+    early; a partial epoch timed as a whole one would read as a fast one, so it is an error here.
+    """
+    if expected is not None and crops != expected:
+        raise RuntimeError(
+            f"epoch yielded {crops} crops, expected {expected} "
+            f"(items x {workload.NUM_SAMPLES}): the loader ended the epoch early or an item failed"
+        )
 
 
 def peak_rss_bytes() -> int:
@@ -72,10 +87,11 @@ def measure_row(
     row = ROWS[name](data, cfg)
     sync(None)  # whatever device the row filled
     fill_s = time.perf_counter() - t0
+    want = row.items_per_epoch * workload.NUM_SAMPLES
     try:
-        throughput_epoch(row.loader, cfg)  # warm-up: workers start, allocators settle
-        runs = [throughput_epoch(row.loader, cfg) for _ in range(epochs)]
-        steps = [step_epoch(row.loader, cfg, step_s) for _ in range(step_epochs)]
+        throughput_epoch(row.loader, cfg, want)  # warm-up: workers start, allocators settle
+        runs = [throughput_epoch(row.loader, cfg, want) for _ in range(epochs)]
+        steps = [step_epoch(row.loader, cfg, step_s, want) for _ in range(step_epochs)]
     finally:
         row.close()
     epoch_s = [s for s, _ in runs]

@@ -76,7 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write under the tracked benchmarks/results/ instead of bench-out/",
     )
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--train", action="store_true", help="also run the UNet time-to-Dice experiment")
+    p.add_argument(
+        "--train", action="store_true", help="also run the time-to-Dice experiment (benchmarks.train)"
+    )
     p.add_argument("--train-epochs", type=int, default=None, help="train mode epoch budget")
     p.add_argument("--train-max-s", type=float, default=None, help="train mode time budget per arm")
     p.add_argument("--dice-target", type=float, default=None, help="validation foreground Dice target (0.94)")
@@ -164,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         "probe_s": probes,
         "machine_drift": max(probes) / min(probes),
     }
-    if args.train:
-        from benchmarks.train import run_train
-
-        doc["train"] = run_train(load_data(args), args)
     out = args.out or out_dir(args.save) / f"{date.today().isoformat()}-{machine_info()['host']}.json"
+    if args.train:
+        from benchmarks.train import train_from_matrix
+
+        doc["train"] = train_from_matrix(root, args, out.with_name(f"train-{out.stem}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "spleen", "machine": machine_info(), **doc}
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")

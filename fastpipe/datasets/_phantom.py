@@ -38,6 +38,8 @@ class PhantomPreset:
         fat_mm: range of the subcutaneous fat thickness (mm).
         spleen_scale: linear scale of the spleen (1.0: adult, about 100-300 cm3).
         noise_hu: standard deviation of the voxel noise (HU).
+        slice_weights: probabilities of ``slice_mm`` (default ``None``: all equally likely).
+        spleen_hu: range of the spleen's mean HU (default ``(45, 55)``).
     """
 
     num_volumes: int
@@ -50,17 +52,27 @@ class PhantomPreset:
     fat_mm: tuple[float, float]
     spleen_scale: float
     noise_hu: float
+    slice_weights: tuple[float, ...] | None = None
+    spleen_hu: tuple[float, float] = (45.0, 55.0)
 
 
 PRESETS: dict[str, PhantomPreset] = {
-    # MSD Task09: 41 volumes, 512x512x31..168, 0.6-0.98 mm in plane, 1.5-5 mm slices.
+    # MSD Task09 (docs/spleen-data.md): 41 volumes, 512x512x31..168, 0.6-0.98 mm in plane, 1.5-8 mm
+    # slices, most at 5 mm; median about 90 slices at 5 mm, so a z extent of about 450 mm.
     "spleen-full": PhantomPreset(
-        41, 512, (31, 168), (0.6, 0.98), (1.5, 2.0, 2.5, 3.0, 5.0), (155.0, 255.0),
-        ((140.0, 175.0), (105.0, 130.0)), (8.0, 20.0), 1.0, 12.0,
+        41, 512, (31, 168), (0.6, 0.98), (1.5, 2.5, 3.0, 5.0, 8.0), (320.0, 530.0),
+        ((140.0, 175.0), (105.0, 130.0)), (8.0, 20.0), 1.0, 12.0, (0.1, 0.1, 0.1, 0.6, 0.1),
     ),
     # CI-sized: stays >= 96 voxels per axis after Spacingd(1.5, 1.5, 2.0) + CropForegroundd.
     "spleen-small": PhantomPreset(
         8, 224, (80, 100), (0.9, 1.0), (2.5,), None, ((100.0, 108.0), (90.0, 97.0)), (5.0, 8.0), 0.8, 10.0
+    ),
+    # CPU training (make bench-train): 192x192 at 1 mm, 2 mm slices, resampled to 3 mm by its chain
+    # (a loader decodes and resamples ~14x the voxels it keeps, as for Task09 at 1.5 mm), and a
+    # contrast-enhanced spleen (~110 HU, as in a portal-venous scan).
+    "spleen-train": PhantomPreset(
+        24, 192, (78, 102), (0.97, 1.03), (2.0,), None, ((82.0, 88.0), (72.0, 78.0)), (5.0, 7.0), 0.9, 10.0,
+        None, (100.0, 120.0),
     ),
     # Unit-test sized; smaller than a 96^3 crop after the spleen chain.
     "spleen-tiny": PhantomPreset(
@@ -111,7 +123,7 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
 def _draw_geometry(p: PhantomPreset, rng: np.random.Generator) -> dict:
     """Shape, spacing, origin and body ellipse of one volume."""
     sxy = float(rng.uniform(*p.spacing_xy))
-    sz = float(rng.choice(p.slice_mm))
+    sz = float(rng.choice(p.slice_mm, p=p.slice_weights))
     if p.extent_mm is None:
         nz = int(rng.integers(p.z_range[0], p.z_range[1] + 1))
     else:
@@ -171,7 +183,7 @@ def draw_params(preset: PhantomPreset, rng: np.random.Generator) -> VolumeParams
         tissue_hu=float(rng.uniform(35, 45)), noise_hu=preset.noise_hu, texture=rng.normal(0.0, 8.0, size=(8, 8)),
     )  # fmt: skip
     return VolumeParams(**geo, spleen_centre=centre, spleen_semi=semi, spleen_rot=rot, spleen_coef=coef,
-                        spleen_hu=float(rng.uniform(45, 55)), anatomy=anatomy)  # fmt: skip
+                        spleen_hu=float(rng.uniform(*preset.spleen_hu)), anatomy=anatomy)  # fmt: skip
 
 
 def _index_range(coords: np.ndarray, lo: float, hi: float) -> slice:

@@ -99,7 +99,9 @@ def synthesize(
 
     Args:
         out: destination folder, created if missing; existing files of the same names are replaced.
-        preset: ``"spleen-full"`` (41 volumes of 512x512x31..168, Task09's spacings),
+        preset: ``"spleen-full"`` (41 volumes of 512x512x31..168 drawn from Task09's published
+            fingerprint, see docs/spleen-data.md), ``"spleen-train"`` (24 volumes of 192x192x78..102
+            at 1 mm, the CPU training preset),
             ``"spleen-small"`` (8 volumes of 224x224x80..100, for CI; at least 96 voxels per axis
             after the spleen chain's Spacingd + CropForegroundd), or ``"spleen-tiny"`` (4 volumes of
             96x96x~40, for unit tests). Default ``"spleen-small"``.

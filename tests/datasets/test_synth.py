@@ -99,7 +99,7 @@ def test_full_preset_parameters_match_task09():
         v = volume_params("spleen-full", seed=0, index=i)
         sx, sy, sz = v.spacing
         assert v.shape[:2] == (512, 512) and 31 <= v.shape[2] <= 168
-        assert 0.6 <= sx <= 0.98 and sx == sy and 1.5 <= sz <= 5.0
+        assert 0.6 <= sx <= 0.98 and sx == sy and 1.5 <= sz <= 8.0
         shapes.append(v.shape[2])
         coarse = dataclasses.replace(
             v,
@@ -162,3 +162,70 @@ def test_writer_thread_error_reaches_the_caller(tmp_path: Path, monkeypatch):
     with pytest.raises(OSError, match="disk full while writing .*spleen_1.nii.gz"):
         synthesize(tmp_path, "spleen-tiny", num_volumes=3, progress=False)
     assert not (tmp_path / "dataset.json").exists()
+
+
+def _prefix_shape(v) -> tuple[int, int, int]:
+    """Voxels per axis after the tutorial prefix, from the header alone.
+
+    Spacingd's output grid is MONAI's own ``compute_shape_offset`` of the stored affine resampled to
+    (1.5, 1.5, 2.0) mm (Orientationd to RAS only flips axes); CropForegroundd keeps the soft-tissue
+    body (the inner body ellipse, > -57 HU) in plane and every slice along z.
+    """
+    from monai.data.utils import compute_shape_offset
+
+    ras = np.diag([1.5, 1.5, 2.0, 1.0])
+    aff = np.diag([abs(s) for s in v.spacing] + [1.0])
+    grid, _ = compute_shape_offset(v.shape, aff, ras)
+    fov = np.array(v.shape[:2]) * np.array(v.spacing[:2])
+    body = [min(2 * semi, f) / 1.5 for semi, f in zip(v.inner_semi, fov, strict=True)]
+    return int(min(grid[0], body[0])), int(min(grid[1], body[1])), int(grid[2])
+
+
+def test_full_preset_keeps_96_voxels_per_axis_after_the_prefix():
+    """Every spleen-full volume (seeds 0-9, parameters only) is a 96^3 crop's size or more after the prefix."""
+    for seed in range(10):
+        for i in range(PRESETS["spleen-full"].num_volumes):
+            v = volume_params("spleen-full", seed=seed, index=i)
+            shape = _prefix_shape(v)
+            assert min(shape) >= 96 + 8, f"seed {seed} volume {i}: {v.shape} at {v.spacing} -> {shape}"
+
+
+def test_full_preset_size_distribution_matches_task09_fingerprint():
+    """docs/spleen-data.md: 41 CTs, 512x512x31..168, slices 1.5-8 mm mostly 5 mm, median ~90 slices (~450 mm)."""
+    vs = [volume_params("spleen-full", seed=0, index=i) for i in range(41)]
+    slices = np.array([v.shape[2] for v in vs])
+    thick = np.array([v.spacing[2] for v in vs])
+    assert len(vs) == 41 and all(v.shape[:2] == (512, 512) for v in vs)
+    assert slices.min() >= 31 and slices.max() <= 168 and slices.max() - slices.min() > 100
+    assert 80 <= np.median(slices) <= 100, np.median(slices)
+    assert np.median(thick) == 5.0 and thick.min() >= 1.5 and thick.max() <= 8.0
+    assert len(set(thick.tolist())) >= 4, "thick and thin slices both present"
+    assert 380 <= np.median(slices * thick) <= 500
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_full_preset_tightest_volume_survives_monai_prefix(tmp_path: Path):
+    """The spleen-full volume with the least room, rendered and run through MONAI's prefix, keeps >= 96 per axis."""
+    from monai import transforms as mt
+
+    from fastpipe.datasets._phantom import render
+    from fastpipe.datasets.synth import write_nifti_gz
+
+    index = min(range(41), key=lambda i: min(_prefix_shape(volume_params("spleen-full", 0, i))))
+    v = volume_params("spleen-full", seed=0, index=index)
+    image, label = render(v, np.random.default_rng([0, index]))
+    write_nifti_gz(tmp_path / "img.nii.gz", image, v.affine(), v.spacing)
+    write_nifti_gz(tmp_path / "lab.nii.gz", label, v.affine(), v.spacing)
+    keys = ["image", "label"]
+    chain = mt.Compose([
+        mt.LoadImaged(keys, image_only=True), mt.EnsureChannelFirstd(keys), mt.Orientationd(keys, axcodes="RAS"),
+        mt.Spacingd(keys, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+        mt.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
+    ])  # fmt: skip
+    out = chain({"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lab.nii.gz")})
+    shape = tuple(out["image"].shape[1:])
+    assert min(shape) >= 96, f"volume {index}: {shape}"
+    assert abs(min(shape) - min(_prefix_shape(v))) <= 3, (shape, _prefix_shape(v))
+    assert out["label"].sum() > 0

@@ -1,0 +1,156 @@
+"""Train one arm to the Dice target: the tutorial's loop, with the data side timed per step."""
+
+from __future__ import annotations
+
+import importlib
+import resource
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.common import spread, sync
+from benchmarks.train_arms import build
+from benchmarks.train_recipe import TrainConfig, Validator, make_loss, make_model, make_optimizer
+
+
+def _peak_rss_bytes() -> int:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int((own + kids) * 1024)
+
+
+class _Steps:
+    """The training step and its clock: per step ``[t_s, wait_s, step_s]`` since the arm started."""
+
+    def __init__(self, model, cfg: TrainConfig, device: torch.device, t0: float) -> None:
+        self.model, self.device, self.t0 = model, device, t0
+        self.amp = device.type == "cuda"
+        self.loss_fn, self.opt = make_loss(), make_optimizer(model, cfg)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.records: list[list[float]] = []
+        self.loss = float("nan")
+
+    def epoch(self, loader: Any) -> tuple[int, float]:
+        """One epoch: (crops, seconds the consumer waited for data)."""
+        crops, waited, it = 0, 0.0, iter(loader)
+        while True:
+            t_req = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return crops, waited
+            img = batch["image"].to(self.device, non_blocking=True).float()
+            lab = batch["label"].to(self.device, non_blocking=True)
+            sync(self.device)
+            t_got = time.perf_counter()
+            self._step(img, lab)
+            sync(self.device)
+            t_end = time.perf_counter()
+            waited += t_got - t_req
+            crops += int(img.shape[0])
+            self.records.append([t_got - self.t0, t_got - t_req, t_end - t_got])
+
+    def _step(self, img: torch.Tensor, lab: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss = self.loss_fn(self.model(img), lab)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.loss = float(loss.detach())
+
+
+def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, device: torch.device) -> dict:
+    """Build ``arm``, train until ``cfg.target`` or the budget, and return its figures and timelines.
+
+    The clock starts before the datasets are built, so a cache's fill counts toward time to target,
+    as in the tutorial's total times.
+    """
+    _import_libraries()  # Python imports are not part of any arm's time
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    monitor = _gpu_monitor(device)
+    t0 = time.perf_counter()
+    built = build(arm, train, val, cfg, device)
+    build_s = time.perf_counter() - t0
+    torch.manual_seed(cfg.seed)  # the same initial weights in every arm
+    model = make_model(cfg).to(device)
+    steps, validate = (
+        _Steps(model, cfg, device, t0),
+        Validator(built.val_volumes, cfg, device, device.type == "cuda"),
+    )
+    epochs, timeline, reached = [], [], None
+    try:
+        for epoch in range(1, cfg.max_epochs + 1):
+            t_ep = time.perf_counter()
+            crops, waited = steps.epoch(built.loader)
+            wall = time.perf_counter() - t_ep
+            if crops != built.crops_per_epoch:
+                raise RuntimeError(
+                    f"{arm}: epoch {epoch} yielded {crops} crops, expected {built.crops_per_epoch}"
+                )
+            epochs.append({"epoch": epoch, "s": wall, "wait_s": waited, "crops": crops, "loss": steps.loss})
+            if epoch % cfg.val_interval == 0:
+                t_val = time.perf_counter()
+                dice = validate(model)
+                t_now = time.perf_counter()
+                timeline.append({"epoch": epoch, "t_s": t_now - t0, "dice": dice, "val_s": t_now - t_val})
+                if dice >= cfg.target:
+                    reached = timeline[-1]
+                    break
+            if time.perf_counter() - t0 > cfg.max_s:
+                break
+    finally:
+        built.close()
+        if monitor is not None:
+            monitor.stop()
+    return _summary(arm, cfg, build_s, epochs, timeline, reached, steps.records, monitor, built.info, t0)
+
+
+def _import_libraries() -> None:
+    for name in ("fastpipe", "monai.data", "monai.inferers", "monai.losses", "monai.metrics",
+                 "monai.networks.nets", "monai.optimizers", "monai.transforms"):  # fmt: skip
+        importlib.import_module(name)
+
+
+def _gpu_monitor(device: torch.device):
+    if device.type != "cuda":
+        return None
+    from fastpipe.profiling import GpuMonitor
+
+    return GpuMonitor(interval_s=0.2).start()
+
+
+def _summary(arm, cfg, build_s, epochs, timeline, reached, steps, monitor, info, t0) -> dict[str, Any]:
+    walls = [e["s"] for e in epochs]
+    waits = [e["wait_s"] / e["s"] for e in epochs if e["s"] > 0]
+    total_wall = sum(walls)
+    return {
+        "arm": arm,
+        "target": cfg.target,
+        "reached": reached is not None,
+        "time_to_target_s": reached["t_s"] if reached else None,
+        "epochs_to_target": reached["epoch"] if reached else None,
+        "best_dice": max((v["dice"] for v in timeline), default=None),
+        "epoch_s": spread(walls[1:] or walls),
+        "data_wait_fraction": sum(e["wait_s"] for e in epochs) / total_wall if total_wall > 0 else 0.0,
+        "data_wait_fraction_per_epoch": spread(waits),
+        "build_s": build_s,
+        "total_s": time.perf_counter() - t0,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
+        "validation": timeline,
+        "epochs": epochs,
+        "steps": {"columns": ["t_s", "wait_s", "step_s"], "rows": [[round(v, 4) for v in s] for s in steps]},
+        "gpu_util": _gpu_records(monitor),
+        "info": info,
+    }
+
+
+def _gpu_records(monitor) -> dict[str, Any] | None:
+    if monitor is None or not monitor.available:
+        return None
+    rows = [[round(r["t_s"], 3), r.get("gpu_util_pct")] for r in monitor.records]
+    return {"columns": ["t_s", "gpu_util_pct"], "rows": rows, "summary": monitor.summary()}

@@ -1,0 +1,107 @@
+"""The training experiment (benchmarks/train*.py): MONAI's recipe objects, every arm end to end, the JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import train
+from benchmarks.train_arms import ARMS
+from benchmarks.train_recipe import Validator, config, make_loss, make_model, make_optimizer
+from benchmarks.train_suffix import fastpipe_suffix, monai_suffix
+from fastpipe.datasets import synthesize
+
+ARM_KEYS = {"arm", "target", "reached", "time_to_target_s", "best_dice", "epoch_s", "data_wait_fraction"}
+
+
+def test_recipe_objects_are_monai_classes():
+    from monai import transforms as M
+    from monai.losses import DiceCELoss
+    from monai.metrics import DiceMetric
+    from monai.networks.nets import UNet
+    from monai.optimizers import Novograd
+
+    cfg = config("tutorial")
+    model = make_model(cfg)
+    assert type(model) is UNet and model.channels == (16, 32, 64, 128, 256) and model.strides == (2, 2, 2, 2)
+    assert model.num_res_units == 2 and model.out_channels == 2
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
+    loss = make_loss()
+    assert type(loss) is DiceCELoss and loss.dice.to_onehot_y and loss.dice.softmax
+    assert type(make_optimizer(model, cfg)) is Novograd
+    assert type(Validator([], cfg, torch.device("cpu"), False).metric) is DiceMetric
+    assert not Validator([], cfg, torch.device("cpu"), False).metric.include_background
+    suffix = monai_suffix(cfg)
+    assert [type(t) for t in suffix] == [M.RandCropByPosNegLabeld, *[M.RandFlipd] * 3, M.RandRotate90d,
+                                         M.RandShiftIntensityd]  # fmt: skip
+    assert [t.flipper.spatial_axis for t in suffix[1:4]] == [[0], [1], [2]]
+    fp_suffix = fastpipe_suffix(cfg)
+    assert [type(t).__name__ for t in fp_suffix] == [type(t).__name__ for t in suffix]
+    assert [t.prob for t in fp_suffix[1:]] == [t.prob for t in suffix[1:]] == [0.1, 0.1, 0.1, 0.1, 0.5]
+    small = make_model(config("cpu"))
+    assert type(small) is UNet and small.channels == config("cpu").channels
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("tiny"), "spleen-tiny", seed=0, progress=False, num_volumes=3)
+
+
+@pytest.mark.timeout(300)
+def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
+    out = tmp_path / "train.json"
+    argv = [
+        "--config",
+        "smoke",
+        "--data",
+        str(tiny_data),
+        "--target",
+        "0.0",
+        "--in-process",
+        "--out",
+        str(out),
+    ]
+    assert train.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "train" and doc["machine"]["commit"]
+    assert doc["split"] == {"train": 2, "val": 1}
+    arms = {a["arm"]: a for a in doc["arms"]}
+    assert list(arms) == list(ARMS)
+    for name, a in arms.items():
+        assert "error" not in a, a
+        assert ARM_KEYS <= set(a), name
+        assert a["target"] == 0.0 and a["reached"] is True and a["time_to_target_s"] > 0
+        assert 0.0 <= a["best_dice"] <= 1.0 and 0.0 <= a["data_wait_fraction"] <= 1.0
+        assert a["epoch_s"]["median"] > 0 and a["peak_rss_bytes"] > 0
+        assert len(a["validation"]) == 1 and a["steps"]["rows"], name
+        per_epoch = 2 if name == "fastpipe-smartcache" else 4  # smartcache: half the 2 volumes x 2 crops
+        assert a["epochs"][0]["crops"] == per_epoch, name
+    assert set(doc["ratios_time_to_target"]) == {"vs_regular", "vs_monai-fast"}
+    assert (
+        doc["ratios_epoch_s"]["vs_regular"]["regular"] == 1.0
+        and len(doc["ratios_epoch_s"]["vs_regular"]) == 4
+    )
+    assert {p["hardware"] for p in doc["published"]} >= {"NVIDIA A100", "NVIDIA V100"}
+    assert doc["published"][0]["time_to_target_s"] == {"regular": 13063, "fast": 120}
+    for suffix in ("-dice.png", "-utilisation.png"):
+        assert (tmp_path / f"train{suffix}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_arm_in_its_own_process_reports_an_unreached_target(tiny_data, tmp_path):
+    out = tmp_path / "train.json"
+    argv = ["--config", "smoke", "--data", str(tiny_data), "--arms", "fastpipe", "--target", "1.01"]
+    assert train.main([*argv, "--max-epochs", "1", "--out", str(out), "--no-plot"]) == 0
+    (arm,) = json.loads(out.read_text())["arms"]
+    assert "error" not in arm, arm
+    assert arm["reached"] is False and arm["time_to_target_s"] is None and len(arm["validation"]) == 1
+
+
+def test_unknown_arm_and_config_are_named():
+    with pytest.raises(ValueError, match="unknown train config 'huge'"):
+        config("huge")
+    with pytest.raises(SystemExit, match="unknown arms"):
+        train.main(["--config", "smoke", "--arms", "nope", "--data", "/nonexistent"])
