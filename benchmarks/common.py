@@ -202,3 +202,30 @@ def interleaved(
             if r >= warmup:
                 samples[name].append(out)
     return samples
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG (110 dpi, parent folders made), close it, return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cli(
+    description: str, what: str, draw: Callable[[dict, Path], Path], argv: list[str] | None = None
+) -> Path:
+    """The command line of a plot script: ``RESULT [--out PNG]``; ``draw(result, png)`` makes the figure."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("result", help=f"a {what} JSON")
+    p.add_argument("--out", default=None, help="PNG path (default: the JSON's path with .png)")
+    args = p.parse_args(argv)
+    src = Path(args.result)
+    out = draw(json.loads(src.read_text()), Path(args.out) if args.out else src.with_suffix(".png"))
+    print(f"wrote {out}")
+    return out
