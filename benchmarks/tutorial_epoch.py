@@ -41,9 +41,9 @@ from benchmarks.cached_epoch import (
     _epoch,
     _epoch_in_thread,
     _set_track_meta,
-    _time_interleaved,
+    run_peers,
 )
-from benchmarks.common import spread, write_result
+from benchmarks.common import write_result
 from benchmarks.workload import make_volumes, volume_prefix
 
 PEERS = ("fastpipe", "monai_compose", "monai_compose_monai_loader", "monai_best", "plain_copy")
@@ -135,26 +135,11 @@ def compare(
     volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int
 ) -> dict[str, Any]:
     """Every peer in its own process (one fill at a time), then interleaved epochs; medians, ratios, verdicts."""
-    from benchmarks.peer_process import PeerProcess
-
-    peers: dict[str, Any] = {}
-    try:
-        for name in PEERS:
-            kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
-            peers[name] = PeerProcess(name, "benchmarks.tutorial_epoch:serve_peer", kwargs)
-        samples = _time_interleaved(peers, epochs, warmup)
-        info = {k: p.ready_info for k, p in peers.items()}
-    finally:
-        for p in peers.values():
-            p.close()
-    rows = {}
-    for k, smp in samples.items():
-        wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
-        rows[k] = {
-            "epoch_s": wall, "epoch_samples_s": smp["wall"], "epoch_cpu_s": cpu,
-            "ms_per_volume": 1e3 * wall["median"] / volumes, "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
-            "crops_per_epoch": smp["crops"], "fill_s": info[k]["fill_s"], "plan": info[k]["plan"],
-        }  # fmt: skip
+    rows, info, _ = run_peers(
+        "benchmarks.tutorial_epoch:serve_peer", PEERS, volumes, shape, epochs, warmup, workers
+    )
+    for k, row in rows.items():
+        row["fill_s"], row["plan"] = info[k]["fill_s"], info[k]["plan"]
     r = ratios({k: row["epoch_s"]["median"] for k, row in rows.items()})
     passed = {
         "vs_monai_best": r["vs_monai_best"] >= TARGETS["vs_monai_best"],
