@@ -153,6 +153,31 @@ def time_repeats(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, devic
     return out
 
 
+def time_s(
+    fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2, inner: int = 1
+) -> list[float]:
+    """Seconds per call of ``fn``: CUDA events around ``inner`` back-to-back calls on a GPU (so the
+    host's launch work overlaps the device's), ``perf_counter`` on the CPU; ``repeats`` samples."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end) / 1e3 / inner)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t0) / inner)
+    return out
+
+
 def write_result(name: str, payload: dict[str, Any], path: str | Path | None = None) -> Path:
     """Write ``payload`` plus machine metadata as JSON under ``benchmarks/results/``."""
     path = Path(path) if path else RESULTS_DIR / f"{name}.json"

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._gpu_sections import time_s
-from benchmarks.common import RESULTS_DIR, interleaved, spread, time_repeats, write_result
+from benchmarks.common import RESULTS_DIR, interleaved, spread, time_repeats, time_s, write_result
 from fastpipe.ops import crop_batch
 from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import RandCropByPosNegLabeld

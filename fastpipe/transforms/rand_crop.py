@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fastpipe._meta import item_name
+from fastpipe._tensors import alloc
 from fastpipe.ops._backends import crop_batches
 from fastpipe.ops._bg_reject import RejectBg, reject_rule
 from fastpipe.ops._device import to_device
@@ -34,7 +35,6 @@ from fastpipe.transforms._crop_suffix import (
 )
 from fastpipe.transforms._dict import ensure_keys, missing_key
 from fastpipe.transforms._rand_base import generator_from_state, seeded_generator
-from fastpipe.transforms._resample import alloc
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
 
