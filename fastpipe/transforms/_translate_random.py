@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fastpipe.transforms._translate_base import Context, build, register, torch_dtype, value
+from fastpipe.transforms._translate_base import Context, build, key_options, register, torch_dtype, value
 
 
 def _seeded(out: Any, obj: Any) -> Any:
@@ -24,13 +24,9 @@ def _seeded(out: Any, obj: Any) -> Any:
     return out.set_random_state(int(state.randint(2**31 - 1))) or out
 
 
-def _common(obj: Any) -> dict[str, Any]:
-    return {"keys": list(obj.keys), "allow_missing_keys": bool(obj.allow_missing_keys)}
-
-
 def _random(name: str, obj: Any, **kwargs: Any) -> Any:
     """``build(name, obj, **kwargs)`` with MONAI's ``prob``, keys and missing-keys flag, seeded from ``obj``."""
-    return _seeded(build(name, obj, **kwargs, prob=float(obj.prob), **_common(obj)), obj)
+    return _seeded(build(name, obj, **kwargs, prob=float(obj.prob), **key_options(obj)), obj)
 
 
 @register("RandCropByPosNegLabeld")
@@ -52,7 +48,7 @@ def _crop(obj: Any, ctx: Context) -> Any:
         fg_indices_key=obj.fg_indices_key,
         bg_indices_key=obj.bg_indices_key,
         allow_smaller=bool(c.allow_smaller),
-        **_common(obj),
+        **key_options(obj),
     )
     return _seeded(out, obj)
 
@@ -132,5 +128,5 @@ def _pad(obj: Any, ctx: Context) -> Any:
         spatial_size=tuple(int(s) for s in p.spatial_size),
         method=value(p.method),
         mode=modes.pop(),
-        **_common(obj),
+        **key_options(obj),
     )
