@@ -321,24 +321,36 @@ def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def epoch_parser(description: str, name: str, workers_help: str) -> argparse.ArgumentParser:
+    """The options every cached-epoch comparison takes: volumes, shape, epochs, warm-up, workers, out."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--volumes", type=int, default=8)
     p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help)
+    p.add_argument("--out", default=None, help=f"result path (default benchmarks/results/{name}.json)")
+    return p
+
+
+def write_and_plot(name: str, result: dict[str, Any], out: str | None) -> Path:
+    """Write ``result`` (with machine metadata) and its PNG beside it; ``result["plot"]`` is the PNG."""
+    from benchmarks.cached_epoch_plot import plot
+
+    path = Path(write_result(name, result, out))
+    saved = json.loads(path.read_text())  # with the machine and commit, for the title
+    result["plot"] = str(plot(saved, path.with_suffix(".png")))
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = epoch_parser(__doc__.splitlines()[0], "cached-epoch-cpu", "fill threads of the compared peers")
     p.add_argument("--fill-repeats", type=int, default=5)
     p.add_argument(
         "--fill-volumes",
         type=int,
         default=None,
         help="volumes of the fill-scaling part (default: --volumes, at least 2 per core)",
-    )
-    p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="fill threads of the compared peers"
-    )
-    p.add_argument(
-        "--out", default=None, help="result path (default benchmarks/results/cached-epoch-cpu.json)"
     )
     args = p.parse_args(argv)
     fill_volumes = args.fill_volumes or fill_volume_count(args.volumes, os.cpu_count() or 1)
@@ -361,11 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
         "fill_scaling": fill_scaling(make_volumes(fill_volumes, tuple(args.shape)), args.fill_repeats),
     }
-    path = write_result("cached-epoch-cpu", result, args.out)
-    from benchmarks.cached_epoch_plot import plot
-
-    saved = json.loads(Path(path).read_text())  # with the machine and commit, for the title
-    result["plot"] = str(plot(saved, Path(path).with_suffix(".png")))
+    path = write_and_plot("cached-epoch-cpu", result, args.out)
     _print(result, path)
     return result
 

@@ -24,9 +24,6 @@ Writes ``benchmarks/results/tutorial-epoch-cpu.json`` and a PNG next to it.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +38,10 @@ from benchmarks.cached_epoch import (
     _epoch,
     _epoch_in_thread,
     _set_track_meta,
+    epoch_parser,
     run_peers,
+    write_and_plot,
 )
-from benchmarks.common import write_result
 from benchmarks.workload import make_volumes, volume_prefix
 
 PEERS = ("fastpipe", "monai_compose", "monai_compose_monai_loader", "monai_best", "plain_copy")
@@ -152,16 +150,9 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--volumes", type=int, default=8)
-    p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fill threads of every peer")
-    p.add_argument(
-        "--out", default=None, help="result path (default benchmarks/results/tutorial-epoch-cpu.json)"
-    )
-    args = p.parse_args(argv)
+    args = epoch_parser(
+        __doc__.splitlines()[0], "tutorial-epoch-cpu", "fill threads of every peer"
+    ).parse_args(argv)
     result = {
         "benchmark": "benchmarks.tutorial_epoch",
         "config": {
@@ -181,11 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peer_processes": "each peer in its own spawned process; epochs interleaved, a seeded random order per round",
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
     }
-    path = write_result("tutorial-epoch-cpu", result, args.out)
-    from benchmarks.cached_epoch_plot import plot
-
-    saved = json.loads(Path(path).read_text())  # with the machine and commit, for the title
-    result["plot"] = str(plot(saved, Path(path).with_suffix(".png")))
+    path = write_and_plot("tutorial-epoch-cpu", result, args.out)
     _print(result, path)
     return result
 
