@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, write_result
+from benchmarks.common import RESULTS_DIR, save_figure, write_result
 
 
 def write_report(result: dict[str, Any], out_dir: Path | None, gpu_slug: str) -> tuple[Path, Path]:
@@ -50,7 +50,4 @@ def plot_check(result: dict[str, Any], path: Path) -> Path:
         fontsize=9,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from benchmarks.common import time_s
 
 WINDOW = (96, 96, 96)
 FULL_SHAPE = (512, 512, 200)  # a CT volume as cached after loading
@@ -27,31 +27,6 @@ DTYPES = {
     "i16": torch.int16,
 }
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def time_s(
-    fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2, inner: int = 1
-) -> list[float]:
-    """Seconds per call of ``fn``: CUDA events around ``inner`` back-to-back calls on a GPU (so the
-    host's launch work overlaps the device's), ``perf_counter`` on the CPU; ``repeats`` samples."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(inner):
-                fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3 / inner)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            out.append((time.perf_counter() - t0) / inner)
-    return out
 
 
 def border_starts(shape: tuple[int, ...], window: tuple[int, ...]) -> list[tuple[int, ...]]:

@@ -206,36 +206,53 @@ def _ratios(med: dict[str, float]) -> dict[str, float]:
     }
 
 
-def compare(
-    volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int
-) -> dict[str, Any]:
-    """Build every peer in its own process (one fill at a time), then time interleaved epochs (wall and CPU)."""
+def _epoch_row(smp: dict[str, Any], volumes: int) -> dict[str, Any]:
+    wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
+    return {
+        "epoch_s": wall,
+        "epoch_samples_s": smp["wall"],  # every timed epoch, in the order run (for the plot)
+        "epoch_cpu_s": cpu,
+        "ms_per_volume": 1e3 * wall["median"] / volumes,
+        "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
+        "crops_per_epoch": smp["crops"],
+    }
+
+
+def run_peers(
+    factory: str, names: Any, volumes: int, shape: Any, epochs: int, warmup: int, workers: int, stats_of=None
+) -> tuple[dict[str, dict], dict[str, dict], Any]:
+    """Build every peer in its own process (one fill at a time) with ``factory`` (``"module:function"``),
+    then time interleaved epochs (wall and CPU).
+
+    Returns one row per peer, each peer's ``ready_info``, and ``stats_of``'s ``stats()`` (if named).
+    """
     from benchmarks.peer_process import PeerProcess
 
     peers: dict[str, Any] = {}
     try:
-        for name in PEERS:
+        for name in names:
             kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
-            peers[name] = PeerProcess(name, "benchmarks.cached_epoch:serve_peer", kwargs)
+            peers[name] = PeerProcess(name, factory, kwargs)
         samples = _time_interleaved(peers, epochs, warmup)
-        fp_stats = peers["fastpipe"].call("stats")
-        fills = {k: p.ready_info["fill_s"] for k, p in peers.items()}
+        stats = peers[stats_of].call("stats") if stats_of else None
+        info = {k: p.ready_info for k, p in peers.items()}
     finally:
         for p in peers.values():
             p.close()
-    rows = {}
-    for k, smp in samples.items():
-        wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
-        rows[k] = {
-            "epoch_s": wall,
-            "epoch_samples_s": smp["wall"],  # every timed epoch, in the order run (for the plot)
-            "epoch_cpu_s": cpu,
-            "ms_per_volume": 1e3 * wall["median"] / volumes,
-            "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
-            "crops_per_epoch": smp["crops"],
-        }
-        if fills[k] is not None:
-            rows[k]["fill_s"], rows[k]["fill_ms_per_volume"] = fills[k], 1e3 * fills[k] / volumes
+    return {k: _epoch_row(smp, volumes) for k, smp in samples.items()}, info, stats
+
+
+def compare(
+    volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int
+) -> dict[str, Any]:
+    """Build every peer in its own process (one fill at a time), then time interleaved epochs (wall and CPU)."""
+    rows, info, fp_stats = run_peers(
+        "benchmarks.cached_epoch:serve_peer", PEERS, volumes, shape, epochs, warmup, workers, "fastpipe"
+    )
+    for k, row in rows.items():
+        fill = info[k]["fill_s"]
+        if fill is not None:
+            row["fill_s"], row["fill_ms_per_volume"] = fill, 1e3 * fill / volumes
     ratios = _ratios({k: r["epoch_s"]["median"] for k, r in rows.items()})
     passed = {
         "vs_monai_best": ratios["vs_monai_best"] >= TARGETS["vs_monai_best"],
@@ -304,24 +321,36 @@ def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def epoch_parser(description: str, name: str, workers_help: str) -> argparse.ArgumentParser:
+    """The options every cached-epoch comparison takes: volumes, shape, epochs, warm-up, workers, out."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--volumes", type=int, default=8)
     p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=workers_help)
+    p.add_argument("--out", default=None, help=f"result path (default benchmarks/results/{name}.json)")
+    return p
+
+
+def write_and_plot(name: str, result: dict[str, Any], out: str | None) -> Path:
+    """Write ``result`` (with machine metadata) and its PNG beside it; ``result["plot"]`` is the PNG."""
+    from benchmarks.cached_epoch_plot import plot
+
+    path = Path(write_result(name, result, out))
+    saved = json.loads(path.read_text())  # with the machine and commit, for the title
+    result["plot"] = str(plot(saved, path.with_suffix(".png")))
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = epoch_parser(__doc__.splitlines()[0], "cached-epoch-cpu", "fill threads of the compared peers")
     p.add_argument("--fill-repeats", type=int, default=5)
     p.add_argument(
         "--fill-volumes",
         type=int,
         default=None,
         help="volumes of the fill-scaling part (default: --volumes, at least 2 per core)",
-    )
-    p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="fill threads of the compared peers"
-    )
-    p.add_argument(
-        "--out", default=None, help="result path (default benchmarks/results/cached-epoch-cpu.json)"
     )
     args = p.parse_args(argv)
     fill_volumes = args.fill_volumes or fill_volume_count(args.volumes, os.cpu_count() or 1)
@@ -344,11 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
         "fill_scaling": fill_scaling(make_volumes(fill_volumes, tuple(args.shape)), args.fill_repeats),
     }
-    path = write_result("cached-epoch-cpu", result, args.out)
-    from benchmarks.cached_epoch_plot import plot
-
-    saved = json.loads(Path(path).read_text())  # with the machine and commit, for the title
-    result["plot"] = str(plot(saved, Path(path).with_suffix(".png")))
+    path = write_and_plot("cached-epoch-cpu", result, args.out)
     _print(result, path)
     return result
 

@@ -12,10 +12,10 @@ saved result; ``benchmarks.cached_epoch`` writes the PNG itself next to its JSON
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import plot_cli, save_figure
 
 FASTPIPE = "#c44e52"
 PEER = "#4c72b0"
@@ -103,22 +103,11 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         b.yaxis.set_major_formatter(FormatStrFormatter("%.0f"))
         b.yaxis.set_minor_formatter(FormatStrFormatter("%.0f"))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("result", help="a cached-epoch JSON")
-    p.add_argument("--out", default=None, help="PNG path (default: the JSON's path with .png)")
-    args = p.parse_args(argv)
-    src = Path(args.result)
-    out = plot(json.loads(src.read_text()), args.out or src.with_suffix(".png"))
-    print(f"wrote {out}")
-    return out
+    return plot_cli(__doc__.splitlines()[0], "cached-epoch", plot, argv)
 
 
 if __name__ == "__main__":

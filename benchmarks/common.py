@@ -153,6 +153,31 @@ def time_repeats(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, devic
     return out
 
 
+def time_s(
+    fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2, inner: int = 1
+) -> list[float]:
+    """Seconds per call of ``fn``: CUDA events around ``inner`` back-to-back calls on a GPU (so the
+    host's launch work overlaps the device's), ``perf_counter`` on the CPU; ``repeats`` samples."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end) / 1e3 / inner)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t0) / inner)
+    return out
+
+
 def write_result(name: str, payload: dict[str, Any], path: str | Path | None = None) -> Path:
     """Write ``payload`` plus machine metadata as JSON under ``benchmarks/results/``."""
     path = Path(path) if path else RESULTS_DIR / f"{name}.json"
@@ -202,3 +227,30 @@ def interleaved(
             if r >= warmup:
                 samples[name].append(out)
     return samples
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG (110 dpi, parent folders made), close it, return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cli(
+    description: str, what: str, draw: Callable[[dict, Path], Path], argv: list[str] | None = None
+) -> Path:
+    """The command line of a plot script: ``RESULT [--out PNG]``; ``draw(result, png)`` makes the figure."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("result", help=f"a {what} JSON")
+    p.add_argument("--out", default=None, help="PNG path (default: the JSON's path with .png)")
+    args = p.parse_args(argv)
+    src = Path(args.result)
+    out = draw(json.loads(src.read_text()), Path(args.out) if args.out else src.with_suffix(".png"))
+    print(f"wrote {out}")
+    return out

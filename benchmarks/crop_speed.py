@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, interleaved, spread, time_repeats, write_result
+from benchmarks.common import RESULTS_DIR, interleaved, spread, time_repeats, time_s, write_result
 from fastpipe.ops import crop_batch
 from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import RandCropByPosNegLabeld
@@ -126,19 +126,7 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
 
 def cuda_time(fn, repeats: int, inner: int = 20) -> list[float]:
     """Seconds per call of ``fn``, by CUDA events around ``inner`` back-to-back calls, ``repeats`` times."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        out.append(start.elapsed_time(end) / 1e3 / inner)
-    return out
+    return time_s(fn, torch.device("cuda"), repeats, warmup=3, inner=inner)
 
 
 def raw_kernel_launches(items: list[dict], s, outs: dict[str, torch.Tensor]):

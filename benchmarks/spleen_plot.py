@@ -13,11 +13,10 @@ Run: ``python -m benchmarks.spleen_plot bench-out/<date>-<host>.json`` (re-plots
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import plot_cli, save_figure
 from benchmarks.report import DRIFT_LIMIT, speedups
 
 FASTPIPE = "#c44e52"
@@ -125,24 +124,16 @@ def plot_rows(rows: list[dict], path: str | Path, doc: dict[str, Any] | None = N
     note = "\n".join(notes)
     fig.suptitle(title(doc, rows) + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def _draw(doc: dict[str, Any], out: Path) -> Path:
+    speedups(doc["rows"])
+    return plot_rows(doc["rows"], out, doc)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("result", help="a spleen result JSON")
-    p.add_argument("--out", default=None, help="PNG path (default: the JSON's path with .png)")
-    args = p.parse_args(argv)
-    src = Path(args.result)
-    doc = json.loads(src.read_text())
-    speedups(doc["rows"])
-    out = plot_rows(doc["rows"], args.out or src.with_suffix(".png"), doc)
-    print(f"wrote {out}")
-    return out
+    return plot_cli(__doc__.splitlines()[0], "spleen result", _draw, argv)
 
 
 if __name__ == "__main__":

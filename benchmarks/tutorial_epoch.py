@@ -24,9 +24,6 @@ Writes ``benchmarks/results/tutorial-epoch-cpu.json`` and a PNG next to it.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +38,10 @@ from benchmarks.cached_epoch import (
     _epoch,
     _epoch_in_thread,
     _set_track_meta,
-    _time_interleaved,
+    epoch_parser,
+    run_peers,
+    write_and_plot,
 )
-from benchmarks.common import spread, write_result
 from benchmarks.workload import make_volumes, volume_prefix
 
 PEERS = ("fastpipe", "monai_compose", "monai_compose_monai_loader", "monai_best", "plain_copy")
@@ -135,26 +133,11 @@ def compare(
     volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int
 ) -> dict[str, Any]:
     """Every peer in its own process (one fill at a time), then interleaved epochs; medians, ratios, verdicts."""
-    from benchmarks.peer_process import PeerProcess
-
-    peers: dict[str, Any] = {}
-    try:
-        for name in PEERS:
-            kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
-            peers[name] = PeerProcess(name, "benchmarks.tutorial_epoch:serve_peer", kwargs)
-        samples = _time_interleaved(peers, epochs, warmup)
-        info = {k: p.ready_info for k, p in peers.items()}
-    finally:
-        for p in peers.values():
-            p.close()
-    rows = {}
-    for k, smp in samples.items():
-        wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
-        rows[k] = {
-            "epoch_s": wall, "epoch_samples_s": smp["wall"], "epoch_cpu_s": cpu,
-            "ms_per_volume": 1e3 * wall["median"] / volumes, "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
-            "crops_per_epoch": smp["crops"], "fill_s": info[k]["fill_s"], "plan": info[k]["plan"],
-        }  # fmt: skip
+    rows, info, _ = run_peers(
+        "benchmarks.tutorial_epoch:serve_peer", PEERS, volumes, shape, epochs, warmup, workers
+    )
+    for k, row in rows.items():
+        row["fill_s"], row["plan"] = info[k]["fill_s"], info[k]["plan"]
     r = ratios({k: row["epoch_s"]["median"] for k, row in rows.items()})
     passed = {
         "vs_monai_best": r["vs_monai_best"] >= TARGETS["vs_monai_best"],
@@ -167,16 +150,9 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--volumes", type=int, default=8)
-    p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="fill threads of every peer")
-    p.add_argument(
-        "--out", default=None, help="result path (default benchmarks/results/tutorial-epoch-cpu.json)"
-    )
-    args = p.parse_args(argv)
+    args = epoch_parser(
+        __doc__.splitlines()[0], "tutorial-epoch-cpu", "fill threads of every peer"
+    ).parse_args(argv)
     result = {
         "benchmark": "benchmarks.tutorial_epoch",
         "config": {
@@ -196,11 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peer_processes": "each peer in its own spawned process; epochs interleaved, a seeded random order per round",
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
     }
-    path = write_result("tutorial-epoch-cpu", result, args.out)
-    from benchmarks.cached_epoch_plot import plot
-
-    saved = json.loads(Path(path).read_text())  # with the machine and commit, for the title
-    result["plot"] = str(plot(saved, Path(path).with_suffix(".png")))
+    path = write_and_plot("tutorial-epoch-cpu", result, args.out)
     _print(result, path)
     return result
 

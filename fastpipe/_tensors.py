@@ -1,4 +1,9 @@
-"""Tensor helpers shared across subsystems: nested tensor containers and the torch -> numpy dtype."""
+"""Tensor helpers shared across subsystems: nested tensor containers, the torch -> numpy dtype, and
+uninitialised buffers.
+
+CPU buffers are allocated through numpy, which asks the kernel for transparent huge pages:
+first-touch page faults otherwise cost more than the work that fills them.
+"""
 
 from __future__ import annotations
 
@@ -39,3 +44,19 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype:
         dtype('int16')
     """
     return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def alloc(shape: tuple[int, ...] | list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor; on CPU backed by numpy memory (huge pages) when numpy knows the dtype."""
+    if device.type == "cpu" and dtype is not torch.bfloat16:
+        return torch.from_numpy(np.empty(tuple(shape), dtype=numpy_dtype(dtype)))
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
+
+
+def alloc_like(img: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised tensor shaped and laid out in memory like ``img`` (see :func:`alloc`)."""
+    order = sorted(range(img.ndim), key=lambda i: -img.stride(i))
+    if not img.permute(*order).is_contiguous():
+        return torch.empty_like(img, dtype=dtype)
+    buf = alloc([img.shape[i] for i in order], dtype or img.dtype, img.device)
+    return buf.permute(*[order.index(i) for i in range(img.ndim)])

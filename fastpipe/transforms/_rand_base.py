@@ -18,6 +18,20 @@ import torch
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
+def seeded_generator(seed: int | None = None, state: torch.Generator | None = None) -> torch.Generator:
+    """``state`` itself when given, else a new CPU ``torch.Generator`` seeded with ``seed`` (random if None)."""
+    if state is not None:
+        return state
+    return torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
+
+
+def generator_from_state(state: torch.Tensor) -> torch.Generator:
+    """A new CPU ``torch.Generator`` set to ``state`` (from ``get_state()``): how pickled copies restore one."""
+    gen = torch.Generator()
+    gen.set_state(state)
+    return gen
+
+
 def check_prob(who: str, prob: Any) -> float:
     """``prob`` as a float in ``[0, 1]``, else ``ValueError`` naming the transform and the value."""
     try:
@@ -76,10 +90,7 @@ class RandDictTransform:
         self, seed: int | None = None, state: torch.Generator | None = None
     ) -> RandDictTransform:
         """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``); returns ``self``."""
-        if state is not None:
-            self.generator = state
-        else:
-            self.generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
+        self.generator = seeded_generator(seed, state)
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -88,9 +99,7 @@ class RandDictTransform:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        gen = torch.Generator()
-        gen.set_state(state["generator"])
-        self.__dict__.update(state, generator=gen)
+        self.__dict__.update(state, generator=generator_from_state(state["generator"]))
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The parameters of ``n`` crops (host tensors with a leading ``n``), from ``generator`` or this transform's own."""

@@ -8,8 +8,7 @@ into three index gathers: far cheaper than a full grid. The per-axis coordinates
 through the same ``affine_grid`` / unnormalise / clip steps ``grid_sample`` takes, so nearest
 neighbour ties round the same way as MONAI's.
 
-CPU buffers are allocated through numpy, which asks the kernel for transparent huge pages:
-first-touch page faults otherwise cost more than the interpolation itself.
+CPU buffers come from :func:`fastpipe._tensors.alloc` (numpy memory, transparent huge pages).
 """
 
 from __future__ import annotations
@@ -21,23 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastpipe._tensors import numpy_dtype
-
-
-def alloc(shape: tuple[int, ...] | list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An uninitialised tensor; on CPU backed by numpy memory (huge pages) when numpy knows the dtype."""
-    if device.type == "cpu" and dtype is not torch.bfloat16:
-        return torch.from_numpy(np.empty(tuple(shape), dtype=numpy_dtype(dtype)))
-    return torch.empty(tuple(shape), dtype=dtype, device=device)
-
-
-def alloc_like(img: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An uninitialised tensor shaped and laid out in memory like ``img`` (see :func:`alloc`)."""
-    order = sorted(range(img.ndim), key=lambda i: -img.stride(i))
-    if not img.permute(*order).is_contiguous():
-        return torch.empty_like(img, dtype=dtype)
-    buf = alloc([img.shape[i] for i in order], dtype or img.dtype, img.device)
-    return buf.permute(*[order.index(i) for i in range(img.ndim)])
+from fastpipe._tensors import alloc, numpy_dtype
 
 
 def _norm(shape: tuple[int, ...], align_corners: bool) -> torch.Tensor:

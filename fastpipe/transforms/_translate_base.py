@@ -78,6 +78,11 @@ def _norm(x: Any) -> Any:
     return x
 
 
+def key_options(obj: Any) -> dict[str, Any]:
+    """MONAI's ``keys`` and ``allow_missing_keys`` of a dictionary transform, as fastpipe's arguments."""
+    return {"keys": list(obj.keys), "allow_missing_keys": bool(obj.allow_missing_keys)}
+
+
 def value(x: Any) -> Any:
     """An enum's value (MONAI stores modes as ``StrEnum``), anything else as is."""
     return getattr(x, "value", x)

@@ -9,13 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe.transforms._translate_base import Context, build, register, same, torch_dtype, value
+from fastpipe.transforms._translate_base import (
+    Context,
+    build,
+    key_options,
+    register,
+    same,
+    torch_dtype,
+    value,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _common(obj: Any) -> dict[str, Any]:
-    return {"keys": list(obj.keys), "allow_missing_keys": bool(obj.allow_missing_keys)}
 
 
 def _nifti_reason(obj: Any, ctx: Context) -> str:
@@ -68,13 +72,17 @@ def _load(obj: Any, ctx: Context) -> Any:
         ctx.float_keys.update(obj.keys)
         dtype = None
     return build(
-        "LoadImaged", obj, dtype=dtype, ensure_channel_first=bool(loader.ensure_channel_first), **_common(obj)
+        "LoadImaged",
+        obj,
+        dtype=dtype,
+        ensure_channel_first=bool(loader.ensure_channel_first),
+        **key_options(obj),
     )
 
 
 @register("EnsureChannelFirstd")
 def _channel_first(obj: Any, ctx: Context) -> Any:
-    return build("EnsureChannelFirstd", obj, channel_dim=obj.adjuster.input_channel_dim, **_common(obj))
+    return build("EnsureChannelFirstd", obj, channel_dim=obj.adjuster.input_channel_dim, **key_options(obj))
 
 
 @register("Orientationd")
@@ -83,7 +91,11 @@ def _orientation(obj: Any, ctx: Context) -> Any:
     if o.labels not in (None, (("L", "R"), ("P", "A"), ("I", "S"))):
         return f"labels={o.labels!r} is not reproduced"
     return build(
-        "Orientationd", obj, axcodes=o.axcodes, as_closest_canonical=o.as_closest_canonical, **_common(obj)
+        "Orientationd",
+        obj,
+        axcodes=o.axcodes,
+        as_closest_canonical=o.as_closest_canonical,
+        **key_options(obj),
     )
 
 
@@ -105,7 +117,7 @@ def _spacing(obj: Any, ctx: Context) -> Any:
         mode=modes,
         padding_mode=[value(p) for p in obj.padding_mode],
         align_corners=list(obj.align_corners),
-        **_common(obj),
+        **key_options(obj),
     )
     if not isinstance(out, str):
         ctx.nearest_keys.update(k for k, m in zip(obj.keys, modes, strict=True) if m == "nearest")
@@ -128,7 +140,7 @@ def _scale_range(obj: Any, ctx: Context) -> Any:
             b_max=s.b_max,
             clip=bool(s.clip),
             dtype=torch_dtype(s.dtype) or torch.float32,
-            **_common(obj),
+            **key_options(obj),
         ),
     )
 
@@ -152,7 +164,7 @@ def _crop_foreground(obj: Any, ctx: Context) -> Any:
         k_divisible=c.k_divisible,
         start_coord_key=obj.start_coord_key,
         end_coord_key=obj.end_coord_key,
-        **_common(obj),
+        **key_options(obj),
     )
 
 
@@ -167,7 +179,7 @@ def _fg_bg(obj: Any, ctx: Context) -> Any:
         bg_postfix=obj.bg_postfix,
         image_key=obj.image_key,
         image_threshold=float(obj.converter.image_threshold),
-        **_common(obj),
+        **key_options(obj),
     )
 
 
@@ -177,7 +189,7 @@ def _to_device(obj: Any, ctx: Context) -> Any:
     non_blocking = bool(kwargs.pop("non_blocking", False))
     if kwargs:
         return f"Tensor.to options {sorted(kwargs)} are not reproduced"
-    return build("ToDeviced", obj, device=obj.converter.device, non_blocking=non_blocking, **_common(obj))
+    return build("ToDeviced", obj, device=obj.converter.device, non_blocking=non_blocking, **key_options(obj))
 
 
 @register("EnsureTyped")
@@ -198,7 +210,7 @@ def _ensure_type(obj: Any, ctx: Context) -> Any:
             dtype=torch_dtype(dtype),
             device=c.device,
             track_meta=c.track_meta,
-            **_common(obj),
+            **key_options(obj),
         ),
     )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fastpipe.transforms._translate_base import Context, build, register, torch_dtype, value
+from fastpipe.transforms._translate_base import Context, build, key_options, register, torch_dtype, value
 
 
 def _seeded(out: Any, obj: Any) -> Any:
@@ -24,12 +24,9 @@ def _seeded(out: Any, obj: Any) -> Any:
     return out.set_random_state(int(state.randint(2**31 - 1))) or out
 
 
-def _common(obj: Any) -> dict[str, Any]:
-    return {"keys": list(obj.keys), "allow_missing_keys": bool(obj.allow_missing_keys)}
-
-
-def _prob(obj: Any) -> dict[str, Any]:
-    return {"prob": float(obj.prob), **_common(obj)}
+def _random(name: str, obj: Any, **kwargs: Any) -> Any:
+    """``build(name, obj, **kwargs)`` with MONAI's ``prob``, keys and missing-keys flag, seeded from ``obj``."""
+    return _seeded(build(name, obj, **kwargs, prob=float(obj.prob), **key_options(obj)), obj)
 
 
 @register("RandCropByPosNegLabeld")
@@ -51,22 +48,19 @@ def _crop(obj: Any, ctx: Context) -> Any:
         fg_indices_key=obj.fg_indices_key,
         bg_indices_key=obj.bg_indices_key,
         allow_smaller=bool(c.allow_smaller),
-        **_common(obj),
+        **key_options(obj),
     )
     return _seeded(out, obj)
 
 
 @register("RandFlipd")
 def _flip(obj: Any, ctx: Context) -> Any:
-    return _seeded(build("RandFlipd", obj, spatial_axis=obj.flipper.spatial_axis, **_prob(obj)), obj)
+    return _random("RandFlipd", obj, spatial_axis=obj.flipper.spatial_axis)
 
 
 @register("RandRotate90d")
 def _rot90(obj: Any, ctx: Context) -> Any:
-    out = build(
-        "RandRotate90d", obj, max_k=int(obj.max_k), spatial_axes=tuple(obj.spatial_axes), **_prob(obj)
-    )
-    return _seeded(out, obj)
+    return _random("RandRotate90d", obj, max_k=int(obj.max_k), spatial_axes=tuple(obj.spatial_axes))
 
 
 @register("RandShiftIntensityd")
@@ -74,58 +68,50 @@ def _shift(obj: Any, ctx: Context) -> Any:
     s = obj.shifter
     if any(k is not None for k in obj.factor_key):
         return "factor_key (offsets scaled by a metadata factor) is not reproduced"
-    out = build(
+    return _random(
         "RandShiftIntensityd",
         obj,
         offsets=tuple(float(o) for o in s.offsets),
         safe=bool(s._shifter.safe),
         channel_wise=bool(s.channel_wise),
-        **_prob(obj),
     )
-    return _seeded(out, obj)
 
 
 @register("RandScaleIntensityd")
 def _scale(obj: Any, ctx: Context) -> Any:
     s = obj.scaler
-    out = build(
+    return _random(
         "RandScaleIntensityd",
         obj,
         factors=tuple(float(f) for f in s.factors),
         channel_wise=bool(s.channel_wise),
         dtype=torch_dtype(s.dtype),
-        **_prob(obj),
     )
-    return _seeded(out, obj)
 
 
 @register("RandGaussianNoised")
 def _noise(obj: Any, ctx: Context) -> Any:
     n = obj.rand_gaussian_noise
-    out = build(
+    return _random(
         "RandGaussianNoised",
         obj,
         mean=float(n.mean),
         std=float(n.std),
         sample_std=bool(n.sample_std),
         dtype=torch_dtype(n.dtype),
-        **_prob(obj),
     )
-    return _seeded(out, obj)
 
 
 @register("RandAdjustContrastd")
 def _contrast(obj: Any, ctx: Context) -> Any:
     a = obj.adjuster
-    out = build(
+    return _random(
         "RandAdjustContrastd",
         obj,
         gamma=tuple(float(g) for g in a.gamma),
         invert_image=bool(a.invert_image),
         retain_stats=bool(a.retain_stats),
-        **_prob(obj),
     )
-    return _seeded(out, obj)
 
 
 @register("SpatialPadd")
@@ -142,5 +128,5 @@ def _pad(obj: Any, ctx: Context) -> Any:
         spatial_size=tuple(int(s) for s in p.spatial_size),
         method=value(p.method),
         mode=modes.pop(),
-        **_common(obj),
+        **key_options(obj),
     )

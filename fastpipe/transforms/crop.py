@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from fastpipe._meta import get_affine
+from fastpipe._tensors import alloc
 from fastpipe.transforms._dict import ensure_keys, present_keys, update_meta
-from fastpipe.transforms._resample import alloc
 
 
 def is_positive(x: torch.Tensor) -> torch.Tensor:

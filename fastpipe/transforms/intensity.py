@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastpipe._tensors import alloc_like
 from fastpipe.transforms._dict import ensure_keys, present_keys
-from fastpipe.transforms._resample import alloc_like
 
 
 class ScaleIntensityRanged:

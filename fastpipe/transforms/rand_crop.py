@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fastpipe._meta import item_name
+from fastpipe._tensors import alloc
 from fastpipe.ops._backends import crop_batches
 from fastpipe.ops._bg_reject import RejectBg, reject_rule
 from fastpipe.ops._device import to_device
@@ -33,7 +34,7 @@ from fastpipe.transforms._crop_suffix import (
     virtual_pads,
 )
 from fastpipe.transforms._dict import ensure_keys, missing_key
-from fastpipe.transforms._resample import alloc
+from fastpipe.transforms._rand_base import generator_from_state, seeded_generator
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
 
@@ -160,10 +161,7 @@ class RandCropByPosNegLabeld:
         self, seed: int | None = None, state: torch.Generator | None = None
     ) -> RandCropByPosNegLabeld:
         """Reseed the CPU ``torch.Generator`` that drives all draws (or adopt ``state``); returns ``self``."""
-        if state is not None:
-            self.generator = state
-        else:
-            self.generator = torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
+        self.generator = seeded_generator(seed, state)
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -177,8 +175,7 @@ class RandCropByPosNegLabeld:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        gen = torch.Generator()
-        gen.set_state(state["generator"])
+        gen = generator_from_state(state["generator"])
         self.__dict__.update(state, _lock=threading.Lock(), generator=gen)
         renew_locks_after_fork(self)
 

@@ -8,26 +8,12 @@ import threading
 import numpy as np
 import pytest
 import torch
+from _persist_helpers import LoadNpy
 
 from fastpipe import CacheDataset
 from fastpipe.cache._fingerprint import chain_fingerprint, fingerprint
 from fastpipe.cache._key import EntryOwner, item_key
 from fastpipe.cache._persist import PersistentCache
-
-
-class LoadNpy:
-    """Deterministic: reads ``image`` from an ``.npy`` path, scaled; counts its calls."""
-
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
-        self._lock = threading.Lock()
-        self._calls = 0
-
-    def __call__(self, d: dict) -> dict:
-        with self._lock:
-            self._calls += 1
-        img = torch.from_numpy(np.load(d["image"])) * self.scale
-        return {**d, "image": img, "image_meta_dict": {"filename_or_obj": d["image"], "affine": torch.eye(4)}}
 
 
 def _files(tmp_path, n=3):

@@ -75,6 +75,17 @@ def _case(n, size, shapes, padded, perms, g):
     return torch.tensor(starts), vi, flips, axes
 
 
+def _row_case(size, shapes, padded, dtype, g):
+    """32 crops of ``size`` in every orientation that keeps it, with pad and (float32) intensity."""
+    perms = [p for p in PERMS if all(size[p[a]] == size[a] for a in range(3))]
+    starts, vi, flips, axes = _case(32, size, shapes, padded, perms, g)
+    kw = dict(flips=flips, axes=axes, pad_value=(7.0 if padded else None))
+    if dtype == torch.float32:
+        kw["scale"] = torch.where(torch.arange(32) % 3 == 0, 1.0, 1.25)
+        kw["shift"] = torch.where(torch.arange(32) % 5 == 0, -0.0, 0.375)
+    return starts, vi, kw
+
+
 @pytest.mark.parametrize("index", ["i32", "i64"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_vector_path_equals_torch_for_odd_rows_starts_pads_and_misaligned_outputs(lib, dtype, index):
@@ -84,12 +95,7 @@ def test_vector_path_equals_torch_for_odd_rows_starts_pads_and_misaligned_output
     before = _host_crop.store8_counts(lib)
     for o2, padded, skew in itertools.product((1, 3, 8, 13, 22), (False, True), (0, 1, 3)):
         size = (3, 3, o2)
-        perms = [p for p in PERMS if all(size[p[a]] == size[a] for a in range(3))]
-        starts, vi, flips, axes = _case(32, size, shapes, padded, perms, g)
-        kw = dict(flips=flips, axes=axes, pad_value=(7.0 if padded else None))
-        if dtype == torch.float32:
-            kw["scale"] = torch.where(torch.arange(32) % 3 == 0, 1.0, 1.25)
-            kw["shift"] = torch.where(torch.arange(32) % 5 == 0, -0.0, 0.375)
+        starts, vi, kw = _row_case(size, shapes, padded, dtype, g)
         ref = crop_batch_torch(vols, starts, vi, size, **kw)
         out = _misaligned(ref.shape, dtype, skew)
         got, bad, name = _host_crop.run(lib, vols, starts, vi, size, out=out, index=index, **kw)
@@ -170,12 +176,7 @@ def test_cuda_vector_path_and_packed_tables_equal_torch(cuda_device, dtype):
     dvols = [v.to(cuda_device) for v in vols]
     for o2, padded, skew in itertools.product((13, 22, 96), (False, True), (0, 1)):
         size = (3, 3, o2)
-        perms = [p for p in PERMS if all(size[p[a]] == size[a] for a in range(3))]
-        starts, vi, flips, axes = _case(32, size, shapes, padded, perms, g)
-        kw = dict(flips=flips, axes=axes, pad_value=(7.0 if padded else None))
-        if dtype == torch.float32:
-            kw["scale"] = torch.where(torch.arange(32) % 3 == 0, 1.0, 1.25)
-            kw["shift"] = torch.where(torch.arange(32) % 5 == 0, -0.0, 0.375)
+        starts, vi, kw = _row_case(size, shapes, padded, dtype, g)
         ref = crop_batch_torch(vols, starts, vi, size, **kw)
         dev_kw = {k: v.to(cuda_device) if torch.is_tensor(v) else v for k, v in kw.items()}
         calls = [
