@@ -219,7 +219,7 @@ def _write_torch(dst: torch.Tensor, src: torch.Tensor, s: float | None, o: float
 
 
 def _copy_one_cpu(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> None:
-    """One crop on the CPU: torch's copy where no axis is reversed, numpy (negative strides) otherwise."""
+    """One crop on the CPU: torch's kernels (a reversed axis costs one flipped copy), numpy where it pads."""
     perm, flip = ax[n], fl[n]
     vol_t, vol = vols[vi[n]]
     ext = window_extent(perm, size)
@@ -227,9 +227,12 @@ def _copy_one_cpu(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> None
     o = np.float32(sh[n]) if sh is not None else None
     parts = _inbound(st[n], ext, vol.shape[1:])
     inside = parts is not None and all(w.stop - w.start == e for w, e in zip(parts[0][1:], ext, strict=True))
-    if not any(flip) and (pad_value is None or inside):
+    if pad_value is None or inside:
         dst_t = out[n].permute(0, *(1 + perm.index(q) for q in range(3)))  # window coordinates
-        _write_torch(dst_t, vol_t[parts[1]], None if s is None else float(s), None if o is None else float(o))
+        src = vol_t[parts[1]]
+        if any(flip):  # output axis a reads window axis perm[a] reversed (numpy's reversed copy is slower)
+            src = src.flip([1 + perm[a] for a in range(3) if flip[a]])
+        _write_torch(dst_t, src, None if s is None else float(s), None if o is None else float(o))
         return
     dst = _window_view(_np(out[n]), perm, flip)
     if pad_value is not None and (parts is None or dst[parts[0]].shape != dst.shape):
@@ -251,7 +254,7 @@ def _copy_one_torch(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> No
             win[parts[0]] = vol[parts[1]]
     src = win.permute(0, *(1 + p for p in perm))
     if any(flip):
-        src = src.flip([1 + a for a in range(3) if flip[a]])
+        src = src.flip([1 + perm[a] for a in range(3) if flip[a]])
     mul, add = sc is not None and sc[n] != 1, sh is not None and sh[n] != 0
     if mul:
         torch.mul(src, sc[n], out=out[n])
