@@ -41,7 +41,8 @@ def make_volume(
         raise ValueError(f"--shape: in-plane size must be square (the phantom's), got {shape[:2]}")
     preset = PRESETS["spleen-full"]
     preset = type(preset)(**{**preset.__dict__, "shape_xy": shape[0], "z_range": (shape[2], shape[2]),
-                             "spacing_xy": (spacing_xy, spacing_xy), "slice_mm": (slice_mm,), "extent_mm": None})  # fmt: skip
+                             "spacing_xy": (spacing_xy, spacing_xy), "slice_mm": (slice_mm,), "slice_weights": None,
+                             "extent_mm": None})  # fmt: skip
     params = draw_params(preset, np.random.default_rng(seed))
     image, label = render(params, np.random.default_rng(seed + 1))
     item = {"image": str(root / "image.nii.gz"), "label": str(root / "label.nii.gz")}
