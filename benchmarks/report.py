@@ -48,10 +48,11 @@ def speedups(rows: list[dict]) -> None:
     """
     by = {r["row"]: r for r in rows if _ok(r)}
     base = by.get("regular")
-    for r in by.values():
-        rate = r["crops_per_s"]["median"]
+    for r in by.values():  # every row's verdict first: a row is compared with peers listed after it
         r["epoch_relative_iqr"] = relative_spread(r)
         r["noisy"] = r["epoch_relative_iqr"] > NOISY_IQR
+    for r in by.values():
+        rate = r["crops_per_s"]["median"]
         if base:
             r["speedup_vs_regular"] = rate / base["crops_per_s"]["median"]
         peer = by.get(MATCHED.get(r["row"], ""))

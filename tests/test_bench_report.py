@@ -80,3 +80,10 @@ def test_results_go_outside_the_tracked_folder_unless_saved():
 
 def test_speed_probe_is_quick_and_positive():
     assert 0 < spleen.speed_probe_s(repeats=1) < 5
+
+
+def test_a_fastpipe_row_listed_before_its_monai_peer_is_compared():
+    """``--rows fastpipe-cache,monai-cache`` lists the fastpipe row first (it crashed with KeyError 'noisy')."""
+    rs = [row("fastpipe-cache", [400.0, 410.0, 405.0]), row("monai-cache", [100.0, 101.0, 99.0])]
+    speedups(rs)
+    assert 3.9 < rs[0]["speedup_vs_monai"] < 4.2 and rs[0]["speedup_vs_monai_noisy"] is False
