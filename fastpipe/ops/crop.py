@@ -254,7 +254,7 @@ def _copy_one_torch(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> No
             win[parts[0]] = vol[parts[1]]
     src = win.permute(0, *(1 + p for p in perm))
     if any(flip):
-        src = src.flip([1 + perm[a] for a in range(3) if flip[a]])
+        src = src.flip([1 + a for a in range(3) if flip[a]])
     mul, add = sc is not None and sc[n] != 1, sh is not None and sh[n] != 0
     if mul:
         torch.mul(src, sc[n], out=out[n])
