@@ -321,6 +321,21 @@ def fill_scaling(data: list[dict], repeats: int) -> dict[str, Any]:
     return out
 
 
+def epoch_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields every cached-epoch comparison records (from :func:`epoch_parser`'s options)."""
+    return {
+        "volumes": args.volumes,
+        "shape": list(args.shape),
+        "patch": list(PATCH),
+        "num_samples": NUM_SAMPLES,
+        "batch_volumes": BATCH,
+        "epochs": args.epochs,
+        "warmup": args.warmup,
+        "fill_workers": args.workers,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def epoch_parser(description: str, name: str, workers_help: str) -> argparse.ArgumentParser:
     """The options every cached-epoch comparison takes: volumes, shape, epochs, warm-up, workers, out."""
     p = argparse.ArgumentParser(description=description)
@@ -356,16 +371,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fill_volumes = args.fill_volumes or fill_volume_count(args.volumes, os.cpu_count() or 1)
     result = {
         "config": {
-            "volumes": args.volumes,
-            "shape": list(args.shape),
-            "patch": list(PATCH),
-            "num_samples": NUM_SAMPLES,
-            "batch_volumes": BATCH,
-            "epochs": args.epochs,
-            "warmup": args.warmup,
-            "fill_workers": args.workers,
+            **epoch_config(args),
             "fill_scaling_volumes": fill_volumes,
-            "torch_threads": torch.get_num_threads(),
             "label_dtype": {"file": "uint8", "fastpipe_cache": "uint8", "monai_cache": "float32"},
             "image_input_dtype": "int16",
         },

@@ -140,28 +140,12 @@ def fastpipe_gpu_cache(data, cfg: Config) -> Row:
 
 def fastpipe_smartcache(data, cfg: Config) -> Row:
     """fastpipe SmartCacheDataset at cache_num = fraction of the data, replace_rate 0.25."""
-    import fastpipe as fp
 
     cache_num = max(1, int(len(data) * cfg.smart_fraction))
-    ds = fp.SmartCacheDataset(
-        data,
-        workload.fastpipe_chain(device=_device_or_none(cfg), tutorial=cfg.tutorial),
-        cache_num=cache_num,
-        replace_rate=cfg.replace_rate,
-        num_init_workers=cfg.threads,
-        num_replace_workers=cfg.threads,
-        progress=False,
-        seed=cfg.seed,
+    chain = workload.fastpipe_chain(device=_device_or_none(cfg), tutorial=cfg.tutorial)
+    _, loader, close = workload.smart_cache_loader(
+        data, chain, cache_num, cfg.replace_rate, cfg.threads, cfg.batch_size, cfg.seed
     )
-    ds.start()
-    loader = fp.ThreadDataLoader(
-        ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, persistent_workers=True
-    )
-
-    def close() -> None:
-        loader.close()
-        ds.shutdown()
-
     return Row(loader, cache_num, close=close, info={"cache_num": cache_num})
 
 

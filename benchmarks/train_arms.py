@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.train_recipe import BG_KEY, FG_KEY, KEYS, TrainConfig, prefix
 from benchmarks.train_suffix import fastpipe_suffix, monai_suffix
+from benchmarks.workload import smart_cache_loader
 
 ARMS = ("regular", "monai-fast", "fastpipe", "fastpipe-smartcache")
 SMART_FRACTION, REPLACE_RATE = 0.5, 0.25
@@ -125,27 +126,12 @@ def _fastpipe(train: list[dict], val: list[dict], cfg: TrainConfig, device: torc
 
 
 def _fastpipe_smartcache(train: list[dict], val: list[dict], cfg: TrainConfig, device: torch.device) -> Arm:
-    import fastpipe as fp
 
     cache_num = max(1, int(len(train) * SMART_FRACTION))
-    ds = fp.SmartCacheDataset(
-        train,
-        [*_fastpipe_prefix(cfg, device), *fastpipe_suffix(cfg)],
-        cache_num=cache_num,
-        replace_rate=REPLACE_RATE,
-        num_init_workers=cfg.threads,
-        num_replace_workers=cfg.threads,
-        progress=False,
-        seed=cfg.seed,
+    chain = [*_fastpipe_prefix(cfg, device), *fastpipe_suffix(cfg)]
+    ds, loader, close = smart_cache_loader(
+        train, chain, cache_num, REPLACE_RATE, cfg.threads, cfg.batch_size, cfg.seed
     )
-    ds.start()
-    loader = fp.ThreadDataLoader(
-        ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, persistent_workers=True
-    )
-
-    def close() -> None:
-        loader.close()
-        ds.shutdown()
 
     info = {"cache_num": cache_num, "replace_rate": REPLACE_RATE, "batched": ds.batched}
     return Arm(loader, _fastpipe_val(val, cfg, device), cache_num * cfg.num_samples, close, info)

@@ -32,12 +32,11 @@ import torch
 from benchmarks import workload as chains
 from benchmarks.cached_epoch import (
     BATCH,
-    NUM_SAMPLES,
-    PATCH,
     PlainCopy,
     _epoch,
     _epoch_in_thread,
     _set_track_meta,
+    epoch_config,
     epoch_parser,
     run_peers,
     write_and_plot,
@@ -156,15 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "benchmarks.tutorial_epoch",
         "config": {
-            "volumes": args.volumes,
-            "shape": list(args.shape),
-            "patch": list(PATCH),
-            "num_samples": NUM_SAMPLES,
-            "batch_volumes": BATCH,
-            "epochs": args.epochs,
-            "warmup": args.warmup,
-            "fill_workers": args.workers,
-            "torch_threads": torch.get_num_threads(),
+            **epoch_config(args),
             "suffix": "RandFlipd x3 (each axis, p=0.10), RandRotate90d (p=0.10, max_k=3), RandShiftIntensityd (0.10, p=0.50)",
             "fastpipe_suffix": "MONAI names, fused into the crop",
             "label_dtype": {"fastpipe": "uint8", "monai_compose": "uint8", "monai_best": "float32"},

@@ -150,3 +150,35 @@ def volume_prefix(T: Any) -> list[Any]:
     """The cached part of the chain for :func:`make_volumes` items (intensity scaling, crop indices),
     built from ``fastpipe.transforms`` or ``monai.transforms``."""
     return [T.ScaleIntensityRanged("image", **SCALE), T.FgBgToIndicesd("label")]
+
+
+def smart_cache_loader(
+    data: list[dict],
+    chain: list[Any],
+    cache_num: int,
+    replace_rate: float,
+    threads: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[Any, Any, Any]:
+    """fastpipe's SmartCache peer: ``(dataset, loader, close)``, replacement started, persistent loader."""
+    import fastpipe as fp
+
+    ds = fp.SmartCacheDataset(
+        data,
+        chain,
+        cache_num=cache_num,
+        replace_rate=replace_rate,
+        num_init_workers=threads,
+        num_replace_workers=threads,
+        progress=False,
+        seed=seed,
+    )
+    ds.start()
+    loader = fp.ThreadDataLoader(ds, batch_size=batch_size, shuffle=True, seed=seed, persistent_workers=True)
+
+    def close() -> None:
+        loader.close()
+        ds.shutdown()
+
+    return ds, loader, close

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from benchmarks import workload as chains
-from benchmarks.tutorial_epoch import NUM_SAMPLES, PATCH, PEERS, monai_compose, ratios, serve_peer
+from benchmarks.tutorial_epoch import PEERS, monai_compose, ratios, serve_peer
+from benchmarks.workload import NUM_SAMPLES, PATCH
 
 
 @pytest.fixture
