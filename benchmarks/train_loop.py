@@ -82,6 +82,11 @@ def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, de
         Validator(built.val_volumes, cfg, device, device.type == "cuda"),
     )
     epochs, timeline, reached = [], [], None
+    # validation after every val_interval passes over the training volumes, counted in crops seen: an
+    # epoch of the SmartCache arm covers only its window, so it validates every other epoch, and every
+    # arm validates after the same amount of training data
+    pass_crops = len(train) * cfg.num_samples
+    seen, next_val = 0, cfg.val_interval * pass_crops
     try:
         for epoch in range(1, cfg.max_epochs + 1):
             t_ep = time.perf_counter()
@@ -92,11 +97,15 @@ def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, de
                     f"{arm}: epoch {epoch} yielded {crops} crops, expected {built.crops_per_epoch}"
                 )
             epochs.append({"epoch": epoch, "s": wall, "wait_s": waited, "crops": crops, "loss": steps.loss})
-            if epoch % cfg.val_interval == 0:
+            seen += crops
+            if seen >= next_val:
+                next_val += cfg.val_interval * pass_crops
                 t_val = time.perf_counter()
                 dice = validate(model)
                 t_now = time.perf_counter()
-                timeline.append({"epoch": epoch, "t_s": t_now - t0, "dice": dice, "val_s": t_now - t_val})
+                timeline.append(
+                    {"epoch": epoch, "passes": seen / pass_crops, "t_s": t_now - t0, "dice": dice, "val_s": t_now - t_val}
+                )
                 if dice >= cfg.target:
                     reached = timeline[-1]
                     break

@@ -33,7 +33,8 @@ class TrainConfig:
         lr: Novograd learning rate.
         target: foreground validation Dice that stops an arm.
         max_epochs, max_s: per-arm budget (epochs, seconds from the start of the dataset build).
-        val_interval: validate every this many epochs.
+        val_interval: validate every this many passes over the training volumes (counted in crops seen:
+            the SmartCache arm's epoch covers its window only, so it validates every other epoch).
         val_volumes: volumes held out for validation (the last ones of the list).
         threads: workers/threads of every arm's loader and cache fill.
         seed: one seed for the split, the model's initial weights and the random suffix.

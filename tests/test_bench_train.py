@@ -78,6 +78,9 @@ def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
         assert len(a["validation"]) == 1 and a["steps"]["rows"], name
         per_epoch = 2 if name == "fastpipe-smartcache" else 4  # smartcache: half the 2 volumes x 2 crops
         assert a["epochs"][0]["crops"] == per_epoch, name
+        # every arm validates after one pass over the training volumes: the SmartCache arm after 2 epochs
+        assert a["validation"][0]["passes"] == 1.0, name
+        assert a["validation"][0]["epoch"] == (2 if name == "fastpipe-smartcache" else 1), name
     assert set(doc["ratios_time_to_target"]) == {"vs_regular", "vs_monai-fast"}
     assert (
         doc["ratios_epoch_s"]["vs_regular"]["regular"] == 1.0
