@@ -13,6 +13,7 @@ number of random numbers whatever it decides and batches stay replayable.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,23 +57,43 @@ class Orientation:
 
     def flip(self, fire: torch.Tensor, spatial_axes: Sequence[int]) -> Orientation:
         """Reverse the current axes ``spatial_axes`` of the crops where ``fire`` (``torch.flip``)."""
-        mask = torch.tensor([a in spatial_axes for a in range(3)])
-        return Orientation(self.axes, self.flips ^ (fire[:, None] & mask))
+        if not bool(fire.any()):
+            return self
+        return Orientation(self.axes, self.flips ^ (fire[:, None] & _axis_mask(tuple(spatial_axes))))
 
     def rot90(self, k: torch.Tensor, spatial_axes: Sequence[int]) -> Orientation:
         """Rotate each crop by ``k`` quarter turns in the plane ``spatial_axes`` (``torch.rot90``).
 
         One turn is ``x.flip(b).transpose(a, b)``: new axis ``a`` reads old axis ``b`` reversed, new
-        axis ``b`` reads old axis ``a``.
+        axis ``b`` reads old axis ``a``. ``k`` turns are the signed permutation ``_turns(plane)[k % 4]``,
+        applied to every crop at once with one gather.
         """
-        a, b = spatial_axes
-        axes, flips = self.axes.clone(), self.flips.clone()
-        for step in range(3):
-            sel = k % 4 > step
-            pa, pb, fa, fb = axes[:, a].clone(), axes[:, b].clone(), flips[:, a].clone(), flips[:, b].clone()
-            axes[:, a], flips[:, a] = torch.where(sel, pb, pa), torch.where(sel, ~fb, fa)
-            axes[:, b], flips[:, b] = torch.where(sel, pa, pb), torch.where(sel, fa, fb)
-        return Orientation(axes, flips)
+        k = k % 4
+        if not bool(k.any()):
+            return self
+        perm, rev = _turns(tuple(spatial_axes))
+        idx = perm[k]  # (n, 3): new axis i reads current axis idx[:, i]
+        return Orientation(self.axes.gather(1, idx), self.flips.gather(1, idx) ^ rev[k])
 
     def is_identity(self) -> bool:
         return bool((self.axes == torch.arange(3)).all()) and not bool(self.flips.any())
+
+
+@functools.cache
+def _turns(plane: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(perm, rev)``, each ``(4, 3)``: ``k`` quarter turns in ``plane`` as a signed permutation (new
+    axis ``i`` reads current axis ``perm[k, i]``, reversed where ``rev[k, i]``), one turn at a time."""
+    a, b = plane
+    perm, rev = [[0, 1, 2]], [[False] * 3]
+    for _ in range(3):
+        p, r = list(perm[-1]), list(rev[-1])
+        p[a], p[b], r[a], r[b] = perm[-1][b], perm[-1][a], not rev[-1][b], rev[-1][a]
+        perm.append(p)
+        rev.append(r)
+    return torch.tensor(perm), torch.tensor(rev)
+
+
+@functools.cache
+def _axis_mask(spatial_axes: tuple[int, ...]) -> torch.Tensor:
+    """``(3,)`` bool, true on ``spatial_axes`` (read only: shared between calls)."""
+    return torch.tensor([a in spatial_axes for a in range(3)])

@@ -40,20 +40,40 @@ def draw_suffix(augs: Sequence[Any], n: int, generator: torch.Generator) -> list
     return [t.draw(n, generator) for t in augs]
 
 
-def key_terms(augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], key: str, n: int) -> dict[str, Any]:
-    """Host tensors for :func:`fastpipe.ops.crop_batch` of ``key``: ``axes``/``flips``/``scale``/``shift`` or ``None``."""
-    o, terms = Orientation.identity(n), {"scale": None, "shift": None}
-    names = []
-    for t, p in zip(augs, draws, strict=True):
+def key_terms(
+    augs: Sequence[Any],
+    draws: list[dict[str, torch.Tensor]],
+    key: str,
+    n: int,
+    orientations: dict[tuple[int, ...], Orientation | None] | None = None,
+) -> dict[str, Any]:
+    """Host tensors for :func:`fastpipe.ops.crop_batch` of ``key``: ``axes``/``flips``/``scale``/``shift`` or ``None``.
+
+    ``orientations`` (optional) keeps the composed orientation per set of spatial transforms, so keys
+    that the same flips and turns name (an image and its label) compose it once.
+    """
+    terms: dict[str, Any] = {"scale": None, "shift": None}
+    names, spatial = [], []
+    for i, (t, p) in enumerate(zip(augs, draws, strict=True)):
         if key not in t.keys:
             continue
         if hasattr(t, "orient"):
-            o = t.orient(o, p)
+            spatial.append(i)
         else:
             terms["scale" if hasattr(t, "factors") else "shift"] = t.fused_term(p)
             names.append(type(t).__name__)
-    still = o.is_identity()
-    return {"axes": None if still else o.axes, "flips": None if still else o.flips, **terms, "names": names}
+    sig = tuple(spatial)
+    if orientations is None or sig not in orientations:
+        o = Orientation.identity(n)
+        for i in spatial:
+            o = augs[i].orient(o, draws[i])
+        made = None if o.is_identity() else o
+        if orientations is not None:
+            orientations[sig] = made
+    else:
+        made = orientations[sig]
+    return {"axes": None if made is None else made.axes, "flips": None if made is None else made.flips,
+            **terms, "names": names}  # fmt: skip
 
 
 def to_op_args(terms: dict[str, Any]) -> dict[str, torch.Tensor | None]:
@@ -72,12 +92,13 @@ class KeyPlans:
     def __init__(self, augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], n: int) -> None:
         self.augs, self.draws, self.n = augs, draws, n
         self._made: dict[tuple[int, ...], tuple[dict, dict]] = {}
+        self._orientations: dict[tuple[int, ...], Orientation | None] = {}
 
     def get(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
         """``(terms, op_args)`` of ``key`` (see :func:`key_terms`, :func:`to_op_args`), host tensors."""
         sig = tuple(i for i, t in enumerate(self.augs) if key in t.keys)
         if sig not in self._made:
-            terms = key_terms(self.augs, self.draws, key, self.n)
+            terms = key_terms(self.augs, self.draws, key, self.n, self._orientations)
             self._made[sig] = (terms, to_op_args(terms))
         return self._made[sig]
 
