@@ -179,19 +179,23 @@ CHUNK = 1 << 16  # elements per slab of the multiply-then-add: it stays in cache
 
 
 def _write(dst: np.ndarray, src: np.ndarray, s: np.float32 | None, o: np.float32 | None) -> None:
-    """``dst = src`` with the intensity terms (``None``, ``s == 1`` and ``o == 0`` skip their step)."""
+    """``dst = src`` with the intensity terms (``None``, ``s == 1`` and ``o == 0`` skip their step).
+
+    With intensity terms it goes slab by slab: copy, then multiply and add in place while the slab is
+    in cache, each step rounded to float32 as the CUDA kernel rounds it. (numpy's fused ``add(src, o,
+    out=dst)`` is slower than the copy when ``dst`` has negative strides.)
+    """
     mul, add = s is not None and s != 1, o is not None and o != 0
     if not mul and not add:
         np.copyto(dst, src)
-    elif not mul:
-        np.add(src, o, out=dst)
-    elif not add:
-        np.multiply(src, s, out=dst)
-    else:  # two separately rounded float32 steps, exactly as the CUDA kernel, slab by slab: one pass
-        step = max(1, CHUNK // max(1, dst[0, 0].size))
-        for i in range(0, dst.shape[1], step):
-            d = dst[:, i : i + step]
-            np.multiply(src[:, i : i + step], s, out=d)
+        return
+    step = max(1, CHUNK // max(1, dst[0, 0].size))
+    for i in range(0, dst.shape[1], step):
+        d = dst[:, i : i + step]
+        np.copyto(d, src[:, i : i + step])
+        if mul:
+            np.multiply(d, s, out=d)
+        if add:
             np.add(d, o, out=d)
 
 
@@ -218,6 +222,12 @@ def _write_torch(dst: torch.Tensor, src: torch.Tensor, s: float | None, o: float
             dst.add_(o)
 
 
+def _innermost(vol: np.ndarray) -> int:
+    """The spatial axis (0-2) of ``vol`` (C, X, Y, Z) with the smallest stride: rows run along it."""
+    strides = [abs(st) for st in vol.strides[1:]]
+    return strides.index(min(strides))
+
+
 def _copy_one_cpu(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> None:
     """One crop on the CPU: torch's kernels (a reversed axis costs one flipped copy), numpy where it pads."""
     perm, flip = ax[n], fl[n]
@@ -228,11 +238,18 @@ def _copy_one_cpu(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> None
     parts = _inbound(st[n], ext, vol.shape[1:])
     inside = parts is not None and all(w.stop - w.start == e for w, e in zip(parts[0][1:], ext, strict=True))
     if pad_value is None or inside:
+        reversed_axes = [perm[a] for a in range(3) if flip[a]]  # window axes read backwards
+        if reversed_axes and _innermost(vol) not in reversed_axes:
+            # one pass: numpy writes through a view of the output with negative strides (torch has no
+            # negative strides; its flip would first copy the window into a temporary)
+            _write(_window_view(_np(out[n]), perm, flip), vol[parts[1]], s, o)
+            return
         dst_t = out[n].permute(0, *(1 + perm.index(q) for q in range(3)))  # window coordinates
         src = vol_t[parts[1]]
-        if any(flip):  # output axis a reads window axis perm[a] reversed (numpy's reversed copy is slower)
-            src = src.flip([1 + perm[a] for a in range(3) if flip[a]])
-        _write_torch(dst_t, src, None if s is None else float(s), None if o is None else float(o))
+        sf, of = None if s is None else float(s), None if o is None else float(o)
+        if reversed_axes:  # the innermost axis reversed: numpy's reversed rows are slower than a torch flip
+            src = src.flip([1 + q for q in reversed_axes])
+        _write_torch(dst_t, src, sf, of)
         return
     dst = _window_view(_np(out[n]), perm, flip)
     if pad_value is not None and (parts is None or dst[parts[0]].shape != dst.shape):

@@ -72,6 +72,29 @@ def test_flips_and_intensity_equal_unfused_monai_ops():
         assert torch.equal(out[n], torch.as_tensor(ref)), f"crop {n}"
 
 
+@pytest.mark.parametrize("layout", [(0, 1, 2, 3), (0, 3, 1, 2), (0, 2, 3, 1)])
+def test_flips_turns_and_intensity_on_strided_volumes_equal_contiguous_ones(layout):
+    """The CPU path picks a one-pass numpy copy or a torch flip by which axis rows run along: a volume
+    stored in another axis order (a view after a permute) must crop exactly like its contiguous copy."""
+    shapes = [(14, 13, 16), (15, 14, 13)]
+    g = torch.Generator().manual_seed(5)
+    vols = [torch.randn((1, *s), generator=g).permute(*layout).contiguous() for s in shapes]
+    inv = [layout.index(d) for d in range(4)]
+    strided = [v.permute(*inv) for v in vols]  # original axis order, other strides
+    assert all(v.shape[1:] == s for v, s in zip(strided, shapes, strict=True))
+    size = (6, 6, 5)  # equal sides in (0, 1): quarter turns there
+    n = 40
+    starts, vi, flips = random_crops(shapes, (6, 6, 6), n, seed=2)
+    axes = torch.tensor([[0, 1, 2], [1, 0, 2]] * (n // 2))
+    scale = torch.where(torch.arange(n) % 3 == 0, 1.0, 1 + torch.rand(n, generator=g) * 0.2)
+    shift = torch.where(torch.arange(n) % 4 == 0, 0.0, torch.rand(n, generator=g) * 0.2 - 0.1)
+    kw = dict(flips=flips, axes=axes, scale=scale, shift=shift)
+    ref = crop_batch_torch([v.contiguous() for v in strided], starts, vi, size, **kw)
+    got = crop_batch_torch(strided, starts, vi, size, **kw)
+    assert torch.equal(got.view(torch.int32), ref.view(torch.int32))  # bit for bit
+    assert bool(flips.any(dim=1).sum() > n // 2)  # most crops read some axis backwards
+
+
 def test_errors_name_expected_and_actual():
     vol = torch.zeros(1, 8, 8, 8)
     starts, vi = torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
