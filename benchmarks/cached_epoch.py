@@ -82,21 +82,36 @@ def monai_peer(data: list[dict], workers: int, copy_cache: bool) -> tuple[Any, f
 
 
 class PlainCopy:
-    """The floor: copy the same crop bytes (4 windows of image and label per volume) into new batches."""
+    """The floor: copy the same crop bytes (4 windows of image and label per volume) into new batches.
 
-    def __init__(self, data: list[dict], seed: int = 0) -> None:
+    ``reuse_buffers`` writes every batch into the same preallocated tensors instead (a consumer that
+    keeps a batch would see it overwritten: a floor, not a loader), so the copy pays no first-touch
+    page faults for fresh memory.
+    """
+
+    def __init__(self, data: list[dict], seed: int = 0, reuse_buffers: bool = False) -> None:
         from fastpipe import transforms as T
 
         prefix = workload.volume_prefix(T)
         self.items = [_apply(prefix, d) for d in data]
         self.g = torch.Generator().manual_seed(seed)
+        self.reuse_buffers = reuse_buffers
+        self._kept: dict[int, dict[str, torch.Tensor]] = {}
+
+    def _out(self, vols: list[dict], n: int) -> dict[str, torch.Tensor]:
+        if self.reuse_buffers and n in self._kept:
+            return self._kept[n]
+        out = {k: torch.empty((n, 1, *PATCH), dtype=vols[0][k].dtype) for k in ("image", "label")}
+        if self.reuse_buffers:
+            self._kept[n] = out
+        return out
 
     def __iter__(self):
         order = torch.randperm(len(self.items), generator=self.g).tolist()
         for b in range(0, len(order), BATCH):
             vols = [self.items[i] for i in order[b : b + BATCH]]
             n = len(vols) * NUM_SAMPLES
-            out = {k: torch.empty((n, 1, *PATCH), dtype=vols[0][k].dtype) for k in ("image", "label")}
+            out = self._out(vols, n)
             for j in range(n):
                 src = vols[j // NUM_SAMPLES]
                 x, y, z = (

@@ -104,7 +104,13 @@ def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, de
                 dice = validate(model)
                 t_now = time.perf_counter()
                 timeline.append(
-                    {"epoch": epoch, "passes": seen / pass_crops, "t_s": t_now - t0, "dice": dice, "val_s": t_now - t_val}
+                    {
+                        "epoch": epoch,
+                        "passes": seen / pass_crops,
+                        "t_s": t_now - t0,
+                        "dice": dice,
+                        "val_s": t_now - t_val,
+                    }
                 )
                 if dice >= cfg.target:
                     reached = timeline[-1]
