@@ -11,6 +11,7 @@ Peers, each in its own spawned process, epochs interleaved in a seeded random or
 
 - ``fastpipe``: ``fp.CacheDataset`` + ``fp.ThreadDataLoader``, the chain written with fastpipe's
   transforms (MONAI's names, fused into the crop);
+- ``fastpipe_crop_only``: the same without the suffix (what the fused flips, turns and shifts cost);
 - ``monai_compose``: the MONAI ``Compose`` handed to ``fp.CacheDataset`` as it is, ``fp.ThreadDataLoader``;
 - ``monai_compose_monai_loader``: the same dataset read by MONAI's ``ThreadDataLoader`` (only the
   dataset line of a MONAI script changed);
@@ -47,6 +48,7 @@ from benchmarks.workload import make_volumes, volume_prefix
 
 PEERS = (
     "fastpipe",
+    "fastpipe_crop_only",
     "monai_compose",
     "monai_compose_monai_loader",
     "monai_best",
@@ -94,6 +96,11 @@ def build_peer(name: str, data: list[dict], workers: int) -> tuple[Any, Any]:
         return ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=0), ds
     if name == "fastpipe":
         chain = [*volume_prefix(fp.transforms), *chains.fastpipe_random()]
+    elif name == "fastpipe_crop_only":  # what the fused suffix costs: the same chain without it
+        chain = [
+            *volume_prefix(fp.transforms),
+            fp.transforms.RandCropByPosNegLabeld(chains.KEYS, **chains.CROP),
+        ]
     elif name in ("monai_compose", "monai_compose_monai_loader"):
         chain = monai_compose()
     else:
@@ -143,6 +150,9 @@ def ratios(med: dict[str, float]) -> dict[str, float]:
         "vs_plain_copy": med["fastpipe"] / floor,
         "floor_vs_monai_best": med["monai_best"] / floor,
     }
+    if "fastpipe_crop_only" in med:
+        out["suffix_cost"] = med["fastpipe"] / med["fastpipe_crop_only"]
+        out["crop_only_vs_plain_copy"] = med["fastpipe_crop_only"] / floor
     for k, v in floors.items():  # each floor on its own: new batches ("fresh") and one reused batch
         out["vs_plain_copy_fresh" if k == "plain_copy" else f"vs_{k}"] = med["fastpipe"] / v
     return out

@@ -49,6 +49,8 @@ def test_the_compose_is_the_tutorial_chain_and_ratios_have_the_targets_keys():
         "plain_copy": 0.5,
         "plain_copy_reused": 0.25,
     }
+    assert "suffix_cost" not in ratios(med)  # only when the crop-only peer ran
+    assert ratios({**med, "fastpipe_crop_only": 0.5})["suffix_cost"] == 2.0
     assert ratios(med) == {
         "vs_monai_best": 8.0,
         "monai_compose_vs_monai_best": 4.0,
