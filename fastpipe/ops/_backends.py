@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from fastpipe.ops.crop import crop_batch_torch
+from fastpipe.ops.crop import crop_batch_torch, crop_jobs_torch
+from fastpipe.runtime._copy_threads import run_copies
 
 BACKENDS = ("auto", "torch", "cuda")
 _lock = threading.Lock()
@@ -149,11 +150,36 @@ def crop_batches(calls: Sequence[dict], backend: str = "auto") -> list[torch.Ten
         >>> [t.shape[2:] for t in crop_batches([dict(volumes=[vol], starts=st, vol_index=vi, size=(4, 4, 4))] * 2)]
         [torch.Size([4, 4, 4]), torch.Size([4, 4, 4])]
     """
+    if backend != "cuda" and len(calls) > 1 and not any(_on_cuda(c["volumes"]) for c in calls):
+        return _crop_batches_cpu(calls)
     fused = backend != "torch" and len(calls) > 1 and all(_kernel_ready(c) for c in calls)
     cuda = _load_cuda() if fused else None
     if cuda is None:
         return [crop_batch(**c, backend=backend) for c in calls]
     return cuda.crop_batches_cuda(list(calls))
+
+
+def _crop_bytes(out: torch.Tensor) -> int:
+    """Bytes of one crop of ``out`` ``(N, C, ...)``."""
+    return out[0].numel() * out.element_size() if out.shape[0] else 0
+
+
+_TORCH_ARGS = ("out", "flips", "scale", "shift", "axes", "pad_value", "names")
+
+
+def _crop_batches_cpu(calls: Sequence[dict]) -> list[torch.Tensor]:
+    """Host calls: every call checked and planned first, then all their crops in one shared run of the
+    copy threads, the biggest crops first (one wait per batch, and no thread idles between keys)."""
+    planned = [
+        crop_jobs_torch(
+            c["volumes"], c["starts"], c["vol_index"], c["size"], **{k: c.get(k) for k in _TORCH_ARGS}
+        )
+        for c in calls
+    ]
+    by_size = sorted(planned, key=lambda p: -_crop_bytes(p[0]))
+    jobs = [job for _, key_jobs in by_size for job in key_jobs]
+    run_copies(jobs, sum(out.numel() * out.element_size() for out, _ in planned))
+    return [out for out, _ in planned]
 
 
 def _kernel_ready(call: dict) -> bool:

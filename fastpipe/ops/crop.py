@@ -21,7 +21,7 @@ CUDA tensors that reach this path (no CuPy) use torch ops.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import numpy as np
@@ -317,6 +317,36 @@ def crop_batch_torch(
         >>> crop_batch_torch([vol], torch.tensor([[1, 2, 3]]), torch.tensor([0]), (2, 2, 2)).shape
         torch.Size([1, 1, 2, 2, 2])
     """
+    out, jobs = crop_jobs_torch(
+        volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+    )
+    if out.device.type == "cpu":  # shared between threads (see fastpipe.runtime._copy_threads)
+        run_copies(jobs, out.numel() * out.element_size())
+    else:
+        for job in jobs:
+            job()
+    return out
+
+
+def crop_jobs_torch(
+    volumes: Sequence[torch.Tensor],
+    starts: torch.Tensor,
+    vol_index: torch.Tensor,
+    size: Sequence[int],
+    out: torch.Tensor | None = None,
+    flips: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    axes: torch.Tensor | None = None,
+    pad_value: float | None = None,
+    names: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, list[Callable[[], None]]]:
+    """:func:`crop_batch_torch` checked and planned but not run: ``(out, one job per crop)``.
+
+    Every argument and window is checked here, before any job exists; running all the jobs (in any
+    order, from any threads: each writes its own crop) fills ``out``. Several keys' jobs can share
+    one :func:`fastpipe.runtime._copy_threads.run_copies` call.
+    """
     shape = check_crop_args(volumes, starts, vol_index, size, out, flips, scale, shift, axes)
     size, n = shape[2:], shape[0]
     if out is None:
@@ -330,10 +360,4 @@ def crop_batch_torch(
     on_cpu = out.device.type == "cpu"
     vols = [(v, _np(v)) for v in volumes] if on_cpu else volumes
     one = _copy_one_cpu if on_cpu else _copy_one_torch
-    jobs = [partial(one, i, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) for i in range(n)]
-    if on_cpu:  # split over threads (see fastpipe.runtime._copy_threads)
-        run_copies(jobs, out.numel() * out.element_size())
-    else:
-        for job in jobs:
-            job()
-    return out
+    return out, [partial(one, i, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) for i in range(n)]

@@ -6,9 +6,9 @@ counts more threads than CPUs, cuts its spin-waits short, and each of the batch'
 regions (one per crop and key) pays futex wake-ups, so the same copies take longer from a loader
 thread than from the main thread.
 
-Here a batch's copies are split into ``k`` chunks instead. The calling thread runs one and helper
-threads run the rest, each copy with OpenMP set to one thread for that thread only
-(:mod:`fastpipe.runtime._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
+Here a batch's copies are shared between ``k`` threads instead: the calling thread and helper
+threads each take the next copy as they get free, each copy with OpenMP set to one thread for that
+thread only (:mod:`fastpipe.runtime._openmp`). ``k`` is the caller's ``torch.get_num_threads()``, so a user who asked for
 one thread gets no split; ``FASTPIPE_COPY_THREADS=n`` caps it (0 or 1 turn the split off).
 
 ``benchmarks.copy_threads`` measures both (a batch made on a loader thread, in a process whose main
@@ -76,25 +76,52 @@ def _run(jobs: Sequence[Callable[[], Any]]) -> None:
         job()
 
 
-def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
-    """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all), split over threads off the main thread.
+class _Queue:
+    """Jobs handed out one at a time to whichever thread is free (a batch's crops differ in cost: a
+    flipped or turned crop takes longer, so fixed halves would leave one thread idle at the end).
+    After the first error no further job is handed out."""
 
-    Returns when every job has finished; the first error raised by a job is raised here, after all
-    chunks have stopped (a chunk stops at its first error).
+    def __init__(self, jobs: Sequence[Callable[[], Any]]) -> None:
+        self._jobs = iter(jobs)
+        self._lock = threading.Lock()
+        self.failed = False
+
+    def drain(self) -> None:
+        while True:
+            with self._lock:
+                job = None if self.failed else next(self._jobs, None)
+            if job is None:
+                return
+            try:
+                job()
+            except BaseException:
+                self.failed = True
+                raise
+
+
+def run_copies(jobs: Sequence[Callable[[], Any]], nbytes: int) -> None:
+    """Run ``jobs`` (CPU copies writing disjoint memory; ``nbytes`` in all), shared between threads off the main thread.
+
+    The calling thread and ``k - 1`` helpers take jobs in order, each the next one as it gets free.
+    Returns when every thread has stopped; the first error raised by a job is raised here, and no job
+    starts after it.
     """
     k = min(torch.get_num_threads(), len(jobs), MAX_THREADS, _env.copy_threads_limit(MAX_THREADS))
     on_main = threading.current_thread() is threading.main_thread()
     if k <= 1 or nbytes < MIN_SPLIT_BYTES or on_main or not _openmp.available():
         _run(jobs)
         return
-    chunks = [jobs[i::k] for i in range(k)]
-    futures = [_helpers.get().submit(_run, c) for c in chunks[1:]]
+    queue = _Queue(jobs)
+    futures = [_helpers.get().submit(queue.drain) for _ in range(k - 1)]
     before = _openmp.set_this_thread(1)
+    error: BaseException | None = None
     try:
-        _run(chunks[0])
+        queue.drain()
+    except BaseException as err:  # noqa: BLE001 - raised below, once every helper has stopped
+        error = err
     finally:
         _openmp.set_this_thread(before)
-        errors = [f.exception() for f in futures]  # waits for every chunk
-    for err in errors:
+        errors = [f.exception() for f in futures]  # waits for every helper
+    for err in [error, *errors]:
         if err is not None:
             raise err
