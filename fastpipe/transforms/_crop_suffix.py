@@ -105,7 +105,7 @@ class KeyPlans:
 
 def check_turned_size(terms: dict[str, Any], size: tuple[int, int, int], key: str) -> None:
     """All crops must keep ``size`` under their orientation (a turn in a plane of unequal sides cannot stack)."""
-    if terms["axes"] is None:
+    if terms["axes"] is None or len(set(size)) == 1:  # a cube keeps its size under any turn
         return
     turned = torch.tensor(size)[terms["axes"]]
     if not bool((turned == torch.tensor(size)).all()):
