@@ -13,7 +13,8 @@ one thread gets no split; ``FASTPIPE_COPY_THREADS=n`` caps it (0 or 1 turn the s
 
 ``benchmarks.copy_threads`` measures both (a batch made on a loader thread, in a process whose main
 thread has a team and in one whose has not; figures in ``benchmarks/results/copy-threads-cpu.json``):
-the split wins clearly in the first case and loses little in the second, so it is kept in both.
+the split wins in the first case (1.13-1.32x over this round's two runs) and breaks even in the second
+(1.00x), so it is kept in both.
 
 On the main thread itself nothing is split: its team is the one libgomp keeps warm, and its workers
 still spin for a while after each parallel region, taking the cores the helpers would need
