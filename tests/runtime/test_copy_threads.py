@@ -221,3 +221,25 @@ def test_the_environment_caps_or_turns_off_the_split(two_threads, monkeypatch):
         seen.clear()
         _off_main(lambda: run_copies(_recording_jobs(8, seen, delay=0.01), BIG))
         assert len({name for _, name, _ in seen}) == 2
+
+
+@pytest.mark.timeout(120)
+def test_every_keys_crops_in_one_shared_run_equal_each_key_cut_alone(two_threads):
+    """``crop_batches`` on the CPU plans every key first, then copies all their crops in one shared run:
+    the same bytes as each key's own ``crop_batch_torch``, from a loader thread (split on) and the main thread."""
+    from fastpipe.ops._backends import crop_batches
+
+    vols, starts, vol_index, size, flips, scale, shift = _crop_args(7)
+    labels = [(v > 0.5).to(torch.uint8) for v in vols]
+    axes = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 1, 0]] * (starts.shape[0] // 3))
+    image = dict(volumes=vols, starts=starts, vol_index=vol_index, size=size, flips=flips, axes=axes,
+                 scale=scale, shift=shift)  # fmt: skip
+    label = dict(volumes=labels, starts=starts, vol_index=vol_index, size=size, flips=flips, axes=axes)
+    want = {"image": crop_batch_torch(**image), "label": crop_batch_torch(**label)}
+    # the label first: the run copies the bigger image crops first, but results keep the calls' order
+    for order, got in (
+        (("label", "image"), _off_main(lambda: crop_batches([label, image]))),
+        (("image", "label"), crop_batches([image, label])),
+    ):
+        for key, g in zip(order, got, strict=True):
+            assert torch.equal(g.view(torch.uint8), want[key].view(torch.uint8)), key
