@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import spread, time_repeats, write_result
-from benchmarks.workload import NUM_SAMPLES, PATCH, fastpipe_chain, monai_chain
+from benchmarks.workload import NUM_SAMPLES, PATCH, fastpipe_chain, monai_chain, smart_cache_loader
 
 BATCH = 4  # volumes per training step
 CACHE_FRACTION = 0.5
@@ -63,31 +63,23 @@ def run_fastpipe(data: list[dict], smart: bool, args: argparse.Namespace) -> dic
     t0 = time.perf_counter()
     if smart:
         cache_num = int(len(data) * CACHE_FRACTION)
-        ds = fp.SmartCacheDataset(
-            data,
-            chain,
-            cache_num=cache_num,
-            replace_rate=REPLACE_RATE,
-            num_init_workers=workers,
-            num_replace_workers=workers,
-            progress=False,
-        )
-        ds.start()
+        ds, loader, close = smart_cache_loader(data, chain, cache_num, REPLACE_RATE, workers, BATCH, seed=0)
     else:
         ds = fp.CacheDataset(data, chain, num_workers=workers, progress=False)
+        loader = fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, persistent_workers=True)
+
+        def close() -> None:
+            loader.close()
+            ds.close()
+
     fill_s = time.perf_counter() - t0
-    loader = fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, persistent_workers=True)
     try:
         cpu0 = time.process_time()
         samples = time_repeats(_epoch_runner(loader, args.step), repeats=args.epochs, warmup=args.warmup)
         cpu_s = time.process_time() - cpu0
         stats = ds.stats()
     finally:
-        loader.close()
-        if smart:
-            ds.shutdown()
-        else:
-            ds.close()
+        close()
     row = {"fill_s": fill_s, "epoch_s": spread(samples), "per_batch_s": _per_batch(samples, len(loader))}
     row["cpu_s_per_batch"] = cpu_s / (len(loader) * (args.epochs + args.warmup))  # all threads, warm-up incl.
     row.update(batches_per_epoch=len(loader), cached_items=len(ds), cached_mib=stats["nbytes"] / 2**20)
