@@ -122,15 +122,8 @@ def test_bad_arguments():
 @pytest.mark.slow
 def test_small_survives_the_spleen_chain_as_96_cubes(small: Path):
     """After Spacingd(1.5, 1.5, 2.0) and CropForegroundd (image > -57 HU) every axis keeps >= 96 voxels."""
-    from monai import transforms as mt
 
-    keys = ["image", "label"]
-    chain = mt.Compose([
-        mt.LoadImaged(keys, image_only=True), mt.EnsureChannelFirstd(keys), mt.Orientationd(keys, axcodes="RAS"),
-        mt.Spacingd(keys, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
-        mt.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-        mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
-    ])  # fmt: skip
+    chain = _tutorial_prefix()
     data = load_decathlon_datalist(small)
     assert len(data) == 8
     for item in data:
@@ -207,7 +200,6 @@ def test_full_preset_size_distribution_matches_task09_fingerprint():
 @pytest.mark.timeout(180)
 def test_full_preset_tightest_volume_survives_monai_prefix(tmp_path: Path):
     """The spleen-full volume with the least room, rendered and run through MONAI's prefix, keeps >= 96 per axis."""
-    from monai import transforms as mt
 
     from fastpipe.datasets._phantom import render
     from fastpipe.datasets.synth import write_nifti_gz
@@ -217,15 +209,22 @@ def test_full_preset_tightest_volume_survives_monai_prefix(tmp_path: Path):
     image, label = render(v, np.random.default_rng([0, index]))
     write_nifti_gz(tmp_path / "img.nii.gz", image, v.affine(), v.spacing)
     write_nifti_gz(tmp_path / "lab.nii.gz", label, v.affine(), v.spacing)
-    keys = ["image", "label"]
-    chain = mt.Compose([
-        mt.LoadImaged(keys, image_only=True), mt.EnsureChannelFirstd(keys), mt.Orientationd(keys, axcodes="RAS"),
-        mt.Spacingd(keys, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
-        mt.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-        mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
-    ])  # fmt: skip
+    chain = _tutorial_prefix()
     out = chain({"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lab.nii.gz")})
     shape = tuple(out["image"].shape[1:])
     assert min(shape) >= 96, f"volume {index}: {shape}"
     assert abs(min(shape) - min(_prefix_shape(v))) <= 3, (shape, _prefix_shape(v))
     assert out["label"].sum() > 0
+
+
+def _tutorial_prefix():
+    """MONAI's spleen tutorial prefix up to CropForegroundd (the shapes the 96^3 crop must fit in)."""
+    from monai import transforms as mt
+
+    keys = ["image", "label"]
+    return mt.Compose([
+        mt.LoadImaged(keys, image_only=True), mt.EnsureChannelFirstd(keys), mt.Orientationd(keys, axcodes="RAS"),
+        mt.Spacingd(keys, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+        mt.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
+    ])  # fmt: skip
