@@ -24,7 +24,7 @@ help:
 	@echo "make lint         ruff"
 	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"
 	@echo "make gpu-check    the GPU proof (< 5 min): JSON + PNG in benchmarks/results or OUT=dir (docs/gpu-check.md)"
-	@echo "make gpu-bench    the GPU rows of make bench and a short --train (< 6 min)"
+	@echo "make gpu-bench    the GPU rows of make bench and the tutorial training, capped (< 6 min; DATA= a Task09 folder)"
 
 $(PYTHON):
 	$(PY) -m venv $(VENV)
@@ -89,7 +89,7 @@ gpu-check:
 	$(GPU_PY) -m benchmarks.gpu_check $(GPU_OUT) $(ARGS)
 
 gpu-bench:
-	$(GPU_PY) -m benchmarks.gpu_bench $(GPU_OUT) $(ARGS)
+	$(GPU_PY) -m benchmarks.gpu_bench $(GPU_OUT) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 # Wheels a GPU machine without network may lack (Python 3.12 image with torch/CuPy/pytest); gpu-check
 # installs them from .whl/ itself.

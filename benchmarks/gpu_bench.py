@@ -1,14 +1,21 @@
-"""The GPU rows of ``make bench`` and a short ``--train``, in under 6 minutes: ``make gpu-bench``.
+"""The GPU rows of ``make bench`` and the tutorial's training, capped, in under 6 minutes: ``make gpu-bench``.
 
-Runs ``benchmarks.spleen`` twice on the ``spleen-small`` look-alike data (generated when missing):
+Two runs, each a subprocess with its own time limit:
 
-1. rows ``fastpipe-gpu-cache`` (cache and crops on the GPU) against the CPU rows ``fastpipe-cache``
-   and ``monai-cache`` (3 timed epochs, 1 with the stand-in step);
-2. ``--train`` with a short time budget per arm (UNet, the regular against the fast pipeline).
+1. ``benchmarks.spleen`` on the ``spleen-small`` look-alike data (generated when missing): row
+   ``fastpipe-gpu-cache`` (cache and crops on the GPU) against the CPU rows ``fastpipe-cache`` and
+   ``monai-cache`` (3 timed epochs, 1 with the stand-in step);
+2. ``benchmarks.train --config tutorial``: the four arms (regular, monai-fast, fastpipe,
+   fastpipe-smartcache) with the tutorial's UNet, 96^3 crops and target 0.94, each capped at
+   ``--train-max-s`` seconds, so the timelines are partial unless the target comes first. The data
+   is ``TRAIN_VOLUMES`` ``spleen-full`` look-alike volumes (generated when missing; ``TRAIN_VAL`` of
+   them validate), or a real Task09 folder with ``--data`` (the tutorial's split: the last 9 validate).
 
-Writes ``gpu-bench-spleen-<gpu>.json`` / ``gpu-bench-train-<gpu>.json`` (plus the spleen PNG) under
-``benchmarks/results/`` or ``--out DIR``, and ``gpu-bench-<gpu>.json`` with each run's exit status
-and time. Without a CUDA GPU it stops at once with status 2.
+Writes ``gpu-bench-spleen-<gpu>.json`` (plus its PNG), ``train-<gpu>.json`` with the Dice-over-time
+and GPU-utilisation PNGs beside it, and ``gpu-bench-<gpu>.json`` with each run's exit status and
+time, under ``benchmarks/results/`` or ``--out DIR``. Without a CUDA GPU it stops at once with
+status 2. ``--dry-run`` prints the plan and checks it (arguments, data split, time limits) without
+a GPU and without running anything.
 """
 
 from __future__ import annotations
@@ -17,56 +24,140 @@ import argparse
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.gpu_check import REPO, ensure_wheels, require_gpu, slug
 
 GPU_ROWS = "fastpipe-gpu-cache,fastpipe-cache,monai-cache"
+TRAIN_VOLUMES = 16  # spleen-full look-alike volumes of the capped training run
+TRAIN_VAL = 4  # of them held out for validation (sliding-window Dice after every pass)
+TRAIN_DATA = REPO / "data" / f"spleen-full-{TRAIN_VOLUMES}"
+ARM_MARGIN_S = 60.0  # per arm beyond its budget: interpreter start, imports, one epoch and validation past it
+SPLEEN_LIMIT_S = 150.0
 
 
-def runs(out: Path, gpu: str, threads: int, train_s: float) -> list[tuple[str, list[str], float]]:
-    """``(name, argv, timeout_s)`` of each benchmark run."""
-    common = ["--preset", "spleen-small", "--threads", str(threads)]
+@dataclass(frozen=True)
+class Run:
+    """One benchmark subprocess: ``python -m <module> <argv>``, killed after ``timeout_s``."""
+
+    name: str
+    module: str
+    argv: list[str]
+    timeout_s: float
+
+
+def runs(out: Path, gpu: str, threads: int, train_s: float, data: Path | None = None) -> list[Run]:
+    """The runs of ``make gpu-bench`` in order (``data``: a real Task09 folder for the training)."""
+    from benchmarks.train_arms import ARMS
+
+    train_data = (
+        ["--data", str(data)] if data else ["--data", str(TRAIN_DATA), "--val-volumes", str(TRAIN_VAL)]
+    )
+    arm_timeout_s = train_s + ARM_MARGIN_S
     return [
-        ("spleen_gpu_rows", [*common, "--rows", GPU_ROWS, "--epochs", "3", "--step-epochs", "1",
-                             "--out", str(out / f"gpu-bench-spleen-{gpu}.json")], 190.0),
-        ("train", [*common, "--rows", "fastpipe-gpu-cache", "--epochs", "1", "--step-epochs", "1", "--no-plot",
-                   "--train", "--train-max-s", str(train_s), "--out", str(out / f"gpu-bench-train-{gpu}.json")],
-         2 * train_s + 80.0),
+        Run("spleen_gpu_rows", "benchmarks.spleen",
+            ["--preset", "spleen-small", "--threads", str(threads), "--rows", GPU_ROWS, "--epochs", "3",
+             "--step-epochs", "1", "--out", str(out / f"gpu-bench-spleen-{gpu}.json")], SPLEEN_LIMIT_S),
+        Run("train", "benchmarks.train",
+            ["--config", "tutorial", *train_data, "--threads", str(threads), "--max-s", str(train_s),
+             "--arm-timeout-s", str(arm_timeout_s), "--out", str(out / f"train-{gpu}.json")],
+            len(ARMS) * arm_timeout_s + 30.0),
     ]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare_train_data(data: Path | None) -> Path:
+    """The training run's data folder: ``data``, or the look-alike volumes, generated when missing."""
+    if data is not None:
+        return data
+    if not (TRAIN_DATA / "dataset.json").exists():
+        from fastpipe.datasets import synthesize
+
+        print(
+            f"gpu-bench: generating {TRAIN_VOLUMES} spleen-full look-alike volumes -> {TRAIN_DATA}",
+            flush=True,
+        )
+        synthesize(TRAIN_DATA, preset="spleen-full", seed=0, progress=True, num_volumes=TRAIN_VOLUMES)
+    return TRAIN_DATA
+
+
+def check_plan(plan: list[Run], data: Path | None) -> list[str]:
+    """Problems a run would hit before doing any work: bad arguments, a split without training volumes."""
+    from benchmarks import spleen, train
+
+    problems = []
+    for run in plan:
+        parser = {"benchmarks.spleen": spleen.parse_args, "benchmarks.train": train.parse_args}[run.module]
+        try:
+            args = parser(run.argv)
+        except SystemExit:
+            problems.append(f"{run.name}: {run.module} rejects its arguments {run.argv}")
+            continue
+        if run.module == "benchmarks.train":
+            cfg = train._config(args)
+            volumes = None if data else TRAIN_VOLUMES
+            if volumes is not None and volumes <= cfg.val_volumes:
+                problems.append(
+                    f"{run.name}: {volumes} volumes leave none for training after {cfg.val_volumes} validate"
+                )
+            if args.arm_timeout_s is None or args.arm_timeout_s <= cfg.max_s:
+                problems.append(f"{run.name}: an arm's time limit must exceed its budget of {cfg.max_s} s")
+    return problems
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gpu-bench", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     p.add_argument("--threads", type=int, default=8)
     p.add_argument(
-        "--train-max-s", type=float, default=45.0, help="time budget per training arm (default 45)"
+        "--train-max-s", type=float, default=40.0, help="time budget per training arm (default 40)"
     )
-    args = p.parse_args(argv)
+    p.add_argument("--data", type=Path, default=None, help="a real Task09_Spleen folder for the training")
+    p.add_argument("--dry-run", action="store_true", help="print and check the plan; run nothing")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
+    if args.dry_run:
+        plan = runs(out, "GPU", args.threads, args.train_max_s, args.data)
+        for run in plan:
+            print(f"{run.name} (limit {run.timeout_s:.0f} s): python -m {run.module} {' '.join(run.argv)}")
+        total = sum(run.timeout_s for run in plan)
+        problems = check_plan(plan, args.data)
+        print(f"worst case {total:.0f} s; " + ("; ".join(problems) if problems else "plan OK"))
+        return 1 if problems else 0
     require_gpu("gpu-bench")
     wheels = ensure_wheels()
     import torch
 
     from benchmarks.common import write_result
 
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
     gpu = slug(torch.cuda.get_device_name())
+    plan = runs(out, gpu, args.threads, args.train_max_s, args.data)
+    problems = check_plan(plan, args.data)
+    if problems:
+        raise SystemExit("gpu-bench: " + "; ".join(problems))
     summary = {"device": torch.cuda.get_device_name(), "wheels": wheels, "runs": {}}
-    for name, argv_run, timeout_s in runs(out, gpu, args.threads, args.train_max_s):
-        print(f"gpu-bench: {name} (limit {timeout_s:.0f} s)", flush=True)
+    for run in plan:
+        print(f"gpu-bench: {run.name} (limit {run.timeout_s:.0f} s)", flush=True)
         t0 = time.perf_counter()
         try:
+            if run.module == "benchmarks.train":
+                prepare_train_data(args.data)
             proc = subprocess.run(
-                [sys.executable, "-m", "benchmarks.spleen", *argv_run], cwd=REPO, timeout=timeout_s
+                [sys.executable, "-m", run.module, *run.argv], cwd=REPO, timeout=run.timeout_s
             )
-            status = proc.returncode
+            status: int | str = proc.returncode
         except subprocess.TimeoutExpired:
-            status = f"timed out after {timeout_s:.0f} s"
-        summary["runs"][name] = {
+            status = f"timed out after {run.timeout_s:.0f} s"
+        except Exception as err:  # e.g. the data could not be generated: the other runs still go
+            status = f"{type(err).__name__}: {err}"
+        summary["runs"][run.name] = {
             "status": status,
             "seconds": round(time.perf_counter() - t0, 1),
-            "argv": argv_run,
+            "argv": [run.module, *run.argv],
         }
     path = write_result("gpu-bench", summary, out / f"gpu-bench-{gpu}.json")
     ok = all(r["status"] == 0 for r in summary["runs"].values())

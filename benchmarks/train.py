@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=None, help="foreground Dice target")
     p.add_argument("--max-s", type=float, default=None, help="time budget per arm (s)")
     p.add_argument("--max-epochs", type=int, default=None, help="epoch budget per arm")
+    p.add_argument(
+        "--arm-timeout-s",
+        type=float,
+        default=None,
+        help="kill an arm's process after this long (default 3x --max-s); the arm is then an error",
+    )
     p.add_argument("--threads", type=int, default=None, help="loader workers/threads per arm")
     p.add_argument("--val-volumes", type=int, default=None, help="volumes held out for validation")
     p.add_argument("--seed", type=int, default=None, help="seed of the weights and the random suffix (0)")
@@ -144,6 +150,21 @@ def ratios(arms: list[dict], key: str = "time_to_target_s") -> dict[str, dict[st
     return out
 
 
+def _document(cfg, device, root, train, val, results, arms) -> dict[str, Any]:
+    done = {r["arm"] for r in results}
+    return {
+        "config": {**asdict(cfg), "device": str(device), "amp": device.type == "cuda"},
+        "dataset": str(root),
+        "split": {"train": len(train), "val": len(val)},
+        "recipe": _recipe(),
+        "arms": results,
+        "arms_not_run": [a for a in arms if a not in done],
+        "ratios_time_to_target": ratios(results),
+        "ratios_epoch_s": ratios(results, "epoch_s"),
+        "published": PUBLISHED,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -157,28 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     train, val, root = load_split(args, cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     child = [*argv, *([] if args.data else ["--data", str(root)])]
-    results = []
+    arm_timeout_s = args.arm_timeout_s or cfg.max_s * 3
+    out = args.out or RESULTS_DIR / f"train-{machine_info()['host']}.json"
+    results: list[dict[str, Any]] = []
     for i, arm in enumerate(arms, 1):
         print(f"[{i}/{len(arms)}] {arm} ...", flush=True)
         res = (
             _in_process(arm, train, val, cfg, device)
             if args.in_process
-            else _run_arm(arm, child, cfg.max_s * 3)
+            else _run_arm(arm, child, arm_timeout_s)
         )
         results.append(res)
         print("    " + _one_line(res), flush=True)
-    doc = {
-        "config": {**asdict(cfg), "device": str(device), "amp": device.type == "cuda"},
-        "dataset": str(root),
-        "split": {"train": len(train), "val": len(val)},
-        "recipe": _recipe(),
-        "arms": results,
-        "ratios_time_to_target": ratios(results),
-        "ratios_epoch_s": ratios(results, "epoch_s"),
-        "published": PUBLISHED,
-    }
-    out = args.out or RESULTS_DIR / f"train-{machine_info()['host']}.json"
-    write_result("train", doc, out)
+        # written after every arm: a run cut short (a time limit around the whole command) keeps the
+        # arms it finished, and says which ones it did not reach
+        write_result("train", _document(cfg, device, root, train, val, results, arms), out)
     if not args.no_plot:
         from benchmarks.train_plot import plot_all
 

@@ -1,0 +1,99 @@
+"""``make gpu-bench``'s plan, checked without a GPU: every run's arguments, the training split, the limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gpu_bench, train
+from benchmarks.train_arms import ARMS
+from fastpipe.datasets import synthesize
+
+
+def _plan(tmp_path: Path, data: Path | None = None, train_s: float = 40.0) -> list[gpu_bench.Run]:
+    return gpu_bench.runs(tmp_path, "gpu", 8, train_s, data)
+
+
+def test_the_plan_checks_clean_and_fits_its_time():
+    assert gpu_bench.main(["--dry-run"]) == 0
+    plan = _plan(Path("out"))
+    by = {r.name: r for r in plan}
+    assert set(by) == {"spleen_gpu_rows", "train"}
+    # the whole plan, worst case, fits one 10-minute device command; the expected case is well under
+    assert sum(r.timeout_s for r in plan) <= 600
+
+
+def test_the_training_run_is_the_tutorial_config_over_every_arm(tmp_path):
+    run = next(r for r in _plan(tmp_path) if r.name == "train")
+    args = train.parse_args(run.argv)
+    cfg = train._config(args)
+    assert (cfg.patch, cfg.pixdim, cfg.target) == ((96, 96, 96), (1.5, 1.5, 2.0), 0.94)
+    assert args.arms.split(",") == list(ARMS)
+    assert args.out == tmp_path / "train-gpu.json"
+    # every arm may run to its limit and the run still ends inside its own limit
+    assert args.arm_timeout_s > cfg.max_s == 40.0
+    assert run.timeout_s >= len(ARMS) * args.arm_timeout_s
+
+
+def test_the_training_split_has_volumes_to_train_on(tmp_path):
+    """The look-alike folder gpu-bench generates holds TRAIN_VOLUMES volumes; its split must leave some to train."""
+    root = synthesize(
+        tmp_path / "d", preset="spleen-tiny", seed=0, progress=False, num_volumes=gpu_bench.TRAIN_VOLUMES
+    )
+    run = next(r for r in _plan(tmp_path) if r.name == "train")
+    argv = [a if a != str(gpu_bench.TRAIN_DATA) else str(root) for a in run.argv]
+    args = train.parse_args(argv)
+    tr, val, _ = train.load_split(args, train._config(args))
+    assert (len(tr), len(val)) == (gpu_bench.TRAIN_VOLUMES - gpu_bench.TRAIN_VAL, gpu_bench.TRAIN_VAL)
+
+
+def test_a_plan_whose_split_leaves_nothing_to_train_is_refused(monkeypatch, capsys):
+    # the earlier plan trained on spleen-small (8 volumes) with the tutorial's 9 validation volumes,
+    # which fails only once a GPU is there; the check now finds such a plan on any machine
+    monkeypatch.setattr(gpu_bench, "TRAIN_VOLUMES", 8)
+    monkeypatch.setattr(gpu_bench, "TRAIN_VAL", 9)
+    assert gpu_bench.main(["--dry-run"]) == 1
+    assert "leave none for training" in capsys.readouterr().out
+
+
+def test_a_real_folder_keeps_the_tutorial_split(tmp_path):
+    run = next(r for r in _plan(tmp_path, data=tmp_path / "Task09_Spleen") if r.name == "train")
+    args = train.parse_args(run.argv)
+    assert args.data == tmp_path / "Task09_Spleen" and args.val_volumes is None
+    assert train._config(args).val_volumes == 9
+
+
+def test_an_arm_too_slow_for_its_limit_is_refused():
+    plan = gpu_bench.runs(Path("out"), "gpu", 8, 40.0)
+    limit = 40.0 + gpu_bench.ARM_MARGIN_S
+    assert str(limit) in next(r for r in plan if r.name == "train").argv
+    bad = [
+        gpu_bench.Run(r.name, r.module, [a if a != str(limit) else "30.0" for a in r.argv], r.timeout_s)
+        for r in plan
+    ]
+    assert any("time limit" in p for p in gpu_bench.check_plan(bad, None))
+
+
+@pytest.mark.timeout(300)
+def test_a_training_run_writes_each_arm_as_it_finishes(tmp_path, monkeypatch):
+    """A run cut short keeps its finished arms: the JSON is written after every arm."""
+    root = synthesize(tmp_path / "d", preset="spleen-tiny", seed=0, progress=False)
+    out = tmp_path / "train.json"
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def fake_arm(arm, train_items, val_items, cfg, device):
+        if out.exists():
+            doc = json.loads(out.read_text())
+            seen.append(([a["arm"] for a in doc["arms"]], doc["arms_not_run"]))
+        return {"arm": arm, "error": "stand-in"}
+
+    monkeypatch.setattr(train, "_in_process", fake_arm)
+    argv = ["--config", "smoke", "--data", str(root), "--arms", "regular,fastpipe,monai-fast",
+            "--out", str(out), "--no-plot", "--in-process"]  # fmt: skip
+    assert train.main(argv) == 0
+    assert seen == [(["regular"], ["fastpipe", "monai-fast"]), (["regular", "fastpipe"], ["monai-fast"])]
+    doc = json.loads(out.read_text())
+    assert [a["arm"] for a in doc["arms"]] == ["regular", "fastpipe", "monai-fast"]
+    assert doc["arms_not_run"] == []
