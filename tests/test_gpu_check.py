@@ -24,7 +24,7 @@ NO_CUDA_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
 @no_gpu
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("module", ["benchmarks.gpu_check"])
+@pytest.mark.parametrize("module", ["benchmarks.gpu_check", "benchmarks.gpu_bench"])
 def test_without_gpu_the_scripts_stop_at_once(module):
     t0 = time.perf_counter()
     proc = subprocess.run(
