@@ -28,6 +28,7 @@ from benchmarks.train_arms import ARMS
 from benchmarks.train_recipe import config
 
 REPO = Path(__file__).resolve().parent.parent
+INTERLEAVED = "interleaved"  # the worker name of benchmarks.train_interleaved's run
 
 #: Published time-to-Dice figures, labelled with their source and hardware (not measured here).
 PUBLISHED = [
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="loader workers/threads per arm")
     p.add_argument("--val-volumes", type=int, default=None, help="volumes held out for validation")
     p.add_argument("--seed", type=int, default=None, help="seed of the weights and the random suffix (0)")
+    p.add_argument(
+        "--interleaved-rounds",
+        type=int,
+        default=None,
+        help="then epochs of regular, monai-fast and fastpipe interleaved in one process (cpu: 6, else 0)",
+    )
     p.add_argument("--out", type=Path, default=None, help="result JSON (default results/train-<host>.json)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--in-process", action="store_true", help="run the arms in this process (tests)")
@@ -90,6 +97,7 @@ def _config(args: argparse.Namespace):
         val_volumes=args.val_volumes,
         preset=args.preset,
         seed=args.seed,
+        interleaved_rounds=args.interleaved_rounds,
     )
 
 
@@ -109,13 +117,19 @@ def load_split(args: argparse.Namespace, cfg) -> tuple[list[dict], list[dict], P
 
 
 def _run_worker(args: argparse.Namespace) -> int:
+    from benchmarks.train_interleaved import interleaved_epochs
     from benchmarks.train_loop import train_arm
 
     cfg = _config(args)
     train, val, _ = load_split(args, cfg)
     torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    res = train_arm(args.worker_arm, train, val, cfg, device)
+    if args.worker_arm == INTERLEAVED:
+        res = interleaved_epochs(
+            train, val, cfg, device, cfg.interleaved_rounds, _interleaved_arms(args.arms)
+        )
+    else:
+        res = train_arm(args.worker_arm, train, val, cfg, device)
     Path(args.worker_out).write_text(json.dumps(res, default=str))
     return 0
 
@@ -193,6 +207,19 @@ def main(argv: list[str] | None = None) -> int:
         # written after every arm: a run cut short (a time limit around the whole command) keeps the
         # arms it finished, and says which ones it did not reach
         write_result("train", _document(cfg, device, root, train, val, results, arms), out)
+    if cfg.interleaved_rounds and len(_interleaved_arms(args.arms)) >= 2:
+        print(f"interleaved epochs ({cfg.interleaved_rounds} rounds) ...", flush=True)
+        if args.in_process:
+            from benchmarks.train_interleaved import interleaved_epochs
+
+            inter = interleaved_epochs(
+                train, val, cfg, device, cfg.interleaved_rounds, _interleaved_arms(args.arms)
+            )
+        else:
+            inter = _run_arm(INTERLEAVED, child, arm_timeout_s)
+        print("    " + _interleaved_line(inter), flush=True)
+        doc = _document(cfg, device, root, train, val, results, arms)
+        write_result("train", {**doc, "interleaved": inter}, out)
     if not args.no_plot:
         from benchmarks.train_plot import plot_all
 
@@ -226,6 +253,22 @@ def _recipe() -> dict[str, str]:
         "validation": "monai.inferers.sliding_window_inference + monai.metrics.DiceMetric(include_background=False)",
         "suffix": "RandCropByPosNegLabeld, RandFlipd x3 (p=0.1), RandRotate90d (p=0.1), RandShiftIntensityd (p=0.5)",
     }
+
+
+def _interleaved_arms(arms: str) -> tuple[str, ...]:
+    """The arms of :mod:`benchmarks.train_interleaved` among ``--arms`` (SmartCache is never one)."""
+    from benchmarks.train_interleaved import ARMS as INTERLEAVED_ARMS
+
+    chosen = set(arms.split(","))
+    return tuple(a for a in INTERLEAVED_ARMS if a in chosen)
+
+
+def _interleaved_line(res: dict) -> str:
+    if "error" in res:
+        return f"ERROR: {res['error']}"
+    rows = ", ".join(f"{a} {r['epoch_s']['median']:.2f} s" for a, r in res["arms"].items())
+    vs = res["ratios_epoch_s"].get("vs_monai-fast", {})
+    return f"median epoch {rows}; fastpipe {vs.get('fastpipe', float('nan')):.2f}x monai-fast"
 
 
 def _one_line(res: dict) -> str:

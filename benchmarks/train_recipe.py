@@ -38,6 +38,7 @@ class TrainConfig:
         val_volumes: volumes held out for validation (the last ones of the list).
         threads: workers/threads of every arm's loader and cache fill.
         seed: one seed for the split, the model's initial weights and the random suffix.
+        interleaved_rounds: rounds of :mod:`benchmarks.train_interleaved` after the arms (0: none).
     """
 
     preset: str = "spleen-train"
@@ -55,6 +56,7 @@ class TrainConfig:
     val_volumes: int = 4
     threads: int = 2
     seed: int = 0
+    interleaved_rounds: int = 6
 
 
 #: The CPU preset of ``make bench-train``, the tutorial's full scale (``make gpu-bench``), and a
@@ -70,6 +72,7 @@ CONFIGS: dict[str, TrainConfig] = {
         max_s=120.0,
         val_volumes=1,
         threads=1,
+        interleaved_rounds=0,
     ),
     "tutorial": TrainConfig(
         preset="spleen-full",
@@ -83,6 +86,7 @@ CONFIGS: dict[str, TrainConfig] = {
         max_s=900.0,
         val_volumes=9,
         threads=8,
+        interleaved_rounds=0,
     ),
 }
 

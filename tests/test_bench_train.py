@@ -108,3 +108,28 @@ def test_unknown_arm_and_config_are_named():
         config("huge")
     with pytest.raises(SystemExit, match="unknown arms"):
         train.main(["--config", "smoke", "--arms", "nope", "--data", "/nonexistent"])
+
+
+@pytest.mark.timeout(300)
+def test_interleaved_epochs_share_one_step_and_report_each_arm(tiny_data, tmp_path):
+    """The drift-free comparison: the arms' epochs in one process, shuffled per round, each fully cropped."""
+    out = tmp_path / "train.json"
+    argv = ["--config", "smoke", "--data", str(tiny_data), "--arms", "fastpipe,monai-fast,fastpipe-smartcache",
+            "--target", "0.0", "--interleaved-rounds", "2", "--in-process", "--no-plot", "--out", str(out)]  # fmt: skip
+    assert train.main(argv) == 0
+    inter = json.loads(out.read_text())["interleaved"]
+    # SmartCache is never interleaved (its replacements would run in the next arm's epoch); regular was not chosen
+    assert list(inter["arms"]) == ["monai-fast", "fastpipe"] and inter["rounds"] == 2
+    for name, row in inter["arms"].items():
+        assert row["epoch_s"]["n"] == 2 and row["epoch_s"]["median"] > 0, name
+        assert 0 < row["mean_step_s"]["median"] <= row["epoch_s"]["max"], name
+        assert 0.0 <= row["data_wait_fraction"] < 1.0, name
+    assert inter["arms"]["monai-fast"]["run_ahead_bound_s"] == 0.0
+    assert inter["arms"]["fastpipe"]["run_ahead_bound_s"] > 0.0  # persistent: it may make batches ahead
+    vs = inter["ratios_epoch_s"]["vs_monai-fast"]
+    assert vs["monai-fast"] == 1.0 and vs["fastpipe"] > 0
+
+
+def test_interleaved_rounds_default_by_config():
+    assert config("cpu").interleaved_rounds == 6
+    assert config("tutorial").interleaved_rounds == 0 and config("smoke").interleaved_rounds == 0
