@@ -24,7 +24,7 @@ help:
 	@echo "make lint         ruff"
 	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"
 	@echo "make gpu-check    the GPU proof (< 5 min): JSON + PNG in benchmarks/results or OUT=dir (docs/gpu-check.md)"
-	@echo "make gpu-bench    the GPU rows of make bench and the tutorial training, capped (< 6 min; DATA= a Task09 folder)"
+	@echo "make gpu-bench    the GPU rows of make bench and the tutorial training, capped (~5 min, at most 10; DATA= a Task09 folder)"
 
 $(PYTHON):
 	$(PY) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""The GPU rows of ``make bench`` and the tutorial's training, capped, in under 6 minutes: ``make gpu-bench``.
+"""The GPU rows of ``make bench`` and the tutorial's training, capped (about 5 minutes): ``make gpu-bench``.
 
 Two runs, each a subprocess with its own time limit:
 
