@@ -256,7 +256,7 @@ def _recipe() -> dict[str, str]:
 
 
 def _interleaved_arms(arms: str) -> tuple[str, ...]:
-    """The arms of :mod:`benchmarks.train_interleaved` among ``--arms`` (SmartCache is never one)."""
+    """The arms of :mod:`benchmarks.train_interleaved` among ``--arms``."""
     from benchmarks.train_interleaved import ARMS as INTERLEAVED_ARMS
 
     chosen = set(arms.split(","))
@@ -266,9 +266,10 @@ def _interleaved_arms(arms: str) -> tuple[str, ...]:
 def _interleaved_line(res: dict) -> str:
     if "error" in res:
         return f"ERROR: {res['error']}"
-    rows = ", ".join(f"{a} {r['epoch_s']['median']:.2f} s" for a, r in res["arms"].items())
-    vs = res["ratios_epoch_s"].get("vs_monai-fast", {})
-    return f"median epoch {rows}; fastpipe {vs.get('fastpipe', float('nan')):.2f}x monai-fast"
+    rows = ", ".join(f"{a} {r['per_pass_s']['median']:.2f} s" for a, r in res["arms"].items())
+    vs = res["ratios_per_pass"].get("vs_monai-fast", {})
+    faster = ", ".join(f"{a} {vs[a]:.2f}x" for a in ("fastpipe", "fastpipe-smartcache") if a in vs)
+    return f"median per pass {rows}; vs monai-fast: {faster}"
 
 
 def _one_line(res: dict) -> str:

@@ -118,16 +118,19 @@ def test_interleaved_epochs_share_one_step_and_report_each_arm(tiny_data, tmp_pa
             "--target", "0.0", "--interleaved-rounds", "2", "--in-process", "--no-plot", "--out", str(out)]  # fmt: skip
     assert train.main(argv) == 0
     inter = json.loads(out.read_text())["interleaved"]
-    # SmartCache is never interleaved (its replacements would run in the next arm's epoch); regular was not chosen
-    assert list(inter["arms"]) == ["monai-fast", "fastpipe"] and inter["rounds"] == 2
+    # the chosen arms, in the module's order (regular was not chosen)
+    assert list(inter["arms"]) == ["monai-fast", "fastpipe", "fastpipe-smartcache"] and inter["rounds"] == 2
     for name, row in inter["arms"].items():
         assert row["epoch_s"]["n"] == 2 and row["epoch_s"]["median"] > 0, name
+        # a SmartCache epoch covers its window, half the volumes: two of its epochs make one pass
+        per_pass = 2 if name == "fastpipe-smartcache" else 1
+        assert row["per_pass_s"]["median"] == pytest.approx(per_pass * row["epoch_s"]["median"]), name
         assert 0 < row["mean_step_s"]["median"] <= row["epoch_s"]["max"], name
         assert 0.0 <= row["data_wait_fraction"] < 1.0, name
     assert inter["arms"]["monai-fast"]["run_ahead_bound_s"] == 0.0
     assert inter["arms"]["fastpipe"]["run_ahead_bound_s"] > 0.0  # persistent: it may make batches ahead
-    vs = inter["ratios_epoch_s"]["vs_monai-fast"]
-    assert vs["monai-fast"] == 1.0 and vs["fastpipe"] > 0
+    vs = inter["ratios_per_pass"]["vs_monai-fast"]
+    assert vs["monai-fast"] == 1.0 and vs["fastpipe"] > 0 and vs["fastpipe-smartcache"] > 0
 
 
 def test_interleaved_rounds_default_by_config():

@@ -52,10 +52,12 @@ def replace_loop(
     stop: threading.Event,
     compute: Callable[[int], Any],
     store: Callable[[int, Any], None],
+    done: Callable[[], None] = lambda: None,
 ) -> None:
     """One replacement worker: take an index, ``compute`` it (no lock held), ``store`` it, report it.
 
-    Reports ``(index, None)`` or ``(index, exception)`` on ``results``; checks ``stop`` between items.
+    Reports ``(index, None)`` or ``(index, exception)`` on ``results``, then calls ``done()``; checks
+    ``stop`` between items.
     """
     while not stop.is_set():
         try:
@@ -68,6 +70,7 @@ def replace_loop(
         except Exception as err:  # noqa: BLE001 - re-raised in the consumer by Replacer.collect
             outcome = (index, err)
         put_until_stopped(results, outcome, stop)
+        done()
 
 
 class Replacer:
@@ -107,6 +110,8 @@ class Replacer:
         self.store_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._done: set[int] = set()
+        self._busy = 0  # items submitted and not yet reported; any thread may wait for 0 (wait_idle)
+        self._idle = threading.Condition()
 
     def _guarded_store(self, index: int, entry: Any) -> None:
         with self.store_lock:
@@ -118,7 +123,7 @@ class Replacer:
         if self.alive:
             return
         self._stop.clear()
-        args = (self._jobs, self._results, self._stop, self._compute, self._guarded_store)
+        args = (self._jobs, self._results, self._stop, self._compute, self._guarded_store, self._one_done)
         self._threads = [
             threading.Thread(
                 target=_worker,
@@ -139,8 +144,30 @@ class Replacer:
     def submit(self, indices: Sequence[int]) -> None:
         """Queue ``indices`` for computation (the queue holds a whole round, so this never blocks long)."""
         for index in indices:
+            with self._idle:
+                self._busy += 1
             if not put_until_stopped(self._jobs, index, self._stop):
+                self._one_done()
                 return
+
+    def _one_done(self) -> None:
+        with self._idle:
+            self._busy = max(0, self._busy - 1)  # a worker finishing after stop() reset the count
+            if self._busy == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> float:
+        """Wait until every submitted item has been computed and reported (or the workers stop, or
+        ``timeout`` seconds pass); returns the seconds waited. Safe from any thread: it only waits."""
+        t0 = time.perf_counter()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._busy > 0 and not self._stop.is_set() and self.alive:
+                left = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._idle.wait(left)
+        return time.perf_counter() - t0
 
     def missing(self, indices: Sequence[int]) -> int:
         """How many of ``indices`` have not been reported done yet (drains finished reports first)."""
@@ -196,6 +223,9 @@ class Replacer:
         drain(self._jobs)
         drain(self._results)
         self._done.clear()
+        with self._idle:
+            self._busy = 0
+            self._idle.notify_all()
         return left
 
 

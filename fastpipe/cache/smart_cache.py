@@ -228,6 +228,17 @@ class SmartCacheDataset(CachedReads):
         """Whether the replacement threads are running."""
         return self._replacer.alive
 
+    def wait_replacements(self, timeout: float | None = None) -> float:
+        """Wait until the replacement threads have computed every item handed to them so far (the
+        next :meth:`update_cache`'s incoming items), without swapping anything; returns the seconds
+        waited (0 when nothing is pending or the threads are not running).
+
+        For timing a SmartCache epoch with its replacement work inside (benchmarks), or for a CPU
+        free of replacements afterwards (before a validation pass, say). Any thread may call it; a
+        replacement that failed counts as finished here, and :meth:`update_cache` raises its error.
+        """
+        return self._replacer.wait_idle(timeout)
+
     def update_cache(self) -> None:
         """Swap the prepared replacements in (waiting only for missing ones) and start the next round.
 

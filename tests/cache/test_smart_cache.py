@@ -205,6 +205,47 @@ def test_slow_replacement_reports_lag_and_warns_once():
 
 
 @pytest.mark.timeout(20)
+def test_wait_replacements_returns_once_the_next_round_is_computed():
+    def slow(d: dict) -> dict:
+        if d["x"] >= 4:
+            time.sleep(0.3)
+        return volume(d)
+
+    with smart(12, 4, 0.5, transform=slow, shuffle=False, num_replace_workers=1) as ds:
+        waited = ds.wait_replacements()  # 2 items x 0.3 s on one worker
+        assert 0.4 < waited < 2.0
+        assert ds.wait_replacements() < 0.05  # nothing pending: returns at once
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "not ready" warning: the swap waits for nothing
+            ds.update_cache()
+        assert ds.stats()["lag_s"][-1] < 0.05 and window_set(ds) == {2, 3, 4, 5}
+        # update_cache handed the next round to the worker: a timeout returns with it still pending
+        t0 = time.perf_counter()
+        assert ds.wait_replacements(timeout=0.1) < 0.3
+        assert time.perf_counter() - t0 < 0.3
+        assert ds.wait_replacements() > 0.2  # ... and without one, it waits for the round
+
+
+@pytest.mark.timeout(20)
+def test_wait_replacements_from_another_thread_and_after_shutdown():
+    def slow(d: dict) -> dict:
+        if d["x"] >= 4:
+            time.sleep(0.2)
+        return volume(d)
+
+    ds = smart(12, 4, 0.5, transform=slow, shuffle=False, num_replace_workers=2)
+    assert ds.wait_replacements() == pytest.approx(0.0, abs=0.05)  # not started: nothing to wait for
+    ds.start()
+    got: list[float] = []
+    t = threading.Thread(target=lambda: got.append(ds.wait_replacements()))
+    t.start()
+    t.join(5)
+    assert got and 0.1 < got[0] < 2.0
+    ds.shutdown()
+    assert ds.wait_replacements() < 0.05
+
+
+@pytest.mark.timeout(20)
 def test_cached_bytes_stay_within_window_plus_replacements():
     with smart(30, 8, 0.25, num_replace_workers=2) as ds:  # R = 2
         bound = (8 + 2) * ITEM_BYTES
