@@ -10,11 +10,12 @@ worker processes taking the cores the step needs) is counted as well as one that
 
 Work an arm does between its epochs must not land in another arm's:
 
-- the SmartCache arm computes its next round's replacements after its epoch has ended; its timed
-  epoch therefore ends only once they are computed (``SmartCacheDataset.wait_replacements``). That
-  charges the replacements after the steps instead of beside them: an upper bound of their cost,
-  since in training they overlap the steps on whatever CPU the steps leave. Its epoch covers its
-  window only, so every arm is also compared per pass over the training volumes (``per_pass_s``);
+- the SmartCache arm's replacements for its next round start, as in training, once its loader has
+  made the epoch's last batch, beside the epoch's last steps; its timed epoch ends only when they
+  are all computed (``SmartCacheDataset.wait_replacements``). What is left then is waited for
+  instead of overlapping the next epoch's first steps: slightly pessimistic where the steps leave
+  CPU idle. Its epoch covers its window only, so every arm is compared per pass over the training
+  volumes (``per_pass_s``);
 - the regular arm's worker processes and MONAI's loader thread do nothing between their epochs;
 - fastpipe's persistent loaders make at most ``buffer_size`` batches of their next epoch ahead,
   during the next arm's epoch; the result bounds that share (``run_ahead_bound_s``: ``buffer_size``

@@ -76,8 +76,9 @@ class SmartCacheDataset(CachedReads):
     Threading contract: reads may run from several threads at any time, including during
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
     half-built one. :meth:`start`, :meth:`update_cache` and :meth:`shutdown` are called from one
-    thread (the training loop or the loader). Cached bytes stay within ``cache_num + R`` items'
-    worth. :meth:`shutdown` frees all cached memory (GPU included); the dataset is unusable after it.
+    thread (the training loop or the loader); :meth:`wait_replacements` from any thread. Cached bytes
+    stay within ``cache_num + R`` items' worth. :meth:`shutdown` frees all cached memory (GPU
+    included); the dataset is unusable after it.
 
     Example:
         >>> ds = SmartCacheDataset([{"x": i} for i in range(8)], None, cache_num=4, replace_rate=0.5,
