@@ -39,6 +39,17 @@ def smart(
     return SmartCacheDataset(make_data(n), transform, cache_num=cache_num, replace_rate=replace_rate, **kw)
 
 
+def slow_from(first: int, seconds: float):
+    """:func:`volume`, taking ``seconds`` longer for items ``first`` and later (the replacements)."""
+
+    def slow(d: dict) -> dict:
+        if d["x"] >= first:
+            time.sleep(seconds)
+        return volume(d)
+
+    return slow
+
+
 def window_set(ds: SmartCacheDataset) -> set[int]:
     return {ds[i]["x"] for i in range(len(ds))}
 
@@ -183,11 +194,7 @@ def test_failing_replacement_is_raised_in_consumer_naming_item():
 
 @pytest.mark.timeout(20)
 def test_slow_replacement_reports_lag_and_warns_once():
-    def slow(d: dict) -> dict:
-        if d["x"] >= 4:
-            time.sleep(0.25)
-        return volume(d)
-
+    slow = slow_from(4, 0.25)
     with smart(12, 4, 0.5, transform=slow, shuffle=False, num_replace_workers=1) as ds:
         with pytest.warns(RuntimeWarning, match="num_replace_workers .*replace_rate") as rec:
             ds.update_cache()  # 2 items x 0.25 s on one worker: not ready yet
@@ -206,11 +213,7 @@ def test_slow_replacement_reports_lag_and_warns_once():
 
 @pytest.mark.timeout(20)
 def test_wait_replacements_returns_once_the_next_round_is_computed():
-    def slow(d: dict) -> dict:
-        if d["x"] >= 4:
-            time.sleep(0.3)
-        return volume(d)
-
+    slow = slow_from(4, 0.3)
     with smart(12, 4, 0.5, transform=slow, shuffle=False, num_replace_workers=1) as ds:
         waited = ds.wait_replacements()  # 2 items x 0.3 s on one worker
         assert 0.4 < waited < 2.0
@@ -228,11 +231,7 @@ def test_wait_replacements_returns_once_the_next_round_is_computed():
 
 @pytest.mark.timeout(20)
 def test_wait_replacements_from_another_thread_and_after_shutdown():
-    def slow(d: dict) -> dict:
-        if d["x"] >= 4:
-            time.sleep(0.2)
-        return volume(d)
-
+    slow = slow_from(4, 0.2)
     ds = smart(12, 4, 0.5, transform=slow, shuffle=False, num_replace_workers=2)
     assert ds.wait_replacements() == pytest.approx(0.0, abs=0.05)  # not started: nothing to wait for
     ds.start()
@@ -279,11 +278,7 @@ def test_shutdown_is_idempotent_fast_and_final():
 
 @pytest.mark.timeout(20)
 def test_shutdown_with_an_item_in_flight_returns_within_a_second():
-    def slow(d: dict) -> dict:
-        if d["x"] >= 4:
-            time.sleep(1.6)
-        return volume(d)
-
+    slow = slow_from(4, 1.6)
     ds = smart(10, 4, 0.25, transform=slow, shuffle=False, num_replace_workers=1)
     ds.start()
     time.sleep(0.1)
