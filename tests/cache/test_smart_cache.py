@@ -150,8 +150,13 @@ def test_stress_readers_during_replacement():
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads often, so that reads interleave with the swaps
     try:
-        for _ in range(30):
+        for k in range(30):
             time.sleep(0.01)
+            # at least 70 more items read before each swap (a stalled machine gets up to 2 s for
+            # them): the count below then measures interleaving, not this machine's speed
+            deadline = time.monotonic() + 2.0
+            while 4 * sum(map(len, reads)) < 70 * (k + 1) and time.monotonic() < deadline:
+                time.sleep(0.005)
             ds.update_cache()
             window = ds.window_indices()
             assert len(set(window)) == cache_num
