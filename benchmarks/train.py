@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--interleaved-rounds",
         type=int,
         default=None,
-        help="then epochs of regular, monai-fast and fastpipe interleaved in one process (cpu: 6, else 0)",
+        help="then rounds of the arms' epochs interleaved in one process (cpu: 6, else 0)",
     )
     p.add_argument("--out", type=Path, default=None, help="result JSON (default results/train-<host>.json)")
     p.add_argument("--no-plot", action="store_true")
@@ -117,19 +117,11 @@ def load_split(args: argparse.Namespace, cfg) -> tuple[list[dict], list[dict], P
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    from benchmarks.train_interleaved import interleaved_epochs
-    from benchmarks.train_loop import train_arm
-
     cfg = _config(args)
     train, val, _ = load_split(args, cfg)
     torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if args.worker_arm == INTERLEAVED:
-        res = interleaved_epochs(
-            train, val, cfg, device, cfg.interleaved_rounds, _interleaved_arms(args.arms)
-        )
-    else:
-        res = train_arm(args.worker_arm, train, val, cfg, device)
+    res = _in_process(args.worker_arm, train, val, cfg, device, _interleaved_arms(args.arms))
     Path(args.worker_out).write_text(json.dumps(res, default=str))
     return 0
 
@@ -207,16 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         # written after every arm: a run cut short (a time limit around the whole command) keeps the
         # arms it finished, and says which ones it did not reach
         write_result("train", _document(cfg, device, root, train, val, results, arms), out)
-    if cfg.interleaved_rounds and len(_interleaved_arms(args.arms)) >= 2:
+    chosen = _interleaved_arms(args.arms)
+    if cfg.interleaved_rounds and len(chosen) >= 2:
         print(f"interleaved epochs ({cfg.interleaved_rounds} rounds) ...", flush=True)
-        if args.in_process:
-            from benchmarks.train_interleaved import interleaved_epochs
-
-            inter = interleaved_epochs(
-                train, val, cfg, device, cfg.interleaved_rounds, _interleaved_arms(args.arms)
-            )
-        else:
-            inter = _run_arm(INTERLEAVED, child, arm_timeout_s)
+        inter = (
+            _in_process(INTERLEAVED, train, val, cfg, device, chosen)
+            if args.in_process
+            else _run_arm(INTERLEAVED, child, arm_timeout_s)
+        )
         print("    " + _interleaved_line(inter), flush=True)
         doc = _document(cfg, device, root, train, val, results, arms)
         write_result("train", {**doc, "interleaved": inter}, out)
@@ -239,10 +229,15 @@ def train_from_matrix(root: Path, args: argparse.Namespace, out: Path) -> str:
     return str(out)
 
 
-def _in_process(arm, train, val, cfg, device) -> dict[str, Any]:
+def _in_process(name, train, val, cfg, device, interleaved_arms=()) -> dict[str, Any]:
+    """Arm ``name`` trained in this process, or (``name`` = ``INTERLEAVED``) the interleaved epochs."""
+    if name == INTERLEAVED:
+        from benchmarks.train_interleaved import interleaved_epochs
+
+        return interleaved_epochs(train, val, cfg, device, cfg.interleaved_rounds, interleaved_arms)
     from benchmarks.train_loop import train_arm
 
-    return train_arm(arm, train, val, cfg, device)
+    return train_arm(name, train, val, cfg, device)
 
 
 def _recipe() -> dict[str, str]:
