@@ -45,12 +45,12 @@ def key_terms(
     draws: list[dict[str, torch.Tensor]],
     key: str,
     n: int,
-    orientations: dict[tuple[int, ...], Orientation | None] | None = None,
+    orientations: dict[tuple[int, ...], Orientation | None],
 ) -> dict[str, Any]:
     """Host tensors for :func:`fastpipe.ops.crop_batch` of ``key``: ``axes``/``flips``/``scale``/``shift`` or ``None``.
 
-    ``orientations`` (optional) keeps the composed orientation per set of spatial transforms, so keys
-    that the same flips and turns name (an image and its label) compose it once.
+    ``orientations`` keeps the composed orientation per set of spatial transforms (``None`` for the
+    identity), so keys that the same flips and turns name (an image and its label) compose it once.
     """
     terms: dict[str, Any] = {"scale": None, "shift": None}
     names, spatial = [], []
@@ -63,15 +63,12 @@ def key_terms(
             terms["scale" if hasattr(t, "factors") else "shift"] = t.fused_term(p)
             names.append(type(t).__name__)
     sig = tuple(spatial)
-    if orientations is None or sig not in orientations:
+    if sig not in orientations:
         o = Orientation.identity(n)
         for i in spatial:
             o = augs[i].orient(o, draws[i])
-        made = None if o.is_identity() else o
-        if orientations is not None:
-            orientations[sig] = made
-    else:
-        made = orientations[sig]
+        orientations[sig] = None if o.is_identity() else o
+    made = orientations[sig]
     return {"axes": None if made is None else made.axes, "flips": None if made is None else made.flips,
             **terms, "names": names}  # fmt: skip
 
