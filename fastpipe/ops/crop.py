@@ -272,13 +272,7 @@ def _copy_one_torch(n, vols, out, st, vi, size, ax, fl, sc, sh, pad_value) -> No
     src = win.permute(0, *(1 + p for p in perm))
     if any(flip):
         src = src.flip([1 + a for a in range(3) if flip[a]])
-    mul, add = sc is not None and sc[n] != 1, sh is not None and sh[n] != 0
-    if mul:
-        torch.mul(src, sc[n], out=out[n])
-    if add:
-        torch.add(out[n] if mul else src, sh[n], out=out[n])
-    if not mul and not add:
-        out[n].copy_(src)
+    _write_torch(out[n], src, None if sc is None else sc[n], None if sh is None else sh[n])
 
 
 def crop_batch_torch(
