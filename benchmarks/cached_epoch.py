@@ -199,17 +199,39 @@ def serve_peer(name: str, volumes: int, shape: tuple[int, int, int], workers: in
 PEERS = ("fastpipe", *MONAI_PEERS, "plain_copy")
 
 
-def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int) -> dict[str, Any]:
-    """Rounds of one epoch per peer, in a new random order each round; wall and CPU samples after the warm-up.
+def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int, turn: int = 1) -> dict[str, Any]:
+    """Rounds in a new random order each round, each peer running ``turn`` epochs in a row per round;
+    wall and CPU samples after the warm-up rounds.
 
     Shuffled, not rotated: rotating a fixed list puts the same peer after MONAI defaults (whose
     1.6 GB of copies per epoch leave the VM's memory system busy for a while) in nearly every round.
+
+    ``epochs`` is the number of timed epochs per peer (rounded up to whole turns). With ``turn`` 1
+    every epoch follows another peer's. With ``turn`` >= 2 the first epoch of each turn (the one
+    that follows another peer's, with this process's caches and threads cold) is kept apart as
+    ``first_*``; ``wall``/``cpu`` hold the epochs that follow one of the same loader, as the epochs of
+    a training run do.
     """
-    runs = interleaved(list(peers), lambda name: peers[name].call("epoch"), epochs, warmup, order="shuffle")
-    return {
-        k: {"wall": [w for w, _, _ in r], "cpu": [c for _, c, _ in r], "crops": r[-1][2] if r else 0}
-        for k, r in runs.items()
-    }
+    rounds = -(-epochs // turn)
+    runs = interleaved(
+        list(peers),
+        lambda name: [peers[name].call("epoch") for _ in range(turn)],
+        rounds,
+        warmup,
+        order="shuffle",
+    )
+    out = {}
+    for k, turns in runs.items():
+        firsts = [t[0] for t in turns] if turn > 1 else []
+        rest = [e for t in turns for e in (t[1:] if turn > 1 else t)]
+        out[k] = {
+            "wall": [w for w, _, _ in rest],
+            "cpu": [c for _, c, _ in rest],
+            "crops": rest[-1][2] if rest else 0,
+        }
+        if firsts:
+            out[k]["first_wall"] = [w for w, _, _ in firsts]
+    return out
 
 
 def _ratios(med: dict[str, float]) -> dict[str, float]:
@@ -223,7 +245,7 @@ def _ratios(med: dict[str, float]) -> dict[str, float]:
 
 def _epoch_row(smp: dict[str, Any], volumes: int) -> dict[str, Any]:
     wall, cpu = spread(smp["wall"]), spread(smp["cpu"])
-    return {
+    row = {
         "epoch_s": wall,
         "epoch_samples_s": smp["wall"],  # every timed epoch, in the order run (for the plot)
         "epoch_cpu_s": cpu,
@@ -231,13 +253,26 @@ def _epoch_row(smp: dict[str, Any], volumes: int) -> dict[str, Any]:
         "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
         "crops_per_epoch": smp["crops"],
     }
+    if "first_wall" in smp:  # the first epoch of each turn, right after another peer's
+        row["first_epoch_s"] = spread(smp["first_wall"])
+        row["first_epoch_samples_s"] = smp["first_wall"]
+    return row
 
 
 def run_peers(
-    factory: str, names: Any, volumes: int, shape: Any, epochs: int, warmup: int, workers: int, stats_of=None
+    factory: str,
+    names: Any,
+    volumes: int,
+    shape: Any,
+    epochs: int,
+    warmup: int,
+    workers: int,
+    stats_of=None,
+    turn: int = 1,
 ) -> tuple[dict[str, dict], dict[str, dict], Any]:
     """Build every peer in its own process (one fill at a time) with ``factory`` (``"module:function"``),
-    then time interleaved epochs (wall and CPU).
+    then time interleaved epochs, ``turn`` in a row per peer and round (wall and CPU; see
+    :func:`_time_interleaved`).
 
     Returns one row per peer, each peer's ``ready_info``, and ``stats_of``'s ``stats()`` (if named).
     """
@@ -248,7 +283,7 @@ def run_peers(
         for name in names:
             kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
             peers[name] = PeerProcess(name, factory, kwargs)
-        samples = _time_interleaved(peers, epochs, warmup)
+        samples = _time_interleaved(peers, epochs, warmup, turn)
         stats = peers[stats_of].call("stats") if stats_of else None
         info = {k: p.ready_info for k, p in peers.items()}
     finally:

@@ -53,6 +53,9 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         samples = [1e3 * s / volumes for s in row.get("epoch_samples_s", [])]
         jitter = [x + 0.25 * ((i % 5) - 2) / 2 for i in range(len(samples))]
         a.scatter(jitter, samples, s=12, color=color, alpha=0.55, zorder=3)
+        firsts = [1e3 * s / volumes for s in row.get("first_epoch_samples_s", [])]
+        if firsts:  # a turn's first epoch, right after another peer's: hollow, beside the dots
+            a.scatter([x - 0.3] * len(firsts), firsts, s=14, facecolors="none", edgecolors=color, zorder=3)
         a.hlines(row["ms_per_volume"], x - 0.35, x + 0.35, color=color, linewidth=2.5, zorder=4)
         r = row["ms_per_volume"] / fp_ms
         label = (
@@ -72,7 +75,12 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     a.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
     a.set_xlim(-0.6, len(names) - 0.1)
     a.set_ylabel("epoch time per volume, ms (log; lower is better)")
-    a.set_title("cached epoch: each dot one epoch, bar the median", fontsize=10)
+    turns = any("first_epoch_samples_s" in r for r in peers.values())
+    a.set_title(
+        "cached epoch: each dot one epoch, bar the median"
+        + (" (hollow, left: a turn's first epoch, not in the median)" if turns else ""),
+        fontsize=10,
+    )
     a.grid(axis="y", which="both", alpha=0.3)
 
     if fill:

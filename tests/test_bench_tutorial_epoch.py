@@ -86,3 +86,33 @@ def test_the_reused_floor_copies_the_same_bytes_into_one_batch():
         ptrs.add(b["image"].data_ptr())
         assert torch.equal(b["image"], want["image"]) and torch.equal(b["label"], want["label"])
     assert len(ptrs) == 1  # every batch written into the same tensors
+
+
+class _FakePeer:
+    """Answers ``call("epoch")`` with ``(wall, cpu, crops)``: wall counts this peer's epochs in a row."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name, self.streak = log, name, 0
+
+    def call(self, method: str):
+        assert method == "epoch"
+        self.streak = self.streak + 1 if self.log and self.log[-1] == self.name else 1
+        self.log.append(self.name)
+        return float(self.streak), 0.5, 8
+
+
+def test_turns_keep_each_turns_first_epoch_apart_and_time_the_rest():
+    from benchmarks.cached_epoch import _epoch_row, _time_interleaved
+
+    log: list[str] = []
+    peers = {n: _FakePeer(log, n) for n in ("a", "b", "c")}
+    out = _time_interleaved(peers, epochs=7, warmup=1, turn=3)  # 7 epochs: 3 whole turns
+    assert len(log) == 3 * (1 + 3) * 3  # warm-up round + 3 rounds, 3 epochs per turn, 3 peers
+    for name in peers:
+        # a peer's turn runs in a row: its first epoch is the 1st of the streak, the rest 2nd and 3rd
+        assert out[name]["first_wall"] == [1.0] * 3
+        assert sorted(out[name]["wall"]) == [2.0] * 3 + [3.0] * 3
+        row = _epoch_row(out[name], volumes=2)
+        assert row["first_epoch_s"]["median"] == 1.0 and row["epoch_s"]["median"] == 2.5
+    one = _time_interleaved({n: _FakePeer([], n) for n in "ab"}, epochs=4, warmup=0, turn=1)
+    assert "first_wall" not in one["a"] and len(one["a"]["wall"]) == 4  # turn 1: every epoch timed
