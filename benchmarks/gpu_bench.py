@@ -49,7 +49,7 @@ class Run:
 
 def runs(out: Path, gpu: str, threads: int, train_s: float, data: Path | None = None) -> list[Run]:
     """The runs of ``make gpu-bench`` in order (``data``: a real Task09 folder for the training)."""
-    from benchmarks.train_arms import ARMS
+    from benchmarks.train_arms import PUBLISHED_ARMS
 
     train_data = (
         ["--data", str(data)] if data else ["--data", str(TRAIN_DATA), "--val-volumes", str(TRAIN_VAL)]
@@ -60,9 +60,9 @@ def runs(out: Path, gpu: str, threads: int, train_s: float, data: Path | None = 
             ["--preset", "spleen-small", "--threads", str(threads), "--rows", GPU_ROWS, "--epochs", "3",
              "--step-epochs", "1", "--out", str(out / f"gpu-bench-spleen-{gpu}.json")], SPLEEN_LIMIT_S),
         Run("train", "benchmarks.train",
-            ["--config", "tutorial", *train_data, "--threads", str(threads), "--max-s", str(train_s),
-             "--arm-timeout-s", str(arm_timeout_s), "--out", str(out / f"train-{gpu}.json")],
-            len(ARMS) * arm_timeout_s + 30.0),
+            ["--config", "tutorial", *train_data, "--arms", ",".join(PUBLISHED_ARMS), "--threads", str(threads),
+             "--max-s", str(train_s), "--arm-timeout-s", str(arm_timeout_s), "--out", str(out / f"train-{gpu}.json")],
+            len(PUBLISHED_ARMS) * arm_timeout_s + 30.0),
     ]  # fmt: skip
 
 

@@ -30,11 +30,9 @@ from typing import Any
 import torch
 
 from benchmarks.common import interleaved, spread
-from benchmarks.train_arms import build
+from benchmarks.train_arms import ARMS, build
 from benchmarks.train_loop import _Steps
 from benchmarks.train_recipe import TrainConfig, make_model
-
-ARMS = ("regular", "monai-fast", "fastpipe", "fastpipe-smartcache")
 
 
 def interleaved_epochs(

@@ -10,6 +10,7 @@ COLORS = {
     "monai-fast": "#55a868",
     "fastpipe": "#c44e52",
     "fastpipe-smartcache": "#dd8452",
+    "fastpipe-smartcache-persist": "#8172b3",
 }
 
 

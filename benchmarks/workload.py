@@ -160,8 +160,12 @@ def smart_cache_loader(
     threads: int,
     batch_size: int,
     seed: int,
+    persist_dir: str | None = None,
 ) -> tuple[Any, Any, Any]:
-    """fastpipe's SmartCache peer: ``(dataset, loader, close)``, replacement started, persistent loader."""
+    """fastpipe's SmartCache peer: ``(dataset, loader, close)``, replacement started, persistent loader.
+
+    ``persist_dir``: the dataset's persistent cache folder (default ``None``: none).
+    """
     import fastpipe as fp
 
     ds = fp.SmartCacheDataset(
@@ -173,6 +177,7 @@ def smart_cache_loader(
         num_replace_workers=threads,
         progress=False,
         seed=seed,
+        persist_dir=persist_dir,
     )
     ds.start()
     loader = fp.ThreadDataLoader(ds, batch_size=batch_size, shuffle=True, seed=seed, persistent_workers=True)
