@@ -83,10 +83,9 @@ def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
         assert a["validation"][0]["passes"] == 1.0, name
         assert a["validation"][0]["epoch"] == (2 if smart else 1), name
     assert set(doc["ratios_time_to_target"]) == {"vs_regular", "vs_monai-fast"}
-    assert (
-        doc["ratios_epoch_s"]["vs_regular"]["regular"] == 1.0
-        and len(doc["ratios_epoch_s"]["vs_regular"]) == len(ARMS)
-    )
+    assert doc["ratios_epoch_s"]["vs_regular"]["regular"] == 1.0 and len(
+        doc["ratios_epoch_s"]["vs_regular"]
+    ) == len(ARMS)
     assert {p["hardware"] for p in doc["published"]} >= {"NVIDIA A100", "NVIDIA V100"}
     assert doc["published"][0]["time_to_target_s"] == {"regular": 13063, "fast": 120}
     for suffix in ("-dice.png", "-utilisation.png"):
@@ -140,7 +139,9 @@ def test_interleaved_rounds_default_by_config():
 
 
 @pytest.mark.timeout(300)
-def test_the_persistent_smartcache_arm_reads_reentering_items_back_and_removes_its_folder(tiny_data, tmp_path):
+def test_the_persistent_smartcache_arm_reads_reentering_items_back_and_removes_its_folder(
+    tiny_data, tmp_path
+):
     """Every item runs the prefix once; its later entries into the window load the persistent entry."""
     from pathlib import Path
 
