@@ -27,12 +27,9 @@ from benchmarks.train_recipe import BG_KEY, FG_KEY, KEYS, TrainConfig, prefix
 from benchmarks.train_suffix import fastpipe_suffix, monai_suffix
 from benchmarks.workload import smart_cache_loader
 
-PUBLISHED_ARMS = (
-    "regular",
-    "monai-fast",
-    "fastpipe",
-    "fastpipe-smartcache",
-)  # the published experiments' arms
+# the arms of the published experiments (the tutorial's regular and fast, Clara's batch-by-transform
+# and SmartCache); ARMS adds one that only shows a configuration
+PUBLISHED_ARMS = ("regular", "monai-fast", "fastpipe", "fastpipe-smartcache")
 ARMS = (*PUBLISHED_ARMS, "fastpipe-smartcache-persist")
 SMART_FRACTION, REPLACE_RATE = 0.5, 0.25
 
