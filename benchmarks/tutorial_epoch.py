@@ -61,6 +61,13 @@ PEERS = (
 )
 FLOORS = ("plain_copy", "plain_copy_reused")
 TURN = 4  # epochs per peer and round: the first of a turn follows another peer's, the rest their own
+# the peers each verdict compares (a noisy one makes the verdict one that may flip between runs);
+# "floor" is the faster of the floors measured, the one vs_plain_copy divides by
+VERDICT_PEERS = {
+    "vs_monai_best": ("fastpipe", "monai_best"),
+    "monai_compose_vs_monai_best": ("monai_compose", "monai_best"),
+    "vs_plain_copy": ("fastpipe", "floor"),
+}
 TARGETS = {"vs_monai_best": 4.0, "monai_compose_vs_monai_best": 3.0, "vs_plain_copy_max": 1.5}
 
 
@@ -163,6 +170,25 @@ def ratios(med: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def noisy_verdicts(rows: dict[str, dict]) -> dict[str, list[str]]:
+    """Per verdict, the peers it compares whose epochs spread by more than ``NOISY_IQR`` of their median
+    (``benchmarks.report``'s threshold); an empty list where none did."""
+    from benchmarks.report import NOISY_IQR
+
+    floors = [k for k in FLOORS if k in rows]
+    floor = min(floors, key=lambda k: rows[k]["epoch_s"]["median"]) if floors else None
+
+    def noisy(name: str) -> bool:
+        e = rows[name]["epoch_s"]
+        return e["median"] > 0 and e["iqr"] / e["median"] > NOISY_IQR
+
+    out = {}
+    for verdict, peers in VERDICT_PEERS.items():
+        names = [floor if p == "floor" else p for p in peers]
+        out[verdict] = [p for p in names if p is not None and p in rows and noisy(p)]
+    return out
+
+
 def compare(
     volumes: int, shape: tuple[int, int, int], epochs: int, warmup: int, workers: int, turn: int = TURN
 ) -> dict[str, Any]:
@@ -198,6 +224,7 @@ def compare(
         "ratios_first_epoch": first,
         "targets": TARGETS,
         "passed": passed,
+        "noisy": noisy_verdicts(rows),
     }
 
 
@@ -241,8 +268,11 @@ def _print(result: dict[str, Any], path: Path) -> None:
         fill = row["fill_s"] if row["fill_s"] is not None else float("nan")
         print(f"{name:<28}{row['epoch_s']['median']:>16.4f}{row['ms_per_volume']:>11.2f}{fill:>9.2f}")
     first = result.get("ratios_first_epoch") or {}
+    noisy = result.get("noisy") or {}
     for k, v in result["ratios"].items():
         verdict = {True: "pass", False: "FAIL", None: "no target"}[result["passed"].get(k)]
+        if noisy.get(k):
+            verdict += f"; noisy: {', '.join(noisy[k])} spread by more than a quarter of the median"
         after = f", {first[k]:.2f}x on a turn's first epoch" if k in first else ""
         print(f"{k}: {v:.2f}x wall ({verdict}), {result['ratios_cpu_time'][k]:.2f}x CPU time{after}")
     print(f"fastpipe suffix: {result['config']['fastpipe_suffix']}")

@@ -116,3 +116,23 @@ def test_turns_keep_each_turns_first_epoch_apart_and_time_the_rest():
         assert row["first_epoch_s"]["median"] == 1.0 and row["epoch_s"]["median"] == 2.5
     one = _time_interleaved({n: _FakePeer([], n) for n in "ab"}, epochs=4, warmup=0, turn=1)
     assert "first_wall" not in one["a"] and len(one["a"]["wall"]) == 4  # turn 1: every epoch timed
+
+
+def test_a_verdict_is_flagged_noisy_when_a_peer_it_compares_spread_too_much():
+    from benchmarks.tutorial_epoch import noisy_verdicts
+
+    def row(median, iqr):
+        return {"epoch_s": {"median": median, "iqr": iqr}}
+
+    rows = {"fastpipe": row(0.03, 0.003), "monai_compose": row(0.03, 0.02), "monai_best": row(0.13, 0.09),
+            "plain_copy": row(0.04, 0.005), "plain_copy_reused": row(0.02, 0.002)}  # fmt: skip
+    got = noisy_verdicts(rows)
+    assert got["vs_monai_best"] == ["monai_best"]  # 69% of its median
+    assert got["monai_compose_vs_monai_best"] == ["monai_compose", "monai_best"]
+    assert got["vs_plain_copy"] == []  # fastpipe 10%, the faster floor (reused) 10%
+    rows["plain_copy"] = row(0.04, 0.02)  # the slower floor spread: it does not decide the verdict
+    assert noisy_verdicts(rows)["vs_plain_copy"] == []
+    rows["plain_copy_reused"] = row(0.02, 0.01)
+    assert noisy_verdicts(rows)["vs_plain_copy"] == ["plain_copy_reused"]
+    del rows["plain_copy_reused"]  # only one floor measured: that one decides
+    assert noisy_verdicts(rows)["vs_plain_copy"] == ["plain_copy"]
