@@ -19,7 +19,7 @@ help:
 	@echo "make synth        write look-alike MSD spleen data to data/$(PRESET) (the fastpipe command lives in $(VENV))"
 	@echo "make bench        run the spleen benchmark matrix into bench-out/ (PRESET=spleen-small|spleen-full, DATA=/path/Task09_Spleen, ARGS=--save)"
 	@echo "make bench-tutorial cached epoch with the tutorial suffix: fastpipe, the MONAI Compose handed in, MONAI, plain copy"
-	@echo "make bench-train  time to a Dice target for four data arms, MONAI's UNet (CPU preset; DATA= a Task09 folder)"
+	@echo "make bench-train  time to a Dice target for five data arms, MONAI's UNet (CPU preset; DATA= a Task09 folder)"
 	@echo "make bench-micro  pytest-benchmark microbenchmarks of transforms and crop op"
 	@echo "make lint         ruff"
 	@echo "make profile      fastpipe profile on spleen-small (PNG + table)"

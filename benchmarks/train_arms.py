@@ -1,4 +1,4 @@
-"""The four arms of the training experiment: how training and validation data reach the model.
+"""The arms of the training experiment: how training and validation data reach the model.
 
 Every arm gets the same split, the same seed, the same chain (the tutorial's prefix and random
 suffix) and the same thread count; validation always runs on cached volumes.
