@@ -1,8 +1,9 @@
-"""Time to a foreground validation Dice for five data arms (the four published ones and SmartCache over a persistent cache): ``python -m benchmarks.train`` (``make bench-train``).
+"""Time to a foreground validation Dice for five data arms: ``python -m benchmarks.train`` (``make bench-train``).
 
 Reproduces MONAI's fast-training experiment (and Clara Train's SmartCache arm) with MONAI's UNet,
 DiceCE loss, Novograd and sliding-window validation; only how data reaches the model differs
-between the arms (:mod:`benchmarks.train_arms`). Each arm runs in its own subprocess, so its peak
+between the arms (:mod:`benchmarks.train_arms`: the four published ones, and SmartCache over a
+persistent cache). Each arm runs in its own subprocess, so its peak
 memory is its own. Writes ``benchmarks/results/train-<machine>.json`` and two PNGs beside it.
 
 ``--config cpu`` (default without a GPU): look-alike ``spleen-train`` data, 32^3 crops, a small
