@@ -50,7 +50,8 @@ class RandAdd:
         return self
 
     def __call__(self, d: dict) -> dict:
-        return {**d, "image": d["image"] + torch.rand(1, generator=self.generator)}
+        # a Python float: a 1-element CPU tensor cannot be added to a CUDA image
+        return {**d, "image": d["image"] + float(torch.rand(1, generator=self.generator))}
 
     def _batch_call(self, items: list[dict]) -> dict:
         u = torch.rand(len(items), generator=self.generator)
