@@ -122,9 +122,21 @@ def _run_worker(args: argparse.Namespace) -> int:
     train, val, _ = load_split(args, cfg)
     torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    res = _in_process(args.worker_arm, train, val, cfg, device, _interleaved_arms(args.arms))
+    partial = _partial_path(Path(args.worker_out))
+
+    def keep(progress: dict) -> None:  # replaced whole, so a kill never leaves half a file
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text(json.dumps(progress, default=str))
+        tmp.replace(partial)
+
+    res = _in_process(args.worker_arm, train, val, cfg, device, _interleaved_arms(args.arms), keep)
     Path(args.worker_out).write_text(json.dumps(res, default=str))
     return 0
+
+
+def _partial_path(out: Path) -> Path:
+    """Where a worker keeps its arm's timeline so far (see ``train_arm``'s ``on_validation``)."""
+    return out.with_name(out.name + ".partial")
 
 
 def _run_arm(arm: str, argv: list[str], timeout_s: float) -> dict[str, Any]:
@@ -132,10 +144,16 @@ def _run_arm(arm: str, argv: list[str], timeout_s: float) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     cmd = [sys.executable, "-m", "benchmarks.train", *argv, "--worker-arm", arm, "--worker-out", str(out)]
+    partial = _partial_path(out)
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"arm": arm, "error": f"timed out after {timeout_s:.0f} s"}
+        killed = {"arm": arm, "error": f"timed out after {timeout_s:.0f} s"}
+        if partial.exists():  # the validations it made before the kill: a partial timeline, labelled so
+            killed["partial"] = json.loads(partial.read_text())
+        return killed
+    finally:
+        partial.unlink(missing_ok=True)
     if proc.returncode != 0 or not out.stat().st_size:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         return {"arm": arm, "error": " | ".join(tail)}
@@ -230,7 +248,7 @@ def train_from_matrix(root: Path, args: argparse.Namespace, out: Path) -> str:
     return str(out)
 
 
-def _in_process(name, train, val, cfg, device, interleaved_arms=()) -> dict[str, Any]:
+def _in_process(name, train, val, cfg, device, interleaved_arms=(), on_validation=None) -> dict[str, Any]:
     """Arm ``name`` trained in this process, or (``name`` = ``INTERLEAVED``) the interleaved epochs."""
     if name == INTERLEAVED:
         from benchmarks.train_interleaved import interleaved_epochs
@@ -238,7 +256,7 @@ def _in_process(name, train, val, cfg, device, interleaved_arms=()) -> dict[str,
         return interleaved_epochs(train, val, cfg, device, cfg.interleaved_rounds, interleaved_arms)
     from benchmarks.train_loop import train_arm
 
-    return train_arm(name, train, val, cfg, device)
+    return train_arm(name, train, val, cfg, device, on_validation)
 
 
 def _recipe() -> dict[str, str]:

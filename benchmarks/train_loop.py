@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import resource
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,11 +62,20 @@ class _Steps:
         self.loss = float(loss.detach())
 
 
-def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, device: torch.device) -> dict:
+def train_arm(
+    arm: str,
+    train: list[dict],
+    val: list[dict],
+    cfg: TrainConfig,
+    device: torch.device,
+    on_validation: Callable[[dict], None] | None = None,
+) -> dict:
     """Build ``arm``, train until ``cfg.target`` or the budget, and return its figures and timelines.
 
     The clock starts before the datasets are built, so a cache's fill counts toward time to target,
-    as in the tutorial's total times.
+    as in the tutorial's total times. ``on_validation`` (default ``None``) gets the timeline so far
+    after every validation, ``{"arm", "validation", "epochs", "build_s"}``: what is left of an arm
+    whose process is killed before it ends.
     """
     _import_libraries()  # Python imports are not part of any arm's time
     torch.manual_seed(cfg.seed)
@@ -112,6 +122,10 @@ def train_arm(arm: str, train: list[dict], val: list[dict], cfg: TrainConfig, de
                         "val_s": t_now - t_val,
                     }
                 )
+                if on_validation is not None:
+                    on_validation(
+                        {"arm": arm, "validation": list(timeline), "epochs": len(epochs), "build_s": build_s}
+                    )
                 if dice >= cfg.target:
                     reached = timeline[-1]
                     break

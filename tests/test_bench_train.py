@@ -165,3 +165,36 @@ def test_the_persistent_smartcache_arm_reads_reentering_items_back_and_removes_i
     finally:
         arm.close()
     assert not folder.exists()
+
+
+def test_an_arm_reports_its_timeline_after_every_validation(tiny_data):
+    from benchmarks.train_loop import train_arm
+    from fastpipe.datasets import load_decathlon_datalist
+
+    items = load_decathlon_datalist(tiny_data)
+    cfg = config("smoke", max_epochs=2, target=1.01)
+    seen: list[dict] = []
+    res = train_arm("fastpipe", items[:2], items[2:], cfg, torch.device("cpu"), seen.append)
+    assert [len(p["validation"]) for p in seen] == [1, 2]  # the timeline so far, after each validation
+    assert seen[-1]["validation"] == res["validation"] and seen[-1]["arm"] == "fastpipe"
+
+
+def test_a_killed_arm_keeps_the_timeline_its_worker_kept(monkeypatch):
+    """An arm whose process runs past its limit is an error, but the validations it made stay in the JSON."""
+    import subprocess
+
+    def run_then_hang(cmd, **kwargs):
+        out = cmd[cmd.index("--worker-out") + 1]
+        (train._partial_path(__import__("pathlib").Path(out))).write_text(
+            json.dumps({"arm": "fastpipe", "validation": [{"epoch": 1, "dice": 0.5}], "epochs": 1})
+        )
+        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", run_then_hang)
+    res = train._run_arm("fastpipe", [], timeout_s=7)
+    assert res["error"] == "timed out after 7 s"
+    assert res["partial"]["validation"] == [{"epoch": 1, "dice": 0.5}]
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, **kw: (_ for _ in ()).throw(subprocess.TimeoutExpired(cmd, 7))
+    )
+    assert "partial" not in train._run_arm("fastpipe", [], timeout_s=7)  # nothing kept: nothing claimed
