@@ -130,26 +130,24 @@ def cuda_time(fn, repeats: int, inner: int = 20) -> list[float]:
 
 
 def raw_kernel_launches(items: list[dict], s, outs: dict[str, torch.Tensor]):
-    """A closure launching only the crop kernels (arguments prepared once): the kernel's own GB/s."""
+    """A closure making only the crop kernel's one launch for every key (arguments prepared once): the
+    kernel's own GB/s."""
     from fastpipe.ops import _cuda_crop
 
     cupy, kernels = _cuda_crop.load_module()
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-    launches, keep = [], []
-    for key, out in outs.items():
-        with stream:
-            name, grid, args, tensors = _cuda_crop.launch_args(
-                cupy, [d[key] for d in items], s.starts, s.vol_index, out
-            )
-        keep.append(tensors)
-        launches.append((kernels[name], grid, args))
+    calls = [
+        dict(volumes=[d[key] for d in items], starts=s.starts, vol_index=s.vol_index, out=out)
+        for key, out in outs.items()
+    ]
+    with stream:
+        name, grid, args, launch = _cuda_crop.launch_args(cupy, calls)
 
     def run():
         with stream:
-            for kernel, grid, args in launches:
-                kernel(grid, _cuda_crop.BLOCK, args)
+            kernels[name](grid, _cuda_crop.BLOCK, args)
 
-    run.keep = keep  # the argument tensors must outlive the closure
+    run.keep = launch  # the argument tensors must outlive the closure
     return run
 
 

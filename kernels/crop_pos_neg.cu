@@ -1,29 +1,42 @@
-// Batched crop for RandCropByPosNegLabeld: every crop of every volume of a batch in one launch, with
+// Batched crop for RandCropByPosNegLabeld: every crop of every key of a batch in one launch, with
 // the random suffix fused in: flips, 90-degree rotations (a signed permutation of the axes), the pad
 // of a SpatialPadd absorbed into the gather, and the per-crop affine intensity.
+//
+// Keys: one launch serves every key of a batch (an image, its label, ...), each with its own element
+// type, output, tables and orientation codes, described by one row of `desc`; the grid is the keys'
+// blocks one after the other, and a block finds its key by its index. A key's element type picks the
+// copy: float32 (intensity allowed) or a bitwise copy of 1, 2, 4 or 8 bytes per element.
 //
 // Threads: 2^lanes_log2 lanes side by side per output row (n, c, i, j), the rest of the block on
 // further rows; the launcher picks the lanes from the row's length. Output axis a reads source axis
 // p_a = code_a & 3 at window coordinate (code_a & 4) ? O_a - 1 - i_a : i_a, plus the crop's start
 // along p_a. A source index outside the volume reads the pad value (use_pad) or is a bounds error:
-// the crop's first row records the crop in *err (atomicMin) and nothing is read. float32 intensity is
-// `x * scale` then `+ shift` (each skipped when it is the identity), rounded on its own in explicit
-// PTX without .ftz, so it keeps denormals whatever flags the compiler is given (CuPy appends
-// -ftz=true) and equals torch's two-step `mul` then `add` bit for bit.
+// the crop's first row records the crop in its key's *err (atomicMin) and nothing is read. float32
+// intensity is `x * scale` then `+ shift` (each skipped when it is the identity), rounded on its own
+// in explicit PTX without .ftz, so it keeps denormals whatever flags the compiler is given (CuPy
+// appends -ftz=true) and equals torch's two-step `mul` then `add` bit for bit.
 //
 // Where a crop reads its last axis forward (not flipped, not permuted), elements narrower than 8
 // bytes move 8 bytes per load and store: the output row in aligned 8-byte chunks, the source read as
 // the aligned words that hold each chunk, funnel-shifted (any start). Other crops go element by
-// element. Index maths is 32-bit in the _i32 kernels, which the launcher picks when every volume
-// and the output have fewer than 2^31 elements; the bounds and pad tests stay 64-bit (any start).
+// element. Index maths is 32-bit in the _i32 kernel, which the launcher picks when every volume
+// and output have fewer than 2^31 elements; the bounds and pad tests stay 64-bit (any start).
 //
-// vols:   (B, 4) int64 -> device address of a contiguous (C, X, Y, Z) volume, X, Y, Z
-// starts: (N, 3) int64 -> window start per source axis; vidx: (N,) int64 -> volume index
-// codes:  (N,) int32   -> per output axis a, bits 3a..3a+2: source axis | 4 * flipped
-// inten:  (N, 2) float -> scale, shift (read only when use_inten != 0)
-// pad:    the pad value's bit pattern in the low bytes (read only when use_pad != 0)
-// err:    one int, INT_MAX on entry; the smallest bad crop index on exit
-// out:    (N, C, O0, O1, O2) contiguous
+// desc: (nkeys, DESC_WORDS) int64, one row per key:
+//   0 vols, 1 starts, 2 vidx, 3 codes, 4 inten, 5 err, 6 out: addresses; where bit (16 + slot) of
+//     word 15 is set, the word is a byte offset from desc itself (tables packed after it, one copy)
+//   7 pad: the pad value's bit pattern in the low bytes (read only when use_pad)
+//   8 rows: output rows (N * C * O0 * O1); 9 the key's first block (ascending over the keys)
+//   10 C, 11 O0, 12 O1, 13 O2, 14 nvols
+//   15 flags: use_inten | use_pad << 1 | lanes_log2 << 2 | kind << 8 (0 float32, 1..4: 1, 2, 4, 8
+//      bytes copied bitwise) | relative slots << 16
+// The tables a key's slots point at:
+//   vols:   (B, 4) int64 -> device address of a contiguous (C, X, Y, Z) volume, X, Y, Z
+//   starts: (N, 3) int64 -> window start per source axis; vidx: (N,) int64 -> volume index
+//   codes:  (N,) int32   -> per output axis a, bits 3a..3a+2: source axis | 4 * flipped
+//   inten:  (N, 2) float -> scale, shift (read only when use_inten != 0)
+//   err:    one int, INT_MAX on entry; the smallest bad crop index on exit
+//   out:    (N, C, O0, O1, O2) contiguous
 // Reference implementation: fastpipe/ops/crop.py (crop_batch_torch).
 
 __device__ __forceinline__ float mul_rn(float a, float b) {
@@ -205,12 +218,13 @@ __device__ __forceinline__ void inside(long long start, long long dim, int O, bo
 }
 
 // I: the index type of offsets inside one volume and the output (int when all fit, else long long).
+// `block`: the block's index among its key's blocks.
 template <typename T, typename I>
-__device__ __forceinline__ void crop_rows(const CropTables tb, T* __restrict__ out, const CropArgs a) {
+__device__ __forceinline__ void crop_rows(const CropTables tb, T* __restrict__ out, const CropArgs a,
+                                          long long block) {
   const int t = (int)(threadIdx.y * blockDim.x + threadIdx.x);
   const int lanes = 1 << a.lanes_log2, lane = t & (lanes - 1);
-  const long long row64 =
-      (long long)blockIdx.x * (long long)((blockDim.x * blockDim.y) >> a.lanes_log2) + (t >> a.lanes_log2);
+  const long long row64 = block * (long long)((blockDim.x * blockDim.y) >> a.lanes_log2) + (t >> a.lanes_log2);
   if (row64 >= a.rows) return;
   const I row = (I)row64;
   const int j = (int)(row % (I)a.O[1]);
@@ -261,27 +275,45 @@ __device__ __forceinline__ void crop_rows(const CropTables tb, T* __restrict__ o
     r.scalar(lane, lanes);
 }
 
-#define FASTPIPE_CROP_KERNEL(NAME, T, I)                                                                     \
-  extern "C" __global__ void NAME(const long long* __restrict__ vols, const long long* __restrict__ starts,  \
-                                  const long long* __restrict__ vidx, const int* __restrict__ codes,         \
-                                  const float* __restrict__ inten, int* __restrict__ err,                    \
-                                  T* __restrict__ out, int C, int O0, int O1, int O2, int nvols,             \
-                                  int use_inten, int use_pad, int lanes_log2, long long pad,                 \
-                                  long long rows) {                                                          \
-    const CropArgs a = {C, {O0, O1, O2}, nvols, use_inten, use_pad, lanes_log2, pad, rows};                \
-    const CropTables tb = {vols, starts, vidx, codes, inten, err};                                           \
-    crop_rows<T, I>(tb, out, a);                                                                             \
-  }
+#define DESC_WORDS 16
 
-// float32 (intensity allowed); other dtypes are copied bit for bit by element size. _i32: every
-// offset inside a volume and the output fits in 31 bits (the launcher checks); _i64: any size.
-FASTPIPE_CROP_KERNEL(crop_pos_neg_f32_i32, float, int)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b1_i32, unsigned char, int)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b2_i32, unsigned short, int)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b4_i32, unsigned int, int)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b8_i32, unsigned long long, int)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_f32_i64, float, long long)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b1_i64, unsigned char, long long)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b2_i64, unsigned short, long long)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b4_i64, unsigned int, long long)
-FASTPIPE_CROP_KERNEL(crop_pos_neg_b8_i64, unsigned long long, long long)
+// Slot `slot` of a key's row: an address, or a byte offset from desc where its flag bit says so.
+__device__ __forceinline__ long long slot_addr(const long long* desc, const long long* d, int slot) {
+  const bool rel = (d[15] >> (16 + slot)) & 1;
+  return rel ? reinterpret_cast<long long>(desc) + d[slot] : d[slot];
+}
+
+template <typename P>
+__device__ __forceinline__ P* slot_ptr(const long long* desc, const long long* d, int slot) {
+  return reinterpret_cast<P*>(slot_addr(desc, d, slot));
+}
+
+template <typename I>
+__device__ __forceinline__ void crop_keys(const long long* desc, int nkeys) {
+  int k = 0;  // the key whose blocks hold this one (a batch has a few keys)
+  while (k + 1 < nkeys && (long long)blockIdx.x >= desc[(k + 1) * DESC_WORDS + 9]) ++k;
+  const long long* d = desc + (long long)k * DESC_WORDS;
+  const long long flags = d[15];
+  const CropArgs a = {(int)d[10], {(int)d[11], (int)d[12], (int)d[13]}, (int)d[14], (int)(flags & 1),
+                      (int)((flags >> 1) & 1), (int)((flags >> 2) & 7), d[7], d[8]};
+  const CropTables tb = {slot_ptr<const long long>(desc, d, 0), slot_ptr<const long long>(desc, d, 1),
+                         slot_ptr<const long long>(desc, d, 2), slot_ptr<const int>(desc, d, 3),
+                         slot_ptr<const float>(desc, d, 4),      slot_ptr<int>(desc, d, 5)};
+  const long long block = (long long)blockIdx.x - d[9];
+  switch ((flags >> 8) & 7) {
+    case 0: crop_rows<float, I>(tb, slot_ptr<float>(desc, d, 6), a, block); break;
+    case 1: crop_rows<unsigned char, I>(tb, slot_ptr<unsigned char>(desc, d, 6), a, block); break;
+    case 2: crop_rows<unsigned short, I>(tb, slot_ptr<unsigned short>(desc, d, 6), a, block); break;
+    case 3: crop_rows<unsigned int, I>(tb, slot_ptr<unsigned int>(desc, d, 6), a, block); break;
+    default: crop_rows<unsigned long long, I>(tb, slot_ptr<unsigned long long>(desc, d, 6), a, block); break;
+  }
+}
+
+// _i32: every offset inside a volume and the output fits in 31 bits (the launcher checks); _i64: any size.
+extern "C" __global__ void crop_pos_neg_i32(const long long* __restrict__ desc, int nkeys) {
+  crop_keys<int>(desc, nkeys);
+}
+
+extern "C" __global__ void crop_pos_neg_i64(const long long* __restrict__ desc, int nkeys) {
+  crop_keys<long long>(desc, nkeys);
+}

@@ -16,7 +16,7 @@ NCU=${NCU:-ncu}
 SET=${SET:-detailed}
 SKIP=${SKIP:-2}
 COUNT=${COUNT:-3}
-KERNEL_REGEX=${KERNEL_REGEX:-"regex:^crop_pos_neg_"}   # crop_pos_neg_f32 (image), crop_pos_neg_b1 (label), ...
+KERNEL_REGEX=${KERNEL_REGEX:-"regex:^crop_pos_neg_"}   # crop_pos_neg_i32 (every key of a batch), crop_pos_neg_i64
 
 command -v "$NCU" >/dev/null || { echo "ncu_crop.sh: '$NCU' not found (install Nsight Compute or set NCU=)" >&2; exit 2; }
 mkdir -p "$OUT"

@@ -139,7 +139,7 @@ def crop_batch(
 
 def crop_batches(calls: Sequence[dict], backend: str = "auto") -> list[torch.Tensor]:
     """Several :func:`crop_batch` calls, e.g. one per key of a batch; on the CUDA kernel their tables
-    share one host-to-device copy (``fastpipe.ops._crop_tables``) and each call is one launch.
+    share one host-to-device copy (``fastpipe.ops._crop_tables``) and one launch cuts them all.
 
     Args:
         calls: keyword arguments of :func:`crop_batch` per call (``backend`` excluded).

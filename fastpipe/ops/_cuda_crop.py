@@ -1,4 +1,4 @@
-"""Launcher of ``kernels/crop_pos_neg.cu``: all crops of a batch in one CUDA launch via CuPy.
+"""Launcher of ``kernels/crop_pos_neg.cu``: all crops of every key of a batch in one CUDA launch via CuPy.
 
 CuPy is imported by :func:`load_module`, which ``fastpipe.ops._backends`` calls only when a CUDA
 tensor arrives. Tensors are shared with CuPy zero-copy through DLPack, on
@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastpipe.ops._crop_tables import INT_MAX, Launch, move_packed, table_parts
+from fastpipe.ops._crop_tables import INT_MAX, KeyInfo, Launch, element_kind, pack_launch, table_parts
 from fastpipe.ops.crop import check_crop_args, check_windows
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
-#: element size -> kernel copying that many bytes per voxel (float32 has its own, for the intensity maths)
-_BITWISE = {1: ("b1", torch.uint8), 2: ("b2", torch.int16), 4: ("b4", torch.int32), 8: ("b8", torch.int64)}
+#: element size -> the integer dtype whose bits the kernel copies (float32 has its own path, for the intensity maths)
+_BITWISE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 BLOCK = (32, 8, 1)  # 256 threads: 2**lanes per output row (see lanes_log2), the rest on further rows
-KERNEL_NAMES = [f"crop_pos_neg_{s}_{i}" for s in ("f32", "b1", "b2", "b4", "b8") for i in ("i32", "i64")]
+KERNEL_NAMES = ["crop_pos_neg_i32", "crop_pos_neg_i64"]  # 32-bit or 64-bit index maths
 
 
 #: NVRTC options, explicit. CuPy appends ``-ftz=true`` after them (and NVRTC keeps the last), so the
@@ -52,7 +52,7 @@ def pad_bits(dtype: torch.dtype, pad_value: float | None) -> int:
     """The pad value's bit pattern as the kernel reads it (0 without padding)."""
     if pad_value is None:
         return 0
-    view = torch.int32 if dtype == torch.float32 else _BITWISE[dtype.itemsize][1]
+    view = torch.int32 if dtype == torch.float32 else _BITWISE[dtype.itemsize]
     bits = int(torch.tensor([pad_value], dtype=dtype).view(view).item())
     return bits & (2 ** (8 * dtype.itemsize) - 1) if dtype.itemsize < 8 else bits
 
@@ -99,7 +99,6 @@ def _checked_out(volumes, starts, vol_index, size, out, flips, scale, shift, axe
 
 
 _CHECKED = ("volumes", "starts", "vol_index", "size", "out", "flips", "scale", "shift", "axes")
-_TABLES = ("volumes", "starts", "vol_index", "flips", "scale", "shift", "axes")
 _LAUNCH = ("volumes", "starts", "vol_index", "out", "flips", "scale", "shift", "axes", "pad_value")
 
 
@@ -108,31 +107,27 @@ def _pick(call: dict, names: tuple[str, ...]) -> list:
 
 
 def crop_batches_cuda(calls: list[dict]) -> list[torch.Tensor]:
-    """Several :func:`crop_batch_cuda` calls (keyword dicts) whose tables share one host-to-device copy.
+    """Several :func:`crop_batch_cuda` calls (keyword dicts, e.g. one per key of a batch) in one launch.
 
-    All volumes must be on one device. Each call launches once, in order; a call's ``check_bounds``
-    (default True) reads its flag back after all launches (one sync) and raises ``ValueError``.
+    All volumes must be on one device. Their tables share one host-to-device copy; a call's
+    ``check_bounds`` (default True) reads its flag back after the launch (one sync) and raises ``ValueError``.
     """
     calls = [dict(c, out=_checked_out(*_pick(c, _CHECKED))) for c in calls]
     live = [c for c in calls if c["out"].numel() > 0]
     dev = live[0]["volumes"][0].device if live else None
     if any(c["volumes"][0].device != dev for c in live):
         raise ValueError(f"crop_batches_cuda: every call's volumes must be on {dev}")
-    keep = []
     if live:
         cupy, kernels = load_module()
         with cupy.cuda.Device(dev.index), cupy.cuda.ExternalStream(_stream_handle(dev), dev.index):
-            parts = [table_parts(*_pick(c, _TABLES), c["out"].shape[0], dev) for c in live]
-            for c, t in zip(live, move_packed(parts, dev), strict=True):
-                name, grid, args, tensors = launch_args(cupy, *_pick(c, _LAUNCH), tables=t)
-                kernels[name](grid, BLOCK, args)
-                keep.append(tensors)
-    for c, t in zip(live, keep, strict=True):
-        if c.get("check_bounds", True):
-            size = c["out"].shape[2:]
-            raise_bad_crop(
-                t.err, c["volumes"], c["starts"], c["vol_index"], size, c.get("axes"), c.get("names")
-            )
+            name, grid, args, launch = launch_args(cupy, live)
+            kernels[name](grid, BLOCK, args)
+        for c, err in zip(live, launch.errs, strict=True):
+            if c.get("check_bounds", True):
+                size = c["out"].shape[2:]
+                raise_bad_crop(
+                    err, c["volumes"], c["starts"], c["vol_index"], size, c.get("axes"), c.get("names")
+                )
     return [c["out"] for c in calls]
 
 
@@ -164,45 +159,43 @@ def lanes_log2(row_len: int, itemsize: int) -> int:
     return min(5, max(0, units - 1).bit_length())
 
 
-def launch_args(
-    cupy, volumes, starts, vol_index, out, flips=None, scale=None, shift=None, axes=None, pad_value=None,
-    tables: Launch | None = None,
-):  # fmt: skip
-    """``(kernel name, grid, args, tensors)`` of one launch (block :data:`BLOCK`): ``tensors`` is the
-    :class:`~fastpipe.ops._crop_tables.Launch` that must outlive the launch (``tensors.err`` holds the
-    bounds flag). ``tables``: made by :func:`~fastpipe.ops._crop_tables.move_packed` (default: made here,
-    one host-to-device copy). Call inside the stream."""
-    n, dev, dtype = out.shape[0], out.device, volumes[0].dtype
-    suffix, view = ("f32", torch.float32) if dtype == torch.float32 else _BITWISE[dtype.itemsize]
-    if tables is None:
-        parts = table_parts(volumes, starts, vol_index, flips, scale, shift, axes, n, dev)
-        tables = move_packed([parts], dev)[0]
-    t = tables._replace(out=out.view(view))
-    rows = out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3]
+def key_info(volumes, out, scale, shift, pad_value, first_block: int) -> KeyInfo:
+    """The descriptor scalars of one key (``out``: its contiguous ``(N, C, O0, O1, O2)`` output)."""
+    dtype = volumes[0].dtype
     lanes = lanes_log2(out.shape[4], dtype.itemsize)
-    rows_per_block = BLOCK[0] * BLOCK[1] >> lanes
-    args = [cupy.from_dlpack(x) for x in t]
-    use_inten = int(scale is not None or shift is not None)
-    args += [np.int32(s) for s in (*out.shape[1:], len(volumes), use_inten, pad_value is not None, lanes)]
-    args += [np.int64(pad_bits(dtype, pad_value)), np.int64(rows)]
-    name = f"crop_pos_neg_{suffix}_{index_kind(volumes, out)}"
-    return name, ((rows + rows_per_block - 1) // rows_per_block, 1, 1), tuple(args), t
+    return KeyInfo(
+        C=out.shape[1],
+        size=tuple(out.shape[2:]),
+        nvols=len(volumes),
+        use_inten=scale is not None or shift is not None,
+        use_pad=pad_value is not None,
+        lanes_log2=lanes,
+        kind=element_kind(dtype),
+        pad=pad_bits(dtype, pad_value),
+        rows=out.shape[0] * out.shape[1] * out.shape[2] * out.shape[3],
+        first_block=first_block,
+    )
 
 
-def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``kernels/sample_centers.cu`` on a CUDA int64 ``(N, 14)`` plan: ``(centers, starts)``, each ``(N, 3)``."""
-    if plan.dtype != torch.int64 or plan.ndim != 2 or plan.shape[1] != 14 or not plan.is_cuda:
-        raise ValueError(
-            f"sample_centers_cuda: plan must be CUDA int64 (N, 14), got {plan.dtype} {tuple(plan.shape)}"
-        )
-    plan, n = plan.contiguous(), plan.shape[0]
-    centers = torch.empty((n, 3), dtype=torch.int64, device=plan.device)
-    starts = torch.empty_like(centers)
-    if n == 0:
-        return centers, starts
-    cupy, kernels = load_module()
-    stream = torch.cuda.current_stream(plan.device)
-    with cupy.cuda.Device(plan.device.index), cupy.cuda.ExternalStream(stream.cuda_stream, plan.device.index):
-        args = tuple(cupy.from_dlpack(t) for t in (plan, centers, starts)) + (np.int32(n),)
-        kernels["sample_centers"](((n + 127) // 128, 1, 1), (128, 1, 1), args)
-    return centers, starts
+def launch_args(cupy, calls: list[dict]) -> tuple[str, tuple[int, int, int], tuple, Launch]:
+    """``(kernel name, grid, args, launch)`` of the one launch (block :data:`BLOCK`) cutting every call.
+
+    ``calls``: keyword dicts with ``volumes``, ``starts``, ``vol_index`` and a contiguous ``out`` of at
+    least one element, optionally ``flips``, ``scale``, ``shift``, ``axes``, ``pad_value``; all on one
+    device. ``launch`` (:class:`~fastpipe.ops._crop_tables.Launch`) must outlive the launch; its
+    ``errs`` hold each call's bounds flag. One host-to-device copy; call inside the stream.
+    """
+    dev = calls[0]["out"].device
+    keys, infos, blocks = [], [], 0
+    for c in calls:
+        volumes, starts, vol_index, out, flips, scale, shift, axes, pad_value = _pick(c, _LAUNCH)
+        parts = table_parts(volumes, starts, vol_index, flips, scale, shift, axes, out.shape[0], dev)
+        view = torch.float32 if out.dtype == torch.float32 else _BITWISE[out.dtype.itemsize]
+        keys.append(parts | {"out": out.view(view)})
+        infos.append(key_info(volumes, out, scale, shift, pad_value, blocks))
+        rows_per_block = BLOCK[0] * BLOCK[1] >> infos[-1].lanes_log2
+        blocks += -(-infos[-1].rows // rows_per_block)
+    launch = pack_launch(keys, infos, dev)
+    wide = any(index_kind(c["volumes"], c["out"]) == "i64" for c in calls)
+    args = (cupy.from_dlpack(launch.desc), np.int32(len(calls)))
+    return f"crop_pos_neg_{'i64' if wide else 'i32'}", (blocks, 1, 1), args, launch

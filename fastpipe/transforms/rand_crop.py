@@ -2,8 +2,8 @@
 
 Sample, then apply: :func:`fastpipe.ops.sample.sample_crops` draws every centre of a batch as
 one tensor, then :func:`fastpipe.ops.crop_batch` cuts all crops of all volumes into one
-preallocated ``(B * num_samples, C, *spatial_size)`` tensor per key (one CUDA launch per key on a
-GPU). A run of ``RandFlipd``/``RandRotate90d``/``RandScaleIntensityd``/``RandShiftIntensityd`` right
+preallocated ``(B * num_samples, C, *spatial_size)`` tensor per key (on a GPU one CUDA launch cuts
+every key). A run of ``RandFlipd``/``RandRotate90d``/``RandScaleIntensityd``/``RandShiftIntensityd`` right
 after the crop, and a ``SpatialPadd`` right before it, are fused into that same pass when the chain
 is built (``fastpipe.transforms._fuse_random``).
 """
@@ -282,7 +282,7 @@ class RandCropByPosNegLabeld:
         plans = KeyPlans(self._augs, draws, s.starts.shape[0])
         keys = self._present_keys(items)
         calls = [self._crop_call(items, key, s, plans, names, first=i == 0) for i, key in enumerate(keys)]
-        with annotate(f"crop_batch[{','.join(keys)}]", "kernel"):  # one table copy, one launch per key
+        with annotate(f"crop_batch[{','.join(keys)}]", "kernel"):  # one table copy, one launch for every key
             out.update(zip(keys, crop_batches(calls, backend=self.backend), strict=True))
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out

@@ -14,25 +14,18 @@ from _host_cuda import compile_host
 from fastpipe.ops._cuda_crop import BLOCK, INT_MAX, launch_args
 
 WRAPPERS = r"""
-#define LAUNCH(NAME, T)                                                                                   \
-  extern "C" void run_##NAME(const long long* v, const long long* s, const long long* vi, const int* co,  \
-                             const float* in, int* err, void* o, int C, int O0, int O1, int O2, int nvols, \
-                             int u, int up, int lanes, long long pad, long long rows, unsigned bx,        \
-                             unsigned by, unsigned grid) {                                                \
+#define LAUNCH(NAME)                                                                                      \
+  extern "C" void run_##NAME(const long long* desc, int nkeys, unsigned bx, unsigned by, unsigned grid) { \
     blockDim = {bx, by, 1};                                                                               \
     for (unsigned b = 0; b < grid; ++b)                                                                   \
       for (unsigned ty = 0; ty < by; ++ty)                                                                \
         for (unsigned tx = 0; tx < bx; ++tx) {                                                            \
           blockIdx = {b, 0, 0}; threadIdx = {tx, ty, 0};                                                  \
-          NAME(v, s, vi, co, in, err, (T*)o, C, O0, O1, O2, nvols, u, up, lanes, pad, rows);              \
+          NAME(desc, nkeys);                                                                              \
         }                                                                                                 \
   }
-#define BOTH(NAME, T) LAUNCH(NAME##_i32, T) LAUNCH(NAME##_i64, T)
-BOTH(crop_pos_neg_f32, float)
-BOTH(crop_pos_neg_b1, unsigned char)
-BOTH(crop_pos_neg_b2, unsigned short)
-BOTH(crop_pos_neg_b4, unsigned int)
-BOTH(crop_pos_neg_b8, unsigned long long)
+LAUNCH(crop_pos_neg_i32)
+LAUNCH(crop_pos_neg_i64)
 """
 
 
@@ -72,14 +65,19 @@ def run(
     """
     if out is None:
         out = torch.zeros((starts.shape[0], vols[0].shape[0], *size), dtype=vols[0].dtype)
-    name, grid, args, keep = launch_args(
-        _Pointers, vols, starts, vi, out, flips, scale, shift, axes, pad_value
-    )
+    call = dict(volumes=vols, starts=starts, vol_index=vi, out=out, flips=flips, scale=scale, shift=shift,
+                axes=axes, pad_value=pad_value)  # fmt: skip
+    name, grid, args, launch = launch_args(_Pointers, [call])
     if index is not None:
-        name = name[:-3] + index
-    getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*BLOCK[:2], grid[0])))
-    bad = int(keep.err.item())
+        name = f"crop_pos_neg_{index}"
+    run_launch(lib, name, grid, BLOCK, args)
+    bad = int(launch.errs[0].item())
     return out, (None if bad == INT_MAX else bad), name
+
+
+def run_launch(lib, name, grid, block, args) -> None:
+    """Run one emulated launch: the grid serially on the host."""
+    getattr(lib, f"run_{name}")(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*block[:2], grid[0])))
 
 
 class HostKernels:
@@ -91,8 +89,7 @@ class HostKernels:
     def __getitem__(self, name: str):
         def launch(grid, block, args):
             self.launched.append(name)
-            fn = getattr(self.lib, f"run_{name}")
-            fn(*(_c(a) for a in args), *(ctypes.c_uint(b) for b in (*block[:2], grid[0])))
+            run_launch(self.lib, name, grid, block, args)
 
         return launch
 

@@ -1,8 +1,9 @@
 """The CUDA crop path's per-batch host work, checked on the CPU with stand-ins.
 
-- One host-to-device copy per batch: every key's volume table, crop table, axis codes, intensity and
-  error flag travel in one packed buffer (``fastpipe.ops._crop_tables``); the fused suffix's
-  arguments are no longer copied one tensor kind at a time. A whole batch of
+- One host-to-device copy and one launch per batch: a descriptor row per key, then every key's volume
+  table, crop table, axis codes, intensity and error flag travel in one packed buffer
+  (``fastpipe.ops._crop_tables``); the fused suffix's arguments are not copied one tensor kind at a
+  time, nor each key launched on its own. A whole batch of
   ``RandCropByPosNegLabeld`` with the tutorial suffix runs through the dispatch and the real
   ``crop_batches_cuda`` with the host-compiled kernel standing in for the GPU (CuPy and the stream
   faked) and a counting ``to_device``.
@@ -49,11 +50,22 @@ def copies(monkeypatch):
     return calls
 
 
-def test_one_launch_packs_every_table_into_one_copy(copies):
+def _slot(desc_row: torch.Tensor, flat: torch.Tensor, slot: int, dtype, count: int) -> torch.Tensor:
+    """What slot ``slot`` of a descriptor row points at, read as the kernel does (offset or address)."""
+    word, flags = int(desc_row[slot]), int(desc_row[15])
+    addr = flat.data_ptr() + word if (flags >> (16 + slot)) & 1 else word
+    nbytes = count * torch.empty((), dtype=dtype).element_size()
+    off = addr - flat.data_ptr()
+    assert 0 <= off <= flat.numel() - nbytes, f"slot {slot} points outside the packed buffer"
+    return flat[off : off + nbytes].view(dtype)
+
+
+def test_one_launch_packs_every_key_and_table_into_one_copy(copies):
     g = torch.Generator().manual_seed(0)
     vols = [torch.rand((1, 9, 9, 9), generator=g) for _ in range(2)]
+    labels = [(v > 0.5).to(torch.uint8) for v in vols]
     n = 6
-    out = torch.empty((n, 1, 4, 4, 4))
+    out, lab = torch.empty((n, 1, 4, 4, 4)), torch.empty((n, 1, 4, 4, 4), dtype=torch.uint8)
     kw = dict(
         flips=torch.rand((n, 3), generator=g) < 0.5,
         scale=torch.full((n,), 1.5),
@@ -61,12 +73,34 @@ def test_one_launch_packs_every_table_into_one_copy(copies):
         axes=torch.tensor([[1, 0, 2]] * n),
     )
     starts, vi = torch.randint(0, 5, (n, 3), generator=g), torch.arange(n) % 2
-    _, _, _, t = _cuda_crop.launch_args(_host_crop._Pointers, vols, starts, vi, out, **kw)
-    assert len(copies) == 1  # one host-to-device copy for the launch
-    tables = [t.vols, t.starts, t.vol_index, t.codes, t.inten, t.err]
-    assert len({x.untyped_storage().data_ptr() for x in tables}) == 1  # all views of the copied buffer
-    assert t.err.item() == _cuda_crop.INT_MAX and t.vols[1, 0].item() == vols[1].data_ptr()
-    assert t.codes.tolist() == _crop_tables.axis_codes(n, kw["flips"], kw["axes"], "cpu").tolist()
+    calls = [
+        dict(volumes=vols, starts=starts, vol_index=vi, out=out, **kw),
+        dict(volumes=labels, starts=starts, vol_index=vi, out=lab, flips=kw["flips"], axes=kw["axes"]),
+    ]
+    name, grid, args, launch = _cuda_crop.launch_args(_host_crop._Pointers, calls)
+    assert len(copies) == 1  # one host-to-device copy for both keys' tables
+    assert name == "crop_pos_neg_i32" and int(args[1]) == 2
+    flat = launch.packed  # the descriptor table, then the host tables
+    assert launch.desc.data_ptr() == flat.data_ptr()
+    codes = _crop_tables.axis_codes(n, kw["flips"], kw["axes"], "cpu").tolist()
+    for k, (row, vs) in enumerate(zip(launch.desc, (vols, labels), strict=True)):
+        assert (int(row[15]) >> 16) & 0b0111111 == 0b0111111  # slots 0-5 packed; the output never is
+        table = _slot(row, flat, 0, torch.int64, 8).view(2, 4)
+        assert table[:, 0].tolist() == [v.data_ptr() for v in vs] and table[0, 1:].tolist() == [9, 9, 9]
+        assert _slot(row, flat, 1, torch.int64, 3 * n).view(n, 3).tolist() == starts.tolist()
+        assert _slot(row, flat, 2, torch.int64, n).tolist() == vi.tolist()
+        assert _slot(row, flat, 3, torch.int32, n).tolist() == codes
+        assert int(_slot(row, flat, 5, torch.int32, 1)) == _cuda_crop.INT_MAX
+        assert int(row[6]) == calls[k]["out"].data_ptr()
+        assert row[10:15].tolist() == [1, 4, 4, 4, 2]  # C, size, volumes
+        kind, use_inten = (int(row[15]) >> 8) & 7, int(row[15]) & 1
+        assert (kind, use_inten) == ((0, 1) if k == 0 else (1, 0))  # float32 with intensity; uint8 without
+    inten = _slot(launch.desc[0], flat, 4, torch.float32, 2 * n).view(n, 2)
+    assert inten[:, 0].tolist() == [1.5] * n and inten[:, 1].tolist() == [0.25] * n
+    rows = n * 4 * 4  # per key: N * C * O0 * O1
+    per_block = [256 >> int((int(r[15]) >> 2) & 7) for r in launch.desc]
+    assert int(launch.desc[1, 9]) == -(-rows // per_block[0])  # the label's blocks follow the image's
+    assert grid[0] == int(launch.desc[1, 9]) + -(-rows // per_block[1])
 
 
 def _items(n, shape=(20, 18, 16)):
@@ -98,7 +132,7 @@ def test_a_batch_makes_one_copy_through_the_kernel(lib, copies, monkeypatch):
     monkeypatch.setattr(_backends, "_on_cuda", lambda volumes: True)
     monkeypatch.setattr(_backends, "_load_cuda", lambda: _cuda_crop)
     got = _tutorial_crop().set_random_state(7).batch_call(items)
-    assert kernels.launched == ["crop_pos_neg_f32_i32", "crop_pos_neg_b1_i32"]
+    assert kernels.launched == ["crop_pos_neg_i32"]  # one launch for both keys
     assert len(copies) == 1  # both keys' tables in one packed copy, nothing else
     for key in KEYS:
         assert torch.equal(got[key].view(torch.uint8), ref[key].view(torch.uint8)), key
@@ -178,3 +212,40 @@ def test_axis_codes():
     assert _crop_tables.axis_codes(1, None, torch.tensor([[0, 5, -1]]), "cpu").tolist() == [
         0 | 3 << 3 | 3 << 6
     ]
+
+
+def test_tables_on_the_device_are_named_by_address_and_read(lib, monkeypatch):
+    """Tables left where they are (the sampler's device starts) go in by address; the kernel reads both kinds."""
+    monkeypatch.setattr(_crop_tables, "packable", lambda name, t: name not in ("out", "starts", "codes"))
+    g = torch.Generator().manual_seed(3)
+    vols = [torch.rand((1, 10, 9, 11), generator=g) for _ in range(2)]
+    labels = [(v > 0.5).to(torch.uint8) for v in vols]
+    n = 5
+    starts, vi = torch.randint(0, 5, (n, 3), generator=g), torch.arange(n) % 2
+    flips, shift = torch.rand((n, 3), generator=g) < 0.5, torch.full((n,), 0.5)
+    calls = [
+        dict(volumes=vols, starts=starts, vol_index=vi, out=torch.zeros((n, 1, 4, 4, 4)), flips=flips, shift=shift),
+        dict(volumes=labels, starts=starts, vol_index=vi, out=torch.zeros((n, 1, 4, 4, 4), dtype=torch.uint8)),
+    ]  # fmt: skip
+    name, grid, args, launch = _cuda_crop.launch_args(_host_crop._Pointers, calls)
+    for row in launch.desc:
+        relative = int(row[15]) >> 16
+        # starts (slot 1) and codes (slot 3) by address, the volume table (slot 0) packed
+        assert not relative & (1 << 1) and not relative & (1 << 3) and relative & 1
+        assert int(row[1]) == starts.data_ptr()
+    _host_crop.run_launch(lib, name, grid, _cuda_crop.BLOCK, args)
+    assert [int(e) for e in launch.errs] == [_cuda_crop.INT_MAX] * 2
+    ref = crop_batch_torch(vols, starts, vi, (4, 4, 4), flips=flips, shift=shift)
+    assert torch.equal(calls[0]["out"], ref)
+    assert torch.equal(calls[1]["out"], crop_batch_torch(labels, starts, vi, (4, 4, 4)))
+
+
+def test_one_wide_key_makes_the_launch_64_bit():
+    huge = [torch.empty(1, dtype=torch.uint8).expand(1, 1, 1, 2**31)]  # > 2^31 elements, no memory
+    small = [torch.zeros((1, 8, 8, 8))]
+    st, vi = torch.zeros((1, 3), dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+    base = dict(starts=st, vol_index=vi)
+    narrow = dict(base, volumes=small, out=torch.empty((1, 1, 1, 1, 4)))
+    wide = dict(base, volumes=huge, out=torch.empty((1, 1, 1, 1, 4), dtype=torch.uint8))
+    assert _cuda_crop.launch_args(_host_crop._Pointers, [narrow])[0] == "crop_pos_neg_i32"
+    assert _cuda_crop.launch_args(_host_crop._Pointers, [narrow, wide])[0] == "crop_pos_neg_i64"
