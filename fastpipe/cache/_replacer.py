@@ -84,12 +84,6 @@ class Replacer:
         capacity: most items of one round (bounds both queues).
         nice: niceness added to each worker thread (default 10; ``None``/0: normal priority), so that
             the loader's reads win the CPU over replacements when both want it.
-        omp_threads: OpenMP threads for the torch ops of each worker (default 1). More make each worker
-            an OpenMP team of its own beside the training loop's, which lives as long as the worker,
-            idle or not; libgomp, then counting more threads than CPUs, cuts the spin-waits of every
-            team short, the training's too. ``benchmarks.omp_teams`` measured a CPU training step 1.12x
-            slower beside one idle 2-thread team on 2 cores, and no slower beside a 1-thread one.
-            More workers (``num_replace_workers``) are the way to more replacement throughput.
         retry: queue a failed item again, so that the next :meth:`collect` retries it (default
             ``True``); ``False`` when the caller drops failed items instead.
 
@@ -105,13 +99,11 @@ class Replacer:
         capacity: int,
         nice: int | None = 10,
         retry: bool = True,
-        omp_threads: int = 1,
     ) -> None:
         self._compute, self._store, self._items = compute, store, items
         self.retry = retry
         self.num_workers = num_workers
         self.nice = nice
-        self.omp_threads = omp_threads
         self._jobs: queue.Queue = queue.Queue(maxsize=capacity)
         self._results: queue.Queue = queue.Queue(maxsize=capacity)
         self._stop = threading.Event()
@@ -135,7 +127,7 @@ class Replacer:
         self._threads = [
             threading.Thread(
                 target=_worker,
-                args=(self.nice, self.omp_threads, *args),
+                args=(self.nice, _openmp.per_worker(self.num_workers), *args),
                 name=f"fastpipe-smartcache-{i}",
                 daemon=True,
             )
@@ -254,5 +246,5 @@ def release(replacer: Replacer, core: Any) -> None:
 
 def _worker(nice: int | None, omp_threads: int, *args: Any) -> None:
     lower_priority(nice)
-    _openmp.set_this_thread(omp_threads)  # no OpenMP team beside the training's (see Replacer, omp_threads)
+    _openmp.set_this_thread(omp_threads)  # the workers share the cores (see fastpipe.runtime._openmp)
     replace_loop(*args)
