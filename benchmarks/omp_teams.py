@@ -6,7 +6,7 @@ torch runs a parallel CPU op on an OpenMP team owned by the calling thread. A th
 one keeps its team (asleep) for as long as it lives. libgomp, now counting more threads than CPUs,
 cuts the spin-waits of every team short, so the training loop's own parallel regions pay futex
 wake-ups from then on. SmartCache's replacement workers live as long as the dataset and run the
-prefix's torch ops; this measures what their OpenMP count costs the training step.
+prefix's torch ops; this measures what such a thread's OpenMP count costs the training step.
 
 Each case runs in a process of its own (a team, once made, stays), the cases in a seeded random order
 per round, ``--rounds`` rounds. In every process the main thread takes training steps of the CPU
@@ -15,8 +15,10 @@ of ``--steps``. Cases:
 
 - ``alone``: no other thread;
 - ``idle_team``: beside a thread that ran one parallel op with torch's thread count, then waits;
-- ``idle_one_thread``: the same thread with OpenMP set to 1 for itself (what the replacement
-  workers do: ``fastpipe.cache._replacer``, ``omp_threads=1``).
+- ``idle_one_thread``: the same thread with OpenMP set to 1 for itself.
+
+Replacement workers on one OpenMP thread each were tried on this evidence and reverted: over ten
+seeds of ``make bench-train`` the SmartCache arms' pass did not change (``docs/train.md``).
 
 Writes ``benchmarks/results/omp-teams-cpu.json``.
 """
