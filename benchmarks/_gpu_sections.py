@@ -184,10 +184,12 @@ def bandwidth(
     moved = 2 * out.numel() * out.element_size()  # each byte read once and written once
     crop_gbps = moved / statistics.median(crop_s) / 1e9
     copy_gbps = moved / statistics.median(copy_s) / 1e9
+    batch = _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, inner)
     return {
         "crop_kernel_gbps": crop_gbps,
         "d2d_copy_gbps": copy_gbps,
         "kernel_fraction_of_copy": crop_gbps / copy_gbps,
+        **batch,
         "bandwidth_config": {
             "volumes": vols_n,
             "crops": n,
@@ -197,6 +199,30 @@ def bandwidth(
             "calls_per_timing": inner,
         },
     }
+
+
+def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, inner) -> dict[str, Any]:
+    """``batch_kernel_gbps``: a training batch's crop, a float32 image and its uint8 label in one
+    ``crop_batches`` call (one launch on the CUDA kernel), against one copy of as many bytes."""
+    from fastpipe.ops._backends import crop_batches
+
+    labels = [(v > 0.5).to(torch.uint8) for v in vols]
+    lab_out = torch.empty(out.shape, dtype=torch.uint8, device=device)
+    calls = [
+        dict(volumes=vols, starts=starts, vol_index=vol_index, size=window, out=out, check_bounds=False),
+        dict(volumes=labels, starts=starts, vol_index=vol_index, size=window, out=lab_out, check_bounds=False),
+    ]  # fmt: skip
+    batch_s = time_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner)
+    nbytes = out.numel() * out.element_size() + lab_out.numel()
+    src, dst = (
+        torch.empty(nbytes, dtype=torch.uint8, device=device),
+        torch.empty(nbytes, dtype=torch.uint8, device=device),
+    )
+    copy_s = time_s(lambda: dst.copy_(src), device, repeats, inner=inner)
+    batch_gbps = 2 * nbytes / statistics.median(batch_s) / 1e9
+    copy_gbps = 2 * nbytes / statistics.median(copy_s) / 1e9
+    return {"batch_kernel_gbps": batch_gbps, "batch_d2d_copy_gbps": copy_gbps,
+            "batch_fraction_of_copy": batch_gbps / copy_gbps}  # fmt: skip
 
 
 def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict[str, Any]:
