@@ -24,6 +24,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,23 +48,34 @@ class Run:
     timeout_s: float
 
 
-def runs(out: Path, gpu: str, threads: int, train_s: float, data: Path | None = None) -> list[Run]:
-    """The runs of ``make gpu-bench`` in order (``data``: a real Task09 folder for the training)."""
+ONLY = ("all", "rows", "train")
+
+
+def runs(
+    out: Path, gpu: str, threads: int, train_s: float, data: Path | None = None, only: str = "all",
+    arms: Sequence[str] | None = None,
+) -> list[Run]:  # fmt: skip
+    """The runs of ``make gpu-bench`` in order (``data``: a real Task09 folder for the training;
+    ``only``: ``"rows"`` or ``"train"`` keeps that run alone; ``arms``: the training's arms, default
+    the four published ones)."""
     from benchmarks.train_arms import PUBLISHED_ARMS
 
+    arms = list(arms or PUBLISHED_ARMS)
     train_data = (
         ["--data", str(data)] if data else ["--data", str(TRAIN_DATA), "--val-volumes", str(TRAIN_VAL)]
     )
     arm_timeout_s = train_s + ARM_MARGIN_S
-    return [
+    plan = [
         Run("spleen_gpu_rows", "benchmarks.spleen",
             ["--preset", "spleen-small", "--threads", str(threads), "--rows", GPU_ROWS, "--epochs", "3",
              "--step-epochs", "1", "--out", str(out / f"gpu-bench-spleen-{gpu}.json")], SPLEEN_LIMIT_S),
         Run("train", "benchmarks.train",
-            ["--config", "tutorial", *train_data, "--arms", ",".join(PUBLISHED_ARMS), "--threads", str(threads),
+            ["--config", "tutorial", *train_data, "--arms", ",".join(arms), "--threads", str(threads),
              "--max-s", str(train_s), "--arm-timeout-s", str(arm_timeout_s), "--out", str(out / f"train-{gpu}.json")],
-            len(PUBLISHED_ARMS) * arm_timeout_s + 30.0),
+            len(arms) * arm_timeout_s + 30.0),
     ]  # fmt: skip
+    keep = {"all": ("spleen_gpu_rows", "train"), "rows": ("spleen_gpu_rows",), "train": ("train",)}[only]
+    return [r for r in plan if r.name in keep]
 
 
 def prepare_train_data(data: Path | None) -> Path:
@@ -81,11 +93,18 @@ def prepare_train_data(data: Path | None) -> Path:
     return TRAIN_DATA
 
 
-def check_plan(plan: list[Run], data: Path | None) -> list[str]:
-    """Problems a run would hit before doing any work: bad arguments, a split without training volumes."""
+def check_plan(plan: list[Run], data: Path | None, limit_s: float | None = None) -> list[str]:
+    """Problems a run would hit before doing any work: bad arguments, a split without training volumes,
+    a worst case over ``limit_s`` (the time one command may take, when given)."""
     from benchmarks import spleen, train
 
     problems = []
+    worst = sum(run.timeout_s for run in plan)
+    if limit_s is not None and worst > limit_s:
+        problems.append(
+            f"the worst case, {worst:.0f} s (each training arm {ARM_MARGIN_S:.0f} s past its budget), is over "
+            f"the limit of {limit_s:.0f} s: lower --train-max-s, train fewer --arms, or run --only train"
+        )
     for run in plan:
         parser = {"benchmarks.spleen": spleen.parse_args, "benchmarks.train": train.parse_args}[run.module]
         try:
@@ -94,6 +113,11 @@ def check_plan(plan: list[Run], data: Path | None) -> list[str]:
             problems.append(f"{run.name}: {run.module} rejects its arguments {run.argv}")
             continue
         if run.module == "benchmarks.train":
+            from benchmarks.train_arms import ARMS
+
+            unknown = [a for a in args.arms.split(",") if a not in ARMS]
+            if unknown:
+                problems.append(f"{run.name}: unknown arms {unknown}; expected some of {list(ARMS)}")
             cfg = train._config(args)
             volumes = None if data else TRAIN_VOLUMES
             if volumes is not None and volumes <= cfg.val_volumes:
@@ -113,19 +137,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--train-max-s", type=float, default=40.0, help="time budget per training arm (default 40)"
     )
     p.add_argument("--data", type=Path, default=None, help="a real Task09_Spleen folder for the training")
+    p.add_argument("--only", choices=ONLY, default="all", help="run only the GPU rows or only the training")
+    p.add_argument("--arms", default=None, help="comma-separated training arms (default: the four published)")
+    p.add_argument(
+        "--limit-s", type=float, default=None, help="refuse a plan whose worst case takes longer (seconds)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print and check the plan; run nothing")
     return p.parse_args(argv)
+
+
+def _plan(args: argparse.Namespace, out: Path, gpu: str) -> list[Run]:
+    arms = args.arms.split(",") if args.arms else None
+    return runs(out, gpu, args.threads, args.train_max_s, args.data, args.only, arms)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
     if args.dry_run:
-        plan = runs(out, "GPU", args.threads, args.train_max_s, args.data)
+        plan = _plan(args, out, "GPU")
         for run in plan:
             print(f"{run.name} (limit {run.timeout_s:.0f} s): python -m {run.module} {' '.join(run.argv)}")
         total = sum(run.timeout_s for run in plan)
-        problems = check_plan(plan, args.data)
+        problems = check_plan(plan, args.data, args.limit_s)
         print(f"worst case {total:.0f} s; " + ("; ".join(problems) if problems else "plan OK"))
         return 1 if problems else 0
     require_gpu("gpu-bench")
@@ -135,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import write_result
 
     gpu = slug(torch.cuda.get_device_name())
-    plan = runs(out, gpu, args.threads, args.train_max_s, args.data)
-    problems = check_plan(plan, args.data)
+    plan = _plan(args, out, gpu)
+    problems = check_plan(plan, args.data, args.limit_s)
     if problems:
         raise SystemExit("gpu-bench: " + "; ".join(problems))
     summary = {"device": torch.cuda.get_device_name(), "wheels": wheels, "runs": {}}

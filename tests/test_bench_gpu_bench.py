@@ -98,3 +98,25 @@ def test_a_training_run_writes_each_arm_as_it_finishes(tmp_path, monkeypatch):
     doc = json.loads(out.read_text())
     assert [a["arm"] for a in doc["arms"]] == ["regular", "fastpipe", "monai-fast"]
     assert doc["arms_not_run"] == []
+
+
+def test_only_the_training_with_chosen_arms_fits_a_ten_minute_command(capsys):
+    argv = ["--dry-run", "--only", "train", "--train-max-s", "80", "--limit-s", "600"]
+    assert gpu_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "spleen_gpu_rows" not in out and "worst case 590 s; plan OK" in out
+    plan = gpu_bench.runs(Path("o"), "gpu", 8, 200.0, only="train", arms=["fastpipe", "monai-fast"])
+    assert [r.name for r in plan] == ["train"] and plan[0].timeout_s == 2 * (
+        200 + gpu_bench.ARM_MARGIN_S
+    ) + 30
+    assert train.parse_args(plan[0].argv).arms == "fastpipe,monai-fast"
+
+
+def test_a_plan_over_the_command_limit_is_refused(capsys):
+    assert gpu_bench.main(["--dry-run", "--only", "train", "--train-max-s", "110", "--limit-s", "600"]) == 1
+    assert "is over the limit of 600 s" in capsys.readouterr().out
+
+
+def test_an_unknown_arm_is_refused_before_the_gpu_is_used(capsys):
+    assert gpu_bench.main(["--dry-run", "--only", "train", "--arms", "fastpipe,monai_fast"]) == 1
+    assert "unknown arms ['monai_fast']" in capsys.readouterr().out
