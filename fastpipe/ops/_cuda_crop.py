@@ -17,7 +17,7 @@ from fastpipe.ops._crop_tables import INT_MAX, KeyInfo, Launch, element_kind, pa
 from fastpipe.ops.crop import check_crop_args, check_windows
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
-#: element size -> the integer dtype whose bits the kernel copies (float32 has its own path, for the intensity maths)
+#: element size -> the integer dtype whose bits carry a pad value of that size (float32: int32)
 _BITWISE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 BLOCK = (32, 8, 1)  # 256 threads: 2**lanes per output row (see lanes_log2), the rest on further rows
 KERNEL_NAMES = ["crop_pos_neg_i32", "crop_pos_neg_i64"]  # 32-bit or 64-bit index maths
@@ -190,8 +190,7 @@ def launch_args(cupy, calls: list[dict]) -> tuple[str, tuple[int, int, int], tup
     for c in calls:
         volumes, starts, vol_index, out, flips, scale, shift, axes, pad_value = _pick(c, _LAUNCH)
         parts = table_parts(volumes, starts, vol_index, flips, scale, shift, axes, out.shape[0], dev)
-        view = torch.float32 if out.dtype == torch.float32 else _BITWISE[out.dtype.itemsize]
-        keys.append(parts | {"out": out.view(view)})
+        keys.append(parts | {"out": out})  # only its address goes into the descriptor
         infos.append(key_info(volumes, out, scale, shift, pad_value, blocks))
         rows_per_block = BLOCK[0] * BLOCK[1] >> infos[-1].lanes_log2
         blocks += -(-infos[-1].rows // rows_per_block)
