@@ -1,7 +1,7 @@
 """pytest-benchmark microbenchmarks of the batched crop op (``make bench-micro``).
 
 CPU: 2 volumes x 4 crops of 96^3 float32 into a preallocated batch tensor, with and without the
-fused flip + intensity terms. GPU (skips with a reason without one, or without CuPy): 8 volumes x 4
+fused flip + intensity terms, and with quarter turns. GPU (skips with a reason without one, or without CuPy): 8 volumes x 4
 crops through the CUDA kernel, synchronised inside the timed call.
 """
 
@@ -40,6 +40,18 @@ def test_crop_cpu_fused_flip_intensity(benchmark):
     flips = torch.rand(n, 3) < 0.5
     scale, shift = torch.rand(n) * 0.2 + 0.9, torch.rand(n) * 0.2 - 0.1
     benchmark(crop_batch, vols, starts, vi, PATCH, out=out, flips=flips, scale=scale, shift=shift)
+
+
+def test_crop_cpu_fused_turn_flip_intensity(benchmark):
+    """Every crop turned a quarter in (0, 1), flipped and shifted: the window's first axis lands on
+    the output's second, the case the multiply-then-add's slab axis matters for."""
+    vols, starts, vi, out = batch_args(2, "cpu")
+    n = starts.shape[0]
+    flips = torch.zeros(n, 3, dtype=torch.bool)
+    flips[:, 0] = True  # with axes (1, 0, 2): rot90 k=1 in (0, 1)
+    axes = torch.tensor([[1, 0, 2]] * n)
+    shift = torch.rand(n) * 0.2 - 0.1
+    benchmark(crop_batch, vols, starts, vi, PATCH, out=out, flips=flips, shift=shift, axes=axes)
 
 
 @pytest.mark.gpu

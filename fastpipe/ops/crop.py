@@ -183,16 +183,21 @@ def _write(dst: np.ndarray, src: np.ndarray, s: np.float32 | None, o: np.float32
 
     With intensity terms it goes slab by slab: copy, then multiply and add in place while the slab is
     in cache, each step rounded to float32 as the CUDA kernel rounds it. (numpy's fused ``add(src, o,
-    out=dst)`` is slower than the copy when ``dst`` has negative strides.)
+    out=dst)`` is slower than the copy when ``dst`` has negative strides.) The slabs run along the
+    spatial axis of ``dst`` with the largest stride, so each is one block of the output's memory; along
+    another axis (a 90-degree turn puts the window's first axis on the output's second) a slab is rows
+    scattered over every plane (a turned, shifted 96^3 crop took 1.4x as long).
     """
     mul, add = s is not None and s != 1, o is not None and o != 0
     if not mul and not add:
         np.copyto(dst, src)
         return
-    step = max(1, CHUNK // max(1, dst[0, 0].size))
-    for i in range(0, dst.shape[1], step):
-        d = dst[:, i : i + step]
-        np.copyto(d, src[:, i : i + step])
+    ax = 1 + max(range(3), key=lambda a: abs(dst.strides[1 + a]))
+    step = max(1, CHUNK // max(1, dst.size // max(1, dst.shape[ax])))
+    for i in range(0, dst.shape[ax], step):
+        slab = (slice(None),) * ax + (slice(i, i + step),)
+        d = dst[slab]
+        np.copyto(d, src[slab])
         if mul:
             np.multiply(d, s, out=d)
         if add:

@@ -269,3 +269,37 @@ def test_torch_ops_path_for_cuda_tensors_equals_the_numpy_path(padded):
     for n in range(24):
         spec._copy_one_torch(n, vols, got, *lists)
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_cpu_intensity_slabs_follow_the_outputs_outer_axis_in_every_orientation(monkeypatch, padded):
+    """The CPU path's multiply-then-add goes slab by slab along the output's outermost memory axis;
+    with tiny slabs (many per crop, along a different window axis per turn) it still equals the
+    torch-ops path, which flips and turns with torch and adds over the whole crop at once."""
+    from fastpipe.ops import crop as spec
+
+    monkeypatch.setattr(spec, "CHUNK", 37)  # a few rows per slab, not a divisor of any side
+    shapes, size = [(11, 12, 10), (13, 11, 9)], (7, 7, 6)
+    vols = volumes(torch.float32, shapes, 11)
+    starts, vi, flips, axes = params(48, 12, size, shapes, padded)
+    assert len({tuple(a) for a in axes.tolist()}) == 2  # identity and the in-plane turn
+    scale = torch.where(torch.arange(48) % 3 == 0, 1.0, 1.25)
+    shift = torch.where(torch.arange(48) % 4 == 1, 0.0, torch.linspace(-0.1, 0.1, 48))
+    pad = 3.0 if padded else None
+    got = crop_batch_torch(
+        vols, starts, vi, size, flips=flips, scale=scale, shift=shift, axes=axes, pad_value=pad
+    )
+    ref = torch.empty_like(got)
+    lists = (
+        starts.tolist(),
+        vi.tolist(),
+        size,
+        axes.tolist(),
+        flips.tolist(),
+        scale.tolist(),
+        shift.tolist(),
+        pad,
+    )
+    for n in range(48):
+        spec._copy_one_torch(n, vols, ref, *lists)
+    assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
