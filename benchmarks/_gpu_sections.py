@@ -201,9 +201,19 @@ def bandwidth(
     }
 
 
+LANES_SWEEP = (2, 3, 4, 5)  # log2 threads per output row: 4 to a warp (32)
+
+
 def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, inner) -> dict[str, Any]:
     """``batch_kernel_gbps``: a training batch's crop, a float32 image and its uint8 label in one
-    ``crop_batches`` call (one launch on the CUDA kernel), against one copy of as many bytes."""
+    ``crop_batches`` call (one launch on the CUDA kernel), against one copy of as many bytes.
+
+    ``batch_kernel_gbps_by_lanes``: the same batch with at most ``2**k`` threads per output row, for
+    each ``k`` of :data:`LANES_SWEEP` (fewer threads per row: more 8-byte chunks each for one row's
+    setup); the default (a warp) is the last. Only the kernel reads the cap, so on the torch backend the
+    sweep times the same path each time.
+    """
+    from fastpipe.ops import _cuda_crop
     from fastpipe.ops._backends import crop_batches
 
     labels = [(v > 0.5).to(torch.uint8) for v in vols]
@@ -212,17 +222,25 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
         dict(volumes=vols, starts=starts, vol_index=vol_index, size=window, out=out, check_bounds=False),
         dict(volumes=labels, starts=starts, vol_index=vol_index, size=window, out=lab_out, check_bounds=False),
     ]  # fmt: skip
-    batch_s = time_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner)
     nbytes = out.numel() * out.element_size() + lab_out.numel()
+    by_lanes, default = {}, _cuda_crop.MAX_LANES_LOG2
+    try:
+        for k in (*[k for k in LANES_SWEEP if k != default], default):  # the default last: its figure below
+            _cuda_crop.MAX_LANES_LOG2 = k
+            batch_s = time_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner)
+            by_lanes[str(2**k)] = 2 * nbytes / statistics.median(batch_s) / 1e9
+    finally:
+        _cuda_crop.MAX_LANES_LOG2 = default
     src, dst = (
         torch.empty(nbytes, dtype=torch.uint8, device=device),
         torch.empty(nbytes, dtype=torch.uint8, device=device),
     )
     copy_s = time_s(lambda: dst.copy_(src), device, repeats, inner=inner)
-    batch_gbps = 2 * nbytes / statistics.median(batch_s) / 1e9
+    batch_gbps = by_lanes[str(2**default)]
     copy_gbps = 2 * nbytes / statistics.median(copy_s) / 1e9
     return {"batch_kernel_gbps": batch_gbps, "batch_d2d_copy_gbps": copy_gbps,
-            "batch_fraction_of_copy": batch_gbps / copy_gbps}  # fmt: skip
+            "batch_fraction_of_copy": batch_gbps / copy_gbps,
+            "batch_kernel_gbps_by_lanes": dict(sorted(by_lanes.items(), key=lambda kv: int(kv[0])))}  # fmt: skip
 
 
 def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict[str, Any]:

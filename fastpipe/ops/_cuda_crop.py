@@ -152,11 +152,18 @@ def index_kind(volumes, out) -> str:
     return "i32" if max(v.numel() for v in (*volumes, out)) < 2**31 else "i64"
 
 
+#: the most threads per output row, as log2 (5: a warp). Fewer give each thread more of a row to move
+#: for the same per-row setup (table reads, index maths); ``benchmarks.gpu_check`` times a batch under
+#: each (``batch_kernel_gbps_by_lanes``). A warp per row stays the default until a GPU says otherwise.
+MAX_LANES_LOG2 = 5
+
+
 def lanes_log2(row_len: int, itemsize: int) -> int:
     """log2 of the threads per output row: one per 8 bytes of the row (one per element for 8-byte
-    elements), rounded up to a power of two, at most a warp; the block's other threads take further rows."""
+    elements), rounded up to a power of two, at most ``2**MAX_LANES_LOG2``; the block's other threads
+    take further rows."""
     units = row_len if itemsize >= 8 else -(-row_len * itemsize // 8)
-    return min(5, max(0, units - 1).bit_length())
+    return min(MAX_LANES_LOG2, max(0, units - 1).bit_length())
 
 
 def key_info(volumes, out, scale, shift, pad_value, first_block: int) -> KeyInfo:

@@ -135,6 +135,34 @@ def test_index_kind_and_lanes():
     assert lanes_log2(5, 8) == 3 and lanes_log2(1, 1) == 0 and lanes_log2(8, 1) == 0
 
 
+@pytest.mark.parametrize("most", [0, 1, 2, 3, 4, 5])
+def test_fewer_lanes_per_row_cut_the_same_bytes(lib, monkeypatch, most):
+    """The lanes cap (which the GPU check sweeps) changes who moves what, never the result: 2^most
+    threads per row, each taking more 8-byte chunks, on every orientation with pad and intensity,
+    and rows whose length is no multiple of the lanes."""
+    from fastpipe.ops import _cuda_crop
+
+    monkeypatch.setattr(_cuda_crop, "MAX_LANES_LOG2", most)
+    assert lanes_log2(96, 4) == most
+    g = torch.Generator().manual_seed(6)
+    shapes = [(9, 10, 41), (11, 9, 44)]
+    size = (5, 5, 37)  # rows of 37: 19 chunks of float32, 5 of uint8
+    orient = [(p, f) for p in PERMS if p[2] == 2 for f in itertools.product((False, True), repeat=3)]
+    n = len(orient)
+    axes = torch.tensor([p for p, _ in orient])
+    flips = torch.tensor([f for _, f in orient])
+    starts = torch.stack([torch.randint(-3, s - 2, (n,), generator=g) for s in (9, 9, 41)], 1)
+    vi = torch.randint(0, 2, (n,), generator=g)
+    for dtype in (torch.float32, torch.uint8):
+        vols = _vols(dtype, shapes, 8)
+        kw = dict(flips=flips, axes=axes, pad_value=2.0)
+        if dtype == torch.float32:
+            kw |= dict(scale=1 + torch.rand(n, generator=g), shift=torch.rand(n, generator=g) - 0.5)
+        ref = crop_batch_torch(vols, starts, vi, size, **kw)
+        got, bad, _ = _host_crop.run(lib, vols, starts, vi, size, out=_misaligned(ref.shape, dtype, 1), **kw)
+        assert bad is None and torch.equal(got.view(torch.uint8), ref.view(torch.uint8)), dtype
+
+
 @pytest.mark.timeout(120)
 def test_volume_past_2_31_elements_takes_64_bit_offsets(lib):
     """Windows at the far corners of a 1300^3 uint8 volume (2.197e9 elements): offsets past 2^31."""
