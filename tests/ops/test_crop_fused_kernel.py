@@ -241,21 +241,18 @@ def test_cuda_bounds_error_names_the_item_and_the_context_survives(cuda_device):
     assert float(out.sum()) == 64.0  # no illegal address: the context still works
 
 
-@pytest.mark.parametrize("padded", [False, True])
-def test_torch_ops_path_for_cuda_tensors_equals_the_numpy_path(padded):
-    """CUDA tensors without CuPy take torch ops (flips copy); run that code on CPU tensors against the spec."""
+def _cpu_path_and_torch_ops_path(shapes, size, n, seeds, scale, shift, padded):
+    """The same crops by the CPU path (``crop_batch_torch`` on CPU tensors) and by the torch-ops path
+    that CUDA tensors take without CuPy (flips copy, intensity over the whole crop), one by one."""
     from fastpipe.ops import crop as spec
 
-    shapes, size = [(9, 10, 37), (12, 9, 40)], (6, 6, 35)
-    vols = volumes(torch.float32, shapes, 7)
-    starts, vi, flips, axes = params(24, 8, size, shapes, padded)
-    scale = torch.where(torch.arange(24) % 3 == 0, 1.0, 1.5)
-    shift = torch.where(torch.arange(24) % 4 == 0, 0.0, torch.tensor(DENORMAL))
+    vols = volumes(torch.float32, shapes, seeds[0])
+    starts, vi, flips, axes = params(n, seeds[1], size, shapes, padded)
     pad = 3.0 if padded else None
-    ref = crop_batch_torch(
+    cpu = crop_batch_torch(
         vols, starts, vi, size, flips=flips, scale=scale, shift=shift, axes=axes, pad_value=pad
     )
-    got = torch.empty_like(ref)
+    ops = torch.empty_like(cpu)
     lists = (
         starts.tolist(),
         vi.tolist(),
@@ -266,8 +263,19 @@ def test_torch_ops_path_for_cuda_tensors_equals_the_numpy_path(padded):
         shift.tolist(),
         pad,
     )
-    for n in range(24):
-        spec._copy_one_torch(n, vols, got, *lists)
+    for i in range(n):
+        spec._copy_one_torch(i, vols, ops, *lists)
+    return cpu, ops, axes
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_torch_ops_path_for_cuda_tensors_equals_the_numpy_path(padded):
+    """CUDA tensors without CuPy take torch ops (flips copy); run that code on CPU tensors against the spec."""
+    scale = torch.where(torch.arange(24) % 3 == 0, 1.0, 1.5)
+    shift = torch.where(torch.arange(24) % 4 == 0, 0.0, torch.tensor(DENORMAL))
+    ref, got, _ = _cpu_path_and_torch_ops_path(
+        [(9, 10, 37), (12, 9, 40)], (6, 6, 35), 24, (7, 8), scale, shift, padded
+    )
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
 
 
@@ -279,27 +287,10 @@ def test_cpu_intensity_slabs_follow_the_outputs_outer_axis_in_every_orientation(
     from fastpipe.ops import crop as spec
 
     monkeypatch.setattr(spec, "CHUNK", 37)  # a few rows per slab, not a divisor of any side
-    shapes, size = [(11, 12, 10), (13, 11, 9)], (7, 7, 6)
-    vols = volumes(torch.float32, shapes, 11)
-    starts, vi, flips, axes = params(48, 12, size, shapes, padded)
-    assert len({tuple(a) for a in axes.tolist()}) == 2  # identity and the in-plane turn
     scale = torch.where(torch.arange(48) % 3 == 0, 1.0, 1.25)
     shift = torch.where(torch.arange(48) % 4 == 1, 0.0, torch.linspace(-0.1, 0.1, 48))
-    pad = 3.0 if padded else None
-    got = crop_batch_torch(
-        vols, starts, vi, size, flips=flips, scale=scale, shift=shift, axes=axes, pad_value=pad
+    got, ref, axes = _cpu_path_and_torch_ops_path(
+        [(11, 12, 10), (13, 11, 9)], (7, 7, 6), 48, (11, 12), scale, shift, padded
     )
-    ref = torch.empty_like(got)
-    lists = (
-        starts.tolist(),
-        vi.tolist(),
-        size,
-        axes.tolist(),
-        flips.tolist(),
-        scale.tolist(),
-        shift.tolist(),
-        pad,
-    )
-    for n in range(48):
-        spec._copy_one_torch(n, vols, ref, *lists)
+    assert len({tuple(a) for a in axes.tolist()}) == 2  # identity and the in-plane turn
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
