@@ -212,6 +212,10 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
     each ``k`` of :data:`LANES_SWEEP` (fewer threads per row: more 8-byte chunks each for one row's
     setup); the default (a warp) is the last. Only the kernel reads the cap, so on the torch backend the
     sweep times the same path each time.
+
+    ``tutorial_batch_kernel_gbps``: the same batch with the tutorial suffix's draws (flips, quarter
+    turns, the image's shift; :func:`tutorial_op_args`), the launch a training batch really makes; a
+    crop whose last axis is flipped takes the kernel's element-by-element path.
     """
     from fastpipe.ops import _cuda_crop
     from fastpipe.ops._backends import crop_batches
@@ -238,9 +242,35 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
     copy_s = time_s(lambda: dst.copy_(src), device, repeats, inner=inner)
     batch_gbps = by_lanes[str(2**default)]
     copy_gbps = 2 * nbytes / statistics.median(copy_s) / 1e9
+    args = tutorial_op_args(starts.shape[0])
+    for c, key in zip(calls, ("image", "label"), strict=True):
+        c.update(args[key])
+    tut_s = time_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner)
+    tut_gbps = 2 * nbytes / statistics.median(tut_s) / 1e9
+    img = args["image"]
+    moved = torch.zeros(starts.shape[0], dtype=torch.bool)
+    if img["axes"] is not None:
+        moved = (img["axes"] != torch.arange(3)).any(1) | img["flips"].any(1)
+    shifted = int((img["shift"] != 0).sum()) if img["shift"] is not None else 0
     return {"batch_kernel_gbps": batch_gbps, "batch_d2d_copy_gbps": copy_gbps,
             "batch_fraction_of_copy": batch_gbps / copy_gbps,
-            "batch_kernel_gbps_by_lanes": dict(sorted(by_lanes.items(), key=lambda kv: int(kv[0])))}  # fmt: skip
+            "batch_kernel_gbps_by_lanes": dict(sorted(by_lanes.items(), key=lambda kv: int(kv[0]))),
+            "tutorial_batch_kernel_gbps": tut_gbps, "tutorial_batch_fraction_of_copy": tut_gbps / copy_gbps,
+            "tutorial_batch_crops_flipped_or_turned": int(moved.sum()), "tutorial_batch_crops_shifted": shifted}  # fmt: skip
+
+
+def tutorial_op_args(n: int, seed: int = 2) -> dict[str, dict[str, Any]]:
+    """The crop op's arguments per key (``axes``, ``flips``, ``scale``, ``shift``) for ``n`` crops, drawn by
+    fastpipe's own fused tutorial suffix: ``RandFlipd`` on each axis (p=0.10), ``RandRotate90d``
+    (p=0.10, max_k=3) on image and label, ``RandShiftIntensityd`` (0.10, p=0.50) on the image."""
+    from fastpipe import transforms as T
+    from fastpipe.transforms._crop_suffix import KeyPlans, draw_suffix
+
+    keys = ["image", "label"]
+    augs = [*(T.RandFlipd(keys, prob=0.1, spatial_axis=[a]) for a in range(3)),
+            T.RandRotate90d(keys, prob=0.1, max_k=3), T.RandShiftIntensityd("image", offsets=0.1, prob=0.5)]  # fmt: skip
+    plans = KeyPlans(augs, draw_suffix(augs, n, torch.Generator().manual_seed(seed)), n)
+    return {k: plans.get(k)[1] for k in keys}
 
 
 def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict[str, Any]:
