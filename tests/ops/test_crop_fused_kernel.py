@@ -279,18 +279,22 @@ def test_torch_ops_path_for_cuda_tensors_equals_the_numpy_path(padded):
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
 
 
+@pytest.mark.parametrize("size, perms", [((7, 7, 6), 2), ((6, 6, 6), 6)])
 @pytest.mark.parametrize("padded", [False, True])
-def test_cpu_intensity_slabs_follow_the_outputs_outer_axis_in_every_orientation(monkeypatch, padded):
+def test_cpu_intensity_slabs_follow_the_outputs_outer_axis_in_every_orientation(
+    monkeypatch, padded, size, perms
+):
     """The CPU path's multiply-then-add goes slab by slab along the output's outermost memory axis;
     with tiny slabs (many per crop, along a different window axis per turn) it still equals the
-    torch-ops path, which flips and turns with torch and adds over the whole crop at once."""
+    torch-ops path, which flips and turns with torch and adds over the whole crop at once. A cube
+    takes all six axis permutations, a (7, 7, 6) window the two that keep its shape."""
     from fastpipe.ops import crop as spec
 
     monkeypatch.setattr(spec, "CHUNK", 37)  # a few rows per slab, not a divisor of any side
     scale = torch.where(torch.arange(48) % 3 == 0, 1.0, 1.25)
     shift = torch.where(torch.arange(48) % 4 == 1, 0.0, torch.linspace(-0.1, 0.1, 48))
     got, ref, axes = _cpu_path_and_torch_ops_path(
-        [(11, 12, 10), (13, 11, 9)], (7, 7, 6), 48, (11, 12), scale, shift, padded
+        [(11, 12, 10), (13, 11, 9)], size, 48, (11, 12), scale, shift, padded
     )
-    assert len({tuple(a) for a in axes.tolist()}) == 2  # identity and the in-plane turn
+    assert len({tuple(a) for a in axes.tolist()}) == perms
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
