@@ -261,16 +261,14 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
 
 def tutorial_op_args(n: int, seed: int = 2) -> dict[str, dict[str, Any]]:
     """The crop op's arguments per key (``axes``, ``flips``, ``scale``, ``shift``) for ``n`` crops, drawn by
-    fastpipe's own fused tutorial suffix: ``RandFlipd`` on each axis (p=0.10), ``RandRotate90d``
-    (p=0.10, max_k=3) on image and label, ``RandShiftIntensityd`` (0.10, p=0.50) on the image."""
+    fastpipe's own fused tutorial suffix (:func:`benchmarks.workload.tutorial_suffix`)."""
+    from benchmarks.workload import KEYS, tutorial_suffix
     from fastpipe import transforms as T
     from fastpipe.transforms._crop_suffix import KeyPlans, draw_suffix
 
-    keys = ["image", "label"]
-    augs = [*(T.RandFlipd(keys, prob=0.1, spatial_axis=[a]) for a in range(3)),
-            T.RandRotate90d(keys, prob=0.1, max_k=3), T.RandShiftIntensityd("image", offsets=0.1, prob=0.5)]  # fmt: skip
+    augs = tutorial_suffix(T)
     plans = KeyPlans(augs, draw_suffix(augs, n, torch.Generator().manual_seed(seed)), n)
-    return {k: plans.get(k)[1] for k in keys}
+    return {k: plans.get(k)[1] for k in KEYS}
 
 
 def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict[str, Any]:

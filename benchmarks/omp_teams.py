@@ -64,15 +64,13 @@ def _idle_thread(omp_threads: int | None, stop: threading.Event) -> threading.Th
 
 def child(case: str, steps: int) -> dict[str, Any]:
     """In this process: the median training step (ms) of the CPU preset in ``case``."""
-    from monai.losses import DiceCELoss
-
-    from benchmarks.train_recipe import TrainConfig, make_model
+    from benchmarks.train_recipe import TrainConfig, make_loss, make_model
     from fastpipe.runtime import _openmp
 
     cfg = TrainConfig()
     torch.manual_seed(0)
     model = make_model(cfg)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = make_loss()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     n = cfg.batch_size * cfg.num_samples
     x = torch.rand(n, 1, *cfg.patch)
