@@ -128,10 +128,11 @@ def _round(specs: Sequence[RejectBg], vol: list[int], generator: torch.Generator
         cand = torch.randint(specs[v].label[0].numel(), (n * t,), generator=generator)
         cands.append(cand)
         masks.append(_accept(specs[v], cand))
-    ok = (
-        torch.cat([m.to(masks[0].device) for m in masks]) if len(masks) > 1 else masks[0]
-    ).tolist()  # one sync
-    cand = (torch.cat(cands) if len(cands) > 1 else cands[0]).tolist()
+    if masks[0].device.type == "cpu":
+        ok = [a for m in masks for a in m.tolist()]
+    else:  # one sync
+        ok = torch.cat([m.to(masks[0].device) for m in masks]).tolist()
+    cand = [c for t in cands for c in t.tolist()]
     picked = []
     for row in range(len(vol)):  # the first accepted candidate of each row (a batch has few crops)
         tries = range(row * t, (row + 1) * t)
@@ -171,27 +172,25 @@ def draw_rejected(specs: Sequence[RejectBg], vol: Sequence[int], generator: torc
 
 
 def resolve_rejected(
-    fg: Sequence[torch.Tensor],
-    bg: Sequence[torch.Tensor],
-    is_fg: torch.Tensor,
-    k: torch.Tensor,
+    is_fg: list[bool],
+    k: list[int],
     reject: Sequence[RejectBg | None],
     num_samples: int,
     generator: torch.Generator | None,
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Background lists and ``k`` with every rejection volume's background draws resolved.
+) -> tuple[list[list[int] | None], list[int]]:
+    """Every rejection volume's background draws resolved: ``(picks, k)``, host lists.
 
     A crop of volume ``v`` (with a rule) that drew background index ``k < count`` gets a voxel by
-    rejection; ``bg[v]`` becomes the ``num_samples`` picked voxels (crop ``j`` of the volume reads
-    entry ``j``) and a pad draw ``k >= count`` becomes ``num_samples + (k - count)``, so the virtual-pad
-    split (:mod:`fastpipe.ops._pad_sample`) reads it as the same pad voxel. The picks go where
-    ``fg[v]`` lives (the label's device when it is empty). The bookkeeping is on host lists: a batch
-    has a few crops.
+    rejection; ``picks[v]`` (``None`` for a volume without a rule) holds the ``num_samples`` picked
+    voxels, which then stand for its background list (crop ``j`` of the volume reads entry ``j``), and
+    a pad draw ``k >= count`` becomes ``num_samples + (k - count)``, so the virtual-pad split
+    (:mod:`fastpipe.ops._pad_sample`) reads it as the same pad voxel. A batch has a few crops: the
+    bookkeeping is on host lists.
     """
     sub = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    fgs, ks = is_fg.tolist(), k.tolist()
+    ks = list(k)
     rows = []
-    for n, (f, kk) in enumerate(zip(fgs, ks, strict=True)):
+    for n, (f, kk) in enumerate(zip(is_fg, ks, strict=True)):
         r = reject[n // num_samples]
         if r is None or f:
             continue
@@ -201,9 +200,7 @@ def resolve_rejected(
         else:  # a pad voxel (fastpipe.ops._pad_sample): past the per-volume picks
             ks[n] = kk - r.count + num_samples
     picked = draw_rejected(reject, [n // num_samples for n in rows], sub).tolist() if rows else []
-    per = [[0] * num_samples if r is not None else None for r in reject]
+    picks = [[0] * num_samples if r is not None else None for r in reject]
     for n, p in zip(rows, picked, strict=True):
-        per[n // num_samples][n % num_samples] = p
-    bg = [b if r is None else to_device(torch.tensor(p, dtype=torch.int64), f.device if f.numel() else r.label.device)
-          for f, b, r, p in zip(fg, bg, reject, per, strict=True)]  # fmt: skip
-    return bg, torch.tensor(ks, dtype=torch.int64)
+        picks[n // num_samples][n % num_samples] = p
+    return picks, ks

@@ -55,22 +55,28 @@ def pad_voxel(k: int, p: VirtualPad) -> int:
     return (x * p1 + y) * p2 + z
 
 
-def to_padded_flat(flat: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
-    """Flat indices of the unpadded volumes moved into the padded ones; ``pads`` ``(N, 9)``: lo, shape, padded."""
-    lo, shape, padded = pads.view(-1, 3, 3).unbind(1)
-    z = flat % shape[:, 2]
-    y = (flat // shape[:, 2]) % shape[:, 1]
-    x = flat // (shape[:, 1] * shape[:, 2])
-    return ((x + lo[:, 0]) * padded[:, 1] + y + lo[:, 1]) * padded[:, 2] + z + lo[:, 2]
+def to_padded_flat(flat, lo, shape, padded):
+    """Flat indices of an unpadded volume moved into the padded one; ``lo``, ``shape``, ``padded`` per axis.
+
+    Host ints for one crop, or ``(N,)`` tensors (each argument's entries are then tensors too).
+    """
+    z = flat % shape[2]
+    y = (flat // shape[2]) % shape[1]
+    x = flat // (shape[1] * shape[2])
+    return ((x + lo[0]) * padded[1] + y + lo[1]) * padded[2] + z + lo[2]
 
 
 def split_pad_picks(
-    is_fg: torch.Tensor, k: torch.Tensor, n_bg: Sequence[int], vol: Sequence[int], pads: Sequence[VirtualPad]
+    is_fg: Sequence[bool],
+    k: Sequence[int],
+    n_bg: Sequence[int],
+    vol: Sequence[int],
+    pads: Sequence[VirtualPad],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(pick_pad, k_inner, pad_flat)`` per crop: whether it took a pad voxel, the index into its inner
     list (0 for pad picks), and the pad voxel's padded flat index (0 otherwise); all on the CPU."""
     picks, k_inner, flat = [], [], []
-    for fg, kk, v in zip(is_fg.tolist(), k.tolist(), vol, strict=True):
+    for fg, kk, v in zip(is_fg, k, vol, strict=True):
         pad = not fg and kk >= n_bg[v]
         picks.append(pad)
         k_inner.append(0 if pad else kk)

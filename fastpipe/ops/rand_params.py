@@ -25,6 +25,8 @@ def draw_uniform(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(fire, value)``: ``(n,)`` bool with ``P(fire) = prob`` and ``(n,)`` float64 ``~ U(lo, hi)``."""
     u = torch.rand((n, 2), generator=generator, dtype=torch.float64)
+    if (lo, hi) == (0.0, 1.0):  # the same values, without two tensor ops (a flip reads only ``fire``)
+        return u[:, 0] < prob, u[:, 1]
     return u[:, 0] < prob, lo + (hi - lo) * u[:, 1]
 
 
@@ -35,54 +37,71 @@ def draw_k(n: int, generator: torch.Generator | None, prob: float, max_k: int) -
     return torch.where(fire, k, 0)
 
 
+def _host(t: torch.Tensor | Sequence) -> list:
+    return t.tolist() if isinstance(t, torch.Tensor) else list(t)
+
+
 @dataclass
 class Orientation:
-    """A signed permutation per crop: output axis ``a`` reads source axis ``axes[:, a]``, reversed where ``flips[:, a]``.
+    """A signed permutation per crop: output axis ``a`` reads source axis ``axes[n][a]``, reversed where ``flips[n][a]``.
 
-    Shape:
-        axes: ``(n, 3)`` int64; flips: ``(n, 3)`` bool (both on the CPU).
+    Host lists, one 3-tuple per crop: a batch has a few crops, and composing them in Python costs less
+    than the tensor ops that would vectorise it. :meth:`tensors` gives what
+    :func:`fastpipe.ops.crop_batch` takes.
 
     Example:
         >>> o = Orientation.identity(2)
-        >>> o.rot90(torch.tensor([1, 0]), (0, 1)).axes.tolist()
-        [[1, 0, 2], [0, 1, 2]]
+        >>> o.rot90(torch.tensor([1, 0]), (0, 1)).axes
+        [(1, 0, 2), (0, 1, 2)]
     """
 
-    axes: torch.Tensor
-    flips: torch.Tensor
+    axes: list[tuple[int, ...]]
+    flips: list[tuple[bool, ...]]
 
     @staticmethod
     def identity(n: int) -> Orientation:
-        return Orientation(torch.arange(3).repeat(n, 1), torch.zeros((n, 3), dtype=torch.bool))
+        return Orientation([(0, 1, 2)] * n, [(False, False, False)] * n)
 
-    def flip(self, fire: torch.Tensor, spatial_axes: Sequence[int]) -> Orientation:
+    def flip(self, fire: torch.Tensor | Sequence[bool], spatial_axes: Sequence[int]) -> Orientation:
         """Reverse the current axes ``spatial_axes`` of the crops where ``fire`` (``torch.flip``)."""
-        if not bool(fire.any()):
+        fire = _host(fire)
+        if not any(fire):
             return self
-        return Orientation(self.axes, self.flips ^ (fire[:, None] & _axis_mask(tuple(spatial_axes))))
+        mask = tuple(a in spatial_axes for a in range(3))
+        flips = [tuple(f != m for f, m in zip(fl, mask, strict=True)) if on else fl
+                 for fl, on in zip(self.flips, fire, strict=True)]  # fmt: skip
+        return Orientation(self.axes, flips)
 
-    def rot90(self, k: torch.Tensor, spatial_axes: Sequence[int]) -> Orientation:
+    def rot90(self, k: torch.Tensor | Sequence[int], spatial_axes: Sequence[int]) -> Orientation:
         """Rotate each crop by ``k`` quarter turns in the plane ``spatial_axes`` (``torch.rot90``).
 
         One turn is ``x.flip(b).transpose(a, b)``: new axis ``a`` reads old axis ``b`` reversed, new
-        axis ``b`` reads old axis ``a``. ``k`` turns are the signed permutation ``_turns(plane)[k % 4]``,
-        applied to every crop at once with one gather.
+        axis ``b`` reads old axis ``a``. ``k`` turns are the signed permutation ``_turns(plane)[k % 4]``:
+        new axis ``i`` reads current axis ``perm[i]``, reversed once more where ``rev[i]``.
         """
-        k = k % 4
-        if not bool(k.any()):
+        k = [int(kk) % 4 for kk in _host(k)]
+        if not any(k):
             return self
-        perm, rev = _turns(tuple(spatial_axes))
-        idx = perm[k]  # (n, 3): new axis i reads current axis idx[:, i]
-        return Orientation(self.axes.gather(1, idx), self.flips.gather(1, idx) ^ rev[k])
+        turns = _turns(tuple(spatial_axes))
+        axes, flips = [], []
+        for ax, fl, kk in zip(self.axes, self.flips, k, strict=True):
+            perm, rev = turns[kk]
+            axes.append(tuple(ax[i] for i in perm))
+            flips.append(tuple(fl[i] != r for i, r in zip(perm, rev, strict=True)))
+        return Orientation(axes, flips)
 
     def is_identity(self) -> bool:
-        return bool((self.axes == torch.arange(3)).all()) and not bool(self.flips.any())
+        return all(a == (0, 1, 2) for a in self.axes) and not any(any(f) for f in self.flips)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(axes, flips)``: ``(n, 3)`` int64 and ``(n, 3)`` bool CPU tensors."""
+        return torch.tensor(self.axes, dtype=torch.int64), torch.tensor(self.flips, dtype=torch.bool)
 
 
 @functools.cache
-def _turns(plane: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(perm, rev)``, each ``(4, 3)``: ``k`` quarter turns in ``plane`` as a signed permutation (new
-    axis ``i`` reads current axis ``perm[k, i]``, reversed where ``rev[k, i]``), one turn at a time."""
+def _turns(plane: tuple[int, int]) -> tuple[tuple[tuple[int, ...], tuple[bool, ...]], ...]:
+    """``k`` quarter turns in ``plane``, for ``k = 0..3``, as ``(perm, rev)``: new axis ``i`` reads current
+    axis ``perm[i]``, reversed where ``rev[i]``; built one turn at a time."""
     a, b = plane
     perm, rev = [[0, 1, 2]], [[False] * 3]
     for _ in range(3):
@@ -90,10 +109,4 @@ def _turns(plane: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         p[a], p[b], r[a], r[b] = perm[-1][b], perm[-1][a], not rev[-1][b], rev[-1][a]
         perm.append(p)
         rev.append(r)
-    return torch.tensor(perm), torch.tensor(rev)
-
-
-@functools.cache
-def _axis_mask(spatial_axes: tuple[int, ...]) -> torch.Tensor:
-    """``(3,)`` bool, true on ``spatial_axes`` (read only: shared between calls)."""
-    return torch.tensor([a in spatial_axes for a in range(3)])
+    return tuple((tuple(p), tuple(r)) for p, r in zip(perm, rev, strict=True))

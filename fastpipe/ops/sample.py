@@ -3,8 +3,10 @@
 Device independence: every random number is drawn on the CPU from the transform's
 ``torch.Generator`` (``2 * N`` float64 values for ``N`` crops, a few hundred bytes), and turned
 into an index ``k`` into the foreground or background index list there. Everything after that
-(gather ``fg[k]``, unravel, clamp) is exact integer arithmetic on the indices' and volumes'
-device, so one seed gives the same centres on CPU and GPU.
+(gather ``fg[k]``, unravel, clamp) is exact integer arithmetic, so one seed gives the same centres
+on CPU and GPU: host ints crop by crop when the index lists are on the CPU (a batch has a few crops,
+and some 30 tensor ops on 8 values cost 0.15 ms of the loader thread's time per batch), tensor ops
+or ``kernels/sample_centers.cu`` on the lists' GPU otherwise, so the lists never leave it.
 
 Clamping follows MONAI 1.6 ``correct_crop_centers``: with ``P' = min(S, P)`` (``allow_smaller``)
 a centre lies in ``[P' // 2, S - ceil(P' / 2)]``; the window starts at ``max(centre - P // 2, 0)``
@@ -13,6 +15,7 @@ and has ``min(S, P)`` voxels, as MONAI's ``SpatialCrop`` cuts it.
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Sequence
@@ -23,7 +26,7 @@ import torch
 from fastpipe.ops import _backends, indices
 from fastpipe.ops._bg_reject import RejectBg, resolve_rejected
 from fastpipe.ops._device import to_device
-from fastpipe.ops._pad_sample import VirtualPad, split_pad_picks, to_padded_flat
+from fastpipe.ops._pad_sample import VirtualPad, pad_voxel, split_pad_picks, to_padded_flat
 
 
 @dataclass
@@ -94,11 +97,14 @@ def draw_choices(
     pos_ratio: float,
     generator: torch.Generator | None,
     names: Sequence[str],
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[list[bool], list[int]]:
     """Draw, on the CPU, whether each crop is foreground and which index ``k`` of its list it takes.
 
+    ``2 * N`` float64 values from ``generator``; the rest is float64 arithmetic on host floats (a
+    batch has a few crops: cheaper than the tensor ops that would vectorise it).
+
     Shape:
-        returns ``is_fg`` ``(N,)`` bool and ``k`` ``(N,)`` int64, both on the CPU.
+        returns ``is_fg`` and ``k``, host lists of ``N = len(n_fg) * num_samples`` bools and ints.
     """
     ratios = []
     for nf, nb, name in zip(n_fg, n_bg, names, strict=True):
@@ -112,12 +118,14 @@ def draw_choices(
                 stacklevel=3,
             )
         ratios.append(ratio)
-    u = torch.rand((len(ratios) * num_samples, 2), generator=generator, dtype=torch.float64)
-    per_crop = [(r, nf, nb) for r, nf, nb in zip(ratios, n_fg, n_bg, strict=True) for _ in range(num_samples)]
-    ratio, nf, nb = torch.tensor(per_crop, dtype=torch.float64).unbind(1)
-    is_fg = u[:, 0] < ratio
-    counts = torch.where(is_fg, nf, nb)
-    k = torch.minimum((u[:, 1] * counts).floor(), counts - 1).to(torch.int64)
+    u = torch.rand((len(ratios) * num_samples, 2), generator=generator, dtype=torch.float64).tolist()
+    is_fg, k = [], []
+    for n, (u_fg, u_k) in enumerate(u):
+        v = n // num_samples
+        fg = u_fg < ratios[v]
+        count = n_fg[v] if fg else n_bg[v]
+        is_fg.append(fg)
+        k.append(min(math.floor(u_k * count), count - 1))
     return is_fg, k
 
 
@@ -143,17 +151,32 @@ def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, 
     return torch.cat(parts)
 
 
+def _clamp_int(x: int, lo: int, hi: int | None) -> int:
+    return max(x, lo) if hi is None else min(max(x, lo), hi)
+
+
+def unravel_clamp(flat, shape, lo, hi, half, clamp=_clamp_int) -> tuple[list, list]:
+    """Centre and window start per axis of the crop drawn at flat C-order index ``flat``.
+
+    The centre is ``flat`` unravelled in ``shape`` and clamped to ``[lo, hi]``; the start is
+    ``centre - half``, at least 0. Written once for host ints (one crop; ``clamp`` defaults to
+    :func:`_clamp_int`) and for ``(N,)`` tensors (one per axis; ``clamp=torch.clamp``): the
+    reference of ``kernels/sample_centers.cu``.
+    """
+    s0, s1, s2 = shape
+    raw = (flat // (s1 * s2), (flat // s2) % s1, flat % s2)
+    centers = [clamp(c, lo_a, hi_a) for c, lo_a, hi_a in zip(raw, lo, hi, strict=True)]
+    return centers, [clamp(c - h, 0, None) for c, h in zip(centers, half, strict=True)]
+
+
 def _centers_torch(flat: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unravel ``flat`` and clamp (reference of ``kernels/sample_centers.cu``); ``table`` = its plan without the address."""
-    shape, lo, hi, half = table[:, :12].view(-1, 4, 3).unbind(1)
-    z = flat % shape[:, 2]
-    y = (flat // shape[:, 2]) % shape[:, 1]
-    x = flat // (shape[:, 1] * shape[:, 2])
-    centers = torch.minimum(torch.maximum(torch.stack([x, y, z], 1), lo), hi)
-    return centers, (centers - half).clamp_min(0)
+    """:func:`unravel_clamp` on tensors (N crops); ``table`` = the kernel's plan without the address."""
+    shape, lo, hi, half = table[:, :12].view(-1, 4, 3).permute(1, 2, 0)  # each (3, N)
+    centers, starts = unravel_clamp(flat, shape, lo, hi, half, torch.clamp)
+    return torch.stack(centers, 1), torch.stack(starts, 1)
 
 
-def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
+def _centers_cuda(fg, bg, is_fg: list[bool], k: list[int], table) -> tuple[torch.Tensor, ...] | None:
     """Centres via ``kernels/sample_centers.cu`` when every list is a contiguous int64 tensor on one GPU."""
     lists = [t for t in (*fg, *bg) if t.numel()]
     dev = lists[0].device if lists else torch.device("cpu")
@@ -161,7 +184,7 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
         return None
     # the host knows each crop's list and k: hand the kernel the address of that one int64 element
     fp, bp = [t.data_ptr() for t in fg], [t.data_ptr() for t in bg]
-    choice = zip(table[:, 12].tolist(), is_fg.tolist(), k.tolist(), strict=True)
+    choice = zip(table[:, 12].tolist(), is_fg, k, strict=True)
     addr = torch.tensor([(fp[v] if c else bp[v]) + 8 * kk for v, c, kk in choice], dtype=torch.int64)
     plan = to_device(torch.cat([addr[:, None], table], dim=1), dev)  # (N, 14): address, table
     res = _backends.sample_centers(plan)
@@ -171,22 +194,20 @@ def _centers_cuda(fg, bg, is_fg, k, table) -> tuple[torch.Tensor, ...] | None:
 def _padded_flat(fg, bg, is_fg, k, vol: list[int], num_samples, idx_dev, pads) -> torch.Tensor:
     """Flat indices into the padded volumes: inner list entries moved by the pad, or pad voxels."""
     pick, k_in, pad_flat = split_pad_picks(is_fg, k, [b.numel() for b in bg], vol, pads)
-    flat = _gather_flat(fg, bg, is_fg, k_in, num_samples, idx_dev)
+    flat = _gather_flat(fg, bg, torch.tensor(is_fg), k_in, num_samples, idx_dev)
     geo = torch.tensor([(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64)
     moved = to_device(torch.cat([geo, pad_flat[:, None], pick[:, None].long()], 1), idx_dev)
-    return torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, moved[:, :9]))
+    lo, shape, padded = moved[:, :9].view(-1, 3, 3).permute(1, 2, 0)  # each (3, N)
+    return torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, lo, shape, padded))
 
 
 def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=None):
-    """``(centers, starts, vol_index)`` computed where the index lists live, moved to ``device`` in one copy.
+    """``(centers, starts, vol_index)`` computed where the index lists live (a GPU), moved to ``device`` in one copy.
 
-    With ``pads`` (one :class:`~fastpipe.ops._pad_sample.VirtualPad` per volume) the lists index the
-    unpadded volumes and ``table`` holds the padded shapes; background draws past a list's end take
-    pad voxels.
+    ``is_fg``, ``k``: host lists. With ``pads`` (one :class:`~fastpipe.ops._pad_sample.VirtualPad`
+    per volume) the lists index the unpadded volumes and ``table`` holds the padded shapes;
+    background draws past a list's end take pad voxels.
     """
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
     lists = [t for t in (*fg, *bg) if t.numel()]
     same = bool(lists) and all(t.device == lists[0].device for t in lists)
     idx_dev = lists[0].device if same else device
@@ -194,7 +215,8 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=
     res = _centers_cuda(fg, bg, is_fg, k, table) if use_kernel else None
     if res is None:
         if pads is None:
-            flat = _gather_flat(fg, bg, is_fg, k, num_samples, idx_dev)
+            k_t = torch.tensor(k, dtype=torch.int64)
+            flat = _gather_flat(fg, bg, torch.tensor(is_fg), k_t, num_samples, idx_dev)
         else:
             flat = _padded_flat(fg, bg, is_fg, k, table[:, 12].tolist(), num_samples, idx_dev, pads)
         table = to_device(table, idx_dev)
@@ -203,6 +225,36 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=
         return res
     packed = to_device(torch.cat([res[0], res[1], res[2][:, None]], dim=1), device)
     return packed[:, :3], packed[:, 3:6], packed[:, 6]
+
+
+def _centers_on_host(fg, bg, picks, is_fg, k, windows, shapes, num_samples, pads) -> list[tuple[int, ...]]:
+    """Per crop ``(centre, start, volume)`` as 7 host ints, when every index list is on the CPU.
+
+    The same draws, pad rule and :func:`unravel_clamp` as the device path; a batch has a few crops,
+    so per-crop integer maths costs less than the tensor ops that vectorise it (about 30 of them).
+    ``picks[v]`` (rejection volumes) stands for ``bg[v]``.
+    """
+    out = []
+    for n, (f, kk) in enumerate(zip(is_fg, k, strict=True)):
+        v = n // num_samples
+        inner = fg[v] if f else bg[v] if picks[v] is None else picks[v]
+        if pads is not None and not f and kk >= len(inner):  # a pad voxel (fastpipe.ops._pad_sample)
+            flat = pad_voxel(kk - len(inner), pads[v])
+        else:
+            flat = int(inner[kk])
+            if pads is not None:
+                flat = to_padded_flat(flat, pads[v].lo, pads[v].shape, pads[v].padded)
+        _, lo, hi, half = windows[v]
+        centers, starts = unravel_clamp(flat, shapes[v], lo, hi, half)
+        out.append((*centers, *starts, v))
+    return out
+
+
+def _index_devices(fg, bg, reject) -> set[torch.device]:
+    """Where the index lists (and, for rejection volumes, the labels the picks come from) live."""
+    devs = {f.device for f in fg if f.numel()}
+    devs |= {b.device if r is None else r.label.device for b, r in zip(bg, reject, strict=True) if b.numel()}
+    return devs
 
 
 def sample_crops(
@@ -253,10 +305,26 @@ def sample_crops(
     inner = [b.numel() if r is None else r.count for b, r in zip(bg, reject, strict=True)]
     n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
     is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
+    picks = [None] * len(bg)
     if any(r is not None for r in reject):
-        bg, k = resolve_rejected(fg, bg, is_fg, k, reject, num_samples, generator)
+        picks, k = resolve_rejected(is_fg, k, reject, num_samples, generator)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    size = sizes.pop()
+    if _index_devices(fg, bg, reject) <= {torch.device("cpu")}:
+        rows = _centers_on_host(fg, bg, picks, is_fg, k, windows, shapes, num_samples, pads)
+        if device.type == "cpu":
+            centers = torch.tensor([r[:3] for r in rows], dtype=torch.int64)
+            starts = torch.tensor([r[3:6] for r in rows], dtype=torch.int64)
+            return CropSample(centers, starts, torch.tensor([r[6] for r in rows]), torch.tensor(is_fg), size)
+        packed = to_device(torch.tensor(rows, dtype=torch.int64), device)
+        return CropSample(packed[:, :3], packed[:, 3:6], packed[:, 6], torch.tensor(is_fg), size)
+    # the picks go where fg[v] lives (the label's device when it is empty)
+    bg = [b if p is None else to_device(torch.tensor(p, dtype=torch.int64), f.device if f.numel() else r.label.device)
+          for f, b, r, p in zip(fg, bg, reject, picks, strict=True)]  # fmt: skip
     # per-crop table (N, 13): shape, lo, hi, half, volume index
     rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
     centers, starts, vol_index = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads)
-    return CropSample(centers, starts, vol_index, is_fg, sizes.pop())
+    return CropSample(centers, starts, vol_index, torch.tensor(is_fg), size)

@@ -45,12 +45,12 @@ def key_terms(
     draws: list[dict[str, torch.Tensor]],
     key: str,
     n: int,
-    orientations: dict[tuple[int, ...], Orientation | None],
+    orientations: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor] | None],
 ) -> dict[str, Any]:
     """Host tensors for :func:`fastpipe.ops.crop_batch` of ``key``: ``axes``/``flips``/``scale``/``shift`` or ``None``.
 
-    ``orientations`` keeps the composed orientation per set of spatial transforms (``None`` for the
-    identity), so keys that the same flips and turns name (an image and its label) compose it once.
+    ``orientations`` keeps the composed orientation's ``(axes, flips)`` tensors per set of spatial
+    transforms (``None`` for the identity), so keys that the same flips and turns name (an image and its label) compose it once.
     """
     terms: dict[str, Any] = {"scale": None, "shift": None}
     names, spatial = [], []
@@ -67,10 +67,9 @@ def key_terms(
         o = Orientation.identity(n)
         for i in spatial:
             o = augs[i].orient(o, draws[i])
-        orientations[sig] = None if o.is_identity() else o
-    made = orientations[sig]
-    return {"axes": None if made is None else made.axes, "flips": None if made is None else made.flips,
-            **terms, "names": names}  # fmt: skip
+        orientations[sig] = None if o.is_identity() else o.tensors()
+    axes, flips = (None, None) if orientations[sig] is None else orientations[sig]
+    return {"axes": axes, "flips": flips, **terms, "names": names}
 
 
 def to_op_args(terms: dict[str, Any]) -> dict[str, torch.Tensor | None]:
@@ -89,7 +88,7 @@ class KeyPlans:
     def __init__(self, augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], n: int) -> None:
         self.augs, self.draws, self.n = augs, draws, n
         self._made: dict[tuple[int, ...], tuple[dict, dict]] = {}
-        self._orientations: dict[tuple[int, ...], Orientation | None] = {}
+        self._orientations: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor] | None] = {}
 
     def get(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
         """``(terms, op_args)`` of ``key`` (see :func:`key_terms`, :func:`to_op_args`), host tensors."""

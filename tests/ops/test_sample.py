@@ -13,8 +13,11 @@ import pytest
 import torch
 from monai.transforms.utils import correct_crop_centers, map_binary_to_indices
 
-from fastpipe.ops.indices import fg_bg_indices
-from fastpipe.ops.sample import _centers_torch, crop_window, sample_crops
+from fastpipe.ops import sample
+from fastpipe.ops._bg_reject import RejectBg
+from fastpipe.ops._pad_sample import VirtualPad
+from fastpipe.ops.indices import compact_indices, fg_bg_indices
+from fastpipe.ops.sample import _centers_torch, crop_window, sample_crops, unravel_clamp
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helper
 from _host_cuda import compile_host  # noqa: E402
@@ -148,6 +151,12 @@ def test_sample_kernel_source_matches_torch_reference_on_host(tmp_path):
     )
     ref_c, ref_s = _centers_torch(flat, table)
     assert torch.equal(got_c, ref_c) and torch.equal(got_s, ref_s)
+    # the host-int form the CPU path uses, crop by crop (Python's // and % floor as torch's do)
+    rows = table.tolist()
+    host = [
+        unravel_clamp(f, r[:3], r[3:6], r[6:9], r[9:12]) for f, r in zip(flat.tolist(), rows, strict=True)
+    ]
+    assert [c for c, _ in host] == got_c.tolist() and [st for _, st in host] == got_s.tolist()
 
 
 @pytest.mark.gpu
@@ -162,3 +171,54 @@ def test_same_seed_same_centres_on_cpu_and_gpu(cuda_device):
     )
     assert gpu.centers.is_cuda
     assert torch.equal(cpu.centers, gpu.centers.cpu()) and torch.equal(cpu.starts, gpu.starts.cpu())
+
+
+def _volume(shape, seed, fg_frac):
+    g = torch.Generator().manual_seed(seed)
+    label = (torch.rand((1, *shape), generator=g) < fg_frac).to(torch.uint8)
+    image = torch.rand((1, *shape), generator=g)
+    return label, image
+
+
+@pytest.mark.parametrize("case", ["lists", "compact", "pad", "compact+pad", "allow_smaller", "empty fg"])
+def test_host_path_equals_the_tensor_path(case, monkeypatch):
+    """Index lists on the CPU take host-int maths; lists on a GPU the tensor ops (forced here on CPU
+    tensors): both must draw the same crops from one seed, pads and rejection included."""
+    shapes = [(20, 18, 16), (17, 22, 19), (24, 19, 21)]
+    size = (16, 16, 16) if "pad" not in case else (2, 2, 2)  # small windows: centres seen unclamped
+    fg, bg, reject = [], [], []
+    for v, shp in enumerate(shapes):
+        label, image = _volume(shp, v, 0.0 if case == "empty fg" and v == 1 else 0.15)
+        if "compact" in case:
+            f, count = compact_indices(label, image, 0.3)
+            fg.append(f)
+            bg.append(count)
+            reject.append(RejectBg(label, image, 0.3, int(count)))
+        else:
+            f, b = fg_bg_indices(label)
+            fg.append(f)
+            bg.append(b)
+            reject.append(None)
+    pads = None
+    if "pad" in case:
+        pads = [VirtualPad(tuple((30 - s) // 2 for s in shp), shp, (30, 30, 30), True) for shp in shapes]
+    grid = [p.padded for p in pads] if pads else shapes
+    if case == "allow_smaller":  # one volume thrice, a window longer than two of its axes
+        fg, bg, reject, grid, size = [fg[0]] * 3, [bg[0]] * 3, [None] * 3, [shapes[0]] * 3, (19, 16, 40)
+    args = (fg, bg, grid, size, 7, 0.4)
+    kw = dict(allow_smaller=case == "allow_smaller", pads=pads, reject=reject)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty-foreground volume warns, on both paths
+        host = sample_crops(*args, generator=torch.Generator().manual_seed(5), **kw)
+        monkeypatch.setattr(sample, "_index_devices", lambda *a: {torch.device("meta")})
+        tensor = sample_crops(*args, generator=torch.Generator().manual_seed(5), **kw)
+    for name in ("centers", "starts", "vol_index", "is_fg"):
+        a, b = getattr(host, name), getattr(tensor, name)
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert host.size == tensor.size
+    assert host.is_fg.any() and not host.is_fg.all()
+    if "pad" in case:  # some crops centre on pad voxels: outside the unpadded volume
+        lo = torch.tensor([p.lo for p in pads])[host.vol_index]
+        inner = torch.tensor([p.shape for p in pads])[host.vol_index]
+        c = host.centers - lo
+        assert ((c < 0) | (c >= inner)).any(1).any()
