@@ -24,17 +24,20 @@ def draw_uniform(
     n: int, generator: torch.Generator | None, prob: float, lo: float, hi: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(fire, value)``: ``(n,)`` bool with ``P(fire) = prob`` and ``(n,)`` float64 ``~ U(lo, hi)``."""
-    u = torch.rand((n, 2), generator=generator, dtype=torch.float64)
+    u_fire, u = torch.rand((n, 2), generator=generator, dtype=torch.float64).unbind(1)
     if (lo, hi) == (0.0, 1.0):  # the same values, without two tensor ops (a flip reads only ``fire``)
-        return u[:, 0] < prob, u[:, 1]
-    return u[:, 0] < prob, lo + (hi - lo) * u[:, 1]
+        return u_fire < prob, u
+    return u_fire < prob, lo + (hi - lo) * u
 
 
 def draw_k(n: int, generator: torch.Generator | None, prob: float, max_k: int) -> torch.Tensor:
-    """``(n,)`` int64 quarter turns: 0 when the transform does not fire, else uniform in ``1..max_k``."""
-    fire, u = draw_uniform(n, generator, prob, 0.0, 1.0)
-    k = torch.clamp((u * max_k).floor().to(torch.int64) + 1, max=max_k)
-    return torch.where(fire, k, 0)
+    """``(n,)`` int64 quarter turns: 0 when the transform does not fire, else uniform in ``1..max_k``.
+
+    From the same ``2 * n`` float64 values as :func:`draw_uniform`, on host floats (``n`` is a batch's
+    crop count: cheaper than six tensor ops); ``int`` floors the non-negative ``u * max_k``.
+    """
+    u = torch.rand((n, 2), generator=generator, dtype=torch.float64).tolist()
+    return torch.tensor([min(int(b * max_k) + 1, max_k) if a < prob else 0 for a, b in u], dtype=torch.int64)
 
 
 def _host(t: torch.Tensor | Sequence) -> list:
