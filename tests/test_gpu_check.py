@@ -132,7 +132,9 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     by_lanes = doc["batch_kernel_gbps_by_lanes"]  # the lanes sweep: 4..32 threads per row, default last
     assert list(by_lanes) == ["4", "8", "16", "32"] and by_lanes["32"] == doc["batch_kernel_gbps"]
     assert doc["tutorial_batch_kernel_gbps"] > 0 and doc["tutorial_batch_fraction_of_copy"] > 0
-    assert 0 < doc["tutorial_batch_crops_flipped_or_turned"] < 8 and 0 < doc["tutorial_batch_crops_shifted"] < 8
+    assert (
+        0 < doc["tutorial_batch_crops_flipped_or_turned"] < 8 and 0 < doc["tutorial_batch_crops_shifted"] < 8
+    )
     assert doc["compute_sanitizer"] == "not found" and doc["nvml_samples"] == 0
     assert doc["goals"]["no_volume_bytes_h2d"] is False and doc["goals"]["gpu_tests_green"] is True
     assert (tmp_path / "gpu-check-stand-in-gpu.png").exists()
