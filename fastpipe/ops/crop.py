@@ -122,13 +122,16 @@ def check_windows(
     ``padded`` a window may reach past the volume (it reads the pad value there).
     """
     shapes = [tuple(v.shape[1:]) for v in volumes]
+    extents: dict[tuple[int, ...], list[int]] = {}  # per permutation (a batch has a few)
     for n, (start, v) in enumerate(zip(starts, vol_index, strict=True)):
         if not 0 <= v < len(volumes):
             raise ValueError(f"crop_batch: crop {n} names volume {v}, but there are {len(volumes)} volumes")
-        perm = axes[n] if axes is not None else IDENTITY
-        if sorted(perm) != [0, 1, 2]:
-            raise ValueError(f"crop_batch: crop {n} axes {tuple(perm)} are not a permutation of (0, 1, 2)")
-        ext = window_extent(perm, size)
+        perm = tuple(axes[n]) if axes is not None else IDENTITY
+        ext = extents.get(perm)
+        if ext is None:
+            if sorted(perm) != [0, 1, 2]:
+                raise ValueError(f"crop_batch: crop {n} axes {perm} are not a permutation of (0, 1, 2)")
+            ext = extents[perm] = window_extent(perm, size)
         if not padded and any(s < 0 or s + e > d for s, e, d in zip(start, ext, shapes[v], strict=True)):
             who = f"volume {v} ({names[v]})" if names is not None else f"volume {v}"
             raise ValueError(
