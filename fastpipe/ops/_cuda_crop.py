@@ -205,3 +205,22 @@ def launch_args(cupy, calls: list[dict]) -> tuple[str, tuple[int, int, int], tup
     wide = any(index_kind(c["volumes"], c["out"]) == "i64" for c in calls)
     args = (cupy.from_dlpack(launch.desc), np.int32(len(calls)))
     return f"crop_pos_neg_{'i64' if wide else 'i32'}", (blocks, 1, 1), args, launch
+
+
+def sample_centers_cuda(plan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``kernels/sample_centers.cu`` on a CUDA int64 ``(N, 14)`` plan: ``(centers, starts)``, each ``(N, 3)``."""
+    if plan.dtype != torch.int64 or plan.ndim != 2 or plan.shape[1] != 14 or not plan.is_cuda:
+        raise ValueError(
+            f"sample_centers_cuda: plan must be CUDA int64 (N, 14), got {plan.dtype} {tuple(plan.shape)}"
+        )
+    plan, n = plan.contiguous(), plan.shape[0]
+    centers = torch.empty((n, 3), dtype=torch.int64, device=plan.device)
+    starts = torch.empty_like(centers)
+    if n == 0:
+        return centers, starts
+    cupy, kernels = load_module()
+    stream = torch.cuda.current_stream(plan.device)
+    with cupy.cuda.Device(plan.device.index), cupy.cuda.ExternalStream(stream.cuda_stream, plan.device.index):
+        args = tuple(cupy.from_dlpack(t) for t in (plan, centers, starts)) + (np.int32(n),)
+        kernels["sample_centers"](((n + 127) // 128, 1, 1), (128, 1, 1), args)
+    return centers, starts

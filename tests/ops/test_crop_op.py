@@ -190,3 +190,14 @@ def test_missing_cupy_falls_back_with_one_warning(monkeypatch):
         warnings.simplefilter("error")  # the second time: silent
         assert _backends._load_cuda() is None
         assert _backends.sample_centers(torch.zeros(1, 14, dtype=torch.int64)) is None
+
+
+def test_sample_centers_dispatch_reaches_the_cuda_launcher(monkeypatch):
+    """``_backends.sample_centers`` calls the launcher module's ``sample_centers_cuda``: with the module
+    standing in as loaded (no GPU here), a CPU plan reaches it and is refused by name, not lost to an
+    ``AttributeError`` that only a GPU machine would hit."""
+    from fastpipe.ops import _backends, _cuda_crop
+
+    monkeypatch.setattr(_backends, "_load_cuda", lambda: _cuda_crop)
+    with pytest.raises(ValueError, match=r"sample_centers_cuda: plan must be CUDA int64 \(N, 14\)"):
+        _backends.sample_centers(torch.zeros(1, 14, dtype=torch.int64))
