@@ -55,6 +55,12 @@ def pad_voxel(k: int, p: VirtualPad) -> int:
     return (x * p1 + y) * p2 + z
 
 
+def pad_pick(is_fg: bool, k: int, n_inner: int, pad: VirtualPad) -> int | None:
+    """The padded flat index of the pad voxel a crop drew, or ``None`` when it drew from its inner list:
+    a background draw ``k`` at or past the inner list's ``n_inner`` entries is pad voxel ``k - n_inner``."""
+    return pad_voxel(k - n_inner, pad) if not is_fg and k >= n_inner else None
+
+
 def to_padded_flat(flat, lo, shape, padded):
     """Flat indices of an unpadded volume moved into the padded one; ``lo``, ``shape``, ``padded`` per axis.
 
@@ -77,10 +83,10 @@ def split_pad_picks(
     list (0 for pad picks), and the pad voxel's padded flat index (0 otherwise); all on the CPU."""
     picks, k_inner, flat = [], [], []
     for fg, kk, v in zip(is_fg, k, vol, strict=True):
-        pad = not fg and kk >= n_bg[v]
-        picks.append(pad)
-        k_inner.append(0 if pad else kk)
-        flat.append(pad_voxel(kk - n_bg[v], pads[v]) if pad else 0)
+        pad = pad_pick(fg, kk, n_bg[v], pads[v])
+        picks.append(pad is not None)
+        k_inner.append(0 if pad is not None else kk)
+        flat.append(pad if pad is not None else 0)
     return (
         torch.tensor(picks),
         torch.tensor(k_inner, dtype=torch.int64),

@@ -26,7 +26,7 @@ import torch
 from fastpipe.ops import _backends, indices
 from fastpipe.ops._bg_reject import RejectBg, resolve_rejected
 from fastpipe.ops._device import to_device
-from fastpipe.ops._pad_sample import VirtualPad, pad_voxel, split_pad_picks, to_padded_flat
+from fastpipe.ops._pad_sample import VirtualPad, pad_pick, split_pad_picks, to_padded_flat
 
 
 @dataclass
@@ -238,9 +238,8 @@ def _centers_on_host(fg, bg, picks, is_fg, k, windows, shapes, num_samples, pads
     for n, (f, kk) in enumerate(zip(is_fg, k, strict=True)):
         v = n // num_samples
         inner = fg[v] if f else bg[v] if picks[v] is None else picks[v]
-        if pads is not None and not f and kk >= len(inner):  # a pad voxel (fastpipe.ops._pad_sample)
-            flat = pad_voxel(kk - len(inner), pads[v])
-        else:
+        flat = None if pads is None else pad_pick(f, kk, len(inner), pads[v])
+        if flat is None:
             flat = int(inner[kk])
             if pads is not None:
                 flat = to_padded_flat(flat, pads[v].lo, pads[v].shape, pads[v].padded)
