@@ -8,6 +8,7 @@ from fastpipe.transforms.io import LoadImaged
 from fastpipe.transforms.pad import SpatialPadd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
 from fastpipe.transforms.rand_intensity import RandScaleIntensityd, RandShiftIntensityd
+from fastpipe.transforms.rand_noise_contrast import RandAdjustContrastd, RandGaussianNoised
 from fastpipe.transforms.rand_spatial import RandFlipd, RandRotate90d
 from fastpipe.transforms.spatial import EnsureChannelFirstd, Orientationd, Spacingd
 from fastpipe.transforms.utility import EnsureTyped, ToDeviced
@@ -20,8 +21,10 @@ __all__ = [
     "FgBgToIndicesd",
     "LoadImaged",
     "Orientationd",
+    "RandAdjustContrastd",
     "RandCropByPosNegLabeld",
     "RandFlipd",
+    "RandGaussianNoised",
     "RandRotate90d",
     "RandScaleIntensityd",
     "RandShiftIntensityd",

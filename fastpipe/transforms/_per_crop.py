@@ -46,14 +46,41 @@ def split_batch(batch: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def runs_on_batch(t: Any, spatial_size: Any) -> bool:
+    """Whether ``t`` runs on a stacked batch of ``spatial_size`` crops: it has ``apply_batch`` and keeps their shape."""
+    keeps = getattr(t, "keeps_shape", None)
+    return callable(getattr(t, "apply_batch", None)) and callable(keeps) and bool(keeps(tuple(spatial_size)))
+
+
+def _spatial_size(batch: dict[str, Any], t: Any) -> tuple[int, ...] | None:
+    """The crops' spatial size read from the first of ``t``'s keys in ``batch`` (``None``: none is a stacked tensor)."""
+    for k in getattr(t, "keys", ()):
+        v = batch.get(k)
+        if isinstance(v, torch.Tensor) and v.ndim >= 2:
+            return tuple(v.shape[2:])
+    return None
+
+
 def run_per_crop(batch: dict[str, Any], transforms: list[Any]) -> dict[str, Any]:
-    """Apply ``transforms`` to each crop of ``batch`` in order, then collate the crops again."""
+    """Apply ``transforms`` to the crops of ``batch`` in order.
+
+    The leading transforms that run on a stacked batch (:func:`runs_on_batch`: fastpipe's random
+    transforms that keep the crop's shape) draw for all ``N`` crops at once and update the batch in
+    place. From the first other transform on, each crop runs on its own and the crops are collated
+    again at the end.
+    """
     if not transforms:
         return batch
     import fastpipe  # at call time: the package imports the transforms
 
+    rest = list(transforms)
+    while rest and (size := _spatial_size(batch, rest[0])) is not None and runs_on_batch(rest[0], size):
+        t = rest.pop(0)
+        batch = t.apply_batch(batch, t.draw(batch_length(batch)))
+    if not rest:
+        return batch
     items: Any = split_batch(batch)
-    for t in transforms:
+    for t in rest:
         items = apply_transform(t, items)
     return fastpipe.list_data_collate(items)
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fastpipe.transforms._bridge import FromMonaid, ToMonaid
+from fastpipe.transforms._per_crop import runs_on_batch
 from fastpipe.transforms._translate import Context, is_monai, translate
 from fastpipe.transforms.compose import flatten, split_chain
 
@@ -241,8 +242,17 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
         s.note = f"absorbed into {crop}'s gather (no padded copy cached)" if pad else f"fused into {crop}"
     if plan.batched:
         rest[0].stage = "batched"
+        size = tuple(getattr(rest[0].obj, "spatial_size", ()))
+        on_batch = 1
+        while on_batch < len(rest) and runs_on_batch(rest[on_batch].obj, size):
+            step = rest[on_batch]
+            step.stage = "batched"
+            step.note = (
+                step.note or "on the stacked batch: one draw for all crops, only the fired crops change"
+            )
+            on_batch += 1
         rest = [rest[0], *absorbed, *rest[1:]]
-        per_item = rest[1 + len(absorbed) :]
+        per_item = rest[on_batch + len(absorbed) :]
     else:
         per_item = rest
     for j, s in enumerate(per_item):

@@ -9,6 +9,7 @@ batched path draw from the same distribution.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -122,6 +123,45 @@ class RandDictTransform:
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         """MONAI's per-item call: one draw, applied to every key."""
         return self.apply(data, self.draw(1))
+
+    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
+        """Whether every draw keeps a ``spatial_size`` crop's shape (so it can run on a stacked batch)."""
+        return True
+
+    def apply_batch(self, batch: dict[Hashable, Any], params: dict[str, torch.Tensor]) -> dict[Hashable, Any]:
+        """Apply crop ``i``'s parameters to row ``i`` of each key of a collated batch, in place.
+
+        ``batch`` holds tensors with a leading ``N`` (a batched crop's fresh output); only the rows whose
+        draw changes them are written, so a batch costs what its fired crops cost, and no crop is split
+        out or stacked again. A key whose changed rows come back in another dtype (an integer image
+        scaled to float32, say) is converted as a whole first, as stacking those crops would.
+
+        Raises:
+            ValueError: a changed row came back in another shape (see :meth:`keeps_shape`).
+        """
+        who = type(self).__name__
+        for j in present_keys(batch, self.keys, self.allow_missing_keys, who):
+            key = self.keys[j]
+            x = batch[key]
+            changed = {}
+            for i in range(x.shape[0]):
+                row = x[i]
+                out = self.apply_one(row, params, i)
+                if out is not row:
+                    changed[i] = out
+            if not changed:
+                continue
+            shapes = {tuple(v.shape) for v in changed.values()}
+            if shapes != {tuple(x.shape[1:])}:
+                raise ValueError(
+                    f"{who}: {key!r} crops changed shape {tuple(x.shape[1:])} -> {sorted(shapes)}"
+                )
+            dtype = functools.reduce(torch.promote_types, (v.dtype for v in changed.values()), x.dtype)
+            if dtype != x.dtype:
+                x = batch[key] = x.to(dtype)
+            for i, v in changed.items():
+                x[i].copy_(v)
+        return batch
 
     def _repr_args(self) -> str:
         return ""

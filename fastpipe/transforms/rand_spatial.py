@@ -143,3 +143,8 @@ class RandRotate90d(RandDictTransform):
     def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
         """Compose this transform's draws into the crops' orientation (3-D volumes)."""
         return o.rot90(params["k"], self._axes)
+
+    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
+        """Whether a quarter turn keeps a ``spatial_size`` crop's shape: equal sides in its plane."""
+        a, b = self._axes
+        return len(spatial_size) == 3 and spatial_size[a] == spatial_size[b]
