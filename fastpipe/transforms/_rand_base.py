@@ -124,6 +124,11 @@ class RandDictTransform:
         """MONAI's per-item call: one draw, applied to every key."""
         return self.apply(data, self.draw(1))
 
+    def apply_row_(self, row: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> bool:
+        """Apply crop ``i``'s parameters to ``row`` in place where that gives ``apply_one``'s values bit
+        for bit; ``False`` (the default) leaves it to :meth:`apply_one` and a copy into the row."""
+        return False
+
     def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
         """Whether every draw keeps a ``spatial_size`` crop's shape (so it can run on a stacked batch)."""
         return True
@@ -146,6 +151,8 @@ class RandDictTransform:
             changed = {}
             for i in range(x.shape[0]):
                 row = x[i]
+                if self.apply_row_(row, params, i):
+                    continue
                 out = self.apply_one(row, params, i)
                 if out is not row:
                     changed[i] = out
