@@ -29,7 +29,7 @@ def test_every_peer_gives_an_epoch_and_the_plans_say_batched_or_per_crop(restore
         assert tuple(batch["image"].shape) == (2 * NUM_SAMPLES, 1, *PATCH), name
         assert batch["image"].dtype == torch.float32, name
         plan = peer.ready_info["plan"]
-        if name == "fastpipe":
+        if name in ("fastpipe", "monai_compose"):
             assert "fast path: every step is cached or batched" in plan and "RandGaussianNoised" in plan, plan
         elif name == "fastpipe_monai_voxel":
             assert (
@@ -38,9 +38,16 @@ def test_every_peer_gives_an_epoch_and_the_plans_say_batched_or_per_crop(restore
 
 
 def test_ratios():
-    med = {"fastpipe": 1.0, "fastpipe_monai_voxel": 3.0, "fastpipe_tutorial": 0.5, "monai_best": 4.0}
+    med = {
+        "fastpipe": 1.0,
+        "monai_compose": 2.0,
+        "fastpipe_monai_voxel": 3.0,
+        "fastpipe_tutorial": 0.5,
+        "monai_best": 4.0,
+    }
     assert ratios(med) == {
         "vs_monai_best": 4.0,
+        "monai_compose_vs_monai_best": 2.0,
         "vs_monai_voxel_per_crop": 3.0,
         "voxel_augment_cost": 2.0,
         "per_crop_voxel_augment_cost": 6.0,
