@@ -121,7 +121,7 @@ def ratios(med: dict[str, float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = epoch_parser(__doc__.splitlines()[0], "voxel-augment-epoch-cpu", "fill threads of every peer")
-    p.set_defaults(epochs=12)
+    p.set_defaults(epochs=24)
     p.add_argument(
         "--turn", type=int, default=TURN, help=f"epochs each peer runs in a row per round (default {TURN})"
     )
