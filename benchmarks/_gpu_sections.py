@@ -289,6 +289,48 @@ def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict
     }
 
 
+def voxel_augments(device: torch.device, small: bool = False, repeats: int = 5) -> dict[str, Any]:
+    """Section ``voxel_augment``: ``RandGaussianNoised`` then ``RandAdjustContrastd`` (MONAI's defaults but
+    ``prob=1``: every crop fires) on one training batch of crops on ``device``: fastpipe's on the stacked
+    batch against MONAI's objects per crop (``set_track_meta(False)``, the crops stacked again after)."""
+    import monai.transforms as M
+    from monai.data import get_track_meta, set_track_meta
+
+    from fastpipe import transforms as T
+
+    n, window = (4, (8, 8, 8)) if small else (8, WINDOW)
+    base = torch.rand((n, 1, *window), generator=torch.Generator().manual_seed(0)).to(device)
+    ours = [T.RandGaussianNoised("image", prob=1.0), T.RandAdjustContrastd("image", prob=1.0)]
+    theirs = [M.RandGaussianNoised("image", prob=1.0), M.RandAdjustContrastd("image", prob=1.0)]
+    for i, t in enumerate([*ours, *theirs]):
+        t.set_random_state(i)
+
+    def on_batch() -> None:
+        batch = {"image": base.clone()}
+        for t in ours:
+            batch = t.apply_batch(batch, t.draw(n))
+
+    def per_crop() -> None:
+        crops = [{"image": c} for c in base.clone()]
+        for t in theirs:
+            crops = [t(c) for c in crops]
+        torch.stack([torch.as_tensor(c["image"]) for c in crops])
+
+    before = get_track_meta()
+    set_track_meta(False)
+    try:
+        ours_s = statistics.median(time_s(on_batch, device, repeats))
+        theirs_s = statistics.median(time_s(per_crop, device, repeats))
+    finally:
+        set_track_meta(before)
+    return {
+        "voxel_augment_crops": n,
+        "voxel_augment_batch_ms": ours_s * 1e3,
+        "voxel_augment_monai_per_crop_ms": theirs_s * 1e3,
+        "voxel_augment_speedup": theirs_s / ours_s,
+    }
+
+
 def cached_epoch_h2d(volumes: int = 4, shape: tuple[int, int, int] = (200, 180, 160)) -> dict[str, Any]:
     """Section ``cached_epoch_h2d_bytes``: driver-counted host-to-device bytes of one GPU-cached epoch."""
     from benchmarks.gpu_copies import build, count_epochs

@@ -212,6 +212,7 @@ def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
         ("bandwidth", 20, lambda lim: sec.bandwidth(dev)),
         ("cached_epoch_h2d", 40, lambda lim: sec.cached_epoch_h2d()),
         ("gpu_vs_cpu_crop_speedup", 30, lambda lim: sec.speedup(dev)),
+        ("voxel_augment", 30, lambda lim: sec.voxel_augments(dev)),
         ("pytest_gpu", 120, lambda lim: run_pytest_gpu(lim)),  # subprocesses: their own timeout
         ("compute_sanitizer", 90, lambda lim: run_sanitizer(lim)),
     ]

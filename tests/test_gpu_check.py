@@ -115,6 +115,8 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     monkeypatch.setattr(sec, "matches", lambda dev: real_matches(cpu, "torch", small=True))
     monkeypatch.setattr(sec, "bandwidth", lambda dev: real_bw(cpu, "torch", small=True, repeats=2))
     monkeypatch.setattr(sec, "speedup", lambda dev: real_speed(cpu, small=True, repeats=1))
+    real_voxel = sec.voxel_augments
+    monkeypatch.setattr(sec, "voxel_augments", lambda dev: real_voxel(cpu, small=True, repeats=1))
     monkeypatch.setattr(sec, "cached_epoch_h2d", lambda: (_ for _ in ()).throw(RuntimeError("needs CUDA")))
     monkeypatch.setattr(
         gpu_check,
@@ -135,6 +137,8 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     assert (
         0 < doc["tutorial_batch_crops_flipped_or_turned"] < 8 and 0 < doc["tutorial_batch_crops_shifted"] < 8
     )
+    assert doc["voxel_augment_crops"] == 4 and doc["voxel_augment_batch_ms"] > 0
+    assert doc["voxel_augment_speedup"] > 0 and doc["voxel_augment_monai_per_crop_ms"] > 0
     assert doc["compute_sanitizer"] == "not found" and doc["nvml_samples"] == 0
     assert doc["goals"]["no_volume_bytes_h2d"] is False and doc["goals"]["gpu_tests_green"] is True
     assert (tmp_path / "gpu-check-stand-in-gpu.png").exists()
