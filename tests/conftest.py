@@ -36,3 +36,13 @@ def torch_threads():
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def restore_track_meta():
+    """MONAI's global ``set_track_meta`` comes back to what it was after the test (peers switch it off)."""
+    from monai.data import get_track_meta, set_track_meta
+
+    before = get_track_meta()
+    yield
+    set_track_meta(before)

@@ -10,15 +10,6 @@ from benchmarks.tutorial_epoch import PEERS, monai_compose, ratios, serve_peer
 from benchmarks.workload import NUM_SAMPLES, PATCH
 
 
-@pytest.fixture
-def restore_track_meta():
-    from monai.data import get_track_meta, set_track_meta
-
-    before = get_track_meta()
-    yield
-    set_track_meta(before)
-
-
 @pytest.mark.timeout(180)
 def test_every_peer_gives_an_epoch_of_num_samples_crops_per_volume(restore_track_meta):
     shape = tuple(p + 2 for p in PATCH)  # the smallest volumes a 96^3 crop fits in

@@ -9,15 +9,6 @@ from benchmarks.voxel_augment_epoch import PEERS, ratios, serve_peer
 from benchmarks.workload import NUM_SAMPLES, PATCH
 
 
-@pytest.fixture
-def restore_track_meta():
-    from monai.data import get_track_meta, set_track_meta
-
-    before = get_track_meta()
-    yield
-    set_track_meta(before)
-
-
 @pytest.mark.timeout(180)
 def test_every_peer_gives_an_epoch_and_the_plans_say_batched_or_per_crop(restore_track_meta):
     shape = tuple(p + 2 for p in PATCH)  # the smallest volumes a 96^3 crop fits in
