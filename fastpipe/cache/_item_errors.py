@@ -124,6 +124,11 @@ def run_suffix(suffix: Sequence[Any], entry: Any, index: int) -> Any:
     return entry
 
 
+def batch_step_error(err: Exception, transform: Any, entries: list[Any], indices: list[int]) -> ItemError:
+    """The :class:`TransformError` for a step after a batched op failing on the batch of ``indices``."""
+    return _read_error(err, transform, list(indices), entries)
+
+
 def run_batch(transform: Any, entries: list[Any], indices: list[int]) -> Any:
     """``transform.batch_call(entries)``; a failure raises :class:`TransformError` naming the batch."""
     try:

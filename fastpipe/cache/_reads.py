@@ -28,7 +28,7 @@ from fastpipe.cache._checks import check_device_points, check_items
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
 from fastpipe.cache._footprint import describe_bytes
-from fastpipe.cache._item_errors import compute_uncached, run_batch, run_suffix
+from fastpipe.cache._item_errors import batch_step_error, compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
 from fastpipe.transforms._per_crop import as_item_list, run_per_crop
@@ -137,7 +137,11 @@ class CachedReads(torch.utils.data.Dataset):
             entries = [self.cached_entry(i) for i in indices]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:
-                return run_per_crop(run_batch(suffix[0], entries, self._slots(indices)), suffix[1:])
+                slots = self._slots(indices)
+                batch = run_batch(suffix[0], entries, slots)
+                return run_per_crop(
+                    batch, suffix[1:], lambda err, t: batch_step_error(err, t, entries, slots)
+                )
             slots = self._slots(indices)
             return [run_suffix(suffix, e, slot) for slot, e in zip(slots, entries, strict=True)]
 

@@ -11,6 +11,7 @@ MONAI's ``list_data_collate``), which also carries the collated dict that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,28 +62,33 @@ def _spatial_size(batch: dict[str, Any], t: Any) -> tuple[int, ...] | None:
     return None
 
 
-def run_per_crop(batch: dict[str, Any], transforms: list[Any]) -> dict[str, Any]:
+def run_per_crop(
+    batch: dict[str, Any], transforms: list[Any], wrap: Callable[[Exception, Any], Exception] | None = None
+) -> dict[str, Any]:
     """Apply ``transforms`` to the crops of ``batch`` in order.
 
     The leading transforms that run on a stacked batch (:func:`runs_on_batch`: fastpipe's random
     transforms that keep the crop's shape) draw for all ``N`` crops at once and update the batch in
     place. From the first other transform on, each crop runs on its own and the crops are collated
-    again at the end.
+    again at the end. ``wrap(err, transform)`` (optional) gives the error to raise, from ``err``, when
+    a transform fails (a dataset names the batch's items there).
     """
     if not transforms:
         return batch
     import fastpipe  # at call time: the package imports the transforms
 
-    rest = list(transforms)
-    while rest and (size := _spatial_size(batch, rest[0])) is not None and runs_on_batch(rest[0], size):
-        t = rest.pop(0)
-        batch = t.apply_batch(batch, t.draw(batch_length(batch)))
-    if not rest:
-        return batch
-    items: Any = split_batch(batch)
-    for t in rest:
-        items = apply_transform(t, items)
-    return fastpipe.list_data_collate(items)
+    items: Any = None
+    for t in transforms:
+        try:
+            if items is None and (size := _spatial_size(batch, t)) is not None and runs_on_batch(t, size):
+                batch = t.apply_batch(batch, t.draw(batch_length(batch)))
+                continue
+            items = apply_transform(t, split_batch(batch) if items is None else items)
+        except Exception as err:
+            if wrap is None:
+                raise
+            raise wrap(err, t) from err
+    return batch if items is None else fastpipe.list_data_collate(items)
 
 
 class CollatedBatch(list):

@@ -334,3 +334,19 @@ def test_contrast_equals_monai_bit_for_bit_property(shape, seed, gamma, invert, 
     # bit for bit; NaN where MONAI's is (retain_stats on a single voxel: an unbiased std of one value)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(row, ours, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_step_after_the_crop_that_fails_names_the_batch_and_the_transform(coord_items):
+    from fastpipe.cache.errors import TransformError
+
+    def broken(d):
+        raise RuntimeError("boom")
+
+    bad_shape = T.RandGaussianNoised(["image", "label"], prob=1.0)  # image has 5 channels, label 1
+    for step, name, why in (
+        (T.mark_random(broken), "broken", "boom"),
+        (bad_shape, "RandGaussianNoised", "one shape"),
+    ):
+        ds = fp.CacheDataset(coord_items, chain(step), progress=False, num_workers=1)
+        with pytest.raises(TransformError, match=rf"{name}.* failed on the batch of items \[0, 2\].*{why}"):
+            ds.fetch_seeded([0, 2], seed=1)
