@@ -167,9 +167,17 @@ class RandGaussianNoised(_SharedDraw):
         std = u * self.std if self.sample_std else torch.full((n,), self.std, dtype=torch.float64)
         return {"fire": fire, "std": std, "seed": torch.randint(0, _SEED_HIGH, (n,), generator=g)}
 
-    def _noise(self, like: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
-        seed, std = int(params["seed"][i]), float(params["std"][i])
-        return gaussian_noise(like.shape, like.device, seed, self.mean, std).to(like.dtype)
+    def _noise(self, like: torch.Tensor, params: dict[str, Any], i: int) -> torch.Tensor:
+        """Crop ``i``'s noise, as ``like``'s dtype. With several keys (one shape: see ``_SharedDraw``) it
+        is drawn once per crop and kept in ``params`` for the other keys, instead of drawn again."""
+        memo = params.setdefault("_noise", {}) if len(self.keys) > 1 else None
+        z = memo.get(i) if memo is not None else None
+        if z is None:
+            seed, std = int(params["seed"][i]), float(params["std"][i])
+            z = gaussian_noise(like.shape, like.device, seed, self.mean, std)
+            if memo is not None:
+                memo[i] = z
+        return z.to(like.dtype)
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
         if not params["fire"][i]:

@@ -350,3 +350,15 @@ def test_a_step_after_the_crop_that_fails_names_the_batch_and_the_transform(coor
         ds = fp.CacheDataset(coord_items, chain(step), progress=False, num_workers=1)
         with pytest.raises(TransformError, match=rf"{name}.* failed on the batch of items \[0, 2\].*{why}"):
             ds.fetch_seeded([0, 2], seed=1)
+
+
+def test_noise_is_drawn_once_per_crop_for_all_keys(monkeypatch):
+    import fastpipe.transforms.rand_noise_contrast as mod
+
+    calls = []
+    real = mod.gaussian_noise
+    monkeypatch.setattr(mod, "gaussian_noise", lambda *a: calls.append(a) or real(*a))
+    t = T.RandGaussianNoised(["image", "label"], prob=1.0).set_random_state(0)
+    out = t.apply_batch(stacked(4), t.draw(4))
+    assert len(calls) == 4
+    torch.testing.assert_close(out["image"] - out["label"], stacked(4)["image"] - stacked(4)["label"])
