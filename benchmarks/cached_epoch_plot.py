@@ -44,9 +44,9 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     if fill:
         fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     else:  # no fill-scaling part (benchmarks.tutorial_epoch): the epoch panel alone
-        fig, a = plt.subplots(figsize=(9, 4.8))
+        fig, a = plt.subplots(figsize=(max(9.0, 1.5 * len(names)), 4.8))  # room for each column's label
 
-    fp_ms = peers["fastpipe"]["ms_per_volume"]
+    fp_ms, tops = peers["fastpipe"]["ms_per_volume"], []
     for x, name in enumerate(names):
         row = peers[name]
         color = FASTPIPE if name == "fastpipe" else PEER
@@ -65,13 +65,17 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
             if r < 2
             else f"{r:.1f}x fastpipe's time"
         )
-        a.annotate(
-            f"{row['ms_per_volume']:.1f} ms\n{label}",
-            (x + 0.38, row["ms_per_volume"]),
-            va="center",
+        top = max([row["ms_per_volume"], *samples, *firsts])
+        tops.append(top)
+        a.annotate(  # above the column's highest dot, so no label covers another column
+            f"{row['ms_per_volume']:.1f} ms\n{label}".strip(),
+            (x, top * 1.08),
+            ha="center",
+            va="bottom",
             fontsize=8,
         )
     a.set_yscale("log")
+    a.set_ylim(top=max(tops) * 1.8)  # room for the highest column's label
     a.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
     a.set_xlim(-0.6, len(names) - 0.1)
     a.set_ylabel("epoch time per volume, ms (log; lower is better)")
