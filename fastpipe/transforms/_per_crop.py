@@ -53,13 +53,19 @@ def runs_on_batch(t: Any, spatial_size: Any) -> bool:
     return callable(getattr(t, "apply_batch", None)) and callable(keeps) and bool(keeps(tuple(spatial_size)))
 
 
-def _spatial_size(batch: dict[str, Any], t: Any) -> tuple[int, ...] | None:
-    """The crops' spatial size read from the first of ``t``'s keys in ``batch`` (``None``: none is a stacked tensor)."""
+def _stacked_size(batch: dict[str, Any], t: Any, n: int) -> tuple[int, ...] | None:
+    """The crops' spatial size when every one of ``t``'s keys in ``batch`` is a stacked ``(n, C, ...)``
+    tensor of one spatial size; ``None`` otherwise. A key the crop did not cut is a list of the item's
+    own value (the cached tensor itself, once per crop): such a step runs per crop, on copies."""
+    sizes = set()
     for k in getattr(t, "keys", ()):
-        v = batch.get(k)
-        if isinstance(v, torch.Tensor) and v.ndim >= 2:
-            return tuple(v.shape[2:])
-    return None
+        if k not in batch:
+            continue
+        v = batch[k]
+        if not (isinstance(v, torch.Tensor) and v.ndim >= 2 and v.shape[0] == n):
+            return None
+        sizes.add(tuple(v.shape[2:]))
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def run_per_crop(
@@ -78,10 +84,11 @@ def run_per_crop(
     import fastpipe  # at call time: the package imports the transforms
 
     items: Any = None
+    n = batch_length(batch)
     for t in transforms:
         try:
-            if items is None and (size := _spatial_size(batch, t)) is not None and runs_on_batch(t, size):
-                batch = t.apply_batch(batch, t.draw(batch_length(batch)))
+            if items is None and (size := _stacked_size(batch, t, n)) is not None and runs_on_batch(t, size):
+                batch = t.apply_batch(batch, t.draw_batch(batch, n))
                 continue
             items = apply_transform(t, split_batch(batch) if items is None else items)
         except Exception as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import secrets
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -20,10 +21,14 @@ from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
 def seeded_generator(seed: int | None = None, state: torch.Generator | None = None) -> torch.Generator:
-    """``state`` itself when given, else a new CPU ``torch.Generator`` seeded with ``seed`` (random if None)."""
+    """``state`` itself when given, else a new CPU ``torch.Generator`` seeded with ``seed``.
+
+    ``seed=None`` seeds from the OS's entropy, as MONAI's ``set_random_state()`` does, and leaves
+    torch's global generator alone (``torch.seed()`` would reseed it under the user's feet).
+    """
     if state is not None:
         return state
-    return torch.Generator().manual_seed(int(seed if seed is not None else torch.seed()))
+    return torch.Generator().manual_seed(int(seed if seed is not None else secrets.randbits(63)))
 
 
 def generator_from_state(state: torch.Tensor) -> torch.Generator:
@@ -105,6 +110,11 @@ class RandDictTransform:
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The parameters of ``n`` crops (host tensors with a leading ``n``), from ``generator`` or this transform's own."""
         raise NotImplementedError
+
+    def draw_batch(self, batch: dict[Hashable, Any], n: int) -> dict[str, torch.Tensor]:
+        """The parameters of the ``n`` crops of a stacked batch (:meth:`apply_batch`); ``draw(n)`` unless
+        a draw depends on the data (one value per channel, say)."""
+        return self.draw(n)
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
         """Apply crop ``i``'s parameters to one channel-first tensor."""

@@ -24,9 +24,10 @@ from fastpipe.transforms.utility import _torch_dtype
 
 
 def _cast(x: torch.Tensor, dtype: torch.dtype, safe: bool) -> torch.Tensor:
-    """``x`` as ``dtype``; with ``safe`` an integer target is clamped to its range first (MONAI's ``safe``)."""
-    if safe and not dtype.is_floating_point and dtype != torch.bool:
-        info = torch.iinfo(dtype)
+    """``x`` as ``dtype``; with ``safe`` it is clamped to the dtype's range first (MONAI's ``safe``: a
+    float16 sum past 65504 becomes 65504, not ``inf``)."""
+    if safe and dtype != torch.bool:
+        info = torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)
         x = x.clamp(info.min, info.max)
     return x.to(dtype)
 
@@ -47,18 +48,27 @@ class _RandIntensity(RandDictTransform):
         u = torch.rand((n, channels), generator=generator or self.generator, dtype=torch.float64)
         return {"fire": fire, "value": lo + (hi - lo) * u}
 
+    def _channels(self, data: dict[Hashable, Any], axis: int) -> int:
+        """Values per draw: the channels of the first present key (dim ``axis``) with ``channel_wise``, as MONAI."""
+        if not self.channel_wise:
+            return 1
+        first = next((data[k] for k in self.keys if k in data), None)
+        return int(first.shape[axis]) if first is not None else 1
+
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
-        channels = 1
-        if self.channel_wise:
-            first = next((data[k] for k in self.keys if k in data), None)
-            channels = int(first.shape[0]) if first is not None else 1
-        return self.apply(data, self.draw(1, channels=channels))
+        return self.apply(data, self.draw(1, channels=self._channels(data, 0)))
+
+    def draw_batch(self, batch: dict[Hashable, Any], n: int) -> dict[str, torch.Tensor]:
+        return self.draw(n, channels=self._channels(batch, 1))
 
     def _values(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> list[float]:
+        """Crop ``i``'s values; with ``channel_wise`` a key with fewer channels than the first key takes
+        the first ones (MONAI indexes its per-channel draws the same way), one with more is an error."""
         vals = params["value"][i].tolist()
-        if self.channel_wise and len(vals) != img.shape[0]:
+        if self.channel_wise and len(vals) < img.shape[0]:
             raise ValueError(
-                f"{type(self).__name__}: drew {len(vals)} channel values for a {img.shape[0]}-channel volume"
+                f"{type(self).__name__}: drew {len(vals)} channel values (the first key's channels) for a "
+                f"{img.shape[0]}-channel volume"
             )
         return vals
 

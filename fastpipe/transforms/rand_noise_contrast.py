@@ -205,7 +205,7 @@ class RandAdjustContrastd(_SharedDraw):
     Args:
         keys: keys to change (str or sequence); they must have one shape.
         prob: probability of adjusting (default 0.1), one draw per call (per crop after a crop).
-        gamma: a pair ``(lo, hi)`` of positive numbers, or a number ``> 0.5`` meaning ``(0.5, gamma)``
+        gamma: a pair ``(lo, hi)`` of numbers ``>= 0``, or a number ``> 0.5`` meaning ``(0.5, gamma)``
             (default ``(0.5, 4.5)``).
         invert_image: negate before and after the curve (nnU-Net's; default False).
         retain_stats: give the result the crop's mean and standard deviation from before (default False).
@@ -250,8 +250,8 @@ class RandAdjustContrastd(_SharedDraw):
                 f"{who}: gamma must be a number > 0.5 or a pair (low, high), got {gamma!r}"
             ) from err
         lo, hi = min(lo, hi), max(lo, hi)
-        if lo <= 0:
-            raise ValueError(f"{who}: gamma values must be > 0, got {gamma!r}")
+        if lo < 0:  # a negative power sends the volume's minimum (0 after the rescale) to inf
+            raise ValueError(f"{who}: gamma values must be >= 0, got {gamma!r}")
         return lo, hi
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

@@ -48,13 +48,18 @@ def test_per_item_equals_monai(ours, theirs, dtype):
 
 
 @pytest.mark.parametrize("safe", [False, True])
-def test_integer_shift_follows_monai_cast_and_safe(safe):
-    d = {"image": torch.tensor([[[[250, 3, 100]]]], dtype=torch.uint8)}  # 250 + 10.7 overflows uint8
-    ours = T.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(d)["image"]
+@pytest.mark.parametrize(
+    "values, dtype, offset",
+    [([250, 3, 100], torch.uint8, 10.7), ([65000.0, -65000.0, 1.0], torch.float16, 1000.0)],
+    ids=["uint8", "float16"],
+)
+def test_shift_follows_monai_cast_and_safe(safe, values, dtype, offset):
+    d = {"image": torch.tensor([[[values]]], dtype=dtype)}  # 250 + 10.7 overflows uint8, 66000 float16
+    ours = T.RandShiftIntensityd("image", (offset, offset), safe=safe, prob=1.0)(d)["image"]
     theirs = torch.as_tensor(
-        M.RandShiftIntensityd("image", (10.7, 10.7), safe=safe, prob=1.0)(dict(d))["image"]
+        M.RandShiftIntensityd("image", (offset, offset), safe=safe, prob=1.0)(dict(d))["image"]
     )
-    assert ours.dtype == torch.uint8 and torch.equal(ours, theirs)
+    assert ours.dtype == dtype and torch.equal(ours, theirs)
 
 
 def test_draws_are_in_range_with_prob():
@@ -73,6 +78,27 @@ def test_seed_copies_and_pickle_replay():
     for other in (clone, again):
         assert all(torch.equal(a, other(d)["image"]) for a in first)
     assert not all(torch.equal(first[0], f) for f in first[1:])
+
+
+def test_set_random_state_without_a_seed_leaves_torch_global_generator_alone():
+    t = T.RandFlipd("image", prob=0.5)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    seeds = {t.set_random_state().generator.initial_seed() for _ in range(3)}
+    assert torch.equal(torch.rand(3), expected) and len(seeds) == 3  # fresh entropy each time
+
+
+def test_channel_wise_with_fewer_channels_in_a_later_key_uses_the_first_values_like_monai():
+    d = {"image": torch.rand(2, 4, 4, 4), "label": torch.rand(1, 4, 4, 4)}
+    ours = T.RandShiftIntensityd(["image", "label"], (1.0, 2.0), prob=1.0, channel_wise=True)(d)
+    theirs = M.RandShiftIntensityd(["image", "label"], (1.0, 2.0), prob=1.0, channel_wise=True)(d)
+    for out in (ours, theirs):
+        offsets = [(out["image"][c] - d["image"][c]).mean() for c in range(2)]
+        torch.testing.assert_close(out["label"] - d["label"], offsets[0].expand(1, 4, 4, 4))
+        assert out["label"].shape == (1, 4, 4, 4)
+    with pytest.raises(ValueError, match="drew 1 channel values"):
+        T.RandShiftIntensityd(["label", "image"], 0.5, prob=1.0, channel_wise=True)(d)
 
 
 def test_missing_keys_like_monai():

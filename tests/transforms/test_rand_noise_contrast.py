@@ -70,7 +70,8 @@ def test_contrast_not_fired_leaves_the_volume_and_same_gamma_for_every_key():
 
 
 @pytest.mark.parametrize(
-    ("gamma", "expected"), [(4.5, (0.5, 4.5)), ((3.0, 0.7), (0.7, 3.0)), ([1.0, 1.0], (1.0, 1.0))]
+    ("gamma", "expected"),
+    [(4.5, (0.5, 4.5)), ((3.0, 0.7), (0.7, 3.0)), ([1.0, 1.0], (1.0, 1.0)), ((0.0, 2.0), (0.0, 2.0))],
 )
 def test_contrast_gamma_range_reads_like_monai(gamma, expected):
     assert T.RandAdjustContrastd("image", gamma=gamma).gamma == expected
@@ -78,7 +79,7 @@ def test_contrast_gamma_range_reads_like_monai(gamma, expected):
 
 
 @pytest.mark.parametrize(
-    "gamma", [0.5, 0.2, (0.0, 2.0), (-1.0, 2.0), (1.0, float("nan")), "x", (1.0, 2.0, 3.0)]
+    "gamma", [0.5, 0.2, (-0.1, 2.0), (-1.0, 2.0), (1.0, float("nan")), "x", (1.0, 2.0, 3.0)]
 )
 def test_contrast_bad_gamma_is_refused_naming_it(gamma):
     with pytest.raises(ValueError, match="RandAdjustContrastd: .*gamma"):
@@ -362,3 +363,40 @@ def test_noise_is_drawn_once_per_crop_for_all_keys(monkeypatch):
     out = t.apply_batch(stacked(4), t.draw(4))
     assert len(calls) == 4
     torch.testing.assert_close(out["image"] - out["label"], stacked(4)["image"] - stacked(4)["label"])
+
+
+@pytest.mark.parametrize("cls", [T.RandShiftIntensityd, T.RandScaleIntensityd])
+def test_channel_wise_intensity_on_the_batch_draws_one_value_per_channel(coord_items, cls):
+    t = cls("image", (0.5, 0.9), prob=1.0, channel_wise=True)
+    base = fp.CacheDataset(coord_items, chain(), progress=False, num_workers=1)
+    ds = fp.CacheDataset(coord_items, chain(t), progress=False, num_workers=1)
+    assert {s.name: s.stage for s in ds.plan.steps}[cls.__name__] == "batched"
+    a, b = base.fetch_seeded([0, 2], seed=5)["image"], ds.fetch_seeded([0, 2], seed=5)["image"]
+    # channel 4 holds ones: after a shift it is 1 + o, after a scale 1 + f; either way one value per crop and channel
+    v = b[:, 4] - 1 if cls is T.RandShiftIntensityd else b[:, 4] / a[:, 4] - 1
+    per_crop = v.flatten(1)
+    assert torch.allclose(per_crop, per_crop[:, :1].expand_as(per_crop))
+    values = b[:, 3].flatten(1)[:, 0] if cls is T.RandShiftIntensityd else per_crop[:, 0]
+    assert ((per_crop[:, 0] >= 0.5) & (per_crop[:, 0] <= 0.9)).all() and (
+        (values >= 0.5) & (values <= 0.9)
+    ).all()
+    if cls is T.RandShiftIntensityd:  # channels 3 (zeros) and 4 (ones) drew their own offsets
+        assert not torch.allclose(b[:, 3].flatten(1)[:, 0], per_crop[:, 0])
+
+
+def test_a_step_naming_a_key_the_crop_does_not_cut_runs_per_crop_and_leaves_the_cache_alone(coord_items):
+    items = [{**d, "full": torch.rand((1, 6, 5, 4), generator=torch.Generator().manual_seed(i))}
+             for i, d in enumerate(coord_items)]  # fmt: skip
+    full = [d["full"].clone() for d in items]
+    shift = T.RandShiftIntensityd(["image", "full"], (1.0, 2.0), prob=1.0)
+    ds = fp.CacheDataset(
+        items, chain(shift, T.RandFlipd(["full"], prob=1.0, spatial_axis=0)), progress=False, num_workers=1
+    )
+    step = next(s for s in ds.plan.steps if s.name == "RandShiftIntensityd")
+    assert step.stage != "batched" and "not cut by RandCropByPosNegLabeld" in step.note
+    out = ds.fetch_seeded([0, 2], seed=4)
+    shifts = out["image"][:, 3].flatten(1)[:, 0]  # channel 3 holds zeros: the crop's offset
+    expected = torch.stack([full[i // 4 * 2].flip(1) + o for i, o in enumerate(shifts)])
+    torch.testing.assert_close(out["full"], expected)
+    assert all(torch.equal(d["full"], f) for d, f in zip(items, full, strict=True))
+    assert torch.equal(ds.fetch_seeded([0, 2], seed=4)["full"], out["full"])  # the cache kept its values
