@@ -57,7 +57,8 @@ class CacheCore:
         budget: per-tier budgets, e.g. ``{"cuda": "20GiB", "host": "64GiB"}`` or one size for the
             first tier (default ``None``: unlimited device/host memory, no disk tier).
         persist_dir: folder of a persistent cache across runs (default ``None``: none).
-        disk_dir: folder of the disk tier (default ``None``: a temporary folder).
+        disk_dir: where the disk tier makes its own folder, removed on close (default ``None``: the
+            system's temporary folder).
         version: the version that keys persistent entries (default: ``fastpipe.__version__``).
         persist_key: how source files enter a persistent key: ``"content"`` (default, a hash of their
             bytes) or ``"stat"`` (size, mtime, ctime, inode); see :mod:`fastpipe.cache._key`.

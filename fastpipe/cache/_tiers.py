@@ -82,12 +82,18 @@ def shallow_view(entry: Any) -> Any:
 
 
 class DiskTier:
-    """Uncompressed ``.npy`` files, one per tensor of an entry, opened memory-mapped (copy-on-write)."""
+    """Uncompressed ``.npy`` files, one per tensor of an entry, opened memory-mapped (copy-on-write).
+
+    The files go to a new folder of this tier's own, ``fastpipe-tier-*`` inside ``root`` (the system's
+    temporary folder when ``None``), removed on :meth:`close`. Two datasets given one ``disk_dir`` (a
+    training and a validation set, or the ranks of one node) so never share a file name: slot numbers
+    restart at 0 in each, and a shared name would rewrite another dataset's mapped entry in place.
+    """
 
     def __init__(self, root: str | Path | None) -> None:
-        self._owned = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-")) if root is None else Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if root is not None:
+            Path(root).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-", dir=root))
         self._names = itertools.count()  # next() on a count is atomic under the GIL
 
     def write(self, slot: int, entry: Any) -> Any:
@@ -109,9 +115,8 @@ class DiskTier:
             p.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Remove the folder when this tier created it."""
-        if self._owned:
-            shutil.rmtree(self.root, ignore_errors=True)
+        """Remove this tier's folder and its files."""
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class TierStore:

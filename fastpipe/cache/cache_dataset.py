@@ -50,7 +50,8 @@ class CacheDataset(CachedReads):
             raised :class:`~fastpipe.cache.errors.CacheFillError` names the item index and the file that
             failed, and is also an instance of the cause's type (``except ValueError`` works).
         seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default 0).
-        disk_dir: folder of the disk tier (default ``None``: a temporary folder).
+        disk_dir: where the disk tier makes its own ``fastpipe-tier-*`` folder, removed on close
+            (default ``None``: the system's temporary folder).
         rank, world_size: cache only this rank's shard (:mod:`fastpipe.distributed`; default ``None``:
             from ``torch.distributed`` when initialised, else no partition). Pass ``world_size=1`` for
             data that is already a shard. On several ranks the fill ends with a barrier that raises

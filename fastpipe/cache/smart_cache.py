@@ -57,7 +57,8 @@ class SmartCacheDataset(CachedReads):
             least 1 (default 1.0).
         copy_cache: deep-copy entries on read (default ``False``).
         persist_dir: persistent cache folder (default ``None``); see ``CacheDataset``.
-        disk_dir: disk-tier folder (default ``None``).
+        disk_dir: where the disk tier makes its own folder, removed on shutdown (default ``None``:
+            the system's temporary folder).
         replace_nice: niceness added to the replacement threads on Linux (default 10; ``None``: normal
             priority), so the loader's reads win the CPU and replacements use what is left; a round
             that is still late at the epoch end shows in ``stats()["lag_s"]``.

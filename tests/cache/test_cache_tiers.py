@@ -61,7 +61,7 @@ def test_host_budget_spills_to_memory_mapped_disk_tier(tmp_path):
         "host": 2 * ITEM_BYTES,
         "disk": 3 * ITEM_BYTES,
     }
-    assert len(list(tmp_path.glob("*.npy"))) == 3
+    assert len(list(tmp_path.glob("fastpipe-tier-*/*.npy"))) == 3  # in a folder of the tier's own
     disk_slots = [slot for slot in range(5) if ds.core.store.tier_of(slot) == "disk"]
     entry = ds.core.store.get(disk_slots[0])
     assert _mapped_file(entry["image"].data_ptr()).startswith(str(tmp_path))  # memory-mapped, not read in
@@ -72,6 +72,24 @@ def test_host_budget_spills_to_memory_mapped_disk_tier(tmp_path):
     assert torch.equal(
         ds.core.store.get(disk_slots[0])["image"], CountingDet()({"x": disk_slots[0]})["image"]
     )
+
+
+def test_datasets_sharing_a_disk_dir_keep_their_own_entries(tmp_path):
+    budget = {"host": 0, "disk": None}  # every entry on the disk tier
+
+    def dataset(value):
+        return CacheDataset(
+            [{"x": torch.full((4,), value)}], None, progress=False, budget=budget, disk_dir=tmp_path
+        )
+
+    a, b = dataset(1.0), dataset(2.0)  # both fill slot 0
+    assert a.stats()["items"]["disk"] == 1 and b.stats()["items"]["disk"] == 1
+    assert a[0]["x"].tolist() == [1.0] * 4 and b[0]["x"].tolist() == [2.0] * 4
+    assert len(list(tmp_path.glob("fastpipe-tier-*"))) == 2
+    b.close()
+    assert a[0]["x"].tolist() == [1.0] * 4 and len(list(tmp_path.glob("fastpipe-tier-*/*.npy"))) == 1
+    a.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def _mapped_file(address: int) -> str:
