@@ -9,18 +9,23 @@
   contents of closure cells, and the values of the globals the code reads (functions it calls included,
   recursively);
 - ``functools.partial``: function, arguments and keywords; bound methods: function and object;
-- objects: their class and their *public* attributes (``__dict__`` and ``__slots__`` names not starting
-  with ``_``), recursively; a ``torch.nn.Module`` also its ``state_dict()``. Private attributes are taken
-  to be state (locks, counters, caches, a source dataset), not parameters, and are not hashed;
+- objects: their class and their attributes (``__dict__`` and ``__slots__``), recursively; a
+  ``torch.nn.Module`` also its ``state_dict()``. Private attributes (``_x``) are hashed too, since
+  libraries keep settings there (MONAI's ``LoadImaged`` holds every option in ``_loader``), but on a
+  best-effort basis: a private part that cannot be hashed stands for its type. Known per-call state
+  of library classes (:data:`_PER_CALL_STATE`: the file names a MONAI image reader read last) is left out;
 - a user-defined class: the code of its methods; library code (the standard library, or a package with a
   ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead;
 - random states (numpy, torch, ``random``): their type only, since a deterministic prefix draws nothing;
-  likewise locks, events, threads, queues, executors, loggers and open files (state, not parameters).
+  likewise locks, events, threads, thread-local storage, queues, executors, loggers and open files
+  (state, not parameters).
 
 An object it cannot see into, i.e. one with no attributes whose ``repr`` holds a memory address (a C
 handle such as a ``zlib`` compressor), or anything nested deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_NODES` parts,
 raises :class:`UnfingerprintableError` naming the path to it. A global value the code reads that is an
-instance of a library class (a logger, a lock) is hashed by its type only.
+instance of a library class (a MONAI transform) is hashed as far as it can be, else by its type; a
+module of your own that the code reads stands for its attributes the code names; a function under
+``functools.lru_cache`` or ``functools.wraps`` for the function it wraps.
 
 Example:
     >>> fingerprint(lambda x: x > 0) != fingerprint(lambda x: x > 0.9)
@@ -62,9 +67,12 @@ _DATA_OR_CODE = (
 _RANDOM_STATES = (np.random.RandomState, np.random.Generator, torch.Generator, random.Random)
 _STATE_TYPES = (  # synchronisation, logging, workers, open files: state, not parameters
     type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event,
-    threading.Semaphore, threading.Thread, queue.Queue, concurrent.futures.Executor,
+    threading.Semaphore, threading.Thread, threading.local, queue.Queue, concurrent.futures.Executor,
     logging.Logger, logging.Handler, io.IOBase,
 )  # fmt: skip
+#: Attributes that library classes set on every call (``module.Class`` -> names): left out of the
+#: fingerprint, so using a transform before a dataset is built does not change the dataset's keys.
+_PER_CALL_STATE = {"monai.data.image_reader.ImageReader": ("filenames",)}
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
 
@@ -232,9 +240,10 @@ class _Walker:
         self.emit(f"function:{_qualname(fn)}:{lib}")
         if lib is None:  # user code: what it computes (library code: its name and version say that)
             self._code(fn.__code__, path, depth)
-            for name in sorted(_global_names(fn.__code__)):
+            names = _global_names(fn.__code__)
+            for name in sorted(names):
                 if name in fn.__globals__:
-                    self._global(name, fn.__globals__[name], f"{path}.<global {name}>", depth)
+                    self._global(name, fn.__globals__[name], f"{path}.<global {name}>", depth, names)
             self.walk(fn.__defaults__, f"{path}.__defaults__", depth)
             self.walk(fn.__kwdefaults__, f"{path}.__kwdefaults__", depth)
         for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
@@ -243,13 +252,35 @@ class _Walker:
             except ValueError:  # an empty cell: a name not yet bound in the enclosing scope
                 self.emit(f"empty-cell:{name}")
                 continue
-            self.walk(value, f"{path}.<closure {name}>", depth)
+            if not self._own_module(value, f"{path}.<closure {name}>", depth, _global_names(fn.__code__)):
+                self.walk(value, f"{path}.<closure {name}>", depth)
 
-    def _global(self, name: str, value: Any, path: str, depth: int) -> None:
+    def _global(self, name: str, value: Any, path: str, depth: int, names: set[str] = frozenset()) -> None:
+        """A global the code reads. A module of your own also stands for its attributes the code names
+        (``helpers.normalize(x)`` reads ``helpers.normalize``, and that function's globals in turn); an
+        instance of a library class (a MONAI transform, a logger) is hashed as far as it can be, else
+        by its type."""
         self.emit(f"global:{name}")
+        if self._own_module(value, path, depth, names):
+            return None
         if not isinstance(value, _DATA_OR_CODE) and library_of(type(value).__module__) is not None:
-            return self.emit(f"library-object:{_qualname(type(value))}")  # a logger, a lock: its type only
+            try:
+                token = self._subdigest(value, path, depth)
+            except UnfingerprintableError:
+                token = f"{_qualname(type(value))}"
+            return self.emit(f"library-object:{token}")
         self.walk(value, path, depth)
+
+    def _own_module(self, value: Any, path: str, depth: int, names: set[str]) -> bool:
+        """Hash a module of your own (not a library) with its attributes among ``names``; ``False`` for anything else."""
+        if not isinstance(value, types.ModuleType) or library_of(value.__name__) is not None:
+            return False
+        self.walk(value, path, depth)
+        if depth < MAX_DEPTH:
+            for attr in sorted(names):
+                if not attr.startswith("__") and attr in vars(value):
+                    self._global(attr, vars(value)[attr], f"{path}.{attr}", depth + 1, names)
+        return True
 
     def _code(self, co: types.CodeType, path: str, depth: int) -> None:
         self.emit(f"code:{co.co_argcount}:{co.co_kwonlyargcount}:{co.co_flags}:{co.co_code.hex()}")
@@ -290,6 +321,21 @@ class _Walker:
         for name in sorted(attrs):
             self.emit(f"attr:{name}")
             self.walk(attrs[name], f"{path}.{name}", depth)
+        wrapped = getattr(obj, "__dict__", {}).get("__wrapped__")
+        if wrapped is not None:  # functools.lru_cache, functools.wraps: the function it calls
+            self.emit("wraps")
+            self.walk(wrapped, f"{path}.__wrapped__", depth)
+        for name, value in sorted(_private_attributes(obj).items()):
+            if isinstance(value, (*_STATE_TYPES, *_RANDOM_STATES)):
+                continue  # state made on first use (MONAI's thread-local ``_tracing``) must not move the key
+            # Best effort: libraries keep settings there too (MONAI's LoadImaged holds every option in
+            # ``_loader``, Spacingd its ``_lazy``), so they must change the key; a part that cannot be
+            # hashed (a handle, a lock inside a cache) stands for its type instead of refusing the chain.
+            try:
+                token = self._subdigest(value, f"{path}.{name}", depth)
+            except UnfingerprintableError:
+                token = f"opaque:{_qualname(type(value))}"
+            self.emit(f"private:{name}:{token}")
 
 
 def _public_attributes(obj: Any) -> dict[str, Any]:
@@ -298,6 +344,27 @@ def _public_attributes(obj: Any) -> dict[str, Any]:
         slots = vars(klass).get("__slots__", ())
         for name in [slots] if isinstance(slots, str) else slots:
             if not name.startswith("_") and hasattr(obj, name):
+                attrs[name] = getattr(obj, name)
+    for qualname, names in _PER_CALL_STATE.items():
+        module, _, cls = qualname.rpartition(".")
+        klass = getattr(sys.modules.get(module), cls, None)  # only once the library is imported
+        if isinstance(klass, type) and isinstance(obj, klass):
+            for name in names:
+                attrs.pop(name, None)
+    return attrs
+
+
+def _private_attributes(obj: Any) -> dict[str, Any]:
+    """``obj``'s ``_x`` attributes (not dunders, not name-mangled ``__x`` state), from ``__dict__`` and slots."""
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__") and not name.endswith("__")
+
+    attrs = {k: v for k, v in getattr(obj, "__dict__", {}).items() if isinstance(k, str) and private(k)}
+    for klass in type(obj).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if private(name) and hasattr(obj, name):
                 attrs[name] = getattr(obj, name)
     return attrs
 

@@ -2,7 +2,8 @@
 
 The key of an item is a sha256 of ``fastpipe.__version__``, the entry format, the chain fingerprint
 (:func:`fastpipe.cache._fingerprint.chain_fingerprint`) and the item: every string (or path) value that
-names an existing regular file stands for that file, every other value for its
+names an existing regular file (``~`` expanded, as loaders expand it) stands for that file, one that
+names a folder for every file under it, every other value for its
 :func:`~fastpipe.cache._fingerprint.fingerprint`. How a file stands in the key is ``persist_key``:
 
 - ``"content"`` (default): its absolute path and a blake2b hash of its bytes (the compressed bytes of a
@@ -14,8 +15,8 @@ names an existing regular file stands for that file, every other value for its
   milliseconds on Linux). A filesystem that does not keep ctime (some network and FUSE filesystems)
   can serve a stale entry. Copying or moving the data set, or a ``chmod``, invalidates every entry.
 
-Neither mode looks inside folders: a string naming a directory (a DICOM series, say) is keyed by the
-string alone, so a change inside it is not seen.
+A string naming a folder (a DICOM series, say) stands for the relative name and state of every file
+under it, in either mode: a file added, removed, renamed or changed inside changes the key.
 """
 
 from __future__ import annotations
@@ -71,10 +72,20 @@ def item_key(item: Any, chain_fp: str, version: str, persist_key: str = "content
 
 
 def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
-    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
-        path = os.path.abspath(value)
-        sources.append(path)
-        return f"file({path},{_file_state(path, persist_key)})"
+    if isinstance(value, (str, os.PathLike)):
+        path = os.path.expanduser(
+            os.fspath(value)
+        )  # "~/a.nii.gz": loaders expand it (MONAI's LoadImaged does)
+        if os.path.isfile(path):
+            path = os.path.abspath(path)
+            sources.append(path)
+            return f"file({path},{_file_state(path, persist_key)})"
+        if os.path.isdir(path):  # a series folder (DICOM): every file in it, by relative name
+            path = os.path.abspath(path)
+            sources.append(path)
+            files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+            states = ",".join(f"{os.path.relpath(f, path)}={_file_state(f, persist_key)}" for f in files)
+            return f"dir({path},[{states}])"
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda kv: str(kv[0]))
         return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"

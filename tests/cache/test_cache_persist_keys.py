@@ -151,3 +151,149 @@ def test_same_size_edit_with_restored_mtime_is_seen(tmp_path, persist_key):
 def test_persist_key_is_checked(tmp_path):
     with pytest.raises(ValueError, match="persist_key must be one of"):
         CacheDataset([{"x": 1}], [lambda d: d], progress=False, persist_dir=tmp_path, persist_key="mtime")
+
+
+# --- settings libraries keep in private attributes, and what a first call leaves behind -----------------
+
+
+MONAI_PREFIX = (  # source text, so a new process builds the very same chain
+    "[M.LoadImaged('image'), M.EnsureChannelFirstd('image', channel_dim='no_channel'),"
+    " M.Spacingd('image', pixdim=(2.0, 2.0, 2.0)), M.SpatialPadd('image', (8, 8, 8)),"
+    " M.CropForegroundd('image', source_key='image')]"
+)
+
+
+def _monai_prefix():
+    from monai import transforms as M
+
+    return eval(MONAI_PREFIX, {"M": M})
+
+
+def test_monai_settings_kept_in_private_attributes_change_the_key():
+    from monai import transforms as M
+
+    pairs = [
+        (M.LoadImaged("image"), M.LoadImaged("image", ensure_channel_first=True)),  # in ``_loader``
+        (M.LoadImaged("image"), M.LoadImaged("image", dtype=np.float16)),
+        (M.Spacingd("image", pixdim=(2.0, 2.0, 2.0)), M.Spacingd("image", pixdim=(2.0, 2.0, 2.0), lazy=True)),
+        (
+            M.SpatialCropd("image", roi_start="a", roi_end="b"),
+            M.SpatialCropd("image", roi_start="c", roi_end="d"),
+        ),
+    ]
+    for a, b in pairs:
+        assert chain_fingerprint([a]) != chain_fingerprint([b]), (a, b)
+
+
+def test_a_monai_chain_keeps_its_key_after_it_ran_and_in_a_new_process(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "vol.npy"
+    np.save(path, np.pad(np.ones((4, 4, 4), np.float32), 2))
+    chain = _monai_prefix()
+    before = chain_fingerprint(chain)
+    d = {"image": str(path)}
+    for t in chain:  # readers remember the file, transforms make thread-local state on first use
+        d = t(d)
+    assert chain_fingerprint(chain) == before
+    code = (
+        "import sys; from monai import transforms as M; from fastpipe.cache._fingerprint import "
+        "chain_fingerprint; print(chain_fingerprint(eval(sys.argv[1], {'M': M})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, MONAI_PREFIX], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == before
+
+
+def test_private_parts_that_cannot_be_hashed_stand_for_their_type():
+    class Codec:
+        def __init__(self, level):
+            self._codec = zlib.compressobj()  # private and opaque: its type only, the chain is not refused
+            self._level = level  # private and plain: hashed
+
+        def __call__(self, d):
+            return d
+
+    assert fingerprint(Codec(1)) == fingerprint(Codec(1)) != fingerprint(Codec(2))
+
+
+# --- what an item's path names -----------------------------------------------------------------------
+
+
+def test_a_home_relative_path_is_keyed_by_the_file_it_names(tmp_path, monkeypatch):
+    from fastpipe.cache._key import entry_owner
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    np.save(tmp_path / "vol.npy", np.zeros(4, np.float32))
+    first = entry_owner({"image": "~/vol.npy"}, 0, "chain", "v")
+    np.save(tmp_path / "vol.npy", np.ones(4, np.float32))
+    second = entry_owner({"image": "~/vol.npy"}, 0, "chain", "v")
+    assert first.key != second.key and second.sources == (str(tmp_path / "vol.npy"),)
+
+
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+def test_a_folder_is_keyed_by_every_file_in_it(tmp_path, persist_key):
+    from fastpipe.cache._key import item_key
+
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    for i in range(3):
+        (series / f"{i}.dcm").write_bytes(bytes([i]) * 10)
+
+    def key():
+        return item_key({"image": str(series)}, "chain", "v", persist_key)
+
+    keys = [key()]
+    (series / "1.dcm").write_bytes(b"\xff" * 10)  # same size
+    os.utime(series / "1.dcm", ns=(1, 1)) if persist_key == "content" else time.sleep(0.01)
+    keys.append(key())
+    (series / "sub" / "extra.dcm").write_bytes(b"x")
+    keys.append(key())
+    (series / "0.dcm").rename(series / "9.dcm")
+    keys.append(key())
+    assert len(set(keys)) == 4 and key() == keys[-1]
+
+
+# --- what code reads through a module of your own, a cache decorator, a library object ----------------
+
+
+def test_a_value_read_through_a_module_of_your_own_is_part_of_the_key(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "my_helpers.py").write_text("SCALE = 2.0\n\ndef normalize(x):\n    return x * SCALE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    helpers = importlib.import_module("my_helpers")
+    try:
+        fn = lambda x: helpers.normalize(x)  # noqa: E731
+        before = fingerprint(fn)
+        monkeypatch.setattr(helpers, "SCALE", 3.0)
+        assert fingerprint(fn) != before
+        monkeypatch.setattr(helpers, "SCALE", 2.0)
+        assert fingerprint(fn) == before
+    finally:
+        sys.modules.pop("my_helpers", None)
+
+
+def test_an_lru_cache_function_is_keyed_by_the_function_it_wraps():
+    @functools.lru_cache
+    def double(x):
+        return x * 2
+
+    @functools.lru_cache
+    def triple(x):
+        return x * 3
+
+    assert fingerprint(double) != fingerprint(triple)
+
+
+def test_a_library_object_the_code_reads_is_keyed_by_its_settings(monkeypatch):
+    from monai.transforms import ScaleIntensityRange
+
+    monkeypatch.setitem(globals(), "_WINDOW", ScaleIntensityRange(0, 200, 0.0, 1.0))
+    fn = lambda x: _WINDOW(x)  # noqa: E731, F821
+    before = fingerprint(fn)
+    monkeypatch.setitem(globals(), "_WINDOW", ScaleIntensityRange(0, 400, 0.0, 1.0))
+    assert fingerprint(fn) != before
