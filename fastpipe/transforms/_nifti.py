@@ -20,9 +20,16 @@ import nibabel as nib
 import numpy as np
 
 from fastpipe.transforms._gzip import CHUNK, MAGIC, MAX_RATIO, GzipReader, isize_hint
-from fastpipe.transforms._nifti_header import Layout, best_affine, data_layout, parse_header, slope_inter
+from fastpipe.transforms._nifti_header import (
+    Layout,
+    best_affine,
+    check_extensions,
+    data_layout,
+    parse_header,
+    slope_inter,
+)
 
-_HEAD = 544  # enough decoded bytes for a NIfTI-2 header plus the extension flag
+_HEAD = 548  # enough decoded bytes for a NIfTI-2 header, the extension flag and the first extension's esize
 
 
 class DirectoryError(IsADirectoryError, ValueError):
@@ -66,7 +73,8 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
     A ``.nii.gz`` is decoded to the end of every gzip member and each member's CRC32 and size are
     verified, so a damaged file is an error, never wrong voxels. Several members back to back are
     read as one stream; zero bytes after the last member are padding; any other trailing bytes are
-    an error. Header dims are checked before anything is allocated: against the file's size for
+    an error, and so is decoded data past what the header declares (a header that does not describe
+    its data). Header dims are checked before anything is allocated: against the file's size for
     ``.nii``, and for ``.nii.gz`` against the most a gzip file of that size can decode to
     (deflate expands at most 1032-fold); the declared size is allocated up front only when the last
     gzip trailer's size field agrees with it, otherwise the buffer grows as decoded bytes arrive.
@@ -118,6 +126,7 @@ def _checked_header(head: bytes | bytearray, path: str) -> _Header:
     """Parse and check every header field the decode uses, before anything is allocated."""
     hdr = parse_header(head, path)
     layout = data_layout(hdr, path)
+    check_extensions(hdr, head, layout, path)
     return _Header(hdr, layout, best_affine(hdr, len(layout.shape), path), slope_inter(hdr, path))
 
 
@@ -130,6 +139,8 @@ def _read_raw(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
             f"{path}: truncated file: {size} bytes, the header ({head.layout.describe()} from "
             f"vox_offset={head.layout.offset}) declares {end}"
         )
+    if size > end:
+        raise _longer_than_declared(path, head.layout, size)
     buf = np.empty(end, dtype=np.uint8)  # numpy: huge pages, few faults
     f.seek(0)
     if (got := f.readinto(buf)) < end:  # the file shrank since it was measured
@@ -170,8 +181,18 @@ def _read_gz(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
             f"{path}: truncated file: the gzip data holds {pos} bytes, the header "
             f"({head.layout.describe()} from vox_offset={head.layout.offset}) declares {end}"
         )
-    reader.drain()
+    if extra := reader.drain():
+        raise _longer_than_declared(path, head.layout, end + extra)
     return out, head
+
+
+def _longer_than_declared(path: str, layout: Layout, got: int) -> ValueError:
+    """Data past the voxels the header declares: a header that does not describe its data (a wrong
+    ``dim``, ``datatype`` or ``vox_offset``), so the voxels it would give are not the file's."""
+    return ValueError(
+        f"{path}: the data holds {got} bytes, {got - layout.end} more than the header ({layout.describe()} "
+        f"from vox_offset={layout.offset}) declares ({layout.end}): the header does not match its data"
+    )
 
 
 def _grown(out: np.ndarray, used: int, capacity: int) -> np.ndarray:

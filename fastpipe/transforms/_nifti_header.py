@@ -112,6 +112,35 @@ def _vox_offset(hdr: nib.Nifti1Header, path: str) -> int:
     return int(raw)
 
 
+def check_extensions(hdr: nib.Nifti1Header, head: bytes | bytearray, layout: Layout, path: str) -> None:
+    """The header's extension flag against ``vox_offset``: when the flag says extensions follow the
+    header, the first one (``esize`` bytes from the flag's end) must end at or before the voxels.
+
+    ``head``: the file's first decoded bytes (the flag and the first extension's ``esize``, where the
+    file holds them). A flagged extension that overlaps the voxels means ``vox_offset`` was left at
+    its no-extension value (or the flag is damaged): the voxels would be read shifted, so it is an error.
+    """
+    flag_at = int(hdr.single_vox_offset) - 4  # 348 (NIfTI-1) / 540 (NIfTI-2)
+    if len(head) <= flag_at or head[flag_at] == 0:
+        return
+    first = flag_at + 4  # where the first extension starts
+    if len(head) >= first + 4:
+        esize = struct.unpack(f"{hdr.endianness}i", bytes(head[first : first + 4]))[0]
+        if esize < 8 or first + esize > layout.offset:
+            raise header_error(
+                path,
+                f"vox_offset={layout.offset}",
+                f"overlaps the header extension it flags (extension[0]={head[flag_at]}, the first "
+                f"extension's esize={esize} from byte {first}): the voxels would be read shifted",
+            )
+    elif first + 8 > layout.offset:
+        raise header_error(
+            path,
+            f"vox_offset={layout.offset}",
+            f"leaves no room for the header extension it flags at byte {first}",
+        )
+
+
 def slope_inter(hdr: nib.Nifti1Header, path: str) -> tuple[float, float] | None:
     """``(scl_slope, scl_inter)`` when the header asks for scaling; None for none (slope 0 or NaN, or 1/0)."""
     slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])

@@ -163,6 +163,40 @@ def test_bad_dim_is_named(tmp_path, label_gz, gz, index, value):
     refused(path, re.escape(f"dim[{index}]={value}"))
 
 
+# A header that does not describe its data -------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("where", ["dim", "tail"])
+def test_data_longer_than_the_header_declares_is_refused(tmp_path, label_gz, gz, where):
+    src, lab = label_gz
+    path = tmp_path / ("long.nii.gz" if gz else "long.nii")
+    if where == "dim":  # two slices fewer than the data holds: nibabel gives a (48, 40, 22) volume
+        rewrite(src, path, gz=gz, dim={3: lab.shape[2] - 2})
+    else:
+        path.write_bytes(encode(decoded(src) + b"\x01" * 64, gz))
+    refused(path, r"more than the header \(dim=.* declares", "does not match its data")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_extension_the_voxels_overlap_is_refused_and_a_real_one_reads(tmp_path, label_gz, gz):
+    import struct
+
+    import nibabel as nib
+
+    src, lab = label_gz
+    raw = decoded(src)
+    ext = struct.pack("<ii", 32, 6) + b"comment-padded-to-32-b"[:24].ljust(24, b"\0")
+    flagged = raw[:348] + b"\x01\0\0\0" + ext + raw[352:]  # vox_offset still 352: voxels shifted by 32
+    bad = tmp_path / ("ext_bad.nii.gz" if gz else "ext_bad.nii")
+    bad.write_bytes(encode(flagged, gz))
+    refused(bad, "vox_offset=352", "overlaps the header extension")
+    good = tmp_path / ("ext_ok.nii.gz" if gz else "ext_ok.nii")
+    rewrite(bad, good, gz=gz, vox_offset=384)  # the same bytes, the voxels said to start after it
+    np.testing.assert_array_equal(read_nifti(good).array, lab)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(good).dataobj), lab)
+
+
 # Finding 5: header fields are validated and named -------------------------------------------------
 
 BAD_FIELDS = [
