@@ -273,7 +273,7 @@ def tutorial_op_args(n: int, seed: int = 2) -> dict[str, dict[str, Any]]:
 
 def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict[str, Any]:
     """Section ``gpu_vs_cpu_crop_speedup``: one batch of RandCropByPosNegLabeld (sample + crop), CPU vs ``device``."""
-    from benchmarks.crop_speed import KEYS, make_items
+    from benchmarks.crop_speed import INDEX_KEYS, KEYS, make_items
     from fastpipe.transforms import RandCropByPosNegLabeld
 
     shape, window = ((40, 36, 30), (8, 8, 8)) if small else ((240, 210, 250), WINDOW)
@@ -281,7 +281,7 @@ def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict
     for where in ("cpu", device.type):
         dev = torch.device(where)
         items = make_items(4, shape, where)
-        t = RandCropByPosNegLabeld(KEYS, "label", window, num_samples=4).set_random_state(0)
+        t = RandCropByPosNegLabeld(KEYS, "label", window, num_samples=4, **INDEX_KEYS).set_random_state(0)
         times[where] = statistics.median(time_s(lambda t=t, items=items: t.batch_call(items), dev, repeats))
     return {
         "gpu_vs_cpu_crop_speedup": times["cpu"] / times[device.type],
@@ -358,9 +358,9 @@ def sanitize_target(device: torch.device) -> None:
     """What ``compute-sanitizer`` runs: the crop and sampler kernels on small cases of every kind."""
     for case in crop_cases(device, small=True):
         compare_case(case, "cuda")
-    from benchmarks.crop_speed import KEYS, make_items
+    from benchmarks.crop_speed import INDEX_KEYS, KEYS, make_items
     from fastpipe.transforms import RandCropByPosNegLabeld
 
-    t = RandCropByPosNegLabeld(KEYS, "label", (8, 8, 8), num_samples=4).set_random_state(0)
+    t = RandCropByPosNegLabeld(KEYS, "label", (8, 8, 8), num_samples=4, **INDEX_KEYS).set_random_state(0)
     t.batch_call(make_items(2, (40, 36, 30), device.type))
     torch.cuda.synchronize()

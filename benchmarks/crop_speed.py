@@ -36,6 +36,10 @@ from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import RandCropByPosNegLabeld
 
 KEYS = ["image", "label"]
+INDEX_KEYS = {
+    "fg_indices_key": "label_fg_indices",
+    "bg_indices_key": "label_bg_indices",
+}  # make_items's lists
 
 
 def make_items(n: int, shape: tuple[int, int, int], device: str = "cpu", seed: int = 0) -> list[dict]:
@@ -59,7 +63,9 @@ def cpu_peers(items: list[dict], patch: tuple[int, ...], num_samples: int, repea
     from monai.data import list_data_collate, set_track_meta
     from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
 
-    ours = RandCropByPosNegLabeld(KEYS, "label", patch, num_samples=num_samples).set_random_state(0)
+    ours = RandCropByPosNegLabeld(
+        KEYS, "label", patch, num_samples=num_samples, **INDEX_KEYS
+    ).set_random_state(0)
     theirs = MonaiCrop(KEYS, "label", patch, num_samples=num_samples, fg_indices_key="label_fg_indices",
                        bg_indices_key="label_bg_indices")  # fmt: skip
     theirs.set_random_state(0)
@@ -155,7 +161,7 @@ def gpu_section(shape, patch, num_samples: int, volumes: int, repeats: int) -> d
     """Kernel GB/s vs device-to-device copy, and sampling vs crop time, for ``volumes`` x ``num_samples``."""
     items = make_items(volumes, shape, "cuda")
     t = RandCropByPosNegLabeld(
-        KEYS, "label", patch, num_samples=num_samples, backend="cuda"
+        KEYS, "label", patch, num_samples=num_samples, backend="cuda", **INDEX_KEYS
     ).set_random_state(0)
     s, _ = t.sample(items)
     outs = {

@@ -36,7 +36,16 @@ def build(data: list[dict], cache_device: str | None) -> tuple[Any, Any]:
 
     keys = ["image", "label", "label_fg_indices", "label_bg_indices"]
     move = [ToDeviced(keys, device=cache_device)] if cache_device else []
-    crop = RandCropByPosNegLabeld(["image", "label"], "label", PATCH, pos=1, neg=1, num_samples=NUM_SAMPLES)
+    crop = RandCropByPosNegLabeld(
+        ["image", "label"],
+        "label",
+        PATCH,
+        pos=1,
+        neg=1,
+        num_samples=NUM_SAMPLES,
+        fg_indices_key="label_fg_indices",
+        bg_indices_key="label_bg_indices",
+    )
     ds = fp.CacheDataset(data, [*volume_prefix(T), *move, crop], progress=False)
     return ds, fp.ThreadDataLoader(ds, batch_size=BATCH, shuffle=True)
 

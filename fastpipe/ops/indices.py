@@ -18,9 +18,9 @@ MIN_BG_FRACTION = 1 / 16
 def _flat_mask(x: torch.Tensor, threshold: float | None = None) -> torch.Tensor | np.ndarray:
     """``(x > threshold).any(0)`` (``x != 0`` without one) of a channel-first volume as a flat C-order bool.
 
-    numpy on CPU, torch elsewhere.
+    numpy on CPU, torch elsewhere (and for the dtypes numpy lacks, bfloat16).
     """
-    a = x.numpy() if x.device.type == "cpu" else x
+    a = x.numpy() if x.device.type == "cpu" and x.dtype != torch.bfloat16 else x
     m = (a != 0) if threshold is None else (a > threshold)
     m = m[0] if x.shape[0] == 1 else m.any(0)
     return m.ravel() if isinstance(m, np.ndarray) else m.contiguous().view(-1)

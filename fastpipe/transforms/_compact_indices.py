@@ -50,6 +50,42 @@ def _passes(t: Any, crop: RandCropByPosNegLabeld, image_key: str | None) -> bool
     return image_key is None or image_key not in keys or same_dtype
 
 
+def _same_rule(t: FgBgToIndicesd, crop: RandCropByPosNegLabeld) -> bool:
+    """Whether ``t`` computes the lists the crop would compute itself (MONAI's ``map_binary_to_indices``
+    on the same label with the same image rule)."""
+    if t.image_key != crop.image_key:
+        return False
+    return t.image_key is None or float(t.image_threshold) == float(crop.image_threshold)
+
+
+def wire_indices(chain: Any) -> list[Any]:
+    """``chain`` where a crop without index keys reads those of the ``FgBgToIndicesd`` right before it.
+
+    A crop given no ``fg_indices_key``/``bg_indices_key`` computes the lists from its label each call,
+    as MONAI's does. When a fastpipe ``FgBgToIndicesd`` on the crop's label, with the crop's own image
+    rule, runs right before it (only device moves or type conversions in between, as for
+    :func:`compact_chain`), its lists are the ones the crop would compute, so a copy of the crop reads
+    them instead: computed once in the cached prefix, not every epoch. A pad or any other step in
+    between leaves the crop computing its own.
+    """
+    chain = list(chain)
+    for c, crop in enumerate(chain):
+        if type(crop) is not RandCropByPosNegLabeld or crop.index_keys:
+            continue
+        j = c - 1
+        while j >= 0 and _passes(chain[j], crop, None):
+            j -= 1
+        t = chain[j] if j >= 0 else None
+        if type(t) is not FgBgToIndicesd or crop.label_key not in t.keys or not _same_rule(t, crop):
+            continue
+        wired = copy.deepcopy(crop)
+        wired.fg_indices_key = f"{crop.label_key}{t.fg_postfix}"
+        wired.bg_indices_key = f"{crop.label_key}{t.bg_postfix}"
+        if all(_passes(u, wired, t.image_key) for u in chain[j + 1 : c]):  # the lists reach it unchanged
+            chain[c] = wired
+    return chain
+
+
 def compact_chain(chain: list[Any]) -> list[Any]:
     """``chain`` with each crop's feeding ``FgBgToIndicesd`` switched to the compact form (both copied).
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from fastpipe.transforms._compact_indices import compact_chain
+from fastpipe.transforms._compact_indices import compact_chain, wire_indices
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.pad import SpatialPadd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
@@ -111,7 +111,8 @@ def _pad_ok(pad: Any, crop: RandCropByPosNegLabeld, before: Sequence[Any], betwe
         )  # fmt: skip
         return keys_ok and (t.image_key is None or t.image_key in pad.keys)
     # no indices after the pad: the crop must compute them itself, on the (virtually) padded label
-    return not crop._explicit_indices and not any(_indices_step(t, crop) for t in before)
+    # (stored indices from before the pad, which MONAI would read as they are, keep the pad a step)
+    return not crop.index_keys
 
 
 def _absorb_pad(chain: list[Any], c: int) -> list[Any]:
@@ -138,7 +139,7 @@ def fuse_random(transforms: Sequence[Any]) -> list[Any]:
         >>> len(chain), type(chain[0]).__name__
         (1, 'RandCropByPosNegLabeld')
     """
-    chain, c = list(transforms), 0
+    chain, c = wire_indices(transforms), 0
     while c < len(chain):
         if type(chain[c]) is RandCropByPosNegLabeld:
             before, chain = len(chain), _absorb_pad(chain, c)

@@ -8,6 +8,7 @@ does for MONAI objects it keeps.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ def _random(name: str, obj: Any, **kwargs: Any) -> Any:
     return _seeded(build(name, obj, **kwargs, prob=float(obj.prob), **key_options(obj)), obj)
 
 
+def _size(size: Any) -> int | tuple[int, ...]:
+    """MONAI's ``spatial_size``: one int (every spatial axis) or one per axis."""
+    return int(size) if isinstance(size, Integral) else tuple(int(s) for s in size)
+
+
 @register("RandCropByPosNegLabeld")
 def _crop(obj: Any, ctx: Context) -> Any:
     c = obj.cropper
@@ -39,7 +45,7 @@ def _crop(obj: Any, ctx: Context) -> Any:
         "RandCropByPosNegLabeld",
         obj,
         label_key=obj.label_key,
-        spatial_size=tuple(int(s) for s in c.spatial_size),
+        spatial_size=_size(c.spatial_size),
         pos=ratio,
         neg=1.0 - ratio,
         num_samples=int(c.num_samples),
@@ -125,7 +131,7 @@ def _pad(obj: Any, ctx: Context) -> Any:
     return build(
         "SpatialPadd",
         obj,
-        spatial_size=tuple(int(s) for s in p.spatial_size),
+        spatial_size=_size(p.spatial_size),
         method=value(p.method),
         mode=modes.pop(),
         **key_options(obj),

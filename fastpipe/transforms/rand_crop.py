@@ -70,8 +70,11 @@ class RandCropByPosNegLabeld:
         pos, neg: foreground/background weights (default 1.0 each).
         num_samples: patches per item (default 1).
         image_key: with ``image_threshold`` (default 0.0), background also needs ``image > threshold``.
-        fg_indices_key, bg_indices_key: keys of precomputed flat indices (default
-            ``{label_key}_fg_indices`` / ``{label_key}_bg_indices`` when present, else computed).
+        fg_indices_key, bg_indices_key: keys of precomputed flat indices, used when both are given and
+            the item holds both (and then dropped from the crops), else the indices are computed from
+            the label with ``image_key``/``image_threshold``, as MONAI does (default ``None``: computed;
+            in a ``Compose``/``CacheDataset`` chain the plan reads the output of a ``FgBgToIndicesd``
+            right before the crop instead when it computes the same lists: same label, same image rule).
         allow_smaller: keep axes shorter than the patch whole instead of raising (default False).
         allow_missing_keys: skip keys missing from every item (default False).
         padding_mode: ``None`` (default) or ``"constant"``: pad volumes smaller than ``spatial_size``
@@ -125,9 +128,7 @@ class RandCropByPosNegLabeld:
             raise ValueError(f"RandCropByPosNegLabeld: num_samples must be an int >= 1, got {num_samples!r}")
         self.num_samples = int(num_samples)
         self.image_key, self.image_threshold = image_key, image_threshold
-        self.fg_indices_key = fg_indices_key or f"{label_key}_fg_indices"
-        self.bg_indices_key = bg_indices_key or f"{label_key}_bg_indices"
-        self._explicit_indices = fg_indices_key is not None or bg_indices_key is not None
+        self.fg_indices_key, self.bg_indices_key = fg_indices_key, bg_indices_key
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
         if padding_mode not in (None, "constant"):
             raise ValueError(
@@ -182,12 +183,16 @@ class RandCropByPosNegLabeld:
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # a loader thread of the parent may have held it at the fork
 
+    @property
+    def index_keys(self) -> tuple[str, ...]:
+        """The keys of stored indices this crop reads (and drops from its crops): both or none."""
+        fk, bk = self.fg_indices_key, self.bg_indices_key
+        return () if fk is None or bk is None else (fk, bk)
+
     def _indices(self, d: dict[str, Any], label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fk, bk = self.fg_indices_key, self.bg_indices_key
-        if fk not in d or bk not in d:
-            if self._explicit_indices:
-                raise ValueError(f"RandCropByPosNegLabeld: {item_name(d)} lacks index keys {fk!r}/{bk!r}")
-            image = d[self.image_key] if self.image_key is not None else None
+        if not self.index_keys or fk not in d or bk not in d:  # MONAI: computed from the label then
+            image = d.get(self.image_key) if self.image_key is not None else None
             return fg_bg_indices(label, image, self.image_threshold)
         out = []
         for key in (fk, bk):
@@ -274,7 +279,7 @@ class RandCropByPosNegLabeld:
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}
-        skip = {self.fg_indices_key, self.bg_indices_key}
+        skip = set(self.index_keys)
         for key in items[0]:
             if key not in self.keys and key not in skip:
                 out[key] = [d.get(key) for d in items for _ in range(self.num_samples)]
@@ -312,6 +317,6 @@ class RandCropByPosNegLabeld:
         """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]
-        skip = {self.fg_indices_key, self.bg_indices_key}
+        skip = set(self.index_keys)
         rest = {k: v for k, v in data.items() if k not in skip and k not in cropped}
         return [{**rest, **{k: batch[k][i] for k in cropped}} for i in range(self.num_samples)]

@@ -32,11 +32,15 @@ def blob_item(shape=(32, 28, 24), seed=0, name="case"):
     return {"image": image, "label": label, "name": name}
 
 
+NAMED = {"fg_indices_key": "label_fg_indices", "bg_indices_key": "label_bg_indices"}
+
+
 def chain_of(pos=1.0, neg=1.0, num_samples=4, size=(1, 1, 1), **crop_kw):
+    """``FgBgToIndicesd`` (with the image rule given) and a crop reading its lists by name."""
     fg_kw = {k: crop_kw.pop(k) for k in ("image_key", "image_threshold") if k in crop_kw}
     return fuse_random([T.FgBgToIndicesd("label", **fg_kw),
                         T.RandCropByPosNegLabeld(KEYS, "label", size, pos=pos, neg=neg, num_samples=num_samples,
-                                                 **crop_kw)])  # fmt: skip
+                                                 **NAMED, **crop_kw)])  # fmt: skip
 
 
 def centres(chain, items, rounds=1, seed=0):
@@ -148,7 +152,9 @@ def test_lists_written_outside_the_chain_are_used_as_they_are():
     d = blob_item()
     fg, bg = fg_bg_indices(d["label"])
     d.update(label_fg_indices=fg, label_bg_indices=bg[:3])  # a user's own (odd) lists
-    crop = fuse_random([T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=300)])[0]
+    crop = fuse_random(
+        [T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=300, **NAMED)]
+    )[0]
     c = crop.set_random_state(0).sample([d])[0].centers
     _, sx, sy, sz = d["label"].shape
     flat = (c[:, 0] * sy + c[:, 1]) * sz + c[:, 2]
@@ -157,7 +163,7 @@ def test_lists_written_outside_the_chain_are_used_as_they_are():
 
 def test_a_count_without_the_planned_crop_is_a_clear_error():
     entry = chain_of()[0](blob_item(name="case7"))
-    crop = T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1))
+    crop = T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), **NAMED)
     with pytest.raises(ValueError, match="case7.*background count"):
         crop.sample([entry])
 
@@ -165,7 +171,7 @@ def test_a_count_without_the_planned_crop_is_a_clear_error():
 def test_fgbg_before_a_pad_keeps_monai_lists():
     """``FgBgToIndicesd`` then ``SpatialPadd``: MONAI reads unpadded lists against the padded shape; kept."""
     chain = fuse_random([T.FgBgToIndicesd("label"), T.SpatialPadd(KEYS, (30, 30, 30)),
-                         T.RandCropByPosNegLabeld(KEYS, "label", (4, 4, 4))])  # fmt: skip
+                         T.RandCropByPosNegLabeld(KEYS, "label", (4, 4, 4), **NAMED)])  # fmt: skip
     assert chain[0].compact_keys == () and chain[-1]._bg_rule is None
 
 
@@ -244,7 +250,73 @@ def test_compact_entries_survive_the_persistent_cache(tmp_path):
 )
 def test_what_may_sit_between_the_indices_and_the_crop(between, fg_kw, compact):
     chain = fuse_random(
-        [T.FgBgToIndicesd("label", **fg_kw), *between, T.RandCropByPosNegLabeld(KEYS, "label", 4)]
+        [T.FgBgToIndicesd("label", **fg_kw), *between, T.RandCropByPosNegLabeld(KEYS, "label", 4, **NAMED)]
     )
     assert (chain[0].compact_keys == ("label",)) is compact
     assert (chain[-1]._bg_rule is not None) is compact
+
+
+# --- a crop given no index keys computes its own lists, as MONAI's; the plan reads equal ones ---------
+
+
+def _small_item():
+    g = torch.Generator().manual_seed(0)
+    label = torch.zeros((1, 6, 7, 5))
+    label[0, 1:3, 2:4, 1:3] = 1
+    image = torch.zeros((1, 6, 7, 5))
+    image[0, :3] = torch.rand((3, 7, 5), generator=g) + 1  # above 0.5 on x < 3 only
+    return {"image": image, "label": label, "name": "small"}
+
+
+def _fg_fraction(crops):
+    return sum(float(c["label"].sum()) for c in crops) / len(crops)
+
+
+def test_without_keys_lists_from_before_a_pad_are_not_read():
+    from monai import transforms as M
+
+    def chain(L):
+        return [L.FgBgToIndicesd("label"), L.SpatialPadd(KEYS, (10, 10, 10)),
+                L.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=1, neg=0, num_samples=200)]  # fmt: skip
+
+    assert _fg_fraction(M.Compose(chain(M)).set_random_state(0)(_small_item())) == 1.0  # MONAI's padded label
+    assert _fg_fraction(T.Compose(chain(T)).set_random_state(0)(_small_item())) == 1.0
+    ds = fp.CacheDataset([_small_item()], M.Compose(chain(M)), progress=False)
+    assert float(ds.fetch_seeded([0], seed=0)["label"].float().mean()) == 1.0
+
+
+def test_without_keys_the_crop_uses_its_own_image_rule_like_monai():
+    from monai import transforms as M
+
+    def chain(L, **crop_rule):
+        return [L.FgBgToIndicesd("label", image_key="image", image_threshold=0.5),
+                L.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=3000, **crop_rule)]  # fmt: skip
+
+    def dark(crops):  # background centres where the image is 0: the crop's rule has no image
+        return sum(float(c["image"].sum() == 0) for c in crops)
+
+    theirs = dark(M.Compose(chain(M)).set_random_state(0)(_small_item()))
+    ours = dark(T.Compose(chain(T)).set_random_state(0)(_small_item()))
+    label = _small_item()["label"][0]
+    p = float(((label == 0) & (_small_item()["image"][0] == 0)).sum() / (label == 0).sum())
+    assert four_sigma(int(theirs), 3000, p) and four_sigma(int(ours), 3000, p), (theirs, ours, p)
+    assert not fuse_random(chain(T))[-1].index_keys  # different rules: the lists are not read
+    wired = fuse_random(chain(T, image_key="image", image_threshold=0.5))
+    assert wired[-1].index_keys == ("label_fg_indices", "label_bg_indices") and wired[-1]._bg_rule == (
+        "image",
+        0.5,
+    )
+    assert dark(T.Compose(chain(T, image_key="image", image_threshold=0.5))(_small_item())) == 0
+
+
+def test_a_fgbgtoindicesd_right_before_an_unnamed_crop_feeds_it_compactly():
+    chain = fuse_random(
+        [T.FgBgToIndicesd("label"), T.ToDeviced(KEYS, "cpu"), T.RandCropByPosNegLabeld(KEYS, "label", 4)]
+    )
+    assert chain[0].compact_keys == ("label",) and chain[-1].index_keys == (
+        "label_fg_indices",
+        "label_bg_indices",
+    )
+    ds = fp.CacheDataset([blob_item()], [T.FgBgToIndicesd("label"), T.RandCropByPosNegLabeld(KEYS, "label", 4)],
+                         progress=False)  # fmt: skip
+    assert ds.cached_entry(0)["label_bg_indices"].ndim == 0  # a count: computed once, in the cache

@@ -120,3 +120,15 @@ def test_fg_bg_indices_match_monai(device, with_image):
     assert out["label_fg_indices"].device.type == device.type
     np.testing.assert_array_equal(out["label_fg_indices"].cpu().numpy(), np.asarray(fg))
     np.testing.assert_array_equal(out["label_bg_indices"].cpu().numpy(), np.asarray(bg))
+
+
+def test_bfloat16_label_and_image_give_monai_indices():
+    rng = np.random.default_rng(5)
+    lab = torch.from_numpy(rng.integers(0, 2, (1, 6, 5, 4)).astype(np.float32))
+    img = torch.from_numpy(rng.normal(size=(1, 6, 5, 4)).astype(np.float32))
+    out = FgBgToIndicesd("label", image_key="image", image_threshold=0.25)(
+        {"label": lab.bfloat16(), "image": img.bfloat16()}
+    )
+    fg, bg = map_binary_to_indices(lab.bfloat16(), img.bfloat16(), 0.25)
+    np.testing.assert_array_equal(out["label_fg_indices"].numpy(), np.asarray(fg))
+    np.testing.assert_array_equal(out["label_bg_indices"].numpy(), np.asarray(bg))

@@ -100,18 +100,29 @@ def test_pad_voxels_are_background_with_monai_probabilities():
 def test_pad_not_background_under_an_image_threshold():
     d = coord_item((3, 3, 2), fg=((0, 3), (0, 2), (0, 2)))
     d["image"] += 1  # every voxel above 0: inner background voxels count, pad voxels (image 0) do not
-    chain = [T.SpatialPadd(KEYS, (5, 6, 4)), T.FgBgToIndicesd("label", image_key="image", image_threshold=0.0),
-             T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=500)]  # fmt: skip
-    assert len(fuse_random(chain)) == 2
-    for b in T.Compose(chain).set_random_state(1)(d):
-        assert (
-            float(b["image"][4].sum()) == 2.0
-        )  # an inner background voxel (constant channel 1 + 1), never pad
+    rule = {"image_key": "image", "image_threshold": 0.0}
+    for crop_kw in ({"fg_indices_key": "label_fg_indices", "bg_indices_key": "label_bg_indices"}, rule):
+        # the lists named, or the crop's own rule equal to FgBgToIndicesd's (so the plan reads its lists)
+        chain = [T.SpatialPadd(KEYS, (5, 6, 4)), T.FgBgToIndicesd("label", **rule),
+                 T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=500, **crop_kw)]  # fmt: skip
+        assert len(fuse_random(chain)) == 2
+        for b in T.Compose(chain).set_random_state(1)(d):
+            assert (
+                float(b["image"][4].sum()) == 2.0
+            )  # an inner background voxel (constant channel 1 + 1), never pad
 
 
 def test_indices_before_the_pad_keep_monai_chain_as_written():
-    chain = [T.FgBgToIndicesd("label"), T.SpatialPadd(KEYS, 10), T.RandCropByPosNegLabeld(KEYS, "label", 10)]
-    assert [type(t) for t in fuse_random(chain)] == [type(t) for t in chain]
+    named = {"fg_indices_key": "label_fg_indices", "bg_indices_key": "label_bg_indices"}
+    chain = [
+        T.FgBgToIndicesd("label"),
+        T.SpatialPadd(KEYS, 10),
+        T.RandCropByPosNegLabeld(KEYS, "label", 10, **named),
+    ]
+    assert [type(t) for t in fuse_random(chain)] == [type(t) for t in chain]  # MONAI reads the unpadded lists
+    unnamed = [*chain[:2], T.RandCropByPosNegLabeld(KEYS, "label", 10)]  # MONAI computes on the padded label
+    assert [type(t) for t in fuse_random(unnamed)] == [T.FgBgToIndicesd, T.RandCropByPosNegLabeld]
+    chain[2] = unnamed[2]
     assert len(fuse_random([T.SpatialPadd(KEYS, 10, mode="edge"), chain[2]])) == 2
     assert len(fuse_random([T.SpatialPadd(["image"], 10), chain[2]])) == 2  # not the crop's keys
     assert len(fuse_random([T.SpatialPadd(KEYS, 10), T.ToDeviced(KEYS, "cpu"), chain[2]])) == 2

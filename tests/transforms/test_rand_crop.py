@@ -64,11 +64,28 @@ def test_patches_are_slices_at_their_centres_and_label_from_same_place():
 def test_call_returns_num_samples_dicts_like_monai():
     d = item()
     d["label_fg_indices"], d["label_bg_indices"] = fg_bg_indices(d["label"])
-    out = RandCropByPosNegLabeld(["image", "label"], "label", 16, num_samples=3).set_random_state(1)(d)
+    crop = RandCropByPosNegLabeld(
+        ["image", "label"],
+        "label",
+        16,
+        num_samples=3,
+        fg_indices_key="label_fg_indices",
+        bg_indices_key="label_bg_indices",
+    )
+    out = crop.set_random_state(1)(d)
     assert len(out) == 3
     for o in out:
-        assert set(o) == {"image", "label", "coords", "name"}  # index keys dropped, as MONAI pops them
+        assert set(o) == {
+            "image",
+            "label",
+            "coords",
+            "name",
+        }  # index keys read are dropped, as MONAI pops them
         assert o["image"].shape == (1, 16, 16, 16) and o["coords"] is d["coords"]
+    out = RandCropByPosNegLabeld(["image", "label"], "label", 16, num_samples=3)(
+        d
+    )  # keys not given: not read
+    assert all("label_fg_indices" in o and "label_bg_indices" in o for o in out)  # MONAI leaves them too
 
 
 def test_uses_precomputed_indices_when_present():
@@ -76,12 +93,29 @@ def test_uses_precomputed_indices_when_present():
     only = 10 * SHAPE[1] * SHAPE[2] + 15 * SHAPE[2] + 17  # voxel (10, 15, 17)
     d["label_fg_indices"] = torch.tensor([only])
     d["label_bg_indices"] = torch.tensor([only], dtype=torch.int32)  # any integer dtype works
-    b = RandCropByPosNegLabeld("image", "label", 8, num_samples=20).set_random_state(0).batch_call([d])
+    b = (
+        RandCropByPosNegLabeld(
+            "image",
+            "label",
+            8,
+            num_samples=20,
+            fg_indices_key="label_fg_indices",
+            bg_indices_key="label_bg_indices",
+        )
+        .set_random_state(0)
+        .batch_call([d])
+    )
     assert (b["crop_centers"] == torch.tensor([10, 15, 17])).all()
+    # keys not given, or given but not both in the item: computed from the label, as MONAI does
+    b = RandCropByPosNegLabeld("image", "label", 8, num_samples=20).set_random_state(0).batch_call([d])
+    assert not (b["crop_centers"] == torch.tensor([10, 15, 17])).all(1).all()
     d2 = {k: v for k, v in item().items()}
     d2["fg"] = torch.tensor([only])
-    with pytest.raises(ValueError, match="lacks index keys 'fg'/'bg'"):
-        RandCropByPosNegLabeld("image", "label", 8, fg_indices_key="fg", bg_indices_key="bg").batch_call([d2])
+    crop = RandCropByPosNegLabeld(
+        "image", "label", 8, num_samples=20, fg_indices_key="fg", bg_indices_key="bg"
+    )
+    b = crop.set_random_state(0).batch_call([d2])
+    assert not (b["crop_centers"] == torch.tensor([10, 15, 17])).all(1).all()
 
 
 def test_fg_fraction_through_the_transform():
@@ -122,7 +156,9 @@ def test_empty_label_warns_and_no_location_raises():
     assert b["label"].sum() == 0
     d["label_fg_indices"] = d["label_bg_indices"] = torch.empty(0, dtype=torch.int64)
     with pytest.raises(ValueError, match="case has no foreground and no background"):
-        RandCropByPosNegLabeld("label", "label", 8).batch_call([d])
+        RandCropByPosNegLabeld(
+            "label", "label", 8, fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices"
+        ).batch_call([d])
 
 
 def fused_crop(size=8, num_samples=4, keys=("image", "label")):
@@ -178,7 +214,9 @@ def test_bad_input_names_expected_and_actual():
     with pytest.raises(
         TypeError, match="'label_fg_indices' of case must hold integer flat indices.*got torch.float32"
     ):
-        RandCropByPosNegLabeld("image", "label", 8).batch_call([d])
+        RandCropByPosNegLabeld(
+            "image", "label", 8, fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices"
+        ).batch_call([d])
     d = item()
     d["image"] = d["image"][:, :-1]
     with pytest.raises(

@@ -204,6 +204,8 @@ class Recorder:
         (M.RandShiftIntensityd("image", offsets=0.1, prob=0.5), {"prob": 0.5, "offsets": (-0.1, 0.1), "safe": False, "channel_wise": False}),
         (M.RandScaleIntensityd("image", factors=(-0.2, 0.3), prob=0.1), {"prob": 0.1, "factors": (-0.2, 0.3), "channel_wise": False, "dtype": torch.float32}),
         (M.SpatialPadd(KEYS, spatial_size=(96, 96, 96)), {"spatial_size": (96, 96, 96), "method": "symmetric", "mode": "constant"}),
+        (M.SpatialPadd(KEYS, spatial_size=64), {"spatial_size": 64}),  # one int: every axis, as MONAI
+        (M.RandCropByPosNegLabeld(KEYS, "label", 32, num_samples=2), {"spatial_size": 32, "fg_indices_key": None}),
         (M.RandGaussianNoised("image", prob=0.2, std=0.05), {"prob": 0.2, "mean": 0.0, "std": 0.05, "sample_std": True}),
         (M.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)), {"prob": 0.3, "gamma": (0.7, 1.5), "invert_image": False, "retain_stats": False}),
     ],
