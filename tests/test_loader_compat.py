@@ -108,3 +108,24 @@ def test_a_monai_step_fastpipe_lacks_runs_on_each_crop_as_monai_would():
         ]
         expected = torch.as_tensor(scale({"image": src.clone()})["image"])
         assert torch.allclose(torch.as_tensor(batch["image"][n]), expected), n
+
+
+@pytest.mark.timeout(120)
+def test_torch_worker_processes_draw_new_crops_each_epoch_and_per_worker():
+    """Each worker reseeds the suffix from torch's per-worker seed (as MONAI's DataLoader does), so
+    epochs and workers differ, and ``torch.manual_seed`` makes the whole run repeat."""
+    ds = fp.CacheDataset(
+        items(4), [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=1)], progress=False
+    )
+
+    def epochs(n=2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)
+        return [[tuple(b["crop_starts"][0].tolist()) for b in loader] for _ in range(n)]
+
+    torch.manual_seed(0)
+    first = epochs()
+    assert first[0] != first[1]  # a new base seed each epoch: new crops
+    by_worker = [first[0][0::2], first[0][1::2]]  # batch_size 1: workers take turns
+    assert by_worker[0] != by_worker[1]
+    torch.manual_seed(0)
+    assert epochs() == first

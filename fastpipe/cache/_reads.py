@@ -87,6 +87,9 @@ class CachedReads(torch.utils.data.Dataset):
         self.misses = 0
         self.fill_report = FillReport()
         _seed_suffix(self.suffix, seed)
+        self._worker_seed: int | None = (
+            None  # the torch DataLoader worker seed the suffix was last reseeded from
+        )
 
     # --- the hooks a dataset implements --------------------------------------------------------------
 
@@ -119,12 +122,24 @@ class CachedReads(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
+            self._reseed_in_worker()
             return run_suffix(self.suffix, self.cached_entry(index), self.data_index(index))
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
         """A batch as a list of items (crops) for any collate function; see :func:`as_item_list`."""
         with self._suffix_lock:
+            self._reseed_in_worker()
             return as_item_list(self._fetch(list(indices), self.suffix))
+
+    def _reseed_in_worker(self) -> None:
+        """In a torch ``DataLoader`` worker process, reseed the suffix from the seed torch gives that
+        worker (a new base seed each epoch, plus the worker's id), once per worker start, as MONAI's
+        ``DataLoader`` does through its ``worker_init_fn``: else every worker of every epoch would
+        replay the draws of the parent's copy, giving the same crops each epoch."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self._worker_seed = info.seed
+            _seed_suffix(self.suffix, info.seed % 2**62)
 
     def fetch_seeded(self, indices: Sequence[int], seed: int) -> Any:
         """Like ``__getitems__`` with this thread's copy of the suffix reseeded from ``seed`` first."""

@@ -62,9 +62,14 @@ class ThreadDataLoader:
         persistent_workers: as soon as the producer has made an epoch's last batch, call
             ``update_cache()`` and start the next epoch's producer, so its first batches are made
             while the consumer still works on the last ones; that producer then waits on its bounded
-            queue until the next loop or :meth:`close` (default ``False``).
-        sampler: an iterable of dataset indices giving each epoch's order, e.g. a
-            ``DistributedSampler`` (default ``None``; excludes ``shuffle=True``, as in torch).
+            queue until the next loop or :meth:`close` (default ``False``). The next epoch starts
+            early only when the loader alone decides its order and length: with a ``sampler`` or a
+            ``generator`` (which the loop may change between epochs, ``set_epoch``) or an
+            ``even_batches`` all-reduce (a collective must not run beside the training's), it starts
+            when the next loop asks for it.
+        sampler: an iterable of dataset indices giving each epoch's order (default ``None``; excludes
+            ``shuffle=True``, as in torch). Not a ``DistributedSampler`` over a dataset that is
+            already a rank shard (``ValueError``: it would split the shard again).
         pin_memory: return CPU batches in page-locked memory where CUDA is available (default ``False``;
             with ``device="cuda"`` the pinned ring does this already).
         **torch_kwargs: the other ``torch.utils.data.DataLoader`` keywords: ``prefetch_factor`` raises
@@ -114,6 +119,14 @@ class ThreadDataLoader:
                 raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
         if sampler is not None and shuffle:
             raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
+        shard, replicas = getattr(dataset, "shard", None), getattr(sampler, "num_replicas", 1)
+        if shard is not None and isinstance(replicas, int) and replicas > 1:
+            raise ValueError(
+                f"ThreadDataLoader: the dataset already holds only this rank's shard ({shard}) and the sampler "
+                f"splits it again over {replicas} replicas, so each epoch would see 1/{replicas} of the data: "
+                "drop the DistributedSampler (shuffle=True shuffles the shard), or build the dataset with "
+                "world_size=1 to keep every item on every rank"
+            )
         options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
         buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
         self.dataset = dataset
@@ -219,9 +232,22 @@ class ThreadDataLoader:
         self._runs.add(run)
         return run
 
+    @property
+    def _may_run_ahead(self) -> bool:
+        """Whether the next epoch's jobs may be made on the producer's thread before the loop asks: not
+        when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
+        nor when they take an all-reduce (it would run beside the training step's collectives)."""
+        if self.sampler is not None or self.generator is not None:
+            return False
+        return self.even_batches is False or (
+            self.even_batches is None and getattr(self.dataset, "shard", None) is None
+        )
+
     def _epoch_made(self, epoch: int) -> None:
         """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next."""
         self._update_cache()
+        if not self._may_run_ahead:
+            return
         with self._ahead_lock:
             if self.epoch > epoch:  # the consumer is in ``epoch``: start the next, one run ahead at most
                 self._next = (epoch + 1, self._start(epoch + 1))

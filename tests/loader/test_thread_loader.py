@@ -305,3 +305,72 @@ def test_persistent_workers_run_one_epoch_ahead_at_most():
         assert len([r for r in loader._runs if not r.stopped]) <= 2
     loader.close()
     assert _fastpipe_threads() == []
+
+
+class _EpochSampler:
+    """A sampler whose order changes with ``set_epoch``, like ``DistributedSampler(shuffle=True)``."""
+
+    def __init__(self, n):
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def order(self):
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch)).tolist()
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self):
+        return self.n
+
+
+@pytest.mark.timeout(30)
+def test_persistent_workers_follow_the_sampler_epoch_set_between_loops():
+    sampler = _EpochSampler(8)
+    loader = ThreadDataLoader(
+        [{"x": torch.tensor(i)} for i in range(8)], batch_size=2, sampler=sampler, persistent_workers=True
+    )
+    try:
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            threading.Event().wait(0.05)  # a run made ahead would have read the previous order by now
+            assert [i for b in loader for i in b["x"].tolist()] == sampler.order(), epoch
+    finally:
+        loader.close()
+
+
+@pytest.mark.timeout(30)
+def test_persistent_workers_over_a_rank_shard_count_batches_on_the_loop_thread(monkeypatch):
+    from fastpipe import distributed
+
+    threads = []
+    real = distributed.loader_batches
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "loader_batches", recording)
+    ds = CacheDataset(items(8), None, progress=False, rank=0, world_size=2)
+    loader = ThreadDataLoader(ds, batch_size=2, shuffle=True, persistent_workers=True)
+    try:
+        for _ in range(3):
+            assert len(list(loader)) == 2
+            threading.Event().wait(0.05)
+    finally:
+        loader.close()
+    assert threads == [threading.current_thread().name] * 3  # the all-reduce never runs beside the step
+
+
+def test_a_distributed_sampler_over_a_rank_shard_is_refused():
+    ds = CacheDataset(items(8), None, progress=False, rank=1, world_size=2)
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1)
+    with pytest.raises(ValueError, match=r"already holds only this rank's shard.*1/2 of the data"):
+        ThreadDataLoader(ds, batch_size=2, sampler=sampler)
+    whole = CacheDataset(items(8), None, progress=False, world_size=1)
+    assert (
+        len(ThreadDataLoader(whole, batch_size=2, sampler=torch.utils.data.DistributedSampler(whole, 2, 1)))
+        == 2
+    )
