@@ -118,8 +118,8 @@ __device__ __forceinline__ bool crop_ok(const long long* st, const long long* di
                                         const CropArgs& a) {
   if ((1 << p[0] | 1 << p[1] | 1 << p[2]) != 7) return false;
   if (a.use_pad) return true;
-  for (int d = 0; d < 3; ++d)
-    if (st[p[d]] < 0 || st[p[d]] + a.O[d] > dims[p[d]]) return false;
+  for (int d = 0; d < 3; ++d)  // start + O > dim, written so that no start can overflow it
+    if (st[p[d]] < 0 || st[p[d]] > dims[p[d]] - a.O[d]) return false;
   return true;
 }
 
@@ -207,6 +207,10 @@ struct Row {
 // The window coordinates w in [0, O) whose source index start + w lies in [0, dim), as output
 // indices k (k = O - 1 - w when flipped): [*klo, *khi), empty when none. 64-bit: any start.
 __device__ __forceinline__ void inside(long long start, long long dim, int O, bool flip, int* klo, int* khi) {
+  if (start >= dim || start <= -(long long)O) {  // first: -start and dim - start below cannot overflow
+    *klo = *khi = 0;
+    return;
+  }
   const long long lo = start < 0 ? -start : 0;
   const long long hi = dim - start < O ? dim - start : O;
   if (lo >= hi) {

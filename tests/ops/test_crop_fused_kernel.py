@@ -143,6 +143,24 @@ def test_bad_crops_are_flagged_on_the_device_and_read_nothing(lib):
     )  # no error: no raise
 
 
+@pytest.mark.parametrize("index", ["i32", "i64"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_starts_at_the_ends_of_int64_neither_overflow_nor_read_outside(lib, index, dtype, axis):
+    vol = (torch.arange(6**3) % 200 + 1).to(dtype).reshape(1, 6, 6, 6)
+    vi = torch.tensor([0])
+    for far in (-(2**63), -(2**63) + 1, -(2**62), 2**62, 2**63 - 40, 2**63 - 2):
+        st = torch.zeros((1, 3), dtype=torch.int64)
+        st[0, axis] = far
+        padded, bad, _ = _host_crop.run(lib, [vol], st, vi, (4, 4, 4), pad_value=7.0, index=index)
+        assert bad is None and torch.equal(padded, torch.full_like(padded, 7)), far  # all pad, as torch
+        assert torch.equal(padded, crop_batch_torch([vol], st, vi, (4, 4, 4), pad_value=7.0))
+        _, bad, _ = _host_crop.run(lib, [vol], st, vi, (4, 4, 4), index=index)
+        assert bad == 0, far  # without a pad the window lies outside: flagged, as torch raises
+        with pytest.raises(ValueError, match="lies outside"):
+            crop_batch_torch([vol], st, vi, (4, 4, 4))
+
+
 def test_bounds_error_names_the_item():
     vols = [torch.ones((1, 8, 8, 8)), torch.ones((1, 6, 6, 6))]
     with pytest.raises(
@@ -214,6 +232,33 @@ def test_cuda_fused_kernel_equals_torch_exactly(cuda_device, dtype, padded):
     ref = crop_batch(vols, starts, vi, size, backend="torch", **kw)
     torch.cuda.synchronize()
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
+
+
+@pytest.mark.gpu
+def test_cuda_64_bit_kernel_on_a_volume_past_2_31_elements_equals_torch(cuda_device):
+    """The i64 kernel on a real GPU: a 2.2 GB uint8 volume, windows near its far end, flipped and padded."""
+    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    from fastpipe.ops import crop_batch
+    from fastpipe.ops._cuda_crop import index_kind
+
+    vol = torch.arange(1300**3, dtype=torch.int64, device=cuda_device).remainder_(251).to(torch.uint8)
+    vols = [vol.view(1, 1300, 1300, 1300)]
+    del vol
+    size = (16, 16, 40)
+    starts = torch.tensor(
+        [[1284, 1284, 1260], [1290, 1000, 1280], [0, 1284, -8], [1200, 3, 1270]], device=cuda_device
+    )
+    vi = torch.zeros(4, dtype=torch.int64, device=cuda_device)
+    flips = torch.tensor(
+        [[False, False, False], [True, False, True], [False, True, False], [True, True, True]]
+    )
+    out = torch.empty((4, 1, *size), dtype=torch.uint8, device=cuda_device)
+    assert index_kind(vols, out) == "i64"
+    kw = dict(flips=flips.to(cuda_device), pad_value=5.0)
+    got = crop_batch(vols, starts, vi, size, backend="cuda", out=out, **kw)
+    ref = crop_batch(vols, starts, vi, size, backend="torch", **kw)
+    torch.cuda.synchronize()
+    assert torch.equal(got, ref)
 
 
 @pytest.mark.gpu
