@@ -29,15 +29,20 @@ def orientation_transform(affine: np.ndarray, axcodes: str) -> np.ndarray:
     return nib.orientations.ornt_transform(src, dst)
 
 
+#: MONAI's ``AFFINE_TOL``: an input spacing this close to the target is kept as it is (no resampling).
+AFFINE_TOL = 1e-3
+
+
 def target_pixdim(affine: np.ndarray, pixdim: np.ndarray) -> np.ndarray:
-    """The 3 output spacings: ``pixdim`` padded with its last value; non-positive entries keep the input's."""
+    """The 3 output spacings, as MONAI's ``Spacing``: ``pixdim`` padded with its last value; an entry
+    that is non-positive, or within :data:`AFFINE_TOL` of the input's spacing, keeps the input's."""
     out = np.asarray(pixdim, dtype=np.float64).ravel()[:3].copy()
     if out.size == 0:
         raise ValueError("Spacingd: pixdim is empty")
     if out.size < 3:
         out = np.append(out, [out[-1]] * (3 - out.size))
     orig = affine_spacing(affine)
-    return np.where(out > 0, out, orig)
+    return np.where((out <= 0) | (np.abs(orig - out) <= AFFINE_TOL), orig, out)
 
 
 def zoom_affine(affine: np.ndarray, scale: np.ndarray) -> np.ndarray:

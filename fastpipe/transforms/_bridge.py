@@ -22,13 +22,18 @@ class ToMonaid:
     """fastpipe item -> MONAI item: plain tensors with a metadata dict become ``MetaTensor`` objects.
 
     Args:
-        float_keys: keys whose integer voxels become ``float32`` (MONAI's ``LoadImaged`` default dtype).
+        float_keys: keys whose voxels become ``float32`` (MONAI's ``LoadImaged`` default dtype).
+        float32_keys: keys whose floating voxels (float64, float16) become ``float32``, integer ones
+            staying as they are (a label fastpipe resamples with ``nearest`` keeps its integer dtype).
         track_meta: make ``MetaTensor`` objects (default True); False keeps plain tensors, as MONAI does
             after ``EnsureTyped(track_meta=False)``.
     """
 
-    def __init__(self, float_keys: Iterable[str] = (), track_meta: bool = True) -> None:
+    def __init__(
+        self, float_keys: Iterable[str] = (), track_meta: bool = True, float32_keys: Iterable[str] = ()
+    ) -> None:
         self.float_keys = tuple(sorted(float_keys))
+        self.float32_keys = tuple(sorted(float32_keys))
         self.track_meta = track_meta
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +44,12 @@ class ToMonaid:
             v = d[key]
             if not isinstance(v, torch.Tensor) or isinstance(v, MetaTensor):
                 continue
-            if key in self.float_keys and not v.is_floating_point():
+            if v.dtype != torch.float32 and (
+                key in self.float_keys
+                and not v.is_floating_point()
+                or key in (*self.float_keys, *self.float32_keys)
+                and v.is_floating_point()
+            ):
                 v = v.float()
             meta = d.get(meta_key(key)) if self.track_meta else None
             if isinstance(meta, dict) and "affine" in meta:
@@ -52,7 +62,8 @@ class ToMonaid:
         return d
 
     def __repr__(self) -> str:
-        return f"ToMonaid(float_keys={list(self.float_keys)}, track_meta={self.track_meta})"
+        narrow = f", float32_keys={list(self.float32_keys)}" if self.float32_keys else ""
+        return f"ToMonaid(float_keys={list(self.float_keys)}, track_meta={self.track_meta}{narrow})"
 
 
 class FromMonaid:

@@ -176,12 +176,15 @@ def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     """Bridges inside the prefix, MONAI's float32 where no step makes it, and a bridge to the suffix."""
     pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
     cast = sorted(ctx.float_keys - ctx.nearest_keys - ctx.settled_keys)
+    narrow = sorted(ctx.float_keys - set(cast))  # float64/float16 files: float32, as MONAI loads them
     loads = [i for i, (_, s) in enumerate(pre) if s.origin == SWAPPED and s.name == "LoadImaged"]
-    if cast and loads:  # right after loading, as MONAI's LoadImaged gives float32
-        note = f"{cast}: MONAI's LoadImaged dtype, no later step makes them float"
-        pre.insert(
-            loads[-1] + 1, (ToMonaid(cast, track_meta=False), Step(None, "AsFloat32", INSERTED, note=note))
+    if (cast or narrow) and loads:  # right after loading, as MONAI's LoadImaged gives float32
+        note = f"{cast}: MONAI's LoadImaged dtype, no later step makes them float" if cast else ""
+        note += (
+            ("; " if note else "") + f"{narrow}: float32 when the file holds other floats" if narrow else ""
         )
+        step = ToMonaid(cast, track_meta=False, float32_keys=narrow)
+        pre.insert(loads[-1] + 1, (step, Step(None, "AsFloat32", INSERTED, note=note)))
     first = _world(suf[0][1].origin) if suf else None
     if world == "monai" and first == "fastpipe":
         pre.append(_from_monai())

@@ -312,12 +312,18 @@ def resample_grid(
     align_corners: bool,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """General resample (any voxel map, oblique/sheared included) with ``grid_sample``, as MONAI does."""
-    theta = grid_theta(xform, tuple(img.shape[1:]), out_shape, align_corners).to(img.device, dtype)
+    """General resample (any voxel map, oblique/sheared included) with ``grid_sample``, as MONAI does:
+    grid and sampling in float64 (MONAI's ``Spacing(dtype=float64)`` default, so nearest-neighbour
+    ties round as MONAI's do), the result in ``dtype`` (an integer volume sampled ``nearest`` keeps its own)."""
+    theta = grid_theta(xform, tuple(img.shape[1:]), out_shape, align_corners).to(img.device, torch.float64)
     grid = F.affine_grid(theta, [1, img.shape[0], *out_shape], align_corners=align_corners)
     out = F.grid_sample(
-        img.unsqueeze(0).to(dtype), grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+        img.unsqueeze(0).to(torch.float64),
+        grid,
+        mode=mode,
+        padding_mode=padding_mode,
+        align_corners=align_corners,
     )[0]
     if mode == "nearest" and not img.dtype.is_floating_point:
         return out.to(img.dtype)
-    return out
+    return out.to(dtype)

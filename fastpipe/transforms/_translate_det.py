@@ -109,6 +109,8 @@ def _spacing(obj: Any, ctx: Context) -> Any:
     modes = [value(m) for m in obj.mode]
     if any(not isinstance(m, str) for m in modes):
         return f"spline-order modes {modes} are not reproduced"
+    if any(torch_dtype(d) not in (None, torch.float64) for d in obj.dtype):
+        return f"dtype {list(obj.dtype)} (the resampling's precision; fastpipe's is MONAI's float64) is not reproduced"
     out = build(
         "Spacingd",
         obj,
@@ -139,7 +141,8 @@ def _scale_range(obj: Any, ctx: Context) -> Any:
             b_min=s.b_min,
             b_max=s.b_max,
             clip=bool(s.clip),
-            dtype=torch_dtype(s.dtype) or torch.float32,
+            # MONAI's None keeps the input's dtype: float32 where its LoadImaged made it so
+            dtype=torch_dtype(s.dtype) or (torch.float32 if set(obj.keys) & ctx.float_keys else None),
             **key_options(obj),
         ),
     )

@@ -15,7 +15,7 @@ from fastpipe.transforms._dict import ensure_keys, present_keys
 class ScaleIntensityRanged:
     """Map ``[a_min, a_max]`` linearly onto ``[b_min, b_max]``, then clip to it if ``clip``, as MONAI does.
 
-    The result is a new tensor: floating inputs keep their dtype, others become ``dtype``. With
+    The result is a new tensor of ``dtype`` (``None``: the input's dtype), as MONAI's. With
     ``b_min``/``b_max`` None the values are only normalised to ``[0, 1]``. On CPU the arithmetic
     runs as serial numpy ufuncs (no OpenMP barrier per op, which stalls on a busy machine).
 
@@ -24,7 +24,7 @@ class ScaleIntensityRanged:
         a_min, a_max: input range (``a_max == a_min`` only shifts, as in MONAI).
         b_min, b_max: output range (default None: normalise to [0, 1]).
         clip: clip to ``[b_min, b_max]`` (default False).
-        dtype: output dtype for non-float inputs (default ``torch.float32``).
+        dtype: output dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
         allow_missing_keys: skip absent keys (default False).
 
     Shape:
@@ -52,7 +52,7 @@ class ScaleIntensityRanged:
 
     def scale(self, img: torch.Tensor) -> torch.Tensor:
         """The scaled copy of one tensor (same shape and memory layout)."""
-        out = alloc_like(img, img.dtype if img.dtype.is_floating_point else self.dtype)
+        out = alloc_like(img, self.dtype or img.dtype)
         if self.a_max == self.a_min:
             torch.sub(img, self.a_min, out=out)
             return out if self.b_min is None else out.add_(self.b_min)
@@ -61,7 +61,8 @@ class ScaleIntensityRanged:
             span = float(self.b_max) - float(self.b_min)
             factor, shift = factor * span, shift * span + float(self.b_min)
         clip = self.clip and (self.b_min is not None or self.b_max is not None)
-        if img.device.type == "cpu":  # numpy: serial ufuncs, no OpenMP barrier per op
+        if img.device.type == "cpu" and torch.bfloat16 not in (img.dtype, out.dtype):  # numpy: serial
+            # ufuncs, no OpenMP barrier per op (numpy has no bfloat16: torch does those)
             o = out.numpy()
             np.multiply(img.numpy(), o.dtype.type(factor), out=o, casting="unsafe")
             np.add(o, o.dtype.type(shift), out=o)

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastpipe.transforms._dict import ensure_keys, per_key, present_keys
+from fastpipe._meta import meta_key
+from fastpipe.transforms._dict import ensure_keys, per_key, present_keys, update_meta
 
 #: MONAI (numpy and torch) pad modes and torch's name for each.
 MODES = {"constant": "constant", "edge": "replicate", "replicate": "replicate", "reflect": "reflect",
@@ -106,7 +107,16 @@ class SpatialPadd:
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for i in present_keys(d, self.keys, self.allow_missing_keys, "SpatialPadd"):
-            d[self.keys[i]] = self.pad(torch.as_tensor(d[self.keys[i]]), self.mode[i])
+            key = self.keys[i]
+            img = torch.as_tensor(d[key])
+            d[key] = self.pad(img, self.mode[i])
+            aff = d.get(meta_key(key), {}).get("affine")
+            if aff is not None and img.ndim == 4:  # voxel 0 moved: the origin moves back, as MONAI's
+                before = [a for a, _ in pad_width(img.shape[1:], self.spatial_size, self.method)]
+                if any(before):
+                    new = torch.as_tensor(aff, dtype=torch.float64).clone()
+                    new[:3, 3] -= new[:3, :3] @ torch.tensor(before, dtype=torch.float64)
+                    update_meta(d, key, affine=new)
         return d
 
     def __repr__(self) -> str:

@@ -40,8 +40,9 @@ class EnsureChannelFirstd:
         keys: keys to transform.
         strict_check: accepted for MONAI compatibility.
         allow_missing_keys: skip absent keys (default False).
-        channel_dim: where the channel sits in a 4D input (default None: 3D inputs get a new
-            channel dim, 4D inputs are taken as channel-first already).
+        channel_dim: where the channel sits in a 4D input, or ``"no_channel"`` to add one whatever the
+            input (MONAI's values; default None: 3D inputs get a new channel dim, 4D inputs are taken
+            as channel-first already).
 
     Shape:
         ``(X, Y, Z)`` -> ``(1, X, Y, Z)``; ``(..., C, ...)`` -> ``(C, X, Y, Z)`` with ``channel_dim``.
@@ -63,7 +64,9 @@ class EnsureChannelFirstd:
         for i in present_keys(d, self.keys, self.allow_missing_keys, "EnsureChannelFirstd"):
             key = self.keys[i]
             img = d[key]
-            if self.channel_dim is not None:
+            if self.channel_dim == "no_channel":  # MONAI's: the volume has none, so one is added
+                d[key] = img.unsqueeze(0)
+            elif self.channel_dim is not None:
                 d[key] = torch.movedim(img, self.channel_dim, 0)
             elif img.ndim == 3:
                 d[key] = img.unsqueeze(0)

@@ -117,6 +117,22 @@ def test_same_spacing_is_a_float_copy():
     assert torch.equal(d["image"], img.float())
 
 
+def test_spacing_within_monai_tolerance_of_the_target_is_kept_as_it_is():
+    """MONAI keeps an input spacing within AFFINE_TOL (1e-3) of the target: no resampling, same affine
+    (0.9995 mm over 1200 slices to 1 mm would otherwise drop a slice and shift every voxel)."""
+    rng = np.random.default_rng(2)
+    img = torch.from_numpy(rng.normal(size=(1, 6, 5, 1200)).astype(np.float32))
+    aff = np.diag([1.0, 1.0, 0.9995, 1.0])
+    ours = Spacingd("image", pixdim=(1.0, 1.0, 1.0))(item(img, aff))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MonaiSpacing(pixdim=(1.0, 1.0, 1.0))(MetaTensor(img, affine=torch.as_tensor(aff)))
+    assert ours["image"].shape == ref.shape == img.shape and torch.equal(ours["image"], img)
+    np.testing.assert_allclose(ours["image_meta_dict"]["affine"].numpy(), ref.affine.numpy(), atol=1e-9)
+    half = Spacingd("image", pixdim=(1.0, 1.0, 1.0))(item(img, np.diag([1.0, 1.0, 0.998, 1.0])))
+    assert half["image"].shape[-1] == 1198  # 2e-3 away: resampled, as MONAI does
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
 def test_integer_volume_with_axes_at_target_spacing_matches_monai(dtype):
     """int16 CT at 1.5 mm in-plane resampled to (1.5, 1.5, 2.0): the in-plane pass only copies,

@@ -284,3 +284,76 @@ def test_an_option_fastpipe_lacks_is_dropped_at_monai_default_and_refused_otherw
     obj = M.RandFlipd(KEYS, prob=0.2, allow_missing_keys=True)
     out, reason = translate(obj, Context())
     assert out is obj and reason == "fastpipe's RandFlipd has no option allow_missing_keys (got True)"
+
+
+# --- values and dtypes of translated deterministic steps, side by side with MONAI ------------------------
+
+
+def _side_by_side(items, chain):
+    """``(MONAI's output, the translated dataset's cached entry)`` of the first item."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose(chain)(dict(items[0]))
+    return theirs, dataset(items, M.Compose(chain)).cached_entry(0)
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    """A float64 image and label (nibabel keeps the dtype), and a noisy 3-class label on an LPS grid."""
+    from _nifti_files import write
+
+    tmp, rng = tmp_path_factory.mktemp("odd"), np.random.default_rng(3)
+    img = rng.normal(size=(30, 28, 16)) * 100
+    lab = (rng.random((30, 28, 16)) > 0.7).astype(np.float64)
+    noisy = rng.integers(0, 3, (40, 40, 30)).astype(np.uint8)
+    return {
+        "f64": [{"image": write(tmp / "i.nii.gz", img, affine((1.2, 0.9, 2.0))),
+                 "label": write(tmp / "l.nii.gz", lab, affine((1.2, 0.9, 2.0)))}],
+        "lps": [{"label": write(tmp / "n.nii.gz", noisy, affine((1.0, 0.75, 1.0), "LPS"))}],
+        "sheared": [{"label": write(tmp / "s.nii.gz", noisy, affine((1.0, 0.75, 1.0), shear=0.15))}],
+    }  # fmt: skip
+
+
+def test_float64_files_are_float32_after_loading_as_monai_makes_them(odd_files):
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS),
+             M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))]  # fmt: skip
+    theirs, ours = _side_by_side(odd_files["f64"], chain)
+    for k in KEYS:
+        assert ours[k].dtype == theirs[k].dtype == torch.float32, k
+        torch.testing.assert_close(ours[k], theirs[k].as_tensor(), atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64, None])
+def test_scale_intensity_range_gives_the_dtype_asked_as_monai(odd_files, dtype):
+    chain = [M.LoadImaged("image"), M.EnsureChannelFirstd("image"),
+             M.ScaleIntensityRanged("image", -57, 164, 0.0, 1.0, clip=True, dtype=dtype)]  # fmt: skip
+    theirs, ours = _side_by_side(odd_files["f64"], chain)
+    assert ours["image"].dtype == theirs["image"].dtype
+    torch.testing.assert_close(
+        ours["image"].float(), theirs["image"].as_tensor().float(), atol=1e-3, rtol=1e-3
+    )
+
+
+@pytest.mark.parametrize(("case", "padding"), [("lps", "reflection"), ("sheared", "border")])
+def test_nearest_labels_on_the_grid_path_round_ties_as_monai(odd_files, case, padding):
+    """The grid path (reflection padding, a sheared grid) samples in float64, MONAI's precision."""
+    chain = [M.LoadImaged("label"), M.EnsureChannelFirstd("label"),
+             M.Spacingd("label", pixdim=(1.5, 1.5, 2.0), mode="nearest", padding_mode=padding)]  # fmt: skip
+    theirs, ours = _side_by_side(odd_files[case], chain)
+    assert torch.equal(ours["label"].float(), theirs["label"].as_tensor())
+
+
+def test_spacing_with_another_precision_stays_monai(odd_files):
+    s = M.Spacingd("label", pixdim=(1.5, 1.5, 2.0), mode="nearest", dtype=torch.float32)
+    out, reason = translate(s, Context())
+    assert out is s and "precision" in reason
+
+
+def test_standalone_pad_moves_the_origin_and_no_channel_adds_one(odd_files):
+    chain = [M.LoadImaged("image"), M.EnsureChannelFirstd("image", channel_dim="no_channel"),
+             M.SpatialPadd("image", (40, 36, 20))]  # fmt: skip
+    theirs, ours = _side_by_side(odd_files["f64"], chain)
+    assert ours["image"].shape == theirs["image"].shape == (1, 40, 36, 20)
+    np.testing.assert_allclose(
+        ours["image_meta_dict"]["affine"].numpy(), theirs["image"].affine.numpy(), atol=1e-6
+    )
