@@ -105,11 +105,16 @@ class CachedReads(torch.utils.data.Dataset):
 
     def cached_entry(self, index: int) -> Any:
         """The deterministic output of ``index`` (cached, or computed now): fresh dicts, shared tensors."""
+        return self._entry(index)[1]
+
+    def _entry(self, index: int) -> tuple[int, Any]:
+        """``(data index, entry)`` of ``index``, both from one lookup: a SmartCache swap between two
+        lookups would otherwise name another item than the one read."""
         slot, entry = self._lookup(index)
         if entry is MISS:  # no tier had room for it (or it is not cached): computed per read
             self.misses += 1
-            return compute_uncached(self.core, self._inputs[slot], slot)
-        return copy.deepcopy(entry) if self.copy_cache else entry
+            return slot, compute_uncached(self.core, self._inputs[slot], slot)
+        return slot, (copy.deepcopy(entry) if self.copy_cache else entry)
 
     def data_index(self, index: int) -> int:
         """The index in the input data of ``index`` (differs once items were skipped, or in a window)."""
@@ -123,7 +128,8 @@ class CachedReads(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Any:
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
             self._reseed_in_worker()
-            return run_suffix(self.suffix, self.cached_entry(index), self.data_index(index))
+            slot, entry = self._entry(index)
+            return run_suffix(self.suffix, entry, slot)
 
     def __getitems__(self, indices: Sequence[int]) -> Any:
         """A batch as a list of items (crops) for any collate function; see :func:`as_item_list`."""
@@ -149,15 +155,14 @@ class CachedReads(torch.utils.data.Dataset):
 
     def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
         with annotate("cache_get", "cache"):
-            entries = [self.cached_entry(i) for i in indices]
+            looked_up = [self._entry(i) for i in indices]
+        slots, entries = [s for s, _ in looked_up], [e for _, e in looked_up]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:
-                slots = self._slots(indices)
                 batch = run_batch(suffix[0], entries, slots)
                 return run_per_crop(
                     batch, suffix[1:], lambda err, t: batch_step_error(err, t, entries, slots)
                 )
-            slots = self._slots(indices)
             return [run_suffix(suffix, e, slot) for slot, e in zip(slots, entries, strict=True)]
 
     def _thread_suffix(self) -> list[Any]:

@@ -26,7 +26,7 @@ class Rotation:
     def __init__(self, n: int, cache_num: int, replace_num: int, shuffle: bool, seed: int = 0) -> None:
         self.order = list(range(n))
         if shuffle:
-            np.random.RandomState(seed).shuffle(self.order)
+            np.random.RandomState(seed % 2**32).shuffle(self.order)  # any int seed, as MONAI's
         self.n, self.cache_num, self.replace_num = n, cache_num, replace_num
         self.start = 0
 

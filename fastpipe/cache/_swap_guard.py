@@ -28,6 +28,10 @@ DOUBLE_SWAP_MESSAGE = (
 )
 
 
+#: Loader swaps that may each skip one later user call (the current epoch's, and a run-ahead epoch's).
+MAX_UNANSWERED = 2
+
+
 class SwapGuard:
     """Tells the loader's epoch-end ``update_cache()`` from a user's call right after it.
 
@@ -46,11 +50,21 @@ class SwapGuard:
 
     @contextmanager
     def by_loader(self) -> Iterator[None]:
-        """Wrap the loader's call; one user call during or after it is then skipped."""
+        """Wrap the loader's call; one user call during or after it is then skipped.
+
+        At most :data:`MAX_UNANSWERED` loader swaps wait for a user call (the epoch's own, and one a
+        loader running ahead made for the next): a loop that never calls, then moves to another
+        loader and calls every epoch, has none of its calls skipped after that. A loader swap that
+        raised answers nothing: the user's retry runs.
+        """
         self.loader_swaps += 1  # counted at entry: a user call made during the swap is already answered
+        self.skipped = max(self.skipped, self.loader_swaps - MAX_UNANSWERED)
         self._local.active = True
         try:
             yield
+        except BaseException:
+            self.loader_swaps -= 1
+            raise
         finally:
             self._local.active = False
 

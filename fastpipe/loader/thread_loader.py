@@ -83,8 +83,10 @@ class ThreadDataLoader:
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
     ``iter_s`` (consumer wall time from requesting this batch to requesting the next). At the end
-    of each full epoch, ``dataset.update_cache()`` is called when it exists (SmartCache); with
-    ``persistent_workers`` it is called from the producer once the epoch's reads are all made.
+    of each full epoch, fastpipe's ``SmartCacheDataset`` swaps its window (``loader_update_cache()``);
+    with ``persistent_workers`` from the producer once the epoch's reads are all made. Another
+    dataset's ``update_cache()`` (MONAI's ``SmartCacheDataset``) is left to the loop, as MONAI's
+    loaders leave it.
 
     Example:
         >>> loader = ThreadDataLoader([{"x": torch.zeros(2)}] * 4, batch_size=2)
@@ -211,9 +213,10 @@ class ThreadDataLoader:
             self._update_cache()
 
     def _update_cache(self) -> None:
-        # loader_update_cache: the SmartCache then skips a user's own update_cache() right after this one
-        ds = self.dataset
-        swap = getattr(ds, "loader_update_cache", None) or getattr(ds, "update_cache", None)
+        # fastpipe's SmartCacheDataset only: it then skips a user's own update_cache() right after this
+        # one. A dataset with only update_cache() (MONAI's SmartCacheDataset) is left to the loop's own
+        # call, as MONAI's loaders leave it: calling it here too would move its window twice per epoch.
+        swap = getattr(self.dataset, "loader_update_cache", None)
         if callable(swap):
             swap()
 

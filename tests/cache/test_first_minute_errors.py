@@ -163,3 +163,48 @@ def test_user_update_cache_with_persistent_workers_never_swaps_twice():
         loader.close()
         # the loader swaps once per epoch made (it may have made the 4th epoch ahead); the loop's calls never
         assert ds._swap_guard.skipped == 3 and ds.stats()["rounds"] in (3, 4)
+
+
+def test_swap_guard_keeps_no_credit_from_epochs_long_gone_and_none_for_a_failed_swap():
+    from fastpipe.cache._swap_guard import MAX_UNANSWERED, SwapGuard
+
+    guard = SwapGuard()
+    for _ in range(5):  # five loader epochs, the loop never calls update_cache() itself
+        with guard.by_loader():
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calls = [guard.skip_user_call() for _ in range(4)]  # then a loop that calls it every epoch
+    assert calls == [True] * MAX_UNANSWERED + [False] * (4 - MAX_UNANSWERED)
+    with pytest.raises(RuntimeError), guard.by_loader():
+        raise RuntimeError("the replacement failed")
+    assert guard.skip_user_call() is False  # the user's retry runs
+
+
+@pytest.mark.timeout(60)
+def test_a_loop_moving_from_the_thread_loader_to_torch_swaps_every_epoch():
+    ds = fp.SmartCacheDataset(
+        items(12), [CountingDet()], cache_num=4, replace_rate=0.5, shuffle=False, progress=False
+    )
+    with ds, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            list(fp.ThreadDataLoader(ds, batch_size=2))
+        rounds = ds.stats()["rounds"]
+        for _ in range(4):
+            list(torch.utils.data.DataLoader(ds, batch_size=2))
+            ds.update_cache()
+        assert ds.stats()["rounds"] - rounds >= 4 - 2  # at most the guard's two credits are spent
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32 + 7, 12345678901])
+def test_smartcache_takes_any_int_seed_as_monai(seed):
+    from monai.data import SmartCacheDataset as MonaiSmartCache
+
+    data = items(10)
+    ours = fp.SmartCacheDataset(data, None, cache_num=4, replace_rate=0.5, seed=seed, progress=False)
+    theirs = MonaiSmartCache(
+        data, lambda d: dict(d), cache_num=4, replace_rate=0.5, seed=seed, progress=False
+    )
+    with ours:
+        assert sorted(ours.window_indices()) == sorted(int(d["x"]) for d in theirs._cache)

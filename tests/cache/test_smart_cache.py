@@ -418,3 +418,24 @@ def test_gpu_window_is_freed_on_shutdown(cuda_device):
         ds.update_cache()
         assert torch.cuda.memory_allocated(cuda_device) > before
     assert torch.cuda.memory_allocated(cuda_device) == before
+
+
+@pytest.mark.timeout(20)
+def test_a_failing_read_names_the_item_its_one_lookup_found(monkeypatch):
+    """The entry and the name in an error come from one lookup of the window, so a swap in between
+    cannot make an error name another item than the one read."""
+    from fastpipe.cache.errors import TransformError
+
+    def boom(d):
+        raise RuntimeError(f"value {int(d['t'].flatten()[0])}")
+
+    with smart(transform=[volume, mark_random(boom)], shuffle=False) as ds:
+        looked_up = []
+        real = ds._lookup
+        monkeypatch.setattr(ds, "_lookup", lambda i: looked_up.append(i) or real(i))
+        monkeypatch.setattr(ds, "_slots", lambda idx: pytest.fail("a second read of the window"))
+        ds.update_cache()
+        expected = ds.window_indices()[1]
+        with pytest.raises(TransformError, match=rf"item {expected} .*value {expected}"):
+            ds[1]
+        assert looked_up == [1]

@@ -201,7 +201,7 @@ def test_update_cache_called_at_each_epoch_end_and_prefetch_hook_used():
         def prefetch(self, indices):
             self.prefetched.append(list(indices))
 
-        def update_cache(self):
+        def loader_update_cache(self):  # what fastpipe's SmartCacheDataset offers its loader
             self.updates += 1
 
     ds = Smart()
@@ -293,7 +293,7 @@ def test_persistent_workers_run_one_epoch_ahead_at_most():
         def __getitem__(self, i):
             return {"x": torch.tensor(i)}
 
-        def update_cache(self):
+        def loader_update_cache(self):  # what fastpipe's SmartCacheDataset offers its loader
             self.updates += 1
 
     ds = Smart()
@@ -374,3 +374,24 @@ def test_a_distributed_sampler_over_a_rank_shard_is_refused():
         len(ThreadDataLoader(whole, batch_size=2, sampler=torch.utils.data.DistributedSampler(whole, 2, 1)))
         == 2
     )
+
+
+def test_a_dataset_with_only_update_cache_is_left_to_the_loop_as_monai_loaders_do():
+    class MonaiSmart(torch.utils.data.Dataset):  # MONAI's SmartCacheDataset: the loop calls update_cache()
+        updates = 0
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor(i)}
+
+        def update_cache(self):
+            self.updates += 1
+
+    ds = MonaiSmart()
+    loader = ThreadDataLoader(ds, batch_size=2)
+    for _ in range(3):
+        list(loader)
+        ds.update_cache()
+    assert ds.updates == 3  # once per epoch, not twice
