@@ -24,6 +24,20 @@ def map_tensors(obj: Any, fn: Any) -> Any:
     return obj
 
 
+def fresh_copy(obj: Any) -> Any:
+    """``obj`` with every tensor and numpy array inside dicts, lists and tuples copied (other values
+    shared): what a read may hand out of a cached entry without the user's in-place edits reaching it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, dict):
+        return {k: fresh_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(fresh_copy(v) for v in obj)
+    return obj
+
+
 def tensors_of(obj: Any) -> list[torch.Tensor]:
     """Every tensor inside ``obj`` (dicts, lists, tuples), depth first."""
     found: list[torch.Tensor] = []

@@ -51,7 +51,7 @@ class CachedReads(torch.utils.data.Dataset):
         self,
         data: Sequence[dict] | torch.utils.data.Dataset,
         transform: Any,
-        copy_cache: bool,
+        copy_cache: bool | None,
         budget: Any,
         persist_dir: str | Path | None,
         seed: int,
@@ -79,7 +79,9 @@ class CachedReads(torch.utils.data.Dataset):
         )
         self._core_finalizer = weakref.finalize(self, self.core.close)  # frees a temporary disk tier
         distributed.check_device(self.core.device)
-        self.copy_cache = copy_cache
+        # auto: MONAI's copy (its default copy_cache=True) where the random part runs per item on the
+        # entry itself; the batched crop cuts fresh crops and copies the other values instead
+        self.copy_cache = bool(self.suffix) and not self.batched if copy_cache is None else bool(copy_cache)
         self.seed = seed
         self._inputs = inputs
         self._local = threading.local()

@@ -35,9 +35,12 @@ class CacheDataset(CachedReads):
         cache_num: at most this many items cached (default ``None``: no extra limit).
         num_workers: fill threads (default ``None``: one per core; 1 fills in the calling thread).
         progress: show a fill progress bar (default ``True``).
-        copy_cache: deep-copy the cached entry on every read (default ``False``). Only needed when a
-            suffix transform mutates its input tensors in place; fastpipe's and MONAI's transforms
-            write new tensors.
+        copy_cache: deep-copy the cached entry on every read. Default ``None``: when the random part
+            runs per item on the entry itself, as MONAI's default ``copy_cache=True`` does (several MONAI
+            transforms write into their input, and an unfired flip hands the entry itself out); not when
+            it starts with the batched crop, which cuts fresh crops and copies the other values. ``False``
+            never copies: faster, but then no transform after the cache, nor the training code, may
+            edit what a read returns in place, or later epochs see the edit.
         budget: byte budgets per tier, ``{"cuda": "20GiB", "host": "64GiB", "disk": "1TB"}``, or one
             size for the first tier (default ``None``: unlimited, no disk tier).
         persist_dir: folder of a persistent cache reused across runs (default ``None``). An entry is
@@ -86,7 +89,7 @@ class CacheDataset(CachedReads):
         cache_num: int | None = None,
         num_workers: int | None = None,
         progress: bool = True,
-        copy_cache: bool = False,
+        copy_cache: bool | None = None,
         budget: Any = None,
         persist_dir: str | Path | None = None,
         on_error: str = "raise",

@@ -55,7 +55,7 @@ class SmartCacheDataset(CachedReads):
         budget: per-tier byte budgets as in ``CacheDataset`` (default ``None``: unlimited).
         cache_rate: MONAI's option; the window is ``min(cache_num, int(len(data) * cache_rate))``, at
             least 1 (default 1.0).
-        copy_cache: deep-copy entries on read (default ``False``).
+        copy_cache: deep-copy entries on read (default ``None``: as ``CacheDataset`` decides it).
         persist_dir: persistent cache folder (default ``None``); see ``CacheDataset``.
         disk_dir: where the disk tier makes its own folder, removed on shutdown (default ``None``:
             the system's temporary folder).
@@ -105,7 +105,7 @@ class SmartCacheDataset(CachedReads):
         progress: bool = True,
         budget: Any = None,
         cache_rate: float = 1.0,
-        copy_cache: bool = False,
+        copy_cache: bool | None = None,
         persist_dir: str | Path | None = None,
         disk_dir: str | Path | None = None,
         replace_nice: int | None = 10,

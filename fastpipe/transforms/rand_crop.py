@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from fastpipe._meta import item_name
-from fastpipe._tensors import alloc
+from fastpipe._tensors import alloc, fresh_copy
 from fastpipe.ops._backends import crop_batches
 from fastpipe.ops._bg_reject import RejectBg, reject_rule
 from fastpipe.ops._device import to_device
@@ -270,8 +270,9 @@ class RandCropByPosNegLabeld:
     def batch_call(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Crop a whole batch: one ``(B * num_samples, C, *size)`` tensor per key, plus the crop parameters.
 
-        Keys not cropped become lists of length ``B * num_samples`` (each item's value repeated);
-        index keys are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
+        Keys not cropped become lists of length ``B * num_samples``: a copy of each item's value (its
+        tensors and arrays copied, so no edit reaches the item), shared by that item's crops; the
+        index keys read are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
         patch came from.
         """
         if not items:
@@ -281,8 +282,9 @@ class RandCropByPosNegLabeld:
         out: dict[str, Any] = {}
         skip = set(self.index_keys)
         for key in items[0]:
-            if key not in self.keys and key not in skip:
-                out[key] = [d.get(key) for d in items for _ in range(self.num_samples)]
+            if key not in self.keys and key not in skip:  # a copy per item, shared by its crops: the
+                # items may be cache entries, which nothing downstream may write into
+                out[key] = [v for d in items for v in [fresh_copy(d.get(key))] * self.num_samples]
         names = [item_name(d) for d in items]
         plans = KeyPlans(self._augs, draws, s.starts.shape[0])
         keys = self._present_keys(items)
@@ -312,11 +314,12 @@ class RandCropByPosNegLabeld:
     def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """MONAI's per-item call: a list of ``num_samples`` dicts.
 
-        Patches are views of one batch tensor; the other values are shared between the dicts, not
-        deep-copied as MONAI does; the index keys are dropped, as MONAI pops them.
+        Patches are views of one batch tensor; the other values are copied once (tensors and arrays)
+        and shared between the dicts, not deep-copied per dict as MONAI does; the index keys read are
+        dropped, as MONAI pops them.
         """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]
         skip = set(self.index_keys)
-        rest = {k: v for k, v in data.items() if k not in skip and k not in cropped}
+        rest = {k: fresh_copy(v) for k, v in data.items() if k not in skip and k not in cropped}
         return [{**rest, **{k: batch[k][i] for k in cropped}} for i in range(self.num_samples)]

@@ -282,3 +282,47 @@ def test_monai_transforms_inside_fastpipe_cache_dataset():
             CacheDataset(items(3), chain, progress=False, seed=3, translate=False)[0][0]["image"]
         ),
     )
+
+
+# --- nothing a read hands out is the cache's own memory ---------------------------------------------
+
+
+def _volumes(n=2):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        label = torch.zeros((1, 16, 16, 16))
+        label[0, 4:12, 4:12, 4:12] = 1
+        out.append(
+            {"image": torch.rand((1, 16, 16, 16), generator=g), "label": label, "weight": torch.ones(3)}
+        )
+    return out
+
+
+@pytest.mark.parametrize("copy_cache", [None, False])
+def test_a_monai_transform_writing_its_input_leaves_the_cache_alone_by_default(copy_cache):
+    import monai.transforms as M
+
+    chain = M.Compose([M.EnsureTyped(["image", "label"], track_meta=False),
+                       M.RandCoarseDropoutd("image", holes=4, spatial_size=4, fill_value=-5.0, prob=1.0)])  # fmt: skip
+    ds = CacheDataset(_volumes(), chain, progress=False, num_workers=1, copy_cache=copy_cache)
+    for _ in range(3):
+        for i in range(len(ds)):
+            assert int((ds[i]["image"] == -5.0).sum()) > 0  # the dropout ran
+    filled = int((ds.cached_entry(0)["image"] == -5.0).sum())
+    # auto (MONAI's default copy): the entry is untouched; copy_cache=False: the documented hazard
+    assert (filled == 0) if copy_cache is None else (filled > 0)
+
+
+def test_a_batch_value_the_crop_does_not_cut_is_a_copy():
+    from fastpipe.transforms import RandCropByPosNegLabeld
+
+    crop = RandCropByPosNegLabeld(["image", "label"], "label", (8, 8, 8), num_samples=2)
+    ds = CacheDataset(_volumes(), [crop], progress=False, num_workers=1)
+    assert ds.batched and ds.copy_cache is False  # fresh crops: no copy of the whole entry
+    batch = ds.fetch_seeded([0, 1], seed=0)
+    batch["weight"][0].div_(4)  # the training code edits what it was given
+    batch["image"].zero_()
+    assert torch.equal(ds.cached_entry(0)["weight"], torch.ones(3))
+    assert ds.cached_entry(0)["image"].abs().sum() > 0
+    assert batch["weight"][1] is batch["weight"][0]  # one copy per item, shared by its crops

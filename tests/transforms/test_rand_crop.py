@@ -81,7 +81,8 @@ def test_call_returns_num_samples_dicts_like_monai():
             "coords",
             "name",
         }  # index keys read are dropped, as MONAI pops them
-        assert o["image"].shape == (1, 16, 16, 16) and o["coords"] is d["coords"]
+        assert o["image"].shape == (1, 16, 16, 16) and torch.equal(o["coords"], d["coords"])
+    assert out[0]["coords"] is out[1]["coords"] is not d["coords"]  # one copy, shared by the item's crops
     out = RandCropByPosNegLabeld(["image", "label"], "label", 16, num_samples=3)(
         d
     )  # keys not given: not read
