@@ -32,6 +32,21 @@ _FORWARDED = {
 }
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= low``, else a usage error naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     from fastpipe import __version__
     from fastpipe.datasets._phantom import PRESETS
@@ -46,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--preset", default="spleen-small", choices=sorted(PRESETS), help="default: spleen-small"
     )
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    synth.add_argument("--num", type=int, default=None, help="number of volumes (default: the preset's)")
+    synth.add_argument("--seed", type=at_least(0), default=0, help="random seed, >= 0 (default: 0)")
+    synth.add_argument(
+        "--num", type=at_least(1), default=None, help="number of volumes (default: the preset's)"
+    )
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for name, (_, text) in _FORWARDED.items():
         # add_help=False: `fastpipe bench --help` reaches the forwarded command's own parser.
@@ -62,10 +79,15 @@ def _run_synth(args: argparse.Namespace) -> int:
     root = synthesize(
         args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress, num_volumes=args.num
     )
-    files = sorted((root / "imagesTr").glob("*.nii.gz")) + sorted((root / "labelsTr").glob("*.nii.gz"))
+    import json
+
+    listed = json.loads((root / "dataset.json").read_text())[
+        "training"
+    ]  # what this run wrote, not the folder
+    files = [root / p for e in listed for p in (e["image"], e["label"])]
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     print(
-        f"wrote {root / 'dataset.json'}: {len(files) // 2} volumes, {size_mb:.1f} MB in {time.perf_counter() - start:.1f} s"
+        f"wrote {root / 'dataset.json'}: {len(listed)} volumes, {size_mb:.1f} MB in {time.perf_counter() - start:.1f} s"
     )
     return 0
 
@@ -109,11 +131,13 @@ def _dispatch(argv: list[str]) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command in _FORWARDED:
+        at = argv.index(args.command)
+        if at:  # the top-level parser has no options of its own (but --help and --version)
+            parser.error(f"unrecognized arguments before {args.command!r}: {' '.join(argv[:at])}")
         forwarded_main = _load_main(args.command)
         if forwarded_main is None:
             return 2
-        # The top-level parser has no options of its own, so argv[0] is the command: forward the rest verbatim.
-        return int(forwarded_main(argv[1:]) or 0)
+        return int(forwarded_main(argv[at + 1 :]) or 0)  # everything after the command, verbatim
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return _run_synth(args)

@@ -40,6 +40,9 @@ def test_synth_progress_bar_goes_to_stderr(tmp_path: Path, capsys):
         ["synth"],  # --out is required
         ["synth", "--out", "x", "--preset", "spleen-huge"],
         ["synth", "--out", "x", "--bogus"],
+        ["synth", "--out", "x", "--num", "0"],
+        ["synth", "--out", "x", "--seed", "-1"],
+        ["--bogus", "profile", "--data", "x"],  # an option before a forwarded command is named
         [],
         ["frobnicate"],
     ],

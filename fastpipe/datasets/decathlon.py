@@ -42,10 +42,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _check_paths(value: Any, key: str, where: str) -> None:
-    """``value`` must be a path string or a non-empty list of them (a multi-channel image)."""
-    ok = isinstance(value, str) and value != ""
-    if isinstance(value, list):
-        ok = len(value) > 0 and all(isinstance(v, str) and v for v in value)
+    """A path string must not be empty, nor a list of path strings (a multi-channel image); other
+    values (``None``, a class number) pass through as MONAI passes them."""
+    if isinstance(value, str):
+        ok = value != ""
+    elif isinstance(value, list) and (not value or any(isinstance(v, str) for v in value)):
+        ok = len(value) > 0 and all(isinstance(v, str) and v for v in value)  # no half-list of paths
+    else:
+        return
     if not ok:
         raise ValueError(f"{where}: {key!r} must be a file path or a list of file paths, got {value!r}")
 
@@ -79,8 +83,6 @@ def _entry(raw: Any, index: int, where: str, base: Path, is_segmentation: bool) 
         raise ValueError(
             f"{here}: expected an object like {{'image': ..., 'label': ...}} or a path, got {raw!r}"
         )
-    if "image" not in raw:
-        raise ValueError(f"{here}: entry has no 'image' key (keys: {sorted(raw)})")
     path_keys = _PATH_KEYS if is_segmentation else ("image",)
     for key in path_keys:
         if key in raw:
@@ -141,7 +143,7 @@ def load_decathlon_datalist(
     items = data[section]
     if not isinstance(items, list):
         raise ValueError(f"{path}: section {section!r} must be a list, got {type(items).__name__}")
-    base = Path(base_dir) if base_dir is not None else path.parent
+    base = Path(base_dir).expanduser() if base_dir is not None else path.parent
     where = f"{path} {section}"
     out = [_entry(raw, i, where, base, is_segmentation) for i, raw in enumerate(items)]
     kept = [item for item in out if item is not None]

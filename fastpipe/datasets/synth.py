@@ -45,10 +45,16 @@ def write_nifti_gz(path: str | os.PathLike, zyx: np.ndarray, affine: np.ndarray,
     hdr.set_qform(affine, code=1)
     hdr.set_xyzt_units("mm", "sec")
     hdr.set_data_offset(_NIFTI_OFFSET)
-    with isal.igzip.IGzipFile(path, "wb", compresslevel=1, mtime=0) as f:  # mtime=0: reproducible bytes
-        f.write(hdr.binaryblock)
-        f.write(b"\x00" * (_NIFTI_OFFSET - len(hdr.binaryblock)))
-        f.write(memoryview(zyx).cast("B"))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place once whole
+    try:
+        with isal.igzip.IGzipFile(tmp, "wb", compresslevel=1, mtime=0) as f:  # mtime=0: reproducible bytes
+            f.write(hdr.binaryblock)
+            f.write(b"\x00" * (_NIFTI_OFFSET - len(hdr.binaryblock)))
+            f.write(memoryview(zyx).cast("B"))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_pair(root: Path, name: str, image: np.ndarray, label: np.ndarray, params: VolumeParams) -> None:
@@ -117,9 +123,14 @@ def synthesize(
     count = p.num_volumes if num_volumes is None else int(num_volumes)
     if count < 1:
         raise ValueError(f"num_volumes must be >= 1, got {num_volumes}")
-    root = Path(out)
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    root = Path(out).expanduser()
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    # dataset.json goes first and comes back last: a run stopped half way leaves a folder without one,
+    # never one whose dataset.json describes files of another seed or count
+    (root / "dataset.json").unlink(missing_ok=True)
     names = [f"spleen_{index + 1}.nii.gz" for index in range(count)]
     # One writer thread compresses volume i while volume i + 1 renders (numpy and isal release the GIL).
     # At most one volume waits for it; result() re-raises a writer error here.
@@ -133,5 +144,7 @@ def synthesize(
                 pending.result()
             pending = writer.submit(_write_pair, root, names[index], image, label, params)
         pending.result()
-    (root / "dataset.json").write_text(json.dumps(_dataset_json(names, preset, seed), indent=4) + "\n")
+    tmp = root / f".dataset.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(_dataset_json(names, preset, seed), indent=4) + "\n")
+    os.replace(tmp, root / "dataset.json")
     return root

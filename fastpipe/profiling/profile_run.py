@@ -187,6 +187,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if len(args.roi) not in (1, 3):
         p.error(f"--roi takes 1 or 3 ints, got {args.roi}")
+    at_least = {"--iters": 1, "--batch-size": 1, "--num-samples": 1, "--limit": 1, "--timing-items": 0,
+                "--cache-workers": 1, "--loader-workers": 0, "--step-ms": 0}  # fmt: skip
+    for flag, low in at_least.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None and value < low:
+            p.error(f"{flag} must be >= {low}, got {value}")
+    if min(args.roi) < 1:
+        p.error(f"--roi sizes must be >= 1, got {args.roi}")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device on this machine")
     return args
@@ -234,11 +242,21 @@ def profile(args: argparse.Namespace) -> tuple[dict[str, Any], GpuMonitor | None
 def write_outputs(result: dict[str, Any], monitor: GpuMonitor | None, out: Path) -> list[Path]:
     """``profile.png`` (per-transform bars + per-iteration wait/step), ``profile.json``, GPU CSV/PNG."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [plot_profile(result["per_transform"], result["iterations"], out / "profile.png")]
-    (out / "profile.json").write_text(json.dumps(result, indent=1, default=str))
-    paths.append(out / "profile.json")
+    (out / "profile.json").write_text(json.dumps(result, indent=1, default=str))  # first: needs nothing more
+    paths = [out / "profile.json"]
     if monitor is not None and monitor.records:
-        paths += [monitor.to_csv(out / "gpu.csv"), monitor.plot(out / "gpu.png")]
+        paths.append(monitor.to_csv(out / "gpu.csv"))
+    try:
+        import matplotlib  # noqa: F401  (the plots only: the `bench` or `dev` extra)
+    except ImportError:
+        print(
+            "fastpipe profile: matplotlib is not installed, so no PNGs (pip install matplotlib)",
+            file=sys.stderr,
+        )
+        return paths
+    paths.insert(0, plot_profile(result["per_transform"], result["iterations"], out / "profile.png"))
+    if monitor is not None and monitor.records:
+        paths.append(monitor.plot(out / "gpu.png"))
     return paths
 
 

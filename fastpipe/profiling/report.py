@@ -44,7 +44,8 @@ def summarize(timings: Sequence[dict[str, Any]], wall_s: float | None = None) ->
         timings: one dict per batch (see the module docstring).
         wall_s: the consumer's wall time over these batches (default ``None``: the sum of the
             entries' ``iter_s`` if every entry has one, else of ``wait_s + step_s``; if neither is
-            known the fraction and the rates are ``None``).
+            known the fraction and the rates are ``None``). Read inside the loop, the last entry
+            (the batch being used, whose ``iter_s`` is not known yet) is left out.
 
     Returns:
         dict with ``batches``, ``items``, ``crops``, ``wall_s``, ``data_wait_s``,
@@ -56,6 +57,9 @@ def summarize(timings: Sequence[dict[str, Any]], wall_s: float | None = None) ->
         >>> summarize([{"wait_s": 0.01, "step_s": 0.09, "batch_size": 2, "num_crops": 8}])["data_wait_fraction"]
         0.1
     """
+    if wall_s is None and len(timings) > 1 and "iter_s" not in timings[-1]:
+        if all("iter_s" in t for t in timings[:-1]):  # read inside the loop: the batch held now is open
+            timings = timings[:-1]
     wall = _wall_time(timings, wall_s)
     waited = float(sum(t.get("wait_s", 0.0) for t in timings))
     crops = sum(int(t.get("num_crops", t.get("batch_size", 0))) for t in timings)

@@ -290,7 +290,7 @@ def test_monai_transforms_inside_fastpipe_cache_dataset():
 def _volumes(n=2):
     g = torch.Generator().manual_seed(0)
     out = []
-    for i in range(n):
+    for _ in range(n):
         label = torch.zeros((1, 16, 16, 16))
         label[0, 4:12, 4:12, 4:12] = 1
         out.append(

@@ -145,12 +145,6 @@ def test_binary_garbage_is_a_value_error(tmp_path: Path):
         ),
         ({"training": {"image": "a"}}, "training", "section 'training' must be a list, got dict"),
         ({"training": [42]}, "training", r"training\[0\]: expected an object"),
-        ({"training": [{"label": "l.nii.gz"}]}, "training", r"training\[0\]: entry has no 'image' key"),
-        (
-            {"training": [{"image": "a", "label": 3}]},
-            "training",
-            r"training\[0\]: 'label' must be a file path",
-        ),
         (
             {"training": [{"image": "a", "label": "b"}, {"image": []}]},
             "training",
@@ -165,6 +159,20 @@ def test_malformed_content_names_file_and_entry(tmp_path: Path, content, section
     with pytest.raises(ValueError, match=pattern) as e:
         load_decathlon_datalist(tmp_path, section=section)
     assert str(path) in str(e.value)
+
+
+def test_entries_monai_accepts_pass_through_like_monai(tmp_path: Path):
+    from monai.data import load_decathlon_datalist as monai_load
+
+    entries = [{"t1": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}, {"image": "b.nii.gz", "label": None},
+               {"image": "c.nii.gz", "label": 3}, {"image": "d.nii.gz", "class": [0, 1]}]  # fmt: skip
+    path = _write(tmp_path, {"training": entries})
+    ours = load_decathlon_datalist(tmp_path)
+    theirs = monai_load(str(path), True, "training")
+    assert [sorted(e) for e in ours] == [sorted(e) for e in theirs]
+    assert ours[1]["label"] is None and ours[2]["label"] == 3 and ours[3]["class"] == [0, 1]
+    assert ours[0]["label"] == os.path.abspath(theirs[0]["label"])
+    assert load_decathlon_datalist(tmp_path, base_dir="~")[1]["image"] == os.path.expanduser("~/b.nii.gz")
 
 
 def test_monai_positional_call_is_a_type_error(task: Path):

@@ -228,3 +228,39 @@ def _tutorial_prefix():
         mt.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
         mt.CropForegroundd(keys, source_key="image", allow_smaller=True),
     ])  # fmt: skip
+
+
+def test_a_run_stopped_half_way_leaves_no_dataset_json_and_no_half_file(tmp_path, monkeypatch):
+    import fastpipe.datasets.synth as synth
+
+    synthesize(tmp_path, "spleen-tiny", seed=0, progress=False, num_volumes=3)
+    real, written = synth.write_nifti_gz, []
+
+    def stop_on_the_third(path, *args):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # as a Ctrl-C in the middle of a file
+        real(path, *args)
+        written.append(path)
+
+    monkeypatch.setattr(synth, "write_nifti_gz", stop_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(tmp_path, "spleen-tiny", seed=1, progress=False, num_volumes=3)
+    assert not (tmp_path / "dataset.json").exists()  # no json describing a mix of two runs
+    assert not list(tmp_path.rglob("*.tmp"))
+    for f in tmp_path.rglob("*.nii.gz"):
+        nib.load(f).get_fdata()  # every file whole, old or new
+
+
+def test_a_file_is_renamed_into_place_only_once_whole(tmp_path, monkeypatch):
+    import isal.igzip
+
+    import fastpipe.datasets.synth as synth
+
+    class Failing(isal.igzip.IGzipFile):
+        def write(self, data):
+            raise OSError("disk full")
+
+    monkeypatch.setattr(isal.igzip, "IGzipFile", Failing)
+    with pytest.raises(OSError, match="disk full"):
+        synth.write_nifti_gz(tmp_path / "v.nii.gz", np.zeros((2, 3, 4), np.int16), np.eye(4), (1, 1, 1))
+    assert list(tmp_path.iterdir()) == []

@@ -45,6 +45,20 @@ def test_bad_arguments_exit_with_a_message(capsys):
     assert "--roi takes 1 or 3 ints" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         profile_run.main(["--data", "x", "--step-ms", "5", "--model", "tiny-unet"])
+    for flag, value in (("--iters", "0"), ("--step-ms", "-5"), ("--limit", "0"), ("--batch-size", "0")):
+        with pytest.raises(SystemExit):
+            profile_run.main(["--data", "x", flag, value])
+        assert f"{flag} must be >=" in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_json_is_written_and_the_pngs_skipped(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    result = {"per_transform": {}, "iterations": [], "loader": {}}
+    paths = profile_run.write_outputs(result, None, tmp_path)
+    assert paths == [tmp_path / "profile.json"] and (tmp_path / "profile.json").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().err
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):

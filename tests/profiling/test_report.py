@@ -43,6 +43,16 @@ def test_wall_time_from_iteration_or_step_times():
     assert "n/a" in format_table(unknown)
 
 
+def test_read_inside_the_loop_leaves_the_open_batch_out():
+    closed = [{"wait_s": 0.1, "iter_s": 0.4, "num_crops": 4}] * 3
+    s = summarize([*closed, {"wait_s": 0.3, "num_crops": 4}])  # the batch the loop holds: no iter_s yet
+    assert (
+        s["batches"] == 3
+        and s["wall_s"] == pytest.approx(1.2)
+        and s["data_wait_fraction"] == pytest.approx(0.25)
+    )
+
+
 def test_empty_and_invalid():
     s = summarize([])
     assert s["batches"] == 0 and s["stages"] == {} and s["data_wait_fraction"] is None
