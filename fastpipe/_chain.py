@@ -13,6 +13,8 @@ random state), so MONAI stays optional; any other callable can be marked with
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -36,22 +38,78 @@ def mark_random(fn: Transform) -> Transform:
     return fn
 
 
+def mark_deterministic(fn: Transform) -> Transform:
+    """Mark a plain callable as deterministic, so that a cache may keep its output (a plain callable
+    is otherwise run on every read, as MONAI's ``CacheDataset`` runs it).
+
+    Example:
+        >>> to_float = mark_deterministic(lambda d: {**d, "image": d["image"].float()})
+        >>> is_random(to_float), is_plain_callable(to_float)
+        (False, False)
+    """
+    try:
+        fn.random = False
+    except AttributeError as err:  # builtins and slotted objects
+        raise TypeError(
+            f"cannot mark {fn!r} as deterministic: it takes no attributes; wrap it in a function"
+        ) from err
+    return fn
+
+
 def is_random(transform: Any) -> bool:
-    """Whether ``transform`` draws random numbers (fastpipe ``Rand*``, MONAI randomizable, or marked)."""
+    """Whether ``transform`` draws random numbers: a ``random`` flag says so first (fastpipe's ``Rand*``
+    classes, :func:`mark_random`, or ``fn.random = False`` for a callable known to be deterministic);
+    then a wrapper's ``inner`` transform; then MONAI's randomizable classes (``RandomizableTrait``
+    anywhere in the class's bases, as MONAI's ``CacheDataset`` tests it, or ``set_random_state`` plus
+    a numpy ``R``)."""
+    flag = getattr(transform, "random", None)
+    if isinstance(flag, bool):
+        return flag
     inner = getattr(transform, "inner", None)  # profiling wrappers keep the wrapped transform here
     if inner is not None and inner is not transform:
         return is_random(inner)
-    if getattr(transform, "random", False):
+    if any(k.__name__ == "RandomizableTrait" for k in type(transform).__mro__):  # MONAI's own test
         return True
-    # MONAI's Randomizable: set_random_state() plus a numpy RandomState in .R
     return callable(getattr(transform, "set_random_state", None)) and hasattr(transform, "R")
 
 
+def is_plain_callable(transform: Any) -> bool:
+    """A step that is neither fastpipe's nor MONAI's and has no ``random`` flag: a function, a
+    ``partial``, another library's transform. MONAI's ``CacheDataset`` treats such a step as random
+    (it runs it on every read); fastpipe does so in a chain that holds MONAI transforms."""
+    if isinstance(getattr(transform, "random", None), bool):
+        return False
+    inner = getattr(transform, "inner", None)
+    if inner is not None and inner is not transform:
+        return is_plain_callable(inner)
+    fn = transform.func if isinstance(transform, functools.partial) else transform
+    if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        owner = getattr(fn, "__module__", None) or ""
+    else:
+        owner = type(fn).__module__
+    return owner.split(".")[0] not in ("fastpipe", "monai")
+
+
+def inlined(compose: Any) -> bool:
+    """Whether a ``Compose`` may be replaced by its transforms: fastpipe's, or MONAI's at its default
+    ``map_items``/``unpack_items``/``lazy`` (MONAI inlines only those too; another keeps its own call)."""
+    if getattr(compose, "is_fastpipe_compose", False):
+        return True
+    if type(compose).__name__ != "Compose":
+        return False
+    return (
+        getattr(compose, "map_items", True) in (True, 1)
+        and not getattr(compose, "unpack_items", False)
+        and getattr(compose, "lazy", False) is not True
+    )
+
+
 def flatten(transforms: Any) -> list[Transform]:
-    """A flat list of callables from a fastpipe/MONAI ``Compose``, a list, or one callable."""
+    """A flat list of callables from a fastpipe/MONAI ``Compose``, a list, or one callable (a MONAI
+    ``Compose`` with other settings than its defaults stays one step: see :func:`inlined`)."""
     if transforms is None:
         return []
-    if getattr(transforms, "is_fastpipe_compose", False) or type(transforms).__name__ == "Compose":
+    if inlined(transforms):
         return flatten(list(transforms.transforms))
     if callable(transforms) and not isinstance(transforms, (list, tuple)):
         return [transforms]

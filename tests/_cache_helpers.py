@@ -12,6 +12,8 @@ from fastpipe.transforms import mark_random
 class CountingDet:
     """Deterministic: makes an ``image`` volume from ``x``; counts its calls (thread-safe)."""
 
+    random = False  # says so, as a MONAI chain needs of a plain callable before caching it
+
     def __init__(self, scale: float = 1.0, shape: tuple[int, ...] = (1, 6, 6, 6)) -> None:
         self.scale = scale
         self.shape = shape

@@ -1,6 +1,14 @@
 """Dictionary transforms with MONAI's names and keyword arguments."""
 
-from fastpipe.transforms.compose import Compose, apply_transform, flatten, is_random, mark_random, split_chain
+from fastpipe.transforms.compose import (
+    Compose,
+    apply_transform,
+    flatten,
+    is_random,
+    mark_deterministic,
+    mark_random,
+    split_chain,
+)
 from fastpipe.transforms.crop import CropForegroundd
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.intensity import ScaleIntensityRanged
@@ -35,6 +43,7 @@ __all__ = [
     "apply_transform",
     "flatten",
     "is_random",
+    "mark_deterministic",
     "mark_random",
     "split_chain",
 ]

@@ -85,3 +85,43 @@ class FromMonaid:
 
     def __repr__(self) -> str:
         return "FromMonaid()"
+
+
+class MonaiComposeRange:
+    """Transforms ``start:end`` of a MONAI ``Compose`` run by that ``Compose`` itself, so its own
+    ``lazy``, ``map_items`` and ``unpack_items`` settings hold (its ``__call__(start=, end=)``, as
+    MONAI's ``CacheDataset`` runs the cached part and the rest of such a chain).
+
+    Args:
+        compose: the MONAI ``Compose``.
+        start, end: the range (``end=None``: to the end).
+        random: whether the range holds a random step (the part after the cache).
+    """
+
+    def __init__(self, compose: Any, start: int, end: int | None, random: bool) -> None:
+        self.compose, self.start, self.end, self.random = compose, start, end, random
+
+    def __call__(self, data: Any) -> Any:
+        return self.compose(data, start=self.start, end=self.end, threading=True)
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> MonaiComposeRange:
+        self.compose.set_random_state(seed=seed, state=state)
+        return self
+
+    def __repr__(self) -> str:
+        end = "" if self.end is None else self.end
+        return f"MonaiComposeRange({type(self.compose).__name__}[{self.start}:{end}])"
+
+
+def monai_compose_parts(compose: Any) -> tuple[list[Any], list[Any]]:
+    """``(cached part, rest)`` of a MONAI ``Compose`` kept whole, split where MONAI's ``CacheDataset``
+    splits it: at its first ``RandomizableTrait`` step or step that is not a MONAI ``Transform``."""
+    from monai.transforms import RandomizableTrait, Transform
+
+    first = compose.get_index_of_first(
+        lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform)
+    )
+    if first is None:
+        return [MonaiComposeRange(compose, 0, None, random=False)], []
+    head = [MonaiComposeRange(compose, 0, first, random=False)] if first > 0 else []
+    return head, [MonaiComposeRange(compose, first, None, random=True)]

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from fastpipe.transforms._bridge import FromMonaid, ToMonaid
+from fastpipe._chain import inlined
+from fastpipe.transforms._bridge import FromMonaid, ToMonaid, monai_compose_parts
 from fastpipe.transforms._per_crop import runs_on_batch
 from fastpipe.transforms._translate import Context, is_monai, translate
 from fastpipe.transforms.compose import flatten, split_chain
@@ -150,10 +151,17 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         >>> len(plan.prefix), plan.suffix
         (1, [])
     """
-    if translate_monai and is_monai(transform) and getattr(transform, "lazy", False) is True:
-        log.info("fastpipe: a MONAI Compose with lazy=True resamples differently; its transforms are kept")
+    monai_chain = False
+    if is_monai(transform) and not inlined(transform):  # lazy=True, map_items=False, unpack_items=True
+        prefix_o, suffix_o = monai_compose_parts(transform)
         translate_monai = False
-    prefix_o, suffix_o = split_chain(flatten(transform))
+    else:
+        flat = flatten(transform)
+        # a chain holding MONAI transforms follows MONAI's rule: a plain callable (not fastpipe's, not
+        # MONAI's, no ``random`` flag) runs on every read (mark_deterministic(fn) lets it be cached);
+        # a chain of fastpipe transforms and callables follows fastpipe's (cached unless mark_random)
+        monai_chain = is_monai(transform) or any(is_monai(t) for t in flat)
+        prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
     ctx = Context(items=items)
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
     suf = _translate_suffix(suffix_o, len(prefix_o), ctx, translate_monai)
@@ -162,7 +170,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         pre = _finish_prefix(pre, prefix_o, suf, ctx)
     for t, step in pre + suf:
         step.obj = t
-    plan = _fused_plan([s for _, s in pre + suf], swapped)
+    plan = _fused_plan([s for _, s in pre + suf], swapped, monai_chain)
     if swapped:
         kept = [f"{s.name} ({s.note})" for s in plan.steps if s.origin == MONAI and s.note]
         log.info(
@@ -206,12 +214,13 @@ def _fuse_random() -> Any:
     return fuse
 
 
-def _fused_plan(steps: list[Step], swapped: list[str]) -> Plan:
-    """Fuse the chain of ``steps`` (``fuse_random``), split it again, and mark each step's stage and reason."""
+def _fused_plan(steps: list[Step], swapped: list[str], plain_is_random: bool = False) -> Plan:
+    """Fuse the chain of ``steps`` (``fuse_random``), split it again (by the same rule), and mark each
+    step's stage and reason."""
     chain = [s.obj for s in steps]
     fuse = _fuse_random()
     fused = list(fuse(chain)) if fuse is not None else chain
-    prefix, suffix = split_chain(fused)
+    prefix, suffix = split_chain(fused, plain_is_random=plain_is_random)
     placed = {id(t) for t in fused}
     new = [t for t in fused if id(t) not in {id(c) for c in chain}]  # copies made by the fusion
     absorbed: list[Step] = []

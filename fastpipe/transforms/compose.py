@@ -9,25 +9,50 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastpipe._chain import Transform, flatten, is_random, mark_random
+from fastpipe._chain import Transform, flatten, is_plain_callable, is_random, mark_deterministic, mark_random
 from fastpipe.transforms._fuse_random import fuse_random
 from fastpipe.transforms.spatial import fuse_spatial
 
-__all__ = ["Compose", "Transform", "apply_transform", "flatten", "is_random", "mark_random", "split_chain"]
+__all__ = [
+    "Compose",
+    "Transform",
+    "apply_transform",
+    "flatten",
+    "is_random",
+    "mark_deterministic",
+    "mark_random",
+    "split_chain",
+]
 
 
-def split_chain(transforms: Any) -> tuple[list[Transform], list[Transform]]:
-    """Split a chain at its first random transform: ``(deterministic_prefix, rest)``."""
+def split_chain(transforms: Any, plain_is_random: bool = False) -> tuple[list[Transform], list[Transform]]:
+    """Split a chain at its first random transform: ``(deterministic_prefix, rest)``.
+
+    ``plain_is_random``: a plain callable (:func:`~fastpipe._chain.is_plain_callable`: not fastpipe's,
+    not MONAI's, no ``random`` flag) counts as random, as MONAI's ``CacheDataset`` counts it; datasets
+    do so for a chain that holds MONAI transforms (default False: fastpipe's rule, a plain callable is
+    deterministic unless :func:`mark_random` says otherwise).
+    """
     flat = flatten(transforms)
     for i, t in enumerate(flat):
-        if is_random(t):
+        if is_random(t) or (plain_is_random and is_plain_callable(t)):
             return flat[:i], flat[i:]
     return flat, []
 
 
+def _takes_lists(transform: Any) -> bool:
+    """MONAI hands a list whole to a nested ``Compose`` (it maps by its own ``map_items``) and to a
+    ``ReduceTrait`` transform, instead of mapping them over the items."""
+    t = getattr(transform, "inner", transform)
+    return any(k.__name__ in ("Compose", "ReduceTrait") for k in type(t).__mro__) and not getattr(
+        t, "is_fastpipe_compose", False
+    )
+
+
 def apply_transform(transform: Transform, data: Any) -> Any:
-    """Apply one transform; a list input (multi-sample output upstream) is mapped item by item."""
-    if isinstance(data, list):
+    """Apply one transform; a list input (multi-sample output upstream) is mapped item by item
+    (handed whole to a MONAI ``Compose`` or ``ReduceTrait`` transform, as MONAI does)."""
+    if isinstance(data, list) and not _takes_lists(transform):
         out: list[Any] = []
         for item in data:
             res = transform(item)
@@ -81,7 +106,7 @@ class Compose:
         The fused chain is rebuilt from the reseeded transforms on the next call.
         """
         for i, t in enumerate(self.transforms):
-            if is_random(t):
+            if is_random(t) and callable(getattr(t, "set_random_state", None)):  # a marked callable has none
                 t.set_random_state(seed + i)
         self._fused = None
         return self

@@ -14,7 +14,7 @@ from fastpipe import CacheDataset
 from fastpipe.cache._core import chain_device
 from fastpipe.cache._fill import run_fill
 from fastpipe.cache.errors import CacheFillError
-from fastpipe.transforms import EnsureTyped, ToDeviced
+from fastpipe.transforms import EnsureTyped, ToDeviced, mark_deterministic
 
 
 def test_prefix_runs_once_and_suffix_per_read():
@@ -251,7 +251,9 @@ def test_monai_transforms_inside_fastpipe_cache_dataset():
         return {"image": torch.rand(1, 16, 16, 16, generator=g) * 200 - 50, "label": label}
 
     chain = [
-        make,
+        mark_deterministic(
+            make
+        ),  # with MONAI transforms a plain callable is random unless marked, as in MONAI
         ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
         FgBgToIndicesd("label"),
         RandCropByPosNegLabeld(

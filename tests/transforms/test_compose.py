@@ -81,3 +81,76 @@ def test_flatten_nested():
 def test_mark_random_rejects_builtins_with_clear_error():
     with pytest.raises(TypeError, match="cannot mark"):
         mark_random(len)
+
+
+# --- where MONAI's CacheDataset would stop, fastpipe's datasets stop ----------------------------------
+
+
+def _distinct_reads(chain, n=12):
+    import numpy as np
+
+    import fastpipe as fp
+
+    ds = fp.CacheDataset([{"x": np.zeros(3, np.float32)}], chain, progress=False, num_workers=1)
+    return len({tuple(np.asarray(ds[0]["x"]).round(6)) for _ in range(n)})
+
+
+def _noise(d):
+    import numpy as np
+
+    return {**d, "x": np.asarray(d["x"]) + np.random.rand(3).astype(np.float32)}
+
+
+def test_monai_randomizable_trait_transforms_are_random():
+    import monai.transforms as M
+    from monai.transforms import MapTransform, RandomizableTrait
+
+    class UserRand(MapTransform, RandomizableTrait):  # MONAI's documented way to declare randomness
+        def __call__(self, d):
+            return _noise(d)
+
+    assert is_random(UserRand("x")) and is_random(M.RandIdentity())
+    assert _distinct_reads([UserRand("x")]) > 1
+    assert _distinct_reads([M.RandIdentity(), M.Lambdad("x", lambda x: _noise({"x": x})["x"])]) > 1
+
+
+def test_a_plain_callable_in_a_monai_chain_runs_on_every_read_unless_marked_deterministic():
+    import monai.transforms as M
+
+    from fastpipe.transforms import mark_deterministic
+
+    assert _distinct_reads(M.Compose([_noise])) > 1  # MONAI's rule: not a Transform, so random
+    assert _distinct_reads([M.Identityd("x"), _noise]) > 1
+    assert _distinct_reads([M.Identityd("x"), mark_deterministic(lambda d: _noise(d))]) == 1  # cached
+    assert _distinct_reads([lambda d: _noise(d)]) == 1  # a fastpipe chain: cached unless marked random
+    assert _distinct_reads([mark_random(lambda d: _noise(d))]) > 1
+
+
+def test_mark_random_wins_over_a_wrappers_inner_and_compose_seeds_around_it():
+    class Sometimes:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, d):
+            return d
+
+    w = mark_random(Sometimes(add(1)))
+    assert is_random(w)
+    Compose([w, add(2)]).set_random_state(3)  # a marked callable has no set_random_state: skipped
+
+
+def test_a_nested_monai_compose_with_its_own_settings_gets_the_whole_list():
+    import monai.transforms as M
+    from monai.transforms import RandomizableTransform
+
+    class TwoSamples(RandomizableTransform):
+        def __call__(self, d):
+            return [dict(d), dict(d)]
+
+    def first_only(items):  # reads the whole list: the reason for map_items=False
+        return items[:1]
+
+    nested = M.Compose([first_only], map_items=False)
+    assert flatten([nested]) == [nested]  # kept whole, not inlined
+    assert len(Compose([TwoSamples(), nested])({"x": 1})) == 1
+    assert len(M.Compose([TwoSamples(), nested])({"x": 1})) == 1

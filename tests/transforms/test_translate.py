@@ -357,3 +357,24 @@ def test_standalone_pad_moves_the_origin_and_no_channel_adds_one(odd_files):
     np.testing.assert_allclose(
         ours["image_meta_dict"]["affine"].numpy(), theirs["image"].affine.numpy(), atol=1e-6
     )
+
+
+def test_a_lazy_monai_compose_is_cached_as_monai_caches_it(files):
+    from monai.data import CacheDataset as MonaiCache
+
+    def chain():
+        return M.Compose(
+            [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), M.Orientationd(KEYS, axcodes="RAS"),
+             M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0)), M.Spacingd(KEYS, pixdim=(2.3, 2.3, 2.3)),
+             M.RandFlipd(KEYS, prob=0.5, spatial_axis=0)],
+            lazy=True,
+        )  # fmt: skip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = MonaiCache(files[:1], chain(), progress=False)._cache[0]
+    ds = dataset(files[:1], chain())
+    ours = ds.cached_entry(0)
+    assert [s.name for s in ds.plan.steps] == ["MonaiComposeRange", "MonaiComposeRange"]  # kept whole
+    torch.testing.assert_close(torch.as_tensor(ours["image"]), theirs["image"].as_tensor())
+    assert ds[0]["image"].shape == theirs["image"].shape
