@@ -39,6 +39,7 @@ import torch
 
 from benchmarks import workload
 from benchmarks.common import interleaved, spread, write_result
+from benchmarks.measure import check_epoch_crops
 from benchmarks.workload import make_volumes
 
 PATCH, NUM_SAMPLES = workload.PATCH, workload.NUM_SAMPLES  # re-exported for gpu_copies and the tests
@@ -199,7 +200,9 @@ def serve_peer(name: str, volumes: int, shape: tuple[int, int, int], workers: in
 PEERS = ("fastpipe", *MONAI_PEERS, "plain_copy")
 
 
-def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int, turn: int = 1) -> dict[str, Any]:
+def _time_interleaved(
+    peers: dict[str, Any], epochs: int, warmup: int, turn: int = 1, expected_crops: int | None = None
+) -> dict[str, Any]:
     """Rounds in a new random order each round, each peer running ``turn`` epochs in a row per round;
     wall and CPU samples after the warm-up rounds.
 
@@ -211,6 +214,10 @@ def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int, turn: int
     that follows another peer's, with this process's caches and threads cold) is kept apart as
     ``first_*``; ``wall``/``cpu`` hold the epochs that follow one of the same loader, as the epochs of
     a training run do.
+
+    ``expected_crops``: every timed epoch of every peer must yield exactly this many crops, else
+    ``RuntimeError`` (MONAI's ``ThreadDataLoader`` ends an epoch early when an item fails, and a short
+    epoch would enter the median as a fast one); ``crops_min``/``crops_max`` record what was seen.
     """
     rounds = -(-epochs // turn)
     runs = interleaved(
@@ -224,10 +231,18 @@ def _time_interleaved(peers: dict[str, Any], epochs: int, warmup: int, turn: int
     for k, turns in runs.items():
         firsts = [t[0] for t in turns] if turn > 1 else []
         rest = [e for t in turns for e in (t[1:] if turn > 1 else t)]
+        counts = [c for t in turns for _, _, c in t]
+        for c in counts:
+            try:
+                check_epoch_crops(c, expected_crops)
+            except RuntimeError as err:
+                raise RuntimeError(f"peer {k}: {err}") from None
         out[k] = {
             "wall": [w for w, _, _ in rest],
             "cpu": [c for _, c, _ in rest],
             "crops": rest[-1][2] if rest else 0,
+            "crops_min": min(counts, default=0),
+            "crops_max": max(counts, default=0),
         }
         if firsts:
             out[k]["first_wall"] = [w for w, _, _ in firsts]
@@ -252,6 +267,8 @@ def _epoch_row(smp: dict[str, Any], volumes: int) -> dict[str, Any]:
         "ms_per_volume": 1e3 * wall["median"] / volumes,
         "cpu_ms_per_volume": 1e3 * cpu["median"] / volumes,
         "crops_per_epoch": smp["crops"],
+        "crops_min": smp.get("crops_min"),  # over every timed epoch: each checked against volumes x 4
+        "crops_max": smp.get("crops_max"),
     }
     if "first_wall" in smp:  # the first epoch of each turn, right after another peer's
         row["first_epoch_s"] = spread(smp["first_wall"])
@@ -283,7 +300,9 @@ def run_peers(
         for name in names:
             kwargs = {"name": name, "volumes": volumes, "shape": shape, "workers": workers}
             peers[name] = PeerProcess(name, factory, kwargs)
-        samples = _time_interleaved(peers, epochs, warmup, turn)
+        samples = _time_interleaved(
+            peers, epochs, warmup, turn, expected_crops=volumes * workload.NUM_SAMPLES
+        )
         stats = peers[stats_of].call("stats") if stats_of else None
         info = {k: p.ready_info for k, p in peers.items()}
     finally:

@@ -56,6 +56,7 @@ PEERS = (
     "monai_compose",
     "monai_compose_monai_loader",
     "monai_best",
+    "monai_best_uint8",
     "plain_copy",
     "plain_copy_reused",
 )
@@ -98,13 +99,14 @@ def build_peer(name: str, data: list[dict], workers: int) -> tuple[Any, Any]:
 
     if name in FLOORS:
         return PlainCopy(data, reuse_buffers=name == "plain_copy_reused"), None
-    if name == "monai_best":
+    if name in ("monai_best", "monai_best_uint8"):
         from monai.data import CacheDataset, ThreadDataLoader
 
         _set_track_meta(False)  # this process's setting, for the fill and every epoch
-        ds = CacheDataset(
-            data, monai_compose(label_float=True), num_workers=workers, progress=False, copy_cache=False
-        )
+        # monai_best: float32 labels, as MONAI's LoadImaged makes them; monai_best_uint8: the labels
+        # kept uint8 as fastpipe keeps them, to show how much of the ratio is the label's bytes
+        chain = monai_compose(label_float=name == "monai_best")
+        ds = CacheDataset(data, chain, num_workers=workers, progress=False, copy_cache=False)
         return ThreadDataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=0), ds
     if name == "fastpipe":
         chain = [*volume_prefix(fp.transforms), *chains.fastpipe_random()]
@@ -162,6 +164,9 @@ def ratios(med: dict[str, float]) -> dict[str, float]:
         "vs_plain_copy": med["fastpipe"] / floor,
         "floor_vs_monai_best": med["monai_best"] / floor,
     }
+    if "monai_best_uint8" in med:  # MONAI best practice with fastpipe's uint8 labels: the dtype's share
+        out["vs_monai_best_uint8_labels"] = med["monai_best_uint8"] / med["fastpipe"]
+        out["monai_best_float32_over_uint8_labels"] = med["monai_best"] / med["monai_best_uint8"]
     if "fastpipe_crop_only" in med:
         out["suffix_cost"] = med["fastpipe"] / med["fastpipe_crop_only"]
         out["crop_only_vs_plain_copy"] = med["fastpipe_crop_only"] / floor
@@ -248,7 +253,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "turn": args.turn,
             "suffix": "RandFlipd x3 (each axis, p=0.10), RandRotate90d (p=0.10, max_k=3), RandShiftIntensityd (0.10, p=0.50)",
             "fastpipe_suffix": "MONAI names, fused into the crop",
-            "label_dtype": {"fastpipe": "uint8", "monai_compose": "uint8", "monai_best": "float32"},
+            "label_dtype": {
+                "fastpipe": "uint8",
+                "monai_compose": "uint8",
+                "monai_best": "float32",
+                "monai_best_uint8": "uint8",
+            },
         },  # fmt: skip
         "peer_processes": (
             f"each peer in its own spawned process; rounds in a seeded random order, {args.turn} epochs in a "

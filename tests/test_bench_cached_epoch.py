@@ -86,3 +86,23 @@ def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path, monkeypatch
     assert titles == [cached_epoch_plot.title(saved)] and "commit ?" not in titles[0]  # names the machine
     replot = cached_epoch_plot.main([str(out), "--out", str(tmp_path / "again.png")])  # from the JSON alone
     assert replot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_short_epoch_in_any_peer_is_an_error_not_a_fast_epoch():
+    from benchmarks.cached_epoch import _time_interleaved
+
+    class Fake:
+        def __init__(self, crops):
+            self.crops = iter(crops)
+
+        def call(self, what):
+            return 0.01, 0.01, next(self.crops)
+
+    ok = _time_interleaved(
+        {"a": Fake([8] * 6), "b": Fake([8] * 6)}, epochs=4, warmup=1, turn=2, expected_crops=8
+    )
+    assert ok["a"]["crops_min"] == ok["a"]["crops_max"] == 8
+    with pytest.raises(RuntimeError, match="peer b: epoch yielded 4 crops, expected 8"):
+        _time_interleaved(
+            {"a": Fake([8] * 6), "b": Fake([8, 8, 8, 4, 8, 8])}, epochs=4, warmup=1, turn=2, expected_crops=8
+        )
