@@ -17,9 +17,10 @@ Work an arm does between its epochs must not land in another arm's:
   CPU idle. Its epoch covers its window only, so every arm is compared per pass over the training
   volumes (``per_pass_s``);
 - the regular arm's worker processes and MONAI's loader thread do nothing between their epochs;
-- fastpipe's persistent loaders make at most ``buffer_size`` batches of their next epoch ahead,
-  during the next arm's epoch; the result bounds that share (``run_ahead_bound_s``: ``buffer_size``
-  x the median time to make a batch).
+- fastpipe's persistent loaders make at most ``buffer_size`` batches of their next epoch ahead, plus
+  one each producer holds while it waits for room, during the next arm's epoch; the result bounds
+  that share (``run_ahead_bound_s``: ``buffer_size + max(1, num_workers)`` x the median time to make
+  a batch; results before this rule counted ``buffer_size`` batches only).
 """
 
 from __future__ import annotations
@@ -91,4 +92,5 @@ def _run_ahead_bound_s(loader: Any) -> float:
     if not timings or not getattr(loader, "persistent_workers", False):
         return 0.0
     make = sorted(t.get("fetch_s", 0.0) + t.get("collate_s", 0.0) for t in timings)
-    return loader.buffer_size * make[len(make) // 2]
+    # the queue's batches, plus one each producer makes and holds while it waits for room
+    return (loader.buffer_size + max(1, loader.num_workers)) * make[len(make) // 2]
