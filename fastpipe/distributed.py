@@ -62,7 +62,12 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
     if world_size is None:
         world_size = torch.distributed.get_world_size() if _initialized() else 1
     if rank is None:
-        rank = torch.distributed.get_rank() if _initialized() and world_size > 1 else 0
+        if world_size > 1 and not _initialized():  # every process would take rank 0's shard
+            raise ValueError(
+                f"world_size={world_size} without rank=: pass this process's rank, or initialise "
+                "torch.distributed so that it gives it"
+            )
+        rank = torch.distributed.get_rank() if world_size > 1 else 0
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     return int(rank), int(world_size)
@@ -111,9 +116,9 @@ def partition_indices(
         total = -(-n // world_size) * world_size
         order = [order[i % n] for i in range(total)]
     shard = order[rank::world_size]
-    if not shard:
+    if len(order) < world_size:  # some rank gets nothing: every rank raises, none waits at a barrier
         raise ValueError(
-            f"rank {rank} of {world_size} gets no items from {n} "
+            f"{world_size - len(order)} of {world_size} ranks would get no items from {n} "
             f"(even_divisible={even_divisible}, drop_last={drop_last}); use fewer ranks or even_divisible=True"
         )
     return shard

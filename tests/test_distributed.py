@@ -57,10 +57,13 @@ def test_partition_seed_is_shared_and_matters():
 
 
 def test_partition_errors_name_the_rank():
-    with pytest.raises(ValueError, match="rank 2 of 3 gets no items from 2"):
-        distributed.partition_indices(2, 2, 3, even_divisible=False)
+    for rank in range(3):  # every rank raises, not only the one left empty: none waits at the barrier
+        with pytest.raises(ValueError, match="1 of 3 ranks would get no items from 2"):
+            distributed.partition_indices(2, rank, 3, even_divisible=False)
     with pytest.raises(ValueError, match="rank=2, world_size=2"):
         distributed.dist_info(2, 2)
+    with pytest.raises(ValueError, match="world_size=2 without rank="):  # all would take rank 0's shard
+        distributed.dist_info(None, 2)
 
 
 def test_dist_info_defaults_and_explicit():
@@ -186,3 +189,25 @@ def test_rank_that_dies_in_fill_is_named_within_timeout(two_ranks):
     assert c0 == 1 and r0["type"] == "FillBarrierError"
     assert "rank(s) [1] did not finish their cache fill within 4 s" in r0["message"]
     assert r0["seconds"] < 4.0 + 10.0
+
+
+def test_a_shard_names_items_by_their_index_in_the_data_list():
+    import fastpipe as fp
+    from fastpipe.cache.errors import CacheFillError
+
+    data = [{"x": i, "name": f"/data/img{i}.nii.gz"} for i in range(8)]
+
+    def fails_on_5(d):
+        if d["x"] == 5:
+            raise ValueError("corrupt voxel data")
+        return d
+
+    shard = fp.distributed.partition_indices(8, 1, 2)
+    assert 5 in shard and shard.index(5) != 5
+    with pytest.raises(CacheFillError, match=r"item 5 \(/data/img5.nii.gz\)"):
+        fp.CacheDataset(data, [fails_on_5], progress=False, num_workers=1, rank=1, world_size=2)
+    ds = fp.CacheDataset(
+        data, [fails_on_5], progress=False, num_workers=1, rank=1, world_size=2, on_error="skip"
+    )
+    assert [ds.data_index(i) for i in range(len(ds))] == [i for i in shard if i != 5]
+    assert "item 5 " in next(iter(ds.fill_report.skipped.values()))

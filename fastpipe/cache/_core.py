@@ -22,6 +22,7 @@ from fastpipe.cache._key import check_persist_key, entry_owner
 from fastpipe.cache._persist import PersistentCache
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
+from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.transforms.compose import apply_transform
 from fastpipe.transforms.spatial import fuse_spatial
 from fastpipe.transforms.utility import device_point
@@ -96,6 +97,7 @@ class CacheCore:
         self._version = version
         self._persist_key = check_persist_key(persist_key)
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         self.hits = 0
         self.computed = 0
         self.entry_bytes = EntryBytes()  # bytes per stored entry by tensor (stats, describe)
@@ -180,6 +182,10 @@ class CacheCore:
         """Free every entry and the temporary disk tier (idempotent)."""
         self.store.close()
         self.entry_bytes.forget()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
+        self._lock = threading.Lock()
 
 
 def _apply(transforms: list[Any], item: Any) -> Any:

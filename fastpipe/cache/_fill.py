@@ -53,6 +53,7 @@ def run_fill(
     progress: bool = True,
     on_error: str = "raise",
     desc: str = "Loading dataset",
+    index_of: Callable[[int], int] | None = None,
 ) -> FillReport:
     """Run ``job(slot)`` for every slot: on a thread pool, or in the calling thread for one worker.
 
@@ -64,6 +65,8 @@ def run_fill(
         progress: show a tqdm bar.
         on_error: ``"raise"`` (default) stops at the first failure; ``"skip"`` logs it and goes on.
         desc: progress-bar label.
+        index_of: the item's index in the user's data list, for messages (default: the slot itself;
+            a rank's shard maps its positions back).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -78,7 +81,7 @@ def run_fill(
             if err is None:
                 report.items += 1
             else:
-                _failed(err, slot, items, on_error, report)
+                _failed(err, slot, items, on_error, report, index_of)
     finally:
         outcomes.close()  # a raise stops the pool: jobs not yet started are cancelled first
         bar.close()
@@ -126,12 +129,19 @@ def _run_pooled(
 
 
 def _failed(
-    err: BaseException, slot: int, items: Callable[[int], Any], on_error: str, report: FillReport
+    err: BaseException,
+    slot: int,
+    items: Callable[[int], Any],
+    on_error: str,
+    report: FillReport,
+    index_of: Callable[[int], int] | None = None,
 ) -> None:
-    """Raise :class:`CacheFillError` naming the item (``on_error="raise"``), or log it and record the skip."""
-    message = describe_failure(slot, items(slot), err)
+    """Raise :class:`CacheFillError` naming the item (``on_error="raise"``), or log it and record the skip
+    (under its slot, named by its index in the data list)."""
+    index = index_of(slot) if index_of is not None else slot
+    message = describe_failure(index, items(slot), err)
     if on_error == "skip":
         log.warning("cache fill skipped %s", message)
         report.skipped[slot] = message
         return
-    raise failure(CacheFillError, "cache fill failed on", slot, items(slot), err) from err
+    raise failure(CacheFillError, "cache fill failed on", index, items(slot), err) from err

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from fastpipe._tensors import nbytes_of
+from fastpipe.runtime._fork import renew_locks_after_fork
 
 
 def _bg_form(entry: dict) -> str | None:
@@ -36,6 +37,7 @@ class EntryBytes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         self._slots: dict[int, tuple[dict[str, int], str | None]] = {}
 
     def record(self, slot: int, entry: Any) -> None:
@@ -76,6 +78,10 @@ class EntryBytes:
             "by_tensor": by_tensor,
             "background": forms,
         }
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
+        self._lock = threading.Lock()
 
 
 def _size(b: float) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 from fastpipe.cache._files import commit, remove_stale_temps, write_temp
 from fastpipe.cache._format import CorruptEntryError, UnstorableEntryError, decode_entry, encode_entry
 from fastpipe.cache._key import EntryOwner
+from fastpipe.runtime._fork import renew_locks_after_fork
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class PersistentCache:
         self.writable = self.opened = True
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -155,6 +157,10 @@ class PersistentCache:
                 return
             self._warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
+        self._lock = threading.Lock()
 
 
 def _read(path: Path) -> bytearray:

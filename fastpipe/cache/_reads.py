@@ -31,6 +31,7 @@ from fastpipe.cache._footprint import describe_bytes
 from fastpipe.cache._item_errors import batch_step_error, compute_uncached, run_batch, run_suffix
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
+from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.transforms._per_crop import as_item_list, run_per_crop
 from fastpipe.transforms._plan import build_plan
 
@@ -64,11 +65,11 @@ class CachedReads(torch.utils.data.Dataset):
         translate: bool = True,
     ) -> None:
         inputs, source = _inputs_of(data)
+        if source is None:  # on the whole list, before sharding: every rank raises alike, none waits
+            check_items(inputs, flatten(transform))
         inputs, self.shard = distributed.shard_inputs(
             inputs, rank, world_size, partition_seed, even_divisible
         )
-        if source is None:
-            check_items(inputs, flatten(transform))
         self.plan = build_plan(transform, translate, inputs if source is None else None)
         prefix, self.suffix = wrap_chain(self.plan.prefix), wrap_chain(self.plan.suffix)  # NVTX ranges
         check_device_points(prefix)
@@ -86,6 +87,7 @@ class CachedReads(torch.utils.data.Dataset):
         self._inputs = inputs
         self._local = threading.local()
         self._suffix_lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read (a DataLoader worker) gets a free lock
         self.misses = 0
         self.fill_report = FillReport()
         _seed_suffix(self.suffix, seed)
@@ -110,17 +112,23 @@ class CachedReads(torch.utils.data.Dataset):
         return self._entry(index)[1]
 
     def _entry(self, index: int) -> tuple[int, Any]:
-        """``(data index, entry)`` of ``index``, both from one lookup: a SmartCache swap between two
-        lookups would otherwise name another item than the one read."""
+        """``(index in the data list, entry)`` of ``index``, both from one lookup: a SmartCache swap
+        between two lookups would otherwise name another item than the one read."""
         slot, entry = self._lookup(index)
+        name = self.input_index(slot)  # what errors call the item: its index in the data list given
         if entry is MISS:  # no tier had room for it (or it is not cached): computed per read
             self.misses += 1
-            return slot, compute_uncached(self.core, self._inputs[slot], slot)
-        return slot, (copy.deepcopy(entry) if self.copy_cache else entry)
+            return name, compute_uncached(self.core, self._inputs[slot], name)
+        return name, (copy.deepcopy(entry) if self.copy_cache else entry)
 
     def data_index(self, index: int) -> int:
-        """The index in the input data of ``index`` (differs once items were skipped, or in a window)."""
-        return self._slots([index])[0]
+        """The index in the input data of ``index`` (differs once items were skipped, in a window, or
+        on a rank's shard)."""
+        return self.input_index(self._slots([index])[0])
+
+    def input_index(self, slot: int) -> int:
+        """The index in the data list given of ``slot`` (a position in this rank's shard, if sharded)."""
+        return self.shard["indices"][slot] if self.shard else slot
 
     @property
     def batched(self) -> bool:
@@ -138,6 +146,10 @@ class CachedReads(torch.utils.data.Dataset):
         with self._suffix_lock:
             self._reseed_in_worker()
             return as_item_list(self._fetch(list(indices), self.suffix))
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (another thread of the parent may have held it at the fork)."""
+        self._suffix_lock = threading.Lock()
 
     def _reseed_in_worker(self) -> None:
         """In a torch ``DataLoader`` worker process, reseed the suffix from the seed torch gives that

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from fastpipe.runtime._fork import renew_locks_after_fork
+
 
 class SlotStore:
     """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
@@ -14,6 +16,7 @@ class SlotStore:
         self.no_room = 0
         self.peak_nbytes = 0
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read gets free locks
 
     def __call__(self, slot: int, entry: Any) -> None:
         placed = self.core.put(slot, entry)
@@ -21,3 +24,7 @@ class SlotStore:
         with self._lock:
             self.no_room += placed is None
             self.peak_nbytes = max(self.peak_nbytes, nbytes)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
+        self._lock = threading.Lock()

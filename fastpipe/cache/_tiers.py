@@ -31,6 +31,7 @@ import torch
 from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
 from fastpipe.cache._cuda_budget import default_cuda_budget
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
+from fastpipe.runtime._fork import renew_locks_after_fork
 
 TIERS = ("cuda", "host", "disk")
 MAX_INFLIGHT = 64  # prefetched device copies waiting to be read
@@ -149,6 +150,7 @@ class TierStore:
         self._slots: dict[int, tuple[str, Any, int]] = {}
         self._inflight: dict[int, tuple[Any, Any, Any]] = {}  # slot -> (source entry, copy, event)
         self._lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         self._disk_dir = disk_dir
         self._disk: DiskTier | None = None
         self._stream = None
@@ -303,3 +305,7 @@ class TierStore:
             self._disk = None
         if self._pins():
             release_cached()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
+        self._lock = threading.Lock()

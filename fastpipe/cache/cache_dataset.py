@@ -119,7 +119,15 @@ class CacheDataset(CachedReads):
                 self.uncached_no_room += 1
 
         with annotate("cache_fill", "cache"):
-            report = run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, on_error)
+            report = run_fill(
+                slots,
+                job,
+                self._inputs.__getitem__,
+                num_workers,
+                progress,
+                on_error,
+                index_of=self.input_index,
+            )
         if report.skipped:
             self._keep = [s for s in self._keep if s not in report.skipped]
             check_items_left(len(self._keep), report.skipped, len(self._inputs))

@@ -22,6 +22,7 @@ from fastpipe.cache._skip import check_on_error, fill_skipping, next_round
 from fastpipe.cache._slots import SlotStore
 from fastpipe.cache._swap_guard import SwapGuard
 from fastpipe.profiling import annotate
+from fastpipe.runtime._fork import renew_locks_after_fork
 
 LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
 
@@ -159,6 +160,7 @@ class SmartCacheDataset(CachedReads):
         self._window: tuple[int, ...] = tuple(self._rotation.window())  # slot (= data index) per position
         self._age: deque[int] = deque(range(self.cache_num))  # positions, oldest first
         self._window_lock = threading.Lock()
+        renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         self._closed = False
         self._submitted = False
         self._warned_lag = False
@@ -172,7 +174,15 @@ class SmartCacheDataset(CachedReads):
             self._store(slot, self.core.compute(self._inputs[slot]))
 
         def fill(slots: list[int]) -> Any:
-            return run_fill(slots, job, self._inputs.__getitem__, num_workers, progress, self.on_error)
+            return run_fill(
+                slots,
+                job,
+                self._inputs.__getitem__,
+                num_workers,
+                progress,
+                self.on_error,
+                index_of=self.input_index,
+            )
 
         with annotate("smartcache_fill", "smartcache"):
             if self.on_error == "skip":
@@ -355,3 +365,8 @@ class SmartCacheDataset(CachedReads):
             f"device={s['device']}, cached={s['nbytes'] / 2**20:.1f} MiB, rounds={s['rounds']}, "
             f"max lag={lag:.3f}s, started={s['started']}, random suffix=[{suffix}])"
         )
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
+        super()._after_fork_in_child()
+        self._window_lock = threading.Lock()

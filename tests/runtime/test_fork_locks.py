@@ -49,3 +49,38 @@ def test_locks_held_at_fork_are_renewed_in_the_child():
     with pool._lock, crop._lock:  # as if a loader thread were mid-batch when the fork happened
         code = _run_in_fork(work)
     assert code == 0, "the forked child hung or failed on a lock held by the parent at fork time"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("smart", [False, True])
+def test_a_dataset_read_in_a_child_forked_mid_read_does_not_hang(smart):
+    import fastpipe as fp
+
+    label = torch.zeros((1, 8, 8, 8), dtype=torch.uint8)
+    label[0, 2:6, 2:6, 2:6] = 1
+    data = [{"image": torch.rand((1, 8, 8, 8)), "label": label} for _ in range(6)]
+    chain = [RandCropByPosNegLabeld(["image", "label"], "label", 4, num_samples=2)]
+    ds = (
+        fp.SmartCacheDataset(data, chain, cache_num=4, replace_rate=0.5, progress=False)
+        if smart
+        else fp.CacheDataset(data, chain, progress=False)
+    )
+
+    def work() -> None:
+        torch.set_num_threads(1)  # as torch's DataLoader sets it in its worker processes
+        crops = ds[0]  # a list of num_samples crops
+        assert len(crops) == 2 and crops[0]["image"].shape == (1, 4, 4, 4)
+
+    locks = [ds._suffix_lock, ds.core._lock, ds.core.store._lock]
+    locks += [ds._window_lock] if smart else []
+    for lock in locks:  # as if a loader thread were mid-read when the fork happened
+        lock.acquire()
+    try:
+        code = _run_in_fork(work)
+    finally:
+        for lock in locks:
+            lock.release()
+        if smart:
+            ds.shutdown()
+    assert code == 0, "the forked child hung or failed on a dataset lock held by the parent at fork time"
