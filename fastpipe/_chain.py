@@ -6,9 +6,11 @@ these names.
 
 A transform is any callable ``dict -> dict`` (or ``dict -> list[dict]`` for multi-sample
 transforms). fastpipe's own random transforms set the class attribute ``random = True``;
-MONAI randomizable transforms are recognised by duck typing (``set_random_state`` plus an ``R``
-random state), so MONAI stays optional; any other callable can be marked with
-:func:`mark_random`.
+MONAI's randomizable transforms are recognised by duck typing (``RandomizableTrait`` among the
+class's bases, or ``set_random_state`` plus an ``R`` random state), so MONAI stays optional; any
+other callable can be marked with :func:`mark_random` or :func:`mark_deterministic`. An unmarked
+plain callable (:func:`is_plain_callable`) counts as random in a chain holding MONAI transforms, as
+MONAI's ``CacheDataset`` counts it, and as deterministic in a chain of fastpipe transforms.
 """
 
 from __future__ import annotations
