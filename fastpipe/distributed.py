@@ -249,7 +249,10 @@ def fill_barrier(
     try:
         store.set(f"{prefix}status/{rank}", status)
         reported = _wait_reported(store, f"{prefix}status/", world, timeout_s)
+        if len(reported) < world:  # this rank gives up: a rank arriving later must stop too
+            store.set(f"{prefix}abandoned", f"rank {rank} stopped waiting for it after {timeout_s:.0f} s")
         outcome = {r: store.get(f"{prefix}status/{r}").decode() for r in reported}
+        abandoned = store.get(f"{prefix}abandoned").decode() if store.check([f"{prefix}abandoned"]) else None
         store.set(f"{prefix}seen/{rank}", "1")  # keep the store (rank 0) up until everyone has read
         _wait_reported(store, f"{prefix}seen/", world, min(timeout_s, 30.0), only=reported)
     except RuntimeError as err:
@@ -261,6 +264,11 @@ def fill_barrier(
         ) from err
     if error is not None:
         return
+    if abandoned is not None and len(outcome) == world:  # everyone reported, but too late for someone
+        raise FillBarrierError(
+            f"rank {rank} finished its {what} after another rank gave up waiting ({abandoned}); that "
+            "rank has stopped, so this one stops too (raise DEFAULT_FILL_TIMEOUT_S for slow fills)"
+        )
     _raise_for(outcome, world, rank, timeout_s, what)
 
 

@@ -93,6 +93,20 @@ def scenario_fail(rank: int, world: int) -> dict:
     return {}
 
 
+def scenario_slow(rank: int, world: int) -> dict:
+    """Rank 1's fill takes longer than the barrier timeout: rank 0 gives up, and rank 1, arriving
+    late, must stop too rather than go on alone to its next collective."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 2.0
+
+    def slow(d: dict) -> dict:
+        if rank == 1:
+            time.sleep(0.8)
+        return d
+
+    CacheDataset(make_data(), [slow], progress=False, num_workers=1)
+    return {}
+
+
 def scenario_die(rank: int, world: int) -> dict:
     """Rank 1 dies during its fill without a word; rank 0 must give up after the barrier timeout."""
     distributed.DEFAULT_FILL_TIMEOUT_S = 4.0

@@ -147,7 +147,7 @@ def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
     """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
-    return launch("train,fail,die", tmp_path_factory.mktemp("dist"))
+    return launch("train,fail,slow,die", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.timeout(120)
@@ -179,6 +179,13 @@ def test_failure_in_one_rank_fill_stops_all_ranks(two_ranks):
     assert r1["type"] == "CacheFillError" and "injected failure" in r1["message"]
     assert r0["type"] == "FillBarrierError"
     assert "rank 1 failed during its cache fill" in r0["message"] and "injected failure" in r0["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_arriving_after_another_gave_up_stops_too(two_ranks):
+    r0, r1 = (res["slow"] for _, res in two_ranks)
+    assert r0["type"] == "FillBarrierError" and "rank(s) [1] did not finish" in r0["message"]
+    assert r1["type"] == "FillBarrierError" and "after another rank gave up waiting" in r1["message"]
 
 
 @pytest.mark.timeout(120)
