@@ -86,10 +86,10 @@ def is_plain_callable(transform: Any) -> bool:
         return is_plain_callable(inner)
     fn = transform.func if isinstance(transform, functools.partial) else transform
     if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
-        owner = getattr(fn, "__module__", None) or ""
-    else:
-        owner = type(fn).__module__
-    return owner.split(".")[0] not in ("fastpipe", "monai")
+        owners = [getattr(fn, "__module__", None) or ""]
+    else:  # a class of the user's that subclasses a MONAI transform is MONAI's kind of step
+        owners = [k.__module__ for k in type(fn).__mro__ if k is not object]
+    return not any(o.split(".")[0] in ("fastpipe", "monai") for o in owners)
 
 
 def inlined(compose: Any) -> bool:

@@ -181,10 +181,33 @@ def best_affine(hdr: nib.Nifti1Header, ndim: int, path: str) -> np.ndarray:
         source = "pixdim"
     try:
         affine = np.asarray(hdr.get_best_affine(), dtype=np.float64)
+        affine, source = _rectified(hdr, affine, source, ndim)
     except (HeaderDataError, ValueError, np.linalg.LinAlgError) as err:
         raise ValueError(f"{path}: invalid NIfTI header: cannot build the {source} affine ({err})") from err
     _check_affine(affine, source, path)
     return affine
+
+
+def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) -> tuple[np.ndarray, str]:
+    """MONAI's ``correct_nifti_header_if_necessary``: where the best affine's voxel sizes disagree with
+    ``pixdim``, the one of sform/qform that agrees with it is used instead (the sform first, as MONAI
+    rectifies it), so a file read here gets the affine MONAI's reader gives it."""
+    d = min(ndim, 3)
+    pixdim = np.asarray(hdr.get_zooms()[:d], dtype=np.float64)
+
+    def agrees(affine: np.ndarray) -> bool:
+        norms = np.sqrt((np.asarray(affine)[:d, :d] ** 2).sum(axis=0))
+        norms[norms == 0] = 1.0  # MONAI's affine_to_spacing(suppress_zeros=True)
+        return bool(np.allclose(norms, pixdim))
+
+    if d < 3 or agrees(best):
+        return best, source
+    sform, qform = np.asarray(hdr.get_sform(), np.float64), np.asarray(hdr.get_qform(), np.float64)
+    if int(hdr["sform_code"]) and agrees(qform):
+        return qform, "qform (the sform disagrees with pixdim)"
+    if int(hdr["qform_code"]) and not int(hdr["sform_code"]) and agrees(sform):
+        return sform, "sform (the qform disagrees with pixdim)"
+    return best, source
 
 
 def _check_finite(hdr: nib.Nifti1Header, fields: tuple[str, ...], path: str) -> None:

@@ -36,8 +36,9 @@ def register(name: str) -> Callable[[Translator], Translator]:
 
 
 def is_monai(obj: Any) -> bool:
-    """Whether ``obj`` is an object of a MONAI class."""
-    return type(obj).__module__.split(".")[0] == "monai"
+    """Whether ``obj`` is an object of a MONAI class, or of a class of the user's built on one (it
+    then gets MONAI's MetaTensors, as in MONAI's own chain)."""
+    return any(k.__module__.split(".")[0] == "monai" for k in type(obj).__mro__ if k is not object)
 
 
 def fastpipe_class(name: str) -> Any:

@@ -43,18 +43,23 @@ def _nifti_reason(obj: Any, ctx: Context) -> str:
     opts = vars(readers[-1])
     if opts.get("channel_dim") is not None or opts.get("as_closest_canonical") or opts.get("kwargs"):
         return "NibabelReader options (channel_dim, as_closest_canonical, kwargs) are not reproduced"
-    return _first_is_3d(paths[: len(obj.keys)])
+    return _all_3d(paths)
 
 
-def _first_is_3d(paths: list[str]) -> str:
+def _all_3d(paths: list[str]) -> str:
+    """``""`` when every file holds a volume fastpipe's reader takes (3D once trailing singleton dims
+    are dropped, its own rule), else the reason MONAI's loader is kept: one header per file."""
     import nibabel as nib
 
     for p in paths:
         try:
-            shape = nib.load(p).header.get_data_shape()
+            shape = tuple(nib.load(p).header.get_data_shape())
         except (OSError, ValueError) as err:
             return f"cannot read the header of {p}: {err}"  # MONAI's loader then names the problem
-        if len([s for s in shape if s != 1]) > 3 or len(shape) < 3:
+        dims = list(shape)
+        while len(dims) > 3 and dims[-1] == 1:
+            dims.pop()
+        if len(dims) != 3:
             return f"{p} has shape {shape}; fastpipe reads 3D volumes only"
     return ""
 

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from fastpipe._meta import get_affine
+from fastpipe._meta import get_affine, meta_key
 from fastpipe.transforms._affine import AFFINE_TOL, is_separable, orientation_transform, spacing_geometry
 from fastpipe.transforms._dict import (
     check_same_grid,
@@ -64,10 +64,15 @@ class EnsureChannelFirstd:
         for i in present_keys(d, self.keys, self.allow_missing_keys, "EnsureChannelFirstd"):
             key = self.keys[i]
             img = d[key]
-            if self.channel_dim == "no_channel":  # MONAI's: the volume has none, so one is added
+            channel_dim = self.channel_dim
+            if channel_dim is None:  # MONAI's rule: where the loader says the channel is, if it knows
+                known = d.get(meta_key(key), {}).get("original_channel_dim")
+                if isinstance(known, int) and not isinstance(known, bool):
+                    channel_dim = known
+            if channel_dim == "no_channel":  # MONAI's: the volume has none, so one is added
                 d[key] = img.unsqueeze(0)
-            elif self.channel_dim is not None:
-                d[key] = torch.movedim(img, self.channel_dim, 0)
+            elif channel_dim is not None:
+                d[key] = torch.movedim(img, channel_dim, 0)
             elif img.ndim == 3:
                 d[key] = img.unsqueeze(0)
             elif img.ndim != 4:

@@ -26,10 +26,13 @@ KEYS = ["image", "label"]
 
 
 def reference(path: str, cache: dict) -> tuple[np.ndarray, np.ndarray] | str:
-    """nibabel's voxels (trailing singleton dims dropped) and affine, or why nibabel failed."""
+    """nibabel's voxels (trailing singleton dims dropped) and affine, the affine as MONAI's reader
+    rectifies it (an sform that disagrees with pixdim gives way to the qform), or why nibabel failed."""
+    from monai.data.utils import correct_nifti_header_if_necessary
+
     if path not in cache:
         try:
-            img = nib.load(path)
+            img = correct_nifti_header_if_necessary(nib.load(path))
             arr = np.asanyarray(img.dataobj)
             while arr.ndim > 3 and arr.shape[-1] == 1:
                 arr = arr[..., 0]

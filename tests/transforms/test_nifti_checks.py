@@ -219,7 +219,6 @@ BAD_FIELDS = [
     ({"bitpix": 16}, "bitpix=16"),
     ({"qform_code": 9}, "qform_code=9"),
     ({"sform_code": -1}, "sform_code=-1"),
-    ({"srow_x": [0, 0, 0, 0], "srow_y": [0, 0, 0, 0], "srow_z": [0, 0, 0, 0]}, "sform affine is singular"),
     ({"srow_y": [0, np.nan, 0, 0]}, "srow_y"),
     ({"sform_code": 0, "qform_code": 0, "pixdim": {1: 1e-30}}, "singular"),
 ]
@@ -230,6 +229,20 @@ BAD_FIELDS = [
 def test_bad_header_field_is_named(tmp_path, label_gz, gz, fields, pattern):
     path = rewrite(label_gz[0], tmp_path / ("f.nii.gz" if gz else "f.nii"), gz=gz, **fields)
     refused(path, pattern)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_singular_sform_gives_way_to_the_qform_as_monai_rectifies_it(tmp_path, label_gz, gz):
+    """MONAI's reader replaces an sform whose voxel sizes disagree with pixdim (here all zeros) by the
+    qform, which agrees with it by construction; fastpipe reads the same affine."""
+    import nibabel as nib
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    path = rewrite(label_gz[0], tmp_path / ("s.nii.gz" if gz else "s.nii"), gz=gz,
+                   srow_x=[0, 0, 0, 0], srow_y=[0, 0, 0, 0], srow_z=[0, 0, 0, 0])  # fmt: skip
+    want = correct_nifti_header_if_necessary(nib.load(path)).affine
+    np.testing.assert_allclose(read_nifti(path).affine, want, atol=1e-6)
+    np.testing.assert_array_equal(read_nifti(path).array, label_gz[1])
 
 
 def test_qfac_zero_reads_as_one(tmp_path, label_gz):

@@ -378,3 +378,75 @@ def test_a_lazy_monai_compose_is_cached_as_monai_caches_it(files):
     assert [s.name for s in ds.plan.steps] == ["MonaiComposeRange", "MonaiComposeRange"]  # kept whole
     torch.testing.assert_close(torch.as_tensor(ours["image"]), theirs["image"].as_tensor())
     assert ds[0]["image"].shape == theirs["image"].shape
+
+
+# --- loading and metadata as MONAI's reader and EnsureChannelFirstd give them -----------------------------
+
+
+def _monai_and_ours(items, chain):
+    from monai.data import CacheDataset as MonaiCache
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = MonaiCache(items, chain(), progress=False)._cache
+    ds = dataset(items, chain())
+    return [ds.cached_entry(i) for i in range(len(items))], theirs
+
+
+def test_an_sform_that_disagrees_with_pixdim_gives_way_to_the_qform_as_in_monai(tmp_path):
+    import nibabel as nib
+    from _nifti_files import phantom
+
+    q = affine((0.8, 0.8, 2.5), "LPS")
+    s = q.copy()
+    s[:3, :3] *= 1.25  # the sform's voxel sizes disagree with pixdim; the qform's agree
+    img = nib.Nifti1Image(phantom((40, 36, 16))[0], None)
+    img.set_qform(q, code=1)
+    img.set_sform(s, code=2)
+    nib.save(img, tmp_path / "i.nii.gz")
+    items = [{"image": str(tmp_path / "i.nii.gz")}]
+    ours, theirs = _monai_and_ours(
+        items, lambda: M.Compose([M.LoadImaged("image"), M.EnsureChannelFirstd("image")])
+    )
+    np.testing.assert_allclose(
+        ours[0]["image_meta_dict"]["affine"].numpy(), np.asarray(theirs[0]["image"].affine), atol=1e-5
+    )
+    np.testing.assert_allclose(np.asarray(theirs[0]["image"].affine)[:3, :3], q[:3, :3], atol=1e-5)
+
+
+def test_a_4d_file_after_a_3d_one_and_its_channel_axis_as_in_monai(tmp_path):
+    from _nifti_files import write
+
+    rng = np.random.default_rng(0)
+    items = [
+        {"image": write(tmp_path / "a.nii.gz", rng.normal(size=(20, 18, 8)).astype(np.float32), affine((1.0, 1.0, 2.0)))},
+        {"image": write(tmp_path / "b.nii.gz", rng.normal(size=(20, 18, 8, 2)).astype(np.float32), affine((1.0, 1.0, 2.0)))},
+    ]  # fmt: skip
+
+    def chain():
+        return M.Compose(
+            [M.LoadImaged("image"), M.EnsureChannelFirstd("image"), M.Orientationd("image", axcodes="RAS")]
+        )
+
+    ours, theirs = _monai_and_ours(items, chain)
+    for o, t in zip(ours, theirs, strict=True):
+        assert tuple(o["image"].shape) == tuple(t["image"].shape)
+        torch.testing.assert_close(torch.as_tensor(o["image"]), t["image"].as_tensor())
+
+
+def test_a_users_subclass_of_a_monai_transform_is_cached_and_gets_metatensors(files):
+    from monai.data import MetaTensor
+    from monai.transforms import MapTransform
+
+    seen = []
+
+    class Record(MapTransform):  # a user's own deterministic MONAI transform
+        def __call__(self, d):
+            seen.append((type(d["image"]), d["image"].dtype))
+            return d
+
+    ds = dataset(files[:1], M.Compose([M.LoadImaged(KEYS), Record("image"), M.EnsureChannelFirstd(KEYS)]))
+    assert {s.name: s.stage for s in ds.plan.steps}["Record"] == "cached"
+    assert seen == [(MetaTensor, torch.float32)]
+    ds[0]
+    assert len(seen) == 1  # cached: not run again on a read
