@@ -11,6 +11,7 @@ may run concurrently from several threads (for different slots).
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,18 @@ class CacheCore:
         with self._lock:
             self.computed += 1
         if owner is not None:
-            self.persist.save(owner, entry)
+            # keyed by the files as they were before the read: a file replaced meanwhile would store
+            # its new values under the old content's key, served when that content comes back
+            again = entry_owner(item, index, self._fingerprint, self._version, self._persist_key)
+            if again.key == owner.key:
+                self.persist.save(owner, entry)
+            else:
+                warnings.warn(
+                    f"{list(owner.sources)} changed while it was read: its entry is not stored in the "
+                    "persistent cache (the next run computes it again)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return entry
 
     def _run(self, item: Any) -> Any:

@@ -34,8 +34,9 @@ def _feeds(t: Any, crop: RandCropByPosNegLabeld) -> bool:
 
 def _passes(t: Any, crop: RandCropByPosNegLabeld, image_key: str | None) -> bool:
     """Whether ``t`` may sit between the indices and the crop: a ``ToDeviced``/``EnsureTyped`` (either
-    library) that keeps the index keys' values and dtypes, keeps label and image tensors, and, with
-    an image rule, does not change the image's dtype (a cast could move a voxel across the threshold)."""
+    library) that keeps the index keys' values and dtypes, keeps label and image tensors, does not
+    change the label's dtype (a cast can turn a foreground voxel into background), and, with an image
+    rule, does not change the image's dtype (a cast could move a voxel across the threshold)."""
     t = getattr(t, "inner", t)
     if type(t).__name__ not in DEVICE_POINT_NAMES:
         return False
@@ -46,6 +47,8 @@ def _passes(t: Any, crop: RandCropByPosNegLabeld, image_key: str | None) -> bool
     if keys & {crop.fg_indices_key, crop.bg_indices_key} and not (as_is and same_dtype):
         return False
     if keys & {crop.label_key, image_key} and not as_is:
+        return False
+    if crop.label_key in keys and not same_dtype:  # a cast can zero a voxel (0.4 -> 0 as uint8)
         return False
     return image_key is None or image_key not in keys or same_dtype
 

@@ -297,3 +297,27 @@ def test_a_library_object_the_code_reads_is_keyed_by_its_settings(monkeypatch):
     before = fingerprint(fn)
     monkeypatch.setitem(globals(), "_WINDOW", ScaleIntensityRange(0, 400, 0.0, 1.0))
     assert fingerprint(fn) != before
+
+
+def test_a_file_replaced_while_it_is_read_stores_no_entry_under_its_old_key(tmp_path, monkeypatch):
+    import fastpipe.cache._core as core
+
+    path, cache = tmp_path / "v.npy", tmp_path / "cache"
+    np.save(path, np.zeros((1, 2, 2, 2), np.float32))
+    real, keys = core.entry_owner, []
+
+    def swapped_after_the_key(*args, **kwargs):  # another process replaces the file right then
+        owner = real(*args, **kwargs)
+        if not keys:
+            np.save(path, np.ones((1, 2, 2, 2), np.float32))
+        keys.append(owner.key)
+        return owner
+
+    monkeypatch.setattr(core, "entry_owner", swapped_after_the_key)
+    with pytest.warns(RuntimeWarning, match="changed while it was read"):
+        first = CacheDataset([{"image": str(path)}], [LoadNpy()], progress=False, persist_dir=cache)
+    assert float(first[0]["image"].mean()) == 1.0 and keys[0] != keys[1]
+    monkeypatch.undo()
+    np.save(path, np.zeros((1, 2, 2, 2), np.float32))  # the old content comes back
+    again = CacheDataset([{"image": str(path)}], [LoadNpy()], progress=False, persist_dir=cache)
+    assert float(again[0]["image"].mean()) == 0.0 and again.stats()["persist"]["loads"] == 0

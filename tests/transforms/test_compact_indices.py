@@ -237,7 +237,7 @@ def test_compact_entries_survive_the_persistent_cache(tmp_path):
         ([], {}, True),
         ([T.ToDeviced(KEYS, "cpu")], {"image_key": "image"}, True),
         ([T.EnsureTyped([*KEYS, "label_fg_indices", "label_bg_indices"])], {}, True),  # MONAI tutorial's
-        ([T.EnsureTyped(KEYS, dtype=torch.float16)], {}, True),  # label cast: zero stays zero
+        ([T.EnsureTyped(KEYS, dtype=torch.float16)], {}, False),  # a label cast may zero a voxel
         (
             [T.EnsureTyped(KEYS, dtype=torch.float16)],
             {"image_key": "image"},
@@ -320,3 +320,16 @@ def test_a_fgbgtoindicesd_right_before_an_unnamed_crop_feeds_it_compactly():
     ds = fp.CacheDataset([blob_item()], [T.FgBgToIndicesd("label"), T.RandCropByPosNegLabeld(KEYS, "label", 4)],
                          progress=False)  # fmt: skip
     assert ds.cached_entry(0)["label_bg_indices"].ndim == 0  # a count: computed once, in the cache
+
+
+def test_a_label_cast_between_the_indices_and_the_crop_keeps_monais_lists():
+    """A soft label (0.4) cast to uint8 turns foreground into 0: the lists of FgBgToIndicesd (computed
+    before the cast) are what MONAI reads, so rejection on the cast label must not replace them."""
+    d = blob_item()
+    d["label"] = d["label"].float() * 0.4
+    chain = fuse_random([T.FgBgToIndicesd("label"), T.EnsureTyped(["label"], dtype=torch.uint8),
+                         T.RandCropByPosNegLabeld(KEYS, "label", (1, 1, 1), pos=0, neg=1, num_samples=2000, **NAMED)])  # fmt: skip
+    assert chain[0].compact_keys == () and chain[-1]._bg_rule is None
+    entry = chain[1](chain[0](d))
+    c = chain[-1].set_random_state(0).sample([entry])[0].centers
+    assert bool((d["label"][0][tuple(c.T)] == 0).all())  # background centres only where the label is 0
