@@ -31,13 +31,7 @@ def mark_random(fn: Transform) -> Transform:
         >>> is_random(jitter)
         True
     """
-    try:
-        fn.random = True
-    except AttributeError as err:  # builtins and slotted objects
-        raise TypeError(
-            f"cannot mark {fn!r} as random: it takes no attributes; wrap it in a function"
-        ) from err
-    return fn
+    return _flag(fn, True, "random")
 
 
 def mark_deterministic(fn: Transform) -> Transform:
@@ -49,11 +43,15 @@ def mark_deterministic(fn: Transform) -> Transform:
         >>> is_random(to_float), is_plain_callable(to_float)
         (False, False)
     """
+    return _flag(fn, False, "deterministic")
+
+
+def _flag(fn: Transform, random: bool, word: str) -> Transform:
     try:
-        fn.random = False
+        fn.random = random
     except AttributeError as err:  # builtins and slotted objects
         raise TypeError(
-            f"cannot mark {fn!r} as deterministic: it takes no attributes; wrap it in a function"
+            f"cannot mark {fn!r} as {word}: it takes no attributes; wrap it in a function"
         ) from err
     return fn
 
