@@ -30,17 +30,24 @@ def temp_name(key: str) -> str:
     return f".{key[:16]}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
+#: names of the temporary files this process is writing now: a file named with this process's pid
+#: but not in here was left by an earlier process that had the same pid (a restarted container)
+_writing: set[str] = set()
+
+
 def write_temp(root: Path, key: str, chunks: Iterable[bytes | memoryview]) -> Path:
     """Write ``chunks`` to a new temporary file in ``root`` and fsync it; removed again on any error."""
     tmp = root / temp_name(key)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _writing.add(tmp.name)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
+        _writing.discard(tmp.name)
         tmp.unlink(missing_ok=True)
         raise
     return tmp
@@ -53,6 +60,8 @@ def commit(tmp: Path, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        _writing.discard(tmp.name)
 
 
 def remove_stale_temps(root: Path, max_age_s: float = STALE_AGE_S) -> list[Path]:
@@ -78,13 +87,12 @@ def remove_stale_temps(root: Path, max_age_s: float = STALE_AGE_S) -> list[Path]
 
 def _is_stale(entry: os.DirEntry, now: float, max_age_s: float) -> bool:
     match = _TEMP.match(entry.name)
-    if (
-        match
-        and match["host"] == _HOST
-        and int(match["pid"]) != os.getpid()
-        and not _alive(int(match["pid"]))
-    ):
-        return True
+    if match and match["host"] == _HOST:
+        pid = int(match["pid"])
+        if pid == os.getpid():  # ours, or an earlier process's that had the same pid
+            return entry.name not in _writing
+        if not _alive(pid):
+            return True
     return now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
 
 

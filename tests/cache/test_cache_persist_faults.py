@@ -14,7 +14,7 @@ import pytest
 from _persist_helpers import LoadNpy, assert_same_items, write_files
 
 from fastpipe import CacheDataset
-from fastpipe.cache._files import remove_stale_temps, temp_name
+from fastpipe.cache._files import _writing, remove_stale_temps, temp_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,8 @@ def test_stale_temp_cleanup_spares_live_writers_and_fresh_unknown_files(tmp_path
         names = {
             "live": mine.replace(f".{os.getpid()}.", f".{live.pid}."),
             "dead": mine.replace(f".{os.getpid()}.", f".{dead.pid}."),
-            "own": mine,
+            "own, being written": mine,
+            "own pid, an earlier process's": temp_name("b" * 64),  # a restarted container reuses pids
             "old-style fresh": ".0123456789abcdef-x1y2z3.tmp",
             "old-style stale": ".fedcba9876543210-x1y2z3.tmp",
         }
@@ -70,11 +71,13 @@ def test_stale_temp_cleanup_spares_live_writers_and_fresh_unknown_files(tmp_path
             (tmp_path / name).write_bytes(b"partial")
         two_hours_ago = time.time() - 7200
         os.utime(tmp_path / names["old-style stale"], (two_hours_ago, two_hours_ago))
+        _writing.add(names["own, being written"])
         removed = {p.name for p in remove_stale_temps(tmp_path)}
     finally:
+        _writing.discard(names["own, being written"])
         live.kill()
         live.wait()
-    assert removed == {names["dead"], names["old-style stale"]}
+    assert removed == {names["dead"], names["old-style stale"], names["own pid, an earlier process's"]}
 
 
 def test_folder_in_place_of_an_entry_warns_and_goes_on(tmp_path):
