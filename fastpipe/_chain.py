@@ -84,10 +84,18 @@ def is_plain_callable(transform: Any) -> bool:
         return is_plain_callable(inner)
     fn = transform.func if isinstance(transform, functools.partial) else transform
     if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
-        owners = [getattr(fn, "__module__", None) or ""]
-    else:  # a class of the user's that subclasses a MONAI transform is MONAI's kind of step
-        owners = [k.__module__ for k in type(fn).__mro__ if k is not object]
-    return not any(o.split(".")[0] in ("fastpipe", "monai") for o in owners)
+        return _package(getattr(fn, "__module__", None) or "") not in ("fastpipe", "monai")
+    return not (built_on(fn, "fastpipe") or built_on(fn, "monai"))
+
+
+def _package(module: str) -> str:
+    return module.split(".")[0]
+
+
+def built_on(obj: Any, package: str) -> bool:
+    """Whether ``obj``'s class, or a class it derives from, comes from ``package`` (a user's subclass of
+    a MONAI transform is MONAI's kind of step)."""
+    return any(_package(k.__module__) == package for k in type(obj).__mro__ if k is not object)
 
 
 def inlined(compose: Any) -> bool:

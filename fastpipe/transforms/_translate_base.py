@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastpipe._chain import built_on
+
 Translator = Callable[[Any, "Context"], Any]
 REGISTRY: dict[str, Translator] = {}
 
@@ -38,7 +40,7 @@ def register(name: str) -> Callable[[Translator], Translator]:
 def is_monai(obj: Any) -> bool:
     """Whether ``obj`` is an object of a MONAI class, or of a class of the user's built on one (it
     then gets MONAI's MetaTensors, as in MONAI's own chain)."""
-    return any(k.__module__.split(".")[0] == "monai" for k in type(obj).__mro__ if k is not object)
+    return built_on(obj, "monai")
 
 
 def fastpipe_class(name: str) -> Any:
