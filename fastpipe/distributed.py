@@ -74,10 +74,16 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
 
 
 def local_device() -> torch.device:
-    """This rank's device: ``cuda:$LOCAL_RANK`` when CUDA is present (``cuda:0`` without it), else CPU."""
+    """This rank's device: ``cuda:$LOCAL_RANK`` when CUDA is present, else CPU.
+
+    Without ``LOCAL_RANK`` (``torch.multiprocessing.spawn`` and other launchers that do not set it)
+    it is the device the process chose with ``torch.cuda.set_device`` (``cuda:0`` if it chose none),
+    so that ranks sharing a machine do not all land on ``cuda:0``.
+    """
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda", _env.local_rank() or 0)
+    rank = _env.local_rank()
+    return torch.device("cuda", torch.cuda.current_device() if rank is None else rank)
 
 
 def partition_indices(

@@ -74,6 +74,17 @@ def test_dist_info_defaults_and_explicit():
     )
 
 
+def test_local_device_without_local_rank_is_the_chosen_device(monkeypatch):
+    # mp.spawn sets no LOCAL_RANK: each rank calls torch.cuda.set_device(rank), and its collectives
+    # must use that device, not cuda:0 (NCCL refuses two ranks on one GPU)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert distributed.local_device() == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the launcher's word comes first
+    assert distributed.local_device() == torch.device("cuda", 1)
+
+
 def test_reshard_mixes_every_item_to_every_rank():
     data = list(range(12))
     seen = {r: set() for r in range(3)}
