@@ -161,3 +161,14 @@ def test_a_mismatching_backend_is_caught(monkeypatch):
 def test_border_starts_cover_both_ends():
     starts = sec.border_starts((512, 512, 200), (96, 96, 96))
     assert len(starts) == 27 and (0, 0, 0) in starts and (416, 416, 104) in starts
+
+
+@pytest.mark.timeout(120)
+def test_every_test_taking_cuda_device_is_selected_by_the_gpu_marker():
+    """``pytest -m gpu`` (the check's ``pytest_gpu``) must run a GPU test whose ``@pytest.mark.gpu`` was forgotten."""
+    target = "tests/transforms/test_compact_indices.py"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu", "-p", "no:cacheprovider", target],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert f"{target}::test_same_seed_same_crops_on_cpu_and_gpu" in proc.stdout, proc.stdout[-2000:]
