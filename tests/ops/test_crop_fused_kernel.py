@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastpipe.ops import crop_batch_torch
+from fastpipe.ops import _cuda_crop, crop_batch_torch
 from fastpipe.ops._cuda_crop import INT_MAX, NVRTC_OPTIONS, raise_bad_crop
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -174,6 +174,16 @@ def test_bounds_error_names_the_item():
             (4, 4, 4),
             names=["a.nii.gz", "b.nii.gz"],
         )
+
+
+def test_a_padded_call_names_the_crop_the_kernel_flagged(lib, monkeypatch):
+    """With a pad value a window past the volume is valid: the error names the bad volume index of
+    crop 1, not the padded window of crop 0 (the torch path's message)."""
+    _host_crop.host_as_cuda(monkeypatch, lib)
+    vols, st, vi = [torch.ones((1, 8, 8, 8))], torch.tensor([[-2, 0, 0], [0, 0, 0]]), torch.tensor([0, 3])
+    for crop in (crop_batch_torch, _cuda_crop.crop_batch_cuda):
+        with pytest.raises(ValueError, match=r"crop 1 names volume 3"):
+            crop(vols, st, vi, (4, 4, 4), pad_value=0.0, names=["a.nii.gz"])
 
 
 def test_nvrtc_options_are_explicit_and_no_flush():
