@@ -178,7 +178,7 @@ def device_info() -> dict[str, Any]:
     """Section ``device``: the GPU, versions, and the CuPy extra that matches torch."""
     import torch
 
-    from fastpipe.runtime._cuda_extra import cupy_extra, cupy_mismatch
+    from fastpipe.runtime._cuda_extra import cupy_extra, cupy_mismatch, install_hint
 
     props = torch.cuda.get_device_properties(0)
     info = {"device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
@@ -191,7 +191,7 @@ def device_info() -> dict[str, Any]:
         info |= {"cupy": cupy.__version__, "cupy_cuda_runtime": runtime,
                  "cupy_mismatch": cupy_mismatch(torch.version.cuda, runtime)}  # fmt: skip
     except ImportError as err:
-        info["cupy"] = f"missing ({err}): pip install fastpipe[{info['cupy_extra']}]"
+        info["cupy"] = f"missing ({err}): {install_hint(torch.version.cuda)}"
     return info
 
 

@@ -222,7 +222,9 @@ def test_ptx_keeps_denormals_even_with_ftz_true(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8, torch.int16])
 @pytest.mark.parametrize("padded", [False, True])
 def test_cuda_fused_kernel_equals_torch_exactly(cuda_device, dtype, padded):
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops import crop_batch
 
     shapes = [(40, 41, 70), (44, 40, 66)]
@@ -247,7 +249,9 @@ def test_cuda_fused_kernel_equals_torch_exactly(cuda_device, dtype, padded):
 @pytest.mark.gpu
 def test_cuda_64_bit_kernel_on_a_volume_past_2_31_elements_equals_torch(cuda_device):
     """The i64 kernel on a real GPU: a 2.2 GB uint8 volume, windows near its far end, flipped and padded."""
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops import crop_batch
     from fastpipe.ops._cuda_crop import index_kind
 
@@ -273,7 +277,9 @@ def test_cuda_64_bit_kernel_on_a_volume_past_2_31_elements_equals_torch(cuda_dev
 
 @pytest.mark.gpu
 def test_cuda_bounds_error_names_the_item_and_the_context_survives(cuda_device):
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops import crop_batch
 
     vols = [torch.ones((1, 8, 8, 8), device=cuda_device)]
