@@ -192,6 +192,8 @@ def device_info() -> dict[str, Any]:
                  "cupy_mismatch": cupy_mismatch(torch.version.cuda, runtime)}  # fmt: skip
     except ImportError as err:
         info["cupy"] = f"missing ({err}): {install_hint(torch.version.cuda)}"
+    except Exception as err:  # noqa: BLE001 - a CuPy that imports but cannot reach its CUDA runtime
+        info["cupy"] = f"unusable ({type(err).__name__}: {err}): {install_hint(torch.version.cuda)}"
     return info
 
 

@@ -172,3 +172,26 @@ def test_every_test_taking_cuda_device_is_selected_by_the_gpu_marker():
         cwd=REPO, capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert f"{target}::test_same_seed_same_crops_on_cpu_and_gpu" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_device_section_survives_a_cupy_that_cannot_reach_its_runtime(monkeypatch):
+    """The GPU, torch and the CuPy to install stay in the JSON when CuPy imports but its runtime fails."""
+    import types
+
+    def broken():
+        raise RuntimeError("cudaErrorInsufficientDriver")
+
+    fake = types.SimpleNamespace(
+        __version__="14.0", cuda=types.SimpleNamespace(runtime=types.SimpleNamespace())
+    )
+    fake.cuda.runtime.runtimeGetVersion = broken
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30)
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    info = gpu_check.device_info()
+    assert info["device"] == "Stand-in GPU" and info["cupy_extra"] == "gpu-cu13"
+    assert "cudaErrorInsufficientDriver" in info["cupy"] and "cupy-cuda13x" in info["cupy"]
