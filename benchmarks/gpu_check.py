@@ -46,6 +46,8 @@ GOALS = {
     "kernel_at_least_70pct_of_copy": "crop kernel >= 70% of device-to-device copy bandwidth",
     "no_volume_bytes_h2d": "a GPU-cached epoch copies no volume data host-to-device",
     "gpu_tests_green": "every GPU test passes (none failed, at least one ran)",
+    "sanitizer_clean": "compute-sanitizer memcheck finds no error in the crop and sampler kernels",
+    "nvml_sampled": "GpuMonitor took NVML samples during the check",
 }
 
 
@@ -164,6 +166,7 @@ def goals(result: dict[str, Any]) -> dict[str, bool]:
     """Each goal of :data:`GOALS`, met or not (a missing figure is not met)."""
     tests = result.get("pytest_gpu") or {}
     gbps, copy = result.get("crop_kernel_gbps"), result.get("d2d_copy_gbps")
+    sanitizer = result.get("compute_sanitizer")
     return {
         "cuda_matches_torch": result.get("cuda_matches_torch") is True,
         "kernel_at_least_70pct_of_copy": bool(gbps and copy and gbps >= 0.7 * copy),
@@ -171,6 +174,8 @@ def goals(result: dict[str, Any]) -> dict[str, bool]:
         "gpu_tests_green": tests.get("failed") == 0
         and tests.get("errors") == 0
         and tests.get("passed", 0) > 0,
+        "sanitizer_clean": isinstance(sanitizer, dict) and sanitizer.get("status") == "clean",
+        "nvml_sampled": (result.get("nvml_samples") or 0) > 0,
     }
 
 

@@ -70,6 +70,21 @@ def test_goals_follow_the_figures():
     g = gpu_check.goals(_fake_result(pytest_gpu={"passed": 0, "failed": 0, "errors": 0}))
     assert not g["gpu_tests_green"]
     assert not any(gpu_check.goals({"errors": {}}).values())  # missing figures are not met
+    assert set(gpu_check.goals(_fake_result())) == set(gpu_check.GOALS)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"compute_sanitizer": {"status": "errors", "errors": 3, "exit_code": 9}},
+        {"compute_sanitizer": "not found"},
+        {"compute_sanitizer": {"status": "timed out after 90 s"}},
+        {"nvml_samples": 0},
+    ],
+)
+def test_a_sanitizer_error_or_no_nvml_sample_fails_the_check(over):
+    """docs/gpu-check.md gives both a goal: a memcheck error in the kernels must not exit 0."""
+    assert not all(gpu_check.goals(_fake_result(**over)).values())
 
 
 def test_report_writes_json_with_every_key_and_a_png(tmp_path):
