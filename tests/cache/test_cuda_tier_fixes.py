@@ -120,3 +120,21 @@ def test_cuda_tier_stores_strided_volumes_contiguous(cuda_device):
     assert store.get(0)["image"].is_contiguous()
     assert store.stats()["budgets"]["cuda"] > 0
     store.close()
+
+
+@pytest.mark.parametrize("accelerator_hook", [True, False])
+def test_closing_releases_the_cached_pinned_blocks_on_any_torch(fake_gpu, accelerator_hook):
+    """torch without ``torch.accelerator.empty_host_cache`` (older than the one it was written on) still
+    hands the pinned blocks back through the CUDA build's ``torch._C._host_emptyCache``."""
+    from fastpipe.cache import _pinned_host
+
+    calls = []
+    if accelerator_hook:
+        fake_gpu.setattr(
+            torch.accelerator, "empty_host_cache", lambda: calls.append("accelerator"), raising=False
+        )
+    else:
+        fake_gpu.delattr(torch.accelerator, "empty_host_cache", raising=False)
+    fake_gpu.setattr(torch._C, "_host_emptyCache", lambda: calls.append("_C"), raising=False)
+    _pinned_host.release_cached()
+    assert calls == ["accelerator" if accelerator_hook else "_C"]
