@@ -164,7 +164,8 @@ def test_loader_cuda_copy_is_pinned_and_equal(cuda_device):
 @pytest.mark.timeout(60)
 def test_copy_overlaps_a_step_on_the_consumer_stream(cuda_device):
     copier = DeviceCopier(cuda_device)
-    copier.copy({"x": torch.ones(1 << 20)})  # warm-up: side stream, pinned buffers, allocator
+    for _ in copier.slots:  # warm-up of every slot: side stream, allocator, and the pinned buffers, since
+        copier.copy({"x": torch.ones(1 << 20)})  # a page-locked allocation may serialise the two streams
     torch.cuda.synchronize()
     torch.cuda._sleep(int(2e9))  # a training step of about a second on the consumer's stream
     out, ready = copier.copy({"x": torch.ones(1 << 20)})
