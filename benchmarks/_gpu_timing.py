@@ -50,10 +50,11 @@ def kernel_s(
     """Seconds per call of ``fn`` on the GPU alone, ``repeats`` samples of ``inner`` calls each.
 
     A sample whose start event had completed before its last call was queued is taken again with
-    twice the sleep, up to :data:`MAX_SLEEP_CYCLES`; one still not GPU-bound then is kept, and ``fn``
-    (which must wait for the GPU itself) is timed by plain events from there on. ``info`` (from :func:`new_info`) gets
-    the method, the samples and how many were GPU-bound, and the sleep reached. Off CUDA, or on a torch
-    without ``torch.cuda._sleep``: :func:`benchmarks.common.time_s`, and ``info["method"]`` says which.
+    twice the sleep, up to :data:`MAX_SLEEP_CYCLES`; one still not GPU-bound then is kept, and
+    ``fn`` (which must wait for the GPU itself) is timed by plain events from there on. ``info``
+    (from :func:`new_info`) gets the method, the samples and how many were GPU-bound, and the sleep
+    reached. Off CUDA, or on a torch without ``torch.cuda._sleep``: :func:`benchmarks.common.time_s`,
+    and ``info["method"]`` says which.
     """
     info = new_info() if info is None else info
     if device.type != "cuda" or not hasattr(torch.cuda, "_sleep"):
@@ -63,8 +64,10 @@ def kernel_s(
     info["method"] = SLEEP_METHOD
     for _ in range(warmup):
         fn()
-    torch.cuda._sleep(1000)  # the spin kernel's own first launch stays out of the samples
     out, cycles = [], info["sleep_cycles"]
+    # one sample untimed: the spin kernel's first launch, and pools (pinned blocks for the calls'
+    # tables) grown to ``inner`` calls in flight, so no timed sample waits on a new allocation
+    _sample(fn, inner, cycles)
     for _ in range(repeats):
         seconds, bound = _sample(fn, inner, cycles)
         while not bound and 0 < cycles < MAX_SLEEP_CYCLES:
