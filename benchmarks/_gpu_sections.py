@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import time_s
+from benchmarks._gpu_timing import kernel_s, new_info, wall_s
 
 WINDOW = (96, 96, 96)
 FULL_SHAPE = (512, 512, 200)  # a CT volume as cached after loading
@@ -172,19 +172,21 @@ def bandwidth(
     vol_index = torch.arange(n) // per_vol
     starts, vol_index = starts.to(device), vol_index.to(device)
     out = torch.empty((n, 1, *window), device=device)
-    inner = 1 if small else 5  # back to back: the kernels, not the launch latency (no bounds read-back)
-    crop_s = time_s(
+    inner = 1 if small else 5  # back to back, queued while the GPU sleeps: the kernels, not the launches
+    timing = new_info()
+    crop_s = kernel_s(
         lambda: crop_batch(vols, starts, vol_index, window, out=out, backend=backend, check_bounds=False),
         device,
         repeats,
         inner=inner,
+        info=timing,
     )
     src, dst = torch.empty_like(out), torch.empty_like(out)
-    copy_s = time_s(lambda: dst.copy_(src), device, repeats, inner=inner)
+    copy_s = kernel_s(lambda: dst.copy_(src), device, repeats, inner=inner, info=timing)
     moved = 2 * out.numel() * out.element_size()  # each byte read once and written once
     crop_gbps = moved / statistics.median(crop_s) / 1e9
     copy_gbps = moved / statistics.median(copy_s) / 1e9
-    batch = _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, inner)
+    batch = _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, (inner, timing))
     return {
         "crop_kernel_gbps": crop_gbps,
         "d2d_copy_gbps": copy_gbps,
@@ -198,13 +200,14 @@ def bandwidth(
             "repeats": repeats,
             "calls_per_timing": inner,
         },
+        "bandwidth_timing": timing,
     }
 
 
 LANES_SWEEP = (2, 3, 4, 5)  # log2 threads per output row: 4 to a warp (32)
 
 
-def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, inner) -> dict[str, Any]:
+def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, timed) -> dict[str, Any]:
     """``batch_kernel_gbps``: a training batch's crop, a float32 image and its uint8 label in one
     ``crop_batches`` call (one launch on the CUDA kernel), against one copy of as many bytes.
 
@@ -220,6 +223,7 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
     from fastpipe.ops import _cuda_crop
     from fastpipe.ops._backends import crop_batches
 
+    inner, info = timed
     labels = [(v > 0.5).to(torch.uint8) for v in vols]
     lab_out = torch.empty(out.shape, dtype=torch.uint8, device=device)
     calls = [
@@ -231,7 +235,9 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
     try:
         for k in (*[k for k in LANES_SWEEP if k != default], default):  # the default last: its figure below
             _cuda_crop.MAX_LANES_LOG2 = k
-            batch_s = time_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner)
+            batch_s = kernel_s(
+                lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner, info=info
+            )
             by_lanes[str(2**k)] = 2 * nbytes / statistics.median(batch_s) / 1e9
     finally:
         _cuda_crop.MAX_LANES_LOG2 = default
@@ -239,13 +245,13 @@ def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repe
         torch.empty(nbytes, dtype=torch.uint8, device=device),
         torch.empty(nbytes, dtype=torch.uint8, device=device),
     )
-    copy_s = time_s(lambda: dst.copy_(src), device, repeats, inner=inner)
+    copy_s = kernel_s(lambda: dst.copy_(src), device, repeats, inner=inner, info=info)
     batch_gbps = by_lanes[str(2**default)]
     copy_gbps = 2 * nbytes / statistics.median(copy_s) / 1e9
     args = tutorial_op_args(starts.shape[0])
     for c, key in zip(calls, ("image", "label"), strict=True):
         c.update(args[key])
-    tut_s = time_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner)
+    tut_s = kernel_s(lambda: crop_batches(calls, backend=backend), device, repeats, inner=inner, info=info)
     tut_gbps = 2 * nbytes / statistics.median(tut_s) / 1e9
     img = args["image"]
     moved = torch.zeros(starts.shape[0], dtype=torch.bool)
@@ -282,10 +288,11 @@ def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict
         dev = torch.device(where)
         items = make_items(4, shape, where)
         t = RandCropByPosNegLabeld(KEYS, "label", window, num_samples=4, **INDEX_KEYS).set_random_state(0)
-        times[where] = statistics.median(time_s(lambda t=t, items=items: t.batch_call(items), dev, repeats))
+        times[where] = statistics.median(wall_s(lambda t=t, items=items: t.batch_call(items), dev, repeats))
     return {
         "gpu_vs_cpu_crop_speedup": times["cpu"] / times[device.type],
         "crop_batch_s": times,
+        "crop_batch_timing": "wall: perf_counter between synchronizations",
     }
 
 
@@ -319,8 +326,8 @@ def voxel_augments(device: torch.device, small: bool = False, repeats: int = 5) 
     before = get_track_meta()
     set_track_meta(False)
     try:
-        ours_s = statistics.median(time_s(on_batch, device, repeats))
-        theirs_s = statistics.median(time_s(per_crop, device, repeats))
+        ours_s = statistics.median(wall_s(on_batch, device, repeats))
+        theirs_s = statistics.median(wall_s(per_crop, device, repeats))
     finally:
         set_track_meta(before)
     return {
@@ -328,6 +335,7 @@ def voxel_augments(device: torch.device, small: bool = False, repeats: int = 5) 
         "voxel_augment_batch_ms": ours_s * 1e3,
         "voxel_augment_monai_per_crop_ms": theirs_s * 1e3,
         "voxel_augment_speedup": theirs_s / ours_s,
+        "voxel_augment_timing": "wall: perf_counter between synchronizations",
     }
 
 

@@ -38,8 +38,13 @@ def _version(module: str) -> str | None:
     return getattr(mod, "__version__", "unknown")
 
 
+#: the commit of a copy of the repository without ``.git`` (a working tree sent to a GPU machine)
+COMMIT_ENV = "FASTPIPE_COMMIT"
+
+
 def git_commit() -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """The current commit (with ``-dirty`` when the tree has changes); where git cannot tell (no
+    ``.git`` or no git), ``$FASTPIPE_COMMIT`` when set, else ``unknown``."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
@@ -61,7 +66,7 @@ def git_commit() -> str:
             text=True,
         ).stdout.strip()  # result files of an earlier benchmark and prose do not make the code dirty
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get(COMMIT_ENV) or "unknown"
     return f"{sha}-dirty" if dirty else sha
 
 

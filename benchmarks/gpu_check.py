@@ -46,6 +46,8 @@ GOALS = {
     "kernel_at_least_70pct_of_copy": "crop kernel >= 70% of device-to-device copy bandwidth",
     "no_volume_bytes_h2d": "a GPU-cached epoch copies no volume data host-to-device",
     "gpu_tests_green": "every GPU test passes (none failed, at least one ran)",
+    "sanitizer_clean": "compute-sanitizer memcheck finds no error in the crop and sampler kernels",
+    "nvml_sampled": "GpuMonitor took NVML samples during the check",
 }
 
 
@@ -164,6 +166,7 @@ def goals(result: dict[str, Any]) -> dict[str, bool]:
     """Each goal of :data:`GOALS`, met or not (a missing figure is not met)."""
     tests = result.get("pytest_gpu") or {}
     gbps, copy = result.get("crop_kernel_gbps"), result.get("d2d_copy_gbps")
+    sanitizer = result.get("compute_sanitizer")
     return {
         "cuda_matches_torch": result.get("cuda_matches_torch") is True,
         "kernel_at_least_70pct_of_copy": bool(gbps and copy and gbps >= 0.7 * copy),
@@ -171,6 +174,8 @@ def goals(result: dict[str, Any]) -> dict[str, bool]:
         "gpu_tests_green": tests.get("failed") == 0
         and tests.get("errors") == 0
         and tests.get("passed", 0) > 0,
+        "sanitizer_clean": isinstance(sanitizer, dict) and sanitizer.get("status") == "clean",
+        "nvml_sampled": (result.get("nvml_samples") or 0) > 0,
     }
 
 
@@ -178,7 +183,7 @@ def device_info() -> dict[str, Any]:
     """Section ``device``: the GPU, versions, and the CuPy extra that matches torch."""
     import torch
 
-    from fastpipe.runtime._cuda_extra import cupy_extra, cupy_mismatch
+    from fastpipe.runtime._cuda_extra import cupy_extra, cupy_mismatch, install_hint
 
     props = torch.cuda.get_device_properties(0)
     info = {"device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
@@ -191,7 +196,9 @@ def device_info() -> dict[str, Any]:
         info |= {"cupy": cupy.__version__, "cupy_cuda_runtime": runtime,
                  "cupy_mismatch": cupy_mismatch(torch.version.cuda, runtime)}  # fmt: skip
     except ImportError as err:
-        info["cupy"] = f"missing ({err}): pip install fastpipe[{info['cupy_extra']}]"
+        info["cupy"] = f"missing ({err}): {install_hint(torch.version.cuda)}"
+    except Exception as err:  # noqa: BLE001 - a CuPy that imports but cannot reach its CUDA runtime
+        info["cupy"] = f"unusable ({type(err).__name__}: {err}): {install_hint(torch.version.cuda)}"
     return info
 
 

@@ -4,13 +4,19 @@
 #
 #   bash profiling/ncu_crop.sh                 # writes profiling/out/ncu_crop.ncu-rep, prints a summary
 #   SET=full COUNT=1 bash profiling/ncu_crop.sh
+#   GPU_PY=python3 bash profiling/ncu_crop.sh  # another interpreter (PY= too, as before)
 #
 # Needs a GPU and CuPy (pip install -e ".[gpu]"); the kernel is compiled at run time through CuPy,
 # so the first launches (JIT) are skipped with --launch-skip. See profiling/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PY:-.venv/bin/python}
+# the interpreter as `make gpu-check` picks it: GPU_PY, else PY, else .venv/bin/python when present, else python3
+if [[ -n "${GPU_PY:-}" ]]; then PY=$GPU_PY
+elif [[ -n "${PY:-}" ]]; then :
+elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
+else PY=python3
+fi
 OUT=${OUT:-profiling/out}
 NCU=${NCU:-ncu}
 SET=${SET:-detailed}

@@ -22,6 +22,14 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that takes ``cuda_device`` is a GPU test: marked ``gpu`` so ``pytest -m gpu`` (``make
+    test-gpu``, ``make gpu-check``) selects it even where its ``@pytest.mark.gpu`` was forgotten."""
+    for item in items:
+        if "cuda_device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gpu)
+
+
 @pytest.fixture
 def cuda_device() -> torch.device:
     """A CUDA device, or skip with a reason."""

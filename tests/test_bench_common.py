@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
+from benchmarks import common
 from benchmarks.common import waited_batches
 
 
@@ -21,3 +23,16 @@ def test_waited_batches_times_the_wait_and_applies_prepare_inside_it():
     assert [b for b, _ in out] == [0, 10, 20]
     assert all(w >= 0.029 for _, w in out)
     assert list(waited_batches([])) == []
+
+
+def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
+    """A working tree copied to a GPU machine has no ``.git``: the result names the commit it was given."""
+
+    def no_repo(*args, **kwargs):
+        raise subprocess.CalledProcessError(128, args[0], "", "fatal: not a git repository")
+
+    monkeypatch.setattr(common.subprocess, "run", no_repo)
+    monkeypatch.setenv(common.COMMIT_ENV, "abc1234")
+    assert common.git_commit() == "abc1234"
+    monkeypatch.delenv(common.COMMIT_ENV)
+    assert common.git_commit() == "unknown"

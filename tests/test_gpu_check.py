@@ -70,6 +70,21 @@ def test_goals_follow_the_figures():
     g = gpu_check.goals(_fake_result(pytest_gpu={"passed": 0, "failed": 0, "errors": 0}))
     assert not g["gpu_tests_green"]
     assert not any(gpu_check.goals({"errors": {}}).values())  # missing figures are not met
+    assert set(gpu_check.goals(_fake_result())) == set(gpu_check.GOALS)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"compute_sanitizer": {"status": "errors", "errors": 3, "exit_code": 9}},
+        {"compute_sanitizer": "not found"},
+        {"compute_sanitizer": {"status": "timed out after 90 s"}},
+        {"nvml_samples": 0},
+    ],
+)
+def test_a_sanitizer_error_or_no_nvml_sample_fails_the_check(over):
+    """docs/gpu-check.md gives both a goal: a memcheck error in the kernels must not exit 0."""
+    assert not all(gpu_check.goals(_fake_result(**over)).values())
 
 
 def test_report_writes_json_with_every_key_and_a_png(tmp_path):
@@ -161,3 +176,37 @@ def test_a_mismatching_backend_is_caught(monkeypatch):
 def test_border_starts_cover_both_ends():
     starts = sec.border_starts((512, 512, 200), (96, 96, 96))
     assert len(starts) == 27 and (0, 0, 0) in starts and (416, 416, 104) in starts
+
+
+@pytest.mark.timeout(120)
+def test_every_test_taking_cuda_device_is_selected_by_the_gpu_marker():
+    """``pytest -m gpu`` (the check's ``pytest_gpu``) must run a GPU test whose ``@pytest.mark.gpu`` was forgotten."""
+    target = "tests/transforms/test_compact_indices.py"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu", "-p", "no:cacheprovider", target],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert f"{target}::test_same_seed_same_crops_on_cpu_and_gpu" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_device_section_survives_a_cupy_that_cannot_reach_its_runtime(monkeypatch):
+    """The GPU, torch and the CuPy to install stay in the JSON when CuPy imports but its runtime fails."""
+    import types
+
+    def broken():
+        raise RuntimeError("cudaErrorInsufficientDriver")
+
+    fake = types.SimpleNamespace(
+        __version__="14.0", cuda=types.SimpleNamespace(runtime=types.SimpleNamespace())
+    )
+    fake.cuda.runtime.runtimeGetVersion = broken
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=2**30)
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    info = gpu_check.device_info()
+    assert info["device"] == "Stand-in GPU" and info["cupy_extra"] == "gpu-cu13"
+    assert "cudaErrorInsufficientDriver" in info["cupy"] and "cupy-cuda13x" in info["cupy"]

@@ -59,7 +59,7 @@ def test_crop_cpu_fused_turn_flip_intensity(benchmark):
 @pytest.mark.parametrize("backend", ["cuda", "torch"])
 def test_crop_gpu(benchmark, backend):
     if backend == "cuda":
-        pytest.importorskip("cupy", reason="CuPy not installed (pip install fastpipe[gpu])")
+        pytest.importorskip("cupy", reason="CuPy not installed (pip install cupy-cuda13x/12x)")
     vols, starts, vi, out = batch_args(8, "cuda")
 
     def run():

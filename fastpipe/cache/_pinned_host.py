@@ -42,7 +42,12 @@ def pinned_bytes_of(tensors: list[torch.Tensor]) -> int:
 
 
 def release_cached() -> None:
-    """Return the pinned blocks no tensor uses any more to the driver (no-op without CUDA)."""
-    empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)  # torch >= 2.9
+    """Return the pinned blocks no tensor uses any more to the driver (no-op without CUDA).
+
+    ``torch.accelerator.empty_host_cache`` where torch has it, else the CUDA build's
+    ``torch._C._host_emptyCache`` (older torch), else nothing can be released."""
+    empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+    if empty is None:
+        empty = getattr(torch._C, "_host_emptyCache", None)
     if empty is not None and torch.cuda.is_available():
         empty()

@@ -146,6 +146,8 @@ class TierStore:
         self.used = dict.fromkeys(self.order, 0)
         self.cuda_full = False
         self.oom_warnings = 0
+        self.host_full = False  # a pinned host allocation failed: the host tier takes no more entries
+        self.pin_failures = 0
         self.h2d_bytes = 0  # host/disk -> device bytes copied by reads and prefetches
         self._slots: dict[int, tuple[str, Any, int]] = {}
         self._inflight: dict[int, tuple[Any, Any, Any]] = {}  # slot -> (source entry, copy, event)
@@ -165,8 +167,18 @@ class TierStore:
                 continue
             try:
                 placed = self._place(tier, slot, entry)
-            except torch.cuda.OutOfMemoryError:
-                self.note_oom(tier, nb)
+            except (
+                RuntimeError
+            ) as err:  # a failed cudaHostAlloc raises AcceleratorError "CUDA error: out of memory"
+                oom = isinstance(err, torch.OutOfMemoryError)
+                if tier == "cuda" and oom:
+                    self.note_oom(tier, nb)
+                elif tier == "host" and (oom or "out of memory" in str(err)):
+                    self._note_pin_failure(nb, err)
+                else:
+                    with self._lock:
+                        self.used[tier] -= nb
+                    raise
                 continue
             with self._lock:
                 self._slots[slot] = (tier, placed, nb)
@@ -185,7 +197,8 @@ class TierStore:
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:
             budget = self.budgets.get(tier)
-            if (tier == "cuda" and self.cuda_full) or (budget is not None and self.used[tier] + nb > budget):
+            closed = (tier == "cuda" and self.cuda_full) or (tier == "host" and self.host_full)
+            if closed or (budget is not None and self.used[tier] + nb > budget):
                 return False
             self.used[tier] += nb
             return True
@@ -202,6 +215,22 @@ class TierStore:
             warnings.warn(
                 f"GPU out of memory while caching on {self.device} after {self.used['cuda']} bytes; "
                 "the remaining items go to host memory (set budget={'cuda': ...} to choose the split)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _note_pin_failure(self, nb: int, err: BaseException) -> None:
+        """A pinned host allocation failed: release ``nb`` reserved bytes, close the host tier, warn once."""
+        with self._lock:
+            self.used["host"] -= nb
+            self.host_full = True
+            self.pin_failures += 1
+            first, pinned = self.pin_failures == 1, self.used["host"]
+        if first:
+            warnings.warn(
+                f"pinned host memory allocation of {nb} bytes failed while caching for {self.device} after "
+                f"{pinned} bytes pinned ({str(err).splitlines()[0]}); the remaining "
+                "items go to the disk tier, or are not cached when it has no room (set budget={'host': ...})",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -291,6 +320,7 @@ class TierStore:
                 "budgets": dict(self.budgets),
                 "budget_rules": dict(self.budget_rules),
                 "oom_fallbacks": self.oom_warnings,
+                "pin_failures": self.pin_failures,
                 "h2d_bytes": self.h2d_bytes,
             }
 

@@ -12,9 +12,10 @@ allocator does not hand their memory to the side stream while the step still rea
 Stream contract: a batch is ready on the CUDA stream that is current in the consumer thread when the
 loader hands it out (``next()``). A training loop on its own stream iterates inside
 ``with torch.cuda.stream(s):``. Tensors of a batch that are already on the device (a GPU-cached
-dataset) are passed through; the side stream then first waits for the producer's stream, so the
-event covers the kernels that made them too. A batch wholly on the host does not wait for that
-stream: its copy does not queue behind a training step there.
+dataset) are passed through (on another GPU named by index, copied to this one); the side stream
+then first waits for the producer's stream, so the event covers the kernels that made them too. A
+batch wholly on the host does not wait for that stream: its copy does not queue behind a training
+step there.
 
 Threading contract: :meth:`DeviceCopier.copy` from any number of producer threads (one lock);
 :meth:`DeviceCopier.hand_over` from the consumer thread.
@@ -30,6 +31,11 @@ from typing import Any
 import torch
 
 from fastpipe.cache._tiers import map_tensors, tensors_of
+
+
+def _other_gpu(have: torch.device, want: torch.device) -> bool:
+    """Whether a tensor on ``have`` must move to reach ``want``: both name a device index and they differ."""
+    return have.index is not None and want.index is not None and have != want
 
 
 class _Slot:
@@ -98,6 +104,8 @@ class DeviceCopier:
             positions = itertools.count()
 
             def move(t: torch.Tensor) -> torch.Tensor:
+                if _other_gpu(t.device, self.device):  # made on another GPU: a peer copy
+                    return t.to(self.device, non_blocking=True)
                 if t.device.type != "cpu":
                     return t
                 staged = slot.staging(next(positions), t, self.pin).copy_(t)

@@ -293,7 +293,9 @@ class ThreadDataLoader:
         """``(batch on self.device, ready event or None)``: a GPU through the pinned ring, else ``.to``."""
         if self._copier is not None:
             return self._copier.copy(batch)
-        return map_tensors(batch, lambda t: t.to(self.device, non_blocking=True)), None
+        # to the host: a non-blocking copy from a GPU returns before its bytes land, and the loop reads them
+        host = self.device.type == "cpu"
+        return map_tensors(batch, lambda t: t.to(self.device, non_blocking=not host)), None
 
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
         ds = self.dataset

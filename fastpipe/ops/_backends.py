@@ -17,6 +17,7 @@ import torch
 
 from fastpipe.ops.crop import crop_batch_torch, crop_jobs_torch
 from fastpipe.runtime._copy_threads import run_copies
+from fastpipe.runtime._cuda_extra import install_hint
 
 BACKENDS = ("auto", "torch", "cuda")
 _lock = threading.Lock()
@@ -44,7 +45,7 @@ def _load_cuda():
             _cuda_unavailable = f"{type(err).__name__}: {err}"
             warnings.warn(
                 f"fastpipe: CUDA kernels unavailable ({_cuda_unavailable}); CUDA tensors use the torch path "
-                "(install the 'gpu' extra: pip install fastpipe[gpu])",
+                f"(CuPy for this torch: {install_hint(torch.version.cuda)})",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -57,13 +57,16 @@ def pad_bits(dtype: torch.dtype, pad_value: float | None) -> int:
     return bits & (2 ** (8 * dtype.itemsize) - 1) if dtype.itemsize < 8 else bits
 
 
-def raise_bad_crop(err: torch.Tensor, volumes, starts, vol_index, size, axes, names) -> None:
-    """Raise ``ValueError`` for the crop the kernel flagged in ``err`` (reads the flag: one device sync)."""
+def raise_bad_crop(err: torch.Tensor, volumes, starts, vol_index, size, axes, names, padded=False) -> None:
+    """Raise ``ValueError`` for the crop the kernel flagged in ``err`` (reads the flag: one device sync).
+
+    ``padded``: the call had a pad value, so a window past the volume is no error (only a bad volume
+    index or axes are)."""
     bad = int(err.item())
     if bad == INT_MAX:
         return
     ax = axes.tolist() if axes is not None else None
-    check_windows(volumes, starts.tolist(), vol_index.tolist(), size, ax, False, names)
+    check_windows(volumes, starts.tolist(), vol_index.tolist(), size, ax, padded, names)
     raise ValueError(f"crop_batch: the kernel flagged crop {bad} as outside its volume")
 
 
@@ -126,8 +129,9 @@ def crop_batches_cuda(calls: list[dict]) -> list[torch.Tensor]:
             if c.get("check_bounds", True):
                 size = c["out"].shape[2:]
                 raise_bad_crop(
-                    err, c["volumes"], c["starts"], c["vol_index"], size, c.get("axes"), c.get("names")
-                )
+                    err, c["volumes"], c["starts"], c["vol_index"], size, c.get("axes"), c.get("names"),
+                    c.get("pad_value") is not None,
+                )  # fmt: skip
     return [c["out"] for c in calls]
 
 

@@ -9,7 +9,8 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """Move a small host tensor to ``device`` without stalling the host.
 
     A copy from pageable memory may wait for the stream's earlier work (a training step, say);
-    staging through torch's cached pinned buffers makes it a truly asynchronous copy.
+    staging through torch's cached pinned buffers makes it a truly asynchronous copy. A move to the
+    host waits for the copy (the caller reads the values next).
 
     Example:
         >>> to_device(torch.arange(3), "cpu")
@@ -18,4 +19,5 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     device = torch.device(device)
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device, non_blocking=True)
+    # device to host: a non-blocking copy returns before the bytes land, and the host reads them at once
+    return t.to(device, non_blocking=device.type != "cpu")

@@ -48,8 +48,40 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def _init_nvml(device: int) -> tuple[Any, Any] | None:
-    """``(pynvml, handle)`` for ``device``, or ``None`` (warned once) where NVML is unavailable."""
+def _cuda_uuid(device: int) -> str | None:
+    """torch's UUID of CUDA device ``device`` (``8-4-4-4-12`` hex, no ``GPU-`` prefix), or ``None``."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available() or device >= torch.cuda.device_count():
+            return None
+        return str(torch.cuda.get_device_properties(device).uuid)
+    except Exception:  # a CPU build, a torch without ``uuid``: the index is all there is
+        return None
+
+
+def _nvml_handle(nvml: Any, device: int) -> tuple[Any, str]:
+    """NVML handle of CUDA device ``device`` and how it was found: ``"uuid"``, else ``"index"``.
+
+    NVML numbers every GPU of the machine in PCI order; CUDA numbers the visible ones
+    (``CUDA_VISIBLE_DEVICES=3`` makes NVML device 3 ``cuda:0``), fastest first by default.
+    """
+    uuid = _cuda_uuid(device)
+    if uuid is not None:
+        names = [uuid] if uuid.startswith(("GPU-", "MIG-")) else ["GPU-" + uuid, "MIG-" + uuid]
+        for name in names:
+            try:
+                return nvml.nvmlDeviceGetHandleByUUID(name), "uuid"
+            except Exception:
+                continue
+        logger.debug(
+            "GpuMonitor: NVML knows no UUID %s of cuda:%d; using NVML index %d", uuid, device, device
+        )
+    return nvml.nvmlDeviceGetHandleByIndex(device), "index"
+
+
+def _init_nvml(device: int) -> tuple[Any, Any, str] | None:
+    """``(pynvml, handle, match)`` for CUDA device ``device``, or ``None`` (warned once) without NVML."""
     try:
         nvml = _import_pynvml()
     except ImportError as err:
@@ -61,7 +93,7 @@ def _init_nvml(device: int) -> tuple[Any, Any] | None:
         _warn_once(f"GpuMonitor: NVML is unavailable ({err}); no NVIDIA driver? recording nothing")
         return None
     try:
-        return nvml, nvml.nvmlDeviceGetHandleByIndex(device)
+        return (nvml, *_nvml_handle(nvml, device))
     except Exception as err:
         count = _safe(lambda: nvml.nvmlDeviceGetCount())
         _warn_once(f"GpuMonitor: no GPU {device} ({err}); NVML sees {count} device(s); recording nothing")
@@ -103,7 +135,9 @@ class GpuMonitor:
     Args:
         interval_s: seconds between samples (default 0.05). A sample itself takes about 20 ms
             (the driver's PCIe counter window), so intervals below that sample back to back.
-        device: NVML device index (default 0).
+        device: CUDA device index as torch numbers it (default 0). Its NVML device is found by
+            UUID (so ``CUDA_VISIBLE_DEVICES`` is honoured; this asks torch for the device's
+            properties, initialising CUDA), by the same NVML index where torch has no CUDA.
 
     Records are dicts with :data:`FIELDS`: ``t_s`` (seconds since start), ``timestamp`` (Unix),
     utilisation in %, memory in MiB, power in W, PCIe tx/rx in MB/s.
@@ -129,6 +163,7 @@ class GpuMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._nvml: Any = None
+        self.nvml_match: str | None = None  # "uuid" or "index": how the NVML device was found
 
     def start(self) -> GpuMonitor:
         """Start sampling (a no-op when already started or NVML is unavailable)."""
@@ -138,7 +173,7 @@ class GpuMonitor:
         self.available = found is not None
         if found is None:
             return self
-        self._nvml, handle = found
+        self._nvml, handle, self.nvml_match = found
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, args=(handle,), name="fastpipe-gpu-monitor", daemon=True
@@ -182,6 +217,7 @@ class GpuMonitor:
             "available": self.available,
             "samples": len(self.records),
             "device": self.device,
+            "nvml_match": self.nvml_match,
         }
         out["duration_s"] = self.records[-1]["t_s"] if self.records else 0.0
         for col in FIELDS[2:]:

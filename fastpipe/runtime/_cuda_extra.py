@@ -29,6 +29,25 @@ def cupy_extra(torch_cuda: str | None) -> str | None:
     return EXTRAS[major]
 
 
+def install_hint(torch_cuda: str | None) -> str:
+    """How to install the CuPy that matches torch's CUDA: the wheel itself, or the extra from a checkout.
+
+    Never ``pip install fastpipe[...]``: ``fastpipe`` on PyPI is an unrelated project (the
+    distribution is ``fastpipe-med``, not released), and ``gpu`` is the CUDA 12 spelling.
+
+    Example:
+        >>> install_hint("13.0")
+        'pip install cupy-cuda13x (the extra fastpipe[gpu-cu13]: pip install -e ".[gpu-cu13]" in the checkout)'
+    """
+    try:
+        extra = cupy_extra(torch_cuda)
+    except ValueError as err:
+        return str(err)
+    if extra is None:
+        return "torch is a CPU-only build: the CUDA kernels need a CUDA build of torch and its CuPy"
+    return f'pip install {PACKAGES[extra]} (the extra fastpipe[{extra}]: pip install -e ".[{extra}]" in the checkout)'
+
+
 def cupy_mismatch(torch_cuda: str | None, cupy_cuda_runtime: int | None) -> str | None:
     """Why the installed CuPy cannot serve torch's CUDA (``None`` when they agree or either is absent).
 
@@ -39,11 +58,7 @@ def cupy_mismatch(torch_cuda: str | None, cupy_cuda_runtime: int | None) -> str 
     torch_major, cupy_major = int(str(torch_cuda).split(".")[0]), int(cupy_cuda_runtime) // 1000
     if torch_major == cupy_major:
         return None
-    want = EXTRAS.get(str(torch_major), "?")
-    return (
-        f"CuPy is built for CUDA {cupy_major} but torch for CUDA {torch_cuda}: install fastpipe[{want}] "
-        f"({PACKAGES.get(want, 'a matching cupy-cudaNNx')}) instead"
-    )
+    return f"CuPy is built for CUDA {cupy_major} but torch for CUDA {torch_cuda}: {install_hint(torch_cuda)}"
 
 
 def main() -> None:

@@ -120,3 +120,60 @@ def test_cuda_tier_stores_strided_volumes_contiguous(cuda_device):
     assert store.get(0)["image"].is_contiguous()
     assert store.stats()["budgets"]["cuda"] > 0
     store.close()
+
+
+@pytest.mark.parametrize("accelerator_hook", [True, False])
+def test_closing_releases_the_cached_pinned_blocks_on_any_torch(fake_gpu, accelerator_hook):
+    """torch without ``torch.accelerator.empty_host_cache`` (older than the one it was written on) still
+    hands the pinned blocks back through the CUDA build's ``torch._C._host_emptyCache``."""
+    from fastpipe.cache import _pinned_host
+
+    calls = []
+    if accelerator_hook:
+        fake_gpu.setattr(
+            torch.accelerator, "empty_host_cache", lambda: calls.append("accelerator"), raising=False
+        )
+    else:
+        fake_gpu.delattr(torch.accelerator, "empty_host_cache", raising=False)
+    fake_gpu.setattr(torch._C, "_host_emptyCache", lambda: calls.append("_C"), raising=False)
+    _pinned_host.release_cached()
+    assert calls == ["accelerator" if accelerator_hook else "_C"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        torch.AcceleratorError("CUDA error: out of memory\nCompile with TORCH_USE_CUDA_DSA"),  # cudaHostAlloc
+        torch.OutOfMemoryError("pinned allocation failed (simulated)"),
+    ],
+)
+def test_a_failed_pinned_allocation_spills_to_disk_with_one_warning(fake_gpu, failure):
+    """torch raises AcceleratorError, not torch.cuda.OutOfMemoryError, when cudaHostAlloc fails: the fill
+    went on aborting; now the entry spills to the next tier, the reserved bytes come back, one warning."""
+
+    def no_pinned_memory(t, pin):
+        raise failure
+
+    fake_gpu.setattr(_cache_tiers, "host_copy", no_pinned_memory)
+    fake_gpu.setattr(_cache_tiers, "release_cached", lambda: None)
+    store = TierStore(torch.device("cuda"), {"cuda": 0, "host": 10**6, "disk": 10**6})
+    with pytest.warns(RuntimeWarning, match="pinned host memory allocation of 4096 bytes failed") as rec:
+        tiers = [store.put(s, {"image": torch.zeros(750)}) for s in range(3)]
+    assert tiers == ["disk"] * 3 and len(rec) == 1
+    s = store.stats()
+    assert s["bytes"] == {"cuda": 0, "host": 0, "disk": 9000} and s["pin_failures"] == 1
+    assert not store.cuda_full and s["oom_fallbacks"] == 0
+    store.close()
+
+
+def test_an_unrelated_error_while_placing_is_raised_and_frees_its_reservation(fake_gpu):
+    def broken(t, pin):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    fake_gpu.setattr(_cache_tiers, "host_copy", broken)
+    fake_gpu.setattr(_cache_tiers, "release_cached", lambda: None)
+    store = TierStore(torch.device("cuda"), {"cuda": 0, "host": 10**6, "disk": 10**6})
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        store.put(0, {"image": torch.zeros(750)})
+    assert store.stats()["bytes"]["host"] == 0 and store.stats()["pin_failures"] == 0
+    store.close()

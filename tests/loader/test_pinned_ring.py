@@ -164,7 +164,8 @@ def test_loader_cuda_copy_is_pinned_and_equal(cuda_device):
 @pytest.mark.timeout(60)
 def test_copy_overlaps_a_step_on_the_consumer_stream(cuda_device):
     copier = DeviceCopier(cuda_device)
-    copier.copy({"x": torch.ones(1 << 20)})  # warm-up: side stream, pinned buffers, allocator
+    for _ in copier.slots:  # warm-up of every slot: side stream, allocator, and the pinned buffers, since
+        copier.copy({"x": torch.ones(1 << 20)})  # a page-locked allocation may serialise the two streams
     torch.cuda.synchronize()
     torch.cuda._sleep(int(2e9))  # a training step of about a second on the consumer's stream
     out, ready = copier.copy({"x": torch.ones(1 << 20)})
@@ -172,3 +173,33 @@ def test_copy_overlaps_a_step_on_the_consumer_stream(cuda_device):
     assert not torch.cuda.current_stream(cuda_device).query()  # ... while the step still runs
     copier.hand_over(out, ready)
     assert out["x"].sum().item() == 1 << 20
+
+
+class _OnGpu(torch.Tensor):
+    """A stand-in for a tensor on ``cuda:<index>`` (no GPU here): records where it is moved."""
+
+    moves: list = []
+
+    @property
+    def device(self):
+        return torch.device("cuda", self.index)
+
+    def to(self, *args, **kwargs):
+        _OnGpu.moves.append((args, kwargs))
+        return torch.Tensor.clone(self).as_subclass(torch.Tensor)
+
+
+def _on_gpu(index):
+    t = torch.ones(2).as_subclass(_OnGpu)
+    t.index = index
+    return t
+
+
+def test_a_batch_on_another_gpu_is_copied_to_the_loaders_device():
+    """``ThreadDataLoader(device="cuda:1")`` over a dataset cached on cuda:0 hands batches on cuda:1."""
+    fake, _OnGpu.moves = FakeCuda(), []
+    copier = DeviceCopier(torch.device("cuda", 1), 2, cuda=fake, pin=False, h2d=lambda t: t.clone())
+    out, _ = copier.copy({"far": _on_gpu(0), "here": _on_gpu(1)})
+    assert _OnGpu.moves == [((torch.device("cuda", 1),), {"non_blocking": True})]  # only the far one
+    assert type(out["far"]) is torch.Tensor and type(out["here"]) is _OnGpu  # the near one passed through
+    assert ("wait_stream", "side", "consumer") in fake.log  # after the kernels that made them

@@ -395,3 +395,19 @@ def test_a_dataset_with_only_update_cache_is_left_to_the_loop_as_monai_loaders_d
         list(loader)
         ds.update_cache()
     assert ds.updates == 3  # once per epoch, not twice
+
+
+def test_device_cpu_moves_batches_with_a_blocking_copy(monkeypatch):
+    """``device="cpu"`` over a GPU-cached dataset: a non-blocking device-to-host copy would hand the loop
+    a batch whose bytes had not landed yet."""
+    flags = []
+    to = torch.Tensor.to
+
+    def recording(self, *args, **kwargs):
+        flags.append(kwargs.get("non_blocking", False))
+        return to(self, *args, **kwargs)
+
+    loader = ThreadDataLoader([{"x": torch.zeros(2)}], batch_size=1, device="cpu")
+    monkeypatch.setattr(torch.Tensor, "to", recording)
+    batch, ready = loader._to_device({"x": torch.zeros(2)})
+    assert flags == [False] and ready is None and batch["x"].device.type == "cpu"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastpipe.ops import crop_batch_torch
+from fastpipe.ops import _cuda_crop, crop_batch_torch
 from fastpipe.ops._cuda_crop import INT_MAX, NVRTC_OPTIONS, raise_bad_crop
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -176,6 +176,16 @@ def test_bounds_error_names_the_item():
         )
 
 
+def test_a_padded_call_names_the_crop_the_kernel_flagged(lib, monkeypatch):
+    """With a pad value a window past the volume is valid: the error names the bad volume index of
+    crop 1, not the padded window of crop 0 (the torch path's message)."""
+    _host_crop.host_as_cuda(monkeypatch, lib)
+    vols, st, vi = [torch.ones((1, 8, 8, 8))], torch.tensor([[-2, 0, 0], [0, 0, 0]]), torch.tensor([0, 3])
+    for crop in (crop_batch_torch, _cuda_crop.crop_batch_cuda):
+        with pytest.raises(ValueError, match=r"crop 1 names volume 3"):
+            crop(vols, st, vi, (4, 4, 4), pad_value=0.0, names=["a.nii.gz"])
+
+
 def test_nvrtc_options_are_explicit_and_no_flush():
     assert "-ftz=false" in NVRTC_OPTIONS and "-fmad=false" in NVRTC_OPTIONS
 
@@ -212,7 +222,9 @@ def test_ptx_keeps_denormals_even_with_ftz_true(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8, torch.int16])
 @pytest.mark.parametrize("padded", [False, True])
 def test_cuda_fused_kernel_equals_torch_exactly(cuda_device, dtype, padded):
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops import crop_batch
 
     shapes = [(40, 41, 70), (44, 40, 66)]
@@ -234,16 +246,44 @@ def test_cuda_fused_kernel_equals_torch_exactly(cuda_device, dtype, padded):
     assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
 
 
+def mod_slab(shape: tuple[int, int, int], m: int, x0: int, x1: int, device) -> torch.Tensor:
+    """Slab ``[x0:x1]`` of ``arange(prod(shape)).remainder(m).view(shape)`` as uint8, computed in int16."""
+    nx, ny, nz = shape
+    ax = (torch.arange(x0, x1, device=device) * (ny * nz % m)).remainder_(m).to(torch.int16)
+    ay = (torch.arange(ny, device=device) * (nz % m)).remainder_(m).to(torch.int16)
+    az = torch.arange(nz, device=device).remainder_(m).to(torch.int16)
+    return (ax[:, None, None] + ay[None, :, None] + az).remainder_(m).to(torch.uint8)
+
+
+def mod_pattern(shape: tuple[int, int, int], m: int, device, slab: int = 64) -> torch.Tensor:
+    """``arange(prod(shape)).remainder(m).view(shape)`` as uint8, a slab at a time: a whole int64
+    arange of a 1300^3 volume takes 17.6 GB, this peaks at the volume plus one slab."""
+    vol = torch.empty(shape, dtype=torch.uint8, device=device)
+    for x0 in range(0, shape[0], slab):
+        vol[x0 : x0 + slab] = mod_slab(shape, m, x0, min(x0 + slab, shape[0]), device)
+    return vol
+
+
+def test_mod_pattern_equals_the_flat_arange_remainder():
+    for shape in [(5, 7, 9), (70, 3, 260)]:
+        want = torch.arange(shape[0] * shape[1] * shape[2]).remainder(251).to(torch.uint8).view(shape)
+        assert torch.equal(mod_pattern(shape, 251, "cpu", slab=4), want)
+    plane = 1300 * 1300  # the GPU test's volume: its first and last slabs against the flat remainder
+    for x0 in (0, 1298):
+        want = torch.arange(x0 * plane, (x0 + 2) * plane).remainder(251).to(torch.uint8).view(2, 1300, 1300)
+        assert torch.equal(mod_slab((1300, 1300, 1300), 251, x0, x0 + 2, "cpu"), want)
+
+
 @pytest.mark.gpu
 def test_cuda_64_bit_kernel_on_a_volume_past_2_31_elements_equals_torch(cuda_device):
     """The i64 kernel on a real GPU: a 2.2 GB uint8 volume, windows near its far end, flipped and padded."""
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops import crop_batch
     from fastpipe.ops._cuda_crop import index_kind
 
-    vol = torch.arange(1300**3, dtype=torch.int64, device=cuda_device).remainder_(251).to(torch.uint8)
-    vols = [vol.view(1, 1300, 1300, 1300)]
-    del vol
+    vols = [mod_pattern((1300, 1300, 1300), 251, cuda_device)[None]]  # 2.2 GB, not an int64 arange's 17.6
     size = (16, 16, 40)
     starts = torch.tensor(
         [[1284, 1284, 1260], [1290, 1000, 1280], [0, 1284, -8], [1200, 3, 1270]], device=cuda_device
@@ -263,7 +303,9 @@ def test_cuda_64_bit_kernel_on_a_volume_past_2_31_elements_equals_torch(cuda_dev
 
 @pytest.mark.gpu
 def test_cuda_bounds_error_names_the_item_and_the_context_survives(cuda_device):
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops import crop_batch
 
     vols = [torch.ones((1, 8, 8, 8), device=cuda_device)]

@@ -203,7 +203,9 @@ def test_volume_past_2_31_elements_takes_64_bit_offsets(lib):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_cuda_vector_path_and_packed_tables_equal_torch(cuda_device, dtype):
     """Host arguments (one packed copy) and device arguments, odd rows, misaligned outputs, both in one batch."""
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     from fastpipe.ops._backends import crop_batches
 
     g = torch.Generator().manual_seed(21)

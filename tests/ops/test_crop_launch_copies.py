@@ -249,3 +249,34 @@ def test_one_wide_key_makes_the_launch_64_bit():
     wide = dict(base, volumes=huge, out=torch.empty((1, 1, 1, 1, 4), dtype=torch.uint8))
     assert _cuda_crop.launch_args(_host_crop._Pointers, [narrow])[0] == "crop_pos_neg_i32"
     assert _cuda_crop.launch_args(_host_crop._Pointers, [narrow, wide])[0] == "crop_pos_neg_i64"
+
+
+@pytest.mark.parametrize("index", ["i32", "i64"])
+def test_one_launch_of_keys_of_every_kind_equals_torch(lib, monkeypatch, index):
+    """Keys of different element kinds, channels and lanes per row in one launch (the block -> key search),
+    with pads past the borders, turns, flips, intensity and a misaligned output: each equals the torch path."""
+    kernels = _host_crop.host_as_cuda(monkeypatch, lib)
+    monkeypatch.setattr(_cuda_crop, "index_kind", lambda volumes, out: index)
+    g = torch.Generator().manual_seed(11)
+    n, size, shapes = 7, (5, 5, 5), [(9, 7, 11), (6, 12, 8)]
+    starts = torch.tensor([[-3, 0, 2], [4, 3, 6], [0, -4, -1], [5, 8, 0], [1, 1, 1], [-4, 7, 3], [2, 0, 6]])
+    vi = torch.arange(n) % 2
+    perms = [[0, 1, 2], [2, 0, 1], [1, 2, 0], [0, 2, 1], [2, 1, 0], [1, 0, 2], [0, 1, 2]]
+    turns = dict(axes=torch.tensor(perms), flips=torch.rand((n, 3), generator=g) < 0.5)
+    keys = {  # dtype, channels, extra arguments
+        "image": (torch.float32, 2, dict(scale=torch.rand(n, generator=g) + 0.5, shift=torch.rand(n, generator=g))),
+        "label": (torch.uint8, 1, {}),
+        "weights": (torch.float16, 3, {}),
+        "ids": (torch.int64, 1, {}),
+    }  # fmt: skip
+    calls, refs = [], []
+    for k, (dtype, c, extra) in enumerate(keys.values()):
+        vols = [(torch.randn((c, *s), generator=g) * 40).to(dtype) for s in shapes]
+        kw = dict(turns, pad_value=float(k + 1), **extra)
+        refs.append(crop_batch_torch(vols, starts, vi, size, **kw))
+        out = torch.zeros(n * c * 125 + 3, dtype=dtype)[3:].view(n, c, *size) if k == 2 else None
+        calls.append(dict(volumes=vols, starts=starts, vol_index=vi, size=size, out=out, **kw))
+    outs = _cuda_crop.crop_batches_cuda(calls)
+    assert kernels.launched == [f"crop_pos_neg_{index}"]  # every key in one launch
+    for name, got, ref in zip(keys, outs, refs, strict=True):
+        assert torch.equal(got.view(torch.uint8), ref.view(torch.uint8)), name

@@ -161,7 +161,9 @@ def test_kernel_source_matches_torch_reference_on_host(host_kernel, dtype, fused
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64])
 def test_cuda_kernel_equals_torch_exactly(cuda_device, dtype):
-    pytest.importorskip("cupy", reason="CuPy not installed on this GPU machine (pip install fastpipe[gpu])")
+    pytest.importorskip(
+        "cupy", reason="CuPy not installed on this GPU machine (pip install cupy-cuda13x/12x)"
+    )
     shapes = [(40, 35, 30), (33, 41, 29), (30, 30, 30)]
     g = torch.Generator().manual_seed(7)
     vols = [(torch.randn((2, *s), generator=g) * 100).to(dtype).to(cuda_device) for s in shapes]

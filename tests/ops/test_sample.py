@@ -159,6 +159,39 @@ def test_sample_kernel_source_matches_torch_reference_on_host(tmp_path):
     assert [c for c, _ in host] == got_c.tolist() and [st for _, st in host] == got_s.tolist()
 
 
+def test_kernel_plan_addresses_each_crops_list_element(tmp_path, monkeypatch):
+    """``_centers_cuda``'s plan (the address of each crop's drawn list element, views with an offset
+    included) run by the host-compiled kernel gives the host path's centres, starts and volumes."""
+    lib = compile_host("sample_centers.cu", WRAPPER, tmp_path)
+
+    def host_kernel(plan):
+        c, s = (
+            torch.empty(plan.shape[0], 3, dtype=torch.int64),
+            torch.empty(plan.shape[0], 3, dtype=torch.int64),
+        )
+        ptr = ctypes.c_void_p
+        lib.run_sample_centers(
+            ptr(plan.data_ptr()), ptr(c.data_ptr()), ptr(s.data_ptr()), ctypes.c_int(len(plan))
+        )
+        return c, s
+
+    monkeypatch.setattr(sample._backends, "sample_centers", host_kernel)
+    shapes, ns = [(20, 18, 16), (14, 22, 12), (9, 9, 9)], 5
+    lists = [fg_bg_indices(blob_label(s, seed=i)) for i, s in enumerate(shapes)]
+    fg, bg = [f[3:] for f, _ in lists], [b[1:] for _, b in lists]  # views: data_ptr past the storage's start
+    windows = [crop_window(s, (8, 8, 8), True, "v") for s in shapes]
+    g = torch.Generator().manual_seed(1)
+    is_fg, k = sample.draw_choices([f.numel() for f in fg], [b.numel() for b in bg], ns, 0.4, g, "abc")
+    rows = [(*s, *w[1], *w[2], *w[3], v) for v, (s, w) in enumerate(zip(shapes, windows, strict=True))]
+    table = torch.tensor([r for r in rows for _ in range(ns)], dtype=torch.int64)
+    centers, starts, vol = sample._centers_cuda(fg, bg, is_fg, k, table)
+    ref = torch.tensor(sample._centers_on_host(fg, bg, [None] * 3, is_fg, k, windows, shapes, ns, None))
+    assert (
+        torch.equal(centers, ref[:, :3]) and torch.equal(starts, ref[:, 3:6]) and torch.equal(vol, ref[:, 6])
+    )
+    assert 0 < sum(is_fg) < len(is_fg)  # both lists drawn from
+
+
 @pytest.mark.gpu
 def test_same_seed_same_centres_on_cpu_and_gpu(cuda_device):
     label = blob_label((40, 36, 30))

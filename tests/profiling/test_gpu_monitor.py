@@ -9,6 +9,7 @@ import warnings
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import fastpipe.profiling.gpu_monitor as gm
 from fastpipe.profiling import GpuMonitor
@@ -150,6 +151,43 @@ def test_a_failing_sampler_never_crashes_the_job(monkeypatch):
     assert mon.records == [] and isinstance(mon.error, RuntimeError)
 
 
+class FourGpuNvml(FakeNvml):
+    """A machine of four GPUs, NVML numbering them 0..3 by PCI order."""
+
+    UUIDS = [f"GPU-{i:08x}-aaaa-bbbb-cccc-dddddddddddd" for i in range(4)]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid not in self.UUIDS:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return f"gpu{self.UUIDS.index(uuid)}"
+
+
+def fake_visible_gpu(monkeypatch, uuid: str) -> None:
+    """torch.cuda seeing one GPU (``CUDA_VISIBLE_DEVICES=<one>``) whose UUID torch prints as ``uuid``."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuid))
+
+
+@pytest.mark.timeout(30)
+def test_cuda_device_is_found_by_uuid_under_cuda_visible_devices(monkeypatch):
+    """CUDA_VISIBLE_DEVICES=3: cuda:0 is NVML device 3; the monitor used to sample NVML device 0."""
+    monkeypatch.setattr(gm, "_import_pynvml", FourGpuNvml)
+    fake_visible_gpu(monkeypatch, FourGpuNvml.UUIDS[3].removeprefix("GPU-"))  # torch's str(uuid)
+    nvml, handle, match = gm._init_nvml(0)
+    assert (handle, match) == ("gpu3", "uuid")
+    with GpuMonitor(interval_s=0.01, device=0) as mon:
+        time.sleep(0.03)
+    assert mon.summary()["nvml_match"] == "uuid"
+
+
+@pytest.mark.timeout(30)
+def test_an_unknown_uuid_falls_back_to_the_index(monkeypatch):
+    monkeypatch.setattr(gm, "_import_pynvml", FourGpuNvml)
+    fake_visible_gpu(monkeypatch, "ffffffff-0000-0000-0000-000000000000")
+    assert gm._init_nvml(0)[1:] == ("gpu0", "index")
+
+
 def test_interval_must_be_positive():
     with pytest.raises(ValueError, match="interval_s"):
         GpuMonitor(interval_s=0)
@@ -162,5 +200,6 @@ def test_real_nvml_records(tmp_path):
     with GpuMonitor(interval_s=0.05) as mon:
         time.sleep(0.5)
     assert mon.available and len(mon.records) >= 3
+    assert mon.nvml_match == "uuid"  # torch's cuda:0 found in NVML by its UUID
     assert mon.records[0]["mem_total_mib"] > 0
     assert mon.plot(tmp_path / "gpu.png").exists()

@@ -46,3 +46,14 @@ def test_script_prints_the_extra_for_this_torch():
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (cupy_extra(torch.version.cuda) or "")
+
+
+def test_install_hint_names_the_wheel_and_never_the_pypi_name():
+    from fastpipe.runtime._cuda_extra import install_hint
+
+    assert install_hint("13.0").startswith("pip install cupy-cuda13x ") and '".[gpu-cu13]"' in install_hint(
+        "13.0"
+    )
+    assert install_hint("12.4").startswith("pip install cupy-cuda12x ")
+    assert "CPU-only" in install_hint(None) and "CUDA 11.8" in install_hint("11.8")
+    assert not any("pip install fastpipe[" in install_hint(c) for c in ("12.4", "13.0", None, "11.8"))
