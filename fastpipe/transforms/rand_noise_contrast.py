@@ -14,7 +14,8 @@ Semantics are MONAI 1.6's, one draw per crop, the same draw for every key:
   torch's generator of the volume's device: a seed gives the same noise on every run on one kind of
   device, not across devices, and never MONAI's numpy values.
 - ``RandAdjustContrastd``: with probability ``prob``, ``gamma ~ U(lo, hi)`` and
-  ``((x - min) / (range + 1e-7)) ** gamma * range + min`` over the whole crop, with MONAI's
+  ``((x - min) / (range + 1e-7)) ** gamma * range + min`` over the whole crop of each key (the keys
+  may differ in shape, as in MONAI: only the gamma is shared), with MONAI's
   ``invert_image`` and ``retain_stats`` (nnU-Net's). On the CPU the operations are MONAI's own, in
   its order. Integer volumes are converted to float32 first (MONAI's result dtype).
 """
@@ -197,13 +198,14 @@ class RandGaussianNoised(_SharedDraw):
         return f", mean={self.mean}, std={self.std}, sample_std={self.sample_std}"
 
 
-class RandAdjustContrastd(_SharedDraw):
+class RandAdjustContrastd(RandDictTransform):
     """Gamma-adjust the contrast with probability ``prob`` (MONAI's ``RandAdjustContrastd``), one gamma for every key.
 
-    ``x = ((x - min) / (range + 1e-7)) ** gamma * range + min`` over each crop, ``gamma ~ U(lo, hi)``.
+    ``x = ((x - min) / (range + 1e-7)) ** gamma * range + min`` over each crop and key, ``gamma ~ U(lo, hi)``.
 
     Args:
-        keys: keys to change (str or sequence); they must have one shape.
+        keys: keys to change (str or sequence); each is adjusted over its own range, so, as in MONAI,
+            they may differ in shape (a 4-channel image and a 1-channel mask, say).
         prob: probability of adjusting (default 0.1), one draw per call (per crop after a crop).
         gamma: a pair ``(lo, hi)`` of numbers ``>= 0``, or a number ``> 0.5`` meaning ``(0.5, gamma)``
             (default ``(0.5, 4.5)``).

@@ -146,11 +146,28 @@ def test_noise_bad_arguments_are_refused_naming_them(kw):
         T.RandGaussianNoised("image", **kw)
 
 
-@pytest.mark.parametrize("cls", [T.RandGaussianNoised, T.RandAdjustContrastd])
+@pytest.mark.parametrize("cls", [T.RandGaussianNoised])
 def test_keys_of_different_shapes_are_refused_naming_them(cls):
     d = {"image": torch.zeros(1, 4, 4, 4), "other": torch.zeros(1, 4, 4, 5)}
     with pytest.raises(ValueError, match=f"{cls.__name__}: the keys share one draw.*'other'"):
         cls(["image", "other"], prob=1.0)(d)
+
+
+@pytest.mark.parametrize("other_shape", [(1, 6, 7, 8), (2, 4, 4, 5)])
+def test_contrast_keys_of_different_shapes_each_get_the_gamma_like_monai(other_shape):
+    # MONAI adjusts each key over its own range with the shared gamma: no shape rule (a 4-channel
+    # image and a 1-channel mask); fastpipe refused such keys with a ValueError
+    d = item()
+    d["other"] = torch.rand(other_shape, generator=torch.Generator().manual_seed(1)) * 50
+    ours = T.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(2.5, 2.5))(dict(d))
+    theirs = plain(M.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(2.5, 2.5))(dict(d)))
+    for k in ("image", "other"):
+        assert ours[k].shape == theirs[k].shape and torch.equal(ours[k], theirs[k]), k
+    batch = {"image": torch.stack([d["image"]] * 3), "other": torch.stack([d["other"]] * 3)}
+    t = T.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(2.5, 2.5))
+    out = t.apply_batch(batch, t.draw(3))
+    for k in ("image", "other"):
+        assert all(torch.equal(out[k][i], theirs[k]) for i in range(3)), k
 
 
 @pytest.mark.parametrize("cls", [T.RandGaussianNoised, T.RandAdjustContrastd])
