@@ -149,7 +149,8 @@ class RandDictTransform:
         ``batch`` holds tensors with a leading ``N`` (a batched crop's fresh output); only the rows whose
         draw changes them are written, so a batch costs what its fired crops cost, and no crop is split
         out or stacked again. A key whose changed rows come back in another dtype (an integer image
-        scaled to float32, say) is converted as a whole first, as stacking those crops would.
+        scaled to float32, say) is converted as a whole first to the dtype stacking those crops would
+        give (the changed rows' own when every row changed).
 
         Raises:
             ValueError: a changed row came back in another shape (see :meth:`keeps_shape`).
@@ -173,7 +174,11 @@ class RandDictTransform:
                 raise ValueError(
                     f"{who}: {key!r} crops changed shape {tuple(x.shape[1:])} -> {sorted(shapes)}"
                 )
-            dtype = functools.reduce(torch.promote_types, (v.dtype for v in changed.values()), x.dtype)
+            # the dtype stacking the crops gives: the changed rows' alone when every row changed (all
+            # scaled to float16, say), else promoted with the rows kept in the batch's dtype
+            kept = len(changed) < x.shape[0]
+            dtypes = [v.dtype for v in changed.values()] + ([x.dtype] if kept else [])
+            dtype = functools.reduce(torch.promote_types, dtypes)
             if dtype != x.dtype:
                 x = batch[key] = x.to(dtype)
             for i, v in changed.items():

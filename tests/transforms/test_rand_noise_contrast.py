@@ -215,6 +215,29 @@ def test_batch_equals_each_crop_on_its_own(t, label_dtype):
     assert torch.equal(out["image"][~fired], batch["image"][~fired])  # unfired crops untouched
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: T.RandScaleIntensityd("image", 0.3, prob=p, dtype=torch.float16),
+        lambda p: T.RandGaussianNoised("image", prob=p, dtype=torch.float16),
+        lambda p: T.RandScaleIntensityd("label", 0.3, prob=p, dtype=torch.int16),
+    ],
+    ids=["scale-float16", "noise-float16", "scale-int16"],
+)
+@pytest.mark.parametrize("prob", [1.0, 0.5])
+def test_batch_dtype_is_the_stacked_crops_dtype_when_every_crop_fires(make, prob):
+    # MONAI's crops all come back float16 when every one fires, and stack as float16; the batch
+    # used to stay float32 (float16 values in a float32 batch)
+    t = make(prob).set_random_state(3)
+    params = t.draw(12)
+    batch = stacked()
+    per_crop = [t.apply({k: v[i] for k, v in batch.items()}, params, i) for i in range(12)]
+    out = t.apply_batch(stacked(), params)
+    for k in ("image", "label"):
+        expected = torch.stack([c[k] for c in per_crop])
+        assert out[k].dtype == expected.dtype and torch.equal(out[k], expected), (k, out[k].dtype)
+
+
 def test_rotation_with_unequal_sides_does_not_run_on_the_batch():
     batch = {"image": torch.zeros(4, 1, 6, 6, 4)}
     on_batch = T.RandRotate90d("image", prob=1.0, spatial_axes=(0, 1))
