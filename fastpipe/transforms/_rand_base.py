@@ -15,20 +15,32 @@ import secrets
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
-def seeded_generator(seed: int | None = None, state: torch.Generator | None = None) -> torch.Generator:
+def seeded_generator(seed: int | None = None, state: Any = None) -> torch.Generator:
     """``state`` itself when given, else a new CPU ``torch.Generator`` seeded with ``seed``.
 
     ``seed=None`` seeds from the OS's entropy, as MONAI's ``set_random_state()`` does, and leaves
-    torch's global generator alone (``torch.seed()`` would reseed it under the user's feet).
+    torch's global generator alone (``torch.seed()`` would reseed it under the user's feet). Any int
+    is a seed (taken modulo 2**64, as MONAI takes its own modulo 2**32). A MONAI-style
+    ``numpy.random.RandomState`` ``state`` seeds a new generator with one draw from it.
+
+    Raises:
+        TypeError: ``state`` is neither a CPU ``torch.Generator`` nor a ``numpy.random.RandomState``.
     """
+    if isinstance(state, np.random.RandomState):
+        return torch.Generator().manual_seed(int(state.randint(2**63 - 1, dtype=np.int64)))
     if state is not None:
+        if not isinstance(state, torch.Generator) or state.device.type != "cpu":
+            raise TypeError(
+                f"set_random_state: state must be a CPU torch.Generator or a numpy.random.RandomState, got {state!r}"
+            )
         return state
-    return torch.Generator().manual_seed(int(seed if seed is not None else secrets.randbits(63)))
+    return torch.Generator().manual_seed(int(seed if seed is not None else secrets.randbits(63)) % 2**64)
 
 
 def generator_from_state(state: torch.Tensor) -> torch.Generator:
@@ -93,9 +105,9 @@ class RandDictTransform:
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
 
     def set_random_state(
-        self, seed: int | None = None, state: torch.Generator | None = None
+        self, seed: int | None = None, state: torch.Generator | np.random.RandomState | None = None
     ) -> RandDictTransform:
-        """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``); returns ``self``."""
+        """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``; see :func:`seeded_generator`); returns ``self``."""
         self.generator = seeded_generator(seed, state)
         return self
 

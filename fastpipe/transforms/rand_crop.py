@@ -158,10 +158,9 @@ class RandCropByPosNegLabeld:
             f"num_samples={self.num_samples}{fused})"
         )
 
-    def set_random_state(
-        self, seed: int | None = None, state: torch.Generator | None = None
-    ) -> RandCropByPosNegLabeld:
-        """Reseed the CPU ``torch.Generator`` that drives all draws (or adopt ``state``); returns ``self``."""
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> RandCropByPosNegLabeld:
+        """Reseed the CPU ``torch.Generator`` that drives all draws (or adopt ``state``: a CPU
+        ``torch.Generator``, or a ``numpy.random.RandomState`` to draw a seed from); returns ``self``."""
         self.generator = seeded_generator(seed, state)
         return self
 

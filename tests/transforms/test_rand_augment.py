@@ -6,6 +6,7 @@ import copy
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from monai import transforms as M
@@ -87,6 +88,22 @@ def test_set_random_state_without_a_seed_leaves_torch_global_generator_alone():
     torch.manual_seed(123)
     seeds = {t.set_random_state().generator.initial_seed() for _ in range(3)}
     assert torch.equal(torch.rand(3), expected) and len(seeds) == 3  # fresh entropy each time
+
+
+@pytest.mark.parametrize("make", [lambda: T.RandFlipd("image", prob=0.5),
+                                  lambda: T.RandCropByPosNegLabeld("image", "image", 2)])  # fmt: skip
+def test_set_random_state_takes_monai_style_states_and_any_int_seed(make):
+    # a numpy RandomState (MONAI's state type) was stored as the generator and failed at the next
+    # draw with torch's "rand() received an invalid combination of arguments"; a seed past 2**64
+    # failed with "Overflow when unpacking long long"
+    a = make().set_random_state(state=np.random.RandomState(4))
+    b = make().set_random_state(state=np.random.RandomState(4))
+    assert isinstance(a.generator, torch.Generator) and torch.equal(torch.rand(4, generator=a.generator),
+                                                                  torch.rand(4, generator=b.generator))  # fmt: skip
+    c, d = make().set_random_state(2**64 + 7), make().set_random_state(7)
+    assert torch.equal(torch.rand(4, generator=c.generator), torch.rand(4, generator=d.generator))
+    with pytest.raises(TypeError, match="state must be a CPU torch.Generator or a numpy.random.RandomState"):
+        make().set_random_state(state=42)
 
 
 def test_channel_wise_with_fewer_channels_in_a_later_key_uses_the_first_values_like_monai():
