@@ -188,6 +188,11 @@ class RandCropByPosNegLabeld:
         fk, bk = self.fg_indices_key, self.bg_indices_key
         return () if fk is None or bk is None else (fk, bk)
 
+    @property
+    def dropped_keys(self) -> tuple[str, ...]:
+        """The index keys left out of the crops: every one given, even alone (MONAI pops each given key)."""
+        return tuple(k for k in (self.fg_indices_key, self.bg_indices_key) if k is not None)
+
     def _indices(self, d: dict[str, Any], label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fk, bk = self.fg_indices_key, self.bg_indices_key
         if not self.index_keys or fk not in d or bk not in d:  # MONAI: computed from the label then
@@ -271,7 +276,7 @@ class RandCropByPosNegLabeld:
 
         Keys not cropped become lists of length ``B * num_samples``: a copy of each item's value (its
         tensors and arrays copied, so no edit reaches the item), shared by that item's crops; the
-        index keys read are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
+        index keys given are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
         patch came from.
         """
         if not items:
@@ -279,7 +284,7 @@ class RandCropByPosNegLabeld:
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}
-        skip = set(self.index_keys)
+        skip = set(self.dropped_keys)
         for key in items[0]:
             if key not in self.keys and key not in skip:  # a copy per item, shared by its crops: the
                 # items may be cache entries, which nothing downstream may write into
@@ -314,11 +319,11 @@ class RandCropByPosNegLabeld:
         """MONAI's per-item call: a list of ``num_samples`` dicts.
 
         Patches are views of one batch tensor; the other values are copied once (tensors and arrays)
-        and shared between the dicts, not deep-copied per dict as MONAI does; the index keys read are
+        and shared between the dicts, not deep-copied per dict as MONAI does; the index keys given are
         dropped, as MONAI pops them.
         """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]
-        skip = set(self.index_keys)
+        skip = set(self.dropped_keys)
         rest = {k: fresh_copy(v) for k, v in data.items() if k not in skip and k not in cropped}
         return [{**rest, **{k: batch[k][i] for k in cropped}} for i in range(self.num_samples)]

@@ -119,6 +119,19 @@ def test_uses_precomputed_indices_when_present():
     assert not (b["crop_centers"] == torch.tensor([10, 15, 17])).all(1).all()
 
 
+@pytest.mark.parametrize("given", [{"fg_indices_key": "fg"}, {"bg_indices_key": "bg"}])
+def test_an_index_key_given_alone_is_dropped_like_monai(given):
+    # MONAI pops each given index key, even when the other is missing (the indices are then computed
+    # from the label); fastpipe dropped them only when both keys were given, so a lone one stayed in
+    # every crop
+    d = {**item(), "fg": torch.tensor([0, 1]), "bg": torch.tensor([2])}
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", 8, num_samples=2, **given)
+    theirs = MonaiCrop(["image", "label"], "label", 8, num_samples=2, **given)
+    expected = sorted(map(str, theirs(dict(d))[0]))
+    assert sorted(map(str, ours(dict(d))[0])) == expected
+    assert sorted(k for k in ours.batch_call([d]) if k not in ("crop_centers", "crop_starts")) == expected
+
+
 def test_fg_fraction_through_the_transform():
     d = item()
     t = RandCropByPosNegLabeld(
