@@ -63,6 +63,8 @@ class RandFlipd(RandDictTransform):
         axes = spatial_axis if spatial_axis is None or not isinstance(spatial_axis, int) else [spatial_axis]
         self.spatial_axis = spatial_axis
         self._axes = None if axes is None else tuple(check_axis("RandFlipd", "spatial_axis", a) for a in axes)
+        if self._axes is not None and len(set(self._axes)) != len(self._axes):  # torch.flip refuses them
+            raise ValueError(f"RandFlipd: spatial_axis names an axis twice, got {spatial_axis!r}")
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         fire, _ = draw_uniform(n, generator or self.generator, self.prob, 0.0, 1.0)

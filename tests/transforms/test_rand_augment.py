@@ -132,6 +132,8 @@ def test_missing_keys_like_monai():
         (lambda: T.RandRotate90d("image", spatial_axes=(0,)), r"RandRotate90d: spatial_axes must be 2 spatial axes"),
         (lambda: T.RandRotate90d("image", max_k=0), r"RandRotate90d: max_k must be an int >= 1, got 0"),
         (lambda: T.RandFlipd("image", spatial_axis=[0, 4]), r"RandFlipd: spatial_axis .* got 4"),
+        # MONAI's torch.flip refuses a repeated axis at the call; fused into the crop it flipped once
+        (lambda: T.RandFlipd("image", spatial_axis=[0, -3]), r"RandFlipd: spatial_axis names an axis twice, got \[0, -3\]"),
         (lambda: T.RandShiftIntensityd("image", offsets=-0.1), r"RandShiftIntensityd: offsets must be a number >= 0 .* got -0.1"),
         (lambda: T.RandShiftIntensityd("image", offsets=math.nan), r"RandShiftIntensityd: offsets .* got nan"),
         (lambda: T.RandShiftIntensityd("image", offsets=(0.0, math.nan)), r"RandShiftIntensityd: offsets must be finite"),
