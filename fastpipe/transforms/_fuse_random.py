@@ -29,13 +29,13 @@ copied). Two rewrites, each only where the result is exactly MONAI's:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from fastpipe.transforms._compact_indices import compact_chain, wire_indices
+from fastpipe.transforms._rand_base import stream_copy
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.pad import SpatialPadd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
@@ -124,7 +124,7 @@ def _absorb_pad(chain: list[Any], c: int) -> list[Any]:
     if j < 0 or not _pad_ok(chain[j], crop, chain[:j], chain[j + 1 : c]):
         return chain
     pad = chain[j]
-    fused = copy.deepcopy(crop)
+    fused = stream_copy(crop)
     fused._pad = (pad.spatial_size, pad.method, _pad_is_bg(chain[j + 1 : c], crop))
     return [*chain[:j], *chain[j + 1 : c], fused, *chain[c + 1 :]]
 
@@ -156,7 +156,7 @@ def fuse_random(transforms: Sequence[Any]) -> list[Any]:
                 augs.append(chain[i])
                 i += 1
             if augs:
-                t = copy.deepcopy(t) if any(t is x for x in transforms) else t
+                t = stream_copy(t) if any(t is x for x in transforms) else t
                 t._augs = (*t._augs, *augs)
         out.append(t)
     return out

@@ -9,6 +9,7 @@ batched path draw from the same distribution.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import secrets
@@ -48,6 +49,20 @@ def generator_from_state(state: torch.Tensor) -> torch.Generator:
     gen = torch.Generator()
     gen.set_state(state)
     return gen
+
+
+def stream_copy(t: Any) -> Any:
+    """A deep copy of ``t`` that draws from ``t``'s own generator object, not a copy of it.
+
+    The chain rewrites (``fuse_random``, ``compact_chain``) run copies of a chain's crop; sharing the
+    generator keeps them one random stream with the transform the user holds, so a ``Compose`` that
+    rebuilds its rewritten chain after a ``set_random_state`` continues (or restarts) that stream
+    instead of replaying the crop's draws from where the copy was made.
+    """
+    out = copy.deepcopy(t)
+    if isinstance(getattr(t, "generator", None), torch.Generator):
+        out.generator = t.generator
+    return out
 
 
 def check_prob(who: str, prob: Any) -> float:
