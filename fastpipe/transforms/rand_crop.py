@@ -33,7 +33,7 @@ from fastpipe.transforms._crop_suffix import (
     draw_suffix,
     virtual_pads,
 )
-from fastpipe.transforms._dict import ensure_keys, missing_key
+from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys, missing_key
 from fastpipe.transforms._rand_base import generator_from_state, seeded_generator
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
@@ -189,6 +189,11 @@ class RandCropByPosNegLabeld:
         return () if fk is None or bk is None else (fk, bk)
 
     @property
+    def _array_keys(self) -> tuple[str, ...]:
+        """The keys whose numpy arrays the crop reads as tensors: the cropped ones, the label, the image."""
+        return (*self.keys, self.label_key, *((self.image_key,) if self.image_key is not None else ()))
+
+    @property
     def dropped_keys(self) -> tuple[str, ...]:
         """The index keys left out of the crops: every one given, even alone (MONAI pops each given key)."""
         return tuple(k for k in (self.fg_indices_key, self.bg_indices_key) if k is not None)
@@ -247,6 +252,7 @@ class RandCropByPosNegLabeld:
 
     def sample(self, items: list[dict[str, Any]]) -> tuple[CropSample, list[dict[str, torch.Tensor]]]:
         """Draw the crops (and the fused suffix's parameters) of a batch without cutting anything."""
+        items = arrays_as_tensors(items, self._array_keys)
         keys = self._present_keys(items)
         shapes = self._check_shapes(items, keys)
         pads = virtual_pads(shapes, self._pad)
@@ -281,6 +287,7 @@ class RandCropByPosNegLabeld:
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
+        items = arrays_as_tensors(items, self._array_keys)  # numpy volumes, as MONAI takes them
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
@@ -130,6 +131,18 @@ def test_an_index_key_given_alone_is_dropped_like_monai(given):
     expected = sorted(map(str, theirs(dict(d))[0]))
     assert sorted(map(str, ours(dict(d))[0])) == expected
     assert sorted(k for k in ours.batch_call([d]) if k not in ("crop_centers", "crop_starts")) == expected
+
+
+def test_numpy_volumes_are_cropped_like_tensors():
+    # MONAI takes numpy arrays; fastpipe failed with "'str' object has no attribute 'type'" (numpy's
+    # array.device is the string "cpu")
+    d = item()
+    arrays = {**d, "image": d["image"].numpy(), "label": d["label"].numpy(), "coords": d["coords"].numpy()}
+    make = lambda: RandCropByPosNegLabeld(["image", "label"], "label", 8, num_samples=3).set_random_state(2)  # noqa: E731
+    ours, ref = make()(arrays), make()(d)
+    for a, b in zip(ours, ref, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("image", "label"))
+    assert isinstance(arrays["image"], np.ndarray)  # the item is left as it was
 
 
 def test_fg_fraction_through_the_transform():
