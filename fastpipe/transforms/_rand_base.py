@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
@@ -42,6 +43,30 @@ def seeded_generator(seed: int | None = None, state: Any = None) -> torch.Genera
             )
         return state
     return torch.Generator().manual_seed(int(seed if seed is not None else secrets.randbits(63)) % 2**64)
+
+
+def worker_seed() -> int | None:
+    """The seed torch gives this ``DataLoader`` worker process, ``None`` outside one."""
+    info = get_worker_info()
+    return None if info is None else int(info.seed)
+
+
+def worker_stream(owner: Any) -> torch.Generator:
+    """``owner.generator``, first reseeded when ``owner`` runs in a ``DataLoader`` worker it was not seeded in.
+
+    Worker processes start with copies of the transforms, so without this every worker would draw
+    the same parameters: MONAI's ``DataLoader`` reseeds only MONAI's own transforms (a MONAI
+    ``Compose`` skips the others), torch's none. The new seed mixes the worker's seed (new per worker
+    and epoch) with a draw from the copy's generator (different per transform), so runs stay
+    reproducible. A transform seeded in the worker (``set_random_state`` there, as fastpipe's
+    datasets do) keeps its stream.
+    """
+    ws = worker_seed()
+    if ws != getattr(owner, "_seeded_in", None):
+        own = int(torch.randint(0, 2**62, (1,), generator=owner.generator))
+        owner.generator = torch.Generator().manual_seed(hash((ws, own)) % 2**63)
+        owner._seeded_in = ws
+    return owner.generator
 
 
 def generator_from_state(state: torch.Tensor) -> torch.Generator:
@@ -123,7 +148,7 @@ class RandDictTransform:
         self, seed: int | None = None, state: torch.Generator | np.random.RandomState | None = None
     ) -> RandDictTransform:
         """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``; see :func:`seeded_generator`); returns ``self``."""
-        self.generator = seeded_generator(seed, state)
+        self.generator, self._seeded_in = seeded_generator(seed, state), worker_seed()
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -133,6 +158,10 @@ class RandDictTransform:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, generator=generator_from_state(state["generator"]))
+
+    def stream(self) -> torch.Generator:
+        """This transform's generator (reseeded once in a new ``DataLoader`` worker: :func:`worker_stream`)."""
+        return worker_stream(self)
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The parameters of ``n`` crops (host tensors with a leading ``n``), from ``generator`` or this transform's own."""

@@ -34,7 +34,7 @@ from fastpipe.transforms._crop_suffix import (
     virtual_pads,
 )
 from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys, missing_key
-from fastpipe.transforms._rand_base import generator_from_state, seeded_generator
+from fastpipe.transforms._rand_base import generator_from_state, seeded_generator, worker_seed, worker_stream
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
 
@@ -161,7 +161,7 @@ class RandCropByPosNegLabeld:
     def set_random_state(self, seed: int | None = None, state: Any = None) -> RandCropByPosNegLabeld:
         """Reseed the CPU ``torch.Generator`` that drives all draws (or adopt ``state``: a CPU
         ``torch.Generator``, or a ``numpy.random.RandomState`` to draw a seed from); returns ``self``."""
-        self.generator = seeded_generator(seed, state)
+        self.generator, self._seeded_in = seeded_generator(seed, state), worker_seed()
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -261,15 +261,16 @@ class RandCropByPosNegLabeld:
         names = [item_name(d) for d in items]
         reject = [self._reject(d, i[1]) for d, i in zip(items, idx, strict=True)]
         with self._lock:
+            gen = worker_stream(self)
             try:
                 s = sample_crops(
                     [i[0] for i in idx], [i[1] for i in idx], [p.padded for p in pads] if pads else shapes,
-                    self.spatial_size, self.num_samples, self.pos_ratio, self.generator, device,
+                    self.spatial_size, self.num_samples, self.pos_ratio, gen, device,
                     self.allow_smaller, names, pads, reject,
                 )  # fmt: skip
             except ValueError as err:  # the op names the volume; say which transform asked
                 raise ValueError(f"RandCropByPosNegLabeld: {err}") from err
-            draws = draw_suffix(self._augs, s.starts.shape[0], self.generator)
+            draws = draw_suffix(self._augs, s.starts.shape[0], gen)
         if pads is not None:  # back to the unpadded volume's voxels
             lo = to_device(torch.tensor([p.lo for p in pads], dtype=torch.int64), s.starts.device)[
                 s.vol_index

@@ -43,9 +43,10 @@ class _RandIntensity(RandDictTransform):
     def draw(
         self, n: int, generator: torch.Generator | None = None, channels: int = 1
     ) -> dict[str, torch.Tensor]:
-        fire, _ = draw_uniform(n, generator or self.generator, self.prob, 0.0, 1.0)
+        g = generator or self.stream()
+        fire, _ = draw_uniform(n, g, self.prob, 0.0, 1.0)
         lo, hi = self.range
-        u = torch.rand((n, channels), generator=generator or self.generator, dtype=torch.float64)
+        u = torch.rand((n, channels), generator=g, dtype=torch.float64)
         return {"fire": fire, "value": lo + (hi - lo) * u}
 
     def _channels(self, data: dict[Hashable, Any], axis: int) -> int:

@@ -163,7 +163,7 @@ class RandGaussianNoised(_SharedDraw):
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``fire`` (n,) bool, ``std`` (n,) float64, ``seed`` (n,) int64 of each crop's noise."""
-        g = generator or self.generator
+        g = generator or self.stream()
         fire, u = draw_uniform(n, g, self.prob, 0.0, 1.0)
         std = u * self.std if self.sample_std else torch.full((n,), self.std, dtype=torch.float64)
         return {"fire": fire, "std": std, "seed": torch.randint(0, _SEED_HIGH, (n,), generator=g)}
@@ -258,7 +258,7 @@ class RandAdjustContrastd(RandDictTransform):
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``fire`` (n,) bool and ``gamma`` (n,) float64 ``~ U(lo, hi)``."""
-        fire, gamma = draw_uniform(n, generator or self.generator, self.prob, *self.gamma)
+        fire, gamma = draw_uniform(n, generator or self.stream(), self.prob, *self.gamma)
         return {"fire": fire, "gamma": gamma}
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:

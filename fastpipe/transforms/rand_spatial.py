@@ -67,7 +67,7 @@ class RandFlipd(RandDictTransform):
             raise ValueError(f"RandFlipd: spatial_axis names an axis twice, got {spatial_axis!r}")
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        fire, _ = draw_uniform(n, generator or self.generator, self.prob, 0.0, 1.0)
+        fire, _ = draw_uniform(n, generator or self.stream(), self.prob, 0.0, 1.0)
         return {"fire": fire}
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
@@ -134,7 +134,7 @@ class RandRotate90d(RandDictTransform):
         return f", max_k={self.max_k}, spatial_axes={self.spatial_axes}"
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        return {"k": draw_k(n, generator or self.generator, self.prob, self.max_k)}
+        return {"k": draw_k(n, generator or self.stream(), self.prob, self.max_k)}
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
         k = int(params["k"][i])

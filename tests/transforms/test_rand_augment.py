@@ -156,3 +156,40 @@ def test_axis_outside_a_smaller_volume_is_named_at_call():
         ValueError, match=r"RandRotate90d: spatial axis 2 is outside the 2-D volume of shape \(1, 4, 4\)"
     ):
         T.RandRotate90d("image", prob=1.0, spatial_axes=(0, 2))({"image": torch.zeros(1, 4, 4)})
+
+
+class _Items(torch.utils.data.Dataset):
+    """Eight copies of one item through ``chain`` (a MONAI ``Compose``, which reseeds only MONAI's own)."""
+
+    def __init__(self, chain):
+        label = torch.zeros(1, 8, 8, 8)
+        label[0, 2:6, 2:6, 2:6] = 1
+        self.item, self.chain = {"image": torch.rand(1, 8, 8, 8), "label": label}, chain
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        out = self.chain(dict(self.item))
+        out = out[0] if isinstance(out, list) else out
+        return {"image": out["image"], "start": out["image"][0, 0, 0, 0]}
+
+
+@pytest.mark.timeout(120)
+def test_dataloader_workers_draw_different_parameters_and_runs_replay():
+    # each worker process starts with a copy of the transforms; MONAI's DataLoader reseeds MONAI's
+    # transforms there (a MONAI Compose skips fastpipe's), so every worker drew the same flips and crops
+    chain = M.Compose(
+        [T.RandCropByPosNegLabeld(["image", "label"], "label", 4), T.RandFlipd("image", prob=0.5)]
+    )
+
+    def run():
+        torch.manual_seed(0)
+        loader = torch.utils.data.DataLoader(
+            _Items(chain), batch_size=4, num_workers=2, multiprocessing_context="fork"
+        )
+        return [b["image"] for b in loader]  # batch w comes from worker w
+
+    first, again = run(), run()
+    assert not torch.equal(first[0], first[1])
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
