@@ -101,6 +101,15 @@ def check_prob(who: str, prob: Any) -> float:
     return p
 
 
+def check_lazy(who: str, lazy: Any) -> None:
+    """MONAI's ``lazy`` argument: ``False`` (its default) is accepted; ``True`` raises ``ValueError`` naming ``who``."""
+    if lazy:
+        raise ValueError(
+            f"{who}: lazy={lazy!r} (MONAI's lazy resampling) is not reproduced; fastpipe applies the "
+            "transform at once (leave lazy at False)"
+        )
+
+
 def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
     """MONAI's range argument: a number ``v >= 0`` means ``(-v, v)``, a pair ``(lo, hi)`` is sorted; no NaN."""
     if isinstance(value, (int, float)):

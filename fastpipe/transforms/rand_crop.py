@@ -34,7 +34,13 @@ from fastpipe.transforms._crop_suffix import (
     virtual_pads,
 )
 from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys, missing_key
-from fastpipe.transforms._rand_base import generator_from_state, seeded_generator, worker_seed, worker_stream
+from fastpipe.transforms._rand_base import (
+    check_lazy,
+    generator_from_state,
+    seeded_generator,
+    worker_seed,
+    worker_stream,
+)
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
 
@@ -84,6 +90,7 @@ class RandCropByPosNegLabeld:
             voxels are background, unless ``image_key`` is set and 0 is not above ``image_threshold``
             (MONAI's rule with indices computed on the padded volume).
         backend: ``"auto"``, ``"torch"`` or ``"cuda"`` (see :func:`fastpipe.ops.crop_batch`).
+        lazy: MONAI's lazy resampling; only False (default) is taken (True raises ``ValueError``).
 
     Shape:
         ``batch_call`` returns ``(B * num_samples, C, *spatial_size)`` per key; crop ``n`` comes from item
@@ -116,7 +123,9 @@ class RandCropByPosNegLabeld:
         allow_missing_keys: bool = False,
         padding_mode: str | None = None,
         backend: str = "auto",
+        lazy: bool = False,
     ) -> None:
+        check_lazy("RandCropByPosNegLabeld", lazy)
         self.keys, self.label_key = ensure_keys(keys), label_key
         self.spatial_size = _check_size(spatial_size)
         if pos < 0 or neg < 0 or pos + neg == 0:

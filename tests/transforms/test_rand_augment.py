@@ -193,3 +193,19 @@ def test_dataloader_workers_draw_different_parameters_and_runs_replay():
     first, again = run(), run()
     assert not torch.equal(first[0], first[1])
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lazy: T.RandFlipd("image", prob=1.0, spatial_axis=0, lazy=lazy),
+        lambda lazy: T.RandRotate90d("image", prob=1.0, lazy=lazy),
+        lambda lazy: T.RandCropByPosNegLabeld("image", "image", 2, lazy=lazy),
+    ],
+    ids=["RandFlipd", "RandRotate90d", "RandCropByPosNegLabeld"],
+)
+def test_monai_lazy_argument_false_is_taken_and_true_refused(make):
+    # MONAI code that spells out lazy=False failed with "unexpected keyword argument 'lazy'"
+    assert make(False)({"image": torch.ones(1, 4, 4, 4)}) is not None
+    with pytest.raises(ValueError, match=r"lazy=True \(MONAI's lazy resampling\) is not reproduced"):
+        make(True)
