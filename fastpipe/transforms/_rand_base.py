@@ -111,18 +111,19 @@ def check_lazy(who: str, lazy: Any) -> None:
 
 
 def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
-    """MONAI's range argument: a number ``v >= 0`` means ``(-v, v)``, a pair ``(lo, hi)`` is sorted; no NaN."""
+    """MONAI's range argument: a number ``v`` means ``(-|v|, |v|)`` (MONAI's ``(min(-v, v), max(-v, v))``,
+    so ``-0.1`` is ``(-0.1, 0.1)``), a pair ``(lo, hi)`` is sorted; no NaN."""
     if isinstance(value, (int, float)):
         v = float(value)
-        if math.isnan(v) or v < 0:
+        if math.isnan(v):
             raise ValueError(
-                f"{who}: {name} must be a number >= 0 (range (-{name}, {name})) or a pair, got {value!r}"
+                f"{who}: {name} must be a number (range (-{name}, {name})) or a pair, got {value!r}"
             )
-        return -v, v
+        return -abs(v), abs(v)
     try:
         lo, hi = (float(x) for x in value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{who}: {name} must be a number >= 0 or a pair (low, high), got {value!r}") from err
+        raise ValueError(f"{who}: {name} must be a number or a pair (low, high), got {value!r}") from err
     if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise ValueError(f"{who}: {name} must be finite, got {value!r}")
     return min(lo, hi), max(lo, hi)

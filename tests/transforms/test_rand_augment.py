@@ -134,10 +134,8 @@ def test_missing_keys_like_monai():
         (lambda: T.RandFlipd("image", spatial_axis=[0, 4]), r"RandFlipd: spatial_axis .* got 4"),
         # MONAI's torch.flip refuses a repeated axis at the call; fused into the crop it flipped once
         (lambda: T.RandFlipd("image", spatial_axis=[0, -3]), r"RandFlipd: spatial_axis names an axis twice, got \[0, -3\]"),
-        (lambda: T.RandShiftIntensityd("image", offsets=-0.1), r"RandShiftIntensityd: offsets must be a number >= 0 .* got -0.1"),
         (lambda: T.RandShiftIntensityd("image", offsets=math.nan), r"RandShiftIntensityd: offsets .* got nan"),
         (lambda: T.RandShiftIntensityd("image", offsets=(0.0, math.nan)), r"RandShiftIntensityd: offsets must be finite"),
-        (lambda: T.RandScaleIntensityd("image", factors=-1), r"RandScaleIntensityd: factors must be a number >= 0"),
         (lambda: T.RandFlipd("image", prob=1.5), r"RandFlipd: prob must be in \[0, 1\], got 1.5"),
         (lambda: T.RandRotate90d("image", prob=-0.1), r"RandRotate90d: prob must be in \[0, 1\], got -0.1"),
         (lambda: T.RandShiftIntensityd("image", 0.1, prob=math.nan), r"RandShiftIntensityd: prob must be in \[0, 1\], got nan"),
@@ -149,6 +147,19 @@ def test_missing_keys_like_monai():
 def test_bad_input_names_transform_and_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("value", [-0.1, -1, 0.3, 0, (-0.2, -0.5)])
+def test_single_negative_range_reads_as_monai_symmetric_range(value):
+    # MONAI takes a number v as (min(-v, v), max(-v, v)): -0.1 is (-0.1, 0.1), not an error
+    assert (
+        T.RandShiftIntensityd("image", offsets=value).offsets
+        == M.RandShiftIntensityd("image", value).shifter.offsets
+    )
+    assert (
+        T.RandScaleIntensityd("image", factors=value).factors
+        == M.RandScaleIntensityd("image", value).scaler.factors
+    )
 
 
 def test_axis_outside_a_smaller_volume_is_named_at_call():
