@@ -23,6 +23,7 @@ Semantics are MONAI 1.6's, one draw per crop, the same draw for every key:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -207,8 +208,9 @@ class RandAdjustContrastd(RandDictTransform):
         keys: keys to change (str or sequence); each is adjusted over its own range, so, as in MONAI,
             they may differ in shape (a 4-channel image and a 1-channel mask, say).
         prob: probability of adjusting (default 0.1), one draw per call (per crop after a crop).
-        gamma: a pair ``(lo, hi)`` of numbers ``>= 0``, or a number ``> 0.5`` meaning ``(0.5, gamma)``
-            (default ``(0.5, 4.5)``).
+        gamma: a pair ``(lo, hi)`` of numbers, or a number ``> 0.5`` meaning ``(0.5, gamma)`` (default
+            ``(0.5, 4.5)``). As in MONAI a pair may go below 0 (with a warning: a negative gamma gives
+            the crop's minimum voxel ``inf``).
         invert_image: negate before and after the curve (nnU-Net's; default False).
         retain_stats: give the result the crop's mean and standard deviation from before (default False).
         allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
@@ -252,8 +254,12 @@ class RandAdjustContrastd(RandDictTransform):
                 f"{who}: gamma must be a number > 0.5 or a pair (low, high), got {gamma!r}"
             ) from err
         lo, hi = min(lo, hi), max(lo, hi)
-        if lo < 0:  # a negative power sends the volume's minimum (0 after the rescale) to inf
-            raise ValueError(f"{who}: gamma values must be >= 0, got {gamma!r}")
+        if lo < 0:  # MONAI takes the pair as it is: a negative power sends each crop's minimum to inf
+            warnings.warn(
+                f"{who}: gamma {gamma!r} allows a negative gamma, which turns each crop's minimum voxel into "
+                "inf (NaN for a constant crop), as MONAI computes it",
+                stacklevel=3,
+            )
         return lo, hi
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
