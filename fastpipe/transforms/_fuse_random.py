@@ -7,9 +7,10 @@ copied). Two rewrites, each only where the result is exactly MONAI's:
 1. **Suffix.** A run of ``RandFlipd``, ``RandRotate90d``, ``RandScaleIntensityd`` and
    ``RandShiftIntensityd`` right after the crop joins the crop: each draws once per crop (as MONAI
    draws per element of the crop list) and the gather applies the flips, the quarter turns (as an
-   index permutation) and ``x * scale + shift`` on the transform's keys. The run stops at the first
-   transform that cannot join: another type; keys the crop does not cut; ``channel_wise``; a
-   ``RandScaleIntensityd`` with a dtype other than float32/None; a scale after a shift, or a second
+   index permutation) and ``x * scale + shift`` on the transform's float32 keys (a key of another
+   dtype gets the scale and shift per crop after the gather, with MONAI's dtype rules). The run
+   stops at the first transform that cannot join: another type; keys the crop does not cut;
+   ``channel_wise``; a ``RandScaleIntensityd`` with a dtype other than float32/None; a scale after a shift, or a second
    scale or shift, on one key (the op computes one ``x * s + o``); a ``RandRotate90d`` whose plane
    has unequal crop sides (or may shrink under ``allow_smaller``). What follows runs per item.
 2. **Pad.** A ``SpatialPadd`` with ``mode="constant"`` and value 0 on exactly the crop's keys, with

@@ -28,9 +28,10 @@ from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
 from fastpipe.transforms._crop_suffix import (
     KeyPlans,
-    check_intensity_dtype,
+    apply_intensity_per_crop,
     check_turned_size,
     draw_suffix,
+    intensity_per_crop,
     virtual_pads,
 )
 from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys, missing_key
@@ -312,6 +313,9 @@ class RandCropByPosNegLabeld:
         calls = [self._crop_call(items, key, s, plans, names, first=i == 0) for i, key in enumerate(keys)]
         with annotate(f"crop_batch[{','.join(keys)}]", "kernel"):  # one table copy, one launch for every key
             out.update(zip(keys, crop_batches(calls, backend=self.backend), strict=True))
+        for key in keys:  # a key the op cannot scale/shift as MONAI would (not float32): per crop
+            if intensity_per_crop(plans.get(key)[0], items[0][key].dtype):
+                out[key] = apply_intensity_per_crop(out[key], self._augs, draws, key)
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out
 
@@ -322,7 +326,8 @@ class RandCropByPosNegLabeld:
         vols = [d[key] for d in items]
         terms, op_args = plans.get(key)
         check_turned_size(terms, s.size, key)
-        check_intensity_dtype(terms, key, vols[0].dtype)
+        if intensity_per_crop(terms, vols[0].dtype):  # applied after the gather (batch_call)
+            op_args = {**op_args, "scale": None, "shift": None}
         shape = (s.starts.shape[0], vols[0].shape[0], *s.size)
         if vols[0].device.type == "cpu":
             buf = self._out_pool.empty(shape, vols[0].dtype)

@@ -8,7 +8,8 @@ dtype rules are MONAI's on the per-item path: a shift keeps the image's dtype (a
 shifted in float and cast back, truncating, or clamped to the dtype's range first with
 ``safe=True``); a scale returns ``dtype`` (float32 by default) when it fires, the input unchanged
 when it does not (MONAI's dictionary transform). The fused
-path computes in float32 only and raises ``TypeError`` for any other dtype.
+path computes in float32, so for a key of any other dtype the crop applies these steps per crop
+after its gather, with the rules above.
 """
 
 from __future__ import annotations
