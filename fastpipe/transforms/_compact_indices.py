@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fastpipe.transforms._rand_base import stream_copy
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
 from fastpipe.transforms.utility import DEVICE_POINT_NAMES
@@ -81,7 +82,7 @@ def wire_indices(chain: Any) -> list[Any]:
         t = chain[j] if j >= 0 else None
         if type(t) is not FgBgToIndicesd or crop.label_key not in t.keys or not _same_rule(t, crop):
             continue
-        wired = copy.deepcopy(crop)
+        wired = stream_copy(crop)
         wired.fg_indices_key = f"{crop.label_key}{t.fg_postfix}"
         wired.bg_indices_key = f"{crop.label_key}{t.bg_postfix}"
         if all(_passes(u, wired, t.image_key) for u in chain[j + 1 : c]):  # the lists reach it unchanged
@@ -111,7 +112,7 @@ def compact_chain(chain: list[Any]) -> list[Any]:
             continue
         idx = copy.deepcopy(chain[j])
         idx.compact_keys = (*idx.compact_keys, crop.label_key)
-        fused = copy.deepcopy(crop)
+        fused = stream_copy(crop)
         fused._bg_rule = (idx.image_key, idx.image_threshold)
         chain[j], chain[c] = idx, fused
     return chain

@@ -5,11 +5,13 @@
 absorbed ``SpatialPadd``. Each transform draws once per crop from the crop's generator, in chain
 order; a key then gets the orientation composed of the spatial transforms that name it and the
 ``scale``/``shift`` of the intensity transforms that name it (at most one of each, scale first:
-the fusion guarantees that).
+the fusion guarantees that). A key whose volumes are not float32 gets its intensity steps per crop
+after the gather instead (:func:`apply_intensity_per_crop`), with MONAI's dtype rules.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,11 +114,42 @@ def check_turned_size(terms: dict[str, Any], size: tuple[int, int, int], key: st
         )
 
 
-def check_intensity_dtype(terms: dict[str, Any], key: str, dtype: torch.dtype) -> None:
-    """The fused intensity computes in float32: raise ``TypeError`` saying why for any other dtype."""
-    if terms["names"] and dtype != torch.float32:
-        raise TypeError(
-            f"RandCropByPosNegLabeld: {' and '.join(terms['names'])} fused into the crop need float32 {key!r}, "
-            f"got {dtype}; MONAI would compute in float and cast back to {dtype} (shift) or return float32 "
-            "(scale). Convert first (EnsureTyped(keys, dtype=torch.float32)) or drop the key from the transform"
-        )
+def intensity_per_crop(terms: dict[str, Any], dtype: torch.dtype) -> bool:
+    """Whether a key's fused intensity steps run per crop after the gather instead of in it.
+
+    The op computes ``x * scale + shift`` in float32, which is MONAI's result for float32 volumes
+    only: MONAI computes a float16/bfloat16 crop in its own dtype, an integer one in float32 cast back
+    (shift) or to float32 (scale), a float64 one in float64.
+    """
+    return bool(terms["names"]) and dtype != torch.float32
+
+
+def apply_intensity_per_crop(
+    x: torch.Tensor, augs: Sequence[Any], draws: list[dict[str, torch.Tensor]], key: str
+) -> torch.Tensor:
+    """``key``'s crops ``x`` after its fused intensity steps, each crop through them as MONAI runs them.
+
+    Every crop goes through the steps in chain order (``apply_one``: MONAI's dtype rules); the crops
+    that changed are written back, the batch first converted to the dtype that stacking MONAI's crops
+    gives (float32 when a scale fired on any crop of a float16 key, say).
+
+    Shape:
+        ``x``: ``(N, C, *size)``; the result has the same shape.
+    """
+    steps = [(t, p) for t, p in zip(augs, draws, strict=True) if key in t.keys and hasattr(t, "fused_term")]
+    changed = {}
+    for i in range(x.shape[0]):
+        row = v = x[i]
+        for t, p in steps:
+            v = t.apply_one(v, p, i)
+        if v is not row:
+            changed[i] = v
+    if not changed:
+        return x
+    kept = [x.dtype] if len(changed) < x.shape[0] else []
+    dtype = functools.reduce(torch.promote_types, [v.dtype for v in changed.values()] + kept)
+    if dtype != x.dtype:
+        x = x.to(dtype)
+    for i, v in changed.items():
+        x[i].copy_(v)
+    return x

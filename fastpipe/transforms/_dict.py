@@ -18,6 +18,16 @@ def ensure_keys(keys: str | Sequence[str] | None) -> tuple[str, ...]:
     return (keys,) if isinstance(keys, str) else tuple(keys)
 
 
+def arrays_as_tensors(items: list[dict[Any, Any]], keys: Sequence[Any]) -> list[dict[Any, Any]]:
+    """``items`` with the numpy arrays under ``keys`` as tensors (zero-copy), as MONAI's transforms
+    take them; an item without any is returned as is, another is a shallow copy (the item is not changed)."""
+    out = []
+    for d in items:
+        arrays = {k: torch.as_tensor(d[k]) for k in keys if isinstance(d.get(k), np.ndarray)}
+        out.append({**d, **arrays} if arrays else d)
+    return out
+
+
 def per_key(value: Any, keys: tuple[str, ...], name: str) -> tuple[Any, ...]:
     """One option per key: a scalar/str is repeated, a sequence must match ``len(keys)``."""
     if isinstance(value, (str, int, float, bool)) or value is None or not isinstance(value, Sequence):

@@ -7,9 +7,10 @@ copied). Two rewrites, each only where the result is exactly MONAI's:
 1. **Suffix.** A run of ``RandFlipd``, ``RandRotate90d``, ``RandScaleIntensityd`` and
    ``RandShiftIntensityd`` right after the crop joins the crop: each draws once per crop (as MONAI
    draws per element of the crop list) and the gather applies the flips, the quarter turns (as an
-   index permutation) and ``x * scale + shift`` on the transform's keys. The run stops at the first
-   transform that cannot join: another type; keys the crop does not cut; ``channel_wise``; a
-   ``RandScaleIntensityd`` with a dtype other than float32/None; a scale after a shift, or a second
+   index permutation) and ``x * scale + shift`` on the transform's float32 keys (a key of another
+   dtype gets the scale and shift per crop after the gather, with MONAI's dtype rules). The run
+   stops at the first transform that cannot join: another type; keys the crop does not cut;
+   ``channel_wise``; a ``RandScaleIntensityd`` with a dtype other than float32/None; a scale after a shift, or a second
    scale or shift, on one key (the op computes one ``x * s + o``); a ``RandRotate90d`` whose plane
    has unequal crop sides (or may shrink under ``allow_smaller``). What follows runs per item.
 2. **Pad.** A ``SpatialPadd`` with ``mode="constant"`` and value 0 on exactly the crop's keys, with
@@ -29,13 +30,13 @@ copied). Two rewrites, each only where the result is exactly MONAI's:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from fastpipe.transforms._compact_indices import compact_chain, wire_indices
+from fastpipe.transforms._rand_base import stream_copy
 from fastpipe.transforms.indices import FgBgToIndicesd
 from fastpipe.transforms.pad import SpatialPadd
 from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
@@ -124,7 +125,7 @@ def _absorb_pad(chain: list[Any], c: int) -> list[Any]:
     if j < 0 or not _pad_ok(chain[j], crop, chain[:j], chain[j + 1 : c]):
         return chain
     pad = chain[j]
-    fused = copy.deepcopy(crop)
+    fused = stream_copy(crop)
     fused._pad = (pad.spatial_size, pad.method, _pad_is_bg(chain[j + 1 : c], crop))
     return [*chain[:j], *chain[j + 1 : c], fused, *chain[c + 1 :]]
 
@@ -156,7 +157,7 @@ def fuse_random(transforms: Sequence[Any]) -> list[Any]:
                 augs.append(chain[i])
                 i += 1
             if augs:
-                t = copy.deepcopy(t) if any(t is x for x in transforms) else t
+                t = stream_copy(t) if any(t is x for x in transforms) else t
                 t._augs = (*t._augs, *augs)
         out.append(t)
     return out

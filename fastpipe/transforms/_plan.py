@@ -25,6 +25,7 @@ from fastpipe.transforms.compose import flatten, split_chain
 
 log = logging.getLogger("fastpipe")
 
+INTENSITY_WHY = "the gather computes in float32; MONAI in the key's dtype, casting as it does"
 SWAPPED, MONAI, FASTPIPE, OTHER, INSERTED = "MONAI -> fastpipe", "MONAI", "fastpipe", "callable", "inserted"
 
 
@@ -252,6 +253,8 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
         pad = s.name == "SpatialPadd"
         s.stage = "fused"
         s.note = f"absorbed into {crop}'s gather (no padded copy cached)" if pad else f"fused into {crop}"
+        if hasattr(s.obj, "fused_term"):  # RandScaleIntensityd, RandShiftIntensityd
+            s.note += f" for float32 keys; keys of another dtype per crop after it ({INTENSITY_WHY})"
     if plan.batched:
         rest[0].stage = "batched"
         size = tuple(getattr(rest[0].obj, "spatial_size", ()))

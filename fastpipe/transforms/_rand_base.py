@@ -9,26 +9,64 @@ batched path draw from the same distribution.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import secrets
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
-def seeded_generator(seed: int | None = None, state: torch.Generator | None = None) -> torch.Generator:
+def seeded_generator(seed: int | None = None, state: Any = None) -> torch.Generator:
     """``state`` itself when given, else a new CPU ``torch.Generator`` seeded with ``seed``.
 
     ``seed=None`` seeds from the OS's entropy, as MONAI's ``set_random_state()`` does, and leaves
-    torch's global generator alone (``torch.seed()`` would reseed it under the user's feet).
+    torch's global generator alone (``torch.seed()`` would reseed it under the user's feet). Any int
+    is a seed (taken modulo 2**64, as MONAI takes its own modulo 2**32). A MONAI-style
+    ``numpy.random.RandomState`` ``state`` seeds a new generator with one draw from it.
+
+    Raises:
+        TypeError: ``state`` is neither a CPU ``torch.Generator`` nor a ``numpy.random.RandomState``.
     """
+    if isinstance(state, np.random.RandomState):
+        return torch.Generator().manual_seed(int(state.randint(2**63 - 1, dtype=np.int64)))
     if state is not None:
+        if not isinstance(state, torch.Generator) or state.device.type != "cpu":
+            raise TypeError(
+                f"set_random_state: state must be a CPU torch.Generator or a numpy.random.RandomState, got {state!r}"
+            )
         return state
-    return torch.Generator().manual_seed(int(seed if seed is not None else secrets.randbits(63)))
+    return torch.Generator().manual_seed(int(seed if seed is not None else secrets.randbits(63)) % 2**64)
+
+
+def worker_seed() -> int | None:
+    """The seed torch gives this ``DataLoader`` worker process, ``None`` outside one."""
+    info = get_worker_info()
+    return None if info is None else int(info.seed)
+
+
+def worker_stream(owner: Any) -> torch.Generator:
+    """``owner.generator``, first reseeded when ``owner`` runs in a ``DataLoader`` worker it was not seeded in.
+
+    Worker processes start with copies of the transforms, so without this every worker would draw
+    the same parameters: MONAI's ``DataLoader`` reseeds only MONAI's own transforms (a MONAI
+    ``Compose`` skips the others), torch's none. The new seed mixes the worker's seed (new per worker
+    and epoch) with a draw from the copy's generator (different per transform), so runs stay
+    reproducible. A transform seeded in the worker (``set_random_state`` there, as fastpipe's
+    datasets do) keeps its stream.
+    """
+    ws = worker_seed()
+    if ws != getattr(owner, "_seeded_in", None):
+        own = int(torch.randint(0, 2**62, (1,), generator=owner.generator))
+        owner.generator = torch.Generator().manual_seed(hash((ws, own)) % 2**63)
+        owner._seeded_in = ws
+    return owner.generator
 
 
 def generator_from_state(state: torch.Tensor) -> torch.Generator:
@@ -36,6 +74,20 @@ def generator_from_state(state: torch.Tensor) -> torch.Generator:
     gen = torch.Generator()
     gen.set_state(state)
     return gen
+
+
+def stream_copy(t: Any) -> Any:
+    """A deep copy of ``t`` that draws from ``t``'s own generator object, not a copy of it.
+
+    The chain rewrites (``fuse_random``, ``compact_chain``) run copies of a chain's crop; sharing the
+    generator keeps them one random stream with the transform the user holds, so a ``Compose`` that
+    rebuilds its rewritten chain after a ``set_random_state`` continues (or restarts) that stream
+    instead of replaying the crop's draws from where the copy was made.
+    """
+    out = copy.deepcopy(t)
+    if isinstance(getattr(t, "generator", None), torch.Generator):
+        out.generator = t.generator
+    return out
 
 
 def check_prob(who: str, prob: Any) -> float:
@@ -49,19 +101,29 @@ def check_prob(who: str, prob: Any) -> float:
     return p
 
 
+def check_lazy(who: str, lazy: Any) -> None:
+    """MONAI's ``lazy`` argument: ``False`` (its default) is accepted; ``True`` raises ``ValueError`` naming ``who``."""
+    if lazy:
+        raise ValueError(
+            f"{who}: lazy={lazy!r} (MONAI's lazy resampling) is not reproduced; fastpipe applies the "
+            "transform at once (leave lazy at False)"
+        )
+
+
 def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
-    """MONAI's range argument: a number ``v >= 0`` means ``(-v, v)``, a pair ``(lo, hi)`` is sorted; no NaN."""
+    """MONAI's range argument: a number ``v`` means ``(-|v|, |v|)`` (MONAI's ``(min(-v, v), max(-v, v))``,
+    so ``-0.1`` is ``(-0.1, 0.1)``), a pair ``(lo, hi)`` is sorted; no NaN."""
     if isinstance(value, (int, float)):
         v = float(value)
-        if math.isnan(v) or v < 0:
+        if math.isnan(v):
             raise ValueError(
-                f"{who}: {name} must be a number >= 0 (range (-{name}, {name})) or a pair, got {value!r}"
+                f"{who}: {name} must be a number (range (-{name}, {name})) or a pair, got {value!r}"
             )
-        return -v, v
+        return -abs(v), abs(v)
     try:
         lo, hi = (float(x) for x in value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{who}: {name} must be a number >= 0 or a pair (low, high), got {value!r}") from err
+        raise ValueError(f"{who}: {name} must be a number or a pair (low, high), got {value!r}") from err
     if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise ValueError(f"{who}: {name} must be finite, got {value!r}")
     return min(lo, hi), max(lo, hi)
@@ -93,10 +155,10 @@ class RandDictTransform:
         self.set_random_state(int(torch.randint(0, 2**62, (1,))))
 
     def set_random_state(
-        self, seed: int | None = None, state: torch.Generator | None = None
+        self, seed: int | None = None, state: torch.Generator | np.random.RandomState | None = None
     ) -> RandDictTransform:
-        """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``); returns ``self``."""
-        self.generator = seeded_generator(seed, state)
+        """Reseed with a new CPU ``torch.Generator`` (or adopt ``state``; see :func:`seeded_generator`); returns ``self``."""
+        self.generator, self._seeded_in = seeded_generator(seed, state), worker_seed()
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -106,6 +168,10 @@ class RandDictTransform:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, generator=generator_from_state(state["generator"]))
+
+    def stream(self) -> torch.Generator:
+        """This transform's generator (reseeded once in a new ``DataLoader`` worker: :func:`worker_stream`)."""
+        return worker_stream(self)
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The parameters of ``n`` crops (host tensors with a leading ``n``), from ``generator`` or this transform's own."""
@@ -149,7 +215,8 @@ class RandDictTransform:
         ``batch`` holds tensors with a leading ``N`` (a batched crop's fresh output); only the rows whose
         draw changes them are written, so a batch costs what its fired crops cost, and no crop is split
         out or stacked again. A key whose changed rows come back in another dtype (an integer image
-        scaled to float32, say) is converted as a whole first, as stacking those crops would.
+        scaled to float32, say) is converted as a whole first to the dtype stacking those crops would
+        give (the changed rows' own when every row changed).
 
         Raises:
             ValueError: a changed row came back in another shape (see :meth:`keeps_shape`).
@@ -173,7 +240,11 @@ class RandDictTransform:
                 raise ValueError(
                     f"{who}: {key!r} crops changed shape {tuple(x.shape[1:])} -> {sorted(shapes)}"
                 )
-            dtype = functools.reduce(torch.promote_types, (v.dtype for v in changed.values()), x.dtype)
+            # the dtype stacking the crops gives: the changed rows' alone when every row changed (all
+            # scaled to float16, say), else promoted with the rows kept in the batch's dtype
+            kept = len(changed) < x.shape[0]
+            dtypes = [v.dtype for v in changed.values()] + ([x.dtype] if kept else [])
+            dtype = functools.reduce(torch.promote_types, dtypes)
             if dtype != x.dtype:
                 x = batch[key] = x.to(dtype)
             for i, v in changed.items():

@@ -77,11 +77,24 @@ class Compose:
     def __init__(self, transforms: Sequence[Transform] | Transform | None = None) -> None:
         self.transforms = flatten(transforms)
         self._fused: list[Transform] | None = None
+        self._fused_generators: list[Any] = []  # the transforms' generators when ``_fused`` was built
+
+    def _generators(self) -> list[Any]:
+        return [getattr(t, "generator", None) for t in self.transforms]
 
     def fused(self) -> list[Transform]:
-        """The chain as it runs: ``fuse_random`` then ``fuse_spatial`` (built once; copies, the originals stay as given)."""
-        if self._fused is None:
-            self._fused = fuse_spatial(fuse_random(self.transforms))
+        """The chain as it runs: ``fuse_random`` then ``fuse_spatial`` (copies, the originals stay as given).
+
+        Built once, and again after a transform of the chain was reseeded (``set_random_state``
+        installs a new generator), so that reseeding a crop replays its draws as in MONAI; the copies
+        draw from the originals' generators, so the others' streams go on where they were.
+        """
+        gens = self._generators()
+        stale = len(gens) != len(self._fused_generators) or any(
+            a is not b for a, b in zip(gens, self._fused_generators, strict=False)
+        )
+        if self._fused is None or stale:
+            self._fused, self._fused_generators = fuse_spatial(fuse_random(self.transforms)), gens
         return self._fused
 
     def __call__(self, data: Any) -> Any:

@@ -28,13 +28,20 @@ from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
 from fastpipe.transforms._crop_suffix import (
     KeyPlans,
-    check_intensity_dtype,
+    apply_intensity_per_crop,
     check_turned_size,
     draw_suffix,
+    intensity_per_crop,
     virtual_pads,
 )
-from fastpipe.transforms._dict import ensure_keys, missing_key
-from fastpipe.transforms._rand_base import generator_from_state, seeded_generator
+from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys, missing_key
+from fastpipe.transforms._rand_base import (
+    check_lazy,
+    generator_from_state,
+    seeded_generator,
+    worker_seed,
+    worker_stream,
+)
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
 
@@ -84,6 +91,7 @@ class RandCropByPosNegLabeld:
             voxels are background, unless ``image_key`` is set and 0 is not above ``image_threshold``
             (MONAI's rule with indices computed on the padded volume).
         backend: ``"auto"``, ``"torch"`` or ``"cuda"`` (see :func:`fastpipe.ops.crop_batch`).
+        lazy: MONAI's lazy resampling; only False (default) is taken (True raises ``ValueError``).
 
     Shape:
         ``batch_call`` returns ``(B * num_samples, C, *spatial_size)`` per key; crop ``n`` comes from item
@@ -116,7 +124,9 @@ class RandCropByPosNegLabeld:
         allow_missing_keys: bool = False,
         padding_mode: str | None = None,
         backend: str = "auto",
+        lazy: bool = False,
     ) -> None:
+        check_lazy("RandCropByPosNegLabeld", lazy)
         self.keys, self.label_key = ensure_keys(keys), label_key
         self.spatial_size = _check_size(spatial_size)
         if pos < 0 or neg < 0 or pos + neg == 0:
@@ -158,11 +168,10 @@ class RandCropByPosNegLabeld:
             f"num_samples={self.num_samples}{fused})"
         )
 
-    def set_random_state(
-        self, seed: int | None = None, state: torch.Generator | None = None
-    ) -> RandCropByPosNegLabeld:
-        """Reseed the CPU ``torch.Generator`` that drives all draws (or adopt ``state``); returns ``self``."""
-        self.generator = seeded_generator(seed, state)
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> RandCropByPosNegLabeld:
+        """Reseed the CPU ``torch.Generator`` that drives all draws (or adopt ``state``: a CPU
+        ``torch.Generator``, or a ``numpy.random.RandomState`` to draw a seed from); returns ``self``."""
+        self.generator, self._seeded_in = seeded_generator(seed, state), worker_seed()
         return self
 
     def __getstate__(self) -> dict[str, Any]:
@@ -188,6 +197,16 @@ class RandCropByPosNegLabeld:
         """The keys of stored indices this crop reads (and drops from its crops): both or none."""
         fk, bk = self.fg_indices_key, self.bg_indices_key
         return () if fk is None or bk is None else (fk, bk)
+
+    @property
+    def _array_keys(self) -> tuple[str, ...]:
+        """The keys whose numpy arrays the crop reads as tensors: the cropped ones, the label, the image."""
+        return (*self.keys, self.label_key, *((self.image_key,) if self.image_key is not None else ()))
+
+    @property
+    def dropped_keys(self) -> tuple[str, ...]:
+        """The index keys left out of the crops: every one given, even alone (MONAI pops each given key)."""
+        return tuple(k for k in (self.fg_indices_key, self.bg_indices_key) if k is not None)
 
     def _indices(self, d: dict[str, Any], label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fk, bk = self.fg_indices_key, self.bg_indices_key
@@ -243,6 +262,7 @@ class RandCropByPosNegLabeld:
 
     def sample(self, items: list[dict[str, Any]]) -> tuple[CropSample, list[dict[str, torch.Tensor]]]:
         """Draw the crops (and the fused suffix's parameters) of a batch without cutting anything."""
+        items = arrays_as_tensors(items, self._array_keys)
         keys = self._present_keys(items)
         shapes = self._check_shapes(items, keys)
         pads = virtual_pads(shapes, self._pad)
@@ -251,15 +271,16 @@ class RandCropByPosNegLabeld:
         names = [item_name(d) for d in items]
         reject = [self._reject(d, i[1]) for d, i in zip(items, idx, strict=True)]
         with self._lock:
+            gen = worker_stream(self)
             try:
                 s = sample_crops(
                     [i[0] for i in idx], [i[1] for i in idx], [p.padded for p in pads] if pads else shapes,
-                    self.spatial_size, self.num_samples, self.pos_ratio, self.generator, device,
+                    self.spatial_size, self.num_samples, self.pos_ratio, gen, device,
                     self.allow_smaller, names, pads, reject,
                 )  # fmt: skip
             except ValueError as err:  # the op names the volume; say which transform asked
                 raise ValueError(f"RandCropByPosNegLabeld: {err}") from err
-            draws = draw_suffix(self._augs, s.starts.shape[0], self.generator)
+            draws = draw_suffix(self._augs, s.starts.shape[0], gen)
         if pads is not None:  # back to the unpadded volume's voxels
             lo = to_device(torch.tensor([p.lo for p in pads], dtype=torch.int64), s.starts.device)[
                 s.vol_index
@@ -272,15 +293,16 @@ class RandCropByPosNegLabeld:
 
         Keys not cropped become lists of length ``B * num_samples``: a copy of each item's value (its
         tensors and arrays copied, so no edit reaches the item), shared by that item's crops; the
-        index keys read are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
+        index keys given are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
         patch came from.
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
+        items = arrays_as_tensors(items, self._array_keys)  # numpy volumes, as MONAI takes them
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}
-        skip = set(self.index_keys)
+        skip = set(self.dropped_keys)
         for key in items[0]:
             if key not in self.keys and key not in skip:  # a copy per item, shared by its crops: the
                 # items may be cache entries, which nothing downstream may write into
@@ -291,6 +313,9 @@ class RandCropByPosNegLabeld:
         calls = [self._crop_call(items, key, s, plans, names, first=i == 0) for i, key in enumerate(keys)]
         with annotate(f"crop_batch[{','.join(keys)}]", "kernel"):  # one table copy, one launch for every key
             out.update(zip(keys, crop_batches(calls, backend=self.backend), strict=True))
+        for key in keys:  # a key the op cannot scale/shift as MONAI would (not float32): per crop
+            if intensity_per_crop(plans.get(key)[0], items[0][key].dtype):
+                out[key] = apply_intensity_per_crop(out[key], self._augs, draws, key)
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out
 
@@ -301,7 +326,8 @@ class RandCropByPosNegLabeld:
         vols = [d[key] for d in items]
         terms, op_args = plans.get(key)
         check_turned_size(terms, s.size, key)
-        check_intensity_dtype(terms, key, vols[0].dtype)
+        if intensity_per_crop(terms, vols[0].dtype):  # applied after the gather (batch_call)
+            op_args = {**op_args, "scale": None, "shift": None}
         shape = (s.starts.shape[0], vols[0].shape[0], *s.size)
         if vols[0].device.type == "cpu":
             buf = self._out_pool.empty(shape, vols[0].dtype)
@@ -315,11 +341,11 @@ class RandCropByPosNegLabeld:
         """MONAI's per-item call: a list of ``num_samples`` dicts.
 
         Patches are views of one batch tensor; the other values are copied once (tensors and arrays)
-        and shared between the dicts, not deep-copied per dict as MONAI does; the index keys read are
+        and shared between the dicts, not deep-copied per dict as MONAI does; the index keys given are
         dropped, as MONAI pops them.
         """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]
-        skip = set(self.index_keys)
+        skip = set(self.dropped_keys)
         rest = {k: fresh_copy(v) for k, v in data.items() if k not in skip and k not in cropped}
         return [{**rest, **{k: batch[k][i] for k in cropped}} for i in range(self.num_samples)]

@@ -8,7 +8,8 @@ dtype rules are MONAI's on the per-item path: a shift keeps the image's dtype (a
 shifted in float and cast back, truncating, or clamped to the dtype's range first with
 ``safe=True``); a scale returns ``dtype`` (float32 by default) when it fires, the input unchanged
 when it does not (MONAI's dictionary transform). The fused
-path computes in float32 only and raises ``TypeError`` for any other dtype.
+path computes in float32, so for a key of any other dtype the crop applies these steps per crop
+after its gather, with the rules above.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class _RandIntensity(RandDictTransform):
     def draw(
         self, n: int, generator: torch.Generator | None = None, channels: int = 1
     ) -> dict[str, torch.Tensor]:
-        fire, _ = draw_uniform(n, generator or self.generator, self.prob, 0.0, 1.0)
+        g = generator or self.stream()
+        fire, _ = draw_uniform(n, g, self.prob, 0.0, 1.0)
         lo, hi = self.range
-        u = torch.rand((n, channels), generator=generator or self.generator, dtype=torch.float64)
+        u = torch.rand((n, channels), generator=g, dtype=torch.float64)
         return {"fire": fire, "value": lo + (hi - lo) * u}
 
     def _channels(self, data: dict[Hashable, Any], axis: int) -> int:
@@ -86,7 +88,7 @@ class RandShiftIntensityd(_RandIntensity):
 
     Args:
         keys: keys to shift (str or sequence).
-        offsets: a number ``>= 0`` (range ``(-offsets, offsets)``) or a pair ``(lo, hi)``; no NaN.
+        offsets: a number (range ``(-|offsets|, |offsets|)``, as MONAI) or a pair ``(lo, hi)``; no NaN.
         safe: clamp to an integer dtype's range before casting back (default False: wrap, as MONAI).
         prob: probability of shifting (default 0.1).
         channel_wise: one offset per channel (default False; not fused into the crop).
@@ -132,7 +134,7 @@ class RandScaleIntensityd(_RandIntensity):
 
     Args:
         keys: keys to scale (str or sequence).
-        factors: a number ``>= 0`` (range ``(-factors, factors)``) or a pair ``(lo, hi)``; no NaN.
+        factors: a number (range ``(-|factors|, |factors|)``, as MONAI) or a pair ``(lo, hi)``; no NaN.
         prob: probability of scaling (default 0.1).
         channel_wise: one factor per channel (default False; not fused into the crop).
         dtype: output dtype when it fires (default float32; ``None`` keeps the input's).

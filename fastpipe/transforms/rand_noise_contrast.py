@@ -14,7 +14,8 @@ Semantics are MONAI 1.6's, one draw per crop, the same draw for every key:
   torch's generator of the volume's device: a seed gives the same noise on every run on one kind of
   device, not across devices, and never MONAI's numpy values.
 - ``RandAdjustContrastd``: with probability ``prob``, ``gamma ~ U(lo, hi)`` and
-  ``((x - min) / (range + 1e-7)) ** gamma * range + min`` over the whole crop, with MONAI's
+  ``((x - min) / (range + 1e-7)) ** gamma * range + min`` over the whole crop of each key (the keys
+  may differ in shape, as in MONAI: only the gamma is shared), with MONAI's
   ``invert_image`` and ``retain_stats`` (nnU-Net's). On the CPU the operations are MONAI's own, in
   its order. Integer volumes are converted to float32 first (MONAI's result dtype).
 """
@@ -22,6 +23,7 @@ Semantics are MONAI 1.6's, one draw per crop, the same draw for every key:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -162,7 +164,7 @@ class RandGaussianNoised(_SharedDraw):
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``fire`` (n,) bool, ``std`` (n,) float64, ``seed`` (n,) int64 of each crop's noise."""
-        g = generator or self.generator
+        g = generator or self.stream()
         fire, u = draw_uniform(n, g, self.prob, 0.0, 1.0)
         std = u * self.std if self.sample_std else torch.full((n,), self.std, dtype=torch.float64)
         return {"fire": fire, "std": std, "seed": torch.randint(0, _SEED_HIGH, (n,), generator=g)}
@@ -197,16 +199,18 @@ class RandGaussianNoised(_SharedDraw):
         return f", mean={self.mean}, std={self.std}, sample_std={self.sample_std}"
 
 
-class RandAdjustContrastd(_SharedDraw):
+class RandAdjustContrastd(RandDictTransform):
     """Gamma-adjust the contrast with probability ``prob`` (MONAI's ``RandAdjustContrastd``), one gamma for every key.
 
-    ``x = ((x - min) / (range + 1e-7)) ** gamma * range + min`` over each crop, ``gamma ~ U(lo, hi)``.
+    ``x = ((x - min) / (range + 1e-7)) ** gamma * range + min`` over each crop and key, ``gamma ~ U(lo, hi)``.
 
     Args:
-        keys: keys to change (str or sequence); they must have one shape.
+        keys: keys to change (str or sequence); each is adjusted over its own range, so, as in MONAI,
+            they may differ in shape (a 4-channel image and a 1-channel mask, say).
         prob: probability of adjusting (default 0.1), one draw per call (per crop after a crop).
-        gamma: a pair ``(lo, hi)`` of numbers ``>= 0``, or a number ``> 0.5`` meaning ``(0.5, gamma)``
-            (default ``(0.5, 4.5)``).
+        gamma: a pair ``(lo, hi)`` of numbers, or a number ``> 0.5`` meaning ``(0.5, gamma)`` (default
+            ``(0.5, 4.5)``). As in MONAI a pair may go below 0 (with a warning: a negative gamma gives
+            the crop's minimum voxel ``inf``).
         invert_image: negate before and after the curve (nnU-Net's; default False).
         retain_stats: give the result the crop's mean and standard deviation from before (default False).
         allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
@@ -250,13 +254,17 @@ class RandAdjustContrastd(_SharedDraw):
                 f"{who}: gamma must be a number > 0.5 or a pair (low, high), got {gamma!r}"
             ) from err
         lo, hi = min(lo, hi), max(lo, hi)
-        if lo < 0:  # a negative power sends the volume's minimum (0 after the rescale) to inf
-            raise ValueError(f"{who}: gamma values must be >= 0, got {gamma!r}")
+        if lo < 0:  # MONAI takes the pair as it is: a negative power sends each crop's minimum to inf
+            warnings.warn(
+                f"{who}: gamma {gamma!r} allows a negative gamma, which turns each crop's minimum voxel into "
+                "inf (NaN for a constant crop), as MONAI computes it",
+                stacklevel=3,
+            )
         return lo, hi
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``fire`` (n,) bool and ``gamma`` (n,) float64 ``~ U(lo, hi)``."""
-        fire, gamma = draw_uniform(n, generator or self.generator, self.prob, *self.gamma)
+        fire, gamma = draw_uniform(n, generator or self.stream(), self.prob, *self.gamma)
         return {"fire": fire, "gamma": gamma}
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:

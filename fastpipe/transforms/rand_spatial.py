@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fastpipe.ops.rand_params import Orientation, draw_k, draw_uniform
-from fastpipe.transforms._rand_base import RandDictTransform, check_axis
+from fastpipe.transforms._rand_base import RandDictTransform, check_axis, check_lazy
 
 
 def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]:
@@ -41,6 +41,7 @@ class RandFlipd(RandDictTransform):
         spatial_axis: spatial axis or axes to flip (negative allowed); ``None`` (default) flips every
             spatial axis.
         allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
+        lazy: MONAI's lazy resampling; only False (default) is taken (True raises ``ValueError``).
 
     Shape:
         ``(C, X, Y, Z)`` in and out.
@@ -58,14 +59,18 @@ class RandFlipd(RandDictTransform):
         prob: float = 0.1,
         spatial_axis: int | Sequence[int] | None = None,
         allow_missing_keys: bool = False,
+        lazy: bool = False,
     ) -> None:
         super().__init__(keys, prob, allow_missing_keys)
+        check_lazy("RandFlipd", lazy)
         axes = spatial_axis if spatial_axis is None or not isinstance(spatial_axis, int) else [spatial_axis]
         self.spatial_axis = spatial_axis
         self._axes = None if axes is None else tuple(check_axis("RandFlipd", "spatial_axis", a) for a in axes)
+        if self._axes is not None and len(set(self._axes)) != len(self._axes):  # torch.flip refuses them
+            raise ValueError(f"RandFlipd: spatial_axis names an axis twice, got {spatial_axis!r}")
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        fire, _ = draw_uniform(n, generator or self.generator, self.prob, 0.0, 1.0)
+        fire, _ = draw_uniform(n, generator or self.stream(), self.prob, 0.0, 1.0)
         return {"fire": fire}
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
@@ -99,6 +104,7 @@ class RandRotate90d(RandDictTransform):
         max_k: largest number of quarter turns (default 3), an int >= 1.
         spatial_axes: the two spatial axes of the plane (default ``(0, 1)``; negative allowed).
         allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
+        lazy: MONAI's lazy resampling; only False (default) is taken (True raises ``ValueError``).
 
     Shape:
         ``(C, X, Y, Z)`` in; the two axes of the plane swap sizes for odd ``k``.
@@ -116,8 +122,10 @@ class RandRotate90d(RandDictTransform):
         max_k: int = 3,
         spatial_axes: tuple[int, int] = (0, 1),
         allow_missing_keys: bool = False,
+        lazy: bool = False,
     ) -> None:
         super().__init__(keys, prob, allow_missing_keys)
+        check_lazy("RandRotate90d", lazy)
         if isinstance(max_k, bool) or not isinstance(max_k, Integral) or max_k < 1:
             raise ValueError(f"RandRotate90d: max_k must be an int >= 1, got {max_k!r}")
         axes = tuple(spatial_axes) if isinstance(spatial_axes, Sequence) else (spatial_axes,)
@@ -132,7 +140,7 @@ class RandRotate90d(RandDictTransform):
         return f", max_k={self.max_k}, spatial_axes={self.spatial_axes}"
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        return {"k": draw_k(n, generator or self.generator, self.prob, self.max_k)}
+        return {"k": draw_k(n, generator or self.stream(), self.prob, self.max_k)}
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
         k = int(params["k"][i])

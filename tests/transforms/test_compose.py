@@ -154,3 +154,38 @@ def test_a_nested_monai_compose_with_its_own_settings_gets_the_whole_list():
     assert flatten([nested]) == [nested]  # kept whole, not inlined
     assert len(Compose([TwoSamples(), nested])({"x": 1})) == 1
     assert len(M.Compose([TwoSamples(), nested])({"x": 1})) == 1
+
+
+def _crop_chain_item():
+    import torch
+
+    label = torch.zeros(1, 12, 12, 12)
+    label[0, 3:8, 3:8, 3:8] = 1
+    return {"image": torch.rand((1, 12, 12, 12), generator=torch.Generator().manual_seed(0)), "label": label}
+
+
+@pytest.mark.parametrize("head", ["none", "pad", "indices"])
+def test_reseeding_a_chain_transform_after_the_first_call_replays_it_like_monai(head):
+    # Compose ran copies of the crop (fused with the flip after it, the pad or the indices before
+    # it) made at the first call, so crop.set_random_state(0) afterwards changed nothing: the chain
+    # went on with the copy's old stream instead of replaying the crop's draws
+    import torch
+
+    from fastpipe import transforms as T
+
+    keys = ["image", "label"]
+    crop = T.RandCropByPosNegLabeld(keys, "label", 6, num_samples=4)
+    flip = T.RandFlipd(keys, prob=0.5)
+    before = {"none": [], "pad": [T.SpatialPadd(keys, 14)], "indices": [T.FgBgToIndicesd("label")]}[head]
+    chain = Compose([*before, crop, flip])
+    d = _crop_chain_item()
+    chain(d)
+    runs = []
+    for _ in range(2):
+        crop.set_random_state(0)
+        flip.set_random_state(1)
+        runs.append(torch.stack([o["image"] for o in chain(d)]))
+    assert torch.equal(runs[0], runs[1])
+    # reseeding only the flip leaves the crop's stream going on: no crop is drawn again
+    flip.set_random_state(1)
+    assert not torch.equal(torch.stack([o["image"] for o in chain(d)]), runs[1])

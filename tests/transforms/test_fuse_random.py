@@ -106,15 +106,62 @@ def test_per_item_tail_after_the_fused_part_still_runs():
     assert ds.batched and len(ds.suffix) == 2 and ds.__getitems__([0]).collated["image"].shape[0] == 3
 
 
-def test_fused_intensity_on_integer_image_says_why():
-    item = coord_item((12, 12, 12))
-    item["image"] = item["image"].to(torch.int16)
-    ds = fp.CacheDataset([item], [cut(), T.RandShiftIntensityd("image", 0.1)], progress=False)
-    with pytest.raises(
-        TypeError,
-        match=r"RandShiftIntensityd fused into the crop need float32 'image', got torch.int16; MONAI",
-    ):
-        ds.__getitems__([0])
+DTYPES = [torch.float16, torch.bfloat16, torch.int16, torch.uint8, torch.float64]
+
+
+def dtype_item(dtype):
+    """A (2, 6, 6, 6) image of ``dtype`` (values that round, wrap and truncate) and a 6^3 label."""
+    img = torch.rand((2, 6, 6, 6), generator=torch.Generator().manual_seed(0))
+    spread = {torch.uint8: (0.0, 250.0), torch.int16: (-0.5, 3000.0)}.get(dtype, (-0.5, 7.0))
+    label = torch.zeros((1, 6, 6, 6))
+    label[0, 1:4, 1:4, 1:4] = 1
+    return {"image": ((img + spread[0]) * spread[1]).to(dtype), "label": label}
+
+
+def intensity_chain(mod, prob, scale_dtype=torch.float32):
+    """A whole-volume crop (so MONAI's and fastpipe's crops are the same voxels), then a fused scale and shift."""
+    return [mod.RandCropByPosNegLabeld(KEYS, "label", (6, 6, 6), num_samples=8),
+            mod.RandScaleIntensityd("image", factors=(0.37, 0.37), prob=prob, dtype=scale_dtype),
+            mod.RandShiftIntensityd("image", offsets=(2.6, 2.6), prob=prob)]  # fmt: skip
+
+
+@pytest.mark.parametrize("scale_dtype", [torch.float32, None])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_intensity_on_other_dtypes_gives_monai_values_and_dtype(dtype, scale_dtype):
+    import monai.transforms as M
+    from monai.data import list_data_collate
+
+    ours = T.Compose(intensity_chain(T, 1.0, scale_dtype))(dtype_item(dtype))
+    theirs = M.Compose(intensity_chain(M, 1.0, scale_dtype))(dtype_item(dtype))
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["image"].dtype == b["image"].dtype, (a["image"].dtype, b["image"].dtype)
+        assert torch.equal(a["image"], b["image"].as_tensor())
+    ds = fp.CacheDataset([dtype_item(dtype)], intensity_chain(T, 1.0, scale_dtype), progress=False)
+    assert ds.batched and len(ds.suffix) == 1  # still fused: the key's intensity runs per crop
+    assert "keys of another dtype per crop" in ds.describe()
+    batch, want = ds.__getitems__([0]).collated["image"], list_data_collate(theirs)["image"].as_tensor()
+    assert batch.dtype == want.dtype and torch.equal(batch, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_intensity_on_other_dtypes_mixed_fires_stack_like_monai_crops(dtype):
+    import monai.transforms as M
+
+    d = dtype_item(dtype)
+    crop = d["image"]
+    scale, shift = M.ScaleIntensity(None, None, factor=0.37, dtype=torch.float32), M.ShiftIntensity(2.6)
+    options = [crop, shift(crop), scale(crop), shift(scale(crop))]
+    chain = [t.set_random_state(3 + i) for i, t in enumerate(intensity_chain(T, 0.5))]
+    ds = fp.CacheDataset([d], chain, progress=False)
+    batch = ds.__getitems__([0]).collated["image"]
+    picked = []
+    for row in batch:
+        hits = [j for j, o in enumerate(options) if torch.equal(row, torch.as_tensor(o).to(batch.dtype))]
+        assert hits, "a crop is none of MONAI's four outcomes"
+        picked.append(hits[0])
+    assert len(set(picked)) > 1
+    stacked = torch.stack([torch.as_tensor(options[j]) for j in picked])  # what collating MONAI's crops gives
+    assert batch.dtype == stacked.dtype and torch.equal(batch, stacked)
 
 
 @pytest.mark.timeout(60)

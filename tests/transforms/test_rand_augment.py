@@ -6,6 +6,7 @@ import copy
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from monai import transforms as M
@@ -89,6 +90,22 @@ def test_set_random_state_without_a_seed_leaves_torch_global_generator_alone():
     assert torch.equal(torch.rand(3), expected) and len(seeds) == 3  # fresh entropy each time
 
 
+@pytest.mark.parametrize("make", [lambda: T.RandFlipd("image", prob=0.5),
+                                  lambda: T.RandCropByPosNegLabeld("image", "image", 2)])  # fmt: skip
+def test_set_random_state_takes_monai_style_states_and_any_int_seed(make):
+    # a numpy RandomState (MONAI's state type) was stored as the generator and failed at the next
+    # draw with torch's "rand() received an invalid combination of arguments"; a seed past 2**64
+    # failed with "Overflow when unpacking long long"
+    a = make().set_random_state(state=np.random.RandomState(4))
+    b = make().set_random_state(state=np.random.RandomState(4))
+    assert isinstance(a.generator, torch.Generator) and torch.equal(torch.rand(4, generator=a.generator),
+                                                                  torch.rand(4, generator=b.generator))  # fmt: skip
+    c, d = make().set_random_state(2**64 + 7), make().set_random_state(7)
+    assert torch.equal(torch.rand(4, generator=c.generator), torch.rand(4, generator=d.generator))
+    with pytest.raises(TypeError, match="state must be a CPU torch.Generator or a numpy.random.RandomState"):
+        make().set_random_state(state=42)
+
+
 def test_channel_wise_with_fewer_channels_in_a_later_key_uses_the_first_values_like_monai():
     d = {"image": torch.rand(2, 4, 4, 4), "label": torch.rand(1, 4, 4, 4)}
     ours = T.RandShiftIntensityd(["image", "label"], (1.0, 2.0), prob=1.0, channel_wise=True)(d)
@@ -115,10 +132,10 @@ def test_missing_keys_like_monai():
         (lambda: T.RandRotate90d("image", spatial_axes=(0,)), r"RandRotate90d: spatial_axes must be 2 spatial axes"),
         (lambda: T.RandRotate90d("image", max_k=0), r"RandRotate90d: max_k must be an int >= 1, got 0"),
         (lambda: T.RandFlipd("image", spatial_axis=[0, 4]), r"RandFlipd: spatial_axis .* got 4"),
-        (lambda: T.RandShiftIntensityd("image", offsets=-0.1), r"RandShiftIntensityd: offsets must be a number >= 0 .* got -0.1"),
+        # MONAI's torch.flip refuses a repeated axis at the call; fused into the crop it flipped once
+        (lambda: T.RandFlipd("image", spatial_axis=[0, -3]), r"RandFlipd: spatial_axis names an axis twice, got \[0, -3\]"),
         (lambda: T.RandShiftIntensityd("image", offsets=math.nan), r"RandShiftIntensityd: offsets .* got nan"),
         (lambda: T.RandShiftIntensityd("image", offsets=(0.0, math.nan)), r"RandShiftIntensityd: offsets must be finite"),
-        (lambda: T.RandScaleIntensityd("image", factors=-1), r"RandScaleIntensityd: factors must be a number >= 0"),
         (lambda: T.RandFlipd("image", prob=1.5), r"RandFlipd: prob must be in \[0, 1\], got 1.5"),
         (lambda: T.RandRotate90d("image", prob=-0.1), r"RandRotate90d: prob must be in \[0, 1\], got -0.1"),
         (lambda: T.RandShiftIntensityd("image", 0.1, prob=math.nan), r"RandShiftIntensityd: prob must be in \[0, 1\], got nan"),
@@ -132,8 +149,74 @@ def test_bad_input_names_transform_and_value(make, match):
         make()
 
 
+@pytest.mark.parametrize("value", [-0.1, -1, 0.3, 0, (-0.2, -0.5)])
+def test_single_negative_range_reads_as_monai_symmetric_range(value):
+    # MONAI takes a number v as (min(-v, v), max(-v, v)): -0.1 is (-0.1, 0.1), not an error
+    assert (
+        T.RandShiftIntensityd("image", offsets=value).offsets
+        == M.RandShiftIntensityd("image", value).shifter.offsets
+    )
+    assert (
+        T.RandScaleIntensityd("image", factors=value).factors
+        == M.RandScaleIntensityd("image", value).scaler.factors
+    )
+
+
 def test_axis_outside_a_smaller_volume_is_named_at_call():
     with pytest.raises(
         ValueError, match=r"RandRotate90d: spatial axis 2 is outside the 2-D volume of shape \(1, 4, 4\)"
     ):
         T.RandRotate90d("image", prob=1.0, spatial_axes=(0, 2))({"image": torch.zeros(1, 4, 4)})
+
+
+class _Items(torch.utils.data.Dataset):
+    """Eight copies of one item through ``chain`` (a MONAI ``Compose``, which reseeds only MONAI's own)."""
+
+    def __init__(self, chain):
+        label = torch.zeros(1, 8, 8, 8)
+        label[0, 2:6, 2:6, 2:6] = 1
+        self.item, self.chain = {"image": torch.rand(1, 8, 8, 8), "label": label}, chain
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        out = self.chain(dict(self.item))
+        out = out[0] if isinstance(out, list) else out
+        return {"image": out["image"], "start": out["image"][0, 0, 0, 0]}
+
+
+@pytest.mark.timeout(120)
+def test_dataloader_workers_draw_different_parameters_and_runs_replay():
+    # each worker process starts with a copy of the transforms; MONAI's DataLoader reseeds MONAI's
+    # transforms there (a MONAI Compose skips fastpipe's), so every worker drew the same flips and crops
+    chain = M.Compose(
+        [T.RandCropByPosNegLabeld(["image", "label"], "label", 4), T.RandFlipd("image", prob=0.5)]
+    )
+
+    def run():
+        torch.manual_seed(0)
+        loader = torch.utils.data.DataLoader(
+            _Items(chain), batch_size=4, num_workers=2, multiprocessing_context="fork"
+        )
+        return [b["image"] for b in loader]  # batch w comes from worker w
+
+    first, again = run(), run()
+    assert not torch.equal(first[0], first[1])
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lazy: T.RandFlipd("image", prob=1.0, spatial_axis=0, lazy=lazy),
+        lambda lazy: T.RandRotate90d("image", prob=1.0, lazy=lazy),
+        lambda lazy: T.RandCropByPosNegLabeld("image", "image", 2, lazy=lazy),
+    ],
+    ids=["RandFlipd", "RandRotate90d", "RandCropByPosNegLabeld"],
+)
+def test_monai_lazy_argument_false_is_taken_and_true_refused(make):
+    # MONAI code that spells out lazy=False failed with "unexpected keyword argument 'lazy'"
+    assert make(False)({"image": torch.ones(1, 4, 4, 4)}) is not None
+    with pytest.raises(ValueError, match=r"lazy=True \(MONAI's lazy resampling\) is not reproduced"):
+        make(True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
@@ -119,6 +120,31 @@ def test_uses_precomputed_indices_when_present():
     assert not (b["crop_centers"] == torch.tensor([10, 15, 17])).all(1).all()
 
 
+@pytest.mark.parametrize("given", [{"fg_indices_key": "fg"}, {"bg_indices_key": "bg"}])
+def test_an_index_key_given_alone_is_dropped_like_monai(given):
+    # MONAI pops each given index key, even when the other is missing (the indices are then computed
+    # from the label); fastpipe dropped them only when both keys were given, so a lone one stayed in
+    # every crop
+    d = {**item(), "fg": torch.tensor([0, 1]), "bg": torch.tensor([2])}
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", 8, num_samples=2, **given)
+    theirs = MonaiCrop(["image", "label"], "label", 8, num_samples=2, **given)
+    expected = sorted(map(str, theirs(dict(d))[0]))
+    assert sorted(map(str, ours(dict(d))[0])) == expected
+    assert sorted(k for k in ours.batch_call([d]) if k not in ("crop_centers", "crop_starts")) == expected
+
+
+def test_numpy_volumes_are_cropped_like_tensors():
+    # MONAI takes numpy arrays; fastpipe failed with "'str' object has no attribute 'type'" (numpy's
+    # array.device is the string "cpu")
+    d = item()
+    arrays = {**d, "image": d["image"].numpy(), "label": d["label"].numpy(), "coords": d["coords"].numpy()}
+    make = lambda: RandCropByPosNegLabeld(["image", "label"], "label", 8, num_samples=3).set_random_state(2)  # noqa: E731
+    ours, ref = make()(arrays), make()(d)
+    for a, b in zip(ours, ref, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("image", "label"))
+    assert isinstance(arrays["image"], np.ndarray)  # the item is left as it was
+
+
 def test_fg_fraction_through_the_transform():
     d = item()
     t = RandCropByPosNegLabeld(
@@ -224,11 +250,8 @@ def test_bad_input_names_expected_and_actual():
         ValueError, match=r"'image' of case has shape \(1, 39, 32, 36\), expected \(C, \*\(40, 32, 36\)\)"
     ):
         RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
-    with pytest.raises(
-        TypeError,
-        match="RandScaleIntensityd and RandShiftIntensityd fused into the crop need float32 'coords', got torch.float64",
-    ):
-        fused_crop(keys=["coords"]).batch_call([item()])
+    # a float64 key under the fused intensity: MONAI's values per crop (test_fuse_random), no refusal
+    assert fused_crop(keys=["coords"]).batch_call([item()])["coords"].dtype == torch.float64
     with pytest.raises(KeyError, match=r"key 'mask' missing from \['case'\]"):
         RandCropByPosNegLabeld(["image", "mask"], "label", 8).batch_call([item()])
     out = RandCropByPosNegLabeld(["image", "mask"], "label", 8, allow_missing_keys=True).batch_call([item()])

@@ -78,12 +78,28 @@ def test_contrast_gamma_range_reads_like_monai(gamma, expected):
     assert M.RandAdjustContrastd("image", gamma=gamma).adjuster.gamma == expected
 
 
-@pytest.mark.parametrize(
-    "gamma", [0.5, 0.2, (-0.1, 2.0), (-1.0, 2.0), (1.0, float("nan")), "x", (1.0, 2.0, 3.0)]
-)
+@pytest.mark.parametrize("gamma", [0.5, 0.2, (1.0, float("nan")), "x", (1.0, 2.0, 3.0)])
 def test_contrast_bad_gamma_is_refused_naming_it(gamma):
     with pytest.raises(ValueError, match="RandAdjustContrastd: .*gamma"):
         T.RandAdjustContrastd("image", gamma=gamma)
+
+
+@pytest.mark.parametrize("gamma", [(-1.0, 2.0), (2.0, -0.1), (-1.0, -1.0)])
+def test_contrast_negative_gamma_pair_is_taken_as_monai_does(gamma):
+    # MONAI 1.6.1 sorts the pair and draws from it, negative or not; the minimum voxel becomes inf
+    with pytest.warns(UserWarning, match=r"RandAdjustContrastd: gamma .* negative gamma.* inf"):
+        ours = T.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=gamma)
+    assert ours.gamma == M.RandAdjustContrastd("image", gamma=gamma).adjuster.gamma
+    g = ours.gamma[0]  # the values at the range's negative end
+    with pytest.warns(UserWarning):
+        ours = T.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(g, g))
+    theirs = M.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(g, g))
+    a, b = ours(item()), plain(theirs(item()))
+    batch = {k: torch.stack([v, v]) for k, v in item().items()}
+    batch = ours.apply_batch(batch, ours.draw(2))
+    for k in ("image", "other"):
+        assert torch.isinf(b[k]).sum() == 1 and torch.equal(a[k], b[k])
+        assert torch.equal(batch[k][0], b[k]) and torch.equal(batch[k][1], b[k])
 
 
 def test_contrast_draws_match_monai_distribution():
@@ -146,11 +162,28 @@ def test_noise_bad_arguments_are_refused_naming_them(kw):
         T.RandGaussianNoised("image", **kw)
 
 
-@pytest.mark.parametrize("cls", [T.RandGaussianNoised, T.RandAdjustContrastd])
+@pytest.mark.parametrize("cls", [T.RandGaussianNoised])
 def test_keys_of_different_shapes_are_refused_naming_them(cls):
     d = {"image": torch.zeros(1, 4, 4, 4), "other": torch.zeros(1, 4, 4, 5)}
     with pytest.raises(ValueError, match=f"{cls.__name__}: the keys share one draw.*'other'"):
         cls(["image", "other"], prob=1.0)(d)
+
+
+@pytest.mark.parametrize("other_shape", [(1, 6, 7, 8), (2, 4, 4, 5)])
+def test_contrast_keys_of_different_shapes_each_get_the_gamma_like_monai(other_shape):
+    # MONAI adjusts each key over its own range with the shared gamma: no shape rule (a 4-channel
+    # image and a 1-channel mask); fastpipe refused such keys with a ValueError
+    d = item()
+    d["other"] = torch.rand(other_shape, generator=torch.Generator().manual_seed(1)) * 50
+    ours = T.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(2.5, 2.5))(dict(d))
+    theirs = plain(M.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(2.5, 2.5))(dict(d)))
+    for k in ("image", "other"):
+        assert ours[k].shape == theirs[k].shape and torch.equal(ours[k], theirs[k]), k
+    batch = {"image": torch.stack([d["image"]] * 3), "other": torch.stack([d["other"]] * 3)}
+    t = T.RandAdjustContrastd(["image", "other"], prob=1.0, gamma=(2.5, 2.5))
+    out = t.apply_batch(batch, t.draw(3))
+    for k in ("image", "other"):
+        assert all(torch.equal(out[k][i], theirs[k]) for i in range(3)), k
 
 
 @pytest.mark.parametrize("cls", [T.RandGaussianNoised, T.RandAdjustContrastd])
@@ -196,6 +229,29 @@ def test_batch_equals_each_crop_on_its_own(t, label_dtype):
         expected = torch.stack([c[k] for c in per_crop])
         assert out[k].dtype == expected.dtype and torch.equal(out[k], expected), k
     assert torch.equal(out["image"][~fired], batch["image"][~fired])  # unfired crops untouched
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: T.RandScaleIntensityd("image", 0.3, prob=p, dtype=torch.float16),
+        lambda p: T.RandGaussianNoised("image", prob=p, dtype=torch.float16),
+        lambda p: T.RandScaleIntensityd("label", 0.3, prob=p, dtype=torch.int16),
+    ],
+    ids=["scale-float16", "noise-float16", "scale-int16"],
+)
+@pytest.mark.parametrize("prob", [1.0, 0.5])
+def test_batch_dtype_is_the_stacked_crops_dtype_when_every_crop_fires(make, prob):
+    # MONAI's crops all come back float16 when every one fires, and stack as float16; the batch
+    # used to stay float32 (float16 values in a float32 batch)
+    t = make(prob).set_random_state(3)
+    params = t.draw(12)
+    batch = stacked()
+    per_crop = [t.apply({k: v[i] for k, v in batch.items()}, params, i) for i in range(12)]
+    out = t.apply_batch(stacked(), params)
+    for k in ("image", "label"):
+        expected = torch.stack([c[k] for c in per_crop])
+        assert out[k].dtype == expected.dtype and torch.equal(out[k], expected), (k, out[k].dtype)
 
 
 def test_rotation_with_unequal_sides_does_not_run_on_the_batch():
