@@ -14,7 +14,8 @@
   libraries keep settings there (MONAI's ``LoadImaged`` holds every option in ``_loader``), but on a
   best-effort basis: a private part that cannot be hashed stands for its type. Known per-call state
   of library classes (:data:`_PER_CALL_STATE`: the file names a MONAI image reader read last) is left out;
-- a user-defined class: the code of its methods; library code (the standard library, or a package with a
+- a user-defined class: the code of its methods and its class-level data (``_private`` names too,
+  best effort, as for objects); library code (the standard library, or a package with a
   ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead;
 - random states (numpy, torch, ``random``): their type only, since a deterministic prefix draws nothing;
   likewise locks, events, threads, thread-local storage, queues, executors, loggers and open files
@@ -300,8 +301,11 @@ class _Walker:
                 value = value.fget if isinstance(value, property) else value
                 value = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
                 value = value.func if isinstance(value, functools.cached_property) else value
-                if name in _SKIP_CLASS_ATTRS or name.startswith("_") and not callable(value):
-                    continue  # methods are code, private or not; private class-level data is state
+                if name in _SKIP_CLASS_ATTRS or name.startswith("__") and not callable(value):
+                    continue
+                if name.startswith("_") and not callable(value):  # ``_SCALE = 2``: a setting, best effort
+                    self._private(name, value, f"{_qualname(klass)}.{name}", depth, klass.__qualname__)
+                    continue
                 self.emit(f"attr:{klass.__qualname__}.{name}")
                 self.walk(value, f"{_qualname(klass)}.{name}", depth)
 
@@ -326,16 +330,23 @@ class _Walker:
             self.emit("wraps")
             self.walk(wrapped, f"{path}.__wrapped__", depth)
         for name, value in sorted(_private_attributes(obj).items()):
-            if isinstance(value, (*_STATE_TYPES, *_RANDOM_STATES)):
-                continue  # state made on first use (MONAI's thread-local ``_tracing``) must not move the key
-            # Best effort: libraries keep settings there too (MONAI's LoadImaged holds every option in
-            # ``_loader``, Spacingd its ``_lazy``), so they must change the key; a part that cannot be
-            # hashed (a handle, a lock inside a cache) stands for its type instead of refusing the chain.
-            try:
-                token = self._subdigest(value, f"{path}.{name}", depth)
-            except UnfingerprintableError:
-                token = f"opaque:{_qualname(type(value))}"
-            self.emit(f"private:{name}:{token}")
+            self._private(name, value, f"{path}.{name}", depth)
+
+    def _private(self, name: str, value: Any, path: str, depth: int, owner: str = "") -> None:
+        """A private attribute (of an object, or class-level data of a class of your own), best effort.
+
+        Libraries keep settings there (MONAI's LoadImaged holds every option in ``_loader``, Spacingd
+        its ``_lazy``), and so do user classes (``_SCALE = 2``), so they must change the key; a part
+        that cannot be hashed (a handle, a lock inside a cache) stands for its type instead of refusing
+        the chain, and state made on first use (MONAI's thread-local ``_tracing``) is left out.
+        """
+        if isinstance(value, (*_STATE_TYPES, *_RANDOM_STATES)):
+            return None
+        try:
+            token = self._subdigest(value, path, depth)
+        except UnfingerprintableError:
+            token = f"opaque:{_qualname(type(value))}"
+        self.emit(f"private:{owner}.{name}:{token}" if owner else f"private:{name}:{token}")
 
 
 def _public_attributes(obj: Any) -> dict[str, Any]:

@@ -321,3 +321,22 @@ def test_a_file_replaced_while_it_is_read_stores_no_entry_under_its_old_key(tmp_
     np.save(path, np.zeros((1, 2, 2, 2), np.float32))  # the old content comes back
     again = CacheDataset([{"image": str(path)}], [LoadNpy()], progress=False, persist_dir=cache)
     assert float(again[0]["image"].mean()) == 0.0 and again.stats()["persist"]["loads"] == 0
+
+
+def test_private_class_level_data_of_a_user_transform_is_part_of_the_key(tmp_path):
+    class Scale:
+        _FACTOR = 2.0  # a setting kept at class level under a private name
+
+        def __call__(self, d):
+            return {**d, "image": d["image"] * self._FACTOR}
+
+    data = _ramp(tmp_path)
+    first = CacheDataset(
+        data, [LoadNpy(), Scale()], progress=False, persist_dir=tmp_path / "c", num_workers=1
+    )
+    Scale._FACTOR = 3.0
+    second = CacheDataset(
+        data, [LoadNpy(), Scale()], progress=False, persist_dir=tmp_path / "c", num_workers=1
+    )
+    assert second.core.persist.stats()["loads"] == 0
+    assert torch.allclose(second[0]["image"], first[0]["image"] * 1.5)
