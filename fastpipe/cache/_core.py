@@ -19,7 +19,7 @@ import torch
 
 from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._footprint import EntryBytes
-from fastpipe.cache._key import check_persist_key, entry_owner
+from fastpipe.cache._key import check_persist_key, entry_owner, item_snapshot
 from fastpipe.cache._persist import PersistentCache
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
@@ -108,9 +108,10 @@ class CacheCore:
 
         ``index`` (the item's position, when known) is recorded in a persistent entry for diagnostics.
         """
-        owner = None
+        owner = snapshot = None
         if self.persist is not None:
-            owner = entry_owner(item, index, self._fingerprint, self._version, self._persist_key)
+            snapshot = item_snapshot(item)  # a transform assigning into the item must not move its key
+            owner = entry_owner(snapshot, index, self._fingerprint, self._version, self._persist_key)
             entry = self.persist.load(owner)
             if entry is not None:
                 return entry
@@ -121,7 +122,7 @@ class CacheCore:
         if owner is not None:
             # keyed by the files as they were before the read: a file replaced meanwhile would store
             # its new values under the old content's key, served when that content comes back
-            again = entry_owner(item, index, self._fingerprint, self._version, self._persist_key)
+            again = entry_owner(snapshot, index, self._fingerprint, self._version, self._persist_key)
             if again.key == owner.key:
                 self.persist.save(owner, entry)
             else:

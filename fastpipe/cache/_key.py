@@ -66,6 +66,17 @@ def entry_owner(
     return EntryOwner(key, index, tuple(sources))
 
 
+def item_snapshot(item: Any) -> Any:
+    """``item``'s dicts, lists and tuples copied, their values shared: the item as it is now, for a key
+    taken again after a compute whose first transform assigns into the item (``d["image"] = load(...)``).
+    """
+    if isinstance(item, dict):
+        return {k: item_snapshot(v) for k, v in item.items()}
+    if isinstance(item, (list, tuple)):
+        return type(item)(item_snapshot(v) for v in item) if type(item) in (list, tuple) else item
+    return item
+
+
 def item_key(item: Any, chain_fp: str, version: str, persist_key: str = "content") -> str:
     """The cache key of one input item under a chain fingerprint and a fastpipe version."""
     return entry_owner(item, None, chain_fp, version, persist_key).key

@@ -122,3 +122,17 @@ def test_fingerprint_is_stable_and_tracks_public_attributes():
     r = fingerprint(T(1))
     assert fingerprint(T(1)) == r and fingerprint(T(2)) != r
     assert fingerprint(torch.ones(3)) == fingerprint(torch.ones(3)) != fingerprint(torch.zeros(3))
+
+
+def _load_in_place(d):
+    d["image"] = torch.from_numpy(np.load(d["image"]))  # assigns into the item it was given
+    return d
+
+
+def test_a_transform_assigning_into_the_item_still_saves_and_reuses_its_entry(tmp_path, recwarn):
+    data, cache = _files(tmp_path, 2), tmp_path / "cache"
+    first = CacheDataset([dict(d) for d in data], [_load_in_place], progress=False, persist_dir=cache)
+    assert first.stats()["persist"]["saves"] == 2
+    assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
+    again = CacheDataset([dict(d) for d in data], [_load_in_place], progress=False, persist_dir=cache)
+    assert again.stats()["persist"]["loads"] == 2 and float(again[1]["image"].mean()) == 1.0
