@@ -135,7 +135,13 @@ class CachedReads(torch.utils.data.Dataset):
         """Whether reads of a batch start with the random suffix's one-call ``batch_call`` (the rest runs per crop)."""
         return bool(self.suffix) and callable(getattr(self.suffix[0], "batch_call", None))
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int | slice | Sequence[int]) -> Any:
+        """Item ``index`` (negative counts from the end); a slice or a list of indices gives a
+        ``torch.utils.data.Subset`` of this dataset, as MONAI's datasets do."""
+        if isinstance(index, slice):
+            return torch.utils.data.Subset(self, range(*index.indices(len(self))))
+        if isinstance(index, Sequence) and not isinstance(index, str):
+            return torch.utils.data.Subset(self, index)
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
             self._reseed_in_worker()
             slot, entry = self._entry(index)

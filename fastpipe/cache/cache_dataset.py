@@ -145,6 +145,8 @@ class CacheDataset(CachedReads):
         return len(self._keep)
 
     def _lookup(self, index: int) -> tuple[int, Any]:
+        if not -len(self._keep) <= index < len(self._keep):
+            raise IndexError(f"index {index} out of range for a CacheDataset of {len(self._keep)} items")
         slot = self._keep[index]
         return slot, (self.core.get(slot) if slot in self.core else MISS)
 

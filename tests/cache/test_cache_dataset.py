@@ -328,3 +328,18 @@ def test_a_batch_value_the_crop_does_not_cut_is_a_copy():
     assert torch.equal(ds.cached_entry(0)["weight"], torch.ones(3))
     assert ds.cached_entry(0)["image"].abs().sum() > 0
     assert batch["weight"][1] is batch["weight"][0]  # one copy per item, shared by its crops
+
+
+def test_slices_and_index_lists_give_subsets_as_monai_and_a_bad_index_names_the_length():
+    from monai.data import CacheDataset as MonaiCacheDataset
+
+    data = [{"x": i} for i in range(10)]
+    ds = CacheDataset(data, [lambda d: {**d, "y": 1}], cache_rate=0.5, progress=False)
+    ref = MonaiCacheDataset(data, lambda d: {**d, "y": 1}, cache_rate=0.5, progress=False)
+    for index in (slice(2, 5), slice(None, None, -3), [1, -1, 7]):
+        ours, theirs = ds[index], ref[index]
+        assert isinstance(ours, torch.utils.data.Subset)
+        assert [ours[i] for i in range(len(ours))] == [theirs[i] for i in range(len(theirs))]
+    assert ds[-1] == ref[-1] == {"x": 9, "y": 1}
+    with pytest.raises(IndexError, match="index 10 out of range for a CacheDataset of 10 items"):
+        ds[10]

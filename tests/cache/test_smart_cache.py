@@ -439,3 +439,9 @@ def test_a_failing_read_names_the_item_its_one_lookup_found(monkeypatch):
         with pytest.raises(TransformError, match=rf"item {expected} .*value {expected}"):
             ds[1]
         assert looked_up == [1]
+
+
+def test_slices_and_index_lists_of_the_window_give_subsets():
+    ds = SmartCacheDataset([{"x": i} for i in range(10)], None, cache_num=4, shuffle=False, progress=False)
+    with ds:
+        assert [s["x"] for s in ds[1:3]] == [1, 2] and [s["x"] for s in ds[[3, -4]]] == [3, 0]
