@@ -173,4 +173,4 @@ def _cache_count(n: int, cache_rate: float, cache_num: int | None) -> int:
     if cache_num is not None and cache_num < 0:
         raise ValueError(f"cache_num must be >= 0 or None, got {cache_num}")
     count = int(n * cache_rate)
-    return min(count, cache_num) if cache_num is not None else count
+    return min(count, int(cache_num)) if cache_num is not None else count  # int(): MONAI's, for 2.0 or 2.5

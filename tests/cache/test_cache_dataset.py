@@ -343,3 +343,13 @@ def test_slices_and_index_lists_give_subsets_as_monai_and_a_bad_index_names_the_
     assert ds[-1] == ref[-1] == {"x": 9, "y": 1}
     with pytest.raises(IndexError, match="index 10 out of range for a CacheDataset of 10 items"):
         ds[10]
+
+
+@pytest.mark.parametrize(("cache_num", "cache_rate"), [(2.5, 1.0), (3.0, 0.99), (7, 0.35), (0, 1.0)])
+def test_cached_items_are_monai_s_for_the_same_cache_num_and_cache_rate(cache_num, cache_rate):
+    from monai.data import CacheDataset as MonaiCacheDataset
+
+    data = [{"x": i} for i in range(10)]
+    ref = MonaiCacheDataset(data, None, cache_num=cache_num, cache_rate=cache_rate, progress=False)
+    ds = CacheDataset(data, [lambda d: d], cache_num=cache_num, cache_rate=cache_rate, progress=False)
+    assert [s for s in range(10) if s in ds.core] == list(range(ref.cache_num))
