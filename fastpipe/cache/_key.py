@@ -1,6 +1,7 @@
 """Persistent-cache keys of input items: what the item's files hold, the chain, the version.
 
-The key of an item is a sha256 of ``fastpipe.__version__``, the entry format, the chain fingerprint
+The key of an item is a sha256 of ``fastpipe.__version__`` and a hash of fastpipe's sources
+(:func:`code_version`), the entry format, the chain fingerprint
 (:func:`fastpipe.cache._fingerprint.chain_fingerprint`) and the item: every string (or path) value that
 names an existing regular file (``~`` expanded, as loaders expand it) stands for that file, one that
 names a folder for every file under it, every other value for its
@@ -21,14 +22,18 @@ under it, in either mode: a file added, removed, renamed or changed inside chang
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastpipe.cache._fingerprint import fingerprint
 
 PERSIST_KEYS = ("content", "stat")
+#: fastpipe's own sources: they enter the version of a key (an edit without a version bump, a git pull)
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _FORMAT = "fpc2"
 _CHUNK = 1 << 20
 
@@ -64,6 +69,26 @@ def entry_owner(
     text = _input_repr(item, persist_key, sources)
     key = hashlib.sha256(f"{version}|{_FORMAT}|{chain_fp}|{text}".encode()).hexdigest()
     return EntryOwner(key, index, tuple(sources))
+
+
+@functools.cache
+def code_version() -> str:
+    """``fastpipe.__version__`` plus a hash of fastpipe's Python sources, read once per process.
+
+    The version alone is not bumped by a ``git pull`` or an edit of an editable install, yet a fixed
+    transform computes other values: its old entries must not be reused.
+    """
+    from fastpipe import __version__
+
+    h = hashlib.blake2b(digest_size=8)
+    for root, dirs, names in os.walk(_PACKAGE_ROOT):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(n for n in names if n.endswith(".py")):
+            path = os.path.join(root, name)
+            h.update(os.path.relpath(path, _PACKAGE_ROOT).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return f"{__version__}+src.{h.hexdigest()}"
 
 
 def item_snapshot(item: Any) -> Any:

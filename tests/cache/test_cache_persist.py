@@ -136,3 +136,22 @@ def test_a_transform_assigning_into_the_item_still_saves_and_reuses_its_entry(tm
     assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
     again = CacheDataset([dict(d) for d in data], [_load_in_place], progress=False, persist_dir=cache)
     assert again.stats()["persist"]["loads"] == 2 and float(again[1]["image"].mean()) == 1.0
+
+
+def test_an_edit_of_fastpipe_s_code_without_a_version_bump_invalidates_entries(tmp_path, monkeypatch):
+    import fastpipe.cache._key as key
+
+    src = tmp_path / "src" / "transforms"
+    src.mkdir(parents=True)
+    (src / "spatial.py").write_text("SCALE = 1\n")
+    monkeypatch.setattr(key, "_PACKAGE_ROOT", tmp_path / "src")  # stands for fastpipe's folder
+    data, cache = _files(tmp_path, 2), tmp_path / "cache"
+    key.code_version.cache_clear()
+    try:
+        assert _run(data, LoadNpy(), cache).stats()["persist"]["saves"] == 2
+        (src / "spatial.py").write_text("SCALE = 2\n")  # a git pull fixing a transform, same __version__
+        key.code_version.cache_clear()
+        load = LoadNpy()
+        assert _run(data, load, cache).stats()["persist"]["loads"] == 0 and load._calls == 2
+    finally:
+        key.code_version.cache_clear()  # the real sources again for the next test
