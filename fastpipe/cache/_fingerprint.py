@@ -3,7 +3,8 @@
 :func:`fingerprint` walks an object and hashes (blake2b):
 
 - plain values (``None``, numbers, strings, bytes), enums, torch/numpy dtypes and devices: type and value;
-- tensors and arrays: type, dtype, shape and a hash of their bytes;
+- tensors and arrays: type, dtype, shape and a hash of their bytes (a MONAI ``MetaTensor`` also its
+  ``meta`` dict, affine included, and its applied and pending operations);
 - lists, tuples, dicts, sets: their items (dicts and sets in a sorted order);
 - Python functions (lambdas, closures): bytecode, constants, names, defaults, keyword defaults, the
   contents of closure cells, and the values of the globals the code reads (functions it calls included,
@@ -176,7 +177,7 @@ class _Walker:
 
     def _dispatch(self, obj: Any, path: str, depth: int) -> None:
         if isinstance(obj, torch.Tensor):
-            return self._tensor(obj)
+            return self._tensor(obj, path, depth)
         if isinstance(obj, np.ndarray):
             return self._array(obj, path, depth)
         if isinstance(obj, (list, tuple)):
@@ -216,10 +217,15 @@ class _Walker:
             return self._code(obj, path, depth)
         self._object(obj, path, depth)
 
-    def _tensor(self, t: torch.Tensor) -> None:
+    def _tensor(self, t: torch.Tensor, path: str, depth: int) -> None:
         data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         self.emit(f"tensor:{_qualname(type(t))}:{t.dtype}:{tuple(t.shape)}:{digest}")
+        meta = getattr(t, "meta", None)
+        if isinstance(meta, dict):  # a MONAI MetaTensor: its affine and metadata shape the output too
+            self.walk(dict(meta), f"{path}.meta", depth)
+            for name in ("applied_operations", "pending_operations"):
+                self.walk(list(getattr(t, name, None) or ()), f"{path}.{name}", depth)
 
     def _array(self, a: np.ndarray, path: str, depth: int) -> None:
         if a.dtype.hasobject:

@@ -340,3 +340,17 @@ def test_private_class_level_data_of_a_user_transform_is_part_of_the_key(tmp_pat
     )
     assert second.core.persist.stats()["loads"] == 0
     assert torch.allclose(second[0]["image"], first[0]["image"] * 1.5)
+
+
+def test_a_metatensor_s_affine_is_part_of_the_key():
+    from monai.data import MetaTensor
+
+    from fastpipe.cache._key import item_key
+
+    def volume(spacing):
+        return MetaTensor(
+            torch.zeros(1, 2, 2, 2), affine=torch.diag(torch.tensor([spacing, spacing, spacing, 1.0]))
+        )
+
+    assert fingerprint(volume(1.0)) == fingerprint(volume(1.0)) != fingerprint(volume(2.0))
+    assert item_key({"image": volume(1.0)}, "chain", "v") != item_key({"image": volume(2.0)}, "chain", "v")
