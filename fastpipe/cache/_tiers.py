@@ -144,7 +144,7 @@ class TierStore:
             self.budgets["disk"] = 0  # nothing ever spills when host memory is unlimited
             self.budget_rules["disk"] = "0: host memory is unlimited"
         self.used = dict.fromkeys(self.order, 0)
-        self.cuda_full = False
+        self.cuda_full = self.disk_full = False
         self.oom_warnings = 0
         self.h2d_bytes = 0  # host/disk -> device bytes copied by reads and prefetches
         self._slots: dict[int, tuple[str, Any, int]] = {}
@@ -168,6 +168,11 @@ class TierStore:
             except torch.cuda.OutOfMemoryError:
                 self.note_oom(tier, nb)
                 continue
+            except OSError as err:  # the disk tier's folder is full or gone: the disk tier is closed
+                if tier != "disk":
+                    raise
+                self._disk_failed(slot, nb, err)
+                continue
             with self._lock:
                 self._slots[slot] = (tier, placed, nb)
             return tier
@@ -185,7 +190,8 @@ class TierStore:
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:
             budget = self.budgets.get(tier)
-            if (tier == "cuda" and self.cuda_full) or (budget is not None and self.used[tier] + nb > budget):
+            full = (tier == "cuda" and self.cuda_full) or (tier == "disk" and self.disk_full)
+            if full or (budget is not None and self.used[tier] + nb > budget):
                 return False
             self.used[tier] += nb
             return True
@@ -204,6 +210,22 @@ class TierStore:
                 "the remaining items go to host memory (set budget={'cuda': ...} to choose the split)",
                 RuntimeWarning,
                 stacklevel=3,
+            )
+
+    def _disk_failed(self, slot: int, nb: int, err: OSError) -> None:
+        """A disk-tier write failed (``ENOSPC``, say): its files go, no later entry tries the disk, one warning."""
+        with self._lock:
+            self.used["disk"] -= nb
+            first, self.disk_full = not self.disk_full, True
+        if self._disk is not None:
+            self._disk.remove(slot)  # the tensors written before the failing one, and its partial file
+        if first:
+            warnings.warn(
+                f"the disk cache tier in {self._disk.root if self._disk else self._disk_dir} cannot be "
+                f"written ({type(err).__name__}: {err}); entries that fit no other tier are recomputed "
+                "on every read",
+                RuntimeWarning,
+                stacklevel=4,
             )
 
     def _place(self, tier: str, slot: int, entry: Any) -> Any:
