@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,10 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
             files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
             states = ",".join(f"{os.path.relpath(f, path)}={_file_state(f, persist_key)}" for f in files)
             return f"dir({path},[{states}])"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # a dict, or a config's mapping (OmegaConf's DictConfig)
         items = sorted(value.items(), key=lambda kv: str(kv[0]))
         return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
         return "[" + ",".join(_input_repr(v, persist_key, sources) for v in value) + "]"
     return fingerprint(value, "item value")
 

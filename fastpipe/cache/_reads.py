@@ -226,8 +226,8 @@ def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
 
 
 def _inputs_of(data: Any) -> tuple[list[Any], Any]:
-    if isinstance(data, (list, tuple)):
-        inputs, source = list(data), None
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes, torch.utils.data.Dataset)):
+        inputs, source = list(data), None  # a list, or a list-like (UserList, OmegaConf's ListConfig)
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         inputs, source = list(range(len(data))), data
     else:

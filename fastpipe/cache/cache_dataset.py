@@ -28,7 +28,8 @@ class CacheDataset(CachedReads):
     prefix transforms after it run there during the fill.
 
     Args:
-        data: a list of item dicts (MONAI style), or a map-style dataset of deterministic items (its
+        data: a list (or list-like sequence) of item dicts (MONAI style), or a map-style
+            ``torch.utils.data.Dataset`` of deterministic items (its
             outputs are then the cached prefix and ``transform`` runs after them).
         transform: a fastpipe/MONAI ``Compose``, a list of callables, or one callable (default ``None``).
         cache_rate: fraction of items to cache, in ``[0, 1]`` (default 1.0); the rest are computed per read.

@@ -155,3 +155,19 @@ def test_an_edit_of_fastpipe_s_code_without_a_version_bump_invalidates_entries(t
         assert _run(data, load, cache).stats()["persist"]["loads"] == 0 and load._calls == 2
     finally:
         key.code_version.cache_clear()  # the real sources again for the next test
+
+
+@pytest.mark.parametrize("container", ["UserList", "mapping item"])
+def test_a_list_like_data_list_or_mapping_item_is_keyed_by_its_files_content(tmp_path, container):
+    import collections
+    import types
+
+    path, cache = tmp_path / "v.npy", tmp_path / "cache"
+    for value in (1.0, 2.0):  # the same path, new content
+        np.save(path, np.full((1, 2, 2, 2), value, np.float32))
+        if container == "UserList":
+            data = collections.UserList([{"image": str(path)}])
+        else:
+            data = [types.MappingProxyType({"image": str(path)})]
+        ds = CacheDataset(data, [LoadNpy()], progress=False, persist_dir=cache, num_workers=1)
+        assert float(ds[0]["image"].mean()) == value and ds.stats()["persist"]["loads"] == 0
