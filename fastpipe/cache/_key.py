@@ -93,13 +93,14 @@ def code_version() -> str:
 
 
 def item_snapshot(item: Any) -> Any:
-    """``item``'s dicts, lists and tuples copied, their values shared: the item as it is now, for a key
-    taken again after a compute whose first transform assigns into the item (``d["image"] = load(...)``).
+    """``item``'s mappings and sequences copied (as dicts and lists: the same key), their values shared:
+    the item as it is now, for a key taken again after a compute whose first transform assigns into
+    the item (``d["image"] = load(...)``).
     """
-    if isinstance(item, dict):
+    if isinstance(item, Mapping):
         return {k: item_snapshot(v) for k, v in item.items()}
-    if isinstance(item, (list, tuple)):
-        return type(item)(item_snapshot(v) for v in item) if type(item) in (list, tuple) else item
+    if isinstance(item, Sequence) and not isinstance(item, (str, bytes, bytearray)):
+        return [item_snapshot(v) for v in item]
     return item
 
 

@@ -171,3 +171,13 @@ def test_a_list_like_data_list_or_mapping_item_is_keyed_by_its_files_content(tmp
             data = [types.MappingProxyType({"image": str(path)})]
         ds = CacheDataset(data, [LoadNpy()], progress=False, persist_dir=cache, num_workers=1)
         assert float(ds[0]["image"].mean()) == value and ds.stats()["persist"]["loads"] == 0
+
+
+def test_a_mapping_item_assigned_into_still_saves_its_entry(tmp_path, recwarn):
+    import collections
+
+    data = [collections.UserDict(d) for d in _files(tmp_path, 2)]
+    chain = [lambda d: dict(_load_in_place(d))]  # assigns into the UserDict, hands a dict on
+    ds = CacheDataset(data, chain, progress=False, persist_dir=tmp_path / "cache")
+    assert ds.stats()["persist"]["saves"] == 2
+    assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
