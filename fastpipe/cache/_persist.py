@@ -50,7 +50,7 @@ class PersistentCache:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # "~/cache": the home folder's, not a folder named "~"
         self.loads = self.saves = self.rejected = self.write_errors = self.unsaved = 0
         self.writable = self.opened = True
         self._warned: set[str] = set()

@@ -93,7 +93,8 @@ class DiskTier:
 
     def __init__(self, root: str | Path | None) -> None:
         if root is not None:
-            Path(root).mkdir(parents=True, exist_ok=True)
+            root = Path(root).expanduser()  # "~/scratch": the home folder's, not a folder named "~"
+            root.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-", dir=root))
         self._names = itertools.count()  # next() on a count is atomic under the GIL
 

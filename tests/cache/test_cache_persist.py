@@ -181,3 +181,15 @@ def test_a_mapping_item_assigned_into_still_saves_its_entry(tmp_path, recwarn):
     ds = CacheDataset(data, chain, progress=False, persist_dir=tmp_path / "cache")
     assert ds.stats()["persist"]["saves"] == 2
     assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
+
+
+def test_a_home_relative_cache_folder_is_in_the_home_folder(tmp_path, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    ds = _run(_files(tmp_path, 1), LoadNpy(), "~/fp-cache", budget={"host": 0}, disk_dir="~/fp-tier")
+    assert len(list((home / "fp-cache").glob("*.fpc"))) == 1
+    assert list((home / "fp-tier").glob("fastpipe-tier-*/*.npy"))  # the entry spilled there
+    assert not (cwd / "~").exists()
+    ds.close()
