@@ -86,6 +86,8 @@ class Replacer:
             the loader's reads win the CPU over replacements when both want it.
         retry: queue a failed item again, so that the next :meth:`collect` retries it (default
             ``True``); ``False`` when the caller drops failed items instead.
+        name_of: ``index -> the item's index in the user's data list``, for errors (default: the
+            index itself; a rank's shard maps its positions back).
 
     Threading contract: one consumer thread calls :meth:`submit`, :meth:`collect` and :meth:`stop`.
     """
@@ -99,8 +101,10 @@ class Replacer:
         capacity: int,
         nice: int | None = 10,
         retry: bool = True,
+        name_of: Callable[[int], int] | None = None,
     ) -> None:
         self._compute, self._store, self._items = compute, store, items
+        self._name_of = name_of or (lambda index: index)
         self.retry = retry
         self.num_workers = num_workers
         self.nice = nice
@@ -179,8 +183,8 @@ class Replacer:
 
         Raises:
             ReplacementError: a worker failed on one of them (naming the item index and file; its
-                ``index`` attribute holds the data index); with ``retry`` the failed index is queued
-                again so that a later call retries it.
+                ``index`` attribute holds the data index, ``slot`` the index given here); with
+                ``retry`` the failed index is queued again so that a later call retries it.
             RuntimeError: the workers were stopped.
         """
         t0 = time.perf_counter()
@@ -202,9 +206,15 @@ class Replacer:
             if err is not None:
                 if self.retry:
                     self.submit([index])
-                raise failure(
-                    ReplacementError, "SmartCache replacement failed on", index, self._items(index), err
-                ) from err
+                error = failure(
+                    ReplacementError,
+                    "SmartCache replacement failed on",
+                    self._name_of(index),
+                    self._items(index),
+                    err,
+                )
+                error.slot = index  # what the rotation calls it (``index`` is the data list's)
+                raise error from err
             self._done.add(index)
 
     def stop(self, timeout: float = 1.0) -> list[threading.Thread]:

@@ -126,7 +126,7 @@ class SmartCacheDataset(CachedReads):
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
-        inputs, core = self._inputs, self.core
+        inputs, core, shard = self._inputs, self.core, self.shard
         self._replacer = Replacer(
             lambda slot: core.compute(inputs[slot]),
             self._store,
@@ -135,6 +135,8 @@ class SmartCacheDataset(CachedReads):
             max(1, self.replace_num),
             nice=replace_nice,
             retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
+            # self.input_index without a reference to self (the threads must not keep the dataset alive)
+            name_of=(lambda slot: shard["indices"][slot]) if shard else None,
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
@@ -186,7 +188,7 @@ class SmartCacheDataset(CachedReads):
 
         with annotate("smartcache_fill", "smartcache"):
             if self.on_error == "skip":
-                self.fill_report = fill_skipping(self._rotation, fill)
+                self.fill_report = fill_skipping(self._rotation, fill, self.input_index)
                 self._sync_window()
             else:
                 self.fill_report = fill(list(self._window))
