@@ -17,7 +17,8 @@
   of library classes (:data:`_PER_CALL_STATE`: the file names a MONAI image reader read last) is left out;
 - a user-defined class: the code of its methods and its class-level data (``_private`` names too,
   best effort, as for objects); library code (the standard library, or a package with a
-  ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead;
+  ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead
+  (a MONAI image reader also the version of the package that decodes its files: nibabel, ITK...);
 - random states (numpy, torch, ``random``): their type only, since a deterministic prefix draws nothing;
   likewise locks, events, threads, thread-local storage, queues, executors, loggers and open files
   (state, not parameters).
@@ -40,6 +41,7 @@ import concurrent.futures
 import enum
 import functools
 import hashlib
+import importlib
 import io
 import logging
 import queue
@@ -75,6 +77,14 @@ _STATE_TYPES = (  # synchronisation, logging, workers, open files: state, not pa
 #: Attributes that library classes set on every call (``module.Class`` -> names): left out of the
 #: fingerprint, so using a transform before a dataset is built does not change the dataset's keys.
 _PER_CALL_STATE = {"monai.data.image_reader.ImageReader": ("filenames",)}
+#: MONAI image readers (``module.Class``) -> the package that decodes their files (its version keys them)
+_READER_BACKENDS = {
+    "monai.data.image_reader.NibabelReader": "nibabel",
+    "monai.data.image_reader.ITKReader": "itk",
+    "monai.data.image_reader.PydicomReader": "pydicom",
+    "monai.data.image_reader.PILReader": "PIL",
+    "monai.data.image_reader.NrrdReader": "nrrd",
+}
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
 
@@ -94,12 +104,14 @@ def fingerprint(obj: Any, name: str = "object") -> str:
 
 
 def chain_fingerprint(transforms: list[Any]) -> str:
-    """The fingerprint of a deterministic chain; profiling wrappers (``.inner``) are looked through.
+    """The fingerprint of a deterministic chain (torch's version included); profiling wrappers
+    (``.inner``) are looked through.
 
     Raises:
         UnfingerprintableError: naming the transform (position and type) and the part that cannot be hashed.
     """
-    parts = []
+    # torch runs fastpipe's and MONAI's transforms alike: a new torch can compute other values
+    parts = [f"torch=={torch.__version__}"]
     for i, t in enumerate(transforms):
         t = getattr(t, "inner", t)  # switching NVTX ranges on must not invalidate a persistent cache
         try:
@@ -119,6 +131,22 @@ def library_of(module: str | None) -> str | None:
         return f"python{sys.version_info[0]}.{sys.version_info[1]}"
     version = getattr(sys.modules.get(top), "__version__", None)
     return f"{top}=={version}" if isinstance(version, str) else None
+
+
+def reader_backend(cls: type) -> str:
+    """``"+nibabel==5.3.2"`` for a MONAI image reader class that decodes through that package, else ``""``.
+
+    The reader's package decodes the voxels (nibabel's scaling, orientation): its version keys the
+    entries a kept MONAI reader computed. A missing package stands as ``"absent"``.
+    """
+    package = _READER_BACKENDS.get(_qualname(cls))
+    if package is None:
+        return ""
+    try:
+        module = sys.modules.get(package) or importlib.import_module(package)
+    except ImportError:
+        return f"+{package}==absent"
+    return f"+{package}=={getattr(module, '__version__', None)}"
 
 
 def _qualname(obj: Any) -> str:
@@ -297,7 +325,7 @@ class _Walker:
 
     def _class(self, cls: type, path: str, depth: int) -> None:
         lib = library_of(cls.__module__)
-        self.emit(f"class:{_qualname(cls)}:{lib}")
+        self.emit(f"class:{_qualname(cls)}:{lib}{reader_backend(cls)}")
         if lib is not None:
             return
         for klass in cls.__mro__:

@@ -4,7 +4,8 @@ The key of an item is a sha256 of ``fastpipe.__version__`` and a hash of fastpip
 (:func:`code_version`), the entry format, the chain fingerprint
 (:func:`fastpipe.cache._fingerprint.chain_fingerprint`) and the item: every string (or path) value that
 names an existing regular file (``~`` expanded, as loaders expand it) stands for that file, one that
-names a folder for every file under it, every other value for its
+names a folder for every file under it, a tuple apart from a list (a transform can tell them apart,
+and an entry hands the value on as it was), every other value for its
 :func:`~fastpipe.cache._fingerprint.fingerprint`. How a file stands in the key is ``persist_key``:
 
 - ``"content"`` (default): its absolute path and a blake2b hash of its bytes (the compressed bytes of a
@@ -99,6 +100,8 @@ def item_snapshot(item: Any) -> Any:
     """
     if isinstance(item, Mapping):
         return {k: item_snapshot(v) for k, v in item.items()}
+    if isinstance(item, tuple):  # a tuple stays one: it keys apart from a list (see _input_repr)
+        return tuple(item_snapshot(v) for v in item)
     if isinstance(item, Sequence) and not isinstance(item, (str, bytes, bytearray)):
         return [item_snapshot(v) for v in item]
     return item
@@ -127,6 +130,9 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
     if isinstance(value, Mapping):  # a dict, or a config's mapping (OmegaConf's DictConfig)
         items = sorted(value.items(), key=lambda kv: str(kv[0]))
         return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"
+    if isinstance(value, tuple):  # not a list's key: a transform may tell them apart, and an entry
+        # passes the value on as it is (a list run's entry would serve a list to the tuple's item)
+        return "(" + ",".join(_input_repr(v, persist_key, sources) for v in value) + ")"
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
         return "[" + ",".join(_input_repr(v, persist_key, sources) for v in value) + "]"
     return fingerprint(value, "item value")
