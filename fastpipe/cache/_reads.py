@@ -207,7 +207,8 @@ class CachedReads(torch.utils.data.Dataset):
         out.update(
             length=len(self),
             fill_s=self.fill_report.seconds,
-            skipped=dict(self.fill_report.skipped),
+            # by index in the data list given (fill_report.skipped holds shard positions, on a shard)
+            skipped={self.input_index(s): m for s, m in self.fill_report.skipped.items()},
             misses=self.misses,
             nbytes=self.core.nbytes,
         )

@@ -220,6 +220,15 @@ def test_on_error_skip_logs_and_drops(caplog, workers):
     assert "item 1 (bad1.nii.gz)" in caplog.text and 1 in ds.stats()["skipped"]
 
 
+def test_on_error_skip_on_a_rank_keys_skipped_by_the_data_list_index():
+    data = items(8)
+    shard = CacheDataset(data, [CountingDet()], progress=False, rank=1, world_size=2).shard["indices"]
+    bad = shard[2]  # at position 2 of rank 1's shard
+    data[bad] = {"x": bad, "fail": True, "name": f"bad{bad}.nii.gz"}
+    ds = CacheDataset(data, [CountingDet()], progress=False, on_error="skip", rank=1, world_size=2)
+    assert bad != 2 and list(ds.stats()["skipped"]) == [bad]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers,in_caller", [(1, True), (2, False)])
 def test_one_fill_worker_is_the_calling_thread(workers, in_caller):
