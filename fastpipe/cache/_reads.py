@@ -153,6 +153,30 @@ class CachedReads(torch.utils.data.Dataset):
             self._reseed_in_worker()
             return as_item_list(self._fetch(list(indices), self.suffix))
 
+    def _rebuild(self, data: Any, init_kwargs: dict[str, Any]) -> None:
+        """``set_data``'s common part: free every entry, then build on ``data`` with ``init_kwargs`` (the
+        arguments given at construction): shard, plan, core and fill, as a new dataset would.
+
+        The random suffix goes on with its random state (as MONAI's ``set_data`` leaves its transforms)
+        when the new plan's suffix has the same steps; a persistent cache serves only entries keyed by
+        the new items' own files and values.
+        """
+        if not isinstance(data, Sequence) or isinstance(data, (str, bytes, torch.utils.data.Dataset)):
+            raise TypeError(
+                f"set_data() takes a list of items (MONAI's set_data takes a Sequence), got "
+                f"{type(data).__name__}; build a new dataset on a map-style dataset"
+            )
+        if isinstance(self.core.prefix[0], FromDataset):
+            raise TypeError(
+                "set_data() on a dataset built on a map-style dataset: its persistent entries are keyed by "
+                "index, not by what the new items hold; build a new dataset instead"
+            )
+        suffix, local = self.suffix, self._local
+        self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
+        type(self).__init__(self, data, **init_kwargs)
+        if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
+            self.suffix, self._local = suffix, local
+
     def _after_fork_in_child(self) -> None:
         """In a forked child: a new lock (another thread of the parent may have held it at the fork)."""
         self._suffix_lock = threading.Lock()

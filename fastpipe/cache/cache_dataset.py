@@ -103,6 +103,7 @@ class CacheDataset(CachedReads):
         persist_key: str = "content",
         translate: bool = True,
     ) -> None:
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
         shard = (rank, world_size, even_divisible, partition_seed)
         super().__init__(
             data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
@@ -153,6 +154,18 @@ class CacheDataset(CachedReads):
 
     def _slots(self, indices: Sequence[int]) -> list[int]:
         return [self._keep[i] for i in indices]
+
+    def set_data(self, data: Sequence[dict]) -> None:
+        """Replace the data list and compute the cache for it, as MONAI's ``set_data`` does.
+
+        Every entry of the old data is freed first (device, host and disk tiers); the new list is
+        sharded, checked, planned and filled with the arguments given at construction (``cache_rate``
+        and ``cache_num`` apply to its length). Call it between epochs, not during reads.
+
+        Raises:
+            TypeError: ``data`` is not a list of items, or this dataset was built on a map-style dataset.
+        """
+        self._rebuild(data, self._init_kwargs)
 
     def close(self) -> None:
         """Free the cache (idempotent)."""

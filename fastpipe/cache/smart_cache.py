@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe import distributed
@@ -129,6 +130,7 @@ class SmartCacheDataset(CachedReads):
         persist_key: str = "content",
         translate: bool = True,
     ) -> None:
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
         check_args(cache_num, replace_rate, cache_rate)
         shard = (rank, world_size, even_divisible, partition_seed)
         self.on_error = check_on_error(on_error)
@@ -170,7 +172,9 @@ class SmartCacheDataset(CachedReads):
             )
         self.replace_num = min(math.ceil(self.cache_num * replace_rate), n - self.cache_num)
         self.replace_rate = replace_rate
-        self._rotation = Rotation(n, self.cache_num, self.replace_num, shuffle, seed)
+        if not hasattr(self, "_shuffle_rng"):  # kept by set_data: MONAI shuffles new data with the same state
+            self._shuffle_rng = np.random.RandomState(seed % 2**32)
+        self._rotation = Rotation(n, self.cache_num, self.replace_num, shuffle, rng=self._shuffle_rng)
         self._window: tuple[int, ...] = tuple(self._rotation.window())  # slot (= data index) per position
         self._age: deque[int] = deque(range(self.cache_num))  # positions, oldest first
         self._window_lock = threading.Lock()
@@ -357,6 +361,33 @@ class SmartCacheDataset(CachedReads):
                 self.core.drop(slot)
         self._rotation.start = 0  # MONAI's _start_pos = 0
         self._restarted = True
+
+    def set_data(self, data: Sequence[dict]) -> None:
+        """Replace the data list and fill a new window for it, as MONAI's ``set_data`` does.
+
+        MONAI requires the replacement threads to be stopped: when they run, this warns and calls
+        :meth:`shutdown` first, as MONAI's does. Every entry of the old data is freed; the new list
+        is sharded, shuffled (continuing the shuffle's random state, as MONAI's), and its first window
+        filled with the arguments given at construction; the rotation starts at its beginning.
+        :meth:`start` (or :meth:`update_cache`) starts the replacements again.
+
+        Raises:
+            TypeError: ``data`` is not a list of items, or this dataset was built on a map-style dataset.
+            RuntimeError: the dataset was closed.
+        """
+        if self._closed:
+            raise RuntimeError("SmartCacheDataset was closed; create a new one on the new data")
+        if self.is_started():
+            warnings.warn(
+                "SmartCacheDataset.set_data(): the replacement threads still run; shutting them down first "
+                "(call shutdown() before set_data(), as MONAI asks)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.shutdown()
+        self._finalizer.detach()
+        release(self._replacer, self.core)
+        self._rebuild(data, self._init_kwargs)
 
     def close(self) -> None:
         """Stop the threads and free every cached entry, GPU memory included (idempotent; final)."""

@@ -362,3 +362,22 @@ def test_cached_items_are_monai_s_for_the_same_cache_num_and_cache_rate(cache_nu
     ref = MonaiCacheDataset(data, None, cache_num=cache_num, cache_rate=cache_rate, progress=False)
     ds = CacheDataset(data, [lambda d: d], cache_num=cache_num, cache_rate=cache_rate, progress=False)
     assert [s for s in range(10) if s in ds.core] == list(range(ref.cache_num))
+
+
+def test_set_data_recomputes_the_cache_as_monai_s_does():
+    from monai.data import CacheDataset as MonaiCache
+
+    ds = CacheDataset(items(4), [CountingDet(), RandAdd()], cache_rate=0.5, progress=False)
+    first = ds[0]["image"] - ds.cached_entry(0)["image"]  # the random suffix's first draw
+    new = [{"x": 10 + i, "name": f"new{i}.nii.gz"} for i in range(6)]
+    ds.set_data(new)
+    theirs = MonaiCache(new, lambda d: d, cache_rate=0.5, progress=False)
+    assert (
+        len(ds) == 6 and ds.stats()["items"]["host"] == len(theirs._cache) == 3
+    )  # cache_rate on the new length
+    assert [ds.cached_entry(i)["x"] for i in range(6)] == list(range(10, 16))
+    assert torch.equal(ds.cached_entry(1)["image"], CountingDet()(new[1])["image"])
+    again = ds[0]["image"] - ds.cached_entry(0)["image"]
+    assert not torch.equal(again, first)  # the suffix's random stream goes on, as MONAI's set_data leaves it
+    with pytest.raises(TypeError, match="list of items"):
+        ds.set_data("new.json")

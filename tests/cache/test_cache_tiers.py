@@ -247,3 +247,27 @@ def test_a_full_disk_closes_the_disk_tier_with_one_warning_instead_of_failing_th
     assert len(list(tmp_path.glob("fastpipe-tier-*/*.npy"))) == 1  # the partial file is gone
     for i in range(5):  # the two items with no room are recomputed per read
         assert torch.equal(ds[i]["image"], CountingDet()({"x": i})["image"])
+
+
+@pytest.mark.parametrize("same_paths", [False, True])
+def test_set_data_with_a_disk_tier_persist_and_a_shard_serves_the_new_items(tmp_path, same_paths):
+    import numpy as np
+    from _persist_helpers import LoadNpy
+
+    def write(tag: str, base: float) -> list[dict]:
+        out = []
+        for i in range(6):
+            path = tmp_path / f"{tag}{i}.npy"
+            np.save(path, np.full((1, 4, 4, 4), base + i, np.float32))
+            out.append({"image": str(path)})
+        return out
+
+    kw = {"budget": {"host": 1, "disk": "1MB"}, "persist_dir": tmp_path / "p", "rank": 1, "world_size": 2}
+    ds = CacheDataset(write("a", 0.0), [LoadNpy()], progress=False, disk_dir=tmp_path, **kw)
+    assert ds.stats()["items"]["disk"] == len(ds) == 3
+    old = [float(ds[i]["image"].max()) for i in range(len(ds))]
+    ds.set_data(write("a" if same_paths else "b", 100.0))  # the same paths rewritten, or new files
+    got = [float(ds[i]["image"].max()) for i in range(len(ds))]
+    assert got == [100.0 + ds.data_index(i) for i in range(len(ds))] and got == [v + 100 for v in old]
+    assert ds.stats()["items"]["disk"] == 3 and len(list(tmp_path.glob("fastpipe-tier-*"))) == 1
+    ds.close()

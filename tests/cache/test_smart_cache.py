@@ -502,3 +502,33 @@ def test_restart_after_shutdown_gives_monai_s_windows(n, cache_num, rate, shuffl
         ours.close()
         theirs.shutdown()
     assert not torn and not t.is_alive() and not smart_threads() and ours.core.nbytes == 0
+
+
+@pytest.mark.timeout(60)
+def test_set_data_gives_monai_s_windows_and_shuts_a_running_dataset_down_first():
+    from monai.data import SmartCacheDataset as MonaiSmartCache
+
+    kw = {"cache_num": 4, "replace_rate": 0.5, "shuffle": True, "seed": 2, "progress": False}
+    ours = SmartCacheDataset(make_data(10), volume, **kw)
+    theirs = MonaiSmartCache(make_data(10), lambda d: dict(d), **kw)
+    new = [{**d, "x": d["x"] + 100} for d in make_data(10)]
+    try:
+        for ds in (ours, theirs):
+            ds.start()
+            ds.update_cache()
+        with pytest.warns(UserWarning, match="shutting them down first"):
+            ours.set_data(new)
+        assert not ours.is_started() and not smart_threads()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MONAI's own "not shutdown yet" warning
+            theirs.set_data(new)
+        for _ in range(4):
+            assert sorted(ours[i]["x"] for i in range(4)) == sorted(d["x"] for d in theirs._cache)
+            assert all(torch.all(ours[i]["t"] == ours[i]["x"]) for i in range(4))
+            for ds in (ours, theirs):
+                ds.update_cache()
+        assert ours.core.nbytes <= (4 + ours.replace_num) * ITEM_BYTES
+    finally:
+        ours.close()
+        theirs.shutdown()
+    assert not smart_threads() and ours.core.nbytes == 0
