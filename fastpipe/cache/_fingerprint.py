@@ -77,13 +77,14 @@ _STATE_TYPES = (  # synchronisation, logging, workers, open files: state, not pa
 #: Attributes that library classes set on every call (``module.Class`` -> names): left out of the
 #: fingerprint, so using a transform before a dataset is built does not change the dataset's keys.
 _PER_CALL_STATE = {"monai.data.image_reader.ImageReader": ("filenames",)}
-#: MONAI image readers (``module.Class``) -> the package that decodes their files (its version keys them)
+#: image readers (``module.Class``) -> the package that decodes their files (its version keys them)
 _READER_BACKENDS = {
     "monai.data.image_reader.NibabelReader": "nibabel",
     "monai.data.image_reader.ITKReader": "itk",
     "monai.data.image_reader.PydicomReader": "pydicom",
     "monai.data.image_reader.PILReader": "PIL",
     "monai.data.image_reader.NrrdReader": "nrrd",
+    "fastpipe.transforms.io.LoadImaged": "nibabel",  # fastpipe's NIfTI reader parses headers with it
 }
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
@@ -134,7 +135,8 @@ def library_of(module: str | None) -> str | None:
 
 
 def reader_backend(cls: type) -> str:
-    """``"+nibabel==5.3.2"`` for a MONAI image reader class that decodes through that package, else ``""``.
+    """``"+nibabel==5.3.2"`` for a MONAI image reader class (or fastpipe's ``LoadImaged``) that decodes
+    through that package, else ``""``.
 
     The reader's package decodes the voxels (nibabel's scaling, orientation): its version keys the
     entries a kept MONAI reader computed. A missing package stands as ``"absent"``.

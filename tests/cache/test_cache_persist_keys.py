@@ -395,3 +395,14 @@ def test_a_tuple_and_a_list_item_value_are_keyed_apart(tmp_path, recwarn):
     assert [r[:2] for r in runs["tuple"]] == [((1, 2), "tuple")] * 2  # computed, then read back as a tuple
     assert runs["tuple"][0][2]["loads"] == 0 and runs["tuple"][1][2]["loads"] == 1
     assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
+
+
+def test_a_nibabel_upgrade_changes_the_key_of_fastpipe_s_nifti_loader(monkeypatch):
+    import nibabel
+
+    from fastpipe.transforms import LoadImaged
+
+    chain = [LoadImaged("image")]  # parses NIfTI headers with nibabel (get_best_affine, get_zooms)
+    before = chain_fingerprint(chain)
+    monkeypatch.setattr(nibabel, "__version__", "99.0.0")
+    assert chain_fingerprint(chain) != before
