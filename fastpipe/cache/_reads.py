@@ -161,6 +161,15 @@ class CachedReads(torch.utils.data.Dataset):
         when the new plan's suffix has the same steps; a persistent cache serves only entries keyed by
         the new items' own files and values.
         """
+        self._check_new_data(data)
+        suffix, local = self.suffix, self._local
+        self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
+        type(self).__init__(self, data, **init_kwargs)
+        if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
+            self.suffix, self._local = suffix, local
+
+    def _check_new_data(self, data: Any) -> None:
+        """``TypeError`` unless ``set_data`` can take ``data``: checked before anything is freed."""
         if not isinstance(data, Sequence) or isinstance(data, (str, bytes, torch.utils.data.Dataset)):
             raise TypeError(
                 f"set_data() takes a list of items (MONAI's set_data takes a Sequence), got "
@@ -171,11 +180,6 @@ class CachedReads(torch.utils.data.Dataset):
                 "set_data() on a dataset built on a map-style dataset: its persistent entries are keyed by "
                 "index, not by what the new items hold; build a new dataset instead"
             )
-        suffix, local = self.suffix, self._local
-        self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
-        type(self).__init__(self, data, **init_kwargs)
-        if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
-            self.suffix, self._local = suffix, local
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: a new lock (another thread of the parent may have held it at the fork)."""

@@ -377,6 +377,7 @@ class SmartCacheDataset(CachedReads):
         """
         if self._closed:
             raise RuntimeError("SmartCacheDataset was closed; create a new one on the new data")
+        self._check_new_data(data)  # before anything stops or is freed
         if self.is_started():
             warnings.warn(
                 "SmartCacheDataset.set_data(): the replacement threads still run; shutting them down first "

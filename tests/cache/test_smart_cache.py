@@ -516,6 +516,9 @@ def test_set_data_gives_monai_s_windows_and_shuts_a_running_dataset_down_first()
         for ds in (ours, theirs):
             ds.start()
             ds.update_cache()
+        with pytest.raises(TypeError, match="list of items"):
+            ours.set_data(torch.utils.data.TensorDataset(torch.zeros(10)))
+        assert ours.is_started() and ours[0]["x"] in range(10)  # nothing stopped or freed
         with pytest.warns(UserWarning, match="shutting them down first"):
             ours.set_data(new)
         assert not ours.is_started() and not smart_threads()
