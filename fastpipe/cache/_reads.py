@@ -175,7 +175,7 @@ class CachedReads(torch.utils.data.Dataset):
                 f"set_data() takes a list of items (MONAI's set_data takes a Sequence), got "
                 f"{type(data).__name__}; build a new dataset on a map-style dataset"
             )
-        if isinstance(self.core.prefix[0], FromDataset):
+        if self.core.prefix and isinstance(self.core.prefix[0], FromDataset):
             raise TypeError(
                 "set_data() on a dataset built on a map-style dataset: its persistent entries are keyed by "
                 "index, not by what the new items hold; build a new dataset instead"

@@ -381,3 +381,12 @@ def test_set_data_recomputes_the_cache_as_monai_s_does():
     assert not torch.equal(again, first)  # the suffix's random stream goes on, as MONAI's set_data leaves it
     with pytest.raises(TypeError, match="list of items"):
         ds.set_data("new.json")
+
+
+def test_set_data_without_a_transform_and_on_a_map_style_dataset():
+    ds = CacheDataset(items(1), None, progress=False)
+    ds.set_data(items(3))  # no prefix at all: nothing to check it against
+    assert len(ds) == 3 and ds[2]["x"] == 2
+    on_dataset = CacheDataset(torch.utils.data.TensorDataset(torch.arange(3.0)), None, progress=False)
+    with pytest.raises(TypeError, match="map-style dataset"):
+        on_dataset.set_data(items(3))
