@@ -184,6 +184,6 @@ def smart_cache_loader(
 
     def close() -> None:
         loader.close()
-        ds.shutdown()
+        ds.close()  # shutdown() keeps the window (MONAI's restart); close() frees it
 
     return ds, loader, close

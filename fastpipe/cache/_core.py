@@ -19,7 +19,7 @@ import torch
 
 from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._footprint import EntryBytes
-from fastpipe.cache._key import check_persist_key, entry_owner
+from fastpipe.cache._key import check_persist_key, code_version, entry_owner, item_snapshot
 from fastpipe.cache._persist import PersistentCache
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
@@ -61,7 +61,8 @@ class CacheCore:
         persist_dir: folder of a persistent cache across runs (default ``None``: none).
         disk_dir: where the disk tier makes its own folder, removed on close (default ``None``: the
             system's temporary folder).
-        version: the version that keys persistent entries (default: ``fastpipe.__version__``).
+        version: the version that keys persistent entries (default: ``fastpipe.__version__`` plus a
+            hash of fastpipe's sources, :func:`~fastpipe.cache._key.code_version`).
         persist_key: how source files enter a persistent key: ``"content"`` (default, a hash of their
             bytes) or ``"stat"`` (size, mtime, ctime, inode); see :mod:`fastpipe.cache._key`.
 
@@ -92,8 +93,8 @@ class CacheCore:
         primary = "cuda" if self.device.type == "cuda" else "host"
         self.store = TierStore(self.device, parse_budget(budget, primary), disk_dir)
         self.persist = None if persist_dir is None else PersistentCache(persist_dir)
-        if version is None:
-            from fastpipe import __version__ as version
+        if version is None and self.persist is not None:
+            version = code_version()
         self._fingerprint = chain_fingerprint(self.prefix) if self.persist is not None else ""
         self._version = version
         self._persist_key = check_persist_key(persist_key)
@@ -108,9 +109,10 @@ class CacheCore:
 
         ``index`` (the item's position, when known) is recorded in a persistent entry for diagnostics.
         """
-        owner = None
+        owner = snapshot = None
         if self.persist is not None:
-            owner = entry_owner(item, index, self._fingerprint, self._version, self._persist_key)
+            snapshot = item_snapshot(item)  # a transform assigning into the item must not move its key
+            owner = entry_owner(snapshot, index, self._fingerprint, self._version, self._persist_key)
             entry = self.persist.load(owner)
             if entry is not None:
                 return entry
@@ -121,7 +123,7 @@ class CacheCore:
         if owner is not None:
             # keyed by the files as they were before the read: a file replaced meanwhile would store
             # its new values under the old content's key, served when that content comes back
-            again = entry_owner(item, index, self._fingerprint, self._version, self._persist_key)
+            again = entry_owner(snapshot, index, self._fingerprint, self._version, self._persist_key)
             if again.key == owner.key:
                 self.persist.save(owner, entry)
             else:

@@ -3,7 +3,8 @@
 :func:`fingerprint` walks an object and hashes (blake2b):
 
 - plain values (``None``, numbers, strings, bytes), enums, torch/numpy dtypes and devices: type and value;
-- tensors and arrays: type, dtype, shape and a hash of their bytes;
+- tensors and arrays: type, dtype, shape and a hash of their bytes (a MONAI ``MetaTensor`` also its
+  ``meta`` dict, affine included, and its applied and pending operations);
 - lists, tuples, dicts, sets: their items (dicts and sets in a sorted order);
 - Python functions (lambdas, closures): bytecode, constants, names, defaults, keyword defaults, the
   contents of closure cells, and the values of the globals the code reads (functions it calls included,
@@ -14,8 +15,10 @@
   libraries keep settings there (MONAI's ``LoadImaged`` holds every option in ``_loader``), but on a
   best-effort basis: a private part that cannot be hashed stands for its type. Known per-call state
   of library classes (:data:`_PER_CALL_STATE`: the file names a MONAI image reader read last) is left out;
-- a user-defined class: the code of its methods; library code (the standard library, or a package with a
-  ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead;
+- a user-defined class: the code of its methods and its class-level data (``_private`` names too,
+  best effort, as for objects); library code (the standard library, or a package with a
+  ``__version__``, such as fastpipe, MONAI, torch, numpy): its name and the package version instead
+  (a MONAI image reader also the version of the package that decodes its files: nibabel, ITK...);
 - random states (numpy, torch, ``random``): their type only, since a deterministic prefix draws nothing;
   likewise locks, events, threads, thread-local storage, queues, executors, loggers and open files
   (state, not parameters).
@@ -38,6 +41,7 @@ import concurrent.futures
 import enum
 import functools
 import hashlib
+import importlib
 import io
 import logging
 import queue
@@ -73,6 +77,15 @@ _STATE_TYPES = (  # synchronisation, logging, workers, open files: state, not pa
 #: Attributes that library classes set on every call (``module.Class`` -> names): left out of the
 #: fingerprint, so using a transform before a dataset is built does not change the dataset's keys.
 _PER_CALL_STATE = {"monai.data.image_reader.ImageReader": ("filenames",)}
+#: image readers (``module.Class``) -> the package that decodes their files (its version keys them)
+_READER_BACKENDS = {
+    "monai.data.image_reader.NibabelReader": "nibabel",
+    "monai.data.image_reader.ITKReader": "itk",
+    "monai.data.image_reader.PydicomReader": "pydicom",
+    "monai.data.image_reader.PILReader": "PIL",
+    "monai.data.image_reader.NrrdReader": "nrrd",
+    "fastpipe.transforms.io.LoadImaged": "nibabel",  # fastpipe's NIfTI reader parses headers with it
+}
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
 
@@ -92,12 +105,14 @@ def fingerprint(obj: Any, name: str = "object") -> str:
 
 
 def chain_fingerprint(transforms: list[Any]) -> str:
-    """The fingerprint of a deterministic chain; profiling wrappers (``.inner``) are looked through.
+    """The fingerprint of a deterministic chain (torch's version included); profiling wrappers
+    (``.inner``) are looked through.
 
     Raises:
         UnfingerprintableError: naming the transform (position and type) and the part that cannot be hashed.
     """
-    parts = []
+    # torch runs fastpipe's and MONAI's transforms alike: a new torch can compute other values
+    parts = [f"torch=={torch.__version__}"]
     for i, t in enumerate(transforms):
         t = getattr(t, "inner", t)  # switching NVTX ranges on must not invalidate a persistent cache
         try:
@@ -117,6 +132,23 @@ def library_of(module: str | None) -> str | None:
         return f"python{sys.version_info[0]}.{sys.version_info[1]}"
     version = getattr(sys.modules.get(top), "__version__", None)
     return f"{top}=={version}" if isinstance(version, str) else None
+
+
+def reader_backend(cls: type) -> str:
+    """``"+nibabel==5.3.2"`` for a MONAI image reader class (or fastpipe's ``LoadImaged``) that decodes
+    through that package, else ``""``.
+
+    The reader's package decodes the voxels (nibabel's scaling, orientation): its version keys the
+    entries a kept MONAI reader computed. A missing package stands as ``"absent"``.
+    """
+    package = _READER_BACKENDS.get(_qualname(cls))
+    if package is None:
+        return ""
+    try:
+        module = sys.modules.get(package) or importlib.import_module(package)
+    except ImportError:
+        return f"+{package}==absent"
+    return f"+{package}=={getattr(module, '__version__', None)}"
 
 
 def _qualname(obj: Any) -> str:
@@ -175,7 +207,7 @@ class _Walker:
 
     def _dispatch(self, obj: Any, path: str, depth: int) -> None:
         if isinstance(obj, torch.Tensor):
-            return self._tensor(obj)
+            return self._tensor(obj, path, depth)
         if isinstance(obj, np.ndarray):
             return self._array(obj, path, depth)
         if isinstance(obj, (list, tuple)):
@@ -215,10 +247,15 @@ class _Walker:
             return self._code(obj, path, depth)
         self._object(obj, path, depth)
 
-    def _tensor(self, t: torch.Tensor) -> None:
+    def _tensor(self, t: torch.Tensor, path: str, depth: int) -> None:
         data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         self.emit(f"tensor:{_qualname(type(t))}:{t.dtype}:{tuple(t.shape)}:{digest}")
+        meta = getattr(t, "meta", None)
+        if isinstance(meta, dict):  # a MONAI MetaTensor: its affine and metadata shape the output too
+            self.walk(dict(meta), f"{path}.meta", depth)
+            for name in ("applied_operations", "pending_operations"):
+                self.walk(list(getattr(t, name, None) or ()), f"{path}.{name}", depth)
 
     def _array(self, a: np.ndarray, path: str, depth: int) -> None:
         if a.dtype.hasobject:
@@ -290,7 +327,7 @@ class _Walker:
 
     def _class(self, cls: type, path: str, depth: int) -> None:
         lib = library_of(cls.__module__)
-        self.emit(f"class:{_qualname(cls)}:{lib}")
+        self.emit(f"class:{_qualname(cls)}:{lib}{reader_backend(cls)}")
         if lib is not None:
             return
         for klass in cls.__mro__:
@@ -300,8 +337,11 @@ class _Walker:
                 value = value.fget if isinstance(value, property) else value
                 value = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
                 value = value.func if isinstance(value, functools.cached_property) else value
-                if name in _SKIP_CLASS_ATTRS or name.startswith("_") and not callable(value):
-                    continue  # methods are code, private or not; private class-level data is state
+                if name in _SKIP_CLASS_ATTRS or name.startswith("__") and not callable(value):
+                    continue
+                if name.startswith("_") and not callable(value):  # ``_SCALE = 2``: a setting, best effort
+                    self._private(name, value, f"{_qualname(klass)}.{name}", depth, klass.__qualname__)
+                    continue
                 self.emit(f"attr:{klass.__qualname__}.{name}")
                 self.walk(value, f"{_qualname(klass)}.{name}", depth)
 
@@ -326,16 +366,23 @@ class _Walker:
             self.emit("wraps")
             self.walk(wrapped, f"{path}.__wrapped__", depth)
         for name, value in sorted(_private_attributes(obj).items()):
-            if isinstance(value, (*_STATE_TYPES, *_RANDOM_STATES)):
-                continue  # state made on first use (MONAI's thread-local ``_tracing``) must not move the key
-            # Best effort: libraries keep settings there too (MONAI's LoadImaged holds every option in
-            # ``_loader``, Spacingd its ``_lazy``), so they must change the key; a part that cannot be
-            # hashed (a handle, a lock inside a cache) stands for its type instead of refusing the chain.
-            try:
-                token = self._subdigest(value, f"{path}.{name}", depth)
-            except UnfingerprintableError:
-                token = f"opaque:{_qualname(type(value))}"
-            self.emit(f"private:{name}:{token}")
+            self._private(name, value, f"{path}.{name}", depth)
+
+    def _private(self, name: str, value: Any, path: str, depth: int, owner: str = "") -> None:
+        """A private attribute (of an object, or class-level data of a class of your own), best effort.
+
+        Libraries keep settings there (MONAI's LoadImaged holds every option in ``_loader``, Spacingd
+        its ``_lazy``), and so do user classes (``_SCALE = 2``), so they must change the key; a part
+        that cannot be hashed (a handle, a lock inside a cache) stands for its type instead of refusing
+        the chain, and state made on first use (MONAI's thread-local ``_tracing``) is left out.
+        """
+        if isinstance(value, (*_STATE_TYPES, *_RANDOM_STATES)):
+            return None
+        try:
+            token = self._subdigest(value, path, depth)
+        except UnfingerprintableError:
+            token = f"opaque:{_qualname(type(value))}"
+        self.emit(f"private:{owner}.{name}:{token}" if owner else f"private:{name}:{token}")
 
 
 def _public_attributes(obj: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Persistent-cache keys of input items: what the item's files hold, the chain, the version.
 
-The key of an item is a sha256 of ``fastpipe.__version__``, the entry format, the chain fingerprint
+The key of an item is a sha256 of ``fastpipe.__version__`` and a hash of fastpipe's sources
+(:func:`code_version`), the entry format, the chain fingerprint
 (:func:`fastpipe.cache._fingerprint.chain_fingerprint`) and the item: every string (or path) value that
 names an existing regular file (``~`` expanded, as loaders expand it) stands for that file, one that
-names a folder for every file under it, every other value for its
+names a folder for every file under it, a tuple apart from a list (a transform can tell them apart,
+and an entry hands the value on as it was), every other value for its
 :func:`~fastpipe.cache._fingerprint.fingerprint`. How a file stands in the key is ``persist_key``:
 
 - ``"content"`` (default): its absolute path and a blake2b hash of its bytes (the compressed bytes of a
@@ -21,14 +23,19 @@ under it, in either mode: a file added, removed, renamed or changed inside chang
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastpipe.cache._fingerprint import fingerprint
 
 PERSIST_KEYS = ("content", "stat")
+#: fastpipe's own sources: they enter the version of a key (an edit without a version bump, a git pull)
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _FORMAT = "fpc2"
 _CHUNK = 1 << 20
 
@@ -66,6 +73,40 @@ def entry_owner(
     return EntryOwner(key, index, tuple(sources))
 
 
+@functools.cache
+def code_version() -> str:
+    """``fastpipe.__version__`` plus a hash of fastpipe's Python sources, read once per process.
+
+    The version alone is not bumped by a ``git pull`` or an edit of an editable install, yet a fixed
+    transform computes other values: its old entries must not be reused.
+    """
+    from fastpipe import __version__
+
+    h = hashlib.blake2b(digest_size=8)
+    for root, dirs, names in os.walk(_PACKAGE_ROOT):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(n for n in names if n.endswith(".py")):
+            path = os.path.join(root, name)
+            h.update(os.path.relpath(path, _PACKAGE_ROOT).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return f"{__version__}+src.{h.hexdigest()}"
+
+
+def item_snapshot(item: Any) -> Any:
+    """``item``'s mappings and sequences copied (as dicts and lists: the same key), their values shared:
+    the item as it is now, for a key taken again after a compute whose first transform assigns into
+    the item (``d["image"] = load(...)``).
+    """
+    if isinstance(item, Mapping):
+        return {k: item_snapshot(v) for k, v in item.items()}
+    if isinstance(item, tuple):  # a tuple stays one: it keys apart from a list (see _input_repr)
+        return tuple(item_snapshot(v) for v in item)
+    if isinstance(item, Sequence) and not isinstance(item, (str, bytes, bytearray)):
+        return [item_snapshot(v) for v in item]
+    return item
+
+
 def item_key(item: Any, chain_fp: str, version: str, persist_key: str = "content") -> str:
     """The cache key of one input item under a chain fingerprint and a fastpipe version."""
     return entry_owner(item, None, chain_fp, version, persist_key).key
@@ -86,10 +127,13 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
             files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
             states = ",".join(f"{os.path.relpath(f, path)}={_file_state(f, persist_key)}" for f in files)
             return f"dir({path},[{states}])"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # a dict, or a config's mapping (OmegaConf's DictConfig)
         items = sorted(value.items(), key=lambda kv: str(kv[0]))
         return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):  # not a list's key: a transform may tell them apart, and an entry
+        # passes the value on as it is (a list run's entry would serve a list to the tuple's item)
+        return "(" + ",".join(_input_repr(v, persist_key, sources) for v in value) + ")"
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
         return "[" + ",".join(_input_repr(v, persist_key, sources) for v in value) + "]"
     return fingerprint(value, "item value")
 

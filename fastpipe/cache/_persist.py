@@ -3,7 +3,7 @@
 The key of an item (:mod:`fastpipe.cache._key`) hashes the content (or, with ``persist_key="stat"``, the
 size and times) of every file the item names, its other values, the fingerprint of the deterministic
 prefix (:mod:`fastpipe.cache._fingerprint`: parameters, code, closures, defaults of each transform) and
-``fastpipe.__version__``. A change in any of them gives a new key, so a stale entry is not looked up.
+``fastpipe.__version__`` with a hash of fastpipe's sources. A change in any of them gives a new key, so a stale entry is not looked up.
 
 Each file (:mod:`fastpipe.cache._format`) holds tensors as raw bytes and the rest as JSON, with a
 checksum, and records its own key and the item (index and source files) it was computed from. An entry
@@ -50,7 +50,7 @@ class PersistentCache:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # "~/cache": the home folder's, not a folder named "~"
         self.loads = self.saves = self.rejected = self.write_errors = self.unsaved = 0
         self.writable = self.opened = True
         self._warned: set[str] = set()

@@ -135,7 +135,13 @@ class CachedReads(torch.utils.data.Dataset):
         """Whether reads of a batch start with the random suffix's one-call ``batch_call`` (the rest runs per crop)."""
         return bool(self.suffix) and callable(getattr(self.suffix[0], "batch_call", None))
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int | slice | Sequence[int]) -> Any:
+        """Item ``index`` (negative counts from the end); a slice or a list of indices gives a
+        ``torch.utils.data.Subset`` of this dataset, as MONAI's datasets do."""
+        if isinstance(index, slice):
+            return torch.utils.data.Subset(self, range(*index.indices(len(self))))
+        if isinstance(index, Sequence) and not isinstance(index, str):
+            return torch.utils.data.Subset(self, index)
         with self._suffix_lock:  # the shared suffix's random state is advanced by one thread at a time
             self._reseed_in_worker()
             slot, entry = self._entry(index)
@@ -146,6 +152,34 @@ class CachedReads(torch.utils.data.Dataset):
         with self._suffix_lock:
             self._reseed_in_worker()
             return as_item_list(self._fetch(list(indices), self.suffix))
+
+    def _rebuild(self, data: Any, init_kwargs: dict[str, Any]) -> None:
+        """``set_data``'s common part: free every entry, then build on ``data`` with ``init_kwargs`` (the
+        arguments given at construction): shard, plan, core and fill, as a new dataset would.
+
+        The random suffix goes on with its random state (as MONAI's ``set_data`` leaves its transforms)
+        when the new plan's suffix has the same steps; a persistent cache serves only entries keyed by
+        the new items' own files and values.
+        """
+        self._check_new_data(data)
+        suffix, local = self.suffix, self._local
+        self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
+        type(self).__init__(self, data, **init_kwargs)
+        if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
+            self.suffix, self._local = suffix, local
+
+    def _check_new_data(self, data: Any) -> None:
+        """``TypeError`` unless ``set_data`` can take ``data``: checked before anything is freed."""
+        if not isinstance(data, Sequence) or isinstance(data, (str, bytes, torch.utils.data.Dataset)):
+            raise TypeError(
+                f"set_data() takes a list of items (MONAI's set_data takes a Sequence), got "
+                f"{type(data).__name__}; build a new dataset on a map-style dataset"
+            )
+        if self.core.prefix and isinstance(self.core.prefix[0], FromDataset):
+            raise TypeError(
+                "set_data() on a dataset built on a map-style dataset: its persistent entries are keyed by "
+                "index, not by what the new items hold; build a new dataset instead"
+            )
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: a new lock (another thread of the parent may have held it at the fork)."""
@@ -201,7 +235,8 @@ class CachedReads(torch.utils.data.Dataset):
         out.update(
             length=len(self),
             fill_s=self.fill_report.seconds,
-            skipped=dict(self.fill_report.skipped),
+            # by index in the data list given (fill_report.skipped holds shard positions, on a shard)
+            skipped={self.input_index(s): m for s, m in self.fill_report.skipped.items()},
             misses=self.misses,
             nbytes=self.core.nbytes,
         )
@@ -220,8 +255,8 @@ def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
 
 
 def _inputs_of(data: Any) -> tuple[list[Any], Any]:
-    if isinstance(data, (list, tuple)):
-        inputs, source = list(data), None
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes, torch.utils.data.Dataset)):
+        inputs, source = list(data), None  # a list, or a list-like (UserList, OmegaConf's ListConfig)
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         inputs, source = list(range(len(data))), data
     else:

@@ -12,6 +12,7 @@ queues are bounded; ``submit``/``collect``/``stop`` are called from one consumer
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -86,6 +87,8 @@ class Replacer:
             the loader's reads win the CPU over replacements when both want it.
         retry: queue a failed item again, so that the next :meth:`collect` retries it (default
             ``True``); ``False`` when the caller drops failed items instead.
+        name_of: ``index -> the item's index in the user's data list``, for errors (default: the
+            index itself; a rank's shard maps its positions back).
 
     Threading contract: one consumer thread calls :meth:`submit`, :meth:`collect` and :meth:`stop`.
     """
@@ -99,31 +102,47 @@ class Replacer:
         capacity: int,
         nice: int | None = 10,
         retry: bool = True,
+        name_of: Callable[[int], int] | None = None,
     ) -> None:
         self._compute, self._store, self._items = compute, store, items
+        self._name_of = name_of or (lambda index: index)
         self.retry = retry
         self.num_workers = num_workers
         self.nice = nice
+        self._capacity = capacity
         self._jobs: queue.Queue = queue.Queue(maxsize=capacity)
         self._results: queue.Queue = queue.Queue(maxsize=capacity)
         self._stop = threading.Event()
+        self._stop.set()  # not started
         self.store_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._done: set[int] = set()
         self._busy = 0  # items submitted and not yet reported; any thread may wait for 0 (wait_idle)
         self._idle = threading.Condition()
 
-    def _guarded_store(self, index: int, entry: Any) -> None:
+    def _guarded_store(self, stop: threading.Event, index: int, entry: Any) -> None:
         with self.store_lock:
-            if not self._stop.is_set():  # after stop() nothing new may enter the cache
+            if not stop.is_set():  # after stop() nothing new may enter the cache
                 self._store(index, entry)
 
+    def _done_unless_stopped(self, stop: threading.Event) -> None:
+        if not stop.is_set():  # a worker of an earlier start must not count for this one
+            self._one_done()
+
     def start(self) -> None:
-        """Start the worker threads (no-op while they run)."""
+        """Start the worker threads (no-op while they run); after :meth:`stop`, a new set of them.
+
+        Each start has its own stop event and queues: a worker of an earlier start still finishing
+        its item (stop's join timed out) discards it and reports nowhere the new workers read.
+        """
         if self.alive:
             return
-        self._stop.clear()
-        args = (self._jobs, self._results, self._stop, self._compute, self._guarded_store, self._one_done)
+        stop = self._stop = threading.Event()
+        self._jobs = queue.Queue(maxsize=self._capacity)
+        self._results = queue.Queue(maxsize=self._capacity)
+        store = functools.partial(self._guarded_store, stop)
+        done = functools.partial(self._done_unless_stopped, stop)
+        args = (self._jobs, self._results, stop, self._compute, store, done)
         self._threads = [
             threading.Thread(
                 target=_worker,
@@ -179,8 +198,8 @@ class Replacer:
 
         Raises:
             ReplacementError: a worker failed on one of them (naming the item index and file; its
-                ``index`` attribute holds the data index); with ``retry`` the failed index is queued
-                again so that a later call retries it.
+                ``index`` attribute holds the data index, ``slot`` the index given here); with
+                ``retry`` the failed index is queued again so that a later call retries it.
             RuntimeError: the workers were stopped.
         """
         t0 = time.perf_counter()
@@ -202,9 +221,15 @@ class Replacer:
             if err is not None:
                 if self.retry:
                     self.submit([index])
-                raise failure(
-                    ReplacementError, "SmartCache replacement failed on", index, self._items(index), err
-                ) from err
+                error = failure(
+                    ReplacementError,
+                    "SmartCache replacement failed on",
+                    self._name_of(index),
+                    self._items(index),
+                    err,
+                )
+                error.slot = index  # what the rotation calls it (``index`` is the data list's)
+                raise error from err
             self._done.add(index)
 
     def stop(self, timeout: float = 1.0) -> list[threading.Thread]:
@@ -219,7 +244,7 @@ class Replacer:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         left = [t for t in self._threads if t.is_alive()]
-        self._threads = left
+        self._threads = []  # a worker left computing discards its item and exits: not this pool's any more
         drain(self._jobs)
         drain(self._results)
         self._done.clear()

@@ -16,6 +16,8 @@ class Rotation:
         replace_num: items replaced per round.
         shuffle: permute the data order once with ``numpy.random.RandomState(seed)`` (MONAI's draw).
         seed: seed of that permutation (default 0).
+        rng: the ``numpy.random.RandomState`` that shuffles instead of a new one seeded with ``seed``
+            (default ``None``); MONAI shuffles the data of each ``set_data`` with one state.
 
     Example:
         >>> r = Rotation(5, cache_num=4, replace_num=1, shuffle=False)
@@ -23,10 +25,18 @@ class Rotation:
         ([0, 1, 2, 3], [4], [0])
     """
 
-    def __init__(self, n: int, cache_num: int, replace_num: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        cache_num: int,
+        replace_num: int,
+        shuffle: bool,
+        seed: int = 0,
+        rng: np.random.RandomState | None = None,
+    ) -> None:
         self.order = list(range(n))
         if shuffle:
-            np.random.RandomState(seed % 2**32).shuffle(self.order)  # any int seed, as MONAI's
+            (rng or np.random.RandomState(seed % 2**32)).shuffle(self.order)  # any int seed, as MONAI's
         self.n, self.cache_num, self.replace_num = n, cache_num, replace_num
         self.start = 0
 

@@ -47,18 +47,22 @@ def drop(rotation: Any, index: int) -> None:
     rotation.replace_num = max(0, min(rotation.replace_num, rotation.n - rotation.cache_num))
 
 
-def warn_dropped(index: int, message: str, skipped: dict[int, str]) -> None:
-    """Record item ``index`` in ``skipped`` and warn once for it, naming it (``message``)."""
-    skipped[index] = message
-    log.warning("SmartCacheDataset dropped item %d from the rotation: %s", index, message)
+def warn_dropped(slot: int, message: str, skipped: dict[int, str], name: int | None = None) -> None:
+    """Record ``slot`` in ``skipped`` and warn once for it, naming the item ``name`` (its index in the
+    data list; default: ``slot``) and the failure (``message``)."""
+    skipped[slot] = message
+    name = slot if name is None else name
+    log.warning("SmartCacheDataset dropped item %d from the rotation: %s", name, message)
     warnings.warn(
-        f"SmartCacheDataset(on_error='skip'): {message}; item {index} is dropped from the rotation",
+        f"SmartCacheDataset(on_error='skip'): {message}; item {name} is dropped from the rotation",
         RuntimeWarning,
         stacklevel=2,
     )
 
 
-def fill_skipping(rotation: Any, fill: Callable[[list[int]], FillReport]) -> FillReport:
+def fill_skipping(
+    rotation: Any, fill: Callable[[list[int]], FillReport], name_of: Callable[[int], int] = int
+) -> FillReport:
     """Fill the window with ``fill(slots)`` (an ``on_error="skip"`` fill); failed items leave the rotation
     and the window's next items are filled in their place, until the window holds only good items.
 
@@ -76,7 +80,7 @@ def fill_skipping(rotation: Any, fill: Callable[[list[int]], FillReport]) -> Fil
         total.items += report.items
         for index, message in report.skipped.items():
             drop(rotation, index)
-            warn_dropped(index, message, total.skipped)
+            warn_dropped(index, message, total.skipped, name_of(index))
         if rotation.n == 0:
             raise ValueError(
                 f"SmartCacheDataset: the chain failed on all {len(tried)} items: {total.skipped}"
@@ -104,7 +108,7 @@ def next_round(
                 late = replacer.missing(incoming)
             lag += replacer.collect(incoming)
             return incoming, late, lag
-        except ReplacementError as err:
-            drop(rotation, err.index)
-            warn_dropped(err.index, str(err), report.skipped)
+        except ReplacementError as err:  # its ``slot``: the rotation's index; its ``index``: the data list's
+            drop(rotation, err.slot)
+            warn_dropped(err.slot, str(err), report.skipped, err.index)
             replacer.submit([s for s in rotation.incoming() if s not in incoming])

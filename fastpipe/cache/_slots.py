@@ -7,6 +7,9 @@ from typing import Any
 
 from fastpipe.runtime._fork import renew_locks_after_fork
 
+#: what a replacement worker computes for an item already cached: the entry there is kept
+KEPT = object()
+
 
 class SlotStore:
     """Puts an entry into the core, counting entries with no room and the peak of cached bytes."""
@@ -19,6 +22,8 @@ class SlotStore:
         renew_locks_after_fork(self)  # a child forked mid-read gets free locks
 
     def __call__(self, slot: int, entry: Any) -> None:
+        if entry is KEPT:
+            return
         placed = self.core.put(slot, entry)
         nbytes = self.core.nbytes
         with self._lock:

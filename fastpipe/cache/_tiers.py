@@ -93,7 +93,8 @@ class DiskTier:
 
     def __init__(self, root: str | Path | None) -> None:
         if root is not None:
-            Path(root).mkdir(parents=True, exist_ok=True)
+            root = Path(root).expanduser()  # "~/scratch": the home folder's, not a folder named "~"
+            root.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-", dir=root))
         self._names = itertools.count()  # next() on a count is atomic under the GIL
 
@@ -144,7 +145,7 @@ class TierStore:
             self.budgets["disk"] = 0  # nothing ever spills when host memory is unlimited
             self.budget_rules["disk"] = "0: host memory is unlimited"
         self.used = dict.fromkeys(self.order, 0)
-        self.cuda_full = False
+        self.cuda_full = self.disk_full = False
         self.oom_warnings = 0
         self.host_full = False  # a pinned host allocation failed: the host tier takes no more entries
         self.pin_failures = 0
@@ -180,6 +181,11 @@ class TierStore:
                         self.used[tier] -= nb
                     raise
                 continue
+            except OSError as err:  # the disk tier's folder is full or gone: the disk tier is closed
+                if tier != "disk":
+                    raise
+                self._disk_failed(slot, nb, err)
+                continue
             with self._lock:
                 self._slots[slot] = (tier, placed, nb)
             return tier
@@ -197,7 +203,11 @@ class TierStore:
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:
             budget = self.budgets.get(tier)
-            closed = (tier == "cuda" and self.cuda_full) or (tier == "host" and self.host_full)
+            closed = (
+                (tier == "cuda" and self.cuda_full)
+                or (tier == "host" and self.host_full)
+                or (tier == "disk" and self.disk_full)
+            )
             if closed or (budget is not None and self.used[tier] + nb > budget):
                 return False
             self.used[tier] += nb
@@ -233,6 +243,22 @@ class TierStore:
                 "items go to the disk tier, or are not cached when it has no room (set budget={'host': ...})",
                 RuntimeWarning,
                 stacklevel=3,
+            )
+
+    def _disk_failed(self, slot: int, nb: int, err: OSError) -> None:
+        """A disk-tier write failed (``ENOSPC``, say): its files go, no later entry tries the disk, one warning."""
+        with self._lock:
+            self.used["disk"] -= nb
+            first, self.disk_full = not self.disk_full, True
+        if self._disk is not None:
+            self._disk.remove(slot)  # the tensors written before the failing one, and its partial file
+        if first:
+            warnings.warn(
+                f"the disk cache tier in {self._disk.root if self._disk else self._disk_dir} cannot be "
+                f"written ({type(err).__name__}: {err}); entries that fit no other tier are recomputed "
+                "on every read",
+                RuntimeWarning,
+                stacklevel=4,
             )
 
     def _place(self, tier: str, slot: int, entry: Any) -> Any:

@@ -28,7 +28,8 @@ class CacheDataset(CachedReads):
     prefix transforms after it run there during the fill.
 
     Args:
-        data: a list of item dicts (MONAI style), or a map-style dataset of deterministic items (its
+        data: a list (or list-like sequence) of item dicts (MONAI style), or a map-style
+            ``torch.utils.data.Dataset`` of deterministic items (its
             outputs are then the cached prefix and ``transform`` runs after them).
         transform: a fastpipe/MONAI ``Compose``, a list of callables, or one callable (default ``None``).
         cache_rate: fraction of items to cache, in ``[0, 1]`` (default 1.0); the rest are computed per read.
@@ -102,6 +103,7 @@ class CacheDataset(CachedReads):
         persist_key: str = "content",
         translate: bool = True,
     ) -> None:
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
         shard = (rank, world_size, even_divisible, partition_seed)
         super().__init__(
             data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
@@ -145,11 +147,25 @@ class CacheDataset(CachedReads):
         return len(self._keep)
 
     def _lookup(self, index: int) -> tuple[int, Any]:
+        if not -len(self._keep) <= index < len(self._keep):
+            raise IndexError(f"index {index} out of range for a CacheDataset of {len(self._keep)} items")
         slot = self._keep[index]
         return slot, (self.core.get(slot) if slot in self.core else MISS)
 
     def _slots(self, indices: Sequence[int]) -> list[int]:
         return [self._keep[i] for i in indices]
+
+    def set_data(self, data: Sequence[dict]) -> None:
+        """Replace the data list and compute the cache for it, as MONAI's ``set_data`` does.
+
+        Every entry of the old data is freed first (device, host and disk tiers); the new list is
+        sharded, checked, planned and filled with the arguments given at construction (``cache_rate``
+        and ``cache_num`` apply to its length). Call it between epochs, not during reads.
+
+        Raises:
+            TypeError: ``data`` is not a list of items, or this dataset was built on a map-style dataset.
+        """
+        self._rebuild(data, self._init_kwargs)
 
     def close(self) -> None:
         """Free the cache (idempotent)."""
@@ -171,4 +187,4 @@ def _cache_count(n: int, cache_rate: float, cache_num: int | None) -> int:
     if cache_num is not None and cache_num < 0:
         raise ValueError(f"cache_num must be >= 0 or None, got {cache_num}")
     count = int(n * cache_rate)
-    return min(count, cache_num) if cache_num is not None else count
+    return min(count, int(cache_num)) if cache_num is not None else count  # int(): MONAI's, for 2.0 or 2.5

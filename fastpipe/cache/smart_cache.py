@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe import distributed
@@ -19,12 +20,22 @@ from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.cache._replacer import Replacer, release
 from fastpipe.cache._rotation import Rotation, check_args
 from fastpipe.cache._skip import check_on_error, fill_skipping, next_round
-from fastpipe.cache._slots import SlotStore
+from fastpipe.cache._slots import KEPT, SlotStore
 from fastpipe.cache._swap_guard import SwapGuard
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 
 LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
+
+
+def _warn_left(left: list[threading.Thread]) -> None:
+    if left:
+        warnings.warn(
+            f"{len(left)} SmartCache replacement thread(s) still computing an item after 1 s; "
+            "they discard their result when done",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 class SmartCacheDataset(CachedReads):
@@ -79,8 +90,9 @@ class SmartCacheDataset(CachedReads):
     :meth:`update_cache`; a read sees an item of the window before or after the swap, never a
     half-built one. :meth:`start`, :meth:`update_cache` and :meth:`shutdown` are called from one
     thread (the training loop or the loader); :meth:`wait_replacements` from any thread. Cached bytes
-    stay within ``cache_num + R`` items' worth. :meth:`shutdown` frees all cached memory (GPU
-    included); the dataset is unusable after it.
+    stay within ``cache_num + R`` items' worth. :meth:`shutdown` stops the threads and keeps the
+    window readable; :meth:`start` restarts them (MONAI's semantics). :meth:`close` (or leaving a
+    ``with`` block) frees all cached memory (GPU included); the dataset is unusable after it.
 
     Example:
         >>> ds = SmartCacheDataset([{"x": i} for i in range(8)], None, cache_num=4, replace_rate=0.5,
@@ -118,6 +130,7 @@ class SmartCacheDataset(CachedReads):
         persist_key: str = "content",
         translate: bool = True,
     ) -> None:
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
         check_args(cache_num, replace_rate, cache_rate)
         shard = (rank, world_size, even_divisible, partition_seed)
         self.on_error = check_on_error(on_error)
@@ -126,15 +139,18 @@ class SmartCacheDataset(CachedReads):
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
-        inputs, core = self._inputs, self.core
+        inputs, core, shard = self._inputs, self.core, self.shard
         self._replacer = Replacer(
-            lambda slot: core.compute(inputs[slot]),
+            # an incoming item already cached (after a restart the window may hold it) is kept as it is
+            lambda slot: KEPT if slot in core else core.compute(inputs[slot]),
             self._store,
             inputs.__getitem__,
             default_workers(num_replace_workers, self.replace_num),
             max(1, self.replace_num),
             nice=replace_nice,
             retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
+            # self.input_index without a reference to self (the threads must not keep the dataset alive)
+            name_of=(lambda slot: shard["indices"][slot]) if shard else None,
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
@@ -156,13 +172,16 @@ class SmartCacheDataset(CachedReads):
             )
         self.replace_num = min(math.ceil(self.cache_num * replace_rate), n - self.cache_num)
         self.replace_rate = replace_rate
-        self._rotation = Rotation(n, self.cache_num, self.replace_num, shuffle, seed)
+        if not hasattr(self, "_shuffle_rng"):  # kept by set_data: MONAI shuffles new data with the same state
+            self._shuffle_rng = np.random.RandomState(seed % 2**32)
+        self._rotation = Rotation(n, self.cache_num, self.replace_num, shuffle, rng=self._shuffle_rng)
         self._window: tuple[int, ...] = tuple(self._rotation.window())  # slot (= data index) per position
         self._age: deque[int] = deque(range(self.cache_num))  # positions, oldest first
         self._window_lock = threading.Lock()
         renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         self._closed = False
         self._submitted = False
+        self._restarted = False  # the window no longer follows the rotation (MONAI's restart)
         self._warned_lag = False
         self._lags: list[float] = []
         self._late: list[int] = []
@@ -186,7 +205,7 @@ class SmartCacheDataset(CachedReads):
 
         with annotate("smartcache_fill", "smartcache"):
             if self.on_error == "skip":
-                self.fill_report = fill_skipping(self._rotation, fill)
+                self.fill_report = fill_skipping(self._rotation, fill, self.input_index)
                 self._sync_window()
             else:
                 self.fill_report = fill(list(self._window))
@@ -207,7 +226,7 @@ class SmartCacheDataset(CachedReads):
         """Slot and entry of window position ``index``."""
         with self._window_lock:  # held only for the lookup, so a swap cannot free the entry under us
             if self._closed:
-                raise RuntimeError("SmartCacheDataset was shut down; create a new one to read again")
+                raise RuntimeError("SmartCacheDataset was closed; create a new one to read again")
             if not -self.cache_num <= index < self.cache_num:
                 raise IndexError(
                     f"index {index} out of range for a SmartCacheDataset of {self.cache_num} items"
@@ -226,9 +245,13 @@ class SmartCacheDataset(CachedReads):
     # --- rounds ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the replacement threads and the preparation of the next round (no-op when running)."""
+        """Start the replacement threads and the preparation of the next round (no-op when running).
+
+        After :meth:`shutdown` it starts them again, as MONAI's does (ignite's ``SmartCacheHandler``
+        starts at each ``trainer.run()``); see :meth:`shutdown` for the window that follows.
+        """
         if self._closed:
-            raise RuntimeError("SmartCacheDataset was shut down; create a new one to start again")
+            raise RuntimeError("SmartCacheDataset was closed; create a new one to start again")
         if self.replace_num == 0 or self.is_started():
             return
         self._replacer.start()
@@ -272,7 +295,7 @@ class SmartCacheDataset(CachedReads):
         with annotate("smartcache_swap", "smartcache"):
             outgoing = self._swap(incoming)
             for slot in outgoing:
-                if slot in self.core:
+                if slot in self.core and slot not in self._window:  # after a restart it may still be in
                     self.core.drop(slot)
             self._rotation.advance()
             self._replacer.submit(self._rotation.incoming())
@@ -291,7 +314,7 @@ class SmartCacheDataset(CachedReads):
         positions = [self._age.popleft() for _ in incoming]
         window = list(self._window)
         outgoing = [window[p] for p in positions]
-        assert outgoing == self._rotation.outgoing(), "window and rotation disagree"
+        assert self._restarted or outgoing == self._rotation.outgoing(), "window and rotation disagree"
         for p, slot in zip(positions, incoming, strict=True):
             window[p] = slot
         self._age.extend(positions)
@@ -317,24 +340,68 @@ class SmartCacheDataset(CachedReads):
         )
 
     def shutdown(self) -> None:
-        """Stop the replacement threads (joined within 1 s) and free every cached entry, GPU memory included.
+        """Stop the replacement threads (joined within 1 s); the window stays cached and readable.
 
-        Idempotent. The dataset cannot be read after it.
+        MONAI's semantics, which ignite's ``SmartCacheHandler`` relies on (``start`` at each
+        ``trainer.run()``, ``shutdown`` at its end): the next round's replacements are discarded, and
+        the rotation starts again from the beginning of the (shuffled) data order, while the window
+        read now is kept. After :meth:`start` (or :meth:`update_cache`) each round replaces the
+        oldest ``R`` items of that window with the next ones of the order from its beginning, so an
+        item can be in the window twice for a few rounds, as in MONAI. No-op when not started.
+        :meth:`close` frees the cache.
         """
+        if not self.is_started():
+            return
+        _warn_left(self._replacer.stop(timeout=1.0))
+        self._submitted = False
+        with self._window_lock:
+            window = set(self._window)
+        for slot in self._rotation.incoming():  # computed for a round that will not come
+            if slot in self.core and slot not in window:
+                self.core.drop(slot)
+        self._rotation.start = 0  # MONAI's _start_pos = 0
+        self._restarted = True
+
+    def set_data(self, data: Sequence[dict]) -> None:
+        """Replace the data list and fill a new window for it, as MONAI's ``set_data`` does.
+
+        MONAI requires the replacement threads to be stopped: when they run, this warns and calls
+        :meth:`shutdown` first, as MONAI's does. Every entry of the old data is freed; the new list
+        is sharded, shuffled (continuing the shuffle's random state, as MONAI's), and its first window
+        filled with the arguments given at construction; the rotation starts at its beginning.
+        :meth:`start` (or :meth:`update_cache`) starts the replacements again.
+
+        Raises:
+            TypeError: ``data`` is not a list of items, or this dataset was built on a map-style dataset.
+            RuntimeError: the dataset was closed.
+        """
+        if self._closed:
+            raise RuntimeError("SmartCacheDataset was closed; create a new one on the new data")
+        self._check_new_data(data)  # before anything stops or is freed
+        if self.is_started():
+            warnings.warn(
+                "SmartCacheDataset.set_data(): the replacement threads still run; shutting them down first "
+                "(call shutdown() before set_data(), as MONAI asks)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.shutdown()
+        self._finalizer.detach()
+        release(self._replacer, self.core)
+        self._rebuild(data, self._init_kwargs)
+
+    def close(self) -> None:
+        """Stop the threads and free every cached entry, GPU memory included (idempotent; final)."""
         with self._window_lock:
             self._closed = True
         self._finalizer()
-
-    def close(self) -> None:
-        """Same as :meth:`shutdown`."""
-        self.shutdown()
 
     def __enter__(self) -> SmartCacheDataset:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+        self.close()
 
     # --- reporting ---------------------------------------------------------------------------------
 

@@ -220,6 +220,15 @@ def test_on_error_skip_logs_and_drops(caplog, workers):
     assert "item 1 (bad1.nii.gz)" in caplog.text and 1 in ds.stats()["skipped"]
 
 
+def test_on_error_skip_on_a_rank_keys_skipped_by_the_data_list_index():
+    data = items(8)
+    shard = CacheDataset(data, [CountingDet()], progress=False, rank=1, world_size=2).shard["indices"]
+    bad = shard[2]  # at position 2 of rank 1's shard
+    data[bad] = {"x": bad, "fail": True, "name": f"bad{bad}.nii.gz"}
+    ds = CacheDataset(data, [CountingDet()], progress=False, on_error="skip", rank=1, world_size=2)
+    assert bad != 2 and list(ds.stats()["skipped"]) == [bad]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers,in_caller", [(1, True), (2, False)])
 def test_one_fill_worker_is_the_calling_thread(workers, in_caller):
@@ -328,3 +337,56 @@ def test_a_batch_value_the_crop_does_not_cut_is_a_copy():
     assert torch.equal(ds.cached_entry(0)["weight"], torch.ones(3))
     assert ds.cached_entry(0)["image"].abs().sum() > 0
     assert batch["weight"][1] is batch["weight"][0]  # one copy per item, shared by its crops
+
+
+def test_slices_and_index_lists_give_subsets_as_monai_and_a_bad_index_names_the_length():
+    from monai.data import CacheDataset as MonaiCacheDataset
+
+    data = [{"x": i} for i in range(10)]
+    ds = CacheDataset(data, [lambda d: {**d, "y": 1}], cache_rate=0.5, progress=False)
+    ref = MonaiCacheDataset(data, lambda d: {**d, "y": 1}, cache_rate=0.5, progress=False)
+    for index in (slice(2, 5), slice(None, None, -3), [1, -1, 7]):
+        ours, theirs = ds[index], ref[index]
+        assert isinstance(ours, torch.utils.data.Subset)
+        assert [ours[i] for i in range(len(ours))] == [theirs[i] for i in range(len(theirs))]
+    assert ds[-1] == ref[-1] == {"x": 9, "y": 1}
+    with pytest.raises(IndexError, match="index 10 out of range for a CacheDataset of 10 items"):
+        ds[10]
+
+
+@pytest.mark.parametrize(("cache_num", "cache_rate"), [(2.5, 1.0), (3.0, 0.99), (7, 0.35), (0, 1.0)])
+def test_cached_items_are_monai_s_for_the_same_cache_num_and_cache_rate(cache_num, cache_rate):
+    from monai.data import CacheDataset as MonaiCacheDataset
+
+    data = [{"x": i} for i in range(10)]
+    ref = MonaiCacheDataset(data, None, cache_num=cache_num, cache_rate=cache_rate, progress=False)
+    ds = CacheDataset(data, [lambda d: d], cache_num=cache_num, cache_rate=cache_rate, progress=False)
+    assert [s for s in range(10) if s in ds.core] == list(range(ref.cache_num))
+
+
+def test_set_data_recomputes_the_cache_as_monai_s_does():
+    from monai.data import CacheDataset as MonaiCache
+
+    ds = CacheDataset(items(4), [CountingDet(), RandAdd()], cache_rate=0.5, progress=False)
+    first = ds[0]["image"] - ds.cached_entry(0)["image"]  # the random suffix's first draw
+    new = [{"x": 10 + i, "name": f"new{i}.nii.gz"} for i in range(6)]
+    ds.set_data(new)
+    theirs = MonaiCache(new, lambda d: d, cache_rate=0.5, progress=False)
+    assert (
+        len(ds) == 6 and ds.stats()["items"]["host"] == len(theirs._cache) == 3
+    )  # cache_rate on the new length
+    assert [ds.cached_entry(i)["x"] for i in range(6)] == list(range(10, 16))
+    assert torch.equal(ds.cached_entry(1)["image"], CountingDet()(new[1])["image"])
+    again = ds[0]["image"] - ds.cached_entry(0)["image"]
+    assert not torch.equal(again, first)  # the suffix's random stream goes on, as MONAI's set_data leaves it
+    with pytest.raises(TypeError, match="list of items"):
+        ds.set_data("new.json")
+
+
+def test_set_data_without_a_transform_and_on_a_map_style_dataset():
+    ds = CacheDataset(items(1), None, progress=False)
+    ds.set_data(items(3))  # no prefix at all: nothing to check it against
+    assert len(ds) == 3 and ds[2]["x"] == 2
+    on_dataset = CacheDataset(torch.utils.data.TensorDataset(torch.arange(3.0)), None, progress=False)
+    with pytest.raises(TypeError, match="map-style dataset"):
+        on_dataset.set_data(items(3))

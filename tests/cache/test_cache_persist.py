@@ -122,3 +122,74 @@ def test_fingerprint_is_stable_and_tracks_public_attributes():
     r = fingerprint(T(1))
     assert fingerprint(T(1)) == r and fingerprint(T(2)) != r
     assert fingerprint(torch.ones(3)) == fingerprint(torch.ones(3)) != fingerprint(torch.zeros(3))
+
+
+def _load_in_place(d):
+    d["image"] = torch.from_numpy(np.load(d["image"]))  # assigns into the item it was given
+    return d
+
+
+def test_a_transform_assigning_into_the_item_still_saves_and_reuses_its_entry(tmp_path, recwarn):
+    data, cache = _files(tmp_path, 2), tmp_path / "cache"
+    first = CacheDataset([dict(d) for d in data], [_load_in_place], progress=False, persist_dir=cache)
+    assert first.stats()["persist"]["saves"] == 2
+    assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
+    again = CacheDataset([dict(d) for d in data], [_load_in_place], progress=False, persist_dir=cache)
+    assert again.stats()["persist"]["loads"] == 2 and float(again[1]["image"].mean()) == 1.0
+
+
+def test_an_edit_of_fastpipe_s_code_without_a_version_bump_invalidates_entries(tmp_path, monkeypatch):
+    import fastpipe.cache._key as key
+
+    src = tmp_path / "src" / "transforms"
+    src.mkdir(parents=True)
+    (src / "spatial.py").write_text("SCALE = 1\n")
+    monkeypatch.setattr(key, "_PACKAGE_ROOT", tmp_path / "src")  # stands for fastpipe's folder
+    data, cache = _files(tmp_path, 2), tmp_path / "cache"
+    key.code_version.cache_clear()
+    try:
+        assert _run(data, LoadNpy(), cache).stats()["persist"]["saves"] == 2
+        (src / "spatial.py").write_text("SCALE = 2\n")  # a git pull fixing a transform, same __version__
+        key.code_version.cache_clear()
+        load = LoadNpy()
+        assert _run(data, load, cache).stats()["persist"]["loads"] == 0 and load._calls == 2
+    finally:
+        key.code_version.cache_clear()  # the real sources again for the next test
+
+
+@pytest.mark.parametrize("container", ["UserList", "mapping item"])
+def test_a_list_like_data_list_or_mapping_item_is_keyed_by_its_files_content(tmp_path, container):
+    import collections
+    import types
+
+    path, cache = tmp_path / "v.npy", tmp_path / "cache"
+    for value in (1.0, 2.0):  # the same path, new content
+        np.save(path, np.full((1, 2, 2, 2), value, np.float32))
+        if container == "UserList":
+            data = collections.UserList([{"image": str(path)}])
+        else:
+            data = [types.MappingProxyType({"image": str(path)})]
+        ds = CacheDataset(data, [LoadNpy()], progress=False, persist_dir=cache, num_workers=1)
+        assert float(ds[0]["image"].mean()) == value and ds.stats()["persist"]["loads"] == 0
+
+
+def test_a_mapping_item_assigned_into_still_saves_its_entry(tmp_path, recwarn):
+    import collections
+
+    data = [collections.UserDict(d) for d in _files(tmp_path, 2)]
+    chain = [lambda d: dict(_load_in_place(d))]  # assigns into the UserDict, hands a dict on
+    ds = CacheDataset(data, chain, progress=False, persist_dir=tmp_path / "cache")
+    assert ds.stats()["persist"]["saves"] == 2
+    assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
+
+
+def test_a_home_relative_cache_folder_is_in_the_home_folder(tmp_path, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    ds = _run(_files(tmp_path, 1), LoadNpy(), "~/fp-cache", budget={"host": 0}, disk_dir="~/fp-tier")
+    assert len(list((home / "fp-cache").glob("*.fpc"))) == 1
+    assert list((home / "fp-tier").glob("fastpipe-tier-*/*.npy"))  # the entry spilled there
+    assert not (cwd / "~").exists()
+    ds.close()

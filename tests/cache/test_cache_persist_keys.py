@@ -321,3 +321,88 @@ def test_a_file_replaced_while_it_is_read_stores_no_entry_under_its_old_key(tmp_
     np.save(path, np.zeros((1, 2, 2, 2), np.float32))  # the old content comes back
     again = CacheDataset([{"image": str(path)}], [LoadNpy()], progress=False, persist_dir=cache)
     assert float(again[0]["image"].mean()) == 0.0 and again.stats()["persist"]["loads"] == 0
+
+
+def test_private_class_level_data_of_a_user_transform_is_part_of_the_key(tmp_path):
+    class Scale:
+        _FACTOR = 2.0  # a setting kept at class level under a private name
+
+        def __call__(self, d):
+            return {**d, "image": d["image"] * self._FACTOR}
+
+    data = _ramp(tmp_path)
+    first = CacheDataset(
+        data, [LoadNpy(), Scale()], progress=False, persist_dir=tmp_path / "c", num_workers=1
+    )
+    Scale._FACTOR = 3.0
+    second = CacheDataset(
+        data, [LoadNpy(), Scale()], progress=False, persist_dir=tmp_path / "c", num_workers=1
+    )
+    assert second.core.persist.stats()["loads"] == 0
+    assert torch.allclose(second[0]["image"], first[0]["image"] * 1.5)
+
+
+def test_a_metatensor_s_affine_is_part_of_the_key():
+    from monai.data import MetaTensor
+
+    from fastpipe.cache._key import item_key
+
+    def volume(spacing):
+        return MetaTensor(
+            torch.zeros(1, 2, 2, 2), affine=torch.diag(torch.tensor([spacing, spacing, spacing, 1.0]))
+        )
+
+    assert fingerprint(volume(1.0)) == fingerprint(volume(1.0)) != fingerprint(volume(2.0))
+    assert item_key({"image": volume(1.0)}, "chain", "v") != item_key({"image": volume(2.0)}, "chain", "v")
+
+
+@pytest.mark.parametrize("package", ["torch", "monai", "nibabel"])
+def test_torch_monai_and_a_kept_reader_s_package_versions_are_part_of_the_key(monkeypatch, package):
+    import importlib
+
+    from monai import transforms as M
+
+    module = importlib.import_module(package)
+    chain = [M.LoadImaged("image", reader="NibabelReader"), M.ScaleIntensityd("image")]
+    before = chain_fingerprint(chain)
+    monkeypatch.setattr(module, "__version__", "99.0.0")  # an upgrade that changes decoded values
+    assert chain_fingerprint(chain) != before
+
+
+def test_a_monai_or_nibabel_upgrade_keeps_the_key_of_a_chain_without_them(monkeypatch):
+    import monai
+    import nibabel
+
+    chain = [LoadNpy()]
+    before = chain_fingerprint(chain)
+    monkeypatch.setattr(monai, "__version__", "99.0.0")
+    monkeypatch.setattr(nibabel, "__version__", "99.0.0")
+    assert chain_fingerprint(chain) == before
+
+
+def test_a_tuple_and_a_list_item_value_are_keyed_apart(tmp_path, recwarn):
+    data = _ramp(tmp_path)
+
+    def kind(d):
+        return {**d, "kind": type(d["roi"]).__name__}
+
+    runs = {}
+    for roi in ([1, 2], (1, 2), (1, 2)):
+        item = [{**data[0], "roi": roi}]
+        ds = CacheDataset(item, [LoadNpy(), kind], progress=False, persist_dir=tmp_path / "c", num_workers=1)
+        runs.setdefault(type(roi).__name__, []).append((ds[0]["roi"], ds[0]["kind"], ds.stats()["persist"]))
+    assert [r[:2] for r in runs["list"]] == [([1, 2], "list")]
+    assert [r[:2] for r in runs["tuple"]] == [((1, 2), "tuple")] * 2  # computed, then read back as a tuple
+    assert runs["tuple"][0][2]["loads"] == 0 and runs["tuple"][1][2]["loads"] == 1
+    assert not [w for w in recwarn if "changed while it was read" in str(w.message)]
+
+
+def test_a_nibabel_upgrade_changes_the_key_of_fastpipe_s_nifti_loader(monkeypatch):
+    import nibabel
+
+    from fastpipe.transforms import LoadImaged
+
+    chain = [LoadImaged("image")]  # parses NIfTI headers with nibabel (get_best_affine, get_zooms)
+    before = chain_fingerprint(chain)
+    monkeypatch.setattr(nibabel, "__version__", "99.0.0")
+    assert chain_fingerprint(chain) != before

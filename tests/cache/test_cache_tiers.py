@@ -211,3 +211,63 @@ def test_put_on_a_used_slot_replaces_it_and_old_disk_views_stay_valid():
     assert store.stats()["bytes"]["disk"] == 40 and store.stats()["items"]["disk"] == 1
     assert float(old.sum()) == 1000.0 and float(store.get(0)["image"].sum()) == 20.0
     store.close()
+
+
+def test_a_full_disk_closes_the_disk_tier_with_one_warning_instead_of_failing_the_fill(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    import fastpipe.cache._tiers as tiers
+
+    real, saves = np.save, []
+
+    def save(path, arr):  # the disk fills up at the second file: a partial file, then ENOSPC
+        saves.append(path)
+        if len(saves) >= 2:
+            Path(path).write_bytes(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, arr)
+
+    monkeypatch.setattr(tiers.np, "save", save)
+    with pytest.warns(RuntimeWarning) as record:
+        ds = CacheDataset(
+            items(5),
+            [CountingDet()],
+            progress=False,
+            num_workers=1,
+            budget={"host": 2 * ITEM_BYTES},
+            disk_dir=tmp_path,
+        )
+    messages = [str(w.message) for w in record]
+    assert len([m for m in messages if "disk cache tier" in m and "No space left" in m]) == 1
+    assert any("2 item(s) fit no cache tier" in m for m in messages)
+    s = ds.stats()
+    assert s["items"] == {"host": 2, "disk": 1} and s["bytes"]["disk"] == ITEM_BYTES and len(saves) == 2
+    assert len(list(tmp_path.glob("fastpipe-tier-*/*.npy"))) == 1  # the partial file is gone
+    for i in range(5):  # the two items with no room are recomputed per read
+        assert torch.equal(ds[i]["image"], CountingDet()({"x": i})["image"])
+
+
+@pytest.mark.parametrize("same_paths", [False, True])
+def test_set_data_with_a_disk_tier_persist_and_a_shard_serves_the_new_items(tmp_path, same_paths):
+    import numpy as np
+    from _persist_helpers import LoadNpy
+
+    def write(tag: str, base: float) -> list[dict]:
+        out = []
+        for i in range(6):
+            path = tmp_path / f"{tag}{i}.npy"
+            np.save(path, np.full((1, 4, 4, 4), base + i, np.float32))
+            out.append({"image": str(path)})
+        return out
+
+    kw = {"budget": {"host": 1, "disk": "1MB"}, "persist_dir": tmp_path / "p", "rank": 1, "world_size": 2}
+    ds = CacheDataset(write("a", 0.0), [LoadNpy()], progress=False, disk_dir=tmp_path, **kw)
+    assert ds.stats()["items"]["disk"] == len(ds) == 3
+    old = [float(ds[i]["image"].max()) for i in range(len(ds))]
+    ds.set_data(write("a" if same_paths else "b", 100.0))  # the same paths rewritten, or new files
+    got = [float(ds[i]["image"].max()) for i in range(len(ds))]
+    assert got == [100.0 + ds.data_index(i) for i in range(len(ds))] and got == [v + 100 for v in old]
+    assert ds.stats()["items"]["disk"] == 3 and len(list(tmp_path.glob("fastpipe-tier-*"))) == 1
+    ds.close()

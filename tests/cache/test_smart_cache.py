@@ -274,7 +274,7 @@ def test_cached_bytes_stay_within_window_plus_replacements():
 
 
 @pytest.mark.timeout(20)
-def test_shutdown_is_idempotent_fast_and_final():
+def test_shutdown_is_idempotent_and_fast_and_close_is_final():
     ds = smart(num_replace_workers=3)
     ds.start()
     assert ds.is_started() and smart_threads()
@@ -283,10 +283,14 @@ def test_shutdown_is_idempotent_fast_and_final():
     ds.shutdown()
     assert time.perf_counter() - t0 < 1.0
     assert not ds.is_started() and not smart_threads()
-    assert ds.core.nbytes == 0
-    with pytest.raises(RuntimeError, match="shut down"):
+    assert ds.core.nbytes == 4 * ITEM_BYTES  # the window stays readable (MONAI's shutdown)
+    t0 = time.perf_counter()
+    ds.close()
+    ds.close()
+    assert time.perf_counter() - t0 < 1.0 and ds.core.nbytes == 0
+    with pytest.raises(RuntimeError, match="closed"):
         ds[0]
-    with pytest.raises(RuntimeError, match="shut down"):
+    with pytest.raises(RuntimeError, match="closed"):
         ds.start()
 
 
@@ -301,8 +305,9 @@ def test_shutdown_with_an_item_in_flight_returns_within_a_second():
         ds.shutdown()
     assert time.perf_counter() - t0 < 1.2
     for t in smart_threads():
-        t.join(2.5)  # it discards its result instead of writing into the freed cache
-    assert not smart_threads() and ds.core.nbytes == 0
+        t.join(2.5)  # it discards its result instead of writing into the cache
+    assert not smart_threads() and ds.core.nbytes == 4 * ITEM_BYTES  # the window only
+    ds.close()
 
 
 @pytest.mark.timeout(20)
@@ -439,3 +444,94 @@ def test_a_failing_read_names_the_item_its_one_lookup_found(monkeypatch):
         with pytest.raises(TransformError, match=rf"item {expected} .*value {expected}"):
             ds[1]
         assert looked_up == [1]
+
+
+def test_slices_and_index_lists_of_the_window_give_subsets():
+    ds = SmartCacheDataset([{"x": i} for i in range(10)], None, cache_num=4, shuffle=False, progress=False)
+    with ds:
+        assert [s["x"] for s in ds[1:3]] == [1, 2] and [s["x"] for s in ds[[3, -4]]] == [3, 0]
+
+
+def _drive_like_smartcache_handler(ours, theirs, epochs_per_run):
+    """ignite's ``SmartCacheHandler`` over ``trainer.run()`` called once per entry of ``epochs_per_run``:
+    ``start`` on STARTED, ``update_cache`` on EPOCH_COMPLETED, ``shutdown`` on COMPLETED."""
+    for epochs in epochs_per_run:
+        for ds in (ours, theirs):
+            ds.start()
+        for _ in range(epochs):
+            yield
+            for ds in (ours, theirs):
+                ds.update_cache()
+        for ds in (ours, theirs):
+            ds.shutdown()
+        assert not smart_threads()
+        yield  # reads after shutdown
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "n,cache_num,rate,shuffle", [(10, 4, 0.5, False), (11, 5, 0.4, True), (9, 3, 1.0, True)]
+)
+def test_restart_after_shutdown_gives_monai_s_windows(n, cache_num, rate, shuffle):
+    from monai.data import SmartCacheDataset as MonaiSmartCache
+
+    # MONAI's SmartCacheHandler itself refuses any dataset but MONAI's (isinstance check), and ignite is
+    # not installed here: the handler's call sequence is driven by hand, over three trainer.run() calls
+    data = make_data(n)
+    kw = {"cache_num": cache_num, "replace_rate": rate, "shuffle": shuffle, "seed": 5, "progress": False}
+    ours = SmartCacheDataset(data, volume, num_replace_workers=2, **kw)
+    theirs = MonaiSmartCache(data, lambda d: dict(d), **kw)
+    torn: list[str] = []
+    stop = threading.Event()
+
+    def reader():  # reads during every start, round, shutdown and restart
+        while not stop.is_set():
+            d = ours[random.randrange(cache_num)]
+            if not torch.all(d["t"] == d["x"]):
+                torn.append(f"item {d['x']} read with the values of another")
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        for _ in _drive_like_smartcache_handler(ours, theirs, [1, 3, 2]):
+            assert sorted(ours[i]["x"] for i in range(cache_num)) == sorted(d["x"] for d in theirs._cache)
+            assert ours.core.nbytes <= (cache_num + ours.replace_num) * ITEM_BYTES
+    finally:
+        stop.set()
+        t.join(5)
+        ours.close()
+        theirs.shutdown()
+    assert not torn and not t.is_alive() and not smart_threads() and ours.core.nbytes == 0
+
+
+@pytest.mark.timeout(60)
+def test_set_data_gives_monai_s_windows_and_shuts_a_running_dataset_down_first():
+    from monai.data import SmartCacheDataset as MonaiSmartCache
+
+    kw = {"cache_num": 4, "replace_rate": 0.5, "shuffle": True, "seed": 2, "progress": False}
+    ours = SmartCacheDataset(make_data(10), volume, **kw)
+    theirs = MonaiSmartCache(make_data(10), lambda d: dict(d), **kw)
+    new = [{**d, "x": d["x"] + 100} for d in make_data(10)]
+    try:
+        for ds in (ours, theirs):
+            ds.start()
+            ds.update_cache()
+        with pytest.raises(TypeError, match="list of items"):
+            ours.set_data(torch.utils.data.TensorDataset(torch.zeros(10)))
+        assert ours.is_started() and ours[0]["x"] in range(10)  # nothing stopped or freed
+        with pytest.warns(UserWarning, match="shutting them down first"):
+            ours.set_data(new)
+        assert not ours.is_started() and not smart_threads()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MONAI's own "not shutdown yet" warning
+            theirs.set_data(new)
+        for _ in range(4):
+            assert sorted(ours[i]["x"] for i in range(4)) == sorted(d["x"] for d in theirs._cache)
+            assert all(torch.all(ours[i]["t"] == ours[i]["x"]) for i in range(4))
+            for ds in (ours, theirs):
+                ds.update_cache()
+        assert ours.core.nbytes <= (4 + ours.replace_num) * ITEM_BYTES
+    finally:
+        ours.close()
+        theirs.shutdown()
+    assert not smart_threads() and ours.core.nbytes == 0

@@ -135,3 +135,35 @@ def test_loader_epochs_go_on_past_a_bad_item():
     assert len({tuple(e) for e in epochs}) == 6  # the window moved every epoch
     assert 7 not in {x for e in epochs for x in e}
     assert {x for e in epochs for x in e} == set(range(12)) - {7}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_rank_s_failed_replacement_names_its_index_in_the_data_list(on_error):
+    # rank 1 of 2 holds data items [10, 6, 8, 5, 14, 0, 3, 1]: item 1 is at position 7 of its shard
+    kw = {"replace_rate": 1.0, "shuffle": False, "progress": False, "num_replace_workers": 1}
+    ds = SmartCacheDataset(
+        make_data(16), chain_failing_on(1), cache_num=3, rank=1, world_size=2, on_error=on_error, **kw
+    )
+    assert ds.shard["indices"][7] == 1
+    with ds:
+        ds.update_cache()
+        if on_error == "raise":
+            with pytest.raises(ReplacementError, match=r"failed on item 1 \(/data/img001") as info:
+                ds.update_cache()
+            assert info.value.index == 1
+        else:
+            with pytest.warns(RuntimeWarning, match=r"item 1 \(/data/img001.*; item 1 is dropped"):
+                ds.update_cache()
+            assert 1 not in [ds.input_index(s) for s in ds._rotation.order]
+            assert list(ds.stats()["skipped"]) == [1]  # by index in the data list, as docs/errors.md says
+
+
+@pytest.mark.timeout(30)
+def test_a_rank_s_items_skipped_at_the_first_fill_are_keyed_by_their_data_list_index():
+    # rank 1 of 2 holds data items [10, 6, 8, 5, 14, 0, 3, 1]: item 8 is at position 2 of its shard
+    kw = {"replace_rate": 0.5, "shuffle": False, "progress": False, "rank": 1, "world_size": 2}
+    with pytest.warns(RuntimeWarning, match="item 8 is dropped"):
+        ds = SmartCacheDataset(make_data(16), chain_failing_on(8), cache_num=4, on_error="skip", **kw)
+    with ds:
+        assert list(ds.stats()["skipped"]) == [8]
