@@ -30,6 +30,7 @@ from fastpipe.transforms._nifti_header import (
 )
 
 _HEAD = 548  # enough decoded bytes for a NIfTI-2 header, the extension flag and the first extension's esize
+_SCALE_SLAB = 1 << 20  # voxels scaled in float64 at a time
 
 
 class DirectoryError(IsADirectoryError, ValueError):
@@ -210,12 +211,27 @@ def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
     if not dtype.isnative or offset % dtype.itemsize:
         arr = arr.astype(dtype.newbyteorder("="), order="F")
     if head.scaling is not None:
-        slope, inter = head.scaling
-        arr = arr.astype(np.float32, order="F")
-        with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
-            arr *= np.float32(slope)
-            arr += np.float32(inter)
+        arr = _scaled(arr, *head.scaling)
     return arr
+
+
+def _scaled(arr: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """``float32(arr * slope + inter)`` computed in float64, a few slices at a time.
+
+    nibabel (so MONAI's reader) scales in float64 and MONAI casts the result to float32; scaling in
+    float32 rounds twice and gives other values (one ulp off for slope 0.1, say).
+    """
+    out = np.empty(arr.shape, dtype=np.float32, order="F")
+    step = max(1, _SCALE_SLAB // max(1, arr.shape[0] * arr.shape[1]))
+    with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
+        for z in range(0, arr.shape[2], step):
+            slab = arr[:, :, z : z + step].astype(np.float64)
+            if slope != 1.0:  # as nibabel's apply_read_scaling
+                slab *= slope
+            if inter != 0.0:
+                slab += inter
+            out[:, :, z : z + step] = slab
+    return out
 
 
 def _check_finite(arr: np.ndarray, path: str) -> None:
