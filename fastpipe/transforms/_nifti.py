@@ -182,8 +182,9 @@ def _read_gz(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
             f"{path}: truncated file: the gzip data holds {pos} bytes, the header "
             f"({head.layout.describe()} from vox_offset={head.layout.offset}) declares {end}"
         )
-    if extra := reader.drain():
-        raise _longer_than_declared(path, head.layout, end + extra)
+    got = pos + reader.drain()  # pos > end where the first read (the header) held all the data
+    if got > end:
+        raise _longer_than_declared(path, head.layout, got)
     return out, head
 
 

@@ -179,6 +179,17 @@ def test_data_longer_than_the_header_declares_is_refused(tmp_path, label_gz, gz,
 
 
 @pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("tail", [20, 200])
+def test_a_tiny_volume_with_bytes_past_its_voxels_is_refused_with_the_true_count(tmp_path, gz, tail):
+    """A file decoding to fewer bytes than the header read (548) was accepted with the extra bytes
+    past its voxels, and a longer one was reported with a wrong count."""
+    src = write(tmp_path / "tiny.nii", np.arange(8, dtype=np.uint8).reshape(2, 2, 2), np.eye(4))
+    path = tmp_path / ("long.nii.gz" if gz else "long.nii")
+    path.write_bytes(encode(decoded(src) + b"\x07" * tail, gz))
+    refused(path, f"holds {360 + tail} bytes, {tail} more than the header", "does not match its data")
+
+
+@pytest.mark.parametrize("gz", [False, True])
 def test_an_extension_the_voxels_overlap_is_refused_and_a_real_one_reads(tmp_path, label_gz, gz):
     import struct
 
