@@ -10,6 +10,7 @@ import torch
 from fastpipe._meta import meta_key
 from fastpipe.transforms._dict import ensure_keys, iter_present, spacing_of
 from fastpipe.transforms._nifti import read_nifti
+from fastpipe.transforms._translate_base import torch_dtype
 
 
 class LoadImaged:
@@ -26,7 +27,8 @@ class LoadImaged:
     Args:
         keys: keys of the file paths to load.
         reader: accepted for MONAI compatibility; only ``None`` or ``"NibabelReader"``.
-        dtype: convert the voxels to this ``torch.dtype`` (default None: keep the file's).
+        dtype: convert the voxels to this ``torch.dtype``, or numpy dtype as MONAI takes it
+            (``np.float32``, ``"float32"``; default None: keep the file's).
         meta_keys: accepted for MONAI compatibility; must be None.
         image_only: accepted for MONAI compatibility (metadata is always kept).
         ensure_channel_first: add the channel dim right away, like ``EnsureChannelFirstd`` (default False).
@@ -63,7 +65,10 @@ class LoadImaged:
                 f"LoadImaged: meta_keys={meta_keys!r} unsupported; metadata goes to '{{key}}_meta_dict'"
             )
         self.keys = ensure_keys(keys)
-        self.dtype = dtype
+        try:
+            self.dtype = torch_dtype(dtype)
+        except TypeError as err:
+            raise TypeError(f"LoadImaged: dtype={dtype!r} is no torch or numpy dtype") from err
         self.image_only = image_only
         self.ensure_channel_first = ensure_channel_first
         self.allow_missing_keys = allow_missing_keys

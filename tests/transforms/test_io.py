@@ -101,3 +101,15 @@ def test_file_order_view_is_x_fastest(tmp_path):
     path = write(tmp_path / "f.nii.gz", np.zeros((8, 6, 4), np.int16), np.eye(4))
     img = LoadImaged("image")({"image": path})["image"]
     assert img.stride() == (1, 8, 48)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "want"), [(np.float32, torch.float32), ("float32", torch.float32), (np.int32, torch.int32)]
+)
+def test_numpy_dtype_as_monai_takes_it(tmp_path, dtype, want):
+    """MONAI's LoadImaged takes numpy dtypes (its default is ``np.float32``); they failed at the first
+    item inside ``Tensor.to`` with torch's argument error."""
+    path = write(tmp_path / "n.nii.gz", np.ones((3, 4, 5), np.int16), np.eye(4))
+    assert LoadImaged("image", dtype=dtype)({"image": path})["image"].dtype == want
+    with pytest.raises(TypeError, match="LoadImaged: dtype='nonsense'"):
+        LoadImaged("image", dtype="nonsense")
