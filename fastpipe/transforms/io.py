@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -77,11 +78,11 @@ class LoadImaged:
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in iter_present(d, self.keys, self.allow_missing_keys, "LoadImaged"):
-            d[key], d[meta_key(key)] = self._load(d[key])
+            d[key], d[meta_key(key)] = self._load(_file_of(d[key], key))
         return d
 
-    def _load(self, path: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        vol = read_nifti(str(path), check_nan=self.check_nan)
+    def _load(self, path: str) -> tuple[torch.Tensor, dict[str, Any]]:
+        vol = read_nifti(path, check_nan=self.check_nan)
         img = torch.from_numpy(vol.array)
         if self.dtype is not None:
             img = img.to(self.dtype)
@@ -98,3 +99,14 @@ class LoadImaged:
         if self.ensure_channel_first:
             img = img.unsqueeze(0)
         return img, meta
+
+
+def _file_of(value: Any, key: Hashable) -> str:
+    """The file named by ``value``, ``~`` expanded as MONAI's ``LoadImaged`` does; ``TypeError`` for a
+    list of files (MONAI stacks them as channels; fastpipe reads one file per key)."""
+    if isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"LoadImaged: data[{key!r}] holds {len(value)} files {list(value)!r}: one file per key is "
+            "supported (MONAI stacks several as channels)"
+        )
+    return os.path.expanduser(os.fspath(value) if isinstance(value, os.PathLike) else str(value))

@@ -113,3 +113,15 @@ def test_numpy_dtype_as_monai_takes_it(tmp_path, dtype, want):
     assert LoadImaged("image", dtype=dtype)({"image": path})["image"].dtype == want
     with pytest.raises(TypeError, match="LoadImaged: dtype='nonsense'"):
         LoadImaged("image", dtype="nonsense")
+
+
+def test_home_relative_path_is_expanded_and_a_list_of_files_named(tmp_path, monkeypatch):
+    """MONAI's LoadImaged expands ``~`` (and the persistent cache keys on the expanded file); fastpipe's
+    said "no such file". A list of files (MONAI stacks them) is a TypeError naming the key."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write(tmp_path / "h.nii.gz", np.ones((3, 4, 5), np.int16), np.eye(4))
+    d = LoadImaged("image")({"image": "~/h.nii.gz"})
+    assert d["image"].shape == (3, 4, 5)
+    assert d["image_meta_dict"]["filename_or_obj"] == path
+    with pytest.raises(TypeError, match=r"data\['image'\] holds 2 files"):
+        LoadImaged("image")({"image": [path, path]})
