@@ -125,3 +125,23 @@ def test_home_relative_path_is_expanded_and_a_list_of_files_named(tmp_path, monk
     assert d["image_meta_dict"]["filename_or_obj"] == path
     with pytest.raises(TypeError, match=r"data\['image'\] holds 2 files"):
         LoadImaged("image")({"image": [path, path]})
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 7, 1), (5, 6, 7, 1, 1)], ids=["4d", "5d"])
+def test_affine_rectified_exactly_as_monai(tmp_path, shape):
+    """MONAI rectifies a header whose sform disagrees with pixdim only for dim[0] <= 4, counting dim[0]
+    columns (a 4D file's 4th column holds the origin, so it is left alone too): fastpipe used the
+    qform for 4D/5D files, another affine than MONAI's, so other resampled voxels."""
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    qform = np.diag([0.8, 0.9, 2.5, 1.0])
+    qform[:3, 3] = [10.0, -20.0, 30.0]
+    img = nib.Nifti1Image(np.zeros(shape, np.int16), None)
+    img.header.set_zooms((0.8, 0.9, 2.5) + (1.0,) * (len(shape) - 3))
+    img.header.set_qform(qform, code=1)
+    img.header.set_sform(np.diag([1.6, 0.9, 2.5, 1.0]), code=2)  # disagrees with pixdim
+    path = str(tmp_path / "r.nii")
+    nib.save(img, path)
+    want = correct_nifti_header_if_necessary(nib.load(path)).affine
+    assert want[0, 0] == pytest.approx(1.6)  # MONAI keeps the sform
+    np.testing.assert_allclose(read_nifti(path).affine, want, atol=1e-6)
