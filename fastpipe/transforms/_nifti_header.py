@@ -231,7 +231,7 @@ def _check_qform(hdr: nib.Nifti1Header, path: str) -> None:
     _check_finite(hdr, ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"), path)
     bcd = [float(hdr[f"quatern_{c}"]) for c in "bcd"]
     # nibabel's fillpositive: |w**2| under the threshold is w = 0, a 180-degree rotation (an LPS qform)
-    if 1.0 - sum(v * v for v in bcd) < -hdr.quaternion_threshold:
+    if 1.0 - sum(v * v for v in bcd) < -abs(hdr.quaternion_threshold):  # negative in NIfTI-2
         raise header_error(path, f"quatern_b/c/d={bcd}", "is no rotation: b**2 + c**2 + d**2 > 1")
     qfac = float(hdr["pixdim"][0])
     if qfac == 0:

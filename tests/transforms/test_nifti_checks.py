@@ -263,15 +263,16 @@ def test_qfac_zero_reads_as_one(tmp_path, label_gz):
     np.testing.assert_array_equal(read_nifti(zero).affine, read_nifti(base).affine)
 
 
+@pytest.mark.parametrize("nifti", [1, 2])
 @pytest.mark.parametrize("flips", [(-1, -1, 1), (-1, 1, 1)], ids=["LPS", "x-flip"])
-def test_qform_of_a_180_degree_rotation_reads(tmp_path, flips):
+def test_qform_of_a_180_degree_rotation_reads(tmp_path, flips, nifti):
     """A qform whose quaternion has w = 0 (b**2 + c**2 + d**2 = 1: a 180-degree rotation, as an LPS
     qform is) is valid: nibabel and MONAI read it; it was refused as "no rotation"."""
     import nibabel as nib
 
     lab = structured_volume((12, 10, 8), np.uint8)
     aff = np.diag([*(np.array(flips) * (0.8, 0.9, 2.5)), 1.0])
-    img = nib.Nifti1Image(lab, None)
+    img = (nib.Nifti1Image if nifti == 1 else nib.Nifti2Image)(lab, None)
     img.header.set_qform(aff, code=1)
     img.header.set_sform(aff, code=0)
     path = str(tmp_path / "q.nii.gz")
