@@ -11,13 +11,15 @@ wrong voxels. The accepted format is the one ``gzip.decompress`` accepts:
   trailing garbage.
 
 Every error is a ``ValueError`` that names the file and says what is wrong: ``truncated file``
-(the file ends inside a member), ``CRC check failed``, ``corrupt gzip data`` or ``trailing garbage``.
+(the file ends inside a member), ``CRC check failed``, ``corrupt gzip header`` (its FHCRC), ``corrupt gzip
+data`` or ``trailing garbage``.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import zlib
 from typing import BinaryIO
 
 from isal import igzip_lib
@@ -90,7 +92,21 @@ class GzipReader:
             while header_len(data) is None and len(data) < HEADER_MAX and (more := self._read()):
                 data += more
             self._header_open = False
+            self._check_header_crc(data)
         return data
+
+    def _check_header_crc(self, data: bytes) -> None:
+        """A header CRC (FHCRC) that does not match its header: isal would call it a trailer CRC error."""
+        n = header_len(data)
+        if (
+            n is not None
+            and data[3] & 2
+            and zlib.crc32(data[: n - 2]) & 0xFFFF != int.from_bytes(data[n - 2 : n], "little")
+        ):
+            raise ValueError(
+                f"{self._path}: corrupt gzip header in member {self._member}: its header CRC (FHCRC) does not "
+                "match the header"
+            )
 
     def _read(self) -> bytes:
         data = self._f.read(CHUNK)

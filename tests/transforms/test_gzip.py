@@ -72,6 +72,14 @@ def test_a_second_member_header_on_the_1mib_read_boundary(tmp_path):
     np.testing.assert_array_equal(read_nifti(path).array, lab)
 
 
+def test_a_wrong_header_crc_is_named():
+    """A member header whose FHCRC does not match was reported as a trailer CRC/size mismatch."""
+    blob = bytearray(member(b"voxels" * 50, FHCRC | FNAME))
+    blob[12] ^= 1  # a byte of the file name
+    with pytest.raises(ValueError, match=r"x.gz: corrupt gzip header in member 1: its header CRC \(FHCRC\)"):
+        gunzip(bytes(blob))
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     payload=st.binary(max_size=2000),
