@@ -68,7 +68,9 @@ class _Header:
     scaling: tuple[float, float] | None
 
 
-def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
+def read_nifti(
+    path: str | os.PathLike, check_nan: bool = True, scaled_dtype: np.dtype | type = np.float32
+) -> NiftiVolume:
     """Read a 3D ``.nii`` or ``.nii.gz`` volume (gzip is detected from the bytes, not the name).
 
     A ``.nii.gz`` is decoded to the end of every gzip member and each member's CRC32 and size are
@@ -84,6 +86,8 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
         path: the file.
         check_nan: raise ``ValueError`` when a floating-point volume (after scaling) holds NaN or
             ``±inf`` voxels (default True).
+        scaled_dtype: dtype of a volume with ``scl_slope``/``scl_inter`` scaling (default ``float32``,
+            MONAI's default dtype; ``float64`` is nibabel's own result, what MONAI's ``dtype=None`` keeps).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -104,7 +108,7 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
         gz = f.read(2) == MAGIC
         f.seek(0)
         buf, head = _read_gz(f, path, size) if gz else _read_raw(f, path, size)
-    arr = _voxel_array(buf, head, path)
+    arr = _voxel_array(buf, head, path, np.dtype(scaled_dtype))
     if check_nan and arr.dtype.kind == "f":
         _check_finite(arr, path)
     return NiftiVolume(array=arr, affine=head.affine, header=head.hdr, path=path)
@@ -203,7 +207,7 @@ def _grown(out: np.ndarray, used: int, capacity: int) -> np.ndarray:
     return new
 
 
-def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
+def _voxel_array(buf: np.ndarray, head: _Header, path: str, scaled_dtype: np.dtype) -> np.ndarray:
     """A 3D ``(X, Y, Z)`` Fortran-order view of the voxels, scaled when the header asks."""
     shape = _spatial_shape(head.layout.shape, path)
     dtype, offset = head.layout.dtype, head.layout.offset
@@ -212,17 +216,17 @@ def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
     if not dtype.isnative or offset % dtype.itemsize:
         arr = arr.astype(dtype.newbyteorder("="), order="F")
     if head.scaling is not None:
-        arr = _scaled(arr, *head.scaling)
+        arr = _scaled(arr, *head.scaling, scaled_dtype)
     return arr
 
 
-def _scaled(arr: np.ndarray, slope: float, inter: float) -> np.ndarray:
-    """``float32(arr * slope + inter)`` computed in float64, a few slices at a time.
+def _scaled(arr: np.ndarray, slope: float, inter: float, dtype: np.dtype) -> np.ndarray:
+    """``dtype(arr * slope + inter)`` computed in float64, a few slices at a time.
 
-    nibabel (so MONAI's reader) scales in float64 and MONAI casts the result to float32; scaling in
-    float32 rounds twice and gives other values (one ulp off for slope 0.1, say).
+    nibabel (so MONAI's reader) scales in float64 and MONAI casts the result to its dtype (float32
+    by default); scaling in float32 rounds twice and gives other values (one ulp off for slope 0.1).
     """
-    out = np.empty(arr.shape, dtype=np.float32, order="F")
+    out = np.empty(arr.shape, dtype=dtype, order="F")
     step = max(1, _SCALE_SLAB // max(1, arr.shape[0] * arr.shape[1]))
     with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
         for z in range(0, arr.shape[2], step):

@@ -6,6 +6,7 @@ import os
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe._meta import meta_key
@@ -13,15 +14,27 @@ from fastpipe.transforms._dict import ensure_keys, iter_present, spacing_of
 from fastpipe.transforms._nifti import read_nifti
 from fastpipe.transforms._translate_base import torch_dtype
 
+#: ``dtype`` default: the file's dtype, ``float32`` for scaled volumes (integer volumes stay compact).
+COMPACT = "compact"
+#: What MONAI's tensors hold for the unsigned types torch lacks (``monai.utils.UNSUPPORTED_TYPES``).
+_MONAI_UNSIGNED = {
+    np.dtype(np.uint16): np.int32,
+    np.dtype(np.uint32): np.int64,
+    np.dtype(np.uint64): np.int64,
+}
+
 
 class LoadImaged:
     """Load NIfTI (``.nii``/``.nii.gz``) files named by ``data[key]`` into tensors.
 
-    Unlike MONAI (which converts to ``float32`` by default), the voxels keep the file's dtype
-    (``int16`` CT, ``uint8`` label) unless ``dtype`` is given; the tensor is a zero-copy view of
+    Unlike MONAI (which converts to ``float32`` by default), by default (``dtype="compact"``) the
+    voxels keep the file's dtype (``int16`` CT, ``uint8`` label); the tensor is a zero-copy view of
     the decoded buffer in the file's order, shape ``(X, Y, Z)``. Volumes with
     ``scl_slope``/``scl_inter`` scaling become ``float32``. The chain's *output* matches MONAI's
     (``Spacingd`` and ``ScaleIntensityRanged`` produce ``float32``), not every intermediate dtype.
+    Any other ``dtype`` gives what MONAI's ``LoadImaged`` gives with it: ``None`` keeps nibabel's
+    dtype as MONAI does (scaled volumes ``float64``; ``uint16``/``uint32``/``uint64`` files, which
+    MONAI's tensors lack, ``int32``/``int64``/``int64``).
     ``data[f"{key}_meta_dict"]`` is always written, whatever ``image_only`` says: tensors are plain,
     so the affine must live somewhere.
 
@@ -29,7 +42,8 @@ class LoadImaged:
         keys: keys of the file paths to load.
         reader: accepted for MONAI compatibility; only ``None`` or ``"NibabelReader"``.
         dtype: convert the voxels to this ``torch.dtype``, or numpy dtype as MONAI takes it
-            (``np.float32``, ``"float32"``; default None: keep the file's).
+            (``np.float32``, ``"float32"``); ``None``: MONAI's ``dtype=None``; default ``"compact"``: the
+            file's dtype, ``float32`` for scaled volumes.
         meta_keys: accepted for MONAI compatibility; must be None.
         image_only: accepted for MONAI compatibility (metadata is always kept).
         ensure_channel_first: add the channel dim right away, like ``EnsureChannelFirstd`` (default False).
@@ -50,7 +64,7 @@ class LoadImaged:
         self,
         keys: str | Sequence[str],
         reader: Any = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = COMPACT,
         meta_keys: Any = None,
         image_only: bool = False,
         ensure_channel_first: bool = False,
@@ -67,7 +81,7 @@ class LoadImaged:
             )
         self.keys = ensure_keys(keys)
         try:
-            self.dtype = torch_dtype(dtype)
+            self.dtype = COMPACT if isinstance(dtype, str) and dtype == COMPACT else torch_dtype(dtype)
         except TypeError as err:
             raise TypeError(f"LoadImaged: dtype={dtype!r} is no torch or numpy dtype") from err
         self.image_only = image_only
@@ -82,9 +96,14 @@ class LoadImaged:
         return d
 
     def _load(self, path: str) -> tuple[torch.Tensor, dict[str, Any]]:
-        vol = read_nifti(path, check_nan=self.check_nan)
-        img = torch.from_numpy(vol.array)
-        if self.dtype is not None:
+        compact = self.dtype == COMPACT
+        scaled = np.float32 if compact or self.dtype == torch.float32 else np.float64  # nibabel's: float64
+        vol = read_nifti(path, check_nan=self.check_nan, scaled_dtype=scaled)
+        arr = vol.array
+        if self.dtype is None and arr.dtype in _MONAI_UNSIGNED:  # MONAI's convert_to_tensor
+            arr = arr.astype(_MONAI_UNSIGNED[arr.dtype], order="K")
+        img = torch.from_numpy(arr)
+        if not compact and self.dtype is not None:
             img = img.to(self.dtype)
         affine = torch.as_tensor(vol.affine, dtype=torch.float64)
         meta = {

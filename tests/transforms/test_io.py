@@ -145,3 +145,30 @@ def test_affine_rectified_exactly_as_monai(tmp_path, shape):
     want = correct_nifti_header_if_necessary(nib.load(path)).affine
     assert want[0, 0] == pytest.approx(1.6)  # MONAI keeps the sform
     np.testing.assert_allclose(read_nifti(path).affine, want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.uint64, np.float32, np.float64]
+)
+@pytest.mark.parametrize("scaling", [None, (0.1, 0.3)])
+def test_dtype_none_and_float64_give_monais_dtype_and_values(tmp_path, dtype, scaling):
+    """``dtype=None`` is MONAI's: nibabel's float64 for a scaled volume (fastpipe gave float32, other
+    values), ``int32``/``int64`` for uint16/uint32/uint64 (fastpipe kept them); ``dtype=float64`` of a
+    scaled volume was float64 of the float32 values. The default (compact) rule is unchanged."""
+    from monai.transforms import LoadImaged as MonaiLoadImaged
+
+    raw = np.random.default_rng(2).integers(0, 120, (7, 6, 5)).astype(dtype)
+    img = nib.Nifti1Image(raw, np.eye(4), dtype=raw.dtype)  # uint64 needs the dtype said
+    if scaling is not None:
+        img.header["scl_slope"], img.header["scl_inter"] = scaling
+    path = str(tmp_path / "d.nii.gz")
+    nib.save(img, path)
+    for asked in (None, np.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = MonaiLoadImaged("image", dtype=asked)({"image": path})["image"].as_tensor()
+        got = LoadImaged("image", dtype=asked)({"image": path})["image"]
+        assert got.dtype == want.dtype, asked
+        assert torch.equal(got, want), asked
+    compact = LoadImaged("image")({"image": path})["image"]
+    assert compact.dtype == (torch.float32 if scaling else torch.from_numpy(raw).dtype)

@@ -450,3 +450,31 @@ def test_a_users_subclass_of_a_monai_transform_is_cached_and_gets_metatensors(fi
     assert seen == [(MetaTensor, torch.float32)]
     ds[0]
     assert len(seen) == 1  # cached: not run again on a read
+
+
+@pytest.fixture(scope="module")
+def native_files(tmp_path_factory):
+    """A scaled int16 image (nibabel: float64) and a uint16 label (MONAI: int32) on an LPS grid."""
+    import nibabel as nib
+
+    tmp, rng = tmp_path_factory.mktemp("native"), np.random.default_rng(4)
+    img = nib.Nifti1Image(
+        rng.integers(-500, 500, (20, 18, 10)).astype(np.int16), affine((0.8, 0.8, 2.5), "LPS")
+    )
+    img.header["scl_slope"], img.header["scl_inter"] = 0.1, 0.3
+    nib.save(img, str(tmp / "i.nii.gz"))
+    lab = nib.Nifti1Image(rng.integers(0, 3, (20, 18, 10)).astype(np.uint16), affine((0.8, 0.8, 2.5), "LPS"))
+    nib.save(lab, str(tmp / "l.nii.gz"))
+    return [{"image": str(tmp / "i.nii.gz"), "label": str(tmp / "l.nii.gz")}]
+
+
+def test_load_with_dtype_none_gives_monais_dtypes_through_the_chain(native_files):
+    """MONAI's ``LoadImaged(dtype=None)`` keeps nibabel's float64 for a scaled volume and makes uint16
+    int32; the translated chain gave float32 (other values) and uint16."""
+    chain = [M.LoadImaged(KEYS, dtype=None), M.EnsureChannelFirstd(KEYS), M.Orientationd(KEYS, axcodes="RAS")]
+    theirs, ours = _side_by_side(native_files, chain)
+    for k in KEYS:
+        assert ours[k].dtype == theirs[k].dtype, k
+        assert torch.equal(ours[k], theirs[k].as_tensor()), k
+    default = dataset(native_files, M.Compose([M.LoadImaged(KEYS), *chain[1:]])).cached_entry(0)
+    assert default["image"].dtype == default["label"].dtype == torch.float32  # MONAI's default: unchanged
