@@ -478,3 +478,13 @@ def test_load_with_dtype_none_gives_monais_dtypes_through_the_chain(native_files
         assert torch.equal(ours[k], theirs[k].as_tensor()), k
     default = dataset(native_files, M.Compose([M.LoadImaged(KEYS), *chain[1:]])).cached_entry(0)
     assert default["image"].dtype == default["label"].dtype == torch.float32  # MONAI's default: unchanged
+
+
+def test_a_float64_label_resampled_nearest_is_float32_as_monai(odd_files):
+    """With ``LoadImaged(dtype=None)`` a float64 label reached ``Spacingd(mode="nearest")`` as float64
+    and stayed float64 (MONAI: float32, other values)."""
+    chain = [M.LoadImaged(KEYS, dtype=None), M.EnsureChannelFirstd(KEYS),
+             M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))]  # fmt: skip
+    theirs, ours = _side_by_side(odd_files["f64"], chain)
+    assert ours["label"].dtype == theirs["label"].dtype == torch.float32
+    assert torch.equal(ours["label"], theirs["label"].as_tensor())
