@@ -192,15 +192,19 @@ def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) 
     """MONAI's ``correct_nifti_header_if_necessary``, step for step, so a file read here gets the affine
     MONAI's reader gives it: where the best affine's voxel sizes (``dim[0]`` columns, as MONAI counts
     them) disagree with ``pixdim``, the sform or qform that agrees is used (the qform made from the
-    sform has its shears stripped, as nibabel's ``set_qform`` does); ``dim[0]`` >= 5 is left alone."""
+    sform has its shears stripped, as nibabel's ``set_qform`` does); ``dim[0]`` >= 5 is left alone.
+    ``hdr["pixdim"]`` changes as MONAI's header does (``set_qform``, or ``set_zooms`` where nothing agrees)."""
     if ndim >= 5:
         return best, source
     pixdim = np.asarray(hdr.get_zooms()[:ndim], dtype=np.float64)
 
+    def norms(affine: np.ndarray) -> np.ndarray:
+        n = np.sqrt((np.asarray(affine, dtype=np.float64)[:ndim, :ndim] ** 2).sum(axis=0))
+        n[n == 0] = 1.0  # MONAI's affine_to_spacing(suppress_zeros=True)
+        return n
+
     def agrees(affine: np.ndarray) -> bool:
-        norms = np.sqrt((np.asarray(affine, dtype=np.float64)[:ndim, :ndim] ** 2).sum(axis=0))
-        norms[norms == 0] = 1.0  # MONAI's affine_to_spacing(suppress_zeros=True)
-        return bool(np.allclose(pixdim, norms))
+        return bool(np.allclose(pixdim, norms(affine)))
 
     if agrees(best):
         return best, source
@@ -216,7 +220,9 @@ def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) 
         if agrees(sform):  # here sform_code is 0: the new qform is the best affine
             fixed = hdr.copy()
             fixed.set_qform(sform)
+            hdr["pixdim"] = fixed["pixdim"]  # set_qform writes qfac and the voxel sizes
             return np.asarray(fixed.get_qform(), np.float64), "sform (the qform disagrees with pixdim)"
+    hdr.set_zooms(norms(best))  # MONAI: "Modifying image pixdim from ... to ..."
     return best, source
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from fastpipe._meta import meta_key
-from fastpipe.transforms._dict import ensure_keys, iter_present, spacing_of
+from fastpipe.transforms._dict import ensure_keys, iter_present
 from fastpipe.transforms._nifti import read_nifti
 from fastpipe.transforms._translate_base import torch_dtype
 
@@ -36,7 +36,8 @@ class LoadImaged:
     dtype as MONAI does (scaled volumes ``float64``; ``uint16``/``uint32``/``uint64`` files, which
     MONAI's tensors lack, ``int32``/``int64``/``int64``).
     ``data[f"{key}_meta_dict"]`` is always written, whatever ``image_only`` says: tensors are plain,
-    so the affine must live somewhere.
+    so the affine must live somewhere. Its ``pixdim`` is MONAI's: the header's 8 values
+    (``pixdim[1:4]``, the voxel sizes, kept current by the spatial transforms as MONAI does).
 
     Args:
         keys: keys of the file paths to load.
@@ -106,12 +107,14 @@ class LoadImaged:
         if not compact and self.dtype is not None:
             img = img.to(self.dtype)
         affine = torch.as_tensor(vol.affine, dtype=torch.float64)
+        pixdim = header_pixdim(vol.header)
         meta = {
             "affine": affine,
             "original_affine": affine.clone(),
             "spatial_shape": tuple(vol.array.shape),
             "filename_or_obj": vol.path,
-            "pixdim": spacing_of(vol.affine),
+            "pixdim": pixdim,
+            "original_pixdim": pixdim.copy(),
             "original_channel_dim": "no_channel",
             "space": "RAS",
         }
@@ -129,3 +132,14 @@ def _file_of(value: Any, key: Hashable) -> str:
             "supported (MONAI stacks several as channels)"
         )
     return os.path.expanduser(os.fspath(value) if isinstance(value, os.PathLike) else str(value))
+
+
+def header_pixdim(header: Any) -> np.ndarray:
+    """MONAI's ``meta["pixdim"]``: the header's 8 values ``[qfac, x, y, z, t, ...]`` in its dtype (float32
+    in NIfTI-1, float64 in NIfTI-2), native byte order, qfac other than -1 or 1 read as 1 (nibabel's
+    load-time fix); the reader has already rectified the voxel sizes as MONAI's reader does."""
+    raw = np.asarray(header["pixdim"])
+    pixdim = raw.astype(raw.dtype.newbyteorder("="))
+    if pixdim[0] not in (-1.0, 1.0):
+        pixdim[0] = 1.0
+    return pixdim

@@ -23,8 +23,8 @@ from fastpipe.transforms._dict import (
     check_same_grid,
     ensure_keys,
     per_key,
+    pixdim_after,
     present_keys,
-    spacing_of,
     update_meta,
 )
 from fastpipe.transforms._resample import resample_grid, resample_separable
@@ -148,9 +148,8 @@ class Orientationd:
         if perm != [0, 1, 2, 3]:
             out = out.permute(*perm)
         new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
-        update_meta(
-            d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
-        )
+        pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
+        update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
         d[key] = out
         return tuple(f - 1 for f in flips) if deferred else ()
 
@@ -247,9 +246,8 @@ class Spacingd:
             out = resample_grid(img, xform, out_shape, mode, pad, ac, self.dtype)
         if out.is_floating_point() and out.dtype != self.dtype:  # a nearest float64/float16 key: MONAI's
             out = out.to(self.dtype)  # float32 (only integer labels keep their dtype)
-        update_meta(
-            d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
-        )
+        pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
+        update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
         d[key] = out
 
 

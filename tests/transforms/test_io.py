@@ -37,7 +37,7 @@ def test_values_dtype_affine_match_nibabel(tmp_path, ext, dtype):
     assert meta["affine"].dtype == torch.float64
     assert meta["spatial_shape"] == (17, 13, 9)
     assert meta["filename_or_obj"] == path
-    np.testing.assert_allclose(meta["pixdim"], (0.7, 0.8, 2.5), rtol=1e-6)
+    np.testing.assert_allclose(meta["pixdim"][1:4], (0.7, 0.8, 2.5), rtol=1e-6)  # MONAI's 8 values
     img.add_(1)  # the tensor owns writable memory
 
 
@@ -172,3 +172,30 @@ def test_dtype_none_and_float64_give_monais_dtype_and_values(tmp_path, dtype, sc
         assert torch.equal(got, want), asked
     compact = LoadImaged("image")({"image": path})["image"]
     assert compact.dtype == (torch.float32 if scaling else torch.from_numpy(raw).dtype)
+
+
+@pytest.mark.parametrize(
+    ("klass", "shape"),
+    [(nib.Nifti1Image, (6, 5, 4)), (nib.Nifti2Image, (6, 5, 4)), (nib.Nifti1Image, (6, 5, 4, 1))],
+)
+@pytest.mark.parametrize("codes", [(2, 1), (0, 1), (2, 0), (0, 0)])
+def test_pixdim_is_monais_header_array(tmp_path, klass, shape, codes):
+    """``meta["pixdim"]`` is MONAI's 8 header values (``pixdim[1:4]``: the voxel sizes); fastpipe gave
+    a 3-tuple, so ``pixdim[1:4]`` read (y, z) and lost x. A ``dim[0]`` = 4 file gets the voxel sizes
+    MONAI's reader rectifies into its header (the origin's column norm in ``pixdim[4]``)."""
+    from monai.transforms import LoadImage
+
+    aff = affine((0.7, 0.8, 2.5), "LPS", angle_deg=10)
+    img = klass(np.zeros(shape, np.int16), aff)
+    img.header["pixdim"][4:] = [2.5, 7.0, 8.0, 9.0]
+    img.header.set_sform(aff, code=codes[0])
+    img.header.set_qform(aff, code=codes[1])
+    path = str(tmp_path / "p.nii.gz")
+    nib.save(img, path)
+    meta = LoadImaged("image")({"image": path})["image_meta_dict"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = LoadImage(reader="NibabelReader", image_only=True)(path).meta
+    for k in ("pixdim", "original_pixdim"):
+        assert isinstance(meta[k], np.ndarray) and meta[k].dtype == np.asarray(want[k]).dtype, k
+        np.testing.assert_array_equal(meta[k], np.asarray(want[k]), err_msg=k)

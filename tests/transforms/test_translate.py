@@ -488,3 +488,31 @@ def test_a_float64_label_resampled_nearest_is_float32_as_monai(odd_files):
     theirs, ours = _side_by_side(odd_files["f64"], chain)
     assert ours["label"].dtype == theirs["label"].dtype == torch.float32
     assert torch.equal(ours["label"], theirs["label"].as_tensor())
+
+
+@pytest.mark.timeout(120)
+def test_pixdim_after_each_step_is_monais_and_a_monai_step_cannot_change_the_cache(tmp_path):
+    """``{key}_meta_dict["pixdim"]`` was a 3-tuple (``pixdim[1:4]`` gave wrong numbers): it is MONAI's
+    8 values after loading, reorienting (a permuted grid) and resampling; a MONAI step after the cache
+    that writes ``meta["pixdim"]`` in place (RandZoomd) must not change the cached entry's."""
+    from _nifti_files import write
+
+    aff = np.zeros((4, 4))
+    aff[0, 1], aff[1, 0], aff[2, 2], aff[3, 3] = -0.9, 0.8, -2.5, 1.0
+    data = np.zeros((20, 18, 10), np.int16)
+    data[5:15, 4:12, 2:8] = 100
+    items = [{"image": write(tmp_path / "p.nii.gz", data, aff, pixdim=[1, 0.9, 0.8, 2.5, 2.5, 7, 8, 9])}]
+    steps = [M.LoadImaged("image"), M.EnsureChannelFirstd("image"), M.Orientationd("image", axcodes="RAS"),
+             M.Spacingd("image", pixdim=(1.5, 1.3, 2.0)), M.CropForegroundd("image", source_key="image")]  # fmt: skip
+    flip = M.Flipd("image", spatial_axis=0)  # MONAI's own step inside the prefix: bridged both ways
+    for chain in (steps[:1], steps[:3], steps[:4], steps, [*steps[:4], flip, steps[4]]):
+        theirs, ours = _side_by_side(items, chain)
+        got, want = ours["image_meta_dict"]["pixdim"], theirs["image"].meta["pixdim"]
+        assert got.dtype == want.dtype and np.array_equal(got, want), (chain[-1], got, want)
+    zoom = M.RandZoomd("image", prob=1.0, min_zoom=1.5, max_zoom=1.5, keep_size=False)
+    theirs, _ = _side_by_side(items, [*steps[:2], zoom])
+    ds = dataset(items, M.Compose([*steps[:2], zoom]))
+    before = ds.cached_entry(0)["image"].meta["pixdim"].copy()
+    for _ in range(2):
+        assert np.array_equal(ds[0]["image"].meta["pixdim"], theirs["image"].meta["pixdim"])
+    assert np.array_equal(ds.cached_entry(0)["image"].meta["pixdim"], before)
