@@ -22,6 +22,7 @@ _MONAI_UNSIGNED = {
     np.dtype(np.uint32): np.int64,
     np.dtype(np.uint64): np.int64,
 }
+_MONAI_SIGNED = {torch.uint16: torch.int32, torch.uint32: torch.int64, torch.uint64: torch.int64}
 
 
 class LoadImaged:
@@ -106,6 +107,8 @@ class LoadImaged:
         img = torch.from_numpy(arr)
         if not compact and self.dtype is not None:
             img = img.to(self.dtype)
+            if img.dtype in _MONAI_SIGNED:  # dtype=np.uint16 asked: MONAI's tensor is int32 all the same
+                img = img.to(_MONAI_SIGNED[img.dtype])
         affine = torch.as_tensor(vol.affine, dtype=torch.float64)
         pixdim = header_pixdim(vol.header)
         meta = {

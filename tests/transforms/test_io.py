@@ -199,3 +199,17 @@ def test_pixdim_is_monais_header_array(tmp_path, klass, shape, codes):
     for k in ("pixdim", "original_pixdim"):
         assert isinstance(meta[k], np.ndarray) and meta[k].dtype == np.asarray(want[k]).dtype, k
         np.testing.assert_array_equal(meta[k], np.asarray(want[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, torch.uint16])
+def test_unsigned_dtype_asked_gives_monais_signed_tensor(tmp_path, dtype):
+    """MONAI's tensors have no uint16/32/64: ``LoadImaged(dtype=np.uint16)`` gives int32 there (int64 for
+    the others), values wrapped as numpy wraps them; fastpipe gave uint16."""
+    from monai.transforms import LoadImaged as MonaiLoadImaged
+
+    path = write(tmp_path / "u.nii.gz", np.arange(-30, 30, dtype=np.int16).reshape(3, 4, 5), np.eye(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = MonaiLoadImaged("image", dtype=dtype)({"image": path})["image"].as_tensor()
+    got = LoadImaged("image", dtype=dtype)({"image": path})["image"]
+    assert got.dtype == want.dtype and torch.equal(got, want)
