@@ -478,6 +478,12 @@ def test_load_with_dtype_none_gives_monais_dtypes_through_the_chain(native_files
         assert torch.equal(ours[k], theirs[k].as_tensor()), k
     default = dataset(native_files, M.Compose([M.LoadImaged(KEYS), *chain[1:]])).cached_entry(0)
     assert default["image"].dtype == default["label"].dtype == torch.float32  # MONAI's default: unchanged
+    chain.append(M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")))
+    theirs, ours = _side_by_side(native_files, chain)
+    assert ours["image"].dtype == theirs["image"].dtype == torch.float32
+    torch.testing.assert_close(ours["image"], theirs["image"].as_tensor(), atol=1e-4, rtol=1e-5)
+    assert ours["label"].dtype == torch.int32  # fastpipe's rule: nearest keeps an integer label's dtype
+    assert torch.equal(ours["label"].float(), theirs["label"].as_tensor())
 
 
 def test_a_float64_label_resampled_nearest_is_float32_as_monai(odd_files):
