@@ -7,7 +7,10 @@ Tensors stay plain ``torch.Tensor``. The metadata of ``data["image"]`` lives in
 - ``original_affine``: the affine as read from the file
 - ``spatial_shape``: spatial shape as read from the file (tuple of ints)
 - ``filename_or_obj``: source path (str)
-- ``pixdim``: current voxel spacing (tuple of floats)
+- ``pixdim``: MONAI's: the NIfTI header's 8 values ``[qfac, x, y, z, t, ...]`` (a numpy array in the
+  header's dtype) whose ``[1:4]``, the voxel spacing, every transform that writes ``affine`` updates as
+  MONAI's do; a dict made without a header holds the current spacing (tuple of floats) instead
+- ``original_pixdim``: the header's ``pixdim`` as read
 """
 
 from __future__ import annotations

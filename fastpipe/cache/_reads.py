@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe import distributed
@@ -119,7 +120,7 @@ class CachedReads(torch.utils.data.Dataset):
         if entry is MISS:  # no tier had room for it (or it is not cached): computed per read
             self.misses += 1
             return name, compute_uncached(self.core, self._inputs[slot], name)
-        return name, (copy.deepcopy(entry) if self.copy_cache else entry)
+        return name, (deep_copy(entry) if self.copy_cache else entry)
 
     def data_index(self, index: int) -> int:
         """The index in the input data of ``index`` (differs once items were skipped, in a window, or
@@ -282,3 +283,15 @@ def _thread_copy(transform: Any) -> Any:
         return copy.deepcopy(transform)
     except (TypeError, copy.Error):
         return copy.copy(transform)
+
+
+def deep_copy(entry: Any) -> Any:
+    """``copy.deepcopy(entry)`` with each MONAI ``MetaTensor``'s metadata arrays copied too: MONAI's deep
+    copy shares them (it copies the meta dict shallow), and its spatial transforms write ``meta["pixdim"]``
+    in place, so the cached entry's pixdim would change under a MONAI step of the random part."""
+    out = copy.deepcopy(entry)
+    for v in out.values() if isinstance(out, dict) else ():
+        meta = getattr(v, "meta", None)
+        if isinstance(v, torch.Tensor) and isinstance(meta, dict):
+            v.meta = {k: m.copy() if isinstance(m, np.ndarray) else m for k, m in meta.items()}
+    return out

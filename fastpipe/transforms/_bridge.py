@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe._meta import META_SUFFIX, meta_key
@@ -53,9 +54,10 @@ class ToMonaid:
                 v = v.float()
             meta = d.get(meta_key(key)) if self.track_meta else None
             if isinstance(meta, dict) and "affine" in meta:
-                rest = {
-                    k: m for k, m in meta.items() if k not in ("affine", "pixdim")
-                }  # MONAI's pixdim: 8 values
+                rest = {k: m for k, m in meta.items() if k not in ("affine", "pixdim")}
+                pixdim = meta.get("pixdim")
+                if _is_header_pixdim(pixdim):  # a copy: MONAI's transforms write into it
+                    rest["pixdim"] = pixdim.clone() if isinstance(pixdim, torch.Tensor) else pixdim.copy()
                 v = MetaTensor(v, affine=torch.as_tensor(meta["affine"], dtype=torch.float64), meta=rest)
                 del d[meta_key(key)]  # MONAI keeps metadata on the tensor; a stale dict would mislead
             d[key] = v
@@ -79,12 +81,20 @@ class FromMonaid:
                 affine = torch.as_tensor(v.affine.as_tensor() if hasattr(v.affine, "as_tensor") else v.affine)
                 affine = affine.to(torch.float64).cpu()
                 meta = {k: m for k, m in v.meta.items() if k != "affine"}
-                d[meta_key(key)] = {**meta, "affine": affine, "pixdim": spacing_of(affine.numpy())}
+                pixdim = meta.get("pixdim")  # MONAI's own value, as its transforms left it
+                if not _is_header_pixdim(pixdim):
+                    pixdim = spacing_of(affine.numpy())
+                d[meta_key(key)] = {**meta, "affine": affine, "pixdim": pixdim}
                 d[key] = v.as_tensor()
         return d
 
     def __repr__(self) -> str:
         return "FromMonaid()"
+
+
+def _is_header_pixdim(pixdim: Any) -> bool:
+    """Whether ``pixdim`` is MONAI's ``meta["pixdim"]`` (the header's ``[qfac, x, y, z, ...]``)."""
+    return isinstance(pixdim, (np.ndarray, torch.Tensor)) and pixdim.ndim == 1 and pixdim.shape[0] >= 4
 
 
 class MonaiComposeRange:

@@ -78,9 +78,28 @@ def spacing_of(affine: np.ndarray | torch.Tensor) -> tuple[float, ...]:
     return tuple(float(v) for v in np.sqrt((a[:3, :3] ** 2).sum(axis=0)))
 
 
+def pixdim_after(old: Any, affine: np.ndarray | torch.Tensor) -> Any:
+    """``meta["pixdim"]`` once the affine becomes ``affine``, as MONAI updates it: a header's values
+    (MONAI's ``[qfac, x, y, z, ...]``, an array) get the new voxel sizes in ``[1:4]`` (a new array, in
+    its dtype); anything else (absent, or a plain spacing) becomes the spacing tuple."""
+    spacing = spacing_of(affine)
+    if isinstance(old, (np.ndarray, torch.Tensor)) and old.ndim == 1 and old.shape[0] >= 4:
+        new = old.clone() if isinstance(old, torch.Tensor) else old.copy()
+        new[1:4] = torch.as_tensor(spacing) if isinstance(new, torch.Tensor) else spacing
+        return new
+    return spacing
+
+
 def update_meta(data: dict[Hashable, Any], key: str, **entries: Any) -> None:
-    """Replace ``data[f"{key}_meta_dict"]`` by an updated copy (the input item's dict is never mutated)."""
-    data[meta_key(key)] = {**data.get(meta_key(key), {}), **entries}
+    """Replace ``data[f"{key}_meta_dict"]`` by an updated copy (the input item's dict is never mutated).
+
+    A new ``affine`` also updates a ``pixdim`` the dict holds (:func:`pixdim_after`), as MONAI's
+    transforms update it with every affine they write.
+    """
+    old = data.get(meta_key(key), {})
+    if "affine" in entries and "pixdim" not in entries and "pixdim" in old:
+        entries["pixdim"] = pixdim_after(old["pixdim"], entries["affine"])
+    data[meta_key(key)] = {**old, **entries}
 
 
 def _source(data: dict[Hashable, Any], key: str) -> str:

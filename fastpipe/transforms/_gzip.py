@@ -11,19 +11,22 @@ wrong voxels. The accepted format is the one ``gzip.decompress`` accepts:
   trailing garbage.
 
 Every error is a ``ValueError`` that names the file and says what is wrong: ``truncated file``
-(the file ends inside a member), ``CRC check failed``, ``corrupt gzip data`` or ``trailing garbage``.
+(the file ends inside a member), ``CRC check failed``, ``corrupt gzip header`` (its FHCRC), ``corrupt gzip
+data`` or ``trailing garbage``.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import zlib
 from typing import BinaryIO
 
 from isal import igzip_lib
 
 MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 20  # compressed bytes per read
+HEADER_MAX = 1 << 20  # a member header (FEXTRA, FNAME, FCOMMENT) gathered into one piece up to this size
 #: Deflate cannot expand input more than 1032-fold (one 258-byte match per 2 bits), so a gzip file
 #: of n bytes decodes to at most ``MAX_RATIO * n`` bytes: a sound bound for a header's claims.
 MAX_RATIO = 1032
@@ -50,6 +53,7 @@ class GzipReader:
         self._consumed = 0  # compressed bytes read from the file so far
         self._member = 1
         self._done = False
+        self._header_open = True  # the decoder has not been given this member's whole header yet
 
     def read(self, max_len: int) -> bytes:
         """At most ``max_len`` (> 0) decoded bytes; ``b""`` only once the whole file is verified."""
@@ -78,16 +82,35 @@ class GzipReader:
         return dropped
 
     def _input(self) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            return data
-        data = self._f.read(CHUNK)
-        self._consumed += len(data)
+        data, self._pending = self._pending or self._read(), b""
         if not data:
             raise ValueError(
                 f"{self._path}: truncated file: the gzip stream ends after {self._consumed} bytes, "
                 f"inside member {self._member} before its CRC32/size trailer"
             )
+        if self._header_open:  # isal fails a valid FHCRC header that arrives in two pieces: one piece
+            while header_len(data) is None and len(data) < HEADER_MAX and (more := self._read()):
+                data += more
+            self._header_open = False
+            self._check_header_crc(data)
+        return data
+
+    def _check_header_crc(self, data: bytes) -> None:
+        """A header CRC (FHCRC) that does not match its header: isal would call it a trailer CRC error."""
+        n = header_len(data)
+        if (
+            n is not None
+            and data[3] & 2
+            and zlib.crc32(data[: n - 2]) & 0xFFFF != int.from_bytes(data[n - 2 : n], "little")
+        ):
+            raise ValueError(
+                f"{self._path}: corrupt gzip header in member {self._member}: its header CRC (FHCRC) does not "
+                "match the header"
+            )
+
+    def _read(self) -> bytes:
+        data = self._f.read(CHUNK)
+        self._consumed += len(data)
         return data
 
     def _next_member(self) -> None:
@@ -114,6 +137,7 @@ class GzipReader:
         self._dec = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
         self._pending = rest
         self._member += 1
+        self._header_open = True
 
     def _decode_error(self, err: Exception) -> ValueError:
         if str(err).startswith(_ISAL_CHECKSUM_ERROR) or "checksum" in str(err).lower():
@@ -122,6 +146,25 @@ class GzipReader:
                 "the trailer's CRC32 or size does not match the decoded data"
             )
         return ValueError(f"{self._path}: corrupt gzip data in member {self._member} ({err})")
+
+
+def header_len(buf: bytes) -> int | None:
+    """Bytes of the gzip member header (RFC 1952) that ``buf`` starts with; None while ``buf`` ends inside it."""
+    if len(buf) < 10:
+        return None
+    flags, at = buf[3], 10
+    if flags & 4:  # FEXTRA: a 2-byte length, then that many bytes
+        if len(buf) < at + 2:
+            return None
+        at += 2 + int.from_bytes(buf[at : at + 2], "little")
+    for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & bit:
+            end = buf.find(b"\0", at)
+            if end < 0:
+                return None
+            at = end + 1
+    at += 2 if flags & 2 else 0  # FHCRC
+    return at if len(buf) >= at else None
 
 
 def isize_hint(f: BinaryIO) -> int | None:

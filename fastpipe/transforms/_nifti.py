@@ -30,6 +30,7 @@ from fastpipe.transforms._nifti_header import (
 )
 
 _HEAD = 548  # enough decoded bytes for a NIfTI-2 header, the extension flag and the first extension's esize
+_SCALE_SLAB = 1 << 20  # voxels scaled in float64 at a time
 
 
 class DirectoryError(IsADirectoryError, ValueError):
@@ -67,7 +68,9 @@ class _Header:
     scaling: tuple[float, float] | None
 
 
-def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
+def read_nifti(
+    path: str | os.PathLike, check_nan: bool = True, scaled_dtype: np.dtype | type = np.float32
+) -> NiftiVolume:
     """Read a 3D ``.nii`` or ``.nii.gz`` volume (gzip is detected from the bytes, not the name).
 
     A ``.nii.gz`` is decoded to the end of every gzip member and each member's CRC32 and size are
@@ -83,6 +86,8 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
         path: the file.
         check_nan: raise ``ValueError`` when a floating-point volume (after scaling) holds NaN or
             ``±inf`` voxels (default True).
+        scaled_dtype: dtype of a volume with ``scl_slope``/``scl_inter`` scaling (default ``float32``,
+            MONAI's default dtype; ``float64`` is nibabel's own result, what MONAI's ``dtype=None`` keeps).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -103,7 +108,7 @@ def read_nifti(path: str | os.PathLike, check_nan: bool = True) -> NiftiVolume:
         gz = f.read(2) == MAGIC
         f.seek(0)
         buf, head = _read_gz(f, path, size) if gz else _read_raw(f, path, size)
-    arr = _voxel_array(buf, head, path)
+    arr = _voxel_array(buf, head, path, np.dtype(scaled_dtype))
     if check_nan and arr.dtype.kind == "f":
         _check_finite(arr, path)
     return NiftiVolume(array=arr, affine=head.affine, header=head.hdr, path=path)
@@ -181,8 +186,9 @@ def _read_gz(f: BinaryIO, path: str, size: int) -> tuple[np.ndarray, _Header]:
             f"{path}: truncated file: the gzip data holds {pos} bytes, the header "
             f"({head.layout.describe()} from vox_offset={head.layout.offset}) declares {end}"
         )
-    if extra := reader.drain():
-        raise _longer_than_declared(path, head.layout, end + extra)
+    got = pos + reader.drain()  # pos > end where the first read (the header) held all the data
+    if got > end:
+        raise _longer_than_declared(path, head.layout, got)
     return out, head
 
 
@@ -201,7 +207,7 @@ def _grown(out: np.ndarray, used: int, capacity: int) -> np.ndarray:
     return new
 
 
-def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
+def _voxel_array(buf: np.ndarray, head: _Header, path: str, scaled_dtype: np.dtype) -> np.ndarray:
     """A 3D ``(X, Y, Z)`` Fortran-order view of the voxels, scaled when the header asks."""
     shape = _spatial_shape(head.layout.shape, path)
     dtype, offset = head.layout.dtype, head.layout.offset
@@ -210,12 +216,27 @@ def _voxel_array(buf: np.ndarray, head: _Header, path: str) -> np.ndarray:
     if not dtype.isnative or offset % dtype.itemsize:
         arr = arr.astype(dtype.newbyteorder("="), order="F")
     if head.scaling is not None:
-        slope, inter = head.scaling
-        arr = arr.astype(np.float32, order="F")
-        with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
-            arr *= np.float32(slope)
-            arr += np.float32(inter)
+        arr = _scaled(arr, *head.scaling, scaled_dtype)
     return arr
+
+
+def _scaled(arr: np.ndarray, slope: float, inter: float, dtype: np.dtype) -> np.ndarray:
+    """``dtype(arr * slope + inter)`` computed in float64, a few slices at a time.
+
+    nibabel (so MONAI's reader) scales in float64 and MONAI casts the result to its dtype (float32
+    by default); scaling in float32 rounds twice and gives other values (one ulp off for slope 0.1).
+    """
+    out = np.empty(arr.shape, dtype=dtype, order="F")
+    step = max(1, _SCALE_SLAB // max(1, arr.shape[0] * arr.shape[1]))
+    with np.errstate(over="ignore"):  # an overflow to inf is reported by the finite check
+        for z in range(0, arr.shape[2], step):
+            slab = arr[:, :, z : z + step].astype(np.float64)
+            if slope != 1.0:  # as nibabel's apply_read_scaling
+                slab *= slope
+            if inter != 0.0:
+                slab += inter
+            out[:, :, z : z + step] = slab
+    return out
 
 
 def _check_finite(arr: np.ndarray, path: str) -> None:

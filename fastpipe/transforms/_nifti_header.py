@@ -189,24 +189,40 @@ def best_affine(hdr: nib.Nifti1Header, ndim: int, path: str) -> np.ndarray:
 
 
 def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) -> tuple[np.ndarray, str]:
-    """MONAI's ``correct_nifti_header_if_necessary``: where the best affine's voxel sizes disagree with
-    ``pixdim``, the one of sform/qform that agrees with it is used instead (the sform first, as MONAI
-    rectifies it), so a file read here gets the affine MONAI's reader gives it."""
-    d = min(ndim, 3)
-    pixdim = np.asarray(hdr.get_zooms()[:d], dtype=np.float64)
+    """MONAI's ``correct_nifti_header_if_necessary``, step for step, so a file read here gets the affine
+    MONAI's reader gives it: where the best affine's voxel sizes (``dim[0]`` columns, as MONAI counts
+    them) disagree with ``pixdim``, the sform or qform that agrees is used (the qform made from the
+    sform has its shears stripped, as nibabel's ``set_qform`` does); ``dim[0]`` >= 5 is left alone.
+    ``hdr["pixdim"]`` changes as MONAI's header does (``set_qform``, or ``set_zooms`` where nothing agrees)."""
+    if ndim >= 5:
+        return best, source
+    pixdim = np.asarray(hdr.get_zooms()[:ndim], dtype=np.float64)
+
+    def norms(affine: np.ndarray) -> np.ndarray:
+        n = np.sqrt((np.asarray(affine, dtype=np.float64)[:ndim, :ndim] ** 2).sum(axis=0))
+        n[n == 0] = 1.0  # MONAI's affine_to_spacing(suppress_zeros=True)
+        return n
 
     def agrees(affine: np.ndarray) -> bool:
-        norms = np.sqrt((np.asarray(affine)[:d, :d] ** 2).sum(axis=0))
-        norms[norms == 0] = 1.0  # MONAI's affine_to_spacing(suppress_zeros=True)
-        return bool(np.allclose(norms, pixdim))
+        return bool(np.allclose(pixdim, norms(affine)))
 
-    if d < 3 or agrees(best):
+    if agrees(best):
         return best, source
     sform, qform = np.asarray(hdr.get_sform(), np.float64), np.asarray(hdr.get_qform(), np.float64)
-    if int(hdr["sform_code"]) and agrees(qform):
-        return qform, "qform (the sform disagrees with pixdim)"
-    if int(hdr["qform_code"]) and not int(hdr["sform_code"]) and agrees(sform):
-        return sform, "sform (the qform disagrees with pixdim)"
+    if int(hdr["sform_code"]):
+        if agrees(sform):
+            return best, source
+        if agrees(qform):
+            return qform, "qform (the sform disagrees with pixdim)"
+    if int(hdr["qform_code"]):
+        if agrees(qform):
+            return best, source
+        if agrees(sform):  # here sform_code is 0: the new qform is the best affine
+            fixed = hdr.copy()
+            fixed.set_qform(sform)
+            hdr["pixdim"] = fixed["pixdim"]  # set_qform writes qfac and the voxel sizes
+            return np.asarray(fixed.get_qform(), np.float64), "sform (the qform disagrees with pixdim)"
+    hdr.set_zooms(norms(best))  # MONAI: "Modifying image pixdim from ... to ..."
     return best, source
 
 
@@ -220,7 +236,8 @@ def _check_finite(hdr: nib.Nifti1Header, fields: tuple[str, ...], path: str) -> 
 def _check_qform(hdr: nib.Nifti1Header, path: str) -> None:
     _check_finite(hdr, ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"), path)
     bcd = [float(hdr[f"quatern_{c}"]) for c in "bcd"]
-    if 1.0 - sum(v * v for v in bcd) < hdr.quaternion_threshold:
+    # nibabel's fillpositive: |w**2| under the threshold is w = 0, a 180-degree rotation (an LPS qform)
+    if 1.0 - sum(v * v for v in bcd) < -abs(hdr.quaternion_threshold):  # negative in NIfTI-2
         raise header_error(path, f"quatern_b/c/d={bcd}", "is no rotation: b**2 + c**2 + d**2 > 1")
     qfac = float(hdr["pixdim"][0])
     if qfac == 0:

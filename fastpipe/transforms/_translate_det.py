@@ -72,10 +72,10 @@ def _load(obj: Any, ctx: Context) -> Any:
     reason = _nifti_reason(obj, ctx)
     if reason:
         return reason
-    dtype = torch_dtype(loader.dtype)
+    dtype = torch_dtype(loader.dtype)  # None: MONAI's dtype=None, which fastpipe's None reproduces
     if dtype == torch.float32:  # MONAI's default: integer volumes stay integer until a float step
         ctx.float_keys.update(obj.keys)
-        dtype = None
+        dtype = "compact"
     return build(
         "LoadImaged",
         obj,

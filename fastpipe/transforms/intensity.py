@@ -56,6 +56,8 @@ class ScaleIntensityRanged:
         if self.a_max == self.a_min:
             torch.sub(img, self.a_min, out=out)
             return out if self.b_min is None else out.add_(self.b_min)
+        if not out.is_floating_point():  # dtype=None on integer voxels: MONAI's float32 arithmetic, then
+            return out.copy_(self._monai_float32(img))  # a truncating cast (else a wrong value or a crash)
         factor, shift = 1.0 / (self.a_max - self.a_min), -self.a_min / (self.a_max - self.a_min)
         if self.b_min is not None and self.b_max is not None:
             span = float(self.b_max) - float(self.b_min)
@@ -73,3 +75,12 @@ class ScaleIntensityRanged:
         if clip:
             out.clamp_(self.b_min, self.b_max)
         return out
+
+    def _monai_float32(self, img: torch.Tensor) -> torch.Tensor:
+        """The scaled and clipped values in float32, computed in MONAI's order of operations."""
+        x = (img.to(torch.float32) - self.a_min) / (self.a_max - self.a_min)
+        if self.b_min is not None and self.b_max is not None:
+            x = x * (float(self.b_max) - float(self.b_min)) + float(self.b_min)
+        return (
+            x.clamp(self.b_min, self.b_max) if self.clip and (self.b_min, self.b_max) != (None, None) else x
+        )

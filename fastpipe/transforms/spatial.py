@@ -2,8 +2,8 @@
 
 The affine lives in ``data[f"{key}_meta_dict"]["affine"]``. Output shapes, affines and values
 follow MONAI (see ``_affine.py`` and ``_resample.py``); the differences are dtypes and memory
-layout: ``Spacingd`` returns ``dtype`` (float32) for interpolated keys but keeps the input dtype
-for ``nearest`` keys (a ``uint8`` label stays ``uint8``, 4x smaller in a cache), and outputs keep
+layout: ``Spacingd`` returns ``dtype`` (float32) for interpolated keys but keeps an integer input
+dtype for ``nearest`` keys (a ``uint8`` label stays ``uint8``, 4x smaller in a cache), and outputs keep
 the input's memory order (a NIfTI volume stays x-fastest: a permuted, not C-contiguous, tensor).
 ``CropForegroundd`` returns C-contiguous tensors.
 """
@@ -23,8 +23,8 @@ from fastpipe.transforms._dict import (
     check_same_grid,
     ensure_keys,
     per_key,
+    pixdim_after,
     present_keys,
-    spacing_of,
     update_meta,
 )
 from fastpipe.transforms._resample import resample_grid, resample_separable
@@ -148,9 +148,8 @@ class Orientationd:
         if perm != [0, 1, 2, 3]:
             out = out.permute(*perm)
         new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
-        update_meta(
-            d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
-        )
+        pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
+        update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
         d[key] = out
         return tuple(f - 1 for f in flips) if deferred else ()
 
@@ -178,7 +177,8 @@ class Spacingd:
         allow_missing_keys: skip absent keys (default False).
 
     Shape:
-        ``(C, X, Y, Z)`` -> ``(C, X', Y', Z')``; nearest keys keep their dtype, others become ``dtype``.
+        ``(C, X, Y, Z)`` -> ``(C, X', Y', Z')``; nearest keys keep an integer dtype, others (float64
+        labels included, as MONAI makes them float32) become ``dtype``.
 
     Example:
         >>> Spacingd(["image", "label"], pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))  # doctest: +ELLIPSIS
@@ -244,9 +244,10 @@ class Spacingd:
             out = resample_separable(img, xform, out_shape, mode, pad, ac, self.dtype, flip_axes=flips)
         else:
             out = resample_grid(img, xform, out_shape, mode, pad, ac, self.dtype)
-        update_meta(
-            d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=spacing_of(new_affine)
-        )
+        if out.is_floating_point() and out.dtype != self.dtype:  # a nearest float64/float16 key: MONAI's
+            out = out.to(self.dtype)  # float32 (only integer labels keep their dtype)
+        pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
+        update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
         d[key] = out
 
 

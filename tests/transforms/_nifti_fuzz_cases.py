@@ -74,6 +74,9 @@ def bases(tmp: Path) -> dict[str, str]:
     for ext in (".nii", ".nii.gz"):  # qform only, so the quaternion fields are the affine
         raw = set_fields(decoded(out[f"ct{ext}"]), sform_code=0, qform_code=1)
         out[f"ctq{ext}"] = _write(tmp / f"ctq{ext}", encode(raw, ext.endswith(".gz")))
+        # a 180-degree qform rotation: quaternion w = 0, b**2 + c**2 + d**2 = 1 (an LPS qform)
+        raw = set_fields(raw, quatern_b=0.0, quatern_c=0.0, quatern_d=1.0)
+        out[f"ctq180{ext}"] = _write(tmp / f"ctq180{ext}", encode(raw, ext.endswith(".gz")))
         n2 = structured_volume((10, 8, 6), np.float64, seed=4)
         out[f"n2{ext}"] = _save(tmp / f"n2{ext}", n2, affine((2.0, 2.0, 2.0)), nib.Nifti2Image)
     big_endian = nib.Nifti1Image(ct, np.eye(4), header=nib.Nifti1Header(endianness=">"))

@@ -49,11 +49,9 @@ def compare(arr: np.ndarray, aff: np.ndarray, ref) -> str | None:
     want, want_aff = ref
     if arr.shape != want.shape:
         return f"shape {arr.shape} != nibabel's {want.shape}"
-    if arr.dtype == np.float32 and want.dtype != np.float32:  # scaled: float32 vs nibabel's float64
-        scale = max(1.0, float(np.abs(want).max()))
-        ok = np.allclose(arr, want, rtol=1e-6, atol=1e-6 * scale)
-    else:
-        ok = np.array_equal(arr, want)
+    if arr.dtype == np.float32 and want.dtype != np.float32:  # scaled: nibabel's float64 values
+        want = want.astype(np.float32)  # as MONAI's LoadImaged (dtype float32) gives them: exactly
+    ok = np.array_equal(arr, want)
     if not ok:
         return f"voxels differ from nibabel's in {int(np.count_nonzero(arr != want))} of {arr.size}"
     if not np.allclose(aff, want_aff, atol=1e-5):

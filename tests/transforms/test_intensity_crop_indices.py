@@ -43,6 +43,19 @@ def test_scale_int_input_and_layout_kept():
     torch.testing.assert_close(out, ((img.float() + 57) / 221).clamp(0, 1))
 
 
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize(("b", "clip"), [((0.0, 1.0), True), ((0.0, 1000.0), False), ((-5.0, 300.0), True)])
+def test_dtype_none_on_integer_voxels_gives_monais_values(dtype, b, clip):
+    """``dtype=None`` keeps integer voxels integer, as MONAI: its result is the float32 one truncated;
+    fastpipe truncated after the multiply (values off by up to ~100) and crashed when clipping."""
+    img = torch.arange(-200, 280, dtype=dtype).view(1, 8, 6, 10).permute(0, 3, 2, 1)
+    t = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=b[0], b_max=b[1], clip=clip, dtype=None)
+    ours = t({"image": img})["image"]
+    ref = ScaleIntensityRange(a_min=-57, a_max=164, b_min=b[0], b_max=b[1], clip=clip, dtype=None)(img)
+    assert ours.dtype == torch.as_tensor(ref).dtype == dtype and ours.stride() == img.stride()
+    assert torch.equal(ours, torch.as_tensor(ref))
+
+
 def test_crop_box_affine_and_contiguity(device):
     img = torch.zeros(1, 30, 20, 10, device=device)
     img[0, 5:12, 3:9, 2:8] = 1.0

@@ -37,7 +37,7 @@ def test_values_dtype_affine_match_nibabel(tmp_path, ext, dtype):
     assert meta["affine"].dtype == torch.float64
     assert meta["spatial_shape"] == (17, 13, 9)
     assert meta["filename_or_obj"] == path
-    np.testing.assert_allclose(meta["pixdim"], (0.7, 0.8, 2.5), rtol=1e-6)
+    np.testing.assert_allclose(meta["pixdim"][1:4], (0.7, 0.8, 2.5), rtol=1e-6)  # MONAI's 8 values
     img.add_(1)  # the tensor owns writable memory
 
 
@@ -47,6 +47,22 @@ def test_scl_slope_inter_applied_as_float32(tmp_path):
     img = LoadImaged("image")({"image": path})["image"]
     assert img.dtype == torch.float32
     np.testing.assert_allclose(img.numpy(), np.asanyarray(nib.load(path).dataobj), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float64])
+@pytest.mark.parametrize(("slope", "inter"), [(0.1, 0.3), (1e-3, 7.77), (1.0, 0.1)])
+def test_scaling_gives_monais_float32_values_exactly(tmp_path, monkeypatch, dtype, slope, inter):
+    """MONAI's reader (nibabel) scales in float64 and casts to float32; scaling in float32 rounded
+    twice and gave other values (one ulp off) for thousands of voxels. Slabs: also across a slab edge."""
+    import fastpipe.transforms._nifti as nifti
+
+    monkeypatch.setattr(nifti, "_SCALE_SLAB", 17 * 13 * 2, raising=False)
+    raw = np.random.default_rng(1).integers(-1024, 3000, (17, 13, 9)).astype(dtype)
+    path = write(tmp_path / "s.nii.gz", raw, np.eye(4), scl_slope=slope, scl_inter=inter)
+    img = LoadImaged("image")({"image": path})["image"]
+    want = np.asanyarray(nib.load(path).dataobj).astype(np.float32)  # MONAI's LoadImaged default
+    assert img.dtype == torch.float32
+    np.testing.assert_array_equal(img.numpy(), want)
 
 
 def test_big_endian_file(tmp_path):
@@ -85,3 +101,115 @@ def test_file_order_view_is_x_fastest(tmp_path):
     path = write(tmp_path / "f.nii.gz", np.zeros((8, 6, 4), np.int16), np.eye(4))
     img = LoadImaged("image")({"image": path})["image"]
     assert img.stride() == (1, 8, 48)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "want"), [(np.float32, torch.float32), ("float32", torch.float32), (np.int32, torch.int32)]
+)
+def test_numpy_dtype_as_monai_takes_it(tmp_path, dtype, want):
+    """MONAI's LoadImaged takes numpy dtypes (its default is ``np.float32``); they failed at the first
+    item inside ``Tensor.to`` with torch's argument error."""
+    path = write(tmp_path / "n.nii.gz", np.ones((3, 4, 5), np.int16), np.eye(4))
+    assert LoadImaged("image", dtype=dtype)({"image": path})["image"].dtype == want
+    with pytest.raises(TypeError, match="LoadImaged: dtype='nonsense'"):
+        LoadImaged("image", dtype="nonsense")
+
+
+def test_home_relative_path_is_expanded_and_a_list_of_files_named(tmp_path, monkeypatch):
+    """MONAI's LoadImaged expands ``~`` (and the persistent cache keys on the expanded file); fastpipe's
+    said "no such file". A list of files (MONAI stacks them) is a TypeError naming the key."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write(tmp_path / "h.nii.gz", np.ones((3, 4, 5), np.int16), np.eye(4))
+    d = LoadImaged("image")({"image": "~/h.nii.gz"})
+    assert d["image"].shape == (3, 4, 5)
+    assert d["image_meta_dict"]["filename_or_obj"] == path
+    with pytest.raises(TypeError, match=r"data\['image'\] holds 2 files"):
+        LoadImaged("image")({"image": [path, path]})
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 7, 1), (5, 6, 7, 1, 1)], ids=["4d", "5d"])
+def test_affine_rectified_exactly_as_monai(tmp_path, shape):
+    """MONAI rectifies a header whose sform disagrees with pixdim only for dim[0] <= 4, counting dim[0]
+    columns (a 4D file's 4th column holds the origin, so it is left alone too): fastpipe used the
+    qform for 4D/5D files, another affine than MONAI's, so other resampled voxels."""
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    qform = np.diag([0.8, 0.9, 2.5, 1.0])
+    qform[:3, 3] = [10.0, -20.0, 30.0]
+    img = nib.Nifti1Image(np.zeros(shape, np.int16), None)
+    img.header.set_zooms((0.8, 0.9, 2.5) + (1.0,) * (len(shape) - 3))
+    img.header.set_qform(qform, code=1)
+    img.header.set_sform(np.diag([1.6, 0.9, 2.5, 1.0]), code=2)  # disagrees with pixdim
+    path = str(tmp_path / "r.nii")
+    nib.save(img, path)
+    want = correct_nifti_header_if_necessary(nib.load(path)).affine
+    assert want[0, 0] == pytest.approx(1.6)  # MONAI keeps the sform
+    np.testing.assert_allclose(read_nifti(path).affine, want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.uint64, np.float32, np.float64]
+)
+@pytest.mark.parametrize("scaling", [None, (0.1, 0.3)])
+def test_dtype_none_and_float64_give_monais_dtype_and_values(tmp_path, dtype, scaling):
+    """``dtype=None`` is MONAI's: nibabel's float64 for a scaled volume (fastpipe gave float32, other
+    values), ``int32``/``int64`` for uint16/uint32/uint64 (fastpipe kept them); ``dtype=float64`` of a
+    scaled volume was float64 of the float32 values. The default (compact) rule is unchanged."""
+    from monai.transforms import LoadImaged as MonaiLoadImaged
+
+    raw = np.random.default_rng(2).integers(0, 120, (7, 6, 5)).astype(dtype)
+    img = nib.Nifti1Image(raw, np.eye(4), dtype=raw.dtype)  # uint64 needs the dtype said
+    if scaling is not None:
+        img.header["scl_slope"], img.header["scl_inter"] = scaling
+    path = str(tmp_path / "d.nii.gz")
+    nib.save(img, path)
+    for asked in (None, np.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = MonaiLoadImaged("image", dtype=asked)({"image": path})["image"].as_tensor()
+        got = LoadImaged("image", dtype=asked)({"image": path})["image"]
+        assert got.dtype == want.dtype, asked
+        assert torch.equal(got, want), asked
+    compact = LoadImaged("image")({"image": path})["image"]
+    assert compact.dtype == (torch.float32 if scaling else torch.from_numpy(raw).dtype)
+
+
+@pytest.mark.parametrize(
+    ("klass", "shape"),
+    [(nib.Nifti1Image, (6, 5, 4)), (nib.Nifti2Image, (6, 5, 4)), (nib.Nifti1Image, (6, 5, 4, 1))],
+)
+@pytest.mark.parametrize("codes", [(2, 1), (0, 1), (2, 0), (0, 0)])
+def test_pixdim_is_monais_header_array(tmp_path, klass, shape, codes):
+    """``meta["pixdim"]`` is MONAI's 8 header values (``pixdim[1:4]``: the voxel sizes); fastpipe gave
+    a 3-tuple, so ``pixdim[1:4]`` read (y, z) and lost x. A ``dim[0]`` = 4 file gets the voxel sizes
+    MONAI's reader rectifies into its header (the origin's column norm in ``pixdim[4]``)."""
+    from monai.transforms import LoadImage
+
+    aff = affine((0.7, 0.8, 2.5), "LPS", angle_deg=10)
+    img = klass(np.zeros(shape, np.int16), aff)
+    img.header["pixdim"][4:] = [2.5, 7.0, 8.0, 9.0]
+    img.header.set_sform(aff, code=codes[0])
+    img.header.set_qform(aff, code=codes[1])
+    path = str(tmp_path / "p.nii.gz")
+    nib.save(img, path)
+    meta = LoadImaged("image")({"image": path})["image_meta_dict"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = LoadImage(reader="NibabelReader", image_only=True)(path).meta
+    for k in ("pixdim", "original_pixdim"):
+        assert isinstance(meta[k], np.ndarray) and meta[k].dtype == np.asarray(want[k]).dtype, k
+        np.testing.assert_array_equal(meta[k], np.asarray(want[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, torch.uint16])
+def test_unsigned_dtype_asked_gives_monais_signed_tensor(tmp_path, dtype):
+    """MONAI's tensors have no uint16/32/64: ``LoadImaged(dtype=np.uint16)`` gives int32 there (int64 for
+    the others), values wrapped as numpy wraps them; fastpipe gave uint16."""
+    from monai.transforms import LoadImaged as MonaiLoadImaged
+
+    path = write(tmp_path / "u.nii.gz", np.arange(-30, 30, dtype=np.int16).reshape(3, 4, 5), np.eye(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = MonaiLoadImaged("image", dtype=dtype)({"image": path})["image"].as_tensor()
+    got = LoadImaged("image", dtype=dtype)({"image": path})["image"]
+    assert got.dtype == want.dtype and torch.equal(got, want)

@@ -179,6 +179,17 @@ def test_data_longer_than_the_header_declares_is_refused(tmp_path, label_gz, gz,
 
 
 @pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("tail", [20, 200])
+def test_a_tiny_volume_with_bytes_past_its_voxels_is_refused_with_the_true_count(tmp_path, gz, tail):
+    """A file decoding to fewer bytes than the header read (548) was accepted with the extra bytes
+    past its voxels, and a longer one was reported with a wrong count."""
+    src = write(tmp_path / "tiny.nii", np.arange(8, dtype=np.uint8).reshape(2, 2, 2), np.eye(4))
+    path = tmp_path / ("long.nii.gz" if gz else "long.nii")
+    path.write_bytes(encode(decoded(src) + b"\x07" * tail, gz))
+    refused(path, f"holds {360 + tail} bytes, {tail} more than the header", "does not match its data")
+
+
+@pytest.mark.parametrize("gz", [False, True])
 def test_an_extension_the_voxels_overlap_is_refused_and_a_real_one_reads(tmp_path, label_gz, gz):
     import struct
 
@@ -250,6 +261,27 @@ def test_qfac_zero_reads_as_one(tmp_path, label_gz):
     base = rewrite(label_gz[0], tmp_path / "q1.nii", sform_code=0, qform_code=1)
     zero = rewrite(base, tmp_path / "q0.nii", pixdim={0: 0.0})
     np.testing.assert_array_equal(read_nifti(zero).affine, read_nifti(base).affine)
+
+
+@pytest.mark.parametrize("nifti", [1, 2])
+@pytest.mark.parametrize("flips", [(-1, -1, 1), (-1, 1, 1)], ids=["LPS", "x-flip"])
+def test_qform_of_a_180_degree_rotation_reads(tmp_path, flips, nifti):
+    """A qform whose quaternion has w = 0 (b**2 + c**2 + d**2 = 1: a 180-degree rotation, as an LPS
+    qform is) is valid: nibabel and MONAI read it; it was refused as "no rotation"."""
+    import nibabel as nib
+
+    lab = structured_volume((12, 10, 8), np.uint8)
+    aff = np.diag([*(np.array(flips) * (0.8, 0.9, 2.5)), 1.0])
+    img = (nib.Nifti1Image if nifti == 1 else nib.Nifti2Image)(lab, None)
+    img.header.set_qform(aff, code=1)
+    img.header.set_sform(aff, code=0)
+    path = str(tmp_path / "q.nii.gz")
+    nib.save(img, path)
+    assert sum(float(img.header[f"quatern_{c}"]) ** 2 for c in "bcd") == 1.0
+    vol = read_nifti(path)
+    np.testing.assert_allclose(vol.affine, nib.load(path).affine, atol=1e-6)
+    np.testing.assert_allclose(vol.affine, aff, atol=1e-6)
+    np.testing.assert_array_equal(vol.array, lab)
 
 
 # Finding 6: a directory, an empty file and a short gzip say what they are -------------------------

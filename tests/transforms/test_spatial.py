@@ -110,6 +110,19 @@ def test_layout_and_dtype_rules():
     assert torch.equal(c["label"], f["label"])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+@pytest.mark.parametrize("pixdim", [(1.5, 1.5, 2.0), (0.8, 0.8, 2.5)])
+def test_nearest_float_labels_become_float32_as_monai(dtype, pixdim):
+    """Only integer labels keep their dtype through ``nearest``: a float64 label (a float64 file, or a
+    scaled one loaded with dtype=None) stayed float64, other values than MONAI's float32."""
+    lab = (torch.rand(1, 20, 18, 10, dtype=torch.float64) * 3).to(dtype)
+    aff = np.diag([0.8, 0.8, 2.5, 1.0])
+    got = Spacingd("label", pixdim=pixdim, mode="nearest")(item(lab, aff, "label"))["label"]
+    want = MonaiSpacing(pixdim=pixdim, mode="nearest")(MetaTensor(lab, affine=torch.as_tensor(aff)))
+    assert got.dtype == want.dtype == torch.float32
+    assert torch.equal(got, want.as_tensor())
+
+
 def test_same_spacing_is_a_float_copy():
     img = torch.arange(1000, dtype=torch.int16).view(1, 10, 10, 10)
     d = Spacingd("image", pixdim=(1.0, 1.0, 1.0))(item(img, np.eye(4)))

@@ -450,3 +450,75 @@ def test_a_users_subclass_of_a_monai_transform_is_cached_and_gets_metatensors(fi
     assert seen == [(MetaTensor, torch.float32)]
     ds[0]
     assert len(seen) == 1  # cached: not run again on a read
+
+
+@pytest.fixture(scope="module")
+def native_files(tmp_path_factory):
+    """A scaled int16 image (nibabel: float64) and a uint16 label (MONAI: int32) on an LPS grid."""
+    import nibabel as nib
+
+    tmp, rng = tmp_path_factory.mktemp("native"), np.random.default_rng(4)
+    img = nib.Nifti1Image(
+        rng.integers(-500, 500, (20, 18, 10)).astype(np.int16), affine((0.8, 0.8, 2.5), "LPS")
+    )
+    img.header["scl_slope"], img.header["scl_inter"] = 0.1, 0.3
+    nib.save(img, str(tmp / "i.nii.gz"))
+    lab = nib.Nifti1Image(rng.integers(0, 3, (20, 18, 10)).astype(np.uint16), affine((0.8, 0.8, 2.5), "LPS"))
+    nib.save(lab, str(tmp / "l.nii.gz"))
+    return [{"image": str(tmp / "i.nii.gz"), "label": str(tmp / "l.nii.gz")}]
+
+
+def test_load_with_dtype_none_gives_monais_dtypes_through_the_chain(native_files):
+    """MONAI's ``LoadImaged(dtype=None)`` keeps nibabel's float64 for a scaled volume and makes uint16
+    int32; the translated chain gave float32 (other values) and uint16."""
+    chain = [M.LoadImaged(KEYS, dtype=None), M.EnsureChannelFirstd(KEYS), M.Orientationd(KEYS, axcodes="RAS")]
+    theirs, ours = _side_by_side(native_files, chain)
+    for k in KEYS:
+        assert ours[k].dtype == theirs[k].dtype, k
+        assert torch.equal(ours[k], theirs[k].as_tensor()), k
+    default = dataset(native_files, M.Compose([M.LoadImaged(KEYS), *chain[1:]])).cached_entry(0)
+    assert default["image"].dtype == default["label"].dtype == torch.float32  # MONAI's default: unchanged
+    chain.append(M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")))
+    theirs, ours = _side_by_side(native_files, chain)
+    assert ours["image"].dtype == theirs["image"].dtype == torch.float32
+    torch.testing.assert_close(ours["image"], theirs["image"].as_tensor(), atol=1e-4, rtol=1e-5)
+    assert ours["label"].dtype == torch.int32  # fastpipe's rule: nearest keeps an integer label's dtype
+    assert torch.equal(ours["label"].float(), theirs["label"].as_tensor())
+
+
+def test_a_float64_label_resampled_nearest_is_float32_as_monai(odd_files):
+    """With ``LoadImaged(dtype=None)`` a float64 label reached ``Spacingd(mode="nearest")`` as float64
+    and stayed float64 (MONAI: float32, other values)."""
+    chain = [M.LoadImaged(KEYS, dtype=None), M.EnsureChannelFirstd(KEYS),
+             M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))]  # fmt: skip
+    theirs, ours = _side_by_side(odd_files["f64"], chain)
+    assert ours["label"].dtype == theirs["label"].dtype == torch.float32
+    assert torch.equal(ours["label"], theirs["label"].as_tensor())
+
+
+@pytest.mark.timeout(120)
+def test_pixdim_after_each_step_is_monais_and_a_monai_step_cannot_change_the_cache(tmp_path):
+    """``{key}_meta_dict["pixdim"]`` was a 3-tuple (``pixdim[1:4]`` gave wrong numbers): it is MONAI's
+    8 values after loading, reorienting (a permuted grid) and resampling; a MONAI step after the cache
+    that writes ``meta["pixdim"]`` in place (RandZoomd) must not change the cached entry's."""
+    from _nifti_files import write
+
+    aff = np.zeros((4, 4))
+    aff[0, 1], aff[1, 0], aff[2, 2], aff[3, 3] = -0.9, 0.8, -2.5, 1.0
+    data = np.zeros((20, 18, 10), np.int16)
+    data[5:15, 4:12, 2:8] = 100
+    items = [{"image": write(tmp_path / "p.nii.gz", data, aff, pixdim=[1, 0.9, 0.8, 2.5, 2.5, 7, 8, 9])}]
+    steps = [M.LoadImaged("image"), M.EnsureChannelFirstd("image"), M.Orientationd("image", axcodes="RAS"),
+             M.Spacingd("image", pixdim=(1.5, 1.3, 2.0)), M.CropForegroundd("image", source_key="image")]  # fmt: skip
+    flip = M.Flipd("image", spatial_axis=0)  # MONAI's own step inside the prefix: bridged both ways
+    for chain in (steps[:1], steps[:3], steps[:4], steps, [*steps[:4], flip, steps[4]]):
+        theirs, ours = _side_by_side(items, chain)
+        got, want = ours["image_meta_dict"]["pixdim"], theirs["image"].meta["pixdim"]
+        assert got.dtype == want.dtype and np.array_equal(got, want), (chain[-1], got, want)
+    zoom = M.RandZoomd("image", prob=1.0, min_zoom=1.5, max_zoom=1.5, keep_size=False)
+    theirs, _ = _side_by_side(items, [*steps[:2], zoom])
+    ds = dataset(items, M.Compose([*steps[:2], zoom]))
+    before = ds.cached_entry(0)["image"].meta["pixdim"].copy()
+    for _ in range(2):
+        assert np.array_equal(ds[0]["image"].meta["pixdim"], theirs["image"].meta["pixdim"])
+    assert np.array_equal(ds.cached_entry(0)["image"].meta["pixdim"], before)
