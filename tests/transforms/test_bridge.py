@@ -1,0 +1,58 @@
+"""The bridge between fastpipe's steps and a MONAI step it does not know: what the MONAI step reads."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import monai.transforms as M
+import numpy as np
+import pytest
+import torch
+from monai.data import CacheDataset as MonaiCacheDataset
+
+import fastpipe as fp
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_files import KEYS, affine, write_pair  # noqa: E402
+
+
+class ReadMetaDict(M.MapTransform):
+    """An older MONAI chain's step: reads ``image_meta_dict`` as ``LoadImaged(image_only=False)`` leaves it."""
+
+    def __call__(self, data):
+        d = dict(data)
+        md = d["image_meta_dict"]
+        d["spacing"] = torch.as_tensor(np.asarray(md["pixdim"][1:4], dtype=np.float64))
+        d["affine_read"] = torch.as_tensor(np.asarray(md["affine"]), dtype=torch.float64)
+        d["name"] = md["filename_or_obj"]
+        return d
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("bridge")
+    return [write_pair(tmp, affine((0.8, 0.8, 2.5), "LPS", angle_deg=20.0), shape=(40, 36, 30), seed=0)]
+
+
+@pytest.mark.timeout(120)
+def test_a_monai_step_reading_the_meta_dict_of_load_image_only_false_sees_monais_values(files):
+    chain = M.Compose(
+        [
+            M.LoadImaged(KEYS, image_only=False),
+            M.EnsureChannelFirstd(KEYS),
+            M.Orientationd(KEYS, axcodes="RAS"),
+            M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
+            ReadMetaDict(KEYS),
+            M.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI's own deprecation chatter
+        ours = fp.CacheDataset(files, chain, progress=False, num_workers=1)[0]
+        theirs = MonaiCacheDataset(files, chain, progress=False)[0]
+    assert ours["name"] == theirs["name"] == files[0]["image"]
+    np.testing.assert_allclose(ours["spacing"].numpy(), theirs["spacing"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(ours["affine_read"].numpy(), theirs["affine_read"].numpy(), atol=1e-4)
+    np.testing.assert_allclose(ours["image"].numpy(), theirs["image"].numpy(), atol=1e-4)
