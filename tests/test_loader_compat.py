@@ -98,7 +98,8 @@ def test_a_monai_step_fastpipe_lacks_runs_on_each_crop_as_monai_would():
     crop = M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)
     scale = M.ScaleIntensityd("image", minv=0.0, maxv=1.0)
     ds = fp.CacheDataset(items(4), [crop, scale], progress=False, num_workers=1)
-    assert ds.batched and ds.suffix[1] is scale  # kept as it is, after the batched crop
+    assert ds.batched and ds.suffix[2] is scale  # kept as it is, after the batched crop
+    assert type(ds.suffix[1]).__name__ == "ToMonaid"  # and handed MetaTensor crops, as MONAI's chain
     batch = ds.fetch_seeded([1, 3], seed=2)
     assert batch["image"].shape == (8, 1, *PATCH)
     for n in range(8):

@@ -113,11 +113,11 @@ def _from_monai() -> tuple[Any, Step]:
 
 
 def _bridged(
-    pairs: list[tuple[Any, Step]], originals: list[Any], ctx: Context, track: bool
+    pairs: list[tuple[Any, Step]], originals: list[Any], ctx: Context, track: bool, world: str | None = None
 ) -> tuple[list[tuple[Any, Step]], str | None, bool]:
-    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms;
-    also returns the side the chain ends on and MONAI's metadata tracking there."""
-    out, world = [], None
+    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms
+    (``world``: the side it starts on); also returns the side it ends on and MONAI's metadata tracking there."""
+    out = []
     for (t, step), orig in zip(pairs, originals, strict=True):
         w = _world(step.origin)
         if world == "fastpipe" and w == "monai":
@@ -168,6 +168,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
     swapped = [s.name for _, s in pre + suf if s.origin == SWAPPED]
     if swapped:
         pre = _finish_prefix(pre, prefix_o, suf, ctx)
+        suf = _bridge_suffix(suf, suffix_o, prefix_o, ctx)
     for t, step in pre + suf:
         step.obj = t
     plan = _fused_plan([s for _, s in pre + suf], swapped, monai_chain)
@@ -199,6 +200,20 @@ def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     elif world != "monai" and first == "monai":
         pre.append(_to_monai(ctx.float_keys, track))
     return pre
+
+
+def _bridge_suffix(suf: list, suffix_o: list, prefix_o: list, ctx: Context) -> list:
+    """Bridges inside the random part: a MONAI step after fastpipe's batched crop gets MONAI's
+    ``MetaTensor`` crops (each with its crop's affine), as it does in the prefix."""
+    track = _monai_track_meta()
+    for orig in prefix_o:
+        track = _track_meta(orig, track)
+    first = _world(suf[0][1].origin) if suf else None
+    out, _, _ = _bridged(suf, suffix_o, ctx, track, world=first)
+    for _, step in out:
+        if step.pos is None:  # an inserted bridge runs where its neighbours do: per crop
+            step.stage = "per item"
+    return out
 
 
 def _fuse_random() -> Any:
@@ -272,11 +287,12 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
         per_item = rest[on_batch + len(absorbed) :]
     else:
         per_item = rest
-    for j, s in enumerate(per_item):
+    own = [s for s in per_item if s.pos is not None]  # the chain's steps, not the inserted bridges
+    for j, s in enumerate(own):
         if j == 0 and not s.note:
             s.note = _why_per_item(s, plan.batched)
         elif j > 0 and not s.note:
-            s.note = f"after {per_item[0].name}, which runs per item"
+            s.note = f"after {own[0].name}, which runs per item"
     plan.steps.extend(rest)
 
 

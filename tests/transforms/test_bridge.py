@@ -56,3 +56,37 @@ def test_a_monai_step_reading_the_meta_dict_of_load_image_only_false_sees_monais
     np.testing.assert_allclose(ours["spacing"].numpy(), theirs["spacing"].numpy(), atol=1e-5)
     np.testing.assert_allclose(ours["affine_read"].numpy(), theirs["affine_read"].numpy(), atol=1e-4)
     np.testing.assert_allclose(ours["image"].numpy(), theirs["image"].numpy(), atol=1e-4)
+
+
+class ReadAffine(M.MapTransform):
+    """A user's step after the crop that reads the crop's MetaTensor affine."""
+
+    def __call__(self, data):
+        d = dict(data)
+        d["crop_affine"] = torch.as_tensor(np.asarray(d["image"].affine), dtype=torch.float64)
+        return d
+
+
+@pytest.mark.timeout(120)
+def test_a_monai_step_after_the_batched_crop_gets_metatensor_crops_with_monais_affine(files):
+    size = (48, 48, 40)  # the padded volume: the crop is the whole of it, so both draws give one crop
+    chain = M.Compose(
+        [
+            M.LoadImaged(KEYS),
+            M.EnsureChannelFirstd(KEYS),
+            M.Orientationd(KEYS, axcodes="RAS"),
+            M.SpatialPadd(KEYS, size),
+            M.RandCropByPosNegLabeld(KEYS, "label", size, pos=1, neg=1, num_samples=2),
+            M.RandFlipd(KEYS, prob=1.0, spatial_axis=0),
+            ReadAffine(KEYS),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = fp.CacheDataset(files, chain, progress=False, num_workers=1)
+        theirs = MonaiCacheDataset(files, chain, progress=False)[0]
+    assert ds.batched and "fast path: ends at step 7 ReadAffine" in ds.describe()
+    for a, b in zip(ds[0], theirs, strict=True):
+        np.testing.assert_allclose(a["crop_affine"].numpy(), b["crop_affine"].numpy(), atol=1e-9)
+        np.testing.assert_allclose(np.asarray(a["image"].affine), np.asarray(b["image"].affine), atol=1e-9)
+        np.testing.assert_array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
