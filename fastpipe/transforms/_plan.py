@@ -26,6 +26,7 @@ from fastpipe.transforms.compose import flatten, split_chain
 log = logging.getLogger("fastpipe")
 
 SWAPPED, MONAI, FASTPIPE, OTHER, INSERTED = "MONAI -> fastpipe", "MONAI", "fastpipe", "callable", "inserted"
+FLOAT_STEPS = ("RandShiftIntensityd", "RandScaleIntensityd", "RandGaussianNoised", "RandAdjustContrastd")
 
 
 @dataclass
@@ -184,7 +185,10 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
 def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     """Bridges inside the prefix, MONAI's float32 where no step makes it, and a bridge to the suffix."""
     pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
-    cast = sorted(ctx.float_keys - ctx.nearest_keys - ctx.settled_keys)
+    # a nearest-resampled key keeps its integer dtype, unless a random intensity step of fastpipe's
+    # names it: that computes in float32, as MONAI's float32 voxels have it
+    shifted = {k for t, s in suf if s.origin == SWAPPED and s.name in FLOAT_STEPS for k in t.keys}
+    cast = sorted(ctx.float_keys - (ctx.nearest_keys - shifted) - ctx.settled_keys)
     narrow = sorted(ctx.float_keys - set(cast))  # float64/float16 files: float32, as MONAI loads them
     loads = [i for i, (_, s) in enumerate(pre) if s.origin == SWAPPED and s.name == "LoadImaged"]
     if (cast or narrow) and loads:  # right after loading, as MONAI's LoadImaged gives float32
