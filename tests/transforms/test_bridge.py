@@ -90,3 +90,26 @@ def test_a_monai_step_after_the_batched_crop_gets_metatensor_crops_with_monais_a
         np.testing.assert_allclose(a["crop_affine"].numpy(), b["crop_affine"].numpy(), atol=1e-9)
         np.testing.assert_allclose(np.asarray(a["image"].affine), np.asarray(b["image"].affine), atol=1e-9)
         np.testing.assert_array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+
+
+class ReadOtherPostfix(M.MapTransform):
+    """A step reading the metadata that ``LoadImaged(meta_key_postfix="meta")`` stores at ``image_meta``."""
+
+    def __call__(self, data):
+        d = dict(data)
+        d["name"] = d["image_meta"]["filename_or_obj"]
+        d["shape_read"] = torch.as_tensor(np.asarray(d["image_meta"]["spatial_shape"]))
+        return d
+
+
+@pytest.mark.timeout(120)
+def test_load_image_with_another_meta_key_postfix_stores_the_metadata_where_monai_does(files):
+    chain = [M.LoadImaged(KEYS, image_only=False, meta_key_postfix="meta"), M.EnsureChannelFirstd(KEYS)]
+    chain.append(ReadOtherPostfix(KEYS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = fp.CacheDataset(files, chain, progress=False, num_workers=1)[0]
+        theirs = MonaiCacheDataset(files, chain, progress=False)[0]
+    assert ours["name"] == theirs["name"] == files[0]["image"]
+    assert torch.equal(ours["shape_read"], theirs["shape_read"])
+    assert "image_meta" in ours and "label_meta" in ours
