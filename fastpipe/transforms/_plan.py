@@ -77,7 +77,9 @@ def _origin(orig: Any, new: Any) -> str:
 
 
 def _world(origin: str) -> str | None:
-    return {SWAPPED: "fastpipe", FASTPIPE: "fastpipe", MONAI: "monai"}.get(origin)
+    """Which items a step takes. A plain callable in a chain with MONAI's steps (the only chains the plan
+    bridges) takes what MONAI's chain hands it: ``MetaTensor`` objects."""
+    return {SWAPPED: "fastpipe", FASTPIPE: "fastpipe", MONAI: "monai", OTHER: "monai"}.get(origin)
 
 
 def _track_meta(orig: Any, current: bool) -> bool:

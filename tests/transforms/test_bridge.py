@@ -113,3 +113,25 @@ def test_load_image_with_another_meta_key_postfix_stores_the_metadata_where_mona
     assert ours["name"] == theirs["name"] == files[0]["image"]
     assert torch.equal(ours["shape_read"], theirs["shape_read"])
     assert "image_meta" in ours and "label_meta" in ours
+
+
+def name_from_meta(d):
+    """A user's plain function in a MONAI chain, reading the MetaTensor's metadata."""
+    return {**d, "name": d["image"].meta["filename_or_obj"]}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("where", ["cached prefix", "after the batched crop"])
+def test_a_plain_function_in_a_monai_chain_gets_metatensors_as_in_monai(files, where):
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), M.Orientationd(KEYS, axcodes="RAS")]
+    if where == "after the batched crop":
+        chain.append(M.RandCropByPosNegLabeld(KEYS, "label", (16, 16, 8), pos=1, neg=1, num_samples=2))
+    chain.append(name_from_meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = fp.CacheDataset(files, chain, progress=False, num_workers=1)
+        theirs = MonaiCacheDataset(files, chain, progress=False)[0]
+    ours = ds[0]
+    ours, theirs = (ours, theirs) if isinstance(ours, list) else ([ours], [theirs])
+    assert [o["name"] for o in ours] == [t["name"] for t in theirs] == [files[0]["image"]] * len(ours)
+    assert ds.batched == (where == "after the batched crop")
