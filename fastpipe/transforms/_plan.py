@@ -167,7 +167,11 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
     ctx = Context(items=items)
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
+    # a step after the crop that makes a key float (EnsureTyped(dtype=...) at the end) comes too late
+    # for the crop's fused intensity steps: only the cached prefix's steps spare a key MONAI's float32
+    settled = set(ctx.settled_keys)
     suf = _translate_suffix(suffix_o, len(prefix_o), ctx, translate_monai)
+    ctx.settled_keys = settled
     swapped = [s.name for _, s in pre + suf if s.origin == SWAPPED]
     if swapped:
         pre = _finish_prefix(pre, prefix_o, suf, ctx)

@@ -41,6 +41,11 @@ AFTER = {
     "shift": lambda: [M.RandShiftIntensityd("image", offsets=(0.25, 0.25), prob=1.0)],
     "scale": lambda: [M.RandScaleIntensityd("image", factors=(0.5, 0.5), prob=1.0)],
     "contrast": lambda: [M.RandAdjustContrastd("image", gamma=(1.5, 1.5), prob=1.0)],
+    # a float dtype set at the end (after the crop) does not make the shift's input float
+    "shift_then_ensure_typed": lambda: [
+        M.RandShiftIntensityd("image", offsets=(0.25, 0.25), prob=1.0),
+        M.EnsureTyped(KEYS, dtype=torch.float32),
+    ],
 }
 
 
