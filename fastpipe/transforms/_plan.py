@@ -289,9 +289,9 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
                 break
             step = rest[on_batch]
             step.stage = "batched"
-            step.note = (
-                step.note or "on the stacked batch: one draw for all crops, only the fired crops change"
-            )
+            drawn = "one draw for all crops, only the fired crops change"
+            what = drawn if callable(getattr(step.obj, "draw", None)) else "one conversion for all crops"
+            step.note = step.note or f"on the stacked batch: {what}"
             on_batch += 1
         rest = [rest[0], *absorbed, *rest[1:]]
         per_item = rest[on_batch + len(absorbed) :]

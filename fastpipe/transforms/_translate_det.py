@@ -226,6 +226,26 @@ def _ensure_type(obj: Any, ctx: Context) -> Any:
     )
 
 
+@register("ToTensord")
+def _to_tensor(obj: Any, ctx: Context) -> Any:
+    """MONAI's ``ToTensord`` is ``EnsureTyped(data_type="tensor")`` with its dtype, device and tracking."""
+    c = obj.converter
+    if not c.wrap_sequence:
+        return "wrap_sequence=False is not reproduced"
+    return _settle(
+        ctx,
+        obj.keys if c.dtype is not None else (),
+        build(
+            "EnsureTyped",
+            obj,
+            dtype=torch_dtype(c.dtype),
+            device=c.device,
+            track_meta=c.track_meta,
+            **key_options(obj),
+        ),
+    )
+
+
 def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:
     """Note that a translated step (``out``, unless it is a reason) fixes the dtype of ``keys``."""
     if not isinstance(out, str):

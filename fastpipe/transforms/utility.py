@@ -84,7 +84,8 @@ class EnsureTyped:
         data_type: ``"tensor"`` (default) or ``"numpy"``.
         dtype: target dtype (``torch.dtype``, numpy dtype or name) or ``None`` to keep it.
         device: target device, or ``None`` to keep it (a device makes this the chain's device point).
-        track_meta: accepted for MONAI compatibility; fastpipe keeps metadata in plain dicts.
+        track_meta: accepted for MONAI compatibility; fastpipe keeps metadata in plain dicts
+            (``{key}_meta_dict``), so the values are plain tensors either way.
         allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
 
     Example:
@@ -117,9 +118,21 @@ class EnsureTyped:
         for key in iter_present(d, keys, self.allow_missing_keys, "EnsureTyped"):
             value = d[key]
             t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-            t = t.to(device=self.device, dtype=self.dtype)
+            t = t.to(device=self.device, dtype=self.dtype, memory_format=torch.contiguous_format)
             d[key] = t.cpu().numpy() if self.data_type == "numpy" else t
         return d
+
+    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
+        """Whether it runs on a stacked batch of crops (as tensors it converts each row as it would the crop)."""
+        return self.data_type == "tensor"
+
+    def draw_batch(self, batch: dict[str, Any], n: int) -> dict[str, Any]:
+        """Nothing to draw: the stacked batch's parameters (:meth:`apply_batch`)."""
+        return {}
+
+    def apply_batch(self, batch: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The conversion of every crop of a collated batch (tensors with a leading ``N``) at once."""
+        return self(batch)
 
     def __repr__(self) -> str:
         return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"
