@@ -12,6 +12,7 @@ import torch
 from fastpipe.transforms._translate_base import (
     Context,
     build,
+    fastpipe_class,
     key_options,
     register,
     same,
@@ -206,19 +207,17 @@ def _to_device(obj: Any, ctx: Context) -> Any:
 @register("EnsureTyped")
 def _ensure_type(obj: Any, ctx: Context) -> Any:
     c = obj.converter
-    dtype = same(obj.dtype, "dtypes")
-    if isinstance(dtype, str) and dtype.startswith("per-key"):
-        return dtype
+    dtypes = tuple(torch_dtype(d) for d in obj.dtype)  # one per key
     if not c.wrap_sequence or value(c.data_type) not in ("tensor", "numpy"):
         return "wrap_sequence=False / data types other than tensor and numpy are not reproduced"
     return _settle(
         ctx,
-        obj.keys if dtype is not None else (),
+        [k for k, d in zip(obj.keys, dtypes, strict=True) if d is not None],
         build(
             "EnsureTyped",
             obj,
             data_type=value(c.data_type),
-            dtype=torch_dtype(dtype),
+            dtype=dtypes,
             device=c.device,
             track_meta=c.track_meta,
             **key_options(obj),
@@ -244,6 +243,16 @@ def _to_tensor(obj: Any, ctx: Context) -> Any:
             **key_options(obj),
         ),
     )
+
+
+@register("CastToTyped")
+def _cast(obj: Any, ctx: Context) -> Any:
+    """MONAI's ``CastToTyped`` on fastpipe's tensors is ``EnsureTyped`` with its per-key dtypes."""
+    dtypes = tuple(torch_dtype(d) for d in obj.dtype)
+    out = fastpipe_class("EnsureTyped")(
+        list(obj.keys), dtype=dtypes, allow_missing_keys=obj.allow_missing_keys
+    )
+    return _settle(ctx, [k for k, d in zip(obj.keys, dtypes, strict=True) if d is not None], out)
 
 
 def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:

@@ -82,7 +82,8 @@ class EnsureTyped:
     Args:
         keys: keys to convert; ``{key}_meta_dict`` entries are never converted.
         data_type: ``"tensor"`` (default) or ``"numpy"``.
-        dtype: target dtype (``torch.dtype``, numpy dtype or name) or ``None`` to keep it.
+        dtype: target dtype (``torch.dtype``, numpy dtype or name) or ``None`` to keep it; a
+            sequence gives one per key (MONAI's per-key form).
         device: target device, or ``None`` to keep it (a device makes this the chain's device point).
         track_meta: accepted for MONAI compatibility; fastpipe keeps metadata in plain dicts
             (``{key}_meta_dict``), so the values are plain tensors either way.
@@ -107,18 +108,20 @@ class EnsureTyped:
             raise ValueError(f"EnsureTyped: data_type must be 'tensor' or 'numpy', got {data_type!r}")
         self.keys = ensure_keys(keys)
         self.data_type = data_type
-        self.dtype = _torch_dtype(dtype)
+        self.dtype = _per_key(dtype, len(self.keys))
         self.device = None if device is None else torch.device(device)
         self.track_meta = track_meta
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
+        per_key = self.dtype if isinstance(self.dtype, tuple) else (self.dtype,) * len(self.keys)
+        dtypes = dict(zip(self.keys, per_key, strict=True))
         keys = [k for k in self.keys if not k.endswith(META_SUFFIX)]
         for key in iter_present(d, keys, self.allow_missing_keys, "EnsureTyped"):
             value = d[key]
             t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-            t = t.to(device=self.device, dtype=self.dtype, memory_format=torch.contiguous_format)
+            t = t.to(device=self.device, dtype=dtypes[key], memory_format=torch.contiguous_format)
             d[key] = t.cpu().numpy() if self.data_type == "numpy" else t
         return d
 
@@ -136,6 +139,18 @@ class EnsureTyped:
 
     def __repr__(self) -> str:
         return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"
+
+
+def _per_key(dtype: Any, n: int) -> torch.dtype | tuple[torch.dtype | None, ...] | None:
+    """One dtype for every key, or a tuple of ``n`` (one per key) when a sequence names different ones."""
+    if not isinstance(dtype, (list, tuple)):
+        return _torch_dtype(dtype)
+    if len(dtype) != n:
+        raise ValueError(
+            f"EnsureTyped: {len(dtype)} dtypes {list(dtype)} for {n} keys; give one, or one per key"
+        )
+    out = tuple(_torch_dtype(d) for d in dtype)
+    return out[0] if len(set(out)) == 1 else out
 
 
 def _torch_dtype(dtype: Any) -> torch.dtype | None:

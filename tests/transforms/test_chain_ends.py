@@ -1,4 +1,4 @@
-"""MONAI tutorial chains and their last steps (``ToTensord``, ``EnsureTyped``) on fastpipe's batched path.
+"""MONAI tutorial chains and their last steps (``ToTensord``, ``EnsureTyped``, ``CastToTyped``) on the batched path.
 
 A type conversion ending a MONAI chain runs on the stacked batch of crops, so the fast path does not
 end there; the values are those of the chain without it, converted as MONAI converts them (tensors
@@ -95,7 +95,12 @@ ENDS = {
     "EnsureTyped_track_meta_false": lambda: [M.EnsureTyped(KEYS, track_meta=False)],
     "EnsureTyped_device": lambda: [M.EnsureTyped(KEYS, device="cpu")],
     "EnsureTyped_float32": lambda: [M.EnsureTyped(KEYS, dtype=torch.float32)],
+    "EnsureTyped_per_key": lambda: [M.EnsureTyped(KEYS, dtype=(torch.float32, torch.int64))],
+    "CastToTyped": lambda: [M.CastToTyped(KEYS, dtype=(np.float32, np.uint8))],
+    "CastToTyped_default": lambda: [M.CastToTyped(KEYS)],  # float32 for every key
 }
+LABEL_DTYPE = {"EnsureTyped_float32": torch.float32, "EnsureTyped_per_key": torch.int64}
+LABEL_DTYPE["CastToTyped_default"] = torch.float32  # else uint8, the integer rule (or the cast's)
 CHAINS = {"fast_training": fast_training, "spleen_3d": spleen_3d, "btcv": btcv}
 
 
@@ -125,7 +130,7 @@ def test_a_tutorial_chain_stays_batched_with_monais_types(files, name, end):
     batch = ds.__getitems__([0, 1])
     theirs = [c for i in range(len(files)) for c in ref[i]]
     assert len(batch) == len(theirs)
-    label_dtype = torch.float32 if end == "EnsureTyped_float32" else torch.uint8  # the integer rule
+    label_dtype = LABEL_DTYPE.get(end, torch.uint8)
     for a, b in zip(batch, theirs, strict=True):
         assert type(a["image"]) is torch.Tensor  # plain, with {key}_meta_dict (the documented rule)
         assert a["image"].shape == b["image"].shape and a["image"].dtype == b["image"].dtype
