@@ -42,7 +42,7 @@ def augment() -> list:
 
 
 def fast_training(end: list) -> list:
-    """acceleration/fast_training_tutorial: indices and EnsureTyped(track_meta=False) before the crop."""
+    """acceleration/fast_training_tutorial: indices, EnsureTyped(track_meta=False), ToDeviced before the crop."""
     return [
         M.LoadImaged(KEYS),
         M.EnsureChannelFirstd(KEYS),
@@ -51,7 +51,8 @@ def fast_training(end: list) -> list:
         M.ScaleIntensityRanged("image", **WINDOW),
         M.CropForegroundd(KEYS, source_key="image"),
         M.FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg", image_key="image"),
-        M.EnsureTyped(KEYS, device="cpu", track_meta=False),
+        M.EnsureTyped(KEYS, track_meta=False),
+        M.ToDeviced(KEYS, device="cpu"),  # the tutorial's GPU
         M.RandCropByPosNegLabeld(KEYS, "label", **CROP, fg_indices_key="label_fg", bg_indices_key="label_bg"),
         *augment(),
         *end,
