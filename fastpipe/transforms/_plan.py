@@ -283,7 +283,8 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
         on_batch = 1
         cut = set(getattr(rest[0].obj, "keys", ()))
         while on_batch < len(rest) and runs_on_batch(rest[on_batch].obj, size):
-            uncut = [k for k in getattr(rest[on_batch].obj, "keys", ()) if k not in cut]
+            whole = getattr(rest[on_batch].obj, "whole_batch", False)  # picks entries, any values
+            uncut = [] if whole else [k for k in getattr(rest[on_batch].obj, "keys", ()) if k not in cut]
             if uncut:  # those keys hold the item's own value once per crop, not a stacked batch
                 rest[on_batch].note = f"names {uncut} (not cut by {rest[0].name}); runs per crop"
                 break

@@ -255,6 +255,22 @@ def _cast(obj: Any, ctx: Context) -> Any:
     return _settle(ctx, [k for k, d in zip(obj.keys, dtypes, strict=True) if d is not None], out)
 
 
+@register("SelectItemsd")
+def _select(obj: Any, ctx: Context) -> Any:
+    from fastpipe.transforms._dict_ops import SelectItemsd
+
+    return SelectItemsd(list(obj.keys), allow_missing_keys=bool(obj.allow_missing_keys))
+
+
+@register("DeleteItemsd")
+def _delete(obj: Any, ctx: Context) -> Any:
+    from fastpipe.transforms._dict_ops import DeleteItemsd
+
+    if any(obj.sep in str(k) for k in obj.keys):
+        return f"nested keys (separator {obj.sep!r}) are not reproduced"
+    return DeleteItemsd([str(k) for k in obj.keys], use_re=[bool(u) for u in obj.use_re])
+
+
 def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:
     """Note that a translated step (``out``, unless it is a reason) fixes the dtype of ``keys``."""
     if not isinstance(out, str):

@@ -7,6 +7,7 @@ are plain with ``{key}_meta_dict`` beside them, fastpipe's documented rule, wher
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -99,6 +100,8 @@ ENDS = {
     "EnsureTyped_per_key": lambda: [M.EnsureTyped(KEYS, dtype=(torch.float32, torch.int64))],
     "CastToTyped": lambda: [M.CastToTyped(KEYS, dtype=(np.float32, np.uint8))],
     "CastToTyped_default": lambda: [M.CastToTyped(KEYS)],  # float32 for every key
+    "SelectItemsd": lambda: [M.SelectItemsd(KEYS)],
+    "DeleteItemsd": lambda: [M.DeleteItemsd(["foreground_start_coord", "foreground_end_coord"])],
 }
 LABEL_DTYPE = {"EnsureTyped_float32": torch.float32, "EnsureTyped_per_key": torch.int64}
 LABEL_DTYPE["CastToTyped_default"] = torch.float32  # else uint8, the integer rule (or the cast's)
@@ -150,3 +153,42 @@ def test_a_type_step_at_the_end_converts_the_crops_of_the_chain_without_it(files
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy().astype(a[key].numpy().dtype))
     batch = next(iter(fp.ThreadDataLoader(ds, batch_size=2)))
     assert batch["image"].shape == (4, 1, *CROP["spatial_size"])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("use_re", [False, True])
+def test_deleting_the_meta_dicts_before_spacing_keeps_monais_values(files, use_re):
+    """An older chain drops ``{key}_meta_dict`` (MONAI's MetaTensor still carries the affine): fastpipe's
+    Spacingd must still resample with the file's affine."""
+    gone = ["meta_dict"] if use_re else ["image_meta_dict", "label_meta_dict"]
+
+    def chain() -> list:
+        return [
+            M.LoadImaged(KEYS, image_only=False),
+            M.EnsureChannelFirstd(KEYS),
+            M.DeleteItemsd(gone, use_re=use_re),
+            M.Orientationd(KEYS, axcodes="RAS"),
+            M.Spacingd(KEYS, **SPACING),
+            M.SelectItemsd(KEYS),
+        ]
+
+    ds, ref = _datasets(files, chain(), chain())
+    assert re.search(r"DeleteItemsd +MONAI -> fastpipe", ds.describe()), ds.describe()
+    for i in range(len(files)):
+        for key in KEYS:
+            np.testing.assert_allclose(
+                np.asarray(ds[i][key], np.float64), np.asarray(ref[i][key]), rtol=1e-5, atol=1e-4
+            )
+
+
+def test_select_and_delete_items_on_one_item_and_on_a_batch():
+    from fastpipe.transforms._dict_ops import DeleteItemsd, SelectItemsd
+
+    item = {"image": torch.zeros(2, 1, 3), "image_meta_dict": [{}, {}], "extra": [1, 2]}
+    assert sorted(SelectItemsd("image").apply_batch(item, {})) == ["image", "image_meta_dict"]
+    with pytest.raises(KeyError, match="'label'"):
+        SelectItemsd(KEYS)(item)
+    assert sorted(SelectItemsd(KEYS, allow_missing_keys=True)(item)) == ["image", "image_meta_dict"]
+    assert sorted(DeleteItemsd("ext", use_re=True)(item)) == ["image", "image_meta_dict"]
+    assert sorted(DeleteItemsd(["image", "extra"])(item)) == ["image_meta_dict"]  # only what is named
+    assert sorted(DeleteItemsd("image_meta_dict")(item)) == sorted(item)  # the kept image's metadata
