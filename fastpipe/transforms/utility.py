@@ -119,11 +119,23 @@ class EnsureTyped:
         dtypes = dict(zip(self.keys, per_key, strict=True))
         keys = [k for k in self.keys if not k.endswith(META_SUFFIX)]
         for key in iter_present(d, keys, self.allow_missing_keys, "EnsureTyped"):
-            value = d[key]
-            t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-            t = t.to(device=self.device, dtype=dtypes[key], memory_format=torch.contiguous_format)
-            d[key] = t.cpu().numpy() if self.data_type == "numpy" else t
+            d[key] = self._convert(d[key], dtypes[key])
         return d
+
+    def _convert(self, value: Any, dtype: torch.dtype | None) -> Any:
+        """One value as MONAI's ``convert_to_tensor`` takes it: arrays, numbers and sequences become
+        tensors, a dict its entries; a string (or string/object array), ``None`` and the like stay as they are."""
+        if isinstance(value, dict):
+            return {k: self._convert(v, dtype) for k, v in value.items()}
+        if isinstance(value, str) or not isinstance(
+            value, (torch.Tensor, np.ndarray, np.generic, int, float, bool, list, tuple)
+        ):
+            return value
+        if not isinstance(value, torch.Tensor) and np.asarray(value).dtype.kind in "SUO":
+            return value
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        t = t.to(device=self.device, dtype=dtype, memory_format=torch.contiguous_format)
+        return t.cpu().numpy() if self.data_type == "numpy" else t
 
     def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
         """Whether it runs on a stacked batch of crops (as tensors it converts each row as it would the crop)."""
