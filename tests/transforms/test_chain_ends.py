@@ -75,14 +75,29 @@ def spleen_3d(end: list) -> list:
 
 
 def btcv(end: list) -> list:
-    """3d_segmentation/unetr_btcv (ToTensord at the end) and swin_unetr_btcv (EnsureTyped before the crop)."""
+    """3d_segmentation/swin_unetr_btcv: EnsureTyped(track_meta=False) before the crop."""
     return [
         M.LoadImaged(KEYS, ensure_channel_first=True),
         M.ScaleIntensityRanged("image", a_min=-175, a_max=250, b_min=0.0, b_max=1.0, clip=True),
         M.CropForegroundd(KEYS, source_key="image"),
         M.Orientationd(KEYS, axcodes="RAS"),
         M.Spacingd(KEYS, **SPACING),
-        *([] if end else [M.EnsureTyped(KEYS, device="cpu", track_meta=False)]),
+        M.EnsureTyped(KEYS, device="cpu", track_meta=False),
+        M.RandCropByPosNegLabeld(KEYS, "label", **CROP, image_key="image", image_threshold=0),
+        *augment(),
+        *end,
+    ]
+
+
+def unetr_btcv(end: list) -> list:
+    """3d_segmentation/unetr_btcv: Spacingd before Orientationd, ToTensord (here: each end) last."""
+    return [
+        M.LoadImaged(KEYS),
+        M.EnsureChannelFirstd(KEYS),
+        M.Spacingd(KEYS, **SPACING),
+        M.Orientationd(KEYS, axcodes="RAS"),
+        M.ScaleIntensityRanged("image", a_min=-175, a_max=250, b_min=0.0, b_max=1.0, clip=True),
+        M.CropForegroundd(KEYS, source_key="image"),
         M.RandCropByPosNegLabeld(KEYS, "label", **CROP, image_key="image", image_threshold=0),
         *augment(),
         *end,
@@ -105,7 +120,7 @@ ENDS = {
 }
 LABEL_DTYPE = {"EnsureTyped_float32": torch.float32, "EnsureTyped_per_key": torch.int64}
 LABEL_DTYPE["CastToTyped_default"] = torch.float32  # else uint8, the integer rule (or the cast's)
-CHAINS = {"fast_training": fast_training, "spleen_3d": spleen_3d, "btcv": btcv}
+CHAINS = {"fast_training": fast_training, "spleen_3d": spleen_3d, "btcv": btcv, "unetr_btcv": unetr_btcv}
 
 
 def _datasets(files: list[dict], chain: list, monai_chain: list) -> tuple:
