@@ -1,4 +1,4 @@
-"""MONAI's ``SelectItemsd`` and ``DeleteItemsd`` on fastpipe's items, per item or on a collated batch.
+"""MONAI's ``SelectItemsd``, ``DeleteItemsd`` and ``CopyItemsd`` on fastpipe's items, per item or on a collated batch.
 
 They only pick dict entries, so a collated batch of crops (``fastpipe.transforms._per_crop``) takes
 them as one call whatever its values are (:attr:`whole_batch`): the batched path does not end at a
@@ -8,9 +8,12 @@ where MONAI keeps it inside the ``MetaTensor``): a selected key keeps its own.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from fastpipe._meta import META_SUFFIX, meta_key
 from fastpipe.transforms._dict import ensure_keys
@@ -84,3 +87,55 @@ class DeleteItemsd(_DictOp):
         return {
             k: data[k] for k in data if k in d or (k.endswith(META_SUFFIX) and k[: -len(META_SUFFIX)] in d)
         }
+
+
+class CopyItemsd(_DictOp):
+    """Copy ``keys`` to ``names`` (``times`` copies), MONAI's ``CopyItemsd``; a copied tensor takes a
+    copy of its ``{key}_meta_dict`` along (MONAI's ``MetaTensor`` copy carries its metadata).
+
+    Args:
+        keys: the entries to copy.
+        times: how many copies of each (default 1).
+        names: the new names, ``len(keys) * times`` of them, MONAI's order.
+        allow_missing_keys: skip absent keys instead of raising ``KeyError`` (default False).
+    """
+
+    def __init__(
+        self, keys: str | Sequence[str], times: int, names: Sequence[str], allow_missing_keys: bool = False
+    ) -> None:
+        self.keys = ensure_keys(keys)
+        self.names = tuple(names)
+        if times < 1 or len(self.names) != len(self.keys) * times:
+            raise ValueError(f"CopyItemsd: {len(self.names)} names for {len(self.keys)} keys x {times} times")
+        self.times = times
+        self.allow_missing_keys = allow_missing_keys
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        n = len(self.keys)
+        for i in range(self.times):
+            for key, name in zip(self.keys, self.names[i * n : (i + 1) * n], strict=True):
+                if key not in d and self.allow_missing_keys:
+                    continue
+                if key not in d:
+                    raise KeyError(
+                        f"CopyItemsd: key {key!r} is not in the item (it has {sorted(map(str, d))})"
+                    )
+                if name in d:
+                    raise KeyError(f"CopyItemsd: key {name!r} already exists in the item")
+                d[name] = _copy(d[key])
+                meta = meta_key(key)
+                if meta in d and meta_key(name) not in d and meta_key(name) not in self.names:
+                    d[meta_key(name)] = copy.deepcopy(d[meta])
+        return d
+
+
+def _copy(value: Any) -> Any:
+    """MONAI's ``MetaObj.copy_items``: tensors cloned (detached), sequences and dicts item by item."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return copy.deepcopy(value)

@@ -271,6 +271,14 @@ def _delete(obj: Any, ctx: Context) -> Any:
     return DeleteItemsd([str(k) for k in obj.keys], use_re=[bool(u) for u in obj.use_re])
 
 
+@register("CopyItemsd")
+def _copy_items(obj: Any, ctx: Context) -> Any:
+    from fastpipe.transforms._dict_ops import CopyItemsd
+
+    names = [str(n) for n in obj.names]
+    return CopyItemsd(list(obj.keys), int(obj.times), names, allow_missing_keys=bool(obj.allow_missing_keys))
+
+
 def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:
     """Note that a translated step (``out``, unless it is a reason) fixes the dtype of ``keys``."""
     if not isinstance(out, str):

@@ -117,6 +117,7 @@ ENDS = {
     "CastToTyped_default": lambda: [M.CastToTyped(KEYS)],  # float32 for every key
     "SelectItemsd": lambda: [M.SelectItemsd(KEYS)],
     "DeleteItemsd": lambda: [M.DeleteItemsd(["foreground_start_coord", "foreground_end_coord"])],
+    "CopyItemsd": lambda: [M.CopyItemsd("label", names="label_copy")],
 }
 LABEL_DTYPE = {"EnsureTyped_float32": torch.float32, "EnsureTyped_per_key": torch.int64}
 LABEL_DTYPE["CastToTyped_default"] = torch.float32  # else uint8, the integer rule (or the cast's)
@@ -196,8 +197,8 @@ def test_deleting_the_meta_dicts_before_spacing_keeps_monais_values(files, use_r
             )
 
 
-def test_select_and_delete_items_on_one_item_and_on_a_batch():
-    from fastpipe.transforms._dict_ops import DeleteItemsd, SelectItemsd
+def test_select_delete_and_copy_items_on_one_item_and_on_a_batch():
+    from fastpipe.transforms._dict_ops import CopyItemsd, DeleteItemsd, SelectItemsd
 
     item = {"image": torch.zeros(2, 1, 3), "image_meta_dict": [{}, {}], "extra": [1, 2]}
     assert sorted(SelectItemsd("image").apply_batch(item, {})) == ["image", "image_meta_dict"]
@@ -207,3 +208,8 @@ def test_select_and_delete_items_on_one_item_and_on_a_batch():
     assert sorted(DeleteItemsd("ext", use_re=True)(item)) == ["image", "image_meta_dict"]
     assert sorted(DeleteItemsd(["image", "extra"])(item)) == ["image_meta_dict"]  # only what is named
     assert sorted(DeleteItemsd("image_meta_dict")(item)) == sorted(item)  # the kept image's metadata
+    copied = CopyItemsd("image", 1, ["twin"]).apply_batch(item, {})
+    assert copied["twin"] is not item["image"] and torch.equal(copied["twin"], item["image"])
+    assert copied["twin_meta_dict"] == item["image_meta_dict"]  # its metadata, as a MetaTensor copy has
+    with pytest.raises(KeyError, match="'extra' already exists"):
+        CopyItemsd("image", 1, ["extra"])(item)
