@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe._meta import item_name, meta_key
@@ -278,6 +279,8 @@ class RandCropByPosNegLabeld:
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
+        read = (*self.keys, self.label_key, self.image_key, *self.index_keys)
+        items = [_as_tensors(d, read) for d in items]  # MONAI's crop takes arrays (EnsureTyped numpy)
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}
@@ -328,3 +331,9 @@ class RandCropByPosNegLabeld:
         cropped += [meta_key(k) for k in cropped if meta_key(k) in batch]  # each crop's own affine
         rest = {k: fresh_copy(v) for k, v in data.items() if k not in skip and k not in cropped}
         return [{**rest, **{k: batch[k][i] for k in cropped}} for i in range(self.num_samples)]
+
+
+def _as_tensors(d: dict[str, Any], keys: Sequence[Any]) -> dict[str, Any]:
+    """``d`` with the numpy arrays under ``keys`` as tensors (the item itself is left as it is)."""
+    arrays = {k: torch.as_tensor(d[k]) for k in keys if k is not None and isinstance(d.get(k), np.ndarray)}
+    return {**d, **arrays} if arrays else d

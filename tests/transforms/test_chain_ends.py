@@ -213,3 +213,19 @@ def test_select_delete_and_copy_items_on_one_item_and_on_a_batch():
     assert copied["twin_meta_dict"] == item["image_meta_dict"]  # its metadata, as a MetaTensor copy has
     with pytest.raises(KeyError, match="'extra' already exists"):
         CopyItemsd("image", 1, ["extra"])(item)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("to_numpy", ["EnsureTyped", "ToNumpyd"])
+def test_arrays_before_the_crop_give_the_crops_of_tensors(files, to_numpy):
+    """MONAI's crop takes numpy arrays; fastpipe's failed every batch ('str' object has no attribute
+    'type': a numpy 2 array's ``device`` is a string)."""
+    step = M.EnsureTyped(KEYS, data_type="numpy") if to_numpy == "EnsureTyped" else M.ToNumpyd(KEYS)
+    chain = spleen_3d([])
+    ds, _ = _datasets(files, [*chain[:-1], step, chain[-1]], [])
+    ref, _ = _datasets(files, spleen_3d([]), [])
+    for a, b in zip(ds.__getitems__([0, 1]), ref.__getitems__([0, 1]), strict=True):
+        for key in KEYS:
+            assert type(a[key]) is torch.Tensor
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy().astype(a[key].numpy().dtype))
+    assert type(ds[0][0]["image"]) is torch.Tensor  # one item, one call
