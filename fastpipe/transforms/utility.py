@@ -34,7 +34,24 @@ def device_point(transform: Any) -> torch.device | None:
     return None if dev is None else torch.device(dev)
 
 
-class ToDeviced:
+class _OnBatch:
+    """A per-value conversion: a collated batch of crops (tensors with a leading ``N``) takes it in
+    one call, each row as the crop would (``fastpipe.transforms._per_crop.run_per_crop``)."""
+
+    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
+        """Whether it runs on a stacked batch of crops (it makes tensors of the crops' shape)."""
+        return getattr(self, "data_type", "tensor") == "tensor"
+
+    def draw_batch(self, batch: dict[str, Any], n: int) -> dict[str, Any]:
+        """Nothing to draw: the stacked batch's parameters (:meth:`apply_batch`)."""
+        return {}
+
+    def apply_batch(self, batch: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The conversion of every crop of a collated batch at once."""
+        return self(batch)
+
+
+class ToDeviced(_OnBatch):
     """Move the tensors under ``keys`` to ``device``; metadata dicts stay where they are.
 
     Args:
@@ -76,7 +93,7 @@ class ToDeviced:
         return f"ToDeviced(keys={list(self.keys)}, device={str(self.device)!r})"
 
 
-class EnsureTyped:
+class EnsureTyped(_OnBatch):
     """Make the values under ``keys`` tensors (or arrays) of ``dtype`` on ``device``.
 
     Args:
@@ -136,18 +153,6 @@ class EnsureTyped:
         t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         t = t.to(device=self.device, dtype=dtype, memory_format=torch.contiguous_format)
         return t.cpu().numpy() if self.data_type == "numpy" else t
-
-    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
-        """Whether it runs on a stacked batch of crops (as tensors it converts each row as it would the crop)."""
-        return self.data_type == "tensor"
-
-    def draw_batch(self, batch: dict[str, Any], n: int) -> dict[str, Any]:
-        """Nothing to draw: the stacked batch's parameters (:meth:`apply_batch`)."""
-        return {}
-
-    def apply_batch(self, batch: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """The conversion of every crop of a collated batch (tensors with a leading ``N``) at once."""
-        return self(batch)
 
     def __repr__(self) -> str:
         return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"

@@ -118,6 +118,7 @@ ENDS = {
     "SelectItemsd": lambda: [M.SelectItemsd(KEYS)],
     "DeleteItemsd": lambda: [M.DeleteItemsd(["foreground_start_coord", "foreground_end_coord"])],
     "CopyItemsd": lambda: [M.CopyItemsd("label", names="label_copy")],
+    "ToDeviced": lambda: [M.ToDeviced(KEYS, device="cpu")],  # "cuda:0" in a training script
 }
 LABEL_DTYPE = {"EnsureTyped_float32": torch.float32, "EnsureTyped_per_key": torch.int64}
 LABEL_DTYPE["CastToTyped_default"] = torch.float32  # else uint8, the integer rule (or the cast's)
