@@ -100,15 +100,20 @@ def built_on(obj: Any, package: str) -> bool:
 
 def inlined(compose: Any) -> bool:
     """Whether a ``Compose`` may be replaced by its transforms: fastpipe's, or MONAI's at its default
-    ``map_items``/``unpack_items``/``lazy`` (MONAI inlines only those too; another keeps its own call)."""
+    ``map_items``/``unpack_items``/``lazy`` (MONAI inlines only those too; another keeps its own call).
+    ``lazy=None`` lets each transform's own ``lazy`` decide: with a ``lazy=True`` transform in it, MONAI
+    accumulates the resampling, so its ``Compose`` runs it."""
     if getattr(compose, "is_fastpipe_compose", False):
         return True
     if type(compose).__name__ != "Compose":
         return False
+    lazy = getattr(compose, "lazy", False)
+    if lazy is None and any(getattr(t, "lazy", None) is True for t in getattr(compose, "transforms", ())):
+        return False
     return (
         getattr(compose, "map_items", True) in (True, 1)
         and not getattr(compose, "unpack_items", False)
-        and getattr(compose, "lazy", False) is not True
+        and lazy is not True
     )
 
 

@@ -20,6 +20,7 @@ def test_every_peer_gives_an_epoch_of_num_samples_crops_per_volume(restore_track
         if name.startswith("monai_compose"):
             plan = peer.ready_info["plan"]
             assert "MONAI -> fastpipe" in plan and "batched" in plan, plan
+            assert "fast path: every step is cached or batched" in plan, plan
         batch = next(iter(peer.loader))
         assert tuple(batch["image"].shape) == (2 * NUM_SAMPLES, 1, *PATCH), name
         assert batch["image"].dtype == torch.float32, name

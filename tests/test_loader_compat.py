@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import monai.data
 import monai.transforms as M
+import numpy as np
 import pytest
 import torch
 
@@ -98,7 +99,8 @@ def test_a_monai_step_fastpipe_lacks_runs_on_each_crop_as_monai_would():
     crop = M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)
     scale = M.ScaleIntensityd("image", minv=0.0, maxv=1.0)
     ds = fp.CacheDataset(items(4), [crop, scale], progress=False, num_workers=1)
-    assert ds.batched and ds.suffix[1] is scale  # kept as it is, after the batched crop
+    assert ds.batched and ds.suffix[2] is scale  # kept as it is, after the batched crop
+    assert type(ds.suffix[1]).__name__ == "ToMonaid"  # and handed MetaTensor crops, as MONAI's chain
     batch = ds.fetch_seeded([1, 3], seed=2)
     assert batch["image"].shape == (8, 1, *PATCH)
     for n in range(8):
@@ -129,3 +131,25 @@ def test_torch_worker_processes_draw_new_crops_each_epoch_and_per_worker():
     assert by_worker[0] != by_worker[1]
     torch.manual_seed(0)
     assert epochs() == first
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loader", ["fastpipe", "fastpipe-collate", *LOADERS])
+def test_per_item_numbers_and_arrays_come_as_tensors_from_every_loader(loader):
+    """A class label or a coordinate array beside the volume (what the crop does not cut) is a
+    tensor in the batch, as MONAI's collate makes it, whichever loader collates the batched crop."""
+    data = [{**it, "grade": i, "coord": np.array([i, 2 * i])} for i, it in enumerate(items(4))]
+    ds = fp.CacheDataset(
+        data, [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)], progress=False
+    )
+    make = {
+        "fastpipe": lambda: fp.ThreadDataLoader(ds, batch_size=2),
+        "fastpipe-collate": lambda: torch.utils.data.DataLoader(
+            ds, batch_size=2, collate_fn=fp.list_data_collate
+        ),
+        **{k: lambda k=k: LOADERS[k](ds) for k in LOADERS},
+    }[loader]
+    batch = next(iter(make()))
+    assert torch.equal(batch["grade"], torch.tensor([0] * SAMPLES + [1] * SAMPLES))
+    assert torch.equal(batch["coord"], torch.tensor([[0, 0]] * SAMPLES + [[1, 2]] * SAMPLES))
+    assert batch["name"] == ["case0"] * SAMPLES + ["case1"] * SAMPLES

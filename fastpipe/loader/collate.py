@@ -31,11 +31,21 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     if isinstance(batch, dict):  # already collated by a batched transform
         return batch
     if isinstance(getattr(batch, "collated", None), dict):  # CacheDataset.__getitems__: no second copy
-        return batch.collated
+        return lists_collated(batch.collated)
     items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
     if not items:
         raise ValueError("list_data_collate: empty batch")
     return _collate(items)
+
+
+def lists_collated(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batched op's output with its per-crop lists (the values of keys it does not cut: numbers,
+    arrays, metadata) collated as the items' values are, so a batch has the same types either way.
+    In place: the cropped tensors stay where the op wrote them."""
+    for key, value in list(batch.items()):
+        if isinstance(value, list) and value:
+            batch[key] = _collate_values(value)
+    return batch
 
 
 def _collate(items: list[Any]) -> Any:

@@ -17,7 +17,7 @@ from fastpipe._tensors import map_tensors
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader._torch_kwargs import torch_options
-from fastpipe.loader.collate import list_data_collate
+from fastpipe.loader.collate import list_data_collate, lists_collated
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
 
@@ -300,8 +300,8 @@ class ThreadDataLoader:
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
         ds = self.dataset
         if hasattr(ds, "fetch_seeded"):
-            if getattr(ds, "batched", False):
-                return ds.fetch_seeded(indices, seed)
+            if getattr(ds, "batched", False):  # its per-crop lists collated as list_data_collate does
+                return lists_collated(ds.fetch_seeded(indices, seed))
 
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]

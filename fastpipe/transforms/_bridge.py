@@ -54,18 +54,33 @@ class ToMonaid:
                 v = v.float()
             meta = d.get(meta_key(key)) if self.track_meta else None
             if isinstance(meta, dict) and "affine" in meta:
-                rest = {k: m for k, m in meta.items() if k not in ("affine", "pixdim")}
-                pixdim = meta.get("pixdim")
-                if _is_header_pixdim(pixdim):  # a copy: MONAI's transforms write into it
-                    rest["pixdim"] = pixdim.clone() if isinstance(pixdim, torch.Tensor) else pixdim.copy()
-                v = MetaTensor(v, affine=torch.as_tensor(meta["affine"], dtype=torch.float64), meta=rest)
-                del d[meta_key(key)]  # MONAI keeps metadata on the tensor; a stale dict would mislead
+                v = _meta_tensor(v, meta)
+                d[meta_key(key)] = v.meta  # one dict, as MONAI's LoadImaged(image_only=False) gives it
             d[key] = v
         return d
 
     def __repr__(self) -> str:
         narrow = f", float32_keys={list(self.float32_keys)}" if self.float32_keys else ""
         return f"ToMonaid(float_keys={list(self.float_keys)}, track_meta={self.track_meta}{narrow})"
+
+
+def _meta_tensor(v: torch.Tensor, meta: dict[str, Any]) -> Any:
+    """``v`` as a ``MetaTensor`` carrying ``meta`` in MONAI's form: ``pixdim`` as the NIfTI header's
+    eight values (``[1:4]`` the current spacing, as MONAI keeps it; ``[0]`` the qfac sign of the
+    file's affine)."""
+    from monai.data import MetaTensor
+
+    affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
+    rest = {k: m for k, m in meta.items() if k not in ("affine", "pixdim")}
+    pixdim = meta.get("pixdim")
+    if _is_header_pixdim(pixdim):  # the loader's header values, kept current: a copy, as MONAI writes into it
+        rest["pixdim"] = pixdim.clone() if isinstance(pixdim, torch.Tensor) else pixdim.copy()
+    else:  # no header (an item built in memory): MONAI's form from the affine
+        original = np.asarray(meta.get("original_affine", affine), dtype=np.float64)
+        qfac = -1.0 if np.linalg.det(original[:3, :3]) < 0 else 1.0
+        spacing = spacing_of(affine.cpu().numpy())
+        rest["pixdim"] = np.array([qfac, *spacing, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    return MetaTensor(v, affine=affine, meta=rest)
 
 
 class FromMonaid:

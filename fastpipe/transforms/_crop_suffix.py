@@ -15,10 +15,12 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastpipe.ops._pad_sample import VirtualPad
 from fastpipe.ops.rand_params import Orientation
+from fastpipe.transforms._dict import pixdim_after
 from fastpipe.transforms.pad import pad_width
 
 
@@ -99,6 +101,44 @@ class KeyPlans:
             terms = key_terms(self.augs, self.draws, key, self.n, self._orientations)
             self._made[sig] = (terms, to_op_args(terms))
         return self._made[sig]
+
+
+def crop_metas(
+    metas: list[Any], starts: list[list[int]], size: Sequence[int], terms: dict[str, Any]
+) -> list[Any]:
+    """Each crop's ``{key}_meta_dict``: its item's, with the affine (and ``pixdim``) of the crop as it
+    comes out of the op, as MONAI's crop, flips and turns leave it: output voxel ``o`` is source voxel
+    ``starts[n] + s`` where ``s[axes[a]] = o[a]``, or ``size - 1 - o[a]`` where the axis is flipped.
+
+    ``metas``: one per crop (an item's dict, shared by its crops); ``starts``: ``(N, 3)`` in the
+    unpadded volume's voxels; ``terms``: :func:`key_terms` of the key.
+    """
+    on = [i for i, m in enumerate(metas) if isinstance(m, dict) and m.get("affine") is not None]
+    if not on:
+        return metas
+    n = len(metas)
+    axes = np.asarray(terms["axes"]) if terms["axes"] is not None else np.tile(np.arange(3), (n, 1))
+    flips = np.asarray(terms["flips"], dtype=bool) if terms["flips"] is not None else np.zeros((n, 3), bool)
+    rows, cols = np.arange(n)[:, None], np.arange(3)[None, :]
+    to_source = np.zeros((n, 4, 4))
+    to_source[:, 3, 3] = 1.0
+    to_source[rows, axes, cols] = np.where(flips, -1.0, 1.0)
+    flipped_source = np.zeros((n, 3), dtype=bool)
+    flipped_source[rows, axes] = flips
+    to_source[:, :3, 3] = np.asarray(starts, dtype=np.float64) + np.where(
+        flipped_source, np.asarray(size, dtype=np.float64) - 1.0, 0.0
+    )
+    read: dict[int, np.ndarray] = {}  # an item's dict is shared by its crops: read its affine once
+    for i in on:
+        if id(metas[i]) not in read:
+            read[id(metas[i])] = np.asarray(torch.as_tensor(metas[i]["affine"]).cpu(), dtype=np.float64)
+    affines = np.stack([read[id(metas[i])] for i in on])
+    affines = affines @ to_source[on]
+    out = list(metas)
+    for j, i in enumerate(on):  # pixdim as MONAI updates it: the header's values, or the spacing
+        pixdim = pixdim_after(metas[i].get("pixdim"), affines[j])
+        out[i] = {**metas[i], "affine": torch.from_numpy(affines[j]), "pixdim": pixdim}
+    return out
 
 
 def check_turned_size(terms: dict[str, Any], size: tuple[int, int, int], key: str) -> None:

@@ -56,7 +56,10 @@ def runs_on_batch(t: Any, spatial_size: Any) -> bool:
 def _stacked_size(batch: dict[str, Any], t: Any, n: int) -> tuple[int, ...] | None:
     """The crops' spatial size when every one of ``t``'s keys in ``batch`` is a stacked ``(n, C, ...)``
     tensor of one spatial size; ``None`` otherwise. A key the crop did not cut is a list of the item's
-    own value (the cached tensor itself, once per crop): such a step runs per crop, on copies."""
+    own value (the cached tensor itself, once per crop): such a step runs per crop, on copies. A step
+    that only picks entries (``whole_batch``) takes the batch whatever its values: ``()``."""
+    if getattr(t, "whole_batch", False):
+        return ()
     sizes = set()
     for k in getattr(t, "keys", ()):
         if k not in batch:

@@ -27,6 +27,7 @@ log = logging.getLogger("fastpipe")
 
 INTENSITY_WHY = "the gather computes in float32; MONAI in the key's dtype, casting as it does"
 SWAPPED, MONAI, FASTPIPE, OTHER, INSERTED = "MONAI -> fastpipe", "MONAI", "fastpipe", "callable", "inserted"
+FLOAT_STEPS = ("RandShiftIntensityd", "RandScaleIntensityd", "RandGaussianNoised", "RandAdjustContrastd")
 
 
 @dataclass
@@ -77,7 +78,9 @@ def _origin(orig: Any, new: Any) -> str:
 
 
 def _world(origin: str) -> str | None:
-    return {SWAPPED: "fastpipe", FASTPIPE: "fastpipe", MONAI: "monai"}.get(origin)
+    """Which items a step takes. A plain callable in a chain with MONAI's steps (the only chains the plan
+    bridges) takes what MONAI's chain hands it: ``MetaTensor`` objects."""
+    return {SWAPPED: "fastpipe", FASTPIPE: "fastpipe", MONAI: "monai", OTHER: "monai"}.get(origin)
 
 
 def _track_meta(orig: Any, current: bool) -> bool:
@@ -114,11 +117,11 @@ def _from_monai() -> tuple[Any, Step]:
 
 
 def _bridged(
-    pairs: list[tuple[Any, Step]], originals: list[Any], ctx: Context, track: bool
+    pairs: list[tuple[Any, Step]], originals: list[Any], ctx: Context, track: bool, world: str | None = None
 ) -> tuple[list[tuple[Any, Step]], str | None, bool]:
-    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms;
-    also returns the side the chain ends on and MONAI's metadata tracking there."""
-    out, world = [], None
+    """Insert ``ToMonaid``/``FromMonaid`` where the chain passes between fastpipe and MONAI transforms
+    (``world``: the side it starts on); also returns the side it ends on and MONAI's metadata tracking there."""
+    out = []
     for (t, step), orig in zip(pairs, originals, strict=True):
         w = _world(step.origin)
         if world == "fastpipe" and w == "monai":
@@ -165,10 +168,15 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
     ctx = Context(items=items)
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
+    # a step after the crop that makes a key float (EnsureTyped(dtype=...) at the end) comes too late
+    # for the crop's fused intensity steps: only the cached prefix's steps spare a key MONAI's float32
+    settled = set(ctx.settled_keys)
     suf = _translate_suffix(suffix_o, len(prefix_o), ctx, translate_monai)
+    ctx.settled_keys = settled
     swapped = [s.name for _, s in pre + suf if s.origin == SWAPPED]
     if swapped:
         pre = _finish_prefix(pre, prefix_o, suf, ctx)
+        suf = _bridge_suffix(suf, suffix_o, prefix_o, ctx)
     for t, step in pre + suf:
         step.obj = t
     plan = _fused_plan([s for _, s in pre + suf], swapped, monai_chain)
@@ -184,7 +192,10 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
 def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     """Bridges inside the prefix, MONAI's float32 where no step makes it, and a bridge to the suffix."""
     pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
-    cast = sorted(ctx.float_keys - ctx.nearest_keys - ctx.settled_keys)
+    # a nearest-resampled key keeps its integer dtype, unless a random intensity step of fastpipe's
+    # names it: that computes in float32, as MONAI's float32 voxels have it
+    shifted = {k for t, s in suf if s.origin == SWAPPED and s.name in FLOAT_STEPS for k in t.keys}
+    cast = sorted(ctx.float_keys - (ctx.nearest_keys - shifted) - ctx.settled_keys)
     narrow = sorted(ctx.float_keys - set(cast))  # float64/float16 files: float32, as MONAI loads them
     loads = [i for i, (_, s) in enumerate(pre) if s.origin == SWAPPED and s.name == "LoadImaged"]
     if (cast or narrow) and loads:  # right after loading, as MONAI's LoadImaged gives float32
@@ -200,6 +211,20 @@ def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     elif world != "monai" and first == "monai":
         pre.append(_to_monai(ctx.float_keys, track))
     return pre
+
+
+def _bridge_suffix(suf: list, suffix_o: list, prefix_o: list, ctx: Context) -> list:
+    """Bridges inside the random part: a MONAI step after fastpipe's batched crop gets MONAI's
+    ``MetaTensor`` crops (each with its crop's affine), as it does in the prefix."""
+    track = _monai_track_meta()
+    for orig in prefix_o:
+        track = _track_meta(orig, track)
+    first = _world(suf[0][1].origin) if suf else None
+    out, _, _ = _bridged(suf, suffix_o, ctx, track, world=first)
+    for _, step in out:
+        if step.pos is None:  # an inserted bridge runs where its neighbours do: per crop
+            step.stage = "per item"
+    return out
 
 
 def _fuse_random() -> Any:
@@ -261,25 +286,27 @@ def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
         on_batch = 1
         cut = set(getattr(rest[0].obj, "keys", ()))
         while on_batch < len(rest) and runs_on_batch(rest[on_batch].obj, size):
-            uncut = [k for k in getattr(rest[on_batch].obj, "keys", ()) if k not in cut]
+            whole = getattr(rest[on_batch].obj, "whole_batch", False)  # picks entries, any values
+            uncut = [] if whole else [k for k in getattr(rest[on_batch].obj, "keys", ()) if k not in cut]
             if uncut:  # those keys hold the item's own value once per crop, not a stacked batch
                 rest[on_batch].note = f"names {uncut} (not cut by {rest[0].name}); runs per crop"
                 break
             step = rest[on_batch]
             step.stage = "batched"
-            step.note = (
-                step.note or "on the stacked batch: one draw for all crops, only the fired crops change"
-            )
+            drawn = "one draw for all crops, only the fired crops change"
+            what = drawn if callable(getattr(step.obj, "draw", None)) else "one conversion for all crops"
+            step.note = step.note or f"on the stacked batch: {what}"
             on_batch += 1
         rest = [rest[0], *absorbed, *rest[1:]]
         per_item = rest[on_batch + len(absorbed) :]
     else:
         per_item = rest
-    for j, s in enumerate(per_item):
+    own = [s for s in per_item if s.pos is not None]  # the chain's steps, not the inserted bridges
+    for j, s in enumerate(own):
         if j == 0 and not s.note:
             s.note = _why_per_item(s, plan.batched)
         elif j > 0 and not s.note:
-            s.note = f"after {per_item[0].name}, which runs per item"
+            s.note = f"after {own[0].name}, which runs per item"
     plan.steps.extend(rest)
 
 

@@ -40,7 +40,7 @@ def step_devices(plan: Any, cache_device: torch.device) -> list[str]:
 
 def fast_path_end(plan: Any) -> str:
     """Where the fast path ends, in words."""
-    per_item = [s for s in plan.steps if s.stage == "per item"]
+    per_item = [s for s in plan.steps if s.stage == "per item" and s.pos is not None]  # not the bridges
     if not per_item:
         return "every step is cached or batched"
     first = per_item[0]

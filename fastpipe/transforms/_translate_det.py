@@ -12,6 +12,7 @@ import torch
 from fastpipe.transforms._translate_base import (
     Context,
     build,
+    fastpipe_class,
     key_options,
     register,
     same,
@@ -69,6 +70,9 @@ def _load(obj: Any, ctx: Context) -> Any:
     loader = obj._loader
     if any(k is not None for k in obj.meta_keys) or obj.overwriting:
         return "meta_keys/overwriting are not reproduced"
+    postfixes = sorted({str(p) for p in obj.meta_key_postfix} - {"meta_dict"})
+    if not loader.image_only and postfixes:  # MONAI then writes the metadata to f"{key}_{postfix}"
+        return f"meta_key_postfix={postfixes[0]!r} (metadata stored under another key) is not reproduced"
     reason = _nifti_reason(obj, ctx)
     if reason:
         return reason
@@ -203,24 +207,76 @@ def _to_device(obj: Any, ctx: Context) -> Any:
 @register("EnsureTyped")
 def _ensure_type(obj: Any, ctx: Context) -> Any:
     c = obj.converter
-    dtype = same(obj.dtype, "dtypes")
-    if isinstance(dtype, str) and dtype.startswith("per-key"):
-        return dtype
+    dtypes = tuple(torch_dtype(d) for d in obj.dtype)  # one per key
     if not c.wrap_sequence or value(c.data_type) not in ("tensor", "numpy"):
         return "wrap_sequence=False / data types other than tensor and numpy are not reproduced"
     return _settle(
         ctx,
-        obj.keys if dtype is not None else (),
+        [k for k, d in zip(obj.keys, dtypes, strict=True) if d is not None],
         build(
             "EnsureTyped",
             obj,
             data_type=value(c.data_type),
-            dtype=torch_dtype(dtype),
+            dtype=dtypes,
             device=c.device,
             track_meta=c.track_meta,
             **key_options(obj),
         ),
     )
+
+
+@register("ToTensord")
+def _to_tensor(obj: Any, ctx: Context) -> Any:
+    """MONAI's ``ToTensord`` is ``EnsureTyped(data_type="tensor")`` with its dtype, device and tracking."""
+    c = obj.converter
+    if not c.wrap_sequence:
+        return "wrap_sequence=False is not reproduced"
+    return _settle(
+        ctx,
+        obj.keys if c.dtype is not None else (),
+        build(
+            "EnsureTyped",
+            obj,
+            dtype=torch_dtype(c.dtype),
+            device=c.device,
+            track_meta=c.track_meta,
+            **key_options(obj),
+        ),
+    )
+
+
+@register("CastToTyped")
+def _cast(obj: Any, ctx: Context) -> Any:
+    """MONAI's ``CastToTyped`` on fastpipe's tensors is ``EnsureTyped`` with its per-key dtypes."""
+    dtypes = tuple(torch_dtype(d) for d in obj.dtype)
+    out = fastpipe_class("EnsureTyped")(
+        list(obj.keys), dtype=dtypes, allow_missing_keys=obj.allow_missing_keys
+    )
+    return _settle(ctx, [k for k, d in zip(obj.keys, dtypes, strict=True) if d is not None], out)
+
+
+@register("SelectItemsd")
+def _select(obj: Any, ctx: Context) -> Any:
+    from fastpipe.transforms._dict_ops import SelectItemsd
+
+    return SelectItemsd(list(obj.keys), allow_missing_keys=bool(obj.allow_missing_keys))
+
+
+@register("DeleteItemsd")
+def _delete(obj: Any, ctx: Context) -> Any:
+    from fastpipe.transforms._dict_ops import DeleteItemsd
+
+    if any(obj.sep in str(k) for k in obj.keys):
+        return f"nested keys (separator {obj.sep!r}) are not reproduced"
+    return DeleteItemsd([str(k) for k in obj.keys], use_re=[bool(u) for u in obj.use_re])
+
+
+@register("CopyItemsd")
+def _copy_items(obj: Any, ctx: Context) -> Any:
+    from fastpipe.transforms._dict_ops import CopyItemsd
+
+    names = [str(n) for n in obj.names]
+    return CopyItemsd(list(obj.keys), int(obj.times), names, allow_missing_keys=bool(obj.allow_missing_keys))
 
 
 def _settle(ctx: Context, keys: Sequence[str], out: Any) -> Any:

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fastpipe._chain import Transform, flatten, is_plain_callable, is_random, mark_deterministic, mark_random
+from fastpipe._chain import (
+    Transform,
+    built_on,
+    flatten,
+    is_plain_callable,
+    is_random,
+    mark_deterministic,
+    mark_random,
+)
 from fastpipe.transforms._fuse_random import fuse_random
 from fastpipe.transforms.spatial import fuse_spatial
 
@@ -49,16 +57,25 @@ def _takes_lists(transform: Any) -> bool:
     )
 
 
+def _call(transform: Transform, data: Any) -> Any:
+    """``transform(data)``; a MONAI transform made with ``lazy=True`` runs eagerly, as MONAI's ``Compose``
+    (``lazy=False``, its default, which every chain it inlines has) runs it: called alone it would only
+    queue its resampling on the ``MetaTensor``, and the voxels would come out untouched."""
+    if getattr(transform, "lazy", None) is True and built_on(transform, "monai"):
+        return transform(data, lazy=False)
+    return transform(data)
+
+
 def apply_transform(transform: Transform, data: Any) -> Any:
     """Apply one transform; a list input (multi-sample output upstream) is mapped item by item
     (handed whole to a MONAI ``Compose`` or ``ReduceTrait`` transform, as MONAI does)."""
     if isinstance(data, list) and not _takes_lists(transform):
         out: list[Any] = []
         for item in data:
-            res = transform(item)
+            res = _call(transform, item)
             out.extend(res if isinstance(res, list) else [res])
         return out
-    return transform(data)
+    return _call(transform, data)
 
 
 class Compose:

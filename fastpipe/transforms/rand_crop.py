@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fastpipe._meta import item_name
+from fastpipe._meta import item_name, meta_key
 from fastpipe._tensors import alloc, fresh_copy
 from fastpipe.ops._backends import crop_batches
 from fastpipe.ops._bg_reject import RejectBg, reject_rule
@@ -30,6 +30,7 @@ from fastpipe.transforms._crop_suffix import (
     KeyPlans,
     apply_intensity_per_crop,
     check_turned_size,
+    crop_metas,
     draw_suffix,
     intensity_per_crop,
     virtual_pads,
@@ -316,6 +317,9 @@ class RandCropByPosNegLabeld:
         for key in keys:  # a key the op cannot scale/shift as MONAI would (not float32): per crop
             if intensity_per_crop(plans.get(key)[0], items[0][key].dtype):
                 out[key] = apply_intensity_per_crop(out[key], self._augs, draws, key)
+        starts = s.starts.tolist()
+        for key in [k for k in keys if meta_key(k) in out]:  # each crop's own affine, as MONAI's
+            out[meta_key(key)] = crop_metas(out[meta_key(key)], starts, s.size, plans.get(key)[0])
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out
 
@@ -347,5 +351,6 @@ class RandCropByPosNegLabeld:
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]
         skip = set(self.dropped_keys)
+        cropped += [meta_key(k) for k in cropped if meta_key(k) in batch]  # each crop's own affine
         rest = {k: fresh_copy(v) for k, v in data.items() if k not in skip and k not in cropped}
         return [{**rest, **{k: batch[k][i] for k in cropped}} for i in range(self.num_samples)]

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from fastpipe._meta import meta_key
 from fastpipe.ops.rand_params import Orientation, draw_k, draw_uniform
+from fastpipe.transforms._crop_suffix import crop_metas
 from fastpipe.transforms._rand_base import RandDictTransform, check_axis, check_lazy
 
 
@@ -32,7 +34,38 @@ def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]
     return out
 
 
-class RandFlipd(RandDictTransform):
+class _Reorients(RandDictTransform):
+    """A flip or turn that also moves each key's ``{key}_meta_dict`` affine, as MONAI's does."""
+
+    def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
+        raise NotImplementedError
+
+    def _meta(self, meta: Any, shape: tuple[int, ...], params: dict[str, torch.Tensor], i: int) -> Any:
+        """``meta`` with the affine of crop ``i`` after this transform (3-D volumes of spatial ``shape``)."""
+        if not isinstance(meta, dict) or len(shape) != 3:
+            return meta
+        o = self.orient(Orientation.identity(1), {k: v[i : i + 1] for k, v in params.items()})
+        if o.is_identity():
+            return meta
+        axes, flips = o.tensors()
+        return crop_metas([meta], [[0, 0, 0]], shape, {"axes": axes, "flips": flips})[0]
+
+    def apply(self, data: dict[Any, Any], params: dict[str, torch.Tensor], i: int = 0) -> dict[Any, Any]:
+        d = super().apply(data, params, i)
+        for key in [k for k in self.keys if k in data and meta_key(k) in d]:
+            d[meta_key(key)] = self._meta(d[meta_key(key)], tuple(data[key].shape[1:]), params, i)
+        return d
+
+    def apply_batch(self, batch: dict[Any, Any], params: dict[str, torch.Tensor]) -> dict[Any, Any]:
+        shapes = {k: tuple(batch[k].shape[2:]) for k in self.keys if k in batch}
+        batch = super().apply_batch(batch, params)
+        for key in [k for k in shapes if isinstance(batch.get(meta_key(k)), list)]:
+            metas = batch[meta_key(key)]
+            batch[meta_key(key)] = [self._meta(m, shapes[key], params, i) for i, m in enumerate(metas)]
+        return batch
+
+
+class RandFlipd(_Reorients):
     """Flip the volumes of ``keys`` along ``spatial_axis`` with probability ``prob`` (MONAI's ``RandFlipd``).
 
     Args:
@@ -92,7 +125,7 @@ class RandFlipd(RandDictTransform):
         return o.flip(params["fire"], self._axes if self._axes is not None else (0, 1, 2))
 
 
-class RandRotate90d(RandDictTransform):
+class RandRotate90d(_Reorients):
     """Rotate by ``k`` quarter turns in the plane ``spatial_axes`` with probability ``prob`` (MONAI's ``RandRotate90d``).
 
     When it fires, ``k`` is uniform in ``1..max_k`` (MONAI: ``R.randint(max_k) + 1``); the rotation

@@ -34,7 +34,24 @@ def device_point(transform: Any) -> torch.device | None:
     return None if dev is None else torch.device(dev)
 
 
-class ToDeviced:
+class _OnBatch:
+    """A per-value conversion: a collated batch of crops (tensors with a leading ``N``) takes it in
+    one call, each row as the crop would (``fastpipe.transforms._per_crop.run_per_crop``)."""
+
+    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
+        """Whether it runs on a stacked batch of crops (it makes tensors of the crops' shape)."""
+        return getattr(self, "data_type", "tensor") == "tensor"
+
+    def draw_batch(self, batch: dict[str, Any], n: int) -> dict[str, Any]:
+        """Nothing to draw: the stacked batch's parameters (:meth:`apply_batch`)."""
+        return {}
+
+    def apply_batch(self, batch: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The conversion of every crop of a collated batch at once."""
+        return self(batch)
+
+
+class ToDeviced(_OnBatch):
     """Move the tensors under ``keys`` to ``device``; metadata dicts stay where they are.
 
     Args:
@@ -76,15 +93,17 @@ class ToDeviced:
         return f"ToDeviced(keys={list(self.keys)}, device={str(self.device)!r})"
 
 
-class EnsureTyped:
+class EnsureTyped(_OnBatch):
     """Make the values under ``keys`` tensors (or arrays) of ``dtype`` on ``device``.
 
     Args:
         keys: keys to convert; ``{key}_meta_dict`` entries are never converted.
         data_type: ``"tensor"`` (default) or ``"numpy"``.
-        dtype: target dtype (``torch.dtype``, numpy dtype or name) or ``None`` to keep it.
+        dtype: target dtype (``torch.dtype``, numpy dtype or name) or ``None`` to keep it; a
+            sequence gives one per key (MONAI's per-key form).
         device: target device, or ``None`` to keep it (a device makes this the chain's device point).
-        track_meta: accepted for MONAI compatibility; fastpipe keeps metadata in plain dicts.
+        track_meta: accepted for MONAI compatibility; fastpipe keeps metadata in plain dicts
+            (``{key}_meta_dict``), so the values are plain tensors either way.
         allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
 
     Example:
@@ -106,23 +125,49 @@ class EnsureTyped:
             raise ValueError(f"EnsureTyped: data_type must be 'tensor' or 'numpy', got {data_type!r}")
         self.keys = ensure_keys(keys)
         self.data_type = data_type
-        self.dtype = _torch_dtype(dtype)
+        self.dtype = _per_key(dtype, len(self.keys))
         self.device = None if device is None else torch.device(device)
         self.track_meta = track_meta
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
+        per_key = self.dtype if isinstance(self.dtype, tuple) else (self.dtype,) * len(self.keys)
+        dtypes = dict(zip(self.keys, per_key, strict=True))
         keys = [k for k in self.keys if not k.endswith(META_SUFFIX)]
         for key in iter_present(d, keys, self.allow_missing_keys, "EnsureTyped"):
-            value = d[key]
-            t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-            t = t.to(device=self.device, dtype=self.dtype)
-            d[key] = t.cpu().numpy() if self.data_type == "numpy" else t
+            d[key] = self._convert(d[key], dtypes[key])
         return d
+
+    def _convert(self, value: Any, dtype: torch.dtype | None) -> Any:
+        """One value as MONAI's ``convert_to_tensor`` takes it: arrays, numbers and sequences become
+        tensors, a dict its entries; a string (or string/object array), ``None`` and the like stay as they are."""
+        if isinstance(value, dict):
+            return {k: self._convert(v, dtype) for k, v in value.items()}
+        if isinstance(value, str) or not isinstance(
+            value, (torch.Tensor, np.ndarray, np.generic, int, float, bool, list, tuple)
+        ):
+            return value
+        if not isinstance(value, torch.Tensor) and np.asarray(value).dtype.kind in "SUO":
+            return value
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        t = t.to(device=self.device, dtype=dtype, memory_format=torch.contiguous_format)
+        return t.cpu().numpy() if self.data_type == "numpy" else t
 
     def __repr__(self) -> str:
         return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"
+
+
+def _per_key(dtype: Any, n: int) -> torch.dtype | tuple[torch.dtype | None, ...] | None:
+    """One dtype for every key, or a tuple of ``n`` (one per key) when a sequence names different ones."""
+    if not isinstance(dtype, (list, tuple)):
+        return _torch_dtype(dtype)
+    if len(dtype) != n:
+        raise ValueError(
+            f"EnsureTyped: {len(dtype)} dtypes {list(dtype)} for {n} keys; give one, or one per key"
+        )
+    out = tuple(_torch_dtype(d) for d in dtype)
+    return out[0] if len(set(out)) == 1 else out
 
 
 def _torch_dtype(dtype: Any) -> torch.dtype | None:

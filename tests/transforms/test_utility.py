@@ -51,3 +51,17 @@ def test_ensure_typed_dtype_device_and_numpy():
         EnsureTyped("image", data_type="list")
     with pytest.raises(KeyError, match="EnsureTyped: key 'label'"):
         EnsureTyped("label")({"image": torch.zeros(1)})
+
+
+def test_ensure_typed_leaves_strings_as_monai_does():
+    """MONAI's EnsureTyped/ToTensord pass a string (a case name under a listed key) through; fastpipe's
+    failed every item with numpy's 'can't convert np.ndarray of type numpy.str_'."""
+    import monai.transforms as M
+
+    item = {"image": np.zeros((1, 2, 2), "int16"), "name": "case0", "tags": np.array(["a", "b"])}
+    keys = ["image", "name", "tags"]
+    ours = EnsureTyped(keys, dtype=torch.float32)(item)
+    theirs = M.EnsureTyped(keys, dtype=torch.float32, track_meta=False)(dict(item))
+    assert ours["name"] == theirs["name"] == "case0"
+    assert ours["tags"] is item["tags"] and theirs["tags"] is item["tags"]
+    assert ours["image"].dtype == theirs["image"].dtype == torch.float32

@@ -1,0 +1,64 @@
+"""Dtypes of a translated MONAI chain where fastpipe's integer rule meets a step that needs floats."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import monai.transforms as M
+import numpy as np
+import pytest
+import torch
+from monai.data import CacheDataset as MonaiCacheDataset
+
+import fastpipe as fp
+
+sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_files import KEYS, affine, write_pair  # noqa: E402
+
+SIZE = (32, 32, 40)  # the padded volume: the crop is the whole of it, so both draws give one crop
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("dtypes")
+    return [write_pair(tmp, affine((0.8, 0.8, 2.5), "LPS", angle_deg=20.0), shape=(40, 36, 30), seed=0)]
+
+
+def chain(after: list) -> list:
+    return [
+        M.LoadImaged(KEYS),
+        M.EnsureChannelFirstd(KEYS),
+        M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode="nearest"),  # the int16 image too
+        M.SpatialPadd(KEYS, SIZE),
+        M.RandCropByPosNegLabeld(KEYS, "label", SIZE, pos=1, neg=1, num_samples=2),
+        *after,
+    ]
+
+
+AFTER = {
+    "shift": lambda: [M.RandShiftIntensityd("image", offsets=(0.25, 0.25), prob=1.0)],
+    "scale": lambda: [M.RandScaleIntensityd("image", factors=(0.5, 0.5), prob=1.0)],
+    "contrast": lambda: [M.RandAdjustContrastd("image", gamma=(1.5, 1.5), prob=1.0)],
+    # a float dtype set at the end (after the crop) does not make the shift's input float
+    "shift_then_ensure_typed": lambda: [
+        M.RandShiftIntensityd("image", offsets=(0.25, 0.25), prob=1.0),
+        M.EnsureTyped(KEYS, dtype=torch.float32),
+    ],
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", sorted(AFTER))
+def test_an_image_resampled_nearest_then_shifted_is_float32_with_monais_values(files, case):
+    """MONAI's LoadImaged makes the int16 image float32; a random intensity step after the crop
+    needs it so (fastpipe's nearest rule would keep it int16, and the fused op refused it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI's own deprecation chatter
+        ours = fp.CacheDataset(files, chain(AFTER[case]()), progress=False, num_workers=1)[0]
+        theirs = MonaiCacheDataset(files, chain(AFTER[case]()), progress=False)[0]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["image"].dtype == torch.float32
+        np.testing.assert_allclose(a["image"].numpy(), b["image"].numpy(), rtol=1e-6, atol=1e-3)
+        np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
