@@ -135,7 +135,9 @@ def train_arm(
         built.close()
         if monitor is not None:
             monitor.stop()
-    return _summary(arm, cfg, build_s, epochs, timeline, reached, steps.records, monitor, built.info, t0)
+    return _summary(
+        arm, cfg, build_s, epochs, timeline, reached, steps.records, monitor, built.info, t0, pass_crops
+    )
 
 
 def _import_libraries() -> None:
@@ -152,8 +154,12 @@ def _gpu_monitor(device: torch.device):
     return GpuMonitor(interval_s=0.2).start()
 
 
-def _summary(arm, cfg, build_s, epochs, timeline, reached, steps, monitor, info, t0) -> dict[str, Any]:
+def _summary(
+    arm, cfg, build_s, epochs, timeline, reached, steps, monitor, info, t0, pass_crops
+) -> dict[str, Any]:
     walls = [e["s"] for e in epochs]
+    # an epoch's time scaled to one pass over the training volumes: a SmartCache epoch covers its window only
+    per_pass = [e["s"] * pass_crops / e["crops"] for e in epochs[1:] or epochs]
     waits = [e["wait_s"] / e["s"] for e in epochs if e["s"] > 0]
     total_wall = sum(walls)
     return {
@@ -164,6 +170,7 @@ def _summary(arm, cfg, build_s, epochs, timeline, reached, steps, monitor, info,
         "epochs_to_target": reached["epoch"] if reached else None,
         "best_dice": max((v["dice"] for v in timeline), default=None),
         "epoch_s": spread(walls[1:] or walls),
+        "per_pass_s": spread(per_pass),
         "data_wait_fraction": sum(e["wait_s"] for e in epochs) / total_wall if total_wall > 0 else 0.0,
         "data_wait_fraction_per_epoch": spread(waits),
         "build_s": build_s,

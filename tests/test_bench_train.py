@@ -82,6 +82,9 @@ def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
         # every arm validates after one pass over the training volumes: the SmartCache arm after 2 epochs
         assert a["validation"][0]["passes"] == 1.0, name
         assert a["validation"][0]["epoch"] == (2 if smart else 1), name
+        # per pass over the training volumes: two SmartCache epochs make one
+        per_pass = [e["s"] * (2 if smart else 1) for e in a["epochs"][1:] or a["epochs"]]
+        assert a["per_pass_s"]["median"] == pytest.approx(sorted(per_pass)[len(per_pass) // 2]), name
     assert set(doc["ratios_time_to_target"]) == {"vs_regular", "vs_monai-fast"}
     assert doc["ratios_epoch_s"]["vs_regular"]["regular"] == 1.0 and len(
         doc["ratios_epoch_s"]["vs_regular"]
@@ -101,6 +104,23 @@ def test_an_arm_in_its_own_process_reports_an_unreached_target(tiny_data, tmp_pa
     (arm,) = json.loads(out.read_text())["arms"]
     assert "error" not in arm, arm
     assert arm["reached"] is False and arm["time_to_target_s"] is None and len(arm["validation"]) == 1
+
+
+def test_epoch_ratios_compare_passes_over_the_training_volumes_not_smartcache_half_epochs(tmp_path):
+    """A SmartCache epoch covers half the volumes: twice as fast per epoch is the same speed per pass."""
+
+    def arm(name: str, epoch_s: float, crops: int) -> dict:
+        per_pass = {"median": epoch_s * 8 / crops}
+        return {"arm": name, "reached": False, "epoch_s": {"median": epoch_s}, "per_pass_s": per_pass}
+
+    arms = [arm("regular", 4.0, 8), arm("monai-fast", 1.0, 8), arm("fastpipe-smartcache", 0.5, 4)]
+    doc = train._document(config("smoke"), torch.device("cpu"), tmp_path, [{}] * 4, [{}], arms, ["regular"])
+    assert doc["ratios_epoch_s"]["vs_monai-fast"]["fastpipe-smartcache"] == 1.0
+    assert doc["ratios_epoch_s"]["vs_regular"] == {
+        "regular": 1.0,
+        "monai-fast": 4.0,
+        "fastpipe-smartcache": 4.0,
+    }
 
 
 def test_unknown_arm_and_config_are_named():
