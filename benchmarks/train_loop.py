@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,9 +18,29 @@ from benchmarks.train_recipe import TrainConfig, Validator, make_loss, make_mode
 
 
 def _peak_rss_bytes() -> int:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return int((own + kids) * 1024)
+    """Peak resident memory of this process plus its worker processes.
+
+    ``RUSAGE_CHILDREN`` knows only children already waited for, and only the largest of them; the
+    regular arm's persistent DataLoader workers are still alive when the arm ends, so the live
+    children's own peaks (``VmHWM``) are summed instead when that is more.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return int(own + max(reaped, _live_children_peak_bytes()))
+
+
+def _live_children_peak_bytes() -> int:
+    """The sum of the peak RSS of this process's live children, from ``/proc`` (0 without it)."""
+    me, total = str(os.getpid()), 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+            total += int(fields["VmHWM"].split()[0]) * 1024  # kB
+    return total
 
 
 class _Steps:
@@ -132,12 +154,15 @@ def train_arm(
             if time.perf_counter() - t0 > cfg.max_s:
                 break
     finally:
+        peak_rss = _peak_rss_bytes()  # before close: worker processes still alive count with their peaks
         built.close()
         if monitor is not None:
             monitor.stop()
-    return _summary(
+    res = _summary(
         arm, cfg, build_s, epochs, timeline, reached, steps.records, monitor, built.info, t0, pass_crops
     )
+    res["peak_rss_bytes"] = peak_rss
+    return res
 
 
 def _import_libraries() -> None:
@@ -175,7 +200,7 @@ def _summary(
         "data_wait_fraction_per_epoch": spread(waits),
         "build_s": build_s,
         "total_s": time.perf_counter() - t0,
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": None,  # measured by train_arm before the arm closes
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
         "validation": timeline,
         "epochs": epochs,

@@ -123,6 +123,34 @@ def test_epoch_ratios_compare_passes_over_the_training_volumes_not_smartcache_ha
     }
 
 
+PEAK_RSS_PROBE = """
+import resource, subprocess, sys
+from benchmarks.train_loop import _peak_rss_bytes
+hold = "b = bytearray(b'x') * (120 << 20); print('ready', flush=True); input()"
+kids = [subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)]
+assert all(k.stdout.readline().strip() == "ready" for k in kids)
+print(_peak_rss_bytes() - resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+for k in kids:
+    k.communicate("\\n", timeout=30)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_peak_rss_counts_every_live_worker_process():
+    """The regular arm's DataLoader workers are alive when it ends: each one's memory counts, not none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(train.__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_PROBE], cwd=repo, capture_output=True, text=True, timeout=100
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) >= 2 * (120 << 20)  # a fresh interpreter: no child reaped before
+
+
 def test_unknown_arm_and_config_are_named():
     with pytest.raises(ValueError, match="unknown train config 'huge'"):
         config("huge")
