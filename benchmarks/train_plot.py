@@ -59,9 +59,9 @@ def plot_utilisation(doc: dict[str, Any], path: Path) -> Path:
     axes = list(axes) if len(arms) > 1 else [axes]
     for ax, arm in zip(axes, arms, strict=False):
         color = COLORS.get(arm["arm"])
-        gpu = arm.get("gpu_util")
-        if gpu and gpu["rows"]:
-            t, u = zip(*[(r[0], r[1]) for r in gpu["rows"] if r[1] is not None], strict=True)
+        util = _util_rows(arm)
+        if util:
+            t, u = zip(*util, strict=True)
             ax.fill_between(t, u, color=color, alpha=0.6, step="post")
             ax.set_ylim(0, 100)
             ax.set_ylabel("GPU %", fontsize=8)
@@ -80,12 +80,18 @@ def plot_utilisation(doc: dict[str, Any], path: Path) -> Path:
         )
     kind = (
         "GPU utilisation (NVML)"
-        if any(a.get("gpu_util") for a in arms)
+        if any(_util_rows(a) for a in arms)
         else "training loop: waiting for data (colour), training steps, validation"
     )
     axes[-1].set_xlabel("wall-clock time since the start of the arm (s)")
     fig.suptitle(f"{kind} - {_where(doc)}", fontsize=10)
     return _save(fig, plt, path)
+
+
+def _util_rows(arm: dict[str, Any]) -> list[tuple[float, float]]:
+    """The arm's measured ``(t_s, gpu_util_pct)`` samples; none where NVML gave no utilisation (a MIG slice)."""
+    gpu = arm.get("gpu_util") or {}
+    return [(r[0], r[1]) for r in gpu.get("rows", []) if r[1] is not None]
 
 
 def _save(fig, plt, path: Path) -> Path:

@@ -151,6 +151,21 @@ def test_peak_rss_counts_every_live_worker_process():
     assert int(out.stdout.split()[-1]) >= 2 * (120 << 20)  # a fresh interpreter: no child reaped before
 
 
+def test_the_utilisation_chart_falls_back_to_the_timeline_without_utilisation_samples(tmp_path):
+    """NVML without utilisation (a MIG slice) gives samples of None: the chart shows the data-wait timeline."""
+    from benchmarks.train_plot import plot_utilisation
+
+    arm = {
+        "arm": "fastpipe",
+        "data_wait_fraction": 0.1,
+        "validation": [{"t_s": 2.0, "val_s": 0.5, "dice": 0.1}],
+        "steps": {"rows": [[0.5, 0.1, 0.2], [0.9, 0.0, 0.2]]},
+        "gpu_util": {"columns": ["t_s", "gpu_util_pct"], "rows": [[0.0, None], [0.2, None]], "summary": {}},
+    }
+    doc = {"arms": [arm, {**arm, "arm": "regular"}], "machine": {"gpu": "A100 MIG 1g.10gb"}, "config": {}}
+    assert plot_utilisation(doc, tmp_path / "u.png").stat().st_size > 1000
+
+
 def test_unknown_arm_and_config_are_named():
     with pytest.raises(ValueError, match="unknown train config 'huge'"):
         config("huge")
