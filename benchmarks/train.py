@@ -290,7 +290,9 @@ def _one_line(res: dict) -> str:
         return f"ERROR: {res['error']}"
     t, best = res["time_to_target_s"], res["best_dice"]
     reached = (
-        f"target at {t:.1f} s (epoch {res['epochs_to_target']})" if res["reached"] else "target NOT reached"
+        f"target at {t:.1f} s (epoch {res['epochs_to_target']}, pass {res['passes_to_target']:g})"
+        if res["reached"]
+        else "target NOT reached"
     )
     return (
         f"{reached}, best Dice {best if best is None else round(best, 3)}, epoch {res['epoch_s']['median']:.2f} s, "

@@ -193,6 +193,8 @@ def _summary(
         "reached": reached is not None,
         "time_to_target_s": reached["t_s"] if reached else None,
         "epochs_to_target": reached["epoch"] if reached else None,
+        # passes over the training volumes: comparable across arms (a SmartCache epoch is half a pass)
+        "passes_to_target": reached["passes"] if reached else None,
         "best_dice": max((v["dice"] for v in timeline), default=None),
         "epoch_s": spread(walls[1:] or walls),
         "per_pass_s": spread(per_pass),

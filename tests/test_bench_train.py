@@ -82,6 +82,8 @@ def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
         # every arm validates after one pass over the training volumes: the SmartCache arm after 2 epochs
         assert a["validation"][0]["passes"] == 1.0, name
         assert a["validation"][0]["epoch"] == (2 if smart else 1), name
+        # the same training data to the target in every arm, however many epochs it took
+        assert a["passes_to_target"] == 1.0 and a["epochs_to_target"] == (2 if smart else 1), name
         # per pass over the training volumes: two SmartCache epochs make one
         per_pass = [e["s"] * (2 if smart else 1) for e in a["epochs"][1:] or a["epochs"]]
         assert a["per_pass_s"]["median"] == pytest.approx(sorted(per_pass)[len(per_pass) // 2]), name
