@@ -168,6 +168,23 @@ def test_the_utilisation_chart_falls_back_to_the_timeline_without_utilisation_sa
     assert plot_utilisation(doc, tmp_path / "u.png").stat().st_size > 1000
 
 
+def test_the_matrix_training_on_a_gpu_keeps_volumes_to_train_on(tmp_path, monkeypatch):
+    """make bench ARGS=--train on a GPU: the tutorial config validates on 9, the matrix has 8 volumes."""
+    import argparse
+
+    root = synthesize(tmp_path / "d", "spleen-tiny", seed=0, progress=False, num_volumes=8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    got: list[list[str]] = []
+    monkeypatch.setattr(train, "main", got.append)
+    args = argparse.Namespace(threads=2, train_epochs=1, train_max_s=None, dice_target=None, no_plot=True)
+    train.train_from_matrix(root, args, tmp_path / "train.json")
+    parsed = train.parse_args(got[0])
+    cfg = train._config(parsed)
+    assert cfg.patch == (96, 96, 96)  # the tutorial config, as on a GPU
+    tr, val, _ = train.load_split(parsed, cfg)
+    assert (len(tr), len(val)) == (6, 2)
+
+
 def test_unknown_arm_and_config_are_named():
     with pytest.raises(ValueError, match="unknown train config 'huge'"):
         config("huge")
