@@ -147,17 +147,21 @@ def _run_arm(arm: str, argv: list[str], timeout_s: float) -> dict[str, Any]:
     partial = _partial_path(out)
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0 or not out.stat().st_size:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            return _with_partial({"arm": arm, "error": " | ".join(tail)}, partial)
+        return json.loads(out.read_text())
     except subprocess.TimeoutExpired:
-        killed = {"arm": arm, "error": f"timed out after {timeout_s:.0f} s"}
-        if partial.exists():  # the validations it made before the kill: a partial timeline, labelled so
-            killed["partial"] = json.loads(partial.read_text())
-        return killed
+        return _with_partial({"arm": arm, "error": f"timed out after {timeout_s:.0f} s"}, partial)
     finally:
         partial.unlink(missing_ok=True)
-    if proc.returncode != 0 or not out.stat().st_size:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {"arm": arm, "error": " | ".join(tail)}
-    return json.loads(out.read_text())
+
+
+def _with_partial(failed: dict[str, Any], partial: Path) -> dict[str, Any]:
+    """A failed arm with the validations it made before it was killed or crashed (a partial timeline)."""
+    if partial.exists():
+        failed["partial"] = json.loads(partial.read_text())
+    return failed
 
 
 def ratios(arms: list[dict], key: str = "time_to_target_s") -> dict[str, dict[str, float]]:

@@ -280,3 +280,21 @@ def test_a_killed_arm_keeps_the_timeline_its_worker_kept(monkeypatch):
         subprocess, "run", lambda cmd, **kw: (_ for _ in ()).throw(subprocess.TimeoutExpired(cmd, 7))
     )
     assert "partial" not in train._run_arm("fastpipe", [], timeout_s=7)  # nothing kept: nothing claimed
+
+
+def test_a_crashed_arm_keeps_the_timeline_its_worker_kept(monkeypatch):
+    """An arm whose process dies (a CUDA out-of-memory error at epoch 5) keeps the validations it made."""
+    import subprocess
+    from pathlib import Path
+
+    def validate_then_crash(cmd, **kwargs):
+        out = cmd[cmd.index("--worker-out") + 1]
+        train._partial_path(Path(out)).write_text(
+            json.dumps({"arm": "regular", "validation": [{"dice": 0.4}]})
+        )
+        return subprocess.CompletedProcess(cmd, 1, "", "torch.OutOfMemoryError: CUDA out of memory")
+
+    monkeypatch.setattr(subprocess, "run", validate_then_crash)
+    res = train._run_arm("regular", [], timeout_s=7)
+    assert res["error"] == "torch.OutOfMemoryError: CUDA out of memory"
+    assert res["partial"]["validation"] == [{"dice": 0.4}]
