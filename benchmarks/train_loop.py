@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import resource
 import time
@@ -120,7 +121,7 @@ def train_arm(
     pass_crops = len(train) * cfg.num_samples
     seen, next_val = 0, cfg.val_interval * pass_crops
     try:
-        for epoch in range(1, cfg.max_epochs + 1):
+        for epoch in itertools.count(1):
             t_ep = time.perf_counter()
             crops, waited = steps.epoch(built.loader)
             wall = time.perf_counter() - t_ep
@@ -151,7 +152,8 @@ def train_arm(
                 if dice >= cfg.target:
                     reached = timeline[-1]
                     break
-            if time.perf_counter() - t0 > cfg.max_s:
+            # the epoch budget counts passes too: a SmartCache arm gets as much training data as the others
+            if seen >= cfg.max_epochs * pass_crops or time.perf_counter() - t0 > cfg.max_s:
                 break
     finally:
         peak_rss = _peak_rss_bytes()  # before close: worker processes still alive count with their peaks

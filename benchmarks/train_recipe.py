@@ -32,7 +32,9 @@ class TrainConfig:
         channels, strides: ``monai.networks.nets.UNet`` widths and strides.
         lr: Novograd learning rate.
         target: foreground validation Dice that stops an arm.
-        max_epochs, max_s: per-arm budget (epochs, seconds from the start of the dataset build).
+        max_epochs, max_s: per-arm budget (passes over the training volumes, i.e. epochs of a full
+            dataset: a SmartCache arm gets twice as many of its half epochs; seconds from the start of
+            the dataset build).
         val_interval: validate every this many passes over the training volumes (counted in crops seen:
             the SmartCache arm's epoch covers its window only, so it validates every other epoch).
         val_volumes: volumes held out for validation (the last ones of the list).

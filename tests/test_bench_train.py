@@ -261,6 +261,19 @@ def test_an_arm_reports_its_timeline_after_every_validation(tiny_data):
     assert seen[-1]["validation"] == res["validation"] and seen[-1]["arm"] == "fastpipe"
 
 
+@pytest.mark.timeout(300)
+def test_the_epoch_budget_gives_the_smartcache_arm_as_many_passes_as_the_others(tiny_data):
+    """--max-epochs 2 is two passes over the training volumes for every arm, four SmartCache half epochs."""
+    from benchmarks.train_loop import train_arm
+    from fastpipe.datasets import load_decathlon_datalist
+
+    items = load_decathlon_datalist(tiny_data)
+    cfg = config("smoke", max_epochs=2, target=1.01)
+    res = train_arm("fastpipe-smartcache", items[:2], items[2:], cfg, torch.device("cpu"))
+    assert [v["passes"] for v in res["validation"]] == [1.0, 2.0]
+    assert len(res["epochs"]) == 4
+
+
 def test_a_killed_arm_keeps_the_timeline_its_worker_kept(monkeypatch):
     """An arm whose process runs past its limit is an error, but the validations it made stay in the JSON."""
     import subprocess
