@@ -107,6 +107,7 @@ def train_arm(
     monitor = _gpu_monitor(device)
     t0 = time.perf_counter()
     built = build(arm, train, val, cfg, device)
+    sync(device)  # a GPU cache's fill queues asynchronous copies: they are part of the build
     build_s = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)  # the same initial weights in every arm
     model = make_model(cfg).to(device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -272,6 +273,24 @@ def test_the_epoch_budget_gives_the_smartcache_arm_as_many_passes_as_the_others(
     res = train_arm("fastpipe-smartcache", items[:2], items[2:], cfg, torch.device("cpu"))
     assert [v["passes"] for v in res["validation"]] == [1.0, 2.0]
     assert len(res["epochs"]) == 4
+
+
+def test_the_build_time_waits_for_the_device(tiny_data, monkeypatch):
+    """A GPU cache fill queues asynchronous copies: build_s is read after they finish (here 0.5 s of them)."""
+    from benchmarks import train_loop
+    from fastpipe.datasets import load_decathlon_datalist
+
+    queued = [0.5]  # seconds of device work the build left queued
+
+    def sync(device=None):
+        time.sleep(queued.pop() if queued else 0.0)
+
+    monkeypatch.setattr(train_loop, "sync", sync)
+    items = load_decathlon_datalist(tiny_data)
+    res = train_loop.train_arm(
+        "fastpipe", items[:2], items[2:], config("smoke", max_epochs=1), torch.device("cpu")
+    )
+    assert res["build_s"] >= 0.5
 
 
 def test_a_killed_arm_keeps_the_timeline_its_worker_kept(monkeypatch):
