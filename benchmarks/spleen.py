@@ -120,11 +120,16 @@ def run_row(name: str, argv: list[str], timeout_s: float = 1800) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, "-m", "benchmarks.spleen", *argv, "--worker-row", name, "--worker-out", out]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0 or not Path(out).stat().st_size:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {"row": name, "error": " | ".join(tail)}
-    return json.loads(Path(out).read_text())
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0 or not Path(out).stat().st_size:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            return {"row": name, "error": " | ".join(tail)}
+        return json.loads(Path(out).read_text())
+    except subprocess.TimeoutExpired:  # a hung row is published as such; the other rows still run
+        return {"row": name, "error": f"no result within {timeout_s:g} s: the row's process was killed"}
+    finally:
+        Path(out).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,3 +54,10 @@ def test_harness_runs_every_row_and_writes_json_and_png(tmp_path, capsys):
     assert doc["machine"]["commit"] and doc["machine"]["versions"]["torch"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| fastpipe-cache |" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_a_row_that_outlives_its_timeout_is_published_as_an_error():
+    """A hung row raised ``TimeoutExpired`` out of ``run_row`` and lost every row of the matrix."""
+    res = spleen.run_row("regular", ["--data", "/nonexistent"], timeout_s=0.2)
+    assert res["row"] == "regular" and "no result within 0.2 s" in res["error"]
