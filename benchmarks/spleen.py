@@ -123,8 +123,7 @@ def run_row(name: str, argv: list[str], timeout_s: float = 1800) -> dict:
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0 or not Path(out).stat().st_size:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            return {"row": name, "error": " | ".join(tail)}
+            return {"row": name, **_failure(proc)}
         return json.loads(Path(out).read_text())
     except subprocess.TimeoutExpired:  # a hung row is published as such; the other rows still run
         return {"row": name, "error": f"no result within {timeout_s:g} s: the row's process was killed"}
@@ -211,6 +210,16 @@ def speed_probe_s(repeats: int = 5) -> float:
             a @ a
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def _failure(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    """A failed row's ``error`` (the exception's line first: the table shows only its start) and the
+    end of its output (``stderr_tail``)."""
+    tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+    why = tail[-1] if tail else "no output"
+    if proc.returncode == 0:
+        why = f"no result written ({why})"
+    return {"error": f"{why} (exit code {proc.returncode})", "stderr_tail": " | ".join(tail)}
 
 
 def _without_train_flags(argv: list[str]) -> list[str]:

@@ -77,3 +77,14 @@ def test_the_regular_rows_close_ends_its_workers_so_their_memory_is_counted(tmp_
     workers = list(row.loader._iterator._workers)
     row.close()
     assert workers and all(w.exitcode is not None for w in workers)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_row_shows_its_exception_in_the_table():
+    """The table cuts an error at 90 characters; it showed a traceback's ``File ...`` line instead."""
+    from benchmarks.report import format_table
+
+    res = spleen.run_row("fastpipe-cache", ["--data", "/nonexistent/folder"])
+    assert res["error"].startswith("FileNotFoundError: MSD datalist not found"), res
+    assert "Traceback" not in res["error"] and "File " in res["stderr_tail"]
+    assert "error: FileNotFoundError: MSD datalist not found" in format_table([res])
