@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,8 @@ def run_worker(args: argparse.Namespace) -> int:
         res = measure_row(args.worker_row, data, cfg, args.epochs, args.step_epochs, step_s)
     except RowSkipped as err:
         res = {"row": args.worker_row, "skipped": str(err)}
+    finally:  # the row's scratch files (the dali row's .npy volumes: GBs on spleen-full)
+        shutil.rmtree(cfg.workdir, ignore_errors=True)
     Path(args.worker_out).write_text(json.dumps(res, default=str))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,22 @@ def test_a_failed_row_shows_its_exception_in_the_table():
     assert res["error"].startswith("FileNotFoundError: MSD datalist not found"), res
     assert "Traceback" not in res["error"] and "File " in res["stderr_tail"]
     assert "error: FileNotFoundError: MSD datalist not found" in format_table([res])
+
+
+def test_a_row_worker_removes_its_scratch_folder(tmp_path, monkeypatch):
+    """Every row left a ``/tmp/fastpipe-bench-*`` folder behind (the dali row's .npy volumes in it)."""
+    from benchmarks import measure
+
+    seen = []
+
+    def fake_measure_row(name, data, cfg, *rest):
+        (Path(cfg.workdir) / "dali-npy").mkdir()
+        seen.append(Path(cfg.workdir))
+        return {"row": name}
+
+    monkeypatch.setattr(measure, "measure_row", fake_measure_row)
+    monkeypatch.setattr(spleen, "load_data", lambda args: [])
+    out = tmp_path / "row.json"
+    assert spleen.run_worker(spleen.parse_args(["--worker-row", "dali", "--worker-out", str(out)])) == 0
+    assert json.loads(out.read_text()) == {"row": "dali"}
+    assert seen and not seen[0].exists()
