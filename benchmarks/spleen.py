@@ -42,23 +42,41 @@ DEFAULT_ROWS = [
 ]
 
 
+def _at_least(low: int):
+    """An argparse type: an int of at least ``low`` (``--epochs 0`` failed every row with an IndexError)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastpipe bench", description=__doc__)
     p.add_argument("--preset", default="spleen-small", help="look-alike data preset (default spleen-small)")
     p.add_argument("--data", type=Path, default=None, help="an MSD folder (e.g. a real Task09_Spleen)")
-    p.add_argument("--num-volumes", type=int, default=None, help="use only the first N volumes")
+    p.add_argument("--num-volumes", type=_at_least(1), default=None, help="use only the first N volumes")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated rows to run")
-    p.add_argument("--epochs", type=int, default=10, help="timed epochs per row (after one warm-up)")
-    p.add_argument("--step-epochs", type=int, default=3, help="epochs with the stand-in training step")
+    p.add_argument("--epochs", type=_at_least(1), default=10, help="timed epochs per row (after one warm-up)")
+    p.add_argument(
+        "--step-epochs", type=_at_least(0), default=3, help="epochs with the stand-in training step"
+    )
     p.add_argument(
         "--step-ms-per-volume",
         type=float,
         default=50.0,
         help="stand-in training step per volume of a batch (0.2 s per 4 volumes ~ an A100 UNet step)",
     )
-    p.add_argument("--batch-size", type=int, default=2, help="volumes per batch (x4 crops)")
+    p.add_argument("--batch-size", type=_at_least(1), default=2, help="volumes per batch (x4 crops)")
     p.add_argument(
-        "--threads", type=int, default=min(os.cpu_count() or 2, 8), help="threads/workers for every row"
+        "--threads",
+        type=_at_least(1),
+        default=min(os.cpu_count() or 2, 8),
+        help="threads/workers for every row",
     )
     p.add_argument(
         "--device",

@@ -108,3 +108,12 @@ def test_a_row_worker_removes_its_scratch_folder(tmp_path, monkeypatch):
     assert spleen.run_worker(spleen.parse_args(["--worker-row", "dali", "--worker-out", str(out)])) == 0
     assert json.loads(out.read_text()) == {"row": "dali"}
     assert seen and not seen[0].exists()
+
+
+@pytest.mark.parametrize("arg", ["--epochs", "--batch-size", "--threads", "--num-volumes"])
+def test_counts_below_one_are_refused_by_name(arg, capsys):
+    """``--epochs 0`` ran every row and failed each with ``IndexError: list index out of range``."""
+    with pytest.raises(SystemExit):
+        spleen.parse_args([arg, "0"])
+    assert f"argument {arg}: must be at least 1, got 0" in capsys.readouterr().err
+    assert spleen.parse_args(["--step-epochs", "0", "--epochs", "1"]).step_epochs == 0
