@@ -20,7 +20,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import machine_info, out_dir
+from benchmarks.common import git_commit, machine_info, out_dir
 from benchmarks.report import format_table, noise_note, speedups
 from benchmarks.row_types import Config, RowSkipped
 from benchmarks.rows import ROWS
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     child_argv = _without_train_flags(argv)
     if args.data is None:
         child_argv += ["--data", str(root)]
+    machine = machine_info()  # commit and -dirty as the rows found them: a later edit must not relabel
     results, probes = [], []
     for i, name in enumerate(rows, 1):
         print(f"[{i}/{len(rows)}] {name} ...", flush=True)
@@ -191,13 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         "probe_s": probes,
         "machine_drift": max(probes) / min(probes),
     }
-    out = args.out or out_dir(args.save) / f"{date.today().isoformat()}-{machine_info()['host']}.json"
+    out = args.out or out_dir(args.save) / f"{date.today().isoformat()}-{machine['host']}.json"
     if args.train:
         from benchmarks.train import train_from_matrix
 
         doc["train"] = train_from_matrix(root, args, out.with_name(f"train-{out.stem}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "spleen", "machine": machine_info(), **doc}
+    end_commit = git_commit()
+    if end_commit != machine["commit"]:  # committed or edited while the rows ran: say so
+        doc["commit_at_end"] = end_commit
+    doc = {"benchmark": "spleen", "machine": machine, **doc}
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print()
     print(format_table(results))

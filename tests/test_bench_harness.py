@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import spleen
+from benchmarks import common, spleen
 from fastpipe.datasets import synthesize
 
 ROWS = spleen.DEFAULT_ROWS  # every row the harness has
@@ -117,3 +117,23 @@ def test_counts_below_one_are_refused_by_name(arg, capsys):
         spleen.parse_args([arg, "0"])
     assert f"argument {arg}: must be at least 1, got 0" in capsys.readouterr().err
     assert spleen.parse_args(["--step-epochs", "0", "--epochs", "1"]).step_epochs == 0
+
+
+def test_the_result_names_the_commit_the_rows_ran_on(tmp_path, monkeypatch):
+    """The commit was read after every row had run: a commit (or edit) during a long run relabelled
+    figures measured on the earlier tree."""
+    commits = iter(["abc1234-dirty", "def5678", "def5678"])
+    now = {"commit": next(commits)}
+    monkeypatch.setattr(common, "git_commit", lambda: now["commit"])
+    monkeypatch.setattr(spleen, "git_commit", lambda: now["commit"])
+
+    def fake_run_row(name, argv):
+        now["commit"] = next(commits)  # someone commits while the row runs
+        return {"row": name, "skipped": "stand-in"}
+
+    monkeypatch.setattr(spleen, "run_row", fake_run_row)
+    out = tmp_path / "res.json"
+    argv = ["--data", str(tmp_path), "--rows", "fastpipe-cache", "--out", str(out), "--no-plot"]
+    assert spleen.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["commit"] == "abc1234-dirty" and doc["commit_at_end"] == "def5678"
