@@ -131,10 +131,15 @@ def waited_batches(loader: Any, device=None, prepare: Callable[[Any], Any] | Non
 
 
 def spread(samples: list[float]) -> dict[str, float]:
-    """Median, min, max, interquartile range and count of timing samples (seconds)."""
+    """Median, min, max, interquartile range and count of timing samples (seconds).
+
+    The quartiles interpolate between samples (``method="inclusive"``, numpy's default): the
+    ``"exclusive"`` default of :func:`statistics.quantiles` extrapolates beyond the samples when there
+    are fewer than four, e.g. an IQR of 1.5 for ``[1, 2]``, wider than their range.
+    """
     if not samples:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "iqr": float("nan"), "n": 0}
-    qs = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+    qs = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else [samples[0]] * 3
     return {
         "median": statistics.median(samples),
         "min": min(samples),

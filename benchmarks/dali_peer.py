@@ -67,15 +67,21 @@ def make_pipeline(root: Path, images, labels, batch_size: int, threads: int, see
 
 
 class DaliLoader:
-    """Iterate a DALI pipeline one epoch at a time, as torch tensors ``(B*NUM_SAMPLES, 1, *PATCH)``."""
+    """Iterate a DALI pipeline one epoch at a time, as torch tensors ``(B*NUM_SAMPLES, 1, *PATCH)``.
+
+    The reader pads an epoch's last batch to ``batch_size`` by repeating its last volume
+    (``pad_last_batch``); those repeats are dropped, so an epoch holds each volume's crops once.
+    """
 
     def __init__(self, pipe, n_items: int, batch_size: int):
-        self.pipe, self.batches = pipe, math.ceil(n_items / batch_size)
+        self.pipe, self.n_items, self.batch_size = pipe, n_items, batch_size
+        self.batches = math.ceil(n_items / batch_size)
 
     def __iter__(self):
-        for _ in range(self.batches):
+        for b in range(self.batches):
             img, lab = self.pipe.run()
-            img, lab = torch.from_numpy(img.as_array()), torch.from_numpy(lab.as_array())
+            keep = min(self.batch_size, self.n_items - b * self.batch_size)
+            img, lab = torch.from_numpy(img.as_array()[:keep]), torch.from_numpy(lab.as_array()[:keep])
             yield {"image": img.flatten(0, 1), "label": lab.flatten(0, 1)}
 
 

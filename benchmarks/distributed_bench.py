@@ -57,6 +57,8 @@ def _forward(args: argparse.Namespace, root: Any) -> list[str]:
     for flag, value in (("--num-volumes", args.num_volumes), ("--device", args.device), ("--out", args.out)):
         if value is not None:
             out += [flag, str(value)]
+    if getattr(args, "save", False):  # rank 0 writes under benchmarks/results/, as asked
+        out.append("--save")
     return out
 
 

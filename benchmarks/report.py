@@ -23,10 +23,14 @@ def _ok(r: dict) -> bool:
 
 
 def _quartiles(r: dict) -> tuple[float, float]:
-    """First and third quartile of a row's per-epoch crops/s (min and max when the samples are absent)."""
+    """First and third quartile of a row's per-epoch crops/s (min and max when the samples are absent).
+
+    Interpolated between samples (as :func:`benchmarks.common.spread`): the exclusive method would
+    extrapolate beyond them for two or three epochs, down to negative crops/s.
+    """
     samples = r.get("crops_per_s_samples") or []
     if len(samples) >= 2:
-        q = statistics.quantiles(samples, n=4)
+        q = statistics.quantiles(samples, n=4, method="inclusive")
         return q[0], q[2]
     c = r["crops_per_s"]
     return c.get("min", c["median"]), c.get("max", c["median"])

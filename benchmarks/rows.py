@@ -33,7 +33,15 @@ def regular(data, cfg: Config) -> Row:
         persistent_workers=True,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    return Row(loader, len(ds), info={"workers": cfg.threads})
+
+    def close() -> None:
+        # persistent workers live as long as the loader's iterator; ending (and reaping) them here lets
+        # peak_rss_bytes() count the largest one, as it counts every row's children
+        it = getattr(loader, "_iterator", None)
+        if it is not None:
+            it._shutdown_workers()
+
+    return Row(loader, len(ds), close=close, info={"workers": cfg.threads})
 
 
 def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:

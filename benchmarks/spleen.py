@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from datetime import date
 from pathlib import Path
 
-from benchmarks.common import machine_info, out_dir
+from benchmarks.common import git_commit, machine_info, out_dir
 from benchmarks.report import format_table, noise_note, speedups
 from benchmarks.row_types import Config, RowSkipped
 from benchmarks.rows import ROWS
@@ -41,23 +42,41 @@ DEFAULT_ROWS = [
 ]
 
 
+def _at_least(low: int):
+    """An argparse type: an int of at least ``low`` (``--epochs 0`` failed every row with an IndexError)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastpipe bench", description=__doc__)
     p.add_argument("--preset", default="spleen-small", help="look-alike data preset (default spleen-small)")
     p.add_argument("--data", type=Path, default=None, help="an MSD folder (e.g. a real Task09_Spleen)")
-    p.add_argument("--num-volumes", type=int, default=None, help="use only the first N volumes")
+    p.add_argument("--num-volumes", type=_at_least(1), default=None, help="use only the first N volumes")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated rows to run")
-    p.add_argument("--epochs", type=int, default=10, help="timed epochs per row (after one warm-up)")
-    p.add_argument("--step-epochs", type=int, default=3, help="epochs with the stand-in training step")
+    p.add_argument("--epochs", type=_at_least(1), default=10, help="timed epochs per row (after one warm-up)")
+    p.add_argument(
+        "--step-epochs", type=_at_least(0), default=3, help="epochs with the stand-in training step"
+    )
     p.add_argument(
         "--step-ms-per-volume",
         type=float,
         default=50.0,
         help="stand-in training step per volume of a batch (0.2 s per 4 volumes ~ an A100 UNet step)",
     )
-    p.add_argument("--batch-size", type=int, default=2, help="volumes per batch (x4 crops)")
+    p.add_argument("--batch-size", type=_at_least(1), default=2, help="volumes per batch (x4 crops)")
     p.add_argument(
-        "--threads", type=int, default=min(os.cpu_count() or 2, 8), help="threads/workers for every row"
+        "--threads",
+        type=_at_least(1),
+        default=min(os.cpu_count() or 2, 8),
+        help="threads/workers for every row",
     )
     p.add_argument(
         "--device",
@@ -111,6 +130,8 @@ def run_worker(args: argparse.Namespace) -> int:
         res = measure_row(args.worker_row, data, cfg, args.epochs, args.step_epochs, step_s)
     except RowSkipped as err:
         res = {"row": args.worker_row, "skipped": str(err)}
+    finally:  # the row's scratch files (the dali row's .npy volumes: GBs on spleen-full)
+        shutil.rmtree(cfg.workdir, ignore_errors=True)
     Path(args.worker_out).write_text(json.dumps(res, default=str))
     return 0
 
@@ -120,11 +141,15 @@ def run_row(name: str, argv: list[str], timeout_s: float = 1800) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, "-m", "benchmarks.spleen", *argv, "--worker-row", name, "--worker-out", out]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0 or not Path(out).stat().st_size:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {"row": name, "error": " | ".join(tail)}
-    return json.loads(Path(out).read_text())
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0 or not Path(out).stat().st_size:
+            return {"row": name, **_failure(proc)}
+        return json.loads(Path(out).read_text())
+    except subprocess.TimeoutExpired:  # a hung row is published as such; the other rows still run
+        return {"row": name, "error": f"no result within {timeout_s:g} s: the row's process was killed"}
+    finally:
+        Path(out).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     child_argv = _without_train_flags(argv)
     if args.data is None:
         child_argv += ["--data", str(root)]
+    machine = machine_info()  # commit and -dirty as the rows found them: a later edit must not relabel
     results, probes = [], []
     for i, name in enumerate(rows, 1):
         print(f"[{i}/{len(rows)}] {name} ...", flush=True)
@@ -166,13 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         "probe_s": probes,
         "machine_drift": max(probes) / min(probes),
     }
-    out = args.out or out_dir(args.save) / f"{date.today().isoformat()}-{machine_info()['host']}.json"
+    out = args.out or out_dir(args.save) / f"{date.today().isoformat()}-{machine['host']}.json"
     if args.train:
         from benchmarks.train import train_from_matrix
 
         doc["train"] = train_from_matrix(root, args, out.with_name(f"train-{out.stem}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "spleen", "machine": machine_info(), **doc}
+    end_commit = git_commit()
+    if end_commit != machine["commit"]:  # committed or edited while the rows ran: say so
+        doc["commit_at_end"] = end_commit
+    doc = {"benchmark": "spleen", "machine": machine, **doc}
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print()
     print(format_table(results))
@@ -206,6 +235,16 @@ def speed_probe_s(repeats: int = 5) -> float:
             a @ a
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def _failure(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    """A failed row's ``error`` (the exception's line first: the table shows only its start) and the
+    end of its output (``stderr_tail``)."""
+    tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+    why = tail[-1] if tail else "no output"
+    if proc.returncode == 0:
+        why = f"no result written ({why})"
+    return {"error": f"{why} (exit code {proc.returncode})", "stderr_tail": " | ".join(tail)}
 
 
 def _without_train_flags(argv: list[str]) -> list[str]:

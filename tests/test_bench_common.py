@@ -36,3 +36,11 @@ def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
     assert common.git_commit() == "abc1234"
     monkeypatch.delenv(common.COMMIT_ENV)
     assert common.git_commit() == "unknown"
+
+
+def test_spread_quartiles_stay_within_the_samples():
+    """Two or three epochs (``--epochs 2``): the quartiles interpolate, never extrapolate past the samples."""
+    for samples in ([1.0, 2.0], [1.0, 2.0, 4.0], [3.0, 1.0, 2.0, 10.0]):
+        s = common.spread(samples)
+        assert 0 <= s["iqr"] <= s["max"] - s["min"], (samples, s)
+    assert common.spread([1.0, 2.0])["iqr"] == 0.5

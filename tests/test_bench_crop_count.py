@@ -49,3 +49,26 @@ def test_monai_row_on_volumes_smaller_than_the_crop_is_an_error_row(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert "error" in row, row
     assert "epoch yielded 0 crops, expected 8" in row["error"], row["error"]
+
+
+class _PaddedPipe:
+    """Stands in for a DALI pipeline whose reader pads the last batch (``pad_last_batch=True``)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    def run(self):
+        class _Out:
+            def as_array(_self):
+                return torch.zeros(self.batch_size, chains.NUM_SAMPLES, 1, 2, 2, 2).numpy()
+
+        return _Out(), _Out()
+
+
+def test_dali_epoch_of_an_odd_volume_count_yields_each_volume_once():
+    """41 volumes (spleen-full) in batches of 2: the padded last batch gave 168 crops, an error row."""
+    from benchmarks.dali_peer import DaliLoader
+
+    loader = DaliLoader(_PaddedPipe(2), n_items=41, batch_size=2)
+    crops = sum(b["image"].shape[0] for b in loader)
+    measure.check_epoch_crops(crops, 41 * chains.NUM_SAMPLES)

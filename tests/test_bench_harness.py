@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from benchmarks import spleen
+from benchmarks import common, spleen
 from fastpipe.datasets import synthesize
 
 ROWS = spleen.DEFAULT_ROWS  # every row the harness has
@@ -54,3 +55,85 @@ def test_harness_runs_every_row_and_writes_json_and_png(tmp_path, capsys):
     assert doc["machine"]["commit"] and doc["machine"]["versions"]["torch"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "| fastpipe-cache |" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_a_row_that_outlives_its_timeout_is_published_as_an_error():
+    """A hung row raised ``TimeoutExpired`` out of ``run_row`` and lost every row of the matrix."""
+    res = spleen.run_row("regular", ["--data", "/nonexistent"], timeout_s=0.2)
+    assert res["row"] == "regular" and "no result within 0.2 s" in res["error"]
+
+
+@pytest.mark.timeout(120)
+def test_the_regular_rows_close_ends_its_workers_so_their_memory_is_counted(tmp_path):
+    """Its persistent DataLoader workers outlived ``row.close()``, so ``peak_rss_bytes`` (which counts
+    reaped children only) left them out: 0.31 GiB published where a worker alone peaked at 0.5 GiB."""
+    from benchmarks import rows
+    from benchmarks.workload import load_data
+
+    root = synthesize(tmp_path / "data", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    data = load_data(spleen.parse_args(["--data", str(root)]))
+    row = rows.ROWS["regular"](data, rows.Config(batch_size=2, threads=1))
+    next(iter(row.loader))
+    workers = list(row.loader._iterator._workers)
+    row.close()
+    assert workers and all(w.exitcode is not None for w in workers)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_row_shows_its_exception_in_the_table():
+    """The table cuts an error at 90 characters; it showed a traceback's ``File ...`` line instead."""
+    from benchmarks.report import format_table
+
+    res = spleen.run_row("fastpipe-cache", ["--data", "/nonexistent/folder"])
+    assert res["error"].startswith("FileNotFoundError: MSD datalist not found"), res
+    assert "Traceback" not in res["error"] and "File " in res["stderr_tail"]
+    assert "error: FileNotFoundError: MSD datalist not found" in format_table([res])
+
+
+def test_a_row_worker_removes_its_scratch_folder(tmp_path, monkeypatch):
+    """Every row left a ``/tmp/fastpipe-bench-*`` folder behind (the dali row's .npy volumes in it)."""
+    from benchmarks import measure
+
+    seen = []
+
+    def fake_measure_row(name, data, cfg, *rest):
+        (Path(cfg.workdir) / "dali-npy").mkdir()
+        seen.append(Path(cfg.workdir))
+        return {"row": name}
+
+    monkeypatch.setattr(measure, "measure_row", fake_measure_row)
+    monkeypatch.setattr(spleen, "load_data", lambda args: [])
+    out = tmp_path / "row.json"
+    assert spleen.run_worker(spleen.parse_args(["--worker-row", "dali", "--worker-out", str(out)])) == 0
+    assert json.loads(out.read_text()) == {"row": "dali"}
+    assert seen and not seen[0].exists()
+
+
+@pytest.mark.parametrize("arg", ["--epochs", "--batch-size", "--threads", "--num-volumes"])
+def test_counts_below_one_are_refused_by_name(arg, capsys):
+    """``--epochs 0`` ran every row and failed each with ``IndexError: list index out of range``."""
+    with pytest.raises(SystemExit):
+        spleen.parse_args([arg, "0"])
+    assert f"argument {arg}: must be at least 1, got 0" in capsys.readouterr().err
+    assert spleen.parse_args(["--step-epochs", "0", "--epochs", "1"]).step_epochs == 0
+
+
+def test_the_result_names_the_commit_the_rows_ran_on(tmp_path, monkeypatch):
+    """The commit was read after every row had run: a commit (or edit) during a long run relabelled
+    figures measured on the earlier tree."""
+    commits = iter(["abc1234-dirty", "def5678", "def5678"])
+    now = {"commit": next(commits)}
+    monkeypatch.setattr(common, "git_commit", lambda: now["commit"])
+    monkeypatch.setattr(spleen, "git_commit", lambda: now["commit"])
+
+    def fake_run_row(name, argv):
+        now["commit"] = next(commits)  # someone commits while the row runs
+        return {"row": name, "skipped": "stand-in"}
+
+    monkeypatch.setattr(spleen, "run_row", fake_run_row)
+    out = tmp_path / "res.json"
+    argv = ["--data", str(tmp_path), "--rows", "fastpipe-cache", "--out", str(out), "--no-plot"]
+    assert spleen.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["commit"] == "abc1234-dirty" and doc["commit_at_end"] == "def5678"

@@ -87,3 +87,11 @@ def test_a_fastpipe_row_listed_before_its_monai_peer_is_compared():
     rs = [row("fastpipe-cache", [400.0, 410.0, 405.0]), row("monai-cache", [100.0, 101.0, 99.0])]
     speedups(rs)
     assert 3.9 < rs[0]["speedup_vs_monai"] < 4.2 and rs[0]["speedup_vs_monai_noisy"] is False
+
+
+def test_ratio_range_of_two_epochs_stays_within_the_measured_ratios():
+    """With two timed epochs the range extrapolated past both ends (down to a negative speed-up)."""
+    rs = [row("monai-cache", [30.0, 30.0]), row("fastpipe-cache", [100.0, 1000.0])]
+    speedups(rs)
+    lo, hi = rs[1]["speedup_vs_monai_range"]
+    assert 100 / 30 <= lo <= hi <= 1000 / 30
