@@ -143,6 +143,7 @@ class ThreadDataLoader:
         self._next: tuple[int, LoaderRun] | None = None  # the next epoch's run, started ahead
         self._deferred: int | None = None  # the epoch to start ahead once the consumer takes the next run
         self._ahead_lock = threading.Lock()
+        self._gen = 0  # runs of an older generation were dropped as stale: their end starts nothing
         self.timings: list[dict[str, Any]] = []
         self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
         self._copier: DeviceCopier | None = None  # ring slots: queued + in the making + held by the consumer
@@ -181,10 +182,13 @@ class ThreadDataLoader:
     def __iter__(self) -> Iterator[Any]:
         with self._ahead_lock:
             epoch, self.epoch = self.epoch, self.epoch + 1
-            run = self._take_next(epoch) or self._start(epoch)
+            run, stale = self._take_next(epoch)
+            run = run or self._start(epoch)
             if self._deferred == epoch + 1:  # the run taken had finished ahead: now go one further
                 self._deferred = None
                 self._next = (epoch + 1, self._start(epoch + 1))
+        if stale is not None:  # joined outside the lock: its producer may be waiting for it (on_done)
+            stale.stop()
         last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
         try:
             while True:
@@ -222,7 +226,8 @@ class ThreadDataLoader:
 
     def _start(self, epoch: int) -> LoaderRun:
         hook = getattr(self.dataset, "prefetch", None)
-        on_done = (lambda: self._epoch_made(epoch)) if self.persistent_workers else None
+        gen = self._gen
+        on_done = (lambda: self._epoch_made(epoch, gen)) if self.persistent_workers else None
         run = LoaderRun(
             self._jobs(epoch),
             self._make,
@@ -232,8 +237,13 @@ class ThreadDataLoader:
             hook,
             on_done,
         )
+        run.data_version = self._data_version()
         self._runs.add(run)
         return run
+
+    def _data_version(self) -> Any:
+        """The dataset's ``data_version`` (fastpipe's caches count their ``set_data`` calls), or ``None``."""
+        return getattr(self.dataset, "data_version", None)
 
     @property
     def _may_run_ahead(self) -> bool:
@@ -242,30 +252,44 @@ class ThreadDataLoader:
         nor when they take an all-reduce (it would run beside the training step's collectives)."""
         if self.sampler is not None or self.generator is not None:
             return False
+        ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
+        if not hasattr(ds, "data_version") and any(
+            callable(getattr(ds, name, None)) for name in ("update_cache", "set_data")
+        ):
+            return False
         return self.even_batches is False or (
             self.even_batches is None and getattr(self.dataset, "shard", None) is None
         )
 
-    def _epoch_made(self, epoch: int) -> None:
-        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next."""
+    def _epoch_made(self, epoch: int, gen: int) -> None:
+        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next.
+        Nothing for a run of an older generation (dropped as stale: its reads do not count)."""
+        if gen != self._gen:
+            return
         self._update_cache()
         if not self._may_run_ahead:
             return
         with self._ahead_lock:
+            if gen != self._gen:
+                return
             if self.epoch > epoch:  # the consumer is in ``epoch``: start the next, one run ahead at most
                 self._next = (epoch + 1, self._start(epoch + 1))
             else:  # this run itself was ahead and is done: the next starts when the consumer takes it
                 self._deferred = epoch + 1
 
-    def _take_next(self, epoch: int) -> LoaderRun | None:
-        """The run started ahead for ``epoch``, if any (a stale one is stopped)."""
+    def _take_next(self, epoch: int) -> tuple[LoaderRun | None, LoaderRun | None]:
+        """``(run started ahead for epoch, stale run to stop)``; under ``_ahead_lock``.
+
+        A run made ahead is stale when it is for another epoch or the dataset's data changed since it
+        started (``set_data``): it is dropped, with whatever its end would start (a new generation).
+        """
         ahead, self._next = self._next, None
         if ahead is None:
-            return None
-        if ahead[0] == epoch:
-            return ahead[1]
-        ahead[1].stop()
-        return None
+            return None, None
+        if ahead[0] == epoch and ahead[1].data_version == self._data_version():
+            return ahead[1], None
+        self._gen, self._deferred = self._gen + 1, None
+        return None, ahead[1]
 
     def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
         indices, seed = job

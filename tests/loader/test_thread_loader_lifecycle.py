@@ -1,0 +1,52 @@
+"""ThreadDataLoader across epochs: runs made ahead (``persistent_workers``) and the data the loop changes."""
+
+from __future__ import annotations
+
+import threading
+
+import monai.data
+import pytest
+import torch
+
+from fastpipe import CacheDataset, ThreadDataLoader
+
+
+def _values(loader: ThreadDataLoader) -> list[int]:
+    return [int(v) for b in loader for v in b["x"].reshape(-1)]
+
+
+@pytest.mark.timeout(60)
+def test_persistent_workers_read_monai_smartcache_window_after_the_loops_update_cache():
+    """MONAI's SmartCacheDataset moves its window in the loop's update_cache(): a run made ahead before
+    that call read the old window, so epoch 2 mixed items of both windows."""
+    data = [{"x": torch.tensor([i])} for i in range(8)]
+    ds = monai.data.SmartCacheDataset(
+        data, None, cache_num=4, replace_rate=0.5, shuffle=False, progress=False,
+        num_init_workers=1, num_replace_workers=1,
+    )  # fmt: skip
+    loader = ThreadDataLoader(ds, batch_size=1, persistent_workers=True)
+    ds.start()
+    try:
+        for _ in range(3):
+            window = [int(ds._cache[i]["x"]) for i in range(len(ds))]
+            assert _values(loader) == window
+            threading.Event().wait(0.1)  # a run started ahead would have read the old window by now
+            ds.update_cache()
+    finally:
+        ds.shutdown()
+        loader.close()
+
+
+@pytest.mark.timeout(60)
+def test_persistent_workers_read_the_new_data_after_set_data():
+    """set_data() between epochs: the run made ahead had read the old items (and the old length)."""
+    ds = CacheDataset([{"x": torch.tensor([i])} for i in range(4)], None, progress=False, num_workers=1)
+    loader = ThreadDataLoader(ds, batch_size=1, persistent_workers=True)
+    try:
+        assert _values(loader) == [0, 1, 2, 3]
+        threading.Event().wait(0.1)
+        ds.set_data([{"x": torch.tensor([100 + i])} for i in range(6)])
+        assert _values(loader) == [100 + i for i in range(6)]
+        assert _values(loader) == [100 + i for i in range(6)]  # and the run ahead after it is fresh
+    finally:
+        loader.close()
