@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -226,11 +227,13 @@ class ThreadDataLoader:
 
     def _start(self, epoch: int) -> LoaderRun:
         hook = getattr(self.dataset, "prefetch", None)
-        gen = self._gen
-        on_done = (lambda: self._epoch_made(epoch, gen)) if self.persistent_workers else None
+        # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
+        # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
+        ref, gen = weakref.ref(self), self._gen
+        on_done = partial(_call_loader, ref, "_epoch_made", epoch, gen) if self.persistent_workers else None
         run = LoaderRun(
             self._jobs(epoch),
-            self._make,
+            partial(_call_loader, ref, "_make"),
             self.num_workers,
             self._whole_batch,
             self.buffer_size,
@@ -362,6 +365,14 @@ class ThreadDataLoader:
             f"ThreadDataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"num_workers={self.num_workers}, buffer_size={self.buffer_size}, repeats={self.repeats})"
         )
+
+
+def _call_loader(ref: weakref.ref, method: str, *args: Any) -> Any:
+    """``loader.method(*args)`` through a weak reference (a run's threads must not keep the loader alive)."""
+    loader = ref()
+    if loader is None:
+        raise RuntimeError("ThreadDataLoader was garbage-collected while its producer ran")
+    return getattr(loader, method)(*args)
 
 
 def _leading_dim(batch: Any, default: int) -> int:

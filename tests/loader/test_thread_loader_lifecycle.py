@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import monai.data
 import pytest
@@ -50,3 +52,41 @@ def test_persistent_workers_read_the_new_data_after_set_data():
         assert _values(loader) == [100 + i for i in range(6)]  # and the run ahead after it is fresh
     finally:
         loader.close()
+
+
+class _Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        threading.Event().wait(0.2)
+        return {"x": torch.tensor([i])}
+
+    def __getitems__(self, indices):
+        return [self[i] for i in indices]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("slow", [False, True])
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # __del__ failing
+def test_a_dropped_persistent_workers_loader_is_collected_and_its_threads_end(num_workers, slow):
+    """The run made ahead held the loader through its producer thread: neither was ever freed (a thread
+    per dropped loader, polling forever). Dropped while that producer reads an item (slow), the
+    loader's __del__ runs on the producer thread itself, which must not try to join itself."""
+    data = _Slow() if slow else [{"x": torch.tensor([i])} for i in range(4)]
+    loader = ThreadDataLoader(data, batch_size=2, persistent_workers=True, num_workers=num_workers)
+    assert _values(loader) == [0, 1, 2, 3]
+    threading.Event().wait(0.1)
+    ref = weakref.ref(loader)
+    del loader
+    for _ in range(100):
+        gc.collect()
+        if ref() is None and not _loader_threads():
+            break
+        threading.Event().wait(0.05)
+    assert ref() is None and _loader_threads() == []
+
+
+def _loader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("fastpipe-loader", "fastpipe-fetch"))]
