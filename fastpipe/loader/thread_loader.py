@@ -78,6 +78,7 @@ class ThreadDataLoader:
             ``multiprocessing_context``, ``in_order`` and ``pin_memory_device`` concern worker processes
             and change nothing (a warning says so for a non-default value); ``worker_init_fn`` and
             ``batch_sampler`` raise ``TypeError`` with the reason (:mod:`fastpipe.loader._torch_kwargs`).
+            MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
     :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with

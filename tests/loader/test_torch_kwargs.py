@@ -74,3 +74,13 @@ def test_unknown_keyword_lists_the_accepted_ones():
     with pytest.raises(TypeError) as err:
         ThreadDataLoader(DATA, bogus=1)
     assert "['bogus']" in str(err.value) and "prefetch_factor" in str(err.value)
+
+
+@pytest.mark.timeout(20)
+def test_monai_thread_data_loader_keywords_are_accepted():
+    """MONAI's ThreadDataLoader(buffer_timeout=, use_thread_workers=) raised TypeError: not a drop-in."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = ThreadDataLoader(DATA, batch_size=2, buffer_size=1, buffer_timeout=0.01, repeats=1)
+        threaded = ThreadDataLoader(DATA, batch_size=2, num_workers=2, use_thread_workers=True)
+    assert xs(loader) == xs(threaded) == [0, 1, 2, 3, 4, 5]
