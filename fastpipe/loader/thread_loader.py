@@ -50,7 +50,8 @@ class ThreadDataLoader:
         buffer_size: batches ready ahead of the consumer (default 2).
         repeats: yield each batch this many times (MONAI semantics; default 1).
         collate_fn: turns a list of items into a batch (default ``list_data_collate``).
-        generator: ``torch.Generator`` for shuffling (default ``None``: seeded from ``seed`` and the epoch).
+        generator: ``torch.Generator`` for shuffling, drawn from as torch's ``DataLoader`` does, so a
+            generator seeded alike gives its order (default ``None``: seeded from ``seed`` and the epoch).
         drop_last: drop a last incomplete batch (default ``False``).
         seed: base seed of shuffling and of every batch's random state (default 0).
         device: move each batch there in the producer, timed as ``h2d_s`` (default ``None``). To a GPU the
@@ -158,6 +159,8 @@ class ThreadDataLoader:
 
     def _jobs(self, epoch: int) -> list[Job]:
         n = len(self.dataset)
+        if self.generator is not None:  # torch's DataLoader draws its base seed from it first, every epoch
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if self.sampler is not None:
             order = [int(i) for i in self.sampler]
             n = len(order)
@@ -166,6 +169,8 @@ class ThreadDataLoader:
             if gen is None:
                 gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, -1))
             order = torch.randperm(n, generator=gen).tolist()
+            if self.generator is not None:  # torch's RandomSampler draws a second, empty slice at its end
+                torch.randperm(n, generator=gen)
         else:
             order = list(range(n))
         chunks = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]

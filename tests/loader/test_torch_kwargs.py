@@ -84,3 +84,23 @@ def test_monai_thread_data_loader_keywords_are_accepted():
         loader = ThreadDataLoader(DATA, batch_size=2, buffer_size=1, buffer_timeout=0.01, repeats=1)
         threaded = ThreadDataLoader(DATA, batch_size=2, num_workers=2, use_thread_workers=True)
     assert xs(loader) == xs(threaded) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_seeded_generator_gives_torchs_order_every_epoch(shuffle):
+    """generator= was used for randperm alone: torch's (and MONAI's) DataLoader first draws its base seed
+    from it, and its RandomSampler a second permutation at the epoch's end, so a generator seeded alike
+    gave another order than theirs from the first epoch on."""
+    data = [{"x": torch.full((2,), float(i))} for i in range(10)]
+
+    def epochs(loader):
+        return [xs(loader) for _ in range(3)]
+
+    theirs = torch.utils.data.DataLoader(data, 3, shuffle=shuffle, generator=torch.Generator().manual_seed(7))
+    ours = ThreadDataLoader(data, 3, shuffle=shuffle, generator=torch.Generator().manual_seed(7))
+    assert epochs(ours) == epochs(theirs)
+    shared = [torch.Generator().manual_seed(3) for _ in range(2)]  # and they leave a shared generator alike
+    list(torch.utils.data.DataLoader(data, 4, shuffle=shuffle, generator=shared[0]))
+    list(ThreadDataLoader(data, 4, shuffle=shuffle, generator=shared[1]))
+    assert torch.equal(torch.rand(4, generator=shared[0]), torch.rand(4, generator=shared[1]))
