@@ -21,6 +21,7 @@ from fastpipe.loader._torch_kwargs import torch_options
 from fastpipe.loader.collate import list_data_collate, lists_collated
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
+from fastpipe.transforms._per_crop import as_item_list
 
 Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
 
@@ -39,7 +40,9 @@ class ThreadDataLoader:
     :func:`batch_seed`, so the same ``seed`` gives the same batches whatever ``num_workers`` is; when
     its suffix is batched (``dataset.batched``) a batch is one call, else one call per item. Other
     datasets are read with ``__getitems__`` or ``dataset[i]``. A list result is collated with
-    ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`); a dict passes through.
+    ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`; a dict passes through it).
+    A batched suffix's batch goes to a ``collate_fn`` of the user's as its list of crops
+    (a ``CollatedBatch``, as torch's and MONAI's loaders give it).
 
     Args:
         dataset: a map-style dataset.
@@ -307,7 +310,11 @@ class ThreadDataLoader:
             data = self._fetch(indices, seed, pool)
         t1 = time.perf_counter()
         with annotate("collate", "loader"):
-            batch = data if isinstance(data, dict) else self.collate_fn(data)
+            batch = (
+                data
+                if isinstance(data, dict) and self.collate_fn is list_data_collate
+                else self.collate_fn(data)
+            )
         if self.pin_memory and self.device is None:
             batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
         t2 = time.perf_counter()
@@ -333,8 +340,10 @@ class ThreadDataLoader:
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
         ds = self.dataset
         if hasattr(ds, "fetch_seeded"):
-            if getattr(ds, "batched", False):  # its per-crop lists collated as list_data_collate does
-                return lists_collated(ds.fetch_seeded(indices, seed))
+            if getattr(ds, "batched", False):
+                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
+                    return as_item_list(ds.fetch_seeded(indices, seed))
+                return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
 
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]

@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 import torch
+from _cache_helpers import CountingDet, RandAdd, items
 
-from fastpipe import ThreadDataLoader
+from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate
 
 DATA = [{"x": torch.full((2,), float(i))} for i in range(6)]
 
@@ -104,3 +105,22 @@ def test_a_seeded_generator_gives_torchs_order_every_epoch(shuffle):
     list(torch.utils.data.DataLoader(data, 4, shuffle=shuffle, generator=shared[0]))
     list(ThreadDataLoader(data, 4, shuffle=shuffle, generator=shared[1]))
     assert torch.equal(torch.rand(4, generator=shared[0]), torch.rand(4, generator=shared[1]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_users_collate_fn_gets_a_batched_datasets_crops(num_workers):
+    """Over a dataset with a batched suffix the user's collate_fn was skipped, silently: the batch came
+    without what it adds (torch's and MONAI's loaders call it on the crops)."""
+    seen = []
+
+    def tagged(batch):
+        seen.append(len(batch))
+        return {**list_data_collate(batch), "tag": "mine"}
+
+    ds = CacheDataset(items(4), [CountingDet(), RandAdd(batched=True)], progress=False)
+    assert ds.batched
+    batches = list(ThreadDataLoader(ds, batch_size=2, num_workers=num_workers, collate_fn=tagged))
+    plain = list(ThreadDataLoader(ds, batch_size=2, num_workers=num_workers))
+    assert [b["tag"] for b in batches] == ["mine"] * 2 and seen == [2, 2]
+    assert [b["image"].shape for b in batches] == [b["image"].shape for b in plain]
