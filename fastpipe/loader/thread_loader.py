@@ -284,10 +284,12 @@ class ThreadDataLoader:
         with self._ahead_lock:
             if gen != self._gen:
                 return
-            if self.epoch > epoch:  # the consumer is in ``epoch``: start the next, one run ahead at most
-                self._next = (epoch + 1, self._start(epoch + 1))
-            else:  # this run itself was ahead and is done: the next starts when the consumer takes it
+            if self.epoch == epoch + 1:  # the consumer is in ``epoch``: start the next, one run ahead at most
+                if self._next is None:
+                    self._next = (epoch + 1, self._start(epoch + 1))
+            elif self.epoch <= epoch:  # this run itself was ahead and is done: the next starts when taken
                 self._deferred = epoch + 1
+            # else a later epoch is already iterated (nested loops): a run for epoch + 1 would be stale
 
     def _take_next(self, epoch: int) -> tuple[LoaderRun | None, LoaderRun | None]:
         """``(run started ahead for epoch, stale run to stop)``; under ``_ahead_lock``.

@@ -90,3 +90,24 @@ def test_a_dropped_persistent_workers_loader_is_collected_and_its_threads_end(nu
 
 def _loader_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(("fastpipe-loader", "fastpipe-fetch"))]
+
+
+@pytest.mark.timeout(60)
+def test_nested_loops_with_persistent_workers_leave_no_thread_after_close():
+    """Two iterators of one loader at once: the outer epoch's end started a run for an epoch the inner
+    loop had already iterated, over the run made ahead, which nothing referenced any more: its thread
+    blocked forever on a queue nobody read, out of close()'s reach."""
+    loader = ThreadDataLoader(
+        [{"x": torch.tensor([i])} for i in range(4)], batch_size=2, persistent_workers=True
+    )
+    pairs = []
+    for a in loader:
+        for b in loader:
+            pairs.append((int(a["x"][0]), int(b["x"][0])))
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.1)
+    assert pairs == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    threading.Event().wait(0.3)  # every epoch's end has run
+    assert _values(loader) == [0, 1, 2, 3]
+    loader.close()
+    assert _loader_threads() == []
