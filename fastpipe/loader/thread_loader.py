@@ -15,6 +15,7 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._tensors import map_tensors
+from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader._torch_kwargs import torch_options
@@ -45,7 +46,8 @@ class ThreadDataLoader:
     (a ``CollatedBatch``, as torch's and MONAI's loaders give it).
 
     Args:
-        dataset: a map-style dataset.
+        dataset: a map-style dataset, or a ``torch.utils.data.IterableDataset`` (iterated by the
+            producer; no ``shuffle`` or ``sampler``, as in torch; :mod:`fastpipe.loader._iterable`).
         batch_size: items per batch (default 1).
         shuffle: reshuffle every epoch (default ``False``).
         num_workers: pool threads fetching items (per-item path) or whole batches (batched path) in
@@ -125,6 +127,8 @@ class ThreadDataLoader:
         for name, value in (("buffer_size", buffer_size), ("repeats", repeats)):
             if int(value) < 1:
                 raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
+        if is_iterable(dataset):
+            check_iterable(dataset, shuffle, sampler)
         if sampler is not None and shuffle:
             raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
         shard, replicas = getattr(dataset, "shard", None), getattr(sampler, "num_replicas", 1)
@@ -160,7 +164,9 @@ class ThreadDataLoader:
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _jobs(self, epoch: int) -> list[Job]:
+    def _jobs(self, epoch: int) -> list[Job] | Iterator[Job]:
+        if is_iterable(self.dataset):  # iterated on the producer thread
+            return item_batches(self.dataset, self.batch_size, self.drop_last)
         n = len(self.dataset)
         if self.generator is not None:  # torch's DataLoader draws its base seed from it first, every epoch
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
@@ -185,6 +191,8 @@ class ThreadDataLoader:
     @property
     def _whole_batch(self) -> bool:
         ds = self.dataset
+        if is_iterable(ds):
+            return False
         if hasattr(ds, "fetch_seeded"):
             return bool(getattr(ds, "batched", False))
         return callable(getattr(ds, "__getitems__", None))
@@ -235,7 +243,7 @@ class ThreadDataLoader:
             swap()
 
     def _start(self, epoch: int) -> LoaderRun:
-        hook = getattr(self.dataset, "prefetch", None)
+        hook = None if is_iterable(self.dataset) else getattr(self.dataset, "prefetch", None)
         # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
         # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
         ref, gen = weakref.ref(self), self._gen
@@ -262,7 +270,7 @@ class ThreadDataLoader:
         """Whether the next epoch's jobs may be made on the producer's thread before the loop asks: not
         when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
         nor when they take an all-reduce (it would run beside the training step's collectives)."""
-        if self.sampler is not None or self.generator is not None:
+        if self.sampler is not None or self.generator is not None or is_iterable(self.dataset):
             return False
         ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
         if not hasattr(ds, "data_version") and any(
@@ -308,8 +316,8 @@ class ThreadDataLoader:
     def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
         indices, seed = job
         t0 = time.perf_counter()
-        with annotate("fetch", "loader"):
-            data = self._fetch(indices, seed, pool)
+        with annotate("fetch", "loader"):  # an IterableDataset's job holds its items already
+            data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
         t1 = time.perf_counter()
         with annotate("collate", "loader"):
             batch = (

@@ -111,3 +111,22 @@ def test_nested_loops_with_persistent_workers_leave_no_thread_after_close():
     assert _values(loader) == [0, 1, 2, 3]
     loader.close()
     assert _loader_threads() == []
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield from ({"x": torch.tensor([i])} for i in range(5))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iterable_dataset_is_batched_as_monais_thread_data_loader_does(num_workers):
+    """MONAI's ThreadDataLoader takes IterableDatasets (GridPatchDataset, PatchDataset); ours failed with
+    "object of type ... has no len()"."""
+    theirs = [b["x"].tolist() for b in monai.data.ThreadDataLoader(_Stream(), batch_size=2)]
+    ours = ThreadDataLoader(_Stream(), batch_size=2, num_workers=num_workers, persistent_workers=True)
+    assert [b["x"].tolist() for b in ours] == theirs == [[[0], [1]], [[2], [3]], [[4]]]
+    assert [b["x"].tolist() for b in ThreadDataLoader(_Stream(), batch_size=2, drop_last=True)] == theirs[:2]
+    ours.close()
+    with pytest.raises(ValueError, match="IterableDataset"):
+        ThreadDataLoader(_Stream(), shuffle=True)
