@@ -16,7 +16,8 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     """Collate a list of items (or of per-item sample lists) into one batch.
 
     A list of lists (e.g. ``num_samples=4`` crops per volume) is flattened first, so ``B`` volumes
-    with ``S`` samples each give a batch of ``B * S``, as MONAI does. Then per key: tensors and arrays
+    with ``S`` samples each give a batch of ``B * S``, as MONAI does. Tuple items (``(image, label)``)
+    give a list with one batch per position, as torch's ``default_collate``. Then per key: tensors and arrays
     of one shape are stacked, numbers become a tensor, and anything else (metadata dicts, strings,
     ragged tensors such as foreground indices) stays a list.
 
@@ -57,6 +58,14 @@ def _collate(items: list[Any]) -> Any:
                 f"list_data_collate: item {missing[0]} has keys differing from item 0's {sorted(first)}"
             )
         return {k: _collate_values([it[k] for it in items]) for k in first}
+    if isinstance(first, tuple):  # (image, label) items: one batch per position, as torch's default_collate
+        ragged = [i for i, it in enumerate(items) if not isinstance(it, tuple) or len(it) != len(first)]
+        if ragged:
+            raise ValueError(
+                f"list_data_collate: item {ragged[0]} is not a tuple of {len(first)} like item 0"
+            )
+        columns = [_collate(list(column)) for column in zip(*items, strict=True)]
+        return type(first)(*columns) if hasattr(first, "_fields") else columns  # a namedtuple stays one
     return _collate_values(items)
 
 

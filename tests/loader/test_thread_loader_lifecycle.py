@@ -7,6 +7,7 @@ import threading
 import weakref
 
 import monai.data
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,21 @@ def test_an_iterable_dataset_is_batched_as_monais_thread_data_loader_does(num_wo
     ours.close()
     with pytest.raises(ValueError, match="IterableDataset"):
         ThreadDataLoader(_Stream(), shuffle=True)
+
+
+@pytest.mark.timeout(60)
+def test_tuple_items_collate_per_position_as_monais_loader_does():
+    """(image, label) items, and GridPatchDataset's (patch, coords): the default collate gave the list
+    of tuples itself, uncollated, where MONAI's and torch's give one stacked batch per position."""
+    pairs = [(torch.full((2,), float(i)), i) for i in range(5)]
+    grid = monai.data.GridPatchDataset(
+        data=[np.arange(64, dtype=np.float32).reshape(1, 8, 8)],
+        patch_iter=monai.data.PatchIter(patch_size=(4, 4)),
+    )
+    for data in (pairs, grid):
+        theirs = list(monai.data.ThreadDataLoader(data, batch_size=3))
+        ours = list(ThreadDataLoader(data, batch_size=3))
+        assert len(ours) == len(theirs) == 2
+        for a, b in zip(ours, theirs, strict=True):
+            assert isinstance(a, list) and len(a) == len(b) == 2
+            assert all(torch.equal(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a, b, strict=True))
