@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastpipe import CacheDataset, ThreadDataLoader
+from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate
 
 
 def _values(loader: ThreadDataLoader) -> list[int]:
@@ -149,3 +149,21 @@ def test_tuple_items_collate_per_position_as_monais_loader_does():
         for a, b in zip(ours, theirs, strict=True):
             assert isinstance(a, list) and len(a) == len(b) == 2
             assert all(torch.equal(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a, b, strict=True))
+
+
+def test_numbers_collate_with_torchs_dtypes():
+    """Python floats gave float32 (MONAI's collate: float64), numpy scalars (np.int64 labels) a list of
+    them, and a mix of ints and floats a list, where MONAI's collate gives tensors."""
+    for values in (
+        [0.1, 1.5],
+        [1, 2],
+        [True, False],
+        [1, 2.5],
+        [np.int64(3), np.int64(4)],
+        [np.float32(0.5)] * 2,
+    ):
+        items = [{"v": v} for v in values]
+        ours, theirs = list_data_collate(items)["v"], monai.data.list_data_collate(items)["v"]
+        assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype and torch.equal(ours, theirs), (
+            values
+        )
