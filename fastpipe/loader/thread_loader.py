@@ -317,7 +317,13 @@ class ThreadDataLoader:
         indices, seed = job
         t0 = time.perf_counter()
         with annotate("fetch", "loader"):  # an IterableDataset's job holds its items already
-            data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
+            try:
+                data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
+            except Exception as err:  # the dataset's own error, with the batch's items named in a note
+                note = f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
+                if note not in getattr(err, "__notes__", ()):  # an error object raised again (cached)
+                    err.add_note(note)
+                raise
         t1 = time.perf_counter()
         with annotate("collate", "loader"):
             batch = (

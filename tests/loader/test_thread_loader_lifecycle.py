@@ -167,3 +167,29 @@ def test_numbers_collate_with_torchs_dtypes():
         assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype and torch.equal(ours, theirs), (
             values
         )
+
+
+class _Failing(torch.utils.data.Dataset):
+    fail = True
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == 3 and self.fail:
+            raise ValueError("bad voxel")
+        return {"x": torch.tensor([i])}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_datasets_error_names_the_batchs_items_and_the_next_epoch_works(num_workers):
+    """A plain dataset's error reached the loop with nothing saying which item raised it."""
+    ds = _Failing()
+    loader = ThreadDataLoader(ds, batch_size=2, num_workers=num_workers)
+    with pytest.raises(ValueError, match="bad voxel") as info:
+        list(loader)
+    assert "items [2, 3] of _Failing" in "\n".join(getattr(info.value, "__notes__", []))
+    ds.fail = False
+    assert _values(loader) == list(range(6))
+    assert _loader_threads() == []
