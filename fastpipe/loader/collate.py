@@ -17,9 +17,9 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
 
     A list of lists (e.g. ``num_samples=4`` crops per volume) is flattened first, so ``B`` volumes
     with ``S`` samples each give a batch of ``B * S``, as MONAI does. Tuple items (``(image, label)``)
-    give a list with one batch per position, as torch's ``default_collate``. Then per key: tensors and arrays
-    of one shape are stacked, numbers become a tensor (dtypes as torch's ``default_collate``), and anything else (metadata dicts, strings,
-    ragged tensors such as foreground indices) stays a list.
+    give a list with one batch per position, as torch's ``default_collate``. Then per key: tensors and
+    arrays of one shape are stacked, numbers become a tensor (dtypes as torch's ``default_collate``),
+    and anything else (metadata dicts, strings, ragged tensors such as foreground indices) stays a list.
 
     Shape:
         tensor values ``(C, X, Y, Z)`` -> ``(B * S, C, X, Y, Z)``.

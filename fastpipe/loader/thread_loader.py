@@ -72,8 +72,10 @@ class ThreadDataLoader:
             queue until the next loop or :meth:`close` (default ``False``). The next epoch starts
             early only when the loader alone decides its order and length: with a ``sampler`` or a
             ``generator`` (which the loop may change between epochs, ``set_epoch``) or an
-            ``even_batches`` all-reduce (a collective must not run beside the training's), it starts
-            when the next loop asks for it.
+            ``even_batches`` all-reduce (a collective must not run beside the training's), or over a
+            dataset the loop changes with ``update_cache()``/``set_data()`` (MONAI's), it starts when
+            the next loop asks for it. A run made ahead over data that ``set_data`` replaced since
+            (fastpipe's ``data_version``) is dropped and the epoch made afresh.
         sampler: an iterable of dataset indices giving each epoch's order (default ``None``; excludes
             ``shuffle=True``, as in torch). Not a ``DistributedSampler`` over a dataset that is
             already a rank shard (``ValueError``: it would split the shard again).
@@ -269,7 +271,8 @@ class ThreadDataLoader:
     def _may_run_ahead(self) -> bool:
         """Whether the next epoch's jobs may be made on the producer's thread before the loop asks: not
         when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
-        nor when they take an all-reduce (it would run beside the training step's collectives)."""
+        nor when they take an all-reduce (it would run beside the training step's collectives), nor
+        over an iterable dataset or one whose data the loop changes unseen (MONAI's ``update_cache``)."""
         if self.sampler is not None or self.generator is not None or is_iterable(self.dataset):
             return False
         ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
