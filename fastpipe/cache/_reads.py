@@ -46,8 +46,10 @@ class CachedReads(torch.utils.data.Dataset):
     Args: as the ``CacheDataset`` arguments of the same names.
 
     Subclasses set ``fill_report`` and implement :meth:`_lookup` (index -> slot and entry) and
-    :meth:`_slots` (indices -> slots, for prefetching).
+    :meth:`_slots` (indices -> slots, for prefetching). ``data_version`` grows at each ``set_data``.
     """
+
+    data_version = 0
 
     def __init__(
         self,
@@ -164,8 +166,11 @@ class CachedReads(torch.utils.data.Dataset):
         """
         self._check_new_data(data)
         suffix, local = self.suffix, self._local
+        # counted before and after: a loader's run ahead that read any of it is stale (ThreadDataLoader)
+        version = self.data_version = self.data_version + 1
         self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
         type(self).__init__(self, data, **init_kwargs)
+        self.data_version = version + 1
         if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
             self.suffix, self._local = suffix, local
 

@@ -6,7 +6,8 @@ end marker, or with the exception that stopped it, which :meth:`LoaderRun.get` r
 consumer with its original traceback.
 
 Threading contract: :meth:`LoaderRun.get` from one consumer thread; :meth:`LoaderRun.stop` from any
-thread, any number of times; after it returns no thread of the run is alive.
+thread, any number of times; after it returns no thread of the run is alive (called from one of the
+run's own threads, it only tells them to end).
 """
 
 from __future__ import annotations
@@ -142,9 +143,19 @@ class LoaderRun:
                 return
             self._stopped = True
         self.stop_event.set()
+        if self._on_own_thread():  # e.g. the loader's __del__ when its producer dropped the last reference
+            drain(self.queue)  # the producer sees the stop event and ends; the pool's threads then exit
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+            return
         while self.thread.is_alive():
             drain(self.queue)
             self.thread.join(timeout=POLL_S)
         drain(self.queue)
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _on_own_thread(self) -> bool:
+        """Whether the caller is this run's producer or one of its pool threads (which cannot join themselves)."""
+        me = threading.current_thread()
+        return me is self.thread or (self.pool is not None and me in getattr(self.pool, "_threads", ()))

@@ -1,6 +1,7 @@
 """The ``torch.utils.data.DataLoader`` keyword arguments ``ThreadDataLoader`` takes, and what each means here.
 
-A user moving from ``DataLoader`` passes ``pin_memory=True``, ``prefetch_factor=4``, ``timeout=60`` and
+MONAI's ``ThreadDataLoader`` keywords ``buffer_timeout`` and ``use_thread_workers`` are taken too. A user
+moving from ``DataLoader`` passes ``pin_memory=True``, ``prefetch_factor=4``, ``timeout=60`` and
 friends by habit. :func:`torch_options` takes all of them: those with a meaning for one producer
 thread are applied, those that only concern worker processes are accepted with one warning that
 says they change nothing, and the two that cannot be honoured (``worker_init_fn``,
@@ -29,6 +30,9 @@ UNSUPPORTED = {
     ),
     "batch_sampler": "pass batch_size=, drop_last= and sampler= (an iterable of indices) instead",
 }
+#: MONAI ``ThreadDataLoader``'s own keywords, accepted silently: already so here (the producer polls its
+#: queue every ``fastpipe.runtime._queues.POLL_S`` seconds; the fetch workers are threads).
+MONAI_THREAD = ("buffer_timeout", "use_thread_workers")
 _DEFAULTS = {"timeout": 0, "multiprocessing_context": None, "in_order": True, "worker_init_fn": None}
 
 
@@ -59,6 +63,8 @@ def torch_options(
     kwargs = dict(kwargs)
     prefetch = kwargs.pop("prefetch_factor", None)
     kwargs.pop("pin_memory_device", None)  # the pinned batches serve whatever device the loop moves them to
+    for name in MONAI_THREAD:
+        kwargs.pop(name, None)
     for name in list(kwargs):
         if name in UNSUPPORTED and kwargs[name] is not None:
             raise TypeError(f"ThreadDataLoader does not support {name}=: {UNSUPPORTED[name]}")
@@ -73,7 +79,7 @@ def torch_options(
         elif name in UNSUPPORTED:
             kwargs.pop(name)
     if kwargs:
-        known = sorted({"prefetch_factor", "pin_memory_device", *PROCESS_ONLY, *UNSUPPORTED})
+        known = sorted({"prefetch_factor", "pin_memory_device", *PROCESS_ONLY, *UNSUPPORTED, *MONAI_THREAD})
         raise TypeError(
             f"ThreadDataLoader got unexpected keyword argument(s) {sorted(kwargs)}; besides its own it takes "
             f"these torch DataLoader keywords: {', '.join(known)}"

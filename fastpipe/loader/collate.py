@@ -16,9 +16,10 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     """Collate a list of items (or of per-item sample lists) into one batch.
 
     A list of lists (e.g. ``num_samples=4`` crops per volume) is flattened first, so ``B`` volumes
-    with ``S`` samples each give a batch of ``B * S``, as MONAI does. Then per key: tensors and arrays
-    of one shape are stacked, numbers become a tensor, and anything else (metadata dicts, strings,
-    ragged tensors such as foreground indices) stays a list.
+    with ``S`` samples each give a batch of ``B * S``, as MONAI does. Tuple items (``(image, label)``)
+    give a list with one batch per position, as torch's ``default_collate``. Then per key: tensors and
+    arrays of one shape are stacked, numbers become a tensor (dtypes as torch's ``default_collate``),
+    and anything else (metadata dicts, strings, ragged tensors such as foreground indices) stays a list.
 
     Shape:
         tensor values ``(C, X, Y, Z)`` -> ``(B * S, C, X, Y, Z)``.
@@ -57,6 +58,14 @@ def _collate(items: list[Any]) -> Any:
                 f"list_data_collate: item {missing[0]} has keys differing from item 0's {sorted(first)}"
             )
         return {k: _collate_values([it[k] for it in items]) for k in first}
+    if isinstance(first, tuple):  # (image, label) items: one batch per position, as torch's default_collate
+        ragged = [i for i, it in enumerate(items) if not isinstance(it, tuple) or len(it) != len(first)]
+        if ragged:
+            raise ValueError(
+                f"list_data_collate: item {ragged[0]} is not a tuple of {len(first)} like item 0"
+            )
+        columns = [_collate(list(column)) for column in zip(*items, strict=True)]
+        return type(first)(*columns) if hasattr(first, "_fields") else columns  # a namedtuple stays one
     return _collate_values(items)
 
 
@@ -69,8 +78,11 @@ def _collate_values(values: list[Any]) -> Any:
         if all(v.shape == first.shape and v.device == first.device for v in values):
             return _stack(values)
         return values
-    if isinstance(first, (bool, int, float)) and all(type(v) is type(first) for v in values):
-        return torch.tensor(values)
+    if isinstance(first, (np.bool_, np.number)) and all(isinstance(v, (np.bool_, np.number)) for v in values):
+        return torch.as_tensor(np.array(values))  # numpy scalars, as torch's default_collate
+    if isinstance(first, (bool, int, float)) and all(isinstance(v, (bool, int, float)) for v in values):
+        # torch's default_collate: the first value's type decides; Python floats give float64
+        return torch.tensor(values, dtype=torch.float64) if isinstance(first, float) else torch.tensor(values)
     return list(values)
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,14 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._tensors import map_tensors
+from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader._torch_kwargs import torch_options
 from fastpipe.loader.collate import list_data_collate, lists_collated
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
+from fastpipe.transforms._per_crop import as_item_list
 
 Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
 
@@ -38,10 +41,13 @@ class ThreadDataLoader:
     :func:`batch_seed`, so the same ``seed`` gives the same batches whatever ``num_workers`` is; when
     its suffix is batched (``dataset.batched``) a batch is one call, else one call per item. Other
     datasets are read with ``__getitems__`` or ``dataset[i]``. A list result is collated with
-    ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`); a dict passes through.
+    ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`; a dict passes through it).
+    A batched suffix's batch goes to a ``collate_fn`` of the user's as its list of crops
+    (a ``CollatedBatch``, as torch's and MONAI's loaders give it).
 
     Args:
-        dataset: a map-style dataset.
+        dataset: a map-style dataset, or a ``torch.utils.data.IterableDataset`` (iterated by the
+            producer; no ``shuffle`` or ``sampler``, as in torch; :mod:`fastpipe.loader._iterable`).
         batch_size: items per batch (default 1).
         shuffle: reshuffle every epoch (default ``False``).
         num_workers: pool threads fetching items (per-item path) or whole batches (batched path) in
@@ -49,7 +55,8 @@ class ThreadDataLoader:
         buffer_size: batches ready ahead of the consumer (default 2).
         repeats: yield each batch this many times (MONAI semantics; default 1).
         collate_fn: turns a list of items into a batch (default ``list_data_collate``).
-        generator: ``torch.Generator`` for shuffling (default ``None``: seeded from ``seed`` and the epoch).
+        generator: ``torch.Generator`` for shuffling, drawn from as torch's ``DataLoader`` does, so a
+            generator seeded alike gives its order (default ``None``: seeded from ``seed`` and the epoch).
         drop_last: drop a last incomplete batch (default ``False``).
         seed: base seed of shuffling and of every batch's random state (default 0).
         device: move each batch there in the producer, timed as ``h2d_s`` (default ``None``). To a GPU the
@@ -65,8 +72,10 @@ class ThreadDataLoader:
             queue until the next loop or :meth:`close` (default ``False``). The next epoch starts
             early only when the loader alone decides its order and length: with a ``sampler`` or a
             ``generator`` (which the loop may change between epochs, ``set_epoch``) or an
-            ``even_batches`` all-reduce (a collective must not run beside the training's), it starts
-            when the next loop asks for it.
+            ``even_batches`` all-reduce (a collective must not run beside the training's), or over a
+            dataset the loop changes with ``update_cache()``/``set_data()`` (MONAI's), it starts when
+            the next loop asks for it. A run made ahead over data that ``set_data`` replaced since
+            (fastpipe's ``data_version``) is dropped and the epoch made afresh.
         sampler: an iterable of dataset indices giving each epoch's order (default ``None``; excludes
             ``shuffle=True``, as in torch). Not a ``DistributedSampler`` over a dataset that is
             already a rank shard (``ValueError``: it would split the shard again).
@@ -77,6 +86,7 @@ class ThreadDataLoader:
             ``multiprocessing_context``, ``in_order`` and ``pin_memory_device`` concern worker processes
             and change nothing (a warning says so for a non-default value); ``worker_init_fn`` and
             ``batch_sampler`` raise ``TypeError`` with the reason (:mod:`fastpipe.loader._torch_kwargs`).
+            MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
     :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
@@ -119,6 +129,8 @@ class ThreadDataLoader:
         for name, value in (("buffer_size", buffer_size), ("repeats", repeats)):
             if int(value) < 1:
                 raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
+        if is_iterable(dataset):
+            check_iterable(dataset, shuffle, sampler)
         if sampler is not None and shuffle:
             raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
         shard, replicas = getattr(dataset, "shard", None), getattr(sampler, "num_replicas", 1)
@@ -143,6 +155,7 @@ class ThreadDataLoader:
         self._next: tuple[int, LoaderRun] | None = None  # the next epoch's run, started ahead
         self._deferred: int | None = None  # the epoch to start ahead once the consumer takes the next run
         self._ahead_lock = threading.Lock()
+        self._gen = 0  # runs of an older generation were dropped as stale: their end starts nothing
         self.timings: list[dict[str, Any]] = []
         self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
         self._copier: DeviceCopier | None = None  # ring slots: queued + in the making + held by the consumer
@@ -153,8 +166,12 @@ class ThreadDataLoader:
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _jobs(self, epoch: int) -> list[Job]:
+    def _jobs(self, epoch: int) -> list[Job] | Iterator[Job]:
+        if is_iterable(self.dataset):  # iterated on the producer thread
+            return item_batches(self.dataset, self.batch_size, self.drop_last)
         n = len(self.dataset)
+        if self.generator is not None:  # torch's DataLoader draws its base seed from it first, every epoch
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if self.sampler is not None:
             order = [int(i) for i in self.sampler]
             n = len(order)
@@ -163,6 +180,8 @@ class ThreadDataLoader:
             if gen is None:
                 gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, -1))
             order = torch.randperm(n, generator=gen).tolist()
+            if self.generator is not None:  # torch's RandomSampler draws a second, empty slice at its end
+                torch.randperm(n, generator=gen)
         else:
             order = list(range(n))
         chunks = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
@@ -174,6 +193,8 @@ class ThreadDataLoader:
     @property
     def _whole_batch(self) -> bool:
         ds = self.dataset
+        if is_iterable(ds):
+            return False
         if hasattr(ds, "fetch_seeded"):
             return bool(getattr(ds, "batched", False))
         return callable(getattr(ds, "__getitems__", None))
@@ -181,10 +202,13 @@ class ThreadDataLoader:
     def __iter__(self) -> Iterator[Any]:
         with self._ahead_lock:
             epoch, self.epoch = self.epoch, self.epoch + 1
-            run = self._take_next(epoch) or self._start(epoch)
+            run, stale = self._take_next(epoch)
+            run = run or self._start(epoch)
             if self._deferred == epoch + 1:  # the run taken had finished ahead: now go one further
                 self._deferred = None
                 self._next = (epoch + 1, self._start(epoch + 1))
+        if stale is not None:  # joined outside the lock: its producer may be waiting for it (on_done)
+            stale.stop()
         last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
         try:
             while True:
@@ -221,60 +245,95 @@ class ThreadDataLoader:
             swap()
 
     def _start(self, epoch: int) -> LoaderRun:
-        hook = getattr(self.dataset, "prefetch", None)
-        on_done = (lambda: self._epoch_made(epoch)) if self.persistent_workers else None
+        hook = None if is_iterable(self.dataset) else getattr(self.dataset, "prefetch", None)
+        # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
+        # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
+        ref, gen = weakref.ref(self), self._gen
+        on_done = partial(_call_loader, ref, "_epoch_made", epoch, gen) if self.persistent_workers else None
         run = LoaderRun(
             self._jobs(epoch),
-            self._make,
+            partial(_call_loader, ref, "_make"),
             self.num_workers,
             self._whole_batch,
             self.buffer_size,
             hook,
             on_done,
         )
+        run.data_version = self._data_version()
         self._runs.add(run)
         return run
+
+    def _data_version(self) -> Any:
+        """The dataset's ``data_version`` (fastpipe's caches count their ``set_data`` calls), or ``None``."""
+        return getattr(self.dataset, "data_version", None)
 
     @property
     def _may_run_ahead(self) -> bool:
         """Whether the next epoch's jobs may be made on the producer's thread before the loop asks: not
         when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
-        nor when they take an all-reduce (it would run beside the training step's collectives)."""
-        if self.sampler is not None or self.generator is not None:
+        nor when they take an all-reduce (it would run beside the training step's collectives), nor
+        over an iterable dataset or one whose data the loop changes unseen (MONAI's ``update_cache``)."""
+        if self.sampler is not None or self.generator is not None or is_iterable(self.dataset):
+            return False
+        ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
+        if not hasattr(ds, "data_version") and any(
+            callable(getattr(ds, name, None)) for name in ("update_cache", "set_data")
+        ):
             return False
         return self.even_batches is False or (
             self.even_batches is None and getattr(self.dataset, "shard", None) is None
         )
 
-    def _epoch_made(self, epoch: int) -> None:
-        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next."""
+    def _epoch_made(self, epoch: int, gen: int) -> None:
+        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next.
+        Nothing for a run of an older generation (dropped as stale: its reads do not count)."""
+        if gen != self._gen:
+            return
         self._update_cache()
         if not self._may_run_ahead:
             return
         with self._ahead_lock:
-            if self.epoch > epoch:  # the consumer is in ``epoch``: start the next, one run ahead at most
-                self._next = (epoch + 1, self._start(epoch + 1))
-            else:  # this run itself was ahead and is done: the next starts when the consumer takes it
+            if gen != self._gen:
+                return
+            if self.epoch == epoch + 1:  # the consumer is in ``epoch``: start the next, one run ahead at most
+                if self._next is None:
+                    self._next = (epoch + 1, self._start(epoch + 1))
+            elif self.epoch <= epoch:  # this run itself was ahead and is done: the next starts when taken
                 self._deferred = epoch + 1
+            # else a later epoch is already iterated (nested loops): a run for epoch + 1 would be stale
 
-    def _take_next(self, epoch: int) -> LoaderRun | None:
-        """The run started ahead for ``epoch``, if any (a stale one is stopped)."""
+    def _take_next(self, epoch: int) -> tuple[LoaderRun | None, LoaderRun | None]:
+        """``(run started ahead for epoch, stale run to stop)``; under ``_ahead_lock``.
+
+        A run made ahead is stale when it is for another epoch or the dataset's data changed since it
+        started (``set_data``): it is dropped, with whatever its end would start (a new generation).
+        """
         ahead, self._next = self._next, None
         if ahead is None:
-            return None
-        if ahead[0] == epoch:
-            return ahead[1]
-        ahead[1].stop()
-        return None
+            return None, None
+        if ahead[0] == epoch and ahead[1].data_version == self._data_version():
+            return ahead[1], None
+        self._gen, self._deferred = self._gen + 1, None
+        return None, ahead[1]
 
     def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
         indices, seed = job
         t0 = time.perf_counter()
-        with annotate("fetch", "loader"):
-            data = self._fetch(indices, seed, pool)
+        with annotate("fetch", "loader"):  # an IterableDataset's job holds its items already
+            try:
+                data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
+            except Exception as err:  # the dataset's own error, with the batch's items named in a note
+                note = f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
+                if note not in getattr(err, "__notes__", ()):  # an error object raised again (cached)
+                    err.add_note(note)
+                raise
         t1 = time.perf_counter()
         with annotate("collate", "loader"):
-            batch = data if isinstance(data, dict) else self.collate_fn(data)
+            batch = (
+                data
+                if isinstance(data, dict) and self.collate_fn is list_data_collate
+                else self.collate_fn(data)
+            )
         if self.pin_memory and self.device is None:
             batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
         t2 = time.perf_counter()
@@ -300,8 +359,10 @@ class ThreadDataLoader:
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
         ds = self.dataset
         if hasattr(ds, "fetch_seeded"):
-            if getattr(ds, "batched", False):  # its per-crop lists collated as list_data_collate does
-                return lists_collated(ds.fetch_seeded(indices, seed))
+            if getattr(ds, "batched", False):
+                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
+                    return as_item_list(ds.fetch_seeded(indices, seed))
+                return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
 
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
@@ -338,6 +399,14 @@ class ThreadDataLoader:
             f"ThreadDataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"num_workers={self.num_workers}, buffer_size={self.buffer_size}, repeats={self.repeats})"
         )
+
+
+def _call_loader(ref: weakref.ref, method: str, *args: Any) -> Any:
+    """``loader.method(*args)`` through a weak reference (a run's threads must not keep the loader alive)."""
+    loader = ref()
+    if loader is None:
+        raise RuntimeError("ThreadDataLoader was garbage-collected while its producer ran")
+    return getattr(loader, method)(*args)
 
 
 def _leading_dim(batch: Any, default: int) -> int:

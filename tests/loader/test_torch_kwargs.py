@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 import torch
+from _cache_helpers import CountingDet, RandAdd, items
 
-from fastpipe import ThreadDataLoader
+from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate
 
 DATA = [{"x": torch.full((2,), float(i))} for i in range(6)]
 
@@ -74,3 +75,52 @@ def test_unknown_keyword_lists_the_accepted_ones():
     with pytest.raises(TypeError) as err:
         ThreadDataLoader(DATA, bogus=1)
     assert "['bogus']" in str(err.value) and "prefetch_factor" in str(err.value)
+
+
+@pytest.mark.timeout(20)
+def test_monai_thread_data_loader_keywords_are_accepted():
+    """MONAI's ThreadDataLoader(buffer_timeout=, use_thread_workers=) raised TypeError: not a drop-in."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = ThreadDataLoader(DATA, batch_size=2, buffer_size=1, buffer_timeout=0.01, repeats=1)
+        threaded = ThreadDataLoader(DATA, batch_size=2, num_workers=2, use_thread_workers=True)
+    assert xs(loader) == xs(threaded) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_seeded_generator_gives_torchs_order_every_epoch(shuffle):
+    """generator= was used for randperm alone: torch's (and MONAI's) DataLoader first draws its base seed
+    from it, and its RandomSampler a second permutation at the epoch's end, so a generator seeded alike
+    gave another order than theirs from the first epoch on."""
+    data = [{"x": torch.full((2,), float(i))} for i in range(10)]
+
+    def epochs(loader):
+        return [xs(loader) for _ in range(3)]
+
+    theirs = torch.utils.data.DataLoader(data, 3, shuffle=shuffle, generator=torch.Generator().manual_seed(7))
+    ours = ThreadDataLoader(data, 3, shuffle=shuffle, generator=torch.Generator().manual_seed(7))
+    assert epochs(ours) == epochs(theirs)
+    shared = [torch.Generator().manual_seed(3) for _ in range(2)]  # and they leave a shared generator alike
+    list(torch.utils.data.DataLoader(data, 4, shuffle=shuffle, generator=shared[0]))
+    list(ThreadDataLoader(data, 4, shuffle=shuffle, generator=shared[1]))
+    assert torch.equal(torch.rand(4, generator=shared[0]), torch.rand(4, generator=shared[1]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_users_collate_fn_gets_a_batched_datasets_crops(num_workers):
+    """Over a dataset with a batched suffix the user's collate_fn was skipped, silently: the batch came
+    without what it adds (torch's and MONAI's loaders call it on the crops)."""
+    seen = []
+
+    def tagged(batch):
+        seen.append(len(batch))
+        return {**list_data_collate(batch), "tag": "mine"}
+
+    ds = CacheDataset(items(4), [CountingDet(), RandAdd(batched=True)], progress=False)
+    assert ds.batched
+    batches = list(ThreadDataLoader(ds, batch_size=2, num_workers=num_workers, collate_fn=tagged))
+    plain = list(ThreadDataLoader(ds, batch_size=2, num_workers=num_workers))
+    assert [b["tag"] for b in batches] == ["mine"] * 2 and seen == [2, 2]
+    assert [b["image"].shape for b in batches] == [b["image"].shape for b in plain]

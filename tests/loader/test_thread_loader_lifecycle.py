@@ -1,0 +1,195 @@
+"""ThreadDataLoader across epochs: runs made ahead (``persistent_workers``) and the data the loop changes."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import monai.data
+import numpy as np
+import pytest
+import torch
+
+from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate
+
+
+def _values(loader: ThreadDataLoader) -> list[int]:
+    return [int(v) for b in loader for v in b["x"].reshape(-1)]
+
+
+@pytest.mark.timeout(60)
+def test_persistent_workers_read_monai_smartcache_window_after_the_loops_update_cache():
+    """MONAI's SmartCacheDataset moves its window in the loop's update_cache(): a run made ahead before
+    that call read the old window, so epoch 2 mixed items of both windows."""
+    data = [{"x": torch.tensor([i])} for i in range(8)]
+    ds = monai.data.SmartCacheDataset(
+        data, None, cache_num=4, replace_rate=0.5, shuffle=False, progress=False,
+        num_init_workers=1, num_replace_workers=1,
+    )  # fmt: skip
+    loader = ThreadDataLoader(ds, batch_size=1, persistent_workers=True)
+    ds.start()
+    try:
+        for _ in range(3):
+            window = [int(ds._cache[i]["x"]) for i in range(len(ds))]
+            assert _values(loader) == window
+            threading.Event().wait(0.1)  # a run started ahead would have read the old window by now
+            ds.update_cache()
+    finally:
+        ds.shutdown()
+        loader.close()
+
+
+@pytest.mark.timeout(60)
+def test_persistent_workers_read_the_new_data_after_set_data():
+    """set_data() between epochs: the run made ahead had read the old items (and the old length)."""
+    ds = CacheDataset([{"x": torch.tensor([i])} for i in range(4)], None, progress=False, num_workers=1)
+    loader = ThreadDataLoader(ds, batch_size=1, persistent_workers=True)
+    try:
+        assert _values(loader) == [0, 1, 2, 3]
+        threading.Event().wait(0.1)
+        ds.set_data([{"x": torch.tensor([100 + i])} for i in range(6)])
+        assert _values(loader) == [100 + i for i in range(6)]
+        assert _values(loader) == [100 + i for i in range(6)]  # and the run ahead after it is fresh
+    finally:
+        loader.close()
+
+
+class _Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        threading.Event().wait(0.2)
+        return {"x": torch.tensor([i])}
+
+    def __getitems__(self, indices):
+        return [self[i] for i in indices]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("slow", [False, True])
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # __del__ failing
+def test_a_dropped_persistent_workers_loader_is_collected_and_its_threads_end(num_workers, slow):
+    """The run made ahead held the loader through its producer thread: neither was ever freed (a thread
+    per dropped loader, polling forever). Dropped while that producer reads an item (slow), the
+    loader's __del__ runs on the producer thread itself, which must not try to join itself."""
+    data = _Slow() if slow else [{"x": torch.tensor([i])} for i in range(4)]
+    loader = ThreadDataLoader(data, batch_size=2, persistent_workers=True, num_workers=num_workers)
+    assert _values(loader) == [0, 1, 2, 3]
+    threading.Event().wait(0.1)
+    ref = weakref.ref(loader)
+    del loader
+    for _ in range(100):
+        gc.collect()
+        if ref() is None and not _loader_threads():
+            break
+        threading.Event().wait(0.05)
+    assert ref() is None and _loader_threads() == []
+
+
+def _loader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("fastpipe-loader", "fastpipe-fetch"))]
+
+
+@pytest.mark.timeout(60)
+def test_nested_loops_with_persistent_workers_leave_no_thread_after_close():
+    """Two iterators of one loader at once: the outer epoch's end started a run for an epoch the inner
+    loop had already iterated, over the run made ahead, which nothing referenced any more: its thread
+    blocked forever on a queue nobody read, out of close()'s reach."""
+    loader = ThreadDataLoader(
+        [{"x": torch.tensor([i])} for i in range(4)], batch_size=2, persistent_workers=True
+    )
+    pairs = []
+    for a in loader:
+        for b in loader:
+            pairs.append((int(a["x"][0]), int(b["x"][0])))
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.1)
+    assert pairs == [(0, 0), (0, 2), (2, 0), (2, 2)]
+    threading.Event().wait(0.3)  # every epoch's end has run
+    assert _values(loader) == [0, 1, 2, 3]
+    loader.close()
+    assert _loader_threads() == []
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield from ({"x": torch.tensor([i])} for i in range(5))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iterable_dataset_is_batched_as_monais_thread_data_loader_does(num_workers):
+    """MONAI's ThreadDataLoader takes IterableDatasets (GridPatchDataset, PatchDataset); ours failed with
+    "object of type ... has no len()"."""
+    theirs = [b["x"].tolist() for b in monai.data.ThreadDataLoader(_Stream(), batch_size=2)]
+    ours = ThreadDataLoader(_Stream(), batch_size=2, num_workers=num_workers, persistent_workers=True)
+    assert [b["x"].tolist() for b in ours] == theirs == [[[0], [1]], [[2], [3]], [[4]]]
+    assert [b["x"].tolist() for b in ThreadDataLoader(_Stream(), batch_size=2, drop_last=True)] == theirs[:2]
+    ours.close()
+    with pytest.raises(ValueError, match="IterableDataset"):
+        ThreadDataLoader(_Stream(), shuffle=True)
+
+
+@pytest.mark.timeout(60)
+def test_tuple_items_collate_per_position_as_monais_loader_does():
+    """(image, label) items, and GridPatchDataset's (patch, coords): the default collate gave the list
+    of tuples itself, uncollated, where MONAI's and torch's give one stacked batch per position."""
+    pairs = [(torch.full((2,), float(i)), i) for i in range(5)]
+    grid = monai.data.GridPatchDataset(
+        data=[np.arange(64, dtype=np.float32).reshape(1, 8, 8)],
+        patch_iter=monai.data.PatchIter(patch_size=(4, 4)),
+    )
+    for data in (pairs, grid):
+        theirs = list(monai.data.ThreadDataLoader(data, batch_size=3))
+        ours = list(ThreadDataLoader(data, batch_size=3))
+        assert len(ours) == len(theirs) == 2
+        for a, b in zip(ours, theirs, strict=True):
+            assert isinstance(a, list) and len(a) == len(b) == 2
+            assert all(torch.equal(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a, b, strict=True))
+
+
+def test_numbers_collate_with_torchs_dtypes():
+    """Python floats gave float32 (MONAI's collate: float64), numpy scalars (np.int64 labels) a list of
+    them, and a mix of ints and floats a list, where MONAI's collate gives tensors."""
+    for values in (
+        [0.1, 1.5],
+        [1, 2],
+        [True, False],
+        [1, 2.5],
+        [np.int64(3), np.int64(4)],
+        [np.float32(0.5)] * 2,
+    ):
+        items = [{"v": v} for v in values]
+        ours, theirs = list_data_collate(items)["v"], monai.data.list_data_collate(items)["v"]
+        assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype and torch.equal(ours, theirs), (
+            values
+        )
+
+
+class _Failing(torch.utils.data.Dataset):
+    fail = True
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == 3 and self.fail:
+            raise ValueError("bad voxel")
+        return {"x": torch.tensor([i])}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_datasets_error_names_the_batchs_items_and_the_next_epoch_works(num_workers):
+    """A plain dataset's error reached the loop with nothing saying which item raised it."""
+    ds = _Failing()
+    loader = ThreadDataLoader(ds, batch_size=2, num_workers=num_workers)
+    with pytest.raises(ValueError, match="bad voxel") as info:
+        list(loader)
+    assert "items [2, 3] of _Failing" in "\n".join(getattr(info.value, "__notes__", []))
+    ds.fail = False
+    assert _values(loader) == list(range(6))
+    assert _loader_threads() == []
