@@ -53,7 +53,8 @@ class CacheDataset(CachedReads):
         on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill. A
             raised :class:`~fastpipe.cache.errors.CacheFillError` names the item index and the file that
             failed, and is also an instance of the cause's type (``except ValueError`` works).
-        seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default 0).
+        seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default ``None``: drawn from
+            torch's global generator when the dataset is made, so ``torch.manual_seed`` decides it).
         disk_dir: where the disk tier makes its own ``fastpipe-tier-*`` folder, removed on close
             (default ``None``: the system's temporary folder).
         rank, world_size: cache only this rank's shard (:mod:`fastpipe.distributed`; default ``None``:
@@ -94,7 +95,7 @@ class CacheDataset(CachedReads):
         budget: Any = None,
         persist_dir: str | Path | None = None,
         on_error: str = "raise",
-        seed: int = 0,
+        seed: int | None = None,
         disk_dir: str | Path | None = None,
         rank: int | None = None,
         world_size: int | None = None,
@@ -103,10 +104,21 @@ class CacheDataset(CachedReads):
         persist_key: str = "content",
         translate: bool = True,
     ) -> None:
+        if seed is None:  # drawn once: set_data() keeps it, as MONAI's transforms keep their state
+            seed = int(torch.randint(0, 2**62, (1,)).item())
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
         shard = (rank, world_size, even_divisible, partition_seed)
         super().__init__(
-            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
+            data,
+            transform,
+            copy_cache,
+            budget,
+            persist_dir,
+            int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed,
+            disk_dir,
+            *shard,
+            persist_key,
+            translate,
         )
         self._keep = list(range(len(self._inputs)))
         self.uncached_no_room = 0

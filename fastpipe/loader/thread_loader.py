@@ -58,7 +58,10 @@ class ThreadDataLoader:
         generator: ``torch.Generator`` for shuffling, drawn from as torch's ``DataLoader`` does, so a
             generator seeded alike gives its order (default ``None``: seeded from ``seed`` and the epoch).
         drop_last: drop a last incomplete batch (default ``False``).
-        seed: base seed of shuffling and of every batch's random state (default 0).
+        seed: base seed of shuffling and of every batch's random state (default ``None``: drawn from
+            torch's global generator when the loader is made, as MONAI's loaders seed their
+            transforms, so ``torch.manual_seed``/``monai.utils.set_determinism`` decide it and two
+            unseeded programs differ).
         device: move each batch there in the producer, timed as ``h2d_s`` (default ``None``). To a GPU the
             copy goes through pinned ring buffers on a side stream (:mod:`fastpipe.loader._pinned_ring`), so it
             overlaps the training step; the batch is ready on the consumer's current CUDA stream when
@@ -115,7 +118,7 @@ class ThreadDataLoader:
         collate_fn: Callable[[list[Any]], Any] | None = None,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
-        seed: int = 0,
+        seed: int | None = None,
         device: str | torch.device | None = None,
         even_batches: bool | None = None,
         persistent_workers: bool = False,
@@ -147,7 +150,8 @@ class ThreadDataLoader:
         self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
         self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last
         self.collate_fn = collate_fn or list_data_collate
-        self.generator, self.seed = generator, seed
+        self.generator = generator
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
         self.device = None if device is None else torch.device(device)
         self.even_batches = even_batches
         self.persistent_workers = persistent_workers

@@ -116,6 +116,30 @@ def test_shuffle_is_seeded_per_epoch_and_generator_is_honoured():
     ]
 
 
+def test_an_unseeded_loader_and_dataset_follow_torchs_global_seed():
+    # MONAI's loaders seed their transforms from torch's global generator: torch.manual_seed (or
+    # set_determinism) replays a run, and two unseeded runs differ. A fixed default seed made every
+    # program draw the same shuffles and augmentations whatever the user seeded.
+    data = [{"x": torch.tensor(i)} for i in range(16)]
+
+    def run(global_seed: int) -> list[list]:
+        torch.manual_seed(global_seed)
+        ds = CacheDataset(
+            [{"image": torch.zeros(2), "x": i} for i in range(4)], [RandAdd(batched=True)], progress=False
+        )
+        shuffled = [x["x"].tolist() for x in ThreadDataLoader(data, 4, shuffle=True)]
+        drawn = [b["image"].tolist() for b in ThreadDataLoader(ds, batch_size=2)]
+        return [shuffled, drawn, [ds[0]["image"].tolist()]]
+
+    assert run(3) == run(3)
+    a, b = run(3), run(4)
+    assert all(x != y for x, y in zip(a, b, strict=True))
+    torch.manual_seed(3)
+    fixed = [x["x"].tolist() for x in ThreadDataLoader(data, 4, shuffle=True, seed=7)]
+    torch.manual_seed(4)
+    assert fixed == [x["x"].tolist() for x in ThreadDataLoader(data, 4, shuffle=True, seed=7)]
+
+
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("num_workers", [0, 3])
 def test_multi_sample_items_flatten_into_batch(num_workers):
