@@ -128,7 +128,7 @@ CHAINS = {"fast_training": fast_training, "spleen_3d": spleen_3d, "btcv": btcv, 
 def _datasets(files: list[dict], chain: list, monai_chain: list) -> tuple:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI's own deprecation chatter
-        ours = fp.CacheDataset(files, chain, progress=False, num_workers=1)
+        ours = fp.CacheDataset(files, chain, progress=False, num_workers=1, seed=0)
         theirs = MonaiCacheDataset(files, monai_chain, progress=False)
     return ours, theirs
 
