@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from fastpipe._meta import get_affine, meta_key
-from fastpipe.transforms._affine import AFFINE_TOL, is_separable, orientation_transform, spacing_geometry
+from fastpipe.transforms._affine import (
+    AFFINE_TOL,
+    check_axcodes,
+    is_separable,
+    orientation_transform,
+    spacing_geometry,
+)
 from fastpipe.transforms._dict import (
     check_same_grid,
     ensure_keys,
@@ -123,7 +129,7 @@ class Orientationd:
         if axcodes is None and not as_closest_canonical:
             raise ValueError("Orientationd: give axcodes or as_closest_canonical=True")
         self.keys = ensure_keys(keys)
-        self.axcodes = "RAS" if as_closest_canonical else str(axcodes)
+        self.axcodes = "RAS" if as_closest_canonical else check_axcodes(axcodes)
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:

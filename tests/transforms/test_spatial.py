@@ -48,6 +48,19 @@ def test_orientation_matches_nibabel_canonical(tmp_path, codes):
     assert nib.aff2axcodes(d["image_meta_dict"]["affine"].numpy()) == ("R", "A", "S")
 
 
+@pytest.mark.parametrize("codes", ["SIL", "RRS", "RASX", "RA", "XYZ", "ras"])
+def test_orientation_rejects_axcodes_naming_an_axis_twice(codes):
+    # nibabel (and MONAI) turn "SIL" (S and I: one axis twice) into a singular affine without a word
+    with pytest.raises(ValueError, match=f"axcodes='{codes}'.*each world axis once"):
+        Orientationd("image", axcodes=codes)
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "PLI", "SPL", "IRA"])
+def test_orientation_accepts_every_axis_once(codes):
+    d = Orientationd("image", axcodes=codes)(item(torch.rand(1, 4, 5, 6), np.diag([1.0, 2.0, 3.0, 1.0])))
+    assert nib.aff2axcodes(d["image_meta_dict"]["affine"].numpy()) == tuple(codes)
+
+
 def test_transforms_do_not_mutate_input_meta():
     src = item(torch.rand(1, 10, 10, 10), np.diag([-1.0, -1.0, 1.0, 1.0]))
     before = src["image_meta_dict"]["affine"].clone()
