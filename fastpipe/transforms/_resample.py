@@ -154,12 +154,11 @@ def _inner_pass(src: torch.Tensor, plan, out_dtype: torch.dtype) -> torch.Tensor
 
 
 def _mix(a: np.ndarray, b: np.ndarray, w0: np.ndarray, w1: np.ndarray, out: np.ndarray | None = None):
-    """``a * w0 + b * w1`` in place of ``a`` (or into ``out``); as ``a + (b - a) * w1`` where ``w0 + w1 == 1``."""
+    """``a * w0 + b * w1`` in place of ``a`` (or into ``out``), ``grid_sample``'s form: never as
+    ``a + (b - a) * w1``, which gives exactly ``b`` where a float32 ``w1`` rounds to 1 (a coordinate
+    1e-16 off a voxel) and so an exact zero where MONAI's float64 sum keeps ``a * 2e-16``: a voxel
+    that ``x > 0`` or ``NormalizeIntensityd(nonzero=True)`` then counts differently."""
     out = a if out is None else out
-    if (w0 + w1 == 1).all():
-        b -= a
-        b *= w1
-        return np.add(a, b, out=out)
     a *= w0
     b *= w1
     return np.add(a, b, out=out)

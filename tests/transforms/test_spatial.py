@@ -61,6 +61,32 @@ def test_orientation_accepts_every_axis_once(codes):
     assert nib.aff2axcodes(d["image_meta_dict"]["affine"].numpy()) == tuple(codes)
 
 
+def test_spacing_nonzero_voxels_and_foreground_crop_as_monai():
+    """Output coordinates 2e-16 off a voxel give float32 weights (2e-16, 1.0): MONAI's float64 sum keeps
+    ``a * 2e-16``, a tiny nonzero; fastpipe's ``a + (b - a) * 1.0`` gave exactly 0 there, so a foreground
+    crop (``x > 0``) after it came out (1, 4, 3, 3) where MONAI's is (1, 4, 4, 3)."""
+    from monai.transforms import CropForegroundd as MonaiCrop
+    from monai.transforms import Spacingd as MonaiSpacingd
+
+    from fastpipe.transforms import CropForegroundd
+
+    aff = np.diag([-0.5, -0.5, -0.5, 1.0])
+    img = torch.zeros(1, 7, 7, 7)
+    img[0, 2:5, 2:5, 2:5] = 100.0
+    ours = Spacingd("image", pixdim=(0.5, 0.5, 0.7))(item(img, aff))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = MonaiSpacingd("image", pixdim=(0.5, 0.5, 0.7))(
+            {"image": MetaTensor(img, affine=torch.tensor(aff))}
+        )
+        crop_theirs = MonaiCrop("image", source_key="image", allow_smaller=True)(theirs)["image"]
+    ref = theirs["image"].as_tensor()
+    assert torch.equal(ours["image"] != 0, ref != 0), "nonzero voxels differ from MONAI's"
+    torch.testing.assert_close(ours["image"], ref, atol=1e-5, rtol=1e-6)
+    crop_ours = CropForegroundd("image", source_key="image")(ours)["image"]
+    assert crop_ours.shape == crop_theirs.shape == (1, 4, 4, 3)
+
+
 def test_transforms_do_not_mutate_input_meta():
     src = item(torch.rand(1, 10, 10, 10), np.diag([-1.0, -1.0, 1.0, 1.0]))
     before = src["image_meta_dict"]["affine"].clone()
