@@ -33,7 +33,7 @@ from fastpipe.transforms._dict import (
     present_keys,
     update_meta,
 )
-from fastpipe.transforms._resample import resample_grid, resample_separable
+from fastpipe.transforms._resample import resample_grid, resample_separable, ties_need_grid
 
 _MODES = ("bilinear", "nearest")
 _PADDINGS = ("border", "zeros", "reflection")
@@ -242,6 +242,8 @@ class Spacingd:
         in_shape = tuple(img.shape[1:])
         new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
         separable = pad != "reflection" and is_separable(xform, in_shape)
+        if separable and mode == "nearest" and ties_need_grid(xform, in_shape, out_shape, ac):
+            separable = False
         if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL) or not separable:
             img = _flip(img, [1 + a for a in flips])
         if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL):
