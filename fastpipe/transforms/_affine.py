@@ -22,6 +22,26 @@ def affine_spacing(affine: np.ndarray) -> np.ndarray:
     return sp
 
 
+#: The world axes' direction codes: each target orientation names one letter of each pair.
+_AXIS_PAIRS = ("LR", "PA", "IS")
+
+
+def check_axcodes(axcodes: str) -> str:
+    """``axcodes`` if it names each world axis once (``"RAS"``, ``"LPS"``, ``"PLI"``...), else ``ValueError``.
+
+    nibabel turns a code naming one axis twice (``"SIL"``: S and I) into a singular affine without a
+    word, and every later spatial transform would then resample garbage.
+    """
+    codes = str(axcodes)
+    pairs = [next((p for p in _AXIS_PAIRS if c in p), None) for c in codes]
+    if len(codes) != 3 or None in pairs or len(set(pairs)) != 3:
+        raise ValueError(
+            f"Orientationd: axcodes={axcodes!r} must be 3 letters naming each world axis once, one of "
+            f"L/R, one of P/A and one of I/S (e.g. 'RAS', 'LPS')"
+        )
+    return codes
+
+
 def orientation_transform(affine: np.ndarray, axcodes: str) -> np.ndarray:
     """nibabel ``ornt`` array (per input axis: output axis, flip) taking ``affine`` to ``axcodes``."""
     src = nib.io_orientation(np.asarray(affine, dtype=np.float64))

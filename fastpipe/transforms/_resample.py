@@ -67,6 +67,24 @@ def axis_coords(theta: torch.Tensor, axis: int, n_in: int, n_out: int, align_cor
     return ((g + 1) * n_in - 1) / 2
 
 
+def ties_need_grid(xform: np.ndarray, in_shape, out_shape, align_corners: bool) -> bool:
+    """Whether ``nearest`` must take ``grid_sample``'s path to pick MONAI's neighbour at a tie.
+
+    An oblique affine leaves ~1e-17 off the voxel map's diagonal. The separable path drops them;
+    MONAI's grid adds them, and where a coordinate lies halfway between two voxels (1.0 -> 1.5 mm
+    puts every other output there) that rounding decides which voxel it takes, voxel by voxel.
+    """
+    lin = np.asarray(xform)[:3, :3]
+    if not (lin - np.diag(np.diag(lin))).any():
+        return False  # the separable coordinates are then affine_grid's, bit for bit
+    theta = grid_theta(xform, in_shape, out_shape, align_corners)
+    for a in range(3):
+        c = axis_coords(theta, a, in_shape[a], out_shape[a], align_corners)
+        if bool(((c - torch.floor(c) - 0.5).abs() < 1e-6).any()):
+            return True
+    return False
+
+
 def axis_plan(coords: torch.Tensor, n_in: int, mode: str, padding_mode: str):
     """Per output index: ``(i0, i1, w0, w1)`` as lists; nearest sets ``i1 = i0`` and ``w1 = 0``."""
     c = coords.clamp(0, n_in - 1) if padding_mode == "border" else coords
@@ -154,12 +172,11 @@ def _inner_pass(src: torch.Tensor, plan, out_dtype: torch.dtype) -> torch.Tensor
 
 
 def _mix(a: np.ndarray, b: np.ndarray, w0: np.ndarray, w1: np.ndarray, out: np.ndarray | None = None):
-    """``a * w0 + b * w1`` in place of ``a`` (or into ``out``); as ``a + (b - a) * w1`` where ``w0 + w1 == 1``."""
+    """``a * w0 + b * w1`` in place of ``a`` (or into ``out``), ``grid_sample``'s form: never as
+    ``a + (b - a) * w1``, which gives exactly ``b`` where a float32 ``w1`` rounds to 1 (a coordinate
+    1e-16 off a voxel) and so an exact zero where MONAI's float64 sum keeps ``a * 2e-16``: a voxel
+    that ``x > 0`` or ``NormalizeIntensityd(nonzero=True)`` then counts differently."""
     out = a if out is None else out
-    if (w0 + w1 == 1).all():
-        b -= a
-        b *= w1
-        return np.add(a, b, out=out)
     a *= w0
     b *= w1
     return np.add(a, b, out=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 from typing import Any
 
@@ -21,7 +22,8 @@ class ScaleIntensityRanged:
 
     Args:
         keys: keys to transform.
-        a_min, a_max: input range (``a_max == a_min`` only shifts, as in MONAI).
+        a_min, a_max: input range (``a_max == a_min`` only shifts by ``b_min - a_min``, in the
+            input's dtype promoted by those numbers, ``dtype`` not applied, as in MONAI).
         b_min, b_max: output range (default None: normalise to [0, 1]).
         clip: clip to ``[b_min, b_max]`` (default False).
         dtype: output dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
@@ -41,6 +43,10 @@ class ScaleIntensityRanged:
         self.keys = ensure_keys(keys)
         self.a_min, self.a_max, self.b_min, self.b_max = float(a_min), float(a_max), b_min, b_max
         self.clip = clip
+        if self.a_max == self.a_min:
+            warnings.warn(
+                f"ScaleIntensityRanged: a_min == a_max == {a_min}; values are only shifted", stacklevel=2
+            )
         self.dtype = dtype
         self.allow_missing_keys = allow_missing_keys
 
@@ -52,10 +58,10 @@ class ScaleIntensityRanged:
 
     def scale(self, img: torch.Tensor) -> torch.Tensor:
         """The scaled copy of one tensor (same shape and memory layout)."""
+        if self.a_max == self.a_min:  # MONAI's: only a shift, in torch's promoted dtype (not ``dtype``)
+            out = img - self.a_min  # integer voxels: float32, as MONAI's (float32 after its LoadImaged)
+            return out if self.b_min is None else out + self.b_min
         out = alloc_like(img, self.dtype or img.dtype)
-        if self.a_max == self.a_min:
-            torch.sub(img, self.a_min, out=out)
-            return out if self.b_min is None else out.add_(self.b_min)
         if not out.is_floating_point():  # dtype=None on integer voxels: MONAI's float32 arithmetic, then
             return out.copy_(self._monai_float32(img))  # a truncating cast (else a wrong value or a crash)
         factor, shift = 1.0 / (self.a_max - self.a_min), -self.a_min / (self.a_max - self.a_min)

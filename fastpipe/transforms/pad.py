@@ -13,6 +13,7 @@ from collections.abc import Hashable, Sequence
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +23,8 @@ from fastpipe.transforms._dict import ensure_keys, per_key, present_keys, update
 #: MONAI (numpy and torch) pad modes and torch's name for each.
 MODES = {"constant": "constant", "edge": "replicate", "replicate": "replicate", "reflect": "reflect",
          "wrap": "circular", "circular": "circular"}  # fmt: skip
+#: numpy's name of each torch mode, for what torch cannot pad (MONAI then pads with numpy too).
+NUMPY_MODES = {"replicate": "edge", "reflect": "reflect", "circular": "wrap"}
 METHODS = ("symmetric", "end")
 
 
@@ -96,13 +99,15 @@ class SpatialPadd:
         flat = [w for pair in reversed(width) for w in pair]  # F.pad wants the last axis first
         if MODES[mode] == "constant":
             return F.pad(img, flat, mode="constant", value=self.value)
-        x = img[None] if img.is_floating_point() else img[None].to(torch.float32)
-        try:
-            return F.pad(x, flat, mode=MODES[mode])[0].to(img.dtype)
-        except RuntimeError as err:  # reflect: a pad wider than the axis
-            raise ValueError(
-                f"SpatialPadd: mode {mode!r} cannot pad {tuple(img.shape)} by {width}: {err}"
-            ) from err
+        try:  # in the voxels' own dtype: a float32 round trip changes integers above 2**24
+            return F.pad(img[None], flat, mode=MODES[mode])[0]
+        except RuntimeError as err:  # MONAI's rule: numpy pads what torch does not (a wrap wider than
+            if not any(k in str(err) for k in ("implemented", "supported", "value")):  # the axis, bool)
+                raise ValueError(  # reflect: a pad wider than the axis, as MONAI refuses it
+                    f"SpatialPadd: mode {mode!r} cannot pad {tuple(img.shape)} by {width}: {err}"
+                ) from err
+        out = np.pad(img.cpu().numpy(), ((0, 0), *width), mode=NUMPY_MODES[MODES[mode]])
+        return torch.from_numpy(out).to(img.device)
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

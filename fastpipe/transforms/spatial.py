@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from fastpipe._meta import get_affine, meta_key
-from fastpipe.transforms._affine import AFFINE_TOL, is_separable, orientation_transform, spacing_geometry
+from fastpipe.transforms._affine import (
+    AFFINE_TOL,
+    check_axcodes,
+    is_separable,
+    orientation_transform,
+    spacing_geometry,
+)
 from fastpipe.transforms._dict import (
     check_same_grid,
     ensure_keys,
@@ -27,7 +33,7 @@ from fastpipe.transforms._dict import (
     present_keys,
     update_meta,
 )
-from fastpipe.transforms._resample import resample_grid, resample_separable
+from fastpipe.transforms._resample import resample_grid, resample_separable, ties_need_grid
 
 _MODES = ("bilinear", "nearest")
 _PADDINGS = ("border", "zeros", "reflection")
@@ -123,7 +129,7 @@ class Orientationd:
         if axcodes is None and not as_closest_canonical:
             raise ValueError("Orientationd: give axcodes or as_closest_canonical=True")
         self.keys = ensure_keys(keys)
-        self.axcodes = "RAS" if as_closest_canonical else str(axcodes)
+        self.axcodes = "RAS" if as_closest_canonical else check_axcodes(axcodes)
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
@@ -236,6 +242,8 @@ class Spacingd:
         in_shape = tuple(img.shape[1:])
         new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
         separable = pad != "reflection" and is_separable(xform, in_shape)
+        if separable and mode == "nearest" and ties_need_grid(xform, in_shape, out_shape, ac):
+            separable = False
         if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL) or not separable:
             img = _flip(img, [1 + a for a in flips])
         if out_shape == in_shape and np.allclose(new_affine, affine, atol=AFFINE_TOL):

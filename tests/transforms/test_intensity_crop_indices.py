@@ -56,6 +56,24 @@ def test_dtype_none_on_integer_voxels_gives_monais_values(dtype, b, clip):
     assert torch.equal(ours, torch.as_tensor(ref))
 
 
+@pytest.mark.parametrize("src", [torch.int16, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [None, torch.float32, torch.float64])
+@pytest.mark.parametrize("b_min", [None, 0.25])
+def test_equal_a_min_a_max_only_shifts_as_monai(src, dtype, b_min):
+    """MONAI shifts by ``b_min - a_min`` in the promoted dtype (``dtype`` not applied); fastpipe crashed
+    on integer voxels with ``dtype=None`` and cast to ``dtype`` otherwise."""
+    img = torch.arange(-100, 140).view(1, 4, 6, 10).to(src)
+    with pytest.warns(UserWarning, match="a_min == a_max"):
+        t = ScaleIntensityRanged("image", a_min=-57.0, a_max=-57.0, b_min=b_min, b_max=1.0, dtype=dtype)
+    ours = t({"image": img})["image"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = torch.as_tensor(
+            ScaleIntensityRange(a_min=-57.0, a_max=-57.0, b_min=b_min, b_max=1.0, dtype=dtype)(img)
+        )
+    assert ours.dtype == ref.dtype and torch.equal(ours, ref)
+
+
 def test_crop_box_affine_and_contiguity(device):
     img = torch.zeros(1, 30, 20, 10, device=device)
     img[0, 5:12, 3:9, 2:8] = 1.0

@@ -155,3 +155,27 @@ def test_standalone_spatial_padd_equals_monai(mode, method):
     for key in KEYS:
         assert ours[key].dtype == d[key].dtype and torch.equal(ours[key], torch.as_tensor(theirs[key])), key
     assert ours["image"].shape == (2, 5, 6, 9)
+
+
+@pytest.mark.parametrize("mode", ["edge", "reflect", "wrap"])
+def test_spatial_padd_keeps_large_integers_exactly(mode):
+    # integers above 2**24 have no float32: a pad through float32 changed the label values
+    lab = torch.full((1, 3, 3, 3), 2**24 + 1, dtype=torch.int32)
+    lab[0, 0, 0, 0] = 2**31 - 1
+    ours = T.SpatialPadd("label", (5, 5, 5), mode=mode)({"label": lab})["label"]
+    theirs = torch.as_tensor(MonaiPad("label", (5, 5, 5), mode=mode)({"label": lab})["label"])
+    assert ours.dtype == torch.int32 and torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int16, torch.bool])
+def test_spatial_padd_wraps_more_than_once_as_monai(dtype):
+    # torch refuses a circular pad wider than the axis; MONAI then pads with numpy, so must we
+    img = (torch.arange(2 * 7 * 4 * 3).reshape(2, 7, 4, 3) % 5).to(dtype)
+    ours = T.SpatialPadd("image", (7, 15, 3), mode="wrap")({"image": img})["image"]
+    theirs = torch.as_tensor(MonaiPad("image", (7, 15, 3), mode="wrap")({"image": img})["image"])
+    assert ours.shape == (2, 7, 15, 3) and ours.dtype == dtype and torch.equal(ours, theirs)
+
+
+def test_spatial_padd_reflect_wider_than_the_axis_names_the_pad():
+    with pytest.raises(ValueError, match=r"mode 'reflect' cannot pad \(1, 2, 4, 4\)"):
+        T.SpatialPadd("image", (7, 4, 4), mode="reflect")({"image": torch.zeros(1, 2, 4, 4)})

@@ -48,6 +48,72 @@ def test_orientation_matches_nibabel_canonical(tmp_path, codes):
     assert nib.aff2axcodes(d["image_meta_dict"]["affine"].numpy()) == ("R", "A", "S")
 
 
+@pytest.mark.parametrize("codes", ["SIL", "RRS", "RASX", "RA", "XYZ", "ras"])
+def test_orientation_rejects_axcodes_naming_an_axis_twice(codes):
+    # nibabel (and MONAI) turn "SIL" (S and I: one axis twice) into a singular affine without a word
+    with pytest.raises(ValueError, match=f"axcodes='{codes}'.*each world axis once"):
+        Orientationd("image", axcodes=codes)
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "PLI", "SPL", "IRA"])
+def test_orientation_accepts_every_axis_once(codes):
+    d = Orientationd("image", axcodes=codes)(item(torch.rand(1, 4, 5, 6), np.diag([1.0, 2.0, 3.0, 1.0])))
+    assert nib.aff2axcodes(d["image_meta_dict"]["affine"].numpy()) == tuple(codes)
+
+
+def test_spacing_nonzero_voxels_and_foreground_crop_as_monai():
+    """Output coordinates 2e-16 off a voxel give float32 weights (2e-16, 1.0): MONAI's float64 sum keeps
+    ``a * 2e-16``, a tiny nonzero; fastpipe's ``a + (b - a) * 1.0`` gave exactly 0 there, so a foreground
+    crop (``x > 0``) after it came out (1, 4, 3, 3) where MONAI's is (1, 4, 4, 3)."""
+    from monai.transforms import CropForegroundd as MonaiCrop
+    from monai.transforms import Spacingd as MonaiSpacingd
+
+    from fastpipe.transforms import CropForegroundd
+
+    aff = np.diag([-0.5, -0.5, -0.5, 1.0])
+    img = torch.zeros(1, 7, 7, 7)
+    img[0, 2:5, 2:5, 2:5] = 100.0
+    ours = Spacingd("image", pixdim=(0.5, 0.5, 0.7))(item(img, aff))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = MonaiSpacingd("image", pixdim=(0.5, 0.5, 0.7))(
+            {"image": MetaTensor(img, affine=torch.tensor(aff))}
+        )
+        crop_theirs = MonaiCrop("image", source_key="image", allow_smaller=True)(theirs)["image"]
+    ref = theirs["image"].as_tensor()
+    assert torch.equal(ours["image"] != 0, ref != 0), "nonzero voxels differ from MONAI's"
+    torch.testing.assert_close(ours["image"], ref, atol=1e-5, rtol=1e-6)
+    crop_ours = CropForegroundd("image", source_key="image")(ours)["image"]
+    assert crop_ours.shape == crop_theirs.shape == (1, 4, 4, 3)
+
+
+@pytest.mark.parametrize(("spacing", "target"), [(1.0, 1.5), (0.8, 1.0)])
+def test_nearest_ties_on_an_oblique_affine_pick_monais_voxel(spacing, target):
+    """1.0 -> 1.5 mm puts every other output halfway between two voxels; on an oblique affine MONAI's
+    grid carries ~1e-17 off-diagonal terms that decide each tie, voxel by voxel. The separable path
+    dropped them: 0.5-2.5% of the label voxels took the other neighbour."""
+    from monai.transforms import Orientationd as MonaiOrientationd
+    from monai.transforms import Spacingd as MonaiSpacingd
+
+    from fastpipe.transforms import Compose
+
+    c, s = np.cos(0.2), np.sin(0.2)
+    aff = np.diag([spacing, spacing, spacing, 1.0])
+    aff[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ aff[:3, :3]
+    aff[:3, 3] = (3.1, -7.0, 11.0)
+    lab = torch.from_numpy(np.random.default_rng(0).integers(0, 4, (1, 40, 36, 30)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = MonaiSpacingd("l", pixdim=target, mode="nearest")(
+            MonaiOrientationd("l", axcodes="LPS")({"l": MetaTensor(lab, affine=torch.tensor(aff))})
+        )["l"].as_tensor()
+    chain = [Orientationd("l", axcodes="LPS"), Spacingd("l", pixdim=target, mode="nearest")]
+    step = chain[1](chain[0](item(lab, aff, "l")))["l"]
+    fused = Compose(chain)(item(lab, aff, "l"))["l"]
+    assert torch.equal(step, theirs), f"{(step != theirs).float().mean().item():.2%} of the voxels differ"
+    assert torch.equal(fused, theirs)
+
+
 def test_transforms_do_not_mutate_input_meta():
     src = item(torch.rand(1, 10, 10, 10), np.diag([-1.0, -1.0, 1.0, 1.0]))
     before = src["image_meta_dict"]["affine"].clone()
