@@ -3,7 +3,10 @@
 The producer is a plain loop function (:func:`producer_loop`) that receives its queue, stop event
 and an iterator of finished batches, in the style of torchdata's nodes. It ends the queue with an
 end marker, or with the exception that stopped it, which :meth:`LoaderRun.get` re-raises in the
-consumer with its original traceback.
+consumer with its original traceback. With a ``timeout`` (torch's ``DataLoader(timeout=)``) the
+consumer waits that long for each batch, then raises ``RuntimeError`` and abandons the run: a thread
+cannot be killed, so a hung read keeps its thread until it returns, then the thread sees the stop
+and ends; the next epoch starts a new run.
 
 Threading contract: :meth:`LoaderRun.get` from one consumer thread; :meth:`LoaderRun.stop` from any
 thread, any number of times; after it returns no thread of the run is alive (called from one of the
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +55,7 @@ class LoaderRun:
         prefetch_hook: called with the indices of the next batch before a batch is made (default ``None``).
         on_done: called in the producer thread once the last batch is made and queued, unless the run
             was stopped first (default ``None``); an error it raises reaches the consumer.
+        timeout: seconds :meth:`get` waits for one batch before ``RuntimeError``; 0 waits for ever (default 0).
     """
 
     def __init__(
@@ -62,8 +67,10 @@ class LoaderRun:
         buffer_size: int,
         prefetch_hook: Callable[[list[int]], None] | None = None,
         on_done: Callable[[], None] | None = None,
+        timeout: float = 0,
     ) -> None:
         self.jobs, self.make, self.on_done = jobs, make, on_done
+        self.timeout, self.taken = timeout, 0  # batches the consumer has received
         self.whole_batch = whole_batch
         self.num_workers = num_workers
         self.prefetch_hook = prefetch_hook
@@ -118,7 +125,12 @@ class LoaderRun:
             self.prefetch_hook(self.jobs[k][0])
 
     def get(self) -> Any | None:
-        """The next batch, ``None`` at the end of the epoch; re-raises a producer error."""
+        """The next batch, ``None`` at the end of the epoch; re-raises a producer error.
+
+        Raises:
+            RuntimeError: no batch came within ``timeout`` seconds (the run is then abandoned).
+        """
+        deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
         while True:
             try:
                 kind, payload = self.queue.get(timeout=POLL_S)
@@ -126,10 +138,32 @@ class LoaderRun:
             except queue.Empty:
                 if not self.thread.is_alive() and self.queue.empty():
                     raise RuntimeError("ThreadDataLoader: producer thread ended without a result") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._time_out()
         if kind == _ERROR:
             self.stop()
             raise payload
+        if kind == _ITEM:
+            self.taken += 1
         return None if kind == _END else payload
+
+    def _time_out(self) -> None:
+        """Abandon the run (a hung read cannot be interrupted, so nothing is joined) and raise."""
+        with self._lock:
+            self._stopped = True
+        self.stop_event.set()
+        drain(self.queue)  # a producer blocked on a full queue moves on and ends
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        jobs = self.jobs if isinstance(self.jobs, list) else None  # an IterableDataset's are made as read
+        which = f"batch {self.taken}"
+        if jobs is not None and self.taken < len(jobs):
+            which += f" (dataset indices {list(jobs[self.taken][0])})"
+        raise RuntimeError(
+            f"ThreadDataLoader timed out after {self.timeout} seconds waiting for {which} (DataLoader "
+            "timeout=); the read still running is left to finish in the background, and the next loop "
+            "over the loader starts afresh"
+        )
 
     @property
     def stopped(self) -> bool:

@@ -3,9 +3,10 @@
 MONAI's ``ThreadDataLoader`` keywords ``buffer_timeout`` and ``use_thread_workers`` are taken too. A user
 moving from ``DataLoader`` passes ``pin_memory=True``, ``prefetch_factor=4``, ``timeout=60`` and
 friends by habit. :func:`torch_options` takes all of them: those with a meaning for one producer
-thread are applied, those that only concern worker processes are accepted with one warning that
-says they change nothing, and the two that cannot be honoured (``worker_init_fn``,
-``batch_sampler``) raise ``TypeError`` saying why and what to use instead.
+thread are applied (``timeout``: :mod:`fastpipe.loader._run`; ``batch_sampler``:
+:mod:`fastpipe.loader._batches`), those that only concern worker processes are accepted with
+one warning that says they change nothing, and ``worker_init_fn``, which cannot be honoured, raises
+``TypeError`` saying why and what to use instead.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 
 import torch
 
+#: Applied: they mean the same for a producer thread as for worker processes.
+APPLIED = ("prefetch_factor", "pin_memory_device", "timeout", "batch_sampler")
 #: Accepted; they concern worker processes only (a thread shares the process), so they change nothing.
 PROCESS_ONLY = {
-    "timeout": "the producer is a thread: an error in it re-raises in the loop at once, it cannot hang unseen",
     "multiprocessing_context": "no worker processes are started",
     "in_order": "batches always come in order",
 }
@@ -28,12 +30,11 @@ UNSUPPORTED = {
         "there are no worker processes to initialise; per-batch random state comes from seed= "
         "(every batch is seeded from (seed, epoch, batch)), and process-wide setup belongs before the loop"
     ),
-    "batch_sampler": "pass batch_size=, drop_last= and sampler= (an iterable of indices) instead",
 }
 #: MONAI ``ThreadDataLoader``'s own keywords, accepted silently: already so here (the producer polls its
 #: queue every ``fastpipe.runtime._queues.POLL_S`` seconds; the fetch workers are threads).
 MONAI_THREAD = ("buffer_timeout", "use_thread_workers")
-_DEFAULTS = {"timeout": 0, "multiprocessing_context": None, "in_order": True, "worker_init_fn": None}
+_DEFAULTS = {"multiprocessing_context": None, "in_order": True, "worker_init_fn": None}
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TorchOptions:
 
     buffer_size: int
     pin_memory: bool = False
+    timeout: float = 0  #: seconds the loop waits for one batch before ``RuntimeError`` (0: for ever)
+    batch_sampler: Any = None  #: an iterable of index lists, one per batch
 
 
 def torch_options(
@@ -58,10 +61,16 @@ def torch_options(
             DataLoader ignores it likewise without an accelerator).
 
     Raises:
-        TypeError: an unknown keyword (naming those accepted), ``worker_init_fn`` or ``batch_sampler``.
+        TypeError: an unknown keyword (naming those accepted) or ``worker_init_fn``.
+        ValueError: a negative ``timeout`` or a ``prefetch_factor`` below 1.
     """
     kwargs = dict(kwargs)
     prefetch = kwargs.pop("prefetch_factor", None)
+    timeout, batch_sampler = kwargs.pop("timeout", 0), kwargs.pop("batch_sampler", None)
+    if timeout < 0:
+        raise ValueError(
+            f"ThreadDataLoader: timeout option should be non-negative (as in torch), got {timeout}"
+        )
     kwargs.pop("pin_memory_device", None)  # the pinned batches serve whatever device the loop moves them to
     for name in MONAI_THREAD:
         kwargs.pop(name, None)
@@ -79,7 +88,7 @@ def torch_options(
         elif name in UNSUPPORTED:
             kwargs.pop(name)
     if kwargs:
-        known = sorted({"prefetch_factor", "pin_memory_device", *PROCESS_ONLY, *UNSUPPORTED, *MONAI_THREAD})
+        known = sorted({*APPLIED, *PROCESS_ONLY, *UNSUPPORTED, *MONAI_THREAD})
         raise TypeError(
             f"ThreadDataLoader got unexpected keyword argument(s) {sorted(kwargs)}; besides its own it takes "
             f"these torch DataLoader keywords: {', '.join(known)}"
@@ -88,4 +97,5 @@ def torch_options(
         if int(prefetch) < 1:
             raise ValueError(f"ThreadDataLoader: prefetch_factor must be >= 1, got {prefetch}")
         buffer_size = max(buffer_size, int(prefetch) * max(1, num_workers))
-    return TorchOptions(buffer_size=buffer_size, pin_memory=bool(pin_memory) and torch.cuda.is_available())
+    pinned = bool(pin_memory) and torch.cuda.is_available()
+    return TorchOptions(buffer_size, pinned, float(timeout), batch_sampler)

@@ -15,6 +15,7 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._tensors import map_tensors
+from fastpipe.loader._batches import check_batch_sampler, index_batches
 from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
@@ -85,10 +86,11 @@ class ThreadDataLoader:
         pin_memory: return CPU batches in page-locked memory where CUDA is available (default ``False``;
             with ``device="cuda"`` the pinned ring does this already).
         **torch_kwargs: the other ``torch.utils.data.DataLoader`` keywords: ``prefetch_factor`` raises
-            ``buffer_size`` to ``prefetch_factor * max(1, num_workers)``; ``timeout``,
-            ``multiprocessing_context``, ``in_order`` and ``pin_memory_device`` concern worker processes
-            and change nothing (a warning says so for a non-default value); ``worker_init_fn`` and
-            ``batch_sampler`` raise ``TypeError`` with the reason (:mod:`fastpipe.loader._torch_kwargs`).
+            ``buffer_size`` to ``prefetch_factor * max(1, num_workers)``; ``timeout`` (seconds the loop
+            waits for a batch, then ``RuntimeError``: :mod:`fastpipe.loader._run`); ``batch_sampler``
+            (:mod:`fastpipe.loader._batches`); ``multiprocessing_context``, ``in_order`` and
+            ``pin_memory_device`` change nothing (a warning says so); ``worker_init_fn`` raises ``TypeError``.
+            After a ``timeout`` the hung read's thread is not joined: it ends once its read returns.
             MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
@@ -146,6 +148,8 @@ class ThreadDataLoader:
             )
         options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
         buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
+        self.timeout, self.batch_sampler = options.timeout, options.batch_sampler
+        check_batch_sampler(dataset, self.batch_sampler, batch_size, shuffle, sampler, drop_last)
         self.dataset = dataset
         self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
         self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last
@@ -167,30 +171,15 @@ class ThreadDataLoader:
             self._copier = DeviceCopier(self.device, self.buffer_size + self.num_workers + 2)
 
     def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _jobs(self, epoch: int) -> list[Job] | Iterator[Job]:
         if is_iterable(self.dataset):  # iterated on the producer thread
             return item_batches(self.dataset, self.batch_size, self.drop_last)
-        n = len(self.dataset)
-        if self.generator is not None:  # torch's DataLoader draws its base seed from it first, every epoch
-            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        if self.sampler is not None:
-            order = [int(i) for i in self.sampler]
-            n = len(order)
-        elif self.shuffle:
-            gen = self.generator
-            if gen is None:
-                gen = torch.Generator().manual_seed(batch_seed(self.seed, epoch, -1))
-            order = torch.randperm(n, generator=gen).tolist()
-            if self.generator is not None:  # torch's RandomSampler draws a second, empty slice at its end
-                torch.randperm(n, generator=gen)
-        else:
-            order = list(range(n))
-        chunks = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
-        if self.drop_last and chunks and len(chunks[-1]) < self.batch_size:
-            chunks.pop()
+        chunks = index_batches(self, batch_seed(self.seed, epoch, -1))
         chunks = chunks[: distributed.loader_batches(self.dataset, len(chunks), self.even_batches)]
         return [(c, batch_seed(self.seed, epoch, b)) for b, c in enumerate(chunks)]
 
@@ -262,6 +251,7 @@ class ThreadDataLoader:
             self.buffer_size,
             hook,
             on_done,
+            self.timeout,
         )
         run.data_version = self._data_version()
         self._runs.add(run)
@@ -277,7 +267,9 @@ class ThreadDataLoader:
         when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
         nor when they take an all-reduce (it would run beside the training step's collectives), nor
         over an iterable dataset or one whose data the loop changes unseen (MONAI's ``update_cache``)."""
-        if self.sampler is not None or self.generator is not None or is_iterable(self.dataset):
+        if any(o is not None for o in (self.sampler, self.batch_sampler, self.generator)):
+            return False
+        if is_iterable(self.dataset):
             return False
         ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
         if not hasattr(ds, "data_version") and any(
