@@ -130,7 +130,10 @@ class LoaderRun:
         Raises:
             RuntimeError: no batch came within ``timeout`` seconds (the run is then abandoned).
         """
-        deadline = time.monotonic() + self.timeout if self.timeout > 0 else None
+        # the clock runs while a batch is due: not for the end marker after the last one, which waits
+        # on the epoch's end work (persistent_workers: the SmartCache swap), no batch of the user's
+        due = not isinstance(self.jobs, list) or self.taken < len(self.jobs)
+        deadline = time.monotonic() + self.timeout if self.timeout > 0 and due else None
         while True:
             try:
                 kind, payload = self.queue.get(timeout=POLL_S)

@@ -96,3 +96,27 @@ def test_the_clock_runs_per_batch_and_an_iterable_dataset_times_out_too():
         list(ThreadDataLoader(stream, batch_size=2, timeout=0.2))
     stream.gate.set()
     assert _loader_threads_end()
+
+
+class _SlowSwap(torch.utils.data.Dataset):
+    """A dataset whose end-of-epoch swap (fastpipe SmartCache's ``loader_update_cache``) is slow."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": torch.tensor(i)}
+
+    def loader_update_cache(self) -> None:
+        time.sleep(0.6)
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_end_of_epoch_swap_is_no_batch_that_times_out():
+    """With persistent_workers the producer swaps the cache after the last batch, before its end marker:
+    the clock ran on that wait too, so a slow swap raised 'timed out waiting for batch 2' of 2 batches."""
+    loader = ThreadDataLoader(_SlowSwap(), batch_size=2, timeout=0.3, persistent_workers=True)
+    try:
+        assert [b["x"].tolist() for b in loader] == [[0, 1], [2, 3]]
+    finally:
+        loader.close()
