@@ -37,6 +37,18 @@ def check_batch_sampler(
         )
 
 
+def check_shard(dataset: Any, sampler: Any) -> None:
+    """``ValueError`` for a ``DistributedSampler`` (alone or inside a batch sampler) over a rank shard."""
+    shard, replicas = getattr(dataset, "shard", None), getattr(sampler, "num_replicas", 1)
+    if shard is not None and isinstance(replicas, int) and replicas > 1:
+        raise ValueError(
+            f"ThreadDataLoader: the dataset already holds only this rank's shard ({shard}) and the sampler "
+            f"splits it again over {replicas} replicas, so each epoch would see 1/{replicas} of the data: "
+            "drop the DistributedSampler (shuffle=True shuffles the shard), or build the dataset with "
+            "world_size=1 to keep every item on every rank"
+        )
+
+
 def index_batches(loader: Any, shuffle_seed: int) -> list[list[int]]:
     """One epoch's batches of indices of ``loader.dataset`` (map-style); ``shuffle_seed`` seeds a shuffle
     without the loader's ``generator``. A ``generator`` is drawn from as torch's ``DataLoader`` does."""

@@ -15,7 +15,7 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._tensors import map_tensors
-from fastpipe.loader._batches import check_batch_sampler, index_batches
+from fastpipe.loader._batches import check_batch_sampler, check_shard, index_batches
 from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
@@ -138,18 +138,13 @@ class ThreadDataLoader:
             check_iterable(dataset, shuffle, sampler)
         if sampler is not None and shuffle:
             raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
-        shard, replicas = getattr(dataset, "shard", None), getattr(sampler, "num_replicas", 1)
-        if shard is not None and isinstance(replicas, int) and replicas > 1:
-            raise ValueError(
-                f"ThreadDataLoader: the dataset already holds only this rank's shard ({shard}) and the sampler "
-                f"splits it again over {replicas} replicas, so each epoch would see 1/{replicas} of the data: "
-                "drop the DistributedSampler (shuffle=True shuffles the shard), or build the dataset with "
-                "world_size=1 to keep every item on every rank"
-            )
         options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
         buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
         self.timeout, self.batch_sampler = options.timeout, options.batch_sampler
         check_batch_sampler(dataset, self.batch_sampler, batch_size, shuffle, sampler, drop_last)
+        check_shard(
+            dataset, sampler if self.batch_sampler is None else getattr(self.batch_sampler, "sampler", None)
+        )
         self.dataset = dataset
         self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
         self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last

@@ -110,3 +110,11 @@ def test_persistent_workers_follow_the_batch_samplers_epoch_set_between_loops():
             assert [b["x"].tolist() for b in loader] == sampler.batches(), epoch
     finally:
         loader.close()
+
+
+def test_a_distributed_sampler_inside_a_batch_sampler_over_a_rank_shard_is_refused():
+    """As for sampler=: the shard split again over the replicas left each rank half of its shard, silently."""
+    ds = CacheDataset(items(8), None, progress=False, rank=1, world_size=2)
+    inner = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1)
+    with pytest.raises(ValueError, match=r"already holds only this rank's shard.*1/2 of the data"):
+        ThreadDataLoader(ds, batch_sampler=torch.utils.data.BatchSampler(inner, 2, False))
