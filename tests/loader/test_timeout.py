@@ -62,17 +62,20 @@ def test_a_hung_transform_times_out_and_the_next_epoch_works(batched, num_worker
     hang = _HangingAdd(batched)
     ds = CacheDataset(items(6), [CountingDet(), hang], progress=False)
     loader = ThreadDataLoader(
-        ds, batch_size=2, num_workers=num_workers, timeout=0.3, persistent_workers=persistent, seed=0
+        ds, batch_size=2, num_workers=num_workers, timeout=1.0, persistent_workers=persistent, seed=0
     )
     got, start = [], time.monotonic()
-    with pytest.raises(
-        RuntimeError, match=r"timed out after 0\.3 seconds waiting for batch 1 \(dataset indices \[2, 3\]\)"
-    ):
-        for batch in loader:
-            got.append(batch["x"].tolist())
-    assert got == [[0, 1]] and time.monotonic() - start < 10
-    hang.gate.set()  # the hung read returns in the background; the loader stays usable
-    assert [b["x"].tolist() for b in loader] == [[0, 1], [2, 3], [4, 5]]
+    try:
+        with pytest.raises(
+            RuntimeError,
+            match=r"timed out after 1\.0 seconds waiting for batch 1 \(dataset indices \[2, 3\]\)",
+        ):
+            for batch in loader:
+                got.append(batch["x"].tolist())
+        assert got == [[0, 1]] and time.monotonic() - start < 10
+    finally:
+        hang.gate.set()  # the hung read returns in the background (so a failure here hangs no other test)
+    assert [b["x"].tolist() for b in loader] == [[0, 1], [2, 3], [4, 5]]  # the loader stays usable
     loader.close()
     assert _loader_threads_end()
 
