@@ -200,13 +200,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def profile(args: argparse.Namespace) -> tuple[dict[str, Any], GpuMonitor | None]:
-    """Run the profile described by ``args``: the result dict and the GPU monitor (``None`` on CPU)."""
-    from fastpipe import CacheDataset, ThreadDataLoader
+def load_items(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The first ``--limit`` items of ``--data``'s training section.
+
+    Raises FileNotFoundError (no dataset.json) or ValueError (unreadable json, empty section)
+    naming the file."""
     from fastpipe.datasets import load_decathlon_datalist
 
-    device = torch.device(args.device)
     data = load_decathlon_datalist(args.data)[: args.limit]
+    if not data:
+        raise ValueError(f"{args.data}: the dataset.json's 'training' section lists no volumes")
+    return data
+
+
+def profile(
+    args: argparse.Namespace, data: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], GpuMonitor | None]:
+    """Run the profile described by ``args``: the result dict and the GPU monitor (``None`` on CPU).
+
+    ``data`` (default: :func:`load_items` of ``args``) is the list of items to profile."""
+    from fastpipe import CacheDataset, ThreadDataLoader
+
+    device = torch.device(args.device)
+    data = load_items(args) if data is None else data
     if args.nvtx:
         enable_nvtx()
     roi = args.roi * 3 if len(args.roi) == 1 else args.roi
@@ -260,17 +276,24 @@ def write_outputs(result: dict[str, Any], monitor: GpuMonitor | None, out: Path)
     return paths
 
 
+def _fail(err: Exception, data: str, hint: bool) -> int:
+    """Print a data error (with the synth hint for a missing file) and return exit status 2."""
+    more = f"\n(make data with `fastpipe synth --out {data} --preset spleen-small`)" if hint else ""
+    print(f"fastpipe profile: {err}{more}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fastpipe profile``; returns the exit status."""
     args = parse_args(argv)
     try:
-        result, monitor = profile(args)
-    except FileNotFoundError as err:
-        print(
-            f"fastpipe profile: {err}\n(make data with `fastpipe synth --out {args.data} --preset spleen-small`)",
-            file=sys.stderr,
-        )
-        return 2
+        data = load_items(args)
+    except (FileNotFoundError, ValueError) as err:  # no dataset.json, one that does not parse, an empty one
+        return _fail(err, args.data, hint=isinstance(err, FileNotFoundError))
+    try:
+        result, monitor = profile(args, data)
+    except FileNotFoundError as err:  # a volume the dataset.json lists
+        return _fail(err, args.data, hint=True)
     print(transform_table(result["per_transform"]))
     print()
     print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))

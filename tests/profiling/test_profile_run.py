@@ -72,3 +72,15 @@ def test_tiny_unet_step_runs_on_cpu():
     step = profile_run.make_step(0.0, "tiny-unet", torch.device("cpu"))
     batch = {"image": torch.rand(1, 1, 4, 4, 4), "label": (torch.rand(1, 1, 4, 4, 4) > 0.5).float()}
     step(batch)  # forward, backward, optimizer step; raises on any shape mismatch
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("{bad", "malformed JSON at line 1"), ('{"training": []}', "lists no volumes")],
+)
+def test_a_bad_dataset_json_is_a_clear_error_not_a_traceback(tmp_path, capsys, content, expected):
+    (tmp_path / "dataset.json").write_text(content)
+    assert profile_run.main(["--data", str(tmp_path), "--device", "cpu", "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: ") and expected in err, err
+    assert "Traceback" not in err
