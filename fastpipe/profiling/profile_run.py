@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from fastpipe.cache.errors import ItemError
 from fastpipe.profiling._plots import plot_profile
 from fastpipe.profiling.gpu_monitor import GpuMonitor
 from fastpipe.profiling.nvtx_ranges import annotate, enable_nvtx, transform_name, wrap_chain
@@ -294,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         result, monitor = profile(args, data)
     except FileNotFoundError as err:  # a volume the dataset.json lists
         return _fail(err, args.data, hint=True)
+    except ItemError as err:  # the chain failed on a volume (its message names it): e.g. --roi too large
+        print(f"fastpipe profile: {err}", file=sys.stderr)
+        return 1
     print(transform_table(result["per_transform"]))
     print()
     print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))

@@ -84,3 +84,12 @@ def test_a_bad_dataset_json_is_a_clear_error_not_a_traceback(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert err.startswith("fastpipe profile: ") and expected in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_a_crop_larger_than_the_volumes_is_a_clear_error_not_a_traceback(tiny_spleen, tmp_path, capsys):
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--limit", "2", "--roi", "200"]
+    assert profile_run.main([*argv, "--timing-items", "0", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: RandCropByPosNegLabeld failed") and "spleen_" in err, err
+    assert "Traceback" not in err and "larger than the volume" in err
