@@ -145,3 +145,7 @@ def _dispatch(argv: list[str]) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return _run_synth(args)
+
+
+if __name__ == "__main__":  # `python -m fastpipe.cli ...` works as `python -m fastpipe ...`
+    raise SystemExit(main())
