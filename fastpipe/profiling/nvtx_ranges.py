@@ -120,6 +120,8 @@ class ProfiledTransform:
         {'x': 1}
     """
 
+    profiling_wrapper = True  # fastpipe._chain.unwrapped: caches plan the chain on ``.inner``
+
     def __init__(self, transform: Callable[[Any], Any]) -> None:
         if isinstance(transform, ProfiledTransform):
             transform = transform.inner
