@@ -292,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:  # no dataset.json, one that does not parse, an empty one
         return _fail(err, args.data, hint=isinstance(err, FileNotFoundError))
     try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # found before the run, not once it is over
+    except OSError as err:
+        print(f"fastpipe profile: cannot write --out {args.out}: {err}", file=sys.stderr)
+        return 2
+    try:
         result, monitor = profile(args, data)
     except FileNotFoundError as err:  # a volume the dataset.json lists
         return _fail(err, args.data, hint=True)

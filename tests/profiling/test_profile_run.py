@@ -93,3 +93,15 @@ def test_a_crop_larger_than_the_volumes_is_a_clear_error_not_a_traceback(tiny_sp
     err = capsys.readouterr().err
     assert err.startswith("fastpipe profile: RandCropByPosNegLabeld failed") and "spleen_" in err, err
     assert "Traceback" not in err and "larger than the volume" in err
+
+
+def test_an_out_folder_that_cannot_be_made_is_an_error_before_the_run(tiny_spleen, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--out", str(blocker / "out")]
+    assert profile_run.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert (
+        err.startswith(f"fastpipe profile: cannot write --out {blocker / 'out'}: ") and "Traceback" not in err
+    )
+    assert out == ""  # said before the run, not after it
