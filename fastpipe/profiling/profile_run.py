@@ -177,7 +177,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=4, help="crops per volume (default 4)")
     p.add_argument("--roi", type=int, nargs="+", default=[96], help="crop size: 1 or 3 ints (default 96)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N volumes")
-    p.add_argument("--timing-items", type=int, default=2, help="volumes the per-transform timing runs on")
+    p.add_argument(
+        "--timing-items", type=int, default=2, help="volumes the per-transform timing runs on (0: none)"
+    )
     p.add_argument(
         "--cache-workers", type=int, default=None, help="cache fill threads (default: one per core)"
     )
@@ -228,7 +230,7 @@ def profile(
         enable_nvtx()
     roi = args.roi * 3 if len(args.roi) == 1 else args.roi
     chain = wrap_chain(build_chain(str(device), roi, args.num_samples))
-    per_transform = time_prefix(chain[:-1], data[: max(1, args.timing_items)], device)
+    per_transform = time_prefix(chain[:-1], data[: args.timing_items], device)  # 0: no per-transform timing
     ds = CacheDataset(
         data, chain, cache_rate=1.0, num_workers=args.cache_workers, progress=False, seed=args.seed
     )

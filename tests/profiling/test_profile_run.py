@@ -105,3 +105,12 @@ def test_an_out_folder_that_cannot_be_made_is_an_error_before_the_run(tiny_splee
         err.startswith(f"fastpipe profile: cannot write --out {blocker / 'out'}: ") and "Traceback" not in err
     )
     assert out == ""  # said before the run, not after it
+
+
+@pytest.mark.timeout(60)
+def test_timing_items_zero_skips_the_per_transform_timing(tiny_spleen, tmp_path, capsys):
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--limit", "2", "--roi", "16"]
+    assert profile_run.main([*argv, "--timing-items", "0", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "profile.json").read_text())
+    assert doc["per_transform"] == {}  # it timed one volume anyway
+    assert (tmp_path / "profile.png").is_file()
