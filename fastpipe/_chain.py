@@ -117,6 +117,13 @@ def inlined(compose: Any) -> bool:
     )
 
 
+def unwrapped(transform: Any) -> Any:
+    """The transform inside a profiling wrapper (a class with ``profiling_wrapper = True``, such as
+    ``fastpipe.profiling.ProfiledTransform``), else ``transform`` itself: a chain is planned on the
+    transforms themselves, so wrapping it for NVTX ranges changes nothing of what runs."""
+    return transform.inner if getattr(type(transform), "profiling_wrapper", False) else transform
+
+
 def flatten(transforms: Any) -> list[Transform]:
     """A flat list of callables from a fastpipe/MONAI ``Compose``, a list, or one callable (a MONAI
     ``Compose`` with other settings than its defaults stays one step: see :func:`inlined`)."""

@@ -76,9 +76,13 @@ def _run_synth(args: argparse.Namespace) -> int:
     from fastpipe.datasets.synth import synthesize
 
     start = time.perf_counter()
-    root = synthesize(
-        args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress, num_volumes=args.num
-    )
+    try:
+        root = synthesize(
+            args.out, preset=args.preset, seed=args.seed, progress=not args.no_progress, num_volumes=args.num
+        )
+    except OSError as e:  # not a folder, no permission, disk full: the user's to fix, not a traceback
+        print(f"fastpipe synth: cannot write {args.out}: {e}", file=sys.stderr)
+        return 1
     import json
 
     listed = json.loads((root / "dataset.json").read_text())[
@@ -141,3 +145,7 @@ def _dispatch(argv: list[str]) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return _run_synth(args)
+
+
+if __name__ == "__main__":  # `python -m fastpipe.cli ...` works as `python -m fastpipe ...`
+    raise SystemExit(main())

@@ -25,8 +25,8 @@ mkdir -p "$OUT"
 
 if [[ "$TARGET" == profile ]]; then
     data=${DATA:-data/$PRESET}
-    [[ -f "$data/dataset.json" ]] || "$PY" -m fastpipe.cli synth --out "$data" --preset "$PRESET" --seed 0
-    cmd=("$PY" -m fastpipe.cli profile --data "$data" --iters "$ITERS" --model tiny-unet --nvtx --out "$OUT")
+    [[ -f "$data/dataset.json" ]] || "$PY" -m fastpipe synth --out "$data" --preset "$PRESET" --seed 0
+    cmd=("$PY" -m fastpipe profile --data "$data" --iters "$ITERS" --model tiny-unet --nvtx --out "$OUT")
 else
     cmd=("$PY" -m benchmarks.spleen --preset "$PRESET" --rows "$ROWS" --epochs 1 --step-epochs 1 --no-plot)
     [[ -n "$DATA" ]] && cmd+=(--data "$DATA")

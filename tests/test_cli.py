@@ -138,3 +138,11 @@ def test_a_string_system_exit_is_printed(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "benchmarks.spleen", fake)
     assert main(["bench"]) == 1
     assert "something went wrong" in capsys.readouterr().err
+
+
+def test_synth_into_an_unwritable_place_is_one_line_not_a_traceback(tmp_path: Path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["synth", "--out", str(blocker / "out"), "--preset", "spleen-tiny", "--num", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastpipe synth: cannot write {blocker / 'out'}: ") and "Traceback" not in err, err

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe._chain import flatten, is_random
+from fastpipe._chain import flatten, is_random, unwrapped
 from fastpipe.cache._checks import check_device_points, check_items
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
@@ -74,7 +74,10 @@ class CachedReads(torch.utils.data.Dataset):
             inputs, rank, world_size, partition_seed, even_divisible
         )
         self.plan = build_plan(transform, translate, inputs if source is None else None)
-        prefix, self.suffix = wrap_chain(self.plan.prefix), wrap_chain(self.plan.suffix)  # NVTX ranges
+        # NVTX ranges: while enabled, or where the chain came wrapped (planned on the transforms inside)
+        wrapped = any(unwrapped(t) is not t for t in flatten(transform))
+        prefix = wrap_chain(self.plan.prefix, force=wrapped)
+        self.suffix = wrap_chain(self.plan.suffix, force=wrapped)
         check_device_points(prefix)
         if source is not None:
             prefix = [FromDataset(source), *prefix]

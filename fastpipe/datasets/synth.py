@@ -28,7 +28,7 @@ def write_nifti_gz(path: str | os.PathLike, zyx: np.ndarray, affine: np.ndarray,
     """Write a ``(Z, Y, X)`` C-order array as a single-file ``.nii.gz`` (gzip level 1 through isal).
 
     The array's memory order is NIfTI's on-disk order (x fastest), so no transpose copy is made;
-    the gzip header's time stamp is 0, so the same array gives the same bytes.
+    the gzip header holds time stamp 0 and the file's own name, so the same array gives the same bytes.
 
     Args:
         path: destination file.
@@ -48,7 +48,8 @@ def write_nifti_gz(path: str | os.PathLike, zyx: np.ndarray, affine: np.ndarray,
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place once whole
     try:
-        with isal.igzip.IGzipFile(tmp, "wb", compresslevel=1, mtime=0) as f:  # mtime=0: reproducible bytes
+        # reproducible bytes: time stamp 0, and the header names the file (not the temporary, which holds a pid)
+        with open(tmp, "wb") as raw, isal.igzip.IGzipFile(path.name, "wb", 1, fileobj=raw, mtime=0) as f:
             f.write(hdr.binaryblock)
             f.write(b"\x00" * (_NIFTI_OFFSET - len(hdr.binaryblock)))
             f.write(memoryview(zyx).cast("B"))

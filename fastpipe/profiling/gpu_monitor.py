@@ -139,7 +139,8 @@ class GpuMonitor:
             UUID (so ``CUDA_VISIBLE_DEVICES`` is honoured; this asks torch for the device's
             properties, initialising CUDA), by the same NVML index where torch has no CUDA.
 
-    Records are dicts with :data:`FIELDS`: ``t_s`` (seconds since start), ``timestamp`` (Unix),
+    Records are dicts with :data:`FIELDS`: ``t_s`` (seconds since the first :meth:`start`: a monitor
+    started again after :meth:`stop` appends to the same timeline), ``timestamp`` (Unix),
     utilisation in %, memory in MiB, power in W, PCIe tx/rx in MB/s.
 
     Threading contract: one daemon sampler thread; :meth:`stop` sets a stop event, joins with a
@@ -162,6 +163,7 @@ class GpuMonitor:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._t0: float | None = None  # the first start: ``t_s`` of every session counts from it
         self._nvml: Any = None
         self.nvml_match: str | None = None  # "uuid" or "index": how the NVML device was found
 
@@ -174,21 +176,26 @@ class GpuMonitor:
         if found is None:
             return self
         self._nvml, handle, self.nvml_match = found
-        self._stop.clear()
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        # a new event per session: a sampler an earlier stop() could not join keeps its own, set one
+        self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(handle,), name="fastpipe-gpu-monitor", daemon=True
+            target=self._run,
+            args=(self._nvml, handle, self._stop, self._t0),
+            name="fastpipe-gpu-monitor",
+            daemon=True,
         )
         self._thread.start()
         return self
 
-    def _run(self, handle: Any) -> None:
-        t0 = time.perf_counter()
+    def _run(self, nvml: Any, handle: Any, stop: threading.Event, t0: float) -> None:
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 tick = time.perf_counter()
-                rec = sample(self._nvml, handle)
+                rec = sample(nvml, handle)
                 self.records.append({"t_s": tick - t0, **rec})
-                self._stop.wait(max(0.0, self.interval_s - (time.perf_counter() - tick)))
+                stop.wait(max(0.0, self.interval_s - (time.perf_counter() - tick)))
         except Exception as err:  # never let the sampler take the job down
             self.error = err
             logger.warning("GpuMonitor: sampling stopped after %d records: %r", len(self.records), err)

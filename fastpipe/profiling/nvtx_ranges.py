@@ -17,6 +17,7 @@ starts a process with ranges enabled, so Nsight sessions can switch them on in p
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,8 @@ class ProfiledTransform:
         {'x': 1}
     """
 
+    profiling_wrapper = True  # fastpipe._chain.unwrapped: caches plan the chain on ``.inner``
+
     def __init__(self, transform: Callable[[Any], Any]) -> None:
         if isinstance(transform, ProfiledTransform):
             transform = transform.inner
@@ -149,6 +152,14 @@ class ProfiledTransform:
             return self if out is self.inner else out  # keep `t.set_random_state(0)(data)` ranged
 
         return seed
+
+    def __copy__(self) -> ProfiledTransform:
+        # a copy of the wrapper is a copy of the transform: a shallow copy sharing ``inner`` would share
+        # its random state (a cache's per-thread copies of a transform that cannot be deep-copied)
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.inner = copy.copy(self.inner)
+        return new
 
     def __repr__(self) -> str:
         return f"profiled({self.inner!r})"

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from fastpipe.cache.errors import ItemError
 from fastpipe.profiling._plots import plot_profile
 from fastpipe.profiling.gpu_monitor import GpuMonitor
 from fastpipe.profiling.nvtx_ranges import annotate, enable_nvtx, transform_name, wrap_chain
@@ -176,7 +177,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=4, help="crops per volume (default 4)")
     p.add_argument("--roi", type=int, nargs="+", default=[96], help="crop size: 1 or 3 ints (default 96)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N volumes")
-    p.add_argument("--timing-items", type=int, default=2, help="volumes the per-transform timing runs on")
+    p.add_argument(
+        "--timing-items", type=int, default=2, help="volumes the per-transform timing runs on (0: none)"
+    )
     p.add_argument(
         "--cache-workers", type=int, default=None, help="cache fill threads (default: one per core)"
     )
@@ -200,18 +203,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def profile(args: argparse.Namespace) -> tuple[dict[str, Any], GpuMonitor | None]:
-    """Run the profile described by ``args``: the result dict and the GPU monitor (``None`` on CPU)."""
-    from fastpipe import CacheDataset, ThreadDataLoader
+def load_items(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The first ``--limit`` items of ``--data``'s training section.
+
+    Raises FileNotFoundError (no dataset.json) or ValueError (unreadable json, empty section)
+    naming the file."""
     from fastpipe.datasets import load_decathlon_datalist
 
-    device = torch.device(args.device)
     data = load_decathlon_datalist(args.data)[: args.limit]
+    if not data:
+        raise ValueError(f"{args.data}: the dataset.json's 'training' section lists no volumes")
+    return data
+
+
+def profile(
+    args: argparse.Namespace, data: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], GpuMonitor | None]:
+    """Run the profile described by ``args``: the result dict and the GPU monitor (``None`` on CPU).
+
+    ``data`` (default: :func:`load_items` of ``args``) is the list of items to profile."""
+    from fastpipe import CacheDataset, ThreadDataLoader
+
+    device = torch.device(args.device)
+    data = load_items(args) if data is None else data
     if args.nvtx:
         enable_nvtx()
     roi = args.roi * 3 if len(args.roi) == 1 else args.roi
     chain = wrap_chain(build_chain(str(device), roi, args.num_samples))
-    per_transform = time_prefix(chain[:-1], data[: max(1, args.timing_items)], device)
+    per_transform = time_prefix(chain[:-1], data[: args.timing_items], device)  # 0: no per-transform timing
     ds = CacheDataset(
         data, chain, cache_rate=1.0, num_workers=args.cache_workers, progress=False, seed=args.seed
     )
@@ -260,17 +279,32 @@ def write_outputs(result: dict[str, Any], monitor: GpuMonitor | None, out: Path)
     return paths
 
 
+def _fail(err: Exception, data: str, hint: bool) -> int:
+    """Print a data error (with the synth hint for a missing file) and return exit status 2."""
+    more = f"\n(make data with `fastpipe synth --out {data} --preset spleen-small`)" if hint else ""
+    print(f"fastpipe profile: {err}{more}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fastpipe profile``; returns the exit status."""
     args = parse_args(argv)
     try:
-        result, monitor = profile(args)
-    except FileNotFoundError as err:
-        print(
-            f"fastpipe profile: {err}\n(make data with `fastpipe synth --out {args.data} --preset spleen-small`)",
-            file=sys.stderr,
-        )
+        data = load_items(args)
+    except (FileNotFoundError, ValueError) as err:  # no dataset.json, one that does not parse, an empty one
+        return _fail(err, args.data, hint=isinstance(err, FileNotFoundError))
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # found before the run, not once it is over
+    except OSError as err:
+        print(f"fastpipe profile: cannot write --out {args.out}: {err}", file=sys.stderr)
         return 2
+    try:
+        result, monitor = profile(args, data)
+    except FileNotFoundError as err:  # a volume the dataset.json lists
+        return _fail(err, args.data, hint=True)
+    except ItemError as err:  # the chain failed on a volume (its message names it): e.g. --roi too large
+        print(f"fastpipe profile: {err}", file=sys.stderr)
+        return 1
     print(transform_table(result["per_transform"]))
     print()
     print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fastpipe._chain import inlined
+from fastpipe._chain import inlined, unwrapped
 from fastpipe.transforms._bridge import FromMonaid, ToMonaid, monai_compose_parts
 from fastpipe.transforms._per_crop import runs_on_batch
 from fastpipe.transforms._translate import Context, is_monai, translate
@@ -160,7 +160,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         prefix_o, suffix_o = monai_compose_parts(transform)
         translate_monai = False
     else:
-        flat = flatten(transform)
+        flat = [unwrapped(t) for t in flatten(transform)]  # NVTX wrappers: plan the transforms themselves
         # a chain holding MONAI transforms follows MONAI's rule: a plain callable (not fastpipe's, not
         # MONAI's, no ``random`` flag) runs on every read (mark_deterministic(fn) lets it be cached);
         # a chain of fastpipe transforms and callables follows fastpipe's (cached unless mark_random)

@@ -264,3 +264,18 @@ def test_a_file_is_renamed_into_place_only_once_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         synth.write_nifti_gz(tmp_path / "v.nii.gz", np.zeros((2, 3, 4), np.int16), np.eye(4), (1, 1, 1))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_same_seed_same_bytes_from_another_process(tiny: Path, tmp_path: Path):
+    """The gzip header named the temporary file, which holds the writer's pid: every run differed."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "again"
+    cmd = [sys.executable, "-m", "fastpipe", "synth", "--out", str(out), "--preset", "spleen-tiny"]
+    subprocess.run([*cmd, "--seed", "3", "--num", "1", "--no-progress"], check=True, timeout=120)
+    for sub in ("imagesTr", "labelsTr"):
+        assert (out / sub / "spleen_1.nii.gz").read_bytes() == (
+            tiny / sub / "spleen_1.nii.gz"
+        ).read_bytes(), sub

@@ -203,3 +203,45 @@ def test_real_nvml_records(tmp_path):
     assert mon.nvml_match == "uuid"  # torch's cuda:0 found in NVML by its UUID
     assert mon.records[0]["mem_total_mib"] > 0
     assert mon.plot(tmp_path / "gpu.png").exists()
+
+
+@pytest.mark.timeout(30)
+def test_started_again_the_monitor_goes_on_with_one_timeline(monkeypatch):
+    monkeypatch.setattr(gm, "_import_pynvml", FakeNvml)
+    mon = GpuMonitor(interval_s=0.01)
+    with mon:
+        time.sleep(0.1)
+    first = len(mon.records)
+    time.sleep(0.1)
+    with mon:
+        time.sleep(0.05)
+    ts = [r["t_s"] for r in mon.records]
+    assert first > 0 and len(ts) > first
+    assert all(a < b for a, b in zip(ts[:-1], ts[1:], strict=True)), (
+        ts
+    )  # t_s restarted at 0 in the second session
+    assert mon.summary()["duration_s"] == ts[-1] > ts[first] >= 0.2  # the gap between sessions counts
+
+
+@pytest.mark.timeout(30)
+def test_a_sampler_stop_could_not_join_is_not_revived_by_the_next_start(monkeypatch):
+    import threading
+
+    release, samplers = threading.Event(), set()
+
+    def slow_sample(nvml, handle):
+        samplers.add(threading.get_ident())
+        release.wait(5)  # the first session's sampler hangs in a driver call
+        return {}
+
+    monkeypatch.setattr(gm, "_import_pynvml", FakeNvml)
+    monkeypatch.setattr(gm, "sample", slow_sample)
+    mon = GpuMonitor(interval_s=0.01).start()
+    time.sleep(0.05)
+    old = mon._thread
+    mon.stop(timeout_s=0.05)  # cannot join: the sampler is blocked
+    mon.start()
+    release.set()
+    old.join(2)
+    assert not old.is_alive()  # it saw its stop; the second start cleared it and it sampled on
+    mon.stop()

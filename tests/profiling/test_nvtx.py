@@ -293,3 +293,85 @@ def test_cache_dataset_wraps_its_chain_when_nvtx_is_on_and_not_when_off():
     assert isinstance(on.suffix[0], ProfiledTransform) and on.suffix[0].inner is rnd  # not wrapped twice
     assert isinstance(on.core.prefix[0], ProfiledTransform) and on.core.prefix[0].inner is det
     assert torch.equal(on[1]["y"], off[1]["y"])
+
+
+class _LockedNoise:
+    """A random transform that cannot be deep-copied (it holds a lock): a cache copies it shallow per thread."""
+
+    random = True
+
+    def __init__(self):
+        import threading
+
+        import numpy as np
+
+        self.lock = threading.Lock()
+        self.R = np.random.RandomState(0)
+
+    def set_random_state(self, seed=None, state=None):
+        import numpy as np
+
+        self.R = np.random.RandomState(seed)
+        return self
+
+    def __call__(self, d):
+        import time
+
+        time.sleep(0.002)  # real work releases the GIL: the other loader thread runs meanwhile
+        return {"x": d["x"] + float(self.R.rand())}
+
+
+@pytest.mark.timeout(60)
+def test_wrapping_keeps_per_thread_random_states_apart():
+    import copy
+
+    from fastpipe import CacheDataset, ThreadDataLoader
+
+    inner = _LockedNoise()
+    assert copy.copy(profiled(inner)).inner is not inner  # a copy of the wrapper copies the transform
+
+    def batches():
+        data = [{"x": torch.zeros(1)} for _ in range(16)]
+        ds = CacheDataset(data, [_LockedNoise()], cache_rate=1.0, progress=False, seed=3)
+        loader = ThreadDataLoader(ds, batch_size=4, num_workers=2, seed=3)
+        try:
+            return torch.cat([b["x"] for b in loader]).flatten()
+        finally:
+            loader.close()
+
+    off = batches()
+    enable_nvtx()  # the cache wraps its chain: its threads' copies must not share one random state
+    for _ in range(3):
+        assert torch.equal(batches(), off)
+
+
+def test_a_wrapped_monai_chain_gets_the_plan_and_values_of_the_unwrapped_one():
+    """README's recipe (``chain = wrap_chain(chain)`` then ``CacheDataset(data, chain)``): the wrappers hid
+    the MONAI transforms from the planner, so a random plain callable was cached and no step was swapped."""
+    from fastpipe import CacheDataset
+
+    keys = ["image", "label"]
+    label = torch.zeros(1, 20, 20, 20)
+    label[:, 5:12, 5:12, 5:12] = 1
+    data = [{"image": torch.rand(1, 20, 20, 20), "label": label.clone()} for _ in range(3)]
+
+    def chain():
+        return [
+            mt.ScaleIntensityRanged("image", a_min=0, a_max=1, b_min=0, b_max=2),
+            lambda d: {**d, "noise": torch.rand(())},  # MONAI's rule: a plain callable runs on every read
+            mt.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=8, num_samples=2),
+        ]
+
+    plain = CacheDataset(data, chain(), progress=False, seed=1)
+    enable_nvtx()
+    wrapped = CacheDataset(data, wrap_chain(chain()), progress=False, seed=1)
+    assert [type(unwrap(t)) for t in wrapped.suffix] == [type(t) for t in plain.suffix]
+    assert len(wrapped.plan.prefix) == len(plain.plan.prefix) and wrapped.batched == plain.batched
+    assert all(isinstance(t, ProfiledTransform) for t in wrapped.suffix)  # still ranged
+    assert not torch.equal(wrapped[0][0]["noise"], wrapped[0][0]["noise"])  # run on every read, not cached
+
+    def crops(ds):
+        return [crop for item in ds.fetch_seeded([0, 2], 11) for crop in item]
+
+    for a, b in zip(crops(plain), crops(wrapped), strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])

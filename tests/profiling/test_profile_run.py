@@ -72,3 +72,45 @@ def test_tiny_unet_step_runs_on_cpu():
     step = profile_run.make_step(0.0, "tiny-unet", torch.device("cpu"))
     batch = {"image": torch.rand(1, 1, 4, 4, 4), "label": (torch.rand(1, 1, 4, 4, 4) > 0.5).float()}
     step(batch)  # forward, backward, optimizer step; raises on any shape mismatch
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("{bad", "malformed JSON at line 1"), ('{"training": []}', "lists no volumes")],
+)
+def test_a_bad_dataset_json_is_a_clear_error_not_a_traceback(tmp_path, capsys, content, expected):
+    (tmp_path / "dataset.json").write_text(content)
+    assert profile_run.main(["--data", str(tmp_path), "--device", "cpu", "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: ") and expected in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_a_crop_larger_than_the_volumes_is_a_clear_error_not_a_traceback(tiny_spleen, tmp_path, capsys):
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--limit", "2", "--roi", "200"]
+    assert profile_run.main([*argv, "--timing-items", "0", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: RandCropByPosNegLabeld failed") and "spleen_" in err, err
+    assert "Traceback" not in err and "larger than the volume" in err
+
+
+def test_an_out_folder_that_cannot_be_made_is_an_error_before_the_run(tiny_spleen, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--out", str(blocker / "out")]
+    assert profile_run.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert (
+        err.startswith(f"fastpipe profile: cannot write --out {blocker / 'out'}: ") and "Traceback" not in err
+    )
+    assert out == ""  # said before the run, not after it
+
+
+@pytest.mark.timeout(60)
+def test_timing_items_zero_skips_the_per_transform_timing(tiny_spleen, tmp_path, capsys):
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--limit", "2", "--roi", "16"]
+    assert profile_run.main([*argv, "--timing-items", "0", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "profile.json").read_text())
+    assert doc["per_transform"] == {}  # it timed one volume anyway
+    assert (tmp_path / "profile.png").is_file()
