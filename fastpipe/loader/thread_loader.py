@@ -97,7 +97,8 @@ class ThreadDataLoader:
     :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
-    ``iter_s`` (consumer wall time from requesting this batch to requesting the next). At the end
+    ``iter_s`` (consumer wall time from requesting this batch to requesting the next; an epoch's
+    last batch also counts the wait for the epoch's end, ``epoch_end_s``, in ``wait_s``). At the end
     of each full epoch, fastpipe's ``SmartCacheDataset`` swaps its window (``loader_update_cache()``);
     with ``persistent_workers`` from the producer once the epoch's reads are all made. Another
     dataset's ``update_cache()`` (MONAI's ``SmartCacheDataset``) is left to the loop, as MONAI's
@@ -198,6 +199,7 @@ class ThreadDataLoader:
         if stale is not None:  # joined outside the lock: its producer may be waiting for it (on_done)
             stale.stop()
         last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
+        end: tuple[dict[str, Any], float] | None = None  # the last batch's timing, when the end was asked
         try:
             while True:
                 start = time.perf_counter()
@@ -206,7 +208,7 @@ class ThreadDataLoader:
                 with annotate("wait", "wait"):
                     out = run.get()
                 if out is None:
-                    last = None
+                    end, last = (last[0], start) if last is not None else None, None
                     break
                 batch, timing = out
                 ready = timing.pop("ready", None)
@@ -223,6 +225,11 @@ class ThreadDataLoader:
             run.stop()
         if not self.persistent_workers:
             self._update_cache()
+        if end is not None:  # the loop waited for the epoch's end too (a SmartCache swap): count it
+            extra = time.perf_counter() - end[1]
+            end[0].update(
+                wait_s=end[0]["wait_s"] + extra, iter_s=end[0].get("iter_s", 0.0) + extra, epoch_end_s=extra
+            )
 
     def _update_cache(self) -> None:
         # fastpipe's SmartCacheDataset only: it then skips a user's own update_cache() right after this

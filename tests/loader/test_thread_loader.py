@@ -435,3 +435,37 @@ def test_device_cpu_moves_batches_with_a_blocking_copy(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "to", recording)
     batch, ready = loader._to_device({"x": torch.zeros(2)})
     assert flags == [False] and ready is None and batch["x"].device.type == "cpu"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_the_wait_for_a_smartcache_swap_at_the_epoch_end_is_in_the_report(persistent):
+    # the loop waits for the window swap after its last batch: that wait was in no wait_s or iter_s,
+    # so stats() reported a fraction of the loop's wall time and no data wait
+    import time
+
+    from fastpipe import SmartCacheDataset
+    from fastpipe.transforms import mark_deterministic
+
+    @mark_deterministic
+    def slow(d: dict) -> dict:
+        time.sleep(0.05)
+        return d
+
+    data = [{"x": torch.tensor(float(i))} for i in range(8)]
+    ds = SmartCacheDataset(
+        data, [slow], replace_rate=0.5, cache_num=4, num_init_workers=1, num_replace_workers=1, progress=False
+    )
+    loader = ThreadDataLoader(ds, batch_size=4, persistent_workers=persistent)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            for _batch in loader:
+                pass
+        wall = time.perf_counter() - t0
+        s = loader.stats()
+        assert s["wall_s"] >= 0.8 * wall and s["data_wait_s"] >= 0.5 * wall, (s, wall)
+        assert "epoch_end" in s["stages"]
+    finally:
+        loader.close()
+        ds.close()
