@@ -203,27 +203,28 @@ class TierStore:
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:
             budget = self.budgets.get(tier)
-            closed = (
-                (tier == "cuda" and self.cuda_full)
-                or (tier == "host" and self.host_full)
-                or (tier == "disk" and self.disk_full)
-            )
-            if closed or (budget is not None and self.used[tier] + nb > budget):
+            if getattr(self, f"{tier}_full") or (budget is not None and self.used[tier] + nb > budget):
                 return False
             self.used[tier] += nb
             return True
 
-    def note_oom(self, tier: str = "cuda", nb: int = 0) -> None:
-        """Record a GPU out-of-memory: release ``nb`` reserved bytes, close the cuda tier, warn once."""
-
+    def _close_tier(self, tier: str, nb: int, counter: str | None = None) -> tuple[bool, int]:
+        """Release ``nb`` bytes reserved in ``tier`` and take no more entries there (``{tier}_full``);
+        returns whether the tier was open until now (warn then, once) and the bytes it still holds."""
         with self._lock:
             self.used[tier] -= nb
-            self.cuda_full = True
-            self.oom_warnings += 1
-            first = self.oom_warnings == 1
+            first = not getattr(self, f"{tier}_full")
+            setattr(self, f"{tier}_full", True)
+            if counter is not None:
+                setattr(self, counter, getattr(self, counter) + 1)
+            return first, self.used[tier]
+
+    def note_oom(self, tier: str = "cuda", nb: int = 0) -> None:
+        """Record a GPU out-of-memory: release ``nb`` reserved bytes, close the cuda tier, warn once."""
+        first, held = self._close_tier(tier, nb, "oom_warnings")
         if first:
             warnings.warn(
-                f"GPU out of memory while caching on {self.device} after {self.used['cuda']} bytes; "
+                f"GPU out of memory while caching on {self.device} after {held} bytes; "
                 "the remaining items go to host memory (set budget={'cuda': ...} to choose the split)",
                 RuntimeWarning,
                 stacklevel=3,
@@ -231,11 +232,7 @@ class TierStore:
 
     def _note_pin_failure(self, nb: int, err: BaseException) -> None:
         """A pinned host allocation failed: release ``nb`` reserved bytes, close the host tier, warn once."""
-        with self._lock:
-            self.used["host"] -= nb
-            self.host_full = True
-            self.pin_failures += 1
-            first, pinned = self.pin_failures == 1, self.used["host"]
+        first, pinned = self._close_tier("host", nb, "pin_failures")
         if first:
             warnings.warn(
                 f"pinned host memory allocation of {nb} bytes failed while caching for {self.device} after "
@@ -247,9 +244,7 @@ class TierStore:
 
     def _disk_failed(self, slot: int, nb: int, err: OSError) -> None:
         """A disk-tier write failed (``ENOSPC``, say): its files go, no later entry tries the disk, one warning."""
-        with self._lock:
-            self.used["disk"] -= nb
-            first, self.disk_full = not self.disk_full, True
+        first, _ = self._close_tier("disk", nb)
         if self._disk is not None:
             self._disk.remove(slot)  # the tensors written before the failing one, and its partial file
         if first:
