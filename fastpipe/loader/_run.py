@@ -155,9 +155,7 @@ class LoaderRun:
         with self._lock:
             self._stopped = True
         self.stop_event.set()
-        drain(self.queue)  # a producer blocked on a full queue moves on and ends
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        self._let_go()
         jobs = self.jobs if isinstance(self.jobs, list) else None  # an IterableDataset's are made as read
         which = f"batch {self.taken}"
         if jobs is not None and self.taken < len(jobs):
@@ -181,9 +179,7 @@ class LoaderRun:
             self._stopped = True
         self.stop_event.set()
         if self._on_own_thread():  # e.g. the loader's __del__ when its producer dropped the last reference
-            drain(self.queue)  # the producer sees the stop event and ends; the pool's threads then exit
-            if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+            self._let_go()
             return
         while self.thread.is_alive():
             drain(self.queue)
@@ -191,6 +187,13 @@ class LoaderRun:
         drain(self.queue)
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _let_go(self) -> None:
+        """After the stop event, without joining: a producer blocked on the full queue moves on, sees the
+        stop and ends; the pool takes no new job and its threads exit once their read returns."""
+        drain(self.queue)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _on_own_thread(self) -> bool:
         """Whether the caller is this run's producer or one of its pool threads (which cannot join themselves)."""

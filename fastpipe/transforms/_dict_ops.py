@@ -17,24 +17,14 @@ import torch
 
 from fastpipe._meta import META_SUFFIX, meta_key
 from fastpipe.transforms._dict import ensure_keys
+from fastpipe.transforms.utility import _OnBatch
 
 
-class _DictOp:
-    """A transform that only picks entries: it runs on a collated batch as on one item."""
+class _DictOp(_OnBatch):
+    """A transform that only picks entries: it runs on a collated batch as on one item, whatever its
+    values are (no ``data_type``: :meth:`keeps_shape` is always true)."""
 
     whole_batch = True  # any values, stacked or not: _per_crop runs it on the batch as it is
-
-    def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
-        """Whether it runs on a stacked batch of crops: always (it touches no tensor)."""
-        return True
-
-    def draw_batch(self, batch: dict[str, Any], n: int) -> dict[str, Any]:
-        """Nothing to draw."""
-        return {}
-
-    def apply_batch(self, batch: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """The op on a collated batch: its entries are named as an item's."""
-        return self(batch)
 
 
 class SelectItemsd(_DictOp):
