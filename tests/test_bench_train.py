@@ -45,6 +45,33 @@ def test_recipe_objects_are_monai_classes():
     assert type(small) is UNet and small.channels == config("cpu").channels
 
 
+def test_tutorial_scale_follows_the_tutorial():
+    """Batch of 4 volumes, 160^3 validation windows 4 at a time, background only inside the body."""
+    from monai import transforms as M
+
+    from benchmarks.train_recipe import prefix
+
+    cfg = config("tutorial")
+    assert (cfg.batch_size, cfg.num_samples, cfg.patch) == (4, 4, (96, 96, 96))
+    assert (cfg.val_roi, cfg.sw_batch_size, cfg.pixdim, cfg.lr) == ((160, 160, 160), 4, (1.5, 1.5, 2.0), 2e-3)
+    indices = prefix(M, cfg)[-1]
+    assert type(indices) is M.FgBgToIndicesd and indices.image_key == "image"
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def forward(self, x):
+            self.shapes.append(tuple(x.shape))
+            return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    recorder = Recorder()
+    item = {"image": torch.zeros(1, 40, 40, 40), "label": torch.zeros(1, 40, 40, 40)}
+    Validator([item], config("cpu"), torch.device("cpu"), False)(recorder)
+    assert recorder.shapes == [(1, 1, 48, 48, 48)]  # one 48^3 window (padded) over a 40^3 volume
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("tiny"), "spleen-tiny", seed=0, progress=False, num_volumes=3)
