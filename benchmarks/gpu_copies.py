@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.cached_epoch import BATCH, NUM_SAMPLES, PATCH
+from benchmarks.cached_epoch_peers import BATCH, NUM_SAMPLES, PATCH
 from benchmarks.common import write_result
 from benchmarks.workload import make_volumes, volume_prefix
 

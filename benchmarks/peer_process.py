@@ -48,7 +48,7 @@ class PeerProcess:
         timeout_s: longest wait for any answer (the build included).
 
     Example:
-        >>> peer = PeerProcess("fastpipe", "benchmarks.cached_epoch:serve_peer", {"name": "fastpipe"})  # doctest: +SKIP
+        >>> peer = PeerProcess("fastpipe", "benchmarks.cached_epoch_peers:serve_peer", {"name": "fastpipe"})  # doctest: +SKIP
         >>> wall, cpu, crops = peer.call("epoch")  # doctest: +SKIP
         >>> peer.close()  # doctest: +SKIP
     """

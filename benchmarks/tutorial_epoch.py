@@ -37,17 +37,8 @@ from typing import Any
 import torch
 
 from benchmarks import workload as chains
-from benchmarks.cached_epoch import (
-    BATCH,
-    PlainCopy,
-    _epoch,
-    _epoch_in_thread,
-    _set_track_meta,
-    epoch_config,
-    epoch_parser,
-    run_peers,
-    write_and_plot,
-)
+from benchmarks.cached_epoch_peers import BATCH, PlainCopy, _epoch, _epoch_in_thread, _set_track_meta
+from benchmarks.peer_epochs import epoch_config, epoch_parser, run_peers, write_and_plot
 from benchmarks.workload import make_volumes, volume_prefix
 
 PEERS = (

@@ -16,7 +16,7 @@ and ``RandAdjustContrastd("image", prob=0.1)``. Neither fits the crop's gather.
   precomputed, its ``ThreadDataLoader``, the same chain.
 
 Each peer in its own spawned process, turns of ``--turn`` epochs in a seeded random order
-(``benchmarks.cached_epoch.run_peers``). Run: ``python -m benchmarks.voxel_augment_epoch``; writes
+(``benchmarks.peer_epochs.run_peers``). Run: ``python -m benchmarks.voxel_augment_epoch``; writes
 ``benchmarks/results/voxel-augment-epoch-cpu.json`` and a PNG next to it.
 """
 
@@ -26,15 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import workload as chains
-from benchmarks.cached_epoch import (
-    BATCH,
-    _epoch,
-    _set_track_meta,
-    epoch_config,
-    epoch_parser,
-    run_peers,
-    write_and_plot,
-)
+from benchmarks.cached_epoch_peers import BATCH, _epoch, _set_track_meta
+from benchmarks.peer_epochs import epoch_config, epoch_parser, run_peers, write_and_plot
 from benchmarks.tutorial_epoch import monai_compose
 from benchmarks.workload import make_volumes, volume_prefix
 

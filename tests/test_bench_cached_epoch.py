@@ -89,7 +89,7 @@ def test_the_benchmark_runs_every_peer_and_writes_its_json(tmp_path, monkeypatch
 
 
 def test_a_short_epoch_in_any_peer_is_an_error_not_a_fast_epoch():
-    from benchmarks.cached_epoch import _time_interleaved
+    from benchmarks.peer_epochs import _time_interleaved
 
     class Fake:
         def __init__(self, crops):

@@ -6,7 +6,7 @@ import pytest
 from conftest import HAS_CUDA
 
 from benchmarks import gpu_copies
-from benchmarks.cached_epoch import NUM_SAMPLES, PATCH, make_volumes
+from benchmarks.cached_epoch_peers import NUM_SAMPLES, PATCH, make_volumes
 from fastpipe import profiling
 
 

@@ -67,7 +67,7 @@ def test_monai_best_practice_peer_neither_copies_the_cache_nor_tracks_meta(resto
 
 
 def test_the_reused_floor_copies_the_same_bytes_into_one_batch():
-    from benchmarks.cached_epoch import PlainCopy
+    from benchmarks.cached_epoch_peers import PlainCopy
     from benchmarks.workload import make_volumes
 
     data = make_volumes(4, tuple(p + 3 for p in PATCH))
@@ -94,7 +94,7 @@ class _FakePeer:
 
 
 def test_turns_keep_each_turns_first_epoch_apart_and_time_the_rest():
-    from benchmarks.cached_epoch import _epoch_row, _time_interleaved
+    from benchmarks.peer_epochs import _epoch_row, _time_interleaved
 
     log: list[str] = []
     peers = {n: _FakePeer(log, n) for n in ("a", "b", "c")}
