@@ -113,7 +113,7 @@ def junit_counts(xml_text: str) -> dict[str, Any]:
 
 
 def run_sanitizer(timeout_s: float) -> dict[str, Any]:
-    """Section ``compute_sanitizer``: memcheck over :func:`benchmarks._gpu_sections.sanitize_target`."""
+    """Section ``compute_sanitizer``: memcheck over :func:`benchmarks._gpu_cases.sanitize_target`."""
     exe = shutil.which("compute-sanitizer") or next(
         (str(p) for p in Path("/usr/local").glob("cuda*/bin/compute-sanitizer") if p.exists()), None
     )
@@ -209,13 +209,14 @@ def slug(name: str) -> str:
 
 def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
     """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU."""
+    from benchmarks import _gpu_cases as cases
     from benchmarks import _gpu_sections as sec
     from fastpipe.profiling import GpuMonitor
 
     deadline = time.monotonic() + timeout_s
     plan = [
         ("device", 20, lambda lim: device_info()),
-        ("cuda_matches_torch", 60, lambda lim: sec.matches(dev)),
+        ("cuda_matches_torch", 60, lambda lim: cases.matches(dev)),
         ("bandwidth", 20, lambda lim: sec.bandwidth(dev)),
         ("cached_epoch_h2d", 40, lambda lim: sec.cached_epoch_h2d()),
         ("gpu_vs_cpu_crop_speedup", 30, lambda lim: sec.speedup(dev)),
@@ -247,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
 
     dev = torch.device("cuda")
     if args.sanitize_target:
-        from benchmarks import _gpu_sections as sec
+        from benchmarks._gpu_cases import sanitize_target
 
-        sec.sanitize_target(dev)
+        sanitize_target(dev)
         return 0
     from benchmarks._gpu_report import write_report
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import _gpu_cases as cases
 from benchmarks import _gpu_sections as sec
 from benchmarks import gpu_check
 from benchmarks._gpu_report import write_report
@@ -126,8 +127,8 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     cpu = torch.device("cpu")
     monkeypatch.setattr(gpu_check, "require_gpu", lambda name: None)
     monkeypatch.setattr(gpu_check, "device_info", lambda: {"device": "Stand-in GPU"})
-    real_matches, real_bw, real_speed = sec.matches, sec.bandwidth, sec.speedup
-    monkeypatch.setattr(sec, "matches", lambda dev: real_matches(cpu, "torch", small=True))
+    real_matches, real_bw, real_speed = cases.matches, sec.bandwidth, sec.speedup
+    monkeypatch.setattr(cases, "matches", lambda dev: real_matches(cpu, "torch", small=True))
     monkeypatch.setattr(sec, "bandwidth", lambda dev: real_bw(cpu, "torch", small=True, repeats=2))
     monkeypatch.setattr(sec, "speedup", lambda dev: real_speed(cpu, small=True, repeats=1))
     real_voxel = sec.voxel_augments
@@ -169,12 +170,12 @@ def test_a_mismatching_backend_is_caught(monkeypatch):
         return out if backend == "torch" else out + 1
 
     monkeypatch.setattr(ops, "crop_batch", off_by_one)
-    res = sec.matches(torch.device("cpu"), "cuda", small=True)
+    res = cases.matches(torch.device("cpu"), "cuda", small=True)
     assert res["cuda_matches_torch"] is False and not any(r["bit_equal"] for r in res["match_cases"])
 
 
 def test_border_starts_cover_both_ends():
-    starts = sec.border_starts((512, 512, 200), (96, 96, 96))
+    starts = cases.border_starts((512, 512, 200), (96, 96, 96))
     assert len(starts) == 27 and (0, 0, 0) in starts and (416, 416, 104) in starts
 
 
