@@ -26,32 +26,10 @@ import torch
 
 from benchmarks.common import RESULTS_DIR, machine_info, write_result
 from benchmarks.train_arms import ARMS
-from benchmarks.train_recipe import config
+from benchmarks.train_recipe import PUBLISHED, config, recipe_text
 
 REPO = Path(__file__).resolve().parent.parent
 INTERLEAVED = "interleaved"  # the worker name of benchmarks.train_interleaved's run
-
-#: Published time-to-Dice figures, labelled with their source and hardware (not measured here).
-PUBLISHED = [
-    {
-        "source": "MONAI fast-training tutorial (acceleration/fast_training_tutorial.ipynb)",
-        "hardware": "NVIDIA A100",
-        "target": 0.94,
-        "time_to_target_s": {"regular": 13063, "fast": 120},
-    },
-    {
-        "source": "MONAI fast-training tutorial",
-        "hardware": "NVIDIA V100",
-        "target": 0.95,
-        "time_to_target_s": {"regular": 11344, "fast": 56},
-    },
-    {
-        "source": "NVIDIA Clara Train 3.0 release chart (spleen)",
-        "hardware": "NVIDIA V100 GPU (as labelled in the chart's description; not re-verified here)",
-        "target": None,
-        "time_to_target_h": {"baseline": 65, "batch_by_transform": 18.2, "smartcache": 9.6, "both": 4.4},
-    },
-]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -186,7 +164,7 @@ def _document(cfg, device, root, train, val, results, arms) -> dict[str, Any]:
         "config": {**asdict(cfg), "device": str(device), "amp": device.type == "cuda"},
         "dataset": str(root),
         "split": {"train": len(train), "val": len(val)},
-        "recipe": _recipe(),
+        "recipe": recipe_text(cfg),
         "arms": results,
         "arms_not_run": [a for a in arms if a not in done],
         "ratios_time_to_target": ratios(results),
@@ -267,16 +245,6 @@ def _in_process(name, train, val, cfg, device, interleaved_arms=(), on_validatio
     from benchmarks.train_loop import train_arm
 
     return train_arm(name, train, val, cfg, device, on_validation)
-
-
-def _recipe() -> dict[str, str]:
-    return {
-        "model": "monai.networks.nets.UNet(spatial_dims=3, 1 -> 2, num_res_units=2, norm=BATCH)",
-        "loss": "monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)",
-        "optimizer": "monai.optimizers.Novograd, every arm (only the data side differs)",
-        "validation": "monai.inferers.sliding_window_inference + monai.metrics.DiceMetric(include_background=False)",
-        "suffix": "RandCropByPosNegLabeld, RandFlipd x3 (p=0.1), RandRotate90d (p=0.1), RandShiftIntensityd (p=0.5)",
-    }
 
 
 def _interleaved_arms(arms: str) -> tuple[str, ...]:

@@ -115,47 +115,16 @@ def train_arm(
         _Steps(model, cfg, device, t0),
         Validator(built.val_volumes, cfg, device, device.type == "cuda"),
     )
-    epochs, timeline, reached = [], [], None
-    # validation after every val_interval passes over the training volumes, counted in crops seen: an
-    # epoch of the SmartCache arm covers only its window, so it validates every other epoch, and every
-    # arm validates after the same amount of training data
     pass_crops = len(train) * cfg.num_samples
-    seen, next_val = 0, cfg.val_interval * pass_crops
+
+    def report(timeline: list[dict], epochs: int) -> None:
+        if on_validation is not None:
+            on_validation({"arm": arm, "validation": list(timeline), "epochs": epochs, "build_s": build_s})
+
     try:
-        for epoch in itertools.count(1):
-            t_ep = time.perf_counter()
-            crops, waited = steps.epoch(built.loader)
-            wall = time.perf_counter() - t_ep
-            if crops != built.crops_per_epoch:
-                raise RuntimeError(
-                    f"{arm}: epoch {epoch} yielded {crops} crops, expected {built.crops_per_epoch}"
-                )
-            epochs.append({"epoch": epoch, "s": wall, "wait_s": waited, "crops": crops, "loss": steps.loss})
-            seen += crops
-            if seen >= next_val:
-                next_val += cfg.val_interval * pass_crops
-                t_val = time.perf_counter()
-                dice = validate(model)
-                t_now = time.perf_counter()
-                timeline.append(
-                    {
-                        "epoch": epoch,
-                        "passes": seen / pass_crops,
-                        "t_s": t_now - t0,
-                        "dice": dice,
-                        "val_s": t_now - t_val,
-                    }
-                )
-                if on_validation is not None:
-                    on_validation(
-                        {"arm": arm, "validation": list(timeline), "epochs": len(epochs), "build_s": build_s}
-                    )
-                if dice >= cfg.target:
-                    reached = timeline[-1]
-                    break
-            # the epoch budget counts passes too: a SmartCache arm gets as much training data as the others
-            if seen >= cfg.max_epochs * pass_crops or time.perf_counter() - t0 > cfg.max_s:
-                break
+        epochs, timeline, reached = _run_epochs(
+            arm, built, steps, validate, model, cfg, t0, pass_crops, report
+        )
     finally:
         peak_rss = _peak_rss_bytes()  # before close: worker processes still alive count with their peaks
         built.close()
@@ -166,6 +135,52 @@ def train_arm(
     )
     res["peak_rss_bytes"] = peak_rss
     return res
+
+
+def _run_epochs(
+    arm, built, steps, validate, model, cfg, t0, pass_crops, report
+) -> tuple[list, list, dict | None]:
+    """Epochs until the target or the budget: ``(epochs, validation timeline, the validation that
+    reached the target or None)``; ``report(timeline, epochs)`` after every validation. ``pass_crops``:
+    the crops of one pass over the training volumes.
+
+    Validation comes after every ``val_interval`` passes over the training volumes, counted in crops
+    seen: an epoch of the SmartCache arm covers only its window, so it validates every other epoch,
+    and every arm validates after the same amount of training data. The epoch budget counts passes
+    too, so a SmartCache arm gets as much training data as the others.
+    """
+    epochs: list[dict] = []
+    timeline: list[dict] = []
+    seen, next_val = 0, cfg.val_interval * pass_crops
+    for epoch in itertools.count(1):
+        t_ep = time.perf_counter()
+        crops, waited = steps.epoch(built.loader)
+        wall = time.perf_counter() - t_ep
+        if crops != built.crops_per_epoch:
+            raise RuntimeError(
+                f"{arm}: epoch {epoch} yielded {crops} crops, expected {built.crops_per_epoch}"
+            )
+        epochs.append({"epoch": epoch, "s": wall, "wait_s": waited, "crops": crops, "loss": steps.loss})
+        seen += crops
+        if seen >= next_val:
+            next_val += cfg.val_interval * pass_crops
+            t_val = time.perf_counter()
+            dice = validate(model)
+            t_now = time.perf_counter()
+            timeline.append(
+                {
+                    "epoch": epoch,
+                    "passes": seen / pass_crops,
+                    "t_s": t_now - t0,
+                    "dice": dice,
+                    "val_s": t_now - t_val,
+                }
+            )
+            report(timeline, len(epochs))
+            if dice >= cfg.target:
+                return epochs, timeline, timeline[-1]
+        if seen >= cfg.max_epochs * pass_crops or time.perf_counter() - t0 > cfg.max_s:
+            return epochs, timeline, None
 
 
 def _import_libraries() -> None:

@@ -19,6 +19,29 @@ FG_KEY, BG_KEY = "label_fg_indices", "label_bg_indices"
 SCALE = {"a_min": -57, "a_max": 164, "b_min": 0.0, "b_max": 1.0, "clip": True}
 
 
+#: Published time-to-Dice figures, labelled with their source and hardware (not measured here).
+PUBLISHED = [
+    {
+        "source": "MONAI fast-training tutorial (acceleration/fast_training_tutorial.ipynb)",
+        "hardware": "NVIDIA A100",
+        "target": 0.94,
+        "time_to_target_s": {"regular": 13063, "fast": 120},
+    },
+    {
+        "source": "MONAI fast-training tutorial",
+        "hardware": "NVIDIA V100",
+        "target": 0.95,
+        "time_to_target_s": {"regular": 11344, "fast": 56},
+    },
+    {
+        "source": "NVIDIA Clara Train 3.0 release chart (spleen)",
+        "hardware": "NVIDIA V100 GPU (as labelled in the chart's description; not re-verified here)",
+        "target": None,
+        "time_to_target_h": {"baseline": 65, "batch_by_transform": 18.2, "smartcache": 9.6, "both": 4.4},
+    },
+]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One scale of the experiment: data, chain geometry, model size, optimiser, stopping rule.
@@ -198,3 +221,17 @@ class Validator:
                 self.metric(y_pred=pred, y=one_hot(lab.long(), 2))
         model.train()
         return float(self.metric.aggregate().item())
+
+
+def recipe_text(cfg: TrainConfig) -> dict[str, str]:
+    """The recipe in words, for the JSON."""
+    roi = cfg.val_roi or cfg.patch
+    return {
+        "model": "monai.networks.nets.UNet(spatial_dims=3, 1 -> 2, num_res_units=2, norm=BATCH)",
+        "loss": "monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)",
+        "optimizer": "monai.optimizers.Novograd, every arm (only the data side differs)",
+        "validation": f"monai.inferers.sliding_window_inference(roi {list(roi)}, sw_batch_size {cfg.sw_batch_size}, "
+        "overlap 0.25) + monai.metrics.DiceMetric(include_background=False)",
+        "indices": "FgBgToIndicesd('label', image_key='image'): background centres where the image is above 0",
+        "suffix": "RandCropByPosNegLabeld, RandFlipd x3 (p=0.1), RandRotate90d (p=0.1), RandShiftIntensityd (p=0.5)",
+    }
