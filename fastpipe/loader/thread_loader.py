@@ -7,34 +7,26 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe._tensors import map_tensors
+from fastpipe.loader._ahead import RunsAhead
 from fastpipe.loader._batches import check_batch_sampler, check_shard, index_batches
 from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
+from fastpipe.loader._make import BatchMaker, Job, batch_seed
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader._torch_kwargs import torch_options
-from fastpipe.loader.collate import list_data_collate, lists_collated
+from fastpipe.loader.collate import list_data_collate
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
-from fastpipe.transforms._per_crop import as_item_list
 
-Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
-
-
-def batch_seed(seed: int, epoch: int, batch: int, position: int = -1) -> int:
-    """A seed in ``[0, 2**31)`` that depends only on its arguments (never on threads or timing)."""
-    entropy = [seed % 2**32, epoch, batch + 1, position + 1]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**31)
+__all__ = ["ThreadDataLoader", "batch_seed"]
 
 
-class ThreadDataLoader:
+class ThreadDataLoader(RunsAhead, BatchMaker):
     """Iterate batches of a map-style dataset, prefetched by a background thread.
 
     One producer thread per epoch fills a queue of at most ``buffer_size`` batches. A dataset with
@@ -231,150 +223,6 @@ class ThreadDataLoader:
                 wait_s=end[0]["wait_s"] + extra, iter_s=end[0].get("iter_s", 0.0) + extra, epoch_end_s=extra
             )
 
-    def _update_cache(self) -> None:
-        # fastpipe's SmartCacheDataset only: it then skips a user's own update_cache() right after this
-        # one. A dataset with only update_cache() (MONAI's SmartCacheDataset) is left to the loop's own
-        # call, as MONAI's loaders leave it: calling it here too would move its window twice per epoch.
-        swap = getattr(self.dataset, "loader_update_cache", None)
-        if callable(swap):
-            swap()
-
-    def _start(self, epoch: int) -> LoaderRun:
-        hook = None if is_iterable(self.dataset) else getattr(self.dataset, "prefetch", None)
-        # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
-        # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
-        ref, gen = weakref.ref(self), self._gen
-        on_done = partial(_call_loader, ref, "_epoch_made", epoch, gen) if self.persistent_workers else None
-        run = LoaderRun(
-            self._jobs(epoch),
-            partial(_call_loader, ref, "_make"),
-            self.num_workers,
-            self._whole_batch,
-            self.buffer_size,
-            hook,
-            on_done,
-            self.timeout,
-        )
-        run.data_version = self._data_version()
-        self._runs.add(run)
-        return run
-
-    def _data_version(self) -> Any:
-        """The dataset's ``data_version`` (fastpipe's caches count their ``set_data`` calls), or ``None``."""
-        return getattr(self.dataset, "data_version", None)
-
-    @property
-    def _may_run_ahead(self) -> bool:
-        """Whether the next epoch's jobs may be made on the producer's thread before the loop asks: not
-        when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
-        nor when they take an all-reduce (it would run beside the training step's collectives), nor
-        over an iterable dataset or one whose data the loop changes unseen (MONAI's ``update_cache``)."""
-        if any(o is not None for o in (self.sampler, self.batch_sampler, self.generator)):
-            return False
-        if is_iterable(self.dataset):
-            return False
-        ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
-        if not hasattr(ds, "data_version") and any(
-            callable(getattr(ds, name, None)) for name in ("update_cache", "set_data")
-        ):
-            return False
-        return self.even_batches is False or (
-            self.even_batches is None and getattr(self.dataset, "shard", None) is None
-        )
-
-    def _epoch_made(self, epoch: int, gen: int) -> None:
-        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next.
-        Nothing for a run of an older generation (dropped as stale: its reads do not count)."""
-        if gen != self._gen:
-            return
-        self._update_cache()
-        if not self._may_run_ahead:
-            return
-        with self._ahead_lock:
-            if gen != self._gen:
-                return
-            if self.epoch == epoch + 1:  # the consumer is in ``epoch``: start the next, one run ahead at most
-                if self._next is None:
-                    self._next = (epoch + 1, self._start(epoch + 1))
-            elif self.epoch <= epoch:  # this run itself was ahead and is done: the next starts when taken
-                self._deferred = epoch + 1
-            # else a later epoch is already iterated (nested loops): a run for epoch + 1 would be stale
-
-    def _take_next(self, epoch: int) -> tuple[LoaderRun | None, LoaderRun | None]:
-        """``(run started ahead for epoch, stale run to stop)``; under ``_ahead_lock``.
-
-        A run made ahead is stale when it is for another epoch or the dataset's data changed since it
-        started (``set_data``): it is dropped, with whatever its end would start (a new generation).
-        """
-        ahead, self._next = self._next, None
-        if ahead is None:
-            return None, None
-        if ahead[0] == epoch and ahead[1].data_version == self._data_version():
-            return ahead[1], None
-        self._gen, self._deferred = self._gen + 1, None
-        return None, ahead[1]
-
-    def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
-        indices, seed = job
-        t0 = time.perf_counter()
-        with annotate("fetch", "loader"):  # an IterableDataset's job holds its items already
-            try:
-                data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
-            except Exception as err:  # the dataset's own error, with the batch's items named in a note
-                note = f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
-                if note not in getattr(err, "__notes__", ()):  # an error object raised again (cached)
-                    err.add_note(note)
-                raise
-        t1 = time.perf_counter()
-        with annotate("collate", "loader"):
-            batch = (
-                data
-                if isinstance(data, dict) and self.collate_fn is list_data_collate
-                else self.collate_fn(data)
-            )
-        if self.pin_memory and self.device is None:
-            batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
-        t2 = time.perf_counter()
-        ready = None
-        if self.device is not None:
-            with annotate("h2d", "h2d"):
-                batch, ready = self._to_device(batch)
-        t3 = time.perf_counter()
-        timing = {"fetch_s": t1 - t0, "collate_s": t2 - t1, "h2d_s": t3 - t2, "batch_size": len(indices)}
-        if ready is not None:
-            timing["ready"] = ready
-        timing["num_crops"] = _leading_dim(batch, len(indices))
-        return batch, timing
-
-    def _to_device(self, batch: Any) -> tuple[Any, Any]:
-        """``(batch on self.device, ready event or None)``: a GPU through the pinned ring, else ``.to``."""
-        if self._copier is not None:
-            return self._copier.copy(batch)
-        # to the host: a non-blocking copy from a GPU returns before its bytes land, and the loop reads them
-        host = self.device.type == "cpu"
-        return map_tensors(batch, lambda t: t.to(self.device, non_blocking=not host)), None
-
-    def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
-        ds = self.dataset
-        if hasattr(ds, "fetch_seeded"):
-            if getattr(ds, "batched", False):
-                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
-                    return as_item_list(ds.fetch_seeded(indices, seed))
-                return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
-
-            def one(pos: int) -> Any:
-                return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
-
-        elif callable(getattr(ds, "__getitems__", None)):
-            return ds.__getitems__(indices)
-        else:
-
-            def one(pos: int) -> Any:
-                return ds[indices[pos]]
-
-        positions = range(len(indices))
-        return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
-
     def stats(self) -> dict[str, Any]:
         """Summary of ``timings``: data-wait fraction, per-stage times, crops/s (``profiling.report.summarize``)."""
         return summarize(self.timings)
@@ -397,19 +245,3 @@ class ThreadDataLoader:
             f"ThreadDataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"num_workers={self.num_workers}, buffer_size={self.buffer_size}, repeats={self.repeats})"
         )
-
-
-def _call_loader(ref: weakref.ref, method: str, *args: Any) -> Any:
-    """``loader.method(*args)`` through a weak reference (a run's threads must not keep the loader alive)."""
-    loader = ref()
-    if loader is None:
-        raise RuntimeError("ThreadDataLoader was garbage-collected while its producer ran")
-    return getattr(loader, method)(*args)
-
-
-def _leading_dim(batch: Any, default: int) -> int:
-    if isinstance(batch, dict):
-        for v in batch.values():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                return int(v.shape[0])
-    return default
