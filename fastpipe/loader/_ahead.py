@@ -7,6 +7,7 @@ thread; the rest on the consumer's, under ``_ahead_lock`` where they touch the r
 
 from __future__ import annotations
 
+import threading
 import weakref
 from functools import partial
 from typing import Any
@@ -17,6 +18,26 @@ from fastpipe.loader._run import LoaderRun
 
 class RunsAhead:
     """Start an epoch's run; with ``persistent_workers``, the next epoch's as soon as this one is made."""
+
+    def _init_runs(self) -> None:
+        self._next: tuple[int, LoaderRun] | None = None  # the next epoch's run, started ahead
+        self._deferred: int | None = None  # the epoch to start ahead once the consumer takes the next run
+        self._ahead_lock = threading.Lock()
+        self._gen = 0  # runs of an older generation were dropped as stale: their end starts nothing
+        self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
+
+    def _begin_epoch(self) -> LoaderRun:
+        """The run of the epoch the loop starts now: the one made ahead if it is still good, else a new one."""
+        with self._ahead_lock:
+            epoch, self.epoch = self.epoch, self.epoch + 1
+            run, stale = self._take_next(epoch)
+            run = run or self._start(epoch)
+            if self._deferred == epoch + 1:  # the run taken had finished ahead: now go one further
+                self._deferred = None
+                self._next = (epoch + 1, self._start(epoch + 1))
+        if stale is not None:  # joined outside the lock: its producer may be waiting for it (on_done)
+            stale.stop()
+        return run
 
     def _update_cache(self) -> None:
         # fastpipe's SmartCacheDataset only: it then skips a user's own update_cache() right after this

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
-import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,10 +11,11 @@ import torch
 from fastpipe import distributed
 from fastpipe.loader._ahead import RunsAhead
 from fastpipe.loader._batches import check_batch_sampler, check_shard, index_batches
-from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
+from fastpipe.loader._checks import check_options
+from fastpipe.loader._iterable import is_iterable, item_batches
 from fastpipe.loader._make import BatchMaker, Job, batch_seed
 from fastpipe.loader._pinned_ring import DeviceCopier
-from fastpipe.loader._run import LoaderRun
+from fastpipe.loader._timings import EpochClock
 from fastpipe.loader._torch_kwargs import torch_options
 from fastpipe.loader.collate import list_data_collate
 from fastpipe.profiling import annotate
@@ -121,16 +119,7 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         pin_memory: bool = False,
         **torch_kwargs: Any,
     ) -> None:
-        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-            if int(value) < low:
-                raise ValueError(f"ThreadDataLoader: {name} must be >= {low}, got {value}")
-        for name, value in (("buffer_size", buffer_size), ("repeats", repeats)):
-            if int(value) < 1:
-                raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
-        if is_iterable(dataset):
-            check_iterable(dataset, shuffle, sampler)
-        if sampler is not None and shuffle:
-            raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
+        check_options(dataset, batch_size, num_workers, buffer_size, repeats, shuffle, sampler)
         options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
         buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
         self.timeout, self.batch_sampler = options.timeout, options.batch_sampler
@@ -148,12 +137,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         self.even_batches = even_batches
         self.persistent_workers = persistent_workers
         self.epoch = 0
-        self._next: tuple[int, LoaderRun] | None = None  # the next epoch's run, started ahead
-        self._deferred: int | None = None  # the epoch to start ahead once the consumer takes the next run
-        self._ahead_lock = threading.Lock()
-        self._gen = 0  # runs of an older generation were dropped as stale: their end starts nothing
+        self._init_runs()
         self.timings: list[dict[str, Any]] = []
-        self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
         self._copier: DeviceCopier | None = None  # ring slots: queued + in the making + held by the consumer
         if self.device is not None and self.device.type == "cuda" and torch.cuda.is_available():
             self._copier = DeviceCopier(self.device, self.buffer_size + self.num_workers + 2)
@@ -181,47 +166,28 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         return callable(getattr(ds, "__getitems__", None))
 
     def __iter__(self) -> Iterator[Any]:
-        with self._ahead_lock:
-            epoch, self.epoch = self.epoch, self.epoch + 1
-            run, stale = self._take_next(epoch)
-            run = run or self._start(epoch)
-            if self._deferred == epoch + 1:  # the run taken had finished ahead: now go one further
-                self._deferred = None
-                self._next = (epoch + 1, self._start(epoch + 1))
-        if stale is not None:  # joined outside the lock: its producer may be waiting for it (on_done)
-            stale.stop()
-        last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
-        end: tuple[dict[str, Any], float] | None = None  # the last batch's timing, when the end was asked
+        run, clock = self._begin_epoch(), EpochClock(self)
         try:
             while True:
-                start = time.perf_counter()
-                if last is not None:  # consumer time per batch: wait + its step (+ repeats)
-                    last[0]["iter_s"] = start - last[1]
+                clock.request()
                 with annotate("wait", "wait"):
                     out = run.get()
                 if out is None:
-                    end, last = (last[0], start) if last is not None else None, None
+                    clock.reached_end()
                     break
                 batch, timing = out
                 ready = timing.pop("ready", None)
                 if ready is not None:  # the copy's event: the consumer's stream waits on it, no host sync
                     self._copier.hand_over(batch, ready)
-                timing["wait_s"] = time.perf_counter() - start
-                self.timings.append(timing)
-                last = (timing, start)
+                clock.received(timing)
                 for _ in range(self.repeats):
                     yield batch
         finally:
-            if last is not None:  # left early: close the last batch's interval now
-                last[0]["iter_s"] = time.perf_counter() - last[1]
+            clock.left()
             run.stop()
         if not self.persistent_workers:
             self._update_cache()
-        if end is not None:  # the loop waited for the epoch's end too (a SmartCache swap): count it
-            extra = time.perf_counter() - end[1]
-            end[0].update(
-                wait_s=end[0]["wait_s"] + extra, iter_s=end[0].get("iter_s", 0.0) + extra, epoch_end_s=extra
-            )
+        clock.epoch_ended()  # the loop waited for the epoch's end too (a SmartCache swap): count it
 
     def stats(self) -> dict[str, Any]:
         """Summary of ``timings``: data-wait fraction, per-stage times, crops/s (``profiling.report.summarize``)."""
