@@ -10,7 +10,7 @@ import torch
 
 from fastpipe import distributed
 from fastpipe.loader._ahead import RunsAhead
-from fastpipe.loader._batches import check_batch_sampler, check_shard, index_batches
+from fastpipe.loader._batches import batch_attributes, check_batch_sampler, check_shard, index_batches
 from fastpipe.loader._checks import check_options
 from fastpipe.loader._iterable import is_iterable, item_batches
 from fastpipe.loader._make import BatchMaker, Job, batch_seed
@@ -121,15 +121,17 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
     ) -> None:
         check_options(dataset, batch_size, num_workers, buffer_size, repeats, shuffle, sampler)
         options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
-        buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
+        buffer_size, self.pin_memory = options.buffer_size, options.pin_memory
         self.timeout, self.batch_sampler = options.timeout, options.batch_sampler
         check_batch_sampler(dataset, self.batch_sampler, batch_size, shuffle, sampler, drop_last)
         check_shard(
             dataset, sampler if self.batch_sampler is None else getattr(self.batch_sampler, "sampler", None)
         )
-        self.dataset = dataset
-        self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
-        self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last
+        self.dataset, self.shuffle, self.num_workers = dataset, shuffle, int(num_workers)
+        self.batch_size, self.drop_last, self.sampler = batch_attributes(
+            dataset, self.batch_sampler, batch_size, drop_last, sampler
+        )
+        self.buffer_size, self.repeats = int(buffer_size), int(repeats)
         self.collate_fn = collate_fn or list_data_collate
         self.generator = generator
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
