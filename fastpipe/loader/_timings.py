@@ -3,7 +3,8 @@
 The producer times each batch's ``fetch_s``, ``collate_s`` and ``h2d_s`` (:mod:`fastpipe.loader._make`);
 :class:`EpochClock` adds what the loop saw: ``wait_s`` (blocked waiting for the batch), ``iter_s``
 (from requesting this batch to requesting the next), and on an epoch's last batch the wait for the
-epoch's end (``epoch_end_s``, counted in its ``wait_s`` and ``iter_s`` too).
+epoch's end (``epoch_end_s``, counted in its ``wait_s`` and ``iter_s`` too). ``timings`` keeps the
+last ``loader.timings_kept`` entries: one per batch for ever would grow without bound.
 
 Threading contract: one clock per loop, used from the consumer's thread only.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 
 class EpochClock:
-    """Time one loop over a loader and append each batch's timing dict to ``loader.timings``."""
+    """Time one loop over a loader; append each batch's timing dict to ``loader.timings`` (a window)."""
 
     def __init__(self, loader: Any) -> None:
         self.loader = loader
@@ -34,7 +35,10 @@ class EpochClock:
     def received(self, timing: dict[str, Any]) -> None:
         """The batch requested last came: record its wait and keep its timing."""
         timing["wait_s"] = time.perf_counter() - self.start
-        self.loader.timings.append(timing)
+        timings = self.loader.timings
+        timings.append(timing)
+        if len(timings) > self.loader.timings_kept:  # a long training keeps a window, not every batch
+            del timings[: len(timings) - self.loader.timings_kept]
         self.last = (timing, self.start)
 
     def reached_end(self) -> None:
