@@ -52,7 +52,12 @@ class RunsAhead:
         # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
         # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
         ref, gen = weakref.ref(self), self._gen
-        on_done = partial(_call_loader, ref, "_epoch_made", epoch, gen) if self.persistent_workers else None
+        version = self._data_version()  # before the first read: a set_data from now on makes the run stale
+        on_done = (
+            partial(_call_loader, ref, "_epoch_made", epoch, gen, version)
+            if self.persistent_workers
+            else None
+        )
         run = LoaderRun(
             self._jobs(epoch),
             partial(_call_loader, ref, "_make"),
@@ -63,7 +68,7 @@ class RunsAhead:
             on_done,
             self.timeout,
         )
-        run.data_version = self._data_version()
+        run.data_version = version
         self._runs.add(run)
         return run
 
@@ -90,10 +95,12 @@ class RunsAhead:
             self.even_batches is None and getattr(self.dataset, "shard", None) is None
         )
 
-    def _epoch_made(self, epoch: int, gen: int) -> None:
+    def _epoch_made(self, epoch: int, gen: int, version: Any = None) -> None:
         """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next.
-        Nothing for a run of an older generation (dropped as stale: its reads do not count)."""
-        if gen != self._gen:
+        Nothing for a run of an older generation, or one that read data ``set_data`` has replaced since it
+        started (``version``, the dataset's ``data_version`` then): it is stale, its reads do not count,
+        and a swap now would move the new data's window before its first epoch."""
+        if gen != self._gen or version != self._data_version():
             return
         self._update_cache()
         if not self._may_run_ahead:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate
+from fastpipe import CacheDataset, SmartCacheDataset, ThreadDataLoader, list_data_collate
+from fastpipe.transforms import mark_random
 
 
 def _values(loader: ThreadDataLoader) -> list[int]:
@@ -53,6 +54,36 @@ def test_persistent_workers_read_the_new_data_after_set_data():
         assert _values(loader) == [100 + i for i in range(6)]  # and the run ahead after it is fresh
     finally:
         loader.close()
+
+
+@mark_random
+def _slow_on_old_data(d: dict) -> dict:
+    if float(d["x"]) < 100:  # the run made ahead is still reading the old data after set_data()
+        threading.Event().wait(0.15)
+    return {**d, "x": d["x"] * 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_stale_run_ahead_does_not_move_the_new_datas_smartcache_window():
+    """set_data() while the run made ahead still read the old items: that run, dropped as stale, still
+    swapped the SmartCache window once it was done, so the first epoch on the new data began one
+    window later (items 100, 101 and 102 skipped) than without persistent_workers."""
+    ds = SmartCacheDataset(
+        [{"x": float(i)} for i in range(12)], [_slow_on_old_data], cache_num=6, replace_rate=0.5,
+        shuffle=False, progress=False,
+    )  # fmt: skip
+    loader = ThreadDataLoader(ds, batch_size=2, buffer_size=4, seed=1, persistent_workers=True)
+    try:
+        assert sorted(_values(loader)) == [0, 1, 2, 3, 4, 5]
+        ds.shutdown()
+        ds.set_data([{"x": float(100 + i)} for i in range(12)])
+        ds.start()
+        threading.Event().wait(1.5)  # a validation pass, say: the stale run ends meanwhile
+        assert sorted(_values(loader)) == [100, 101, 102, 103, 104, 105]
+        assert sorted(_values(loader)) == [103, 104, 105, 106, 107, 108]
+    finally:
+        loader.close()
+        ds.close()
 
 
 class _Slow(torch.utils.data.Dataset):
