@@ -4,7 +4,8 @@ The producer times each batch's ``fetch_s``, ``collate_s`` and ``h2d_s`` (:mod:`
 :class:`EpochClock` adds what the loop saw: ``wait_s`` (blocked waiting for the batch), ``iter_s``
 (from requesting this batch to requesting the next), and on an epoch's last batch the wait for the
 epoch's end (``epoch_end_s``, counted in its ``wait_s`` and ``iter_s`` too). ``timings`` keeps the
-last ``loader.timings_kept`` entries: one per batch for ever would grow without bound.
+first entry (its ``wait_s`` is the start-up latency ``stats()`` reports) and the latest, ``loader.timings_kept``
+in all: one per batch for ever would grow without bound.
 
 Threading contract: one clock per loop, used from the consumer's thread only.
 """
@@ -37,8 +38,9 @@ class EpochClock:
         timing["wait_s"] = time.perf_counter() - self.start
         timings = self.loader.timings
         timings.append(timing)
-        if len(timings) > self.loader.timings_kept:  # a long training keeps a window, not every batch
-            del timings[: len(timings) - self.loader.timings_kept]
+        kept = max(2, self.loader.timings_kept)
+        if len(timings) > kept:  # a long training keeps the first batch and a window of the latest
+            del timings[1 : len(timings) - kept + 1]
         self.last = (timing, self.start)
 
     def reached_end(self) -> None:

@@ -89,7 +89,7 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
     ``iter_s`` (consumer wall time from requesting this batch to requesting the next; an epoch's
     last batch also counts the wait for the epoch's end, ``epoch_end_s``, in ``wait_s``); it keeps the
-    last ``timings_kept`` (10,000) batches' dicts, so a long training holds no more. At the end
+    first batch's dict and the latest, ``timings_kept`` (10,000) in all, so a long training holds no more. At the end
     of each full epoch, fastpipe's ``SmartCacheDataset`` swaps its window (``loader_update_cache()``);
     with ``persistent_workers`` from the producer once the epoch's reads are all made. Another
     dataset's ``update_cache()`` (MONAI's ``SmartCacheDataset``) is left to the loop, as MONAI's
@@ -101,7 +101,9 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         [torch.Size([2, 2]), torch.Size([2, 2])]
     """
 
-    timings_kept = 10_000  #: most entries ``timings`` holds: the latest batches' (the oldest are dropped)
+    timings_kept = (
+        10_000  #: most entries ``timings`` holds: the first batch's and the latest (others dropped)
+    )
 
     def __init__(
         self,
@@ -195,7 +197,7 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         clock.epoch_ended()  # the loop waited for the epoch's end too (a SmartCache swap): count it
 
     def stats(self) -> dict[str, Any]:
-        """Summary of ``timings`` (the last ``timings_kept`` batches): data-wait fraction, per-stage times,
+        """Summary of ``timings`` (the first batch and the latest ones): data-wait fraction, per-stage times,
         crops/s (``profiling.report.summarize``)."""
         return summarize(self.timings)
 

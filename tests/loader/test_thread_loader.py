@@ -173,12 +173,14 @@ def test_timings_keep_a_window_over_a_long_training():
     data = [{"x": torch.tensor(i)} for i in range(6)]
     loader = ThreadDataLoader(data, batch_size=2, seed=0)
     loader.timings_kept = 7
-    sizes = []
+    sizes, first = [], None
     for _ in range(12):  # 36 batches
         for _ in loader:
             pass
         sizes.append(len(loader.timings))
+        first = first or loader.timings[0]
     assert sizes == [3, 6] + [7] * 10 and all("iter_s" in t for t in loader.timings)
+    assert loader.timings[0] is first  # the start-up wait stats() reports as first_wait_s
     assert loader.stats()["batches"] == 7 and ThreadDataLoader.timings_kept == 10_000
 
 
