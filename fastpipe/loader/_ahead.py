@@ -67,6 +67,9 @@ class RunsAhead:
             hook,
             on_done,
             self.timeout,
+            # a window swap (SmartCache) waits for the loop to receive the epoch's last batch: an epoch
+            # left early (a steps-per-epoch break) never moves it, whatever the speed of the loop's step
+            done_when_taken=callable(getattr(self.dataset, "loader_update_cache", None)),
         )
         run.data_version = version
         self._runs.add(run)

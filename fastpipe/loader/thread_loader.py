@@ -63,7 +63,9 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         persistent_workers: as soon as the producer has made an epoch's last batch, call
             ``update_cache()`` and start the next epoch's producer, so its first batches are made
             while the consumer still works on the last ones; that producer then waits on its bounded
-            queue until the next loop or :meth:`close` (default ``False``). The next epoch starts
+            queue until the next loop or :meth:`close` (default ``False``). Over a dataset that swaps
+            a window (fastpipe's ``SmartCacheDataset``) this waits until the loop has received the
+            last batch: an epoch left early moves no window, whatever the step's speed. The next epoch starts
             early only when the loader alone decides its order and length: with a ``sampler`` or a
             ``generator`` (which the loop may change between epochs, ``set_epoch``) or an
             ``even_batches`` all-reduce (a collective must not run beside the training's), or over a

@@ -86,6 +86,45 @@ def test_a_stale_run_ahead_does_not_move_the_new_datas_smartcache_window():
         ds.close()
 
 
+def _steps_per_epoch(loader: ThreadDataLoader, steps: int, step_s: float) -> list[list[int]]:
+    out = []
+    for _ in range(3):
+        seen = []
+        for k, b in enumerate(loader):
+            seen += [int(v) for v in b["x"].reshape(-1)]
+            threading.Event().wait(step_s)  # the training step
+            if k + 1 == steps:
+                break
+        out.append(sorted(seen))
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_persistent_workers_over_smartcache_with_epochs_left_early_do_not_depend_on_the_step_time():
+    """A loop that leaves each epoch early (steps per epoch) over a SmartCacheDataset: with
+    persistent_workers the window moved once the producer had made the epoch's last batch, so a slow
+    training step (the producer done before the break) moved it every epoch and a fast one never:
+    the data trained on depended on the GPU's speed. Now it moves only when the loop received the
+    epoch's last batch, as without persistent_workers."""
+
+    def loader(persistent: bool) -> tuple[ThreadDataLoader, SmartCacheDataset]:
+        ds = SmartCacheDataset(
+            [{"x": float(i)} for i in range(24)], None, cache_num=12, replace_rate=0.5, shuffle=False,
+            progress=False,
+        )  # fmt: skip
+        return ThreadDataLoader(ds, batch_size=2, seed=1, buffer_size=2, persistent_workers=persistent), ds
+
+    want, got = [], []
+    for persistent, step_s, out in ((False, 0.0, want), (True, 0.05, got), (True, 0.0, got)):
+        ld, ds = loader(persistent)
+        try:
+            out.append(_steps_per_epoch(ld, 4, step_s))  # 4 of 6 batches
+        finally:
+            ld.close()
+            ds.close()
+    assert got == [want[0], want[0]] and want[0] == [list(range(8))] * 3
+
+
 class _Slow(torch.utils.data.Dataset):
     def __len__(self):
         return 4
