@@ -153,3 +153,31 @@ def test_per_item_numbers_and_arrays_come_as_tensors_from_every_loader(loader):
     assert torch.equal(batch["grade"], torch.tensor([0] * SAMPLES + [1] * SAMPLES))
     assert torch.equal(batch["coord"], torch.tensor([[0, 0]] * SAMPLES + [[1, 2]] * SAMPLES))
     assert batch["name"] == ["case0"] * SAMPLES + ["case1"] * SAMPLES
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_samples", [1, 2])
+def test_thread_loader_batches_meta_tensors_with_each_items_metadata_as_monai(num_samples):
+    """MetaTensor items were stacked by torch.stack alone: the batch kept item 0's metadata and
+    is_batch=False, so decollate_batch gave every item item 0's file name (SaveImaged overwrote one
+    file) and a row of item 0's affine as the others' affine."""
+    data = [
+        {
+            "img": monai.data.MetaTensor(
+                torch.randn(1, 8, 8, 8),
+                affine=torch.diag(torch.tensor([i + 1.0, 1.0, 1.0, 1.0])),
+                meta={"filename_or_obj": f"case{i}.nii.gz"},
+            )
+        }
+        for i in range(4)
+    ]
+    crop = M.RandSpatialCropSamplesd("img", (4, 4, 4), num_samples=num_samples, random_size=False)
+    theirs = next(iter(monai.data.DataLoader(monai.data.Dataset(data, crop), batch_size=2)))
+    ours = next(iter(fp.ThreadDataLoader(fp.CacheDataset(data, [crop], progress=False), batch_size=2)))
+    names = [f"case{i}.nii.gz" for i in (0, 1) for _ in range(num_samples)]
+    for batch in (theirs, ours):
+        assert batch["img"].is_batch and batch["img"].meta["filename_or_obj"] == names
+        split = monai.data.decollate_batch(batch)
+        assert [d["img"].meta["filename_or_obj"] for d in split] == names
+        assert [float(d["img"].affine[0, 0]) for d in split] == [float(n[4]) + 1 for n in names]
+        assert batch["img"].shape == (2 * num_samples, 1, 4, 4, 4)

@@ -3,8 +3,9 @@
 
 A ``batch_sampler`` is an iterable of index lists, one per batch (``torch.utils.data.BatchSampler`` or
 any object with ``__iter__`` and ``__len__``). As in torch, it excludes ``batch_size``, ``shuffle``,
-``sampler``, ``drop_last`` and an ``IterableDataset``; ``len()`` is its length. Each list is one batch:
-over fastpipe's batched datasets it goes to ``fetch_seeded`` as one call. The loader iterates a
+``sampler``, ``drop_last`` and an ``IterableDataset``; ``len()`` is its length, and the loader's
+``batch_size``, ``drop_last`` and ``sampler`` read ``None``, ``False`` and a ``SequentialSampler``, as
+torch's. Each list is one batch: over fastpipe's batched datasets it goes to ``fetch_seeded`` as one call. The loader iterates a
 sampler or batch sampler afresh each epoch when the loop asks for the epoch (never ahead, even with
 ``persistent_workers``), so a ``set_epoch`` the loop calls on it between loops takes effect.
 """
@@ -35,6 +36,16 @@ def check_batch_sampler(
             f"and drop_last (as in torch); got batch_size={batch_size}, shuffle={shuffle}, "
             f"sampler={sampler!r}, drop_last={drop_last}"
         )
+
+
+def batch_attributes(
+    dataset: Any, batch_sampler: Any, batch_size: int, drop_last: bool, sampler: Any
+) -> tuple:
+    """``(batch_size, drop_last, sampler)`` as torch's ``DataLoader`` sets them: under a ``batch_sampler``
+    (which gives the batches) ``None``, ``False`` and a ``SequentialSampler`` over the dataset."""
+    if batch_sampler is None:
+        return int(batch_size), drop_last, sampler
+    return None, False, torch.utils.data.SequentialSampler(dataset)
 
 
 def check_shard(dataset: Any, sampler: Any) -> None:

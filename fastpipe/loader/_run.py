@@ -53,9 +53,12 @@ class LoaderRun:
         whole_batch: with workers, make whole batches in parallel (in order) instead of items of a batch.
         buffer_size: most batches waiting in the queue.
         prefetch_hook: called with the indices of the next batch before a batch is made (default ``None``).
-        on_done: called in the producer thread once the last batch is made and queued, unless the run
+        on_done: called in the producer thread once the last batch is made and queued (with
+            ``done_when_taken``: once the consumer has received it too), unless the run
             was stopped first (default ``None``); an error it raises reaches the consumer.
         timeout: seconds :meth:`get` waits for one batch before ``RuntimeError``; 0 waits for ever (default 0).
+        done_when_taken: ``on_done`` waits until :meth:`get` has handed out every batch, so a consumer
+            that leaves the epoch early never sees it run, however fast the producer was (default ``False``).
     """
 
     def __init__(
@@ -68,9 +71,14 @@ class LoaderRun:
         prefetch_hook: Callable[[list[int]], None] | None = None,
         on_done: Callable[[], None] | None = None,
         timeout: float = 0,
+        done_when_taken: bool = False,
     ) -> None:
         self.jobs, self.make, self.on_done = jobs, make, on_done
         self.timeout, self.taken = timeout, 0  # batches the consumer has received
+        self.all_taken = threading.Event()  # set by get() once the consumer has received every batch
+        self.done_when_taken = done_when_taken and isinstance(jobs, list)
+        if isinstance(jobs, list) and not jobs:
+            self.all_taken.set()
         self.whole_batch = whole_batch
         self.num_workers = num_workers
         self.prefetch_hook = prefetch_hook
@@ -105,7 +113,12 @@ class LoaderRun:
                     return
                 self._prefetch(k + 1)
                 yield self.make(job, self.pool)
-        if self.on_done is not None and not self.stop_event.is_set():
+        if self.on_done is None or self.stop_event.is_set():
+            return
+        while self.done_when_taken and not self.all_taken.wait(POLL_S):
+            if self.stop_event.is_set():  # the consumer left the epoch early
+                return
+        if not self.stop_event.is_set():
             self.on_done()
 
     def _produce_parallel_batches(self) -> Iterator[Any]:
@@ -148,6 +161,8 @@ class LoaderRun:
             raise payload
         if kind == _ITEM:
             self.taken += 1
+            if isinstance(self.jobs, list) and self.taken >= len(self.jobs):
+                self.all_taken.set()
         return None if kind == _END else payload
 
     def _time_out(self) -> None:

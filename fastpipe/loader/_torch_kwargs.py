@@ -74,6 +74,17 @@ def torch_options(
     kwargs.pop("pin_memory_device", None)  # the pinned batches serve whatever device the loop moves them to
     for name in MONAI_THREAD:
         kwargs.pop(name, None)
+    _check_rest(kwargs)
+    if prefetch is not None:
+        if int(prefetch) < 1:
+            raise ValueError(f"ThreadDataLoader: prefetch_factor must be >= 1, got {prefetch}")
+        buffer_size = max(buffer_size, int(prefetch) * max(1, num_workers))
+    pinned = bool(pin_memory) and torch.cuda.is_available()
+    return TorchOptions(buffer_size, pinned, float(timeout), batch_sampler)
+
+
+def _check_rest(kwargs: dict[str, Any]) -> None:
+    """Warn for a process-only keyword set to other than its default, raise for the rest (see ``torch_options``)."""
     for name in list(kwargs):
         if name in UNSUPPORTED and kwargs[name] is not None:
             raise TypeError(f"ThreadDataLoader does not support {name}=: {UNSUPPORTED[name]}")
@@ -83,7 +94,7 @@ def torch_options(
                 warnings.warn(
                     f"ThreadDataLoader ignores {name}={value!r}: {PROCESS_ONLY[name]}",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # the ThreadDataLoader(...) call: _check_rest < torch_options < __init__
                 )
         elif name in UNSUPPORTED:
             kwargs.pop(name)
@@ -93,9 +104,3 @@ def torch_options(
             f"ThreadDataLoader got unexpected keyword argument(s) {sorted(kwargs)}; besides its own it takes "
             f"these torch DataLoader keywords: {', '.join(known)}"
         )
-    if prefetch is not None:
-        if int(prefetch) < 1:
-            raise ValueError(f"ThreadDataLoader: prefetch_factor must be >= 1, got {prefetch}")
-        buffer_size = max(buffer_size, int(prefetch) * max(1, num_workers))
-    pinned = bool(pin_memory) and torch.cuda.is_available()
-    return TorchOptions(buffer_size, pinned, float(timeout), batch_sampler)

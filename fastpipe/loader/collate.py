@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -18,7 +19,8 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     A list of lists (e.g. ``num_samples=4`` crops per volume) is flattened first, so ``B`` volumes
     with ``S`` samples each give a batch of ``B * S``, as MONAI does. Tuple items (``(image, label)``)
     give a list with one batch per position, as torch's ``default_collate``. Then per key: tensors and
-    arrays of one shape are stacked, numbers become a tensor (dtypes as torch's ``default_collate``),
+    arrays of one shape are stacked (MONAI ``MetaTensor`` items into a batch ``MetaTensor`` holding every
+    item's metadata, as MONAI's ``list_data_collate``), numbers become a tensor (dtypes as torch's ``default_collate``),
     and anything else (metadata dicts, strings, ragged tensors such as foreground indices) stays a list.
 
     Shape:
@@ -87,8 +89,16 @@ def _collate_values(values: list[Any]) -> Any:
 
 
 def _stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``; plain CPU tensors of one dtype are copied by :func:`run_copies` (split over threads)."""
+    """``torch.stack``; plain CPU tensors of one dtype are copied by :func:`run_copies` (split over threads).
+    MONAI ``MetaTensor`` items are collated as MONAI's ``list_data_collate`` does (each item's metadata)."""
     first = values[0]
+    meta_tensor = getattr(
+        sys.modules.get("monai.data.meta_tensor"), "MetaTensor", None
+    )  # loaded if one exists
+    if meta_tensor is not None and all(isinstance(v, meta_tensor) for v in values):
+        from monai.data.utils import collate_meta_tensor_fn
+
+        return collate_meta_tensor_fn(values)  # a batch: meta of every item, is_batch, applied_operations
     plain = all(type(v) is torch.Tensor and v.dtype == first.dtype for v in values)
     if not plain or first.device.type != "cpu":  # MetaTensors keep their own stack (it batches the metadata)
         return torch.stack(values)

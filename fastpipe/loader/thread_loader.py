@@ -3,38 +3,28 @@
 from __future__ import annotations
 
 import math
-import threading
-import time
-import weakref
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe._tensors import map_tensors
-from fastpipe.loader._batches import check_batch_sampler, check_shard, index_batches
-from fastpipe.loader._iterable import check_iterable, is_iterable, item_batches
+from fastpipe.loader._ahead import RunsAhead
+from fastpipe.loader._batches import batch_attributes, check_batch_sampler, check_shard, index_batches
+from fastpipe.loader._checks import check_options
+from fastpipe.loader._iterable import is_iterable, item_batches
+from fastpipe.loader._make import BatchMaker, Job, batch_seed
 from fastpipe.loader._pinned_ring import DeviceCopier
-from fastpipe.loader._run import LoaderRun
+from fastpipe.loader._timings import EpochClock
 from fastpipe.loader._torch_kwargs import torch_options
-from fastpipe.loader.collate import list_data_collate, lists_collated
+from fastpipe.loader.collate import list_data_collate
 from fastpipe.profiling import annotate
 from fastpipe.profiling.report import summarize
-from fastpipe.transforms._per_crop import as_item_list
 
-Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
-
-
-def batch_seed(seed: int, epoch: int, batch: int, position: int = -1) -> int:
-    """A seed in ``[0, 2**31)`` that depends only on its arguments (never on threads or timing)."""
-    entropy = [seed % 2**32, epoch, batch + 1, position + 1]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**31)
+__all__ = ["ThreadDataLoader", "batch_seed"]
 
 
-class ThreadDataLoader:
+class ThreadDataLoader(RunsAhead, BatchMaker):
     """Iterate batches of a map-style dataset, prefetched by a background thread.
 
     One producer thread per epoch fills a queue of at most ``buffer_size`` batches. A dataset with
@@ -73,7 +63,9 @@ class ThreadDataLoader:
         persistent_workers: as soon as the producer has made an epoch's last batch, call
             ``update_cache()`` and start the next epoch's producer, so its first batches are made
             while the consumer still works on the last ones; that producer then waits on its bounded
-            queue until the next loop or :meth:`close` (default ``False``). The next epoch starts
+            queue until the next loop or :meth:`close` (default ``False``). Over a dataset that swaps
+            a window (fastpipe's ``SmartCacheDataset``) this waits until the loop has received the
+            last batch: an epoch left early moves no window, whatever the step's speed. The next epoch starts
             early only when the loader alone decides its order and length: with a ``sampler`` or a
             ``generator`` (which the loop may change between epochs, ``set_epoch``) or an
             ``even_batches`` all-reduce (a collective must not run beside the training's), or over a
@@ -98,7 +90,8 @@ class ThreadDataLoader:
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
     ``iter_s`` (consumer wall time from requesting this batch to requesting the next; an epoch's
-    last batch also counts the wait for the epoch's end, ``epoch_end_s``, in ``wait_s``). At the end
+    last batch also counts the wait for the epoch's end, ``epoch_end_s``, in ``wait_s``); it keeps the
+    first batch's dict and the latest, ``timings_kept`` (10,000) in all, so a long training holds no more. At the end
     of each full epoch, fastpipe's ``SmartCacheDataset`` swaps its window (``loader_update_cache()``);
     with ``persistent_workers`` from the producer once the epoch's reads are all made. Another
     dataset's ``update_cache()`` (MONAI's ``SmartCacheDataset``) is left to the loop, as MONAI's
@@ -109,6 +102,10 @@ class ThreadDataLoader:
         >>> [b["x"].shape for b in loader]
         [torch.Size([2, 2]), torch.Size([2, 2])]
     """
+
+    timings_kept = (
+        10_000  #: most entries ``timings`` holds: the first batch's and the latest (others dropped)
+    )
 
     def __init__(
         self,
@@ -129,26 +126,19 @@ class ThreadDataLoader:
         pin_memory: bool = False,
         **torch_kwargs: Any,
     ) -> None:
-        for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-            if int(value) < low:
-                raise ValueError(f"ThreadDataLoader: {name} must be >= {low}, got {value}")
-        for name, value in (("buffer_size", buffer_size), ("repeats", repeats)):
-            if int(value) < 1:
-                raise ValueError(f"ThreadDataLoader: {name} must be >= 1, got {value}")
-        if is_iterable(dataset):
-            check_iterable(dataset, shuffle, sampler)
-        if sampler is not None and shuffle:
-            raise ValueError("ThreadDataLoader: sampler= and shuffle=True exclude each other (as in torch)")
+        check_options(dataset, batch_size, num_workers, buffer_size, repeats, shuffle, sampler)
         options = torch_options(torch_kwargs, int(buffer_size), int(num_workers), pin_memory)
-        buffer_size, self.pin_memory, self.sampler = options.buffer_size, options.pin_memory, sampler
+        buffer_size, self.pin_memory = options.buffer_size, options.pin_memory
         self.timeout, self.batch_sampler = options.timeout, options.batch_sampler
         check_batch_sampler(dataset, self.batch_sampler, batch_size, shuffle, sampler, drop_last)
         check_shard(
             dataset, sampler if self.batch_sampler is None else getattr(self.batch_sampler, "sampler", None)
         )
-        self.dataset = dataset
-        self.batch_size, self.shuffle, self.num_workers = int(batch_size), shuffle, int(num_workers)
-        self.buffer_size, self.repeats, self.drop_last = int(buffer_size), int(repeats), drop_last
+        self.dataset, self.shuffle, self.num_workers = dataset, shuffle, int(num_workers)
+        self.batch_size, self.drop_last, self.sampler = batch_attributes(
+            dataset, self.batch_sampler, batch_size, drop_last, sampler
+        )
+        self.buffer_size, self.repeats = int(buffer_size), int(repeats)
         self.collate_fn = collate_fn or list_data_collate
         self.generator = generator
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
@@ -156,12 +146,8 @@ class ThreadDataLoader:
         self.even_batches = even_batches
         self.persistent_workers = persistent_workers
         self.epoch = 0
-        self._next: tuple[int, LoaderRun] | None = None  # the next epoch's run, started ahead
-        self._deferred: int | None = None  # the epoch to start ahead once the consumer takes the next run
-        self._ahead_lock = threading.Lock()
-        self._gen = 0  # runs of an older generation were dropped as stale: their end starts nothing
+        self._init_runs()
         self.timings: list[dict[str, Any]] = []
-        self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
         self._copier: DeviceCopier | None = None  # ring slots: queued + in the making + held by the consumer
         if self.device is not None and self.device.type == "cuda" and torch.cuda.is_available():
             self._copier = DeviceCopier(self.device, self.buffer_size + self.num_workers + 2)
@@ -189,194 +175,32 @@ class ThreadDataLoader:
         return callable(getattr(ds, "__getitems__", None))
 
     def __iter__(self) -> Iterator[Any]:
-        with self._ahead_lock:
-            epoch, self.epoch = self.epoch, self.epoch + 1
-            run, stale = self._take_next(epoch)
-            run = run or self._start(epoch)
-            if self._deferred == epoch + 1:  # the run taken had finished ahead: now go one further
-                self._deferred = None
-                self._next = (epoch + 1, self._start(epoch + 1))
-        if stale is not None:  # joined outside the lock: its producer may be waiting for it (on_done)
-            stale.stop()
-        last: tuple[dict[str, Any], float] | None = None  # previous timing and when it was requested
-        end: tuple[dict[str, Any], float] | None = None  # the last batch's timing, when the end was asked
+        run, clock = self._begin_epoch(), EpochClock(self)
         try:
             while True:
-                start = time.perf_counter()
-                if last is not None:  # consumer time per batch: wait + its step (+ repeats)
-                    last[0]["iter_s"] = start - last[1]
+                clock.request()
                 with annotate("wait", "wait"):
                     out = run.get()
                 if out is None:
-                    end, last = (last[0], start) if last is not None else None, None
+                    clock.reached_end()
                     break
                 batch, timing = out
                 ready = timing.pop("ready", None)
                 if ready is not None:  # the copy's event: the consumer's stream waits on it, no host sync
                     self._copier.hand_over(batch, ready)
-                timing["wait_s"] = time.perf_counter() - start
-                self.timings.append(timing)
-                last = (timing, start)
+                clock.received(timing)
                 for _ in range(self.repeats):
                     yield batch
         finally:
-            if last is not None:  # left early: close the last batch's interval now
-                last[0]["iter_s"] = time.perf_counter() - last[1]
+            clock.left()
             run.stop()
         if not self.persistent_workers:
             self._update_cache()
-        if end is not None:  # the loop waited for the epoch's end too (a SmartCache swap): count it
-            extra = time.perf_counter() - end[1]
-            end[0].update(
-                wait_s=end[0]["wait_s"] + extra, iter_s=end[0].get("iter_s", 0.0) + extra, epoch_end_s=extra
-            )
-
-    def _update_cache(self) -> None:
-        # fastpipe's SmartCacheDataset only: it then skips a user's own update_cache() right after this
-        # one. A dataset with only update_cache() (MONAI's SmartCacheDataset) is left to the loop's own
-        # call, as MONAI's loaders leave it: calling it here too would move its window twice per epoch.
-        swap = getattr(self.dataset, "loader_update_cache", None)
-        if callable(swap):
-            swap()
-
-    def _start(self, epoch: int) -> LoaderRun:
-        hook = None if is_iterable(self.dataset) else getattr(self.dataset, "prefetch", None)
-        # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
-        # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
-        ref, gen = weakref.ref(self), self._gen
-        on_done = partial(_call_loader, ref, "_epoch_made", epoch, gen) if self.persistent_workers else None
-        run = LoaderRun(
-            self._jobs(epoch),
-            partial(_call_loader, ref, "_make"),
-            self.num_workers,
-            self._whole_batch,
-            self.buffer_size,
-            hook,
-            on_done,
-            self.timeout,
-        )
-        run.data_version = self._data_version()
-        self._runs.add(run)
-        return run
-
-    def _data_version(self) -> Any:
-        """The dataset's ``data_version`` (fastpipe's caches count their ``set_data`` calls), or ``None``."""
-        return getattr(self.dataset, "data_version", None)
-
-    @property
-    def _may_run_ahead(self) -> bool:
-        """Whether the next epoch's jobs may be made on the producer's thread before the loop asks: not
-        when a sampler or generator gives the order (the loop may set its epoch or reseed it first),
-        nor when they take an all-reduce (it would run beside the training step's collectives), nor
-        over an iterable dataset or one whose data the loop changes unseen (MONAI's ``update_cache``)."""
-        if any(o is not None for o in (self.sampler, self.batch_sampler, self.generator)):
-            return False
-        if is_iterable(self.dataset):
-            return False
-        ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
-        if not hasattr(ds, "data_version") and any(
-            callable(getattr(ds, name, None)) for name in ("update_cache", "set_data")
-        ):
-            return False
-        return self.even_batches is False or (
-            self.even_batches is None and getattr(self.dataset, "shard", None) is None
-        )
-
-    def _epoch_made(self, epoch: int, gen: int) -> None:
-        """Producer thread, ``persistent_workers``: every read of ``epoch`` is done; swap, start the next.
-        Nothing for a run of an older generation (dropped as stale: its reads do not count)."""
-        if gen != self._gen:
-            return
-        self._update_cache()
-        if not self._may_run_ahead:
-            return
-        with self._ahead_lock:
-            if gen != self._gen:
-                return
-            if self.epoch == epoch + 1:  # the consumer is in ``epoch``: start the next, one run ahead at most
-                if self._next is None:
-                    self._next = (epoch + 1, self._start(epoch + 1))
-            elif self.epoch <= epoch:  # this run itself was ahead and is done: the next starts when taken
-                self._deferred = epoch + 1
-            # else a later epoch is already iterated (nested loops): a run for epoch + 1 would be stale
-
-    def _take_next(self, epoch: int) -> tuple[LoaderRun | None, LoaderRun | None]:
-        """``(run started ahead for epoch, stale run to stop)``; under ``_ahead_lock``.
-
-        A run made ahead is stale when it is for another epoch or the dataset's data changed since it
-        started (``set_data``): it is dropped, with whatever its end would start (a new generation).
-        """
-        ahead, self._next = self._next, None
-        if ahead is None:
-            return None, None
-        if ahead[0] == epoch and ahead[1].data_version == self._data_version():
-            return ahead[1], None
-        self._gen, self._deferred = self._gen + 1, None
-        return None, ahead[1]
-
-    def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
-        indices, seed = job
-        t0 = time.perf_counter()
-        with annotate("fetch", "loader"):  # an IterableDataset's job holds its items already
-            try:
-                data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
-            except Exception as err:  # the dataset's own error, with the batch's items named in a note
-                note = f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
-                if note not in getattr(err, "__notes__", ()):  # an error object raised again (cached)
-                    err.add_note(note)
-                raise
-        t1 = time.perf_counter()
-        with annotate("collate", "loader"):
-            batch = (
-                data
-                if isinstance(data, dict) and self.collate_fn is list_data_collate
-                else self.collate_fn(data)
-            )
-        if self.pin_memory and self.device is None:
-            batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
-        t2 = time.perf_counter()
-        ready = None
-        if self.device is not None:
-            with annotate("h2d", "h2d"):
-                batch, ready = self._to_device(batch)
-        t3 = time.perf_counter()
-        timing = {"fetch_s": t1 - t0, "collate_s": t2 - t1, "h2d_s": t3 - t2, "batch_size": len(indices)}
-        if ready is not None:
-            timing["ready"] = ready
-        timing["num_crops"] = _leading_dim(batch, len(indices))
-        return batch, timing
-
-    def _to_device(self, batch: Any) -> tuple[Any, Any]:
-        """``(batch on self.device, ready event or None)``: a GPU through the pinned ring, else ``.to``."""
-        if self._copier is not None:
-            return self._copier.copy(batch)
-        # to the host: a non-blocking copy from a GPU returns before its bytes land, and the loop reads them
-        host = self.device.type == "cpu"
-        return map_tensors(batch, lambda t: t.to(self.device, non_blocking=not host)), None
-
-    def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
-        ds = self.dataset
-        if hasattr(ds, "fetch_seeded"):
-            if getattr(ds, "batched", False):
-                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
-                    return as_item_list(ds.fetch_seeded(indices, seed))
-                return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
-
-            def one(pos: int) -> Any:
-                return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
-
-        elif callable(getattr(ds, "__getitems__", None)):
-            return ds.__getitems__(indices)
-        else:
-
-            def one(pos: int) -> Any:
-                return ds[indices[pos]]
-
-        positions = range(len(indices))
-        return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
+        clock.epoch_ended()  # the loop waited for the epoch's end too (a SmartCache swap): count it
 
     def stats(self) -> dict[str, Any]:
-        """Summary of ``timings``: data-wait fraction, per-stage times, crops/s (``profiling.report.summarize``)."""
+        """Summary of ``timings`` (the first batch and the latest ones): data-wait fraction, per-stage times,
+        crops/s (``profiling.report.summarize``)."""
         return summarize(self.timings)
 
     def close(self) -> None:
@@ -397,19 +221,3 @@ class ThreadDataLoader:
             f"ThreadDataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"num_workers={self.num_workers}, buffer_size={self.buffer_size}, repeats={self.repeats})"
         )
-
-
-def _call_loader(ref: weakref.ref, method: str, *args: Any) -> Any:
-    """``loader.method(*args)`` through a weak reference (a run's threads must not keep the loader alive)."""
-    loader = ref()
-    if loader is None:
-        raise RuntimeError("ThreadDataLoader was garbage-collected while its producer ran")
-    return getattr(loader, method)(*args)
-
-
-def _leading_dim(batch: Any, default: int) -> int:
-    if isinstance(batch, dict):
-        for v in batch.values():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                return int(v.shape[0])
-    return default

@@ -118,3 +118,18 @@ def test_a_distributed_sampler_inside_a_batch_sampler_over_a_rank_shard_is_refus
     inner = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1)
     with pytest.raises(ValueError, match=r"already holds only this rank's shard.*1/2 of the data"):
         ThreadDataLoader(ds, batch_sampler=torch.utils.data.BatchSampler(inner, 2, False))
+
+
+def test_batch_sampler_sets_batch_size_drop_last_and_sampler_as_torch():
+    """Under batch_sampler= the loader read batch_size=1 and sampler=None where torch's DataLoader reads
+    None and a SequentialSampler: code that reads loader.batch_size (a learning-rate scale, a log) was wrong."""
+    theirs = torch.utils.data.DataLoader(DATA, batch_sampler=_batch_sampler(5))
+    ours = ThreadDataLoader(DATA, batch_sampler=_batch_sampler(5))
+    for loader in (theirs, ours):
+        assert loader.batch_size is None and loader.drop_last is False
+        assert type(loader.sampler) is torch.utils.data.SequentialSampler and list(loader.sampler) == list(
+            range(11)
+        )
+    assert len(ours) == len(theirs) and _epochs(ours, 1) == _epochs(theirs, 1)
+    plain = ThreadDataLoader(DATA, batch_size=4, drop_last=True)  # without one: as given
+    assert (plain.batch_size, plain.drop_last, plain.sampler) == (4, True, None)

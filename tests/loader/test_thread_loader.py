@@ -11,6 +11,7 @@ import torch
 from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
 
 from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate  # noqa: E402
+from fastpipe.profiling.report import summarize  # noqa: E402
 
 
 def _fastpipe_threads() -> list[threading.Thread]:
@@ -164,6 +165,32 @@ def test_timings_and_stats():
     for _ in loader:
         break
     assert len(loader.timings) == 1 and "iter_s" in loader.timings[0]  # closed when the loop is left
+
+
+@pytest.mark.timeout(30)
+def test_timings_keep_a_window_over_a_long_training():
+    """One timing dict per batch was kept for ever: a long training's loader grew without bound."""
+    data = [{"x": torch.tensor(i)} for i in range(6)]
+    loader = ThreadDataLoader(data, batch_size=2, seed=0)
+    loader.timings_kept = 7
+    sizes, first = [], None
+    for _ in range(12):  # 36 batches
+        for _ in loader:
+            pass
+        sizes.append(len(loader.timings))
+        first = first or loader.timings[0]
+    assert sizes == [3, 6] + [7] * 10 and all("iter_s" in t for t in loader.timings)
+    assert loader.timings[0] is first  # the start-up wait stats() reports as first_wait_s
+    assert loader.stats()["batches"] == 7 and ThreadDataLoader.timings_kept == 10_000
+
+
+@pytest.mark.timeout(20)
+def test_stats_of_a_short_run_cover_every_batch():
+    loader = ThreadDataLoader([{"x": torch.tensor(i)} for i in range(10)], batch_size=2)
+    for _ in range(3):
+        assert len(list(loader)) == 5
+    assert len(loader.timings) == 15 and loader.stats() == summarize(list(loader.timings))
+    assert loader.stats()["batches"] == 15 and loader.stats()["items"] == 30
 
 
 @pytest.mark.timeout(20)

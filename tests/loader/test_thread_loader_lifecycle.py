@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastpipe import CacheDataset, ThreadDataLoader, list_data_collate
+from fastpipe import CacheDataset, SmartCacheDataset, ThreadDataLoader, list_data_collate
+from fastpipe.transforms import mark_random
 
 
 def _values(loader: ThreadDataLoader) -> list[int]:
@@ -53,6 +54,75 @@ def test_persistent_workers_read_the_new_data_after_set_data():
         assert _values(loader) == [100 + i for i in range(6)]  # and the run ahead after it is fresh
     finally:
         loader.close()
+
+
+@mark_random
+def _slow_on_old_data(d: dict) -> dict:
+    if float(d["x"]) < 100:  # the run made ahead is still reading the old data after set_data()
+        threading.Event().wait(0.15)
+    return {**d, "x": d["x"] * 1}
+
+
+@pytest.mark.timeout(60)
+def test_a_stale_run_ahead_does_not_move_the_new_datas_smartcache_window():
+    """set_data() while the run made ahead still read the old items: that run, dropped as stale, still
+    swapped the SmartCache window once it was done, so the first epoch on the new data began one
+    window later (items 100, 101 and 102 skipped) than without persistent_workers."""
+    ds = SmartCacheDataset(
+        [{"x": float(i)} for i in range(12)], [_slow_on_old_data], cache_num=6, replace_rate=0.5,
+        shuffle=False, progress=False,
+    )  # fmt: skip
+    loader = ThreadDataLoader(ds, batch_size=2, buffer_size=4, seed=1, persistent_workers=True)
+    try:
+        assert sorted(_values(loader)) == [0, 1, 2, 3, 4, 5]
+        ds.shutdown()
+        ds.set_data([{"x": float(100 + i)} for i in range(12)])
+        ds.start()
+        threading.Event().wait(1.5)  # a validation pass, say: the stale run ends meanwhile
+        assert sorted(_values(loader)) == [100, 101, 102, 103, 104, 105]
+        assert sorted(_values(loader)) == [103, 104, 105, 106, 107, 108]
+    finally:
+        loader.close()
+        ds.close()
+
+
+def _steps_per_epoch(loader: ThreadDataLoader, steps: int, step_s: float) -> list[list[int]]:
+    out = []
+    for _ in range(3):
+        seen = []
+        for k, b in enumerate(loader):
+            seen += [int(v) for v in b["x"].reshape(-1)]
+            threading.Event().wait(step_s)  # the training step
+            if k + 1 == steps:
+                break
+        out.append(sorted(seen))
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_persistent_workers_over_smartcache_with_epochs_left_early_do_not_depend_on_the_step_time():
+    """A loop that leaves each epoch early (steps per epoch) over a SmartCacheDataset: with
+    persistent_workers the window moved once the producer had made the epoch's last batch, so a slow
+    training step (the producer done before the break) moved it every epoch and a fast one never:
+    the data trained on depended on the GPU's speed. Now it moves only when the loop received the
+    epoch's last batch, as without persistent_workers."""
+
+    def loader(persistent: bool) -> tuple[ThreadDataLoader, SmartCacheDataset]:
+        ds = SmartCacheDataset(
+            [{"x": float(i)} for i in range(24)], None, cache_num=12, replace_rate=0.5, shuffle=False,
+            progress=False,
+        )  # fmt: skip
+        return ThreadDataLoader(ds, batch_size=2, seed=1, buffer_size=2, persistent_workers=persistent), ds
+
+    want, got = [], []
+    for persistent, step_s, out in ((False, 0.0, want), (True, 0.05, got), (True, 0.0, got)):
+        ld, ds = loader(persistent)
+        try:
+            out.append(_steps_per_epoch(ld, 4, step_s))  # 4 of 6 batches
+        finally:
+            ld.close()
+            ds.close()
+    assert got == [want[0], want[0]] and want[0] == [list(range(8))] * 3
 
 
 class _Slow(torch.utils.data.Dataset):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from _cache_helpers import CountingDet, RandAdd, items
@@ -128,3 +130,21 @@ def test_a_users_collate_fn_gets_a_batched_datasets_crops(num_workers):
     plain = list(ThreadDataLoader(ds, batch_size=2, num_workers=num_workers))
     assert [b["tag"] for b in batches] == ["mine"] * 2 and seen == [2, 2]
     assert [b["image"].shape for b in batches] == [b["image"].shape for b in plain]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "says"),
+    [
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an integer, got 2.5"),
+        ({"batch_size": None}, TypeError, "batch_size=None"),
+        ({"num_workers": None}, TypeError, "num_workers must be an integer, got None"),
+        ({"repeats": 1.5}, TypeError, "repeats must be an integer"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+    ],
+)
+def test_counts_that_are_not_integers_are_refused_naming_the_option(kwargs, error, says):
+    """batch_size=2.5 was truncated to 2 without a word (torch raises), and batch_size=None (torch's
+    unbatched mode) or num_workers=None raised int()'s TypeError, which names no option."""
+    with pytest.raises(error, match=re.escape(says)):
+        ThreadDataLoader(DATA, **kwargs)
+    assert ThreadDataLoader(DATA, batch_size=np.int64(2)).batch_size == 2  # numpy integers are integers

@@ -1,0 +1,101 @@
+"""Making one batch of ``ThreadDataLoader`` (fetch, collate, pin, move to ``device``) and its seed.
+
+:class:`BatchMaker` is a mixin of ``ThreadDataLoader``: its methods read the loader's ``dataset``,
+``collate_fn``, ``pin_memory``, ``device`` and ``_copier``. They run on the producer thread or on
+a fetch pool thread (:mod:`fastpipe.loader._run`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastpipe._tensors import map_tensors
+from fastpipe.loader._iterable import is_iterable
+from fastpipe.loader.collate import list_data_collate, lists_collated
+from fastpipe.profiling import annotate
+from fastpipe.transforms._per_crop import as_item_list
+
+Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
+
+
+def batch_seed(seed: int, epoch: int, batch: int, position: int = -1) -> int:
+    """A seed in ``[0, 2**31)`` that depends only on its arguments (never on threads or timing)."""
+    entropy = [seed % 2**32, epoch, batch + 1, position + 1]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] % 2**31)
+
+
+class BatchMaker:
+    """``ThreadDataLoader``'s batch making: ``_make(job, pool)`` -> ``(batch, timing)``."""
+
+    def _make(self, job: Job, pool: Any) -> tuple[Any, dict[str, Any]]:
+        indices, seed = job
+        t0 = time.perf_counter()
+        with annotate("fetch", "loader"):  # an IterableDataset's job holds its items already
+            try:
+                data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
+            except Exception as err:  # the dataset's own error, with the batch's items named in a note
+                note = f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
+                if note not in getattr(err, "__notes__", ()):  # an error object raised again (cached)
+                    err.add_note(note)
+                raise
+        t1 = time.perf_counter()
+        with annotate("collate", "loader"):
+            batch = (
+                data
+                if isinstance(data, dict) and self.collate_fn is list_data_collate
+                else self.collate_fn(data)
+            )
+        if self.pin_memory and self.device is None:
+            batch = map_tensors(batch, lambda t: t.pin_memory() if t.device.type == "cpu" else t)
+        t2 = time.perf_counter()
+        ready = None
+        if self.device is not None:
+            with annotate("h2d", "h2d"):
+                batch, ready = self._to_device(batch)
+        t3 = time.perf_counter()
+        timing = {"fetch_s": t1 - t0, "collate_s": t2 - t1, "h2d_s": t3 - t2, "batch_size": len(indices)}
+        if ready is not None:
+            timing["ready"] = ready
+        timing["num_crops"] = _leading_dim(batch, len(indices))
+        return batch, timing
+
+    def _to_device(self, batch: Any) -> tuple[Any, Any]:
+        """``(batch on self.device, ready event or None)``: a GPU through the pinned ring, else ``.to``."""
+        if self._copier is not None:
+            return self._copier.copy(batch)
+        # to the host: a non-blocking copy from a GPU returns before its bytes land, and the loop reads them
+        host = self.device.type == "cpu"
+        return map_tensors(batch, lambda t: t.to(self.device, non_blocking=not host)), None
+
+    def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
+        ds = self.dataset
+        if hasattr(ds, "fetch_seeded"):
+            if getattr(ds, "batched", False):
+                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
+                    return as_item_list(ds.fetch_seeded(indices, seed))
+                return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
+
+            def one(pos: int) -> Any:
+                return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
+
+        elif callable(getattr(ds, "__getitems__", None)):
+            return ds.__getitems__(indices)
+        else:
+
+            def one(pos: int) -> Any:
+                return ds[indices[pos]]
+
+        positions = range(len(indices))
+        return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
+
+
+def _leading_dim(batch: Any, default: int) -> int:
+    if isinstance(batch, dict):
+        for v in batch.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                return int(v.shape[0])
+    return default
