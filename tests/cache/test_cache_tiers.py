@@ -218,7 +218,7 @@ def test_a_full_disk_closes_the_disk_tier_with_one_warning_instead_of_failing_th
 
     import numpy as np
 
-    import fastpipe.cache._tiers as tiers
+    import fastpipe.cache._disk_tier as tiers
 
     real, saves = np.save, []
 
