@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import threading
 import warnings
+from typing import Any
 
+from fastpipe.cache._replacer import Replacer
 from fastpipe.cache._skip import next_round
+from fastpipe.cache._slots import KEPT, SlotStore
 from fastpipe.profiling import annotate
 
 LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
@@ -150,3 +153,29 @@ class SmartRounds:
                 self.core.drop(slot)
         self._rotation.start = 0  # MONAI's _start_pos = 0
         self._restarted = True
+
+
+def make_replacer(
+    core: Any,
+    inputs: list[Any],
+    store: SlotStore,
+    shard: dict | None,
+    num_workers: int,
+    replace_num: int,
+    nice: int | None,
+    on_error: str,
+) -> Replacer:
+    """The replacement pool of a window; it holds no reference to the dataset (the threads must not
+    keep it alive)."""
+    return Replacer(
+        # an incoming item already cached (after a restart the window may hold it) is kept as it is
+        lambda slot: KEPT if slot in core else core.compute(inputs[slot]),
+        store,
+        inputs.__getitem__,
+        num_workers,
+        max(1, replace_num),
+        nice=nice,
+        retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
+        # the dataset's input_index, without a reference to it
+        name_of=(lambda slot: shard["indices"][slot]) if shard else None,
+    )

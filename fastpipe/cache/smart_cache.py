@@ -17,11 +17,11 @@ import torch
 from fastpipe import distributed
 from fastpipe.cache._fill import default_workers, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
-from fastpipe.cache._replacer import Replacer, release
+from fastpipe.cache._replacer import release
 from fastpipe.cache._rotation import Rotation, check_args
 from fastpipe.cache._skip import check_on_error, fill_skipping
-from fastpipe.cache._slots import KEPT, SlotStore
-from fastpipe.cache._smart_rounds import SmartRounds
+from fastpipe.cache._slots import SlotStore
+from fastpipe.cache._smart_rounds import SmartRounds, make_replacer
 from fastpipe.cache._swap_guard import SwapGuard
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
@@ -128,18 +128,16 @@ class SmartCacheDataset(SmartRounds, CachedReads):
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
-        inputs, core, shard = self._inputs, self.core, self.shard
-        self._replacer = Replacer(
-            # an incoming item already cached (after a restart the window may hold it) is kept as it is
-            lambda slot: KEPT if slot in core else core.compute(inputs[slot]),
+        workers = default_workers(num_replace_workers, self.replace_num)
+        self._replacer = make_replacer(
+            self.core,
+            self._inputs,
             self._store,
-            inputs.__getitem__,
-            default_workers(num_replace_workers, self.replace_num),
-            max(1, self.replace_num),
-            nice=replace_nice,
-            retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
-            # self.input_index without a reference to self (the threads must not keep the dataset alive)
-            name_of=(lambda slot: shard["indices"][slot]) if shard else None,
+            self.shard,
+            workers,
+            self.replace_num,
+            replace_nice,
+            on_error,
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
