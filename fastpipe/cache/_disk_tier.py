@@ -11,11 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._tensors import map_tensors
+from fastpipe._tensors import map_tensors, numpy_dtype
+from fastpipe.cache._pinned_host import keep_tensor_type
 
 
 class DiskTier:
     """Uncompressed ``.npy`` files, one per tensor of an entry, opened memory-mapped (copy-on-write).
+
+    A tensor comes back as the type it went in (a MONAI ``MetaTensor`` with its metadata) and dtype
+    (``bfloat16``, which numpy lacks, is stored as its bytes).
 
     The files go to a new folder of this tier's own, ``fastpipe-tier-*`` inside ``root`` (the system's
     temporary folder when ``None``), removed on :meth:`close`. Two datasets given one ``disk_dir`` (a
@@ -38,8 +42,13 @@ class DiskTier:
 
         def spill(t: torch.Tensor) -> torch.Tensor:
             path = self.root / f"{slot}-{next(self._names)}.npy"
-            np.save(path, t.detach().cpu().contiguous().numpy())
-            return torch.from_numpy(np.load(path, mmap_mode="c"))
+            data = t.detach().cpu().contiguous().as_subclass(torch.Tensor)
+            raw = not _numpy_has(data.dtype)  # bfloat16: its bytes, viewed back as bfloat16
+            np.save(path, (data.reshape(-1).view(torch.uint8) if raw else data).numpy())
+            mapped = torch.from_numpy(np.load(path, mmap_mode="c"))
+            if raw:
+                mapped = mapped.view(t.dtype).reshape(t.shape)
+            return keep_tensor_type(t, mapped)
 
         return map_tensors(entry, spill)
 
@@ -51,3 +60,11 @@ class DiskTier:
     def close(self) -> None:
         """Remove this tier's folder and its files."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _numpy_has(dtype: torch.dtype) -> bool:
+    try:
+        numpy_dtype(dtype)
+    except TypeError:
+        return False
+    return True

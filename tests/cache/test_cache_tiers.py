@@ -271,3 +271,28 @@ def test_set_data_with_a_disk_tier_persist_and_a_shard_serves_the_new_items(tmp_
     assert got == [100.0 + ds.data_index(i) for i in range(len(ds))] and got == [v + 100 for v in old]
     assert ds.stats()["items"]["disk"] == 3 and len(list(tmp_path.glob("fastpipe-tier-*"))) == 1
     ds.close()
+
+
+def test_disk_and_pinned_host_copies_keep_metatensor_metadata_and_bfloat16(tmp_path):
+    """A MONAI MetaTensor spilled to the disk tier (or copied into a pinned host block) came back a
+    plain tensor without its affine; a bfloat16 entry failed the fill (numpy has no bfloat16)."""
+    from monai.data import MetaTensor
+
+    from fastpipe.cache._pinned_host import host_copy
+
+    affine = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0], dtype=torch.float64))
+    image = MetaTensor(
+        torch.arange(8.0).reshape(1, 2, 2, 2), affine=affine, meta={"filename_or_obj": "a.nii"}
+    )
+    half = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3) / 3
+    store = TierStore(torch.device("cpu"), {"host": 0}, tmp_path)
+    assert store.put(0, {"image": image, "half": half, "n": 1}) == "disk"
+    out = store.get(0)
+    assert type(out["image"]) is MetaTensor and torch.equal(out["image"].affine, affine)
+    assert out["image"].meta["filename_or_obj"] == "a.nii" and torch.equal(
+        out["image"].as_tensor(), image.as_tensor()
+    )
+    assert out["half"].dtype == torch.bfloat16 and torch.equal(out["half"], half) and out["n"] == 1
+    strided = host_copy(image.transpose(1, 3), pin=False)  # not contiguous: a new block
+    assert type(strided) is MetaTensor and torch.equal(strided.affine, affine) and strided.is_contiguous()
+    store.close()
