@@ -34,7 +34,7 @@ from fastpipe.runtime._fork import renew_locks_after_fork
 # re-exported: the budget parsers, the disk tier and the tensor walkers are imported from here
 __all__ = [
     "MAX_INFLIGHT", "TIERS", "DiskTier", "TierStore", "map_tensors", "parse_budget", "parse_bytes",
-    "shallow_view", "tensors_of",
+    "own_bytes", "shallow_view", "tensors_of",
 ]  # fmt: skip
 MAX_INFLIGHT = 64  # prefetched device copies waiting to be read
 
@@ -44,6 +44,14 @@ def shallow_view(entry: Any) -> Any:
     if isinstance(entry, dict):
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in entry.items()}
     return entry
+
+
+def own_bytes(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of its own bytes when it is a view into a larger block (a crop of a loaded
+    volume): a cached view would keep the whole block alive while the budget counts the view's bytes."""
+    if t.untyped_storage().nbytes() > t.numel() * t.element_size():
+        return t.clone()
+    return t
 
 
 class TierStore:
@@ -183,10 +191,12 @@ class TierStore:
 
     def _place(self, tier: str, slot: int, entry: Any) -> Any:
         if tier == "cuda":  # contiguous: a strided volume would leave the crop kernel for the torch path
-            return map_tensors(entry, lambda t: t.to(self.device, memory_format=torch.contiguous_format))
+            return map_tensors(
+                entry, lambda t: own_bytes(t.to(self.device, memory_format=torch.contiguous_format))
+            )
         if tier == "host":
             pin = self._pins()
-            return map_tensors(entry, lambda t: host_copy(t, pin) if pin else t.cpu())
+            return map_tensors(entry, lambda t: host_copy(t, pin) if pin else own_bytes(t.cpu()))
         with self._lock:
             if self._disk is None:
                 self._disk = DiskTier(self._disk_dir)

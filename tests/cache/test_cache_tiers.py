@@ -296,3 +296,24 @@ def test_disk_and_pinned_host_copies_keep_metatensor_metadata_and_bfloat16(tmp_p
     strided = host_copy(image.transpose(1, 3), pin=False)  # not contiguous: a new block
     assert type(strided) is MetaTensor and torch.equal(strided.affine, affine) and strided.is_contiguous()
     store.close()
+
+
+def test_a_cached_crop_view_does_not_keep_its_whole_volume_alive_past_the_budget():
+    """A prefix ending in a crop (MONAI's CenterSpatialCropd slices a view) cached views of the loaded
+    volumes: the host budget counted the crops' bytes while every whole volume stayed in memory."""
+    from monai import transforms as M
+    from monai.data import MetaTensor
+
+    def load(d):
+        return {"image": MetaTensor(torch.rand(1, 32, 32, 32), affine=torch.eye(4) * 2)}
+
+    chain = [M.Lambda(load), M.CenterSpatialCropd(keys="image", roi_size=(4, 4, 4))]
+    ds = CacheDataset(
+        items(6), chain, progress=False, num_workers=1, budget={"host": "1KiB"}, translate=False
+    )
+    s = ds.stats()
+    assert s["items"]["host"] == 4 and s["bytes"]["host"] == 4 * 256
+    held = [ds.cached_entry(i)["image"] for i in range(4)]
+    assert sum(t.untyped_storage().nbytes() for t in held) == 4 * 256  # not 4 volumes of 128 KiB
+    assert all(type(t) is MetaTensor and t.shape == (1, 4, 4, 4) and t.affine[0, 0] == 2 for t in held)
+    ds.close()
