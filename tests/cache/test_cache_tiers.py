@@ -317,3 +317,18 @@ def test_a_cached_crop_view_does_not_keep_its_whole_volume_alive_past_the_budget
     assert sum(t.untyped_storage().nbytes() for t in held) == 4 * 256  # not 4 volumes of 128 KiB
     assert all(type(t) is MetaTensor and t.shape == (1, 4, 4, 4) and t.affine[0, 0] == 2 for t in held)
     ds.close()
+
+
+def test_a_host_tail_entry_after_gpu_oom_is_not_saved_under_the_whole_chains_key(tmp_path, monkeypatch):
+    """After a GPU OOM the prefix reruns without its device points, skipping EnsureTyped's dtype: that
+    float32 entry was saved under the chain's key, and a later run with GPU memory to spare loaded it
+    where the chain asks float16."""
+    from fastpipe.transforms import EnsureTyped
+
+    chain = [CountingDet(), EnsureTyped("image", device="cuda:0", dtype=torch.float16)]
+    monkeypatch.setattr(EnsureTyped, "__call__", _oom)
+    core = CacheCore(chain, persist_dir=tmp_path, budget={"cuda": None})
+    with pytest.warns(RuntimeWarning, match="GPU out of memory"):
+        entry = core.compute({"x": 1})
+    assert entry["image"].dtype == torch.float32  # the host tail's entry, kept in memory only
+    assert core.persist.stats()["saves"] == 0 and not list(tmp_path.glob("*.fpc"))
