@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -23,8 +24,10 @@ def parse_bytes(size: int | float | str | None) -> int | None:
     if isinstance(size, bool) or not isinstance(size, (int, float, str)):
         raise ValueError(f"budget size must be an int or a string like '20GiB', got {size!r}")
     if isinstance(size, (int, float)):
-        if size < 0:
-            raise ValueError(f"budget size must be >= 0, got {size!r}")
+        if not math.isfinite(size) or size < 0:  # int(nan), int(inf): errors that name no budget
+            raise ValueError(
+                f"budget size must be a finite number of bytes >= 0 (None: unlimited), got {size!r}"
+            )
         return int(size)
     m = _SIZE_RE.match(size)
     if m is None:

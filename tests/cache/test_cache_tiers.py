@@ -35,7 +35,9 @@ def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "GiB", "20 GB extra", "-1GiB", "1e9", "twenty", -5, [1], True])
+@pytest.mark.parametrize(
+    "bad", ["", "GiB", "20 GB extra", "-1GiB", "1e9", "twenty", -5, [1], True, float("nan"), float("inf")]
+)
 def test_parse_bytes_rejects_bad_sizes(bad):
     with pytest.raises(ValueError, match="budget size"):
         parse_bytes(bad)
