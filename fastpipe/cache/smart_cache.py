@@ -226,8 +226,8 @@ class SmartCacheDataset(SmartRounds, CachedReads):
         return [window[i] for i in indices]
 
     def window_indices(self) -> list[int]:
-        """Data indices currently cached, by window position."""
-        return list(self._window)
+        """Data indices currently cached, by window position (indices in the data list given, on a shard too)."""
+        return [self.input_index(slot) for slot in self._window]
 
     # --- rounds ------------------------------------------------------------------------------------
 
