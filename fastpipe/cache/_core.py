@@ -20,7 +20,7 @@ import torch
 from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._footprint import EntryBytes
 from fastpipe.cache._key import check_persist_key, code_version, entry_owner, item_snapshot
-from fastpipe.cache._persist import PersistentCache
+from fastpipe.cache._persist import PersistentCache, reset_trace_ids
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
@@ -120,6 +120,8 @@ class CacheCore:
             entry, whole = self._run(item)
         with self._lock:
             self.computed += 1
+        if owner is not None:
+            reset_trace_ids(entry)  # this run's entry reads as the saved one will (MONAI's reset_ops_id)
         if owner is not None and whole:  # not the host tail of a full GPU: its key is the whole chain's
             # keyed by the files as they were before the read: a file replaced meanwhile would store
             # its new values under the old content's key, served when that content comes back
