@@ -45,8 +45,8 @@ _CHUNK = 1 << 20
 _PAIRS = {".hdr.gz": ".img.gz", ".img.gz": ".hdr.gz", ".hdr": ".img", ".img": ".hdr"}
 #: detached headers naming their data file: MetaImage's ``ElementDataFile =``, NRRD's ``data file:``
 _DETACHED = {
-    ".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S[^\r\n]*?)[ \t]*$", re.MULTILINE),
-    ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S[^\r\n]*?)[ \t]*$", re.MULTILINE),
+    ".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE),
+    ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE),
 }
 
 

@@ -419,7 +419,7 @@ def test_the_data_file_of_a_two_file_image_keys_the_item(tmp_path, persist_key):
     def write_pair(value: float) -> None:
         nib.save(nib.Nifti1Pair(np.full((3, 3, 3), value, np.float32), np.eye(4)), tmp_path / "scan.hdr")
 
-    (tmp_path / "vol.mhd").write_text("ObjectType = Image\nNDims = 1\nElementDataFile = vol.raw\n")
+    (tmp_path / "vol.mhd").write_bytes(b"ObjectType = Image\r\nNDims = 1\r\nElementDataFile = vol.raw\r\n")
     items = [{"image": str(tmp_path / "scan.hdr")}, {"image": str(tmp_path / "vol.mhd")}]
     write_pair(1.0)
     (tmp_path / "vol.raw").write_bytes(b"\0\0\0\0")
