@@ -9,11 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._chain import is_random
+from fastpipe._chain import is_random, unwrapped
 
 
-def seed_suffix(suffix: list[Any], seed: int) -> None:
+def seed_suffix(suffix: list[Any], seed: int, keep: frozenset[int] = frozenset()) -> None:
+    """Seed random transform ``j`` of ``suffix`` with ``seed + j``, except those whose (unwrapped) ``id``
+    is in ``keep``: transforms a ``set_data`` finds in the new chain go on with their random state."""
     for j, t in enumerate(suffix):
+        if id(unwrapped(t)) in keep:
+            continue
         if is_random(t) and callable(getattr(t, "set_random_state", None)):
             t.set_random_state(seed + j)
 

@@ -87,7 +87,7 @@ class CachedReads(torch.utils.data.Dataset):
         renew_locks_after_fork(self)  # a child forked mid-read (a DataLoader worker) gets a free lock
         self.misses = 0
         self.fill_report = FillReport()
-        seed_suffix(self.suffix, seed)
+        seed_suffix(self.suffix, seed, getattr(self, "_keep_random_state", frozenset()))
         self._worker_seed: int | None = (
             None  # the torch DataLoader worker seed the suffix was last reseeded from
         )
@@ -187,7 +187,12 @@ class CachedReads(torch.utils.data.Dataset):
         # counted before and after: a loader's run ahead that read any of it is stale (ThreadDataLoader)
         version = self.data_version = self.data_version + 1
         self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
-        type(self).__init__(self, data, **init_kwargs)
+        # the user's own transform objects come back in the new plan: not reseeded (MONAI's set_data)
+        self._keep_random_state = frozenset(id(unwrapped(t)) for t in suffix)
+        try:
+            type(self).__init__(self, data, **init_kwargs)
+        finally:
+            del self._keep_random_state
         self.data_version = version + 1
         if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
             self.suffix, self._local = suffix, local
