@@ -20,7 +20,7 @@ import torch
 from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._footprint import EntryBytes
 from fastpipe.cache._key import check_persist_key, code_version, entry_owner, item_snapshot
-from fastpipe.cache._persist import PersistentCache
+from fastpipe.cache._persist import PersistentCache, reset_trace_ids
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
@@ -117,10 +117,12 @@ class CacheCore:
             if entry is not None:
                 return entry
         with annotate("cache_compute", "cache"):
-            entry = self._run(item)
+            entry, whole = self._run(item)
         with self._lock:
             self.computed += 1
         if owner is not None:
+            reset_trace_ids(entry)  # this run's entry reads as the saved one will (MONAI's reset_ops_id)
+        if owner is not None and whole:  # not the host tail of a full GPU: its key is the whole chain's
             # keyed by the files as they were before the read: a file replaced meanwhile would store
             # its new values under the old content's key, served when that content comes back
             again = entry_owner(snapshot, index, self._fingerprint, self._version, self._persist_key)
@@ -135,13 +137,16 @@ class CacheCore:
                 )
         return entry
 
-    def _run(self, item: Any) -> Any:
+    def _run(self, item: Any) -> tuple[Any, bool]:
+        """The prefix's output, and whether the whole prefix made it (not the host tail of a full GPU,
+        which skips the device points' dtype changes: a persistent entry of it would serve them later)."""
         if not self.store.cuda_full:
             try:
-                return _apply(self._run_prefix, item)
+                return _apply(self._run_prefix, item), True
             except torch.cuda.OutOfMemoryError:
                 self.store.note_oom("cuda")
-        return _apply(self._run_host_prefix, item)  # GPU full: the deterministic tail runs on the host
+        # GPU full: the deterministic tail runs on the host
+        return _apply(self._run_host_prefix, item), len(self.host_prefix) == len(self.prefix)
 
     def put(self, slot: int, entry: Any) -> str | None:
         """Store ``entry`` under ``slot``; returns its tier, or ``None`` when no tier has room."""

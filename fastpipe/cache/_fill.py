@@ -76,17 +76,30 @@ def run_fill(
     workers = default_workers(num_workers, len(slots))
     outcomes = _run_inline(slots, job) if workers == 1 else _run_pooled(slots, job, workers)
     try:
-        for slot, err in outcomes:  # one error policy and one count, however the jobs ran
-            bar.update(1)
-            if err is None:
-                report.items += 1
-            else:
-                _failed(err, slot, items, on_error, report, index_of)
+        _tally(outcomes, bar, items, on_error, report, index_of)
     finally:
         outcomes.close()  # a raise stops the pool: jobs not yet started are cancelled first
         bar.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _tally(
+    outcomes: Iterator[tuple[int, BaseException | None]],
+    bar: Any,
+    items: Callable[[int], Any],
+    on_error: str,
+    report: FillReport,
+    index_of: Callable[[int], int] | None,
+) -> None:
+    """Count each finished job in ``report`` and apply the error policy: one policy and one count,
+    however the jobs ran."""
+    for slot, err in outcomes:
+        bar.update(1)
+        if err is None:
+            report.items += 1
+        else:
+            _failed(err, slot, items, on_error, report, index_of)
 
 
 def _run_inline(

@@ -17,7 +17,9 @@ and an entry hands the value on as it was), every other value for its
   milliseconds on Linux). A filesystem that does not keep ctime (some network and FUSE filesystems)
   can serve a stale entry. Copying or moving the data set, or a ``chmod``, invalidates every entry.
 
-A string naming a folder (a DICOM series, say) stands for the relative name and state of every file
+A file that is the header of a two-file image (a NIfTI/Analyze ``.hdr``/``.img`` pair, a MetaImage
+``.mhd``, a detached NRRD ``.nhdr``) also stands for its data file, in either mode (see
+:func:`companion_files`). A string naming a folder (a DICOM series, say) stands for the relative name and state of every file
 under it, in either mode: a file added, removed, renamed or changed inside changes the key.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,13 @@ PERSIST_KEYS = ("content", "stat")
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _FORMAT = "fpc2"
 _CHUNK = 1 << 20
+#: header/data pairs read as one image: the data file keys the item with the header (and back)
+_PAIRS = {".hdr.gz": ".img.gz", ".img.gz": ".hdr.gz", ".hdr": ".img", ".img": ".hdr"}
+#: detached headers naming their data file: MetaImage's ``ElementDataFile =``, NRRD's ``data file:``
+_DETACHED = {
+    ".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE),
+    ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE),
+}
 
 
 @dataclass(frozen=True)
@@ -119,8 +129,11 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
         )  # "~/a.nii.gz": loaders expand it (MONAI's LoadImaged does)
         if os.path.isfile(path):
             path = os.path.abspath(path)
-            sources.append(path)
-            return f"file({path},{_file_state(path, persist_key)})"
+            parts = []
+            for name in (path, *companion_files(path)):  # a header's data file changes the item too
+                sources.append(name)
+                parts.append(f"file({name},{_file_state(name, persist_key)})")
+            return "+".join(parts)
         if os.path.isdir(path):  # a series folder (DICOM): every file in it, by relative name
             path = os.path.abspath(path)
             sources.append(path)
@@ -136,6 +149,26 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
         return "[" + ",".join(_input_repr(v, persist_key, sources) for v in value) + "]"
     return fingerprint(value, "item value")
+
+
+def companion_files(path: str) -> list[str]:
+    """The files that hold the data of header file ``path``, when they exist: the ``.img`` of a
+    NIfTI/Analyze ``.hdr`` (and the ``.hdr`` of an ``.img``, gzipped pairs too), the data file a MetaImage
+    ``.mhd`` or a detached NRRD ``.nhdr`` names. A reader of the header reads them, so they key the item.
+    """
+    lower = path.lower()
+    for suffix, other in _PAIRS.items():
+        if lower.endswith(suffix):
+            stem = path[: -len(suffix)]
+            return [p for p in dict.fromkeys((stem + other, stem + other.upper())) if os.path.isfile(p)][:1]
+    for suffix, pattern in _DETACHED.items():
+        if lower.endswith(suffix):
+            with open(path, "rb") as f:
+                found = pattern.search(f.read(_CHUNK))
+            name = found.group(1).decode("utf-8", "replace") if found else ""
+            data = os.path.join(os.path.dirname(path), name)
+            return [data] if name and os.path.isfile(data) else []
+    return []
 
 
 def _file_state(path: str, persist_key: str) -> str:

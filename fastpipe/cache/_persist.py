@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fastpipe._tensors import tensors_of
 from fastpipe.cache._files import commit, remove_stale_temps, write_temp
 from fastpipe.cache._format import CorruptEntryError, UnstorableEntryError, decode_entry, encode_entry
 from fastpipe.cache._key import EntryOwner
@@ -179,3 +180,18 @@ def _mismatch(record: dict[str, Any], owner: EntryOwner) -> str | None:
     if tuple(record.get("sources") or ()) != owner.sources:
         return f"it was computed from {record.get('sources')}, not {list(owner.sources)}"
     return None
+
+
+def reset_trace_ids(entry: Any) -> None:
+    """Set the transform ids in the applied operations of the MONAI ``MetaTensor`` values of ``entry`` to
+    ``TraceKeys.NONE``, in place, as MONAI's ``PersistentDataset`` does (``reset_ops_id``).
+
+    An id is the ``id()`` of a transform in the process that computed the entry: a run loading the
+    entry could not invert it (``RuntimeError: ... getting the most recently applied invertible
+    transform``), and the entry of the run that saved it is reset alike, so both read the same.
+    """
+    for t in tensors_of(entry):
+        if getattr(t, "applied_operations", None):
+            from monai.transforms.utils import reset_ops_id  # a MetaTensor: MONAI is installed
+
+            t.applied_operations = reset_ops_id(t.applied_operations)

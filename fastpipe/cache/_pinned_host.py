@@ -18,12 +18,22 @@ def host_copy(t: torch.Tensor, pin: bool) -> torch.Tensor:
     A CPU tensor that needs no pinning and is already contiguous is returned as is.
 
     Shape:
-        same shape and dtype as ``t``.
+        same shape, dtype and type (a MONAI ``MetaTensor`` keeps its metadata) as ``t``.
     """
     if not pin and t.device.type == "cpu" and t.is_contiguous():
         return t
     out = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
-    return out.copy_(t)
+    return keep_tensor_type(t, out.copy_(t.as_subclass(torch.Tensor)))
+
+
+def keep_tensor_type(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (a plain tensor holding ``src``'s values) as ``src``'s type, with ``src``'s attributes:
+    a MONAI ``MetaTensor`` copied into a new block keeps its affine, metadata and applied operations."""
+    if type(src) is torch.Tensor:
+        return out
+    out = out.as_subclass(type(src))
+    out.__dict__.update(src.__dict__)
+    return out
 
 
 def pinned_nbytes(nbytes: int) -> int:

@@ -12,7 +12,6 @@ thread its own copy of the random suffix, so results depend only on ``(indices, 
 
 from __future__ import annotations
 
-import copy
 import threading
 import warnings
 import weakref
@@ -20,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from fastpipe import distributed
-from fastpipe._chain import flatten, is_random, unwrapped
+from fastpipe._chain import flatten, unwrapped
 from fastpipe.cache._checks import check_device_points, check_items
+from fastpipe.cache._copies import deep_copy, seed_suffix, thread_copy
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
 from fastpipe.cache._footprint import describe_bytes
@@ -73,16 +72,8 @@ class CachedReads(torch.utils.data.Dataset):
         inputs, self.shard = distributed.shard_inputs(
             inputs, rank, world_size, partition_seed, even_divisible
         )
-        self.plan = build_plan(transform, translate, inputs if source is None else None)
-        # NVTX ranges: while enabled, or where the chain came wrapped (planned on the transforms inside)
-        wrapped = any(unwrapped(t) is not t for t in flatten(transform))
-        prefix = wrap_chain(self.plan.prefix, force=wrapped)
-        self.suffix = wrap_chain(self.plan.suffix, force=wrapped)
-        check_device_points(prefix)
-        if source is not None:
-            prefix = [FromDataset(source), *prefix]
-        self.core = CacheCore(
-            prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir, persist_key=persist_key
+        self.core = self._plan_core(
+            transform, translate, inputs, source, budget, persist_dir, disk_dir, persist_key
         )
         self._core_finalizer = weakref.finalize(self, self.core.close)  # frees a temporary disk tier
         distributed.check_device(self.core.device)
@@ -96,9 +87,33 @@ class CachedReads(torch.utils.data.Dataset):
         renew_locks_after_fork(self)  # a child forked mid-read (a DataLoader worker) gets a free lock
         self.misses = 0
         self.fill_report = FillReport()
-        _seed_suffix(self.suffix, seed)
+        seed_suffix(self.suffix, seed, getattr(self, "_keep_random_state", frozenset()))
         self._worker_seed: int | None = (
             None  # the torch DataLoader worker seed the suffix was last reseeded from
+        )
+
+    def _plan_core(
+        self,
+        transform: Any,
+        translate: bool,
+        inputs: list[Any],
+        source: Any,
+        budget: Any,
+        persist_dir: str | Path | None,
+        disk_dir: str | Path | None,
+        persist_key: str,
+    ) -> CacheCore:
+        """Plan the chain (``self.plan``, ``self.suffix``) and make the core of its cached prefix."""
+        self.plan = build_plan(transform, translate, inputs if source is None else None)
+        # NVTX ranges: while enabled, or where the chain came wrapped (planned on the transforms inside)
+        wrapped = any(unwrapped(t) is not t for t in flatten(transform))
+        prefix = wrap_chain(self.plan.prefix, force=wrapped)
+        self.suffix = wrap_chain(self.plan.suffix, force=wrapped)
+        check_device_points(prefix)
+        if source is not None:
+            prefix = [FromDataset(source), *prefix]
+        return CacheCore(
+            prefix, budget=budget, persist_dir=persist_dir, disk_dir=disk_dir, persist_key=persist_key
         )
 
     # --- the hooks a dataset implements --------------------------------------------------------------
@@ -172,7 +187,12 @@ class CachedReads(torch.utils.data.Dataset):
         # counted before and after: a loader's run ahead that read any of it is stale (ThreadDataLoader)
         version = self.data_version = self.data_version + 1
         self._core_finalizer()  # the old entries (disk tier files included) go before the new fill
-        type(self).__init__(self, data, **init_kwargs)
+        # the user's own transform objects come back in the new plan: not reseeded (MONAI's set_data)
+        self._keep_random_state = frozenset(id(unwrapped(t)) for t in suffix)
+        try:
+            type(self).__init__(self, data, **init_kwargs)
+        finally:
+            del self._keep_random_state
         self.data_version = version + 1
         if [type(t) for t in self.suffix] == [type(t) for t in suffix]:
             self.suffix, self._local = suffix, local
@@ -202,12 +222,12 @@ class CachedReads(torch.utils.data.Dataset):
         info = torch.utils.data.get_worker_info()
         if info is not None and info.seed != self._worker_seed:
             self._worker_seed = info.seed
-            _seed_suffix(self.suffix, info.seed % 2**62)
+            seed_suffix(self.suffix, info.seed % 2**62)
 
     def fetch_seeded(self, indices: Sequence[int], seed: int) -> Any:
         """Like ``__getitems__`` with this thread's copy of the suffix reseeded from ``seed`` first."""
         suffix = self._thread_suffix()
-        _seed_suffix(suffix, seed)
+        seed_suffix(suffix, seed)
         return self._fetch(list(indices), suffix)
 
     def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
@@ -225,7 +245,7 @@ class CachedReads(torch.utils.data.Dataset):
     def _thread_suffix(self) -> list[Any]:
         suffix = getattr(self._local, "suffix", None)
         if suffix is None:
-            suffix = self._local.suffix = [_thread_copy(t) for t in self.suffix]
+            suffix = self._local.suffix = [thread_copy(t) for t in self.suffix]
         return suffix
 
     def prefetch(self, indices: Sequence[int]) -> None:
@@ -273,33 +293,3 @@ def _inputs_of(data: Any) -> tuple[list[Any], Any]:
     if not inputs:
         raise ValueError("data is empty: CacheDataset needs at least one item")
     return inputs, source
-
-
-def _seed_suffix(suffix: list[Any], seed: int) -> None:
-    for j, t in enumerate(suffix):
-        if is_random(t) and callable(getattr(t, "set_random_state", None)):
-            t.set_random_state(seed + j)
-
-
-def _thread_copy(transform: Any) -> Any:
-    """A copy of a suffix transform for one thread: deep, or shallow when it holds locks and such.
-
-    A shallow copy is independent once reseeded only if ``set_random_state`` installs a new random
-    state object (fastpipe's ``torch.Generator``, MONAI's ``RandomState``) rather than reseeding it in place.
-    """
-    try:
-        return copy.deepcopy(transform)
-    except (TypeError, copy.Error):
-        return copy.copy(transform)
-
-
-def deep_copy(entry: Any) -> Any:
-    """``copy.deepcopy(entry)`` with each MONAI ``MetaTensor``'s metadata arrays copied too: MONAI's deep
-    copy shares them (it copies the meta dict shallow), and its spatial transforms write ``meta["pixdim"]``
-    in place, so the cached entry's pixdim would change under a MONAI step of the random part."""
-    out = copy.deepcopy(entry)
-    for v in out.values() if isinstance(out, dict) else ():
-        meta = getattr(v, "meta", None)
-        if isinstance(v, torch.Tensor) and isinstance(meta, dict):
-            v.meta = {k: m.copy() if isinstance(m, np.ndarray) else m for k, m in meta.items()}
-    return out

@@ -4,7 +4,8 @@ An entry is a cached item (a dict of tensors, metadata dicts, strings...). :clas
 each entry in the first tier of its order that has room: the device tier when the chain's device
 point is a GPU, then (pinned) host memory, then a disk tier of uncompressed ``.npy`` files opened
 memory-mapped. Entries on the host tier of a GPU cache are copied to the device ahead of use on a
-side CUDA stream (:meth:`TierStore.prefetch`), each copy tied to the entry it was made from. A GPU
+side CUDA stream (:meth:`TierStore.prefetch`), each copy tied to the entry it was made from. The
+budgets are parsed in :mod:`fastpipe.cache._budgets`, the disk tier is :mod:`fastpipe.cache._disk_tier`. A GPU
 cache given no ``"cuda"`` budget takes a share of the free device memory
 (:mod:`fastpipe.cache._cuda_budget`); the pinned host tier accounts the bytes its blocks really take
 (:mod:`fastpipe.cache._pinned_host`). Tensors placed on the device or pinned host tier are contiguous, so
@@ -16,63 +17,26 @@ producer and workers); the accounting and slot table are guarded by one lock.
 
 from __future__ import annotations
 
-import itertools
-import re
-import shutil
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
+from fastpipe.cache._budgets import TIERS, parse_budget, parse_bytes
 from fastpipe.cache._cuda_budget import default_cuda_budget
+from fastpipe.cache._disk_tier import DiskTier
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
 from fastpipe.runtime._fork import renew_locks_after_fork
 
-TIERS = ("cuda", "host", "disk")
+# re-exported: the budget parsers, the disk tier and the tensor walkers are imported from here
+__all__ = [
+    "MAX_INFLIGHT", "TIERS", "DiskTier", "TierStore", "map_tensors", "parse_budget", "parse_bytes",
+    "own_bytes", "shallow_view", "tensors_of",
+]  # fmt: skip
 MAX_INFLIGHT = 64  # prefetched device copies waiting to be read
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_UNITS.update({"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40})
-_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
-
-
-def parse_bytes(size: int | float | str | None) -> int | None:
-    """Bytes from ``20GiB``, ``512MB``, ``1.5G``, ``4096`` or an int; ``None`` means unlimited.
-
-    Example:
-        >>> parse_bytes("2KiB"), parse_bytes("1.5kB"), parse_bytes(7)
-        (2048, 1500, 7)
-    """
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, (int, float, str)):
-        raise ValueError(f"budget size must be an int or a string like '20GiB', got {size!r}")
-    if isinstance(size, (int, float)):
-        if size < 0:
-            raise ValueError(f"budget size must be >= 0, got {size!r}")
-        return int(size)
-    m = _SIZE_RE.match(size)
-    if m is None:
-        raise ValueError(
-            f"invalid budget size {size!r}: expected a number with a unit such as '20GiB' or '512MB'"
-        )
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-
-
-def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
-    """Per-tier byte budgets; a bare size applies to ``primary`` (the first tier). Missing tiers are unlimited."""
-    if budget is None:
-        return {}
-    if not isinstance(budget, dict):
-        return {primary: parse_bytes(budget)}
-    unknown = set(budget) - set(TIERS)
-    if unknown:
-        raise ValueError(f"unknown budget tier(s) {sorted(unknown)}: expected keys among {list(TIERS)}")
-    return {tier: parse_bytes(v) for tier, v in budget.items()}
 
 
 def shallow_view(entry: Any) -> Any:
@@ -82,43 +46,12 @@ def shallow_view(entry: Any) -> Any:
     return entry
 
 
-class DiskTier:
-    """Uncompressed ``.npy`` files, one per tensor of an entry, opened memory-mapped (copy-on-write).
-
-    The files go to a new folder of this tier's own, ``fastpipe-tier-*`` inside ``root`` (the system's
-    temporary folder when ``None``), removed on :meth:`close`. Two datasets given one ``disk_dir`` (a
-    training and a validation set, or the ranks of one node) so never share a file name: slot numbers
-    restart at 0 in each, and a shared name would rewrite another dataset's mapped entry in place.
-    """
-
-    def __init__(self, root: str | Path | None) -> None:
-        if root is not None:
-            root = Path(root).expanduser()  # "~/scratch": the home folder's, not a folder named "~"
-            root.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-", dir=root))
-        self._names = itertools.count()  # next() on a count is atomic under the GIL
-
-    def write(self, slot: int, entry: Any) -> Any:
-        """Write the tensors of ``entry`` and return the entry with memory-mapped CPU tensors.
-
-        Every file gets a fresh name, so a file still mapped by an old entry is never rewritten.
-        """
-
-        def spill(t: torch.Tensor) -> torch.Tensor:
-            path = self.root / f"{slot}-{next(self._names)}.npy"
-            np.save(path, t.detach().cpu().contiguous().numpy())
-            return torch.from_numpy(np.load(path, mmap_mode="c"))
-
-        return map_tensors(entry, spill)
-
-    def remove(self, slot: int) -> None:
-        """Delete the files of ``slot``."""
-        for p in self.root.glob(f"{slot}-*.npy"):
-            p.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        """Remove this tier's folder and its files."""
-        shutil.rmtree(self.root, ignore_errors=True)
+def own_bytes(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of its own bytes when it is a view into a larger block (a crop of a loaded
+    volume): a cached view would keep the whole block alive while the budget counts the view's bytes."""
+    if t.untyped_storage().nbytes() > t.numel() * t.element_size():
+        return t.clone()
+    return t
 
 
 class TierStore:
@@ -258,10 +191,12 @@ class TierStore:
 
     def _place(self, tier: str, slot: int, entry: Any) -> Any:
         if tier == "cuda":  # contiguous: a strided volume would leave the crop kernel for the torch path
-            return map_tensors(entry, lambda t: t.to(self.device, memory_format=torch.contiguous_format))
+            return map_tensors(
+                entry, lambda t: own_bytes(t.to(self.device, memory_format=torch.contiguous_format))
+            )
         if tier == "host":
             pin = self._pins()
-            return map_tensors(entry, lambda t: host_copy(t, pin) if pin else t.cpu())
+            return map_tensors(entry, lambda t: host_copy(t, pin) if pin else own_bytes(t.cpu()))
         with self._lock:
             if self._disk is None:
                 self._disk = DiskTier(self._disk_dir)

@@ -109,16 +109,7 @@ class CacheDataset(CachedReads):
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
         shard = (rank, world_size, even_divisible, partition_seed)
         super().__init__(
-            data,
-            transform,
-            copy_cache,
-            budget,
-            persist_dir,
-            int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed,
-            disk_dir,
-            *shard,
-            persist_key,
-            translate,
+            data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
         )
         self._keep = list(range(len(self._inputs)))
         self.uncached_no_room = 0

@@ -17,28 +17,17 @@ import torch
 from fastpipe import distributed
 from fastpipe.cache._fill import default_workers, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
-from fastpipe.cache._replacer import Replacer, release
+from fastpipe.cache._replacer import release
 from fastpipe.cache._rotation import Rotation, check_args
-from fastpipe.cache._skip import check_on_error, fill_skipping, next_round
-from fastpipe.cache._slots import KEPT, SlotStore
+from fastpipe.cache._skip import check_on_error, fill_skipping
+from fastpipe.cache._slots import SlotStore
+from fastpipe.cache._smart_rounds import SmartRounds, make_replacer
 from fastpipe.cache._swap_guard import SwapGuard
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 
-LAG_WARN_S = 0.05  # an epoch-end wait longer than this for missing replacements is worth one warning
 
-
-def _warn_left(left: list[threading.Thread]) -> None:
-    if left:
-        warnings.warn(
-            f"{len(left)} SmartCache replacement thread(s) still computing an item after 1 s; "
-            "they discard their result when done",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-class SmartCacheDataset(CachedReads):
+class SmartCacheDataset(SmartRounds, CachedReads):
     """Keep ``cache_num`` items cached; each round swap the oldest ``R = ceil(cache_num * replace_rate)``.
 
     Same chain split, device tier ("ToDevice-then-cache"), budgets and byte reporting as
@@ -139,18 +128,16 @@ class SmartCacheDataset(CachedReads):
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
         self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
-        inputs, core, shard = self._inputs, self.core, self.shard
-        self._replacer = Replacer(
-            # an incoming item already cached (after a restart the window may hold it) is kept as it is
-            lambda slot: KEPT if slot in core else core.compute(inputs[slot]),
+        workers = default_workers(num_replace_workers, self.replace_num)
+        self._replacer = make_replacer(
+            self.core,
+            self._inputs,
             self._store,
-            inputs.__getitem__,
-            default_workers(num_replace_workers, self.replace_num),
-            max(1, self.replace_num),
-            nice=replace_nice,
-            retry=on_error == "raise",  # "skip" drops a failed item instead of retrying it
-            # self.input_index without a reference to self (the threads must not keep the dataset alive)
-            name_of=(lambda slot: shard["indices"][slot]) if shard else None,
+            self.shard,
+            workers,
+            self.replace_num,
+            replace_nice,
+            on_error,
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
@@ -239,128 +226,10 @@ class SmartCacheDataset(CachedReads):
         return [window[i] for i in indices]
 
     def window_indices(self) -> list[int]:
-        """Data indices currently cached, by window position."""
-        return list(self._window)
+        """Data indices currently cached, by window position (indices in the data list given, on a shard too)."""
+        return [self.input_index(slot) for slot in self._window]
 
     # --- rounds ------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the replacement threads and the preparation of the next round (no-op when running).
-
-        After :meth:`shutdown` it starts them again, as MONAI's does (ignite's ``SmartCacheHandler``
-        starts at each ``trainer.run()``); see :meth:`shutdown` for the window that follows.
-        """
-        if self._closed:
-            raise RuntimeError("SmartCacheDataset was closed; create a new one to start again")
-        if self.replace_num == 0 or self.is_started():
-            return
-        self._replacer.start()
-        if not self._submitted:
-            self._replacer.submit(self._rotation.incoming())
-            self._submitted = True
-
-    def is_started(self) -> bool:
-        """Whether the replacement threads are running."""
-        return self._replacer.alive
-
-    def wait_replacements(self, timeout: float | None = None) -> float:
-        """Wait until the replacement threads have computed every item handed to them so far (the
-        next :meth:`update_cache`'s incoming items), without swapping anything; returns the seconds
-        waited (0 when nothing is pending or the threads are not running).
-
-        For timing a SmartCache epoch with its replacement work inside (benchmarks), or for a CPU
-        free of replacements afterwards (before a validation pass, say). Any thread may call it; a
-        replacement that failed counts as finished here, and :meth:`update_cache` raises its error.
-        """
-        return self._replacer.wait_idle(timeout)
-
-    def update_cache(self) -> None:
-        """Swap the prepared replacements in (waiting only for missing ones) and start the next round.
-
-        Raises:
-            ReplacementError: the chain failed on an incoming item (named with its index and file;
-                also an instance of the cause's type). With ``on_error="skip"`` the item is dropped
-                from the rotation with a warning instead, and the item after it is computed now.
-
-        A call directly after :class:`~fastpipe.ThreadDataLoader`'s own epoch-end call (MONAI code that
-        still calls it each epoch) is skipped with one warning: one swap per epoch, not two.
-        """
-        if self.replace_num == 0 or self._swap_guard.skip_user_call():
-            return
-        was_started = self.is_started()
-        self.start()
-        with annotate("smartcache_wait", "wait"):
-            incoming, late, lag = next_round(self._replacer, self._rotation, self.on_error, self.fill_report)
-        self.replace_num = self._rotation.replace_num  # "skip": fewer when few items are left to rotate
-        with annotate("smartcache_swap", "smartcache"):
-            outgoing = self._swap(incoming)
-            for slot in outgoing:
-                if slot in self.core and slot not in self._window:  # after a restart it may still be in
-                    self.core.drop(slot)
-            self._rotation.advance()
-            self._replacer.submit(self._rotation.incoming())
-        self.items_swapped += len(incoming)
-        self._lags.append(lag)
-        self._late.append(late)
-        if late and lag > LAG_WARN_S:
-            self._warn_lag(late, lag, was_started)
-
-    def loader_update_cache(self) -> None:
-        """:meth:`update_cache` as :class:`~fastpipe.ThreadDataLoader` calls it at an epoch end."""
-        with self._swap_guard.by_loader():
-            self.update_cache()
-
-    def _swap(self, incoming: list[int]) -> list[int]:
-        positions = [self._age.popleft() for _ in incoming]
-        window = list(self._window)
-        outgoing = [window[p] for p in positions]
-        assert self._restarted or outgoing == self._rotation.outgoing(), "window and rotation disagree"
-        for p, slot in zip(positions, incoming, strict=True):
-            window[p] = slot
-        self._age.extend(positions)
-        with self._window_lock:
-            self._window = tuple(window)
-        return outgoing
-
-    def _warn_lag(self, late: int, lag: float, was_started: bool) -> None:
-        if self._warned_lag:
-            return
-        self._warned_lag = True
-        hint = (
-            "call start() before the first epoch"
-            if not was_started
-            else f"use more num_replace_workers (now {self._replacer.num_workers}) or a lower replace_rate "
-            f"(now {self.replace_rate})"
-        )
-        warnings.warn(
-            f"SmartCacheDataset: {late} of {self.replace_num} replacements were not ready at the epoch end; "
-            f"training waited {lag:.3f} s for them. To avoid the stall, {hint}. (warned once)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-    def shutdown(self) -> None:
-        """Stop the replacement threads (joined within 1 s); the window stays cached and readable.
-
-        MONAI's semantics, which ignite's ``SmartCacheHandler`` relies on (``start`` at each
-        ``trainer.run()``, ``shutdown`` at its end): the next round's replacements are discarded, and
-        the rotation starts again from the beginning of the (shuffled) data order, while the window
-        read now is kept. After :meth:`start` (or :meth:`update_cache`) each round replaces the
-        oldest ``R`` items of that window with the next ones of the order from its beginning, so an
-        item can be in the window twice for a few rounds, as in MONAI. No-op when not started.
-        :meth:`close` frees the cache.
-        """
-        if not self.is_started():
-            return
-        _warn_left(self._replacer.stop(timeout=1.0))
-        self._submitted = False
-        with self._window_lock:
-            window = set(self._window)
-        for slot in self._rotation.incoming():  # computed for a round that will not come
-            if slot in self.core and slot not in window:
-                self.core.drop(slot)
-        self._rotation.start = 0  # MONAI's _start_pos = 0
-        self._restarted = True
 
     def set_data(self, data: Sequence[dict]) -> None:
         """Replace the data list and fill a new window for it, as MONAI's ``set_data`` does.

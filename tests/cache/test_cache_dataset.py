@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -390,3 +391,35 @@ def test_set_data_without_a_transform_and_on_a_map_style_dataset():
     on_dataset = CacheDataset(torch.utils.data.TensorDataset(torch.arange(3.0)), None, progress=False)
     with pytest.raises(TypeError, match="map-style dataset"):
         on_dataset.set_data(items(3))
+
+
+@pytest.mark.parametrize("smart", [False, True])
+def test_set_data_does_not_restart_the_random_stream_of_the_users_transforms(smart):
+    """set_data() rebuilt the plan on the user's own MONAI transform objects and reseeded them, so the
+    epoch after set_data() replayed epoch 0's random draws exactly; the stream now goes on, as it
+    does without set_data() (and as MONAI's set_data leaves it)."""
+    from monai import transforms as M
+
+    from fastpipe import SmartCacheDataset
+
+    data = [{"image": torch.arange(8.0).reshape(1, 2, 2, 2) + i} for i in range(4)]
+
+    def make():
+        chain = M.Compose([M.EnsureTyped("image"), M.RandGaussianNoised("image", prob=1.0, std=1.0)])
+        if smart:
+            return SmartCacheDataset(
+                data, chain, cache_num=3, shuffle=False, seed=5, progress=False, translate=False
+            )
+        return CacheDataset(data, chain, seed=5, progress=False, translate=False)
+
+    def epoch(ds):
+        return [ds[i]["image"].clone() for i in range(len(ds))]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, plain = make(), make()
+        first, _ = epoch(ours), epoch(plain)
+        ours.set_data(data)
+    after, expected = epoch(ours), epoch(plain)
+    assert not all(torch.equal(a, b) for a, b in zip(after, first, strict=True))  # not epoch 0 again
+    assert all(torch.equal(a, b) for a, b in zip(after, expected, strict=True))  # the stream went on

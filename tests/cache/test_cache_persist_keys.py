@@ -406,3 +406,28 @@ def test_a_nibabel_upgrade_changes_the_key_of_fastpipe_s_nifti_loader(monkeypatc
     before = chain_fingerprint(chain)
     monkeypatch.setattr(nibabel, "__version__", "99.0.0")
     assert chain_fingerprint(chain) != before
+
+
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+def test_the_data_file_of_a_two_file_image_keys_the_item(tmp_path, persist_key):
+    """A NIfTI pair (.hdr + .img) or a MetaImage .mhd + .raw: the item names the header, a reader reads
+    the data file too. New voxels in the data file left the key as it was: the old entry was served."""
+    import nibabel as nib
+
+    from fastpipe.cache._key import item_key
+
+    def write_pair(value: float) -> None:
+        nib.save(nib.Nifti1Pair(np.full((3, 3, 3), value, np.float32), np.eye(4)), tmp_path / "scan.hdr")
+
+    (tmp_path / "vol.mhd").write_bytes(b"ObjectType = Image\r\nNDims = 1\r\nElementDataFile = vol.raw\r\n")
+    items = [{"image": str(tmp_path / "scan.hdr")}, {"image": str(tmp_path / "vol.mhd")}]
+    write_pair(1.0)
+    (tmp_path / "vol.raw").write_bytes(b"\0\0\0\0")
+    before = [item_key(item, "chain", "v", persist_key) for item in items]
+    header = (tmp_path / "scan.hdr").read_bytes()
+    time.sleep(0.01)
+    write_pair(7.0)
+    (tmp_path / "vol.raw").write_bytes(b"\0\0\0\1")
+    assert (tmp_path / "scan.hdr").read_bytes() == header  # only the data files changed
+    after = [item_key(item, "chain", "v", persist_key) for item in items]
+    assert before[0] != after[0] and before[1] != after[1]

@@ -283,3 +283,24 @@ def test_flipped_bytes_under_a_valid_checksum_are_rejected_or_read_never_crash()
         except CorruptEntryError:
             outcomes["rejected"] += 1
     assert outcomes["rejected"] > 100 and sum(outcomes.values()) == 400
+
+
+def test_a_loaded_monai_entry_can_be_inverted_in_a_later_run(tmp_path):
+    """Applied operations record the id() of the transform that ran: a later run loading the entry
+    failed to invert it ('getting the most recently applied invertible transform ... != ...'). MONAI's
+    PersistentDataset resets those ids (reset_ops_id); so does the persistent cache now."""
+    import nibabel as nib
+    from monai import transforms as M
+
+    aff = np.diag([-1.0, 1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(np.arange(64, dtype=np.float32).reshape(4, 4, 4), aff), tmp_path / "a.nii.gz")
+    data = [{"image": str(tmp_path / "a.nii.gz")}]
+    for run in ("saves", "loads"):
+        orient = M.Orientationd("image", axcodes="RAS")
+        chain = M.Compose([M.LoadImaged("image", ensure_channel_first=True), orient])
+        ds = CacheDataset(data, chain, progress=False, persist_dir=tmp_path / "c", translate=False)
+        assert ds.stats()["persist"][run] == 1
+        item = ds[0]
+        back = orient.inverse(item)["image"]  # the second run raised RuntimeError here
+        assert torch.equal(back.affine.to(torch.float64), torch.as_tensor(aff)) and back.shape == (1, 4, 4, 4)
+        ds.close()

@@ -35,7 +35,9 @@ def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "GiB", "20 GB extra", "-1GiB", "1e9", "twenty", -5, [1], True])
+@pytest.mark.parametrize(
+    "bad", ["", "GiB", "20 GB extra", "-1GiB", "1e9", "twenty", -5, [1], True, float("nan"), float("inf")]
+)
 def test_parse_bytes_rejects_bad_sizes(bad):
     with pytest.raises(ValueError, match="budget size"):
         parse_bytes(bad)
@@ -218,7 +220,7 @@ def test_a_full_disk_closes_the_disk_tier_with_one_warning_instead_of_failing_th
 
     import numpy as np
 
-    import fastpipe.cache._tiers as tiers
+    import fastpipe.cache._disk_tier as tiers
 
     real, saves = np.save, []
 
@@ -271,3 +273,64 @@ def test_set_data_with_a_disk_tier_persist_and_a_shard_serves_the_new_items(tmp_
     assert got == [100.0 + ds.data_index(i) for i in range(len(ds))] and got == [v + 100 for v in old]
     assert ds.stats()["items"]["disk"] == 3 and len(list(tmp_path.glob("fastpipe-tier-*"))) == 1
     ds.close()
+
+
+def test_disk_and_pinned_host_copies_keep_metatensor_metadata_and_bfloat16(tmp_path):
+    """A MONAI MetaTensor spilled to the disk tier (or copied into a pinned host block) came back a
+    plain tensor without its affine; a bfloat16 entry failed the fill (numpy has no bfloat16)."""
+    from monai.data import MetaTensor
+
+    from fastpipe.cache._pinned_host import host_copy
+
+    affine = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0], dtype=torch.float64))
+    image = MetaTensor(
+        torch.arange(8.0).reshape(1, 2, 2, 2), affine=affine, meta={"filename_or_obj": "a.nii"}
+    )
+    half = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3) / 3
+    store = TierStore(torch.device("cpu"), {"host": 0}, tmp_path)
+    assert store.put(0, {"image": image, "half": half, "n": 1}) == "disk"
+    out = store.get(0)
+    assert type(out["image"]) is MetaTensor and torch.equal(out["image"].affine, affine)
+    assert out["image"].meta["filename_or_obj"] == "a.nii" and torch.equal(
+        out["image"].as_tensor(), image.as_tensor()
+    )
+    assert out["half"].dtype == torch.bfloat16 and torch.equal(out["half"], half) and out["n"] == 1
+    strided = host_copy(image.transpose(1, 3), pin=False)  # not contiguous: a new block
+    assert type(strided) is MetaTensor and torch.equal(strided.affine, affine) and strided.is_contiguous()
+    store.close()
+
+
+def test_a_cached_crop_view_does_not_keep_its_whole_volume_alive_past_the_budget():
+    """A prefix ending in a crop (MONAI's CenterSpatialCropd slices a view) cached views of the loaded
+    volumes: the host budget counted the crops' bytes while every whole volume stayed in memory."""
+    from monai import transforms as M
+    from monai.data import MetaTensor
+
+    def load(d):
+        return {"image": MetaTensor(torch.rand(1, 32, 32, 32), affine=torch.eye(4) * 2)}
+
+    chain = [M.Lambda(load), M.CenterSpatialCropd(keys="image", roi_size=(4, 4, 4))]
+    ds = CacheDataset(
+        items(6), chain, progress=False, num_workers=1, budget={"host": "1KiB"}, translate=False
+    )
+    s = ds.stats()
+    assert s["items"]["host"] == 4 and s["bytes"]["host"] == 4 * 256
+    held = [ds.cached_entry(i)["image"] for i in range(4)]
+    assert sum(t.untyped_storage().nbytes() for t in held) == 4 * 256  # not 4 volumes of 128 KiB
+    assert all(type(t) is MetaTensor and t.shape == (1, 4, 4, 4) and t.affine[0, 0] == 2 for t in held)
+    ds.close()
+
+
+def test_a_host_tail_entry_after_gpu_oom_is_not_saved_under_the_whole_chains_key(tmp_path, monkeypatch):
+    """After a GPU OOM the prefix reruns without its device points, skipping EnsureTyped's dtype: that
+    float32 entry was saved under the chain's key, and a later run with GPU memory to spare loaded it
+    where the chain asks float16."""
+    from fastpipe.transforms import EnsureTyped
+
+    chain = [CountingDet(), EnsureTyped("image", device="cuda:0", dtype=torch.float16)]
+    monkeypatch.setattr(EnsureTyped, "__call__", _oom)
+    core = CacheCore(chain, persist_dir=tmp_path, budget={"cuda": None})
+    with pytest.warns(RuntimeWarning, match="GPU out of memory"):
+        entry = core.compute({"x": 1})
+    assert entry["image"].dtype == torch.float32  # the host tail's entry, kept in memory only
+    assert core.persist.stats()["saves"] == 0 and not list(tmp_path.glob("*.fpc"))

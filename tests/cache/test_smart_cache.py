@@ -535,3 +535,21 @@ def test_set_data_gives_monai_s_windows_and_shuts_a_running_dataset_down_first()
         ours.close()
         theirs.shutdown()
     assert not smart_threads() and ours.core.nbytes == 0
+
+
+def test_window_indices_name_data_list_indices_on_a_shard():
+    """On a rank's shard window_indices() returned shard positions ([0, 1, 2]) where the window held
+    data items [0, 9, 4]: a check of the window against MONAI's (or a log of it) named other items."""
+    data = [{"x": i} for i in range(12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = SmartCacheDataset(
+            data, None, cache_num=3, replace_rate=0.5, shuffle=False, progress=False, rank=1, world_size=2
+        )
+    try:
+        read = [ds[i]["x"] for i in range(len(ds))]
+        assert ds.window_indices() == read == [ds.data_index(i) for i in range(len(ds))]
+        ds.update_cache()
+        assert ds.window_indices() == [ds[i]["x"] for i in range(len(ds))]
+    finally:
+        ds.close()
