@@ -219,30 +219,23 @@ def sample_crops(
         torch.Size([2, 3])
     """
     names = list(names) if names is not None else [f"volume {b}" for b in range(len(shapes))]
-    windows = [crop_window(s, spatial_size, allow_smaller, nm) for s, nm in zip(shapes, names, strict=True)]
-    sizes = {w[0] for w in windows}
-    if len(sizes) > 1:
-        detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
-        raise ValueError(f"crops of one batch must share a size, got {detail}")
+    windows, size = _batch_windows(shapes, spatial_size, allow_smaller, names)
     reject = list(reject) if reject is not None else [None] * len(bg)
-    inner = [b.numel() if r is None else r.count for b, r in zip(bg, reject, strict=True)]
-    n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
-    is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
-    picks = [None] * len(bg)
-    if any(r is not None for r in reject):
-        picks, k = resolve_rejected(is_fg, k, reject, num_samples, generator)
+    is_fg, k, picks = _draw(fg, bg, reject, pads, num_samples, pos_ratio, generator, names)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    size = sizes.pop()
     if _index_devices(fg, bg, reject) <= {torch.device("cpu")}:
         rows = _centers_on_host(fg, bg, picks, is_fg, k, windows, shapes, num_samples, pads)
-        if device.type == "cpu":
-            centers = torch.tensor([r[:3] for r in rows], dtype=torch.int64)
-            starts = torch.tensor([r[3:6] for r in rows], dtype=torch.int64)
-            return CropSample(centers, starts, torch.tensor([r[6] for r in rows]), torch.tensor(is_fg), size)
-        packed = to_device(torch.tensor(rows, dtype=torch.int64), device)
-        return CropSample(packed[:, :3], packed[:, 3:6], packed[:, 6], torch.tensor(is_fg), size)
+        return _host_sample(rows, is_fg, size, device)
+    return _device_sample(fg, bg, reject, picks, is_fg, k, windows, shapes, num_samples, device, pads, size)
+
+
+def _device_sample(
+    fg, bg, reject, picks, is_fg, k, windows, shapes, num_samples, device, pads, size
+) -> CropSample:
+    """The :class:`CropSample` computed where the index lists live (some off the CPU): the table of
+    every crop's window bounds, then :func:`_centers_on_index_device`."""
     # the picks go where fg[v] lives (the label's device when it is empty)
     bg = [b if p is None else to_device(torch.tensor(p, dtype=torch.int64), f.device if f.numel() else r.label.device)
           for f, b, r, p in zip(fg, bg, reject, picks, strict=True)]  # fmt: skip
@@ -251,3 +244,39 @@ def sample_crops(
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
     centers, starts, vol_index = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads)
     return CropSample(centers, starts, vol_index, torch.tensor(is_fg), size)
+
+
+def _batch_windows(
+    shapes, spatial_size, allow_smaller: bool, names: list[str]
+) -> tuple[list, tuple[int, ...]]:
+    """Each volume's :func:`crop_window` and the window size they share (``ValueError`` when they do not)."""
+    windows = [crop_window(s, spatial_size, allow_smaller, nm) for s, nm in zip(shapes, names, strict=True)]
+    sizes = {w[0] for w in windows}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
+        raise ValueError(f"crops of one batch must share a size, got {detail}")
+    return windows, sizes.pop()
+
+
+def _draw(
+    fg, bg, reject, pads, num_samples: int, pos_ratio: float, generator, names
+) -> tuple[list, list, list]:
+    """``(is_fg, k, picks)``: :func:`draw_choices` over the lists (pad voxels counted as background),
+    then the rejection volumes' background draws resolved (``picks``: see ``resolve_rejected``)."""
+    inner = [b.numel() if r is None else r.count for b, r in zip(bg, reject, strict=True)]
+    n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
+    is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
+    picks = [None] * len(bg)
+    if any(r is not None for r in reject):
+        picks, k = resolve_rejected(is_fg, k, reject, num_samples, generator)
+    return is_fg, k, picks
+
+
+def _host_sample(rows: list[tuple[int, ...]], is_fg: list[bool], size, device: torch.device) -> CropSample:
+    """The :class:`CropSample` of host rows ``(centre, start, volume)``, moved to ``device`` in one copy."""
+    if device.type == "cpu":
+        centers = torch.tensor([r[:3] for r in rows], dtype=torch.int64)
+        starts = torch.tensor([r[3:6] for r in rows], dtype=torch.int64)
+        return CropSample(centers, starts, torch.tensor([r[6] for r in rows]), torch.tensor(is_fg), size)
+    packed = to_device(torch.tensor(rows, dtype=torch.int64), device)
+    return CropSample(packed[:, :3], packed[:, 3:6], packed[:, 6], torch.tensor(is_fg), size)
