@@ -25,6 +25,25 @@ def check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
     return int(size[0]), int(size[1]), int(size[2])
 
 
+def check_draws(pos: float, neg: float, num_samples: Any) -> tuple[float, int]:
+    """``(pos_ratio, num_samples)`` from the crop's arguments, else ``ValueError`` naming the values."""
+    if pos < 0 or neg < 0 or pos + neg == 0:
+        raise ValueError(
+            f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"
+        )
+    if not isinstance(num_samples, Integral) or num_samples < 1:
+        raise ValueError(f"RandCropByPosNegLabeld: num_samples must be an int >= 1, got {num_samples!r}")
+    return pos / (pos + neg), int(num_samples)
+
+
+def check_padding_mode(padding_mode: Any) -> None:
+    """``padding_mode`` must be ``None`` or ``"constant"`` (``ValueError`` naming the value)."""
+    if padding_mode not in (None, "constant"):
+        raise ValueError(
+            f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
+        )
+
+
 def item_indices(
     d: dict[str, Any],
     label: torch.Tensor,

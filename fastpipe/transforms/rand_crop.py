@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from numbers import Integral
 from typing import Any
 
 import torch
@@ -26,7 +25,14 @@ from fastpipe.ops.sample import CropSample, sample_crops
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
-from fastpipe.transforms._crop_items import check_shapes, check_size, item_indices, present_crop_keys
+from fastpipe.transforms._crop_items import (
+    check_draws,
+    check_padding_mode,
+    check_shapes,
+    check_size,
+    item_indices,
+    present_crop_keys,
+)
 from fastpipe.transforms._crop_suffix import (
     KeyPlans,
     apply_intensity_per_crop,
@@ -121,21 +127,11 @@ class RandCropByPosNegLabeld:
         check_lazy("RandCropByPosNegLabeld", lazy)
         self.keys, self.label_key = ensure_keys(keys), label_key
         self.spatial_size = check_size(spatial_size)
-        if pos < 0 or neg < 0 or pos + neg == 0:
-            raise ValueError(
-                f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"
-            )
-        self.pos_ratio = pos / (pos + neg)
-        if not isinstance(num_samples, Integral) or num_samples < 1:
-            raise ValueError(f"RandCropByPosNegLabeld: num_samples must be an int >= 1, got {num_samples!r}")
-        self.num_samples = int(num_samples)
+        self.pos_ratio, self.num_samples = check_draws(pos, neg, num_samples)
         self.image_key, self.image_threshold = image_key, image_threshold
         self.fg_indices_key, self.bg_indices_key = fg_indices_key, bg_indices_key
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
-        if padding_mode not in (None, "constant"):
-            raise ValueError(
-                f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
-            )
+        check_padding_mode(padding_mode)
         self.padding_mode = padding_mode
         pad_is_bg = image_key is None or image_threshold < 0
         self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
