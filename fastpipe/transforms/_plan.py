@@ -148,17 +148,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         >>> len(plan.prefix), plan.suffix
         (1, [])
     """
-    monai_chain = False
-    if is_monai(transform) and not inlined(transform):  # lazy=True, map_items=False, unpack_items=True
-        prefix_o, suffix_o = monai_compose_parts(transform)
-        translate_monai = False
-    else:
-        flat = [unwrapped(t) for t in flatten(transform)]  # NVTX wrappers: plan the transforms themselves
-        # a chain holding MONAI transforms follows MONAI's rule: a plain callable (not fastpipe's, not
-        # MONAI's, no ``random`` flag) runs on every read (mark_deterministic(fn) lets it be cached);
-        # a chain of fastpipe transforms and callables follows fastpipe's (cached unless mark_random)
-        monai_chain = is_monai(transform) or any(is_monai(t) for t in flat)
-        prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
+    prefix_o, suffix_o, translate_monai, monai_chain = _split(transform, translate_monai)
     ctx = Context(items=items)
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
     # a step after the crop that makes a key float (EnsureTyped(dtype=...) at the end) comes too late
@@ -180,6 +170,23 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
             ", ".join(swapped), "; ".join(kept) or "none",
         )  # fmt: skip
     return plan
+
+
+def _split(transform: Any, translate_monai: bool) -> tuple[list, list, bool, bool]:
+    """``(prefix, suffix, translate, monai_chain)``: the chain split at its first random step, whether
+    to translate it, and whether it follows MONAI's rule for plain callables."""
+    monai_chain = False
+    if is_monai(transform) and not inlined(transform):  # lazy=True, map_items=False, unpack_items=True
+        prefix_o, suffix_o = monai_compose_parts(transform)
+        translate_monai = False
+    else:
+        flat = [unwrapped(t) for t in flatten(transform)]  # NVTX wrappers: plan the transforms themselves
+        # a chain holding MONAI transforms follows MONAI's rule: a plain callable (not fastpipe's, not
+        # MONAI's, no ``random`` flag) runs on every read (mark_deterministic(fn) lets it be cached);
+        # a chain of fastpipe transforms and callables follows fastpipe's (cached unless mark_random)
+        monai_chain = is_monai(transform) or any(is_monai(t) for t in flat)
+        prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
+    return prefix_o, suffix_o, translate_monai, monai_chain
 
 
 def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
