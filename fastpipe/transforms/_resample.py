@@ -22,9 +22,7 @@ import torch
 
 from fastpipe._tensors import alloc, numpy_dtype
 from fastpipe.transforms._resample_grid import (
-    axis_coords,
-    axis_plan,
-    grid_theta,
+    axis_plans,
     resample_grid,
     ties_need_grid,
 )
@@ -225,17 +223,7 @@ def resample_separable(
     latter on CPU too, so tests cover the CUDA code path without a GPU.
     """
     in_shape = tuple(img.shape[1:])
-    theta = grid_theta(xform, in_shape, out_shape, align_corners)
-    plans = [
-        axis_plan(
-            axis_coords(theta, a, in_shape[a], out_shape[a], align_corners), in_shape[a], mode, padding_mode
-        )
-        for a in range(3)
-    ]
-    for a in flip_axes:
-        last = in_shape[a] - 1
-        i0, i1, w0, w1 = plans[a]
-        plans[a] = ([last - i for i in i0], [last - i for i in i1], w0, w1)
+    plans = axis_plans(xform, in_shape, out_shape, mode, padding_mode, align_corners, flip_axes)
     order = sorted(range(3), key=lambda a: -img.stride(1 + a))  # spatial axes, outermost in memory first
     phys = img.permute(0, *[1 + a for a in order])
     if not phys.is_contiguous():

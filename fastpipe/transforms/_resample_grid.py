@@ -94,6 +94,31 @@ def axis_plan(coords: torch.Tensor, n_in: int, mode: str, padding_mode: str):
     return i0.tolist(), i1.tolist(), w0.tolist(), w1.tolist()
 
 
+def axis_plans(
+    xform: np.ndarray,
+    in_shape,
+    out_shape,
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+    flip_axes: tuple[int, ...] = (),
+) -> list:
+    """:func:`axis_plan` of each spatial axis of a separable resample, for the volume flipped along
+    ``flip_axes`` first (its plans' source indices mirrored)."""
+    theta = grid_theta(xform, in_shape, out_shape, align_corners)
+    plans = [
+        axis_plan(
+            axis_coords(theta, a, in_shape[a], out_shape[a], align_corners), in_shape[a], mode, padding_mode
+        )
+        for a in range(3)
+    ]
+    for a in flip_axes:  # mirrored source indices: the plan of the flipped volume
+        last = in_shape[a] - 1
+        i0, i1, w0, w1 = plans[a]
+        plans[a] = ([last - i for i in i0], [last - i for i in i1], w0, w1)
+    return plans
+
+
 def resample_grid(
     img: torch.Tensor,
     xform: np.ndarray,
