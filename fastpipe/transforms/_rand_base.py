@@ -138,6 +138,23 @@ def check_axis(who: str, name: str, axis: Any, ndim: int = 3) -> int:
     return axis % ndim
 
 
+def write_rows(x: torch.Tensor, changed: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``x`` (a batch ``(N, ...)``) with row ``i`` replaced by ``changed[i]``, in place where the dtype allows.
+
+    ``x`` is first converted as a whole to the dtype stacking those crops would give: the changed rows'
+    alone when every row changed (all scaled to float16, say), else promoted with the rows kept in
+    ``x``'s dtype. Returns ``x`` or its converted copy.
+    """
+    kept = len(changed) < x.shape[0]
+    dtypes = [v.dtype for v in changed.values()] + ([x.dtype] if kept else [])
+    dtype = functools.reduce(torch.promote_types, dtypes)
+    if dtype != x.dtype:
+        x = x.to(dtype)
+    for i, v in changed.items():
+        x[i].copy_(v)
+    return x
+
+
 class RandDictTransform:
     """Base of the batched random transforms: keys, ``prob``, a CPU ``torch.Generator``, draw/apply.
 
@@ -240,15 +257,7 @@ class RandDictTransform:
                 raise ValueError(
                     f"{who}: {key!r} crops changed shape {tuple(x.shape[1:])} -> {sorted(shapes)}"
                 )
-            # the dtype stacking the crops gives: the changed rows' alone when every row changed (all
-            # scaled to float16, say), else promoted with the rows kept in the batch's dtype
-            kept = len(changed) < x.shape[0]
-            dtypes = [v.dtype for v in changed.values()] + ([x.dtype] if kept else [])
-            dtype = functools.reduce(torch.promote_types, dtypes)
-            if dtype != x.dtype:
-                x = batch[key] = x.to(dtype)
-            for i, v in changed.items():
-                x[i].copy_(v)
+            batch[key] = write_rows(x, changed)
         return batch
 
     def _repr_args(self) -> str:
