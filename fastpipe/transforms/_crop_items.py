@@ -92,6 +92,10 @@ def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: st
         if label_key not in d:
             raise missing_key("RandCropByPosNegLabeld", label_key, item_name(d), skippable=False)
         ref = tuple(d[label_key].shape)
+        if len(ref) != 4:  # first: a label without its channel axis would be reported against the image
+            raise ValueError(
+                f"RandCropByPosNegLabeld: label {label_key!r} of {item_name(d)} must be (C, X, Y, Z), got {ref}"
+            )
         for key in keys:
             shp = tuple(d[key].shape)
             if len(shp) != 4 or shp[1:] != ref[1:]:
@@ -99,9 +103,5 @@ def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: st
                     f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} has shape {shp}, expected (C, *{ref[1:]}) "
                     f"like {label_key!r} {ref}"
                 )
-        if len(ref) != 4:
-            raise ValueError(
-                f"RandCropByPosNegLabeld: label of {item_name(d)} must be (C, X, Y, Z), got {ref}"
-            )
         shapes.append(ref[1:])
     return shapes

@@ -258,6 +258,14 @@ def test_bad_input_names_expected_and_actual():
     assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)
 
 
+def test_label_without_channel_axis_is_named_not_the_image():
+    """A (X, Y, Z) label is the label's fault: the error names it, not the (C, X, Y, Z) image against it."""
+    d = item()
+    d["label"] = d["label"][0]
+    with pytest.raises(ValueError, match=r"label 'label' of case must be \(C, X, Y, Z\), got \(40, 32, 36\)"):
+        RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
+
+
 @pytest.mark.gpu
 def test_gpu_batch_equals_cpu_batch(cuda_device):
     items = [item(seed=s, name=f"c{s}") for s in range(3)]
