@@ -3,6 +3,7 @@ every item has, their shapes against the label, and each item's foreground/backg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
@@ -27,6 +28,10 @@ def check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
 
 def check_draws(pos: float, neg: float, num_samples: Any) -> tuple[float, int]:
     """``(pos_ratio, num_samples)`` from the crop's arguments, else ``ValueError`` naming the values."""
+    if not (math.isfinite(pos) and math.isfinite(neg)):  # inf / inf is NaN: every draw would be background
+        raise ValueError(
+            f"RandCropByPosNegLabeld: pos and neg must be finite numbers, got pos={pos} neg={neg}"
+        )
     if pos < 0 or neg < 0 or pos + neg == 0:
         raise ValueError(
             f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"

@@ -236,6 +236,9 @@ def test_bad_input_names_expected_and_actual():
         RandCropByPosNegLabeld("image", "label", (96, 96))
     with pytest.raises(ValueError, match="not both 0, got pos=0 neg=0"):
         RandCropByPosNegLabeld("image", "label", 8, pos=0, neg=0)
+    for pos in (float("inf"), float("nan")):  # pos / (pos + neg) is NaN: every centre would be background
+        with pytest.raises(ValueError, match=f"must be finite numbers, got pos={pos} neg=1.0"):
+            RandCropByPosNegLabeld("image", "label", 8, pos=pos, neg=1.0)
     d = item()
     d["label_fg_indices"], d["label_bg_indices"] = torch.tensor([1.0]), torch.tensor([2.0])
     with pytest.raises(
