@@ -112,12 +112,12 @@ def check_lazy(who: str, lazy: Any) -> None:
 
 def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
     """MONAI's range argument: a number ``v`` means ``(-|v|, |v|)`` (MONAI's ``(min(-v, v), max(-v, v))``,
-    so ``-0.1`` is ``(-0.1, 0.1)``), a pair ``(lo, hi)`` is sorted; no NaN."""
+    so ``-0.1`` is ``(-0.1, 0.1)``), a pair ``(lo, hi)`` is sorted; no NaN, no infinity."""
     if isinstance(value, (int, float)):
         v = float(value)
-        if math.isnan(v):
+        if not math.isfinite(v):  # inf: U(-inf, inf) draws NaN (MONAI's numpy refuses the range)
             raise ValueError(
-                f"{who}: {name} must be a number (range (-{name}, {name})) or a pair, got {value!r}"
+                f"{who}: {name} must be a finite number (range (-{name}, {name})) or a pair, got {value!r}"
             )
         return -abs(v), abs(v)
     try:

@@ -136,6 +136,9 @@ def test_missing_keys_like_monai():
         (lambda: T.RandFlipd("image", spatial_axis=[0, -3]), r"RandFlipd: spatial_axis names an axis twice, got \[0, -3\]"),
         (lambda: T.RandShiftIntensityd("image", offsets=math.nan), r"RandShiftIntensityd: offsets .* got nan"),
         (lambda: T.RandShiftIntensityd("image", offsets=(0.0, math.nan)), r"RandShiftIntensityd: offsets must be finite"),
+        # U(-inf, inf) is NaN on every voxel (MONAI's numpy raises OverflowError)
+        (lambda: T.RandShiftIntensityd("image", offsets=math.inf), r"RandShiftIntensityd: offsets must be a finite number .* got inf"),
+        (lambda: T.RandScaleIntensityd("image", factors=-math.inf), r"RandScaleIntensityd: factors must be a finite number .* got -inf"),
         (lambda: T.RandFlipd("image", prob=1.5), r"RandFlipd: prob must be in \[0, 1\], got 1.5"),
         (lambda: T.RandRotate90d("image", prob=-0.1), r"RandRotate90d: prob must be in \[0, 1\], got -0.1"),
         (lambda: T.RandShiftIntensityd("image", 0.1, prob=math.nan), r"RandShiftIntensityd: prob must be in \[0, 1\], got nan"),
