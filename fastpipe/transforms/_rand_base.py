@@ -14,6 +14,7 @@ import functools
 import math
 import secrets
 from collections.abc import Hashable, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -130,12 +131,25 @@ def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
 
 
 def check_axis(who: str, name: str, axis: Any, ndim: int = 3) -> int:
-    """A spatial axis in ``[-ndim, ndim)`` as a non-negative int, else ``ValueError`` naming the value."""
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
+    """A spatial axis (any integer but a bool) in ``[-ndim, ndim)`` as a non-negative int, else
+    ``ValueError`` naming the value."""
+    if isinstance(axis, bool) or not isinstance(axis, Integral) or not -ndim <= axis < ndim:
         raise ValueError(
             f"{who}: {name} must hold spatial axes in [-{ndim}, {ndim - 1}] of the volume, got {axis!r}"
         )
-    return axis % ndim
+    return int(axis) % ndim
+
+
+def as_axes(value: Any) -> Any:
+    """Axis arguments as MONAI takes them, numpy integers (and a numpy array of axes) included, with
+    each integer as a Python ``int``; ``None`` and anything else (a bool, a string: refused later by
+    :func:`check_axis`) are left as they are."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+        out = [as_axes(v) for v in value]
+        return tuple(out) if isinstance(value, tuple) else out
+    return value
 
 
 def write_rows(x: torch.Tensor, changed: dict[int, torch.Tensor]) -> torch.Tensor:

@@ -165,6 +165,23 @@ def test_single_negative_range_reads_as_monai_symmetric_range(value):
     )
 
 
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("RandFlipd", dict(spatial_axis=np.int64(0))),
+        ("RandFlipd", dict(spatial_axis=[np.int32(2), np.int64(-3)])),
+        ("RandRotate90d", dict(max_k=1, spatial_axes=np.array([0, 1]))),
+        ("RandRotate90d", dict(max_k=np.int64(1), spatial_axes=(np.int64(0), np.int64(2)))),
+    ],
+)
+def test_numpy_integer_axes_are_taken_like_monai(name, kwargs):
+    """Axes computed with numpy (or read from a config through it) are ints to MONAI; they raised here."""
+    img = torch.arange(24.0).reshape(1, 2, 3, 4)
+    ours = getattr(T, name)("image", prob=1.0, **kwargs)({"image": img})["image"]
+    theirs = getattr(M, name)("image", prob=1.0, **kwargs)({"image": img})["image"]
+    assert torch.equal(ours, theirs.as_tensor())
+
+
 def test_axis_outside_a_smaller_volume_is_named_at_call():
     with pytest.raises(
         ValueError, match=r"RandRotate90d: spatial axis 2 is outside the 2-D volume of shape \(1, 4, 4\)"
