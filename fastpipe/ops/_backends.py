@@ -71,7 +71,7 @@ def _warn_not_contiguous_once(
         "for .tolist() and one copy per crop, every batch); store the volumes contiguous (x.contiguous() "
         "before caching; the CUDA cache tier stores them so)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
@@ -110,13 +110,28 @@ def crop_batch(
         >>> crop_batch([vol], torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64), (4, 4, 4)).shape
         torch.Size([2, 1, 4, 4, 4])
     """
+    cuda = _pick_cuda(volumes, out, backend, key)
+    if cuda is None:
+        return crop_batch_torch(
+            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+        )
+    return cuda.crop_batch_cuda(
+        volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names, check_bounds
+    )
+
+
+def _pick_cuda(volumes: Sequence[torch.Tensor], out: torch.Tensor | None, backend: str, key: str | None):
+    """The CUDA launcher module (``_cuda_crop``) that :func:`crop_batch` runs, or ``None`` for the torch path.
+
+    Raises:
+        ValueError: an unknown ``backend``, or ``"cuda"`` for volumes off the GPU.
+        RuntimeError: ``"cuda"`` when the kernel cannot be loaded.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"crop_batch: backend must be one of {BACKENDS}, got {backend!r}")
     on_cuda = _on_cuda(volumes)
     if backend == "torch" or (backend == "auto" and not on_cuda):
-        return crop_batch_torch(
-            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
-        )
+        return None
     if not on_cuda:
         raise ValueError(
             f"crop_batch: backend='cuda' needs CUDA volumes, got {volumes[0].device if volumes else None}"
@@ -125,17 +140,11 @@ def crop_batch(
     if not contiguous and backend == "auto":
         _warn_not_contiguous_once(volumes, out, key)
     cuda = _load_cuda() if (contiguous or backend == "cuda") else None
-    if cuda is None:
-        if backend == "cuda":
-            raise RuntimeError(
-                f"crop_batch: backend='cuda' requested but the kernel is unavailable: {_cuda_unavailable}"
-            )
-        return crop_batch_torch(
-            volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names
+    if cuda is None and backend == "cuda":
+        raise RuntimeError(
+            f"crop_batch: backend='cuda' requested but the kernel is unavailable: {_cuda_unavailable}"
         )
-    return cuda.crop_batch_cuda(
-        volumes, starts, vol_index, size, out, flips, scale, shift, axes, pad_value, names, check_bounds
-    )
+    return cuda
 
 
 def crop_batches(calls: Sequence[dict], backend: str = "auto") -> list[torch.Tensor]:

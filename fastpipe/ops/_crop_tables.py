@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import torch
 
+from fastpipe.ops._crop_checks import intensity_params
 from fastpipe.ops._device import to_device
-from fastpipe.ops.crop import intensity_params
 
 INT_MAX = 2**31 - 1
 IDENTITY_CODE = 0 | 1 << 3 | 2 << 6  # output axis a reads source axis a, forward

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastpipe.ops._crop_checks import check_crop_args, check_windows
 from fastpipe.ops._crop_tables import INT_MAX, KeyInfo, Launch, element_kind, pack_launch, table_parts
-from fastpipe.ops.crop import check_crop_args, check_windows
 
 KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
 #: element size -> the integer dtype whose bits carry a pad value of that size (float32: int32)

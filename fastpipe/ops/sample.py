@@ -25,8 +25,11 @@ import torch
 
 from fastpipe.ops import _backends, indices
 from fastpipe.ops._bg_reject import RejectBg, resolve_rejected
+from fastpipe.ops._centers import _centers_on_host, _centers_torch, _gather_flat, _padded_flat, unravel_clamp
 from fastpipe.ops._device import to_device
-from fastpipe.ops._pad_sample import VirtualPad, pad_pick, split_pad_picks, to_padded_flat
+from fastpipe.ops._pad_sample import VirtualPad
+
+__all__ = ["CropSample", "crop_window", "draw_choices", "fg_bg_indices", "sample_crops", "unravel_clamp"]
 
 
 @dataclass
@@ -129,53 +132,6 @@ def draw_choices(
     return is_fg, k
 
 
-def _gather_flat(fg: Sequence[torch.Tensor], bg: Sequence[torch.Tensor], is_fg, k, num_samples, device):
-    """Flat voxel index of every crop, ``fg[v][k]`` or ``bg[v][k]``, gathered per volume and moved to ``device``."""
-    sel = torch.stack([is_fg.to(torch.int64), torch.where(is_fg, k, 0), torch.where(is_fg, 0, k)])
-    moved: dict[torch.device, torch.Tensor] = {}
-    parts = []
-    for v, (f, b) in enumerate(zip(fg, bg, strict=True)):
-        dev = f.device if f.numel() else b.device
-        if dev not in moved:  # one host-to-device copy per index device
-            moved[dev] = to_device(sel, dev)
-        fl, kf, kb = moved[dev][:, v * num_samples : (v + 1) * num_samples]
-        if f.numel() == 0 and b.numel() == 0:  # only pad voxels to pick (fastpipe.ops._pad_sample)
-            flat = torch.zeros(num_samples, dtype=torch.int64, device=dev)
-        elif b.numel() == 0:
-            flat = f[kf]
-        elif f.numel() == 0:
-            flat = b[kb]
-        else:
-            flat = torch.where(fl.bool(), f[kf], b.to(dev)[kb])
-        parts.append(to_device(flat.to(torch.int64), device))
-    return torch.cat(parts)
-
-
-def _clamp_int(x: int, lo: int, hi: int | None) -> int:
-    return max(x, lo) if hi is None else min(max(x, lo), hi)
-
-
-def unravel_clamp(flat, shape, lo, hi, half, clamp=_clamp_int) -> tuple[list, list]:
-    """Centre and window start per axis of the crop drawn at flat C-order index ``flat``.
-
-    The centre is ``flat`` unravelled in ``shape`` and clamped to ``[lo, hi]``; the start is
-    ``centre - half``, at least 0. Written once for host ints (one crop; ``clamp`` defaults to
-    :func:`_clamp_int`) and for ``(N,)`` tensors (one per axis; ``clamp=torch.clamp``): the
-    reference of ``kernels/sample_centers.cu``.
-    """
-    s0, s1, s2 = shape
-    raw = (flat // (s1 * s2), (flat // s2) % s1, flat % s2)
-    centers = [clamp(c, lo_a, hi_a) for c, lo_a, hi_a in zip(raw, lo, hi, strict=True)]
-    return centers, [clamp(c - h, 0, None) for c, h in zip(centers, half, strict=True)]
-
-
-def _centers_torch(flat: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`unravel_clamp` on tensors (N crops); ``table`` = the kernel's plan without the address."""
-    shape, lo, hi, half = table[:, :12].view(-1, 4, 3).permute(1, 2, 0)  # each (3, N)
-    centers, starts = unravel_clamp(flat, shape, lo, hi, half, torch.clamp)
-    return torch.stack(centers, 1), torch.stack(starts, 1)
-
-
 def _centers_cuda(fg, bg, is_fg: list[bool], k: list[int], table) -> tuple[torch.Tensor, ...] | None:
     """Centres via ``kernels/sample_centers.cu`` when every list is a contiguous int64 tensor on one GPU."""
     lists = [t for t in (*fg, *bg) if t.numel()]
@@ -189,16 +145,6 @@ def _centers_cuda(fg, bg, is_fg: list[bool], k: list[int], table) -> tuple[torch
     plan = to_device(torch.cat([addr[:, None], table], dim=1), dev)  # (N, 14): address, table
     res = _backends.sample_centers(plan)
     return None if res is None else (*res, plan[:, 13])
-
-
-def _padded_flat(fg, bg, is_fg, k, vol: list[int], num_samples, idx_dev, pads) -> torch.Tensor:
-    """Flat indices into the padded volumes: inner list entries moved by the pad, or pad voxels."""
-    pick, k_in, pad_flat = split_pad_picks(is_fg, k, [b.numel() for b in bg], vol, pads)
-    flat = _gather_flat(fg, bg, torch.tensor(is_fg), k_in, num_samples, idx_dev)
-    geo = torch.tensor([(*pads[v].lo, *pads[v].shape, *pads[v].padded) for v in vol], dtype=torch.int64)
-    moved = to_device(torch.cat([geo, pad_flat[:, None], pick[:, None].long()], 1), idx_dev)
-    lo, shape, padded = moved[:, :9].view(-1, 3, 3).permute(1, 2, 0)  # each (3, N)
-    return torch.where(moved[:, 10].bool(), moved[:, 9], to_padded_flat(flat, lo, shape, padded))
 
 
 def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=None):
@@ -225,28 +171,6 @@ def _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads=
         return res
     packed = to_device(torch.cat([res[0], res[1], res[2][:, None]], dim=1), device)
     return packed[:, :3], packed[:, 3:6], packed[:, 6]
-
-
-def _centers_on_host(fg, bg, picks, is_fg, k, windows, shapes, num_samples, pads) -> list[tuple[int, ...]]:
-    """Per crop ``(centre, start, volume)`` as 7 host ints, when every index list is on the CPU.
-
-    The same draws, pad rule and :func:`unravel_clamp` as the device path; a batch has a few crops,
-    so per-crop integer maths costs less than the tensor ops that vectorise it (about 30 of them).
-    ``picks[v]`` (rejection volumes) stands for ``bg[v]``.
-    """
-    out = []
-    for n, (f, kk) in enumerate(zip(is_fg, k, strict=True)):
-        v = n // num_samples
-        inner = fg[v] if f else bg[v] if picks[v] is None else picks[v]
-        flat = None if pads is None else pad_pick(f, kk, len(inner), pads[v])
-        if flat is None:
-            flat = int(inner[kk])
-            if pads is not None:
-                flat = to_padded_flat(flat, pads[v].lo, pads[v].shape, pads[v].padded)
-        _, lo, hi, half = windows[v]
-        centers, starts = unravel_clamp(flat, shapes[v], lo, hi, half)
-        out.append((*centers, *starts, v))
-    return out
 
 
 def _index_devices(fg, bg, reject) -> set[torch.device]:
@@ -295,30 +219,23 @@ def sample_crops(
         torch.Size([2, 3])
     """
     names = list(names) if names is not None else [f"volume {b}" for b in range(len(shapes))]
-    windows = [crop_window(s, spatial_size, allow_smaller, nm) for s, nm in zip(shapes, names, strict=True)]
-    sizes = {w[0] for w in windows}
-    if len(sizes) > 1:
-        detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
-        raise ValueError(f"crops of one batch must share a size, got {detail}")
+    windows, size = _batch_windows(shapes, spatial_size, allow_smaller, names)
     reject = list(reject) if reject is not None else [None] * len(bg)
-    inner = [b.numel() if r is None else r.count for b, r in zip(bg, reject, strict=True)]
-    n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
-    is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
-    picks = [None] * len(bg)
-    if any(r is not None for r in reject):
-        picks, k = resolve_rejected(is_fg, k, reject, num_samples, generator)
+    is_fg, k, picks = _draw(fg, bg, reject, pads, num_samples, pos_ratio, generator, names)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    size = sizes.pop()
     if _index_devices(fg, bg, reject) <= {torch.device("cpu")}:
         rows = _centers_on_host(fg, bg, picks, is_fg, k, windows, shapes, num_samples, pads)
-        if device.type == "cpu":
-            centers = torch.tensor([r[:3] for r in rows], dtype=torch.int64)
-            starts = torch.tensor([r[3:6] for r in rows], dtype=torch.int64)
-            return CropSample(centers, starts, torch.tensor([r[6] for r in rows]), torch.tensor(is_fg), size)
-        packed = to_device(torch.tensor(rows, dtype=torch.int64), device)
-        return CropSample(packed[:, :3], packed[:, 3:6], packed[:, 6], torch.tensor(is_fg), size)
+        return _host_sample(rows, is_fg, size, device)
+    return _device_sample(fg, bg, reject, picks, is_fg, k, windows, shapes, num_samples, device, pads, size)
+
+
+def _device_sample(
+    fg, bg, reject, picks, is_fg, k, windows, shapes, num_samples, device, pads, size
+) -> CropSample:
+    """The :class:`CropSample` computed where the index lists live (some off the CPU): the table of
+    every crop's window bounds, then :func:`_centers_on_index_device`."""
     # the picks go where fg[v] lives (the label's device when it is empty)
     bg = [b if p is None else to_device(torch.tensor(p, dtype=torch.int64), f.device if f.numel() else r.label.device)
           for f, b, r, p in zip(fg, bg, reject, picks, strict=True)]  # fmt: skip
@@ -327,3 +244,39 @@ def sample_crops(
     table = torch.tensor([r for r in rows for _ in range(num_samples)], dtype=torch.int64)
     centers, starts, vol_index = _centers_on_index_device(fg, bg, is_fg, k, table, num_samples, device, pads)
     return CropSample(centers, starts, vol_index, torch.tensor(is_fg), size)
+
+
+def _batch_windows(
+    shapes, spatial_size, allow_smaller: bool, names: list[str]
+) -> tuple[list, tuple[int, ...]]:
+    """Each volume's :func:`crop_window` and the window size they share (``ValueError`` when they do not)."""
+    windows = [crop_window(s, spatial_size, allow_smaller, nm) for s, nm in zip(shapes, names, strict=True)]
+    sizes = {w[0] for w in windows}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{nm}: {w[0]}" for nm, w in zip(names, windows, strict=True))
+        raise ValueError(f"crops of one batch must share a size, got {detail}")
+    return windows, sizes.pop()
+
+
+def _draw(
+    fg, bg, reject, pads, num_samples: int, pos_ratio: float, generator, names
+) -> tuple[list, list, list]:
+    """``(is_fg, k, picks)``: :func:`draw_choices` over the lists (pad voxels counted as background),
+    then the rejection volumes' background draws resolved (``picks``: see ``resolve_rejected``)."""
+    inner = [b.numel() if r is None else r.count for b, r in zip(bg, reject, strict=True)]
+    n_bg = [n + (pads[v].n_pad if pads is not None else 0) for v, n in enumerate(inner)]
+    is_fg, k = draw_choices([f.numel() for f in fg], n_bg, num_samples, pos_ratio, generator, names)
+    picks = [None] * len(bg)
+    if any(r is not None for r in reject):
+        picks, k = resolve_rejected(is_fg, k, reject, num_samples, generator)
+    return is_fg, k, picks
+
+
+def _host_sample(rows: list[tuple[int, ...]], is_fg: list[bool], size, device: torch.device) -> CropSample:
+    """The :class:`CropSample` of host rows ``(centre, start, volume)``, moved to ``device`` in one copy."""
+    if device.type == "cpu":
+        centers = torch.tensor([r[:3] for r in rows], dtype=torch.int64)
+        starts = torch.tensor([r[3:6] for r in rows], dtype=torch.int64)
+        return CropSample(centers, starts, torch.tensor([r[6] for r in rows]), torch.tensor(is_fg), size)
+    packed = to_device(torch.tensor(rows, dtype=torch.int64), device)
+    return CropSample(packed[:, :3], packed[:, 3:6], packed[:, 6], torch.tensor(is_fg), size)

@@ -11,7 +11,6 @@ after the gather instead (:func:`apply_intensity_per_crop`), with MONAI's dtype 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from fastpipe.ops._pad_sample import VirtualPad
 from fastpipe.ops.rand_params import Orientation
 from fastpipe.transforms._dict import pixdim_after
+from fastpipe.transforms._rand_base import write_rows
 from fastpipe.transforms.pad import pad_width
 
 
@@ -186,10 +186,4 @@ def apply_intensity_per_crop(
             changed[i] = v
     if not changed:
         return x
-    kept = [x.dtype] if len(changed) < x.shape[0] else []
-    dtype = functools.reduce(torch.promote_types, [v.dtype for v in changed.values()] + kept)
-    if dtype != x.dtype:
-        x = x.to(dtype)
-    for i, v in changed.items():
-        x[i].copy_(v)
-    return x
+    return write_rows(x, changed)

@@ -10,7 +10,9 @@ copied). Two rewrites, each only where the result is exactly MONAI's:
    index permutation) and ``x * scale + shift`` on the transform's float32 keys (a key of another
    dtype gets the scale and shift per crop after the gather, with MONAI's dtype rules). The run
    stops at the first transform that cannot join: another type; keys the crop does not cut;
-   ``channel_wise``; a ``RandScaleIntensityd`` with a dtype other than float32/None; a scale after a shift, or a second
+   ``channel_wise``; a ``RandShiftIntensityd`` with ``safe=True`` (MONAI then clamps a float32 sum to
+   the dtype's range, so an overflow or ``inf`` becomes 3.4e38); a ``RandScaleIntensityd`` with a dtype
+   other than float32/None; a scale after a shift, or a second
    scale or shift, on one key (the op computes one ``x * s + o``); a ``RandRotate90d`` whose plane
    has unequal crop sides (or may shrink under ``allow_smaller``). What follows runs per item.
 2. **Pad.** A ``SpatialPadd`` with ``mode="constant"`` and value 0 on exactly the crop's keys, with
@@ -60,6 +62,8 @@ def _rotation_ok(t: RandRotate90d, crop: RandCropByPosNegLabeld) -> bool:
 
 def _intensity_ok(t: Any, augs: Sequence[Any]) -> bool:
     if t.channel_wise or (isinstance(t, RandScaleIntensityd) and t.dtype not in (None, torch.float32)):
+        return False
+    if getattr(t, "safe", False):  # MONAI clamps to the dtype's range (float32: inf -> 3.4e38); the op cannot
         return False
     for prev in augs:
         if not isinstance(prev, (RandScaleIntensityd, RandShiftIntensityd)) or not set(prev.keys) & set(

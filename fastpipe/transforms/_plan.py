@@ -19,27 +19,20 @@ import torch
 
 from fastpipe._chain import inlined, unwrapped
 from fastpipe.transforms._bridge import FromMonaid, ToMonaid, monai_compose_parts
-from fastpipe.transforms._per_crop import runs_on_batch
+from fastpipe.transforms._plan_steps import (
+    FASTPIPE,
+    FLOAT_STEPS,
+    INSERTED,
+    MONAI,
+    OTHER,
+    SWAPPED,
+    Step,
+    mark_suffix,
+)
 from fastpipe.transforms._translate import Context, is_monai, translate
 from fastpipe.transforms.compose import flatten, split_chain
 
 log = logging.getLogger("fastpipe")
-
-INTENSITY_WHY = "the gather computes in float32; MONAI in the key's dtype, casting as it does"
-SWAPPED, MONAI, FASTPIPE, OTHER, INSERTED = "MONAI -> fastpipe", "MONAI", "fastpipe", "callable", "inserted"
-FLOAT_STEPS = ("RandShiftIntensityd", "RandScaleIntensityd", "RandGaussianNoised", "RandAdjustContrastd")
-
-
-@dataclass
-class Step:
-    """One line of the plan: the chain position (``None`` for inserted steps), name, origin, stage, note."""
-
-    pos: int | None
-    name: str
-    origin: str
-    stage: str = "cached"
-    note: str = ""
-    obj: Any = field(default=None, repr=False, compare=False)  # the transform this step runs
 
 
 @dataclass
@@ -155,17 +148,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         >>> len(plan.prefix), plan.suffix
         (1, [])
     """
-    monai_chain = False
-    if is_monai(transform) and not inlined(transform):  # lazy=True, map_items=False, unpack_items=True
-        prefix_o, suffix_o = monai_compose_parts(transform)
-        translate_monai = False
-    else:
-        flat = [unwrapped(t) for t in flatten(transform)]  # NVTX wrappers: plan the transforms themselves
-        # a chain holding MONAI transforms follows MONAI's rule: a plain callable (not fastpipe's, not
-        # MONAI's, no ``random`` flag) runs on every read (mark_deterministic(fn) lets it be cached);
-        # a chain of fastpipe transforms and callables follows fastpipe's (cached unless mark_random)
-        monai_chain = is_monai(transform) or any(is_monai(t) for t in flat)
-        prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
+    prefix_o, suffix_o, translate_monai, monai_chain = _split(transform, translate_monai)
     ctx = Context(items=items)
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
     # a step after the crop that makes a key float (EnsureTyped(dtype=...) at the end) comes too late
@@ -187,6 +170,23 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
             ", ".join(swapped), "; ".join(kept) or "none",
         )  # fmt: skip
     return plan
+
+
+def _split(transform: Any, translate_monai: bool) -> tuple[list, list, bool, bool]:
+    """``(prefix, suffix, translate, monai_chain)``: the chain split at its first random step, whether
+    to translate it, and whether it follows MONAI's rule for plain callables."""
+    monai_chain = False
+    if is_monai(transform) and not inlined(transform):  # lazy=True, map_items=False, unpack_items=True
+        prefix_o, suffix_o = monai_compose_parts(transform)
+        translate_monai = False
+    else:
+        flat = [unwrapped(t) for t in flatten(transform)]  # NVTX wrappers: plan the transforms themselves
+        # a chain holding MONAI transforms follows MONAI's rule: a plain callable (not fastpipe's, not
+        # MONAI's, no ``random`` flag) runs on every read (mark_deterministic(fn) lets it be cached);
+        # a chain of fastpipe transforms and callables follows fastpipe's (cached unless mark_random)
+        monai_chain = is_monai(transform) or any(is_monai(t) for t in flat)
+        prefix_o, suffix_o = split_chain(flat, plain_is_random=monai_chain)
+    return prefix_o, suffix_o, translate_monai, monai_chain
 
 
 def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
@@ -267,55 +267,5 @@ def _fused_plan(steps: list[Step], swapped: list[str], plain_is_random: bool = F
             s.note = f"{s.note}; {note}" if s.note else note
     rest = [s for s in steps if id(s.obj) not in in_prefix and s not in absorbed]
     plan = Plan(prefix, suffix, cached, swapped)
-    _mark_suffix(plan, rest, absorbed)
+    mark_suffix(plan, rest, absorbed)
     return plan
-
-
-def _mark_suffix(plan: Plan, rest: list[Step], absorbed: list[Step]) -> None:
-    """Stages and reasons of the random part; steps fused into the batched op are listed after it."""
-    crop = rest[0].name if rest else "the crop"
-    for s in absorbed:
-        pad = s.name == "SpatialPadd"
-        s.stage = "fused"
-        s.note = f"absorbed into {crop}'s gather (no padded copy cached)" if pad else f"fused into {crop}"
-        if hasattr(s.obj, "fused_term"):  # RandScaleIntensityd, RandShiftIntensityd
-            s.note += f" for float32 keys; keys of another dtype per crop after it ({INTENSITY_WHY})"
-    if plan.batched:
-        rest[0].stage = "batched"
-        size = tuple(getattr(rest[0].obj, "spatial_size", ()))
-        on_batch = 1
-        cut = set(getattr(rest[0].obj, "keys", ()))
-        while on_batch < len(rest) and runs_on_batch(rest[on_batch].obj, size):
-            whole = getattr(rest[on_batch].obj, "whole_batch", False)  # picks entries, any values
-            uncut = [] if whole else [k for k in getattr(rest[on_batch].obj, "keys", ()) if k not in cut]
-            if uncut:  # those keys hold the item's own value once per crop, not a stacked batch
-                rest[on_batch].note = f"names {uncut} (not cut by {rest[0].name}); runs per crop"
-                break
-            step = rest[on_batch]
-            step.stage = "batched"
-            drawn = "one draw for all crops, only the fired crops change"
-            what = drawn if callable(getattr(step.obj, "draw", None)) else "one conversion for all crops"
-            step.note = step.note or f"on the stacked batch: {what}"
-            on_batch += 1
-        rest = [rest[0], *absorbed, *rest[1:]]
-        per_item = rest[on_batch + len(absorbed) :]
-    else:
-        per_item = rest
-    own = [s for s in per_item if s.pos is not None]  # the chain's steps, not the inserted bridges
-    for j, s in enumerate(own):
-        if j == 0 and not s.note:
-            s.note = _why_per_item(s, plan.batched)
-        elif j > 0 and not s.note:
-            s.note = f"after {own[0].name}, which runs per item"
-    plan.steps.extend(rest)
-
-
-def _why_per_item(step: Step, after_batched: bool) -> str:
-    """Why the first per-item step is not part of a batched op (a MONAI step kept carries its own reason)."""
-    if after_batched and step.origin in (SWAPPED, FASTPIPE):
-        return "not fused into the batched op here (its order or options); runs per crop"
-    if step.origin in (SWAPPED, FASTPIPE):
-        return f"{step.name} has no batched form"
-    if step.origin == MONAI:
-        return "MONAI's transform, run as given (translate=False)"
-    return "a callable without a batched form"

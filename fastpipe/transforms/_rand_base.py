@@ -14,6 +14,7 @@ import functools
 import math
 import secrets
 from collections.abc import Hashable, Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -112,12 +113,12 @@ def check_lazy(who: str, lazy: Any) -> None:
 
 def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
     """MONAI's range argument: a number ``v`` means ``(-|v|, |v|)`` (MONAI's ``(min(-v, v), max(-v, v))``,
-    so ``-0.1`` is ``(-0.1, 0.1)``), a pair ``(lo, hi)`` is sorted; no NaN."""
+    so ``-0.1`` is ``(-0.1, 0.1)``), a pair ``(lo, hi)`` is sorted; no NaN, no infinity."""
     if isinstance(value, (int, float)):
         v = float(value)
-        if math.isnan(v):
+        if not math.isfinite(v):  # inf: U(-inf, inf) draws NaN (MONAI's numpy refuses the range)
             raise ValueError(
-                f"{who}: {name} must be a number (range (-{name}, {name})) or a pair, got {value!r}"
+                f"{who}: {name} must be a finite number (range (-{name}, {name})) or a pair, got {value!r}"
             )
         return -abs(v), abs(v)
     try:
@@ -130,12 +131,42 @@ def check_range(who: str, name: str, value: Any) -> tuple[float, float]:
 
 
 def check_axis(who: str, name: str, axis: Any, ndim: int = 3) -> int:
-    """A spatial axis in ``[-ndim, ndim)`` as a non-negative int, else ``ValueError`` naming the value."""
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -ndim <= axis < ndim:
+    """A spatial axis (any integer but a bool) in ``[-ndim, ndim)`` as a non-negative int, else
+    ``ValueError`` naming the value."""
+    if isinstance(axis, bool) or not isinstance(axis, Integral) or not -ndim <= axis < ndim:
         raise ValueError(
             f"{who}: {name} must hold spatial axes in [-{ndim}, {ndim - 1}] of the volume, got {axis!r}"
         )
-    return axis % ndim
+    return int(axis) % ndim
+
+
+def as_axes(value: Any) -> Any:
+    """Axis arguments as MONAI takes them, numpy integers (and a numpy array of axes) included, with
+    each integer as a Python ``int``; ``None`` and anything else (a bool, a string: refused later by
+    :func:`check_axis`) are left as they are."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str):
+        out = [as_axes(v) for v in value]
+        return tuple(out) if isinstance(value, tuple) else out
+    return value
+
+
+def write_rows(x: torch.Tensor, changed: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``x`` (a batch ``(N, ...)``) with row ``i`` replaced by ``changed[i]``, in place where the dtype allows.
+
+    ``x`` is first converted as a whole to the dtype stacking those crops would give: the changed rows'
+    alone when every row changed (all scaled to float16, say), else promoted with the rows kept in
+    ``x``'s dtype. Returns ``x`` or its converted copy.
+    """
+    kept = len(changed) < x.shape[0]
+    dtypes = [v.dtype for v in changed.values()] + ([x.dtype] if kept else [])
+    dtype = functools.reduce(torch.promote_types, dtypes)
+    if dtype != x.dtype:
+        x = x.to(dtype)
+    for i, v in changed.items():
+        x[i].copy_(v)
+    return x
 
 
 class RandDictTransform:
@@ -240,15 +271,7 @@ class RandDictTransform:
                 raise ValueError(
                     f"{who}: {key!r} crops changed shape {tuple(x.shape[1:])} -> {sorted(shapes)}"
                 )
-            # the dtype stacking the crops gives: the changed rows' alone when every row changed (all
-            # scaled to float16, say), else promoted with the rows kept in the batch's dtype
-            kept = len(changed) < x.shape[0]
-            dtypes = [v.dtype for v in changed.values()] + ([x.dtype] if kept else [])
-            dtype = functools.reduce(torch.promote_types, dtypes)
-            if dtype != x.dtype:
-                x = batch[key] = x.to(dtype)
-            for i, v in changed.items():
-                x[i].copy_(v)
+            batch[key] = write_rows(x, changed)
         return batch
 
     def _repr_args(self) -> str:

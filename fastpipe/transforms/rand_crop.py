@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from numbers import Integral
 from typing import Any
 
 import torch
@@ -22,10 +21,18 @@ from fastpipe._tensors import alloc, fresh_copy
 from fastpipe.ops._backends import crop_batches
 from fastpipe.ops._bg_reject import RejectBg, reject_rule
 from fastpipe.ops._device import to_device
-from fastpipe.ops.sample import CropSample, fg_bg_indices, sample_crops
+from fastpipe.ops.sample import CropSample, sample_crops
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
+from fastpipe.transforms._crop_items import (
+    check_draws,
+    check_padding_mode,
+    check_shapes,
+    check_size,
+    item_indices,
+    present_crop_keys,
+)
 from fastpipe.transforms._crop_suffix import (
     KeyPlans,
     apply_intensity_per_crop,
@@ -35,7 +42,7 @@ from fastpipe.transforms._crop_suffix import (
     intensity_per_crop,
     virtual_pads,
 )
-from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys, missing_key
+from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys
 from fastpipe.transforms._rand_base import (
     check_lazy,
     generator_from_state,
@@ -45,16 +52,6 @@ from fastpipe.transforms._rand_base import (
 )
 
 BATCH_KEYS = ("crop_centers", "crop_starts")
-
-
-def _check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
-    size = (spatial_size,) * 3 if isinstance(spatial_size, Integral) else tuple(spatial_size)
-    if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
-        raise ValueError(
-            f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
-            f"({len(size)} values)"
-        )
-    return int(size[0]), int(size[1]), int(size[2])
 
 
 class RandCropByPosNegLabeld:
@@ -129,22 +126,12 @@ class RandCropByPosNegLabeld:
     ) -> None:
         check_lazy("RandCropByPosNegLabeld", lazy)
         self.keys, self.label_key = ensure_keys(keys), label_key
-        self.spatial_size = _check_size(spatial_size)
-        if pos < 0 or neg < 0 or pos + neg == 0:
-            raise ValueError(
-                f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"
-            )
-        self.pos_ratio = pos / (pos + neg)
-        if not isinstance(num_samples, Integral) or num_samples < 1:
-            raise ValueError(f"RandCropByPosNegLabeld: num_samples must be an int >= 1, got {num_samples!r}")
-        self.num_samples = int(num_samples)
+        self.spatial_size = check_size(spatial_size)
+        self.pos_ratio, self.num_samples = check_draws(pos, neg, num_samples)
         self.image_key, self.image_threshold = image_key, image_threshold
         self.fg_indices_key, self.bg_indices_key = fg_indices_key, bg_indices_key
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
-        if padding_mode not in (None, "constant"):
-            raise ValueError(
-                f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
-            )
+        check_padding_mode(padding_mode)
         self.padding_mode = padding_mode
         pad_is_bg = image_key is None or image_threshold < 0
         self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
@@ -210,62 +197,20 @@ class RandCropByPosNegLabeld:
         return tuple(k for k in (self.fg_indices_key, self.bg_indices_key) if k is not None)
 
     def _indices(self, d: dict[str, Any], label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fk, bk = self.fg_indices_key, self.bg_indices_key
-        if not self.index_keys or fk not in d or bk not in d:  # MONAI: computed from the label then
-            image = d.get(self.image_key) if self.image_key is not None else None
-            return fg_bg_indices(label, image, self.image_threshold)
-        out = []
-        for key in (fk, bk):
-            idx = torch.as_tensor(d[key])
-            if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
-                raise TypeError(
-                    f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} must hold integer flat indices "
-                    f"(int64 expected), got {idx.dtype}"
-                )
-            out.append(idx if key == bk and idx.ndim == 0 else idx.reshape(-1))
-        return out[0], out[1]
+        return item_indices(
+            d, label, self.fg_indices_key, self.bg_indices_key, self.image_key, self.image_threshold
+        )
 
     def _reject(self, d: dict[str, Any], bg: torch.Tensor) -> RejectBg | None:
         """Item ``d``'s background rule when its background entry is a 0-d count (compact); else ``None``."""
         where = f"RandCropByPosNegLabeld: {self.bg_indices_key!r} of {item_name(d)}"
         return reject_rule(bg, d, self.label_key, self._bg_rule, where)
 
-    def _present_keys(self, items: list[dict[str, Any]]) -> list[str]:
-        keys = []
-        for key in self.keys:
-            have = [key in d for d in items]
-            if all(have):
-                keys.append(key)
-            elif any(have) or not self.allow_missing_keys:
-                missing = [item_name(d) for d in items if key not in d]
-                raise missing_key("RandCropByPosNegLabeld", key, str(missing), skippable=not any(have))
-        return keys
-
-    def _check_shapes(self, items: list[dict[str, Any]], keys: list[str]) -> list[tuple[int, ...]]:
-        shapes = []
-        for d in items:
-            if self.label_key not in d:
-                raise missing_key("RandCropByPosNegLabeld", self.label_key, item_name(d), skippable=False)
-            ref = tuple(d[self.label_key].shape)
-            for key in keys:
-                shp = tuple(d[key].shape)
-                if len(shp) != 4 or shp[1:] != ref[1:]:
-                    raise ValueError(
-                        f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} has shape {shp}, expected (C, *{ref[1:]}) "
-                        f"like {self.label_key!r} {ref}"
-                    )
-            if len(ref) != 4:
-                raise ValueError(
-                    f"RandCropByPosNegLabeld: label of {item_name(d)} must be (C, X, Y, Z), got {ref}"
-                )
-            shapes.append(ref[1:])
-        return shapes
-
     def sample(self, items: list[dict[str, Any]]) -> tuple[CropSample, list[dict[str, torch.Tensor]]]:
         """Draw the crops (and the fused suffix's parameters) of a batch without cutting anything."""
         items = arrays_as_tensors(items, self._array_keys)
-        keys = self._present_keys(items)
-        shapes = self._check_shapes(items, keys)
+        keys = present_crop_keys(items, self.keys, self.allow_missing_keys)
+        shapes = check_shapes(items, keys, self.label_key)
         pads = virtual_pads(shapes, self._pad)
         device = items[0][self.label_key].device
         idx = [self._indices(d, d[self.label_key]) for d in items]
@@ -310,7 +255,7 @@ class RandCropByPosNegLabeld:
                 out[key] = [v for d in items for v in [fresh_copy(d.get(key))] * self.num_samples]
         names = [item_name(d) for d in items]
         plans = KeyPlans(self._augs, draws, s.starts.shape[0])
-        keys = self._present_keys(items)
+        keys = present_crop_keys(items, self.keys, self.allow_missing_keys)
         calls = [self._crop_call(items, key, s, plans, names, first=i == 0) for i, key in enumerate(keys)]
         with annotate(f"crop_batch[{','.join(keys)}]", "kernel"):  # one table copy, one launch for every key
             out.update(zip(keys, crop_batches(calls, backend=self.backend), strict=True))

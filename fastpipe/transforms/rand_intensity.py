@@ -88,7 +88,7 @@ class RandShiftIntensityd(_RandIntensity):
 
     Args:
         keys: keys to shift (str or sequence).
-        offsets: a number (range ``(-|offsets|, |offsets|)``, as MONAI) or a pair ``(lo, hi)``; no NaN.
+        offsets: a number (range ``(-|offsets|, |offsets|)``, as MONAI) or a pair ``(lo, hi)``; finite.
         safe: clamp to an integer dtype's range before casting back (default False: wrap, as MONAI).
         prob: probability of shifting (default 0.1).
         channel_wise: one offset per channel (default False; not fused into the crop).
@@ -134,7 +134,7 @@ class RandScaleIntensityd(_RandIntensity):
 
     Args:
         keys: keys to scale (str or sequence).
-        factors: a number (range ``(-|factors|, |factors|)``, as MONAI) or a pair ``(lo, hi)``; no NaN.
+        factors: a number (range ``(-|factors|, |factors|)``, as MONAI) or a pair ``(lo, hi)``; finite.
         prob: probability of scaling (default 0.1).
         channel_wise: one factor per channel (default False; not fused into the crop).
         dtype: output dtype when it fires (default float32; ``None`` keeps the input's).

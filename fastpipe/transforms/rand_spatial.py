@@ -18,7 +18,7 @@ import torch
 from fastpipe._meta import meta_key
 from fastpipe.ops.rand_params import Orientation, draw_k, draw_uniform
 from fastpipe.transforms._crop_suffix import crop_metas
-from fastpipe.transforms._rand_base import RandDictTransform, check_axis, check_lazy
+from fastpipe.transforms._rand_base import RandDictTransform, as_axes, check_axis, check_lazy
 
 
 def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]:
@@ -96,6 +96,7 @@ class RandFlipd(_Reorients):
     ) -> None:
         super().__init__(keys, prob, allow_missing_keys)
         check_lazy("RandFlipd", lazy)
+        spatial_axis = as_axes(spatial_axis)  # numpy integers too, as MONAI takes them
         axes = spatial_axis if spatial_axis is None or not isinstance(spatial_axis, int) else [spatial_axis]
         self.spatial_axis = spatial_axis
         self._axes = None if axes is None else tuple(check_axis("RandFlipd", "spatial_axis", a) for a in axes)
@@ -161,7 +162,8 @@ class RandRotate90d(_Reorients):
         check_lazy("RandRotate90d", lazy)
         if isinstance(max_k, bool) or not isinstance(max_k, Integral) or max_k < 1:
             raise ValueError(f"RandRotate90d: max_k must be an int >= 1, got {max_k!r}")
-        axes = tuple(spatial_axes) if isinstance(spatial_axes, Sequence) else (spatial_axes,)
+        axes = as_axes(spatial_axes)  # numpy integers and arrays too, as MONAI takes them
+        axes = tuple(axes) if isinstance(axes, (list, tuple)) else (axes,)
         if len(axes) != 2:
             raise ValueError(f"RandRotate90d: spatial_axes must be 2 spatial axes, got {spatial_axes!r}")
         norm = tuple(check_axis("RandRotate90d", "spatial_axes", a) for a in axes)

@@ -75,6 +75,7 @@ def test_tutorial_chain_is_one_batched_step():
         (T.RandFlipd(["image", "other"], 1.0), "a key the crop does not cut"),
         (T.RandShiftIntensityd("image", 0.1, channel_wise=True), "channel_wise"),
         (T.RandScaleIntensityd("image", 0.1, dtype=torch.float16), "a dtype change"),
+        (T.RandShiftIntensityd("image", 0.1, safe=True), "safe: MONAI clamps float32 to its range"),
     ],
 )
 def test_steps_that_cannot_join_stay_per_item(step, why):
@@ -82,6 +83,30 @@ def test_steps_that_cannot_join_stay_per_item(step, why):
     fused = fuse_random([crop, T.RandFlipd(KEYS, 0.5), step, T.RandFlipd(KEYS, 0.5)])
     assert [type(t) for t in fused] == [T.RandCropByPosNegLabeld, type(step), T.RandFlipd], why
     assert len(fused[0]._augs) == 1
+
+
+def test_safe_shift_after_the_crop_clamps_float32_like_monai():
+    """MONAI's safe=True clamps a float32 shift to float32's range (inf and overflow -> 3.4e38); the
+    fused gather's x + o cannot, so such a shift must not join it."""
+    import monai.transforms as M
+
+    def item():
+        img = torch.zeros(1, 6, 6, 6)
+        img[0, 0, 0, :2] = torch.tensor([float("inf"), 3.3e38])
+        label = torch.zeros(1, 6, 6, 6)
+        label[0, 2:4, 2:4, 2:4] = 1
+        return {"image": img, "label": label}
+
+    def chain(mod):
+        return [mod.RandCropByPosNegLabeld(KEYS, "label", (6, 6, 6), num_samples=2),
+                mod.RandShiftIntensityd("image", offsets=(1e38, 1e38), safe=True, prob=1.0)]  # fmt: skip
+
+    want = M.Compose(chain(M))(item())[0]["image"].as_tensor()
+    assert want[0, 0, 0, 0] == torch.finfo(torch.float32).max  # MONAI's clamp, not inf
+    ds = fp.CacheDataset([item()], chain(T), progress=False)
+    batch = ds.__getitems__([0]).collated["image"]
+    assert all(torch.equal(row, want) for row in batch)
+    assert all(torch.equal(o["image"], want) for o in T.Compose(chain(T))(item()))
 
 
 def test_one_affine_per_key_scale_first():

@@ -136,6 +136,9 @@ def test_missing_keys_like_monai():
         (lambda: T.RandFlipd("image", spatial_axis=[0, -3]), r"RandFlipd: spatial_axis names an axis twice, got \[0, -3\]"),
         (lambda: T.RandShiftIntensityd("image", offsets=math.nan), r"RandShiftIntensityd: offsets .* got nan"),
         (lambda: T.RandShiftIntensityd("image", offsets=(0.0, math.nan)), r"RandShiftIntensityd: offsets must be finite"),
+        # U(-inf, inf) is NaN on every voxel (MONAI's numpy raises OverflowError)
+        (lambda: T.RandShiftIntensityd("image", offsets=math.inf), r"RandShiftIntensityd: offsets must be a finite number .* got inf"),
+        (lambda: T.RandScaleIntensityd("image", factors=-math.inf), r"RandScaleIntensityd: factors must be a finite number .* got -inf"),
         (lambda: T.RandFlipd("image", prob=1.5), r"RandFlipd: prob must be in \[0, 1\], got 1.5"),
         (lambda: T.RandRotate90d("image", prob=-0.1), r"RandRotate90d: prob must be in \[0, 1\], got -0.1"),
         (lambda: T.RandShiftIntensityd("image", 0.1, prob=math.nan), r"RandShiftIntensityd: prob must be in \[0, 1\], got nan"),
@@ -160,6 +163,23 @@ def test_single_negative_range_reads_as_monai_symmetric_range(value):
         T.RandScaleIntensityd("image", factors=value).factors
         == M.RandScaleIntensityd("image", value).scaler.factors
     )
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("RandFlipd", dict(spatial_axis=np.int64(0))),
+        ("RandFlipd", dict(spatial_axis=[np.int32(2), np.int64(-3)])),
+        ("RandRotate90d", dict(max_k=1, spatial_axes=np.array([0, 1]))),
+        ("RandRotate90d", dict(max_k=np.int64(1), spatial_axes=(np.int64(0), np.int64(2)))),
+    ],
+)
+def test_numpy_integer_axes_are_taken_like_monai(name, kwargs):
+    """Axes computed with numpy (or read from a config through it) are ints to MONAI; they raised here."""
+    img = torch.arange(24.0).reshape(1, 2, 3, 4)
+    ours = getattr(T, name)("image", prob=1.0, **kwargs)({"image": img})["image"]
+    theirs = getattr(M, name)("image", prob=1.0, **kwargs)({"image": img})["image"]
+    assert torch.equal(ours, theirs.as_tensor())
 
 
 def test_axis_outside_a_smaller_volume_is_named_at_call():

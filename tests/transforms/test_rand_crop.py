@@ -236,6 +236,9 @@ def test_bad_input_names_expected_and_actual():
         RandCropByPosNegLabeld("image", "label", (96, 96))
     with pytest.raises(ValueError, match="not both 0, got pos=0 neg=0"):
         RandCropByPosNegLabeld("image", "label", 8, pos=0, neg=0)
+    for pos in (float("inf"), float("nan")):  # pos / (pos + neg) is NaN: every centre would be background
+        with pytest.raises(ValueError, match=f"must be finite numbers, got pos={pos} neg=1.0"):
+            RandCropByPosNegLabeld("image", "label", 8, pos=pos, neg=1.0)
     d = item()
     d["label_fg_indices"], d["label_bg_indices"] = torch.tensor([1.0]), torch.tensor([2.0])
     with pytest.raises(
@@ -256,6 +259,14 @@ def test_bad_input_names_expected_and_actual():
         RandCropByPosNegLabeld(["image", "mask"], "label", 8).batch_call([item()])
     out = RandCropByPosNegLabeld(["image", "mask"], "label", 8, allow_missing_keys=True).batch_call([item()])
     assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)
+
+
+def test_label_without_channel_axis_is_named_not_the_image():
+    """A (X, Y, Z) label is the label's fault: the error names it, not the (C, X, Y, Z) image against it."""
+    d = item()
+    d["label"] = d["label"][0]
+    with pytest.raises(ValueError, match=r"label 'label' of case must be \(C, X, Y, Z\), got \(40, 32, 36\)"):
+        RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
 
 
 @pytest.mark.gpu

@@ -1,0 +1,112 @@
+"""Reading and checking the items of a ``RandCropByPosNegLabeld`` batch: its size argument, the keys
+every item has, their shapes against the label, and each item's foreground/background indices."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any
+
+import torch
+
+from fastpipe._meta import item_name
+from fastpipe.ops.sample import fg_bg_indices
+from fastpipe.transforms._dict import missing_key
+
+
+def check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
+    """``spatial_size`` as 3 ints (an int means a cube), else ``ValueError`` naming the value."""
+    size = (spatial_size,) * 3 if isinstance(spatial_size, Integral) else tuple(spatial_size)
+    if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
+        raise ValueError(
+            f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
+            f"({len(size)} values)"
+        )
+    return int(size[0]), int(size[1]), int(size[2])
+
+
+def check_draws(pos: float, neg: float, num_samples: Any) -> tuple[float, int]:
+    """``(pos_ratio, num_samples)`` from the crop's arguments, else ``ValueError`` naming the values."""
+    if not (math.isfinite(pos) and math.isfinite(neg)):  # inf / inf is NaN: every draw would be background
+        raise ValueError(
+            f"RandCropByPosNegLabeld: pos and neg must be finite numbers, got pos={pos} neg={neg}"
+        )
+    if pos < 0 or neg < 0 or pos + neg == 0:
+        raise ValueError(
+            f"RandCropByPosNegLabeld: pos and neg must be >= 0 and not both 0, got pos={pos} neg={neg}"
+        )
+    if not isinstance(num_samples, Integral) or num_samples < 1:
+        raise ValueError(f"RandCropByPosNegLabeld: num_samples must be an int >= 1, got {num_samples!r}")
+    return pos / (pos + neg), int(num_samples)
+
+
+def check_padding_mode(padding_mode: Any) -> None:
+    """``padding_mode`` must be ``None`` or ``"constant"`` (``ValueError`` naming the value)."""
+    if padding_mode not in (None, "constant"):
+        raise ValueError(
+            f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
+        )
+
+
+def item_indices(
+    d: dict[str, Any],
+    label: torch.Tensor,
+    fk: str | None,
+    bk: str | None,
+    image_key: str | None,
+    threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item ``d``'s ``(fg, bg)``: its stored index keys ``fk``/``bk`` when both are given and present,
+    else computed from ``label`` (with ``image_key``/``threshold``), as MONAI does."""
+    if fk is None or bk is None or fk not in d or bk not in d:  # MONAI: computed from the label then
+        image = d.get(image_key) if image_key is not None else None
+        return fg_bg_indices(label, image, threshold)
+    out = []
+    for key in (fk, bk):
+        idx = torch.as_tensor(d[key])
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+            raise TypeError(
+                f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} must hold integer flat indices "
+                f"(int64 expected), got {idx.dtype}"
+            )
+        out.append(idx if key == bk and idx.ndim == 0 else idx.reshape(-1))
+    return out[0], out[1]
+
+
+def present_crop_keys(
+    items: list[dict[str, Any]], keys: Sequence[str], allow_missing_keys: bool
+) -> list[str]:
+    """The ``keys`` every item has; one missing from some items (or from all, without
+    ``allow_missing_keys``) raises ``KeyError`` naming the items."""
+    present = []
+    for key in keys:
+        have = [key in d for d in items]
+        if all(have):
+            present.append(key)
+        elif any(have) or not allow_missing_keys:
+            missing = [item_name(d) for d in items if key not in d]
+            raise missing_key("RandCropByPosNegLabeld", key, str(missing), skippable=not any(have))
+    return present
+
+
+def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: str) -> list[tuple[int, ...]]:
+    """Each item's spatial shape; every cropped key must be ``(C, *shape)`` like the label ``(C, X, Y, Z)``."""
+    shapes = []
+    for d in items:
+        if label_key not in d:
+            raise missing_key("RandCropByPosNegLabeld", label_key, item_name(d), skippable=False)
+        ref = tuple(d[label_key].shape)
+        if len(ref) != 4:  # first: a label without its channel axis would be reported against the image
+            raise ValueError(
+                f"RandCropByPosNegLabeld: label {label_key!r} of {item_name(d)} must be (C, X, Y, Z), got {ref}"
+            )
+        for key in keys:
+            shp = tuple(d[key].shape)
+            if len(shp) != 4 or shp[1:] != ref[1:]:
+                raise ValueError(
+                    f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} has shape {shp}, expected (C, *{ref[1:]}) "
+                    f"like {label_key!r} {ref}"
+                )
+        shapes.append(ref[1:])
+    return shapes
