@@ -11,6 +11,10 @@ Tensors stay plain ``torch.Tensor``. The metadata of ``data["image"]`` lives in
   header's dtype) whose ``[1:4]``, the voxel spacing, every transform that writes ``affine`` updates as
   MONAI's do; a dict made without a header holds the current spacing (tuple of floats) instead
 - ``original_pixdim``: the header's ``pixdim`` as read
+- ``original_channel_dim``, ``space``, ``as_closest_canonical``: MONAI's values (NaN, ``"RAS"``, False)
+- the NIfTI header's numeric fields as MONAI's ``NibabelReader`` puts them (``dim``, ``datatype``,
+  ``srow_x``/``y``/``z``, ``qform_code``, ``sform_code``, ``quatern_b``, ...): little-endian numpy
+  copies, left at the loaded values by every transform, as MONAI's leave them
 """
 
 from __future__ import annotations
