@@ -15,6 +15,11 @@ Tensors stay plain ``torch.Tensor``. The metadata of ``data["image"]`` lives in
 - the NIfTI header's numeric fields as MONAI's ``NibabelReader`` puts them (``dim``, ``datatype``,
   ``srow_x``/``y``/``z``, ``qform_code``, ``sform_code``, ``quatern_b``, ...): little-endian numpy
   copies, left at the loaded values by every transform, as MONAI's leave them
+
+An item of a translated MONAI chain may also hold MONAI's ``{key}_transforms`` (the trace MONAI's
+``Invertd`` reads for a plain tensor): the ``applied_operations`` of untranslated MONAI steps, or a
+record that makes MONAI's inverse fail naming the fix where a translated step (which traces nothing)
+would otherwise be skipped silently (``fastpipe.transforms._dict.mark_untraced``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 
 from fastpipe._meta import get_affine
 from fastpipe._tensors import alloc
-from fastpipe.transforms._dict import ensure_keys, present_keys, update_meta
+from fastpipe.transforms._dict import ensure_keys, mark_untraced, present_keys, update_meta
 
 
 def is_positive(x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +135,7 @@ class CropForegroundd:
             affine[:3, 3] += affine[:3, :3] @ torch.tensor(start, dtype=torch.float64)
             d[key] = crop_pad(d[key], start, end)
             update_meta(d, key, affine=affine)
+            mark_untraced(d, key, self)
         return d
 
     def _box(self, img: torch.Tensor) -> tuple[list[int], list[int]]:

@@ -28,6 +28,7 @@ from fastpipe.transforms._affine import (
 from fastpipe.transforms._dict import (
     check_same_grid,
     ensure_keys,
+    mark_untraced,
     per_key,
     pixdim_after,
     present_keys,
@@ -156,6 +157,7 @@ class Orientationd:
         new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
         pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
         update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
+        mark_untraced(d, key, self)
         d[key] = out
         return tuple(f - 1 for f in flips) if deferred else ()
 
@@ -256,6 +258,7 @@ class Spacingd:
             out = out.to(self.dtype)  # float32 (only integer labels keep their dtype)
         pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
         update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
+        mark_untraced(d, key, self)
         d[key] = out
 
 
