@@ -29,11 +29,23 @@ from typing import Any
 import torch
 
 META_SUFFIX = "_meta_dict"
+TRACE_SUFFIX = "_transforms"
 
 
 def meta_key(key: str) -> str:
     """The dict key holding the metadata of ``key``."""
     return f"{key}{META_SUFFIX}"
+
+
+def trace_key(key: str) -> str:
+    """MONAI's ``{key}_transforms``: where a plain tensor's ``applied_operations`` live in the item."""
+    return f"{key}{TRACE_SUFFIX}"
+
+
+def companions(key: str) -> tuple[str, str]:
+    """The entries that belong to the tensor ``key`` (its metadata and its trace), which MONAI keeps
+    inside the ``MetaTensor``: where the tensor is kept, copied or selected, they go with it."""
+    return meta_key(key), trace_key(key)
 
 
 def get_affine(data: dict[str, Any], key: str) -> torch.Tensor:

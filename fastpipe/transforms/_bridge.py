@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._meta import META_SUFFIX, meta_key
+from fastpipe._meta import META_SUFFIX, meta_key, trace_key
 from fastpipe.transforms._dict import spacing_of
 
 
@@ -62,11 +62,6 @@ class ToMonaid:
     def __repr__(self) -> str:
         narrow = f", float32_keys={list(self.float32_keys)}" if self.float32_keys else ""
         return f"ToMonaid(float_keys={list(self.float_keys)}, track_meta={self.track_meta}{narrow})"
-
-
-def trace_key(key: str) -> str:
-    """MONAI's ``{key}_transforms``: where a plain tensor's ``applied_operations`` live in the item."""
-    return f"{key}_transforms"
 
 
 def _meta_tensor(v: torch.Tensor, meta: dict[str, Any], ops: Any = None) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._meta import get_affine, meta_key
+from fastpipe._meta import get_affine, meta_key, trace_key
 
 
 def ensure_keys(keys: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -147,4 +147,4 @@ def mark_untraced(data: dict[Hashable, Any], key: str, transform: Any) -> None:
         "MONAI applied_operations, so MONAI's inverse (Invertd) cannot undo it; build the dataset with "
         "translate=False to invert its items>"
     )
-    data[f"{key}_transforms"] = [{"class": why, "id": "fastpipe-untraced", "extra_info": {"warn": why}}]
+    data[trace_key(key)] = [{"class": why, "id": "fastpipe-untraced", "extra_info": {"warn": why}}]

@@ -587,3 +587,28 @@ def test_monai_steps_bridged_in_a_translated_chain_keep_their_trace_for_invertd(
     assert out[True].shape == out[False].shape
     torch.testing.assert_close(torch.as_tensor(out[True]), torch.as_tensor(out[False]), atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.as_tensor(out[True].affine), torch.as_tensor(out[False].affine))
+
+
+@pytest.mark.timeout(120)
+def test_select_delete_copy_items_keep_the_trace_with_its_tensor(files):
+    """MONAI's MetaTensor carries its applied_operations through SelectItemsd/DeleteItemsd/CopyItemsd;
+    fastpipe's dict ops kept the ``{key}_meta_dict`` but dropped ``{key}_transforms``, so a chain ending
+    in SelectItemsd gave Invertd no trace again: a warning and the prediction left uninverted."""
+    from monai.data import decollate_batch, list_data_collate
+
+    from fastpipe.transforms._dict_ops import CopyItemsd, DeleteItemsd, SelectItemsd
+
+    trace = [{"class": "X", "id": 1}]
+    d = {"image": torch.zeros(1), "image_meta_dict": {}, "image_transforms": trace, "label": torch.ones(1)}
+    assert SelectItemsd("image")(d)["image_transforms"] is trace
+    assert DeleteItemsd("label")(d)["image_transforms"] is trace
+    copied = CopyItemsd("image", 1, ["image2"])(d)
+    assert copied["image2_transforms"] == trace and copied["image2_transforms"] is not trace
+
+    c = M.Compose(monai_prefix()[:4] + [M.SelectItemsd(KEYS)])
+    batch = list_data_collate([dataset(files[:1], c)[0]])
+    batch["pred"] = batch["image"] * 1.0
+    with pytest.raises(RuntimeError) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        M.Invertd("pred", transform=c, orig_keys="image", nearest_interp=False)(decollate_batch(batch)[0])
+    assert "translate=False" in f"{info.value} {info.value.__cause__}"
