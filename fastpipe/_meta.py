@@ -11,6 +11,15 @@ Tensors stay plain ``torch.Tensor``. The metadata of ``data["image"]`` lives in
   header's dtype) whose ``[1:4]``, the voxel spacing, every transform that writes ``affine`` updates as
   MONAI's do; a dict made without a header holds the current spacing (tuple of floats) instead
 - ``original_pixdim``: the header's ``pixdim`` as read
+- ``original_channel_dim``, ``space``, ``as_closest_canonical``: MONAI's values (NaN, ``"RAS"``, False)
+- the NIfTI header's numeric fields as MONAI's ``NibabelReader`` puts them (``dim``, ``datatype``,
+  ``srow_x``/``y``/``z``, ``qform_code``, ``sform_code``, ``quatern_b``, ...): little-endian numpy
+  copies, left at the loaded values by every transform, as MONAI's leave them
+
+An item of a translated MONAI chain may also hold MONAI's ``{key}_transforms`` (the trace MONAI's
+``Invertd`` reads for a plain tensor): the ``applied_operations`` of untranslated MONAI steps, or a
+record that makes MONAI's inverse fail naming the fix where a translated step (which traces nothing)
+would otherwise be skipped silently (``fastpipe.transforms._dict.mark_untraced``).
 """
 
 from __future__ import annotations
@@ -20,11 +29,23 @@ from typing import Any
 import torch
 
 META_SUFFIX = "_meta_dict"
+TRACE_SUFFIX = "_transforms"
 
 
 def meta_key(key: str) -> str:
     """The dict key holding the metadata of ``key``."""
     return f"{key}{META_SUFFIX}"
+
+
+def trace_key(key: str) -> str:
+    """MONAI's ``{key}_transforms``: where a plain tensor's ``applied_operations`` live in the item."""
+    return f"{key}{TRACE_SUFFIX}"
+
+
+def companions(key: str) -> tuple[str, str]:
+    """The entries that belong to the tensor ``key`` (its metadata and its trace), which MONAI keeps
+    inside the ``MetaTensor``: where the tensor is kept, copied or selected, they go with it."""
+    return meta_key(key), trace_key(key)
 
 
 def get_affine(data: dict[str, Any], key: str) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._meta import META_SUFFIX, meta_key
+from fastpipe._meta import META_SUFFIX, meta_key, trace_key
 from fastpipe.transforms._dict import spacing_of
 
 
@@ -42,7 +42,7 @@ class ToMonaid:
 
         d = dict(data)
         for key in [k for k in d if not str(k).endswith(META_SUFFIX)]:
-            v = d[key]
+            v = d.get(key)  # None: a trace key popped below
             if not isinstance(v, torch.Tensor) or isinstance(v, MetaTensor):
                 continue
             if v.dtype != torch.float32 and (
@@ -54,7 +54,7 @@ class ToMonaid:
                 v = v.float()
             meta = d.get(meta_key(key)) if self.track_meta else None
             if isinstance(meta, dict) and "affine" in meta:
-                v = _meta_tensor(v, meta)
+                v = _meta_tensor(v, meta, d.pop(trace_key(key), None))
                 d[meta_key(key)] = v.meta  # one dict, as MONAI's LoadImaged(image_only=False) gives it
             d[key] = v
         return d
@@ -64,10 +64,12 @@ class ToMonaid:
         return f"ToMonaid(float_keys={list(self.float_keys)}, track_meta={self.track_meta}{narrow})"
 
 
-def _meta_tensor(v: torch.Tensor, meta: dict[str, Any]) -> Any:
+def _meta_tensor(v: torch.Tensor, meta: dict[str, Any], ops: Any = None) -> Any:
     """``v`` as a ``MetaTensor`` carrying ``meta`` in MONAI's form: ``pixdim`` as the NIfTI header's
     eight values (``[1:4]`` the current spacing, as MONAI keeps it; ``[0]`` the qfac sign of the
-    file's affine)."""
+    file's affine), and ``ops`` (the item's ``{key}_transforms``) as its ``applied_operations``, so that
+    MONAI's steps trace after what came before (and MONAI's ``Spacingd``, which updates every
+    ``{key}_*`` dict of the item, meets no list there)."""
     from monai.data import MetaTensor
 
     affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
@@ -80,7 +82,9 @@ def _meta_tensor(v: torch.Tensor, meta: dict[str, Any]) -> Any:
         qfac = -1.0 if np.linalg.det(original[:3, :3]) < 0 else 1.0
         spacing = spacing_of(affine.cpu().numpy())
         rest["pixdim"] = np.array([qfac, *spacing, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
-    return MetaTensor(v, affine=affine, meta=rest)
+    return MetaTensor(
+        v, affine=affine, meta=rest, applied_operations=list(ops) if isinstance(ops, list) else None
+    )
 
 
 class FromMonaid:
@@ -100,6 +104,8 @@ class FromMonaid:
                 if not _is_header_pixdim(pixdim):
                     pixdim = spacing_of(affine.numpy())
                 d[meta_key(key)] = {**meta, "affine": affine, "pixdim": pixdim}
+                if v.applied_operations:  # MONAI's place for a plain tensor's trace (Invertd reads it)
+                    d[trace_key(key)] = list(v.applied_operations)
                 d[key] = v.as_tensor()
         return d
 

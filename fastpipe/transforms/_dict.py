@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._meta import get_affine, meta_key
+from fastpipe._meta import get_affine, meta_key, trace_key
 
 
 def ensure_keys(keys: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -129,3 +129,22 @@ def check_same_grid(data: dict[Hashable, Any], keys: Sequence[str], who: str, at
                 f"{who}: {key!r} ({_source(data, key)}) has affine {np.round(aff, 4).tolist()} but {ref!r} "
                 f"({_source(data, ref)}) has {np.round(ref_aff, 4).tolist()}; image and label must share one voxel grid"
             )
+
+
+def mark_untraced(data: dict[Hashable, Any], key: str, transform: Any) -> None:
+    """Where ``transform`` stands in for a MONAI invertible transform (a translated chain), give ``key``
+    MONAI's trace entry ``{key}_transforms``: one record MONAI's ``inverse`` refuses, naming the fix.
+
+    fastpipe's transforms record no ``applied_operations``; without this key MONAI's ``Invertd`` only
+    warns and leaves the prediction as it is (not inverted to the original space). With it, the
+    inverse raises with the message below. A native fastpipe transform (``stands_for`` unset) writes nothing.
+    """
+    name = getattr(transform, "stands_for", None)
+    if name is None:
+        return
+    why = (
+        f"<fastpipe: {key!r} was made by fastpipe's translation of MONAI's {name}, which records no "
+        "MONAI applied_operations, so MONAI's inverse (Invertd) cannot undo it; build the dataset with "
+        "translate=False to invert its items>"
+    )
+    data[trace_key(key)] = [{"class": why, "id": "fastpipe-untraced", "extra_info": {"warn": why}}]

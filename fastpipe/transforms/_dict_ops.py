@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fastpipe._meta import META_SUFFIX, meta_key
+from fastpipe._meta import META_SUFFIX, TRACE_SUFFIX, companions
 from fastpipe.transforms._dict import ensure_keys
 from fastpipe.transforms.utility import _OnBatch
 
@@ -46,7 +46,7 @@ class SelectItemsd(_DictOp):
                 f"SelectItemsd: key {missing[0]!r} is not in the item (it has {sorted(map(str, data))})"
             )
         kept = [k for k in self.keys if k in data]
-        metas = [meta_key(k) for k in kept if meta_key(k) in data and meta_key(k) not in kept]
+        metas = [c for k in kept for c in companions(k) if c in data and c not in kept]
         return {k: data[k] for k in [*kept, *metas]}
 
 
@@ -74,9 +74,7 @@ class DeleteItemsd(_DictOp):
             d = {k: v for k, v in d.items() if (re.search(key, f"{k}") is None if use_re else k != key)}
         # a kept tensor keeps its metadata (MONAI's MetaTensor carries it whatever the dict holds):
         # fastpipe's steps read the affine there
-        return {
-            k: data[k] for k in data if k in d or (k.endswith(META_SUFFIX) and k[: -len(META_SUFFIX)] in d)
-        }
+        return {k: data[k] for k in data if k in d or _companion_of(k) in d}
 
 
 class CopyItemsd(_DictOp):
@@ -114,10 +112,18 @@ class CopyItemsd(_DictOp):
                 if name in d:
                     raise KeyError(f"CopyItemsd: key {name!r} already exists in the item")
                 d[name] = _copy(d[key])
-                meta = meta_key(key)
-                if meta in d and meta_key(name) not in d and meta_key(name) not in self.names:
-                    d[meta_key(name)] = copy.deepcopy(d[meta])
+                for src, dst in zip(companions(key), companions(name), strict=True):
+                    if src in d and dst not in d and dst not in self.names:
+                        d[dst] = copy.deepcopy(d[src])
         return d
+
+
+def _companion_of(k: str) -> str | None:
+    """The tensor whose metadata or trace ``k`` is (``image_meta_dict`` -> ``image``), else None."""
+    for suffix in (META_SUFFIX, TRACE_SUFFIX):
+        if isinstance(k, str) and k.endswith(suffix):
+            return k[: -len(suffix)]
+    return None
 
 
 def _copy(value: Any) -> Any:

@@ -193,7 +193,8 @@ def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) 
     MONAI's reader gives it: where the best affine's voxel sizes (``dim[0]`` columns, as MONAI counts
     them) disagree with ``pixdim``, the sform or qform that agrees is used (the qform made from the
     sform has its shears stripped, as nibabel's ``set_qform`` does); ``dim[0]`` >= 5 is left alone.
-    ``hdr["pixdim"]`` changes as MONAI's header does (``set_qform``, or ``set_zooms`` where nothing agrees)."""
+    ``hdr`` changes as MONAI's header does (``set_sform``, ``set_qform``, or ``set_zooms`` where nothing
+    agrees), so the header fields in the metadata are MONAI's too."""
     if ndim >= 5:
         return best, source
     pixdim = np.asarray(hdr.get_zooms()[:ndim], dtype=np.float64)
@@ -212,16 +213,15 @@ def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) 
     if int(hdr["sform_code"]):
         if agrees(sform):
             return best, source
-        if agrees(qform):
-            return qform, "qform (the sform disagrees with pixdim)"
+        if agrees(qform):  # MONAI's set_sform(qform): the header's srow rows, and the affine, are its
+            hdr.set_sform(qform)
+            return np.asarray(hdr.get_sform(), np.float64), "qform (the sform disagrees with pixdim)"
     if int(hdr["qform_code"]):
         if agrees(qform):
             return best, source
         if agrees(sform):  # here sform_code is 0: the new qform is the best affine
-            fixed = hdr.copy()
-            fixed.set_qform(sform)
-            hdr["pixdim"] = fixed["pixdim"]  # set_qform writes qfac and the voxel sizes
-            return np.asarray(fixed.get_qform(), np.float64), "sform (the qform disagrees with pixdim)"
+            hdr.set_qform(sform)  # MONAI's: the quaternion, offsets, qfac and voxel sizes
+            return np.asarray(hdr.get_qform(), np.float64), "sform (the qform disagrees with pixdim)"
     hdr.set_zooms(norms(best))  # MONAI: "Modifying image pixdim from ... to ..."
     return best, source
 
@@ -254,3 +254,18 @@ def _check_affine(affine: np.ndarray, source: str, path: str) -> None:
     sv = np.linalg.svd(affine[:3, :3], compute_uv=False)
     if not sv[-1] > _SINGULAR_RATIO * sv[0]:
         raise ValueError(f"{path}: invalid NIfTI header: the {source} affine is singular: {affine.tolist()}")
+
+
+def header_fields(hdr: nib.Nifti1Header) -> dict[str, np.ndarray]:
+    """The header's numeric fields as MONAI's ``NibabelReader`` puts them in the metadata: little-endian
+    copies (``dim``, ``srow_x``, ``qform_code``, ...), text fields left out, and ``vox_offset`` 0 and
+    ``scl_slope``/``scl_inter`` NaN, as in the header of the image nibabel loads (which applied the
+    scaling). ``pixdim`` is not among them (see ``io.header_pixdim``). MONAI's transforms leave these
+    at the loaded values, so fastpipe's do too."""
+    fields = dict(hdr.as_byteswapped("<"))
+    out = {k: np.array(v) for k, v in fields.items() if np.asarray(v).dtype.kind in "biuf"}
+    out.pop("pixdim", None)
+    out["vox_offset"] = np.zeros((), out["vox_offset"].dtype)
+    for name in ("scl_slope", "scl_inter"):
+        out[name] = np.full((), np.nan, out[name].dtype)
+    return out

@@ -33,4 +33,14 @@ def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
         out = fn(obj, ctx)
     except (TypeError, ValueError) as err:  # the fastpipe class rejects an option: keep MONAI's
         return obj, f"fastpipe's {name} refuses these options: {err}"
-    return (obj, out) if isinstance(out, str) else (out, "")
+    if isinstance(out, str):
+        return obj, out
+    if _invertible(obj):  # its items get MONAI's trace key, so that Invertd fails loudly (mark_untraced)
+        out.stands_for = name
+    return out, ""
+
+
+def _invertible(obj: Any) -> bool:
+    from monai.transforms import InvertibleTransform
+
+    return isinstance(obj, InvertibleTransform)

@@ -128,6 +128,7 @@ def _spacing(obj: Any, ctx: Context) -> Any:
         mode=modes,
         padding_mode=[value(p) for p in obj.padding_mode],
         align_corners=list(obj.align_corners),
+        ensure_same_shape=bool(obj.ensure_same_shape),
         **key_options(obj),
     )
     if not isinstance(out, str):

@@ -11,7 +11,7 @@ import torch
 
 from fastpipe._meta import get_affine
 from fastpipe._tensors import alloc
-from fastpipe.transforms._dict import ensure_keys, present_keys, update_meta
+from fastpipe.transforms._dict import ensure_keys, mark_untraced, present_keys, update_meta
 
 
 def is_positive(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def foreground_box(
     select_fn: Callable = is_positive,
     channel_indices=None,
     margin=0,
-    allow_smaller: bool = True,
+    allow_smaller: bool = False,
 ) -> tuple[list[int], list[int]]:
     """MONAI ``generate_spatial_bounding_box``: ``(start, end)`` of the foreground, ``[0]*3`` twice when empty."""
     if channel_indices is not None:
@@ -90,7 +90,8 @@ class CropForegroundd:
         select_fn: foreground test (default ``x > 0``).
         channel_indices: channels of ``source_key`` to test (default None: all).
         margin: voxels added on each side, one or per axis (default 0).
-        allow_smaller: clamp the box to the volume (default True; MONAI 1.6 defaults to False).
+        allow_smaller: clamp the box to the volume (default False, MONAI 1.5+'s: a margin past the
+            edge is zero-padded).
         k_divisible: round the box size up to multiples of this (default 1).
         mode: padding mode; only ``"constant"`` (zeros).
         start_coord_key, end_coord_key: where to store the box (default MONAI's names; None: don't).
@@ -104,7 +105,7 @@ class CropForegroundd:
     """
 
     def __init__(self, keys, source_key: str, select_fn: Callable = is_positive, channel_indices=None,
-                 margin: int | Sequence[int] = 0, allow_smaller: bool = True, k_divisible: int | Sequence[int] = 1,
+                 margin: int | Sequence[int] = 0, allow_smaller: bool = False, k_divisible: int | Sequence[int] = 1,
                  mode: str = "constant", start_coord_key: str | None = "foreground_start_coord",
                  end_coord_key: str | None = "foreground_end_coord", allow_missing_keys: bool = False) -> None:  # fmt: skip
         if mode != "constant":
@@ -134,6 +135,7 @@ class CropForegroundd:
             affine[:3, 3] += affine[:3, :3] @ torch.tensor(start, dtype=torch.float64)
             d[key] = crop_pad(d[key], start, end)
             update_meta(d, key, affine=affine)
+            mark_untraced(d, key, self)
         return d
 
     def _box(self, img: torch.Tensor) -> tuple[list[int], list[int]]:

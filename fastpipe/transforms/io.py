@@ -12,6 +12,7 @@ import torch
 from fastpipe._meta import meta_key
 from fastpipe.transforms._dict import ensure_keys, iter_present
 from fastpipe.transforms._nifti import read_nifti
+from fastpipe.transforms._nifti_header import header_fields
 from fastpipe.transforms._translate_base import torch_dtype
 
 #: ``dtype`` default: the file's dtype, ``float32`` for scaled volumes (integer volumes stay compact).
@@ -38,7 +39,9 @@ class LoadImaged:
     MONAI's tensors lack, ``int32``/``int64``/``int64``).
     ``data[f"{key}_meta_dict"]`` is always written, whatever ``image_only`` says: tensors are plain,
     so the affine must live somewhere. Its ``pixdim`` is MONAI's: the header's 8 values
-    (``pixdim[1:4]``, the voxel sizes, kept current by the spatial transforms as MONAI does).
+    (``pixdim[1:4]``, the voxel sizes, kept current by the spatial transforms as MONAI does); the
+    header's other numeric fields (``dim``, ``srow_x``, ``qform_code``, ...) are there too, as MONAI's
+    ``NibabelReader`` puts them.
 
     Args:
         keys: keys of the file paths to load.
@@ -112,14 +115,16 @@ class LoadImaged:
         affine = torch.as_tensor(vol.affine, dtype=torch.float64)
         pixdim = header_pixdim(vol.header)
         meta = {
+            **header_fields(vol.header),
             "affine": affine,
             "original_affine": affine.clone(),
             "spatial_shape": tuple(vol.array.shape),
             "filename_or_obj": vol.path,
             "pixdim": pixdim,
             "original_pixdim": pixdim.copy(),
-            "original_channel_dim": "no_channel",
+            "original_channel_dim": float("nan"),  # MONAI's for a file without a channel dim
             "space": "RAS",
+            "as_closest_canonical": False,
         }
         if self.ensure_channel_first:
             img = img.unsqueeze(0)

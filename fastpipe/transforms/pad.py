@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fastpipe._meta import meta_key
-from fastpipe.transforms._dict import ensure_keys, per_key, present_keys, update_meta
+from fastpipe.transforms._dict import ensure_keys, mark_untraced, per_key, present_keys, update_meta
 
 #: MONAI (numpy and torch) pad modes and torch's name for each.
 MODES = {"constant": "constant", "edge": "replicate", "replicate": "replicate", "reflect": "reflect",
@@ -115,6 +115,7 @@ class SpatialPadd:
             key = self.keys[i]
             img = torch.as_tensor(d[key])
             d[key] = self.pad(img, self.mode[i])
+            mark_untraced(d, key, self)
             aff = d.get(meta_key(key), {}).get("affine")
             if aff is not None and img.ndim == 4:  # voxel 0 moved: the origin moves back, as MONAI's
                 before = [a for a, _ in pad_width(img.shape[1:], self.spatial_size, self.method)]

@@ -28,9 +28,11 @@ from fastpipe.transforms._affine import (
 from fastpipe.transforms._dict import (
     check_same_grid,
     ensure_keys,
+    mark_untraced,
     per_key,
     pixdim_after,
     present_keys,
+    spacing_of,
     update_meta,
 )
 from fastpipe.transforms._resample import resample_grid, resample_separable, ties_need_grid
@@ -156,6 +158,7 @@ class Orientationd:
         new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, tuple(img.shape[1:]))
         pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
         update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
+        mark_untraced(d, key, self)
         d[key] = out
         return tuple(f - 1 for f in flips) if deferred else ()
 
@@ -179,7 +182,8 @@ class Spacingd:
         dtype: interpolation and output dtype of non-nearest keys (default ``torch.float32``;
             MONAI computes in float64 and returns float32).
         scale_extent, recompute_affine, min_pixdim, max_pixdim: MONAI options; only their defaults.
-        ensure_same_shape: accepted for MONAI compatibility (the same-grid check always runs).
+        ensure_same_shape: MONAI's: a key with the first key's input shape and spacing (within 1e-3)
+            gets the first key's output shape, where rounding would make it one voxel off (default True).
         allow_missing_keys: skip absent keys (default False).
 
     Shape:
@@ -223,24 +227,36 @@ class Spacingd:
                     f"Spacingd: mode {m!r} / padding_mode {p!r} unsupported; use {_MODES} / {_PADDINGS}"
                 )
         self.dtype = dtype or torch.float32
+        self.ensure_same_shape = ensure_same_shape
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         present = present_keys(d, self.keys, self.allow_missing_keys, "Spacingd")
         check_same_grid(d, [self.keys[i] for i in present], "Spacingd")
+        first = None
         for i in present:
-            self._resample(d, i)
+            done = self._resample(d, i, first=first)
+            first = first or done
         return d
 
-    def _resample(self, d: dict[Hashable, Any], i: int, flips: tuple[int, ...] = ()) -> None:
-        """Resample key ``i``; ``flips`` (spatial axes) are pending flips of ``d[key]`` to fold in."""
+    def _resample(
+        self, d: dict[Hashable, Any], i: int, flips: tuple[int, ...] = (), first: Any = None
+    ) -> Any:
+        """Resample key ``i``; ``flips`` (spatial axes) are pending flips of ``d[key]`` to fold in.
+
+        Returns ``(input shape, input spacing, output shape)``; ``first``, the first key's, gives its output
+        shape to a key of the same input shape and spacing (MONAI's ``ensure_same_shape``).
+        """
         key, mode, pad, ac = self.keys[i], self.mode[i], self.padding_mode[i], bool(self.align_corners[i])
         img, affine = d[key], get_affine(d, key).numpy()
         if img.ndim != 4:
             raise ValueError(f"Spacingd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
-        in_shape = tuple(img.shape[1:])
+        in_shape, spacing = tuple(img.shape[1:]), spacing_of(affine)
         new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
+        if self.ensure_same_shape and first is not None and first[0] == in_shape:
+            if np.allclose(first[1], spacing, atol=1e-3):
+                out_shape = first[2]
         separable = pad != "reflection" and is_separable(xform, in_shape)
         if separable and mode == "nearest" and ties_need_grid(xform, in_shape, out_shape, ac):
             separable = False
@@ -256,7 +272,9 @@ class Spacingd:
             out = out.to(self.dtype)  # float32 (only integer labels keep their dtype)
         pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
         update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
+        mark_untraced(d, key, self)
         d[key] = out
+        return in_shape, spacing, out_shape
 
 
 class OrientSpacingd:
@@ -280,8 +298,10 @@ class OrientSpacingd:
         flips = {key: o._orient(d, key, defer_flips=True) for key in present}
         present_s = present_keys(d, s.keys, s.allow_missing_keys, "Spacingd")
         check_same_grid(d, [s.keys[i] for i in present_s], "Spacingd")
+        first = None
         for i in present_s:
-            s._resample(d, i, flips.get(s.keys[i], ()))
+            done = s._resample(d, i, flips.get(s.keys[i], ()), first)
+            first = first or done
         return d
 
     def __repr__(self) -> str:

@@ -116,6 +116,21 @@ def test_crop_matches_monai(kwargs):
     torch.testing.assert_close(got, expected)
 
 
+def test_crop_default_allow_smaller_is_monais():
+    """MONAI 1.5+ defaults to allow_smaller=False: a margin past the edge is zero-padded, not clamped."""
+    from monai.transforms import CropForegroundd as MonaiCropForegroundd
+
+    img = torch.zeros(1, 10, 10, 10)
+    img[0, 0:3, 4:6, 7:10] = 1.0
+    ours = CropForegroundd("image", source_key="image", margin=2)
+    ref = MonaiCropForegroundd("image", source_key="image", margin=2)
+    assert ours.allow_smaller is ref.cropper.allow_smaller is False
+    got, expected = ours({"image": img}), ref({"image": img})
+    assert tuple(got["image"].shape) == tuple(expected["image"].shape) == (1, 7, 6, 7)
+    torch.testing.assert_close(got["image"], expected["image"].as_tensor())
+    assert got["foreground_start_coord"].tolist() == expected["foreground_start_coord"].tolist() == [-2, 2, 5]
+
+
 def test_crop_empty_foreground_warns():
     with pytest.warns(UserWarning, match="no foreground"):
         out = CropForegroundd("image", source_key="image")({"image": -torch.ones(1, 5, 5, 5)})

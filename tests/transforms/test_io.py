@@ -213,3 +213,61 @@ def test_unsigned_dtype_asked_gives_monais_signed_tensor(tmp_path, dtype):
         want = MonaiLoadImaged("image", dtype=dtype)({"image": path})["image"].as_tensor()
     got = LoadImaged("image", dtype=dtype)({"image": path})["image"]
     assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def _header_case(tmp_path, name):
+    """A file per header layout MONAI's reader handles differently (codes, scaling, byte order, NIfTI-2,
+    a header its reader rectifies)."""
+    aff = np.array([[-1.5, 0.1, 0, 10], [0, 1.2, 0, -5], [0, 0, 2.5, 3], [0, 0, 0, 1]])
+    cls = nib.Nifti2Image if name == "nifti2" else nib.Nifti1Image
+    img = cls(np.arange(12 * 10 * 8, dtype=np.int16).reshape(12, 10, 8), aff)
+    img.header.set_qform(aff, 1)
+    img.header.set_sform(aff, 0 if name in ("qform_only", "no_codes") else 2)
+    if name == "no_codes":
+        img.header.set_qform(aff, 0)
+    if name == "scaled":
+        img.header.set_slope_inter(0.5, 3.0)
+    if name == "sform_disagrees":  # MONAI's reader replaces the sform by the qform (srow_* too)
+        img.header.set_zooms((1.0, 1.0, 1.0))
+    if name == "big_endian":
+        img = cls(img.get_fdata().astype(np.int16), None, img.header.as_byteswapped(">"))
+    path = str(tmp_path / f"{name}.nii.gz")
+    nib.save(img, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["codes", "qform_only", "no_codes", "scaled", "big_endian", "nifti2", "sform_disagrees"],
+)
+def test_metadata_keys_and_values_are_monais(tmp_path, name):
+    """MONAI's LoadImaged puts the NIfTI header's fields in the metadata (``dim``, ``srow_x``,
+    ``qform_code``, ``sform_code``, ...); fastpipe's dict lacked them, so a MONAI user's code reading
+    them raised KeyError. Key by key, value and dtype, against MONAI (and after Orientationd/Spacingd,
+    which leave them at the loaded values in both)."""
+    from monai.transforms import LoadImaged as MonaiLoadImaged
+
+    from fastpipe.transforms import EnsureChannelFirstd, Orientationd, Spacingd
+
+    path = _header_case(tmp_path, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = dict(MonaiLoadImaged("image", image_only=False)({"image": path})["image_meta_dict"])
+    d = LoadImaged("image")({"image": path})
+    got = d["image_meta_dict"]
+    assert sorted(got) == sorted(want)
+    for key in sorted(want):
+        w, g = want[key], got[key]
+        if key in ("affine", "original_affine", "spatial_shape"):  # fastpipe's types: tensor, tuple
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=key)
+        elif key in ("filename_or_obj", "space", "as_closest_canonical", "original_channel_dim"):
+            assert str(g) == str(w), key
+        else:
+            assert isinstance(g, np.ndarray) and g.dtype == w.dtype and g.shape == w.shape, key
+            np.testing.assert_array_equal(g, w, err_msg=key)
+    loaded = {k: np.array(v) for k, v in got.items() if isinstance(v, np.ndarray) and k != "pixdim"}
+    chain = [EnsureChannelFirstd("image"), Orientationd("image", "RAS"), Spacingd("image", (2.0, 1.0, 1.7))]
+    for t in chain:
+        d = t(d)
+    for key, v in loaded.items():
+        np.testing.assert_array_equal(d["image_meta_dict"][key], v, err_msg=key)

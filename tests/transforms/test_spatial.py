@@ -320,3 +320,44 @@ def test_two_thread_resample_equals_serial(monkeypatch):
 
     with pytest.raises(RuntimeError, match="upper half failed"):
         rs._over_planes(boom, 1, 10, 1)
+
+
+@pytest.mark.parametrize("ensure_same_shape", [True, False])
+@pytest.mark.parametrize("fused", [False, True])
+def test_spacing_gives_the_label_the_image_shape_as_monai(ensure_same_shape, fused):
+    """MONAI's ``ensure_same_shape``: a label whose affine differs from the image's within 1e-3 (which
+    fastpipe's same-grid check lets through) gets the image's output shape; fastpipe resampled each key
+    on its own and the label came out one voxel off (here 11 vs 12), breaking the pair downstream."""
+    import monai.transforms as M
+
+    from fastpipe.transforms import Compose
+
+    shape, aff = (22, 31, 39), np.diag([0.9765625, 0.7, 3.0, 1.0])
+    aff[:3, 3] = (10.0, -4.0, 7.0)
+    lab_aff = aff.copy()
+    lab_aff[:3, :3] += np.diag([-4e-4, -8e-4, 3e-4])
+    gen = torch.Generator().manual_seed(0)
+    img, lab = torch.rand(1, *shape, generator=gen), (torch.rand(1, *shape, generator=gen) > 0.5).float()
+    kw = dict(pixdim=(1.5, 2.0, 1.5), mode=("bilinear", "nearest"), ensure_same_shape=ensure_same_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = M.Spacingd(["image", "label"], **kw)(
+            {
+                "image": MetaTensor(img, affine=torch.as_tensor(aff)),
+                "label": MetaTensor(lab, affine=torch.as_tensor(lab_aff)),
+            }
+        )
+    steps = [Spacingd(["image", "label"], **kw)]
+    if fused:  # Orientationd + Spacingd run fused (OrientSpacingd); RAS already, so MONAI's needs none
+        steps.insert(0, Orientationd(["image", "label"], axcodes="RAS"))
+    d = {"image": img, "label": lab, "image_meta_dict": {"affine": torch.as_tensor(aff)}}
+    d["label_meta_dict"] = {"affine": torch.as_tensor(lab_aff)}
+    out = Compose(steps)(d)
+    assert (tuple(ref["label"].shape) == tuple(ref["image"].shape)) is ensure_same_shape
+    for key in ("image", "label"):
+        assert tuple(out[key].shape) == tuple(ref[key].shape), key
+        torch.testing.assert_close(out[key].float(), ref[key].as_tensor().float(), atol=1e-5, rtol=0)
+    from fastpipe.transforms._translate import Context, translate
+
+    translated, reason = translate(M.Spacingd(["image", "label"], **kw), Context())
+    assert reason == "" and translated.ensure_same_shape is ensure_same_shape  # MONAI's value kept

@@ -523,3 +523,92 @@ def test_pixdim_after_each_step_is_monais_and_a_monai_step_cannot_change_the_cac
     for _ in range(2):
         assert np.array_equal(ds[0]["image"].meta["pixdim"], theirs["image"].meta["pixdim"])
     assert np.array_equal(ds.cached_entry(0)["image"].meta["pixdim"], before)
+
+
+@pytest.mark.timeout(120)
+def test_monai_invertd_on_a_translated_item_fails_loudly_instead_of_skipping_it(files):
+    """fastpipe's translated transforms record no MONAI applied_operations: MONAI's Invertd only warned
+    ("transform info ... not available") and returned the prediction uninverted (still in the cropped,
+    resampled space). Now the item carries MONAI's trace key and the inverse raises, naming the fix;
+    with translate=False MONAI's own chain runs and Invertd restores the original shape."""
+    from monai.data import decollate_batch, list_data_collate
+
+    def chain() -> M.Compose:
+        return M.Compose(monai_prefix()[:4] + [M.CropForegroundd(KEYS, source_key="image", margin=1)])
+
+    for translate_ in (True, False):
+        c = chain()
+        ds = dataset(files[:1], c, translate=translate_)
+        batch = list_data_collate([ds[0]])
+        batch["pred"] = batch["image"] * 1.0
+        invert = M.Invertd("pred", transform=c, orig_keys="image", nearest_interp=False)
+        item = decollate_batch(batch)[0]
+        if translate_:
+            with pytest.raises(RuntimeError) as info:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    invert(item)
+            chained = f"{info.value} {info.value.__cause__}"
+            assert "translate=False" in chained and "fastpipe" in chained
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = invert(item)
+            assert tuple(out["pred"].shape[1:]) == tuple(int(s) for s in out["pred"].meta["spatial_shape"])
+    native = T.CropForegroundd("image", source_key="image")({"image": torch.ones(1, 4, 4, 4)})
+    assert "image_transforms" not in native  # native fastpipe transforms add no MONAI keys
+
+
+@pytest.mark.timeout(120)
+def test_monai_steps_bridged_in_a_translated_chain_keep_their_trace_for_invertd(files):
+    """An untranslated MONAI step's applied_operations were dropped where fastpipe's bridge turned the
+    MetaTensor back into a plain tensor: Invertd warned and left the prediction uninverted. The trace
+    now goes to MONAI's ``{key}_transforms`` key and Invertd undoes the step as with translate=False."""
+    from monai.data import decollate_batch, list_data_collate
+
+    def chain() -> M.Compose:
+        return M.Compose([
+            M.LoadImaged("image"), M.EnsureChannelFirstd("image"),
+            M.Spacingd("image", pixdim=(1.5, 1.5, 2.0), scale_extent=True),  # untranslated
+            M.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        ])  # fmt: skip
+
+    out = {}
+    for translate_ in (True, False):
+        c = chain()
+        batch = list_data_collate([dataset(files[:1], c, translate=translate_)[0]])
+        batch["pred"] = batch["image"] * 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            item = M.Invertd("pred", transform=c, orig_keys="image", nearest_interp=False)(
+                decollate_batch(batch)[0]
+            )
+        out[translate_] = item["pred"]
+    assert out[True].shape == out[False].shape
+    torch.testing.assert_close(torch.as_tensor(out[True]), torch.as_tensor(out[False]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.as_tensor(out[True].affine), torch.as_tensor(out[False].affine))
+
+
+@pytest.mark.timeout(120)
+def test_select_delete_copy_items_keep_the_trace_with_its_tensor(files):
+    """MONAI's MetaTensor carries its applied_operations through SelectItemsd/DeleteItemsd/CopyItemsd;
+    fastpipe's dict ops kept the ``{key}_meta_dict`` but dropped ``{key}_transforms``, so a chain ending
+    in SelectItemsd gave Invertd no trace again: a warning and the prediction left uninverted."""
+    from monai.data import decollate_batch, list_data_collate
+
+    from fastpipe.transforms._dict_ops import CopyItemsd, DeleteItemsd, SelectItemsd
+
+    trace = [{"class": "X", "id": 1}]
+    d = {"image": torch.zeros(1), "image_meta_dict": {}, "image_transforms": trace, "label": torch.ones(1)}
+    assert SelectItemsd("image")(d)["image_transforms"] is trace
+    assert DeleteItemsd("label")(d)["image_transforms"] is trace
+    copied = CopyItemsd("image", 1, ["image2"])(d)
+    assert copied["image2_transforms"] == trace and copied["image2_transforms"] is not trace
+
+    c = M.Compose(monai_prefix()[:4] + [M.SelectItemsd(KEYS)])
+    batch = list_data_collate([dataset(files[:1], c)[0]])
+    batch["pred"] = batch["image"] * 1.0
+    with pytest.raises(RuntimeError) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        M.Invertd("pred", transform=c, orig_keys="image", nearest_interp=False)(decollate_batch(batch)[0])
+    assert "translate=False" in f"{info.value} {info.value.__cause__}"
