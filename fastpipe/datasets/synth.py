@@ -36,7 +36,9 @@ def write_nifti_gz(path: str | os.PathLike, zyx: np.ndarray, affine: np.ndarray,
         affine: 4x4 voxel-to-world (RAS mm) affine, stored as both sform and qform (code 1).
         zooms: voxel spacing ``(sx, sy, sz)`` in mm.
     """
-    zyx = np.ascontiguousarray(zyx)
+    # the header is written in this machine's byte order, so the voxels must be too (a big-endian
+    # array, e.g. one nibabel read from a big-endian file, would otherwise be stored byte-swapped)
+    zyx = np.ascontiguousarray(zyx, dtype=zyx.dtype.newbyteorder("="))
     hdr = nib.Nifti1Header()
     hdr.set_data_dtype(zyx.dtype)
     hdr.set_data_shape(zyx.shape[::-1])
