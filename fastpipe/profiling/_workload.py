@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from fastpipe.cache._item_errors import failed_file
+from fastpipe.cache.errors import ItemError, TransformError, item_error
 from fastpipe.profiling.nvtx_ranges import annotate, transform_name
 
 KEYS = ["image", "label"]
@@ -52,11 +54,14 @@ def time_prefix(prefix: list[Any], items: list[dict], device: torch.device) -> d
         name = transform_name(t)
         names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
     calls: dict[str, list[float]] = {n: [] for n in names}
-    for item in items:
+    for index, item in enumerate(items):
         data: Any = dict(item)
         for name, t in zip(names, prefix, strict=True):
             t0 = time.perf_counter()
-            data = t(data)
+            try:
+                data = t(data)
+            except Exception as err:  # a clear line from `fastpipe profile`, as a cache fill gives
+                raise _timing_error(err, index, item, name) from err
             _sync(device)
             calls[name].append(time.perf_counter() - t0)
     total = sum(sum(v) for v in calls.values()) or 1.0
@@ -70,6 +75,20 @@ def time_prefix(prefix: list[Any], items: list[dict], device: torch.device) -> d
         for n, v in calls.items()
         if v
     }
+
+
+def _timing_error(err: Exception, index: int, item: Any, name: str) -> ItemError:
+    """A :class:`TransformError` (also of ``err``'s type) naming the item, its file and the transform."""
+    key, file = failed_file(item, err)
+    return item_error(
+        TransformError,
+        f"{name} failed on item {index} ({file}) while timing the prefix: {type(err).__name__}: {err}",
+        err,
+        index=index,
+        file=file,
+        key=key,
+        transform=name,
+    )
 
 
 class TinyUNet(torch.nn.Module):

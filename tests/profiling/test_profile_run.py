@@ -114,3 +114,18 @@ def test_timing_items_zero_skips_the_per_transform_timing(tiny_spleen, tmp_path,
     doc = json.loads((tmp_path / "profile.json").read_text())
     assert doc["per_transform"] == {}  # it timed one volume anyway
     assert (tmp_path / "profile.png").is_file()
+
+
+@pytest.mark.timeout(60)
+def test_a_chain_error_while_timing_the_prefix_is_a_clear_error_not_a_traceback(
+    tiny_spleen, tmp_path, capsys
+):
+    image = tiny_spleen / "imagesTr" / "spleen_1.nii.gz"
+    data = tmp_path / "no-labels"
+    data.mkdir()
+    (data / "dataset.json").write_text(json.dumps({"training": [{"image": str(image)}]}))
+    argv = ["--data", str(data), "--device", "cpu", "--iters", "1", "--roi", "16", "--out", str(tmp_path)]
+    assert profile_run.main(argv) == 1  # the per-transform timing (default 2 items) runs the chain first
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: LoadImaged failed on item 0") and str(image) in err, err
+    assert "'label' missing" in err and "Traceback" not in err
