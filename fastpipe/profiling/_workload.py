@@ -127,23 +127,29 @@ def make_step(step_ms: float, model: str | None, device: torch.device) -> Callab
 
 
 def run_loop(loader: Any, iters: int, step: Callable[[dict], None]) -> list[dict[str, Any]]:
-    """``iters`` iterations over ``loader`` (epochs repeat); the loader's timings plus ``step_s``/``iter_s``."""
-    out: list[dict[str, Any]] = []
+    """``iters`` iterations over ``loader`` (epochs repeat); the loader's timings plus ``step_s``/``iter_s``.
+
+    The loader's timing dicts are read once the loop is over: the loader completes an epoch's last
+    one after the consumer has moved on (its ``wait_s`` then also counts the wait for the epoch's end,
+    e.g. a SmartCache window swap), so a copy taken at once would leave that wait out.
+    """
+    seen: list[tuple[dict[str, Any], float, float]] = []  # (the loader's timing, step_s, iter_s)
     t_prev = time.perf_counter()
-    while len(out) < iters:
-        start = len(out)
+    while len(seen) < iters:
+        start = len(seen)
         for batch in loader:
+            timing = loader.timings[-1]
             t0 = time.perf_counter()
             with annotate("train_step", "kernel"):
                 step(batch)
             t1 = time.perf_counter()
-            out.append({**loader.timings[-1], "step_s": t1 - t0, "iter_s": t1 - t_prev})
+            seen.append((timing, t1 - t0, t1 - t_prev))
             t_prev = t1
-            if len(out) >= iters:
+            if len(seen) >= iters:
                 break
-        if len(out) == start:
+        if len(seen) == start:
             raise RuntimeError("fastpipe profile: the loader yielded no batch (empty dataset?)")
-    return out
+    return [{**timing, "step_s": step_s, "iter_s": iter_s} for timing, step_s, iter_s in seen]
 
 
 def transform_table(per_transform: dict[str, dict[str, float]]) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import torch
 
 from fastpipe.datasets import synthesize
 from fastpipe.profiling import profile_run
@@ -129,3 +131,29 @@ def test_a_chain_error_while_timing_the_prefix_is_a_clear_error_not_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("fastpipe profile: LoadImaged failed on item 0") and str(image) in err, err
     assert "'label' missing" in err and "Traceback" not in err
+
+
+class _SwappingDataset(torch.utils.data.Dataset):
+    """Four items; every epoch's end waits 0.2 s, as a SmartCache window swap does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.zeros(2)
+
+    def loader_update_cache(self) -> None:
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(60)
+def test_run_loop_counts_the_wait_for_an_epochs_end_as_data_wait():
+    from fastpipe import ThreadDataLoader
+    from fastpipe.profiling.report import summarize
+
+    loader = ThreadDataLoader(_SwappingDataset(), batch_size=2)
+    iterations = profile_run.run_loop(loader, 6, lambda batch: None)  # 3 epochs of 2: two epoch ends
+    loader.close()
+    waited = summarize(iterations)["data_wait_s"]
+    assert waited >= 0.35, waited  # the copies taken at once reported ~0 s of data wait
+    assert waited == pytest.approx(sum(t["wait_s"] for t in loader.timings))
