@@ -117,10 +117,10 @@ def profile(
     step(next(iter(loader)))  # warm-up: first batch, allocator, model build
     loader.timings.clear()
     monitor = GpuMonitor(interval_s=0.05, device=device.index or 0) if device.type == "cuda" else None
-    t0 = time.perf_counter()
-    with monitor or contextlib.nullcontext():
+    with monitor or contextlib.nullcontext():  # NVML's start and stop are not the loop's time
+        t0 = time.perf_counter()
         iterations = run_loop(loader, args.iters, step)
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     loader.close()
     return {
         "args": vars(args),

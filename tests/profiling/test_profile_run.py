@@ -157,3 +157,34 @@ def test_run_loop_counts_the_wait_for_an_epochs_end_as_data_wait():
     waited = summarize(iterations)["data_wait_s"]
     assert waited >= 0.35, waited  # the copies taken at once reported ~0 s of data wait
     assert waited == pytest.approx(sum(t["wait_s"] for t in loader.timings))
+
+
+class _SlowMonitor:
+    """A GpuMonitor stand-in whose start and stop take 0.3 s each, as NVML's init and shutdown may."""
+
+    records: list = []
+
+    def __init__(self, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> _SlowMonitor:
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout(60)
+def test_the_gpu_monitors_start_and_stop_are_not_counted_in_the_loops_wall_time(monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(profile_run, "GpuMonitor", _SlowMonitor)  # the cuda path, on any machine
+    monkeypatch.setattr(profile_run, "build_chain", lambda device, roi, n: [lambda d: {**d, "x": d["x"] * 2}])
+    args = argparse.Namespace(
+        device="cuda", nvtx=False, roi=[4], num_samples=1, timing_items=0, cache_workers=1, seed=0,
+        batch_size=2, loader_workers=0, step_ms=20.0, model=None, iters=10,
+    )  # fmt: skip
+    result, _ = profile_run.profile(args, [{"x": torch.zeros(3)} for _ in range(4)])
+    loop_s = sum(t["iter_s"] for t in result["iterations"])
+    assert result["loader"]["wall_s"] == pytest.approx(loop_s, abs=0.1)  # was loop_s + 0.6 s
