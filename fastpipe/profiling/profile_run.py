@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,8 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and value < low:
             p.error(f"{flag} must be >= {low}, got {value}")
+    if not math.isfinite(args.step_ms):  # `value < low` lets nan through; time.sleep then raises
+        p.error(f"--step-ms must be a finite number of milliseconds, got {args.step_ms}")
     if min(args.roi) < 1:
         p.error(f"--roi sizes must be >= 1, got {args.roi}")
     if args.device == "cuda" and not torch.cuda.is_available():

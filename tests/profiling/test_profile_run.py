@@ -188,3 +188,11 @@ def test_the_gpu_monitors_start_and_stop_are_not_counted_in_the_loops_wall_time(
     result, _ = profile_run.profile(args, [{"x": torch.zeros(3)} for _ in range(4)])
     loop_s = sum(t["iter_s"] for t in result["iterations"])
     assert result["loader"]["wall_s"] == pytest.approx(loop_s, abs=0.1)  # was loop_s + 0.6 s
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_step_ms_that_is_not_finite_is_a_usage_error(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:  # was accepted, then time.sleep raised a traceback
+        profile_run.main(["--data", "x", "--step-ms", value])
+    assert exit_info.value.code == 2
+    assert f"--step-ms must be a finite number of milliseconds, got {value}" in capsys.readouterr().err
