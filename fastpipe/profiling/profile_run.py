@@ -165,6 +165,15 @@ def _fail(err: Exception, data: str, hint: bool) -> int:
     return 2
 
 
+def _gpu_line(gpu: dict[str, Any] | None) -> str:
+    """The GPU utilisation line; n/a without NVML samples or where the device does not report it (MIG)."""
+    if gpu is None:
+        return "GPU utilisation: n/a (no NVML samples)"
+    if gpu["gpu_util_mean_pct"] is None:
+        return "GPU utilisation: n/a (this device does not report it through NVML, e.g. a MIG instance)"
+    return f"GPU utilisation: mean {gpu['gpu_util_mean_pct']:.1f}%, max {gpu['gpu_util_max_pct']:.1f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fastpipe profile``; returns the exit status."""
     args = parse_args(argv)
@@ -187,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(transform_table(result["per_transform"]))
     print()
     print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))
-    gpu = result["gpu"]
-    if gpu is not None:
-        print(f"GPU utilisation: mean {gpu['gpu_util_mean_pct']:.1f}%, max {gpu['gpu_util_max_pct']:.1f}%")
-    else:
-        print("GPU utilisation: n/a (no NVML samples)")
+    print(_gpu_line(result["gpu"]))
     for path in write_outputs(result, monitor, Path(args.out)):
         print(f"wrote {path}")
     return 0

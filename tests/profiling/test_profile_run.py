@@ -196,3 +196,19 @@ def test_a_step_ms_that_is_not_finite_is_a_usage_error(capsys, value):
         profile_run.main(["--data", "x", "--step-ms", value])
     assert exit_info.value.code == 2
     assert f"--step-ms must be a finite number of milliseconds, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_a_gpu_without_utilisation_figures_still_gets_its_report(tiny_spleen, tmp_path, capsys, monkeypatch):
+    from fastpipe.profiling.gpu_monitor import GpuMonitor
+    from fastpipe.profiling.report import summarize
+
+    monitor = GpuMonitor()
+    monitor.records = [{"t_s": 0.0, "gpu_util_pct": None, "mem_used_mib": 100.0}]  # NVML: NotSupported (MIG)
+    result = {"device": "cuda", "per_transform": {}, "iterations": [], "gpu": monitor.summary()}
+    result["loader"] = summarize([{"wait_s": 0.01, "step_s": 0.09, "batch_size": 2}])
+    monkeypatch.setattr(profile_run, "profile", lambda args, data: (result, monitor))
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--out", str(tmp_path)]
+    assert profile_run.main(argv) == 0  # was a TypeError formatting None, before any output was written
+    assert "GPU utilisation: n/a (this device does not report it" in capsys.readouterr().out
+    assert (tmp_path / "profile.json").is_file() and (tmp_path / "gpu.csv").is_file()
