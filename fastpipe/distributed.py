@@ -72,12 +72,24 @@ def local_device() -> torch.device:
 
     Without ``LOCAL_RANK`` (``torch.multiprocessing.spawn`` and other launchers that do not set it)
     it is the device the process chose with ``torch.cuda.set_device`` (``cuda:0`` if it chose none),
-    so that ranks sharing a machine do not all land on ``cuda:0``.
+    so that ranks sharing a machine do not all land on ``cuda:0``. A process that sees one GPU only
+    (``CUDA_VISIBLE_DEVICES`` set per rank, as SLURM's ``--gpus-per-task`` does) takes ``cuda:0``
+    whatever its ``LOCAL_RANK``; a ``LOCAL_RANK`` past several visible GPUs is a ``ValueError``.
     """
     if not torch.cuda.is_available():
         return torch.device("cpu")
     rank = _env.local_rank()
-    return torch.device("cuda", torch.cuda.current_device() if rank is None else rank)
+    if rank is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if count and rank >= count:
+        if count == 1:  # this rank's one GPU, whatever its index on the machine
+            return torch.device("cuda", 0)
+        raise ValueError(
+            f"LOCAL_RANK={rank} but this process sees {count} CUDA devices (CUDA_VISIBLE_DEVICES="
+            f"{_env.cuda_visible_devices()}); start at most {count} ranks per node"
+        )
+    return torch.device("cuda", rank)
 
 
 def partition_indices(
