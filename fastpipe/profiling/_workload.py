@@ -50,9 +50,11 @@ def _sync(device: torch.device) -> None:
 def time_prefix(prefix: list[Any], items: list[dict], device: torch.device) -> dict[str, dict[str, float]]:
     """Median/mean/total ms per call of each prefix transform, over ``items`` (device synchronised)."""
     names: list[str] = []
+    seen: dict[str, int] = {}  # transforms of one name so far: the second is "Name#2", the third "Name#3"
     for t in prefix:
         name = transform_name(t)
-        names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     calls: dict[str, list[float]] = {n: [] for n in names}
     for index, item in enumerate(items):
         data: Any = dict(item)

@@ -212,3 +212,11 @@ def test_a_gpu_without_utilisation_figures_still_gets_its_report(tiny_spleen, tm
     assert profile_run.main(argv) == 0  # was a TypeError formatting None, before any output was written
     assert "GPU utilisation: n/a (this device does not report it" in capsys.readouterr().out
     assert (tmp_path / "profile.json").is_file() and (tmp_path / "gpu.csv").is_file()
+
+
+def test_time_prefix_gives_every_transform_of_one_name_its_own_row():
+    def Scale(d):  # noqa: N802 - three transforms named alike, as three Spacingd would be
+        return d
+
+    rows = profile_run.time_prefix([Scale, Scale, Scale], [{"x": 1}, {"x": 2}], torch.device("cpu"))
+    assert {name: row["calls"] for name, row in rows.items()} == {"Scale": 2, "Scale#2": 2, "Scale#3": 2}
