@@ -133,7 +133,8 @@ def run_loop(loader: Any, iters: int, step: Callable[[dict], None]) -> list[dict
 
     The loader's timing dicts are read once the loop is over: the loader completes an epoch's last
     one after the consumer has moved on (its ``wait_s`` then also counts the wait for the epoch's end,
-    e.g. a SmartCache window swap), so a copy taken at once would leave that wait out.
+    e.g. a SmartCache window swap), so a copy taken at once would leave that wait out. ``iter_s`` is the
+    loader's (request to next request), else the time from the previous step's end to this one's.
     """
     seen: list[tuple[dict[str, Any], float, float]] = []  # (the loader's timing, step_s, iter_s)
     t_prev = time.perf_counter()
@@ -151,7 +152,8 @@ def run_loop(loader: Any, iters: int, step: Callable[[dict], None]) -> list[dict
                 break
         if len(seen) == start:
             raise RuntimeError("fastpipe profile: the loader yielded no batch (empty dataset?)")
-    return [{**timing, "step_s": step_s, "iter_s": iter_s} for timing, step_s, iter_s in seen]
+    # the loader's own iter_s where it has one: it holds that epoch-end wait too, so wait_s <= iter_s
+    return [{"iter_s": iter_s, **timing, "step_s": step_s} for timing, step_s, iter_s in seen]
 
 
 def transform_table(per_transform: dict[str, dict[str, float]]) -> str:

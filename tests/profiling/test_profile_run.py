@@ -157,6 +157,9 @@ def test_run_loop_counts_the_wait_for_an_epochs_end_as_data_wait():
     waited = summarize(iterations)["data_wait_s"]
     assert waited >= 0.35, waited  # the copies taken at once reported ~0 s of data wait
     assert waited == pytest.approx(sum(t["wait_s"] for t in loader.timings))
+    assert all(
+        t["wait_s"] <= t["iter_s"] for t in iterations
+    )  # an iteration never waits longer than it lasts
 
 
 class _SlowMonitor:
