@@ -98,3 +98,11 @@ def test_export_without_gpu_or_nvtx_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no NVTX ranges" in out and "no GPU activity" in out
     assert nsys_report.main([str(tmp_path / "missing.sqlite")]) == 1
+
+
+@pytest.mark.parametrize("name", ["run#1.sqlite", "what?.sqlite", "100%.sqlite"])
+def test_an_export_whose_name_holds_uri_characters_is_read(tmp_path, name):
+    db = build_export(tmp_path / name)
+    rep = nsys_report.report(db)
+    assert rep["ranges"] and sorted(rep["gpus"]) == [0, 1]  # was empty: "run#1" opened "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # and created it
