@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_report(rep))
     if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=1))
+        try:
+            Path(args.json).write_text(json.dumps(rep, indent=1))
+        except OSError as err:  # a folder that is not there, a file in the way, no permission
+            print(f"nsys_report: cannot write --json {args.json}: {err}", file=sys.stderr)
+            return 1
     return 0
 
 
