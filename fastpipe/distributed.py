@@ -29,23 +29,17 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 
-from fastpipe.runtime import _env
+from fastpipe.runtime import _env, _rendezvous
+from fastpipe.runtime._rendezvous import FillBarrierError
 
 T = TypeVar("T")
 DEFAULT_FILL_TIMEOUT_S = 600.0
-_barrier_calls = itertools.count()
-
-
-class FillBarrierError(RuntimeError):
-    """Another rank failed, hung or died during its cache fill; the message names that rank."""
 
 
 def _initialized() -> bool:
@@ -78,12 +72,24 @@ def local_device() -> torch.device:
 
     Without ``LOCAL_RANK`` (``torch.multiprocessing.spawn`` and other launchers that do not set it)
     it is the device the process chose with ``torch.cuda.set_device`` (``cuda:0`` if it chose none),
-    so that ranks sharing a machine do not all land on ``cuda:0``.
+    so that ranks sharing a machine do not all land on ``cuda:0``. A process that sees one GPU only
+    (``CUDA_VISIBLE_DEVICES`` set per rank, as SLURM's ``--gpus-per-task`` does) takes ``cuda:0``
+    whatever its ``LOCAL_RANK``; a ``LOCAL_RANK`` past several visible GPUs is a ``ValueError``.
     """
     if not torch.cuda.is_available():
         return torch.device("cpu")
     rank = _env.local_rank()
-    return torch.device("cuda", torch.cuda.current_device() if rank is None else rank)
+    if rank is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if count and rank >= count:
+        if count == 1:  # this rank's one GPU, whatever its index on the machine
+            return torch.device("cuda", 0)
+        raise ValueError(
+            f"LOCAL_RANK={rank} but this process sees {count} CUDA devices (CUDA_VISIBLE_DEVICES="
+            f"{_env.cuda_visible_devices()}); start at most {count} ranks per node"
+        )
+    return torch.device("cuda", rank)
 
 
 def partition_indices(
@@ -112,15 +118,7 @@ def partition_indices(
             (default ``False``; overrides ``even_divisible``).
     """
     rank, world_size = dist_info(rank, world_size)
-    if shuffle:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
-    else:
-        order = list(range(n))
-    if drop_last:
-        order = order[: (n // world_size) * world_size]
-    elif even_divisible and n:
-        total = -(-n // world_size) * world_size
-        order = [order[i % n] for i in range(total)]
+    order = _deal_order(n, world_size, seed, even_divisible, shuffle, drop_last)
     shard = order[rank::world_size]
     if len(order) < world_size:  # some rank gets nothing: every rank raises, none waits at a barrier
         raise ValueError(
@@ -128,6 +126,22 @@ def partition_indices(
             f"(even_divisible={even_divisible}, drop_last={drop_last}); use fewer ranks or even_divisible=True"
         )
     return shard
+
+
+def _deal_order(
+    n: int, world_size: int, seed: int, even_divisible: bool, shuffle: bool, drop_last: bool
+) -> list[int]:
+    """The dealing order every rank computes alike: permuted (or not), then trimmed or padded."""
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    else:
+        order = list(range(n))
+    if drop_last:
+        return order[: (n // world_size) * world_size]
+    if even_divisible and n:
+        total = -(-n // world_size) * world_size
+        return [order[i % n] for i in range(total)]
+    return order
 
 
 def partition(
@@ -221,10 +235,6 @@ def equal_batches(n_local: int, group: Any = None) -> int:
     return int(t.item())
 
 
-def _store() -> Any:
-    return torch.distributed.distributed_c10d._get_default_store()
-
-
 def fill_barrier(
     error: BaseException | None = None, timeout_s: float | None = None, what: str = "cache fill"
 ) -> None:
@@ -249,18 +259,9 @@ def fill_barrier(
         return
     timeout_s = DEFAULT_FILL_TIMEOUT_S if timeout_s is None else float(timeout_s)
     rank, world = dist_info()
-    prefix = f"fastpipe/fill/{next(_barrier_calls)}/"
-    store = _store()
     status = "ok" if error is None else f"{type(error).__name__}: {error}"
     try:
-        store.set(f"{prefix}status/{rank}", status)
-        reported = _wait_reported(store, f"{prefix}status/", world, timeout_s)
-        if len(reported) < world:  # this rank gives up: a rank arriving later must stop too
-            store.set(f"{prefix}abandoned", f"rank {rank} stopped waiting for it after {timeout_s:.0f} s")
-        outcome = {r: store.get(f"{prefix}status/{r}").decode() for r in reported}
-        abandoned = store.get(f"{prefix}abandoned").decode() if store.check([f"{prefix}abandoned"]) else None
-        store.set(f"{prefix}seen/{rank}", "1")  # keep the store (rank 0) up until everyone has read
-        _wait_reported(store, f"{prefix}seen/", world, min(timeout_s, 30.0), only=reported)
+        outcome, abandoned = _rendezvous.exchange(status, rank, world, timeout_s)
     except RuntimeError as err:
         if error is not None:
             return
@@ -268,37 +269,8 @@ def fill_barrier(
             f"rank {rank}: lost the rendezvous store during the {what} barrier ({err}); "
             "the rank or launcher hosting it (usually rank 0) probably died"
         ) from err
-    if error is not None:
-        return
-    if abandoned is not None and len(outcome) == world:  # everyone reported, but too late for someone
-        raise FillBarrierError(
-            f"rank {rank} finished its {what} after another rank gave up waiting ({abandoned}); that "
-            "rank has stopped, so this one stops too (raise DEFAULT_FILL_TIMEOUT_S for slow fills)"
-        )
-    _raise_for(outcome, world, rank, timeout_s, what)
-
-
-def _wait_reported(
-    store: Any, prefix: str, world: int, timeout_s: float, only: Sequence[int] = ()
-) -> list[int]:
-    """Wait up to ``timeout_s`` for ``prefix{r}`` of every rank (or of ``only``); the ranks that wrote."""
-    ranks = list(only) or list(range(world))
-    try:
-        store.wait([f"{prefix}{r}" for r in ranks], timedelta(seconds=timeout_s))
-    except RuntimeError:  # a timeout (DistStoreError); find out who is missing below
-        pass
-    return [r for r in ranks if store.check([f"{prefix}{r}"])]
-
-
-def _raise_for(outcome: dict[int, str], world: int, rank: int, timeout_s: float, what: str) -> None:
-    failed = {r: s for r, s in outcome.items() if s != "ok"}
-    missing = [r for r in range(world) if r not in outcome]
-    if not failed and not missing:
-        return
-    parts = [f"rank {r} failed during its {what}: {s}" for r, s in sorted(failed.items())]
-    if missing:
-        parts.append(f"rank(s) {missing} did not finish their {what} within {timeout_s:.0f} s (hung or died)")
-    raise FillBarrierError(f"rank {rank} stops: " + "; ".join(parts))
+    if error is None:
+        _rendezvous.raise_for(outcome, abandoned, world, rank, timeout_s, what)
 
 
 def guarded_fill(fill: Callable[[], T], enabled: bool = True, timeout_s: float | None = None) -> T:

@@ -116,9 +116,14 @@ def report(path: str | Path, min_gap_us: float = 100.0, top: int = 10) -> dict[s
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"nsys_report: no SQLite export at {path}")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    # as_uri() escapes '#', '?' and '%', which a bare "file:{path}" URI would take for its own syntax
+    # (a "run#1.sqlite" then opened, and created, an empty "run")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
         ranges = nvtx_ranges(conn)
         devices = gpu_intervals(conn)
+    finally:
+        conn.close()
     gpus = {}
     for dev, iv in devices.items():
         span, busy, gaps = idle_gaps(iv, int(min_gap_us * 1e3))
@@ -184,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_report(rep))
     if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=1))
+        try:
+            Path(args.json).write_text(json.dumps(rep, indent=1))
+        except OSError as err:  # a folder that is not there, a file in the way, no permission
+            print(f"nsys_report: cannot write --json {args.json}: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -229,3 +229,18 @@ def test_a_shard_names_items_by_their_index_in_the_data_list():
     )
     assert [ds.data_index(i) for i in range(len(ds))] == [i for i in shard if i != 5]
     assert "item 5 " in next(iter(ds.fill_report.skipped.values()))
+
+
+def test_local_device_with_one_visible_gpu_per_rank(monkeypatch):
+    # SLURM --gpus-per-task / CUDA_VISIBLE_DEVICES per rank: each process sees its one GPU as cuda:0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.local_device() == torch.device("cuda", 0)  # was cuda:3: invalid device ordinal
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="LOCAL_RANK=3 but this process sees 2 CUDA devices"):
+        distributed.local_device()
+    for bad in ("", "x", "-1"):  # was "invalid literal for int()" or an invalid device, naming no variable
+        monkeypatch.setenv("LOCAL_RANK", bad)
+        with pytest.raises(ValueError, match="LOCAL_RANK must be this process's GPU index"):
+            distributed.local_device()

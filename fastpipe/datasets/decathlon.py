@@ -92,6 +92,27 @@ def _entry(raw: Any, index: int, where: str, base: Path, is_segmentation: bool) 
     return {k: _join(base, v, must_exist=k not in path_keys) for k, v in raw.items()}
 
 
+def _section_name(section: Any, data_list_key: str | None) -> str:
+    """``data_list_key`` when given, else ``section``; TypeError for a bool (MONAI's positional ``is_segmentation``)."""
+    if isinstance(section, bool):
+        raise TypeError(
+            "section must be a str such as 'training'; fastpipe's second argument is the section, "
+            "pass MONAI's is_segmentation by keyword"
+        )
+    return data_list_key if data_list_key is not None else section
+
+
+def _section_items(path: Path, data: dict[str, Any], section: str) -> list[Any]:
+    """The list under ``section`` of ``path``'s ``data``; ValueError naming the file when absent or not a list."""
+    if section not in data:
+        lists = sorted(k for k, v in data.items() if isinstance(v, list))
+        raise ValueError(f"{path}: no {section!r} section; list sections present: {lists}")
+    items = data[section]
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: section {section!r} must be a list, got {type(items).__name__}")
+    return items
+
+
 def load_decathlon_datalist(
     root: str | os.PathLike,
     section: str = "training",
@@ -100,13 +121,12 @@ def load_decathlon_datalist(
     is_segmentation: bool = True,
     data_list_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Read the items of one section of an MSD ``dataset.json``, with absolute paths.
+    """Read the items of one section of an MSD ``dataset.json``: new dicts with absolute paths.
 
-    A downloaded ``Task09_Spleen`` folder and the output of ``fastpipe synth`` both work unchanged.
-    Paths are joined to ``base_dir`` (default: the folder of the json) and made absolute; the
-    ``test`` section's bare path strings become ``{"image": path}``; entries that point at macOS
-    ``._`` AppleDouble files (present in the real archives) are skipped. As in MONAI, keys other
-    than ``image``/``label`` are joined only when the joined path exists.
+    A downloaded ``Task09_Spleen`` folder and ``fastpipe synth`` output both work. Paths are joined to
+    ``base_dir`` and made absolute (other keys than ``image``/``label`` only when the joined path exists,
+    as in MONAI); the ``test`` section's bare paths become ``{"image": path}``; macOS ``._`` entries
+    (present in the real archives) are skipped.
 
     Args:
         root: a Decathlon task folder holding ``dataset.json``, or the path of the json itself.
@@ -115,37 +135,21 @@ def load_decathlon_datalist(
         is_segmentation: as MONAI: treat ``label`` as a path. Default True.
         data_list_key: MONAI's name for ``section``; overrides it when given.
 
-    Returns:
-        A new list of new dicts, e.g. ``[{"image": "/data/Task09_Spleen/imagesTr/spleen_19.nii.gz",
-        "label": "/data/Task09_Spleen/labelsTr/spleen_19.nii.gz"}, ...]``.
-
     Raises:
         FileNotFoundError: ``root`` is neither a json file nor a folder holding ``dataset.json``.
-        ValueError: malformed JSON, a missing or non-list section, or an entry of the wrong type;
-            the message names the file and the entry.
+        ValueError: malformed JSON, a missing or non-list section, or an entry of the wrong type
+            (the message names the file and the entry).
 
     Example:
         >>> data = load_decathlon_datalist("/data/Task09_Spleen")
         >>> data[0]["image"]
         '/data/Task09_Spleen/imagesTr/spleen_19.nii.gz'
     """
-    if isinstance(section, bool):
-        raise TypeError(
-            "section must be a str such as 'training'; fastpipe's second argument is the section, "
-            "pass MONAI's is_segmentation by keyword"
-        )
-    section = data_list_key if data_list_key is not None else section
+    section = _section_name(section, data_list_key)
     path = _json_path(root)
-    data = _read_json(path)
-    if section not in data:
-        lists = sorted(k for k, v in data.items() if isinstance(v, list))
-        raise ValueError(f"{path}: no {section!r} section; list sections present: {lists}")
-    items = data[section]
-    if not isinstance(items, list):
-        raise ValueError(f"{path}: section {section!r} must be a list, got {type(items).__name__}")
+    items = _section_items(path, _read_json(path), section)
     base = Path(base_dir).expanduser() if base_dir is not None else path.parent
-    where = f"{path} {section}"
-    out = [_entry(raw, i, where, base, is_segmentation) for i, raw in enumerate(items)]
+    out = [_entry(raw, i, f"{path} {section}", base, is_segmentation) for i, raw in enumerate(items)]
     kept = [item for item in out if item is not None]
     if len(kept) < len(out):
         logger.info("%s: skipped %d macOS '._' entries in %r", path, len(out) - len(kept), section)

@@ -36,7 +36,9 @@ def write_nifti_gz(path: str | os.PathLike, zyx: np.ndarray, affine: np.ndarray,
         affine: 4x4 voxel-to-world (RAS mm) affine, stored as both sform and qform (code 1).
         zooms: voxel spacing ``(sx, sy, sz)`` in mm.
     """
-    zyx = np.ascontiguousarray(zyx)
+    # the header is written in this machine's byte order, so the voxels must be too (a big-endian
+    # array, e.g. one nibabel read from a big-endian file, would otherwise be stored byte-swapped)
+    zyx = np.ascontiguousarray(zyx, dtype=zyx.dtype.newbyteorder("="))
     hdr = nib.Nifti1Header()
     hdr.set_data_dtype(zyx.dtype)
     hdr.set_data_shape(zyx.shape[::-1])
@@ -92,6 +94,34 @@ def _dataset_json(names: list[str], preset: str, seed: int) -> dict:
     }
 
 
+def _volume_count(preset: str, seed: int, num_volumes: int | None) -> int:
+    """How many volumes to write (default the preset's); ValueError for a bad preset, count or seed."""
+    p = _preset(preset)
+    count = p.num_volumes if num_volumes is None else int(num_volumes)
+    if count < 1:
+        raise ValueError(f"num_volumes must be >= 1, got {num_volumes}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return count
+
+
+def _write_volumes(root: Path, preset: str, seed: int, names: list[str], progress: bool) -> None:
+    """Render and write volume ``i`` of ``preset`` as ``names[i]`` under ``root``, for every name."""
+    p = _preset(preset)
+    # One writer thread compresses volume i while volume i + 1 renders (numpy and isal release the GIL).
+    # At most one volume waits for it; result() re-raises a writer error here.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpipe-synth-writer") as writer:
+        pending = None
+        for index in tqdm(range(len(names)), desc=f"synth {preset}", unit="vol", disable=not progress):
+            rng = np.random.default_rng([seed, index])
+            params = draw_params(p, rng)
+            image, label = render(params, rng)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_write_pair, root, names[index], image, label, params)
+        pending.result()
+
+
 def synthesize(
     out: str | os.PathLike,
     preset: str = "spleen-small",
@@ -108,8 +138,7 @@ def synthesize(
         out: destination folder, created if missing; existing files of the same names are replaced.
         preset: ``"spleen-full"`` (41 volumes of 512x512x31..168 drawn from Task09's published
             fingerprint, see docs/spleen-data.md), ``"spleen-train"`` (24 volumes of 192x192x78..102
-            at 1 mm, the CPU training preset),
-            ``"spleen-small"`` (8 volumes of 224x224x80..100, for CI; at least 96 voxels per axis
+            at 1 mm, the CPU training preset), ``"spleen-small"`` (8 volumes of 224x224x80..100, for CI; at least 96 voxels per axis
             after the spleen chain's Spacingd + CropForegroundd), or ``"spleen-tiny"`` (4 volumes of
             96x96x~40, for unit tests). Default ``"spleen-small"``.
         seed: random seed. Default 0.
@@ -120,12 +149,7 @@ def synthesize(
         >>> from fastpipe.datasets import load_decathlon_datalist, synthesize
         >>> data = load_decathlon_datalist(synthesize("/tmp/spleen", "spleen-tiny", progress=False))
     """
-    p = _preset(preset)
-    count = p.num_volumes if num_volumes is None else int(num_volumes)
-    if count < 1:
-        raise ValueError(f"num_volumes must be >= 1, got {num_volumes}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    count = _volume_count(preset, seed, num_volumes)
     root = Path(out).expanduser()
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -133,18 +157,7 @@ def synthesize(
     # never one whose dataset.json describes files of another seed or count
     (root / "dataset.json").unlink(missing_ok=True)
     names = [f"spleen_{index + 1}.nii.gz" for index in range(count)]
-    # One writer thread compresses volume i while volume i + 1 renders (numpy and isal release the GIL).
-    # At most one volume waits for it; result() re-raises a writer error here.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpipe-synth-writer") as writer:
-        pending = None
-        for index in tqdm(range(count), desc=f"synth {preset}", unit="vol", disable=not progress):
-            rng = np.random.default_rng([seed, index])
-            params = draw_params(p, rng)
-            image, label = render(params, rng)
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(_write_pair, root, names[index], image, label, params)
-        pending.result()
+    _write_volumes(root, preset, seed, names, progress)
     tmp = root / f".dataset.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(_dataset_json(names, preset, seed), indent=4) + "\n")
     os.replace(tmp, root / "dataset.json")

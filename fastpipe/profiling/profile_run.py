@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
+import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,137 +25,10 @@ import torch
 
 from fastpipe.cache.errors import ItemError
 from fastpipe.profiling._plots import plot_profile
+from fastpipe.profiling._workload import build_chain, make_step, run_loop, time_prefix, transform_table
 from fastpipe.profiling.gpu_monitor import GpuMonitor
-from fastpipe.profiling.nvtx_ranges import annotate, enable_nvtx, transform_name, wrap_chain
+from fastpipe.profiling.nvtx_ranges import enable_nvtx, wrap_chain
 from fastpipe.profiling.report import format_table, summarize
-
-KEYS = ["image", "label"]
-
-
-def build_chain(device: str, roi: list[int], num_samples: int) -> list[Any]:
-    """The MSD spleen chain of DESIGN.md, cached up to ``ToDeviced(device)``."""
-    from fastpipe import transforms as T
-
-    def need(name: str) -> Any:
-        if not hasattr(T, name):
-            raise RuntimeError(
-                f"fastpipe profile: fastpipe.transforms has no {name}; the spleen chain needs it"
-            )
-        return getattr(T, name)
-
-    return [
-        need("LoadImaged")(KEYS),
-        need("EnsureChannelFirstd")(KEYS),
-        need("Orientationd")(KEYS, axcodes="RAS"),
-        need("Spacingd")(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
-        need("ScaleIntensityRanged")("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-        need("CropForegroundd")(KEYS, source_key="image", allow_smaller=True),
-        need("FgBgToIndicesd")("label"),
-        need("ToDeviced")(KEYS, device=device),
-        need("RandCropByPosNegLabeld")(
-            KEYS, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples
-        ),
-    ]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_prefix(prefix: list[Any], items: list[dict], device: torch.device) -> dict[str, dict[str, float]]:
-    """Median/mean/total ms per call of each prefix transform, over ``items`` (device synchronised)."""
-    names: list[str] = []
-    for t in prefix:
-        name = transform_name(t)
-        names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
-    calls: dict[str, list[float]] = {n: [] for n in names}
-    for item in items:
-        data: Any = dict(item)
-        for name, t in zip(names, prefix, strict=True):
-            t0 = time.perf_counter()
-            data = t(data)
-            _sync(device)
-            calls[name].append(time.perf_counter() - t0)
-    total = sum(sum(v) for v in calls.values()) or 1.0
-    return {
-        n: {
-            "calls": len(v),
-            "median_ms": 1e3 * statistics.median(v),
-            "mean_ms": 1e3 * statistics.fmean(v),
-            "share": sum(v) / total,
-        }
-        for n, v in calls.items()
-        if v
-    }
-
-
-class TinyUNet(torch.nn.Module):
-    """A two-level 3D conv net (~10k parameters): a real forward/backward as the training step."""
-
-    def __init__(self, channels: int = 8, classes: int = 2) -> None:
-        super().__init__()
-        c = channels
-        self.down = torch.nn.Sequential(torch.nn.Conv3d(1, c, 3, padding=1), torch.nn.ReLU())
-        self.mid = torch.nn.Sequential(torch.nn.Conv3d(c, 2 * c, 3, stride=2, padding=1), torch.nn.ReLU())
-        self.up = torch.nn.Conv3d(3 * c, classes, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = self.down(x)
-        mid = torch.nn.functional.interpolate(self.mid(skip), size=skip.shape[2:], mode="trilinear")
-        return self.up(torch.cat([skip, mid], dim=1))
-
-
-def make_step(step_ms: float, model: str | None, device: torch.device) -> Callable[[dict], None]:
-    """The stand-in training step: sleep ``step_ms``, or one SGD step of :class:`TinyUNet`."""
-    if model is None:
-        return lambda batch: time.sleep(step_ms / 1e3)
-    net = TinyUNet().to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-
-    def step(batch: dict) -> None:
-        image = batch["image"].to(device, non_blocking=True)
-        label = batch["label"].to(device, non_blocking=True)[:, 0].long()
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(image), label.clamp(0, 1))
-        loss.backward()
-        opt.step()
-        _sync(device)
-
-    return step
-
-
-def run_loop(loader: Any, iters: int, step: Callable[[dict], None]) -> list[dict[str, Any]]:
-    """``iters`` iterations over ``loader`` (epochs repeat); the loader's timings plus ``step_s``/``iter_s``."""
-    out: list[dict[str, Any]] = []
-    t_prev = time.perf_counter()
-    while len(out) < iters:
-        start = len(out)
-        for batch in loader:
-            t0 = time.perf_counter()
-            with annotate("train_step", "kernel"):
-                step(batch)
-            t1 = time.perf_counter()
-            out.append({**loader.timings[-1], "step_s": t1 - t0, "iter_s": t1 - t_prev})
-            t_prev = t1
-            if len(out) >= iters:
-                break
-        if len(out) == start:
-            raise RuntimeError("fastpipe profile: the loader yielded no batch (empty dataset?)")
-    return out
-
-
-def transform_table(per_transform: dict[str, dict[str, float]]) -> str:
-    """Plain-text table of :func:`time_prefix`."""
-    lines = [
-        "deterministic prefix, per call",
-        f"{'transform':<24}{'calls':>7}{'median ms':>12}{'mean ms':>12}{'share':>8}",
-    ]
-    for name, t in per_transform.items():
-        lines.append(
-            f"{name:<24}{t['calls']:>7}{t['median_ms']:>12.2f}{t['mean_ms']:>12.2f}{100 * t['share']:>7.1f}%"
-        )
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nvtx", action="store_true", help="emit NVTX ranges (run under nsys to see them)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    _check_args(p, args)
+    return args
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``p.error`` (one line, status 2) on a value the run cannot use."""
     if len(args.roi) not in (1, 3):
         p.error(f"--roi takes 1 or 3 ints, got {args.roi}")
     at_least = {"--iters": 1, "--batch-size": 1, "--num-samples": 1, "--limit": 1, "--timing-items": 0,
@@ -196,11 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and value < low:
             p.error(f"{flag} must be >= {low}, got {value}")
+    if not math.isfinite(args.step_ms):  # `value < low` lets nan through; time.sleep then raises
+        p.error(f"--step-ms must be a finite number of milliseconds, got {args.step_ms}")
     if min(args.roi) < 1:
         p.error(f"--roi sizes must be >= 1, got {args.roi}")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device on this machine")
-    return args
 
 
 def load_items(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -241,10 +120,10 @@ def profile(
     step(next(iter(loader)))  # warm-up: first batch, allocator, model build
     loader.timings.clear()
     monitor = GpuMonitor(interval_s=0.05, device=device.index or 0) if device.type == "cuda" else None
-    t0 = time.perf_counter()
-    with monitor or contextlib.nullcontext():
+    with monitor or contextlib.nullcontext():  # NVML's start and stop are not the loop's time
+        t0 = time.perf_counter()
         iterations = run_loop(loader, args.iters, step)
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     loader.close()
     return {
         "args": vars(args),
@@ -286,6 +165,15 @@ def _fail(err: Exception, data: str, hint: bool) -> int:
     return 2
 
 
+def _gpu_line(gpu: dict[str, Any] | None) -> str:
+    """The GPU utilisation line; n/a without NVML samples or where the device does not report it (MIG)."""
+    if gpu is None:
+        return "GPU utilisation: n/a (no NVML samples)"
+    if gpu["gpu_util_mean_pct"] is None:
+        return "GPU utilisation: n/a (this device does not report it through NVML, e.g. a MIG instance)"
+    return f"GPU utilisation: mean {gpu['gpu_util_mean_pct']:.1f}%, max {gpu['gpu_util_max_pct']:.1f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fastpipe profile``; returns the exit status."""
     args = parse_args(argv)
@@ -308,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(transform_table(result["per_transform"]))
     print()
     print(format_table(result["loader"], title=f"loader, {args.iters} iterations on {result['device']}"))
-    gpu = result["gpu"]
-    if gpu is not None:
-        print(f"GPU utilisation: mean {gpu['gpu_util_mean_pct']:.1f}%, max {gpu['gpu_util_max_pct']:.1f}%")
-    else:
-        print("GPU utilisation: n/a (no NVML samples)")
+    print(_gpu_line(result["gpu"]))
     for path in write_outputs(result, monitor, Path(args.out)):
         print(f"wrote {path}")
     return 0

@@ -33,6 +33,20 @@ def _stage_names(timings: Sequence[dict[str, Any]]) -> list[str]:
     return [s for s in STAGE_ORDER if s in seen] + sorted(seen.difference(STAGE_ORDER))
 
 
+def _stages(timings: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{stage: {"mean_ms", "median_ms", "max_ms", "total_s"}}`` over the batches that timed it."""
+    stages = {}
+    for name in _stage_names(timings):
+        vals = [float(t[name]) for t in timings if t.get(name) is not None]
+        stages[name[:-2]] = {
+            "mean_ms": 1e3 * statistics.fmean(vals),
+            "median_ms": 1e3 * statistics.median(vals),
+            "max_ms": 1e3 * max(vals),
+            "total_s": sum(vals),
+        }
+    return stages
+
+
 def _rate(count: float, wall: float | None) -> float | None:
     return count / wall if wall else None
 
@@ -64,15 +78,6 @@ def summarize(timings: Sequence[dict[str, Any]], wall_s: float | None = None) ->
     waited = float(sum(t.get("wait_s", 0.0) for t in timings))
     crops = sum(int(t.get("num_crops", t.get("batch_size", 0))) for t in timings)
     items = sum(int(t.get("batch_size", 0)) for t in timings)
-    stages = {}
-    for name in _stage_names(timings):
-        vals = [float(t[name]) for t in timings if t.get(name) is not None]
-        stages[name[:-2]] = {
-            "mean_ms": 1e3 * statistics.fmean(vals),
-            "median_ms": 1e3 * statistics.median(vals),
-            "max_ms": 1e3 * max(vals),
-            "total_s": sum(vals),
-        }
     return {
         "batches": len(timings),
         "items": items,
@@ -84,7 +89,7 @@ def summarize(timings: Sequence[dict[str, Any]], wall_s: float | None = None) ->
         "crops_per_s": _rate(crops, wall),
         "items_per_s": _rate(items, wall),
         "first_wait_s": float(timings[0].get("wait_s", 0.0)) if timings else None,
-        "stages": stages,
+        "stages": _stages(timings),
     }
 
 

@@ -4,6 +4,7 @@
 - ``FASTPIPE_COPY_THREADS``: most threads one batch's CPU copies use (``0`` or ``1``: no split;
   unset: no limit). Read on every batch, so a test or a benchmark can change it at run time.
 - ``LOCAL_RANK``: this process's GPU under ``torchrun`` (set by the launcher).
+- ``CUDA_VISIBLE_DEVICES``: only named in messages (CUDA itself applies it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 NVTX = "FASTPIPE_NVTX"
 COPY_THREADS = "FASTPIPE_COPY_THREADS"
 LOCAL_RANK = "LOCAL_RANK"
+CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 
 def nvtx_enabled() -> bool:
@@ -41,4 +43,19 @@ def copy_threads_limit(default: int) -> int:
 def local_rank() -> int | None:
     """``LOCAL_RANK`` as an int, ``None`` when the launcher did not set it."""
     raw = os.environ.get(LOCAL_RANK)
-    return None if raw is None else int(raw)
+    if raw is None:
+        return None
+    try:
+        rank = int(raw)
+    except ValueError:
+        rank = -1
+    if rank < 0:
+        raise ValueError(
+            f"{LOCAL_RANK} must be this process's GPU index on its node (0, 1, ...), got {raw!r}"
+        )
+    return rank
+
+
+def cuda_visible_devices() -> str:
+    """``CUDA_VISIBLE_DEVICES`` as set, or ``"<unset>"``, for messages."""
+    return os.environ.get(CUDA_VISIBLE, "<unset>")

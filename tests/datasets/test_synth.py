@@ -279,3 +279,13 @@ def test_same_seed_same_bytes_from_another_process(tiny: Path, tmp_path: Path):
         assert (out / sub / "spleen_1.nii.gz").read_bytes() == (
             tiny / sub / "spleen_1.nii.gz"
         ).read_bytes(), sub
+
+
+@pytest.mark.parametrize("dtype", [">i2", "<i2", ">f4", "<f8", "u1"])
+def test_write_nifti_gz_keeps_values_of_any_byte_order(tmp_path: Path, dtype: str):
+    from fastpipe.datasets.synth import write_nifti_gz
+
+    zyx = np.arange(60).reshape(3, 4, 5).astype(dtype)
+    write_nifti_gz(tmp_path / "a.nii.gz", zyx, np.eye(4), (1.0, 1.0, 1.0))
+    back = np.asarray(nib.load(tmp_path / "a.nii.gz").dataobj).transpose(2, 1, 0)
+    np.testing.assert_array_equal(back, zyx)  # a big-endian array used to come back byte-swapped

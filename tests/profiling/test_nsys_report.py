@@ -98,3 +98,19 @@ def test_export_without_gpu_or_nvtx_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no NVTX ranges" in out and "no GPU activity" in out
     assert nsys_report.main([str(tmp_path / "missing.sqlite")]) == 1
+
+
+@pytest.mark.parametrize("name", ["run#1.sqlite", "what?.sqlite", "100%.sqlite"])
+def test_an_export_whose_name_holds_uri_characters_is_read(tmp_path, name):
+    db = build_export(tmp_path / name)
+    rep = nsys_report.report(db)
+    assert rep["ranges"] and sorted(rep["gpus"]) == [0, 1]  # was empty: "run#1" opened "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # and created it
+
+
+def test_a_json_path_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, capsys):
+    db = build_export(tmp_path / "run.sqlite")
+    (tmp_path / "a-file").write_text("")
+    assert nsys_report.main([str(db), "--json", str(tmp_path / "a-file" / "r.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"nsys_report: cannot write --json {tmp_path / 'a-file' / 'r.json'}: ")

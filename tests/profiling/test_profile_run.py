@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import torch
 
 from fastpipe.datasets import synthesize
 from fastpipe.profiling import profile_run
@@ -114,3 +116,110 @@ def test_timing_items_zero_skips_the_per_transform_timing(tiny_spleen, tmp_path,
     doc = json.loads((tmp_path / "profile.json").read_text())
     assert doc["per_transform"] == {}  # it timed one volume anyway
     assert (tmp_path / "profile.png").is_file()
+
+
+@pytest.mark.timeout(60)
+def test_a_chain_error_while_timing_the_prefix_is_a_clear_error_not_a_traceback(
+    tiny_spleen, tmp_path, capsys
+):
+    image = tiny_spleen / "imagesTr" / "spleen_1.nii.gz"
+    data = tmp_path / "no-labels"
+    data.mkdir()
+    (data / "dataset.json").write_text(json.dumps({"training": [{"image": str(image)}]}))
+    argv = ["--data", str(data), "--device", "cpu", "--iters", "1", "--roi", "16", "--out", str(tmp_path)]
+    assert profile_run.main(argv) == 1  # the per-transform timing (default 2 items) runs the chain first
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: LoadImaged failed on item 0") and str(image) in err, err
+    assert "'label' missing" in err and "Traceback" not in err
+
+
+class _SwappingDataset(torch.utils.data.Dataset):
+    """Four items; every epoch's end waits 0.2 s, as a SmartCache window swap does."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.zeros(2)
+
+    def loader_update_cache(self) -> None:
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(60)
+def test_run_loop_counts_the_wait_for_an_epochs_end_as_data_wait():
+    from fastpipe import ThreadDataLoader
+    from fastpipe.profiling.report import summarize
+
+    loader = ThreadDataLoader(_SwappingDataset(), batch_size=2)
+    iterations = profile_run.run_loop(loader, 6, lambda batch: None)  # 3 epochs of 2: two epoch ends
+    loader.close()
+    waited = summarize(iterations)["data_wait_s"]
+    assert waited >= 0.35, waited  # the copies taken at once reported ~0 s of data wait
+    assert waited == pytest.approx(sum(t["wait_s"] for t in loader.timings))
+    assert all(
+        t["wait_s"] <= t["iter_s"] for t in iterations
+    )  # an iteration never waits longer than it lasts
+
+
+class _SlowMonitor:
+    """A GpuMonitor stand-in whose start and stop take 0.3 s each, as NVML's init and shutdown may."""
+
+    records: list = []
+
+    def __init__(self, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> _SlowMonitor:
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(0.3)
+
+
+@pytest.mark.timeout(60)
+def test_the_gpu_monitors_start_and_stop_are_not_counted_in_the_loops_wall_time(monkeypatch):
+    import argparse
+
+    monkeypatch.setattr(profile_run, "GpuMonitor", _SlowMonitor)  # the cuda path, on any machine
+    monkeypatch.setattr(profile_run, "build_chain", lambda device, roi, n: [lambda d: {**d, "x": d["x"] * 2}])
+    args = argparse.Namespace(
+        device="cuda", nvtx=False, roi=[4], num_samples=1, timing_items=0, cache_workers=1, seed=0,
+        batch_size=2, loader_workers=0, step_ms=20.0, model=None, iters=10,
+    )  # fmt: skip
+    result, _ = profile_run.profile(args, [{"x": torch.zeros(3)} for _ in range(4)])
+    loop_s = sum(t["iter_s"] for t in result["iterations"])
+    assert result["loader"]["wall_s"] == pytest.approx(loop_s, abs=0.1)  # was loop_s + 0.6 s
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_step_ms_that_is_not_finite_is_a_usage_error(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:  # was accepted, then time.sleep raised a traceback
+        profile_run.main(["--data", "x", "--step-ms", value])
+    assert exit_info.value.code == 2
+    assert f"--step-ms must be a finite number of milliseconds, got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_a_gpu_without_utilisation_figures_still_gets_its_report(tiny_spleen, tmp_path, capsys, monkeypatch):
+    from fastpipe.profiling.gpu_monitor import GpuMonitor
+    from fastpipe.profiling.report import summarize
+
+    monitor = GpuMonitor()
+    monitor.records = [{"t_s": 0.0, "gpu_util_pct": None, "mem_used_mib": 100.0}]  # NVML: NotSupported (MIG)
+    result = {"device": "cuda", "per_transform": {}, "iterations": [], "gpu": monitor.summary()}
+    result["loader"] = summarize([{"wait_s": 0.01, "step_s": 0.09, "batch_size": 2}])
+    monkeypatch.setattr(profile_run, "profile", lambda args, data: (result, monitor))
+    argv = ["--data", str(tiny_spleen), "--device", "cpu", "--iters", "1", "--out", str(tmp_path)]
+    assert profile_run.main(argv) == 0  # was a TypeError formatting None, before any output was written
+    assert "GPU utilisation: n/a (this device does not report it" in capsys.readouterr().out
+    assert (tmp_path / "profile.json").is_file() and (tmp_path / "gpu.csv").is_file()
+
+
+def test_time_prefix_gives_every_transform_of_one_name_its_own_row():
+    def Scale(d):  # noqa: N802 - three transforms named alike, as three Spacingd would be
+        return d
+
+    rows = profile_run.time_prefix([Scale, Scale, Scale], [{"x": 1}, {"x": 2}], torch.device("cpu"))
+    assert {name: row["calls"] for name, row in rows.items()} == {"Scale": 2, "Scale#2": 2, "Scale#3": 2}

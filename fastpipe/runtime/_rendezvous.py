@@ -1,0 +1,75 @@
+"""The store exchange behind ``fastpipe.distributed.fill_barrier``: each rank's outcome through the rendezvous store.
+
+Every rank writes ``ok`` or its error under a key of the process group's store and waits, with a
+timeout, for the keys of all ranks; :func:`raise_for` turns what came back into one error that names
+the ranks that failed or never reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+_barrier_calls = itertools.count()
+
+
+class FillBarrierError(RuntimeError):
+    """Another rank failed, hung or died during its cache fill; the message names that rank."""
+
+
+def _store() -> Any:
+    return torch.distributed.distributed_c10d._get_default_store()
+
+
+def exchange(status: str, rank: int, world: int, timeout_s: float) -> tuple[dict[int, str], str | None]:
+    """Write this rank's ``status``, wait up to ``timeout_s`` for the others: ``(outcome by rank, abandoned)``.
+
+    ``abandoned`` is the note of a rank that gave up waiting (``None`` when none did). Raises
+    ``RuntimeError`` when the store itself is lost.
+    """
+    prefix = f"fastpipe/fill/{next(_barrier_calls)}/"
+    store = _store()
+    store.set(f"{prefix}status/{rank}", status)
+    reported = _wait_reported(store, f"{prefix}status/", world, timeout_s)
+    if len(reported) < world:  # this rank gives up: a rank arriving later must stop too
+        store.set(f"{prefix}abandoned", f"rank {rank} stopped waiting for it after {timeout_s:.0f} s")
+    outcome = {r: store.get(f"{prefix}status/{r}").decode() for r in reported}
+    abandoned = store.get(f"{prefix}abandoned").decode() if store.check([f"{prefix}abandoned"]) else None
+    store.set(f"{prefix}seen/{rank}", "1")  # keep the store (rank 0) up until everyone has read
+    _wait_reported(store, f"{prefix}seen/", world, min(timeout_s, 30.0), only=reported)
+    return outcome, abandoned
+
+
+def _wait_reported(
+    store: Any, prefix: str, world: int, timeout_s: float, only: Sequence[int] = ()
+) -> list[int]:
+    """Wait up to ``timeout_s`` for ``prefix{r}`` of every rank (or of ``only``); the ranks that wrote."""
+    ranks = list(only) or list(range(world))
+    try:
+        store.wait([f"{prefix}{r}" for r in ranks], timedelta(seconds=timeout_s))
+    except RuntimeError:  # a timeout (DistStoreError); find out who is missing below
+        pass
+    return [r for r in ranks if store.check([f"{prefix}{r}"])]
+
+
+def raise_for(
+    outcome: dict[int, str], abandoned: str | None, world: int, rank: int, timeout_s: float, what: str
+) -> None:
+    """Raise :class:`FillBarrierError` on a rank whose own fill succeeded when any rank failed or was late."""
+    if abandoned is not None and len(outcome) == world:  # everyone reported, but too late for someone
+        raise FillBarrierError(
+            f"rank {rank} finished its {what} after another rank gave up waiting ({abandoned}); that "
+            "rank has stopped, so this one stops too (raise DEFAULT_FILL_TIMEOUT_S for slow fills)"
+        )
+    failed = {r: s for r, s in outcome.items() if s != "ok"}
+    missing = [r for r in range(world) if r not in outcome]
+    if not failed and not missing:
+        return
+    parts = [f"rank {r} failed during its {what}: {s}" for r, s in sorted(failed.items())]
+    if missing:
+        parts.append(f"rank(s) {missing} did not finish their {what} within {timeout_s:.0f} s (hung or died)")
+    raise FillBarrierError(f"rank {rank} stops: " + "; ".join(parts))
