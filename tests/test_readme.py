@@ -32,3 +32,22 @@ def test_readme_drop_in_example_runs(tmp_path, capsys):
     assert scope["loss"].requires_grad and len(scope["loader"].timings) == 1
     out = capsys.readouterr().out
     assert "data-wait report" in out and "data wait" in out and "crops/s" in out
+
+
+def _row_labels(text: str) -> list[str]:
+    """The first word of each line of a data-wait report: its stage rows and summary lines."""
+    start = text.index("data-wait report")
+    lines = text[start:].splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("throughput"))
+    return [line.split()[0] for line in lines[: end + 1] if line.strip()]
+
+
+@pytest.mark.timeout(120)
+def test_readme_sample_report_has_the_rows_the_loader_prints(tmp_path, capsys):
+    """The README's printed data-wait report lists the stages and summary lines the code prints."""
+    blocks = re.findall(r"```text\n(.*?)```", README.read_text(), flags=re.S)
+    sample = [b for b in blocks if b.startswith("data-wait report")]
+    assert sample, "README lost its sample data-wait report"
+    root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    exec(compile(_drop_in_block().replace('"data/spleen-small"', repr(str(root))), str(README), "exec"), {})  # noqa: S102
+    assert _row_labels(sample[0]) == _row_labels(capsys.readouterr().out)
