@@ -106,3 +106,34 @@ def test_package_metadata():
     assert "urls" not in project  # no invented addresses: added once the project has a public home
     assert "Apache License" in (REPO / "LICENSE").read_text()
     assert project["name"] in _readme()
+
+
+def _blocks(doc: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", (REPO / "docs" / doc).read_text(), flags=re.S)
+
+
+@pytest.mark.timeout(120)
+def test_monai_chains_example_and_its_describe_output(tmp_path):
+    """docs/monai-chains.md: the MONAI chain runs as written, and describe() prints what the doc shows."""
+    monai_transforms = pytest.importorskip("monai.transforms")
+    from fastpipe.datasets import synthesize
+
+    root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    scope: dict = {"train_files": fastpipe.datasets.load_decathlon_datalist(root)}
+    exec(compile(_blocks("monai-chains.md", "python")[0], "monai-chains.md", "exec"), scope)  # noqa: S102
+    steps = list(scope["train_transforms"].transforms)
+    pad = monai_transforms.SpatialPadd(scope["keys"], spatial_size=(96, 96, 96))
+    chain = [*steps[:6], pad, *steps[6:], monai_transforms.RandGaussianSmoothd("image")]
+    ds = fastpipe.CacheDataset(scope["train_files"], chain, num_workers=1, progress=False)
+    shown = re.findall(r"```\n(plan: .*?)```", (REPO / "docs" / "monai-chains.md").read_text(), flags=re.S)
+    assert shown, "docs/monai-chains.md lost its describe() output"
+    printed = ds.describe().splitlines()
+
+    def steps_only(lines):  # the bytes line depends on the data's exact voxels
+        return [line.rstrip() for line in lines if not line.startswith("bytes per cached entry")]
+
+    assert steps_only(printed) == steps_only(shown[0].splitlines())
+    assert (
+        "7 cached, 1 batched (+6 fused), 1 per item; fast path ends at step 15 RandGaussianSmoothd"
+        in repr(ds)
+    )
