@@ -51,3 +51,66 @@ def test_readme_sample_report_has_the_rows_the_loader_prints(tmp_path, capsys):
     root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=2)
     exec(compile(_drop_in_block().replace('"data/spleen-small"', repr(str(root))), str(README), "exec"), {})  # noqa: S102
     assert _row_labels(sample[0]) == _row_labels(capsys.readouterr().out)
+
+
+def _transform_rows() -> dict[str, str]:
+    """README's "Supported transforms" table: each transform name in a row's first cell -> the row."""
+    text = README.read_text()
+    table = text[text.index("### Supported transforms") :].split("\n\n")[1]
+    rows = {}
+    for row in table.splitlines()[2:]:
+        for name in re.findall(r"`(\w+)`", row.split("|")[1]):
+            rows.setdefault(name, row)
+    return rows
+
+
+def test_readme_transform_table_lists_every_translated_monai_transform():
+    """A MONAI transform fastpipe swaps for its own is not "any other MONAI transform" (per item)."""
+    from fastpipe.transforms._translate import REGISTRY
+
+    assert set(REGISTRY) <= set(_transform_rows()), set(REGISTRY) - set(_transform_rows())
+
+
+@pytest.mark.timeout(120)
+def test_readme_transform_table_says_where_each_runs_after_the_crop(tmp_path):
+    """The plan puts each transform after the crop where its README row says (fused, or the stacked batch)."""
+    monai_transforms = pytest.importorskip("monai.transforms")
+    import fastpipe as fp
+
+    m, keys = monai_transforms, ["image", "label"]
+    root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=1)
+    after_crop = {  # transform -> (its README row's name, the words of the row that must say where it runs)
+        "flip": (m.RandFlipd(keys, prob=0.5), "RandFlipd", "fused into the crop"),
+        "turn": (m.RandRotate90d(keys, prob=0.5), "RandRotate90d", "fused into the crop"),
+        "scale": (
+            m.RandScaleIntensityd("image", 0.1, prob=0.5),
+            "RandScaleIntensityd",
+            "fused into the crop",
+        ),
+        "scale-cw": (
+            m.RandScaleIntensityd("image", 0.1, prob=0.5, channel_wise=True),
+            "RandScaleIntensityd",
+            "`channel_wise=True` or another `dtype` on the stacked batch",
+        ),
+        "shift-cw": (
+            m.RandShiftIntensityd("image", 0.1, prob=0.5, channel_wise=True),
+            "RandShiftIntensityd",
+            "`channel_wise=True` on the stacked batch",
+        ),
+        "noise": (m.RandGaussianNoised("image", prob=0.5), "RandGaussianNoised", "on the stacked batch"),
+        "contrast": (m.RandAdjustContrastd("image", prob=0.5), "RandAdjustContrastd", "on the stacked batch"),
+        "to-tensor": (m.ToTensord(keys), "ToTensord", "on the stacked batch"),
+        "cast": (m.CastToTyped("image"), "CastToTyped", "on the stacked batch"),
+        "select": (m.SelectItemsd(keys), "SelectItemsd", "on the stacked batch"),
+    }
+    rows = _transform_rows()
+    data = fp.datasets.load_decathlon_datalist(root)
+    for tag, (transform, name, words) in after_crop.items():
+        crop = m.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=(64, 64, 64), num_samples=2)
+        chain = [m.LoadImaged(keys), m.EnsureChannelFirstd(keys), crop, transform]
+        ds = fp.CacheDataset(data, chain, num_workers=1, progress=False)
+        note = ds.describe().splitlines()[-2]  # the step after the crop
+        ds.close()
+        assert name in note and ("fused into" in note) == ("fused" in words), (tag, note)
+        assert ("on the stacked batch" in note) == ("stacked batch" in words), (tag, note)
+        assert words in rows[name], (tag, rows[name])
