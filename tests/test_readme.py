@@ -114,3 +114,31 @@ def test_readme_transform_table_says_where_each_runs_after_the_crop(tmp_path):
         assert name in note and ("fused into" in note) == ("fused" in words), (tag, note)
         assert ("on the stacked batch" in note) == ("stacked batch" in words), (tag, note)
         assert words in rows[name], (tag, rows[name])
+
+
+@pytest.mark.parametrize(
+    ("section", "result"),
+    [
+        ("### `make bench`", "2026-11-27-vm.json"),
+        ("### On a GPU", "gpu-bench-spleen-nvidia-h100-80gb-hbm3.json"),
+    ],
+)
+def test_readme_ratios_are_what_the_report_prints(section, result):
+    """Each "x MONAI (range)" the README quotes is the one ``python -m benchmarks.report`` prints from its JSON."""
+    import json
+
+    from benchmarks.report import format_table, speedups
+
+    rows = json.loads((README.parent / "benchmarks" / "results" / result).read_text())["rows"]
+    speedups(rows)
+    text = README.read_text()
+    start = text.index(section)
+    quoted = text[start : text.index("\n### ", start + 1)]
+    checked = 0
+    for line in format_table(rows).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[-1].endswith("x)"):
+            ours = [q for q in quoted.splitlines() if re.match(rf"\| `?{re.escape(cells[0])}`?[ |]", q)]
+            assert ours and ours[0].rstrip(" |").endswith(cells[-1]), (cells[0], cells[-1], ours)
+            checked += 1
+    assert checked >= 2
