@@ -142,3 +142,42 @@ def test_readme_ratios_are_what_the_report_prints(section, result):
             assert ours and ours[0].rstrip(" |").endswith(cells[-1]), (cells[0], cells[-1], ours)
             checked += 1
     assert checked >= 2
+
+
+def _result(name: str, *path: str) -> float:
+    import json
+
+    value = json.loads((README.parent / "benchmarks" / "results" / name).read_text())
+    for key in path:
+        value = value[key]
+    return value
+
+
+#: Component-benchmark figures the README quotes: (JSON, keys to the value, how the README writes it).
+COMPONENT_FIGURES = [
+    ("crop-speed-cpu.json", ("results", "per_volume_ms", "fastpipe"), "| {:.1f} ms |"),
+    ("crop-speed-cpu.json", ("results", "per_volume_ms", "copy"), "preallocated buffers: {:.1f} ms"),
+    ("crop-speed-cpu.json", ("results", "per_volume_ms", "monai"), "default MetaTensor: {:.1f} / "),
+    ("crop-speed-cpu.json", ("results", "per_volume_ms", "monai_meta"), " / {:.1f} ms |"),
+    ("crop-speed-cpu.json", ("results", "ratios", "fastpipe_over_copy"), "| {:.2f}x the copy ("),
+    ("cached-epoch-cpu.json", ("peers", "fastpipe", "ms_per_volume"), "| {:.1f} ms | MONAI best practice"),
+    ("cached-epoch-cpu.json", ("peers", "monai_best", "ms_per_volume"), "ThreadDataLoader): {:.1f} ms"),
+    (
+        "cached-epoch-cpu.json",
+        ("peers", "monai_best_no_meta", "ms_per_volume"),
+        "`set_track_meta(False)`: {:.1f} ms",
+    ),
+    ("cached-epoch-cpu.json", ("peers", "monai_default", "ms_per_volume"), "(`copy_cache=True`): {:.0f} ms"),
+    ("cached-epoch-cpu.json", ("peers", "plain_copy", "ms_per_volume"), "same crop bytes: {:.1f} ms"),
+    ("cached-epoch-cpu.json", ("ratios", "vs_monai_best_no_meta"), "| {:.1f}x |"),
+    ("cached-epoch-cpu.json", ("ratios", "vs_monai_default"), "**{:.1f}x** (target 15x)"),
+    ("cached-epoch-cpu.json", ("ratios", "vs_plain_copy"), "| {:.2f}x the copy (target"),
+]
+
+
+@pytest.mark.parametrize(
+    ("result", "path", "written"), COMPONENT_FIGURES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_readme_component_figures_match_their_json(result, path, written):
+    expected = written.format(_result(result, *path))
+    assert expected in README.read_text(), (result, path, expected)
