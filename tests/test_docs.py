@@ -43,6 +43,11 @@ BUILD_PROCESS = [
     (r"\bcarr(y|ied|ying)\b[^.\n]{0,40}\bwheels?\b|\bwheels?\b[^.\n]{0,40}\bcarried\b", "carrying wheels"),
     (r"\bworktrees?\b|\bcoordinator\b|\bagents?\b", "how the work was organised"),
     (r"\bgive_back\b|\bfind_string\b|\bissues show\b", "tool names"),
+    (
+        r"\b(this|earlier|previous|last) round\b|\b(this|earlier|previous|last) round's\b",
+        "rounds of the work",
+    ),
+    (r"\bone command may run\b", "a limit of the machines the work ran on"),
 ]
 
 
