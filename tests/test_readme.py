@@ -181,3 +181,31 @@ COMPONENT_FIGURES = [
 def test_readme_component_figures_match_their_json(result, path, written):
     expected = written.format(_result(result, *path))
     assert expected in README.read_text(), (result, path, expected)
+
+
+#: The tutorial-epoch table: its row's opening words -> the peer in the runs' JSON.
+TUTORIAL_PEERS = {
+    "fastpipe, chain written with fastpipe's transforms": "fastpipe",
+    "the same without the suffix (crop only)": "fastpipe_crop_only",
+    "the same MONAI `Compose` handed to `fp.CacheDataset`": "monai_compose",
+    "the same dataset read by MONAI's `ThreadDataLoader`": "monai_compose_monai_loader",
+    "MONAI best practice: `CacheDataset(copy_cache=False)`": "monai_best",
+    "plain copy of the crop bytes into new batch tensors": "plain_copy",
+    "plain copy of the crop bytes into one reused batch": "plain_copy_reused",
+}
+
+
+def test_readme_tutorial_epoch_table_is_the_median_of_its_runs():
+    """The tutorial table quotes medians over runs 16-28: each ms per volume and the headline ratio."""
+    import statistics
+
+    runs = [f"tutorial-epoch-cpu-run{n}.json" for n in range(16, 29)]
+    text = README.read_text()
+    assert "`-run16.json` to `-run28.json`" in text
+    for opening, peer in TUTORIAL_PEERS.items():
+        ms = statistics.median(_result(r, "peers", peer, "ms_per_volume") for r in runs)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {opening}"))
+        assert f"| {ms:.2f} |" in row, (peer, ms, row)
+    ratios = [_result(r, "ratios", "vs_monai_best") for r in runs]
+    assert f"**{statistics.median(ratios):.2f}x faster** (median of the thirteen" in text
+    assert sum(r >= 4.0 for r in ratios) == 11 and "met in **eleven of the thirteen**" in text
