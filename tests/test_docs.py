@@ -199,3 +199,12 @@ def test_doc_snippets_run(doc, tmp_path, capsys):
             "list": 0,
         }
         assert "bytes per cached entry" in capsys.readouterr().out
+
+
+def test_benchmarks_readme_names_every_script():
+    """benchmarks/README.md says what each script measures: none is left out, none is gone."""
+    text = (REPO / "benchmarks" / "README.md").read_text()
+    named = set(re.findall(r"`(\w+\.py)`", text))
+    scripts = {p.name for p in (REPO / "benchmarks").glob("*.py")} - {"__init__.py"}
+    assert scripts <= named, scripts - named
+    assert named <= scripts | {"NAME.py"}, named - scripts
