@@ -208,3 +208,13 @@ def test_benchmarks_readme_names_every_script():
     scripts = {p.name for p in (REPO / "benchmarks").glob("*.py")} - {"__init__.py"}
     assert scripts <= named, scripts - named
     assert named <= scripts | {"NAME.py"}, named - scripts
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_result_file_the_docs_cite_exists(doc):
+    """A figure's JSON (or chart) named in full is in benchmarks/results/ ("-run2.json" shorthands aside)."""
+    results = REPO / "benchmarks" / "results"
+    named = set(re.findall(r"(?<![\w<>-])([a-z0-9][\w.-]*\.(?:json|png))\b", doc.read_text()))
+    named -= {"dataset.json", "dataset_fingerprint.json"}  # an MSD folder's files and nnU-Net's
+    missing = {n for n in named if not (results / n).is_file() and not (REPO / n).is_file()}
+    assert not missing, missing

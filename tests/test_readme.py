@@ -133,6 +133,7 @@ def test_readme_ratios_are_what_the_report_prints(section, result):
     text = README.read_text()
     start = text.index(section)
     quoted = text[start : text.index("\n### ", start + 1)]
+    assert result in quoted, f"the section quoting {result} does not name it"
     checked = 0
     for line in format_table(rows).splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
