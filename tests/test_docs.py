@@ -218,3 +218,15 @@ def test_every_result_file_the_docs_cite_exists(doc):
     named -= {"dataset.json", "dataset_fingerprint.json"}  # an MSD folder's files and nnU-Net's
     missing = {n for n in named if not (results / n).is_file() and not (REPO / n).is_file()}
     assert not missing, missing
+
+
+def test_random_suffix_table_lists_every_translated_step_after_the_crop():
+    """docs/random-suffix.md's table: a MONAI class fastpipe translates is not among "other MONAI transforms"."""
+    from fastpipe.transforms._translate import REGISTRY
+
+    text = (REPO / "docs" / "random-suffix.md").read_text()
+    table = text[text.index("## Supported transforms") :].split("\n\n")[1]
+    named = {n for row in table.splitlines()[2:] for n in re.findall(r"`(\w+)`", row.split("|")[1])}
+    prefix_only = {"LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd", "ScaleIntensityRanged"}
+    prefix_only |= {"CropForegroundd", "FgBgToIndicesd"}  # deterministic steps that only the cache runs
+    assert set(REGISTRY) - prefix_only <= named, set(REGISTRY) - prefix_only - named
