@@ -209,3 +209,35 @@ def test_readme_tutorial_epoch_table_is_the_median_of_its_runs():
     ratios = [_result(r, "ratios", "vs_monai_best") for r in runs]
     assert f"**{statistics.median(ratios):.2f}x faster** (median of the thirteen" in text
     assert sum(r >= 4.0 for r in ratios) == 11 and "met in **eleven of the thirteen**" in text
+
+
+TRAIN_SEEDS = ["train-vm.json"] + [f"train-vm-seed{s}.json" for s in range(1, 10)]
+
+
+def _arm(result: str, arm: str) -> dict:
+    return next(a for a in _result(result, "arms") if a["arm"] == arm)
+
+
+def _section_rows(section: str, arm: str) -> list[str]:
+    text = README.read_text()
+    start = text.index(section)
+    body = text[start : text.index("\n### ", start + 1)]
+    return [line for line in body.splitlines() if line.startswith(f"| {arm} |")]
+
+
+@pytest.mark.parametrize(
+    "arm", ["regular", "monai-fast", "fastpipe", "fastpipe-smartcache", "fastpipe-smartcache-persist"]
+)
+def test_readme_training_tables_match_their_json(arm):
+    """Seed 0's time to Dice, the interleaved pass of seed 0, and the ten seeds' median and range."""
+    import statistics
+
+    seed0, interleaved, seeds = _section_rows("### Training to a Dice target", arm)
+    a = _arm("train-vm.json", arm)
+    assert f"{a['time_to_target_s']:.1f} s" in seed0 and f"{a['epoch_s']['median']:.2f} s" in seed0, seed0
+    assert f"{100 * a['data_wait_fraction']:.0f}%" in seed0, seed0
+    per_pass = _result("train-vm.json", "interleaved", "arms", arm, "per_pass_s", "median")
+    assert f"| {per_pass:.2f} s" in interleaved.replace("**", ""), interleaved
+    times = [_arm(r, arm)["time_to_target_s"] for r in TRAIN_SEEDS]
+    median, span = statistics.median(times), f"{min(times):.1f}-{max(times):.1f} s"
+    assert f"| {median:.1f} s |" in seeds.replace("**", "") and span in seeds, (median, span, seeds)
