@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
 import re
 from pathlib import Path
 
@@ -41,6 +43,11 @@ BUILD_PROCESS = [
     (r"\bcarr(y|ied|ying)\b[^.\n]{0,40}\bwheels?\b|\bwheels?\b[^.\n]{0,40}\bcarried\b", "carrying wheels"),
     (r"\bworktrees?\b|\bcoordinator\b|\bagents?\b", "how the work was organised"),
     (r"\bgive_back\b|\bfind_string\b|\bissues show\b", "tool names"),
+    (
+        r"\b(this|earlier|previous|last) round\b|\b(this|earlier|previous|last) round's\b",
+        "rounds of the work",
+    ),
+    (r"\bone command may run\b", "a limit of the machines the work ran on"),
 ]
 
 
@@ -106,3 +113,120 @@ def test_package_metadata():
     assert "urls" not in project  # no invented addresses: added once the project has a public home
     assert "Apache License" in (REPO / "LICENSE").read_text()
     assert project["name"] in _readme()
+
+
+def _blocks(doc: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", (REPO / "docs" / doc).read_text(), flags=re.S)
+
+
+@pytest.mark.timeout(120)
+def test_monai_chains_example_and_its_describe_output(tmp_path):
+    """docs/monai-chains.md: the MONAI chain runs as written, and describe() prints what the doc shows."""
+    monai_transforms = pytest.importorskip("monai.transforms")
+    from fastpipe.datasets import synthesize
+
+    root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    scope: dict = {"train_files": fastpipe.datasets.load_decathlon_datalist(root)}
+    exec(compile(_blocks("monai-chains.md", "python")[0], "monai-chains.md", "exec"), scope)  # noqa: S102
+    steps = list(scope["train_transforms"].transforms)
+    pad = monai_transforms.SpatialPadd(scope["keys"], spatial_size=(96, 96, 96))
+    chain = [*steps[:6], pad, *steps[6:], monai_transforms.RandGaussianSmoothd("image")]
+    ds = fastpipe.CacheDataset(scope["train_files"], chain, num_workers=1, progress=False)
+    shown = re.findall(r"```\n(plan: .*?)```", (REPO / "docs" / "monai-chains.md").read_text(), flags=re.S)
+    assert shown, "docs/monai-chains.md lost its describe() output"
+    printed = ds.describe().splitlines()
+
+    def steps_only(lines):  # the bytes line depends on the data's exact voxels
+        return [line.rstrip() for line in lines if not line.startswith("bytes per cached entry")]
+
+    assert steps_only(printed) == steps_only(shown[0].splitlines())
+    assert (
+        "7 cached, 1 batched (+6 fused), 1 per item; fast path ends at step 15 RandGaussianSmoothd"
+        in repr(ds)
+    )
+
+
+#: Names a doc's script may leave to the reader: their data list, their model, their epoch count.
+PLACEHOLDERS = {"data", "train_files", "root", "net", "epochs"}
+
+
+def _undefined_names(code: str) -> set[str]:
+    tree = ast.parse(code)
+    defined, used = set(dir(builtins)), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else defined).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+    return used - defined
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_script_in_the_docs_imports_what_it_uses(doc):
+    """A ```python block that imports is a script a reader copies: it must define every name but the data."""
+    for code in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S):
+        if re.search(r"^(import|from) ", code, flags=re.M):
+            assert _undefined_names(code) <= PLACEHOLDERS, (doc.name, _undefined_names(code) - PLACEHOLDERS)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("doc", ["random-suffix.md", "errors.md", "cache-footprint.md"])
+def test_doc_snippets_run(doc, tmp_path, capsys):
+    """The pages' snippets run as written on two look-alike volumes (``data`` and ``chain`` are the reader's)."""
+    from fastpipe import transforms as T
+    from fastpipe.datasets import synthesize
+
+    root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    keys = ["image", "label"]
+    chain = [
+        T.LoadImaged(keys),
+        T.EnsureChannelFirstd(keys),
+        T.FgBgToIndicesd("label"),
+        T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=(96, 96, 96), num_samples=2),
+    ]
+    scope = {"fp": fastpipe, "data": fastpipe.datasets.load_decathlon_datalist(root), "chain": chain}
+    for code in _blocks(doc, "python"):
+        exec(compile(code, doc, "exec"), scope)  # noqa: S102 - the page's own code
+    if doc == "cache-footprint.md":  # the keys the page's comment shows
+        entry = scope["ds"].stats()["entry_bytes"]
+        assert set(entry) == {"entries", "bytes_per_entry", "by_tensor", "background"}
+        assert entry["by_tensor"]["label_bg_indices"] == 8 and entry["background"] == {
+            "rejection": 2,
+            "list": 0,
+        }
+        assert "bytes per cached entry" in capsys.readouterr().out
+
+
+def test_benchmarks_readme_names_every_script():
+    """benchmarks/README.md says what each script measures: none is left out, none is gone."""
+    text = (REPO / "benchmarks" / "README.md").read_text()
+    named = set(re.findall(r"`(\w+\.py)`", text))
+    scripts = {p.name for p in (REPO / "benchmarks").glob("*.py")} - {"__init__.py"}
+    assert scripts <= named, scripts - named
+    assert named <= scripts | {"NAME.py"}, named - scripts
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_result_file_the_docs_cite_exists(doc):
+    """A figure's JSON (or chart) named in full is in benchmarks/results/ ("-run2.json" shorthands aside)."""
+    results = REPO / "benchmarks" / "results"
+    named = set(re.findall(r"(?<![\w<>-])([a-z0-9][\w.-]*\.(?:json|png))\b", doc.read_text()))
+    named -= {"dataset.json", "dataset_fingerprint.json"}  # an MSD folder's files and nnU-Net's
+    missing = {n for n in named if not (results / n).is_file() and not (REPO / n).is_file()}
+    assert not missing, missing
+
+
+def test_random_suffix_table_lists_every_translated_step_after_the_crop():
+    """docs/random-suffix.md's table: a MONAI class fastpipe translates is not among "other MONAI transforms"."""
+    from fastpipe.transforms._translate import REGISTRY
+
+    text = (REPO / "docs" / "random-suffix.md").read_text()
+    table = text[text.index("## Supported transforms") :].split("\n\n")[1]
+    named = {n for row in table.splitlines()[2:] for n in re.findall(r"`(\w+)`", row.split("|")[1])}
+    prefix_only = {"LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd", "ScaleIntensityRanged"}
+    prefix_only |= {"CropForegroundd", "FgBgToIndicesd"}  # deterministic steps that only the cache runs
+    assert set(REGISTRY) - prefix_only <= named, set(REGISTRY) - prefix_only - named
