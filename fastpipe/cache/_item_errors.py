@@ -70,11 +70,20 @@ def failed_file(item: Any, err: BaseException) -> tuple[str | None, str]:
 
 
 def _fullest(files: dict[str, str], key: str) -> tuple[str, str]:
-    """The longest path naming the same file as ``files[key]`` (a bare name vs its meta dict's path)."""
-    base = os.path.basename(files[key])
-    same = [(len(p), k) for k, p in files.items() if os.path.basename(p) == base]
+    """The longest path naming the same file as ``files[key]`` (a bare name vs its meta dict's path).
+
+    Two paths name the same file when they are equal or one ends with the other after a separator
+    (``spleen_2.nii.gz`` and ``/d/imagesTr/spleen_2.nii.gz``); a shared file name in two folders
+    (``imagesTr/spleen_2.nii.gz``, ``labelsTr/spleen_2.nii.gz``: the MSD layout) is two files.
+    """
+    path = os.path.normpath(files[key])
+    same = [(len(p), k) for k, p in files.items() if _same_file(os.path.normpath(p), path)]
     key = max(same)[1]
     return key, files[key]
+
+
+def _same_file(a: str, b: str) -> bool:
+    return a == b or a.endswith(os.sep + b) or b.endswith(os.sep + a)
 
 
 def describe_failure(index: Any, item: Any, err: BaseException) -> str:
@@ -83,7 +92,8 @@ def describe_failure(index: Any, item: Any, err: BaseException) -> str:
     The key is named when the item holds more than one file.
     """
     key, name = failed_file(item, err)
-    several = len({os.path.basename(p) for p in _files(item).values()}) > 1
+    paths = [os.path.normpath(p) for p in _files(item).values()]
+    several = any(not _same_file(p, paths[0]) for p in paths[1:])
     where = f"{name}, key {key!r}" if key is not None and several else name
     return f"item {index} ({where}): {type(err).__name__}: {err}"
 

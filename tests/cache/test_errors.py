@@ -108,6 +108,26 @@ def test_broken_label_is_reported_against_the_label(tmp_path):
     assert err.file == item["label"] and err.key == "label"
 
 
+def test_msd_layout_names_the_image_that_failed_not_the_label_of_the_same_name(tmp_path):
+    """imagesTr/x.nii.gz and labelsTr/x.nii.gz share a file name but are two files."""
+    item = {}
+    for key, folder in (("image", "imagesTr"), ("label", "labelsTr")):
+        (tmp_path / folder).mkdir()
+        pair = write_pair(tmp_path / folder, "spleen_2")
+        item[key] = str(Path(pair[key]).rename(tmp_path / folder / "spleen_2.nii.gz"))
+    raw = Path(item["image"]).read_bytes()
+    Path(item["image"]).write_bytes(gzip.compress(gzip.decompress(raw)[:-40]))  # image cut short
+    with pytest.raises(ValueError) as info:
+        CacheDataset([item], [LoadImaged(["image", "label"])], progress=False, num_workers=1)
+    err = info.value
+    assert err.file == item["image"] and err.key == "image", str(err)
+    assert f"item 0 ({item['image']}, key 'image')" in str(err), str(err)
+    d = {"image": "/d/imagesTr/a.nii.gz", "label": "/d/labelsTr/a.nii.gz"}
+    assert failed_file(d, ValueError("/d/imagesTr/a.nii.gz: bad")) == ("image", "/d/imagesTr/a.nii.gz")
+    bare = {"image": "a.nii.gz", "image2": "/d/imagesTr/a.nii.gz"}  # one file, two spellings: the fullest
+    assert failed_file(bare, ValueError("a.nii.gz: bad")) == ("image2", "/d/imagesTr/a.nii.gz")
+
+
 def test_failed_file_prefers_the_file_the_error_names():
     d = {"image": "/d/img.nii", "label": "/d/img.nii.gz"}
     assert failed_file(d, ValueError("/d/img.nii.gz: bad")) == ("label", "/d/img.nii.gz")  # longest match
