@@ -244,3 +244,18 @@ def test_local_device_with_one_visible_gpu_per_rank(monkeypatch):
         monkeypatch.setenv("LOCAL_RANK", bad)
         with pytest.raises(ValueError, match="LOCAL_RANK must be this process's GPU index"):
             distributed.local_device()
+
+
+def test_a_fill_timeout_of_infinity_waits_instead_of_overflowing():
+    from fastpipe.runtime import _rendezvous
+
+    class Store:  # the two calls _wait_reported makes on the rendezvous store
+        def wait(self, keys, timeout):
+            self.timeout = timeout
+
+        def check(self, keys):
+            return True
+
+    store = Store()  # DEFAULT_FILL_TIMEOUT_S = float("inf") raised OverflowError from timedelta on every rank
+    assert _rendezvous._wait_reported(store, "p/", 2, float("inf")) == [0, 1]
+    assert store.timeout.days >= 365

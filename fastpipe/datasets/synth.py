@@ -105,6 +105,23 @@ def _volume_count(preset: str, seed: int, num_volumes: int | None) -> int:
     return count
 
 
+def _refuse_real_data(root: Path) -> None:
+    """``FileExistsError`` when ``root`` holds a ``dataset.json`` that :func:`synthesize` did not write."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return
+    try:
+        description = json.loads(path.read_text(encoding="utf-8")).get("description", "")
+    except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
+        description = None
+    if not (isinstance(description, str) and "(fastpipe synth, " in description):
+        raise FileExistsError(
+            f"{path} was not written by fastpipe synth (description {description!r}); writing look-alike "
+            "data there would overwrite that dataset's volumes: choose another folder, or delete that "
+            "dataset.json first"
+        )
+
+
 def _write_volumes(root: Path, preset: str, seed: int, names: list[str], progress: bool) -> None:
     """Render and write volume ``i`` of ``preset`` as ``names[i]`` under ``root``, for every name."""
     p = _preset(preset)
@@ -135,7 +152,8 @@ def synthesize(
     ``num_volumes`` takes a prefix of the preset's volumes (or extends it).
 
     Args:
-        out: destination folder, created if missing; existing files of the same names are replaced.
+        out: destination folder, created if missing; what an earlier ``synthesize`` wrote there is replaced,
+            a folder with another ``dataset.json`` (a real download) refused with ``FileExistsError``.
         preset: ``"spleen-full"`` (41 volumes of 512x512x31..168 drawn from Task09's published
             fingerprint, see docs/spleen-data.md), ``"spleen-train"`` (24 volumes of 192x192x78..102
             at 1 mm, the CPU training preset), ``"spleen-small"`` (8 volumes of 224x224x80..100, for CI; at least 96 voxels per axis
@@ -151,6 +169,7 @@ def synthesize(
     """
     count = _volume_count(preset, seed, num_volumes)
     root = Path(out).expanduser()
+    _refuse_real_data(root)
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     # dataset.json goes first and comes back last: a run stopped half way leaves a folder without one,

@@ -159,7 +159,10 @@ def write_outputs(result: dict[str, Any], monitor: GpuMonitor | None, out: Path)
 
 
 def _fail(err: Exception, data: str, hint: bool) -> int:
-    """Print a data error (with the synth hint for a missing file) and return exit status 2."""
+    """Print a data error and return exit status 2; ``hint``: no dataset.json at all, so say how to make one.
+
+    Never for a volume the dataset.json lists: ``fastpipe synth --out`` there would replace that folder's
+    dataset.json and overwrite its ``imagesTr``/``labelsTr`` volumes of the same names."""
     more = f"\n(make data with `fastpipe synth --out {data} --preset spleen-small`)" if hint else ""
     print(f"fastpipe profile: {err}{more}", file=sys.stderr)
     return 2
@@ -188,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result, monitor = profile(args, data)
-    except FileNotFoundError as err:  # a volume the dataset.json lists
-        return _fail(err, args.data, hint=True)
+    except FileNotFoundError as err:  # a volume the dataset.json lists (a real data folder, part missing)
+        return _fail(err, args.data, hint=False)
     except ItemError as err:  # the chain failed on a volume (its message names it): e.g. --roi too large
         print(f"fastpipe profile: {err}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 _barrier_calls = itertools.count()
+_LONGEST_WAIT_S = 365 * 86400.0  # what a wait "without timeout" (inf) becomes: timedelta cannot hold inf
 
 
 class FillBarrierError(RuntimeError):
@@ -50,7 +51,7 @@ def _wait_reported(
     """Wait up to ``timeout_s`` for ``prefix{r}`` of every rank (or of ``only``); the ranks that wrote."""
     ranks = list(only) or list(range(world))
     try:
-        store.wait([f"{prefix}{r}" for r in ranks], timedelta(seconds=timeout_s))
+        store.wait([f"{prefix}{r}" for r in ranks], timedelta(seconds=min(timeout_s, _LONGEST_WAIT_S)))
     except RuntimeError:  # a timeout (DistStoreError); find out who is missing below
         pass
     return [r for r in ranks if store.check([f"{prefix}{r}"])]

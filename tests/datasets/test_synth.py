@@ -289,3 +289,18 @@ def test_write_nifti_gz_keeps_values_of_any_byte_order(tmp_path: Path, dtype: st
     write_nifti_gz(tmp_path / "a.nii.gz", zyx, np.eye(4), (1.0, 1.0, 1.0))
     back = np.asarray(nib.load(tmp_path / "a.nii.gz").dataobj).transpose(2, 1, 0)
     np.testing.assert_array_equal(back, zyx)  # a big-endian array used to come back byte-swapped
+
+
+def test_a_real_dataset_folder_is_refused_not_overwritten(tmp_path: Path):
+    root = tmp_path / "Task09_Spleen"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "imagesTr" / "spleen_2.nii.gz").write_bytes(b"a real volume")
+    real_json = json.dumps({"name": "Spleen", "description": "Spleen Segmentation", "training": []})
+    (root / "dataset.json").write_text(real_json)
+    with pytest.raises(FileExistsError, match="was not written by fastpipe synth"):
+        synthesize(root, "spleen-tiny", progress=False)
+    assert (root / "imagesTr" / "spleen_2.nii.gz").read_bytes() == b"a real volume"  # was overwritten
+    assert (root / "dataset.json").read_text() == real_json
+    # a folder that synth wrote is rewritten as before
+    again = synthesize(tmp_path / "synth", "spleen-tiny", progress=False, num_volumes=1)
+    assert synthesize(again, "spleen-tiny", progress=False, num_volumes=2) == again

@@ -223,3 +223,16 @@ def test_time_prefix_gives_every_transform_of_one_name_its_own_row():
 
     rows = profile_run.time_prefix([Scale, Scale, Scale], [{"x": 1}, {"x": 2}], torch.device("cpu"))
     assert {name: row["calls"] for name, row in rows.items()} == {"Scale": 2, "Scale#2": 2, "Scale#3": 2}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("timing_items", ["2", "0"])  # the volume is first read by the timing, or by the fill
+def test_a_missing_volume_gets_no_hint_to_synth_over_the_data(tmp_path, capsys, timing_items):
+    data = synthesize(tmp_path / "Task09", "spleen-tiny", progress=False)
+    (data / "imagesTr" / "spleen_2.nii.gz").unlink()
+    argv = ["--data", str(data), "--device", "cpu", "--iters", "1", "--roi", "16", "--out", str(tmp_path)]
+    assert profile_run.main([*argv, "--timing-items", timing_items]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastpipe profile: ") and "spleen_2.nii.gz" in err and "Traceback" not in err
+    # following that hint would replace this folder's dataset.json and overwrite its volumes
+    assert "fastpipe synth" not in err
