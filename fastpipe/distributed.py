@@ -196,13 +196,15 @@ def shard_inputs(
 ) -> tuple[list[T], dict[str, Any] | None]:
     """The hook datasets call on their input list: ``(shard, info)``, or ``(inputs, None)`` on one rank.
 
-    ``info`` holds ``rank``, ``world_size``, ``indices`` (into ``inputs``) and ``total``.
+    ``info`` holds ``rank``, ``world_size``, ``indices`` (into ``inputs``), ``total`` and ``fingerprint``
+    (of ``inputs``, for :func:`guarded_fill`'s check that every rank got the same list).
     """
     rank, world_size = dist_info(rank, world_size)
     if world_size == 1:
         return inputs, None
     idx = partition_indices(len(inputs), rank, world_size, seed, even_divisible)
-    info = {"rank": rank, "world_size": world_size, "indices": idx, "total": len(inputs)}
+    info = {"rank": rank, "world_size": world_size, "indices": idx, "total": len(inputs),
+            "fingerprint": _rendezvous.list_fingerprint(inputs)}  # fmt: skip
     return [inputs[i] for i in idx], info
 
 
@@ -273,14 +275,23 @@ def fill_barrier(
         _rendezvous.raise_for(outcome, abandoned, world, rank, timeout_s, what)
 
 
-def guarded_fill(fill: Callable[[], T], enabled: bool = True, timeout_s: float | None = None) -> T:
+def guarded_fill(
+    fill: Callable[[], T], enabled: bool = True, timeout_s: float | None = None, agree: str | None = None
+) -> T:
     """Run ``fill()`` then :func:`fill_barrier`: every rank raises if any rank's fill failed.
 
     The failing rank re-raises its own error; the others raise :class:`FillBarrierError` naming it.
-    With ``enabled=False`` (a dataset built on some ranks only) or on one process this is ``fill()``.
+    ``agree`` (a data list's ``shard["fingerprint"]``): first check that every rank was given the same
+    list (``ValueError`` on every rank if not). With ``enabled=False`` (a dataset built on some ranks
+    only) or on one process this is ``fill()``.
     """
     if not enabled:
         return fill()
+    if agree is not None and _initialized() and torch.distributed.get_world_size() > 1:
+        rank, world = dist_info()
+        _rendezvous.agree(
+            agree, rank, world, DEFAULT_FILL_TIMEOUT_S if timeout_s is None else float(timeout_s)
+        )
     try:
         result = fill()
     except Exception as err:

@@ -107,6 +107,21 @@ def scenario_slow(rank: int, world: int) -> dict:
     return {}
 
 
+def scenario_lists(rank: int, world: int) -> dict:
+    """Rank 1 was given the same items in another order (a folder listed differently on its node);
+    each would shard its own list, overlapping rank 0's shard and missing items: both must stop first."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 20.0
+    data = make_data()
+    filled = []
+
+    def count(d: dict) -> dict:
+        filled.append(d["id"])
+        return d
+
+    CacheDataset(data if rank == 0 else data[::-1], [count], progress=False, num_workers=1)
+    return {"filled": filled}
+
+
 def scenario_die(rank: int, world: int) -> dict:
     """Rank 1 dies during its fill without a word; rank 0 must give up after the barrier timeout."""
     distributed.DEFAULT_FILL_TIMEOUT_S = 4.0

@@ -158,7 +158,7 @@ def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
     """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
-    return launch("train,fail,slow,die", tmp_path_factory.mktemp("dist"))
+    return launch("train,fail,slow,lists,die", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.timeout(120)
@@ -197,6 +197,25 @@ def test_a_rank_arriving_after_another_gave_up_stops_too(two_ranks):
     r0, r1 = (res["slow"] for _, res in two_ranks)
     assert r0["type"] == "FillBarrierError" and "rank(s) [1] did not finish" in r0["message"]
     assert r1["type"] == "FillBarrierError" and "after another rank gave up waiting" in r1["message"]
+
+
+@pytest.mark.timeout(120)
+def test_ranks_given_different_lists_stop_before_filling(two_ranks):
+    r0, r1 = (res["lists"] for _, res in two_ranks)
+    for r in (r0, r1):
+        assert r["type"] == "ValueError" and "different data lists" in r["message"], r
+        assert "rank(s) [1]" in r["message"] and "same order" in r["message"]
+
+
+def test_list_fingerprint_sees_order_and_content_not_mount_points():
+    from fastpipe.runtime._rendezvous import list_fingerprint
+
+    a = [{"image": f"/mnt/a/imagesTr/s{i}.nii.gz", "id": i, "x": torch.zeros(2, 3)} for i in range(4)]
+    b = [{"id": d["id"], "x": torch.ones(2, 3), "image": d["image"].replace("/mnt/a", "/data")} for d in a]
+    assert list_fingerprint(a) == list_fingerprint(b)  # another mount point, key order, same shapes
+    assert list_fingerprint(a) != list_fingerprint(a[::-1])  # another order
+    assert list_fingerprint(a) != list_fingerprint(a[:3])  # another length
+    assert list_fingerprint(a).startswith("4:")
 
 
 @pytest.mark.timeout(120)

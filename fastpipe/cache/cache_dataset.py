@@ -115,7 +115,9 @@ class CacheDataset(CachedReads):
         self.uncached_no_room = 0
         n_cache = _cache_count(len(self._inputs), cache_rate, cache_num)
         self.fill_report = distributed.guarded_fill(
-            lambda: self._fill(list(range(n_cache)), num_workers, progress, on_error), self.shard is not None
+            lambda: self._fill(list(range(n_cache)), num_workers, progress, on_error),
+            self.shard is not None,
+            agree=self.shard and self.shard["fingerprint"],
         )
 
     def _fill(self, slots: list[int], num_workers: int | None, progress: bool, on_error: str) -> FillReport:

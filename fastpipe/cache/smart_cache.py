@@ -141,7 +141,9 @@ class SmartCacheDataset(SmartRounds, CachedReads):
         )
         self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
         distributed.guarded_fill(
-            lambda: self._fill_window(num_init_workers, progress), self.shard is not None
+            lambda: self._fill_window(num_init_workers, progress),
+            self.shard is not None,
+            agree=self.shard and self.shard["fingerprint"],
         )
 
     def _setup_window(

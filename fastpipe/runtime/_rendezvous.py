@@ -2,12 +2,16 @@
 
 Every rank writes ``ok`` or its error under a key of the process group's store and waits, with a
 timeout, for the keys of all ranks; :func:`raise_for` turns what came back into one error that names
-the ranks that failed or never reported.
+the ranks that failed or never reported. :func:`agree` runs the same exchange before a fill with a
+fingerprint of the data list (:func:`list_fingerprint`), so ranks given different lists stop before
+caching overlapping shards.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -74,3 +78,49 @@ def raise_for(
     if missing:
         parts.append(f"rank(s) {missing} did not finish their {what} within {timeout_s:.0f} s (hung or died)")
     raise FillBarrierError(f"rank {rank} stops: " + "; ".join(parts))
+
+
+def list_fingerprint(items: Sequence[Any]) -> str:
+    """``"<count>:<hash>"`` of a data list's order and contents, the same on every node.
+
+    Paths count by their file name only (a shared folder may be mounted at another path on another
+    node); tensors and arrays by type and shape; numbers, booleans and ``None`` by value.
+    """
+    h = hashlib.sha1()
+    for item in items:
+        h.update(_describe(item).encode("utf-8", "replace") + b"\0")
+    return f"{len(items)}:{h.hexdigest()[:16]}"
+
+
+def _describe(v: Any, depth: int = 0) -> str:
+    if isinstance(v, dict) and depth < 3:
+        return "{" + ",".join(f"{k}={_describe(v[k], depth + 1)}" for k in sorted(v, key=str)) + "}"
+    if isinstance(v, (list, tuple)) and depth < 3:
+        return "[" + ",".join(_describe(x, depth + 1) for x in v) + "]"
+    if isinstance(v, (str, os.PathLike)):
+        return os.path.basename(os.fspath(v))
+    if v is None or isinstance(v, (bool, int, float)):
+        return repr(v)
+    shape = getattr(v, "shape", None)
+    return f"{type(v).__name__}{tuple(shape)}" if shape is not None else type(v).__name__
+
+
+def agree(fingerprint: str, rank: int, world: int, timeout_s: float) -> None:
+    """Exchange every rank's data-list ``fingerprint``; ``ValueError`` on every rank when they differ.
+
+    Each rank partitions the list it was given, so lists that differ (a folder listed in another
+    order on another node) give shards that overlap and miss items, silently.
+    """
+    outcome, abandoned = exchange(fingerprint, rank, world, timeout_s)
+    first = outcome.get(min(outcome)) if outcome else fingerprint
+    differ = sorted(r for r, fp in outcome.items() if fp != first)
+    if differ:
+        seen = ", ".join(
+            f"rank {r}: {n} items" for r, n in sorted((r, fp.split(":")[0]) for r, fp in outcome.items())
+        )
+        raise ValueError(
+            f"the ranks were given different data lists (rank(s) {differ} differ from rank {min(outcome)}; "
+            f"{seen}): each rank shards the list it gets, so every rank must get the same items in the "
+            "same order (sort a glob or os.listdir: another node may list a folder in another order)"
+        )
+    raise_for({r: "ok" for r in outcome}, abandoned, world, rank, timeout_s, "data list check")
