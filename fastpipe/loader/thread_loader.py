@@ -80,8 +80,9 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         **torch_kwargs: the other ``torch.utils.data.DataLoader`` keywords: ``prefetch_factor`` raises
             ``buffer_size`` to ``prefetch_factor * max(1, num_workers)``; ``timeout`` (seconds the loop
             waits for a batch, then ``RuntimeError``: :mod:`fastpipe.loader._run`); ``batch_sampler``
-            (:mod:`fastpipe.loader._batches`); ``multiprocessing_context``, ``in_order`` and
-            ``pin_memory_device`` change nothing (a warning says so); ``worker_init_fn`` raises ``TypeError``.
+            (:mod:`fastpipe.loader._batches`); ``multiprocessing_context`` and ``in_order`` change
+            nothing (a warning says so when not torch's default); ``pin_memory_device`` is accepted
+            (pinned batches serve any device); ``worker_init_fn`` raises ``TypeError``.
             After a ``timeout`` the hung read's thread is not joined: it ends once its read returns.
             MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
