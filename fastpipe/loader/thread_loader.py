@@ -106,9 +106,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         [torch.Size([2, 2]), torch.Size([2, 2])]
     """
 
-    timings_kept = (
-        10_000  #: most entries ``timings`` holds: the first batch's and the latest (others dropped)
-    )
+    #: most entries ``timings`` holds: the first batch's and the latest (the others are dropped)
+    timings_kept = 10_000
 
     def __init__(
         self,
