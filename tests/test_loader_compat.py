@@ -181,3 +181,34 @@ def test_thread_loader_batches_meta_tensors_with_each_items_metadata_as_monai(nu
         assert [d["img"].meta["filename_or_obj"] for d in split] == names
         assert [float(d["img"].affine[0, 0]) for d in split] == [float(n[4]) + 1 for n in names]
         assert batch["img"].shape == (2 * num_samples, 1, 4, 4, 4)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dataset", ["Dataset", "CacheDataset"])
+def test_a_monai_datasets_random_transforms_are_seeded_as_monais_loader_seeds_them(dataset):
+    """MONAI's loader seeds a dataset's random transforms from torch's generator when it is made, so
+    torch.manual_seed(0) gives the same augmentations every run; fastpipe's left them unseeded:
+    every run augmented differently, and never as MONAI's loader did."""
+
+    def epochs(loader_cls) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        data = [{"img": torch.arange(16.0).reshape(1, 4, 4)} for _ in range(6)]
+        chain = M.Compose(
+            [M.RandGaussianNoised("img", prob=0.7), M.RandFlipd("img", prob=0.5, spatial_axis=0)]
+        )
+        kwargs = {} if dataset == "Dataset" else {"progress": False}
+        ds = getattr(monai.data, dataset)(data, chain, **kwargs)
+        loader = loader_cls(ds, batch_size=2)
+        return [b["img"] for _ in range(2) for b in loader]
+
+    theirs, ours, again = (
+        epochs(c) for c in (monai.data.ThreadDataLoader, fp.ThreadDataLoader, fp.ThreadDataLoader)
+    )
+    assert len(ours) == len(theirs) == 6
+    assert all(torch.allclose(a, b) for a, b in zip(theirs, ours, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(ours, again, strict=True))
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    fp.ThreadDataLoader(monai.data.Dataset([{"img": torch.zeros(1)}], M.RandFlipd("img")), seed=1)
+    assert torch.equal(torch.rand(3), want)  # the user's later draws are left as they were

@@ -42,6 +42,16 @@ def producer_loop(q: queue.Queue, stop: threading.Event, produce: Iterator[Any])
         put_until_stopped(q, (_ERROR, err), stop)
 
 
+def _fetch_pool(num_workers: int) -> ThreadPoolExecutor:
+    """The fetch threads of one run, sharing the cores (see :mod:`fastpipe.runtime._openmp`)."""
+    return ThreadPoolExecutor(
+        num_workers,
+        thread_name_prefix="fastpipe-fetch",
+        initializer=_openmp.set_this_thread,
+        initargs=(_openmp.per_worker(num_workers),),
+    )
+
+
 class LoaderRun:
     """Produce the batches of one epoch in the background.
 
@@ -84,16 +94,7 @@ class LoaderRun:
         self.prefetch_hook = prefetch_hook
         self.queue: queue.Queue = queue.Queue(maxsize=buffer_size)
         self.stop_event = threading.Event()
-        self.pool = (
-            ThreadPoolExecutor(
-                num_workers,
-                thread_name_prefix="fastpipe-fetch",
-                initializer=_openmp.set_this_thread,  # the workers share the cores (see fastpipe.runtime._openmp)
-                initargs=(_openmp.per_worker(num_workers),),
-            )
-            if num_workers
-            else None
-        )
+        self.pool = _fetch_pool(num_workers) if num_workers else None
         self.thread = threading.Thread(
             target=producer_loop,
             args=(self.queue, self.stop_event, self._produce()),

@@ -14,6 +14,7 @@ from fastpipe.loader._batches import batch_attributes, check_batch_sampler, chec
 from fastpipe.loader._checks import check_options
 from fastpipe.loader._iterable import is_iterable, item_batches
 from fastpipe.loader._make import BatchMaker, Job, batch_seed
+from fastpipe.loader._monai_rnd import seed_monai_dataset
 from fastpipe.loader._pinned_ring import DeviceCopier
 from fastpipe.loader._timings import EpochClock
 from fastpipe.loader._torch_kwargs import torch_options
@@ -52,7 +53,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         seed: base seed of shuffling and of every batch's random state (default ``None``: drawn from
             torch's global generator when the loader is made, as MONAI's loaders seed their
             transforms, so ``torch.manual_seed``/``monai.utils.set_determinism`` decide it and two
-            unseeded programs differ).
+            unseeded programs differ). A MONAI dataset's own random transforms are seeded when the
+            loader is made, as MONAI's ``DataLoader`` seeds them (:mod:`fastpipe.loader._monai_rnd`).
         device: move each batch there in the producer, timed as ``h2d_s`` (default ``None``). To a GPU the
             copy goes through pinned ring buffers on a side stream (:mod:`fastpipe.loader._pinned_ring`), so it
             overlaps the training step; the batch is ready on the consumer's current CUDA stream when
@@ -80,8 +82,9 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         **torch_kwargs: the other ``torch.utils.data.DataLoader`` keywords: ``prefetch_factor`` raises
             ``buffer_size`` to ``prefetch_factor * max(1, num_workers)``; ``timeout`` (seconds the loop
             waits for a batch, then ``RuntimeError``: :mod:`fastpipe.loader._run`); ``batch_sampler``
-            (:mod:`fastpipe.loader._batches`); ``multiprocessing_context``, ``in_order`` and
-            ``pin_memory_device`` change nothing (a warning says so); ``worker_init_fn`` raises ``TypeError``.
+            (:mod:`fastpipe.loader._batches`); ``multiprocessing_context`` and ``in_order`` change
+            nothing (a warning says so when not torch's default); ``pin_memory_device`` is accepted
+            (pinned batches serve any device); ``worker_init_fn`` raises ``TypeError``.
             After a ``timeout`` the hung read's thread is not joined: it ends once its read returns.
             MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
@@ -103,9 +106,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         [torch.Size([2, 2]), torch.Size([2, 2])]
     """
 
-    timings_kept = (
-        10_000  #: most entries ``timings`` holds: the first batch's and the latest (others dropped)
-    )
+    #: most entries ``timings`` holds: the first batch's and the latest (the others are dropped)
+    timings_kept = 10_000
 
     def __init__(
         self,
@@ -141,6 +143,7 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         self.buffer_size, self.repeats = int(buffer_size), int(repeats)
         self.collate_fn = collate_fn or list_data_collate
         self.generator = generator
+        seed_monai_dataset(dataset, generator)  # before any draw here: the seed MONAI's loader would give it
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
         self.device = None if device is None else torch.device(device)
         self.even_batches = even_batches

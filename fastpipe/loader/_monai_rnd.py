@@ -1,0 +1,30 @@
+"""Seeding a MONAI dataset's random transforms when a ``ThreadDataLoader`` is made, as MONAI's loaders do.
+
+MONAI's ``DataLoader`` (and so its ``ThreadDataLoader``) draws one seed from torch's generator (the
+loader's ``generator``, else the global one) when it is made with ``num_workers=0``, and hands it to
+every ``Randomizable`` inside the dataset (``monai.data.utils.set_rnd``). That is what makes
+``torch.manual_seed(0)`` give the same augmentations run after run. fastpipe's own datasets take a seed
+per batch (``fetch_seeded``) and need none of this; a MONAI dataset read by a fastpipe loader gets
+the same seed MONAI's loader would give it (the loader's threads then share its transforms, as
+MONAI's ``num_workers=0`` loader does). Unlike MONAI's, the generator's state is restored afterwards
+instead of being reset to its initial seed, so the user's later random draws are left as they were.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+
+def seed_monai_dataset(dataset: Any, generator: torch.Generator | None) -> None:
+    """Seed ``dataset``'s MONAI random transforms from ``generator`` (or torch's) if it is a MONAI dataset."""
+    utils = sys.modules.get("monai.data.utils")  # loaded whenever a MONAI dataset exists
+    if utils is None or not type(dataset).__module__.startswith("monai."):
+        return
+    gen = torch.random.default_generator if generator is None else generator
+    state = gen.get_state()
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=gen).item())
+    gen.set_state(state)
+    utils.set_rnd(dataset, seed)
