@@ -54,6 +54,7 @@ _READER_BACKENDS = {
     "monai.data.image_reader.NrrdReader": "nrrd",
     "fastpipe.transforms.io.LoadImaged": "nibabel",  # fastpipe's NIfTI reader parses headers with it
 }
+_SCRIPTS = ("__main__", "__mp_main__")
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
 
@@ -62,8 +63,14 @@ class UnfingerprintableError(ValueError):
 
 
 def library_of(module: str | None) -> str | None:
-    """``"numpy==2.1.0"``, ``"python3.11"`` for the standard library, or ``None`` for user code."""
+    """``"numpy==2.1.0"``, ``"python3.11"`` for the standard library, or ``None`` for user code.
+
+    The script being run (``__main__``, ``__mp_main__`` in a spawned worker) is user code even when it
+    sets a ``__version__``: its functions are hashed by their code, not by that version.
+    """
     top = (module or "").split(".")[0]
+    if top in _SCRIPTS:
+        return None
     if top in sys.stdlib_module_names or top in ("builtins", "_operator", "_functools"):
         return f"python{sys.version_info[0]}.{sys.version_info[1]}"
     version = getattr(sys.modules.get(top), "__version__", None)
