@@ -443,3 +443,21 @@ def test_a_script_that_sets_a_version_is_still_hashed_by_its_code(monkeypatch):
     for fn in (twice, thrice):
         fn.__module__ = "__main__"  # as defined in the script being run
     assert chain_fingerprint([twice]) != chain_fingerprint([thrice])
+
+
+def test_a_module_of_your_own_named_like_the_standard_librarys_is_hashed_by_its_code(tmp_path, monkeypatch):
+    """A user's ``profile.py`` (first on the path) counted as the standard library: its functions were
+    keyed by the Python version only, so an edit of what they compute kept the key (stale entries)."""
+    import sys
+    import types
+
+    own = types.ModuleType("profile")
+    own.__file__ = str(tmp_path / "profile.py")
+    exec("SCALE = 2.0\ndef scale(d):\n    return {**d, 'x': d['x'] * SCALE}\n", own.__dict__)
+    monkeypatch.setitem(sys.modules, "profile", own)
+    before = chain_fingerprint([own.scale])
+    own.SCALE = 3.0
+    assert chain_fingerprint([own.scale]) != before
+    assert chain_fingerprint([os.path.join]) == chain_fingerprint(
+        [os.path.join]
+    )  # the real stdlib: by version
