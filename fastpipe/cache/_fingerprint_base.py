@@ -87,7 +87,12 @@ def library_of(module: str | None) -> str | None:
 def _in_stdlib(top: str) -> bool:
     """Whether the loaded module ``top`` is the standard library's (built in, or a file under its folder)."""
     path = getattr(sys.modules.get(top), "__file__", None)
-    return path is None or os.path.realpath(path).startswith(_STDLIB_DIRS)
+    return path is None or _under_stdlib(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _under_stdlib(path: str) -> bool:
+    return os.path.realpath(path).startswith(_STDLIB_DIRS)  # once per file: walks ask it for every function
 
 
 def reader_backend(cls: type) -> str:
