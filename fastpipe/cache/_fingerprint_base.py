@@ -12,10 +12,12 @@ import functools
 import importlib
 import io
 import logging
+import os
 import queue
 import random
 import re
 import sys
+import sysconfig
 import threading
 import types
 from typing import Any
@@ -54,6 +56,11 @@ _READER_BACKENDS = {
     "monai.data.image_reader.NrrdReader": "nrrd",
     "fastpipe.transforms.io.LoadImaged": "nibabel",  # fastpipe's NIfTI reader parses headers with it
 }
+_SCRIPTS = ("__main__", "__mp_main__")
+#: where the standard library's modules live (a module of that name elsewhere is the user's own)
+_STDLIB_DIRS = tuple(
+    {os.path.realpath(p) + os.sep for p in (sysconfig.get_paths()["stdlib"], os.path.dirname(os.__file__))}
+)
 _SKIP_CLASS_ATTRS = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slots__"}
 
 
@@ -62,12 +69,30 @@ class UnfingerprintableError(ValueError):
 
 
 def library_of(module: str | None) -> str | None:
-    """``"numpy==2.1.0"``, ``"python3.11"`` for the standard library, or ``None`` for user code."""
+    """``"numpy==2.1.0"``, ``"python3.11"`` for the standard library, or ``None`` for user code.
+
+    The script being run (``__main__``, ``__mp_main__`` in a spawned worker) is user code even when it
+    sets a ``__version__``: its functions are hashed by their code, not by that version; so is a module
+    of your own named like a standard-library one (``profile.py`` first on the path).
+    """
     top = (module or "").split(".")[0]
-    if top in sys.stdlib_module_names or top in ("builtins", "_operator", "_functools"):
+    if top in _SCRIPTS:
+        return None
+    if top in ("builtins", "_operator", "_functools") or top in sys.stdlib_module_names and _in_stdlib(top):
         return f"python{sys.version_info[0]}.{sys.version_info[1]}"
     version = getattr(sys.modules.get(top), "__version__", None)
     return f"{top}=={version}" if isinstance(version, str) else None
+
+
+def _in_stdlib(top: str) -> bool:
+    """Whether the loaded module ``top`` is the standard library's (built in, or a file under its folder)."""
+    path = getattr(sys.modules.get(top), "__file__", None)
+    return path is None or _under_stdlib(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _under_stdlib(path: str) -> bool:
+    return os.path.realpath(path).startswith(_STDLIB_DIRS)  # once per file: walks ask it for every function
 
 
 def reader_backend(cls: type) -> str:

@@ -127,24 +127,21 @@ class SmartCacheDataset(SmartRounds, CachedReads):
             data, transform, copy_cache, budget, persist_dir, seed, disk_dir, *shard, persist_key, translate
         )
         self._setup_window(cache_num, replace_rate, cache_rate, shuffle, seed)
-        self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
-        workers = default_workers(num_replace_workers, self.replace_num)
-        self._replacer = make_replacer(
-            self.core,
-            self._inputs,
-            self._store,
-            self.shard,
-            workers,
-            self.replace_num,
-            replace_nice,
-            on_error,
-        )
-        self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
+        self._make_replacer(num_replace_workers, replace_nice, on_error)
         distributed.guarded_fill(
             lambda: self._fill_window(num_init_workers, progress),
             self.shard is not None,
             agree=self.shard and self.shard["fingerprint"],
         )
+
+    def _make_replacer(self, num_workers: int | None, nice: int | None, on_error: str) -> None:
+        """The entry store, the replacement pool and the finalizer that stops it and frees the cache."""
+        self._store = SlotStore(self.core)  # no reference to self: threads must not keep the dataset alive
+        workers = default_workers(num_workers, self.replace_num)
+        self._replacer = make_replacer(
+            self.core, self._inputs, self._store, self.shard, workers, self.replace_num, nice, on_error
+        )
+        self._finalizer = weakref.finalize(self, release, self._replacer, self.core)
 
     def _setup_window(
         self, cache_num: int | None, replace_rate: float, cache_rate: float, shuffle: bool, seed: int

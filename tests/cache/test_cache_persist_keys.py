@@ -431,3 +431,33 @@ def test_the_data_file_of_a_two_file_image_keys_the_item(tmp_path, persist_key):
     assert (tmp_path / "scan.hdr").read_bytes() == header  # only the data files changed
     after = [item_key(item, "chain", "v", persist_key) for item in items]
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_a_script_that_sets_a_version_is_still_hashed_by_its_code(monkeypatch):
+    """A training script with ``__version__ = "1.0"`` counted as a library: its lambdas were keyed by
+    that version only, so editing one (``* 2`` to ``* 3``) kept the key and served the old entries."""
+    import sys
+
+    monkeypatch.setattr(sys.modules["__main__"], "__version__", "1.0", raising=False)
+    twice, thrice = (lambda d: {**d, "x": d["x"] * 2}), (lambda d: {**d, "x": d["x"] * 3})
+    for fn in (twice, thrice):
+        fn.__module__ = "__main__"  # as defined in the script being run
+    assert chain_fingerprint([twice]) != chain_fingerprint([thrice])
+
+
+def test_a_module_of_your_own_named_like_the_standard_librarys_is_hashed_by_its_code(tmp_path, monkeypatch):
+    """A user's ``profile.py`` (first on the path) counted as the standard library: its functions were
+    keyed by the Python version only, so an edit of what they compute kept the key (stale entries)."""
+    import sys
+    import types
+
+    own = types.ModuleType("profile")
+    own.__file__ = str(tmp_path / "profile.py")
+    exec("SCALE = 2.0\ndef scale(d):\n    return {**d, 'x': d['x'] * SCALE}\n", own.__dict__)
+    monkeypatch.setitem(sys.modules, "profile", own)
+    before = chain_fingerprint([own.scale])
+    own.SCALE = 3.0
+    assert chain_fingerprint([own.scale]) != before
+    assert chain_fingerprint([os.path.join]) == chain_fingerprint(
+        [os.path.join]
+    )  # the real stdlib: by version
