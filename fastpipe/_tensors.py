@@ -20,8 +20,15 @@ def map_tensors(obj: Any, fn: Any) -> Any:
     if isinstance(obj, dict):
         return {k: map_tensors(v, fn) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(map_tensors(v, fn) for v in obj)
+        return _same_kind(obj, [map_tensors(v, fn) for v in obj])
     return obj
+
+
+def _same_kind(obj: list | tuple, values: list) -> Any:
+    """A list or tuple of ``obj``'s type holding ``values``; a namedtuple takes them as its fields."""
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*values)
+    return type(obj)(values)
 
 
 def fresh_copy(obj: Any) -> Any:
@@ -34,7 +41,7 @@ def fresh_copy(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: fresh_copy(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(fresh_copy(v) for v in obj)
+        return _same_kind(obj, [fresh_copy(v) for v in obj])
     return obj
 
 
