@@ -21,7 +21,9 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     give a list with one batch per position, as torch's ``default_collate``. Then per key: tensors and
     arrays of one shape are stacked (MONAI ``MetaTensor`` items into a batch ``MetaTensor`` holding every
     item's metadata, as MONAI's ``list_data_collate``), numbers become a tensor (dtypes as torch's ``default_collate``),
-    and anything else (metadata dicts, strings, ragged tensors such as foreground indices) stays a list.
+    dicts of the same keys (``{key}_meta_dict``) are collated key by key and lists or tuples of one
+    length position by position (as MONAI's and torch's collate do), and anything else (strings,
+    ragged tensors such as foreground indices) stays a list.
 
     Shape:
         tensor values ``(C, X, Y, Z)`` -> ``(B * S, C, X, Y, Z)``.
@@ -85,7 +87,20 @@ def _collate_values(values: list[Any]) -> Any:
     if isinstance(first, (bool, int, float)) and all(isinstance(v, (bool, int, float)) for v in values):
         # torch's default_collate: the first value's type decides; Python floats give float64
         return torch.tensor(values, dtype=torch.float64) if isinstance(first, float) else torch.tensor(values)
+    if isinstance(first, dict) and all(isinstance(v, dict) and v.keys() == first.keys() for v in values):
+        return {k: _collate_values([v[k] for v in values]) for k in first}  # e.g. {key}_meta_dict, as MONAI
+    if _same_length_sequences(values):  # one batch per position, as torch's default_collate
+        return [_collate_values(list(column)) for column in zip(*values, strict=True)]
     return list(values)
+
+
+def _same_length_sequences(values: list[Any]) -> bool:
+    first = values[0]
+    return (
+        isinstance(first, (list, tuple))
+        and len(first) > 0
+        and all(isinstance(v, (list, tuple)) and len(v) == len(first) for v in values)
+    )
 
 
 def _stack(values: list[torch.Tensor]) -> torch.Tensor:

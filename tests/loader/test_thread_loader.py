@@ -6,6 +6,7 @@ import gc
 import threading
 import traceback
 
+import numpy as np
 import pytest
 import torch
 from _cache_helpers import CountingDet, RandAdd, items, rand_noise_list  # noqa: E402
@@ -24,6 +25,30 @@ def _fastpipe_threads() -> list[threading.Thread]:
     ]
 
 
+def test_collate_of_nested_dicts_and_sequences_is_monais():
+    """MONAI code reads batch["image_meta_dict"]["filename_or_obj"][i]: meta dicts collate key by key,
+    equal-length lists and tuples position by position, as MONAI's list_data_collate (torch's collate)."""
+    from monai.data import list_data_collate as monai_collate
+
+    items = [
+        {
+            "image_meta_dict": {"filename_or_obj": f"/d/s{i}.nii.gz", "affine": torch.eye(4) * (i + 1),
+                                "spatial_shape": np.array([4, 5, 6]), "original_channel_dim": float("nan")},
+            "size": (96, 96, 96),
+            "pair": [torch.zeros(2), torch.full((3,), float(i))],
+        }
+        for i in range(3)
+    ]  # fmt: skip
+    ours, theirs = list_data_collate(items), monai_collate(items)
+    meta, want = ours["image_meta_dict"], theirs["image_meta_dict"]
+    assert meta["filename_or_obj"] == list(want["filename_or_obj"]) == [f"/d/s{i}.nii.gz" for i in range(3)]
+    for key in ("affine", "spatial_shape"):
+        assert torch.equal(meta[key], torch.as_tensor(want[key])), key
+    assert meta["original_channel_dim"].shape == (3,) and torch.isnan(meta["original_channel_dim"]).all()
+    assert [torch.equal(a, b) for a, b in zip(ours["size"], theirs["size"], strict=True)] == [True] * 3
+    assert [torch.equal(a, b) for a, b in zip(ours["pair"], theirs["pair"], strict=True)] == [True] * 2
+
+
 def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
     meta = {"affine": torch.eye(4)}
     vol = [
@@ -36,7 +61,8 @@ def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
     batch = list_data_collate(vol)
     assert batch["image"].shape == (8, 1, 2, 2, 2)
     assert batch["image"][:, 0, 0, 0, 0].tolist() == list(range(8))
-    assert batch["name"] == ["v0"] * 4 + ["v1"] * 4 and batch["image_meta_dict"] == [meta] * 8
+    assert batch["name"] == ["v0"] * 4 + ["v1"] * 4
+    assert torch.equal(batch["image_meta_dict"]["affine"], torch.eye(4).expand(8, 4, 4))  # a dict of batches
     ragged = list_data_collate([{"idx": torch.arange(3), "n": 1}, {"idx": torch.arange(5), "n": 2}])
     assert isinstance(ragged["idx"], list) and torch.equal(ragged["n"], torch.tensor([1, 2]))
     already = {"image": torch.zeros(2)}
