@@ -209,12 +209,21 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
     def close(self) -> None:
         """Stop and join every running producer (idempotent)."""
         while True:  # stopping a run may start the next one (persistent_workers): repeat until none is left
-            runs = [r for r in list(getattr(self, "_runs", ())) if not r.stopped]
+            runs = self._live_runs()
             if not runs:
                 break
             for run in runs:
                 run.stop()
         self._next, self._deferred = None, None
+
+    def _live_runs(self) -> list:
+        """The runs not stopped yet. No lock: ``close`` also runs from ``__del__``, which may fire on a
+        thread holding ``_ahead_lock``; a producer adding a run mid-copy is retried instead."""
+        while True:
+            try:
+                return [r for r in list(getattr(self, "_runs", ())) if not r.stopped]
+            except RuntimeError:  # "set changed size during iteration": a run started meanwhile
+                continue
 
     def __del__(self) -> None:
         self.close()
