@@ -7,8 +7,11 @@ PRESET  ?= spleen-small
 DATA    ?=
 ARGS    ?=
 NPROC   ?= 1
-# A CPU build of torch where no NVIDIA GPU is present, the default (CUDA) build where one is.
+# torch 2.13.0 where no NVIDIA GPU is present, the default build where one is. PyPI's Linux torch is
+# the CUDA build: for the CPU build, point TORCH_INDEX at PyTorch's CPU index
+# (make test TORCH_INDEX=https://download.pytorch.org/whl/cpu) or use a pip index that carries it.
 TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
+TORCH_INDEX ?=
 STAMP   := $(VENV)/.installed
 
 .PHONY: help install test test-gpu gpu-check gpu-bench gpu-wheels lint bench bench-tutorial bench-train bench-micro bench-preprocess synth profile nsys ncu torch-profile clean
@@ -31,7 +34,7 @@ $(PYTHON):
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PYTHON)
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	extra=$$($(PYTHON) fastpipe/runtime/_cuda_extra.py) && $(BIN)/pip install -q -e ".[dev,bench$${extra:+,$$extra}]"
 	touch $(STAMP)
 
