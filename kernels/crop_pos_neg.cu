@@ -20,7 +20,8 @@
 // bytes move 8 bytes per load and store: the output row in aligned 8-byte chunks, the source read as
 // the aligned words that hold each chunk, funnel-shifted (any start). Other crops go element by
 // element. Index maths is 32-bit in the _i32 kernel, which the launcher picks when every volume
-// and output have fewer than 2^31 elements; the bounds and pad tests stay 64-bit (any start).
+// and output have fewer than 2^31 elements; the bounds and pad tests (any start) and the per-crop
+// table offsets (2 * n passes 2^31 from 2^30 crops) stay 64-bit.
 //
 // desc: (nkeys, DESC_WORDS) int64, one row per key:
 //   0 vols, 1 starts, 2 vidx, 3 codes, 4 inten, 5 err, 6 out: addresses; where bit (16 + slot) of
@@ -271,8 +272,8 @@ __device__ __forceinline__ void crop_rows(const CropTables tb, T* __restrict__ o
   if (!row_in) r.klo = r.khi = 0;
   r.use_inten = a.use_inten != 0;
   r.padv = from_bits<T>(a.pad);
-  r.s = a.use_inten ? tb.inten[2 * n] : 1.0f;
-  r.o = a.use_inten ? tb.inten[2 * n + 1] : 0.0f;
+  r.s = a.use_inten ? tb.inten[2 * (long long)n] : 1.0f;  // 64-bit: n may pass 2^30 in the _i32 kernel
+  r.o = a.use_inten ? tb.inten[2 * (long long)n + 1] : 0.0f;
   if (sizeof(T) < 8 && p[2] == 2 && !f[2])
     r.vector(lane, lanes);
   else

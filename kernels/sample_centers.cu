@@ -26,8 +26,8 @@ extern "C" __global__ void sample_centers(const long long* __restrict__ plan, lo
   for (int a = 0; a < 3; ++a) {
     long long v = c[a] < p[4 + a] ? p[4 + a] : c[a];
     v = v > p[7 + a] ? p[7 + a] : v;
-    centers[i * 3 + a] = v;
+    centers[(long long)i * 3 + a] = v;  // 64-bit: 3 * i passes 2^31 from i = 715827883
     const long long s = v - p[10 + a];
-    starts[i * 3 + a] = s < 0 ? 0 : s;
+    starts[(long long)i * 3 + a] = s < 0 ? 0 : s;
   }
 }

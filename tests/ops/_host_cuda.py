@@ -8,11 +8,14 @@ that loop serially over the grid (valid for kernels without ``__syncthreads``).
 from __future__ import annotations
 
 import ctypes
+import mmap
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 
@@ -52,3 +55,16 @@ def compile_host(kernel: str, wrappers: str, workdir: Path) -> ctypes.CDLL:
     res = subprocess.run([*cmd, "-o", str(lib)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, f"host compile of kernels/{kernel} failed:\n{res.stderr}"
     return ctypes.CDLL(str(lib))
+
+
+def sparse_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed host tensor of ``numel`` elements whose pages exist only once written (an anonymous
+    ``MAP_NORESERVE`` mapping): a table many GiB long of which a test touches a few entries."""
+    noreserve = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)  # 3.13+
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | noreserve
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=flags)
+    except OSError as err:
+        pytest.skip(f"cannot map {nbytes / 2**30:.1f} GiB of address space here: {err}")
+    return torch.frombuffer(buf, dtype=dtype)

@@ -9,6 +9,7 @@ one volume past 2^31 elements (a lazily allocated host tensor: only the windows'
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from fastpipe.ops._cuda_crop import index_kind, lanes_log2
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _host_crop  # noqa: E402
+import _host_cuda  # noqa: E402
 
 DTYPES = [
     torch.uint8,
@@ -194,6 +196,39 @@ def test_volume_past_2_31_elements_takes_64_bit_offsets(lib):
     assert name == "crop_pos_neg_i64" and bad is None
     assert torch.equal(got, ref)
     assert int((ref[-1] == 9).sum()) > 0  # the last crop read padding past the far corner
+
+
+def test_32_bit_kernel_reads_the_intensity_of_crops_past_2_30(lib):
+    """2^30 + 5 one-voxel crops: under 2^31 output elements, so the _i32 kernel, but the last crop's
+    scale and shift sit at entries 2n and 2n + 1 of its table, past 2^31 (a 32-bit product wraps to
+    16 GiB below). Only the last crop runs; each table is addressed so that its entry for that crop
+    is a real one, and the intensity table is a sparse 16 GiB mapping holding both places."""
+    from fastpipe.ops._crop_tables import DESC_WORDS, IDENTITY_CODE, INT_MAX
+
+    N = 2**30 + 5
+    n = N - 1
+    vol = torch.arange(64, dtype=torch.float32).view(1, 4, 4, 4)
+    assert index_kind([vol], torch.empty(1).expand(N, 1, 1, 1, 1)) == "i32"
+    inten = _host_cuda.sparse_tensor(2**32 + 4, torch.float32)
+    inten[2**32 : 2**32 + 2] = torch.tensor([2.0, 0.5])  # crop n's (scale, shift) at 2n, 2n + 1
+    inten[:2] = torch.tensor([100.0, 1000.0])  # where a wrapped 2n lands
+    vols = torch.tensor([[vol.data_ptr(), 4, 4, 4]])
+    st, vi = torch.tensor([[1, 2, 3]]), torch.tensor([0])
+    codes, err, out = (
+        torch.tensor([IDENTITY_CODE], dtype=torch.int32),
+        torch.tensor([INT_MAX], dtype=torch.int32),
+        torch.zeros(1),
+    )
+    desc = torch.tensor([
+        vols.data_ptr(), st.data_ptr() - 24 * n, vi.data_ptr() - 8 * n, codes.data_ptr() - 4 * n,
+        inten.data_ptr() + 4 * 2**32 - 8 * n, err.data_ptr(), out.data_ptr() - 4 * n,
+        0, N, 0, 1, 1, 1, 1, 1, 1,  # pad, rows, first block, C, O0-O2, nvols, flags: intensity, float32
+    ])  # fmt: skip
+    assert desc.numel() == DESC_WORDS
+    bx, by = _host_crop.BLOCK[:2]
+    lib.one_crop_pos_neg_i32(ctypes.c_void_p(desc.data_ptr()), 1, bx, by, n // (bx * by), n % (bx * by))
+    assert int(err[0]) == INT_MAX
+    assert float(out[0]) == float(vol[0, 1, 2, 3]) * 2.0 + 0.5
 
 
 # --- the real kernel on a GPU ------------------------------------------------------------------------------

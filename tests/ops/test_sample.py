@@ -20,6 +20,7 @@ from fastpipe.ops.indices import compact_indices, fg_bg_indices
 from fastpipe.ops.sample import _centers_torch, crop_window, sample_crops, unravel_clamp
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared host-kernel helper
+import _host_cuda as host_cuda  # noqa: E402
 from _host_cuda import compile_host  # noqa: E402
 
 
@@ -130,6 +131,10 @@ extern "C" void run_sample_centers(const long long* plan, long long* c, long lon
   for (unsigned b = 0; b < (n + 127u) / 128u; ++b)
     for (unsigned t = 0; t < 128; ++t) { blockIdx = {b, 0, 0}; threadIdx = {t, 0, 0}; sample_centers(plan, c, s, n); }
 }
+extern "C" void one_sample_centers(const long long* plan, long long* c, long long* s, int n, unsigned i) {
+  blockDim = {128, 1, 1}; blockIdx = {i / 128, 0, 0}; threadIdx = {i % 128, 0, 0};
+  sample_centers(plan, c, s, n);
+}
 """
 
 
@@ -157,6 +162,26 @@ def test_sample_kernel_source_matches_torch_reference_on_host(tmp_path):
         unravel_clamp(f, r[:3], r[3:6], r[6:9], r[9:12]) for f, r in zip(flat.tolist(), rows, strict=True)
     ]
     assert [c for c, _ in host] == got_c.tolist() and [st for _, st in host] == got_s.tolist()
+
+
+def test_sample_kernel_writes_crops_past_715827882_in_place(tmp_path):
+    """Crop i's centre and start go to entries 3i..3i + 2 of their tables: past 2^31 from
+    i = 715827883, where a 32-bit product wraps to 32 GiB below. Only that crop runs; its plan row is
+    a real one and the outputs are sparse 32 GiB mappings holding both places."""
+    lib = compile_host("sample_centers.cu", WRAPPER, tmp_path)
+    i = 715827883
+    flat = torch.tensor([5 * 17 * 29 + 6 * 29 + 7])  # voxel (5, 6, 7) of a (23, 17, 29) volume
+    row = torch.tensor([[flat.data_ptr(), 23, 17, 29, 2, 2, 2, 20, 14, 26, 3, 3, 3, 0]])
+    outs = [host_cuda.sparse_tensor(2**32 + 3, torch.int64) for _ in range(2)]
+    ptr = ctypes.c_void_p
+    lib.one_sample_centers(
+        ptr(row.data_ptr() - 8 * 14 * i),
+        *(ptr(t.data_ptr() + 8 * (2**32 - 3 * i)) for t in outs),
+        ctypes.c_int(i + 1),
+        ctypes.c_uint(i),
+    )
+    assert outs[0][2**32 :].tolist() == [5, 6, 7] and outs[1][2**32 :].tolist() == [2, 3, 4]
+    assert outs[0][:3].tolist() == [0, 0, 0] and outs[1][:3].tolist() == [0, 0, 0]
 
 
 def test_kernel_plan_addresses_each_crops_list_element(tmp_path, monkeypatch):
