@@ -19,9 +19,14 @@ def is_positive(x: torch.Tensor) -> torch.Tensor:
     return x > 0
 
 
+def _numpy_ok(img: torch.Tensor) -> bool:
+    """Whether ``img`` takes the numpy path: on the CPU, in a dtype numpy has (not ``bfloat16``)."""
+    return img.device.type == "cpu" and img.dtype is not torch.bfloat16
+
+
 def _axis_hits(img: torch.Tensor, select_fn: Callable) -> list[torch.Tensor]:
     """Per spatial axis, a 1-D bool of which positions hold any foreground voxel."""
-    if select_fn is is_positive and img.device.type == "cpu":
+    if select_fn is is_positive and _numpy_ok(img):
         # max-reductions over the image need no bool volume: far less memory traffic
         a = img.numpy()
         m2 = a.max(axis=(0, 3))  # (X, Y)
@@ -68,7 +73,7 @@ def crop_pad(img: torch.Tensor, start: Sequence[int], end: Sequence[int]) -> tor
     if any(sl.stop <= sl.start for sl in src) or tuple(out.shape[1:]) != tuple(d.stop - d.start for d in dst):
         out.zero_()
     if all(sl.stop > sl.start for sl in src):
-        if img.device.type == "cpu":  # numpy's serial strided copy (no OpenMP barrier)
+        if _numpy_ok(img):  # numpy's serial strided copy (no OpenMP barrier)
             np.copyto(out.numpy()[(slice(None), *dst)], img.numpy()[(slice(None), *src)])
         else:
             out[(slice(None), *dst)] = img[(slice(None), *src)]
