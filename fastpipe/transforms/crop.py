@@ -26,14 +26,18 @@ def _numpy_ok(img: torch.Tensor) -> bool:
 
 def _axis_hits(img: torch.Tensor, select_fn: Callable) -> list[torch.Tensor]:
     """Per spatial axis, a 1-D bool of which positions hold any foreground voxel."""
+    # max-reductions over the image need no bool volume: far less memory traffic. A NaN voxel makes
+    # its row's max NaN (not > 0) where MONAI's x > 0 still counts the row's other voxels: such a
+    # volume (m2 then holds a NaN) takes the mask path
     if select_fn is is_positive and _numpy_ok(img):
-        # max-reductions over the image need no bool volume: far less memory traffic
         a = img.numpy()
         m2 = a.max(axis=(0, 3))  # (X, Y)
-        return [torch.from_numpy(v > 0) for v in (m2.max(1), m2.max(0), a.max(axis=(0, 1, 2)))]
-    if select_fn is is_positive:
+        if not (m2.dtype.kind == "f" and np.isnan(m2).any()):
+            return [torch.from_numpy(v > 0) for v in (m2.max(1), m2.max(0), a.max(axis=(0, 1, 2)))]
+    elif select_fn is is_positive:
         m2 = img.amax(dim=(0, 3))
-        return [m2.amax(1) > 0, m2.amax(0) > 0, img.amax(dim=(0, 1, 2)) > 0]
+        if not (m2.is_floating_point() and bool(m2.isnan().any())):
+            return [m2.amax(1) > 0, m2.amax(0) > 0, img.amax(dim=(0, 1, 2)) > 0]
     mask = select_fn(img).any(0)
     m2 = mask.any(2)
     return [m2.any(1), m2.any(0), mask.any(0).any(0)]
