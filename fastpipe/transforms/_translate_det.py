@@ -70,6 +70,8 @@ def _load(obj: Any, ctx: Context) -> Any:
     loader = obj._loader
     if any(k is not None for k in obj.meta_keys) or obj.overwriting:
         return "meta_keys/overwriting are not reproduced"
+    if loader.simple_keys or loader.pattern is not None:  # MONAI then drops metadata keys (pixdim, dim, ...)
+        return "simple_keys/prune_meta_pattern (metadata keys removed) are not reproduced"
     postfixes = sorted({str(p) for p in obj.meta_key_postfix} - {"meta_dict"})
     if not loader.image_only and postfixes:  # MONAI then writes the metadata to f"{key}_{postfix}"
         return f"meta_key_postfix={postfixes[0]!r} (metadata stored under another key) is not reproduced"

@@ -19,16 +19,25 @@ def is_positive(x: torch.Tensor) -> torch.Tensor:
     return x > 0
 
 
+def _numpy_ok(img: torch.Tensor) -> bool:
+    """Whether ``img`` takes the numpy path: on the CPU, in a dtype numpy has (not ``bfloat16``)."""
+    return img.device.type == "cpu" and img.dtype is not torch.bfloat16
+
+
 def _axis_hits(img: torch.Tensor, select_fn: Callable) -> list[torch.Tensor]:
     """Per spatial axis, a 1-D bool of which positions hold any foreground voxel."""
-    if select_fn is is_positive and img.device.type == "cpu":
-        # max-reductions over the image need no bool volume: far less memory traffic
+    # max-reductions over the image need no bool volume: far less memory traffic. A NaN voxel makes
+    # its row's max NaN (not > 0) where MONAI's x > 0 still counts the row's other voxels: such a
+    # volume (m2 then holds a NaN) takes the mask path
+    if select_fn is is_positive and _numpy_ok(img):
         a = img.numpy()
         m2 = a.max(axis=(0, 3))  # (X, Y)
-        return [torch.from_numpy(v > 0) for v in (m2.max(1), m2.max(0), a.max(axis=(0, 1, 2)))]
-    if select_fn is is_positive:
+        if not (m2.dtype.kind == "f" and np.isnan(m2).any()):
+            return [torch.from_numpy(v > 0) for v in (m2.max(1), m2.max(0), a.max(axis=(0, 1, 2)))]
+    elif select_fn is is_positive:
         m2 = img.amax(dim=(0, 3))
-        return [m2.amax(1) > 0, m2.amax(0) > 0, img.amax(dim=(0, 1, 2)) > 0]
+        if not (m2.is_floating_point() and bool(m2.isnan().any())):
+            return [m2.amax(1) > 0, m2.amax(0) > 0, img.amax(dim=(0, 1, 2)) > 0]
     mask = select_fn(img).any(0)
     m2 = mask.any(2)
     return [m2.any(1), m2.any(0), mask.any(0).any(0)]
@@ -68,7 +77,7 @@ def crop_pad(img: torch.Tensor, start: Sequence[int], end: Sequence[int]) -> tor
     if any(sl.stop <= sl.start for sl in src) or tuple(out.shape[1:]) != tuple(d.stop - d.start for d in dst):
         out.zero_()
     if all(sl.stop > sl.start for sl in src):
-        if img.device.type == "cpu":  # numpy's serial strided copy (no OpenMP barrier)
+        if _numpy_ok(img):  # numpy's serial strided copy (no OpenMP barrier)
             np.copyto(out.numpy()[(slice(None), *dst)], img.numpy()[(slice(None), *src)])
         else:
             out[(slice(None), *dst)] = img[(slice(None), *src)]

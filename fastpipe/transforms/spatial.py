@@ -94,7 +94,7 @@ def _flip(img: torch.Tensor, axes: list[int]) -> torch.Tensor:
     """Flip ``axes``, keeping the memory order (numpy copy into huge-page memory on CPU)."""
     if not axes:
         return img
-    if img.device.type != "cpu" or img.requires_grad:
+    if img.device.type != "cpu" or img.requires_grad or img.dtype is torch.bfloat16:  # numpy lacks bfloat16
         return torch.flip(img, axes)
     src = img.numpy()
     view = src[tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(src.ndim))]

@@ -178,3 +178,20 @@ def test_bfloat16_label_and_image_give_monai_indices():
     fg, bg = map_binary_to_indices(lab.bfloat16(), img.bfloat16(), 0.25)
     np.testing.assert_array_equal(out["label_fg_indices"].numpy(), np.asarray(fg))
     np.testing.assert_array_equal(out["label_bg_indices"].numpy(), np.asarray(bg))
+
+
+@pytest.mark.parametrize("where", [(2, 0, 0), (0, 2, 7), (5, 7, 5)])
+def test_crop_box_with_a_nan_voxel_is_monais(device, where):
+    """The fast ``x > 0`` box took per-row maxima, and a NaN voxel made its whole row's max NaN (not
+    > 0): the box lost that slice (start 3 instead of 2: foreground cut off) where MONAI's voxel-wise
+    ``x > 0`` still counts the row's other voxels."""
+    img = torch.zeros(1, 8, 8, 8, device=device)
+    img[0, 2:6, 2:6, 2:6] = 1.0
+    img[(0, *where)] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = CropForeground()(img.cpu())
+    got = CropForegroundd("image", source_key="image")({"image": img})
+    assert got["foreground_start_coord"].tolist() == [2, 2, 2]
+    assert got["foreground_end_coord"].tolist() == [6, 6, 6]
+    assert tuple(got["image"].shape) == tuple(ref.shape)

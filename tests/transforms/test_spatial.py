@@ -361,3 +361,22 @@ def test_spacing_gives_the_label_the_image_shape_as_monai(ensure_same_shape, fus
 
     translated, reason = translate(M.Spacingd(["image", "label"], **kw), Context())
     assert reason == "" and translated.ensure_same_shape is ensure_same_shape  # MONAI's value kept
+
+
+def test_orientation_and_crop_take_bfloat16_as_monai():
+    """numpy has no bfloat16: Orientationd's flip and CropForegroundd's box and copy went through numpy on
+    the CPU and raised ``TypeError: Got unsupported ScalarType BFloat16`` where MONAI's work."""
+    import monai.transforms as M
+
+    from fastpipe.transforms import CropForegroundd
+
+    img = torch.zeros(1, 5, 6, 7, dtype=torch.bfloat16)
+    img[0, 1:3, 2:4, 3:5] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_o = M.Orientationd("image", axcodes="LPS")({"image": MetaTensor(img)})["image"].as_tensor()
+        ref_c = M.CropForegroundd("image", source_key="image", margin=1)({"image": img})["image"].as_tensor()
+    got_o = Orientationd("image", axcodes="LPS")(item(img, np.eye(4)))["image"]
+    got_c = CropForegroundd("image", source_key="image", margin=1)({"image": img})["image"]
+    assert got_o.dtype == got_c.dtype == torch.bfloat16
+    assert torch.equal(got_o, ref_o) and torch.equal(got_c, ref_c)

@@ -612,3 +612,15 @@ def test_select_delete_copy_items_keep_the_trace_with_its_tensor(files):
         warnings.simplefilter("ignore")
         M.Invertd("pred", transform=c, orig_keys="image", nearest_interp=False)(decollate_batch(batch)[0])
     assert "translate=False" in f"{info.value} {info.value.__cause__}"
+
+
+@pytest.mark.parametrize(
+    "opts", [{"simple_keys": True}, {"prune_meta_pattern": ".*_code$", "prune_meta_sep": " "}]
+)
+def test_load_that_prunes_metadata_keys_stays_monai(files, opts):
+    """MONAI's ``simple_keys``/``prune_meta_pattern`` remove metadata keys (``pixdim``, ``dim``, the
+    ``*_code`` fields, ...); the translator ignored them, so the translated chain's metadata kept keys
+    the user had asked MONAI to drop. They are refused now (MONAI's loader is kept, with the reason)."""
+    obj = M.LoadImaged(KEYS, **opts)
+    out, reason = translate(obj, Context(items=files))
+    assert out is obj and "simple_keys/prune_meta_pattern" in reason
