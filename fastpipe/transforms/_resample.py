@@ -230,7 +230,9 @@ def resample_separable(
         phys = phys.contiguous()
     out_dtype = img.dtype if mode == "nearest" else dtype
     ratios = [out_shape[a] / in_shape[a] for a in order]
-    numpy_ops = img.device.type == "cpu" and not torch_ops
+    numpy_ops = (
+        img.device.type == "cpu" and not torch_ops and torch.bfloat16 not in (img.dtype, out_dtype)
+    )  # no bf16
     phys = _run_passes(phys, [plans[a] for a in order], ratios, out_dtype, numpy_ops)
     inverse = [0] + [1 + order.index(a) for a in range(3)]
     return phys.permute(*inverse)

@@ -380,3 +380,22 @@ def test_orientation_and_crop_take_bfloat16_as_monai():
     got_c = CropForegroundd("image", source_key="image", margin=1)({"image": img})["image"]
     assert got_o.dtype == got_c.dtype == torch.bfloat16
     assert torch.equal(got_o, ref_o) and torch.equal(got_c, ref_c)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_spacing_takes_bfloat16_as_monai(mode):
+    """The CPU resample's numpy passes raised ``TypeError: Got unsupported ScalarType BFloat16``."""
+    import monai.transforms as M
+
+    img = (
+        (torch.rand(1, 9, 10, 11, generator=torch.Generator().manual_seed(0)) * 4).round().to(torch.bfloat16)
+    )
+    for pixdim in ((2.0, 1.0, 1.0), (0.7, 1.3, 2.1)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = M.Spacingd("image", pixdim, mode=mode)({"image": MetaTensor(img.clone())})[
+                "image"
+            ].as_tensor()
+        got = Spacingd("image", pixdim, mode=mode)(item(img, np.eye(4)))["image"]
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
