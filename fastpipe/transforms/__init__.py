@@ -1,5 +1,6 @@
 """Dictionary transforms with MONAI's names and keyword arguments."""
 
+from fastpipe.transforms.channel import EnsureChannelFirstd
 from fastpipe.transforms.compose import (
     Compose,
     apply_transform,
@@ -18,7 +19,7 @@ from fastpipe.transforms.rand_crop import RandCropByPosNegLabeld
 from fastpipe.transforms.rand_intensity import RandScaleIntensityd, RandShiftIntensityd
 from fastpipe.transforms.rand_noise_contrast import RandAdjustContrastd, RandGaussianNoised
 from fastpipe.transforms.rand_spatial import RandFlipd, RandRotate90d
-from fastpipe.transforms.spatial import EnsureChannelFirstd, Orientationd, Spacingd
+from fastpipe.transforms.spatial import Orientationd, Spacingd
 from fastpipe.transforms.utility import EnsureTyped, ToDeviced
 
 __all__ = [
