@@ -103,6 +103,9 @@ def _same_length_sequences(values: list[Any]) -> bool:
     )
 
 
+_SMALL_BYTES = 1 << 18  # below this a batch's stack is one torch.stack: handing copies to threads costs more
+
+
 def _stack(values: list[torch.Tensor]) -> torch.Tensor:
     """``torch.stack``; plain CPU tensors of one dtype are copied by :func:`run_copies` (split over threads).
     MONAI ``MetaTensor`` items are collated as MONAI's ``list_data_collate`` does (each item's metadata)."""
@@ -115,7 +118,10 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
 
         return collate_meta_tensor_fn(values)  # a batch: meta of every item, is_batch, applied_operations
     plain = all(type(v) is torch.Tensor and v.dtype == first.dtype for v in values)
-    if not plain or first.device.type != "cpu":  # MetaTensors keep their own stack (it batches the metadata)
+    small = first.numel() * first.element_size() * len(values) < _SMALL_BYTES  # metadata: no helper threads
+    if (
+        not plain or first.device.type != "cpu" or small
+    ):  # MetaTensors keep their own stack (it batches the metadata)
         return torch.stack(values)
     out = torch.empty((len(values), *first.shape), dtype=first.dtype)
     run_copies([partial(out[i].copy_, v) for i, v in enumerate(values)], out.numel() * out.element_size())
