@@ -95,10 +95,26 @@ def _checked_out(volumes, starts, vol_index, size, out, flips, scale, shift, axe
             raise ValueError(
                 f"crop_batch_cuda: volume {b} must be contiguous on CUDA, got {dev} strides {v.stride()}"
             )
+        check_aligned(f"volume {b}", v)
     out = torch.empty(shape, dtype=volumes[0].dtype, device=dev) if out is None else out
     if not out.is_contiguous():
         raise ValueError(f"crop_batch_cuda: out must be contiguous, got strides {out.stride()}")
+    check_aligned("out", out)
     return out
+
+
+def check_aligned(name: str, t: torch.Tensor) -> None:
+    """``ValueError`` for a tensor whose address is not a multiple of its element size.
+
+    torch never makes one, but a tensor from DLPack or ``torch.frombuffer`` with a byte offset can be;
+    the kernel's element loads would then stop the process with CUDA's unrecoverable misaligned-address
+    fault instead of an error naming the tensor.
+    """
+    if t.data_ptr() % t.element_size():
+        raise ValueError(
+            f"crop_batch_cuda: {name} starts at address {t.data_ptr():#x}, not a multiple of its "
+            f"{t.element_size()}-byte {t.dtype} elements; copy it first (t.clone())"
+        )
 
 
 _CHECKED = ("volumes", "starts", "vol_index", "size", "out", "flips", "scale", "shift", "axes")
