@@ -15,7 +15,6 @@ with 61-byte reads so that member headers and trailers straddle reads.
 from __future__ import annotations
 
 import collections
-import signal
 import sys
 from pathlib import Path
 
@@ -31,24 +30,16 @@ from _nifti_fuzz_worker import compare, reference  # noqa: E402
 from _nifti_mutations import LENGTH_CHANGING, clean_files, mutate  # noqa: E402
 
 NAMED = (ValueError, TypeError)
-CASE_TIMEOUT_S = 10
-
-
-def _hang(signum, frame):
-    raise TimeoutError(f"a case ran longer than {CASE_TIMEOUT_S} s")
 
 
 def run_case(path: Path, intact, kind: str) -> tuple[str, str | None]:
     """``(outcome, failure)``: outcome ``refused``, ``intact`` or ``undetectable``; failure None if fine."""
     try:
-        signal.alarm(CASE_TIMEOUT_S)
         out = LoadImaged(["img"], dtype=None)({"img": str(path)})
     except NAMED as err:
         return "refused", None if str(path) in str(err) else f"error does not name the file: {err!r}"
-    except Exception as err:  # an unnamed error type (or a hang) is a finding
+    except Exception as err:  # an unnamed error type is a finding
         return "crash", f"{type(err).__name__}: {err}"
-    finally:
-        signal.alarm(0)
     arr, aff = out["img"].numpy(), out["img_meta_dict"]["affine"].numpy()
     if compare(arr, aff, intact) is None:
         return "intact", None
@@ -66,7 +57,6 @@ def test_damaged_files_load_intact_or_are_refused(tmp_path, monkeypatch, chunk, 
     if chunk:
         monkeypatch.setattr(gz, "CHUNK", chunk)
         monkeypatch.setattr(nifti, "CHUNK", chunk)
-    old = signal.signal(signal.SIGALRM, _hang)
     files = clean_files(tmp_path)
     intact = {}
     for name, data in files.items():
@@ -74,19 +64,16 @@ def test_damaged_files_load_intact_or_are_refused(tmp_path, monkeypatch, chunk, 
         intact[name] = reference(str(tmp_path / name), {})
     names, rng = sorted(files), np.random.default_rng(2026)
     tally, failures = collections.Counter(), []
-    try:
-        for i in range(cases):
-            name = names[int(rng.integers(0, len(names)))]
-            damaged, kind, pos = mutate(files[name], rng)
-            path = tmp_path / f"case{i}_{name}"
-            path.write_bytes(damaged)
-            outcome, failure = run_case(path, intact[name], kind)
-            tally[outcome, "gz" if name.endswith(".gz") else "nii"] += 1
-            if failure:
-                failures.append(f"{name} {kind} at byte {pos}: {failure}")
-            path.unlink()
-    finally:
-        signal.signal(signal.SIGALRM, old)
+    for i in range(cases):
+        name = names[int(rng.integers(0, len(names)))]
+        damaged, kind, pos = mutate(files[name], rng)
+        path = tmp_path / f"case{i}_{name}"
+        path.write_bytes(damaged)
+        outcome, failure = run_case(path, intact[name], kind)
+        tally[outcome, "gz" if name.endswith(".gz") else "nii"] += 1
+        if failure:
+            failures.append(f"{name} {kind} at byte {pos}: {failure}")
+        path.unlink()
     assert not failures, f"{len(failures)} of {cases} cases failed:\n" + "\n".join(failures[:30])
     # not vacuous: most damage is refused, some (gzip mtime, an unchanged overwrite) loads intact,
     # and overwritten .nii voxel or header bytes load as nibabel reads them
