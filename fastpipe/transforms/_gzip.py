@@ -12,7 +12,7 @@ wrong voxels. The accepted format is the one ``gzip.decompress`` accepts:
 
 Every error is a ``ValueError`` that names the file and says what is wrong: ``truncated file``
 (the file ends inside a member), ``CRC check failed``, ``corrupt gzip header`` (its FHCRC), ``corrupt gzip
-data`` or ``trailing garbage``.
+data``, ``trailing garbage`` or ``unsupported gzip header`` (FHCRC with optional fields past 1 MiB).
 """
 
 from __future__ import annotations
@@ -96,8 +96,17 @@ class GzipReader:
         return data
 
     def _check_header_crc(self, data: bytes) -> None:
-        """A header CRC (FHCRC) that does not match its header: isal would call it a trailer CRC error."""
+        """A header CRC (FHCRC) that does not match its header: isal would call it a trailer CRC error.
+
+        A header with FHCRC longer than ``HEADER_MAX`` (a file name or comment over 1 MiB) cannot be
+        handed to isal in one piece, and isal fails it in pieces as ``Invalid deflate block``: named here."""
         n = header_len(data)
+        if n is None and len(data) >= HEADER_MAX and data[3] & 2:
+            raise ValueError(
+                f"{self._path}: unsupported gzip header in member {self._member}: it has a header CRC "
+                f"(FHCRC) and its optional fields (FEXTRA, FNAME, FCOMMENT) run past {HEADER_MAX} bytes "
+                "(or its flags byte is damaged)"
+            )
         if (
             n is not None
             and data[3] & 2

@@ -20,6 +20,7 @@ from nibabel.spatialimages import HeaderDataError
 HEADER_CLASSES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
 _NIFTI_MAGICS = {348: b"n+1\x00", 540: b"n+2\x00"}  # single-file magic of each header size
 _XFORM_CODES = frozenset(int(c) for c in nib.nifti1.xform_codes.value_set())
+_EOL_CHECK = (13, 10, 26, 10)  # NIfTI-2 bytes 8..11: CR LF SUB LF
 _SINGULAR_RATIO = 1e-8  # smallest / largest singular value of the affine's 3x3 below this: singular
 
 
@@ -71,7 +72,23 @@ def parse_header(buf: bytes | bytearray | np.ndarray, path: str) -> nib.Nifti1He
             f"{path}: NIfTI magic {magic!r} is not {_NIFTI_MAGICS[sizes[endian]]!r}, the single-file magic "
             f"of a {sizes[endian]}-byte header (.hdr/.img pairs are unsupported)"
         )
+    _check_eol(hdr, path)
     return hdr
+
+
+def _check_eol(hdr: nib.Nifti1Header, path: str) -> None:
+    """NIfTI-2's ``eol_check`` bytes (``0D 0A 1A 0A``, or all 0 as nibabel reads them), there to catch a
+    file damaged by an end-of-line conversion (a text-mode transfer), whose voxels are shifted too."""
+    if "eol_check" not in hdr.keys():
+        return
+    eol = tuple(int(b) for b in hdr["eol_check"])
+    if eol not in (_EOL_CHECK, (0, 0, 0, 0)):
+        raise header_error(
+            path,
+            f"eol_check={list(eol)}",
+            f"is not {list(_EOL_CHECK)}: the file was damaged by an end-of-line conversion (a text-mode "
+            "transfer), which shifts its voxels too",
+        )
 
 
 def data_layout(hdr: nib.Nifti1Header, path: str) -> Layout:

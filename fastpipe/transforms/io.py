@@ -53,7 +53,8 @@ class LoadImaged:
         image_only: accepted for MONAI compatibility (metadata is always kept).
         ensure_channel_first: add the channel dim right away, like ``EnsureChannelFirstd`` (default False).
         allow_missing_keys: skip keys absent from the item instead of raising ``KeyError``.
-        check_nan: raise ``ValueError`` when a float volume holds NaN or ``±inf`` voxels (default True).
+        check_nan: raise ``ValueError`` when a float volume holds NaN or ``±inf`` voxels, also finite
+            voxels that ``dtype`` (e.g. ``float16``) would turn into ``±inf`` (default True).
 
     Shape:
         ``data[key]``: ``(X, Y, Z)``, or ``(1, X, Y, Z)`` with ``ensure_channel_first``.
@@ -109,9 +110,7 @@ class LoadImaged:
             arr = arr.astype(_MONAI_UNSIGNED[arr.dtype], order="K")
         img = torch.from_numpy(arr)
         if not compact and self.dtype is not None:
-            img = img.to(self.dtype)
-            if img.dtype in _MONAI_SIGNED:  # dtype=np.uint16 asked: MONAI's tensor is int32 all the same
-                img = img.to(_MONAI_SIGNED[img.dtype])
+            img = _converted(img, self.dtype, path, self.check_nan)
         affine = torch.as_tensor(vol.affine, dtype=torch.float64)
         pixdim = header_pixdim(vol.header)
         meta = {
@@ -129,6 +128,25 @@ class LoadImaged:
         if self.ensure_channel_first:
             img = img.unsqueeze(0)
         return img, meta
+
+
+def _converted(img: torch.Tensor, dtype: torch.dtype, path: str, check_nan: bool) -> torch.Tensor:
+    """``img`` as ``dtype`` (MONAI's ``int32``/``int64`` for the unsigned types it lacks); with
+    ``check_nan``, ``ValueError`` where a float ``dtype`` narrower than the file's (``float16``, or
+    ``float32`` from ``float64``) turns finite voxels into ``±inf``."""
+    src = img.dtype
+    img = img.to(dtype)
+    if img.dtype in _MONAI_SIGNED:  # dtype=np.uint16 asked: MONAI's tensor is int32 all the same
+        img = img.to(_MONAI_SIGNED[img.dtype])
+    info = torch.finfo(src) if src.is_floating_point else torch.iinfo(src)
+    if check_nan and img.is_floating_point() and torch.finfo(img.dtype).max < info.max:
+        bad = int((~torch.isfinite(img)).sum())
+        if bad:
+            raise ValueError(
+                f"{path}: {bad} of {img.numel()} voxels overflow to ±inf as {img.dtype} (they are finite as "
+                f"{src}); load them as a wider dtype or pass check_nan=False"
+            )
+    return img
 
 
 def _file_of(value: Any, key: Hashable) -> str:

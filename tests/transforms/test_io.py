@@ -271,3 +271,21 @@ def test_metadata_keys_and_values_are_monais(tmp_path, name):
         d = t(d)
     for key, v in loaded.items():
         np.testing.assert_array_equal(d["image_meta_dict"][key], v, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("file_dtype", "value", "dtype"),
+    [(np.float32, 1e5, torch.float16), (np.float64, 1e300, torch.float32), (np.int32, 70000, torch.float16)],
+)
+def test_a_dtype_that_overflows_finite_voxels_to_inf_is_refused(tmp_path, file_dtype, value, dtype):
+    """check_nan refused inf in the file but not inf made by the conversion: LoadImaged(dtype=float16) on
+    a float32 volume of 1e5 returned all-inf voxels in silence."""
+    data = np.full((4, 3, 2), value, file_dtype)
+    data[0, 0, 0] = 1
+    path = write(tmp_path / "big.nii", data, np.eye(4))
+    with pytest.raises(ValueError, match=rf"big.nii: 23 of 24 voxels overflow to ±inf as {dtype}"):
+        LoadImaged("image", dtype=dtype)({"image": path})
+    out = LoadImaged("image", dtype=dtype, check_nan=False)({"image": path})["image"]
+    assert torch.isinf(out).sum() == 23  # MONAI's values, asked for
+    wide = {torch.float16: torch.float32, torch.float32: torch.float64}[dtype]
+    np.testing.assert_array_equal(LoadImaged("image", dtype=wide)({"image": path})["image"].numpy(), data)

@@ -18,7 +18,16 @@ from fastpipe.transforms import LoadImaged
 from fastpipe.transforms._nifti import read_nifti
 
 sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
-from _nifti_corrupt import decoded, deflate_span, encode, flip, members, rewrite, structured_volume  # noqa: E402
+from _nifti_corrupt import (  # noqa: E402
+    decoded,
+    deflate_span,
+    encode,
+    flip,
+    members,
+    rewrite,
+    set_fields,
+    structured_volume,
+)
 from _nifti_files import affine, write  # noqa: E402
 
 
@@ -154,6 +163,23 @@ def test_nifti2_dim_product_overflowing_int64(tmp_path):
     nib.save(nib.Nifti2Image(np.zeros((4, 4, 4), np.float64), np.eye(4)), path)
     rewrite(path, path, dim={1: 2**40, 2: 2**40, 3: 2**20})
     refused(path, r"dim=\(1099511627776, 1099511627776, 1048576\)")
+
+
+@pytest.mark.parametrize(
+    "convert", [(b"\n", b"\r\n"), (b"\r\n", b"\n"), None], ids=["unix2dos", "dos2unix", "eol"]
+)
+def test_nifti2_damaged_by_an_end_of_line_conversion_is_named(tmp_path, convert):
+    """NIfTI-2's eol_check bytes catch a text-mode transfer: the error was about whatever field the shift
+    hit (``dim[0]=196640``), and a file whose eol_check alone was damaged loaded where nibabel refuses it."""
+    import nibabel as nib
+
+    path = tmp_path / "n2.nii"
+    nib.save(nib.Nifti2Image(structured_volume((6, 5, 4), np.float32), np.eye(4)), str(path))
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(*convert) if convert else flip(raw, 10, 0x10))
+    refused(path, r"invalid NIfTI header: eol_check=\[\d+, \d+, \d+, \d+\] .* end-of-line conversion")
+    path.write_bytes(set_fields(raw, eol_check=[0, 0, 0, 0]))  # nibabel reads an all-zero eol_check
+    np.testing.assert_array_equal(read_nifti(path).array, structured_volume((6, 5, 4), np.float32))
 
 
 @pytest.mark.parametrize("gz", [False, True])
