@@ -19,12 +19,17 @@ from benchmarks.row_types import Config, Row, RowSkipped
 
 
 def regular(data, cfg: Config) -> Row:
-    """MONAI's "regular" baseline: a torch Dataset + DataLoader with worker processes, no cache."""
-    from monai.data import Dataset, list_data_collate
+    """MONAI's "regular" baseline: a MONAI Dataset + DataLoader with worker processes, no cache.
+
+    MONAI's ``DataLoader`` (torch's, plus ``worker_init_fn``) reseeds the chain in every worker from
+    the seeded generator: with torch's alone every worker forks the same random state and draws the
+    same crops as the others.
+    """
+    from monai.data import DataLoader, Dataset, list_data_collate
     from monai.transforms import Compose
 
-    ds = Dataset(data, Compose(workload.monai_chain(tutorial=cfg.tutorial)))
-    loader = torch.utils.data.DataLoader(
+    ds = Dataset(data, Compose(workload.monai_chain(tutorial=cfg.tutorial)).set_random_state(cfg.seed))
+    loader = DataLoader(
         ds,
         batch_size=cfg.batch_size,
         shuffle=True,
