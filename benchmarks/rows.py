@@ -63,7 +63,9 @@ def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
         copy_cache=copy_cache,
         progress=False,
     )
-    loader = ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    loader = ThreadDataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, generator=_seeded(cfg)
+    )
     return Row(loader, len(ds), info={"copy_cache": copy_cache})
 
 
@@ -93,6 +95,13 @@ def monai_smartcache(data, cfg: Config) -> Row:
     ds.start()
     loader = _MonaiSmartLoader(ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True), ds)
     return Row(loader, cache_num, close=ds.shutdown, info={"cache_num": cache_num})
+
+
+def _seeded(cfg: Config) -> torch.Generator:
+    """The generator of a MONAI loader: with ``num_workers=0`` MONAI's ``DataLoader`` reseeds the chain
+    from it (else from torch's unseeded global generator, overriding ``set_random_state``), and its
+    shuffle draws from it."""
+    return torch.Generator().manual_seed(cfg.seed)
 
 
 class _MonaiSmartLoader:
