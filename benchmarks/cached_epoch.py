@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmarks import workload
 from benchmarks.cached_epoch_peers import NUM_SAMPLES, PATCH, PEERS, serve_peer
-from benchmarks.common import interleaved, spread
+from benchmarks.common import interleaved, machine_info, spread
 from benchmarks.peer_epochs import epoch_config, epoch_parser, run_peers, write_and_plot
 from benchmarks.workload import make_volumes
 
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="volumes of the fill-scaling part (default: --volumes, at least 2 per core)",
     )
     args = p.parse_args(argv)
+    machine = machine_info()  # the commit the epochs run on, taken before they start
     fill_volumes = args.fill_volumes or fill_volume_count(args.volumes, os.cpu_count() or 1)
     result = {
         "config": {
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers),
         "fill_scaling": fill_scaling(make_volumes(fill_volumes, tuple(args.shape)), args.fill_repeats),
     }
-    path = write_and_plot("cached-epoch-cpu", result, args.out)
+    path = write_and_plot("cached-epoch-cpu", result, args.out, machine)
     _print(result, path)
     return result
 

@@ -188,11 +188,20 @@ def time_s(
     return out
 
 
-def write_result(name: str, payload: dict[str, Any], path: str | Path | None = None) -> Path:
-    """Write ``payload`` plus machine metadata as JSON under ``benchmarks/results/``."""
+def write_result(
+    name: str, payload: dict[str, Any], path: str | Path | None = None, machine: dict[str, Any] | None = None
+) -> Path:
+    """Write ``payload`` plus machine metadata as JSON under ``benchmarks/results/``.
+
+    ``machine``: :func:`machine_info` as taken when the run started (default ``None``: taken now). A
+    run of minutes or hours must name the commit its figures were measured on, not one made (or an
+    edit) while it ran; when the commit differs at writing time, ``commit_at_end`` says so.
+    """
     path = Path(path) if path else RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": name, "machine": machine_info(), **payload}
+    doc = {"benchmark": name, "machine": machine or machine_info(), **payload}
+    if machine is not None and git_commit() != machine["commit"]:
+        doc["commit_at_end"] = git_commit()
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 

@@ -151,11 +151,12 @@ def epoch_parser(description: str, name: str, workers_help: str) -> argparse.Arg
     return p
 
 
-def write_and_plot(name: str, result: dict[str, Any], out: str | None) -> Path:
-    """Write ``result`` (with machine metadata) and its PNG beside it; ``result["plot"]`` is the PNG."""
+def write_and_plot(name: str, result: dict[str, Any], out: str | None, machine: dict | None = None) -> Path:
+    """Write ``result`` (with ``machine``, the metadata taken when the run started; default: now) and
+    its PNG beside it; ``result["plot"]`` is the PNG."""
     from benchmarks.cached_epoch_plot import plot
 
-    path = Path(write_result(name, result, out))
+    path = Path(write_result(name, result, out, machine))
     saved = json.loads(path.read_text())  # with the machine and commit, for the title
     result["plot"] = str(plot(saved, path.with_suffix(".png")))
     return path

@@ -19,12 +19,17 @@ from benchmarks.row_types import Config, Row, RowSkipped
 
 
 def regular(data, cfg: Config) -> Row:
-    """MONAI's "regular" baseline: a torch Dataset + DataLoader with worker processes, no cache."""
-    from monai.data import Dataset, list_data_collate
+    """MONAI's "regular" baseline: a MONAI Dataset + DataLoader with worker processes, no cache.
+
+    MONAI's ``DataLoader`` (torch's, plus ``worker_init_fn``) reseeds the chain in every worker from
+    the seeded generator: with torch's alone every worker forks the same random state and draws the
+    same crops as the others.
+    """
+    from monai.data import DataLoader, Dataset, list_data_collate
     from monai.transforms import Compose
 
-    ds = Dataset(data, Compose(workload.monai_chain(tutorial=cfg.tutorial)))
-    loader = torch.utils.data.DataLoader(
+    ds = Dataset(data, Compose(workload.monai_chain(tutorial=cfg.tutorial)).set_random_state(cfg.seed))
+    loader = DataLoader(
         ds,
         batch_size=cfg.batch_size,
         shuffle=True,
@@ -58,7 +63,9 @@ def monai_cache(data, cfg: Config, copy_cache: bool = False) -> Row:
         copy_cache=copy_cache,
         progress=False,
     )
-    loader = ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
+    loader = ThreadDataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0, generator=_seeded(cfg)
+    )
     return Row(loader, len(ds), info={"copy_cache": copy_cache})
 
 
@@ -88,6 +95,13 @@ def monai_smartcache(data, cfg: Config) -> Row:
     ds.start()
     loader = _MonaiSmartLoader(ThreadDataLoader(ds, batch_size=cfg.batch_size, shuffle=True), ds)
     return Row(loader, cache_num, close=ds.shutdown, info={"cache_num": cache_num})
+
+
+def _seeded(cfg: Config) -> torch.Generator:
+    """The generator of a MONAI loader: with ``num_workers=0`` MONAI's ``DataLoader`` reseeds the chain
+    from it (else from torch's unseeded global generator, overriding ``set_random_state``), and its
+    shuffle draws from it."""
+    return torch.Generator().manual_seed(cfg.seed)
 
 
 class _MonaiSmartLoader:

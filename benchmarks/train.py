@@ -184,10 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown arms {unknown}; choose from {list(ARMS)}")
     cfg = _config(args)
     train, val, root = load_split(args, cfg)
+    machine = (
+        machine_info()
+    )  # the commit the arms start from: a commit or edit during the run must not relabel
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     child = [*argv, *([] if args.data else ["--data", str(root)])]
     arm_timeout_s = args.arm_timeout_s or cfg.max_s * 3
-    out = args.out or RESULTS_DIR / f"train-{machine_info()['host']}.json"
+    out = args.out or RESULTS_DIR / f"train-{machine['host']}.json"
     results: list[dict[str, Any]] = []
     for i, arm in enumerate(arms, 1):
         print(f"[{i}/{len(arms)}] {arm} ...", flush=True)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print("    " + _one_line(res), flush=True)
         # written after every arm: a run cut short (a time limit around the whole command) keeps the
         # arms it finished, and says which ones it did not reach
-        write_result("train", _document(cfg, device, root, train, val, results, arms), out)
+        write_result("train", _document(cfg, device, root, train, val, results, arms), out, machine)
     chosen = _interleaved_arms(args.arms)
     if cfg.interleaved_rounds and len(chosen) >= 2:
         print(f"interleaved epochs ({cfg.interleaved_rounds} rounds) ...", flush=True)
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("    " + _interleaved_line(inter), flush=True)
         doc = _document(cfg, device, root, train, val, results, arms)
-        write_result("train", {**doc, "interleaved": inter}, out)
+        write_result("train", {**doc, "interleaved": inter}, out, machine)
     if not args.no_plot:
         from benchmarks.train_plot import plot_all
 

@@ -38,6 +38,7 @@ import torch
 
 from benchmarks import workload as chains
 from benchmarks.cached_epoch_peers import BATCH, PlainCopy, _epoch, _epoch_in_thread, _set_track_meta
+from benchmarks.common import machine_info
 from benchmarks.peer_epochs import epoch_config, epoch_parser, run_peers, write_and_plot
 from benchmarks.workload import make_volumes, volume_prefix
 
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.turn < 1:
         p.error(f"--turn must be at least 1, got {args.turn}")
+    machine = machine_info()  # the commit the epochs run on, taken before they start
     result = {
         "benchmark": "benchmarks.tutorial_epoch",
         "config": {
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
         **compare(args.volumes, tuple(args.shape), args.epochs, args.warmup, args.workers, args.turn),
     }
-    path = write_and_plot("tutorial-epoch-cpu", result, args.out)
+    path = write_and_plot("tutorial-epoch-cpu", result, args.out, machine)
     _print(result, path)
     return result
 

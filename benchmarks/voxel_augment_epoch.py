@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import workload as chains
 from benchmarks.cached_epoch_peers import BATCH, _epoch, _set_track_meta
+from benchmarks.common import machine_info
 from benchmarks.peer_epochs import epoch_config, epoch_parser, run_peers, write_and_plot
 from benchmarks.tutorial_epoch import monai_compose
 from benchmarks.workload import make_volumes, volume_prefix
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--turn", type=int, default=TURN, help=f"epochs each peer runs in a row per round (default {TURN})"
     )
     args = p.parse_args(argv)
+    machine = machine_info()  # the commit the epochs run on, taken before they start
     rows, info, _ = run_peers(
         "benchmarks.voxel_augment_epoch:serve_peer",
         PEERS,
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios({k: row["epoch_s"]["median"] for k, row in rows.items()}),
         "ratios_cpu_time": ratios({k: row["epoch_cpu_s"]["median"] for k, row in rows.items()}),
     }
-    path = write_and_plot("voxel-augment-epoch-cpu", result, args.out)
+    path = write_and_plot("voxel-augment-epoch-cpu", result, args.out, machine)
     _print(result, path)
     return result
 

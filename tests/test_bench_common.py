@@ -44,3 +44,18 @@ def test_spread_quartiles_stay_within_the_samples():
         s = common.spread(samples)
         assert 0 <= s["iqr"] <= s["max"] - s["min"], (samples, s)
     assert common.spread([1.0, 2.0])["iqr"] == 0.5
+
+
+def test_a_result_names_the_commit_its_run_started_on(tmp_path, monkeypatch):
+    """``write_result`` read the commit when it wrote: a commit (or edit) made while a long run went on
+    relabelled figures measured on the earlier tree."""
+    import json
+
+    now = {"commit": "abc1234-dirty"}
+    monkeypatch.setattr(common, "git_commit", lambda: now["commit"])
+    machine = common.machine_info()  # when the run starts
+    now["commit"] = "def5678"  # someone commits while it runs
+    doc = json.loads(common.write_result("x", {"a": 1}, tmp_path / "x.json", machine).read_text())
+    assert doc["machine"]["commit"] == "abc1234-dirty" and doc["commit_at_end"] == "def5678"
+    doc = json.loads(common.write_result("x", {"a": 1}, tmp_path / "y.json").read_text())
+    assert doc["machine"]["commit"] == "def5678" and "commit_at_end" not in doc

@@ -137,3 +137,54 @@ def test_the_result_names_the_commit_the_rows_ran_on(tmp_path, monkeypatch):
     assert spleen.main(argv) == 0
     doc = json.loads(out.read_text())
     assert doc["machine"]["commit"] == "abc1234-dirty" and doc["commit_at_end"] == "def5678"
+
+
+@pytest.mark.timeout(180)
+def test_the_regular_rows_workers_draw_their_own_crops(tmp_path):
+    """torch's DataLoader forked one random state into every worker: two workers given the same volume
+    cut the same crops, so the regular row's epochs repeated each other's draws (and ignored the seed)."""
+    import torch
+
+    from benchmarks import rows
+    from benchmarks.workload import load_data
+
+    root = synthesize(tmp_path / "data", preset="spleen-small", seed=0, progress=False, num_volumes=1)
+    one = load_data(spleen.parse_args(["--data", str(root)]))[0]
+    cfg = rows.Config(batch_size=1, threads=2, tutorial=False)
+
+    def epoch() -> list:
+        row = rows.ROWS["regular"]([one, dict(one)], cfg)  # the same volume twice: one per worker
+        try:
+            return [b["image"] for b in row.loader]
+        finally:
+            row.close()
+
+    a, b = epoch(), epoch()
+    assert not torch.equal(a[0], a[1]), "both workers cut the same crops"
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), "the row ignores its seed"
+
+
+@pytest.mark.timeout(180)
+def test_the_monai_cache_rows_draws_follow_the_seed(tmp_path):
+    """MONAI's ``DataLoader`` with ``num_workers=0`` reseeds the chain from torch's global generator,
+    unseeded in a row's process: ``set_random_state(cfg.seed)`` was overridden and every run of a MONAI
+    row cut other crops in another order than the seed it recorded, unlike fastpipe's rows."""
+    import torch
+
+    from benchmarks import rows
+    from benchmarks.workload import load_data
+
+    root = synthesize(tmp_path / "data", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    data = load_data(spleen.parse_args(["--data", str(root)]))
+    cfg = rows.Config(batch_size=1, threads=1, tutorial=False)
+
+    def epoch(global_seed: int) -> list:
+        torch.manual_seed(global_seed)  # torch's global generator: not the same in two runs
+        row = rows.ROWS["monai-cache"](data, cfg)
+        try:
+            return [b["image"] for b in row.loader]
+        finally:
+            row.close()
+
+    a, b = epoch(1), epoch(2)
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

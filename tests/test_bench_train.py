@@ -357,3 +357,25 @@ def test_a_crashed_arm_keeps_the_timeline_its_worker_kept(monkeypatch):
     res = train._run_arm("regular", [], timeout_s=7)
     assert res["error"] == "torch.OutOfMemoryError: CUDA out of memory"
     assert res["partial"]["validation"] == [{"dice": 0.4}]
+
+
+def test_the_result_names_the_commit_the_arms_started_on(tmp_path, monkeypatch):
+    """The JSON, written after every arm, read the commit then: a commit (or edit) during a run of
+    many minutes relabelled every arm's figures with a tree none of them ran on."""
+    from benchmarks import common
+
+    commits = iter(["abc1234-dirty", "def5678", "def5678", "def5678"])
+    now = {"commit": next(commits)}
+    monkeypatch.setattr(common, "git_commit", lambda: now["commit"])
+    monkeypatch.setattr(train, "load_split", lambda args, cfg: ([{}] * 2, [{}], tmp_path))
+
+    def fake_arm(name, *rest, **kw):
+        now["commit"] = next(commits)  # someone commits while the arm trains
+        return {"arm": name, "error": "stand-in"}
+
+    monkeypatch.setattr(train, "_in_process", fake_arm)
+    out = tmp_path / "train.json"
+    argv = ["--config", "smoke", "--arms", "fastpipe,regular", "--in-process", "--no-plot", "--out", str(out)]
+    assert train.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["commit"] == "abc1234-dirty" and doc["commit_at_end"] == "def5678"
