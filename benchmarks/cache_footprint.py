@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import workload
-from benchmarks.common import interleaved, spread, write_result
+from benchmarks.common import interleaved, machine_info, spread, write_result
 
 FORMS = ("lists", "compact")
 BATCH = 2
@@ -147,6 +147,7 @@ def _epoch(loader: Any) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    machine = machine_info()  # the commit the run starts on (the result may be written minutes later)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--volumes", type=int, default=8)
     p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for ds, _ in peers.values():
         ds.close()
-    path = write_result("cache-footprint", payload, args.out)
+    path = write_result("cache-footprint", payload, args.out, machine=machine)
     print(f"wrote {path}")
     for form in FORMS:
         fit = payload["spleen_full_fit"][form]

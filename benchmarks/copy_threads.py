@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import interleaved, spread, write_result
+from benchmarks.common import interleaved, machine_info, spread, write_result
 from fastpipe.runtime._env import COPY_THREADS as ENV
 
 
@@ -87,6 +87,7 @@ def run_child(main_team: bool, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    machine = machine_info()  # the commit the run starts on (the result may be written minutes later)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=(240, 210, 250))
     p.add_argument("--rounds", type=int, default=15)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "main_thread_has_team": run_child(True, args),
         "main_thread_no_team": run_child(False, args),
     }
-    path = write_result("copy-threads-cpu", result, args.out)
+    path = write_result("copy-threads-cpu", result, args.out, machine=machine)
     for k in ("main_thread_has_team", "main_thread_no_team"):
         r = result[k]
         ms = {m: round(v["median"], 2) for m, v in r["ms_per_batch"].items()}

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, interleaved, spread, time_repeats, time_s, write_result
+from benchmarks.common import (
+    RESULTS_DIR,
+    interleaved,
+    machine_info,
+    spread,
+    time_repeats,
+    time_s,
+    write_result,
+)
 from fastpipe.ops import crop_batch
 from fastpipe.ops.indices import fg_bg_indices
 from fastpipe.transforms import RandCropByPosNegLabeld
@@ -209,6 +217,7 @@ def gpu_section(shape, patch, num_samples: int, volumes: int, repeats: int) -> d
 
 
 def main(argv: list[str] | None = None) -> None:
+    machine = machine_info()  # the commit the run starts on (the result may be written minutes later)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--shape", type=int, nargs=3, default=(240, 210, 250), help="volume X Y Z (spleen after crop)"
@@ -235,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
               "repeats": a.repeats, "threads": torch.get_num_threads()}  # fmt: skip
     cpu = cpu_peers(make_items(a.volumes, shape), patch, a.num_samples, a.repeats)
     out = Path(a.out) if a.out else RESULTS_DIR
-    path = write_result("crop-speed-cpu", {"config": config, "results": cpu}, out / "crop-speed-cpu.json")
+    path = write_result(
+        "crop-speed-cpu", {"config": config, "results": cpu}, out / "crop-speed-cpu.json", machine=machine
+    )
     print(f"CPU, {a.volumes} volumes x {a.num_samples} crops {patch}, ms per volume (median):")
     for k, v in cpu["per_volume_ms"].items():
         print(f"  {k:11s} {v:8.2f}   (IQR {1e3 * cpu[k]['iqr'] / a.volumes:.2f})")
@@ -243,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     if torch.cuda.is_available() and not a.no_gpu:
         gpu = gpu_section(shape, patch, a.num_samples, a.gpu_volumes, a.repeats)
         gpu_doc = {"config": config | {"volumes": a.gpu_volumes}, "results": gpu}
-        path = write_result("crop-speed-gpu", gpu_doc, out / "crop-speed-gpu.json")
+        path = write_result("crop-speed-gpu", gpu_doc, out / "crop-speed-gpu.json", machine=machine)
         print(f"GPU {torch.cuda.get_device_name(0)}: kernel {gpu['kernel_gbs']:.0f} GB/s "
               f"({100 * gpu['kernel_fraction_of_copy_bw']:.0f}% of D2D copy {gpu['d2d_copy_gbs']:.0f} GB/s), "
               f"crop_batch incl. host {gpu['crop_gbs']:.0f} GB/s, "

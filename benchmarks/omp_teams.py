@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import round_orders, spread, write_result
+from benchmarks.common import machine_info, round_orders, spread, write_result
 
 CASES = ("alone", "idle_team", "idle_one_thread")
 WARMUP_STEPS = 5
@@ -103,6 +103,7 @@ def _run_child(case: str, steps: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    machine = machine_info()  # the commit the run starts on (the result may be written minutes later)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "idle_one_thread_vs_alone": med["idle_one_thread"] / med["alone"],
         },
     }
-    path = write_result("omp-teams-cpu", result, args.out)
+    path = write_result("omp-teams-cpu", result, args.out, machine=machine)
     print("median ms per step:", {c: round(m, 1) for c, m in med.items()})
     print({k: round(v, 2) for k, v in result["ratios"].items()})
     print(f"wrote {path}")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from isal import igzip
 
-from benchmarks.common import spread, write_result
+from benchmarks.common import machine_info, spread, write_result
 from benchmarks.workload import PIXDIM, prefix
 from fastpipe.datasets._phantom import PRESETS, draw_params, render
 from fastpipe.datasets.synth import write_nifti_gz
@@ -165,6 +165,7 @@ def print_table(res: dict, names: list[str], floor: list[float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    machine = machine_info()  # the commit the run starts on (the result may be written minutes later)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(512, 512, 100), metavar=("X", "Y", "Z"))
     ap.add_argument("--spacing-xy", type=float, default=0.8, help="in-plane spacing in mm (default 0.8)")
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         "equivalence": compare(m["outputs"]["fastpipe"], m["outputs"]["monai"]),
         "samples": m["samples"],
     }
-    path = write_result("preprocess-cpu", payload, args.out)
+    path = write_result("preprocess-cpu", payload, args.out, machine=machine)
     print(f"wrote {path}")
     return payload
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import spread, time_repeats, write_result
+from benchmarks.common import machine_info, spread, time_repeats, write_result
 from benchmarks.measure import check_epoch_crops
 from benchmarks.workload import NUM_SAMPLES, PATCH, fastpipe_chain, monai_chain, smart_cache_loader
 
@@ -157,6 +157,7 @@ def compare(data: list[dict], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    machine = machine_info()  # the commit the run starts on (the result may be written minutes later)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--volumes", type=int, default=16, help="look-alike spleen volumes (a multiple of 8)")
     p.add_argument("--preset", default="spleen-small", help="fastpipe.datasets.synthesize preset")
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         data = load_decathlon_datalist(root)[: args.volumes]
         result = {"config": _config(args, len(data)), **compare(data, args)}
-    path = write_result("smart-cache-cpu", result, args.out)
+    path = write_result("smart-cache-cpu", result, args.out, machine=machine)
     _print(result, path)
     return result
 
