@@ -46,6 +46,20 @@ def test_without_gpu_the_make_targets_fail_with_the_message(target, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_hung_nvidia_smi_does_not_stall_the_gpu_targets(tmp_path):
+    fake = tmp_path / "nvidia-smi"  # a wedged driver: nvidia-smi never answers
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
+    for target in ("gpu-check", "gpu-bench"):
+        proc = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0 and "benchmarks.gpu_" in proc.stdout, proc.stderr
+    assert time.perf_counter() - t0 < 10
+
+
 def _fake_result(**over):
     result = {
         "device": "Fake GPU 80GB",
