@@ -23,6 +23,7 @@ a GPU and without running anything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -179,17 +180,35 @@ def train_args(run: Run) -> argparse.Namespace:
 
 
 def execute(run: Run, timeout_s: float) -> int | str:
-    """``python -m <module>`` in its own process group; at ``timeout_s`` the whole group is killed
-    (the training's arm subprocesses too, which would otherwise keep the GPU busy)."""
-    proc = subprocess.Popen([sys.executable, "-m", run.module, *run.argv], cwd=REPO, start_new_session=True)
+    """``python -m <module>``; at ``timeout_s`` it is killed with every process under it (the training's
+    arm subprocesses, which would otherwise keep the GPU busy). It stays in this process group, so a
+    kill of the whole command (the device's time limit) still reaches all of them."""
+    proc = subprocess.Popen([sys.executable, "-m", run.module, *run.argv], cwd=REPO)
     try:
         return proc.wait(timeout=max(1.0, timeout_s))
     except subprocess.TimeoutExpired:
         return f"timed out after {timeout_s:.0f} s"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in [*descendants(proc.pid), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (Linux ``/proc``), found before any is killed and re-parented."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
 
 def chart_partial(run: Run) -> list[str]:

@@ -192,16 +192,17 @@ def test_a_run_past_its_limit_is_killed_with_its_subprocesses(tmp_path, monkeypa
     holding the GPU while the next run (or the next device command) started."""
     pidfile = tmp_path / "grandchild.pid"
     (tmp_path / "fake_bench.py").write_text(
-        "import subprocess, sys, time\n"
+        "import os, subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid) + ' ' + str(os.getpgid(p.pid)))\n"
         "time.sleep(60)\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     t0 = time.monotonic()
     status = gpu_bench.execute(gpu_bench.Run("fake", "fake_bench", [], 3.0), 3.0)
     assert status == "timed out after 3 s" and time.monotonic() - t0 < 20
-    grandchild = int(pidfile.read_text())
+    grandchild, group = map(int, pidfile.read_text().split())
+    assert group == os.getpgrp()  # a kill of the whole command (the device's limit) reaches it too
     for _ in range(50):  # the kill is delivered; give the kernel a moment to reap
         try:
             os.kill(grandchild, 0)
