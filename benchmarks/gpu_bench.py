@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     require_gpu("gpu-bench")
     wheels = ensure_wheels()
+    if wheels.get("still_missing"):  # every run imports fastpipe
+        raise SystemExit(f"gpu-bench: missing {wheels['still_missing']}: {wheels.get('why')}")
     import torch
 
     gpu = slug(torch.cuda.get_device_name())

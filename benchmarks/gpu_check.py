@@ -61,11 +61,15 @@ def require_gpu(name: str) -> None:
 
 
 def ensure_wheels(repo: Path = REPO) -> dict[str, Any]:
-    """Install the modules fastpipe needs from ``repo/.whl`` (offline) when they are missing."""
-    missing = [pkg for mod, pkg in WHEEL_MODULES.items() if importlib.util.find_spec(mod) is None]
+    """Install the modules fastpipe needs from ``repo/.whl`` (offline) when they are missing;
+    ``still_missing`` names those that cannot be imported after it (with ``why``)."""
+    missing = _missing()
     wheels = repo / ".whl"
     if not missing or not wheels.is_dir():
-        return {"missing": missing, "installed_from": None}
+        why = f"no {wheels} folder: run `make gpu-wheels` where there is network and carry .whl/ over"
+        return {"missing": missing, "installed_from": None, "still_missing": missing} | (
+            {"why": why} if missing else {}
+        )
     target = wheels / "site"
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
            "--find-links", str(wheels), "--target", str(target), *missing]  # fmt: skip
@@ -73,12 +77,19 @@ def ensure_wheels(repo: Path = REPO) -> dict[str, Any]:
     sys.path.insert(0, str(target))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), str(repo), os.environ.get("PYTHONPATH", "")])
     importlib.invalidate_caches()
+    still = _missing()
+    py = f"Python {sys.version_info.major}.{sys.version_info.minor} ({sys.executable})"
     return {
         "missing": missing,
         "installed_from": str(wheels),
         "pip_rc": proc.returncode,
         "pip_err": proc.stderr[-500:],
-    }
+        "still_missing": still,
+    } | ({"why": f"pip could not install them from {wheels} for {py}: {proc.stderr[-300:]}"} if still else {})
+
+
+def _missing() -> list[str]:
+    return [pkg for mod, pkg in WHEEL_MODULES.items() if importlib.util.find_spec(mod) is None]
 
 
 def run_pytest_gpu(timeout_s: float) -> dict[str, Any]:
@@ -255,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks._gpu_report import write_report
 
     result: dict[str, Any] = {"errors": {}, "section_s": {}, "wheels": wheels}
-    run_all(dev, args.timeout_s, result)
+    if wheels.get("still_missing"):  # every section imports fastpipe: fail at once, with the JSON
+        result["device"] = torch.cuda.get_device_name()
+        result["errors"]["wheels"] = f"missing {wheels['still_missing']}: {wheels.get('why')}"
+        print(f"gpu-check: {result['errors']['wheels']}", file=sys.stderr, flush=True)
+    else:
+        run_all(dev, args.timeout_s, result)
     result["goals"] = goals(result)
     out = Path(args.out) if args.out else None
     json_path, png_path = write_report(result, out, slug(result.get("device", "gpu")))

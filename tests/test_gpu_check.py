@@ -225,3 +225,22 @@ def test_device_section_survives_a_cupy_that_cannot_reach_its_runtime(monkeypatc
     info = gpu_check.device_info()
     assert info["device"] == "Stand-in GPU" and info["cupy_extra"] == "gpu-cu13"
     assert "cudaErrorInsufficientDriver" in info["cupy"] and "cupy-cuda13x" in info["cupy"]
+
+
+@pytest.mark.timeout(120)
+def test_wheels_that_cannot_be_installed_stop_the_check_at_once_with_the_json(monkeypatch, tmp_path):
+    """Without .whl/ (or with wheels for another Python) the check used to go on into sections that
+    all fail importing fastpipe, or crash before writing anything; now it names what is missing."""
+    (tmp_path / ".whl").mkdir()
+    monkeypatch.setattr(gpu_check, "WHEEL_MODULES", {"no_such_module_fp": "no-such-wheel-fp"})
+    got = gpu_check.ensure_wheels(tmp_path)
+    assert got["still_missing"] == ["no-such-wheel-fp"] and "could not install" in got["why"]
+    none = gpu_check.ensure_wheels(tmp_path / "elsewhere")
+    assert none["still_missing"] == ["no-such-wheel-fp"] and "make gpu-wheels" in none["why"]
+    monkeypatch.setattr(gpu_check, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_check, "ensure_wheels", lambda: none)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
+    monkeypatch.setattr(gpu_check, "run_all", lambda *a: pytest.fail("ran the sections without fastpipe"))
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
+    assert "no-such-wheel-fp" in doc["errors"]["wheels"] and not any(doc["goals"].values())
