@@ -23,10 +23,7 @@ a GPU and without running anything.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks._gpu_procs import kill_tree
 from benchmarks.gpu_check import REPO, ensure_wheels, require_gpu, slug
 
 GPU_ROWS = "fastpipe-gpu-cache,fastpipe-cache,monai-cache"
@@ -190,25 +188,8 @@ def execute(run: Run, timeout_s: float) -> int | str:
         return f"timed out after {timeout_s:.0f} s"
     finally:
         if proc.poll() is None:
-            for pid in [*descendants(proc.pid), proc.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait()
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (Linux ``/proc``), found before any is killed and re-parented."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
 
 
 def chart_partial(run: Run) -> list[str]:

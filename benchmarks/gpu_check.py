@@ -38,6 +38,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from benchmarks._gpu_procs import run_tree
+
 REPO = Path(__file__).resolve().parent.parent
 NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing was checked"
 WHEEL_MODULES = {"nibabel": "nibabel", "nvtx": "nvtx", "isal": "isal", "monai": "monai"}
@@ -98,10 +100,11 @@ def run_pytest_gpu(timeout_s: float) -> dict[str, Any]:
         xml = Path(tmp) / "gpu.xml"
         cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider",
                f"--junitxml={xml}"]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        rc, out, _ = run_tree(cmd, timeout_s)
         counts = junit_counts(xml.read_text()) if xml.exists() else {}
-    tail = proc.stdout.strip().splitlines()[-15:]
-    return {"pytest_gpu": {**counts, "exit_code": proc.returncode, "tail": tail}}
+    tail = out.strip().splitlines()[-15:]  # at a timeout: the file whose test hung, last
+    timed_out = {} if rc is not None else {"timed_out": f"killed after {timeout_s:.0f} s"}
+    return {"pytest_gpu": {**counts, "exit_code": rc, "tail": tail, **timed_out}}
 
 
 def junit_counts(xml_text: str) -> dict[str, Any]:
@@ -132,15 +135,15 @@ def run_sanitizer(timeout_s: float) -> dict[str, Any]:
         return {"compute_sanitizer": "not found"}
     cmd = [exe, "--tool", "memcheck", "--error-exitcode", "9", sys.executable, "-m", "benchmarks.gpu_check",
            "--sanitize-target"]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"compute_sanitizer": {"status": f"timed out after {timeout_s:.0f} s"}}
-    text = proc.stdout + proc.stderr
+    rc, out, err = run_tree(cmd, timeout_s)
+    text = out + err
+    if rc is None:
+        return {"compute_sanitizer": {"status": f"timed out after {timeout_s:.0f} s",
+                                      "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
     found = re.search(r"ERROR SUMMARY: (\d+) error", text)
     errors = int(found.group(1)) if found else None
-    status = "clean" if proc.returncode == 0 and errors == 0 else "errors" if errors else "failed"
-    return {"compute_sanitizer": {"status": status, "errors": errors, "exit_code": proc.returncode,
+    status = "clean" if rc == 0 and errors == 0 else "errors" if errors else "failed"
+    return {"compute_sanitizer": {"status": status, "errors": errors, "exit_code": rc,
                                   "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
 
 

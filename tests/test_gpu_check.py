@@ -244,3 +244,21 @@ def test_wheels_that_cannot_be_installed_stop_the_check_at_once_with_the_json(mo
     assert gpu_check.main(["--out", str(tmp_path)]) == 1
     doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
     assert "no-such-wheel-fp" in doc["errors"]["wheels"] and not any(doc["goals"].values())
+
+
+@pytest.mark.timeout(60)
+def test_a_sanitizer_past_its_limit_ends_with_the_process_under_it(monkeypatch, tmp_path):
+    """compute-sanitizer runs Python under it: a timeout used to kill the tool alone, and the Python
+    under it went on with the GPU into the next section (or the next command)."""
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text(f"#!/bin/sh\necho started\nsleep 30 &\necho $! > {tmp_path}/child.pid\nsleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    t0 = time.perf_counter()
+    got = gpu_check.run_sanitizer(2.0)["compute_sanitizer"]
+    assert time.perf_counter() - t0 < 15 and got["status"] == "timed out after 2 s"
+    child = int((tmp_path / "child.pid").read_text())
+    time.sleep(0.2)
+    alive = Path(f"/proc/{child}/stat").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+    assert not alive, f"the process under the sanitizer ({child}) outlived the timeout"
+    assert got["tail"][0] == "started"  # the output so far
