@@ -262,3 +262,17 @@ def test_a_sanitizer_past_its_limit_ends_with_the_process_under_it(monkeypatch, 
     alive = Path(f"/proc/{child}/stat").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
     assert not alive, f"the process under the sanitizer ({child}) outlived the timeout"
     assert got["tail"][0] == "started"  # the output so far
+
+
+@pytest.mark.timeout(120)
+def test_a_test_module_that_cannot_import_does_not_stop_the_gpu_tests(tmp_path):
+    """One test module importing a package the GPU image lacks (hypothesis, say) interrupted the whole
+    collection: no GPU test ran and the section said only that collection failed."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n")
+    (tmp_path / "test_lacks.py").write_text("import no_such_package_fp\n")
+    (tmp_path / "test_gpu.py").write_text(
+        "import pytest\n\n\n@pytest.mark.gpu\ndef test_runs():\n    pass\n\n\ndef test_cpu():\n    pass\n"
+    )
+    got = gpu_check.run_pytest_gpu(60, str(tmp_path))["pytest_gpu"]
+    assert (got["passed"], got["errors"], got["failed"]) == (1, 1, 0), got
+    assert not gpu_check.goals({"pytest_gpu": got})["gpu_tests_green"]
