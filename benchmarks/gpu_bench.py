@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks._gpu_procs import kill_tree
 from benchmarks.gpu_check import REPO, ensure_wheels, require_gpu, slug
@@ -227,19 +229,32 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("gpu-bench: " + "; ".join(problems))
     summary = {"device": torch.cuda.get_device_name(), "wheels": wheels, "runs": {}}
     deadline = t_start + args.limit_s - RESERVE_S if args.limit_s else float("inf")
-    for run in plan:
-        _one_run(run, deadline, args, out, gpu, summary)
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        for run in plan:
+            if not _one_run(run, deadline, args, out, gpu, summary):
+                break
+    finally:
+        signal.signal(signal.SIGTERM, before)
     ok = all(r["status"] == 0 for r in summary["runs"].values())
     print(f"gpu-bench: {'done' if ok else 'some runs failed'} -> {out / f'gpu-bench-{gpu}.json'}")
     return 0 if ok else 1
 
 
-def _one_run(run: Run, deadline: float, args, out: Path, gpu: str, summary: dict) -> None:
-    """Run one benchmark within what is left before ``deadline``; the summary is written after it."""
+class Terminated(Exception):
+    """SIGTERM reached gpu-bench: a time limit around the whole command (``timeout``, a scheduler)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM: the command's own time limit was reached")
+
+
+def _one_run(run: Run, deadline: float, args, out: Path, gpu: str, summary: dict) -> bool:
+    """Run one benchmark within what is left before ``deadline``; the summary is written after it (and a
+    cut training's charts drawn). False when gpu-bench was terminated: no further run."""
     from benchmarks.common import write_result
 
-    t0 = time.perf_counter()
-    entry: dict = {}
+    t0, entry, go_on = time.perf_counter(), {}, True
     try:
         if run.module == "benchmarks.train":
             prepare_train_data(args.data)  # inside the deadline: the arms get what is left after it
@@ -247,13 +262,21 @@ def _one_run(run: Run, deadline: float, args, out: Path, gpu: str, summary: dict
         limit = min(run.timeout_s, deadline - time.monotonic())
         print(f"gpu-bench: {run.name} (limit {limit:.0f} s)", flush=True)
         entry["status"] = execute(run, limit) if limit >= 1 else "skipped: --limit-s was reached"
-        if entry["status"] != 0 and run.module == "benchmarks.train":
-            entry["partial_charts"] = chart_partial(run)
+    except Terminated as err:
+        entry["status"], go_on = str(err), False
     except Exception as err:  # e.g. the data could not be generated: the other runs still go
-        entry["status" if "status" not in entry else "error"] = f"{type(err).__name__}: {err}"
+        entry["status"] = f"{type(err).__name__}: {err}"
     entry |= {"seconds": round(time.perf_counter() - t0, 1), "argv": [run.module, *run.argv]}
     summary["runs"][run.name] = entry
-    write_result("gpu-bench", summary, out / f"gpu-bench-{gpu}.json")  # after every run: a kill keeps it
+    path = out / f"gpu-bench-{gpu}.json"
+    write_result("gpu-bench", summary, path)  # after every run, first: a kill keeps it
+    if run.module == "benchmarks.train" and entry["status"] != 0:
+        try:
+            entry["partial_charts"] = chart_partial(run)
+        except Exception as err:  # noqa: BLE001 - recorded; the summary is what matters
+            entry["partial_charts"] = f"{type(err).__name__}: {err}"
+        write_result("gpu-bench", summary, path)
+    return go_on
 
 
 if __name__ == "__main__":

@@ -213,3 +213,31 @@ def test_a_run_past_its_limit_is_killed_with_its_subprocesses(tmp_path, monkeypa
         time.sleep(0.1)
     else:
         raise AssertionError(f"the run's subprocess {grandchild} outlived the kill")
+
+
+@pytest.mark.timeout(60)
+def test_a_terminated_command_still_writes_the_summary_and_the_charts(tmp_path, monkeypatch):
+    """A time limit around the whole command (the device's) sends SIGTERM: gpu-bench died with its
+    summary unwritten and a training's charts not drawn (train.py draws them only at its end)."""
+    import signal
+
+    import torch
+
+    monkeypatch.setattr(gpu_bench, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_bench, "ensure_wheels", lambda: {"missing": []})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(gpu_bench, "prepare_train_data", lambda data: tmp_path)
+    charted: list[str] = []
+    monkeypatch.setattr(gpu_bench, "chart_partial", lambda run: charted.append(run.name) or ["x.png"])
+
+    def killed(run, limit):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    monkeypatch.setattr(gpu_bench, "execute", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert gpu_bench.main(["--only", "train", "--out", str(tmp_path)]) == 1
+    assert signal.getsignal(signal.SIGTERM) == before
+    summary = json.loads((tmp_path / "gpu-bench-fake-gpu.json").read_text())
+    assert "SIGTERM" in summary["runs"]["train"]["status"] and charted == ["train"]
+    assert summary["runs"]["train"]["partial_charts"] == ["x.png"]
