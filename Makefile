@@ -10,7 +10,9 @@ NPROC   ?= 1
 # torch 2.13.0 where no NVIDIA GPU is present, the default build where one is. PyPI's Linux torch is
 # the CUDA build: for the CPU build, point TORCH_INDEX at PyTorch's CPU index
 # (make test TORCH_INDEX=https://download.pytorch.org/whl/cpu) or use a pip index that carries it.
-TORCH_SPEC := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
+# `=`, not `:=`: nvidia-smi runs only when $(STAMP) installs torch, so a hung driver cannot stall
+# `make gpu-check` (or any other target) before its first line.
+TORCH_SPEC = $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
 TORCH_INDEX ?=
 STAMP   := $(VENV)/.installed
 

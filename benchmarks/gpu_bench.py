@@ -14,20 +14,26 @@ Two runs, each a subprocess with its own time limit:
 Writes ``gpu-bench-spleen-<gpu>.json`` (plus its PNG), ``train-<gpu>.json`` with the Dice-over-time
 and GPU-utilisation PNGs beside it, and ``gpu-bench-<gpu>.json`` with each run's exit status and
 time, under ``benchmarks/results/`` or ``--out DIR``. Without a CUDA GPU it stops at once with
-status 2. ``--dry-run`` prints the plan and checks it (arguments, data split, time limits) without
+status 2. With ``--limit-s`` the whole command (wheels, data generation included) ends inside it:
+the training's arms get a budget that fits what is left, a run past its limit is killed with its
+subprocesses, and the summary is written after every run. ``--dry-run`` prints the plan and checks it (arguments, data split, time limits) without
 a GPU and without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from benchmarks._gpu_procs import kill_tree
 from benchmarks.gpu_check import REPO, ensure_wheels, require_gpu, slug
 
 GPU_ROWS = "fastpipe-gpu-cache,fastpipe-cache,monai-cache"
@@ -36,6 +42,8 @@ TRAIN_VAL = 4  # of them held out for validation (sliding-window Dice after ever
 TRAIN_DATA = REPO / "data" / f"spleen-full-{TRAIN_VOLUMES}"
 ARM_MARGIN_S = 60.0  # per arm beyond its budget: interpreter start, imports, one epoch and validation past it
 SPLEEN_LIMIT_S = 150.0
+RESERVE_S = 20.0  # of --limit-s, kept for the summary, a cut training's charts and the exit
+MIN_TRAIN_S = 20.0  # the least budget per arm a shortened training run gets
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,53 @@ def _plan(args: argparse.Namespace, out: Path, gpu: str) -> list[Run]:
     return runs(out, gpu, args.threads, args.train_max_s, args.data, args.only, arms)
 
 
+def fit_train(run: Run, left_s: float) -> Run:
+    """``run`` (the training) with its arms' budget lowered so that every arm, at its own limit, ends
+    within ``left_s`` (each arm still validates at least once; at least ``MIN_TRAIN_S`` each)."""
+    args = train_args(run)
+    n = len(args.arms.split(","))
+    budget = min(args.max_s, max(MIN_TRAIN_S, (left_s - 30.0) / n - ARM_MARGIN_S))
+    if budget >= args.max_s:
+        return run
+    argv = list(run.argv)
+    for flag, value in (("--max-s", budget), ("--arm-timeout-s", budget + ARM_MARGIN_S)):
+        argv[argv.index(flag) + 1] = str(round(value, 1))
+    return Run(run.name, run.module, argv, n * (budget + ARM_MARGIN_S) + 30.0)
+
+
+def train_args(run: Run) -> argparse.Namespace:
+    from benchmarks import train
+
+    return train.parse_args(run.argv)
+
+
+def execute(run: Run, timeout_s: float) -> int | str:
+    """``python -m <module>``; at ``timeout_s`` it is killed with every process under it (the training's
+    arm subprocesses, which would otherwise keep the GPU busy). It stays in this process group, so a
+    kill of the whole command (the device's time limit) still reaches all of them."""
+    proc = subprocess.Popen([sys.executable, "-m", run.module, *run.argv], cwd=REPO)
+    try:
+        return proc.wait(timeout=max(1.0, timeout_s))
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout_s:.0f} s"
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+            proc.wait()
+
+
+def chart_partial(run: Run) -> list[str]:
+    """The Dice and utilisation charts of a training run that was cut short, from the arms it wrote."""
+    from benchmarks.train_plot import plot_all
+
+    out = train_args(run).out
+    if out is None or not out.exists():
+        return []
+    return [str(p) for p in plot_all(json.loads(out.read_text()), out)]
+
+
 def main(argv: list[str] | None = None) -> int:
+    t_start = time.monotonic()
     args = parse_args(argv)
     out = Path(args.out) if args.out else REPO / "benchmarks" / "results"
     if args.dry_run:
@@ -164,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     require_gpu("gpu-bench")
     wheels = ensure_wheels()
+    if wheels.get("still_missing"):  # every run imports fastpipe
+        raise SystemExit(f"gpu-bench: missing {wheels['still_missing']}: {wheels.get('why')}")
     import torch
-
-    from benchmarks.common import write_result
 
     gpu = slug(torch.cuda.get_device_name())
     plan = _plan(args, out, gpu)
@@ -174,29 +228,55 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         raise SystemExit("gpu-bench: " + "; ".join(problems))
     summary = {"device": torch.cuda.get_device_name(), "wheels": wheels, "runs": {}}
-    for run in plan:
-        print(f"gpu-bench: {run.name} (limit {run.timeout_s:.0f} s)", flush=True)
-        t0 = time.perf_counter()
-        try:
-            if run.module == "benchmarks.train":
-                prepare_train_data(args.data)
-            proc = subprocess.run(
-                [sys.executable, "-m", run.module, *run.argv], cwd=REPO, timeout=run.timeout_s
-            )
-            status: int | str = proc.returncode
-        except subprocess.TimeoutExpired:
-            status = f"timed out after {run.timeout_s:.0f} s"
-        except Exception as err:  # e.g. the data could not be generated: the other runs still go
-            status = f"{type(err).__name__}: {err}"
-        summary["runs"][run.name] = {
-            "status": status,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "argv": [run.module, *run.argv],
-        }
-    path = write_result("gpu-bench", summary, out / f"gpu-bench-{gpu}.json")
+    deadline = t_start + args.limit_s - RESERVE_S if args.limit_s else float("inf")
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        for run in plan:
+            if not _one_run(run, deadline, args, out, gpu, summary):
+                break
+    finally:
+        signal.signal(signal.SIGTERM, before)
     ok = all(r["status"] == 0 for r in summary["runs"].values())
-    print(f"gpu-bench: {'done' if ok else 'some runs failed'} -> {path}")
+    print(f"gpu-bench: {'done' if ok else 'some runs failed'} -> {out / f'gpu-bench-{gpu}.json'}")
     return 0 if ok else 1
+
+
+class Terminated(Exception):
+    """SIGTERM reached gpu-bench: a time limit around the whole command (``timeout``, a scheduler)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM: the command's own time limit was reached")
+
+
+def _one_run(run: Run, deadline: float, args, out: Path, gpu: str, summary: dict) -> bool:
+    """Run one benchmark within what is left before ``deadline``; the summary is written after it (and a
+    cut training's charts drawn). False when gpu-bench was terminated: no further run."""
+    from benchmarks.common import write_result
+
+    t0, entry, go_on = time.perf_counter(), {}, True
+    try:
+        if run.module == "benchmarks.train":
+            prepare_train_data(args.data)  # inside the deadline: the arms get what is left after it
+            run = fit_train(run, deadline - time.monotonic())
+        limit = min(run.timeout_s, deadline - time.monotonic())
+        print(f"gpu-bench: {run.name} (limit {limit:.0f} s)", flush=True)
+        entry["status"] = execute(run, limit) if limit >= 1 else "skipped: --limit-s was reached"
+    except Terminated as err:
+        entry["status"], go_on = str(err), False
+    except Exception as err:  # e.g. the data could not be generated: the other runs still go
+        entry["status"] = f"{type(err).__name__}: {err}"
+    entry |= {"seconds": round(time.perf_counter() - t0, 1), "argv": [run.module, *run.argv]}
+    summary["runs"][run.name] = entry
+    path = out / f"gpu-bench-{gpu}.json"
+    write_result("gpu-bench", summary, path)  # after every run, first: a kill keeps it
+    if run.module == "benchmarks.train" and entry["status"] != 0:
+        try:
+            entry["partial_charts"] = chart_partial(run)
+        except Exception as err:  # noqa: BLE001 - recorded; the summary is what matters
+            entry["partial_charts"] = f"{type(err).__name__}: {err}"
+        write_result("gpu-bench", summary, path)
+    return go_on
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from benchmarks._gpu_procs import run_tree
+
 REPO = Path(__file__).resolve().parent.parent
 NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing was checked"
 WHEEL_MODULES = {"nibabel": "nibabel", "nvtx": "nvtx", "isal": "isal", "monai": "monai"}
@@ -61,11 +63,15 @@ def require_gpu(name: str) -> None:
 
 
 def ensure_wheels(repo: Path = REPO) -> dict[str, Any]:
-    """Install the modules fastpipe needs from ``repo/.whl`` (offline) when they are missing."""
-    missing = [pkg for mod, pkg in WHEEL_MODULES.items() if importlib.util.find_spec(mod) is None]
+    """Install the modules fastpipe needs from ``repo/.whl`` (offline) when they are missing;
+    ``still_missing`` names those that cannot be imported after it (with ``why``)."""
+    missing = _missing()
     wheels = repo / ".whl"
     if not missing or not wheels.is_dir():
-        return {"missing": missing, "installed_from": None}
+        why = f"no {wheels} folder: run `make gpu-wheels` where there is network and carry .whl/ over"
+        return {"missing": missing, "installed_from": None, "still_missing": missing} | (
+            {"why": why} if missing else {}
+        )
     target = wheels / "site"
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
            "--find-links", str(wheels), "--target", str(target), *missing]  # fmt: skip
@@ -73,24 +79,34 @@ def ensure_wheels(repo: Path = REPO) -> dict[str, Any]:
     sys.path.insert(0, str(target))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(target), str(repo), os.environ.get("PYTHONPATH", "")])
     importlib.invalidate_caches()
+    still = _missing()
+    py = f"Python {sys.version_info.major}.{sys.version_info.minor} ({sys.executable})"
     return {
         "missing": missing,
         "installed_from": str(wheels),
         "pip_rc": proc.returncode,
         "pip_err": proc.stderr[-500:],
-    }
+        "still_missing": still,
+    } | ({"why": f"pip could not install them from {wheels} for {py}: {proc.stderr[-300:]}"} if still else {})
 
 
-def run_pytest_gpu(timeout_s: float) -> dict[str, Any]:
-    """Section ``pytest_gpu``: ``pytest -m gpu tests`` in a subprocess, counted from its JUnit XML."""
+def _missing() -> list[str]:
+    return [pkg for mod, pkg in WHEEL_MODULES.items() if importlib.util.find_spec(mod) is None]
+
+
+def run_pytest_gpu(timeout_s: float, tests: str = "tests") -> dict[str, Any]:
+    """Section ``pytest_gpu``: ``pytest -m gpu tests`` in a subprocess, counted from its JUnit XML. A
+    test module that cannot be imported (a package the GPU image lacks) counts as an error, and the
+    GPU tests of the others still run."""
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "gpu.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests", "-p", "no:cacheprovider",
-               f"--junitxml={xml}"]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", tests, "-p", "no:cacheprovider",
+               "--continue-on-collection-errors", f"--junitxml={xml}"]  # fmt: skip
+        rc, out, _ = run_tree(cmd, timeout_s)
         counts = junit_counts(xml.read_text()) if xml.exists() else {}
-    tail = proc.stdout.strip().splitlines()[-15:]
-    return {"pytest_gpu": {**counts, "exit_code": proc.returncode, "tail": tail}}
+    tail = out.strip().splitlines()[-15:]  # at a timeout: the file whose test hung, last
+    timed_out = {} if rc is not None else {"timed_out": f"killed after {timeout_s:.0f} s"}
+    return {"pytest_gpu": {**counts, "exit_code": rc, "tail": tail, **timed_out}}
 
 
 def junit_counts(xml_text: str) -> dict[str, Any]:
@@ -121,15 +137,15 @@ def run_sanitizer(timeout_s: float) -> dict[str, Any]:
         return {"compute_sanitizer": "not found"}
     cmd = [exe, "--tool", "memcheck", "--error-exitcode", "9", sys.executable, "-m", "benchmarks.gpu_check",
            "--sanitize-target"]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"compute_sanitizer": {"status": f"timed out after {timeout_s:.0f} s"}}
-    text = proc.stdout + proc.stderr
+    rc, out, err = run_tree(cmd, timeout_s)
+    text = out + err
+    if rc is None:
+        return {"compute_sanitizer": {"status": f"timed out after {timeout_s:.0f} s",
+                                      "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
     found = re.search(r"ERROR SUMMARY: (\d+) error", text)
     errors = int(found.group(1)) if found else None
-    status = "clean" if proc.returncode == 0 and errors == 0 else "errors" if errors else "failed"
-    return {"compute_sanitizer": {"status": status, "errors": errors, "exit_code": proc.returncode,
+    status = "clean" if rc == 0 and errors == 0 else "errors" if errors else "failed"
+    return {"compute_sanitizer": {"status": status, "errors": errors, "exit_code": rc,
                                   "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
 
 
@@ -255,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks._gpu_report import write_report
 
     result: dict[str, Any] = {"errors": {}, "section_s": {}, "wheels": wheels}
-    run_all(dev, args.timeout_s, result)
+    if wheels.get("still_missing"):  # every section imports fastpipe: fail at once, with the JSON
+        result["device"] = torch.cuda.get_device_name()
+        result["errors"]["wheels"] = f"missing {wheels['still_missing']}: {wheels.get('why')}"
+        print(f"gpu-check: {result['errors']['wheels']}", file=sys.stderr, flush=True)
+    else:
+        run_all(dev, args.timeout_s, result)
     result["goals"] = goals(result)
     out = Path(args.out) if args.out else None
     json_path, png_path = write_report(result, out, slug(result.get("device", "gpu")))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,121 @@ def test_a_plan_over_the_command_limit_is_refused(capsys):
 def test_an_unknown_arm_is_refused_before_the_gpu_is_used(capsys):
     assert gpu_bench.main(["--dry-run", "--only", "train", "--arms", "fastpipe,monai_fast"]) == 1
     assert "unknown arms ['monai_fast']" in capsys.readouterr().out
+
+
+REAL_RUN, REAL_POPEN = subprocess.run, subprocess.Popen
+BENCH_CALLS: list[tuple[list[str], float | None]] = []
+
+
+class _FakeProc:
+    """Stands in for a benchmark subprocess: records its command and the time it was given."""
+
+    def __init__(self, cmd):
+        self.cmd, self.returncode, self.pid = cmd, 0, -1
+
+    def wait(self, timeout=None):
+        BENCH_CALLS.append((self.cmd, timeout))
+        return 0
+
+    def poll(self):
+        return 0
+
+
+def _is_bench(cmd) -> bool:
+    return isinstance(cmd, list) and cmd[1:2] == ["-m"] and cmd[2].startswith("benchmarks.")
+
+
+def _fake_popen(cmd, *a, **kw):
+    return _FakeProc(cmd) if _is_bench(cmd) else REAL_POPEN(cmd, *a, **kw)
+
+
+def _fake_run(cmd, *a, timeout=None, **kw):
+    if not _is_bench(cmd):
+        return REAL_RUN(cmd, *a, timeout=timeout, **kw)
+    BENCH_CALLS.append((cmd, timeout))
+    return _FakeProc(cmd)
+
+
+@pytest.mark.timeout(60)
+def test_the_training_fits_what_is_left_of_the_limit_after_the_data_is_made(tmp_path, monkeypatch):
+    """Making the look-alike volumes (~30 s) used to come on top of a worst case of 590 s planned
+    against --limit-s 600: the device command was killed mid-arm and the summary was never written."""
+    import torch
+
+    monkeypatch.setattr(gpu_bench, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_bench, "ensure_wheels", lambda: {"missing": []})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(gpu_bench, "prepare_train_data", lambda data: time.sleep(1.5) or tmp_path)
+    monkeypatch.setattr(gpu_bench.subprocess, "run", _fake_run)
+    monkeypatch.setattr(gpu_bench.subprocess, "Popen", _fake_popen)
+    BENCH_CALLS.clear()
+    t0 = time.monotonic()
+    argv = ["--only", "train", "--train-max-s", "80", "--limit-s", "600", "--out", str(tmp_path)]
+    assert gpu_bench.main(argv) == 0
+    ((cmd, timeout),) = BENCH_CALLS
+    args = train.parse_args(cmd[3:])
+    assert timeout is not None and timeout <= 600 - 10 - 1.5  # room for the summary and the exit
+    # every arm, run to its own limit, still ends inside the run's limit, and each has a budget
+    n = len(args.arms.split(","))
+    assert n * args.arm_timeout_s + 30 <= timeout + 1 and args.arm_timeout_s > args.max_s >= 20
+    assert args.max_s < 80
+    assert time.monotonic() - t0 < 30
+    summary = json.loads((tmp_path / "gpu-bench-fake-gpu.json").read_text())
+    assert summary["runs"]["train"]["status"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_run_past_its_limit_is_killed_with_its_subprocesses(tmp_path, monkeypatch):
+    """The training's arms are subprocesses of the training run: a kill of the run alone left them
+    holding the GPU while the next run (or the next device command) started."""
+    pidfile = tmp_path / "grandchild.pid"
+    (tmp_path / "fake_bench.py").write_text(
+        "import os, subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid) + ' ' + str(os.getpgid(p.pid)))\n"
+        "time.sleep(60)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    t0 = time.monotonic()
+    status = gpu_bench.execute(gpu_bench.Run("fake", "fake_bench", [], 3.0), 3.0)
+    assert status == "timed out after 3 s" and time.monotonic() - t0 < 20
+    grandchild, group = map(int, pidfile.read_text().split())
+    assert group == os.getpgrp()  # a kill of the whole command (the device's limit) reaches it too
+    for _ in range(50):  # the kill is delivered; give the kernel a moment to reap
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{grandchild}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the run's subprocess {grandchild} outlived the kill")
+
+
+@pytest.mark.timeout(60)
+def test_a_terminated_command_still_writes_the_summary_and_the_charts(tmp_path, monkeypatch):
+    """A time limit around the whole command (the device's) sends SIGTERM: gpu-bench died with its
+    summary unwritten and a training's charts not drawn (train.py draws them only at its end)."""
+    import signal
+
+    import torch
+
+    monkeypatch.setattr(gpu_bench, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_bench, "ensure_wheels", lambda: {"missing": []})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(gpu_bench, "prepare_train_data", lambda data: tmp_path)
+    charted: list[str] = []
+    monkeypatch.setattr(gpu_bench, "chart_partial", lambda run: charted.append(run.name) or ["x.png"])
+
+    def killed(run, limit):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    monkeypatch.setattr(gpu_bench, "execute", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert gpu_bench.main(["--only", "train", "--out", str(tmp_path)]) == 1
+    assert signal.getsignal(signal.SIGTERM) == before
+    summary = json.loads((tmp_path / "gpu-bench-fake-gpu.json").read_text())
+    assert "SIGTERM" in summary["runs"]["train"]["status"] and charted == ["train"]
+    assert summary["runs"]["train"]["partial_charts"] == ["x.png"]

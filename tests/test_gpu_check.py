@@ -46,6 +46,20 @@ def test_without_gpu_the_make_targets_fail_with_the_message(target, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_hung_nvidia_smi_does_not_stall_the_gpu_targets(tmp_path):
+    fake = tmp_path / "nvidia-smi"  # a wedged driver: nvidia-smi never answers
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.perf_counter()
+    for target in ("gpu-check", "gpu-bench"):
+        proc = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, env=env)
+        assert proc.returncode == 0 and "benchmarks.gpu_" in proc.stdout, proc.stderr
+    assert time.perf_counter() - t0 < 10
+
+
 def _fake_result(**over):
     result = {
         "device": "Fake GPU 80GB",
@@ -211,3 +225,54 @@ def test_device_section_survives_a_cupy_that_cannot_reach_its_runtime(monkeypatc
     info = gpu_check.device_info()
     assert info["device"] == "Stand-in GPU" and info["cupy_extra"] == "gpu-cu13"
     assert "cudaErrorInsufficientDriver" in info["cupy"] and "cupy-cuda13x" in info["cupy"]
+
+
+@pytest.mark.timeout(120)
+def test_wheels_that_cannot_be_installed_stop_the_check_at_once_with_the_json(monkeypatch, tmp_path):
+    """Without .whl/ (or with wheels for another Python) the check used to go on into sections that
+    all fail importing fastpipe, or crash before writing anything; now it names what is missing."""
+    (tmp_path / ".whl").mkdir()
+    monkeypatch.setattr(gpu_check, "WHEEL_MODULES", {"no_such_module_fp": "no-such-wheel-fp"})
+    got = gpu_check.ensure_wheels(tmp_path)
+    assert got["still_missing"] == ["no-such-wheel-fp"] and "could not install" in got["why"]
+    none = gpu_check.ensure_wheels(tmp_path / "elsewhere")
+    assert none["still_missing"] == ["no-such-wheel-fp"] and "make gpu-wheels" in none["why"]
+    monkeypatch.setattr(gpu_check, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_check, "ensure_wheels", lambda: none)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
+    monkeypatch.setattr(gpu_check, "run_all", lambda *a: pytest.fail("ran the sections without fastpipe"))
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
+    assert "no-such-wheel-fp" in doc["errors"]["wheels"] and not any(doc["goals"].values())
+
+
+@pytest.mark.timeout(60)
+def test_a_sanitizer_past_its_limit_ends_with_the_process_under_it(monkeypatch, tmp_path):
+    """compute-sanitizer runs Python under it: a timeout used to kill the tool alone, and the Python
+    under it went on with the GPU into the next section (or the next command)."""
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text(f"#!/bin/sh\necho started\nsleep 30 &\necho $! > {tmp_path}/child.pid\nsleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    t0 = time.perf_counter()
+    got = gpu_check.run_sanitizer(2.0)["compute_sanitizer"]
+    assert time.perf_counter() - t0 < 15 and got["status"] == "timed out after 2 s"
+    child = int((tmp_path / "child.pid").read_text())
+    time.sleep(0.2)
+    alive = Path(f"/proc/{child}/stat").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+    assert not alive, f"the process under the sanitizer ({child}) outlived the timeout"
+    assert got["tail"][0] == "started"  # the output so far
+
+
+@pytest.mark.timeout(120)
+def test_a_test_module_that_cannot_import_does_not_stop_the_gpu_tests(tmp_path):
+    """One test module importing a package the GPU image lacks (hypothesis, say) interrupted the whole
+    collection: no GPU test ran and the section said only that collection failed."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n")
+    (tmp_path / "test_lacks.py").write_text("import no_such_package_fp\n")
+    (tmp_path / "test_gpu.py").write_text(
+        "import pytest\n\n\n@pytest.mark.gpu\ndef test_runs():\n    pass\n\n\ndef test_cpu():\n    pass\n"
+    )
+    got = gpu_check.run_pytest_gpu(60, str(tmp_path))["pytest_gpu"]
+    assert (got["passed"], got["errors"], got["failed"]) == (1, 1, 0), got
+    assert not gpu_check.goals({"pytest_gpu": got})["gpu_tests_green"]
