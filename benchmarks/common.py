@@ -43,8 +43,11 @@ COMMIT_ENV = "FASTPIPE_COMMIT"
 
 
 def git_commit() -> str:
-    """The current commit (with ``-dirty`` when the tree has changes); where git cannot tell (no
-    ``.git`` or no git), ``$FASTPIPE_COMMIT`` when set, else ``unknown``."""
+    """``$FASTPIPE_COMMIT`` when set (a copy of the tree run elsewhere, maybe over another checkout's
+    ``.git``, names the commit it was made from); else the current commit (with ``-dirty`` when the
+    tree has changes); else (no ``.git`` or no git) ``unknown``."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
@@ -66,7 +69,7 @@ def git_commit() -> str:
             text=True,
         ).stdout.strip()  # result files of an earlier benchmark and prose do not make the code dirty
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get(COMMIT_ENV) or "unknown"
+        return "unknown"
     return f"{sha}-dirty" if dirty else sha
 
 

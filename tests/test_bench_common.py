@@ -38,6 +38,14 @@ def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
     assert common.git_commit() == "unknown"
 
 
+def test_the_commit_given_wins_over_another_checkouts_git(monkeypatch):
+    """The tree copied to a GPU machine ran over an older checkout there: git named that checkout
+    (7024621-dirty) while the files were another commit's; the commit given in the environment wins."""
+    real = common.git_commit()
+    monkeypatch.setenv(common.COMMIT_ENV, "deadbee")
+    assert real != "deadbee" and common.git_commit() == "deadbee"
+
+
 def test_spread_quartiles_stay_within_the_samples():
     """Two or three epochs (``--epochs 2``): the quartiles interpolate, never extrapolate past the samples."""
     for samples in ([1.0, 2.0], [1.0, 2.0, 4.0], [3.0, 1.0, 2.0, 10.0]):
