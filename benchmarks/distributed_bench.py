@@ -173,6 +173,8 @@ def _report(args: argparse.Namespace, ranks: list[dict], n_items: int, world: in
         "world_size": world,
         "local_world_size": local_world,
         "items": n_items,
+        # not the matrix's fastpipe rows: those add the tutorial's flips, turns and shift to the crop
+        "chain": "the spleen prefix cached, then RandCropByPosNegLabeld alone (no random suffix)",
         "cache_bytes_all_ranks": total,
         "epoch_s_max_over_ranks": max(r["epoch_s"]["median"] for r in ranks),
         "ranks": ranks,

@@ -10,3 +10,17 @@ def test_the_ranks_get_save_so_rank_0_writes_where_asked(tmp_path):
     saved = distributed_bench._forward(spleen.parse_args(["--nproc", "2", "--save"]), tmp_path)
     assert "--save" in saved and spleen.parse_args(saved).save
     assert "--save" not in distributed_bench._forward(spleen.parse_args(["--nproc", "2"]), tmp_path)
+
+
+def test_the_result_says_which_chain_it_ran(tmp_path):
+    """The DDP run caches the prefix and runs the crop alone: its epochs are not the matrix rows' (which
+    add the tutorial's random suffix), and the JSON must say so."""
+    import argparse
+    import json
+
+    rank = {"rank": 0, "shard_items": 2, "cache_bytes": 2**20, "fill_s": 0.1, "epoch_s": {"median": 0.5},
+            "batches_per_epoch": [1], "crops_per_s": {"median": 16.0}}  # fmt: skip
+    args = argparse.Namespace(out=tmp_path / "ddp.json", preset="spleen-tiny")
+    distributed_bench._report(args, [rank], 2, 1, 1)
+    doc = json.loads((tmp_path / "ddp.json").read_text())
+    assert "RandCropByPosNegLabeld alone" in doc["chain"] and "no random suffix" in doc["chain"]
