@@ -26,20 +26,7 @@ from fastpipe.transforms._nifti import read_nifti
 sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
 from _nifti_corrupt import decoded, structured_volume  # noqa: E402
 from _nifti_files import affine, write  # noqa: E402
-
-FTEXT, FHCRC, FEXTRA, FNAME, FCOMMENT = 1, 2, 4, 8, 16
-
-
-def member(payload: bytes, flags: int = 0, level: int = 6) -> bytes:
-    """One gzip member with the optional header fields ``flags`` asks for (a valid header CRC)."""
-    head = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff"
-    head += struct.pack("<H", 6) + b"BC\x02\0\0\0" if flags & FEXTRA else b""
-    head += b"img.nii\0" if flags & FNAME else b""
-    head += b"a comment\0" if flags & FCOMMENT else b""
-    head += struct.pack("<H", zlib.crc32(head) & 0xFFFF) if flags & FHCRC else b""
-    deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
-    body = deflate.compress(payload) + deflate.flush()
-    return head + body + struct.pack("<II", zlib.crc32(payload), len(payload) & 0xFFFFFFFF)
+from _nifti_mutations import FCOMMENT, FEXTRA, FHCRC, FNAME, member  # noqa: E402
 
 
 def gunzip(blob: bytes, read: int = 1 << 16) -> bytes:
