@@ -67,6 +67,12 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty(0, dtype=dtype).numpy().dtype
 
 
+def numpy_ok(t: torch.Tensor, *dtypes: torch.dtype) -> bool:
+    """Whether ``t`` (and results of ``dtypes``) can go through numpy: on the CPU, and no ``bfloat16``,
+    which numpy lacks."""
+    return t.device.type == "cpu" and torch.bfloat16 not in (t.dtype, *dtypes)
+
+
 def alloc(shape: tuple[int, ...] | list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised tensor; on CPU backed by numpy memory (huge pages) when numpy knows the dtype."""
     if device.type == "cpu" and dtype is not torch.bfloat16:

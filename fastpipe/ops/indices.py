@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastpipe._tensors import numpy_ok
+
 #: Below this background fraction :func:`compact_indices` keeps the background list (rejection would need many tries).
 MIN_BG_FRACTION = 1 / 16
 
@@ -20,7 +22,7 @@ def _flat_mask(x: torch.Tensor, threshold: float | None = None) -> torch.Tensor 
 
     numpy on CPU, torch elsewhere (and for the dtypes numpy lacks, bfloat16).
     """
-    a = x.numpy() if x.device.type == "cpu" and x.dtype != torch.bfloat16 else x
+    a = x.numpy() if numpy_ok(x) else x
     m = (a != 0) if threshold is None else (a > threshold)
     m = m[0] if x.shape[0] == 1 else m.any(0)
     return m.ravel() if isinstance(m, np.ndarray) else m.contiguous().view(-1)

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import torch
 
-from fastpipe._tensors import alloc, numpy_dtype
+from fastpipe._tensors import alloc, numpy_dtype, numpy_ok
 from fastpipe.transforms._resample_grid import (
     axis_plans,
     resample_grid,
@@ -230,9 +230,7 @@ def resample_separable(
         phys = phys.contiguous()
     out_dtype = img.dtype if mode == "nearest" else dtype
     ratios = [out_shape[a] / in_shape[a] for a in order]
-    numpy_ops = (
-        img.device.type == "cpu" and not torch_ops and torch.bfloat16 not in (img.dtype, out_dtype)
-    )  # no bf16
+    numpy_ops = not torch_ops and numpy_ok(img, out_dtype)
     phys = _run_passes(phys, [plans[a] for a in order], ratios, out_dtype, numpy_ops)
     inverse = [0] + [1 + order.index(a) for a in range(3)]
     return phys.permute(*inverse)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from fastpipe._meta import get_affine
-from fastpipe._tensors import alloc
+from fastpipe._tensors import alloc, numpy_ok
 from fastpipe.transforms._dict import ensure_keys, mark_untraced, present_keys, update_meta
 
 
@@ -19,17 +19,12 @@ def is_positive(x: torch.Tensor) -> torch.Tensor:
     return x > 0
 
 
-def _numpy_ok(img: torch.Tensor) -> bool:
-    """Whether ``img`` takes the numpy path: on the CPU, in a dtype numpy has (not ``bfloat16``)."""
-    return img.device.type == "cpu" and img.dtype is not torch.bfloat16
-
-
 def _axis_hits(img: torch.Tensor, select_fn: Callable) -> list[torch.Tensor]:
     """Per spatial axis, a 1-D bool of which positions hold any foreground voxel."""
     # max-reductions over the image need no bool volume: far less memory traffic. A NaN voxel makes
     # its row's max NaN (not > 0) where MONAI's x > 0 still counts the row's other voxels: such a
     # volume (m2 then holds a NaN) takes the mask path
-    if select_fn is is_positive and _numpy_ok(img):
+    if select_fn is is_positive and numpy_ok(img):
         a = img.numpy()
         m2 = a.max(axis=(0, 3))  # (X, Y)
         if not (m2.dtype.kind == "f" and np.isnan(m2).any()):
@@ -77,7 +72,7 @@ def crop_pad(img: torch.Tensor, start: Sequence[int], end: Sequence[int]) -> tor
     if any(sl.stop <= sl.start for sl in src) or tuple(out.shape[1:]) != tuple(d.stop - d.start for d in dst):
         out.zero_()
     if all(sl.stop > sl.start for sl in src):
-        if _numpy_ok(img):  # numpy's serial strided copy (no OpenMP barrier)
+        if numpy_ok(img):  # numpy's serial strided copy (no OpenMP barrier)
             np.copyto(out.numpy()[(slice(None), *dst)], img.numpy()[(slice(None), *src)])
         else:
             out[(slice(None), *dst)] = img[(slice(None), *src)]

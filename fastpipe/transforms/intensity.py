@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe._tensors import alloc_like
+from fastpipe._tensors import alloc_like, numpy_ok
 from fastpipe.transforms._dict import ensure_keys, present_keys
 
 
@@ -69,8 +69,7 @@ class ScaleIntensityRanged:
             span = float(self.b_max) - float(self.b_min)
             factor, shift = factor * span, shift * span + float(self.b_min)
         clip = self.clip and (self.b_min is not None or self.b_max is not None)
-        if img.device.type == "cpu" and torch.bfloat16 not in (img.dtype, out.dtype):  # numpy: serial
-            # ufuncs, no OpenMP barrier per op (numpy has no bfloat16: torch does those)
+        if numpy_ok(img, out.dtype):  # numpy: serial ufuncs, no OpenMP barrier per op
             o = out.numpy()
             np.multiply(img.numpy(), o.dtype.type(factor), out=o, casting="unsafe")
             np.add(o, o.dtype.type(shift), out=o)

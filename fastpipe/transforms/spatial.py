@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fastpipe._meta import get_affine, meta_key
+from fastpipe._tensors import numpy_ok
 from fastpipe.transforms._affine import (
     AFFINE_TOL,
     check_axcodes,
@@ -45,7 +46,7 @@ def _flip(img: torch.Tensor, axes: list[int]) -> torch.Tensor:
     """Flip ``axes``, keeping the memory order (numpy copy into huge-page memory on CPU)."""
     if not axes:
         return img
-    if img.device.type != "cpu" or img.requires_grad or img.dtype is torch.bfloat16:  # numpy lacks bfloat16
+    if not numpy_ok(img) or img.requires_grad:
         return torch.flip(img, axes)
     src = img.numpy()
     view = src[tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(src.ndim))]
