@@ -36,7 +36,8 @@
 //   starts: (N, 3) int64 -> window start per source axis; vidx: (N,) int64 -> volume index
 //   codes:  (N,) int32   -> per output axis a, bits 3a..3a+2: source axis | 4 * flipped
 //   inten:  (N, 2) float -> scale, shift (read only when use_inten != 0)
-//   err:    one int, INT_MAX on entry; the smallest bad crop index on exit
+//   err:    one int, INT_MAX on entry; on exit the smallest bad crop index, capped at INT_MAX - 1 (a
+//           crop from 2^31 - 1 on reads as INT_MAX - 1: the flag is never lost, the host finds the crop)
 //   out:    (N, C, O0, O1, O2) contiguous
 // Reference implementation: fastpipe/ops/crop.py (crop_batch_torch).
 
@@ -222,6 +223,10 @@ __device__ __forceinline__ void inside(long long start, long long dim, int O, bo
   }
 }
 
+// The err flag for crop n: n itself below INT_MAX - 1, else INT_MAX - 1 (INT_MAX means "no error", and
+// a plain (int) cast of a 64-bit n would wrap onto it for some n and lose the flag).
+__device__ __forceinline__ int err_flag(long long n) { return n < 0x7ffffffeLL ? (int)n : 0x7ffffffe; }
+
 // I: the index type of offsets inside one volume and the output (int when all fit, else long long).
 // `block`: the block's index among its key's blocks.
 template <typename T, typename I>
@@ -246,13 +251,13 @@ __device__ __forceinline__ void crop_rows(const CropTables tb, T* __restrict__ o
   const bool f[3] = {(code & 4) != 0, (code & 32) != 0, (code & 256) != 0};
   const bool first = lane == 0 && i == 0 && j == 0 && c == 0;
   if (v < 0 || v >= a.nvols) {
-    if (first) atomicMin(tb.err, (int)n);
+    if (first) atomicMin(tb.err, err_flag(n));
     return;
   }
   const long long* vt = tb.vols + v * 4;
   const long long dims[3] = {vt[1], vt[2], vt[3]};
   if (!crop_ok(st, dims, p, a)) {
-    if (first) atomicMin(tb.err, (int)n);
+    if (first) atomicMin(tb.err, err_flag(n));
     return;
   }
   const long long s0 = st[p[0]] + (f[0] ? a.O[0] - 1 - i : i);

@@ -67,7 +67,8 @@ def raise_bad_crop(err: torch.Tensor, volumes, starts, vol_index, size, axes, na
         return
     ax = axes.tolist() if axes is not None else None
     check_windows(volumes, starts.tolist(), vol_index.tolist(), size, ax, padded, names)
-    raise ValueError(f"crop_batch: the kernel flagged crop {bad} as outside its volume")
+    which = f"crop {bad}" if bad < INT_MAX - 1 else f"a crop from {bad} on"  # the kernel caps the flag
+    raise ValueError(f"crop_batch: the kernel flagged {which} as outside its volume")
 
 
 def _is_cuda(dev: torch.device) -> bool:

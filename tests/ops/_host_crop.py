@@ -32,6 +32,11 @@ extern "C" void one_crop_pos_neg_i32(const long long* desc, int nkeys, unsigned 
   blockDim = {bx, by, 1}; blockIdx = {b, 0, 0}; threadIdx = {t % bx, t / bx, 0};
   crop_pos_neg_i32(desc, nkeys);
 }
+extern "C" void one_crop_pos_neg_i64(const long long* desc, int nkeys, unsigned bx, unsigned by, unsigned b,
+                                     unsigned t) {
+  blockDim = {bx, by, 1}; blockIdx = {b, 0, 0}; threadIdx = {t % bx, t / bx, 0};
+  crop_pos_neg_i64(desc, nkeys);
+}
 """
 
 

@@ -231,6 +231,34 @@ def test_32_bit_kernel_reads_the_intensity_of_crops_past_2_30(lib):
     assert float(out[0]) == float(vol[0, 1, 2, 3]) * 2.0 + 0.5
 
 
+@pytest.mark.parametrize("n", [2**31 - 2, 2**31 - 1, 2**31, 2**32 + 2**31 - 1])
+def test_64_bit_kernel_flags_a_bad_crop_past_2_31(lib, n):
+    """A bad crop's index n goes into a 32-bit flag whose INT_MAX means "no error". A plain cast wraps
+    some n past 2^31 onto INT_MAX (n = 2^31 - 1, 2^32 + 2^31 - 1) and the bad crop's output would be
+    left as torch.empty made it. Only crop n runs, with its tables addressed so that its entries are real
+    ones; its volume index is out of range, so the flag must be set."""
+    from fastpipe.ops._crop_tables import DESC_WORDS, IDENTITY_CODE, INT_MAX
+
+    vol = torch.zeros((1, 4, 4, 4), dtype=torch.float32)
+    vols = torch.tensor([[vol.data_ptr(), 4, 4, 4]])
+    st, vi = torch.tensor([[0, 0, 0]]), torch.tensor([3])  # volume 3 of 1
+    codes, err, out = (
+        torch.tensor([IDENTITY_CODE], dtype=torch.int32),
+        torch.tensor([INT_MAX], dtype=torch.int32),
+        torch.zeros(1),
+    )
+    desc = torch.tensor([
+        vols.data_ptr(), st.data_ptr() - 24 * n, vi.data_ptr() - 8 * n, codes.data_ptr() - 4 * n,
+        0, err.data_ptr(), out.data_ptr() - 4 * n,
+        0, n + 1, 0, 1, 1, 1, 1, 1, 0,  # pad, rows, first block, C, O0-O2, nvols, flags: float32
+    ])  # fmt: skip
+    assert desc.numel() == DESC_WORDS
+    bx, by = _host_crop.BLOCK[:2]
+    per = bx * by
+    lib.one_crop_pos_neg_i64(ctypes.c_void_p(desc.data_ptr()), 1, bx, by, n // per, n % per)
+    assert int(err[0]) == min(n, INT_MAX - 1)
+
+
 # --- the real kernel on a GPU ------------------------------------------------------------------------------
 
 
