@@ -27,16 +27,14 @@ WRAPPERS = r"""
 LAUNCH(crop_pos_neg_i32)
 LAUNCH(crop_pos_neg_i64)
 // one thread of the grid: block b, thread t of the block (x = t % bx, y = t / bx)
-extern "C" void one_crop_pos_neg_i32(const long long* desc, int nkeys, unsigned bx, unsigned by, unsigned b,
-                                     unsigned t) {
-  blockDim = {bx, by, 1}; blockIdx = {b, 0, 0}; threadIdx = {t % bx, t / bx, 0};
-  crop_pos_neg_i32(desc, nkeys);
-}
-extern "C" void one_crop_pos_neg_i64(const long long* desc, int nkeys, unsigned bx, unsigned by, unsigned b,
-                                     unsigned t) {
-  blockDim = {bx, by, 1}; blockIdx = {b, 0, 0}; threadIdx = {t % bx, t / bx, 0};
-  crop_pos_neg_i64(desc, nkeys);
-}
+#define ONE(NAME)                                                                                  \
+  extern "C" void one_##NAME(const long long* desc, int nkeys, unsigned bx, unsigned by, unsigned b, \
+                             unsigned t) {                                                         \
+    blockDim = {bx, by, 1}; blockIdx = {b, 0, 0}; threadIdx = {t % bx, t / bx, 0};                 \
+    NAME(desc, nkeys);                                                                             \
+  }
+ONE(crop_pos_neg_i32)
+ONE(crop_pos_neg_i64)
 """
 
 

@@ -198,12 +198,35 @@ def test_volume_past_2_31_elements_takes_64_bit_offsets(lib):
     assert int((ref[-1] == 9).sum()) > 0  # the last crop read padding past the far corner
 
 
+def _run_one_crop(lib, kernel, vol, start, vidx, n, inten_addr=0):
+    """Run only the thread that cuts one-voxel crop ``n`` of ``n + 1`` from the (1, X, Y, Z) float32
+    ``vol``: each table is addressed so that its entry for crop ``n`` is a real one. ``inten_addr``:
+    the address of crop ``n``'s (scale, shift) (0: no intensity). Returns ``(err flag, the voxel)``."""
+    from fastpipe.ops._crop_tables import DESC_WORDS, IDENTITY_CODE, INT_MAX
+
+    vols = torch.tensor([[vol.data_ptr(), *vol.shape[1:]]])
+    st, vi = torch.tensor([start]), torch.tensor([vidx])
+    codes, err, out = (
+        torch.tensor([IDENTITY_CODE], dtype=torch.int32),
+        torch.tensor([INT_MAX], dtype=torch.int32),
+        torch.zeros(1),
+    )
+    desc = torch.tensor([
+        vols.data_ptr(), st.data_ptr() - 24 * n, vi.data_ptr() - 8 * n, codes.data_ptr() - 4 * n,
+        inten_addr - 8 * n if inten_addr else 0, err.data_ptr(), out.data_ptr() - 4 * n,
+        0, n + 1, 0, 1, 1, 1, 1, 1, int(inten_addr != 0),  # pad, rows, first block, C, O0-O2, nvols, flags
+    ])  # fmt: skip
+    assert desc.numel() == DESC_WORDS
+    bx, by = _host_crop.BLOCK[:2]
+    getattr(lib, f"one_{kernel}")(ctypes.c_void_p(desc.data_ptr()), 1, bx, by, n // (bx * by), n % (bx * by))
+    return int(err[0]), float(out[0])
+
+
 def test_32_bit_kernel_reads_the_intensity_of_crops_past_2_30(lib):
     """2^30 + 5 one-voxel crops: under 2^31 output elements, so the _i32 kernel, but the last crop's
     scale and shift sit at entries 2n and 2n + 1 of its table, past 2^31 (a 32-bit product wraps to
-    16 GiB below). Only the last crop runs; each table is addressed so that its entry for that crop
-    is a real one, and the intensity table is a sparse 16 GiB mapping holding both places."""
-    from fastpipe.ops._crop_tables import DESC_WORDS, IDENTITY_CODE, INT_MAX
+    16 GiB below). The intensity table is a sparse 16 GiB mapping holding both places."""
+    from fastpipe.ops._crop_tables import INT_MAX
 
     N = 2**30 + 5
     n = N - 1
@@ -212,51 +235,21 @@ def test_32_bit_kernel_reads_the_intensity_of_crops_past_2_30(lib):
     inten = _host_cuda.sparse_tensor(2**32 + 4, torch.float32)
     inten[2**32 : 2**32 + 2] = torch.tensor([2.0, 0.5])  # crop n's (scale, shift) at 2n, 2n + 1
     inten[:2] = torch.tensor([100.0, 1000.0])  # where a wrapped 2n lands
-    vols = torch.tensor([[vol.data_ptr(), 4, 4, 4]])
-    st, vi = torch.tensor([[1, 2, 3]]), torch.tensor([0])
-    codes, err, out = (
-        torch.tensor([IDENTITY_CODE], dtype=torch.int32),
-        torch.tensor([INT_MAX], dtype=torch.int32),
-        torch.zeros(1),
-    )
-    desc = torch.tensor([
-        vols.data_ptr(), st.data_ptr() - 24 * n, vi.data_ptr() - 8 * n, codes.data_ptr() - 4 * n,
-        inten.data_ptr() + 4 * 2**32 - 8 * n, err.data_ptr(), out.data_ptr() - 4 * n,
-        0, N, 0, 1, 1, 1, 1, 1, 1,  # pad, rows, first block, C, O0-O2, nvols, flags: intensity, float32
-    ])  # fmt: skip
-    assert desc.numel() == DESC_WORDS
-    bx, by = _host_crop.BLOCK[:2]
-    lib.one_crop_pos_neg_i32(ctypes.c_void_p(desc.data_ptr()), 1, bx, by, n // (bx * by), n % (bx * by))
-    assert int(err[0]) == INT_MAX
-    assert float(out[0]) == float(vol[0, 1, 2, 3]) * 2.0 + 0.5
+    err, got = _run_one_crop(lib, "crop_pos_neg_i32", vol, [1, 2, 3], 0, n, inten.data_ptr() + 4 * 2**32)
+    assert err == INT_MAX
+    assert got == float(vol[0, 1, 2, 3]) * 2.0 + 0.5
 
 
 @pytest.mark.parametrize("n", [2**31 - 2, 2**31 - 1, 2**31, 2**32 + 2**31 - 1])
 def test_64_bit_kernel_flags_a_bad_crop_past_2_31(lib, n):
     """A bad crop's index n goes into a 32-bit flag whose INT_MAX means "no error". A plain cast wraps
     some n past 2^31 onto INT_MAX (n = 2^31 - 1, 2^32 + 2^31 - 1) and the bad crop's output would be
-    left as torch.empty made it. Only crop n runs, with its tables addressed so that its entries are real
-    ones; its volume index is out of range, so the flag must be set."""
-    from fastpipe.ops._crop_tables import DESC_WORDS, IDENTITY_CODE, INT_MAX
+    left as torch.empty made it. Crop n's volume index is out of range, so the flag must be set."""
+    from fastpipe.ops._crop_tables import INT_MAX
 
     vol = torch.zeros((1, 4, 4, 4), dtype=torch.float32)
-    vols = torch.tensor([[vol.data_ptr(), 4, 4, 4]])
-    st, vi = torch.tensor([[0, 0, 0]]), torch.tensor([3])  # volume 3 of 1
-    codes, err, out = (
-        torch.tensor([IDENTITY_CODE], dtype=torch.int32),
-        torch.tensor([INT_MAX], dtype=torch.int32),
-        torch.zeros(1),
-    )
-    desc = torch.tensor([
-        vols.data_ptr(), st.data_ptr() - 24 * n, vi.data_ptr() - 8 * n, codes.data_ptr() - 4 * n,
-        0, err.data_ptr(), out.data_ptr() - 4 * n,
-        0, n + 1, 0, 1, 1, 1, 1, 1, 0,  # pad, rows, first block, C, O0-O2, nvols, flags: float32
-    ])  # fmt: skip
-    assert desc.numel() == DESC_WORDS
-    bx, by = _host_crop.BLOCK[:2]
-    per = bx * by
-    lib.one_crop_pos_neg_i64(ctypes.c_void_p(desc.data_ptr()), 1, bx, by, n // per, n % per)
-    assert int(err[0]) == min(n, INT_MAX - 1)
+    err, _ = _run_one_crop(lib, "crop_pos_neg_i64", vol, [0, 0, 0], 3, n)  # volume 3 of 1
+    assert err == min(n, INT_MAX - 1)
 
 
 # --- the real kernel on a GPU ------------------------------------------------------------------------------
