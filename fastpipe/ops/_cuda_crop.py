@@ -28,8 +28,13 @@ KERNEL_NAMES = ["crop_pos_neg_i32", "crop_pos_neg_i64"]  # 32-bit or 64-bit inde
 NVRTC_OPTIONS = ("--std=c++17", "-ftz=false", "-fmad=false", "-prec-div=true", "-prec-sqrt=true")
 
 
+def kernel_source(name: str) -> str:
+    """``kernels/<name>`` as NVRTC compiles it: with a ``#line`` prefix, so errors name the ``.cu`` lines."""
+    return f'#line 1 "kernels/{name}"\n' + (KERNEL_DIR / name).read_text()
+
+
 def _compile(cupy, name: str, functions: list[str]) -> dict:
-    src = f'#line 1 "kernels/{name}"\n' + (KERNEL_DIR / name).read_text()
+    src = kernel_source(name)
     module = cupy.RawModule(code=src, options=NVRTC_OPTIONS)
     return {f: module.get_function(f) for f in functions}  # get_function compiles: errors surface here
 
