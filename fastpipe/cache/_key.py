@@ -18,8 +18,9 @@ and an entry hands the value on as it was), every other value for its
   can serve a stale entry. Copying or moving the data set, or a ``chmod``, invalidates every entry.
 
 A file that is the header of a two-file image (a NIfTI/Analyze ``.hdr``/``.img`` pair, a MetaImage
-``.mhd``, a detached NRRD ``.nhdr``) also stands for its data file, in either mode (see
-:func:`companion_files`). A string naming a folder (a DICOM series, say) stands for the relative name and state of every file
+``.mhd``, a detached NRRD ``.nhdr``) also stands for its data files, in either mode (see
+:func:`companion_files`): one file, a ``LIST`` of slice files, or the files a printf pattern names.
+A string naming a folder (a DICOM series, say) stands for the relative name and state of every file
 under it, in either mode: a file added, removed, renamed or changed inside changes the key.
 """
 
@@ -41,13 +42,15 @@ PERSIST_KEYS = ("content", "stat")
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _FORMAT = "fpc2"
 _CHUNK = 1 << 20
+_HEADER = 1 << 16  # MetaImage and NRRD headers are text lines: a .mha/.nrrd's voxels follow them
 #: header/data pairs read as one image: the data file keys the item with the header (and back)
 _PAIRS = {".hdr.gz": ".img.gz", ".img.gz": ".hdr.gz", ".hdr": ".img", ".img": ".hdr"}
-#: detached headers naming their data file: MetaImage's ``ElementDataFile =``, NRRD's ``data file:``
-_DETACHED = {
-    ".mhd": re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE),
-    ".nhdr": re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE),
-}
+#: headers that may name their data files elsewhere: MetaImage's ``ElementDataFile =``, NRRD's ``data file:``
+_MHD = re.compile(rb"^[ \t]*ElementDataFile[ \t]*=[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE)
+_NRRD = re.compile(rb"^[ \t]*data ?file[ \t]*:[ \t]*(\S[^\r\n]*?)[ \t\r]*$", re.MULTILINE)
+_DETACHED = {".mhd": _MHD, ".mha": _MHD, ".nhdr": _NRRD, ".nrrd": _NRRD}
+#: a printf integer field of a file-name pattern (``slice_%03d.raw``)
+_PRINTF_INT = re.compile(r"%[-+ #0]*\d*[diu]")
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,8 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
 
 def companion_files(path: str) -> list[str]:
     """The files that hold the data of header file ``path``, when they exist: the ``.img`` of a
-    NIfTI/Analyze ``.hdr`` (and the ``.hdr`` of an ``.img``, gzipped pairs too), the data file a MetaImage
-    ``.mhd`` or a detached NRRD ``.nhdr`` names. A reader of the header reads them, so they key the item.
+    NIfTI/Analyze ``.hdr`` (and the ``.hdr`` of an ``.img``, gzipped pairs too), the data files a MetaImage
+    ``.mhd``/``.mha`` or an NRRD ``.nhdr``/``.nrrd`` names. A reader of the header reads them, so they key the item.
     """
     lower = path.lower()
     for suffix, other in _PAIRS.items():
@@ -163,12 +166,45 @@ def companion_files(path: str) -> list[str]:
             return [p for p in dict.fromkeys((stem + other, stem + other.upper())) if os.path.isfile(p)][:1]
     for suffix, pattern in _DETACHED.items():
         if lower.endswith(suffix):
-            with open(path, "rb") as f:
-                found = pattern.search(f.read(_CHUNK))
-            name = found.group(1).decode("utf-8", "replace") if found else ""
-            data = os.path.join(os.path.dirname(path), name)
-            return [data] if name and os.path.isfile(data) else []
+            return _data_files(path, pattern)
     return []
+
+
+def _data_files(path: str, pattern: re.Pattern[bytes]) -> list[str]:
+    """The existing data files the data-file field of header ``path`` names, relative to its folder: one
+    file; ``LIST`` (the lines after the field, one file each); or a printf pattern with its range
+    (``slice_%03d.raw 1 40 1``), for which every file of its folder the pattern can name stands.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_HEADER)
+        if pattern is _NRRD:  # an attached NRRD's header ends at its first blank line; its data follows
+            head = re.split(rb"\r?\n\r?\n", head, maxsplit=1)[0]
+        found = pattern.search(head)
+        if not found:
+            return []
+        value = found.group(1).decode("utf-8", "replace")
+        folder = os.path.dirname(path)
+        if value.split()[0] == "LIST":  # a header of names only: read to its end
+            rest = (head[found.end() :] + f.read()).decode("utf-8", "replace")
+            names = [line.strip() for line in rest.splitlines() if line.strip()]
+        elif "%" in value and not os.path.isfile(os.path.join(folder, value)):
+            names = _pattern_matches(folder, value.split()[0])
+        else:
+            names = [value]
+    files = (os.path.join(folder, name) for name in names)
+    return [p for p in dict.fromkeys(files) if p != path and os.path.isfile(p)]
+
+
+def _pattern_matches(folder: str, pattern: str) -> list[str]:
+    """The names (relative to ``folder``) of the files that ``pattern``'s integer fields can print: a
+    superset of the range the header gives, so a file of the range that changes, comes or goes changes the key."""
+    sub, name = os.path.split(pattern)
+    regex = re.compile(r"-?\d+".join(re.escape(part) for part in _PRINTF_INT.split(name)))
+    try:
+        names = sorted(os.listdir(os.path.join(folder, sub)))
+    except OSError:
+        return []
+    return [os.path.join(sub, n) for n in names if regex.fullmatch(n)]
 
 
 def _file_state(path: str, persist_key: str) -> str:

@@ -461,3 +461,41 @@ def test_a_module_of_your_own_named_like_the_standard_librarys_is_hashed_by_its_
     assert chain_fingerprint([os.path.join]) == chain_fingerprint(
         [os.path.join]
     )  # the real stdlib: by version
+
+
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+@pytest.mark.parametrize(
+    ("header", "text"),
+    [
+        (
+            "list.mhd",
+            b"NDims = 3\nDimSize = 2 2 3\nElementDataFile = LIST 2D\ns0.raw\r\nsub/s1.raw\ns2.raw\n",
+        ),
+        ("pattern.mhd", b"NDims = 3\nDimSize = 2 2 3\nElementDataFile = sub/s%d.raw 0 2 1\n"),
+        (
+            "list.nhdr",
+            b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 3\ndata file: LIST 2\ns0.raw\nsub/s1.raw\n",
+        ),
+        (
+            "pattern.nhdr",
+            b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 3\ndatafile: sub/s%01d.raw 0 2 1 2\n",
+        ),
+        ("attached.mha", b"NDims = 3\nElementDataFile = sub/s1.raw\n"),
+    ],
+    ids=["mhd-list", "mhd-pattern", "nhdr-list", "nhdr-pattern", "mha-subfolder"],
+)
+def test_every_slice_file_a_header_lists_keys_the_item(tmp_path, persist_key, header, text):
+    """A MetaImage ``ElementDataFile = LIST`` or file pattern, an NRRD ``data file: LIST`` or pattern:
+    the reader reads one file per slice, but the key followed none of them, so a rewritten slice kept
+    the key and the old entry was served."""
+    from fastpipe.cache._key import item_key
+
+    (tmp_path / "sub").mkdir()
+    for name in ("s0.raw", "sub/s1.raw", "s2.raw", "sub/s0.raw", "sub/s2.raw"):
+        (tmp_path / name).write_bytes(b"\0\0\0\0")
+    (tmp_path / header).write_bytes(text)
+    item = {"image": str(tmp_path / header)}
+    before = item_key(item, "chain", "v", persist_key)
+    time.sleep(0.01)
+    (tmp_path / "sub/s1.raw").write_bytes(b"\0\0\0\1")
+    assert item_key(item, "chain", "v", persist_key) != before
