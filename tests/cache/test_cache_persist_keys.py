@@ -499,3 +499,24 @@ def test_every_slice_file_a_header_lists_keys_the_item(tmp_path, persist_key, he
     time.sleep(0.01)
     (tmp_path / "sub/s1.raw").write_bytes(b"\0\0\0\1")
     assert item_key(item, "chain", "v", persist_key) != before
+
+
+def test_a_user_transform_with_an_inner_attribute_is_keyed_by_its_own_parameters():
+    """Any transform with an ``.inner`` attribute was keyed as that inner transform alone (meant for the
+    profiling wrapper), so a wrapper's own parameter (``factor``) or code could change and the old
+    entries were served; only fastpipe's profiling wrapper is looked through."""
+    from fastpipe.profiling.nvtx_ranges import ProfiledTransform
+
+    class Scaled:
+        def __init__(self, inner, factor):
+            self.inner, self.factor = inner, factor
+
+        def __call__(self, d):
+            return {k: v * self.factor for k, v in self.inner(d).items()}
+
+    def ident(d):
+        return d
+
+    assert chain_fingerprint([Scaled(ident, 2)]) != chain_fingerprint([Scaled(ident, 3)])
+    assert chain_fingerprint([Scaled(ident, 2)]) != chain_fingerprint([ident])
+    assert chain_fingerprint([ProfiledTransform(Scaled(ident, 2))]) == chain_fingerprint([Scaled(ident, 2)])
