@@ -144,7 +144,8 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
             states = ",".join(f"{os.path.relpath(f, path)}={_file_state(f, persist_key)}" for f in files)
             return f"dir({path},[{states}])"
     if isinstance(value, Mapping):  # a dict, or a config's mapping (OmegaConf's DictConfig)
-        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        # a key by its fingerprint (type and value): {1: v} is not {"1": v}, as a transform sees them
+        items = sorted(((fingerprint(k, "item key"), v) for k, v in value.items()), key=lambda kv: kv[0])
         return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"
     if isinstance(value, tuple):  # not a list's key: a transform may tell them apart, and an entry
         # passes the value on as it is (a list run's entry would serve a list to the tuple's item)

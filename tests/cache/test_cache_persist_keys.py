@@ -520,3 +520,13 @@ def test_a_user_transform_with_an_inner_attribute_is_keyed_by_its_own_parameters
     assert chain_fingerprint([Scaled(ident, 2)]) != chain_fingerprint([Scaled(ident, 3)])
     assert chain_fingerprint([Scaled(ident, 2)]) != chain_fingerprint([ident])
     assert chain_fingerprint([ProfiledTransform(Scaled(ident, 2))]) == chain_fingerprint([Scaled(ident, 2)])
+
+
+def test_item_keys_of_other_types_but_the_same_text_key_apart():
+    """The item's dict keys entered its key as text, so ``{1: "a"}`` and ``{"1": "a"}`` (which a transform
+    reads apart: ``d[1]`` is not ``d["1"]``) shared one key, and one's entry was served to the other."""
+    from fastpipe.cache._key import item_key
+
+    assert item_key({1: "a"}, "chain", "v") != item_key({"1": "a"}, "chain", "v")
+    assert item_key({None: "a"}, "chain", "v") != item_key({"None": "a"}, "chain", "v")
+    assert item_key({"a": "x", "b": "y"}, "chain", "v") == item_key({"b": "y", "a": "x"}, "chain", "v")
