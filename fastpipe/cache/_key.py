@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastpipe.cache._fingerprint import fingerprint
+from fastpipe.cache._fingerprint import UnfingerprintableError, fingerprint
 
 PERSIST_KEYS = ("content", "stat")
 #: fastpipe's own sources: they enter the version of a key (an edit without a version bump, a git pull)
@@ -125,7 +125,8 @@ def item_key(item: Any, chain_fp: str, version: str, persist_key: str = "content
     return entry_owner(item, None, chain_fp, version, persist_key).key
 
 
-def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
+def _input_repr(value: Any, persist_key: str, sources: list[str], where: str = "item") -> str:
+    """The text of ``value`` in an item's key; ``where`` names it in errors (``item['meta'][0]``)."""
     if isinstance(value, (str, os.PathLike)):
         path = os.path.expanduser(
             os.fspath(value)
@@ -145,14 +146,26 @@ def _input_repr(value: Any, persist_key: str, sources: list[str]) -> str:
             return f"dir({path},[{states}])"
     if isinstance(value, Mapping):  # a dict, or a config's mapping (OmegaConf's DictConfig)
         # a key by its fingerprint (type and value): {1: v} is not {"1": v}, as a transform sees them
-        items = sorted(((fingerprint(k, "item key"), v) for k, v in value.items()), key=lambda kv: kv[0])
-        return "{" + ",".join(f"{k}:{_input_repr(v, persist_key, sources)}" for k, v in items) + "}"
-    if isinstance(value, tuple):  # not a list's key: a transform may tell them apart, and an entry
-        # passes the value on as it is (a list run's entry would serve a list to the tuple's item)
-        return "(" + ",".join(_input_repr(v, persist_key, sources) for v in value) + ")"
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
-        return "[" + ",".join(_input_repr(v, persist_key, sources) for v in value) + "]"
-    return fingerprint(value, "item value")
+        keyed = sorted(((_value_fp(k, f"a key of {where}"), k) for k in value), key=lambda p: p[0])
+        parts = (f"{fp}:{_input_repr(value[k], persist_key, sources, f'{where}[{k!r}]')}" for fp, k in keyed)
+        return "{" + ",".join(parts) + "}"
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        return _value_fp(value, where)
+    text = ",".join(_input_repr(v, persist_key, sources, f"{where}[{i}]") for i, v in enumerate(value))
+    # a tuple keys apart from a list: a transform may tell them apart, and an entry passes the value on
+    # as it is (a list run's entry would serve a list to the tuple's item)
+    return f"({text})" if isinstance(value, tuple) else f"[{text}]"
+
+
+def _value_fp(value: Any, where: str) -> str:
+    """The fingerprint of an item's value; a value that has none names its place in the item."""
+    try:
+        return fingerprint(value, where)
+    except UnfingerprintableError as err:
+        raise UnfingerprintableError(
+            f"cannot key this item for the persistent cache: {err}. Give the item plain values "
+            "(paths, numbers, strings, arrays) or do not pass persist_dir"
+        ) from None
 
 
 def companion_files(path: str) -> list[str]:

@@ -530,3 +530,14 @@ def test_item_keys_of_other_types_but_the_same_text_key_apart():
     assert item_key({1: "a"}, "chain", "v") != item_key({"1": "a"}, "chain", "v")
     assert item_key({None: "a"}, "chain", "v") != item_key({"None": "a"}, "chain", "v")
     assert item_key({"a": "x", "b": "y"}, "chain", "v") == item_key({"b": "y", "a": "x"}, "chain", "v")
+
+
+def test_an_item_value_that_cannot_be_keyed_is_named_with_its_place_in_the_item(tmp_path):
+    """The fill failed with 'item value is a zlib.Compress ...': neither which value of the item nor that
+    the persistent cache (not the chain) needed it; the message now names ``item['meta'][1]`` and persist_dir."""
+    data = [{"image": "a", "meta": [1, zlib.compressobj()]}]
+    with pytest.raises(
+        ValueError, match=r"persistent cache: item\['meta'\]\[1\] is a zlib\.Compress.*persist_dir"
+    ):
+        CacheDataset(data, [lambda d: d], progress=False, persist_dir=tmp_path / "c")
+    assert len(CacheDataset(data, [lambda d: d], progress=False)) == 1  # fine without a persistent cache
