@@ -127,3 +127,20 @@ def test_folder_that_cannot_be_created_warns_once_and_goes_on_in_memory(tmp_path
         ds = _open(data, blocker / "cache")
     assert len(record) == 1 and ds.stats()["persist"]["writable"] is False
     assert_same_items(ds, CacheDataset(data, [LoadNpy()], progress=False))
+
+
+def test_a_rejected_entry_names_the_item_it_was_for(tmp_path):
+    """A rejection named the .fpc file only ('... rejected (checksum mismatch); recomputing it'): nothing
+    said which data file's entry was damaged; the warning now names the item's source file."""
+    data, cache = write_files(tmp_path, n=2), tmp_path / "cache"
+    _open(data, cache)
+    for entry in cache.glob("*.fpc"):
+        blob = bytearray(entry.read_bytes())
+        blob[-10] ^= 1  # one flipped bit in a stored tensor
+        entry.write_bytes(bytes(blob))
+    with pytest.warns(RuntimeWarning) as record:
+        _open(data, cache)
+    messages = [str(w.message) for w in record if "rejected (corrupt" in str(w.message)]
+    assert len(messages) == 2
+    for item in data:
+        assert any(m.endswith(f"recomputing the item of {item['image']}") for m in messages)
