@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,7 +15,14 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import map_tensors, numpy_dtype
+from fastpipe.cache._files import HOST, left_by_dead_process
 from fastpipe.cache._pinned_host import keep_tensor_type
+
+log = logging.getLogger(__name__)
+#: ``fastpipe-tier-{host}-{pid}-{random}``: the random part (``tempfile.mkdtemp``'s) holds no ``-``
+_TIER = re.compile(r"^fastpipe-tier-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+_own: set[str] = set()  # the tier folders this process made (a folder bearing its pid but not here: a
+# restarted container's earlier process had that pid)
 
 
 class DiskTier:
@@ -21,17 +31,21 @@ class DiskTier:
     A tensor comes back as the type it went in (a MONAI ``MetaTensor`` with its metadata) and dtype
     (``bfloat16``, which numpy lacks, is stored as its bytes).
 
-    The files go to a new folder of this tier's own, ``fastpipe-tier-*`` inside ``root`` (the system's
-    temporary folder when ``None``), removed on :meth:`close`. Two datasets given one ``disk_dir`` (a
-    training and a validation set, or the ranks of one node) so never share a file name: slot numbers
-    restart at 0 in each, and a shared name would rewrite another dataset's mapped entry in place.
+    The files go to a new folder of this tier's own, ``fastpipe-tier-{host}-{pid}-*`` inside ``root``
+    (the system's temporary folder when ``None``), removed on :meth:`close`. Two datasets given one
+    ``disk_dir`` (a training and a validation set, or the ranks of one node) so never share a file name:
+    slot numbers restart at 0 in each, and a shared name would rewrite another dataset's mapped entry in
+    place. The folders left in ``root`` by processes of this host that were killed (SIGKILL, the OOM
+    killer) are removed when a tier opens there: a crashed run's copy of the data set does not fill the disk.
     """
 
     def __init__(self, root: str | Path | None) -> None:
         if root is not None:
             root = Path(root).expanduser()  # "~/scratch": the home folder's, not a folder named "~"
             root.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-", dir=root))
+        remove_dead_tiers(Path(root if root is not None else tempfile.gettempdir()))
+        self.root = Path(tempfile.mkdtemp(prefix=f"fastpipe-tier-{HOST}-{os.getpid()}-", dir=root))
+        _own.add(self.root.name)
         self._names = itertools.count()  # next() on a count is atomic under the GIL
 
     def write(self, slot: int, entry: Any) -> Any:
@@ -60,6 +74,24 @@ class DiskTier:
     def close(self) -> None:
         """Remove this tier's folder and its files."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def remove_dead_tiers(root: Path) -> list[Path]:
+    """Remove the tier folders in ``root`` left by processes of this host that are gone; returns them."""
+    try:
+        names = [e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError as err:
+        log.debug("cannot list %s for the folders of killed disk tiers: %s", root, err)
+        return []
+    removed = []
+    for name in names:
+        match = _TIER.match(name)
+        if match and left_by_dead_process(match["host"], int(match["pid"]), name, _own):
+            shutil.rmtree(root / name, ignore_errors=True)
+            removed.append(root / name)
+    if removed:
+        log.info("removed %d disk-tier folder(s) of killed processes from %s", len(removed), root)
+    return removed
 
 
 def _numpy_has(dtype: torch.dtype) -> bool:

@@ -144,3 +144,41 @@ def test_a_rejected_entry_names_the_item_it_was_for(tmp_path):
     assert len(messages) == 2
     for item in data:
         assert any(m.endswith(f"recomputing the item of {item['image']}") for m in messages)
+
+
+def test_a_killed_run_s_disk_tier_folder_is_removed_when_a_tier_opens_there(tmp_path):
+    """A run killed with a disk tier (SIGKILL, the OOM killer) left its fastpipe-tier-* folder, a copy
+    of the data set, behind for good: each crash took that much more of the disk, until the disk tier
+    of later runs failed for want of room. The folders of dead processes of this host go when a tier opens."""
+    from fastpipe.cache._disk_tier import DiskTier
+    from fastpipe.cache._files import HOST
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {
+        "dead": f"fastpipe-tier-{HOST}-{dead.pid}-ab_c1234",
+        "live": f"fastpipe-tier-{HOST}-{live.pid}-ab_c1234",
+        "own pid, an earlier process's": f"fastpipe-tier-{HOST}-{os.getpid()}-zz9_0000",
+        "another host's": f"fastpipe-tier-not{HOST}-{dead.pid}-ab_c1234",
+        "not a tier": "fastpipe-tier-data",
+    }
+    try:
+        for name in names.values():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "0-0.npy").write_bytes(b"entry")
+        tier = DiskTier(tmp_path)
+        other = DiskTier(tmp_path)  # a second tier of this process spares the first
+    finally:
+        live.kill()
+        live.wait()
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {
+        names["live"],
+        names["another host's"],
+        names["not a tier"],
+        tier.root.name,
+        other.root.name,
+    }
+    tier.close()
+    other.close()
