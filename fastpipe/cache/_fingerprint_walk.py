@@ -63,7 +63,10 @@ class Walker(CodeWalk):
             raise UnfingerprintableError(f"{path}: {limit} (cannot be fingerprinted)")
         t = type(obj)
         if isinstance(obj, enum.Enum):
-            return self.emit(f"enum:{_qualname(t)}.{obj.name}")
+            self.emit(f"enum:{_qualname(t)}.{obj.name}")
+            if library_of(t.__module__) is None:  # an enum of your own: its values are yours to edit
+                self.walk(obj.value, f"{path}.value", depth + 1)
+            return None
         if t in _PLAIN or isinstance(obj, _NAMES):
             return self.emit(f"{t.__name__}:{obj!r}")
         if isinstance(obj, _PLAIN):  # a subclass of a plain type: its class and plain value

@@ -541,3 +541,19 @@ def test_an_item_value_that_cannot_be_keyed_is_named_with_its_place_in_the_item(
     ):
         CacheDataset(data, [lambda d: d], progress=False, persist_dir=tmp_path / "c")
     assert len(CacheDataset(data, [lambda d: d], progress=False)) == 1  # fine without a persistent cache
+
+
+def test_the_value_of_an_enum_of_your_own_is_part_of_the_key():
+    """An enum member was keyed by its name alone: editing a user enum's value (a window
+    ``SOFT = (-160, 240)`` made ``(-150, 250)``) kept the key, and the entries of the old window were served."""
+    import enum
+
+    def window(lo, hi):
+        class Window(enum.Enum):
+            SOFT = (lo, hi)
+
+        Window.__module__ = "__main__"  # as defined in the training script
+        return Window.SOFT
+
+    assert fingerprint(window(-160, 240)) != fingerprint(window(-150, 250))
+    assert fingerprint(window(-160, 240)) == fingerprint(window(-160, 240))
