@@ -41,7 +41,8 @@ def write_temp(root: Path, key: str, chunks: Iterable[bytes | memoryview]) -> Pa
     tmp = root / temp_name(key)
     _writing.add(tmp.name)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # the umask decides who may read it, as for any file: a team sharing the folder reads it too
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)

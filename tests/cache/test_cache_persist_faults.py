@@ -182,3 +182,17 @@ def test_a_killed_run_s_disk_tier_folder_is_removed_when_a_tier_opens_there(tmp_
     }
     tier.close()
     other.close()
+
+
+def test_entries_are_readable_as_the_umask_says_so_a_shared_folder_is_shared(tmp_path):
+    """Entries were written with mode 0600 whatever the umask: in a cache folder a team shares (a group
+    scratch space), every other user's entries were 'rejected (PermissionError)', recomputed and written
+    over, so nobody's entries were reused and each run undid the last one's."""
+    data, cache = write_files(tmp_path, n=1), tmp_path / "cache"
+    old = os.umask(0o022)
+    try:
+        _open(data, cache)
+    finally:
+        os.umask(old)
+    (entry,) = cache.glob("*.fpc")
+    assert entry.stat().st_mode & 0o777 == 0o644
