@@ -557,3 +557,19 @@ def test_the_value_of_an_enum_of_your_own_is_part_of_the_key():
 
     assert fingerprint(window(-160, 240)) != fingerprint(window(-150, 250))
     assert fingerprint(window(-160, 240)) == fingerprint(window(-160, 240))
+
+
+def test_the_version_of_a_library_class_a_transform_of_yours_inherits_from_is_part_of_the_key(monkeypatch):
+    """A class of your own deriving from a MONAI transform (``class MyCast(CastToType): pass``) runs
+    MONAI's inherited ``__call__``, but only its own code was hashed: a MONAI upgrade kept the key and the
+    entries the old MONAI computed were served."""
+    import monai
+    from monai.transforms import CastToType
+
+    class MyCast(CastToType):
+        pass
+
+    MyCast.__module__ = "__main__"  # as defined in the training script
+    before = chain_fingerprint([MyCast(torch.float16)])
+    monkeypatch.setattr(monai, "__version__", "99.0.0")
+    assert chain_fingerprint([MyCast(torch.float16)]) != before
