@@ -142,7 +142,7 @@ def _input_repr(value: Any, persist_key: str, sources: list[str], where: str = "
             path = os.path.abspath(path)
             sources.append(path)
             files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
-            states = ",".join(f"{os.path.relpath(f, path)}={_file_state(f, persist_key)}" for f in files)
+            states = ",".join(f"{os.path.relpath(f, path)}={_member_state(f, persist_key)}" for f in files)
             return f"dir({path},[{states}])"
     if isinstance(value, Mapping):  # a dict, or a config's mapping (OmegaConf's DictConfig)
         # a key by its fingerprint (type and value): {1: v} is not {"1": v}, as a transform sees them
@@ -219,6 +219,15 @@ def _pattern_matches(folder: str, pattern: str) -> list[str]:
     except OSError:
         return []
     return [os.path.join(sub, n) for n in names if regex.fullmatch(n)]
+
+
+def _member_state(path: str, persist_key: str) -> str:
+    """The state of a file found in a folder; one that cannot be read (a dangling link, no permission)
+    by its error, as a series reader that skips it sees it (ITK's), not a failed fill."""
+    try:
+        return _file_state(path, persist_key)
+    except OSError as err:
+        return f"unreadable:{type(err).__name__}"
 
 
 def _file_state(path: str, persist_key: str) -> str:

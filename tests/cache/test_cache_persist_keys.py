@@ -573,3 +573,19 @@ def test_the_version_of_a_library_class_a_transform_of_yours_inherits_from_is_pa
     before = chain_fingerprint([MyCast(torch.float16)])
     monkeypatch.setattr(monai, "__version__", "99.0.0")
     assert chain_fingerprint([MyCast(torch.float16)]) != before
+
+
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+def test_a_dangling_link_in_a_series_folder_keys_the_item_instead_of_failing_it(tmp_path, persist_key):
+    """A broken symbolic link among a DICOM series' files (a slice moved away) failed the fill with
+    FileNotFoundError under persist_dir alone, though ITK's series reader skips it; it now keys as
+    unreadable, and the key changes when the link's target comes back."""
+    from fastpipe.cache._key import item_key
+
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "0.dcm").write_bytes(b"slice")
+    (series / "1.dcm").symlink_to(tmp_path / "moved.dcm")
+    before = item_key({"image": str(series)}, "chain", "v", persist_key)
+    (tmp_path / "moved.dcm").write_bytes(b"slice 1")
+    assert item_key({"image": str(series)}, "chain", "v", persist_key) != before
