@@ -5,7 +5,8 @@
 - plain values (``None``, numbers, strings, bytes), enums, torch/numpy dtypes and devices: type and value;
 - tensors and arrays: type, dtype, shape and a hash of their bytes (a MONAI ``MetaTensor`` also its
   ``meta`` dict, affine included, and its applied and pending operations);
-- lists, tuples, dicts, sets: their items (dicts and sets in a sorted order);
+- lists, tuples, dicts, sets: their items (dicts and sets in a sorted order); of a subclass, also its
+  class and attributes (a ``defaultdict``'s factory), best effort as private attributes;
 - Python functions (lambdas, closures): bytecode, constants, names, defaults, keyword defaults, the
   contents of closure cells, and the values of the globals the code reads (functions it calls included,
   recursively);

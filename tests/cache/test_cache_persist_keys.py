@@ -589,3 +589,22 @@ def test_a_dangling_link_in_a_series_folder_keys_the_item_instead_of_failing_it(
     before = item_key({"image": str(series)}, "chain", "v", persist_key)
     (tmp_path / "moved.dcm").write_bytes(b"slice 1")
     assert item_key({"image": str(series)}, "chain", "v", persist_key) != before
+
+
+def test_a_container_subclass_is_keyed_by_its_class_and_attributes():
+    """A dict or list of a subclass was keyed by its items alone: a ``defaultdict``'s default factory, or
+    the code of a ``class Lut(dict)`` of your own whose ``lookup`` a transform calls, could change and
+    the entries computed with the old ones were served."""
+    from collections import defaultdict
+
+    def lut(default):
+        class Lut(dict):
+            def lookup(self, k):
+                return self.get(k, default)
+
+        Lut.__module__ = "__main__"  # as defined in the training script
+        return Lut({1: 2})
+
+    assert fingerprint(defaultdict(lambda: 0, {1: 2})) != fingerprint(defaultdict(lambda: 255, {1: 2}))
+    assert fingerprint(lut(0)) != fingerprint(lut(255))
+    assert fingerprint(lut(0)) == fingerprint(lut(0))
