@@ -89,20 +89,13 @@ def remove_stale_temps(root: Path, max_age_s: float = STALE_AGE_S) -> list[Path]
 
 def _is_stale(entry: os.DirEntry, now: float, max_age_s: float) -> bool:
     match = _TEMP.match(entry.name)
-    if match and match["host"] == HOST and int(match["pid"]) == os.getpid():
-        return entry.name not in _writing  # ours, or an earlier process's that had the same pid
-    if match and left_by_dead_process(match["host"], int(match["pid"]), entry.name, _writing):
-        return True
+    if match and match["host"] == HOST:
+        pid = int(match["pid"])
+        if pid == os.getpid():  # ours, or an earlier process's that had the same pid
+            return entry.name not in _writing
+        if not _alive(pid):
+            return True
     return now - entry.stat(follow_symlinks=False).st_mtime > max_age_s
-
-
-def left_by_dead_process(host: str, pid: int, name: str, own: set[str]) -> bool:
-    """Whether file or folder ``name``, created by process ``pid`` of ``host`` (as its name says), was
-    left by a process that is gone: one of this host no longer alive, or an earlier process that had
-    this process's pid (a restarted container) when ``name`` is not among ``own``, those this process made."""
-    if host != HOST:
-        return False
-    return name not in own if pid == os.getpid() else not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

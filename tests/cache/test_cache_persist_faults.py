@@ -149,39 +149,44 @@ def test_a_rejected_entry_names_the_item_it_was_for(tmp_path):
 def test_a_killed_run_s_disk_tier_folder_is_removed_when_a_tier_opens_there(tmp_path):
     """A run killed with a disk tier (SIGKILL, the OOM killer) left its fastpipe-tier-* folder, a copy
     of the data set, behind for good: each crash took that much more of the disk, until the disk tier
-    of later runs failed for want of room. The folders of dead processes of this host go when a tier opens."""
+    of later runs failed for want of room. A tier folder of this host that no process holds locked goes
+    when a tier opens; a live tier's (another process's, or this one's) and another host's stay."""
     from fastpipe.cache._disk_tier import DiskTier
     from fastpipe.cache._files import HOST
 
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     names = {
-        "dead": f"fastpipe-tier-{HOST}-{dead.pid}-ab_c1234",
-        "live": f"fastpipe-tier-{HOST}-{live.pid}-ab_c1234",
-        "own pid, an earlier process's": f"fastpipe-tier-{HOST}-{os.getpid()}-zz9_0000",
-        "another host's": f"fastpipe-tier-not{HOST}-{dead.pid}-ab_c1234",
+        "killed": f"fastpipe-tier-{HOST}-999999-ab_c1234",
+        "live": f"fastpipe-tier-{HOST}-999998-ab_c1234",
+        "another host's": f"fastpipe-tier-not{HOST}-999999-ab_c1234",
         "not a tier": "fastpipe-tier-data",
     }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0-0.npy").write_bytes(b"entry")
+    hold = "import fcntl, os, sys, time; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX)"
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            hold + "; print(1, flush=True); time.sleep(60)",
+            str(tmp_path / names["live"]),
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
-        for name in names.values():
-            (tmp_path / name).mkdir()
-            (tmp_path / name / "0-0.npy").write_bytes(b"entry")
+        assert live.stdout.readline().strip() == b"1"  # the live tier's process holds its folder
         tier = DiskTier(tmp_path)
         other = DiskTier(tmp_path)  # a second tier of this process spares the first
     finally:
         live.kill()
         live.wait()
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == {
-        names["live"],
-        names["another host's"],
-        names["not a tier"],
-        tier.root.name,
-        other.root.name,
-    }
-    tier.close()
+    kept = {names[k] for k in ("live", "another host's", "not a tier")}
+    assert left == kept | {tier.root.name, other.root.name}
     other.close()
+    DiskTier(tmp_path).close()  # its process gone, the live tier's folder is a killed one's now
+    assert {p.name for p in tmp_path.iterdir()} == kept - {names["live"]} | {tier.root.name}
+    tier.close()
 
 
 def test_entries_are_readable_as_the_umask_says_so_a_shared_folder_is_shared(tmp_path):
