@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import logging
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,7 +16,12 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import map_tensors, numpy_dtype
+from fastpipe.cache._files import HOST
 from fastpipe.cache._pinned_host import keep_tensor_type
+
+log = logging.getLogger(__name__)
+#: ``fastpipe-tier-{host}-{pid}-{random}``: the random part (``tempfile.mkdtemp``'s) holds no ``-``
+_TIER = re.compile(r"^fastpipe-tier-(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 
 
 class DiskTier:
@@ -21,17 +30,22 @@ class DiskTier:
     A tensor comes back as the type it went in (a MONAI ``MetaTensor`` with its metadata) and dtype
     (``bfloat16``, which numpy lacks, is stored as its bytes).
 
-    The files go to a new folder of this tier's own, ``fastpipe-tier-*`` inside ``root`` (the system's
-    temporary folder when ``None``), removed on :meth:`close`. Two datasets given one ``disk_dir`` (a
-    training and a validation set, or the ranks of one node) so never share a file name: slot numbers
-    restart at 0 in each, and a shared name would rewrite another dataset's mapped entry in place.
+    The files go to a new folder of this tier's own, ``fastpipe-tier-{host}-{pid}-*`` inside ``root``
+    (the system's temporary folder when ``None``), removed on :meth:`close`. Two datasets given one
+    ``disk_dir`` (a training and a validation set, or the ranks of one node) so never share a file name:
+    slot numbers restart at 0 in each, and a shared name would rewrite another dataset's mapped entry in
+    place. A tier holds a lock on its folder while it lives; the folders of this host whose lock nobody
+    holds, left by killed processes (SIGKILL, the OOM killer), are removed when a tier opens in ``root``:
+    a crashed run's copy of the data set does not fill the disk. The kernel releases the lock of a dead
+    process, whatever PID namespace it ran in (containers sharing a host name and a ``disk_dir``).
     """
 
     def __init__(self, root: str | Path | None) -> None:
         if root is not None:
             root = Path(root).expanduser()  # "~/scratch": the home folder's, not a folder named "~"
             root.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="fastpipe-tier-", dir=root))
+        remove_dead_tiers(Path(root if root is not None else tempfile.gettempdir()))
+        self.root, self._alive = _locked_folder(root)
         self._names = itertools.count()  # next() on a count is atomic under the GIL
 
     def write(self, slot: int, entry: Any) -> Any:
@@ -60,6 +74,64 @@ class DiskTier:
     def close(self) -> None:
         """Remove this tier's folder and its files."""
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._alive is not None:
+            os.close(self._alive)  # releases the lock
+            self._alive = None
+
+
+def remove_dead_tiers(root: Path) -> list[Path]:
+    """Remove the tier folders in ``root`` of this host whose lock no live process holds; returns them."""
+    try:
+        names = [e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError as err:
+        log.debug("cannot list %s for the folders of killed disk tiers: %s", root, err)
+        return []
+    removed = []
+    for name in names:
+        match = _TIER.match(name)
+        if match and match["host"] == HOST and _abandoned(root / name):
+            shutil.rmtree(root / name, ignore_errors=True)
+            removed.append(root / name)
+    if removed:
+        log.info("removed %d disk-tier folder(s) of killed processes from %s", len(removed), root)
+    return removed
+
+
+def _locked_folder(root: Path | None) -> tuple[Path, int | None]:
+    """A new tier folder, named ``fastpipe-tier-{host}-{pid}-*`` only once this process holds an
+    exclusive ``flock`` on it (so none of that name is ever seen unlocked while its tier lives), and the
+    descriptor holding the lock (``None`` where the filesystem takes no lock on a folder: never removed)."""
+    made = Path(tempfile.mkdtemp(prefix=".fastpipe-tier-new-", dir=root))
+    fd: int | None = os.open(made, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
+    except OSError:
+        os.close(fd)
+        fd = None
+    folder = made.with_name(f"fastpipe-tier-{HOST}-{os.getpid()}-{made.name.rsplit('-', 1)[1]}")
+    try:
+        os.rename(made, folder)
+    except OSError:
+        shutil.rmtree(made, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
+        raise
+    return folder, fd
+
+
+def _abandoned(folder: Path) -> bool:
+    """Whether no process holds the lock of tier ``folder``: the process that made it is gone."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: its tier is alive
+        return False
+    finally:
+        os.close(fd)  # releases the lock taken just now
+    return True
 
 
 def _numpy_has(dtype: torch.dtype) -> bool:

@@ -21,13 +21,14 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 STALE_AGE_S = 3600.0
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+#: this host's name as temporary files and tier folders carry it
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 _TEMP = re.compile(r"^\.(?P<key>[0-9a-f]+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
 
 
 def temp_name(key: str) -> str:
     """The name of a new temporary file for ``key``, written by this process."""
-    return f".{key[:16]}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    return f".{key[:16]}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
 #: names of the temporary files this process is writing now: a file named with this process's pid
@@ -40,7 +41,8 @@ def write_temp(root: Path, key: str, chunks: Iterable[bytes | memoryview]) -> Pa
     tmp = root / temp_name(key)
     _writing.add(tmp.name)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # the umask decides who may read it, as for any file: a team sharing the folder reads it too
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
@@ -87,7 +89,7 @@ def remove_stale_temps(root: Path, max_age_s: float = STALE_AGE_S) -> list[Path]
 
 def _is_stale(entry: os.DirEntry, now: float, max_age_s: float) -> bool:
     match = _TEMP.match(entry.name)
-    if match and match["host"] == _HOST:
+    if match and match["host"] == HOST:
         pid = int(match["pid"])
         if pid == os.getpid():  # ours, or an earlier process's that had the same pid
             return entry.name not in _writing

@@ -5,7 +5,8 @@
 - plain values (``None``, numbers, strings, bytes), enums, torch/numpy dtypes and devices: type and value;
 - tensors and arrays: type, dtype, shape and a hash of their bytes (a MONAI ``MetaTensor`` also its
   ``meta`` dict, affine included, and its applied and pending operations);
-- lists, tuples, dicts, sets: their items (dicts and sets in a sorted order);
+- lists, tuples, dicts, sets: their items (dicts and sets in a sorted order); of a subclass, also its
+  class and attributes (a ``defaultdict``'s factory), best effort as private attributes;
 - Python functions (lambdas, closures): bytecode, constants, names, defaults, keyword defaults, the
   contents of closure cells, and the values of the globals the code reads (functions it calls included,
   recursively);
@@ -42,6 +43,7 @@ from typing import Any
 
 import torch
 
+from fastpipe._chain import unwrapped
 from fastpipe.cache._fingerprint_base import (
     MAX_DEPTH,
     MAX_NODES,
@@ -70,8 +72,8 @@ def fingerprint(obj: Any, name: str = "object") -> str:
 
 
 def chain_fingerprint(transforms: list[Any]) -> str:
-    """The fingerprint of a deterministic chain (torch's version included); profiling wrappers
-    (``.inner``) are looked through.
+    """The fingerprint of a deterministic chain (torch's version included); fastpipe's profiling
+    wrappers are looked through (any other transform's ``.inner`` is one of its attributes).
 
     Raises:
         UnfingerprintableError: naming the transform (position and type) and the part that cannot be hashed.
@@ -79,7 +81,7 @@ def chain_fingerprint(transforms: list[Any]) -> str:
     # torch runs fastpipe's and MONAI's transforms alike: a new torch can compute other values
     parts = [f"torch=={torch.__version__}"]
     for i, t in enumerate(transforms):
-        t = getattr(t, "inner", t)  # switching NVTX ranges on must not invalidate a persistent cache
+        t = unwrapped(t)  # switching NVTX ranges on must not invalidate a persistent cache
         try:
             parts.append(fingerprint(t, f"transform {i} ({_qualname(type(t))})"))
         except UnfingerprintableError as err:

@@ -82,7 +82,9 @@ class CodeWalk:
         if lib is not None:
             return
         for klass in cls.__mro__:
-            if library_of(klass.__module__) is not None:
+            base_lib = library_of(klass.__module__)
+            if base_lib is not None:  # inherited library code (a MONAI transform's __call__): its version
+                self.emit(f"base:{_qualname(klass)}:{base_lib}{reader_backend(klass)}")
                 continue
             for name, value in sorted(vars(klass).items()):
                 value = value.fget if isinstance(value, property) else value

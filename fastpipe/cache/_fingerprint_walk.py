@@ -6,6 +6,7 @@ is :mod:`fastpipe.cache._fingerprint_code`.
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import hashlib
@@ -63,7 +64,10 @@ class Walker(CodeWalk):
             raise UnfingerprintableError(f"{path}: {limit} (cannot be fingerprinted)")
         t = type(obj)
         if isinstance(obj, enum.Enum):
-            return self.emit(f"enum:{_qualname(t)}.{obj.name}")
+            self.emit(f"enum:{_qualname(t)}.{obj.name}")
+            if library_of(t.__module__) is None:  # an enum of your own: its values are yours to edit
+                self.walk(obj.value, f"{path}.value", depth + 1)
+            return None
         if t in _PLAIN or isinstance(obj, _NAMES):
             return self.emit(f"{t.__name__}:{obj!r}")
         if isinstance(obj, _PLAIN):  # a subclass of a plain type: its class and plain value
@@ -88,16 +92,8 @@ class Walker(CodeWalk):
             return self._tensor(obj, path, depth)
         if isinstance(obj, np.ndarray):
             return self._array(obj, path, depth)
-        if isinstance(obj, (list, tuple)):
-            self.emit(f"{_qualname(type(obj))}[{len(obj)}")
-            for i, v in enumerate(obj):
-                self.walk(v, f"{path}[{i}]", depth)
-            return self.emit("]")
-        if isinstance(obj, dict):
-            return self._mapping(obj, path, depth)
-        if isinstance(obj, (set, frozenset)):
-            tokens = sorted(self._subdigest(v, f"{path} item", depth) for v in obj)
-            return self.emit(f"{_qualname(type(obj))}{{{','.join(tokens)}}}")
+        if isinstance(obj, (list, tuple, dict, set, frozenset)):
+            return self._container(obj, path, depth)
         if isinstance(obj, functools.partial):
             self.emit("partial")
             for name in ("func", "args", "keywords"):
@@ -141,6 +137,27 @@ class Walker(CodeWalk):
             return self.walk(a.tolist(), f"{path}.tolist()", depth)
         digest = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).hexdigest()
         self.emit(f"ndarray:{a.dtype.str}:{a.shape}:{digest}")
+
+    def _container(self, obj: Any, path: str, depth: int) -> None:
+        """A list, tuple, dict or set: its items; of a subclass, also its class (the code of one of your
+        own) and attributes (``defaultdict.default_factory``), best effort as private attributes."""
+        if isinstance(obj, (list, tuple)):
+            self.emit(f"{_qualname(type(obj))}[{len(obj)}")
+            for i, v in enumerate(obj):
+                self.walk(v, f"{path}[{i}]", depth)
+            self.emit("]")
+        elif isinstance(obj, dict):
+            self._mapping(obj, path, depth)
+        else:
+            tokens = sorted(self._subdigest(v, f"{path} item", depth) for v in obj)
+            self.emit(f"{_qualname(type(obj))}{{{','.join(tokens)}}}")
+        if type(obj) in (list, tuple, dict, set, frozenset):
+            return
+        extras = {"__class__": type(obj), **getattr(obj, "__dict__", {})}
+        if isinstance(obj, collections.defaultdict):
+            extras["default_factory"] = obj.default_factory
+        for name, value in sorted(extras.items(), key=lambda kv: str(kv[0])):
+            self._private(str(name), value, f"{path}.{name}", depth)
 
     def _mapping(self, obj: dict, path: str, depth: int) -> None:
         keyed = sorted(((self._subdigest(k, f"{path} key", depth), k) for k in obj), key=lambda p: p[0])

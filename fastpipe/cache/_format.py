@@ -195,7 +195,11 @@ class _Encoder:
             raise UnstorableEntryError(f"{where} is a numpy {arr.dtype} value (numbers and strings only)")
         tag = "$npscalar" if scalar else "$ndarray"
         native = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C")  # 0-d stays 0-d
-        return {tag: self._store(torch.from_numpy(native), where), "dtype": arr.dtype.str}
+        try:
+            t = torch.from_numpy(native)
+        except TypeError:  # longdouble, complex256: no torch dtype holds them
+            raise UnstorableEntryError(f"{where} is a numpy {arr.dtype} value torch does not hold") from None
+        return {tag: self._store(t, where), "dtype": arr.dtype.str}
 
 
 class _Decoder:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastpipe._meta import META_SUFFIX, item_name
+from fastpipe._tensors import map_tensors
 from fastpipe.cache.errors import ItemError, TransformError, item_error
 from fastpipe.profiling.nvtx_ranges import transform_name
 from fastpipe.transforms.compose import apply_transform
@@ -148,10 +149,14 @@ def run_batch(transform: Any, entries: list[Any], indices: list[int]) -> Any:
 
 
 def compute_uncached(core: Any, item: Any, index: int) -> Any:
-    """``core.compute(item)`` for an item read without a cache entry; a failure names the item."""
+    """``core.compute(item)`` for an item read without a cache entry, on the chain's device as a cached
+    entry is read (a persistent entry loads on the CPU); a failure names the item."""
     try:
-        return core.compute(item)
+        entry = core.compute(item)
     except Exception as err:  # noqa: BLE001 - re-raised naming the item
         raise failure(
             TransformError, "the deterministic chain (item not cached) failed reading", index, item, err
         ) from err
+    if core.device.type == "cpu":
+        return entry
+    return map_tensors(entry, lambda t: t.to(core.device))

@@ -78,16 +78,16 @@ class PersistentCache:
         except FileNotFoundError:
             return None
         except OSError as err:  # a folder in its place, no permission to read
-            return self._reject(path, f"{type(err).__name__}: {err}")
+            return self._reject(path, f"{type(err).__name__}: {err}", owner)
         try:
             entry, record = decode_entry(blob)
         except CorruptEntryError as err:
-            return self._reject(path, f"corrupt or not a fastpipe entry: {err}")
+            return self._reject(path, f"corrupt or not a fastpipe entry: {err}", owner)
         except Exception as err:  # noqa: BLE001 - an unforeseen failure on untrusted bytes: still a rejection
-            return self._reject(path, f"unreadable ({type(err).__name__}: {err})")
+            return self._reject(path, f"unreadable ({type(err).__name__}: {err})", owner)
         mismatch = _mismatch(record, owner)
         if mismatch:
-            return self._reject(path, mismatch)
+            return self._reject(path, mismatch, owner)
         with self._lock:
             self.loads += 1
         return entry
@@ -112,7 +112,7 @@ class PersistentCache:
                 self.write_errors += 1
             self._warn_once(
                 f"persistent cache entry {self.path(owner.key)} cannot be replaced ({err}); "
-                "the item stays in memory only"
+                f"{_item(owner)} stays in memory only"
             )
             return False
         with self._lock:
@@ -132,10 +132,10 @@ class PersistentCache:
             "writable": self.writable,
         }
 
-    def _reject(self, path: Path, reason: str) -> None:
+    def _reject(self, path: Path, reason: str, owner: EntryOwner) -> None:
         with self._lock:
             self.rejected += 1
-        self._warn_once(f"persistent cache entry {path} rejected ({reason}); recomputing it")
+        self._warn_once(f"persistent cache entry {path} rejected ({reason}); recomputing {_item(owner)}")
 
     def _unwritable(self, reason: str) -> None:
         with self._lock:
@@ -171,6 +171,15 @@ def _read(path: Path) -> bytearray:
         if f.readinto(buf) != len(buf):
             raise OSError(f"{path} changed size while being read")
     return buf
+
+
+def _item(owner: EntryOwner) -> str:
+    """``the item of /data/a.nii.gz (and 1 more file)``: the item of an entry, as warnings name it (by
+    its files: ``owner.index`` is a position in this rank's shard)."""
+    if not owner.sources:
+        return "the item" if owner.index is None else f"item {owner.index}"
+    more = len(owner.sources) - 1
+    return f"the item of {owner.sources[0]}" + (f" (and {more} more file{'s' * (more > 1)})" if more else "")
 
 
 def _mismatch(record: dict[str, Any], owner: EntryOwner) -> str | None:

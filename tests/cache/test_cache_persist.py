@@ -193,3 +193,22 @@ def test_a_home_relative_cache_folder_is_in_the_home_folder(tmp_path, monkeypatc
     assert list((home / "fp-tier").glob("fastpipe-tier-*/*.npy"))  # the entry spilled there
     assert not (cwd / "~").exists()
     ds.close()
+
+
+def test_an_uncached_item_loaded_from_the_persistent_cache_is_read_on_the_chain_s_device(tmp_path):
+    """A GPU chain's item without a cache entry (cache_rate < 1, or no tier had room) is computed on each
+    read; once its persistent entry existed (from its first read on) it was loaded on the CPU and given to
+    the random suffix there, while cached items come on the GPU: one batch mixed devices. Here ``meta``
+    stands for the GPU (a CPU-only test machine); the entry is loaded from disk, then moved."""
+    from _persist_helpers import write_files
+
+    from fastpipe.cache._core import CacheCore
+    from fastpipe.cache._item_errors import compute_uncached
+
+    item = write_files(tmp_path, n=1)[0]
+    core = CacheCore([LoadNpy()], persist_dir=tmp_path / "c")
+    assert compute_uncached(core, item, 0)["image"].device.type == "cpu"  # computed, and saved
+    core.device = torch.device("meta")
+    entry = compute_uncached(core, item, 0)
+    assert core.persist.loads == 1 and entry["image"].device.type == "meta"
+    assert entry["image_meta_dict"]["affine"].device.type == "meta"  # as a cached entry's get() moves it

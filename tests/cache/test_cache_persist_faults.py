@@ -127,3 +127,77 @@ def test_folder_that_cannot_be_created_warns_once_and_goes_on_in_memory(tmp_path
         ds = _open(data, blocker / "cache")
     assert len(record) == 1 and ds.stats()["persist"]["writable"] is False
     assert_same_items(ds, CacheDataset(data, [LoadNpy()], progress=False))
+
+
+def test_a_rejected_entry_names_the_item_it_was_for(tmp_path):
+    """A rejection named the .fpc file only ('... rejected (checksum mismatch); recomputing it'): nothing
+    said which data file's entry was damaged; the warning now names the item's source file."""
+    data, cache = write_files(tmp_path, n=2), tmp_path / "cache"
+    _open(data, cache)
+    for entry in cache.glob("*.fpc"):
+        blob = bytearray(entry.read_bytes())
+        blob[-10] ^= 1  # one flipped bit in a stored tensor
+        entry.write_bytes(bytes(blob))
+    with pytest.warns(RuntimeWarning) as record:
+        _open(data, cache)
+    messages = [str(w.message) for w in record if "rejected (corrupt" in str(w.message)]
+    assert len(messages) == 2
+    for item in data:
+        assert any(m.endswith(f"recomputing the item of {item['image']}") for m in messages)
+
+
+def test_a_killed_run_s_disk_tier_folder_is_removed_when_a_tier_opens_there(tmp_path):
+    """A run killed with a disk tier (SIGKILL, the OOM killer) left its fastpipe-tier-* folder, a copy
+    of the data set, behind for good: each crash took that much more of the disk, until the disk tier
+    of later runs failed for want of room. A tier folder of this host that no process holds locked goes
+    when a tier opens; a live tier's (another process's, or this one's) and another host's stay."""
+    from fastpipe.cache._disk_tier import DiskTier
+    from fastpipe.cache._files import HOST
+
+    names = {
+        "killed": f"fastpipe-tier-{HOST}-999999-ab_c1234",
+        "live": f"fastpipe-tier-{HOST}-999998-ab_c1234",
+        "another host's": f"fastpipe-tier-not{HOST}-999999-ab_c1234",
+        "not a tier": "fastpipe-tier-data",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0-0.npy").write_bytes(b"entry")
+    hold = "import fcntl, os, sys, time; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX)"
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            hold + "; print(1, flush=True); time.sleep(60)",
+            str(tmp_path / names["live"]),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert live.stdout.readline().strip() == b"1"  # the live tier's process holds its folder
+        tier = DiskTier(tmp_path)
+        other = DiskTier(tmp_path)  # a second tier of this process spares the first
+    finally:
+        live.kill()
+        live.wait()
+    left = {p.name for p in tmp_path.iterdir()}
+    kept = {names[k] for k in ("live", "another host's", "not a tier")}
+    assert left == kept | {tier.root.name, other.root.name}
+    other.close()
+    DiskTier(tmp_path).close()  # its process gone, the live tier's folder is a killed one's now
+    assert {p.name for p in tmp_path.iterdir()} == kept - {names["live"]} | {tier.root.name}
+    tier.close()
+
+
+def test_entries_are_readable_as_the_umask_says_so_a_shared_folder_is_shared(tmp_path):
+    """Entries were written with mode 0600 whatever the umask: in a cache folder a team shares (a group
+    scratch space), every other user's entries were 'rejected (PermissionError)', recomputed and written
+    over, so nobody's entries were reused and each run undid the last one's."""
+    data, cache = write_files(tmp_path, n=1), tmp_path / "cache"
+    old = os.umask(0o022)
+    try:
+        _open(data, cache)
+    finally:
+        os.umask(old)
+    (entry,) = cache.glob("*.fpc")
+    assert entry.stat().st_mode & 0o777 == 0o644

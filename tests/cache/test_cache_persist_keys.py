@@ -461,3 +461,150 @@ def test_a_module_of_your_own_named_like_the_standard_librarys_is_hashed_by_its_
     assert chain_fingerprint([os.path.join]) == chain_fingerprint(
         [os.path.join]
     )  # the real stdlib: by version
+
+
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+@pytest.mark.parametrize(
+    ("header", "text"),
+    [
+        (
+            "list.mhd",
+            b"NDims = 3\nDimSize = 2 2 3\nElementDataFile = LIST 2D\ns0.raw\r\nsub/s1.raw\ns2.raw\n",
+        ),
+        ("pattern.mhd", b"NDims = 3\nDimSize = 2 2 3\nElementDataFile = sub/s%d.raw 0 2 1\n"),
+        (
+            "list.nhdr",
+            b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 3\ndata file: LIST 2\ns0.raw\nsub/s1.raw\n",
+        ),
+        (
+            "pattern.nhdr",
+            b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 3\ndatafile: sub/s%01d.raw 0 2 1 2\n",
+        ),
+        ("attached.mha", b"NDims = 3\nElementDataFile = sub/s1.raw\n"),
+    ],
+    ids=["mhd-list", "mhd-pattern", "nhdr-list", "nhdr-pattern", "mha-subfolder"],
+)
+def test_every_slice_file_a_header_lists_keys_the_item(tmp_path, persist_key, header, text):
+    """A MetaImage ``ElementDataFile = LIST`` or file pattern, an NRRD ``data file: LIST`` or pattern:
+    the reader reads one file per slice, but the key followed none of them, so a rewritten slice kept
+    the key and the old entry was served."""
+    from fastpipe.cache._key import item_key
+
+    (tmp_path / "sub").mkdir()
+    for name in ("s0.raw", "sub/s1.raw", "s2.raw", "sub/s0.raw", "sub/s2.raw"):
+        (tmp_path / name).write_bytes(b"\0\0\0\0")
+    (tmp_path / header).write_bytes(text)
+    item = {"image": str(tmp_path / header)}
+    before = item_key(item, "chain", "v", persist_key)
+    time.sleep(0.01)
+    (tmp_path / "sub/s1.raw").write_bytes(b"\0\0\0\1")
+    assert item_key(item, "chain", "v", persist_key) != before
+
+
+def test_a_user_transform_with_an_inner_attribute_is_keyed_by_its_own_parameters():
+    """Any transform with an ``.inner`` attribute was keyed as that inner transform alone (meant for the
+    profiling wrapper), so a wrapper's own parameter (``factor``) or code could change and the old
+    entries were served; only fastpipe's profiling wrapper is looked through."""
+    from fastpipe.profiling.nvtx_ranges import ProfiledTransform
+
+    class Scaled:
+        def __init__(self, inner, factor):
+            self.inner, self.factor = inner, factor
+
+        def __call__(self, d):
+            return {k: v * self.factor for k, v in self.inner(d).items()}
+
+    def ident(d):
+        return d
+
+    assert chain_fingerprint([Scaled(ident, 2)]) != chain_fingerprint([Scaled(ident, 3)])
+    assert chain_fingerprint([Scaled(ident, 2)]) != chain_fingerprint([ident])
+    assert chain_fingerprint([ProfiledTransform(Scaled(ident, 2))]) == chain_fingerprint([Scaled(ident, 2)])
+
+
+def test_item_keys_of_other_types_but_the_same_text_key_apart():
+    """The item's dict keys entered its key as text, so ``{1: "a"}`` and ``{"1": "a"}`` (which a transform
+    reads apart: ``d[1]`` is not ``d["1"]``) shared one key, and one's entry was served to the other."""
+    from fastpipe.cache._key import item_key
+
+    assert item_key({1: "a"}, "chain", "v") != item_key({"1": "a"}, "chain", "v")
+    assert item_key({None: "a"}, "chain", "v") != item_key({"None": "a"}, "chain", "v")
+    assert item_key({"a": "x", "b": "y"}, "chain", "v") == item_key({"b": "y", "a": "x"}, "chain", "v")
+
+
+def test_an_item_value_that_cannot_be_keyed_is_named_with_its_place_in_the_item(tmp_path):
+    """The fill failed with 'item value is a zlib.Compress ...': neither which value of the item nor that
+    the persistent cache (not the chain) needed it; the message now names ``item['meta'][1]`` and persist_dir."""
+    data = [{"image": "a", "meta": [1, zlib.compressobj()]}]
+    with pytest.raises(
+        ValueError, match=r"persistent cache: item\['meta'\]\[1\] is a zlib\.Compress.*persist_dir"
+    ):
+        CacheDataset(data, [lambda d: d], progress=False, persist_dir=tmp_path / "c")
+    assert len(CacheDataset(data, [lambda d: d], progress=False)) == 1  # fine without a persistent cache
+
+
+def test_the_value_of_an_enum_of_your_own_is_part_of_the_key():
+    """An enum member was keyed by its name alone: editing a user enum's value (a window
+    ``SOFT = (-160, 240)`` made ``(-150, 250)``) kept the key, and the entries of the old window were served."""
+    import enum
+
+    def window(lo, hi):
+        class Window(enum.Enum):
+            SOFT = (lo, hi)
+
+        Window.__module__ = "__main__"  # as defined in the training script
+        return Window.SOFT
+
+    assert fingerprint(window(-160, 240)) != fingerprint(window(-150, 250))
+    assert fingerprint(window(-160, 240)) == fingerprint(window(-160, 240))
+
+
+def test_the_version_of_a_library_class_a_transform_of_yours_inherits_from_is_part_of_the_key(monkeypatch):
+    """A class of your own deriving from a MONAI transform (``class MyCast(CastToType): pass``) runs
+    MONAI's inherited ``__call__``, but only its own code was hashed: a MONAI upgrade kept the key and the
+    entries the old MONAI computed were served."""
+    import monai
+    from monai.transforms import CastToType
+
+    class MyCast(CastToType):
+        pass
+
+    MyCast.__module__ = "__main__"  # as defined in the training script
+    before = chain_fingerprint([MyCast(torch.float16)])
+    monkeypatch.setattr(monai, "__version__", "99.0.0")
+    assert chain_fingerprint([MyCast(torch.float16)]) != before
+
+
+@pytest.mark.parametrize("persist_key", ["content", "stat"])
+def test_a_dangling_link_in_a_series_folder_keys_the_item_instead_of_failing_it(tmp_path, persist_key):
+    """A broken symbolic link among a DICOM series' files (a slice moved away) failed the fill with
+    FileNotFoundError under persist_dir alone, though ITK's series reader skips it; it now keys as
+    unreadable, and the key changes when the link's target comes back."""
+    from fastpipe.cache._key import item_key
+
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "0.dcm").write_bytes(b"slice")
+    (series / "1.dcm").symlink_to(tmp_path / "moved.dcm")
+    before = item_key({"image": str(series)}, "chain", "v", persist_key)
+    (tmp_path / "moved.dcm").write_bytes(b"slice 1")
+    assert item_key({"image": str(series)}, "chain", "v", persist_key) != before
+
+
+def test_a_container_subclass_is_keyed_by_its_class_and_attributes():
+    """A dict or list of a subclass was keyed by its items alone: a ``defaultdict``'s default factory, or
+    the code of a ``class Lut(dict)`` of your own whose ``lookup`` a transform calls, could change and
+    the entries computed with the old ones were served."""
+    from collections import defaultdict
+
+    def lut(default):
+        class Lut(dict):
+            def lookup(self, k):
+                return self.get(k, default)
+
+        Lut.__module__ = "__main__"  # as defined in the training script
+        return Lut({1: 2})
+
+    assert fingerprint(defaultdict(lambda: 0, {1: 2})) != fingerprint(defaultdict(lambda: 255, {1: 2}))
+    assert fingerprint(lut(0)) != fingerprint(lut(255))
+    assert fingerprint(lut(0)) == fingerprint(lut(0))
