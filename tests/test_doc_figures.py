@@ -1,0 +1,120 @@
+"""Figures the README and docs/ quote are the ones their JSON files (or the compiler) give.
+
+``test_readme.py`` checks the CPU tables; this file checks the GPU section, the kernel's register
+counts and the other figures quoted in prose, each against the file the text names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+
+
+def _json(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _section(heading: str, text: str | None = None) -> str:
+    text = README.read_text() if text is None else text
+    start = text.index(heading)
+    end = text.find("\n### ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def _row(body: str, name: str) -> str:
+    """The table row whose first cell is ``name``, backticked or not, with any words after it."""
+    pattern = rf"\| `?{re.escape(name)}`?( [^|]*)? \|"
+    rows = [line for line in body.splitlines() if re.match(pattern, line)]
+    assert rows, f"no row {name!r}"
+    return rows[0]
+
+
+def test_gpu_check_table_is_its_json():
+    check = _json("gpu-check-nvidia-h100-80gb-hbm3.json")
+    body = _section("### On a GPU")
+    cases = check["match_cases"]
+    assert check["cuda_matches_torch"] and all(c["bit_equal"] for c in cases)
+    assert f"all {len(cases)} cases equal" in body
+    tests = check["pytest_gpu"]
+    assert f"{tests['passed']} passed, {tests['failed']} failed" in body
+    assert f"| {check['compute_sanitizer']['errors']} errors |" in body
+    h2d = (
+        f"{check['cached_epoch_h2d_bytes']:,} bytes in {check['cached_epoch_h2d_copies']} copies, "
+        f"the largest {check['cached_epoch_largest_h2d_copy']} bytes"
+    )
+    assert h2d in body
+    gbps = f"{check['crop_kernel_gbps'] / 1000:.2f} TB/s, against {check['d2d_copy_gbps'] / 1000:.2f} TB/s"
+    assert gbps in body and f"**{100 * check['kernel_fraction_of_copy']:.0f}%**" in body
+    assert f"| {check['gpu_vs_cpu_crop_speedup']:.1f}x faster |" in body
+    assert f"its sections ran {sum(check['section_s'].values()):.0f} s in all" in body
+    assert f"commit\n{check['tree_commit']['commit']}; its sections" in body
+    gpu_doc = (REPO / "docs" / "gpu-check.md").read_text()
+    assert f"took {sum(check['section_s'].values()):.0f} s in all" in gpu_doc
+
+
+def test_gpu_bench_rows_and_time_are_their_json():
+    from benchmarks.report import speedups
+
+    rows = {r["row"]: r for r in _json("gpu-bench-spleen-nvidia-h100-80gb-hbm3.json")["rows"]}
+    speedups(list(rows.values()))
+    body = _section("### On a GPU")
+    for name, row in rows.items():
+        line = _row(body, name)
+        assert f"| {row['fill_s']:.1f} s | {row['crops_per_s']['median']:.0f} |" in line, line
+        assert f"| {100 * row['data_wait_fraction']['median']:.0f}% |" in line, line
+        if row["peak_gpu_bytes"]:
+            assert f"| {row['peak_gpu_bytes'] / 2**30:.2f} GiB |" in line, line
+    runs = _json("gpu-bench-nvidia-h100-80gb-hbm3.json")["runs"]
+    total = round(sum(r["seconds"] for r in runs.values()))
+    took = f"{total // 60} min {total % 60} s"
+    assert f"commit e913f09, {took})" in body
+    assert f"it took {took}" in (REPO / "docs" / "gpu-check.md").read_text()
+
+
+def test_gpu_training_table_is_its_json():
+    train = _json("train-nvidia-h100-80gb-hbm3.json")
+    body = _section("### On a GPU")
+    assert f"ran **{train['config']['max_s']:.0f} s per arm" in body
+    for arm in train["arms"]:
+        line = _row(body, arm["arm"]).replace("**", "")
+        util = [r[1] for r in arm["gpu_util"]["rows"]]
+        epoch = arm["epoch_s"]["median"]
+        cells = [
+            f"| {arm['build_s']:.1f} s | {len(arm['epochs'])}",
+            f"| {epoch:.{1 if epoch >= 10 else 2}f} s | {100 * arm['data_wait_fraction']:.0f}% |",
+            f"| {sum(util) / len(util):.0f}% | {arm['best_dice']:.2f} |",
+        ]
+        assert all(c in line for c in cells), (cells, line)
+        assert not arm["reached"]
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH: ptxas's register counts need it")
+@pytest.mark.timeout(240)
+def test_the_kernels_register_counts_are_what_ptxas_reports(tmp_path):
+    """docs/random-suffix.md and the README quote the crop kernel's registers and stack per thread."""
+    from fastpipe.ops._cuda_crop import NVRTC_OPTIONS
+
+    src = REPO / "kernels" / "crop_pos_neg.cu"
+    cmd = [NVCC, "-arch=sm_90", *NVRTC_OPTIONS, "-ftz=true", "-Xptxas", "-v", "-c", str(src)]
+    res = subprocess.run([*cmd, "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=220)
+    assert res.returncode == 0, res.stderr
+    found = dict(re.findall(r"entry function '(\w+)'.*?Used (\d+) registers", res.stderr, flags=re.S))
+    stacks = dict(re.findall(r"Function properties for (\w+)\n\s*(\d+) bytes stack frame", res.stderr))
+    doc = " ".join((REPO / "docs" / "random-suffix.md").read_text().split())
+    assert f"costs registers: {found['crop_pos_neg_i32']} per thread against 38" in doc
+    assert f"{found['crop_pos_neg_i64']} against 40 for the 64-bit" in doc
+    assert f"a stack of {stacks['crop_pos_neg_i32']} bytes ({stacks['crop_pos_neg_i64']} in the 64-bit" in doc
+    readme = " ".join(README.read_text().split())
+    assert f"registers ({found['crop_pos_neg_i32']} per thread against 38" in readme
