@@ -118,3 +118,40 @@ def test_the_kernels_register_counts_are_what_ptxas_reports(tmp_path):
     assert f"a stack of {stacks['crop_pos_neg_i32']} bytes ({stacks['crop_pos_neg_i64']} in the 64-bit" in doc
     readme = " ".join(README.read_text().split())
     assert f"registers ({found['crop_pos_neg_i32']} per thread against 38" in readme
+
+
+def _flat(path: Path) -> str:
+    return " ".join(path.read_text().split())
+
+
+def test_cache_sizes_quoted_for_many_gpus_are_worked_out_from_the_footprint_json():
+    """README, docs/distributed.md and docs/DESIGN.md: spleen's cache per GPU from cache-footprint.json."""
+    import math
+
+    footprint = _json("cache-footprint.json")
+    fit = footprint["spleen_full_fit"]
+    n, per_volume = fit["preset_volumes"], fit["compact"]["mean_bytes_per_volume"]
+    whole, on8, on32 = (per_volume * k / 1e9 for k in (n, math.ceil(n / 8), math.ceil(n / 32)))
+    readme, dist = _flat(README), _flat(REPO / "docs" / "distributed.md")
+    assert f"the {n} spleen-full look-alike volumes, at the {per_volume / 1e6:.0f} MB" in readme
+    assert f"{whole:.1f} GB on one GPU, {on8:.1f} GB per GPU on 8 GPUs, {on32:.2f} GB on 32" in readme
+    assert (
+        f"≈ {per_volume / 1e6:.0f} MB in fastpipe's cache, ≈ {fit['lists']['mean_bytes_per_volume'] / 1e6:.0f} MB"
+        in dist
+    )
+    assert f"≈ 6 items ≈ {on8:.1f} GB per GPU instead of {whole:.1f} GB" in dist
+    assert f"2 items ≈ {on32:.2f} GB per GPU" in dist
+    lists, compact = (footprint["bytes"][form]["bytes_per_entry"] for form in ("lists", "compact"))
+    design = _flat(REPO / "docs" / "DESIGN.md")
+    assert f"such an entry takes {lists / 1e6:.0f} MB, in fastpipe's form {compact / 1e6:.0f} MB" in design
+    assert f"about {41 * lists / 1e9:.1f} GB and {41 * compact / 1e9:.1f} GB" in design
+
+
+def test_the_step_the_all_reduce_is_weighed_against_is_the_gpu_runs():
+    import statistics
+
+    arm = next(a for a in _json("train-nvidia-h100-80gb-hbm3.json")["arms"] if a["arm"] == "fastpipe")
+    column = arm["steps"]["columns"].index("step_s")
+    step_ms = 1000 * statistics.median(row[column] for row in arm["steps"]["rows"])
+    assert f"against its {step_ms:.0f} ms step with AMP on the H100" in _flat(README)
+    assert f"step of ≈ {step_ms:.0f} ms (the median `step_s`" in _flat(REPO / "docs" / "distributed.md")
