@@ -155,3 +155,68 @@ def test_the_step_the_all_reduce_is_weighed_against_is_the_gpu_runs():
     step_ms = 1000 * statistics.median(row[column] for row in arm["steps"]["rows"])
     assert f"against its {step_ms:.0f} ms step with AMP on the H100" in _flat(README)
     assert f"step of ≈ {step_ms:.0f} ms (the median `step_s`" in _flat(REPO / "docs" / "distributed.md")
+
+
+TRAIN_SEEDS = ["train-vm.json"] + [f"train-vm-seed{s}.json" for s in range(1, 10)]
+ARMS = ["regular", "monai-fast", "fastpipe", "fastpipe-smartcache", "fastpipe-smartcache-persist"]
+
+
+def _span(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def test_training_prose_is_the_ten_seeds_json():
+    """The per-pass and time-to-target comparisons quoted around the training tables."""
+    import statistics
+
+    runs = [_json(name) for name in TRAIN_SEEDS]
+    passes = [{a: r["interleaved"]["arms"][a]["per_pass_s"]["median"] for a in ARMS} for r in runs]
+    arms = [{a["arm"]: a for a in r["arms"]} for r in runs]
+    readme = _flat(README)
+    body = _flat_text(_section("### Training to a Dice target"))
+    persist = [p["fastpipe-smartcache"] / p["fastpipe-smartcache-persist"] for p in passes]
+    assert f"({_span(persist)}x faster per pass than without it over ten seeds" in readme
+    for arm in ARMS[2:]:
+        if arm != "fastpipe-smartcache":
+            vs = [p["monai-fast"] / p[arm] for p in passes]
+            assert (
+                f"{_span(vs)}x faster than monai-fast's in all ten seeds" in body
+                or f"{_span(vs)}x faster than MONAI's fast recipe's in all ten seeds" in body
+            ), arm
+    for arm in ARMS:
+        vs = [p["monai-fast"] / p[arm] for p in passes]
+        section = _section("### Training to a Dice target").splitlines()
+        line = [row for row in section if row.startswith(f"| {arm} |")][1]  # the interleaved table
+        median = f"{statistics.median(vs):.2f}x"
+        assert f"| {median} ({_span(vs)}x) |" in line.replace("**", "") or arm == "monai-fast", line
+    times = [{a: arms_[a]["time_to_target_s"] for a in ARMS} for arms_ in arms]
+    for arm in ARMS:  # the ten seeds' table: time ratio per seed, seeds won, data wait
+        section = _section("### Training to a Dice target").splitlines()
+        line = [row for row in section if row.startswith(f"| {arm} |")][2].replace("**", "")
+        waits = sorted({round(100 * a[arm]["data_wait_fraction"]) for a in arms})
+        wait = f"{waits[0]}%" if len(waits) == 1 else f"{waits[0]}-{waits[-1]}%"
+        assert line.endswith(f"| {wait} |"), (arm, waits, line)
+        if arm != "monai-fast":
+            vs = [t["monai-fast"] / t[arm] for t in times]
+            won = sum(v > 1 for v in vs)
+            assert f"| {statistics.median(vs):.2f}x ({_span(vs)}x) | {won} of 10 |" in line, line
+    firsts = [min(t, key=t.get) for t in times]
+    count = {a: firsts.count(a) for a in ARMS}
+    assert (
+        f"(`fastpipe` in {count['fastpipe']}, the SmartCache arm over the persistent cache in {count['fastpipe-smartcache-persist']}, the recomputing one in {count['fastpipe-smartcache']})"
+        in body
+    )
+    assert f"monai-fast was first in the other {count['monai-fast']}**" in body
+    regular = [t["regular"] / t["fastpipe"] for t in times]
+    assert f"{_span(regular, 1)}x faster than `regular` (median {statistics.median(regular):.2f}x)" in body
+    fill = arms[0]["fastpipe"]["build_s"], arms[0]["monai-fast"]["build_s"]
+    assert f"fill ({fill[0]:.1f} s against {fill[1]:.1f} s in seed 0)" in body
+    ahead = {a: [1000 * r["interleaved"]["arms"][a]["run_ahead_bound_s"] for r in runs] for a in ARMS[2:]}
+    smart = ahead["fastpipe-smartcache"] + ahead["fastpipe-smartcache-persist"]
+    assert (
+        f"{_span(ahead['fastpipe'], 0)} ms (fastpipe) and {_span(smart, 0)} ms (the SmartCache arms)" in body
+    )
+
+
+def _flat_text(text: str) -> str:
+    return " ".join(text.split())
