@@ -226,3 +226,54 @@ def test_training_prose_is_the_ten_seeds_json():
 
 def _flat_text(text: str) -> str:
     return " ".join(text.split())
+
+
+def test_make_bench_table_is_what_the_report_prints():
+    """Every cell of the README's `make bench` table, as `python -m benchmarks.report` prints its JSON."""
+    from benchmarks.report import format_table, speedups
+
+    rows = _json("2026-11-27-vm.json")["rows"]
+    speedups(rows)
+    body = _section("### `make bench`")
+    printed = format_table(rows).splitlines()
+    header = [c.strip() for c in printed[0].strip("|").split("|")]
+    gpu = header.index("GPU GiB")  # no GPU on that VM: the README leaves the column out
+    for line in printed[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].startswith("fastpipe-gpu-cache"):
+            continue  # skipped on a CPU: the README names the reason briefly
+        ours = _row(body, cells[0])
+        quoted = [c.strip() for c in ours.strip("|").split("|")]
+        assert quoted[1:] == cells[1:gpu] + cells[gpu + 1 :], (cells, quoted)
+
+
+def test_spleen_full_and_smart_cache_figures_are_their_json():
+    from benchmarks.report import speedups
+
+    rows = {r["row"]: r for r in _json("spleen-full-vm.json")["rows"]}
+    fast, monai = rows["fastpipe-cache"], rows["monai-cache"]
+    stored = "-".join(f"{v:.1f}" for v in fast["speedup_vs_monai_range"])
+    speedups(list(rows.values()))  # recomputes the range as the report prints it
+    printed = "-".join(f"{v:.1f}" for v in fast["speedup_vs_monai_range"])
+    text = _flat_text(_section("### `make bench`"))
+    assert f"filled in {fast['fill_s']:.0f} s against MONAI's {monai['fill_s']:.0f} s" in text
+    peaks = fast["peak_rss_bytes"] / 2**30, monai["peak_rss_bytes"] / 2**30
+    assert f"peaked at {peaks[0]:.1f} GiB of host memory against {peaks[1]:.1f} GiB" in text
+    rates = fast["crops_per_s"]["median"], monai["crops_per_s"]["median"]
+    assert f"at {rates[0]:.0f} crops/s against {rates[1]:.0f} ({fast['speedup_vs_monai']:.1f}x" in text
+    assert f"range {printed}x as `python -m benchmarks.report` prints it" in text
+    assert f"stored in the JSON, {stored}x" in text
+    own = [f / m for f in fast["crops_per_s_samples"] for m in monai["crops_per_s_samples"]]
+    assert f"the two epochs' own ratios span {_span(own, 1)}x" in text
+    smart = _json("smart-cache-cpu.json")
+    per_batch = {k: v["per_batch_s"]["median"] for k, v in smart["peers"].items()}
+    row = _row(
+        _section("### Component benchmarks"),
+        "SmartCache (cache_num = N/2, replace_rate 0.25) vs a full CacheDataset / MONAI SmartCacheDataset, time per batch (`smart-cache-cpu.json`, commit 653594e)",
+    )
+    assert (
+        f"| {per_batch['fastpipe_smart']:.3f} s | {per_batch['fastpipe_full']:.3f} s / {per_batch['monai_smart']:.3f} s |"
+        in row
+    )
+    ratios = smart["ratios"]
+    assert f"| {ratios['smart_vs_full']:.2f}x / **{ratios['monai_smart_vs_smart']:.1f}x faster** |" in row
