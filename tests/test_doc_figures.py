@@ -277,3 +277,54 @@ def test_spleen_full_and_smart_cache_figures_are_their_json():
     )
     ratios = smart["ratios"]
     assert f"| {ratios['smart_vs_full']:.2f}x / **{ratios['monai_smart_vs_smart']:.1f}x faster** |" in row
+
+
+def _tutorial_run(n: int) -> dict:
+    return _json("tutorial-epoch-cpu.json" if n == 1 else f"tutorial-epoch-cpu-run{n}.json")
+
+
+def test_tutorial_epoch_prose_is_its_runs():
+    """The ranges over twenty-eight runs, the per-run ratios and the later runs 29-34 the README quotes."""
+    import statistics
+
+    runs = {n: _tutorial_run(n) for n in range(1, 35)}
+    ratio = {n: runs[n]["ratios"] for n in runs}
+    first28, last13 = range(1, 29), range(16, 29)
+    text = _flat_text(_section("### The tutorial chain"))
+    fast = [ratio[n]["vs_monai_best"] for n in first28]
+    assert f"{_span(fast, 1)}x over twenty-eight runs" in text
+    assert sum(r >= 4 for r in fast) == 22 and "twenty-two of twenty-eight" in text
+    listed = re.search(r"The twenty-eight runs gave fastpipe (.*?) MONAI best practice", text).group(1)
+    outside = re.sub(r"\([^)]*\)", "", listed)  # "(3.997x, a miss)" notes aside
+    quoted = [float(v) for v in re.findall(r"(\d\.\d+)x", outside)]
+    assert len(quoted) == 28 and all(abs(q - r) <= 0.051 for q, r in zip(quoted, fast, strict=True)), quoted
+    suffix = [ratio[n]["suffix_cost"] for n in first28]
+    median13 = statistics.median(ratio[n]["suffix_cost"] for n in last13)
+    assert f"the suffix costs {median13:.2f}x ({_span(suffix)}x)" in text
+    copy = [ratio[n]["vs_plain_copy_reused"] for n in first28]
+    assert f"({_span(copy)}x; target <= 1.5x: met in all twenty-eight)" in text and max(copy) <= 1.5
+    compose = [ratio[n]["monai_compose_vs_monai_best"] for n in first28]
+    assert (
+        f"{statistics.median(compose):.1f}x MONAI best practice ({_span(compose, 1)}x; target 3x: met in all"
+        in text
+    )
+    floor = [ratio[n]["floor_vs_monai_best"] for n in first28]
+    assert f"is only {_span(floor, 1)}x faster than MONAI best practice" in text
+    crop = [ratio[n]["crop_only_vs_plain_copy"] for n in first28]
+    assert f"the crop alone runs at {_span(crop)}x" in text
+    first = ", ".join(f"{runs[n]['ratios_first_epoch']['vs_monai_best']:.1f}x" for n in first28)
+    assert f"({first})" in text
+    u8 = [f"{ratio[n]['vs_monai_best_uint8_labels']:.2f}x" for n in (29, 30, 31)]
+    assert f"**{u8[0]}, {u8[1]} and {u8[2]} the same MONAI chain with uint8 labels**" in text
+    for n in (32, 33, 34):
+        r = ratio[n]
+        assert f"{r['vs_monai_best']:.2f}x" in text and f"{r['vs_monai_best_uint8_labels']:.2f}x" in text
+        assert (
+            f"{r['monai_compose_vs_monai_best']:.2f}x" in text and f"{r['vs_plain_copy_reused']:.2f}x" in text
+        )
+    doc = _flat(REPO / "docs" / "random-suffix.md")
+    assert (
+        f"at {_span(suffix)}x the cost of the crop alone" in doc
+        and f"median {median13:.2f}x over the last thirteen" in doc
+    )
+    assert f"the crop alone at {_span(crop)}x a plain copy" in doc
