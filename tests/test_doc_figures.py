@@ -328,3 +328,27 @@ def test_tutorial_epoch_prose_is_its_runs():
         and f"median {median13:.2f}x over the last thirteen" in doc
     )
     assert f"the crop alone at {_span(crop)}x a plain copy" in doc
+
+
+#: Figures with no JSON behind them, each with the words that say so within the same sentence.
+UNRECORDED = [
+    ("README.md", "make bench` takes about 2 minutes", "its JSON does not record"),
+    ("README.md", "0.5 ms of extra busy work", "one-off measurements"),
+    ("README.md", "takes 3 ms per crop", "one-off timings"),
+    ("README.md", "12.7x", "one-off, no JSON"),
+    ("README.md", "1.24-1.37x over several", "one-off"),
+    ("README.md", "1.5x slower than torch's copy kernels", "one-off"),
+    ("README.md", "about 28 ms of CPU per volume", "one-off profile"),
+    ("docs/train.md", "about 28 ms of CPU per volume", "one-off profile"),
+    ("docs/train.md", "0.93 s against 0.94 s", "records were kept"),
+    ("docs/train.md", "1.16-1.18x", "records were not kept"),
+    ("docs/random-suffix.md", "no gain beyond noise", "not kept here"),
+]
+
+
+@pytest.mark.parametrize(("doc", "figure", "label"), UNRECORDED, ids=lambda v: v[:30])
+def test_unrecorded_figures_say_so(doc, figure, label):
+    text = _flat(REPO / doc)
+    at = text.index(figure)
+    window = text[max(0, text.rfind(". ", 0, at) - 400) : text.find(". ", at + len(figure)) + 200]
+    assert label in window, (doc, figure, label)
