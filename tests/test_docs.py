@@ -48,6 +48,7 @@ BUILD_PROCESS = [
         "rounds of the work",
     ),
     (r"\bone command may run\b", "a limit of the machines the work ran on"),
+    (r"\bmachine start\b|\bmachine with a time budget\b", "the time a borrowed machine was given"),
 ]
 
 
