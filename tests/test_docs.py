@@ -295,3 +295,24 @@ def test_cuda_extra_script_prints_what_the_docs_say():
         assert "(nothing for a CPU-only torch)" in (REPO / "docs" / "gpu-check.md").read_text()
     else:
         assert out.stdout.strip() in set(PYPROJECT["project"]["optional-dependencies"])
+
+
+def test_errors_doc_says_what_a_fill_error_names(tmp_path):
+    """A cache fill error names the item and file, not the transform: the docs must not promise it."""
+    from fastpipe import transforms as T
+    from fastpipe.cache import CacheFillError
+    from fastpipe.datasets import synthesize
+
+    root = synthesize(tmp_path / "spleen", preset="spleen-tiny", seed=0, progress=False, num_volumes=2)
+    data = fastpipe.datasets.load_decathlon_datalist(root)
+    Path(data[1]["label"]).unlink()
+    keys = ["image", "label"]
+    with pytest.raises(CacheFillError) as caught:
+        fastpipe.CacheDataset(data, [T.LoadImaged(keys), T.EnsureChannelFirstd(keys)], progress=False)
+    err = caught.value
+    assert (err.index, err.file, err.key) == (1, data[1]["label"], "label")
+    if err.transform is None:
+        assert "a cache fill error leaves `err.transform` at `None`" in " ".join(
+            (REPO / "docs" / "errors.md").read_text().split()
+        )
+        assert "failed and, on reads, the transform" in " ".join(_readme().split())
