@@ -175,6 +175,20 @@ def test_every_script_in_the_docs_imports_what_it_uses(doc):
 
 
 @pytest.mark.timeout(120)
+def test_design_public_surface_example_runs(tmp_path):
+    """docs/DESIGN.md's example runs as written, on this machine's device, over two look-alike volumes."""
+    from fastpipe.datasets import synthesize
+
+    root = synthesize(tmp_path / "spleen", preset="spleen-small", seed=0, progress=False, num_volumes=2)
+    code = _blocks("DESIGN.md", "python")[0].replace("    ...", "    break")
+    scope = {"root": root}
+    exec(compile(code, "DESIGN.md", "exec"), scope)  # noqa: S102 - the page's own code
+    assert tuple(scope["batch"]["image"].shape) == (8, 1, 96, 96, 96)
+    scope["loader"].close()
+    scope["ds"].close()
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("doc", ["random-suffix.md", "errors.md", "cache-footprint.md"])
 def test_doc_snippets_run(doc, tmp_path, capsys):
     """The pages' snippets run as written on two look-alike volumes (``data`` and ``chain`` are the reader's)."""
