@@ -49,7 +49,8 @@ def test_synth_progress_bar_goes_to_stderr(tmp_path: Path, capsys):
         ["frobnicate"],
     ],
 )
-def test_usage_errors_exit_2(argv, capsys):
+def test_usage_errors_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a regression that writes (--out "" is ".") must not write into the checkout
     assert main(argv) == 2
     assert "usage: fastpipe" in capsys.readouterr().err
 
