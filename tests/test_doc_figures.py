@@ -356,3 +356,19 @@ def test_unrecorded_figures_say_so(doc, figure, label):
     window = text[start : text.find(". ", at + len(figure)) + 200]
     label = label.lstrip("§")
     assert label in window, (doc, figure, label)
+
+
+def test_gpu_check_doc_counts_the_tutorial_batch_it_draws():
+    """docs/gpu-check.md: how many of the timed batch's crops the seeded tutorial suffix moves and shifts."""
+    import torch
+
+    from benchmarks._gpu_sections import tutorial_op_args
+
+    crops = _json("gpu-check-nvidia-h100-80gb-hbm3.json")["bandwidth_config"]["crops"]
+    image = tutorial_op_args(crops)["image"]
+    moved = image["flips"].any(1)
+    if image["axes"] is not None:
+        moved |= (image["axes"] != torch.arange(3)).any(1)
+    shifted = int((image["shift"] != 0).sum())
+    said = f"{int(moved.sum())} of the {crops} crops flipped or turned and {shifted} shifted"
+    assert said in _flat(REPO / "docs" / "gpu-check.md")
