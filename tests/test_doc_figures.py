@@ -372,3 +372,42 @@ def test_gpu_check_doc_counts_the_tutorial_batch_it_draws():
     shifted = int((image["shift"] != 0).sum())
     said = f"{int(moved.sum())} of the {crops} crops flipped or turned and {shifted} shifted"
     assert said in _flat(REPO / "docs" / "gpu-check.md")
+
+
+def test_prefix_row_is_the_preprocess_runs():
+    runs = {
+        n: _json("preprocess-cpu.json" if n == 1 else f"preprocess-cpu-run{n}.json") for n in (1, 2, 3, 4)
+    }
+    row = _row(
+        _section("### Component benchmarks"),
+        "deterministic prefix LoadImaged...FgBgToIndicesd, one 512x512x100 CT volume, every gzip CRC checked",
+    )
+    first, total = runs[1], runs[1]["total"]
+    assert (
+        f"| {total['fastpipe']['wall_s']['median']:.2f} s | MONAI 1.6: {total['monai']['wall_s']['median']:.2f} s |"
+        in row
+    )
+    assert f"**{first['speedup_wall']:.1f}x** wall" in row and f"{first['speedup_cpu']:.1f}x CPU time" in row
+    second = runs[2]
+    assert (
+        f"{second['speedup_wall']:.1f}x again" in row
+        and f"`preprocess-cpu-run2.json` at {second['machine']['commit']}" in row
+    )
+    assert f"within {second['equivalence']['image_max_abs_diff']:.1e}".replace("e-0", "e-") in row
+    assert second["equivalence"]["label_equal_fraction"] == 1.0
+    later = f"{runs[3]['speedup_wall']:.1f}x and {runs[4]['speedup_wall']:.1f}x in two back-to-back runs at"
+    assert later in row and {runs[3]["machine"]["commit"], runs[4]["machine"]["commit"]} == {"582d10d"}
+    assert all(r["equivalence"]["image_max_abs_diff"] < 1e-6 for r in runs.values())
+
+
+def test_cache_footprint_table_is_its_json():
+    doc = _json("cache-footprint.json")
+    fit, body = doc["spleen_full_fit"], _section("### Cache footprint")
+    for form, name in (("lists", "index lists (MONAI's layout)"), ("compact", "fastpipe's compact entry")):
+        line = _row(body, name).replace("**", "")
+        cells = (
+            f"| {doc['bytes'][form]['image_ratio']:.2f}x | {fit[form]['mean_bytes_per_volume'] / 2**20:.1f} MiB "
+            f"| {fit[form]['fit']} |"
+        )
+        assert cells in line, (cells, line)
+    assert f"| {doc['epoch_ratio_compact_over_lists']:.2f}x (target <= {doc['epoch_target']:.2f}x) |" in body
