@@ -411,3 +411,13 @@ def test_cache_footprint_table_is_its_json():
         )
         assert cells in line, (cells, line)
     assert f"| {doc['epoch_ratio_compact_over_lists']:.2f}x (target <= {doc['epoch_target']:.2f}x) |" in body
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/DESIGN.md"])
+def test_what_is_unproven_on_a_gpu_is_said(doc):
+    """A newcomer learns that the current crop kernel and the time to Dice 0.94 have not run on a GPU."""
+    check = _json("gpu-check-nvidia-h100-80gb-hbm3.json")
+    text = _flat(REPO / doc)
+    assert check["tree_commit"]["commit"] == "6989468" and "6989468" in text
+    assert re.search(r"has not run on a GPU (again|since)|no GPU has run the crop kernel since", text)
+    assert re.search(r"Dice 0\.94 at full scale.{0,40}(has not been measured|unmeasured)", text)
