@@ -338,6 +338,7 @@ UNRECORDED = [
     ("README.md", "12.7x", "one-off, no JSON"),
     ("README.md", "1.24-1.37x over several", "one-off"),
     ("README.md", "1.5x slower than torch's copy kernels", "one-off"),
+    ("README.md", "crop only, 3.3-5.1x", "one-off"),
     ("README.md", "about 28 ms of CPU per volume", "one-off profile"),
     ("docs/train.md", "about 28 ms of CPU per volume", "one-off profile"),
     ("docs/train.md", "0.93 s against 0.94 s", "records were kept"),
