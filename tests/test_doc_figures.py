@@ -422,3 +422,14 @@ def test_what_is_unproven_on_a_gpu_is_said(doc):
     assert check["tree_commit"]["commit"] == "6989468" and "6989468" in text
     assert re.search(r"has not run on a GPU (again|since)|no GPU has run the crop kernel since", text)
     assert re.search(r"Dice 0\.94 at full scale.{0,40}(has not been measured|unmeasured)", text)
+
+
+def test_training_seed0_passes_are_its_json():
+    """The seed-0 table's passes column (epochs too, for a SmartCache arm's half epochs)."""
+    section = _section("### Training to a Dice target").splitlines()
+    for arm in _json("train-vm.json")["arms"]:
+        line = next(row for row in section if row.startswith(f"| {arm['arm']} |"))
+        passes = f"{arm['passes_to_target']:.0f}"
+        if arm["epochs_to_target"] != arm["passes_to_target"]:
+            passes += f" ({arm['epochs_to_target']} epochs)"
+        assert f"| {passes} |" in line, (passes, line)
