@@ -433,3 +433,28 @@ def test_training_seed0_passes_are_its_json():
         if arm["epochs_to_target"] != arm["passes_to_target"]:
             passes += f" ({arm['epochs_to_target']} epochs)"
         assert f"| {passes} |" in line, (passes, line)
+
+
+@pytest.mark.timeout(120)
+def test_spleen_full_geometry_quoted_is_the_presets():
+    """docs/spleen-data.md: median slices, thickness and extent of seed 0; the smallest volume after the prefix."""
+    import statistics
+    import sys
+
+    pytest.importorskip("monai")
+    sys.path.insert(0, str(REPO / "tests" / "datasets"))
+    from test_synth import _prefix_shape
+
+    from fastpipe.datasets.synth import volume_params
+
+    def smallest(seed: int) -> tuple[int, int]:
+        shapes = [_prefix_shape(volume_params("spleen-full", seed=seed, index=i)) for i in range(41)]
+        return min(min(s[:2]) for s in shapes), min(s[2] for s in shapes)
+
+    volumes = [volume_params("spleen-full", seed=0, index=i) for i in range(41)]
+    slices = statistics.median(v.shape[2] for v in volumes)
+    doc = _flat(REPO / "docs" / "spleen-data.md")
+    assert f"With seed 0 the median is {slices:.0f} slices" in doc
+    (plane, z), over = smallest(0), [smallest(s) for s in range(10)]
+    assert f"the smallest volume of seed 0 is {plane} voxels in plane and {z} along z" in doc
+    assert f"({min(p for p, _ in over)} and {min(q for _, q in over)} over seeds 0-9" in doc
