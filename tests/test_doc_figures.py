@@ -458,3 +458,25 @@ def test_spleen_full_geometry_quoted_is_the_presets():
     (plane, z), over = smallest(0), [smallest(s) for s in range(10)]
     assert f"the smallest volume of seed 0 is {plane} voxels in plane and {z} along z" in doc
     assert f"({min(p for p, _ in over)} and {min(q for _, q in over)} over seeds 0-9" in doc
+
+
+def test_gpu_bench_plans_in_the_doc_pass_their_dry_run(capsys):
+    """docs/gpu-check.md's `make gpu-bench ARGS=...` lines: each plan is accepted, with the worst case quoted."""
+    import shlex
+
+    from benchmarks import gpu_bench
+
+    doc = (REPO / "docs" / "gpu-check.md").read_text()
+    lines = re.findall(r'^make gpu-bench ARGS="([^"]+)"(?:\s+#\s*(.*))?$', doc, flags=re.M)
+    assert len(lines) >= 3
+    for args, comment in lines:
+        assert gpu_bench.main([*shlex.split(args), "--dry-run"]) == 0, args
+        worst = re.search(r"worst case (\d+) s", capsys.readouterr().out)
+        quoted = re.search(r"(?:worst case|at most) (\d+) s", comment or "")
+        if quoted:
+            assert quoted.group(1) == worst.group(1), (args, comment, worst.group(0))
+    default = gpu_bench.main(["--dry-run"]) == 0 and capsys.readouterr().out
+    total = int(re.search(r"worst case (\d+) s", default).group(1))
+    assert f"limits stop it at {total // 60} min {total % 60} s in the worst case" in _flat(
+        REPO / "docs" / "gpu-check.md"
+    )
