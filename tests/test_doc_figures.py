@@ -480,3 +480,12 @@ def test_gpu_bench_plans_in_the_doc_pass_their_dry_run(capsys):
     assert f"limits stop it at {total // 60} min {total % 60} s in the worst case" in _flat(
         REPO / "docs" / "gpu-check.md"
     )
+
+
+def test_the_unet_size_the_all_reduce_model_uses():
+    """README and docs/distributed.md: the tutorial's UNet holds about 19 MB of fp32 gradients."""
+    nets = pytest.importorskip("monai.networks.nets")
+    net = nets.UNet(3, 1, 2, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)
+    mb = f"{4 * sum(p.numel() for p in net.parameters()) / 1e6:.0f} MB"
+    assert f"the tutorial's {mb} UNet" in _flat(README)
+    assert f"(`P` ≈ {mb} fp32)" in _flat(REPO / "docs" / "distributed.md")
