@@ -330,3 +330,33 @@ def test_errors_doc_says_what_a_fill_error_names(tmp_path):
             (REPO / "docs" / "errors.md").read_text().split()
         )
         assert "failed and, on reads, the transform" in " ".join(_readme().split())
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_fastpipe_name_the_docs_give_exists(doc):
+    """`fastpipe.x.y`, `fp.X` and `T.X` in a page resolve to a module, class, function or constant."""
+    import importlib
+
+    from fastpipe import transforms
+
+    text, missing = doc.read_text(), []
+    for name in set(re.findall(r"`(fastpipe(?:\.[A-Za-z_]\w*)+)", text)):
+        parts, obj, at = name.split("."), fastpipe, 1
+        for at in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:at]))
+                break
+            except ImportError:
+                continue
+        for part in parts[at:]:
+            obj = getattr(obj, part, missing)
+        if obj is missing:
+            missing.append(name)
+    for module, prefix in ((fastpipe, "fp"), (transforms, "T")):
+        for name in set(re.findall(rf"\b{prefix}\.([A-Za-z_][\w.]*\w)", text)):
+            obj = module
+            for part in name.split("."):
+                obj = getattr(obj, part, missing)
+            if obj is missing:
+                missing.append(f"{prefix}.{name}")
+    assert not missing, sorted(missing)
