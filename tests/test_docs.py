@@ -360,3 +360,9 @@ def test_every_fastpipe_name_the_docs_give_exists(doc):
             if obj is missing:
                 missing.append(f"{prefix}.{name}")
     assert not missing, sorted(missing)
+
+
+def test_the_readme_leads_to_every_page_of_docs():
+    """A newcomer reaches each docs/ page from the README."""
+    pages = {p.name for p in (REPO / "docs").glob("*.md")}
+    assert {p for p in pages if p not in _readme()} == set()
