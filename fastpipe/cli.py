@@ -47,6 +47,13 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def folder(text: str) -> Path:
+    """An argparse ``type``: a folder path; an empty one (an unset ``$DIR``) is a usage error, not ``.``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path: name the folder to write into")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     from fastpipe import __version__
     from fastpipe.datasets._phantom import PRESETS
@@ -57,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     synth = sub.add_parser(
         "synth", help="write look-alike MSD Task09 spleen data (imagesTr/, labelsTr/, dataset.json)"
     )
-    synth.add_argument("--out", required=True, type=Path, help="destination folder")
+    synth.add_argument("--out", required=True, type=folder, help="destination folder")
     synth.add_argument(
         "--preset", default="spleen-small", choices=sorted(PRESETS), help="default: spleen-small"
     )

@@ -42,12 +42,15 @@ def test_synth_progress_bar_goes_to_stderr(tmp_path: Path, capsys):
         ["synth", "--out", "x", "--bogus"],
         ["synth", "--out", "x", "--num", "0"],
         ["synth", "--out", "x", "--seed", "-1"],
+        ["synth", "--out", ""],  # an unset $DIR: never the current folder
+        ["synth", "--out", "  "],
         ["--bogus", "profile", "--data", "x"],  # an option before a forwarded command is named
         [],
         ["frobnicate"],
     ],
 )
-def test_usage_errors_exit_2(argv, capsys):
+def test_usage_errors_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a regression that writes (--out "" is ".") must not write into the checkout
     assert main(argv) == 2
     assert "usage: fastpipe" in capsys.readouterr().err
 
@@ -146,3 +149,10 @@ def test_synth_into_an_unwritable_place_is_one_line_not_a_traceback(tmp_path: Pa
     assert main(["synth", "--out", str(blocker / "out"), "--preset", "spleen-tiny", "--num", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"fastpipe synth: cannot write {blocker / 'out'}: ") and "Traceback" not in err, err
+
+
+def test_synth_with_an_empty_out_writes_nothing(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", "", "--preset", "spleen-tiny", "--num", "1", "--no-progress"]) == 2
+    assert "--out: empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

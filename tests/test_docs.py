@@ -48,6 +48,7 @@ BUILD_PROCESS = [
         "rounds of the work",
     ),
     (r"\bone command may run\b", "a limit of the machines the work ran on"),
+    (r"\bmachine start\b|\bmachine with a time budget\b", "the time a borrowed machine was given"),
 ]
 
 
@@ -230,3 +231,39 @@ def test_random_suffix_table_lists_every_translated_step_after_the_crop():
     prefix_only = {"LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd", "ScaleIntensityRanged"}
     prefix_only |= {"CropForegroundd", "FgBgToIndicesd"}  # deterministic steps that only the cache runs
     assert set(REGISTRY) - prefix_only <= named, set(REGISTRY) - prefix_only - named
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_fastpipe_name_the_docs_give_exists(doc):
+    """`fastpipe.x.y`, `fp.X` and `T.X` in a page resolve to a module, class, function or constant."""
+    import importlib
+
+    from fastpipe import transforms
+
+    text, missing = doc.read_text(), []
+    for name in set(re.findall(r"`(fastpipe(?:\.[A-Za-z_]\w*)+)", text)):
+        parts, obj, at = name.split("."), fastpipe, 1
+        for at in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:at]))
+                break
+            except ImportError:
+                continue
+        for part in parts[at:]:
+            obj = getattr(obj, part, missing)
+        if obj is missing:
+            missing.append(name)
+    for module, prefix in ((fastpipe, "fp"), (transforms, "T")):
+        for name in set(re.findall(rf"\b{prefix}\.([A-Za-z_][\w.]*\w)", text)):
+            obj = module
+            for part in name.split("."):
+                obj = getattr(obj, part, missing)
+            if obj is missing:
+                missing.append(f"{prefix}.{name}")
+    assert not missing, sorted(missing)
+
+
+def test_the_readme_leads_to_every_page_of_docs():
+    """A newcomer reaches each docs/ page from the README."""
+    pages = {p.name for p in (REPO / "docs").glob("*.md")}
+    assert {p for p in pages if p not in _readme()} == set()
