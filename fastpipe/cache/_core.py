@@ -26,7 +26,7 @@ from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.transforms.compose import apply_transform
 from fastpipe.transforms.spatial import fuse_spatial
-from fastpipe.transforms.utility import device_point
+from fastpipe.transforms.utility import device_point, on_host
 
 
 def chain_device(prefix: list[Any]) -> torch.device:
@@ -88,7 +88,7 @@ class CacheCore:
     ) -> None:
         self.prefix = list(prefix)
         self.device = chain_device(self.prefix)
-        self.host_prefix = [t for t in self.prefix if device_point(t) is None]
+        self.host_prefix = [h for h in map(on_host, self.prefix) if h is not None]  # a full GPU's tail
         self._run_prefix, self._run_host_prefix = fuse_spatial(self.prefix), fuse_spatial(self.host_prefix)
         primary = "cuda" if self.device.type == "cuda" else "host"
         self.store = TierStore(self.device, parse_budget(budget, primary), disk_dir)
@@ -138,15 +138,15 @@ class CacheCore:
         return entry
 
     def _run(self, item: Any) -> tuple[Any, bool]:
-        """The prefix's output, and whether the whole prefix made it (not the host tail of a full GPU,
-        which skips the device points' dtype changes: a persistent entry of it would serve them later)."""
+        """The prefix's output, and whether the whole prefix made it on its device (not the host tail of
+        a full GPU, whose entries stay on the host: a persistent entry of it would serve them later)."""
         if not self.store.cuda_full:
             try:
                 return _apply(self._run_prefix, item), True
             except torch.cuda.OutOfMemoryError:
                 self.store.note_oom("cuda")
         # GPU full: the deterministic tail runs on the host
-        return _apply(self._run_host_prefix, item), len(self.host_prefix) == len(self.prefix)
+        return _apply(self._run_host_prefix, item), self.device.type == "cpu"
 
     def put(self, slot: int, entry: Any) -> str | None:
         """Store ``entry`` under ``slot``; returns its tier, or ``None`` when no tier has room."""

@@ -6,12 +6,14 @@ A cache placed after one of these keeps its items on that device ("ToDevice-then
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from fastpipe._chain import unwrapped
 from fastpipe._meta import META_SUFFIX
 from fastpipe.transforms._dict import ensure_keys, iter_present
 
@@ -25,13 +27,35 @@ def device_point(transform: Any) -> torch.device | None:
     Returns ``None`` for any other transform, or for an ``EnsureTyped`` without ``device``. Looks
     through profiling wrappers (``.inner``), as ``is_random`` does.
     """
-    transform = getattr(transform, "inner", transform)
+    transform = unwrapped(transform)
     if type(transform).__name__ not in DEVICE_POINT_NAMES:
         return None
     dev = getattr(transform, "device", None)
     if dev is None:
         dev = getattr(getattr(transform, "converter", None), "device", None)
     return None if dev is None else torch.device(dev)
+
+
+def on_host(transform: Any) -> Any:
+    """A device point as it runs when its device is full: ``None`` for a pure move (``ToDeviced``,
+    ``ToDevice``), else a copy that converts as the original does but onto the CPU (an ``EnsureTyped``'s
+    dtype and data type kept). Any other transform is returned as it is."""
+    inner = unwrapped(transform)
+    if device_point(inner) is None:
+        return transform
+    if type(inner).__name__ in ("ToDeviced", "ToDevice"):
+        return None
+    host = copy.copy(inner)
+    for owner in (host, getattr(host, "converter", None)):
+        if owner is not None and getattr(owner, "device", None) is not None:
+            if owner is not host:
+                owner = host.converter = copy.copy(owner)
+            owner.device = torch.device("cpu")
+    if inner is transform:
+        return host
+    wrapper = copy.copy(transform)
+    wrapper.inner = host
+    return wrapper
 
 
 class _OnBatch:

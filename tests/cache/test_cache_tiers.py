@@ -13,6 +13,7 @@ from fastpipe import CacheDataset  # noqa: E402
 from fastpipe.cache._core import CacheCore  # noqa: E402
 from fastpipe.cache._tiers import TierStore, parse_budget, parse_bytes  # noqa: E402
 from fastpipe.transforms import ToDeviced  # noqa: E402
+from fastpipe.transforms.utility import device_point  # noqa: E402
 
 ITEM_BYTES = 216 * 4  # CountingDet's (1, 6, 6, 6) float32 image
 
@@ -161,6 +162,23 @@ def test_gpu_oom_during_fill_runs_the_tail_on_host(monkeypatch):
     assert [w.category for w in rec] == [RuntimeWarning] and "GPU out of memory" in str(rec[0].message)
     assert tiers == ["host"] * 3 and all(e["image"].device.type == "cpu" for e in entries)
     assert core.store.cuda_full and core.stats()["items"] == {"cuda": 0, "host": 3, "disk": 0}
+
+
+@pytest.mark.parametrize("library", ["fastpipe", "monai"])
+def test_a_full_gpu_s_host_tail_keeps_the_chain_s_dtype(monkeypatch, library):
+    """After a CUDA OOM the tail runs on the host: the device points lose their device, not their dtype.
+    A float16 chain whose fallback entries came out float32 mixed dtypes in a batch (and differed from
+    every entry made before the OOM), silently."""
+    if library == "monai":
+        from monai.transforms import EnsureTyped as Ensure
+    else:
+        from fastpipe.transforms import EnsureTyped as Ensure
+    ensure = Ensure("image", dtype=torch.float16, device="cuda:0")
+    core = CacheCore([CountingDet(), ToDeviced("image", "cuda:0"), ensure])
+    core.store.cuda_full = True  # as after the first OOM
+    entry = core.compute({"x": 1})
+    assert entry["image"].dtype == torch.float16 and entry["image"].device.type == "cpu"
+    assert device_point(ensure) == torch.device("cuda:0")  # the chain's own transform is untouched
 
 
 def test_cuda_budget_sends_overflow_to_host(monkeypatch):
@@ -327,10 +345,14 @@ def test_a_host_tail_entry_after_gpu_oom_is_not_saved_under_the_whole_chains_key
     where the chain asks float16."""
     from fastpipe.transforms import EnsureTyped
 
-    chain = [CountingDet(), EnsureTyped("image", device="cuda:0", dtype=torch.float16)]
-    monkeypatch.setattr(EnsureTyped, "__call__", _oom)
+    chain = [
+        CountingDet(),
+        ToDeviced("image", "cuda:0"),
+        EnsureTyped("image", device="cuda:0", dtype=torch.float16),
+    ]
+    monkeypatch.setattr(ToDeviced, "__call__", _oom)
     core = CacheCore(chain, persist_dir=tmp_path, budget={"cuda": None})
     with pytest.warns(RuntimeWarning, match="GPU out of memory"):
         entry = core.compute({"x": 1})
-    assert entry["image"].dtype == torch.float32  # the host tail's entry, kept in memory only
+    assert entry["image"].device.type == "cpu"  # the host tail's entry, kept in memory only
     assert core.persist.stats()["saves"] == 0 and not list(tmp_path.glob("*.fpc"))
