@@ -6,7 +6,7 @@ look-alike data once and re-executes itself under ``python -m torch.distributed.
 set) :func:`launch` runs :func:`run_rank`: each rank caches only its shard (``CacheDataset`` partitions
 itself once the process group is up), iterates a ``ThreadDataLoader`` whose batch count is equal on
 every rank, and stands in for the DDP step with one all-reduce per batch (plus ``--step-ms-per-volume``
-of sleep). Rank 0 writes ``benchmarks/results/<date>-<host>-ddp<N>.json``.
+of sleep). Rank 0 writes ``bench-out/<date>-<host>-ddp<N>.json`` (``benchmarks/results/`` with ``--save``).
 
 Backend: NCCL when CUDA is present (each rank on ``cuda:$LOCAL_RANK``), gloo on CPU.
 """

@@ -26,6 +26,7 @@ from benchmarks.row_types import Config, RowSkipped
 from benchmarks.rows import ROWS
 from benchmarks.spleen_plot import plot_rows
 from benchmarks.workload import REPO, dataset_root, load_data
+from fastpipe.datasets.synth import PRESETS
 
 DEFAULT_ROWS = [
     "regular",
@@ -57,7 +58,12 @@ def _at_least(low: int):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastpipe bench", description=__doc__)
-    p.add_argument("--preset", default="spleen-small", help="look-alike data preset (default spleen-small)")
+    p.add_argument(
+        "--preset",
+        default="spleen-small",
+        choices=sorted(PRESETS),
+        help="look-alike data preset (default spleen-small)",
+    )
     p.add_argument("--data", type=Path, default=None, help="an MSD folder (e.g. a real Task09_Spleen)")
     p.add_argument("--num-volumes", type=_at_least(1), default=None, help="use only the first N volumes")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated rows to run")
@@ -162,13 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return distributed_bench.launch(args)
     rows = [r for r in args.rows.split(",") if r]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown or not rows:
-        print(
-            f"fastpipe bench: unknown rows {unknown or args.rows!r}; valid rows: {', '.join(sorted(ROWS))} "
-            f"(default: {','.join(DEFAULT_ROWS)})",
-            file=sys.stderr,
-        )
+    problem = _bad_input(args, rows)
+    if problem:
+        print(f"fastpipe bench: {problem}", file=sys.stderr)
         return 2
     root = dataset_root(args)
     child_argv = _without_train_flags(argv)
@@ -212,7 +214,32 @@ def main(argv: list[str] | None = None) -> int:
         png = plot_rows(results, out.with_suffix(".png"), doc)
         print(f"chart: {png}")
     print(f"results: {out}")
-    return 0
+    failed = [r["row"] for r in results if "error" in r]
+    if failed:
+        print(
+            f"fastpipe bench: {len(failed)} of {len(results)} rows failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _bad_input(args: argparse.Namespace, rows: list[str]) -> str | None:
+    """What is wrong with the rows or ``--data`` (checked before any row runs), else ``None``."""
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown or not rows:
+        return (
+            f"unknown rows {unknown or args.rows!r}; valid rows: {', '.join(sorted(ROWS))} "
+            f"(default: {','.join(DEFAULT_ROWS)})"
+        )
+    if args.data is not None:
+        from fastpipe.datasets import load_decathlon_datalist
+
+        try:
+            if not load_decathlon_datalist(args.data):
+                return f"--data {args.data}: its dataset.json lists no training items"
+        except (OSError, ValueError) as err:
+            return f"--data {args.data}: {err}"
+    return None
 
 
 def speed_probe_s(repeats: int = 5) -> float:

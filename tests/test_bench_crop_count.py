@@ -45,7 +45,7 @@ def test_monai_row_on_volumes_smaller_than_the_crop_is_an_error_row(tmp_path):
     root = synthesize(tmp_path / "data", preset="spleen-tiny", seed=0, progress=False, num_volumes=2)
     out = tmp_path / "res.json"
     argv = ["--data", str(root), "--rows", "monai-cache", "--epochs", "1", "--step-epochs", "1"]
-    assert spleen.main([*argv, "--threads", "1", "--out", str(out), "--no-plot"]) == 0
+    assert spleen.main([*argv, "--threads", "1", "--out", str(out), "--no-plot"]) == 1  # a row failed
     (row,) = json.loads(out.read_text())["rows"]
     assert "error" in row, row
     assert "epoch yielded 0 crops, expected 8" in row["error"], row["error"]

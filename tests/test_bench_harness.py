@@ -133,6 +133,9 @@ def test_the_result_names_the_commit_the_rows_ran_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(spleen, "run_row", fake_run_row)
     out = tmp_path / "res.json"
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"training": [{"image": "i.nii.gz", "label": "l.nii.gz"}]})
+    )
     argv = ["--data", str(tmp_path), "--rows", "fastpipe-cache", "--out", str(out), "--no-plot"]
     assert spleen.main(argv) == 0
     doc = json.loads(out.read_text())

@@ -131,6 +131,34 @@ def test_bench_unknown_row_lists_the_valid_ones(monkeypatch, capsys):
     assert "unknown rows ['nope']" in err and "fastpipe-cache" in err and "monai-cache" in err
 
 
+def test_bench_refuses_a_missing_data_folder_before_any_row_runs(monkeypatch, capsys, tmp_path):
+    """It ran every row against the missing folder, each failing in its own process, wrote a JSON of
+    failures and exited 0."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("benchmarks.spleen.run_row", lambda *a, **k: pytest.fail("a row ran"))
+    assert main(["bench", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--data" in err and "nowhere" in err and "dataset.json" in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_refuses_an_unknown_preset(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    assert main(["bench", "--preset", "nope", "--rows", "fastpipe-cache"]) == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_bench_exits_non_zero_when_a_row_fails(monkeypatch, tmp_path):
+    import benchmarks.spleen as spleen
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(spleen, "run_row", lambda name, argv: {"row": name, "error": "boom"})
+    monkeypatch.setattr(spleen, "dataset_root", lambda args: tmp_path)
+    monkeypatch.setattr(spleen, "speed_probe_s", lambda: 1.0)
+    assert spleen.main(["--rows", "fastpipe-cache", "--out", str(tmp_path / "b.json"), "--no-plot"]) == 1
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["error"] == "boom"
+
+
 def test_a_string_system_exit_is_printed(monkeypatch, capsys):
     fake = types.ModuleType("benchmarks.spleen")
 
