@@ -110,3 +110,19 @@ def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: st
                 )
         shapes.append(ref[1:])
     return shapes
+
+
+def mixed_dtypes(items: list[dict[str, Any]], keys: Sequence[str]) -> bool:
+    """Whether some cropped key has volumes of different dtypes across ``items`` (a ``uint8`` label file
+    beside an ``int16`` one), which one batched gather cannot cut into one output."""
+    return any(len({d[k].dtype for d in items}) > 1 for k in keys)
+
+
+def concat_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch from per-item batches of ``batch_call``, in order: tensors concatenated (dtypes promoted,
+    as collating MONAI's crops stacks them), lists joined."""
+    out: dict[str, Any] = {}
+    for key, first in batches[0].items():
+        parts = [b[key] for b in batches]
+        out[key] = torch.cat(parts) if isinstance(first, torch.Tensor) else [v for p in parts for v in p]
+    return out

@@ -30,7 +30,9 @@ from fastpipe.transforms._crop_items import (
     check_padding_mode,
     check_shapes,
     check_size,
+    concat_batches,
     item_indices,
+    mixed_dtypes,
     present_crop_keys,
 )
 from fastpipe.transforms._crop_suffix import (
@@ -240,11 +242,16 @@ class RandCropByPosNegLabeld:
         Keys not cropped become lists of length ``B * num_samples``: a copy of each item's value (its
         tensors and arrays copied, so no edit reaches the item), shared by that item's crops; the
         index keys given are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
-        patch came from.
+        patch came from. Items whose volumes of a key differ in dtype are cropped one by one and
+        concatenated, the dtype promoted as collating MONAI's crops would.
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
         items = arrays_as_tensors(items, self._array_keys)  # numpy volumes, as MONAI takes them
+        if len(items) > 1 and mixed_dtypes(
+            items, present_crop_keys(items, self.keys, self.allow_missing_keys)
+        ):
+            return concat_batches([self.batch_call([d]) for d in items])  # each item in its own dtype
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}

@@ -269,6 +269,31 @@ def test_label_without_channel_axis_is_named_not_the_image():
         RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
 
 
+def test_items_of_different_dtypes_batch_as_monai_crops_collate():
+    """Label files of different dtypes (uint8 and int16; LoadImaged keeps the file's) made the batched
+    gather raise ValueError for the batch; MONAI crops each item in its dtype and collating promotes."""
+    a, b = item(seed=1, name="a"), item(seed=2, name="b")
+    b["label"] = b["label"].to(torch.int16)
+    b["image"] = (b["image"] * 100).to(torch.int16)
+    (crop,) = fuse_random([RandCropByPosNegLabeld(["image", "label", "coords"], "label", 8, num_samples=3),
+                           RandFlipd(["image", "label", "coords"], 1.0, None),
+                           RandShiftIntensityd("image", (2.5, 2.5), prob=1.0)])  # fmt: skip
+    out = crop.set_random_state(0).batch_call([a, b])
+    assert out["image"].dtype == torch.float32 and out["label"].dtype == torch.int16
+    assert out["image"].shape == (6, 1, 8, 8, 8) and out["name"] == ["a"] * 3 + ["b"] * 3
+    for n in range(6):
+        src = (a, b)[n // 3]
+        x, y, z = out["crop_starts"][n].tolist()
+        win = {
+            k: src[k][:, x : x + 8, y : y + 8, z : z + 8].flip([1, 2, 3])
+            for k in ("image", "label", "coords")
+        }
+        assert torch.equal(out["coords"][n], win["coords"])
+        assert torch.equal(out["label"][n], win["label"].to(torch.int16))
+        # the int16 image is shifted in its own dtype (2.5 truncated away), as MONAI shifts its crop
+        assert torch.equal(out["image"][n], (win["image"] + 2.5).to(src["image"].dtype).to(torch.float32))
+
+
 @pytest.mark.gpu
 def test_gpu_batch_equals_cpu_batch(cuda_device):
     items = [item(seed=s, name=f"c{s}") for s in range(3)]
