@@ -34,8 +34,13 @@ def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]
     return out
 
 
+def _is_meta_tensor(x: Any) -> bool:
+    """Whether ``x`` is a MONAI ``MetaTensor`` (checked by name: MONAI is not imported for it)."""
+    return any(c.__name__ == "MetaTensor" and c.__module__.startswith("monai.") for c in type(x).__mro__)
+
+
 class _Reorients(RandDictTransform):
-    """A flip or turn that also moves each key's ``{key}_meta_dict`` affine, as MONAI's does."""
+    """A flip or turn that also moves each key's ``{key}_meta_dict`` affine (a MetaTensor's own, 3-D), as MONAI's does."""
 
     def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
         raise NotImplementedError
@@ -52,8 +57,12 @@ class _Reorients(RandDictTransform):
 
     def apply(self, data: dict[Any, Any], params: dict[str, torch.Tensor], i: int = 0) -> dict[Any, Any]:
         d = super().apply(data, params, i)
-        for key in [k for k in self.keys if k in data and meta_key(k) in d]:
-            d[meta_key(key)] = self._meta(d[meta_key(key)], tuple(data[key].shape[1:]), params, i)
+        for key in [k for k in self.keys if k in data]:
+            shape = tuple(data[key].shape[1:])
+            if meta_key(key) in d:
+                d[meta_key(key)] = self._meta(d[meta_key(key)], shape, params, i)
+            if d[key] is not data[key] and _is_meta_tensor(d[key]):  # a MONAI MetaTensor holds its own affine
+                d[key].affine = self._meta({"affine": d[key].affine}, shape, params, i)["affine"]
         return d
 
     def apply_batch(self, batch: dict[Any, Any], params: dict[str, torch.Tensor]) -> dict[Any, Any]:
