@@ -70,7 +70,13 @@ def item_indices(
                 f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} must hold integer flat indices "
                 f"(int64 expected), got {idx.dtype}"
             )
-        out.append(idx if key == bk and idx.ndim == 0 else idx.reshape(-1))
+        if idx.ndim != 1 and not (key == bk and idx.ndim == 0):  # 0-d: a compact background count
+            raise ValueError(
+                f"RandCropByPosNegLabeld: {key!r} of {item_name(d)} must be a 1-D list of flat voxel indices, "
+                f"got shape {tuple(idx.shape)} (MONAI's FgBgToIndicesd with output_shape writes coordinates, "
+                "which the crop cannot read; leave output_shape at None)"
+            )
+        out.append(idx)
     return out[0], out[1]
 
 

@@ -120,6 +120,22 @@ def test_uses_precomputed_indices_when_present():
     assert not (b["crop_centers"] == torch.tensor([10, 15, 17])).all(1).all()
 
 
+def test_coordinate_indices_from_monai_output_shape_are_refused_not_read_as_flat():
+    """MONAI's FgBgToIndicesd(output_shape=...) writes (N, 3) voxel coordinates; the crop flattened them
+    into 3N "flat indices" and centred crops on voxels that are not foreground (MONAI's crop raises)."""
+    from monai.transforms import FgBgToIndicesd as MonaiIndices
+
+    d = MonaiIndices("label", output_shape=SHAPE)(item())
+    assert d["label_fg_indices"].ndim == 2
+    crop = RandCropByPosNegLabeld(
+        "image", "label", 8, neg=0, fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices"
+    )
+    with pytest.raises(
+        ValueError, match=r"'label_fg_indices' of .* must be a 1-D list of flat voxel indices"
+    ):
+        crop.batch_call([d])
+
+
 @pytest.mark.parametrize("given", [{"fg_indices_key": "fg"}, {"bg_indices_key": "bg"}])
 def test_an_index_key_given_alone_is_dropped_like_monai(given):
     # MONAI pops each given index key, even when the other is missing (the indices are then computed
