@@ -129,6 +129,8 @@ def concat_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
     as collating MONAI's crops stacks them), lists joined."""
     out: dict[str, Any] = {}
     for key, first in batches[0].items():
-        parts = [b[key] for b in batches]
-        out[key] = torch.cat(parts) if isinstance(first, torch.Tensor) else [v for p in parts for v in p]
+        if isinstance(first, torch.Tensor):
+            out[key] = torch.cat([b[key] for b in batches])
+        else:  # a key the first item has and another lacks: None for its crops, as one batch gives
+            out[key] = [v for b in batches for v in b.get(key, [None] * b["crop_starts"].shape[0])]
     return out

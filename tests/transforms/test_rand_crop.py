@@ -291,12 +291,14 @@ def test_items_of_different_dtypes_batch_as_monai_crops_collate():
     a, b = item(seed=1, name="a"), item(seed=2, name="b")
     b["label"] = b["label"].to(torch.int16)
     b["image"] = (b["image"] * 100).to(torch.int16)
+    a["only_a"] = 1  # a key one item lacks: None for its crops, as one batched gather gives
     (crop,) = fuse_random([RandCropByPosNegLabeld(["image", "label", "coords"], "label", 8, num_samples=3),
                            RandFlipd(["image", "label", "coords"], 1.0, None),
                            RandShiftIntensityd("image", (2.5, 2.5), prob=1.0)])  # fmt: skip
     out = crop.set_random_state(0).batch_call([a, b])
     assert out["image"].dtype == torch.float32 and out["label"].dtype == torch.int16
     assert out["image"].shape == (6, 1, 8, 8, 8) and out["name"] == ["a"] * 3 + ["b"] * 3
+    assert out["only_a"] == [1] * 3 + [None] * 3
     for n in range(6):
         src = (a, b)[n // 3]
         x, y, z = out["crop_starts"][n].tolist()
