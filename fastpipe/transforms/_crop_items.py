@@ -14,6 +14,11 @@ from fastpipe._meta import item_name
 from fastpipe.ops.sample import fg_bg_indices
 from fastpipe.transforms._dict import missing_key
 
+_NOT_2D = (
+    "; 2-D images (C, X, Y), which MONAI's crop takes, are not supported: the batched crop is 3-D "
+    "(give the volumes a depth-1 last axis, x[..., None], and spatial_size (X, Y, 1))"
+)
+
 
 def check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
     """``spatial_size`` as 3 ints (an int means a cube), else ``ValueError`` naming the value."""
@@ -21,7 +26,7 @@ def check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
     if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
         raise ValueError(
             f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
-            f"({len(size)} values)"
+            f"({len(size)} values){_NOT_2D if len(size) == 2 else ''}"
         )
     return int(size[0]), int(size[1]), int(size[2])
 
@@ -106,6 +111,7 @@ def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: st
         if len(ref) != 4:  # first: a label without its channel axis would be reported against the image
             raise ValueError(
                 f"RandCropByPosNegLabeld: label {label_key!r} of {item_name(d)} must be (C, X, Y, Z), got {ref}"
+                f"{_NOT_2D if len(ref) == 3 else ''}"
             )
         for key in keys:
             shp = tuple(d[key].shape)

@@ -277,6 +277,21 @@ def test_bad_input_names_expected_and_actual():
     assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)
 
 
+def test_2d_images_are_refused_naming_2d_and_the_way_around():
+    """MONAI crops 2-D images (C, X, Y); fastpipe's crop is 3-D, and said only "3 ints" or "(C, X, Y, Z)"."""
+    lab = torch.zeros(1, 10, 9)
+    lab[0, 3:6, 2:5] = 1
+    d = {"image": torch.rand(1, 10, 9), "label": lab}
+    with pytest.raises(ValueError, match=r"2-D images \(C, X, Y\).* are not supported.*depth-1 last axis"):
+        RandCropByPosNegLabeld(["image", "label"], "label", (4, 4))
+    with pytest.raises(ValueError, match=r"got \(1, 10, 9\); 2-D images .*spatial_size \(X, Y, 1\)"):
+        RandCropByPosNegLabeld(["image", "label"], "label", 4)(d)
+    # the way around the message gives: MONAI's 2-D crops, as depth-1 volumes
+    deep = {k: v[..., None] for k, v in d.items()}
+    out = RandCropByPosNegLabeld(["image", "label"], "label", (4, 4, 1), num_samples=3)(deep)
+    assert [tuple(o["image"].shape) for o in out] == [(1, 4, 4, 1)] * 3
+
+
 def test_label_without_channel_axis_is_named_not_the_image():
     """A (X, Y, Z) label is the label's fault: the error names it, not the (C, X, Y, Z) image against it."""
     d = item()
