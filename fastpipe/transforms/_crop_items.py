@@ -12,7 +12,9 @@ import torch
 
 from fastpipe._meta import item_name
 from fastpipe.ops.sample import fg_bg_indices
+from fastpipe.transforms._bridge import FromMonaid
 from fastpipe.transforms._dict import missing_key
+from fastpipe.transforms._rand_base import is_meta_tensor
 
 _NOT_2D = (
     "; 2-D images (C, X, Y), which MONAI's crop takes, are not supported: the batched crop is 3-D "
@@ -122,6 +124,17 @@ def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: st
                 )
         shapes.append(ref[1:])
     return shapes
+
+
+def meta_tensors_as_dicts(items: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """``items`` with each MONAI ``MetaTensor`` under ``keys`` as a plain tensor plus ``{key}_meta_dict``
+    (fastpipe's form, whose affine the crop moves to each crop's), as a chain's plan bridges them; an
+    item without any is returned as is, another is a shallow copy."""
+    out = []
+    for d in items:
+        metas = {k: d[k] for k in keys if is_meta_tensor(d.get(k))}
+        out.append({**d, **FromMonaid()(metas)} if metas else d)
+    return out
 
 
 def mixed_dtypes(items: list[dict[str, Any]], keys: Sequence[str]) -> bool:

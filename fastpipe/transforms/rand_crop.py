@@ -32,6 +32,7 @@ from fastpipe.transforms._crop_items import (
     check_size,
     concat_batches,
     item_indices,
+    meta_tensors_as_dicts,
     mixed_dtypes,
     present_crop_keys,
 )
@@ -248,6 +249,7 @@ class RandCropByPosNegLabeld:
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
         items = arrays_as_tensors(items, self._array_keys)  # numpy volumes, as MONAI takes them
+        items = meta_tensors_as_dicts(items, self.keys)  # MONAI's MetaTensors: their affine goes on per crop
         if len(items) > 1 and mixed_dtypes(
             items, present_crop_keys(items, self.keys, self.allow_missing_keys)
         ):
@@ -298,7 +300,8 @@ class RandCropByPosNegLabeld:
 
         Patches are views of one batch tensor; the other values are copied once (tensors and arrays)
         and shared between the dicts, not deep-copied per dict as MONAI does; the index keys given are
-        dropped, as MONAI pops them.
+        dropped, as MONAI pops them. A MONAI ``MetaTensor`` comes out in fastpipe's form: a plain
+        tensor and ``{key}_meta_dict`` holding its metadata with the crop's affine.
         """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]

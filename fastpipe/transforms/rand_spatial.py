@@ -18,7 +18,7 @@ import torch
 from fastpipe._meta import meta_key
 from fastpipe.ops.rand_params import Orientation, draw_k, draw_uniform
 from fastpipe.transforms._crop_suffix import crop_metas
-from fastpipe.transforms._rand_base import RandDictTransform, as_axes, check_axis, check_lazy
+from fastpipe.transforms._rand_base import RandDictTransform, as_axes, check_axis, check_lazy, is_meta_tensor
 
 
 def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]:
@@ -32,11 +32,6 @@ def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]
             )
         out.append(1 + a % nsp)
     return out
-
-
-def _is_meta_tensor(x: Any) -> bool:
-    """Whether ``x`` is a MONAI ``MetaTensor`` (checked by name: MONAI is not imported for it)."""
-    return any(c.__name__ == "MetaTensor" and c.__module__.startswith("monai.") for c in type(x).__mro__)
 
 
 class _Reorients(RandDictTransform):
@@ -62,7 +57,7 @@ class _Reorients(RandDictTransform):
             shape = tuple(data[key].shape[1:])
             if meta_key(key) in d:
                 d[meta_key(key)] = self._meta(d[meta_key(key)], shape, params, i)
-            if d[key] is not data[key] and _is_meta_tensor(d[key]):  # a MONAI MetaTensor holds its own affine
+            if d[key] is not data[key] and is_meta_tensor(d[key]):  # a MONAI MetaTensor holds its own affine
                 d[key].affine = self._meta({"affine": d[key].affine}, shape, params, i)["affine"]
         return d
 

@@ -277,6 +277,30 @@ def test_bad_input_names_expected_and_actual():
     assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)
 
 
+def test_metatensor_volumes_keep_their_metadata_with_each_crops_affine():
+    """MONAI's LoadImaged gives MetaTensors; the crop returned plain tensors with no metadata at all (the
+    affine silently gone). They now come out in fastpipe's form, with the affine MONAI's crop gives."""
+    from monai.data import MetaTensor
+
+    affine = torch.tensor(
+        [[2.0, 0.3, 0, 10], [0, 3, 0, 20], [0.1, 0, 4, 30], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    d = item()
+    label = torch.zeros_like(d["label"])
+    label[0, 30, 3, 20] = 1  # one foreground voxel near a border: every crop is the same, clamped one
+    mt = {k: MetaTensor(v, affine=affine.clone(), meta={"filename_or_obj": f"{k}.nii"})
+          for k, v in (("image", d["image"]), ("label", label))}  # fmt: skip
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", 8, neg=0, num_samples=2)(dict(mt))
+    theirs = MonaiCrop(["image", "label"], "label", 8, neg=0, num_samples=2)(dict(mt))
+    for o, t in zip(ours, theirs, strict=True):
+        for key in ("image", "label"):
+            assert torch.equal(torch.as_tensor(o[key]), t[key].as_tensor())
+            meta = o[f"{key}_meta_dict"]
+            np.testing.assert_allclose(np.asarray(meta["affine"]), t[key].affine.numpy(), atol=1e-12)
+            assert meta["filename_or_obj"] == f"{key}.nii"
+    assert torch.equal(mt["image"].affine, affine)  # the item is left as it was
+
+
 def test_2d_images_are_refused_naming_2d_and_the_way_around():
     """MONAI crops 2-D images (C, X, Y); fastpipe's crop is 3-D, and said only "3 ints" or "(C, X, Y, Z)"."""
     lab = torch.zeros(1, 10, 9)
