@@ -48,11 +48,18 @@ def check_draws(pos: float, neg: float, num_samples: Any) -> tuple[float, int]:
     return pos / (pos + neg), int(num_samples)
 
 
-def check_padding_mode(padding_mode: Any) -> None:
-    """``padding_mode`` must be ``None`` or ``"constant"`` (``ValueError`` naming the value)."""
+def check_padding_mode(padding_mode: Any, image_key: str | None, keys: Sequence[str]) -> None:
+    """``padding_mode`` must be ``None`` or ``"constant"``, and with it an ``image_key`` must be one of the
+    padded ``keys`` (``ValueError`` naming the values)."""
     if padding_mode not in (None, "constant"):
         raise ValueError(
             f"RandCropByPosNegLabeld: padding_mode must be None or 'constant', got {padding_mode!r}"
+        )
+    if padding_mode is not None and image_key is not None and image_key not in keys:
+        raise ValueError(
+            f"RandCropByPosNegLabeld: padding_mode pads {list(keys)} but image_key {image_key!r} is not one "
+            "of them, so the image rule would read an unpadded image against the padded label (as "
+            "SpatialPadd(keys) before MONAI's crop, which refuses it); add the image key to keys"
         )
 
 
@@ -68,6 +75,11 @@ def item_indices(
     else computed from ``label`` (with ``image_key``/``threshold``), as MONAI does."""
     if fk is None or bk is None or fk not in d or bk not in d:  # MONAI: computed from the label then
         image = d.get(image_key) if image_key is not None else None
+        if image is not None and tuple(image.shape[1:]) != tuple(label.shape[1:]):
+            raise ValueError(
+                f"RandCropByPosNegLabeld: image {image_key!r} of {item_name(d)} has spatial shape "
+                f"{tuple(image.shape[1:])}, the label {tuple(label.shape[1:])}; the image rule needs one shape"
+            )
         return fg_bg_indices(label, image, threshold)
     out = []
     for key in (fk, bk):

@@ -134,7 +134,7 @@ class RandCropByPosNegLabeld:
         self.image_key, self.image_threshold = image_key, image_threshold
         self.fg_indices_key, self.bg_indices_key = fg_indices_key, bg_indices_key
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
-        check_padding_mode(padding_mode)
+        check_padding_mode(padding_mode, image_key, self.keys)
         self.padding_mode = padding_mode
         pad_is_bg = image_key is None or image_threshold < 0
         self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
