@@ -69,6 +69,11 @@ class FgBgToIndicesd:
             label = _tensor(d[key])  # numpy volumes too, as MONAI takes them (the item keeps its array)
             if image is not None and (image.device.type == "cpu") != (label.device.type == "cpu"):
                 raise ValueError(f"FgBgToIndicesd: label on {label.device} but image on {image.device}")
+            if image is not None and tuple(image.shape[1:]) != tuple(label.shape[1:]):
+                raise ValueError(
+                    f"FgBgToIndicesd: image {self.image_key!r} has spatial shape {tuple(image.shape[1:])}, "
+                    f"label {key!r} {tuple(label.shape[1:])}; the image rule needs one shape"
+                )
             indices = compact_indices if key in self.compact_keys else fg_bg_indices
             fg, bg = indices(label, image, self.image_threshold)
             d[f"{key}{self.fg_postfix}"], d[f"{key}{self.bg_postfix}"] = fg, bg
