@@ -16,21 +16,18 @@ from fastpipe.transforms._bridge import FromMonaid
 from fastpipe.transforms._dict import missing_key
 from fastpipe.transforms._rand_base import is_meta_tensor
 
-_NOT_2D = (
-    "; 2-D images (C, X, Y), which MONAI's crop takes, are not supported: the batched crop is 3-D "
-    "(give the volumes a depth-1 last axis, x[..., None], and spatial_size (X, Y, 1))"
-)
 
-
-def check_size(spatial_size: int | Sequence[int]) -> tuple[int, int, int]:
-    """``spatial_size`` as 3 ints (an int means a cube), else ``ValueError`` naming the value."""
+def check_size(spatial_size: int | Sequence[int]) -> tuple[tuple[int, int, int], int | None]:
+    """``(size, dims)``: ``spatial_size`` as 3 ints (an int means a cube; 2 ints, a 2-D patch, get a
+    depth of 1) and how many it had (``None`` for an int), else ``ValueError`` naming the value."""
     size = (spatial_size,) * 3 if isinstance(spatial_size, Integral) else tuple(spatial_size)
-    if len(size) != 3 or not all(isinstance(s, Integral) for s in size):
+    if len(size) not in (2, 3) or not all(isinstance(s, Integral) for s in size):
         raise ValueError(
-            f"RandCropByPosNegLabeld: spatial_size must be an int or 3 ints (X, Y, Z), got {spatial_size!r} "
-            f"({len(size)} values){_NOT_2D if len(size) == 2 else ''}"
+            f"RandCropByPosNegLabeld: spatial_size must be an int, 3 ints (X, Y, Z) or, for 2-D images, "
+            f"2 ints (X, Y); got {spatial_size!r} ({len(size)} values)"
         )
-    return int(size[0]), int(size[1]), int(size[2])
+    dims = None if isinstance(spatial_size, Integral) else len(size)
+    return (int(size[0]), int(size[1]), int(size[2]) if len(size) == 3 else 1), dims
 
 
 def check_draws(pos: float, neg: float, num_samples: Any) -> tuple[float, int]:
@@ -125,7 +122,6 @@ def check_shapes(items: list[dict[str, Any]], keys: Sequence[str], label_key: st
         if len(ref) != 4:  # first: a label without its channel axis would be reported against the image
             raise ValueError(
                 f"RandCropByPosNegLabeld: label {label_key!r} of {item_name(d)} must be (C, X, Y, Z), got {ref}"
-                f"{_NOT_2D if len(ref) == 3 else ''}"
             )
         for key in keys:
             shp = tuple(d[key].shape)

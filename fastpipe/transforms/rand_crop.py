@@ -25,6 +25,7 @@ from fastpipe.ops.sample import CropSample, sample_crops
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
+from fastpipe.transforms._crop_2d import batch_call_2d, is_2d
 from fastpipe.transforms._crop_items import (
     check_draws,
     check_padding_mode,
@@ -74,7 +75,7 @@ class RandCropByPosNegLabeld:
     Args:
         keys: keys to crop (str or sequence), usually ``["image", "label"]``.
         label_key: the label that defines foreground (non-zero) and background.
-        spatial_size: patch size, int or 3 ints; entries ``<= 0`` take the volume's size.
+        spatial_size: patch size, int or 3 ints (2 for 2-D images); entries ``<= 0`` take the volume's size.
         pos, neg: foreground/background weights (default 1.0 each).
         num_samples: patches per item (default 1).
         image_key: with ``image_threshold`` (default 0.0), background also needs ``image > threshold``.
@@ -129,7 +130,7 @@ class RandCropByPosNegLabeld:
     ) -> None:
         check_lazy("RandCropByPosNegLabeld", lazy)
         self.keys, self.label_key = ensure_keys(keys), label_key
-        self.spatial_size = check_size(spatial_size)
+        self.spatial_size, self._size_dims = check_size(spatial_size)  # 2 dims: a 2-D patch (_crop_2d)
         self.pos_ratio, self.num_samples = check_draws(pos, neg, num_samples)
         self.image_key, self.image_threshold = image_key, image_threshold
         self.fg_indices_key, self.bg_indices_key = fg_indices_key, bg_indices_key
@@ -250,6 +251,10 @@ class RandCropByPosNegLabeld:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
         items = arrays_as_tensors(items, self._array_keys)  # numpy volumes, as MONAI takes them
         items = meta_tensors_as_dicts(items, self.keys)  # MONAI's MetaTensors: their affine goes on per crop
+        if self._size_dims == 2 or is_2d(
+            items, self.label_key, self.keys
+        ):  # (C, X, Y) images, as MONAI crops them
+            return batch_call_2d(self, items)
         if len(items) > 1 and mixed_dtypes(
             items, present_crop_keys(items, self.keys, self.allow_missing_keys)
         ):

@@ -248,8 +248,16 @@ def test_copies_draw_the_same_stream_independently():
 
 
 def test_bad_input_names_expected_and_actual():
-    with pytest.raises(ValueError, match=r"3 ints \(X, Y, Z\), got \(96, 96\) \(2 values\)"):
-        RandCropByPosNegLabeld("image", "label", (96, 96))
+    with pytest.raises(
+        ValueError,
+        match=r"3 ints \(X, Y, Z\) or, for 2-D images, 2 ints \(X, Y\); got \(96, 96, 96, 96\) \(4 values\)",
+    ):
+        RandCropByPosNegLabeld("image", "label", (96, 96, 96, 96))
+    with pytest.raises(
+        ValueError,
+        match=r"spatial_size \(96, 96\) does not match the rank of the label 'label' \(1, 40, 32, 36\)",
+    ):
+        RandCropByPosNegLabeld("image", "label", (96, 96)).batch_call([item()])  # a 2-D size, a 3-D label
     with pytest.raises(ValueError, match="not both 0, got pos=0 neg=0"):
         RandCropByPosNegLabeld("image", "label", 8, pos=0, neg=0)
     for pos in (float("inf"), float("nan")):  # pos / (pos + neg) is NaN: every centre would be background
@@ -301,19 +309,77 @@ def test_metatensor_volumes_keep_their_metadata_with_each_crops_affine():
     assert torch.equal(mt["image"].affine, affine)  # the item is left as it was
 
 
-def test_2d_images_are_refused_naming_2d_and_the_way_around():
-    """MONAI crops 2-D images (C, X, Y); fastpipe's crop is 3-D, and said only "3 ints" or "(C, X, Y, Z)"."""
-    lab = torch.zeros(1, 10, 9)
+@pytest.mark.parametrize("size", [4, (4, 3), (4, -1)])
+def test_2d_images_are_cropped_as_monai_crops_them(size):
+    """MONAI crops 2-D images (C, X, Y) (an int or 2 sizes); fastpipe refused them ("3 ints", "(C, X, Y, Z)"),
+    and a MONAI 2-D chain handed to a dataset as a list was translated into that crop and failed."""
+    g = torch.Generator().manual_seed(0)
+    lab = (torch.rand(1, 12, 10, generator=g) > 0.8).to(torch.uint8)
+    d = {"image": torch.rand(2, 12, 10, generator=g), "label": lab}
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", size, num_samples=3).set_random_state(0)
+    theirs = MonaiCrop(["image", "label"], "label", size, num_samples=3)(dict(d))
+    assert [tuple(o["image"].shape) for o in ours(dict(d))] == [tuple(t["image"].shape) for t in theirs]
+    b = ours.batch_call([d, d])
+    assert b["crop_starts"].shape == (6, 2)
+    for n, (x, y) in enumerate(b["crop_starts"].tolist()):
+        ex, ey = b["image"].shape[2:]
+        assert torch.equal(b["image"][n], d["image"][:, x : x + ex, y : y + ey])
+        assert torch.equal(b["label"][n], lab[:, x : x + ex, y : y + ey])
+
+
+def test_monai_2d_chain_given_as_a_list_runs_as_monai():
+    """A list of MONAI transforms is translated: a 2-D MONAI crop with an int size became fastpipe's
+    3-D-only crop, which failed at the first batch where MONAI's ran."""
+    from monai.transforms import RandFlipd as MonaiFlip
+
+    from fastpipe.cache.cache_dataset import CacheDataset
+
+    lab = torch.zeros(1, 12, 10)
     lab[0, 3:6, 2:5] = 1
-    d = {"image": torch.rand(1, 10, 9), "label": lab}
-    with pytest.raises(ValueError, match=r"2-D images \(C, X, Y\).* are not supported.*depth-1 last axis"):
-        RandCropByPosNegLabeld(["image", "label"], "label", (4, 4))
-    with pytest.raises(ValueError, match=r"got \(1, 10, 9\); 2-D images .*spatial_size \(X, Y, 1\)"):
-        RandCropByPosNegLabeld(["image", "label"], "label", 4)(d)
-    # the way around the message gives: MONAI's 2-D crops, as depth-1 volumes
-    deep = {k: v[..., None] for k, v in d.items()}
-    out = RandCropByPosNegLabeld(["image", "label"], "label", (4, 4, 1), num_samples=3)(deep)
-    assert [tuple(o["image"].shape) for o in out] == [(1, 4, 4, 1)] * 3
+    items = [{"image": torch.rand(1, 12, 10), "label": lab}] * 2
+    chain = [MonaiCrop(["image", "label"], "label", 4, num_samples=2), MonaiFlip(["image", "label"], 0.5, 0)]
+    ds = CacheDataset(items, chain, progress=False)
+    assert ds.__getitems__([0, 1]).collated["image"].shape == (4, 1, 4, 4)
+
+
+def test_2d_crops_get_the_fused_suffix_and_affine_as_monai():
+    from monai.data import MetaTensor
+    from monai.transforms import Compose as MonaiCompose
+    from monai.transforms import RandFlipd as MonaiFlip
+    from monai.transforms import RandRotate90d as MonaiRot
+
+    keys = ["image", "label"]
+    affine = torch.tensor(
+        [[2.0, 0.3, 0, 10], [0, 3, 0, 20], [0.1, 0, 4, 30], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    lab = torch.zeros(1, 12, 10)
+    lab[0, 9, 2] = 1  # one foreground voxel near a border: every crop is the same, clamped one
+
+    def mk():
+        return {
+            k: MetaTensor(v.clone(), affine=affine.clone())
+            for k, v in (("image", torch.rand(1, 12, 10)), ("label", lab))
+        }
+
+    d = mk()
+    ours = Compose([RandCropByPosNegLabeld(keys, "label", 4, neg=0, num_samples=2), RandFlipd(keys, 1.0, -1),
+                    RandRotate90d(keys, 1.0, max_k=1)])(dict(d))  # fmt: skip
+    assert (
+        len(
+            fuse_random(
+                Compose([RandCropByPosNegLabeld(keys, "label", 4), RandFlipd(keys, 1.0, -1)]).transforms
+            )
+        )
+        == 1
+    )
+    theirs = MonaiCompose([MonaiCrop(keys, "label", 4, neg=0, num_samples=2), MonaiFlip(keys, 1.0, -1),
+                           MonaiRot(keys, 1.0, max_k=1)])(dict(d))  # fmt: skip
+    for o, t in zip(ours, theirs, strict=True):
+        for key in keys:
+            assert torch.equal(o[key], t[key].as_tensor())
+            np.testing.assert_allclose(
+                np.asarray(o[f"{key}_meta_dict"]["affine"]), t[key].affine.numpy(), atol=1e-12
+            )
 
 
 def test_label_without_channel_axis_is_named_not_the_image():
