@@ -116,8 +116,9 @@ def _pad_ok(pad: Any, crop: RandCropByPosNegLabeld, before: Sequence[Any], betwe
         )  # fmt: skip
         return keys_ok and (t.image_key is None or t.image_key in pad.keys)
     # no indices after the pad: the crop must compute them itself, on the (virtually) padded label
-    # (stored indices from before the pad, which MONAI would read as they are, keep the pad a step)
-    return not crop.index_keys
+    # (stored indices from before the pad, which MONAI would read as they are, keep the pad a step;
+    # so does an image_key the pad leaves unpadded: MONAI's crop then refuses the unequal shapes)
+    return not crop.index_keys and (crop.image_key is None or crop.image_key in pad.keys)
 
 
 def _absorb_pad(chain: list[Any], c: int) -> list[Any]:

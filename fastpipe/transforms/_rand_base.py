@@ -152,6 +152,11 @@ def as_axes(value: Any) -> Any:
     return value
 
 
+def is_meta_tensor(x: Any) -> bool:
+    """Whether ``x`` is a MONAI ``MetaTensor`` (checked by name: MONAI is not imported for it)."""
+    return any(c.__name__ == "MetaTensor" and c.__module__.startswith("monai.") for c in type(x).__mro__)
+
+
 def write_rows(x: torch.Tensor, changed: dict[int, torch.Tensor]) -> torch.Tensor:
     """``x`` (a batch ``(N, ...)``) with row ``i`` replaced by ``changed[i]``, in place where the dtype allows.
 

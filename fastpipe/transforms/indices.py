@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
+import torch
+
 from fastpipe.ops.indices import compact_indices, fg_bg_indices
 from fastpipe.transforms._dict import ensure_keys, present_keys
+
+
+def _tensor(x: Any) -> Any:
+    """A numpy array as a tensor sharing its memory; anything else as it is."""
+    return torch.as_tensor(x) if isinstance(x, np.ndarray) else x
 
 
 class FgBgToIndicesd:
@@ -55,12 +63,18 @@ class FgBgToIndicesd:
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        image = d[self.image_key] if self.image_key is not None else None
+        image = _tensor(d[self.image_key]) if self.image_key is not None else None
         for i in present_keys(d, self.keys, self.allow_missing_keys, "FgBgToIndicesd"):
             key = self.keys[i]
-            if image is not None and (image.device.type == "cpu") != (d[key].device.type == "cpu"):
-                raise ValueError(f"FgBgToIndicesd: label on {d[key].device} but image on {image.device}")
+            label = _tensor(d[key])  # numpy volumes too, as MONAI takes them (the item keeps its array)
+            if image is not None and (image.device.type == "cpu") != (label.device.type == "cpu"):
+                raise ValueError(f"FgBgToIndicesd: label on {label.device} but image on {image.device}")
+            if image is not None and tuple(image.shape[1:]) != tuple(label.shape[1:]):
+                raise ValueError(
+                    f"FgBgToIndicesd: image {self.image_key!r} has spatial shape {tuple(image.shape[1:])}, "
+                    f"label {key!r} {tuple(label.shape[1:])}; the image rule needs one shape"
+                )
             indices = compact_indices if key in self.compact_keys else fg_bg_indices
-            fg, bg = indices(d[key], image, self.image_threshold)
+            fg, bg = indices(label, image, self.image_threshold)
             d[f"{key}{self.fg_postfix}"], d[f"{key}{self.bg_postfix}"] = fg, bg
         return d

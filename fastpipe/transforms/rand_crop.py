@@ -25,12 +25,16 @@ from fastpipe.ops.sample import CropSample, sample_crops
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.runtime._host_pool import HostBufferPool
+from fastpipe.transforms._crop_2d import batch_call_2d, is_2d
 from fastpipe.transforms._crop_items import (
     check_draws,
     check_padding_mode,
     check_shapes,
     check_size,
+    concat_batches,
     item_indices,
+    meta_tensors_as_dicts,
+    mixed_dtypes,
     present_crop_keys,
 )
 from fastpipe.transforms._crop_suffix import (
@@ -71,7 +75,7 @@ class RandCropByPosNegLabeld:
     Args:
         keys: keys to crop (str or sequence), usually ``["image", "label"]``.
         label_key: the label that defines foreground (non-zero) and background.
-        spatial_size: patch size, int or 3 ints; entries ``<= 0`` take the volume's size.
+        spatial_size: patch size, int or 3 ints (2 for 2-D images); entries ``<= 0`` take the volume's size.
         pos, neg: foreground/background weights (default 1.0 each).
         num_samples: patches per item (default 1).
         image_key: with ``image_threshold`` (default 0.0), background also needs ``image > threshold``.
@@ -126,12 +130,12 @@ class RandCropByPosNegLabeld:
     ) -> None:
         check_lazy("RandCropByPosNegLabeld", lazy)
         self.keys, self.label_key = ensure_keys(keys), label_key
-        self.spatial_size = check_size(spatial_size)
+        self.spatial_size, self._size_dims = check_size(spatial_size)  # 2 dims: a 2-D patch (_crop_2d)
         self.pos_ratio, self.num_samples = check_draws(pos, neg, num_samples)
         self.image_key, self.image_threshold = image_key, image_threshold
         self.fg_indices_key, self.bg_indices_key = fg_indices_key, bg_indices_key
         self.allow_smaller, self.allow_missing_keys = allow_smaller, allow_missing_keys
-        check_padding_mode(padding_mode)
+        check_padding_mode(padding_mode, image_key, self.keys)
         self.padding_mode = padding_mode
         pad_is_bg = image_key is None or image_threshold < 0
         self._pad = None if padding_mode is None else (self.spatial_size, "symmetric", pad_is_bg)
@@ -240,11 +244,21 @@ class RandCropByPosNegLabeld:
         Keys not cropped become lists of length ``B * num_samples``: a copy of each item's value (its
         tensors and arrays copied, so no edit reaches the item), shared by that item's crops; the
         index keys given are dropped. ``crop_centers``/``crop_starts`` ``(N, 3)`` int64 record where each
-        patch came from.
+        patch came from. Items whose volumes of a key differ in dtype are cropped one by one and
+        concatenated, the dtype promoted as collating MONAI's crops would.
         """
         if not items:
             raise ValueError("RandCropByPosNegLabeld.batch_call: expected at least one item, got none")
         items = arrays_as_tensors(items, self._array_keys)  # numpy volumes, as MONAI takes them
+        items = meta_tensors_as_dicts(items, self.keys)  # MONAI's MetaTensors: their affine goes on per crop
+        if self._size_dims == 2 or is_2d(
+            items, self.label_key, self.keys
+        ):  # (C, X, Y) images, as MONAI crops them
+            return batch_call_2d(self, items)
+        if len(items) > 1 and mixed_dtypes(
+            items, present_crop_keys(items, self.keys, self.allow_missing_keys)
+        ):
+            return concat_batches([self.batch_call([d]) for d in items])  # each item in its own dtype
         with annotate("rand_crop_sample", "random"):
             s, draws = self.sample(items)
         out: dict[str, Any] = {}
@@ -291,7 +305,8 @@ class RandCropByPosNegLabeld:
 
         Patches are views of one batch tensor; the other values are copied once (tensors and arrays)
         and shared between the dicts, not deep-copied per dict as MONAI does; the index keys given are
-        dropped, as MONAI pops them.
+        dropped, as MONAI pops them. A MONAI ``MetaTensor`` comes out in fastpipe's form: a plain
+        tensor and ``{key}_meta_dict`` holding its metadata with the crop's affine.
         """
         batch = self.batch_call([data])
         cropped = [k for k in self.keys if k in batch]

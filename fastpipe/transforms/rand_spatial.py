@@ -18,7 +18,7 @@ import torch
 from fastpipe._meta import meta_key
 from fastpipe.ops.rand_params import Orientation, draw_k, draw_uniform
 from fastpipe.transforms._crop_suffix import crop_metas
-from fastpipe.transforms._rand_base import RandDictTransform, as_axes, check_axis, check_lazy
+from fastpipe.transforms._rand_base import RandDictTransform, as_axes, check_axis, check_lazy, is_meta_tensor
 
 
 def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]:
@@ -35,25 +35,30 @@ def _spatial_dims(who: str, img: torch.Tensor, axes: Sequence[int]) -> list[int]
 
 
 class _Reorients(RandDictTransform):
-    """A flip or turn that also moves each key's ``{key}_meta_dict`` affine, as MONAI's does."""
+    """A flip or turn that also moves each key's ``{key}_meta_dict`` affine (and a MetaTensor's own), as MONAI's does."""
 
-    def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
+    def orient(self, o: Orientation, params: dict[str, torch.Tensor], ndim: int = 3) -> Orientation:
         raise NotImplementedError
 
     def _meta(self, meta: Any, shape: tuple[int, ...], params: dict[str, torch.Tensor], i: int) -> Any:
-        """``meta`` with the affine of crop ``i`` after this transform (3-D volumes of spatial ``shape``)."""
-        if not isinstance(meta, dict) or len(shape) != 3:
+        """``meta`` with the affine of crop ``i`` after this transform (volumes of spatial ``shape``, 2-D or
+        3-D: a 2-D one moves as a 3-D one of depth 1 whose third axis no flip or turn touches, as MONAI's)."""
+        if not isinstance(meta, dict) or len(shape) not in (2, 3):
             return meta
-        o = self.orient(Orientation.identity(1), {k: v[i : i + 1] for k, v in params.items()})
+        o = self.orient(Orientation.identity(1), {k: v[i : i + 1] for k, v in params.items()}, len(shape))
         if o.is_identity():
             return meta
         axes, flips = o.tensors()
-        return crop_metas([meta], [[0, 0, 0]], shape, {"axes": axes, "flips": flips})[0]
+        return crop_metas([meta], [[0, 0, 0]], (*shape, 1)[:3], {"axes": axes, "flips": flips})[0]
 
     def apply(self, data: dict[Any, Any], params: dict[str, torch.Tensor], i: int = 0) -> dict[Any, Any]:
         d = super().apply(data, params, i)
-        for key in [k for k in self.keys if k in data and meta_key(k) in d]:
-            d[meta_key(key)] = self._meta(d[meta_key(key)], tuple(data[key].shape[1:]), params, i)
+        for key in [k for k in self.keys if k in data]:
+            shape = tuple(data[key].shape[1:])
+            if meta_key(key) in d:
+                d[meta_key(key)] = self._meta(d[meta_key(key)], shape, params, i)
+            if d[key] is not data[key] and is_meta_tensor(d[key]):  # a MONAI MetaTensor holds its own affine
+                d[key].affine = self._meta({"affine": d[key].affine}, shape, params, i)["affine"]
         return d
 
     def apply_batch(self, batch: dict[Any, Any], params: dict[str, torch.Tensor]) -> dict[Any, Any]:
@@ -121,9 +126,10 @@ class RandFlipd(_Reorients):
         axes = self.spatial_axis
         return [axes] if isinstance(axes, int) else list(axes)
 
-    def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
-        """Compose this transform's draws into the crops' orientation (3-D volumes)."""
-        return o.flip(params["fire"], self._axes if self._axes is not None else (0, 1, 2))
+    def orient(self, o: Orientation, params: dict[str, torch.Tensor], ndim: int = 3) -> Orientation:
+        """Compose this transform's draws into the crops' orientation (volumes of ``ndim`` spatial axes)."""
+        axes = range(ndim) if self._axes is None else [a % ndim for a in self.spatial_axis_list()]
+        return o.flip(params["fire"], tuple(axes))
 
 
 class RandRotate90d(_Reorients):
@@ -183,9 +189,9 @@ class RandRotate90d(_Reorients):
             return img
         return torch.rot90(img, k, _spatial_dims("RandRotate90d", img, self.spatial_axes))
 
-    def orient(self, o: Orientation, params: dict[str, torch.Tensor]) -> Orientation:
-        """Compose this transform's draws into the crops' orientation (3-D volumes)."""
-        return o.rot90(params["k"], self._axes)
+    def orient(self, o: Orientation, params: dict[str, torch.Tensor], ndim: int = 3) -> Orientation:
+        """Compose this transform's draws into the crops' orientation (volumes of ``ndim`` spatial axes)."""
+        return o.rot90(params["k"], tuple(a % ndim for a in self.spatial_axes))
 
     def keeps_shape(self, spatial_size: Sequence[int]) -> bool:
         """Whether a quarter turn keeps a ``spatial_size`` crop's shape: equal sides in its plane."""

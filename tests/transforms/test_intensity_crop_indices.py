@@ -180,6 +180,32 @@ def test_bfloat16_label_and_image_give_monai_indices():
     np.testing.assert_array_equal(out["label_bg_indices"].numpy(), np.asarray(bg))
 
 
+@pytest.mark.parametrize("with_image", [False, True])
+def test_numpy_label_and_image_give_monai_indices_and_stay_numpy(with_image):
+    """MONAI takes numpy volumes; numpy 2's ``ndarray.device`` is the string "cpu", and the device check
+    read ``.device.type`` of it (AttributeError: 'str' object has no attribute 'type')."""
+    rng = np.random.default_rng(6)
+    lab = rng.integers(0, 2, (1, 6, 5, 4)).astype(np.float32)
+    img = rng.normal(size=(2, 6, 5, 4)).astype(np.float32)
+    out = FgBgToIndicesd("label", image_key="image" if with_image else None, image_threshold=0.25)(
+        {"label": lab, "image": img}
+    )
+    fg, bg = map_binary_to_indices(lab, img if with_image else None, 0.25)
+    np.testing.assert_array_equal(np.asarray(out["label_fg_indices"]), fg)
+    np.testing.assert_array_equal(np.asarray(out["label_bg_indices"]), bg)
+    assert out["label"] is lab and out["image"] is img  # the item's arrays are left as they are
+
+
+def test_image_of_another_shape_is_named():
+    """MONAI raises on an image whose shape differs from the label's; fastpipe raised numpy's
+    "operands could not be broadcast together", naming neither key."""
+    d = {"label": torch.zeros(1, 6, 5, 4), "image": torch.zeros(1, 6, 5, 3)}
+    with pytest.raises(
+        ValueError, match=r"image 'image' has spatial shape \(6, 5, 3\), label 'label' \(6, 5, 4\)"
+    ):
+        FgBgToIndicesd("label", image_key="image")(d)
+
+
 @pytest.mark.parametrize("where", [(2, 0, 0), (0, 2, 7), (5, 7, 5)])
 def test_crop_box_with_a_nan_voxel_is_monais(device, where):
     """The fast ``x > 0`` box took per-row maxima, and a NaN voxel made its whole row's max NaN (not

@@ -128,6 +128,26 @@ def test_indices_before_the_pad_keep_monai_chain_as_written():
     assert len(fuse_random([T.SpatialPadd(KEYS, 10), T.ToDeviced(KEYS, "cpu"), chain[2]])) == 2
 
 
+def test_an_image_key_the_pad_leaves_unpadded_is_refused_as_monai_refuses_it():
+    """SpatialPadd(keys) then a crop whose image_key is another key: MONAI's crop raises (a padded label
+    against an unpadded image); the absorbed pad read both unpadded and cropped silently."""
+    from monai.transforms import Compose as MonaiCompose
+    from monai.transforms import RandCropByPosNegLabeld as MonaiCrop
+
+    d = {**coord_item((5, 6, 3)), "mask": torch.rand(1, 5, 6, 3)}
+    rule = {"image_key": "mask", "image_threshold": 0.5}
+    with pytest.raises(RuntimeError):  # MONAI: shapes of the image and the padded label differ
+        MonaiCompose([MonaiPad(KEYS, (8, 8, 6)), MonaiCrop(KEYS, "label", 4, **rule)])(dict(d))
+    chain = [T.SpatialPadd(KEYS, (8, 8, 6)), T.RandCropByPosNegLabeld(KEYS, "label", 4, **rule)]
+    assert len(fuse_random(chain)) == 2  # the pad stays a step
+    with pytest.raises(
+        ValueError, match=r"image 'mask' of .* spatial shape \(5, 6, 3\), the label \(8, 8, 6\)"
+    ):
+        T.Compose(chain)(dict(d))
+    with pytest.raises(ValueError, match=r"image_key 'mask' is not one of them"):
+        T.RandCropByPosNegLabeld(KEYS, "label", 4, padding_mode="constant", **rule)
+
+
 @pytest.mark.timeout(60)
 def test_padding_mode_lets_mixed_sizes_stack_through_the_loader():
     items = [

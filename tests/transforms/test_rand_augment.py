@@ -48,6 +48,55 @@ def test_per_item_equals_monai(ours, theirs, dtype):
         assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (T.RandFlipd("image", prob=1.0, spatial_axis=0), M.RandFlipd("image", prob=1.0, spatial_axis=0)),
+        (T.RandFlipd("image", prob=1.0), M.RandFlipd("image", prob=1.0)),
+        (T.RandRotate90d("image", prob=1.0, max_k=1, spatial_axes=(0, 2)),
+         M.RandRotate90d("image", prob=1.0, max_k=1, spatial_axes=(0, 2))),
+    ],
+)  # fmt: skip
+def test_metatensor_gets_monais_affine(ours, theirs):
+    """A MONAI MetaTensor came back flipped or turned with its affine unchanged (voxels and world
+    coordinates silently disagreeing); the affine now moves as MONAI's does, the input's is kept."""
+    from monai.data import MetaTensor
+
+    affine = torch.tensor(
+        [[2.0, 0.3, 0, 10], [0, 3, 0, 20], [0.1, 0, 4, 30], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    image = MetaTensor(item()["image"], affine=affine.clone())
+    a, b = ours({"image": image})["image"], theirs({"image": image.clone()})["image"]
+    assert isinstance(a, MetaTensor) and torch.equal(a.as_tensor(), b.as_tensor())
+    np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy(), atol=1e-12)
+    assert torch.equal(image.affine, affine)
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (T.RandFlipd("image", prob=1.0), M.RandFlipd("image", prob=1.0)),
+        (T.RandFlipd("image", prob=1.0, spatial_axis=-1), M.RandFlipd("image", prob=1.0, spatial_axis=-1)),
+        (T.RandRotate90d("image", prob=1.0, max_k=1), M.RandRotate90d("image", prob=1.0, max_k=1)),
+    ],
+)  # fmt: skip
+def test_2d_image_gets_monais_affine(ours, theirs):
+    """A 2-D image (C, X, Y), which MONAI flips and turns, kept its old affine in ``{key}_meta_dict``
+    (only 3-D volumes had it moved); -1 is then the second axis, and nothing moves the third."""
+    from monai.data import MetaTensor
+
+    affine = torch.tensor(
+        [[2.0, 0.3, 0, 10], [0, 3, 0, 20], [0.1, 0, 4, 30], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    image = torch.arange(12.0).reshape(1, 4, 3)
+    theirs_out = theirs({"image": MetaTensor(image.clone(), affine=affine.clone())})["image"]
+    ours_out = ours({"image": image.clone(), "image_meta_dict": {"affine": affine.clone()}})
+    ours_mt = ours({"image": MetaTensor(image.clone(), affine=affine.clone())})["image"]
+    assert torch.equal(ours_out["image"], theirs_out.as_tensor())
+    for got in (ours_out["image_meta_dict"]["affine"], ours_mt.affine):
+        np.testing.assert_allclose(np.asarray(got), theirs_out.affine.numpy(), atol=1e-12)
+
+
 @pytest.mark.parametrize("safe", [False, True])
 @pytest.mark.parametrize(
     "values, dtype, offset",

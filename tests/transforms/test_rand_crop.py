@@ -120,6 +120,22 @@ def test_uses_precomputed_indices_when_present():
     assert not (b["crop_centers"] == torch.tensor([10, 15, 17])).all(1).all()
 
 
+def test_coordinate_indices_from_monai_output_shape_are_refused_not_read_as_flat():
+    """MONAI's FgBgToIndicesd(output_shape=...) writes (N, 3) voxel coordinates; the crop flattened them
+    into 3N "flat indices" and centred crops on voxels that are not foreground (MONAI's crop raises)."""
+    from monai.transforms import FgBgToIndicesd as MonaiIndices
+
+    d = MonaiIndices("label", output_shape=SHAPE)(item())
+    assert d["label_fg_indices"].ndim == 2
+    crop = RandCropByPosNegLabeld(
+        "image", "label", 8, neg=0, fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices"
+    )
+    with pytest.raises(
+        ValueError, match=r"'label_fg_indices' of .* must be a 1-D list of flat voxel indices"
+    ):
+        crop.batch_call([d])
+
+
 @pytest.mark.parametrize("given", [{"fg_indices_key": "fg"}, {"bg_indices_key": "bg"}])
 def test_an_index_key_given_alone_is_dropped_like_monai(given):
     # MONAI pops each given index key, even when the other is missing (the indices are then computed
@@ -232,8 +248,16 @@ def test_copies_draw_the_same_stream_independently():
 
 
 def test_bad_input_names_expected_and_actual():
-    with pytest.raises(ValueError, match=r"3 ints \(X, Y, Z\), got \(96, 96\) \(2 values\)"):
-        RandCropByPosNegLabeld("image", "label", (96, 96))
+    with pytest.raises(
+        ValueError,
+        match=r"3 ints \(X, Y, Z\) or, for 2-D images, 2 ints \(X, Y\); got \(96, 96, 96, 96\) \(4 values\)",
+    ):
+        RandCropByPosNegLabeld("image", "label", (96, 96, 96, 96))
+    with pytest.raises(
+        ValueError,
+        match=r"spatial_size \(96, 96\) does not match the rank of the label 'label' \(1, 40, 32, 36\)",
+    ):
+        RandCropByPosNegLabeld("image", "label", (96, 96)).batch_call([item()])  # a 2-D size, a 3-D label
     with pytest.raises(ValueError, match="not both 0, got pos=0 neg=0"):
         RandCropByPosNegLabeld("image", "label", 8, pos=0, neg=0)
     for pos in (float("inf"), float("nan")):  # pos / (pos + neg) is NaN: every centre would be background
@@ -261,12 +285,136 @@ def test_bad_input_names_expected_and_actual():
     assert "mask" not in out and out["image"].shape == (1, 1, 8, 8, 8)
 
 
+def test_metatensor_volumes_keep_their_metadata_with_each_crops_affine():
+    """MONAI's LoadImaged gives MetaTensors; the crop returned plain tensors with no metadata at all (the
+    affine silently gone). They now come out in fastpipe's form, with the affine MONAI's crop gives."""
+    from monai.data import MetaTensor
+
+    affine = torch.tensor(
+        [[2.0, 0.3, 0, 10], [0, 3, 0, 20], [0.1, 0, 4, 30], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    d = item()
+    label = torch.zeros_like(d["label"])
+    label[0, 30, 3, 20] = 1  # one foreground voxel near a border: every crop is the same, clamped one
+    mt = {k: MetaTensor(v, affine=affine.clone(), meta={"filename_or_obj": f"{k}.nii"})
+          for k, v in (("image", d["image"]), ("label", label))}  # fmt: skip
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", 8, neg=0, num_samples=2)(dict(mt))
+    theirs = MonaiCrop(["image", "label"], "label", 8, neg=0, num_samples=2)(dict(mt))
+    for o, t in zip(ours, theirs, strict=True):
+        for key in ("image", "label"):
+            assert torch.equal(torch.as_tensor(o[key]), t[key].as_tensor())
+            meta = o[f"{key}_meta_dict"]
+            np.testing.assert_allclose(np.asarray(meta["affine"]), t[key].affine.numpy(), atol=1e-12)
+            assert meta["filename_or_obj"] == f"{key}.nii"
+    assert torch.equal(mt["image"].affine, affine)  # the item is left as it was
+
+
+@pytest.mark.parametrize("size", [4, (4, 3), (4, -1)])
+def test_2d_images_are_cropped_as_monai_crops_them(size):
+    """MONAI crops 2-D images (C, X, Y) (an int or 2 sizes); fastpipe refused them ("3 ints", "(C, X, Y, Z)"),
+    and a MONAI 2-D chain handed to a dataset as a list was translated into that crop and failed."""
+    g = torch.Generator().manual_seed(0)
+    lab = (torch.rand(1, 12, 10, generator=g) > 0.8).to(torch.uint8)
+    d = {"image": torch.rand(2, 12, 10, generator=g), "label": lab}
+    ours = RandCropByPosNegLabeld(["image", "label"], "label", size, num_samples=3).set_random_state(0)
+    theirs = MonaiCrop(["image", "label"], "label", size, num_samples=3)(dict(d))
+    assert [tuple(o["image"].shape) for o in ours(dict(d))] == [tuple(t["image"].shape) for t in theirs]
+    b = ours.batch_call([d, d])
+    assert b["crop_starts"].shape == (6, 2)
+    for n, (x, y) in enumerate(b["crop_starts"].tolist()):
+        ex, ey = b["image"].shape[2:]
+        assert torch.equal(b["image"][n], d["image"][:, x : x + ex, y : y + ey])
+        assert torch.equal(b["label"][n], lab[:, x : x + ex, y : y + ey])
+
+
+def test_monai_2d_chain_given_as_a_list_runs_as_monai():
+    """A list of MONAI transforms is translated: a 2-D MONAI crop with an int size became fastpipe's
+    3-D-only crop, which failed at the first batch where MONAI's ran."""
+    from monai.transforms import RandFlipd as MonaiFlip
+
+    from fastpipe.cache.cache_dataset import CacheDataset
+
+    lab = torch.zeros(1, 12, 10)
+    lab[0, 3:6, 2:5] = 1
+    items = [{"image": torch.rand(1, 12, 10), "label": lab}] * 2
+    chain = [MonaiCrop(["image", "label"], "label", 4, num_samples=2), MonaiFlip(["image", "label"], 0.5, 0)]
+    ds = CacheDataset(items, chain, progress=False)
+    assert ds.__getitems__([0, 1]).collated["image"].shape == (4, 1, 4, 4)
+
+
+def test_2d_crops_get_the_fused_suffix_and_affine_as_monai():
+    from monai.data import MetaTensor
+    from monai.transforms import Compose as MonaiCompose
+    from monai.transforms import RandFlipd as MonaiFlip
+    from monai.transforms import RandRotate90d as MonaiRot
+
+    keys = ["image", "label"]
+    affine = torch.tensor(
+        [[2.0, 0.3, 0, 10], [0, 3, 0, 20], [0.1, 0, 4, 30], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    lab = torch.zeros(1, 12, 10)
+    lab[0, 9, 2] = 1  # one foreground voxel near a border: every crop is the same, clamped one
+
+    def mk():
+        return {
+            k: MetaTensor(v.clone(), affine=affine.clone())
+            for k, v in (("image", torch.rand(1, 12, 10)), ("label", lab))
+        }
+
+    d = mk()
+    ours = Compose([RandCropByPosNegLabeld(keys, "label", 4, neg=0, num_samples=2), RandFlipd(keys, 1.0, -1),
+                    RandRotate90d(keys, 1.0, max_k=1)])(dict(d))  # fmt: skip
+    assert (
+        len(
+            fuse_random(
+                Compose([RandCropByPosNegLabeld(keys, "label", 4), RandFlipd(keys, 1.0, -1)]).transforms
+            )
+        )
+        == 1
+    )
+    theirs = MonaiCompose([MonaiCrop(keys, "label", 4, neg=0, num_samples=2), MonaiFlip(keys, 1.0, -1),
+                           MonaiRot(keys, 1.0, max_k=1)])(dict(d))  # fmt: skip
+    for o, t in zip(ours, theirs, strict=True):
+        for key in keys:
+            assert torch.equal(o[key], t[key].as_tensor())
+            np.testing.assert_allclose(
+                np.asarray(o[f"{key}_meta_dict"]["affine"]), t[key].affine.numpy(), atol=1e-12
+            )
+
+
 def test_label_without_channel_axis_is_named_not_the_image():
     """A (X, Y, Z) label is the label's fault: the error names it, not the (C, X, Y, Z) image against it."""
     d = item()
     d["label"] = d["label"][0]
     with pytest.raises(ValueError, match=r"label 'label' of case must be \(C, X, Y, Z\), got \(40, 32, 36\)"):
         RandCropByPosNegLabeld(["image", "label"], "label", 8).batch_call([d])
+
+
+def test_items_of_different_dtypes_batch_as_monai_crops_collate():
+    """Label files of different dtypes (uint8 and int16; LoadImaged keeps the file's) made the batched
+    gather raise ValueError for the batch; MONAI crops each item in its dtype and collating promotes."""
+    a, b = item(seed=1, name="a"), item(seed=2, name="b")
+    b["label"] = b["label"].to(torch.int16)
+    b["image"] = (b["image"] * 100).to(torch.int16)
+    a["only_a"] = 1  # a key one item lacks: None for its crops, as one batched gather gives
+    (crop,) = fuse_random([RandCropByPosNegLabeld(["image", "label", "coords"], "label", 8, num_samples=3),
+                           RandFlipd(["image", "label", "coords"], 1.0, None),
+                           RandShiftIntensityd("image", (2.5, 2.5), prob=1.0)])  # fmt: skip
+    out = crop.set_random_state(0).batch_call([a, b])
+    assert out["image"].dtype == torch.float32 and out["label"].dtype == torch.int16
+    assert out["image"].shape == (6, 1, 8, 8, 8) and out["name"] == ["a"] * 3 + ["b"] * 3
+    assert out["only_a"] == [1] * 3 + [None] * 3
+    for n in range(6):
+        src = (a, b)[n // 3]
+        x, y, z = out["crop_starts"][n].tolist()
+        win = {
+            k: src[k][:, x : x + 8, y : y + 8, z : z + 8].flip([1, 2, 3])
+            for k in ("image", "label", "coords")
+        }
+        assert torch.equal(out["coords"][n], win["coords"])
+        assert torch.equal(out["label"][n], win["label"].to(torch.int16))
+        # the int16 image is shifted in its own dtype (2.5 truncated away), as MONAI shifts its crop
+        assert torch.equal(out["image"][n], (win["image"] + 2.5).to(src["image"].dtype).to(torch.float32))
 
 
 @pytest.mark.gpu
