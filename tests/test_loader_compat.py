@@ -212,3 +212,39 @@ def test_a_monai_datasets_random_transforms_are_seeded_as_monais_loader_seeds_th
     torch.manual_seed(0)
     fp.ThreadDataLoader(monai.data.Dataset([{"img": torch.zeros(1)}], M.RandFlipd("img")), seed=1)
     assert torch.equal(torch.rand(3), want)  # the user's later draws are left as they were
+
+
+def _aligned_pairs(n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        vol = torch.rand((1, 40, 40, 40), generator=g)
+        out.append({"image": vol, "label": vol.clone()})
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("wrap", ["Dataset", "random_split"])
+def test_fetch_threads_never_mix_two_draws_of_a_monai_random_transform(wrap):
+    """MONAI's workers are processes, each with its own transforms; fastpipe's fetch threads shared the
+    dataset's, so one thread's RandSpatialCropd draw cropped another thread's item: image and label
+    cropped at different places (a third of the items), silently. Each read now has its own copy,
+    seeded per item: aligned, and the same batches whatever num_workers is."""
+
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        chain = M.Compose([M.RandSpatialCropd(KEYS, roi_size=(6, 6, 6), random_size=False)])
+        ds = monai.data.Dataset(_aligned_pairs(48), chain)
+        if wrap == "random_split":  # a torch Subset: read with __getitems__, whole batches in parallel
+            ds = torch.utils.data.random_split(ds, [40, 8], generator=torch.Generator().manual_seed(0))[0]
+        loader = fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=5)
+        out = []
+        for _ in range(3):
+            for b in loader:
+                mixed = (b["image"] != b["label"]).flatten(1).any(1)
+                assert not mixed.any(), f"{int(mixed.sum())} items with image and label cropped apart"
+                out.append(b["image"])
+        return out
+
+    four, two = epochs(4), epochs(2)
+    assert all(torch.equal(a, b) for a, b in zip(four, two, strict=True))
+    assert not torch.equal(four[0], four[len(four) // 3])  # the next epoch draws anew

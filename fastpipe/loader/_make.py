@@ -82,6 +82,15 @@ class BatchMaker:
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
 
+        elif (copies := self._rnd_copies) is not None:  # fetch threads, random transforms: a copy per read
+            if callable(getattr(ds, "__getitems__", None)):
+                with copies.use(seed) as own:
+                    return own.__getitems__(indices)
+
+            def one(pos: int) -> Any:
+                with copies.use(batch_seed(seed, 0, 0, pos)) as own:
+                    return own[indices[pos]]
+
         elif callable(getattr(ds, "__getitems__", None)):
             return ds.__getitems__(indices)
         else:

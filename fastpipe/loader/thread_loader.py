@@ -43,7 +43,10 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         batch_size: items per batch (default 1).
         shuffle: reshuffle every epoch (default ``False``).
         num_workers: pool threads fetching items (per-item path) or whole batches (batched path) in
-            parallel; 0 fetches in the producer thread (default 0).
+            parallel; 0 fetches in the producer thread (default 0). With workers, a dataset that does not seed
+            its reads itself (a MONAI ``Dataset``) is read through copies of its random transforms, one per
+            read in flight, seeded per item, as worker processes each hold their own
+            (:mod:`fastpipe.loader._thread_rnd`).
         buffer_size: batches ready ahead of the consumer (default 2).
         repeats: yield each batch this many times (MONAI semantics; default 1).
         collate_fn: turns a list of items into a batch (default ``list_data_collate``).
