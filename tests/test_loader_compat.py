@@ -229,10 +229,12 @@ def test_fetch_threads_never_mix_two_draws_of_a_monai_random_transform(wrap):
     """MONAI's workers are processes, each with its own transforms; fastpipe's fetch threads shared the
     dataset's, so one thread's RandSpatialCropd draw cropped another thread's item: image and label
     cropped at different places (a third of the items), silently. Each read now has its own copy,
-    seeded per item: aligned, and the same batches whatever num_workers is."""
+    seeded per item (a fastpipe step inside MONAI's Compose too): aligned, and the same batches
+    whatever num_workers is."""
 
     def epochs(num_workers: int) -> list[torch.Tensor]:
-        chain = M.Compose([M.RandSpatialCropd(KEYS, roi_size=(6, 6, 6), random_size=False)])
+        crop = M.RandSpatialCropd(KEYS, roi_size=(6, 6, 6), random_size=False)
+        chain = M.Compose([crop, fp.transforms.RandFlipd(KEYS, prob=0.5, spatial_axis=0)])
         ds = monai.data.Dataset(_aligned_pairs(48), chain)
         if wrap == "random_split":  # a torch Subset: read with __getitems__, whole batches in parallel
             ds = torch.utils.data.random_split(ds, [40, 8], generator=torch.Generator().manual_seed(0))[0]

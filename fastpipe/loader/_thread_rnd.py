@@ -113,22 +113,27 @@ def _states(obj: Any, found: list[Any], seen: set[int], depth: int = 0) -> None:
 
 def reseeder(leaves: list[Any]) -> Callable[[int], None]:
     """``reseed(seed)`` for a copy's random transforms. Each is given its own state once (MONAI's class-level
-    ``R`` would be shared by every copy); a MONAI transform's numpy states are then reseeded in place per
-    read (a new ``RandomState`` costs about 100 us), any other through its ``set_random_state``."""
-    numpy_states, calls = [], []
+    ``R`` would be shared by every copy); then every random state found inside them (numpy ``RandomState``,
+    ``torch.Generator``: MONAI's ``Compose`` does not reseed a fastpipe transform it holds) is reseeded in
+    place per read (a new ``RandomState`` costs about 100 us); a transform holding none is given
+    ``set_random_state`` again."""
+    states: list[Any] = []
+    calls, seen = [], set()
     for leaf in leaves:
         leaf.set_random_state(seed=0)
         found: list[Any] = []
-        _states(leaf, found, set())
-        if found and all(isinstance(s, np.random.RandomState) for s in found):
-            numpy_states.extend(found)
-        else:
+        _states(leaf, found, seen)
+        states.extend(found)
+        if not found:
             calls.append(leaf)
 
     def reseed(seed: int) -> None:
-        for k, state in enumerate(numpy_states):
-            state.seed((seed + k) % MAX_SEED)
-        for k, leaf in enumerate(calls, start=len(numpy_states)):
+        for k, state in enumerate(states):
+            if isinstance(state, torch.Generator):
+                state.manual_seed((seed + k) % MAX_SEED)
+            else:
+                state.seed((seed + k) % MAX_SEED)
+        for k, leaf in enumerate(calls, start=len(states)):
             leaf.set_random_state(seed=(seed + k) % MAX_SEED)
 
     return reseed
