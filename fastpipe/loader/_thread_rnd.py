@@ -32,8 +32,16 @@ _MAX_DEPTH = 8
 Path = tuple[Any, ...]  # attribute names (str) and list/tuple positions (int) from the dataset down
 
 
+def _attr(obj: Any, name: str) -> Any:
+    """``getattr(obj, name, None)``, also for an object whose ``__getattr__`` raises something else (a proxy)."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 - an object we only look at: not ours to fail on
+        return None
+
+
 def _is_random_leaf(obj: Any) -> bool:
-    return callable(getattr(obj, "set_random_state", None)) and not isinstance(obj, torch.utils.data.Dataset)
+    return callable(_attr(obj, "set_random_state")) and not isinstance(obj, torch.utils.data.Dataset)
 
 
 def random_paths(obj: Any, path: Path = (), seen: set[int] | None = None) -> list[Path]:
@@ -47,8 +55,8 @@ def random_paths(obj: Any, path: Path = (), seen: set[int] | None = None) -> lis
         return [p for i, item in enumerate(obj) for p in random_paths(item, (*path, i), seen)]
     if path and _is_random_leaf(obj):
         return [path]
-    attrs = getattr(obj, "__dict__", None)
-    if not isinstance(attrs, dict) or hasattr(obj, "fetch_seeded"):
+    attrs = _attr(obj, "__dict__")
+    if not isinstance(attrs, dict) or _attr(obj, "fetch_seeded") is not None:
         return []
     return [
         p
@@ -106,7 +114,7 @@ def _states(obj: Any, found: list[Any], seen: set[int], depth: int = 0) -> None:
     elif isinstance(obj, (list, tuple)):
         for item in obj:
             _states(item, found, seen, depth + 1)
-    elif isinstance(getattr(obj, "__dict__", None), dict):
+    elif isinstance(_attr(obj, "__dict__"), dict):
         for value in list(vars(obj).values()):
             _states(value, found, seen, depth + 1)
 
