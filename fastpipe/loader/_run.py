@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastpipe.runtime import _openmp
+from fastpipe.runtime import _exit, _openmp
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 _END = "end"
@@ -103,6 +103,7 @@ class LoaderRun:
         )
         self._stopped = False
         self._lock = threading.Lock()
+        _exit.stop_at_exit(self)
         self.thread.start()
 
     def _produce(self) -> Iterator[Any]:
@@ -197,12 +198,29 @@ class LoaderRun:
         if self._on_own_thread():  # e.g. the loader's __del__ when its producer dropped the last reference
             self._let_go()
             return
-        while self.thread.is_alive():
+        self._join()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    #: loader runs stop first at interpreter exit: their producers may start SmartCache rounds
+    exit_order = 0
+
+    def stop_at_exit(self, deadline: float) -> None:
+        """At interpreter exit (:mod:`fastpipe.runtime._exit`): stop, and join the producer by ``deadline``
+        (``time.monotonic()``), a run abandoned after a ``timeout`` too; the pool takes no new job."""
+        with self._lock:
+            self._stopped = True
+        self.stop_event.set()
+        self._join(deadline)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _join(self, deadline: float | None = None) -> None:
+        """Join the producer (by ``deadline``, if given), draining the queue so that it never blocks on it."""
+        while self.thread.is_alive() and (deadline is None or time.monotonic() < deadline):
             drain(self.queue)
             self.thread.join(timeout=POLL_S)
         drain(self.queue)
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _let_go(self) -> None:
         """After the stop event, without joining: a producer blocked on the full queue moves on, sees the

@@ -92,7 +92,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
             MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
-    :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
+    :meth:`close` stops the producer and joins it, as does the interpreter's exit with an iterator left
+    mid-epoch (:mod:`fastpipe.runtime._exit`). Producer errors re-raise in the consumer with
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
     ``iter_s`` (consumer wall time from requesting this batch to requesting the next; an epoch's
