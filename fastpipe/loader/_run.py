@@ -101,7 +101,7 @@ class LoaderRun:
             name="fastpipe-loader",
             daemon=True,
         )
-        self._stopped = False
+        self._stopped = self._abandoned = False  # abandoned: left to a hung read after a timeout
         self._lock = threading.Lock()
         _exit.stop_at_exit(self)
         self.thread.start()
@@ -170,7 +170,7 @@ class LoaderRun:
     def _time_out(self) -> None:
         """Abandon the run (a hung read cannot be interrupted, so nothing is joined) and raise."""
         with self._lock:
-            self._stopped = True
+            self._stopped = self._abandoned = True
         self.stop_event.set()
         self._let_go()
         jobs = self.jobs if isinstance(self.jobs, list) else None  # an IterableDataset's are made as read
@@ -207,11 +207,13 @@ class LoaderRun:
 
     def stop_at_exit(self, deadline: float) -> None:
         """At interpreter exit (:mod:`fastpipe.runtime._exit`): stop, and join the producer by ``deadline``
-        (``time.monotonic()``), a run abandoned after a ``timeout`` too; the pool takes no new job."""
+        (``time.monotonic()``); the pool takes no new job. A run abandoned after a ``timeout`` is not
+        waited for: its read was found hung, and the exit would wait for it until the deadline."""
         with self._lock:
             self._stopped = True
         self.stop_event.set()
-        self._join(deadline)
+        if not self._abandoned:
+            self._join(deadline)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
 

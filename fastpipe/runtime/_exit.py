@@ -8,7 +8,8 @@ Objects registered here are stopped when the interpreter begins to exit (``threa
 hook, where ``concurrent.futures`` stops its pools, else :mod:`atexit`): each of their threads
 finishes the item it is computing, as a worker process is joined, and ends. Loader runs go first
 (their producers may start SmartCache rounds), replacement workers after. The wait is bounded by
-:data:`EXIT_JOIN_S` in all; a thread still running then is logged and left.
+:data:`EXIT_JOIN_S` in all; a thread still running then is logged and left, as is the read a loader
+``timeout`` abandoned (not waited for).
 
 Threading contract: :func:`stop_at_exit` from any thread; the owners' ``stop_at_exit(deadline)`` is
 called once, on the exiting (main) thread.
@@ -60,7 +61,12 @@ def stop_all(timeout: float = EXIT_JOIN_S) -> None:
         t.name for t in threading.enumerate() if t.daemon and t.name.startswith("fastpipe-") and t.is_alive()
     ]
     if left:
-        log.warning("fastpipe: threads still running at interpreter exit after %.0f s: %s", timeout, left)
+        log.warning(
+            "fastpipe: threads left running at interpreter exit (a read after a loader timeout, or one "
+            "still computing after %.0f s): %s",
+            timeout,
+            left,
+        )
 
 
 _register = getattr(threading, "_register_atexit", None)  # runs before threads are joined and atexit

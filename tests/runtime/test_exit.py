@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,28 @@ def test_exit_while_a_thread_is_inside_a_torch_op_is_clean(what, seconds):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=150, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "done", (r.returncode, r.stderr[-2000:])
     assert "terminate called" not in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_exit_does_not_wait_for_a_read_a_loader_timeout_abandoned():
+    """A read found hung by ``timeout=`` is left to itself: the exit does not wait for it."""
+    code = textwrap.dedent(
+        """
+        import time, torch, fastpipe
+        class Hung(torch.utils.data.Dataset):
+            def __len__(self):
+                return 4
+            def __getitem__(self, i):
+                time.sleep(600 if i == 1 else 0)
+                return {"i": torch.tensor(i)}
+        try:
+            list(fastpipe.ThreadDataLoader(Hung(), timeout=1))
+        except RuntimeError:
+            print("timed out")
+        """
+    )
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "timed out", r.stderr[-2000:]
+    assert time.monotonic() - t0 < 40  # not the exit hook's 60 s
+    assert "left running at interpreter exit" in r.stderr
