@@ -20,10 +20,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastpipe.runtime import _exit, _openmp
+from fastpipe.runtime._daemon_pool import DaemonPool
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 _END = "end"
@@ -42,9 +42,10 @@ def producer_loop(q: queue.Queue, stop: threading.Event, produce: Iterator[Any])
         put_until_stopped(q, (_ERROR, err), stop)
 
 
-def _fetch_pool(num_workers: int) -> ThreadPoolExecutor:
-    """The fetch threads of one run, sharing the cores (see :mod:`fastpipe.runtime._openmp`)."""
-    return ThreadPoolExecutor(
+def _fetch_pool(num_workers: int) -> DaemonPool:
+    """The fetch threads of one run, sharing the cores (see :mod:`fastpipe.runtime._openmp`); daemon
+    threads, so that a read left hung after a ``timeout`` does not hold the interpreter's exit."""
+    return DaemonPool(
         num_workers,
         thread_name_prefix="fastpipe-fetch",
         initializer=_openmp.set_this_thread,
@@ -212,10 +213,12 @@ class LoaderRun:
         with self._lock:
             self._stopped = True
         self.stop_event.set()
-        if not self._abandoned:
-            self._join(deadline)
-        if self.pool is not None:
+        if self._abandoned:
+            return
+        self._join(deadline)
+        if self.pool is not None:  # daemon threads: joined here, or a read in a torch op would abort the exit
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.join(deadline)
 
     def _join(self, deadline: float | None = None) -> None:
         """Join the producer (by ``deadline``, if given), draining the queue so that it never blocks on it."""

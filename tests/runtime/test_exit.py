@@ -61,8 +61,10 @@ def test_exit_while_a_thread_is_inside_a_torch_op_is_clean(what, seconds):
 
 
 @pytest.mark.timeout(120)
-def test_exit_does_not_wait_for_a_read_a_loader_timeout_abandoned():
-    """A read found hung by ``timeout=`` is left to itself: the exit does not wait for it."""
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_exit_does_not_wait_for_a_read_a_loader_timeout_abandoned(num_workers):
+    """A read found hung by ``timeout=`` is left to itself: the exit does not wait for it. With fetch
+    workers (ThreadPoolExecutor threads, which the interpreter joins at exit) the script never exited."""
     code = textwrap.dedent(
         """
         import time, torch, fastpipe
@@ -71,15 +73,15 @@ def test_exit_does_not_wait_for_a_read_a_loader_timeout_abandoned():
                 return 4
             def __getitem__(self, i):
                 time.sleep(600 if i == 1 else 0)
-                return {"i": torch.tensor(i)}
+                return {{"i": torch.tensor(i)}}
         try:
-            list(fastpipe.ThreadDataLoader(Hung(), timeout=1))
+            list(fastpipe.ThreadDataLoader(Hung(), timeout=1, num_workers={num_workers}))
         except RuntimeError:
             print("timed out")
         """
-    )
+    ).format(num_workers=num_workers)
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "timed out", r.stderr[-2000:]
     assert time.monotonic() - t0 < 40  # not the exit hook's 60 s
     assert "left running at interpreter exit" in r.stderr
