@@ -250,3 +250,29 @@ def test_fetch_threads_never_mix_two_draws_of_a_monai_random_transform(wrap):
     four, two = epochs(4), epochs(2)
     assert all(torch.equal(a, b) for a, b in zip(four, two, strict=True))
     assert not torch.equal(four[0], four[len(four) // 3])  # the next epoch draws anew
+
+
+class _LazyHandle(torch.utils.data.Dataset):
+    """Opens its file on first read; pickling drops the handle, so each worker process opens its own."""
+
+    def __init__(self):
+        self.handle = None
+        self.transform = M.Compose([M.RandFlipd("x", prob=0.5, spatial_axis=0)])
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "handle"}
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        self.handle = self.handle or object()
+        return self.transform({"x": torch.full((1, 2, 2), float(i))})
+
+
+@pytest.mark.timeout(60)
+def test_fetch_thread_copies_keep_the_attributes_pickling_drops():
+    """The copies were made with copy.copy, which goes through __getstate__: a dataset that drops its
+    file handle when pickled lost the attribute, and every read raised AttributeError."""
+    batches = list(fp.ThreadDataLoader(_LazyHandle(), batch_size=4, num_workers=2, seed=0))
+    assert [b["x"].shape for b in batches] == [(4, 1, 2, 2)] * 2

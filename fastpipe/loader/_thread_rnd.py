@@ -68,7 +68,7 @@ def random_paths(obj: Any, path: Path = (), seen: set[int] | None = None) -> lis
 
 def _copy_paths(dataset: Any, paths: list[Path]) -> tuple[Any, list[Any]]:
     """``(copy of dataset, its random transforms)``: shallow copies down each path, a deep copy at its end."""
-    root = copy.copy(dataset)
+    root = _shallow(dataset)
     copies: dict[Path, Any] = {(): root}
     tuples = []  # copied as lists to set their items, made tuples again once done (deepest first)
     leaves = []
@@ -81,7 +81,7 @@ def _copy_paths(dataset: Any, paths: list[Path]) -> tuple[Any, list[Any]]:
                 if depth == len(path):
                     new = copy.deepcopy(original)
                 else:
-                    new = list(original) if isinstance(original, tuple) else copy.copy(original)
+                    new = list(original) if isinstance(original, tuple) else _shallow(original)
                     if isinstance(original, tuple):
                         tuples.append(sub)
                 copies[sub] = _set_child(parent, sub[-1], new)
@@ -90,6 +90,19 @@ def _copy_paths(dataset: Any, paths: list[Path]) -> tuple[Any, list[Any]]:
     for sub in sorted(tuples, key=len, reverse=True):
         _set_child(copies[sub[:-1]], sub[-1], tuple(copies[sub]))
     return root, leaves
+
+
+def _shallow(obj: Any) -> Any:
+    """A new object of ``obj``'s class sharing its attributes, without ``__getstate__``/``__copy__``: a dataset
+    whose pickling drops a file handle (reopened in each worker process) keeps it here, as a thread shares it."""
+    if isinstance(obj, list):
+        return list(obj)
+    try:
+        new = object.__new__(type(obj))
+    except TypeError:  # a builtin's subclass (a dict's, say): its contents need its own copy
+        return copy.copy(obj)
+    new.__dict__.update(vars(obj))
+    return new
 
 
 def _child(parent: Any, key: Any) -> Any:
