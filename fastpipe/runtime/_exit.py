@@ -69,8 +69,14 @@ def stop_all(timeout: float = EXIT_JOIN_S) -> None:
         )
 
 
-_register = getattr(threading, "_register_atexit", None)  # runs before threads are joined and atexit
-if callable(_register):
-    _register(stop_all)
-else:
-    atexit.register(stop_all)
+def _install() -> None:
+    """``threading``'s exit hook (before threads are joined and :mod:`atexit` runs; private, so looked up),
+    else :mod:`atexit`."""
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        register(stop_all)
+    except (TypeError, RuntimeError):  # absent, or the interpreter is already shutting down
+        atexit.register(stop_all)
+
+
+_install()
