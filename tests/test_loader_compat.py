@@ -276,3 +276,30 @@ def test_fetch_thread_copies_keep_the_attributes_pickling_drops():
     file handle when pickled lost the attribute, and every read raised AttributeError."""
     batches = list(fp.ThreadDataLoader(_LazyHandle(), batch_size=4, num_workers=2, seed=0))
     assert [b["x"].shape for b in batches] == [(4, 1, 2, 2)] * 2
+
+
+@pytest.mark.timeout(120)
+def test_a_monai_smartcache_read_with_workers_keeps_monai_s_windows_after_set_data():
+    """MONAI's loader seeds a dataset's random state only with num_workers=0; fastpipe's seeded it always,
+    which reseeded a MONAI SmartCacheDataset's shuffle, so its set_data() windows differed from MONAI's."""
+
+    def windows(loader_cls) -> list[list[int]]:
+        torch.manual_seed(0)
+        data = [{"id": i} for i in range(12)]
+        ds = monai.data.SmartCacheDataset(
+            data, None, cache_num=4, replace_rate=0.5, shuffle=True, seed=3, progress=False
+        )
+        loader = loader_cls(ds, batch_size=2, num_workers=2)
+        out = []
+        ds.start()
+        for epoch in range(4):
+            if epoch == 2:
+                ds.shutdown()
+                ds.set_data([{"id": 100 + i} for i in range(12)])
+                ds.start()
+            out.append(sorted(int(i) for b in loader for i in b["id"]))
+            ds.update_cache()
+        ds.shutdown()
+        return out
+
+    assert windows(fp.ThreadDataLoader) == windows(monai.data.ThreadDataLoader)

@@ -147,7 +147,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         self.buffer_size, self.repeats = int(buffer_size), int(repeats)
         self.collate_fn = collate_fn or list_data_collate
         self.generator = generator
-        seed_monai_dataset(dataset, generator)  # before any draw here: the seed MONAI's loader would give it
+        # before any draw here: the seed MONAI's loader would give it
+        seed_monai_dataset(dataset, generator, int(num_workers))
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
         self.device = None if device is None else torch.device(device)
         self.even_batches = even_batches
