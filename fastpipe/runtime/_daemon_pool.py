@@ -112,13 +112,19 @@ class DaemonPool:
 def _work(
     jobs: queue.SimpleQueue, initializer: Callable[..., Any] | None, initargs: tuple, _pool: weakref.ref
 ) -> None:
-    if initializer is not None:
-        initializer(*initargs)
+    broken: BaseException | None = None
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+    except BaseException as err:  # noqa: BLE001 - every job this thread takes fails with it (nothing waits for ever)
+        broken = err
     while (job := jobs.get()) is not None:
         future, fn, args = job
         if not future.set_running_or_notify_cancel():
             continue
         try:
+            if broken is not None:
+                raise RuntimeError("DaemonPool: the thread's initializer failed") from broken
             future.set_result(fn(*args))
         except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
             future.set_exception(err)

@@ -49,3 +49,15 @@ def test_a_pool_dropped_without_shutdown_ends_its_threads():
     while _threads("tp-b") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _threads("tp-b") == []
+
+
+@pytest.mark.timeout(20)
+def test_a_failing_initializer_fails_the_jobs_instead_of_hanging_them():
+    def bad_init():
+        raise OSError("no OpenMP here")
+
+    pool = DaemonPool(2, "tp-c", initializer=bad_init)
+    with pytest.raises(RuntimeError, match="initializer failed") as info:
+        pool.submit(lambda: 1).result(timeout=10)
+    assert isinstance(info.value.__cause__, OSError)
+    pool.shutdown(wait=True)
