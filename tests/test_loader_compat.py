@@ -303,3 +303,20 @@ def test_a_monai_smartcache_read_with_workers_keeps_monai_s_windows_after_set_da
         return out
 
     assert windows(fp.ThreadDataLoader) == windows(monai.data.ThreadDataLoader)
+
+
+@pytest.mark.timeout(60)
+def test_random_transforms_that_cannot_be_copied_make_the_reads_take_turns():
+    """A random transform holding a lock cannot be deep-copied: one warning, and the reads stay aligned."""
+    import threading
+
+    class LockedCrop(M.RandSpatialCropd):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.lock = threading.Lock()
+
+    chain = M.Compose([LockedCrop(KEYS, roi_size=(6, 6, 6), random_size=False)])
+    loader = fp.ThreadDataLoader(monai.data.Dataset(_aligned_pairs(16), chain), batch_size=4, num_workers=3)
+    with pytest.warns(RuntimeWarning, match="read one at a time"):
+        batches = list(loader)
+    assert all(torch.equal(b["image"], b["label"]) for b in batches) and len(batches) == 4
