@@ -116,9 +116,8 @@ class Replacer:
         self._stop.set()  # not started
         self.store_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._left: list[
-            threading.Thread
-        ] = []  # workers a stop() did not join in time, still finishing an item
+        # workers a stop() did not join in time, still finishing an item (joined at interpreter exit)
+        self._left: list[threading.Thread] = []
         self._done: set[int] = set()
         self._busy = 0  # items submitted and not yet reported; any thread may wait for 0 (wait_idle)
         self._idle = threading.Condition()
