@@ -320,3 +320,23 @@ def test_random_transforms_that_cannot_be_copied_make_the_reads_take_turns():
     with pytest.warns(RuntimeWarning, match="read one at a time"):
         batches = list(loader)
     assert all(torch.equal(b["image"], b["label"]) for b in batches) and len(batches) == 4
+
+
+@pytest.mark.timeout(120)
+def test_fetch_thread_copies_reseed_the_states_of_nested_one_of_chains():
+    """A random state deep inside the chain (Compose > OneOf > Compose > OneOf > Compose > RandAffined > its
+    RandAffine > its grid, each list a level too) was out of the walk's reach (8 levels): not reseeded per
+    item, so the draws depended on which copy read an item, and num_workers changed the batches."""
+
+    def chain():
+        affine = M.RandAffined(KEYS, prob=1.0, rotate_range=0.3, mode="nearest")
+        pick = M.OneOf([M.Compose([affine]), M.RandFlipd(KEYS, prob=1.0)])
+        crop = M.RandSpatialCropd(KEYS, roi_size=(6, 6, 6), random_size=False)
+        return M.Compose([M.OneOf([M.Compose([pick, crop]), M.Compose([crop])])])
+
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        ds = monai.data.Dataset(_aligned_pairs(16), chain())
+        loader = fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=2)
+        return [b["image"].as_tensor() for _ in range(3) for b in loader]
+
+    assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(3), strict=True))

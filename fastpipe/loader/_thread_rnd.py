@@ -28,7 +28,10 @@ import numpy as np
 import torch
 
 MAX_SEED = 2**32  # MONAI's: a numpy RandomState seed is below it
-_MAX_DEPTH = 8
+_MAX_DEPTH = 8  # from the dataset down to a random transform
+_MAX_STATE_DEPTH = (
+    16  # inside a transform down to its random states (nested Compose / OneOf / sub-transforms)
+)
 Path = tuple[Any, ...]  # attribute names (str) and list/tuple positions (int) from the dataset down
 
 
@@ -119,7 +122,7 @@ def _set_child(parent: Any, key: Any, new: Any) -> Any:
 
 def _states(obj: Any, found: list[Any], seen: set[int], depth: int = 0) -> None:
     """Append the random states reachable from ``obj`` (numpy ``RandomState``, ``torch.Generator``) to ``found``."""
-    if id(obj) in seen or depth > _MAX_DEPTH or isinstance(obj, (torch.Tensor, np.ndarray, str, bytes)):
+    if id(obj) in seen or depth > _MAX_STATE_DEPTH or isinstance(obj, (torch.Tensor, np.ndarray, str, bytes)):
         return
     seen.add(id(obj))
     if isinstance(obj, (np.random.RandomState, torch.Generator)):
