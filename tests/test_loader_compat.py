@@ -340,3 +340,24 @@ def test_fetch_thread_copies_reseed_the_states_of_nested_one_of_chains():
         return [b["image"].as_tensor() for _ in range(3) for b in loader]
 
     assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(3), strict=True))
+
+
+@pytest.mark.timeout(120)
+def test_an_array_dataset_read_by_fetch_threads_is_the_same_whatever_num_workers():
+    """MONAI's ArrayDataset seeds its transforms per item from its own R: the copies shared the original's,
+    drawn in whichever order the threads came, so num_workers changed the crops."""
+    volumes = [np.random.RandomState(i).rand(1, 16, 16, 16).astype(np.float32) for i in range(16)]
+
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        def crop():
+            return M.Compose([M.RandSpatialCrop((6, 6, 6), random_size=False)])
+
+        ds = monai.data.ArrayDataset(volumes, crop(), volumes, crop())
+        out = []
+        for _ in range(3):
+            for image, seg in fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=1):
+                assert torch.equal(image, seg)  # the pair is cropped alike
+                out.append(image.as_tensor())
+        return out
+
+    assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(4), strict=True))

@@ -69,10 +69,11 @@ def random_paths(obj: Any, path: Path = (), seen: set[int] | None = None) -> lis
     ]
 
 
-def _copy_paths(dataset: Any, paths: list[Path]) -> tuple[Any, list[Any]]:
-    """``(copy of dataset, its random transforms)``: shallow copies down each path, a deep copy at its end."""
+def _copy_paths(dataset: Any, paths: list[Path]) -> tuple[Any, list[Any], list[Any]]:
+    """``(copy of dataset, its random transforms, every object copied)``: shallow copies down each path, a
+    deep copy at its end."""
     root = _shallow(dataset)
-    copies: dict[Path, Any] = {(): root}
+    copies: dict[Path, Any] = {(): root}  # the dataset and the objects down to each leaf, copied
     tuples = []  # copied as lists to set their items, made tuples again once done (deepest first)
     leaves = []
     for path in paths:
@@ -92,7 +93,20 @@ def _copy_paths(dataset: Any, paths: list[Path]) -> tuple[Any, list[Any]]:
         leaves.append(parent)
     for sub in sorted(tuples, key=len, reverse=True):
         _set_child(copies[sub[:-1]], sub[-1], tuple(copies[sub]))
-    return root, leaves
+    return root, leaves, list(copies.values())
+
+
+def _own_states(nodes: list[Any]) -> list[np.random.RandomState]:
+    """The copied datasets that draw themselves (MONAI's ``ArrayDataset`` seeds its transforms from its own
+    ``R`` per item), each given its own ``R``: the original's is shared by every copy, and drawn in
+    whichever order the threads come."""
+    states = []
+    for node in nodes:
+        if isinstance(node, torch.utils.data.Dataset) and callable(_attr(node, "set_random_state")):
+            node.set_random_state(seed=0)
+            if isinstance(vars(node).get("R"), np.random.RandomState):
+                states.append(vars(node)["R"])
+    return states
 
 
 def _shallow(obj: Any) -> Any:
@@ -135,14 +149,14 @@ def _states(obj: Any, found: list[Any], seen: set[int], depth: int = 0) -> None:
             _states(value, found, seen, depth + 1)
 
 
-def reseeder(leaves: list[Any]) -> Callable[[int], None]:
+def reseeder(leaves: list[Any], nodes: list[Any] = ()) -> Callable[[int], None]:
     """``reseed(seed)`` for a copy's random transforms. Each is given its own state once (MONAI's class-level
     ``R`` would be shared by every copy); then every random state found inside them (numpy ``RandomState``,
     ``torch.Generator``: MONAI's ``Compose`` does not reseed a fastpipe transform it holds) is reseeded in
     place per read (a new ``RandomState`` costs about 100 us); a transform holding none is given
     ``set_random_state`` again."""
-    states: list[Any] = []
-    calls, seen = [], set()
+    states: list[Any] = _own_states(list(nodes))
+    calls, seen = [], {id(state) for state in states}
     for leaf in leaves:
         leaf.set_random_state(seed=0)
         found: list[Any] = []
@@ -188,8 +202,8 @@ class ThreadCopies:
             pair = self._free.pop() if self._free else None
         if pair is None:
             try:
-                root, leaves = _copy_paths(self.dataset, self.paths)
-                pair = root, reseeder(leaves)
+                root, leaves, nodes = _copy_paths(self.dataset, self.paths)
+                pair = root, reseeder(leaves, nodes)
             except Exception as err:  # noqa: BLE001 - any copy that fails: the reads take turns instead
                 self._take_turns(err)
                 with self._turns:
