@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -393,6 +394,13 @@ def test_cache_num_at_least_len_falls_back_to_full_cache():
         assert not ds.is_started()
     with pytest.warns(UserWarning, match="falls back"):
         assert len(smart(6, 100)) == 6
+
+
+@pytest.mark.timeout(20)
+def test_a_numpy_int_cache_num_is_taken_as_monai_takes_it():
+    """MONAI takes int(cache_num); fastpipe refused np.int64(4) (a count computed with numpy) with a TypeError."""
+    with smart(cache_num=np.int64(4), shuffle=False) as ds:
+        assert len(ds) == 4 and type(ds.cache_num) is int and ds.replace_num == 2
 
 
 @pytest.mark.timeout(20)
