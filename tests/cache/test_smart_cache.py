@@ -404,6 +404,14 @@ def test_a_numpy_int_cache_num_is_taken_as_monai_takes_it():
 
 
 @pytest.mark.timeout(20)
+def test_monai_s_positional_replace_rate_is_refused_with_the_order_explained():
+    """MONAI's SmartCacheDataset(data, transform, 0.2, 10) passes replace_rate third; fastpipe's third
+    parameter is cache_num, and the TypeError said only 'cache_num must be an int, got float 0.2'."""
+    with pytest.raises(TypeError, match="takes replace_rate third and cache_num fourth"):
+        SmartCacheDataset(make_data(10), volume, 0.2, 4, progress=False)
+
+
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
