@@ -212,3 +212,152 @@ def test_a_monai_datasets_random_transforms_are_seeded_as_monais_loader_seeds_th
     torch.manual_seed(0)
     fp.ThreadDataLoader(monai.data.Dataset([{"img": torch.zeros(1)}], M.RandFlipd("img")), seed=1)
     assert torch.equal(torch.rand(3), want)  # the user's later draws are left as they were
+
+
+def _aligned_pairs(n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        vol = torch.rand((1, 40, 40, 40), generator=g)
+        out.append({"image": vol, "label": vol.clone()})
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("wrap", ["Dataset", "random_split"])
+def test_fetch_threads_never_mix_two_draws_of_a_monai_random_transform(wrap):
+    """MONAI's workers are processes, each with its own transforms; fastpipe's fetch threads shared the
+    dataset's, so one thread's RandSpatialCropd draw cropped another thread's item: image and label
+    cropped at different places (a third of the items), silently. Each read now has its own copy,
+    seeded per item (a fastpipe step inside MONAI's Compose too): aligned, and the same batches
+    whatever num_workers is."""
+
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        crop = M.RandSpatialCropd(KEYS, roi_size=(6, 6, 6), random_size=False)
+        chain = M.Compose([crop, fp.transforms.RandFlipd(KEYS, prob=0.5, spatial_axis=0)])
+        ds = monai.data.Dataset(_aligned_pairs(48), chain)
+        if wrap == "random_split":  # a torch Subset: read with __getitems__, whole batches in parallel
+            ds = torch.utils.data.random_split(ds, [40, 8], generator=torch.Generator().manual_seed(0))[0]
+        loader = fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=5)
+        out = []
+        for _ in range(3):
+            for b in loader:
+                mixed = (b["image"] != b["label"]).flatten(1).any(1)
+                assert not mixed.any(), f"{int(mixed.sum())} items with image and label cropped apart"
+                out.append(b["image"])
+        return out
+
+    four, two = epochs(4), epochs(2)
+    assert all(torch.equal(a, b) for a, b in zip(four, two, strict=True))
+    assert not torch.equal(four[0], four[len(four) // 3])  # the next epoch draws anew
+
+
+class _LazyHandle(torch.utils.data.Dataset):
+    """Opens its file on first read; pickling drops the handle, so each worker process opens its own."""
+
+    def __init__(self):
+        self.handle = None
+        self.transform = M.Compose([M.RandFlipd("x", prob=0.5, spatial_axis=0)])
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "handle"}
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        self.handle = self.handle or object()
+        return self.transform({"x": torch.full((1, 2, 2), float(i))})
+
+
+@pytest.mark.timeout(60)
+def test_fetch_thread_copies_keep_the_attributes_pickling_drops():
+    """The copies were made with copy.copy, which goes through __getstate__: a dataset that drops its
+    file handle when pickled lost the attribute, and every read raised AttributeError."""
+    batches = list(fp.ThreadDataLoader(_LazyHandle(), batch_size=4, num_workers=2, seed=0))
+    assert [b["x"].shape for b in batches] == [(4, 1, 2, 2)] * 2
+
+
+@pytest.mark.timeout(120)
+def test_a_monai_smartcache_read_with_workers_keeps_monai_s_windows_after_set_data():
+    """MONAI's loader seeds a dataset's random state only with num_workers=0; fastpipe's seeded it always,
+    which reseeded a MONAI SmartCacheDataset's shuffle, so its set_data() windows differed from MONAI's."""
+
+    def windows(loader_cls) -> list[list[int]]:
+        torch.manual_seed(0)
+        data = [{"id": i} for i in range(12)]
+        ds = monai.data.SmartCacheDataset(
+            data, None, cache_num=4, replace_rate=0.5, shuffle=True, seed=3, progress=False
+        )
+        loader = loader_cls(ds, batch_size=2, num_workers=2)
+        out = []
+        ds.start()
+        for epoch in range(4):
+            if epoch == 2:
+                ds.shutdown()
+                ds.set_data([{"id": 100 + i} for i in range(12)])
+                ds.start()
+            out.append(sorted(int(i) for b in loader for i in b["id"]))
+            ds.update_cache()
+        ds.shutdown()
+        return out
+
+    assert windows(fp.ThreadDataLoader) == windows(monai.data.ThreadDataLoader)
+
+
+@pytest.mark.timeout(60)
+def test_random_transforms_that_cannot_be_copied_make_the_reads_take_turns():
+    """A random transform holding a lock cannot be deep-copied: one warning, and the reads stay aligned."""
+    import threading
+
+    class LockedCrop(M.RandSpatialCropd):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.lock = threading.Lock()
+
+    chain = M.Compose([LockedCrop(KEYS, roi_size=(6, 6, 6), random_size=False)])
+    loader = fp.ThreadDataLoader(monai.data.Dataset(_aligned_pairs(16), chain), batch_size=4, num_workers=3)
+    with pytest.warns(RuntimeWarning, match="read one at a time"):
+        batches = list(loader)
+    assert all(torch.equal(b["image"], b["label"]) for b in batches) and len(batches) == 4
+
+
+@pytest.mark.timeout(120)
+def test_fetch_thread_copies_reseed_the_states_of_nested_one_of_chains():
+    """A random state deep inside the chain (Compose > OneOf > Compose > OneOf > Compose > RandAffined > its
+    RandAffine > its grid, each list a level too) was out of the walk's reach (8 levels): not reseeded per
+    item, so the draws depended on which copy read an item, and num_workers changed the batches."""
+
+    def chain():
+        affine = M.RandAffined(KEYS, prob=1.0, rotate_range=0.3, mode="nearest")
+        pick = M.OneOf([M.Compose([affine]), M.RandFlipd(KEYS, prob=1.0)])
+        crop = M.RandSpatialCropd(KEYS, roi_size=(6, 6, 6), random_size=False)
+        return M.Compose([M.OneOf([M.Compose([pick, crop]), M.Compose([crop])])])
+
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        ds = monai.data.Dataset(_aligned_pairs(16), chain())
+        loader = fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=2)
+        return [b["image"].as_tensor() for _ in range(3) for b in loader]
+
+    assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(3), strict=True))
+
+
+@pytest.mark.timeout(120)
+def test_an_array_dataset_read_by_fetch_threads_is_the_same_whatever_num_workers():
+    """MONAI's ArrayDataset seeds its transforms per item from its own R: the copies shared the original's,
+    drawn in whichever order the threads came, so num_workers changed the crops."""
+    volumes = [np.random.RandomState(i).rand(1, 16, 16, 16).astype(np.float32) for i in range(16)]
+
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        def crop():
+            return M.Compose([M.RandSpatialCrop((6, 6, 6), random_size=False)])
+
+        ds = monai.data.ArrayDataset(volumes, crop(), volumes, crop())
+        out = []
+        for _ in range(3):
+            for image, seg in fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=1):
+                assert torch.equal(image, seg)  # the pair is cropped alike
+                out.append(image.as_tensor())
+        return out
+
+    assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(4), strict=True))

@@ -27,7 +27,7 @@ import torch
 
 from fastpipe.cache._item_errors import failure
 from fastpipe.cache.errors import ReplacementError
-from fastpipe.runtime import _openmp
+from fastpipe.runtime import _exit, _openmp
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,12 @@ class Replacer:
         self._stop.set()  # not started
         self.store_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # workers a stop() did not join in time, still finishing an item (joined at interpreter exit)
+        self._left: list[threading.Thread] = []
         self._done: set[int] = set()
         self._busy = 0  # items submitted and not yet reported; any thread may wait for 0 (wait_idle)
         self._idle = threading.Condition()
+        _exit.stop_at_exit(self)
 
     def _guarded_store(self, stop: threading.Event, index: int, entry: Any) -> None:
         with self.store_lock:
@@ -245,6 +248,7 @@ class Replacer:
             t.join(max(0.0, deadline - time.monotonic()))
         left = [t for t in self._threads if t.is_alive()]
         self._threads = []  # a worker left computing discards its item and exits: not this pool's any more
+        self._left = [t for t in (*self._left, *left) if t.is_alive()]  # joined at interpreter exit
         drain(self._jobs)
         drain(self._results)
         self._done.clear()
@@ -252,6 +256,16 @@ class Replacer:
             self._busy = 0
             self._idle.notify_all()
         return left
+
+    #: replacement workers stop after the loader runs at interpreter exit (a producer may start a round)
+    exit_order = 1
+
+    def stop_at_exit(self, deadline: float) -> None:
+        """At interpreter exit (:mod:`fastpipe.runtime._exit`): stop, and join every worker of this pool,
+        those an earlier :meth:`stop` left finishing an item too, by ``deadline`` (``time.monotonic()``)."""
+        self._stop.set()
+        for t in (*self._threads, *self._left):
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 def release(replacer: Replacer, core: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,14 @@ def check_args(cache_num: Any, replace_rate: Any, cache_rate: Any) -> None:
     """Validate ``SmartCacheDataset``'s sizes: ``TypeError``/``ValueError`` with the value received."""
     if cache_num is None:  # MONAI's default: the window is int(len(data) * cache_rate)
         pass
-    elif isinstance(cache_num, bool) or not isinstance(cache_num, int):
-        raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}")
+    elif isinstance(cache_num, bool) or not isinstance(cache_num, numbers.Integral):  # numpy's ints too
+        hint = ""
+        if isinstance(cache_num, float) and 0.0 < cache_num <= 1.0:  # MONAI's third parameter is replace_rate
+            hint = (
+                " (a rate? MONAI's SmartCacheDataset takes replace_rate third and cache_num fourth, fastpipe's "
+                "cache_num third: pass both by keyword)"
+            )
+        raise TypeError(f"cache_num must be an int, got {type(cache_num).__name__} {cache_num!r}{hint}")
     elif cache_num <= 0:
         raise ValueError(f"cache_num must be > 0, got {cache_num} (None: int(len(data) * cache_rate))")
     if not 0.0 < float(replace_rate) <= 1.0:

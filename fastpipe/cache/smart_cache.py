@@ -147,7 +147,7 @@ class SmartCacheDataset(SmartRounds, CachedReads):
         self, cache_num: int | None, replace_rate: float, cache_rate: float, shuffle: bool, seed: int
     ) -> None:
         n = len(self._inputs)
-        self.cache_num = min(n if cache_num is None else cache_num, n, max(1, int(n * cache_rate)))
+        self.cache_num = min(n if cache_num is None else int(cache_num), n, max(1, int(n * cache_rate)))
         if self.cache_num >= n:
             asked = f"cache_num={cache_num}" if cache_num is not None else f"cache_rate={cache_rate}"
             warnings.warn(

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastpipe.loader._iterable import is_iterable
 from fastpipe.loader._run import LoaderRun
+from fastpipe.loader._thread_rnd import ThreadCopies, thread_copies
 
 
 class RunsAhead:
@@ -25,6 +26,7 @@ class RunsAhead:
         self._ahead_lock = threading.Lock()
         self._gen = 0  # runs of an older generation were dropped as stale: their end starts nothing
         self._runs: weakref.WeakSet[LoaderRun] = weakref.WeakSet()
+        self._rnd_copies: ThreadCopies | None = None  # the fetch threads' copies of the random transforms
 
     def _begin_epoch(self) -> LoaderRun:
         """The run of the epoch the loop starts now: the one made ahead if it is still good, else a new one."""
@@ -49,6 +51,8 @@ class RunsAhead:
 
     def _start(self, epoch: int) -> LoaderRun:
         hook = None if is_iterable(self.dataset) else getattr(self.dataset, "prefetch", None)
+        # copies made afresh each epoch, as worker processes copy the dataset: a later set_data is seen
+        self._rnd_copies = thread_copies(self.dataset, self.num_workers)
         # the run's threads hold the loader weakly: a loader dropped by its user is collected, and its
         # __del__ stops the run (a run made ahead would else keep it, and itself, alive for good)
         ref, gen = weakref.ref(self), self._gen

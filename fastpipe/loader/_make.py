@@ -8,6 +8,8 @@ a fetch pool thread (:mod:`fastpipe.loader._run`).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,9 +40,9 @@ class BatchMaker:
             try:
                 data = indices if is_iterable(self.dataset) else self._fetch(indices, seed, pool)
             except Exception as err:  # the dataset's own error, with the batch's items named in a note
-                note = f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
-                if note not in getattr(err, "__notes__", ()):  # an error object raised again (cached)
-                    err.add_note(note)
+                _note(
+                    err, f"ThreadDataLoader: raised reading items {indices} of {type(self.dataset).__name__}"
+                )
                 raise
         t1 = time.perf_counter()
         with annotate("collate", "loader"):
@@ -82,15 +84,45 @@ class BatchMaker:
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
 
+        elif (copies := self._rnd_copies) is not None:  # fetch threads, random transforms: a copy per read
+            if callable(getattr(ds, "__getitems__", None)):
+                with copies.use(seed) as own:
+                    return own.__getitems__(indices)
+
+            def one(pos: int) -> Any:
+                with copies.use(batch_seed(seed, 0, 0, pos)) as own, _naming(ds, indices, pos):
+                    return own[indices[pos]]
+
         elif callable(getattr(ds, "__getitems__", None)):
             return ds.__getitems__(indices)
         else:
 
             def one(pos: int) -> Any:
-                return ds[indices[pos]]
+                with _naming(ds, indices, pos):
+                    return ds[indices[pos]]
 
         positions = range(len(indices))
         return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
+
+
+def _note(err: BaseException, note: str) -> None:
+    """Add ``note`` to ``err`` unless a loader note is there already (an item's, or an error object
+    raised again: a cached one)."""
+    if not any(n.startswith("ThreadDataLoader: raised reading") for n in getattr(err, "__notes__", ())):
+        err.add_note(note)
+
+
+@contextmanager
+def _naming(ds: Any, indices: list[int], pos: int) -> Iterator[None]:
+    """Name the item read (and its batch) in a note of the error it raises."""
+    try:
+        yield
+    except Exception as err:
+        _note(
+            err,
+            f"ThreadDataLoader: raised reading item {indices[pos]}, of items {indices} of {type(ds).__name__}",
+        )
+        raise
 
 
 def _leading_dim(batch: Any, default: int) -> int:

@@ -1,7 +1,7 @@
 """Seeding a MONAI dataset's random transforms when a ``ThreadDataLoader`` is made, as MONAI's loaders do.
 
 MONAI's ``DataLoader`` (and so its ``ThreadDataLoader``) draws one seed from torch's generator (the
-loader's ``generator``, else the global one) when it is made with ``num_workers=0``, and hands it to
+loader's ``generator``, else the global one) when it is made with ``num_workers=0`` (only then), and hands it to
 every ``Randomizable`` inside the dataset (``monai.data.utils.set_rnd``). That is what makes
 ``torch.manual_seed(0)`` give the same augmentations run after run. fastpipe's own datasets take a seed
 per batch (``fetch_seeded``) and need none of this; a MONAI dataset read by a fastpipe loader gets
@@ -18,10 +18,14 @@ from typing import Any
 import torch
 
 
-def seed_monai_dataset(dataset: Any, generator: torch.Generator | None) -> None:
-    """Seed ``dataset``'s MONAI random transforms from ``generator`` (or torch's) if it is a MONAI dataset."""
+def seed_monai_dataset(dataset: Any, generator: torch.Generator | None, num_workers: int = 0) -> None:
+    """Seed ``dataset``'s MONAI random transforms from ``generator`` (or torch's) if it is a MONAI dataset
+    and ``num_workers`` is 0. With workers MONAI's loader leaves the dataset alone (each worker seeds its
+    own copy; fastpipe's fetch threads seed theirs per item, :mod:`fastpipe.loader._thread_rnd`): a
+    seed here would also reseed a MONAI ``SmartCacheDataset``'s shuffle, so that a later ``set_data``
+    gave other windows than MONAI's."""
     utils = sys.modules.get("monai.data.utils")  # loaded whenever a MONAI dataset exists
-    if utils is None or not type(dataset).__module__.startswith("monai."):
+    if num_workers > 0 or utils is None or not type(dataset).__module__.startswith("monai."):
         return
     gen = torch.random.default_generator if generator is None else generator
     state = gen.get_state()

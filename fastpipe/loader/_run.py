@@ -20,10 +20,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastpipe.runtime import _openmp
+from fastpipe.runtime import _exit, _openmp
+from fastpipe.runtime._daemon_pool import DaemonPool
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
 
 _END = "end"
@@ -42,9 +42,10 @@ def producer_loop(q: queue.Queue, stop: threading.Event, produce: Iterator[Any])
         put_until_stopped(q, (_ERROR, err), stop)
 
 
-def _fetch_pool(num_workers: int) -> ThreadPoolExecutor:
-    """The fetch threads of one run, sharing the cores (see :mod:`fastpipe.runtime._openmp`)."""
-    return ThreadPoolExecutor(
+def _fetch_pool(num_workers: int) -> DaemonPool:
+    """The fetch threads of one run, sharing the cores (see :mod:`fastpipe.runtime._openmp`); daemon
+    threads, so that a read left hung after a ``timeout`` does not hold the interpreter's exit."""
+    return DaemonPool(
         num_workers,
         thread_name_prefix="fastpipe-fetch",
         initializer=_openmp.set_this_thread,
@@ -101,8 +102,9 @@ class LoaderRun:
             name="fastpipe-loader",
             daemon=True,
         )
-        self._stopped = False
+        self._stopped = self._abandoned = False  # abandoned: left to a hung read after a timeout
         self._lock = threading.Lock()
+        _exit.stop_at_exit(self)
         self.thread.start()
 
     def _produce(self) -> Iterator[Any]:
@@ -169,7 +171,7 @@ class LoaderRun:
     def _time_out(self) -> None:
         """Abandon the run (a hung read cannot be interrupted, so nothing is joined) and raise."""
         with self._lock:
-            self._stopped = True
+            self._stopped = self._abandoned = True
         self.stop_event.set()
         self._let_go()
         jobs = self.jobs if isinstance(self.jobs, list) else None  # an IterableDataset's are made as read
@@ -197,12 +199,33 @@ class LoaderRun:
         if self._on_own_thread():  # e.g. the loader's __del__ when its producer dropped the last reference
             self._let_go()
             return
-        while self.thread.is_alive():
+        self._join()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    #: loader runs stop first at interpreter exit: their producers may start SmartCache rounds
+    exit_order = 0
+
+    def stop_at_exit(self, deadline: float) -> None:
+        """At interpreter exit (:mod:`fastpipe.runtime._exit`): stop, and join the producer by ``deadline``
+        (``time.monotonic()``); the pool takes no new job. A run abandoned after a ``timeout`` is not
+        waited for: its read was found hung, and the exit would wait for it until the deadline."""
+        with self._lock:
+            self._stopped = True
+        self.stop_event.set()
+        if self._abandoned:
+            return
+        self._join(deadline)
+        if self.pool is not None:  # daemon threads: joined here, or a read in a torch op would abort the exit
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.join(deadline)
+
+    def _join(self, deadline: float | None = None) -> None:
+        """Join the producer (by ``deadline``, if given), draining the queue so that it never blocks on it."""
+        while self.thread.is_alive() and (deadline is None or time.monotonic() < deadline):
             drain(self.queue)
             self.thread.join(timeout=POLL_S)
         drain(self.queue)
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _let_go(self) -> None:
         """After the stop event, without joining: a producer blocked on the full queue moves on, sees the

@@ -43,7 +43,10 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         batch_size: items per batch (default 1).
         shuffle: reshuffle every epoch (default ``False``).
         num_workers: pool threads fetching items (per-item path) or whole batches (batched path) in
-            parallel; 0 fetches in the producer thread (default 0).
+            parallel; 0 fetches in the producer thread (default 0). With workers, a dataset that does not seed
+            its reads itself (a MONAI ``Dataset``) is read through copies of its random transforms, one per
+            read in flight, seeded per item, as worker processes each hold their own
+            (:mod:`fastpipe.loader._thread_rnd`).
         buffer_size: batches ready ahead of the consumer (default 2).
         repeats: yield each batch this many times (MONAI semantics; default 1).
         collate_fn: turns a list of items into a batch (default ``list_data_collate``).
@@ -89,7 +92,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
             MONAI's ``buffer_timeout`` and ``use_thread_workers`` are accepted (already so here).
 
     Threading contract: iterate from one thread. Leaving a loop early (``break``), an exception, or
-    :meth:`close` stops the producer and joins it. Producer errors re-raise in the consumer with
+    :meth:`close` stops the producer and joins it, as does the interpreter's exit with an iterator left
+    mid-epoch (:mod:`fastpipe.runtime._exit`). Producer errors re-raise in the consumer with
     their original traceback. ``timings`` gets one dict per batch: ``wait_s`` (consumer blocked),
     ``fetch_s``, ``collate_s``, ``h2d_s`` (producer side), ``batch_size``, ``num_crops``, and
     ``iter_s`` (consumer wall time from requesting this batch to requesting the next; an epoch's
@@ -143,7 +147,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
         self.buffer_size, self.repeats = int(buffer_size), int(repeats)
         self.collate_fn = collate_fn or list_data_collate
         self.generator = generator
-        seed_monai_dataset(dataset, generator)  # before any draw here: the seed MONAI's loader would give it
+        # before any draw here: the seed MONAI's loader would give it
+        seed_monai_dataset(dataset, generator, int(num_workers))
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed
         self.device = None if device is None else torch.device(device)
         self.even_batches = even_batches

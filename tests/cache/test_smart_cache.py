@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -393,6 +394,21 @@ def test_cache_num_at_least_len_falls_back_to_full_cache():
         assert not ds.is_started()
     with pytest.warns(UserWarning, match="falls back"):
         assert len(smart(6, 100)) == 6
+
+
+@pytest.mark.timeout(20)
+def test_a_numpy_int_cache_num_is_taken_as_monai_takes_it():
+    """MONAI takes int(cache_num); fastpipe refused np.int64(4) (a count computed with numpy) with a TypeError."""
+    with smart(cache_num=np.int64(4), shuffle=False) as ds:
+        assert len(ds) == 4 and type(ds.cache_num) is int and ds.replace_num == 2
+
+
+@pytest.mark.timeout(20)
+def test_monai_s_positional_replace_rate_is_refused_with_the_order_explained():
+    """MONAI's SmartCacheDataset(data, transform, 0.2, 10) passes replace_rate third; fastpipe's third
+    parameter is cache_num, and the TypeError said only 'cache_num must be an int, got float 0.2'."""
+    with pytest.raises(TypeError, match="takes replace_rate third and cache_num fourth"):
+        SmartCacheDataset(make_data(10), volume, 0.2, 4, progress=False)
 
 
 @pytest.mark.timeout(20)

@@ -263,3 +263,14 @@ def test_a_datasets_error_names_the_batchs_items_and_the_next_epoch_works(num_wo
     ds.fail = False
     assert _values(loader) == list(range(6))
     assert _loader_threads() == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_datasets_error_names_the_item_that_raised_it(num_workers):
+    """The note named the whole batch ('items [2, 3]'; 32 indices at batch_size=32), not the item."""
+    loader = ThreadDataLoader(_Failing(), batch_size=2, num_workers=num_workers)
+    with pytest.raises(ValueError, match="bad voxel") as info:
+        list(loader)
+    notes = getattr(info.value, "__notes__", [])
+    assert notes == ["ThreadDataLoader: raised reading item 3, of items [2, 3] of _Failing"]
