@@ -77,8 +77,12 @@ class SmartRounds:
         A call directly after :class:`~fastpipe.ThreadDataLoader`'s own epoch-end call (MONAI code that
         still calls it each epoch) is skipped with one warning: one swap per epoch, not two.
         """
-        if self.replace_num == 0 or self._swap_guard.skip_user_call():
-            return
+        with self._swap_guard.serial:  # one swap at a time: the loader's waits for a user's, and back
+            if self.replace_num == 0 or self._swap_guard.skip_user_call():
+                return
+            self._swap_round()
+
+    def _swap_round(self) -> None:
         was_started = self.is_started()
         self.start()
         with annotate("smartcache_wait", "wait"):
@@ -97,10 +101,16 @@ class SmartRounds:
         if late and lag > LAG_WARN_S:
             self._warn_lag(late, lag, was_started)
 
-    def loader_update_cache(self) -> None:
-        """:meth:`update_cache` as :class:`~fastpipe.ThreadDataLoader` calls it at an epoch end."""
-        with self._swap_guard.by_loader():
-            self.update_cache()
+    def loader_update_cache(self, token: object = None) -> None:
+        """:meth:`update_cache` as :class:`~fastpipe.ThreadDataLoader` calls it at the end of its epoch
+        ``token``; skipped when the loop's own call made this epoch's swap already (an ignite handler)."""
+        with self._swap_guard.serial, self._swap_guard.by_loader(token) as run:
+            if run:  # else a user's call made this epoch's swap (done: the next run reads its window)
+                self.update_cache()
+
+    def loader_epoch_received(self, token: object) -> None:
+        """:class:`~fastpipe.ThreadDataLoader`: the loop has received the last batch of epoch ``token``."""
+        self._swap_guard.epoch_received(token)
 
     def _swap(self, incoming: list[int]) -> list[int]:
         positions = [self._age.popleft() for _ in incoming]

@@ -8,6 +8,13 @@ often than user calls were skipped (each loader swap answers one user call: with
 ``persistent_workers`` the loader may swap for the next epoch before the loop's own call for this
 one), with one warning saying so. Without a loader no call is ever skipped.
 
+The other order: an ignite ``Engine`` ends its epoch after ``len(loader)`` batches without asking
+the iterator for its end, and an ``EPOCH_COMPLETED`` handler calls ``update_cache()`` before the
+loader's own epoch-end call, which comes when the next epoch asks the old iterator for a batch. Once
+the loop has received an epoch's last batch the loader says so (:meth:`SwapGuard.epoch_received`,
+with a token naming that epoch); a user call then swaps, and the loader's call for that epoch is
+skipped (:meth:`SwapGuard.answered`).
+
 Threading contract: the loader's call may run on its producer thread (``persistent_workers``) while
 the training loop calls ``update_cache()``; which call is the loader's is known per thread, and a
 user's call made during or after the loader's swap is the one skipped.
@@ -37,9 +44,9 @@ class SwapGuard:
 
     Example:
         >>> guard = SwapGuard()
-        >>> with guard.by_loader():
-        ...     guard.skip_user_call()  # the loader's own call: swap
-        False
+        >>> with guard.by_loader() as run:
+        ...     run, guard.skip_user_call()  # the loader's own call: swap
+        (True, False)
     """
 
     def __init__(self) -> None:
@@ -47,23 +54,49 @@ class SwapGuard:
         self.loader_swaps = 0
         self.skipped = 0
         self._warned = False
+        self._lock = threading.Lock()
+        self.serial = threading.RLock()  # held through a whole swap, the user's or the loader's
+        self._pending: object = None  # the epoch whose last batch the loop has, its loader swap to come
+        self._by_user: object = None  # an epoch whose loader swap a user call has made already
+        self._done: object = None  # the epoch of the loader's latest swap
+
+    def epoch_received(self, token: object) -> None:
+        """The loop has received the last batch of the loader's epoch ``token`` (its swap not made yet)."""
+        with self._lock:
+            if token != self._done:
+                self._pending = token
 
     @contextmanager
-    def by_loader(self) -> Iterator[None]:
-        """Wrap the loader's call; one user call during or after it is then skipped.
+    def by_loader(self, token: object = None) -> Iterator[bool]:
+        """Wrap the loader's call for its epoch ``token``; yields whether to swap: not when a user call
+        made that epoch's swap already (:meth:`epoch_received`). One user call during or after a swap
+        made here is then skipped.
 
         At most :data:`MAX_UNANSWERED` loader swaps wait for a user call (the epoch's own, and one a
         loader running ahead made for the next): a loop that never calls, then moves to another
         loader and calls every epoch, has none of its calls skipped after that. A loader swap that
         raised answers nothing: the user's retry runs.
         """
-        self.loader_swaps += 1  # counted at entry: a user call made during the swap is already answered
-        self.skipped = max(self.skipped, self.loader_swaps - MAX_UNANSWERED)
+        with self._lock:  # one decision with the user's call: never both, never neither
+            self._done = token
+            if self._pending == token:
+                self._pending = None
+            if token is not None and self._by_user == token:
+                self._by_user = None
+                run = False
+            else:
+                self.loader_swaps += 1  # counted at entry: a user call made during the swap is answered
+                self.skipped = max(self.skipped, self.loader_swaps - MAX_UNANSWERED)
+                run = True
+        if not run:
+            yield False
+            return
         self._local.active = True
         try:
-            yield
+            yield True
         except BaseException:
-            self.loader_swaps -= 1
+            with self._lock:
+                self.loader_swaps -= 1
             raise
         finally:
             self._local.active = False
@@ -72,10 +105,13 @@ class SwapGuard:
         """Whether this ``update_cache()`` call repeats a loader's swap (warns once)."""
         if getattr(self._local, "active", False):  # the loader's own call
             return False
-        if self.loader_swaps <= self.skipped:
-            return False
-        self.skipped += 1
-        if not self._warned:
-            self._warned = True
+        with self._lock:
+            if self.loader_swaps <= self.skipped:  # the loader's swap for an epoch the loop has is to come
+                if self._pending is not None:
+                    self._by_user, self._pending = self._pending, None
+                return False
+            self.skipped += 1
+            warn, self._warned = not self._warned, True
+        if warn:
             warnings.warn(DOUBLE_SWAP_MESSAGE, UserWarning, stacklevel=3)
         return True

@@ -41,13 +41,20 @@ class RunsAhead:
             stale.stop()
         return run
 
-    def _update_cache(self) -> None:
+    def _update_cache(self, epoch: int) -> None:
         # fastpipe's SmartCacheDataset only: it then skips a user's own update_cache() right after this
-        # one. A dataset with only update_cache() (MONAI's SmartCacheDataset) is left to the loop's own
-        # call, as MONAI's loaders leave it: calling it here too would move its window twice per epoch.
+        # one (or this one, after a user's call once the loop had the epoch's last batch). A dataset with
+        # only update_cache() (MONAI's SmartCacheDataset) is left to the loop's own call, as MONAI's
+        # loaders leave it: calling it here too would move its window twice per epoch.
         swap = getattr(self.dataset, "loader_update_cache", None)
         if callable(swap):
-            swap()
+            swap((id(self), epoch))
+
+    def _epoch_received(self, epoch: int) -> None:
+        """The loop has every batch of ``epoch``: a fastpipe SmartCache's swap for it is now due."""
+        mark = getattr(self.dataset, "loader_epoch_received", None)
+        if callable(mark):
+            mark((id(self), epoch))
 
     def _start(self, epoch: int) -> LoaderRun:
         hook = None if is_iterable(self.dataset) else getattr(self.dataset, "prefetch", None)
@@ -75,7 +82,7 @@ class RunsAhead:
             # left early (a steps-per-epoch break) never moves it, whatever the speed of the loop's step
             done_when_taken=callable(getattr(self.dataset, "loader_update_cache", None)),
         )
-        run.data_version = version
+        run.data_version, run.epoch = version, epoch
         self._runs.add(run)
         return run
 
@@ -109,7 +116,7 @@ class RunsAhead:
         and a swap now would move the new data's window before its first epoch."""
         if gen != self._gen or version != self._data_version():
             return
-        self._update_cache()
+        self._update_cache(epoch)
         if not self._may_run_ahead:
             return
         with self._ahead_lock:

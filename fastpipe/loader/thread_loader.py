@@ -197,13 +197,15 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
                 if ready is not None:  # the copy's event: the consumer's stream waits on it, no host sync
                     self._copier.hand_over(batch, ready)
                 clock.received(timing)
+                if run.all_taken.is_set():  # the epoch's last batch: its SmartCache swap is due
+                    self._epoch_received(run.epoch)
                 for _ in range(self.repeats):
                     yield batch
         finally:
             clock.left()
             run.stop()
         if not self.persistent_workers:
-            self._update_cache()
+            self._update_cache(run.epoch)
         clock.epoch_ended()  # the loop waited for the epoch's end too (a SmartCache swap): count it
 
     def stats(self) -> dict[str, Any]:

@@ -57,8 +57,13 @@ def stop_all(timeout: float = EXIT_JOIN_S) -> None:
                 owner.stop_at_exit(deadline)
             except Exception:  # noqa: BLE001 - one owner's failure must not keep the others running at exit
                 log.exception("fastpipe: stopping %r at interpreter exit failed", owner)
-    left = [
-        t.name for t in threading.enumerate() if t.daemon and t.name.startswith("fastpipe-") and t.is_alive()
+    left = [  # the copy threads are a ThreadPoolExecutor's: concurrent.futures joins them at exit itself
+        t.name
+        for t in threading.enumerate()
+        if t.daemon
+        and t.name.startswith("fastpipe-")
+        and not t.name.startswith("fastpipe-copy")
+        and t.is_alive()
     ]
     if left:
         log.warning(

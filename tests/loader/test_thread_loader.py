@@ -278,7 +278,7 @@ def test_update_cache_called_at_each_epoch_end_and_prefetch_hook_used():
         def prefetch(self, indices):
             self.prefetched.append(list(indices))
 
-        def loader_update_cache(self):  # what fastpipe's SmartCacheDataset offers its loader
+        def loader_update_cache(self, token=None):  # what fastpipe's SmartCacheDataset offers its loader
             self.updates += 1
 
     ds = Smart()
@@ -370,7 +370,7 @@ def test_persistent_workers_run_one_epoch_ahead_at_most():
         def __getitem__(self, i):
             return {"x": torch.tensor(i)}
 
-        def loader_update_cache(self):  # what fastpipe's SmartCacheDataset offers its loader
+        def loader_update_cache(self, token=None):  # what fastpipe's SmartCacheDataset offers its loader
             self.updates += 1
 
     ds = Smart()

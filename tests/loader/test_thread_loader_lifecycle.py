@@ -274,3 +274,46 @@ def test_a_datasets_error_names_the_item_that_raised_it(num_workers):
         list(loader)
     notes = getattr(info.value, "__notes__", [])
     assert notes == ["ThreadDataLoader: raised reading item 3, of items [2, 3] of _Failing"]
+
+
+def _ignite_like(ds, loader, epochs: int = 5, handler: bool = True) -> list[list[int]]:
+    """ignite's Engine: ``len(loader)`` batches an epoch without asking the iterator for its end, then
+    the EPOCH_COMPLETED handlers (MONAI's SmartCacheHandler: ``update_cache()``); the next epoch's first
+    ``next()`` meets the old iterator's end and makes a new one."""
+    out, it = [], iter(loader)
+    ds.start()
+    for _ in range(epochs):
+        seen: list[int] = []
+        batches = 0
+        while batches < len(loader):
+            try:
+                seen += [int(i) for i in next(it)["id"]]
+                batches += 1
+            except StopIteration:
+                it = iter(loader)
+        out.append(sorted(seen))
+        if handler:
+            ds.update_cache()
+    ds.shutdown()
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_an_ignite_epoch_completed_update_cache_moves_the_window_as_monai_s_does(persistent):
+    """The handler's update_cache() came before the loader's own epoch-end swap (made when the next
+    epoch met the old iterator's end): the window moved twice in the first epoch, a round ahead of
+    MONAI's from then on."""
+    data = [{"id": i} for i in range(12)]
+    kw = dict(cache_num=4, replace_rate=0.5, shuffle=False, progress=False)
+    ds_m = monai.data.SmartCacheDataset(data, None, **kw)
+    expected = _ignite_like(ds_m, monai.data.ThreadDataLoader(ds_m, batch_size=2))
+    assert expected[1] == [2, 3, 4, 5]  # one round per epoch
+    ds = SmartCacheDataset(data, None, **kw)
+    loader = ThreadDataLoader(ds, batch_size=2, persistent_workers=persistent)
+    try:
+        assert _ignite_like(ds, loader) == expected
+        ds2 = SmartCacheDataset(data, None, **kw)  # no handler: the loader's swaps alone, one per epoch
+        assert _ignite_like(ds2, ThreadDataLoader(ds2, batch_size=2), handler=False) == expected
+    finally:
+        loader.close()

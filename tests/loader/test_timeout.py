@@ -110,7 +110,7 @@ class _SlowSwap(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         return {"x": torch.tensor(i)}
 
-    def loader_update_cache(self) -> None:
+    def loader_update_cache(self, token: object = None) -> None:
         time.sleep(0.6)
 
 

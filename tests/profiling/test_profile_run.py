@@ -142,7 +142,7 @@ class _SwappingDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return torch.zeros(2)
 
-    def loader_update_cache(self) -> None:
+    def loader_update_cache(self, token: object = None) -> None:
         time.sleep(0.2)
 
 

@@ -85,3 +85,20 @@ def test_exit_does_not_wait_for_a_read_a_loader_timeout_abandoned(num_workers):
     assert r.returncode == 0 and r.stdout.strip() == "timed out", r.stderr[-2000:]
     assert time.monotonic() - t0 < 40  # not the exit hook's 60 s
     assert "left running at interpreter exit" in r.stderr
+
+
+@pytest.mark.timeout(60)
+def test_idle_copy_threads_are_not_reported_as_left_running():
+    """The exit hook listed the copy helpers (a ThreadPoolExecutor's threads, daemon when a loader
+    thread made them, and joined by concurrent.futures at exit) as 'threads left running ... after
+    60 s' at the end of every script that had used them."""
+    script = textwrap.dedent("""
+        import logging, threading
+        logging.basicConfig()
+        from fastpipe.runtime import _copy_threads
+        t = threading.Thread(target=lambda: _copy_threads._helpers.get().submit(int).result(), daemon=True)
+        t.start(); t.join()
+    """)
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=50)
+    assert res.returncode == 0, res.stderr
+    assert "left running" not in res.stderr, res.stderr
