@@ -32,6 +32,26 @@ def test_ensure_channel_first():
     assert d["a"].shape == (3, 4, 5, 6)
 
 
+@pytest.mark.parametrize("channel_dim", [-1, 3, 0])
+def test_ensure_channel_first_counts_the_files_singleton_axis(tmp_path, channel_dim):
+    """An ``(X, Y, Z, 1)`` file is read as ``(X, Y, Z)``; ``channel_dim=-1`` moved ``Z`` to the channel
+    (``(Z, X, Y)``: Orientationd then failed on a 3-D shape) and ``3`` raised an IndexError, where MONAI
+    moves the file's singleton axis: ``(1, X, Y, Z)``."""
+    import monai.transforms as M
+
+    data = phantom((12, 10, 6))[0]
+    path = write(tmp_path / "c.nii.gz", data[..., None], affine((0.9, 1.1, 2.0), "LPS"))
+    ours = EnsureChannelFirstd("image", channel_dim=channel_dim)(LoadImaged("image")({"image": path}))
+    theirs = M.EnsureChannelFirstd("image", channel_dim=channel_dim)(M.LoadImaged("image")({"image": path}))
+    assert tuple(ours["image"].shape) == tuple(theirs["image"].shape)
+    np.testing.assert_array_equal(ours["image"].numpy(), theirs["image"].numpy())
+
+
+def test_ensure_channel_first_names_a_missing_axis():
+    with pytest.raises(ValueError, match=r"channel_dim=3 is no axis of 'a', shape \(4, 5, 6\)"):
+        EnsureChannelFirstd("a", channel_dim=3)({"a": torch.zeros(4, 5, 6)})
+
+
 @pytest.mark.parametrize("codes", ["LPS", "RAS", "LAI", "ASL"])
 def test_orientation_matches_nibabel_canonical(tmp_path, codes):
     aff = affine((0.9, 1.1, 2.0), codes[:3] if codes != "ASL" else "RAS")
