@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import alloc_like, numpy_ok
-from fastpipe.transforms._dict import ensure_keys, present_keys
+from fastpipe.transforms._dict import dtype_arg, ensure_keys, present_keys
 
 _HALF = {torch.float16, torch.bfloat16}  # dtypes whose every rounding step MONAI's result shows
 
@@ -28,7 +28,7 @@ class ScaleIntensityRanged:
             input's dtype promoted by those numbers, ``dtype`` not applied, as in MONAI).
         b_min, b_max: output range (default None: normalise to [0, 1]).
         clip: clip to ``[b_min, b_max]`` (default False).
-        dtype: output dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
+        dtype: output dtype, a torch or numpy dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
         allow_missing_keys: skip absent keys (default False).
 
     Shape:
@@ -49,7 +49,7 @@ class ScaleIntensityRanged:
             warnings.warn(
                 f"ScaleIntensityRanged: a_min == a_max == {a_min}; values are only shifted", stacklevel=2
             )
-        self.dtype = dtype
+        self.dtype = dtype_arg(dtype, "ScaleIntensityRanged")
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:

@@ -56,6 +56,18 @@ def test_dtype_none_on_integer_voxels_gives_monais_values(dtype, b, clip):
     assert torch.equal(ours, torch.as_tensor(ref))
 
 
+@pytest.mark.parametrize(("dtype", "want"), [(np.float32, torch.float32), ("float16", torch.float16)])
+def test_scale_takes_monais_numpy_dtype(dtype, want):
+    """``dtype=np.float32`` (MONAI's default, spelled out) crashed at the first item in ``alloc``."""
+    img = torch.arange(-100, 140, dtype=torch.int16).view(1, 4, 6, 10)
+    kw = {"a_min": -57, "a_max": 164, "b_min": 0.0, "b_max": 1.0, "clip": True}
+    ours = ScaleIntensityRanged("image", dtype=dtype, **kw)({"image": img})["image"]
+    assert ours.dtype == want
+    assert torch.equal(ours, ScaleIntensityRanged("image", dtype=want, **kw)({"image": img})["image"])
+    with pytest.raises(TypeError, match=r"ScaleIntensityRanged: dtype='nonsense' is no torch or numpy"):
+        ScaleIntensityRanged("image", dtype="nonsense", **kw)
+
+
 @pytest.mark.parametrize(
     ("src", "dtype"),
     [

@@ -32,6 +32,21 @@ def test_ensure_channel_first():
     assert d["a"].shape == (3, 4, 5, 6)
 
 
+@pytest.mark.parametrize(("dtype", "want"), [(np.float32, torch.float32), ("float64", torch.float64)])
+def test_spacing_takes_monais_numpy_dtype(dtype, want):
+    """``Spacingd(..., dtype=np.float32)``, MONAI's spelling, crashed at the first item with torch's
+    "empty(): argument 'dtype' must be torch.dtype, not type"."""
+    d = item(torch.rand(1, 6, 5, 4), np.diag([1.0, 1.0, 2.0, 1.0]))
+    ours = Spacingd("image", pixdim=(1.5, 1.5, 1.0), dtype=dtype)(d)["image"]
+    ref = Spacingd("image", pixdim=(1.5, 1.5, 1.0), dtype=want)(d)["image"]
+    assert ours.dtype == want and torch.equal(ours, ref)
+
+
+def test_spacing_names_a_bad_dtype():
+    with pytest.raises(TypeError, match=r"Spacingd: dtype='nonsense' is no torch or numpy dtype"):
+        Spacingd("image", pixdim=1.0, dtype="nonsense")
+
+
 @pytest.mark.parametrize("channel_dim", [-1, 3, 0])
 def test_ensure_channel_first_counts_the_files_singleton_axis(tmp_path, channel_dim):
     """An ``(X, Y, Z, 1)`` file is read as ``(X, Y, Z)``; ``channel_dim=-1`` moved ``Z`` to the channel
