@@ -70,6 +70,8 @@ def foreground_box(
     margins = [int(m) for m in np.broadcast_to(np.asarray(margin), (3,))]
     if min(margins) < 0:
         raise ValueError(f"CropForegroundd: margin must not be negative, got {margin}")
+    if img.numel() == 0:  # an empty volume (an empty crop before) has no foreground: MONAI's empty box
+        return [0, 0, 0], [0, 0, 0]
     start, end = [], []
     for ax, hits in enumerate(_axis_hits(img, select_fn)):
         idx = torch.nonzero(hits).flatten().tolist()

@@ -206,6 +206,11 @@ class Spacingd:
         if img.ndim != 4:
             raise ValueError(f"Spacingd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
         in_shape, spacing = tuple(img.shape[1:]), spacing_of(affine)
+        if 0 in in_shape:
+            raise ValueError(
+                f"Spacingd: {key!r} has the empty spatial shape {in_shape} (an empty crop before, e.g. "
+                "CropForegroundd finding no foreground): nothing to resample"
+            )
         new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
         if self.ensure_same_shape and first is not None and first[0] == in_shape:
             if np.allclose(first[1], spacing, atol=1e-3):

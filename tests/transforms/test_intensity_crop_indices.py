@@ -176,6 +176,19 @@ def test_crop_empty_foreground_warns():
     assert out["image"].numel() == 0
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 0, 0), (1, 0, 5, 5), (2, 5, 0, 5)])
+def test_crop_of_an_empty_volume_is_empty_as_monai(shape):
+    """An empty volume (a scan with no voxel above 0 cropped once already) raised numpy's "zero-size array
+    to reduction operation maximum which has no identity"; MONAI finds no foreground: an empty crop."""
+    img = torch.zeros(shape)
+    with pytest.warns(UserWarning, match="no foreground"):
+        out = CropForegroundd("image", source_key="image")({"image": img})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = CropForeground()(img)
+    assert tuple(out["image"].shape) == tuple(ref.shape) == (shape[0], 0, 0, 0)
+
+
 def test_fg_bg_indices_one_hot_label_skips_background_channel():
     lab = torch.zeros(3, 2, 2, 2, dtype=torch.uint8)
     lab[0] = 1  # background channel, everywhere

@@ -47,6 +47,12 @@ def test_spacing_names_a_bad_dtype():
         Spacingd("image", pixdim=1.0, dtype="nonsense")
 
 
+def test_spacing_names_an_empty_volume():
+    """After an empty crop, Spacingd raised a bare ZeroDivisionError from the resample."""
+    with pytest.raises(ValueError, match=r"Spacingd: 'image' has the empty spatial shape \(0, 5, 5\)"):
+        Spacingd("image", pixdim=1.5)(item(torch.zeros(1, 0, 5, 5), np.eye(4)))
+
+
 @pytest.mark.parametrize("channel_dim", [-1, 3, 0])
 def test_ensure_channel_first_counts_the_files_singleton_axis(tmp_path, channel_dim):
     """An ``(X, Y, Z, 1)`` file is read as ``(X, Y, Z)``; ``channel_dim=-1`` moved ``Z`` to the channel
