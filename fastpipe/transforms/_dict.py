@@ -18,6 +18,17 @@ def ensure_keys(keys: str | Sequence[str] | None) -> tuple[str, ...]:
     return (keys,) if isinstance(keys, str) else tuple(keys)
 
 
+def dtype_arg(dtype: Any, who: str) -> torch.dtype | None:
+    """A ``dtype`` argument as a ``torch.dtype``: a torch dtype, or a numpy dtype, type or name as MONAI
+    takes it (``np.float32``, ``"float64"``); ``None`` stays ``None``; ``TypeError`` naming ``who`` otherwise."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return torch.from_numpy(np.zeros(0, dtype=np.dtype(dtype))).dtype
+    except TypeError as err:
+        raise TypeError(f"{who}: dtype={dtype!r} is no torch or numpy dtype") from err
+
+
 def arrays_as_tensors(items: list[dict[Any, Any]], keys: Sequence[Any]) -> list[dict[Any, Any]]:
     """``items`` with the numpy arrays under ``keys`` as tensors (zero-copy), as MONAI's transforms
     take them; an item without any is returned as is, another is a shallow copy (the item is not changed)."""

@@ -168,11 +168,16 @@ def _crop_foreground(obj: Any, ctx: Context) -> Any:
         return f"padding mode {mode!r} / {c.padder.kwargs} is not reproduced (only zero padding)"
     if c.return_coords:
         return "return_coords is not reproduced"
+    select_fn = c.select_fn
+    if obj.source_key in ctx.float_keys - ctx.settled_keys and not _monai_is_positive(select_fn):
+        from fastpipe.transforms.crop import Float32Select  # MONAI's fn sees float32, not the compact ints
+
+        select_fn = Float32Select(select_fn)
     return build(
         "CropForegroundd",
         obj,
         source_key=obj.source_key,
-        select_fn=c.select_fn,
+        select_fn=select_fn,
         channel_indices=c.channel_indices,
         margin=c.margin,
         allow_smaller=bool(c.allow_smaller),
@@ -181,6 +186,13 @@ def _crop_foreground(obj: Any, ctx: Context) -> Any:
         end_coord_key=obj.end_coord_key,
         **key_options(obj),
     )
+
+
+def _monai_is_positive(fn: Any) -> bool:
+    """Whether ``fn`` is MONAI's default ``select_fn`` (``x > 0``: the same on integer voxels)."""
+    from monai.transforms.utils import is_positive
+
+    return fn is is_positive
 
 
 @register("FgBgToIndicesd")

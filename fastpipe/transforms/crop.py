@@ -19,6 +19,25 @@ def is_positive(x: torch.Tensor) -> torch.Tensor:
     return x > 0
 
 
+class Float32Select:
+    """A user's ``select_fn`` handed MONAI's ``float32`` voxels where fastpipe keeps the file's integers.
+
+    MONAI's ``LoadImaged`` makes voxels ``float32``; fastpipe's keeps ``int16``/``uint8`` until a step
+    makes them float. A ``select_fn`` such as ``lambda x: x > x.mean()`` fails on integers (or rounds
+    otherwise), so a translated ``CropForegroundd`` calls it on a ``float32`` copy; the crop itself still
+    cuts the compact voxels.
+    """
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x if x.is_floating_point() else x.float())
+
+    def __repr__(self) -> str:
+        return f"Float32Select({self.fn!r})"
+
+
 def _axis_hits(img: torch.Tensor, select_fn: Callable) -> list[torch.Tensor]:
     """Per spatial axis, a 1-D bool of which positions hold any foreground voxel."""
     # max-reductions over the image need no bool volume: far less memory traffic. A NaN voxel makes
@@ -51,6 +70,8 @@ def foreground_box(
     margins = [int(m) for m in np.broadcast_to(np.asarray(margin), (3,))]
     if min(margins) < 0:
         raise ValueError(f"CropForegroundd: margin must not be negative, got {margin}")
+    if img.numel() == 0:  # an empty volume (an empty crop before) has no foreground: MONAI's empty box
+        return [0, 0, 0], [0, 0, 0]
     start, end = [], []
     for ax, hits in enumerate(_axis_hits(img, select_fn)):
         idx = torch.nonzero(hits).flatten().tolist()

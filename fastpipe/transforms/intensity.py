@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import alloc_like, numpy_ok
-from fastpipe.transforms._dict import ensure_keys, present_keys
+from fastpipe.transforms._dict import dtype_arg, ensure_keys, present_keys
+
+_HALF = {torch.float16, torch.bfloat16}  # dtypes whose every rounding step MONAI's result shows
 
 
 class ScaleIntensityRanged:
@@ -26,7 +28,7 @@ class ScaleIntensityRanged:
             input's dtype promoted by those numbers, ``dtype`` not applied, as in MONAI).
         b_min, b_max: output range (default None: normalise to [0, 1]).
         clip: clip to ``[b_min, b_max]`` (default False).
-        dtype: output dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
+        dtype: output dtype, a torch or numpy dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
         allow_missing_keys: skip absent keys (default False).
 
     Shape:
@@ -47,7 +49,7 @@ class ScaleIntensityRanged:
             warnings.warn(
                 f"ScaleIntensityRanged: a_min == a_max == {a_min}; values are only shifted", stacklevel=2
             )
-        self.dtype = dtype
+        self.dtype = dtype_arg(dtype, "ScaleIntensityRanged")
         self.allow_missing_keys = allow_missing_keys
 
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
@@ -62,8 +64,13 @@ class ScaleIntensityRanged:
             out = img - self.a_min  # integer voxels: float32, as MONAI's (float32 after its LoadImaged)
             return out if self.b_min is None else out + self.b_min
         out = alloc_like(img, self.dtype or img.dtype)
-        if not out.is_floating_point():  # dtype=None on integer voxels: MONAI's float32 arithmetic, then
-            return out.copy_(self._monai_float32(img))  # a truncating cast (else a wrong value or a crash)
+        # MONAI computes in the input's dtype (float32 for integers, as its LoadImaged makes them), step
+        # by step, then casts. The fused multiply-add below differs from that by an ulp of float32; an
+        # integer output (a truncating cast) or half-precision input or output needs MONAI's own steps,
+        # where that ulp moves a voxel by one unit of the output
+        compute = img.dtype if img.is_floating_point() else torch.float32
+        if not out.is_floating_point() or _HALF & {compute, out.dtype}:
+            return out.copy_(self._monai_values(img, compute))
         factor, shift = 1.0 / (self.a_max - self.a_min), -self.a_min / (self.a_max - self.a_min)
         if self.b_min is not None and self.b_max is not None:
             span = float(self.b_max) - float(self.b_min)
@@ -81,9 +88,9 @@ class ScaleIntensityRanged:
             out.clamp_(self.b_min, self.b_max)
         return out
 
-    def _monai_float32(self, img: torch.Tensor) -> torch.Tensor:
-        """The scaled and clipped values in float32, computed in MONAI's order of operations."""
-        x = (img.to(torch.float32) - self.a_min) / (self.a_max - self.a_min)
+    def _monai_values(self, img: torch.Tensor, compute: torch.dtype) -> torch.Tensor:
+        """The scaled and clipped values in ``compute``, computed in MONAI's order of operations."""
+        x = (img.to(compute) - self.a_min) / (self.a_max - self.a_min)
         if self.b_min is not None and self.b_max is not None:
             x = x * (float(self.b_max) - float(self.b_min)) + float(self.b_min)
         return (

@@ -28,6 +28,7 @@ from fastpipe.transforms._affine import (
 )
 from fastpipe.transforms._dict import (
     check_same_grid,
+    dtype_arg,
     ensure_keys,
     mark_untraced,
     per_key,
@@ -131,8 +132,8 @@ class Spacingd:
         mode: ``"bilinear"`` or ``"nearest"``, one or one per key (default ``"bilinear"``).
         padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"``, one or one per key (default ``"border"``).
         align_corners: grid_sample's convention (default False).
-        dtype: interpolation and output dtype of non-nearest keys (default ``torch.float32``;
-            MONAI computes in float64 and returns float32).
+        dtype: interpolation and output dtype of non-nearest keys, a torch or numpy dtype (default
+            ``torch.float32``; MONAI computes in float64 and returns float32).
         scale_extent, recompute_affine, min_pixdim, max_pixdim: MONAI options; only their defaults.
         ensure_same_shape: MONAI's: a key with the first key's input shape and spacing (within 1e-3)
             gets the first key's output shape, where rounding would make it one voxel off (default True).
@@ -178,7 +179,7 @@ class Spacingd:
                 raise ValueError(
                     f"Spacingd: mode {m!r} / padding_mode {p!r} unsupported; use {_MODES} / {_PADDINGS}"
                 )
-        self.dtype = dtype or torch.float32
+        self.dtype = dtype_arg(dtype, "Spacingd") or torch.float32
         self.ensure_same_shape = ensure_same_shape
         self.allow_missing_keys = allow_missing_keys
 
@@ -205,6 +206,11 @@ class Spacingd:
         if img.ndim != 4:
             raise ValueError(f"Spacingd: {key!r} has shape {tuple(img.shape)}; expected (C, X, Y, Z)")
         in_shape, spacing = tuple(img.shape[1:]), spacing_of(affine)
+        if 0 in in_shape:
+            raise ValueError(
+                f"Spacingd: {key!r} has the empty spatial shape {in_shape} (an empty crop before, e.g. "
+                "CropForegroundd finding no foreground): nothing to resample"
+            )
         new_affine, out_shape, xform = spacing_geometry(affine, in_shape, self.pixdim, self.diagonal)
         if self.ensure_same_shape and first is not None and first[0] == in_shape:
             if np.allclose(first[1], spacing, atol=1e-3):

@@ -32,6 +32,47 @@ def test_ensure_channel_first():
     assert d["a"].shape == (3, 4, 5, 6)
 
 
+@pytest.mark.parametrize(("dtype", "want"), [(np.float32, torch.float32), ("float64", torch.float64)])
+def test_spacing_takes_monais_numpy_dtype(dtype, want):
+    """``Spacingd(..., dtype=np.float32)``, MONAI's spelling, crashed at the first item with torch's
+    "empty(): argument 'dtype' must be torch.dtype, not type"."""
+    d = item(torch.rand(1, 6, 5, 4), np.diag([1.0, 1.0, 2.0, 1.0]))
+    ours = Spacingd("image", pixdim=(1.5, 1.5, 1.0), dtype=dtype)(d)["image"]
+    ref = Spacingd("image", pixdim=(1.5, 1.5, 1.0), dtype=want)(d)["image"]
+    assert ours.dtype == want and torch.equal(ours, ref)
+
+
+def test_spacing_names_a_bad_dtype():
+    with pytest.raises(TypeError, match=r"Spacingd: dtype='nonsense' is no torch or numpy dtype"):
+        Spacingd("image", pixdim=1.0, dtype="nonsense")
+
+
+def test_spacing_names_an_empty_volume():
+    """After an empty crop, Spacingd raised a bare ZeroDivisionError from the resample."""
+    with pytest.raises(ValueError, match=r"Spacingd: 'image' has the empty spatial shape \(0, 5, 5\)"):
+        Spacingd("image", pixdim=1.5)(item(torch.zeros(1, 0, 5, 5), np.eye(4)))
+
+
+@pytest.mark.parametrize("channel_dim", [-1, 3, 0])
+def test_ensure_channel_first_counts_the_files_singleton_axis(tmp_path, channel_dim):
+    """An ``(X, Y, Z, 1)`` file is read as ``(X, Y, Z)``; ``channel_dim=-1`` moved ``Z`` to the channel
+    (``(Z, X, Y)``: Orientationd then failed on a 3-D shape) and ``3`` raised an IndexError, where MONAI
+    moves the file's singleton axis: ``(1, X, Y, Z)``."""
+    import monai.transforms as M
+
+    data = phantom((12, 10, 6))[0]
+    path = write(tmp_path / "c.nii.gz", data[..., None], affine((0.9, 1.1, 2.0), "LPS"))
+    ours = EnsureChannelFirstd("image", channel_dim=channel_dim)(LoadImaged("image")({"image": path}))
+    theirs = M.EnsureChannelFirstd("image", channel_dim=channel_dim)(M.LoadImaged("image")({"image": path}))
+    assert tuple(ours["image"].shape) == tuple(theirs["image"].shape)
+    np.testing.assert_array_equal(ours["image"].numpy(), theirs["image"].numpy())
+
+
+def test_ensure_channel_first_names_a_missing_axis():
+    with pytest.raises(ValueError, match=r"channel_dim=3 is no axis of 'a', shape \(4, 5, 6\)"):
+        EnsureChannelFirstd("a", channel_dim=3)({"a": torch.zeros(4, 5, 6)})
+
+
 @pytest.mark.parametrize("codes", ["LPS", "RAS", "LAI", "ASL"])
 def test_orientation_matches_nibabel_canonical(tmp_path, codes):
     aff = affine((0.9, 1.1, 2.0), codes[:3] if codes != "ASL" else "RAS")

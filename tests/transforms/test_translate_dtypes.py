@@ -62,3 +62,27 @@ def test_an_image_resampled_nearest_then_shifted_is_float32_with_monais_values(f
         assert a["image"].dtype == torch.float32
         np.testing.assert_allclose(a["image"].numpy(), b["image"].numpy(), rtol=1e-6, atol=1e-3)
         np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
+
+
+def _above_mean(x: torch.Tensor) -> torch.Tensor:
+    return x > x.mean()  # torch's mean needs float voxels, as MONAI's LoadImaged gives them
+
+
+@pytest.mark.timeout(120)
+def test_crop_foreground_select_fn_sees_monais_float32_voxels(files):
+    """A translated ``CropForegroundd`` before any float step handed the user's ``select_fn`` fastpipe's
+    compact int16 voxels: ``x > x.mean()`` raised "mean(): could not infer output dtype ... Got: Short"
+    where MONAI (float32 voxels) crops."""
+    steps = lambda: [  # noqa: E731
+        M.LoadImaged(KEYS),
+        M.EnsureChannelFirstd(KEYS),
+        M.CropForegroundd(KEYS, source_key="image", select_fn=_above_mean),
+        M.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = fp.CacheDataset(files, steps(), progress=False, num_workers=1)[0]
+        theirs = M.Compose(steps())(dict(files[0]))
+    for key in KEYS:
+        assert tuple(ours[key].shape) == tuple(theirs[key].shape)
+        np.testing.assert_allclose(ours[key].numpy(), theirs[key].numpy().astype(np.float32), atol=1e-6)
