@@ -56,14 +56,20 @@ class _Steps:
         self.loss = float("nan")
 
     def epoch(self, loader: Any) -> tuple[int, float]:
-        """One epoch: (crops, seconds the consumer waited for data)."""
-        crops, waited, it = 0, 0.0, iter(loader)
+        """One epoch: (crops, seconds the consumer waited for data).
+
+        The wait includes the loader's work at the epoch's start (``iter``) and at its end (the request
+        that finds the epoch over: a fastpipe SmartCache waits there for the replacements of its next
+        window); both are in the epoch's wall time too.
+        """
+        crops, waited = 0, 0.0
+        t_req = time.perf_counter()
+        it = iter(loader)
         while True:
-            t_req = time.perf_counter()
             try:
                 batch = next(it)
             except StopIteration:
-                return crops, waited
+                return crops, waited + time.perf_counter() - t_req
             img = batch["image"].to(self.device, non_blocking=True).float()
             lab = batch["label"].to(self.device, non_blocking=True)
             sync(self.device)
@@ -74,6 +80,7 @@ class _Steps:
             waited += t_got - t_req
             crops += int(img.shape[0])
             self.records.append([t_got - self.t0, t_got - t_req, t_end - t_got])
+            t_req = time.perf_counter()
 
     def _step(self, img: torch.Tensor, lab: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
