@@ -408,3 +408,17 @@ def test_the_data_wait_counts_the_epochs_start_and_end():
     wall = time.perf_counter() - t0
     assert crops == 4
     assert 0.5 <= waited <= wall
+
+
+def test_on_a_gpu_the_kernels_are_compiled_before_any_arms_clock(monkeypatch):
+    """CuPy keeps the compiled kernels on disk: on a fresh GPU the first fastpipe arm alone paid the
+    NVRTC compile in its time to target. It is done with the imports, before the clock starts."""
+    import fastpipe.ops
+    from benchmarks import train_loop
+
+    compiled: list[bool] = []
+    monkeypatch.setattr(fastpipe.ops, "cuda_kernels_available", lambda: compiled.append(True) or True)
+    train_loop._import_libraries(torch.device("cpu"))
+    assert compiled == []
+    train_loop._import_libraries(torch.device("cuda"))
+    assert compiled == [True]
