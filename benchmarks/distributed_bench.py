@@ -102,6 +102,7 @@ def build(
     )
     t0 = time.perf_counter()
     ds = fp.CacheDataset(data, [*chain, crop], num_workers=threads, progress=False, seed=dist.get_rank())
+    sync(device)  # a GPU cache's fill queues asynchronous copies: they are part of the fill
     fill_s = time.perf_counter() - t0
     loader = fp.ThreadDataLoader(ds, batch_size=args.batch_size, shuffle=True, seed=dist.get_rank())
     return ds, loader, fill_s
