@@ -47,3 +47,20 @@ def test_the_fill_time_waits_for_the_device(monkeypatch):
     args = argparse.Namespace(device=None, preset="spleen-tiny", batch_size=1)
     _, _, fill_s = distributed_bench.build([], args, torch.device("cpu"), 1)
     assert fill_s >= 0.5
+
+
+def test_the_result_names_the_commit_the_ranks_started_on(tmp_path, monkeypatch):
+    """Rank 0 took the commit when it wrote the JSON: a commit made while the epochs ran relabelled them."""
+    import argparse
+    import json
+
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "git_commit", lambda: "later")
+    rank = {"rank": 0, "shard_items": 2, "cache_bytes": 2**20, "fill_s": 0.1, "epoch_s": {"median": 0.5},
+            "batches_per_epoch": [1], "crops_per_s": {"median": 16.0}}  # fmt: skip
+    args = argparse.Namespace(out=tmp_path / "ddp.json", preset="spleen-tiny")
+    machine = {"host": "h", "commit": "started"}
+    distributed_bench._report(args, [rank], 2, 1, 1, machine)
+    doc = json.loads((tmp_path / "ddp.json").read_text())
+    assert doc["machine"]["commit"] == "started" and doc["commit_at_end"] == "later"
