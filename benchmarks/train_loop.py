@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import os
-import resource
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.common import spread, sync
+from benchmarks.measure import peak_rss_bytes as _peak_rss_bytes  # every live worker process counts
 from benchmarks.train_arms import build
 from benchmarks.train_recipe import TrainConfig, Validator, make_loss, make_model, make_optimizer
-
-
-def _peak_rss_bytes() -> int:
-    """Peak resident memory of this process plus its worker processes.
-
-    ``RUSAGE_CHILDREN`` knows only children already waited for, and only the largest of them; the
-    regular arm's persistent DataLoader workers are still alive when the arm ends, so the live
-    children's own peaks (``VmHWM``) are summed instead when that is more.
-    """
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return int(own + max(reaped, _live_children_peak_bytes()))
-
-
-def _live_children_peak_bytes() -> int:
-    """The sum of the peak RSS of this process's live children, from ``/proc`` (0 without it)."""
-    me, total = str(os.getpid()), 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:  # the process ended meanwhile
-            continue
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
-            total += int(fields["VmHWM"].split()[0]) * 1024  # kB
-    return total
 
 
 class _Steps:
