@@ -276,3 +276,35 @@ def test_a_test_module_that_cannot_import_does_not_stop_the_gpu_tests(tmp_path):
     got = gpu_check.run_pytest_gpu(60, str(tmp_path))["pytest_gpu"]
     assert (got["passed"], got["errors"], got["failed"]) == (1, 1, 0), got
     assert not gpu_check.goals({"pytest_gpu": got})["gpu_tests_green"]
+
+
+@pytest.mark.timeout(60)
+def test_no_timing_runs_beside_a_section_that_outlived_its_limit(monkeypatch):
+    """A section past its limit goes on in its thread: the bandwidth, speed-up and augment timings after
+    it measured its GPU work with theirs, and were published as if the GPU had been theirs alone."""
+    ran: list[str] = []
+
+    def hang(dev):
+        ran.append("cuda_matches_torch")
+        time.sleep(8)
+        return {}
+
+    def stand_in(name):
+        return lambda *a: ran.append(name) or {}
+
+    monkeypatch.setitem(gpu_check.SECTION_LIMITS_S, "cuda_matches_torch", 0.5)
+    monkeypatch.setattr(gpu_check, "device_info", stand_in("device"))
+    monkeypatch.setattr(cases, "matches", hang)
+    for name, attr in (("bandwidth", "bandwidth"), ("cached_epoch_h2d", "cached_epoch_h2d"),
+                       ("gpu_vs_cpu_crop_speedup", "speedup"), ("voxel_augment", "voxel_augments")):  # fmt: skip
+        monkeypatch.setattr(sec, attr, stand_in(name))
+    monkeypatch.setattr(gpu_check, "run_pytest_gpu", stand_in("pytest_gpu"))
+    monkeypatch.setattr(gpu_check, "run_sanitizer", stand_in("compute_sanitizer"))
+    result = {"errors": {}, "section_s": {}}
+    gpu_check.run_all(torch.device("cpu"), 100, result)
+    assert "timed out" in result["errors"]["cuda_matches_torch"]
+    for timed in gpu_check.TIMED_SECTIONS:
+        assert timed not in ran and result["errors"][timed].startswith(
+            "skipped: cuda_matches_torch timed out"
+        )
+    assert ran == ["device", "cuda_matches_torch", "cached_epoch_h2d", "pytest_gpu", "compute_sanitizer"]
