@@ -308,3 +308,31 @@ def test_no_timing_runs_beside_a_section_that_outlived_its_limit(monkeypatch):
             "skipped: cuda_matches_torch timed out"
         )
     assert ran == ["device", "cuda_matches_torch", "cached_epoch_h2d", "pytest_gpu", "compute_sanitizer"]
+
+
+def test_a_label_crop_crossing_to_the_device_is_volume_data(monkeypatch):
+    """The check allowed any copy below one float32 image crop: a uint8 label crop (a quarter of that)
+    copied host-to-device every batch passed as 'no volume data'."""
+    from benchmarks import gpu_copies
+    from benchmarks.workload import PATCH
+
+    label_crop = PATCH[0] * PATCH[1] * PATCH[2]  # uint8
+    closed = []
+
+    class Stub:
+        def stats(self):
+            return {"h2d_bytes": 0}
+
+        def close(self):
+            closed.append(True)
+
+    def run(largest):
+        epoch = {"h2d_bytes": 4 * largest, "h2d_count": 4}
+        return {"h2d_bytes_per_epoch": [4 * largest], "epochs": [epoch], "largest_h2d_copy": largest,
+                "crop_bytes_per_epoch": 0}  # fmt: skip
+
+    monkeypatch.setattr(gpu_copies, "build", lambda data, device: (Stub(), Stub()))
+    for largest, clean in ((832, True), (label_crop, False)):
+        monkeypatch.setattr(gpu_copies, "count_epochs", lambda loader, n, dev, largest=largest: run(largest))
+        out = sec.cached_epoch_h2d(volumes=1, shape=(8, 8, 8))
+        assert out["cached_epoch_no_volume_bytes"] is clean, largest
