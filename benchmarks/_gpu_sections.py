@@ -213,7 +213,9 @@ def cached_epoch_h2d(volumes: int = 4, shape: tuple[int, int, int] = (200, 180, 
     finally:
         loader.close()
         ds.close()
-    one_crop = PATCH[0] * PATCH[1] * PATCH[2] * 4
+    # the smallest crop of a batch: the uint8 label's (one byte a voxel); a copy of one label crop (or of
+    # any volume data as big) is volume data crossing, not crop parameters
+    one_crop = PATCH[0] * PATCH[1] * PATCH[2]
     return {
         "cached_epoch_h2d_bytes": run["h2d_bytes_per_epoch"][0],
         "cached_epoch_h2d_copies": run["epochs"][0]["h2d_count"],

@@ -117,20 +117,33 @@ def sync(device: torch.device | str | None = None) -> None:
         torch.cuda.synchronize()
 
 
-def waited_batches(loader: Any, device=None, prepare: Callable[[Any], Any] | None = None):
+def waited_batches(
+    loader: Any,
+    device=None,
+    prepare: Callable[[Any], Any] | None = None,
+    on_end: Callable[[float], Any] | None = None,
+):
     """Iterate ``loader`` from the consumer's side: yield ``(batch, wait_s)``, where ``wait_s`` is how
-    long the consumer waited for the batch (``prepare`` applied and the device synchronised inside)."""
+    long the consumer waited for the batch (``prepare`` applied and the device synchronised inside).
+
+    The first batch's wait includes ``iter(loader)`` (a loader may prepare its epoch there, as MONAI's
+    SmartCache swap in ``benchmarks.rows``); ``on_end`` (default ``None``) gets the seconds of the
+    request that found the epoch over (a fastpipe SmartCache waits there for its next window).
+    """
+    t0 = time.perf_counter()
     it = iter(loader)
     while True:
-        t0 = time.perf_counter()
         try:
             batch = next(it)
         except StopIteration:
+            if on_end is not None:
+                on_end(time.perf_counter() - t0)
             return
         if prepare is not None:
             batch = prepare(batch)
         sync(device)
         yield batch, time.perf_counter() - t0
+        t0 = time.perf_counter()
 
 
 def spread(samples: list[float]) -> dict[str, float]:

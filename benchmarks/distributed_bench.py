@@ -102,6 +102,7 @@ def build(
     )
     t0 = time.perf_counter()
     ds = fp.CacheDataset(data, [*chain, crop], num_workers=threads, progress=False, seed=dist.get_rank())
+    sync(device)  # a GPU cache's fill queues asynchronous copies: they are part of the fill
     fill_s = time.perf_counter() - t0
     loader = fp.ThreadDataLoader(ds, batch_size=args.batch_size, shuffle=True, seed=dist.get_rank())
     return ds, loader, fill_s
@@ -125,6 +126,9 @@ def epoch(loader: Any, device: torch.device, step_s: float) -> tuple[float, int,
 def run_rank(args: argparse.Namespace) -> int:
     """One rank: fill this rank's shard, time the epochs, gather every rank's figures to rank 0."""
     rank, world, device = _init()
+    machine = (
+        machine_info()
+    )  # the commit the epochs run on: an edit or commit during the run must not relabel
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     threads = max(1, args.threads // local_world)
     torch.set_num_threads(threads)
@@ -140,7 +144,7 @@ def run_rank(args: argparse.Namespace) -> int:
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, mine)
         if rank == 0:
-            _report(args, gathered, len(data), world, local_world)
+            _report(args, gathered, len(data), world, local_world, machine)
     finally:
         dist.destroy_process_group()
     return 0
@@ -166,7 +170,17 @@ def _figures(rank, ds, loader, fill_s, runs, steps, threads, device) -> dict[str
     }
 
 
-def _report(args: argparse.Namespace, ranks: list[dict], n_items: int, world: int, local_world: int) -> None:
+def _report(
+    args: argparse.Namespace,
+    ranks: list[dict],
+    n_items: int,
+    world: int,
+    local_world: int,
+    machine: dict[str, Any] | None = None,
+) -> None:
+    """Rank 0's JSON of every rank's figures; ``machine``: :func:`machine_info` as the run started
+    (default ``None``: taken now)."""
+    machine = machine or machine_info()
     total = sum(r["cache_bytes"] for r in ranks)
     payload = {
         "config": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
@@ -182,9 +196,9 @@ def _report(args: argparse.Namespace, ranks: list[dict], n_items: int, world: in
     out = (
         args.out
         or out_dir(getattr(args, "save", False))
-        / f"{date.today().isoformat()}-{machine_info()['host']}-ddp{world}.json"
+        / f"{date.today().isoformat()}-{machine['host']}-ddp{world}.json"
     )
-    path = write_result("spleen-distributed", payload, path=out)
+    path = write_result("spleen-distributed", payload, path=out, machine=machine)
     print(
         f"{'rank':>4} {'items':>5} {'cache MiB':>9} {'fill s':>7} {'epoch s':>8} {'batches':>8} {'crops/s':>8}"
     )

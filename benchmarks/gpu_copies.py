@@ -97,13 +97,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loader.close()
         ds.close()
     one_crop = PATCH[0] * PATCH[1] * PATCH[2] * 4
+    one_label_crop = PATCH[0] * PATCH[1] * PATCH[2]  # uint8: the smallest crop a batch holds
     gpu = runs["gpu_cache"]
     result = {
         "config": {**vars(args), "patch": list(PATCH), "num_samples": NUM_SAMPLES, "batch_volumes": BATCH},
         "device": torch.cuda.get_device_name(),
         "runs": runs,
         "one_image_crop_bytes": one_crop,
-        "no_volume_data_h2d": gpu["largest_h2d_copy"] < one_crop and gpu["cache_h2d_bytes"] == 0,
+        "one_label_crop_bytes": one_label_crop,
+        "no_volume_data_h2d": gpu["largest_h2d_copy"] < one_label_crop and gpu["cache_h2d_bytes"] == 0,
     }
     path = write_result("gpu-copies", result, args.out)
     for name, run in runs.items():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,13 +47,14 @@ def throughput_epoch(loader, cfg: Config, expected: int | None = None) -> tuple[
 
 def step_epoch(loader, cfg: Config, step_s: float, expected: int | None = None) -> tuple[float, float]:
     """One epoch with a stand-in training step of ``step_s`` per batch: (seconds, data-wait fraction)."""
-    waited, crops = 0.0, 0
+    waited, crops, end = 0.0, 0, []
     t0 = time.perf_counter()
-    for batch, wait_s in waited_batches(loader, "cpu", prepare=sync_batch):
+    for batch, wait_s in waited_batches(loader, "cpu", prepare=sync_batch, on_end=end.append):
         waited += wait_s
         crops += _check_batch(batch, cfg)
         time.sleep(step_s)  # the stand-in training step: the GIL is free, as during a CUDA step
     wall = time.perf_counter() - t0
+    waited += sum(end)  # the epoch's end: a SmartCache swap is waited for there
     check_epoch_crops(crops, expected)
     return wall, waited / wall if wall > 0 else 0.0
 
@@ -70,10 +73,29 @@ def check_epoch_crops(crops: int, expected: int | None) -> None:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process plus its largest child (DataLoader workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return int((own + kids) * 1024)
+    """Peak resident memory of this process plus its worker processes.
+
+    ``RUSAGE_CHILDREN`` knows only children already waited for, and only the largest of them; read
+    while a loader's worker processes are still alive (before the loader closes), their own peaks
+    (``VmHWM``) are summed instead when that is more.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return int(own + max(reaped, live_children_peak_bytes()))
+
+
+def live_children_peak_bytes() -> int:
+    """The sum of the peak RSS of this process's live children, from ``/proc`` (0 without it)."""
+    me, total = str(os.getpid()), 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+            total += int(fields["VmHWM"].split()[0]) * 1024  # kB
+    return total
 
 
 def measure_row(
@@ -92,6 +114,7 @@ def measure_row(
         throughput_epoch(row.loader, cfg, want)  # warm-up: workers start, allocators settle
         runs = [throughput_epoch(row.loader, cfg, want) for _ in range(epochs)]
         steps = [step_epoch(row.loader, cfg, step_s, want) for _ in range(step_epochs)]
+        peak_rss = peak_rss_bytes()  # before close: live worker processes count, every one of them
     finally:
         row.close()
     epoch_s = [s for s, _ in runs]
@@ -109,7 +132,7 @@ def measure_row(
         "step_s": step_s,
         "step_epoch_s": spread([s for s, _ in steps]),
         "data_wait_fraction": spread([w for _, w in steps]),
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss,
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
         "info": row.info,
     }

@@ -25,7 +25,7 @@ import timeit
 
 import torch
 
-from benchmarks.common import interleaved
+from benchmarks.common import interleaved, machine_info
 from fastpipe import CacheDataset, ThreadDataLoader
 from fastpipe.profiling import annotate, enable_nvtx, nvtx_ranges, profiled, wrap_chain
 from fastpipe.transforms import RandCropByPosNegLabeld
@@ -140,6 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace) -> dict:
     """Epoch times off/on, the measured and the estimated overhead, per-call costs."""
+    machine = machine_info()  # versions and the commit the run starts on, as every result carries them
     times, n_ranges = cached_epochs(args)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
@@ -149,11 +150,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "nvtx_overhead",
         "args": vars(args),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },
+        "machine": {**machine, "platform": platform.platform()},
         "torch": torch.__version__,
         "traced": bool(os.environ.get("NVTX_INJECTION64_PATH")),
         "epoch_s": times,

@@ -5,7 +5,8 @@
 
 Writes one spleen-full-sized look-alike CT (int16 HU, in-plane ~0.8 mm, 2.5 mm slices, MSD-like
 affine ``diag(-sx, -sy, sz)``) and its uint8 label as ``.nii.gz`` to a temporary folder, then runs
-both chains on it in one process, each in its own block: one warm-up, then the repeats. Every transform
+both chains on it, each in a spawned process of its own (``benchmarks.peer_process``), one after the
+other: one warm-up, then the repeats. Every transform
 is timed on its own (wall and process CPU seconds); the table and the JSON give medians and
 spread. MONAI runs as its spleen tutorial does (default ``track_meta``: Orientationd/Spacingd
 need the MetaTensor affine; Spacingd computes in float64 as by default). Floors: the isal gzip
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import tempfile
 import time
@@ -87,31 +89,65 @@ def gunzip_floor(path: str, repeats: int) -> list[float]:
     return times[1:]
 
 
-def measure(item: dict, repeats: int) -> dict:
-    """Per peer in turn: one warm-up, then ``repeats`` timed runs; per-transform samples and outputs.
+def chain(name: str) -> list:
+    """Peer ``name``'s prefix: fastpipe's as CacheDataset and Compose run it (Orientationd+Spacingd fused
+    into one resample), or MONAI's (its two steps timed apart, reported summed on that row)."""
+    if name == "fastpipe":
+        import fastpipe.transforms as fp_t
+        from fastpipe.transforms.spatial import fuse_spatial
 
-    Peers run in blocks, not interleaved: MONAI's large temporaries otherwise leave the allocator
-    and page cache in a state that slows whichever chain runs next.
-    """
-    import monai.transforms as monai_t
+        return fuse_spatial(prefix(fp_t))
+    if name == "monai":
+        import monai.transforms as monai_t
 
-    import fastpipe.transforms as fp_t
-    from fastpipe.transforms.spatial import fuse_spatial
+        return prefix(monai_t)
+    raise ValueError(f"unknown preprocess peer {name!r}; expected 'fastpipe' or 'monai'")
 
-    # fastpipe runs its chain as CacheDataset and Compose do: Orientationd+Spacingd fused into one
-    # resample; MONAI's two steps are timed apart and reported summed on that row.
-    chains = {"fastpipe": fuse_spatial(prefix(fp_t)), "monai": prefix(monai_t)}
-    samples = {n: {"wall": [], "cpu": []} for n in chains}
-    outputs = {}
-    for name, ts in chains.items():
+
+class _Chain:
+    """One peer's chain in its own process (:func:`serve_chain`): ``run`` applies it once."""
+
+    def __init__(self, name: str, item: dict) -> None:
+        warnings.filterwarnings("ignore")  # MONAI's deprecation chatter, in this process too
+        self.transforms, self.item, self.out = chain(name), item, {}
+        self.ready_info = {"pid": os.getpid()}
         gc.collect()
-        for rep in range(repeats + 1):
-            outputs[name], walls, cpus = run_once(ts, item)
-            if rep > 0:  # rep 0 is the warm-up
-                samples[name]["wall"].append(_merge_spatial(ts, walls))
-                samples[name]["cpu"].append(_merge_spatial(ts, cpus))
-    names = [ROW_NAMES.get(type(t).__name__, type(t).__name__) for t in chains["fastpipe"]]
-    return {"names": names, "samples": samples, "outputs": outputs}
+
+    def run(self) -> tuple[list[float], list[float]]:
+        """Wall and CPU seconds per row (Orientationd's summed into Spacingd's)."""
+        self.out, walls, cpus = run_once(self.transforms, self.item)
+        return _merge_spatial(self.transforms, walls), _merge_spatial(self.transforms, cpus)
+
+    def outputs(self) -> dict:
+        """The last run's tensors as numpy arrays (plain pickles across the pipe)."""
+        arrays = (torch.Tensor, np.ndarray)
+        return {k: np.asarray(torch.as_tensor(v)) for k, v in self.out.items() if isinstance(v, arrays)}
+
+
+def serve_chain(name: str, item: dict) -> _Chain:
+    """The factory :class:`benchmarks.peer_process.PeerProcess` calls in the peer's process."""
+    return _Chain(name, item)
+
+
+def measure(item: dict, repeats: int) -> dict:
+    """Per peer in turn, each in a fresh spawned process: one warm-up, then ``repeats`` timed runs;
+    per-transform samples and outputs.
+
+    Peers run in blocks, not interleaved, and in processes of their own: whichever chain ran second in
+    a shared process ran on the first one's heap (MONAI's large temporaries), and fastpipe, always
+    first, was measured on a fresh one (about 15% faster than after MONAI's block).
+    """
+    from benchmarks.peer_process import PeerProcess
+
+    samples, outputs, pids = {}, {}, {}
+    for name in ("fastpipe", "monai"):
+        with PeerProcess(name, "benchmarks.preprocess:serve_chain", {"name": name, "item": item}) as peer:
+            pids[name] = peer.ready_info["pid"]
+            runs = [peer.call("run") for _ in range(repeats + 1)][1:]  # the first is the warm-up
+            samples[name] = {"wall": [w for w, _ in runs], "cpu": [c for _, c in runs]}
+            outputs[name] = {k: torch.from_numpy(v) for k, v in peer.call("outputs").items()}
+    names = [ROW_NAMES.get(type(t).__name__, type(t).__name__) for t in chain("fastpipe")]
+    return {"names": names, "samples": samples, "outputs": outputs, "pids": pids}
 
 
 ROW_NAMES = {"OrientSpacingd": "Orientationd+Spacingd"}
@@ -183,7 +219,12 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(res, m["names"], floor)
     payload = {
         "config": vars(args)
-        | {"pixdim": PIXDIM, "device": "cpu", "monai_settings": "tutorial defaults, track_meta=True"},
+        | {
+            "pixdim": PIXDIM,
+            "device": "cpu",
+            "monai_settings": "tutorial defaults, track_meta=True",
+            "peer_processes": "each chain in its own spawned process, fastpipe's then MONAI's",
+        },
         "names": m["names"],
         **res,
         "floor_gunzip_s": spread(floor),

@@ -40,8 +40,8 @@ def regular(data, cfg: Config) -> Row:
     )
 
     def close() -> None:
-        # persistent workers live as long as the loader's iterator; ending (and reaping) them here lets
-        # peak_rss_bytes() count the largest one, as it counts every row's children
+        # persistent workers live as long as the loader's iterator: end (and reap) them here; their
+        # memory is read just before (measure.peak_rss_bytes sums the live workers' peaks)
         it = getattr(loader, "_iterator", None)
         if it is not None:
             it._shutdown_workers()

@@ -25,6 +25,37 @@ def test_waited_batches_times_the_wait_and_applies_prepare_inside_it():
     assert list(waited_batches([])) == []
 
 
+class _SlowEnds:
+    """A loader whose epoch start and end block on the data side, as a SmartCache window swap does
+    (MONAI's in ``iter`` through ``benchmarks.rows``, fastpipe's in the request that ends the epoch)."""
+
+    def __iter__(self):
+        time.sleep(0.2)
+        return self._batches()
+
+    def _batches(self):
+        yield {"image": _FakeBatch(), "label": _FakeBatch()}
+        time.sleep(0.3)
+
+
+class _FakeBatch:
+    shape = (4, 1, 96, 96, 96)
+    device = None
+
+
+def test_the_epochs_start_and_end_are_waited_for():
+    """The matrix's data-wait column left both out: a row that waited for its swap showed ~0% wait."""
+    from benchmarks import measure
+    from benchmarks.row_types import Config
+
+    ends: list[float] = []
+    out = list(waited_batches(_SlowEnds(), on_end=ends.append))
+    assert len(out) == 1 and out[0][1] >= 0.2  # iter(loader) is part of the first wait
+    assert len(ends) == 1 and ends[0] >= 0.3
+    wall, fraction = measure.step_epoch(_SlowEnds(), Config(threads=1), 0.0)
+    assert fraction >= 0.5 / wall - 1e-9 and fraction <= 1.0
+
+
 def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
     """A working tree copied to a GPU machine has no ``.git``: the result names the commit it was given."""
 

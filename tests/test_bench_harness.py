@@ -191,3 +191,55 @@ def test_the_monai_cache_rows_draws_follow_the_seed(tmp_path):
 
     a, b = epoch(1), epoch(2)
     assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+ROW_RSS_PROBE = """
+import resource, subprocess, sys
+import torch
+from benchmarks import measure, rows, workload
+
+hold = "b = bytearray(120 << 20); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); input()"
+
+
+class Workers:
+    # a loader whose worker processes live until the row closes (the regular row's persistent workers)
+    def __init__(self):
+        self.kids = [subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True) for _ in range(3)]
+        assert all(k.stdout.readline().strip() == "ready" for k in self.kids)
+
+    def __iter__(self):
+        crop = torch.zeros(workload.NUM_SAMPLES, 1, *workload.PATCH)
+        yield {"image": crop, "label": crop}
+
+    def close(self):
+        for k in self.kids:
+            k.communicate("\\n", timeout=30)
+
+
+def build(data, cfg):
+    loader = Workers()
+    return rows.Row(loader, items_per_epoch=1, close=loader.close)
+
+
+rows.ROWS["workers"] = build
+res = measure.measure_row("workers", [{}], rows.Config(threads=1), epochs=1, step_epochs=0, step_s=0.0)
+print(res["peak_rss_bytes"] - resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_rows_peak_rss_counts_every_worker_process():
+    """Read after close, the peak counted the largest reaped worker only: the regular row's 2-8 workers
+    published as one. It is read while they live, each one's peak summed (a fresh interpreter: no child
+    reaped before)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(spleen.__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", ROW_RSS_PROBE], cwd=repo, capture_output=True, text=True, timeout=100
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) >= 3 * (120 << 20)

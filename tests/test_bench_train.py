@@ -379,3 +379,46 @@ def test_the_result_names_the_commit_the_arms_started_on(tmp_path, monkeypatch):
     assert train.main(argv) == 0
     doc = json.loads(out.read_text())
     assert doc["machine"]["commit"] == "abc1234-dirty" and doc["commit_at_end"] == "def5678"
+
+
+class _SlowEnds:
+    """A loader whose epoch start and end block on the data side, as a SmartCache window swap does."""
+
+    def __init__(self, start_s: float, end_s: float) -> None:
+        self.start_s, self.end_s = start_s, end_s
+
+    def __iter__(self):
+        time.sleep(self.start_s)
+        return self._batches()
+
+    def _batches(self):
+        for _ in range(2):
+            yield {"image": torch.rand(2, 1, 8, 8, 8), "label": torch.randint(0, 2, (2, 1, 8, 8, 8))}
+        time.sleep(self.end_s)
+
+
+def test_the_data_wait_counts_the_epochs_start_and_end():
+    """A SmartCache arm waits for its window swap in the request that ends the epoch: that is data wait,
+    not training (it was left out, and an arm that waited most of its epoch published ~0% data wait)."""
+    from benchmarks.train_loop import _Steps
+
+    steps = _Steps(torch.nn.Conv3d(1, 2, 1), config("smoke"), torch.device("cpu"), time.perf_counter())
+    t0 = time.perf_counter()
+    crops, waited = steps.epoch(_SlowEnds(0.2, 0.3))
+    wall = time.perf_counter() - t0
+    assert crops == 4
+    assert 0.5 <= waited <= wall
+
+
+def test_on_a_gpu_the_kernels_are_compiled_before_any_arms_clock(monkeypatch):
+    """CuPy keeps the compiled kernels on disk: on a fresh GPU the first fastpipe arm alone paid the
+    NVRTC compile in its time to target. It is done with the imports, before the clock starts."""
+    import fastpipe.ops
+    from benchmarks import train_loop
+
+    compiled: list[bool] = []
+    monkeypatch.setattr(fastpipe.ops, "cuda_kernels_available", lambda: compiled.append(True) or True)
+    train_loop._import_libraries(torch.device("cpu"))
+    assert compiled == []
+    train_loop._import_libraries(torch.device("cuda"))
+    assert compiled == [True]

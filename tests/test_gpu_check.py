@@ -276,3 +276,63 @@ def test_a_test_module_that_cannot_import_does_not_stop_the_gpu_tests(tmp_path):
     got = gpu_check.run_pytest_gpu(60, str(tmp_path))["pytest_gpu"]
     assert (got["passed"], got["errors"], got["failed"]) == (1, 1, 0), got
     assert not gpu_check.goals({"pytest_gpu": got})["gpu_tests_green"]
+
+
+@pytest.mark.timeout(60)
+def test_no_timing_runs_beside_a_section_that_outlived_its_limit(monkeypatch):
+    """A section past its limit goes on in its thread: the bandwidth, speed-up and augment timings after
+    it measured its GPU work with theirs, and were published as if the GPU had been theirs alone."""
+    ran: list[str] = []
+
+    def hang(dev):
+        ran.append("cuda_matches_torch")
+        time.sleep(8)
+        return {}
+
+    def stand_in(name):
+        return lambda *a: ran.append(name) or {}
+
+    monkeypatch.setitem(gpu_check.SECTION_LIMITS_S, "cuda_matches_torch", 0.5)
+    monkeypatch.setattr(gpu_check, "device_info", stand_in("device"))
+    monkeypatch.setattr(cases, "matches", hang)
+    for name, attr in (("bandwidth", "bandwidth"), ("cached_epoch_h2d", "cached_epoch_h2d"),
+                       ("gpu_vs_cpu_crop_speedup", "speedup"), ("voxel_augment", "voxel_augments")):  # fmt: skip
+        monkeypatch.setattr(sec, attr, stand_in(name))
+    monkeypatch.setattr(gpu_check, "run_pytest_gpu", stand_in("pytest_gpu"))
+    monkeypatch.setattr(gpu_check, "run_sanitizer", stand_in("compute_sanitizer"))
+    result = {"errors": {}, "section_s": {}}
+    gpu_check.run_all(torch.device("cpu"), 100, result)
+    assert "timed out" in result["errors"]["cuda_matches_torch"]
+    for timed in gpu_check.TIMED_SECTIONS:
+        assert timed not in ran and result["errors"][timed].startswith(
+            "skipped: cuda_matches_torch timed out"
+        )
+    assert ran == ["device", "cuda_matches_torch", "cached_epoch_h2d", "pytest_gpu", "compute_sanitizer"]
+
+
+def test_a_label_crop_crossing_to_the_device_is_volume_data(monkeypatch):
+    """The check allowed any copy below one float32 image crop: a uint8 label crop (a quarter of that)
+    copied host-to-device every batch passed as 'no volume data'."""
+    from benchmarks import gpu_copies
+    from benchmarks.workload import PATCH
+
+    label_crop = PATCH[0] * PATCH[1] * PATCH[2]  # uint8
+    closed = []
+
+    class Stub:
+        def stats(self):
+            return {"h2d_bytes": 0}
+
+        def close(self):
+            closed.append(True)
+
+    def run(largest):
+        epoch = {"h2d_bytes": 4 * largest, "h2d_count": 4}
+        return {"h2d_bytes_per_epoch": [4 * largest], "epochs": [epoch], "largest_h2d_copy": largest,
+                "crop_bytes_per_epoch": 0}  # fmt: skip
+
+    monkeypatch.setattr(gpu_copies, "build", lambda data, device: (Stub(), Stub()))
+    for largest, clean in ((832, True), (label_crop, False)):
+        monkeypatch.setattr(gpu_copies, "count_epochs", lambda loader, n, dev, largest=largest: run(largest))
+        out = sec.cached_epoch_h2d(volumes=1, shape=(8, 8, 8))
+        assert out["cached_epoch_no_volume_bytes"] is clean, largest
