@@ -6,7 +6,9 @@ run on ``n`` pool threads at once, each with ``torch.get_num_threads() // n`` Op
 parallel ops (:mod:`fastpipe.runtime._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
 cores ``n`` times). The first error (``on_error="raise"``) cancels the jobs not yet started and is raised
 in the calling thread as :class:`~fastpipe.cache.errors.CacheFillError` naming the item index and the file
-that failed; it is also an instance of the cause's type (``except ValueError`` keeps working).
+that failed; it is also an instance of the cause's type (``except ValueError`` keeps working). A job
+that raises a ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) stops
+the fill and is raised as it is, whatever ``on_error`` says, with one worker or several.
 """
 
 from __future__ import annotations
@@ -135,7 +137,10 @@ def _run_pooled(
         futures = {pool.submit(job, s): s for s in slots}
         try:
             for fut in as_completed(futures):
-                yield futures[fut], fut.exception()
+                err = fut.exception()
+                if err is not None and not isinstance(err, Exception):
+                    raise err  # KeyboardInterrupt, SystemExit: not an item error, as in the calling thread
+                yield futures[fut], err
         finally:  # closed early (an error raised): jobs not yet started never start
             for fut in futures:
                 fut.cancel()

@@ -211,6 +211,22 @@ def test_first_fill_error_stops_the_jobs_not_yet_started(workers):
     assert len(started) < 40  # and none started after the error was raised
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_keyboard_interrupt_in_a_fill_job_stops_the_fill_as_itself(workers, on_error):
+    """Not an item error: a pool thread's KeyboardInterrupt was skipped (on_error="skip") or wrapped in a
+    CacheFillError that ``except KeyboardInterrupt`` missed; the calling thread's propagated as is."""
+
+    def job(d):
+        if d["x"] == 2:
+            raise KeyboardInterrupt("stop")
+        return d
+
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        CacheDataset(items(6), [job], progress=False, num_workers=workers, on_error=on_error)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_on_error_skip_logs_and_drops(caplog, workers):
     data = items(4)
