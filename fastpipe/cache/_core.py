@@ -21,6 +21,7 @@ from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._footprint import EntryBytes
 from fastpipe.cache._key import check_persist_key, code_version, entry_owner, item_snapshot
 from fastpipe.cache._persist import PersistentCache, reset_trace_ids
+from fastpipe.cache._pickling import Unlocked, pickle_state, unpickle_state
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
@@ -205,6 +206,15 @@ class CacheCore:
     def _after_fork_in_child(self) -> None:
         """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without locks (a worker process, :mod:`fastpipe.cache._pickling`)."""
+        state = pickle_state(self)
+        state["persist"] = None if self.persist is None else Unlocked(self.persist)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)
 
 
 def _apply(transforms: list[Any], item: Any) -> Any:

@@ -29,6 +29,7 @@ from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
 from fastpipe.cache._footprint import describe_bytes
 from fastpipe.cache._item_errors import batch_step_error, compute_uncached, run_batch, run_suffix
+from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
 from fastpipe.runtime._fork import renew_locks_after_fork
@@ -213,6 +214,15 @@ class CachedReads(torch.utils.data.Dataset):
     def _after_fork_in_child(self) -> None:
         """In a forked child: a new lock (another thread of the parent may have held it at the fork)."""
         self._suffix_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process started by ``spawn``/``forkserver`` gets: the cache, not its locks."""
+        return pickle_state(self, drop=("_core_finalizer",))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)
+        self._local = threading.local()  # this process's threads make their own suffix copies
+        self._core_finalizer = weakref.finalize(self, self.core.close)  # this copy's core (no disk tier)
 
     def _reseed_in_worker(self) -> None:
         """In a torch ``DataLoader`` worker process, reseed the suffix from the seed torch gives that

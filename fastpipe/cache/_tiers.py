@@ -28,6 +28,7 @@ from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
 from fastpipe.cache._budgets import TIERS, parse_budget, parse_bytes
 from fastpipe.cache._cuda_budget import default_cuda_budget
 from fastpipe.cache._disk_tier import DiskTier
+from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
 from fastpipe.runtime._fork import renew_locks_after_fork
 
@@ -295,3 +296,11 @@ class TierStore:
     def _after_fork_in_child(self) -> None:
         """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled into a worker process: the entries, no CUDA stream nor prefetched copies, and no disk
+        tier (its folder stays the owner's: the copy reads the entries mapped, and removes no file)."""
+        return {**pickle_state(self), "_stream": None, "_inflight": {}, "_disk": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)

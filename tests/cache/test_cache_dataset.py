@@ -439,3 +439,40 @@ def test_set_data_does_not_restart_the_random_stream_of_the_users_transforms(sma
     after, expected = epoch(ours), epoch(plain)
     assert not all(torch.equal(a, b) for a, b in zip(after, first, strict=True))  # not epoch 0 again
     assert all(torch.equal(a, b) for a, b in zip(after, expected, strict=True))  # the stream went on
+
+
+@pytest.mark.parametrize("budget", [None, {"host": 700, "disk": None}])  # host only; host and disk tiers
+def test_a_dataset_pickles_for_worker_processes_as_monai_s_does(budget):
+    """A DataLoader whose workers start by spawn/forkserver (macOS, Windows, Linux from Python 3.14) pickles
+    the dataset: a CacheDataset raised ``cannot pickle '_thread.lock' object``; MONAI's pickles."""
+    import pickle
+
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
+    ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False, budget=budget)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.stats()["items"] == ds.stats()["items"] and len(copy) == 4
+    assert all(torch.equal(copy[i]["a"], ds[i]["a"]) for i in range(4))
+    items = ds.stats()["items"]
+    copy.close()  # the copy's close frees its own entries, never the owner's (nor its disk tier's files)
+    assert all(torch.equal(ds[i]["a"], torch.full((1, 4, 4, 4), i / 10)) for i in range(4))
+    assert ds.stats()["items"] == items and ds.misses == 0
+    disk = ds.core.store._disk
+    assert (disk is None) == (budget is None) and (disk is None or any(disk.root.glob("*.npy")))
+
+
+@pytest.mark.timeout(180)
+def test_a_spawned_torch_dataloader_worker_reads_the_cache():
+    from monai.transforms import RandScaleIntensityd
+
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
+    chain = [ScaleIntensityRanged(["a"], 0, 10, 0, 1), RandScaleIntensityd(["a"], 0.1, prob=1.0)]
+    ds = CacheDataset(data, chain, progress=False, translate=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    batches = [b["a"] for b in loader]
+    assert [tuple(b.shape) for b in batches] == [(2, 1, 4, 4, 4)] * 2
+    assert torch.allclose(batches[1][1], torch.full((1, 4, 4, 4), 0.3), atol=0.031)
+    assert not torch.equal(batches[1][1], torch.full((1, 4, 4, 4), 0.3))  # the random suffix ran
