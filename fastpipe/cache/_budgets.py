@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any
 
 TIERS = ("cuda", "host", "disk")
@@ -38,7 +39,10 @@ def parse_bytes(size: int | float | str | None) -> int | None:
 
 
 def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
-    """Per-tier byte budgets; a bare size applies to ``primary`` (the first tier). Missing tiers are unlimited."""
+    """Per-tier byte budgets; a bare size applies to ``primary`` (the first tier). Missing tiers are unlimited.
+
+    A ``"cuda"`` budget for a host cache (``primary`` ``"host"``) warns that it is ignored.
+    """
     if budget is None:
         return {}
     if not isinstance(budget, dict):
@@ -46,4 +50,13 @@ def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
     unknown = set(budget) - set(TIERS)
     if unknown:
         raise ValueError(f"unknown budget tier(s) {sorted(unknown)}: expected keys among {list(TIERS)}")
-    return {tier: parse_bytes(v) for tier, v in budget.items()}
+    parsed = {tier: parse_bytes(v) for tier, v in budget.items()}
+    if primary != "cuda" and "cuda" in parsed:  # kept silently, it would leave the host tier unlimited
+        warnings.warn(
+            f"budget {budget} has a 'cuda' tier but this cache lives in host memory (its prefix holds no "
+            "ToDeviced/EnsureTyped(device='cuda...')): the 'cuda' budget is ignored; set 'host' to bound "
+            "the cache's memory",
+            RuntimeWarning,
+            stacklevel=6,  # the dataset's constructor's caller
+        )
+    return parsed

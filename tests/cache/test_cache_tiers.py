@@ -356,3 +356,15 @@ def test_a_host_tail_entry_after_gpu_oom_is_not_saved_under_the_whole_chains_key
         entry = core.compute({"x": 1})
     assert entry["image"].device.type == "cpu"  # the host tail's entry, kept in memory only
     assert core.persist.stats()["saves"] == 0 and not list(tmp_path.glob("*.fpc"))
+
+
+def test_a_cuda_budget_for_a_host_cache_warns_that_it_is_ignored():
+    """The 'cuda' key was dropped without a word, leaving a cache the user meant to bound unlimited."""
+    data = [{"x": i} for i in range(3)]
+    with pytest.warns(RuntimeWarning, match="'cuda' budget is ignored") as record:
+        ds = CacheDataset(data, [CountingDet()], progress=False, budget={"cuda": "1KiB"})
+    assert record[0].filename == __file__  # points at the caller's line
+    assert ds.stats()["budgets"] == {"host": None, "disk": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CacheDataset(data, [CountingDet()], progress=False, budget={"host": "1MiB"})
