@@ -24,10 +24,14 @@ from fastpipe.cache._persist import PersistentCache, reset_trace_ids
 from fastpipe.cache._pickling import Unlocked, pickle_state, unpickle_state
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
+from fastpipe.profiling.nvtx_ranges import transform_name
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.transforms.compose import apply_transform
 from fastpipe.transforms.spatial import fuse_spatial
 from fastpipe.transforms.utility import device_point, on_host
+
+#: The attribute naming the prefix transform an exception of :meth:`CacheCore.compute` came from.
+FAILED_STEP = "fastpipe_failed_step"
 
 
 def chain_device(prefix: list[Any]) -> torch.device:
@@ -219,5 +223,13 @@ class CacheCore:
 
 def _apply(transforms: list[Any], item: Any) -> Any:
     for t in transforms:
-        item = apply_transform(t, item)
+        try:
+            item = apply_transform(t, item)
+        except Exception as err:
+            if getattr(err, FAILED_STEP, None) is None:  # the innermost step (a chain may nest a cache's)
+                try:
+                    setattr(err, FAILED_STEP, transform_name(t))
+                except AttributeError:  # an exception type without a __dict__: unnamed
+                    pass
+            raise
     return item

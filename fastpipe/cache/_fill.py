@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from fastpipe.cache._core import FAILED_STEP
 from fastpipe.cache._item_errors import describe_failure, failure
 from fastpipe.cache.errors import CacheFillError
 from fastpipe.runtime import _openmp
@@ -162,4 +163,8 @@ def _failed(
         log.warning("cache fill skipped %s", message)
         report.skipped[slot] = message
         return
-    raise failure(CacheFillError, "cache fill failed on", index, items(slot), err) from err
+    step = getattr(err, FAILED_STEP, None)  # the prefix transform that raised it (CacheCore._apply)
+    where = f"cache fill failed in {step} on" if step else "cache fill failed on"
+    error = failure(CacheFillError, where, index, items(slot), err)
+    error.transform = step
+    raise error from err
