@@ -184,6 +184,10 @@ class CachedReads(torch.utils.data.Dataset):
         the new items' own files and values.
         """
         self._check_new_data(data)
+        # what the new build would refuse, refused before the old entries are freed: a dataset whose
+        # set_data raised keeps its cache, instead of recomputing every item on every read from then on
+        _inputs_of(data)
+        check_items(list(data), flatten(init_kwargs.get("transform")))
         suffix, local = self.suffix, self._local
         # counted before and after: a loader's run ahead that read any of it is stale (ThreadDataLoader)
         version = self.data_version = self.data_version + 1

@@ -168,7 +168,11 @@ class CacheDataset(CachedReads):
         and ``cache_num`` apply to its length). Call it between epochs, not during reads.
 
         Raises:
-            TypeError: ``data`` is not a list of items, or this dataset was built on a map-style dataset.
+            TypeError: ``data`` is not a list of items (or holds a path where the chain reads keys), or
+                this dataset was built on a map-style dataset.
+            ValueError: ``data`` is empty.
+
+        A refused list leaves the dataset as it was, its cache included.
         """
         self._rebuild(data, self._init_kwargs)
 

@@ -476,3 +476,16 @@ def test_a_spawned_torch_dataloader_worker_reads_the_cache():
     assert [tuple(b.shape) for b in batches] == [(2, 1, 4, 4, 4)] * 2
     assert torch.allclose(batches[1][1], torch.full((1, 4, 4, 4), 0.3), atol=0.031)
     assert not torch.equal(batches[1][1], torch.full((1, 4, 4, 4), 0.3))  # the random suffix ran
+
+
+@pytest.mark.parametrize("bad", [["img1.nii.gz"], []], ids=["paths", "empty"])
+def test_a_refused_set_data_keeps_the_cache(bad):
+    """The old entries were freed before the new list was refused: every later read recomputed its item."""
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
+    ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False)
+    with pytest.raises((TypeError, ValueError)):
+        ds.set_data(bad)
+    assert ds.stats()["items"]["host"] == 4 and len(ds) == 4
+    assert torch.equal(ds[3]["a"], torch.full((1, 4, 4, 4), 0.3)) and ds.misses == 0
