@@ -489,3 +489,27 @@ def test_a_refused_set_data_keeps_the_cache(bad):
         ds.set_data(bad)
     assert ds.stats()["items"]["host"] == 4 and len(ds) == 4
     assert torch.equal(ds[3]["a"], torch.full((1, 4, 4, 4), 0.3)) and ds.misses == 0
+
+
+def test_monai_only_arguments_are_taken_and_warn_only_where_monai_would_share_or_defer():
+    """A MONAI script passing as_contiguous/hash_as_key/hash_func/runtime_cache failed with TypeError."""
+    from monai.data.utils import pickle_hashing
+
+    data = [{"x": i % 2} for i in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = CacheDataset(
+            data,
+            [CountingDet()],
+            progress=False,
+            as_contiguous=False,
+            hash_func=pickle_hashing,
+            runtime_cache=False,
+        )
+    assert [ds[i]["x"] for i in range(4)] == [0, 1, 0, 1]
+    with pytest.warns(UserWarning, match=r"hash_as_key=True.*runtime_cache='threads'") as record:
+        ds = CacheDataset(data, [CountingDet()], progress=False, hash_as_key=True, runtime_cache="threads")
+    assert record[0].filename == __file__ and ds.stats()["items"]["host"] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds.set_data(data[:2])  # warned once, when made
