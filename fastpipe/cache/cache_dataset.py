@@ -201,7 +201,12 @@ class CacheDataset(CachedReads):
 
 def _cache_count(n: int, cache_rate: float, cache_num: int | None) -> int:
     if not 0.0 <= float(cache_rate) <= 1.0:
-        raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}")
+        hint = ""
+        if float(cache_rate).is_integer():  # MONAI's third argument is cache_num, fastpipe's cache_rate
+            hint = (
+                f" (for at most {int(cache_rate)} cached items pass cache_num={int(cache_rate)} by keyword)"
+            )
+        raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}{hint}")
     if cache_num is not None and cache_num < 0:
         raise ValueError(f"cache_num must be >= 0 or None, got {cache_num}")
     count = int(n * cache_rate)

@@ -164,6 +164,7 @@ def test_to_device_then_cache_on_gpu(cuda_device):
     [
         ({"cache_rate": 1.5}, "cache_rate"),
         ({"cache_rate": -0.1}, "cache_rate"),
+        ({"cache_rate": 24}, "got 24 .*pass cache_num=24 by keyword"),  # MONAI's 3rd positional is cache_num
         ({"budget": "lots"}, "invalid budget"),
         ({"budget": {"gpu": "1GiB"}}, "unknown budget tier"),
         ({"on_error": "ignore"}, "on_error"),
