@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._chain import flatten, unwrapped
-from fastpipe.cache._checks import check_device_points, check_items
+from fastpipe.cache._checks import ITEM_SHAPE, check_device_points, check_items
 from fastpipe.cache._copies import deep_copy, seed_suffix, thread_copy
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
@@ -298,6 +298,11 @@ def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
 
 
 def _inputs_of(data: Any) -> tuple[list[Any], Any]:
+    if isinstance(data, Mapping):  # not a map-style dataset: data[0] is a KeyError that names nothing
+        raise TypeError(
+            f"data is a {type(data).__name__} with keys {list(data)[:4]}, not a list of items: pass "
+            f"[item] for one item; the data list needs {ITEM_SHAPE}"
+        )
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes, torch.utils.data.Dataset)):
         inputs, source = list(data), None  # a list, or a list-like (UserList, OmegaConf's ListConfig)
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
