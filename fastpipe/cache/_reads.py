@@ -226,7 +226,8 @@ class CachedReads(torch.utils.data.Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         unpickle_state(self, state)
         self._local = threading.local()  # this process's threads make their own suffix copies
-        self._core_finalizer = weakref.finalize(self, self.core.close)  # this copy's core (no disk tier)
+        # frees nothing: a shallow copy (copy.copy) shares the owner's core, which only the owner closes
+        self._core_finalizer = weakref.finalize(self, _keep_core)
 
     def _reseed_in_worker(self) -> None:
         """In a torch ``DataLoader`` worker process, reseed the suffix from the seed torch gives that
@@ -284,6 +285,10 @@ class CachedReads(torch.utils.data.Dataset):
             nbytes=self.core.nbytes,
         )
         return out
+
+
+def _keep_core() -> None:
+    """The finalizer of a copy made by pickling or ``copy``: the entries go with the last reference."""
 
 
 def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:

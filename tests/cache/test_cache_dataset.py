@@ -514,3 +514,19 @@ def test_monai_only_arguments_are_taken_and_warn_only_where_monai_would_share_or
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds.set_data(data[:2])  # warned once, when made
+
+
+def test_a_shallow_copy_going_away_leaves_the_owner_s_cache():
+    import copy
+    import gc
+
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(3)]
+    ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False)
+    shallow, deep = copy.copy(ds), copy.deepcopy(ds)  # a shallow copy shares the core (its finalizer did not)
+    assert shallow.core is ds.core and deep.core is not ds.core
+    del shallow, deep
+    gc.collect()
+    assert ds.stats()["items"]["host"] == 3 and ds.misses == 0
+    assert torch.equal(ds[2]["a"], torch.full((1, 4, 4, 4), 0.2)) and ds.misses == 0
