@@ -298,9 +298,12 @@ class TierStore:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled into a worker process: the entries, no CUDA stream nor prefetched copies, and no disk
-        tier (its folder stays the owner's: the copy reads the entries mapped, and removes no file)."""
-        return {**pickle_state(self), "_stream": None, "_inflight": {}, "_disk": None}
+        """Pickled into a worker process: the device and host entries (torch shares their memory), no
+        CUDA stream nor prefetched copies, and no disk tier: pickling would move its mapped files into
+        shared memory, so a copy computes those items per read, and removes no file of the owner's."""
+        with self._lock:
+            kept = {s: v for s, v in self._slots.items() if v[0] != "disk"}
+        return {**pickle_state(self), "_slots": kept, "_stream": None, "_inflight": {}, "_disk": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         unpickle_state(self, state)

@@ -453,14 +453,21 @@ def test_a_dataset_pickles_for_worker_processes_as_monai_s_does(budget):
     data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
     ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False, budget=budget)
     copy = pickle.loads(pickle.dumps(ds))
-    assert copy.stats()["items"] == ds.stats()["items"] and len(copy) == 4
+    assert copy.stats()["items"]["host"] == ds.stats()["items"]["host"] and len(copy) == 4
+    assert copy.stats()["items"]["disk"] == 0  # pickled, mapped files would move into shared memory
     assert all(torch.equal(copy[i]["a"], ds[i]["a"]) for i in range(4))
+    assert copy.misses == ds.stats()["items"]["disk"]  # the disk tier's items, computed per read
     items = ds.stats()["items"]
     copy.close()  # the copy's close frees its own entries, never the owner's (nor its disk tier's files)
     assert all(torch.equal(ds[i]["a"], torch.full((1, 4, 4, 4), i / 10)) for i in range(4))
     assert ds.stats()["items"] == items and ds.misses == 0
     disk = ds.core.store._disk
     assert (disk is None) == (budget is None) and (disk is None or any(disk.root.glob("*.npy")))
+    from multiprocessing.reduction import ForkingPickler  # as a worker process gets it
+
+    ForkingPickler.dumps(ds)
+    on_disk = [e for t, e, _ in ds.core.store._slots.values() if t == "disk"]
+    assert not any(e["a"].is_shared() for e in on_disk)  # the mapped files stay files, not shared memory
 
 
 @pytest.mark.timeout(180)
