@@ -7,6 +7,8 @@ import re
 import warnings
 from typing import Any
 
+import numpy as np
+
 TIERS = ("cuda", "host", "disk")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _UNITS.update({"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40})
@@ -60,3 +62,20 @@ def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
             stacklevel=6,  # the dataset's constructor's caller
         )
     return parsed
+
+
+def array_bytes(obj: Any) -> int:
+    """Bytes of the numpy arrays inside ``obj`` (dicts, lists, tuples): a chain ending in numpy
+    (MONAI's ``EnsureTyped(data_type="numpy")``) caches them, and a budget must count them.
+
+    Example:
+        >>> array_bytes({"image": np.zeros(4, np.float32), "meta": {"affine": np.eye(2)}, "n": 3})
+        48
+    """
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(array_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(array_bytes(v) for v in obj)
+    return 0

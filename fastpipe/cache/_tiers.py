@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
-from fastpipe.cache._budgets import TIERS, parse_budget, parse_bytes
+from fastpipe.cache._budgets import TIERS, array_bytes, parse_budget, parse_bytes
 from fastpipe.cache._cuda_budget import default_cuda_budget
 from fastpipe.cache._disk_tier import DiskTier
 from fastpipe.cache._pickling import pickle_state, unpickle_state
@@ -129,10 +129,11 @@ class TierStore:
         return self.device.type == "cuda" and torch.cuda.is_available()
 
     def _tier_bytes(self, tier: str, entry: Any) -> int:
-        """Bytes ``entry`` takes in ``tier``: pinned blocks are rounded up as the pinned allocator does."""
+        """Bytes ``entry`` takes in ``tier``: pinned blocks are rounded up as the pinned allocator does;
+        numpy arrays (kept as they are, in host memory, whatever the tier) count too."""
         if tier == "host" and self._pins():
-            return pinned_bytes_of(tensors_of(entry))
-        return nbytes_of(entry)
+            return pinned_bytes_of(tensors_of(entry)) + array_bytes(entry)
+        return nbytes_of(entry) + array_bytes(entry)
 
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:

@@ -368,3 +368,18 @@ def test_a_cuda_budget_for_a_host_cache_warns_that_it_is_ignored():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CacheDataset(data, [CountingDet()], progress=False, budget={"host": "1MiB"})
+
+
+def test_a_host_budget_counts_numpy_arrays():
+    """A chain ending in numpy (MONAI's EnsureTyped(data_type="numpy")) cached 1 MiB under a 256 KiB
+    budget, stats() reporting 0 bytes: only torch tensors were counted."""
+    import numpy as np
+
+    def make(d):
+        return {"image": np.full((1, 32, 32, 32), d["x"], np.float32), "affine": np.eye(4)}  # 128 KiB + 128 B
+
+    with pytest.warns(RuntimeWarning, match="fit no cache tier"):
+        ds = CacheDataset(items(8), [make], progress=False, budget={"host": "300KiB", "disk": 0})
+    s = ds.stats()
+    assert s["items"]["host"] == 2 and s["bytes"]["host"] == 2 * (2**17 + 128)
+    assert [float(ds[i]["image"][0, 0, 0, 0]) for i in range(8)] == list(range(8))
