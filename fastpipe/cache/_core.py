@@ -27,7 +27,7 @@ from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import transform_name
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.transforms.compose import apply_transform
-from fastpipe.transforms.spatial import fuse_spatial
+from fastpipe.transforms.spatial import OrientSpacingd, fuse_spatial
 from fastpipe.transforms.utility import device_point, on_host
 
 #: The attribute naming the prefix transform an exception of :meth:`CacheCore.compute` came from.
@@ -228,7 +228,8 @@ def _apply(transforms: list[Any], item: Any) -> Any:
         except Exception as err:
             if getattr(err, FAILED_STEP, None) is None:  # the innermost step (a chain may nest a cache's)
                 try:
-                    setattr(err, FAILED_STEP, transform_name(t))
+                    fused = isinstance(t, OrientSpacingd)  # the user's chain has the two steps
+                    setattr(err, FAILED_STEP, "Orientationd+Spacingd" if fused else transform_name(t))
                 except AttributeError:  # an exception type without a __dict__: unnamed
                     pass
             raise

@@ -226,3 +226,12 @@ def test_error_from_a_torch_dataloader_worker_process_is_still_the_cause_type():
         for _ in loader:  # the worker pickles the error's class; the parent rebuilds it from its bases
             pass
     assert isinstance(info.value, TransformError)
+
+
+def test_a_fused_prefix_step_is_named_by_the_user_s_two_transforms():
+    from fastpipe.transforms import Orientationd, Spacingd
+
+    chain = [Orientationd("image", "RAS"), Spacingd("image", (1.0, 1.0, 1.0))]
+    with pytest.raises(CacheFillError, match=r"failed in Orientationd\+Spacingd on item 0") as info:
+        CacheDataset([{"image": torch.ones(4, 4)}], chain, progress=False)  # no channel axis
+    assert info.value.transform == "Orientationd+Spacingd"  # not the internal OrientSpacingd
