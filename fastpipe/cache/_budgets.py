@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any
+
+import numpy as np
 
 TIERS = ("cuda", "host", "disk")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
@@ -38,7 +41,10 @@ def parse_bytes(size: int | float | str | None) -> int | None:
 
 
 def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
-    """Per-tier byte budgets; a bare size applies to ``primary`` (the first tier). Missing tiers are unlimited."""
+    """Per-tier byte budgets; a bare size applies to ``primary`` (the first tier). Missing tiers are unlimited.
+
+    A ``"cuda"`` budget for a host cache (``primary`` ``"host"``) warns that it is ignored.
+    """
     if budget is None:
         return {}
     if not isinstance(budget, dict):
@@ -46,4 +52,30 @@ def parse_budget(budget: Any, primary: str) -> dict[str, int | None]:
     unknown = set(budget) - set(TIERS)
     if unknown:
         raise ValueError(f"unknown budget tier(s) {sorted(unknown)}: expected keys among {list(TIERS)}")
-    return {tier: parse_bytes(v) for tier, v in budget.items()}
+    parsed = {tier: parse_bytes(v) for tier, v in budget.items()}
+    if primary != "cuda" and "cuda" in parsed:  # kept silently, it would leave the host tier unlimited
+        warnings.warn(
+            f"budget {budget} has a 'cuda' tier but this cache lives in host memory (its prefix holds no "
+            "ToDeviced/EnsureTyped(device='cuda...')): the 'cuda' budget is ignored; set 'host' to bound "
+            "the cache's memory",
+            RuntimeWarning,
+            stacklevel=6,  # the dataset's constructor's caller
+        )
+    return parsed
+
+
+def array_bytes(obj: Any) -> int:
+    """Bytes of the numpy arrays inside ``obj`` (dicts, lists, tuples): a chain ending in numpy
+    (MONAI's ``EnsureTyped(data_type="numpy")``) caches them, and a budget must count them.
+
+    Example:
+        >>> array_bytes({"image": np.zeros(4, np.float32), "meta": {"affine": np.eye(2)}, "n": 3})
+        48
+    """
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(array_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(array_bytes(v) for v in obj)
+    return 0

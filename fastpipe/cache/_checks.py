@@ -3,11 +3,13 @@
 - :func:`check_items`: a list of paths (or any non-dict item) where a keyed chain expects dicts.
 - :func:`check_device_points`: a ``ToDeviced("cuda:0")`` in a chain on a machine without that GPU.
 - :func:`check_items_left`: ``on_error="skip"`` that skipped every item.
+- :func:`check_monai_only`: MONAI ``CacheDataset`` arguments fastpipe takes but does not act on.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -87,3 +89,26 @@ def check_items_left(kept: int, skipped: Mapping[int, str], total: int) -> None:
         + "; ".join(shown)
         + more
     )
+
+
+def check_monai_only(hash_as_key: bool, runtime_cache: Any) -> None:
+    """Warn, saying what fastpipe does instead, for MONAI ``CacheDataset`` options it takes but does not act on.
+
+    ``hash_as_key=True`` (one entry per distinct item) and ``runtime_cache`` (entries computed at first
+    read, shared by processes) change only MONAI's memory and timing, never the values read, so a MONAI
+    script runs; ``as_contiguous`` and ``hash_func`` alone need no word (same values, layout or unused).
+    """
+    notes = []
+    if hash_as_key:
+        notes.append(
+            "hash_as_key=True: every item gets its own entry, duplicates included (MONAI's share one)"
+        )
+    if runtime_cache:
+        notes.append(
+            f"runtime_cache={runtime_cache!r}: the cache is filled when the dataset is made, by num_workers "
+            "threads, and worker processes read it shared (MONAI computes entries at their first read)"
+        )
+    if notes:
+        warnings.warn(
+            "CacheDataset: " + "; ".join(notes) + "; the items read are the same", UserWarning, stacklevel=3
+        )

@@ -21,12 +21,17 @@ from fastpipe.cache._fingerprint import chain_fingerprint
 from fastpipe.cache._footprint import EntryBytes
 from fastpipe.cache._key import check_persist_key, code_version, entry_owner, item_snapshot
 from fastpipe.cache._persist import PersistentCache, reset_trace_ids
+from fastpipe.cache._pickling import Unlocked, pickle_state, unpickle_state
 from fastpipe.cache._tiers import TierStore, parse_budget, shallow_view
 from fastpipe.profiling import annotate
+from fastpipe.profiling.nvtx_ranges import transform_name
 from fastpipe.runtime._fork import renew_locks_after_fork
 from fastpipe.transforms.compose import apply_transform
-from fastpipe.transforms.spatial import fuse_spatial
+from fastpipe.transforms.spatial import OrientSpacingd, fuse_spatial
 from fastpipe.transforms.utility import device_point, on_host
+
+#: The attribute naming the prefix transform an exception of :meth:`CacheCore.compute` came from.
+FAILED_STEP = "fastpipe_failed_step"
 
 
 def chain_device(prefix: list[Any]) -> torch.device:
@@ -206,8 +211,26 @@ class CacheCore:
         """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without locks (a worker process, :mod:`fastpipe.cache._pickling`)."""
+        state = pickle_state(self)
+        state["persist"] = None if self.persist is None else Unlocked(self.persist)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)
+
 
 def _apply(transforms: list[Any], item: Any) -> Any:
     for t in transforms:
-        item = apply_transform(t, item)
+        try:
+            item = apply_transform(t, item)
+        except Exception as err:
+            if getattr(err, FAILED_STEP, None) is None:  # the innermost step (a chain may nest a cache's)
+                try:
+                    fused = isinstance(t, OrientSpacingd)  # the user's chain has the two steps
+                    setattr(err, FAILED_STEP, "Orientationd+Spacingd" if fused else transform_name(t))
+                except AttributeError:  # an exception type without a __dict__: unnamed
+                    pass
+            raise
     return item

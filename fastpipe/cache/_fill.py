@@ -6,7 +6,9 @@ run on ``n`` pool threads at once, each with ``torch.get_num_threads() // n`` Op
 parallel ops (:mod:`fastpipe.runtime._openmp`; ``n`` workers of ``n`` threads each would oversubscribe ``n``
 cores ``n`` times). The first error (``on_error="raise"``) cancels the jobs not yet started and is raised
 in the calling thread as :class:`~fastpipe.cache.errors.CacheFillError` naming the item index and the file
-that failed; it is also an instance of the cause's type (``except ValueError`` keeps working).
+that failed; it is also an instance of the cause's type (``except ValueError`` keeps working). A job
+that raises a ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) stops
+the fill and is raised as it is, whatever ``on_error`` says, with one worker or several.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from fastpipe.cache._core import FAILED_STEP
 from fastpipe.cache._item_errors import describe_failure, failure
 from fastpipe.cache.errors import CacheFillError
 from fastpipe.runtime import _openmp
@@ -135,7 +138,10 @@ def _run_pooled(
         futures = {pool.submit(job, s): s for s in slots}
         try:
             for fut in as_completed(futures):
-                yield futures[fut], fut.exception()
+                err = fut.exception()
+                if err is not None and not isinstance(err, Exception):
+                    raise err  # KeyboardInterrupt, SystemExit: not an item error, as in the calling thread
+                yield futures[fut], err
         finally:  # closed early (an error raised): jobs not yet started never start
             for fut in futures:
                 fut.cancel()
@@ -157,4 +163,8 @@ def _failed(
         log.warning("cache fill skipped %s", message)
         report.skipped[slot] = message
         return
-    raise failure(CacheFillError, "cache fill failed on", index, items(slot), err) from err
+    step = getattr(err, FAILED_STEP, None)  # the prefix transform that raised it (CacheCore._apply)
+    where = f"cache fill failed in {step} on" if step else "cache fill failed on"
+    error = failure(CacheFillError, where, index, items(slot), err)
+    error.transform = step
+    raise error from err

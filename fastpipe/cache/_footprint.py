@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from fastpipe._tensors import nbytes_of
+from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.runtime._fork import renew_locks_after_fork
 
 
@@ -82,6 +83,12 @@ class EntryBytes:
     def _after_fork_in_child(self) -> None:
         """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return pickle_state(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)
 
 
 def _size(b: float) -> str:

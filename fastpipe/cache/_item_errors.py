@@ -154,9 +154,11 @@ def compute_uncached(core: Any, item: Any, index: int) -> Any:
     try:
         entry = core.compute(item)
     except Exception as err:  # noqa: BLE001 - re-raised naming the item
-        raise failure(
-            TransformError, "the deterministic chain (item not cached) failed reading", index, item, err
-        ) from err
+        step = getattr(err, "fastpipe_failed_step", None)  # the prefix transform (CacheCore's FAILED_STEP)
+        what = "the deterministic chain (item not cached) failed reading"
+        error = failure(TransformError, f"{step} of {what}" if step else what, index, item, err)
+        error.transform = step
+        raise error from err
     if core.device.type == "cpu":
         return entry
     return map_tensors(entry, lambda t: t.to(core.device))

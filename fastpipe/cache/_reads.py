@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,13 @@ import torch
 
 from fastpipe import distributed
 from fastpipe._chain import flatten, unwrapped
-from fastpipe.cache._checks import check_device_points, check_items
+from fastpipe.cache._checks import ITEM_SHAPE, check_device_points, check_items
 from fastpipe.cache._copies import deep_copy, seed_suffix, thread_copy
 from fastpipe.cache._core import CacheCore, FromDataset
 from fastpipe.cache._fill import FillReport
 from fastpipe.cache._footprint import describe_bytes
 from fastpipe.cache._item_errors import batch_step_error, compute_uncached, run_batch, run_suffix
+from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.profiling import annotate
 from fastpipe.profiling.nvtx_ranges import wrap_chain
 from fastpipe.runtime._fork import renew_locks_after_fork
@@ -183,6 +184,10 @@ class CachedReads(torch.utils.data.Dataset):
         the new items' own files and values.
         """
         self._check_new_data(data)
+        # what the new build would refuse, refused before the old entries are freed: a dataset whose
+        # set_data raised keeps its cache, instead of recomputing every item on every read from then on
+        _inputs_of(data)
+        check_items(list(data), flatten(init_kwargs.get("transform")))
         suffix, local = self.suffix, self._local
         # counted before and after: a loader's run ahead that read any of it is stale (ThreadDataLoader)
         version = self.data_version = self.data_version + 1
@@ -213,6 +218,16 @@ class CachedReads(torch.utils.data.Dataset):
     def _after_fork_in_child(self) -> None:
         """In a forked child: a new lock (another thread of the parent may have held it at the fork)."""
         self._suffix_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process started by ``spawn``/``forkserver`` gets: the cache, not its locks."""
+        return pickle_state(self, drop=("_core_finalizer",))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)
+        self._local = threading.local()  # this process's threads make their own suffix copies
+        # frees nothing: a shallow copy (copy.copy) shares the owner's core, which only the owner closes
+        self._core_finalizer = weakref.finalize(self, _keep_core)
 
     def _reseed_in_worker(self) -> None:
         """In a torch ``DataLoader`` worker process, reseed the suffix from the seed torch gives that
@@ -272,6 +287,10 @@ class CachedReads(torch.utils.data.Dataset):
         return out
 
 
+def _keep_core() -> None:
+    """The finalizer of a copy made by pickling or ``copy``: the entries go with the last reference."""
+
+
 def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
     """The one warning for entries that fit no cache tier (``stacklevel`` as seen from the caller)."""
     if count:
@@ -284,6 +303,11 @@ def warn_no_room(count: int, core: CacheCore, stacklevel: int) -> None:
 
 
 def _inputs_of(data: Any) -> tuple[list[Any], Any]:
+    if isinstance(data, Mapping):  # not a map-style dataset: data[0] is a KeyError that names nothing
+        raise TypeError(
+            f"data is a {type(data).__name__} with keys {list(data)[:4]}, not a list of items: pass "
+            f"[item] for one item; the data list needs {ITEM_SHAPE}"
+        )
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes, torch.utils.data.Dataset)):
         inputs, source = list(data), None  # a list, or a list-like (UserList, OmegaConf's ListConfig)
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
-from fastpipe.cache._budgets import TIERS, parse_budget, parse_bytes
+from fastpipe.cache._budgets import TIERS, array_bytes, parse_budget, parse_bytes
 from fastpipe.cache._cuda_budget import default_cuda_budget
 from fastpipe.cache._disk_tier import DiskTier
+from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
 from fastpipe.runtime._fork import renew_locks_after_fork
 
@@ -128,10 +129,11 @@ class TierStore:
         return self.device.type == "cuda" and torch.cuda.is_available()
 
     def _tier_bytes(self, tier: str, entry: Any) -> int:
-        """Bytes ``entry`` takes in ``tier``: pinned blocks are rounded up as the pinned allocator does."""
+        """Bytes ``entry`` takes in ``tier``: pinned blocks are rounded up as the pinned allocator does;
+        numpy arrays (kept as they are, in host memory, whatever the tier) count too."""
         if tier == "host" and self._pins():
-            return pinned_bytes_of(tensors_of(entry))
-        return nbytes_of(entry)
+            return pinned_bytes_of(tensors_of(entry)) + array_bytes(entry)
+        return nbytes_of(entry) + array_bytes(entry)
 
     def _reserve(self, tier: str, nb: int) -> bool:
         with self._lock:
@@ -295,3 +297,14 @@ class TierStore:
     def _after_fork_in_child(self) -> None:
         """In a forked child: new locks (another thread of the parent may have held them at the fork)."""
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled into a worker process: the device and host entries (torch shares their memory), no
+        CUDA stream nor prefetched copies, and no disk tier: pickling would move its mapped files into
+        shared memory, so a copy computes those items per read, and removes no file of the owner's."""
+        with self._lock:
+            kept = {s: v for s, v in self._slots.items() if v[0] != "disk"}
+        return {**pickle_state(self), "_slots": kept, "_stream": None, "_inflight": {}, "_disk": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        unpickle_state(self, state)

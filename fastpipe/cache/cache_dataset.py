@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from fastpipe import distributed
-from fastpipe.cache._checks import check_items_left
+from fastpipe.cache._checks import check_items_left, check_monai_only
 from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.profiling import annotate
@@ -68,6 +68,9 @@ class CacheDataset(CachedReads):
             no read, trusts the filesystem's ctime).
         translate: swap each MONAI transform of ``transform`` that fastpipe implements with the same
             semantics for fastpipe's (default ``True``; logged once at INFO). ``False`` keeps them.
+        as_contiguous, hash_as_key, hash_func, runtime_cache: MONAI's, taken so that a MONAI script runs;
+            they would change only memory and timing, not what is read. ``hash_as_key=True`` and a true
+            ``runtime_cache`` warn that fastpipe keeps one entry per item and fills the cache when made.
 
     :meth:`describe` prints the plan: what is cached where, what is batched, what runs per item and
     why. Any loader works: fastpipe's ``ThreadDataLoader`` takes a batched suffix's collated dict as it
@@ -103,7 +106,13 @@ class CacheDataset(CachedReads):
         partition_seed: int = 0,
         persist_key: str = "content",
         translate: bool = True,
+        as_contiguous: bool = True,
+        hash_as_key: bool = False,
+        hash_func: Any = None,
+        runtime_cache: Any = False,
     ) -> None:
+        if not hasattr(self, "core"):  # once, when made (not again at each set_data)
+            check_monai_only(hash_as_key, runtime_cache)
         if seed is None:  # drawn once: set_data() keeps it, as MONAI's transforms keep their state
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "data", "__class__")}
@@ -168,7 +177,11 @@ class CacheDataset(CachedReads):
         and ``cache_num`` apply to its length). Call it between epochs, not during reads.
 
         Raises:
-            TypeError: ``data`` is not a list of items, or this dataset was built on a map-style dataset.
+            TypeError: ``data`` is not a list of items (or holds a path where the chain reads keys), or
+                this dataset was built on a map-style dataset.
+            ValueError: ``data`` is empty.
+
+        A refused list leaves the dataset as it was, its cache included.
         """
         self._rebuild(data, self._init_kwargs)
 
@@ -188,7 +201,12 @@ class CacheDataset(CachedReads):
 
 def _cache_count(n: int, cache_rate: float, cache_num: int | None) -> int:
     if not 0.0 <= float(cache_rate) <= 1.0:
-        raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}")
+        hint = ""
+        if float(cache_rate).is_integer():  # MONAI's third argument is cache_num, fastpipe's cache_rate
+            hint = (
+                f" (for at most {int(cache_rate)} cached items pass cache_num={int(cache_rate)} by keyword)"
+            )
+        raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}{hint}")
     if cache_num is not None and cache_num < 0:
         raise ValueError(f"cache_num must be >= 0 or None, got {cache_num}")
     count = int(n * cache_rate)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,7 +101,11 @@ def _volume_count(preset: str, seed: int, num_volumes: int | None) -> int:
     count = p.num_volumes if num_volumes is None else int(num_volumes)
     if count < 1:
         raise ValueError(f"num_volumes must be >= 1, got {num_volumes}")
-    if int(seed) < 0:
+    try:  # checked before the folder is touched: numpy refuses it only after dataset.json is gone
+        seed = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"seed must be an int >= 0, got {seed!r}") from None
+    if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     return count
 

@@ -164,6 +164,7 @@ def test_to_device_then_cache_on_gpu(cuda_device):
     [
         ({"cache_rate": 1.5}, "cache_rate"),
         ({"cache_rate": -0.1}, "cache_rate"),
+        ({"cache_rate": 24}, "got 24 .*pass cache_num=24 by keyword"),  # MONAI's 3rd positional is cache_num
         ({"budget": "lots"}, "invalid budget"),
         ({"budget": {"gpu": "1GiB"}}, "unknown budget tier"),
         ({"on_error": "ignore"}, "on_error"),
@@ -209,6 +210,22 @@ def test_first_fill_error_stops_the_jobs_not_yet_started(workers):
     assert len(started) < 40  # not all started: the rest were cancelled
     time.sleep(0.1)
     assert len(started) < 40  # and none started after the error was raised
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_keyboard_interrupt_in_a_fill_job_stops_the_fill_as_itself(workers, on_error):
+    """Not an item error: a pool thread's KeyboardInterrupt was skipped (on_error="skip") or wrapped in a
+    CacheFillError that ``except KeyboardInterrupt`` missed; the calling thread's propagated as is."""
+
+    def job(d):
+        if d["x"] == 2:
+            raise KeyboardInterrupt("stop")
+        return d
+
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        CacheDataset(items(6), [job], progress=False, num_workers=workers, on_error=on_error)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -423,3 +440,100 @@ def test_set_data_does_not_restart_the_random_stream_of_the_users_transforms(sma
     after, expected = epoch(ours), epoch(plain)
     assert not all(torch.equal(a, b) for a, b in zip(after, first, strict=True))  # not epoch 0 again
     assert all(torch.equal(a, b) for a, b in zip(after, expected, strict=True))  # the stream went on
+
+
+@pytest.mark.parametrize("budget", [None, {"host": 700, "disk": None}])  # host only; host and disk tiers
+def test_a_dataset_pickles_for_worker_processes_as_monai_s_does(budget):
+    """A DataLoader whose workers start by spawn/forkserver (macOS, Windows, Linux from Python 3.14) pickles
+    the dataset: a CacheDataset raised ``cannot pickle '_thread.lock' object``; MONAI's pickles."""
+    import pickle
+
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
+    ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False, budget=budget)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.stats()["items"]["host"] == ds.stats()["items"]["host"] and len(copy) == 4
+    assert copy.stats()["items"]["disk"] == 0  # pickled, mapped files would move into shared memory
+    assert all(torch.equal(copy[i]["a"], ds[i]["a"]) for i in range(4))
+    assert copy.misses == ds.stats()["items"]["disk"]  # the disk tier's items, computed per read
+    items = ds.stats()["items"]
+    copy.close()  # the copy's close frees its own entries, never the owner's (nor its disk tier's files)
+    assert all(torch.equal(ds[i]["a"], torch.full((1, 4, 4, 4), i / 10)) for i in range(4))
+    assert ds.stats()["items"] == items and ds.misses == 0
+    disk = ds.core.store._disk
+    assert (disk is None) == (budget is None) and (disk is None or any(disk.root.glob("*.npy")))
+    from multiprocessing.reduction import ForkingPickler  # as a worker process gets it
+
+    ForkingPickler.dumps(ds)
+    on_disk = [e for t, e, _ in ds.core.store._slots.values() if t == "disk"]
+    assert not any(e["a"].is_shared() for e in on_disk)  # the mapped files stay files, not shared memory
+
+
+@pytest.mark.timeout(180)
+def test_a_spawned_torch_dataloader_worker_reads_the_cache():
+    from monai.transforms import RandScaleIntensityd
+
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
+    chain = [ScaleIntensityRanged(["a"], 0, 10, 0, 1), RandScaleIntensityd(["a"], 0.1, prob=1.0)]
+    ds = CacheDataset(data, chain, progress=False, translate=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    batches = [b["a"] for b in loader]
+    assert [tuple(b.shape) for b in batches] == [(2, 1, 4, 4, 4)] * 2
+    assert torch.allclose(batches[1][1], torch.full((1, 4, 4, 4), 0.3), atol=0.031)
+    assert not torch.equal(batches[1][1], torch.full((1, 4, 4, 4), 0.3))  # the random suffix ran
+
+
+@pytest.mark.parametrize("bad", [["img1.nii.gz"], []], ids=["paths", "empty"])
+def test_a_refused_set_data_keeps_the_cache(bad):
+    """The old entries were freed before the new list was refused: every later read recomputed its item."""
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(4)]
+    ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False)
+    with pytest.raises((TypeError, ValueError)):
+        ds.set_data(bad)
+    assert ds.stats()["items"]["host"] == 4 and len(ds) == 4
+    assert torch.equal(ds[3]["a"], torch.full((1, 4, 4, 4), 0.3)) and ds.misses == 0
+
+
+def test_monai_only_arguments_are_taken_and_warn_only_where_monai_would_share_or_defer():
+    """A MONAI script passing as_contiguous/hash_as_key/hash_func/runtime_cache failed with TypeError."""
+    from monai.data.utils import pickle_hashing
+
+    data = [{"x": i % 2} for i in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = CacheDataset(
+            data,
+            [CountingDet()],
+            progress=False,
+            as_contiguous=False,
+            hash_func=pickle_hashing,
+            runtime_cache=False,
+        )
+    assert [ds[i]["x"] for i in range(4)] == [0, 1, 0, 1]
+    with pytest.warns(UserWarning, match=r"hash_as_key=True.*runtime_cache='threads'") as record:
+        ds = CacheDataset(data, [CountingDet()], progress=False, hash_as_key=True, runtime_cache="threads")
+    assert record[0].filename == __file__ and ds.stats()["items"]["host"] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds.set_data(data[:2])  # warned once, when made
+
+
+def test_a_shallow_copy_going_away_leaves_the_owner_s_cache():
+    import copy
+    import gc
+
+    from fastpipe.transforms import ScaleIntensityRanged
+
+    data = [{"a": torch.full((1, 4, 4, 4), float(i))} for i in range(3)]
+    ds = CacheDataset(data, [ScaleIntensityRanged(["a"], 0, 10, 0, 1)], progress=False)
+    shallow, deep = copy.copy(ds), copy.deepcopy(ds)  # a shallow copy shares the core (its finalizer did not)
+    assert shallow.core is ds.core and deep.core is not ds.core
+    del shallow, deep
+    gc.collect()
+    assert ds.stats()["items"]["host"] == 3 and ds.misses == 0
+    assert torch.equal(ds[2]["a"], torch.full((1, 4, 4, 4), 0.2)) and ds.misses == 0

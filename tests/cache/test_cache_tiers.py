@@ -356,3 +356,30 @@ def test_a_host_tail_entry_after_gpu_oom_is_not_saved_under_the_whole_chains_key
         entry = core.compute({"x": 1})
     assert entry["image"].device.type == "cpu"  # the host tail's entry, kept in memory only
     assert core.persist.stats()["saves"] == 0 and not list(tmp_path.glob("*.fpc"))
+
+
+def test_a_cuda_budget_for_a_host_cache_warns_that_it_is_ignored():
+    """The 'cuda' key was dropped without a word, leaving a cache the user meant to bound unlimited."""
+    data = [{"x": i} for i in range(3)]
+    with pytest.warns(RuntimeWarning, match="'cuda' budget is ignored") as record:
+        ds = CacheDataset(data, [CountingDet()], progress=False, budget={"cuda": "1KiB"})
+    assert record[0].filename == __file__  # points at the caller's line
+    assert ds.stats()["budgets"] == {"host": None, "disk": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CacheDataset(data, [CountingDet()], progress=False, budget={"host": "1MiB"})
+
+
+def test_a_host_budget_counts_numpy_arrays():
+    """A chain ending in numpy (MONAI's EnsureTyped(data_type="numpy")) cached 1 MiB under a 256 KiB
+    budget, stats() reporting 0 bytes: only torch tensors were counted."""
+    import numpy as np
+
+    def make(d):
+        return {"image": np.full((1, 32, 32, 32), d["x"], np.float32), "affine": np.eye(4)}  # 128 KiB + 128 B
+
+    with pytest.warns(RuntimeWarning, match="fit no cache tier"):
+        ds = CacheDataset(items(8), [make], progress=False, budget={"host": "300KiB", "disk": 0})
+    s = ds.stats()
+    assert s["items"]["host"] == 2 and s["bytes"]["host"] == 2 * (2**17 + 128)
+    assert [float(ds[i]["image"][0, 0, 0, 0]) for i in range(8)] == list(range(8))

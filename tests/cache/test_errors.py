@@ -196,6 +196,23 @@ def test_uncached_item_error_names_the_item():
     assert isinstance(info.value, TransformError)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fill_and_uncached_read_errors_name_the_prefix_transform_that_failed(tmp_path, workers):
+    """They named the item and its file but not the transform, which read errors of the random part name."""
+    good = {**write_pair(tmp_path, "a"), "x": 0}
+    bad = {**good, "x": 1, "label": str(tmp_path / "missing.nii.gz")}
+    chain = [LoadImaged(["image", "label"]), CountingDet()]
+    with pytest.raises(CacheFillError, match=r"failed in LoadImaged on item 1 \(.*missing.nii.gz") as info:
+        CacheDataset([good, bad], chain, progress=False, num_workers=workers)
+    assert info.value.transform == "LoadImaged"
+    ds = CacheDataset([good, bad], chain, progress=False, cache_num=1)
+    with pytest.raises(
+        TransformError, match=r"^LoadImaged of the deterministic chain \(item not cached\)"
+    ) as info:
+        ds[1]
+    assert info.value.transform == "LoadImaged" and isinstance(info.value, FileNotFoundError)
+
+
 def test_message_is_printed_as_given():
     err = item_error(TransformError, "x", KeyError("k"))
     assert str(err) == "x" and isinstance(err, ItemError)  # not KeyError's quoted repr
@@ -209,3 +226,12 @@ def test_error_from_a_torch_dataloader_worker_process_is_still_the_cause_type():
         for _ in loader:  # the worker pickles the error's class; the parent rebuilds it from its bases
             pass
     assert isinstance(info.value, TransformError)
+
+
+def test_a_fused_prefix_step_is_named_by_the_user_s_two_transforms():
+    from fastpipe.transforms import Orientationd, Spacingd
+
+    chain = [Orientationd("image", "RAS"), Spacingd("image", (1.0, 1.0, 1.0))]
+    with pytest.raises(CacheFillError, match=r"failed in Orientationd\+Spacingd on item 0") as info:
+        CacheDataset([{"image": torch.ones(4, 4)}], chain, progress=False)  # no channel axis
+    assert info.value.transform == "Orientationd+Spacingd"  # not the internal OrientSpacingd

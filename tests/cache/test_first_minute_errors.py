@@ -208,3 +208,11 @@ def test_smartcache_takes_any_int_seed_as_monai(seed):
     )
     with ours:
         assert sorted(ours.window_indices()) == sorted(int(d["x"]) for d in theirs._cache)
+
+
+def test_one_item_dict_instead_of_a_list_names_the_item_shape():
+    """A dict was taken for a map-style dataset: the fill failed on 'item 0 (0): KeyError: 0'."""
+    with pytest.raises(
+        TypeError, match=r"data is a dict with keys \['image', 'label'\], not a list of items"
+    ):
+        fp.CacheDataset({"image": "/d/a.nii.gz", "label": "/d/b.nii.gz"}, None, progress=False)

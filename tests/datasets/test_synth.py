@@ -119,6 +119,15 @@ def test_bad_arguments():
         synthesize("/nonexistent", "spleen-tiny", num_volumes=0)
 
 
+def test_a_bad_seed_is_refused_before_an_earlier_run_s_dataset_json_goes(tmp_path: Path):
+    """seed=1.5 passed the check, dataset.json was removed, then numpy refused the seed: the folder was
+    left without its dataset.json."""
+    root = synthesize(tmp_path, "spleen-tiny", progress=False, num_volumes=1)
+    with pytest.raises(TypeError, match=r"seed must be an int >= 0, got 1.5"):
+        synthesize(root, "spleen-tiny", seed=1.5, progress=False, num_volumes=1)
+    assert (root / "dataset.json").is_file()
+
+
 @pytest.mark.slow
 def test_small_survives_the_spleen_chain_as_96_cubes(small: Path):
     """After Spacingd(1.5, 1.5, 2.0) and CropForegroundd (image > -57 HU) every axis keeps >= 96 voxels."""
