@@ -70,8 +70,18 @@ def worker_stream(owner: Any) -> torch.Generator:
     return owner.generator
 
 
-def generator_from_state(state: torch.Tensor) -> torch.Generator:
-    """A new CPU ``torch.Generator`` set to ``state`` (from ``get_state()``): how pickled copies restore one."""
+def generator_state(gen: torch.Generator) -> bytes:
+    """``gen``'s state as bytes, for pickling: a state tensor would travel to a spawned ``DataLoader``
+    worker as shared memory, whose file is gone by the time the worker opens it ("unable to resize
+    file ... Invalid argument")."""
+    return gen.get_state().numpy().tobytes()
+
+
+def generator_from_state(state: torch.Tensor | bytes) -> torch.Generator:
+    """A new CPU ``torch.Generator`` set to ``state`` (:func:`generator_state`'s bytes or ``get_state()``'s
+    tensor): how pickled copies restore one."""
+    if isinstance(state, (bytes, bytearray)):
+        state = torch.frombuffer(bytearray(state), dtype=torch.uint8)
     gen = torch.Generator()
     gen.set_state(state)
     return gen
@@ -199,7 +209,7 @@ class RandDictTransform:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["generator"] = self.generator.get_state()
+        state["generator"] = generator_state(self.generator)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

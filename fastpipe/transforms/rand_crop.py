@@ -50,6 +50,7 @@ from fastpipe.transforms._dict import arrays_as_tensors, ensure_keys
 from fastpipe.transforms._rand_base import (
     check_lazy,
     generator_from_state,
+    generator_state,
     seeded_generator,
     worker_seed,
     worker_stream,
@@ -173,7 +174,7 @@ class RandCropByPosNegLabeld:
         """
         state = self.__dict__.copy()
         state["_lock"] = None
-        state["generator"] = self.generator.get_state()
+        state["generator"] = generator_state(self.generator)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -471,8 +471,14 @@ def test_a_dataset_pickles_for_worker_processes_as_monai_s_does(budget):
 
 
 @pytest.mark.timeout(180)
-def test_a_spawned_torch_dataloader_worker_reads_the_cache():
-    from monai.transforms import RandScaleIntensityd
+@pytest.mark.parametrize("library", ["monai", "fastpipe"])
+def test_a_spawned_torch_dataloader_worker_reads_the_cache(library):
+    """fastpipe's random transforms pickled their generator's state as a tensor, which reached a spawned
+    worker as shared memory already gone: 'unable to resize file ... Invalid argument', worker died."""
+    if library == "monai":
+        from monai.transforms import RandScaleIntensityd
+    else:
+        from fastpipe.transforms import RandScaleIntensityd
 
     from fastpipe.transforms import ScaleIntensityRanged
 
