@@ -151,10 +151,14 @@ def speedup(device: torch.device, small: bool = False, repeats: int = 5) -> dict
         items = make_items(4, shape, where)
         t = RandCropByPosNegLabeld(KEYS, "label", window, num_samples=4, **INDEX_KEYS).set_random_state(0)
         times[where] = statistics.median(wall_s(lambda t=t, items=items: t.batch_call(items), dev, repeats))
+    from fastpipe.ops._backends import cuda_kernels_available
+
     return {
         "gpu_vs_cpu_crop_speedup": times["cpu"] / times[device.type],
         "crop_batch_s": times,
         "crop_batch_timing": "wall: perf_counter between synchronizations",
+        # without a working CuPy the device's crop takes the torch path: say which one was timed
+        "crop_backend": "cuda kernel" if device.type == "cuda" and cuda_kernels_available() else "torch",
     }
 
 

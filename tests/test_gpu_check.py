@@ -160,6 +160,7 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     assert doc["errors"] == {"cached_epoch_h2d": "RuntimeError: needs CUDA"}
     assert doc["cuda_matches_torch"] is True and len(doc["match_cases"]) == 7
     assert doc["crop_kernel_gbps"] > 0 and doc["d2d_copy_gbps"] > 0 and doc["gpu_vs_cpu_crop_speedup"] > 0
+    assert doc["crop_backend"] == "torch"  # the stand-in's "GPU" crop is the torch path, and says so
     assert doc["batch_kernel_gbps"] > 0 and doc["batch_fraction_of_copy"] > 0  # image + label in one call
     by_lanes = doc["batch_kernel_gbps_by_lanes"]  # the lanes sweep: 4..32 threads per row, default last
     assert list(by_lanes) == ["4", "8", "16", "32"] and by_lanes["32"] == doc["batch_kernel_gbps"]
