@@ -12,14 +12,22 @@ import torch
 from fastpipe._chain import is_random, unwrapped
 
 
+def transform_seed(seed: int, j: int) -> int:
+    """The seed of random transform ``j`` of a suffix seeded with ``seed``: a hash of both, in
+    ``[0, 2**31)``. Not ``seed + j``: torch gives DataLoader worker ``w`` the seed ``base + w``, so
+    worker 1's first transform would replay worker 0's second."""
+    return int(np.random.SeedSequence([seed % 2**64, j]).generate_state(1)[0] % 2**31)
+
+
 def seed_suffix(suffix: list[Any], seed: int, keep: frozenset[int] = frozenset()) -> None:
-    """Seed random transform ``j`` of ``suffix`` with ``seed + j``, except those whose (unwrapped) ``id``
-    is in ``keep``: transforms a ``set_data`` finds in the new chain go on with their random state."""
+    """Seed random transform ``j`` of ``suffix`` with :func:`transform_seed` of ``(seed, j)``, except those
+    whose (unwrapped) ``id`` is in ``keep``: transforms a ``set_data`` finds in the new chain go on with
+    their random state."""
     for j, t in enumerate(suffix):
         if id(unwrapped(t)) in keep:
             continue
         if is_random(t) and callable(getattr(t, "set_random_state", None)):
-            t.set_random_state(seed + j)
+            t.set_random_state(transform_seed(seed, j))
 
 
 def thread_copy(transform: Any) -> Any:

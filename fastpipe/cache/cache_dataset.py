@@ -53,7 +53,7 @@ class CacheDataset(CachedReads):
         on_error: ``"raise"`` (default) or ``"skip"`` an item whose prefix fails during the fill. A
             raised :class:`~fastpipe.cache.errors.CacheFillError` names the item index and the file that
             failed, and is also an instance of the cause's type (``except ValueError`` works).
-        seed: seeds the random suffix (transform ``j`` gets ``seed + j``; default ``None``: drawn from
+        seed: seeds the random suffix (transform ``j`` gets a hash of ``seed`` and ``j``; default ``None``: drawn from
             torch's global generator when the dataset is made, so ``torch.manual_seed`` decides it).
         disk_dir: where the disk tier makes its own ``fastpipe-tier-*`` folder, removed on close
             (default ``None``: the system's temporary folder).

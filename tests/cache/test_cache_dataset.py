@@ -543,3 +543,22 @@ def test_a_shallow_copy_going_away_leaves_the_owner_s_cache():
     gc.collect()
     assert ds.stats()["items"]["host"] == 3 and ds.misses == 0
     assert torch.equal(ds[2]["a"], torch.full((1, 4, 4, 4), 0.2)) and ds.misses == 0
+
+
+def test_consecutive_seeds_give_the_suffix_transforms_unrelated_streams():
+    """Transform j was seeded with seed + j, and torch seeds DataLoader worker w with base + w: worker
+    1's first random transform replayed worker 0's second (the same offsets on another key)."""
+    from fastpipe.cache._copies import seed_suffix
+    from fastpipe.transforms import RandShiftIntensityd
+
+    def draws(seed: int) -> list[float]:
+        suffix = [
+            RandShiftIntensityd("image", offsets=100, prob=1.0),
+            RandShiftIntensityd("label", 100, prob=1.0),
+        ]
+        seed_suffix(suffix, seed)
+        return [float(t.draw(1)["value"].flatten()[0]) for t in suffix]
+
+    worker0, worker1 = draws(1000), draws(1001)
+    assert worker1[0] != worker0[1] and len({*worker0, *worker1}) == 4
+    assert draws(1000) == worker0  # still reproducible
