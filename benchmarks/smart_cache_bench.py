@@ -8,8 +8,8 @@ seconds of sleep, about an A100 UNet step in MONAI's tutorial), so replacement t
 while the "GPU" is busy, as in training. The SmartCache peers use ``cache_num = len(data) / 2`` and
 ``replace_rate = 0.25``, so one volume must be replaced per training step.
 
-Peers, run one after the other (a SmartCache prepares its next round during the previous peer's
-epochs otherwise): ``fastpipe_full`` (CacheDataset + ThreadDataLoader), ``fastpipe_smart``
+Peers, run one after the other, each in a spawned process of its own (a SmartCache prepares its next
+round during the previous peer's epochs otherwise, and a shared heap slows whichever peer runs later): ``fastpipe_full`` (CacheDataset + ThreadDataLoader), ``fastpipe_smart``
 (SmartCacheDataset + ThreadDataLoader, which calls ``update_cache()`` at each epoch end) and
 ``monai_smart`` (MONAI 1.6 SmartCacheDataset at best practice: ``copy_cache=False``,
 metadata dropped after the prefix, monai.data.ThreadDataLoader, ``update_cache()`` after each epoch). The figure
@@ -23,9 +23,11 @@ Writes ``benchmarks/results/smart-cache-cpu.json``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +139,18 @@ def run_monai(data: list[dict], args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def in_own_process(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a new spawned process: no peer inherits another's heap, threads or caches."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def compare(data: list[dict], args: argparse.Namespace) -> dict[str, Any]:
     """Run the three peers and derive the ratios of their steady-state seconds per batch."""
     peers = {
-        "fastpipe_full": run_fastpipe(data, smart=False, args=args),
-        "fastpipe_smart": run_fastpipe(data, smart=True, args=args),
-        "monai_smart": run_monai(data, args),
+        "fastpipe_full": in_own_process(run_fastpipe, data, False, args),
+        "fastpipe_smart": in_own_process(run_fastpipe, data, True, args),
+        "monai_smart": in_own_process(run_monai, data, args),
     }
     med = {k: v["per_batch_s"]["median"] for k, v in peers.items()}
     ratios = {
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _config(args: argparse.Namespace, n: int) -> dict[str, Any]:
     cache_num = int(n * CACHE_FRACTION)
     return {
+        "peer_processes": "each peer in a spawned process of its own, one after the other",
         "data": args.data or f"synthesize(preset={args.preset!r})",
         "volumes": n,
         "cache_num": cache_num,

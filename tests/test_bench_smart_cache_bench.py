@@ -27,3 +27,22 @@ def test_an_epoch_that_ended_early_is_an_error_not_a_fast_epoch():
         smart_cache_bench._epoch_runner(_Loader(2, 1), 0.0, lambda: after.append(1))()
     smart_cache_bench._epoch_runner(_Loader(2, 2), 0.0, lambda: after.append(1))()
     assert after == [1]
+
+
+def test_every_peer_runs_in_a_process_of_its_own(monkeypatch):
+    """The three peers ran in one process, MONAI's last: a peer's heap and threads slowed the next."""
+    import os
+
+    assert smart_cache_bench.in_own_process(os.getpid) != os.getpid()
+    calls = []
+    monkeypatch.setattr(smart_cache_bench, "in_own_process", lambda fn, *a: calls.append(fn) or _row())
+    smart_cache_bench.compare([], None)
+    assert calls == [
+        smart_cache_bench.run_fastpipe,
+        smart_cache_bench.run_fastpipe,
+        smart_cache_bench.run_monai,
+    ]
+
+
+def _row() -> dict:
+    return {"per_batch_s": {"median": 1.0}}
