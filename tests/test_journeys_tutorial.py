@@ -188,3 +188,23 @@ def test_invertd_translate_false_gives_monai_inverse_and_true_raises_clearly(fil
     with pytest.raises(RuntimeError) as info, pytest.warns(UserWarning, match="translate=False"):
         _invert(fp.CacheDataset(files[:1], chain), chain)
     assert "translate=False" in str(info.value.__cause__)
+
+
+def test_validation_batches_of_different_sizes_raise_as_monai_and_pad_collate_works(files) -> None:
+    """batch_size=2 over validation volumes of different sizes: MONAI's collate raises (its hint names
+    pad_list_data_collate); fastpipe's loader handed the model a list of tensors instead."""
+    chain = val_chain()
+    ours = fp.CacheDataset(files[:2], chain)
+    with pytest.raises(ValueError, match="different shapes.*pad_list_data_collate"):
+        next(iter(fp.ThreadDataLoader(ours, batch_size=2)))
+    padded = next(iter(fp.ThreadDataLoader(ours, batch_size=2, collate_fn=monai.data.pad_list_data_collate)))
+    theirs = next(
+        iter(
+            DataLoader(
+                monai.data.CacheDataset(files[:2], chain, progress=False),
+                batch_size=2,
+                collate_fn=monai.data.pad_list_data_collate,
+            )
+        )
+    )
+    torch.testing.assert_close(padded["image"].as_tensor(), theirs["image"].as_tensor(), atol=1e-5, rtol=0)
