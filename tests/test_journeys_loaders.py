@@ -156,3 +156,26 @@ def test_worker_streams_of_different_transforms_are_not_shared(files) -> None:
     for b in DataLoader(ds, batch_size=1, num_workers=2):
         got.append(tuple(round(float((b[k][0] - ref[k]).flatten()[0]), 3) for k in KEYS))
     assert got[1][0] != got[0][1] and got[3][0] != got[2][1]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_smart_cache_item_i_is_monais_item_i_every_round(restart) -> None:
+    """MONAI drops the window's first R items and appends the new ones; fastpipe put the new ones in
+    the places of the old, so ds[i] (and a shuffle=False loader, a capped epoch) read other items."""
+    data = [{"idx": i} for i in range(8)]
+    kw = dict(
+        replace_rate=0.5, cache_num=4, num_init_workers=1, num_replace_workers=1, seed=0, progress=False
+    )
+    runs = []
+    for ds in (monai.data.SmartCacheDataset(data, None, **kw), fp.SmartCacheDataset(data, None, **kw)):
+        ds.start()
+        rounds = []
+        for r in range(4):
+            rounds.append([int(ds[i]["idx"]) for i in range(len(ds))])
+            if restart and r == 1:
+                ds.shutdown()
+                ds.start()
+            ds.update_cache()
+        ds.shutdown()
+        runs.append(rounds)
+    assert runs[1] == runs[0]
