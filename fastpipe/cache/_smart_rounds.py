@@ -113,15 +113,13 @@ class SmartRounds:
         self._swap_guard.epoch_received(token)
 
     def _swap(self, incoming: list[int]) -> list[int]:
-        positions = [self._age.popleft() for _ in incoming]
+        """MONAI's swap: the oldest items (the window's first) leave, the rest move up, the new ones
+        come last, so ``ds[i]`` is MONAI's item ``i`` in every round."""
         window = list(self._window)
-        outgoing = [window[p] for p in positions]
+        outgoing = window[: len(incoming)]
         assert self._restarted or outgoing == self._rotation.outgoing(), "window and rotation disagree"
-        for p, slot in zip(positions, incoming, strict=True):
-            window[p] = slot
-        self._age.extend(positions)
         with self._window_lock:
-            self._window = tuple(window)
+            self._window = (*window[len(incoming) :], *incoming)
         return outgoing
 
     def _warn_lag(self, late: int, lag: float, was_started: bool) -> None:

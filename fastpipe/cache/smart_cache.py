@@ -6,7 +6,6 @@ import math
 import threading
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,8 @@ class SmartCacheDataset(SmartRounds, CachedReads):
     Replacements of the next round are computed during the epoch by ``num_replace_workers`` threads
     outside any lock a reader takes; :meth:`update_cache` (called by
     :class:`~fastpipe.ThreadDataLoader` at each epoch end) swaps them in atomically, waiting only
-    for the items not yet ready. An item keeps its position while it stays in the window; an
-    incoming item takes the position of the outgoing one.
+    for the items not yet ready. As in MONAI, the outgoing items are the window's first, the others
+    move up and the incoming ones come last, so ``ds[i]`` is MONAI's item ``i`` in every round.
 
     Args:
         data: a list of item dicts, or a map-style dataset of deterministic items.
@@ -161,8 +160,7 @@ class SmartCacheDataset(SmartRounds, CachedReads):
         if not hasattr(self, "_shuffle_rng"):  # kept by set_data: MONAI shuffles new data with the same state
             self._shuffle_rng = np.random.RandomState(seed % 2**32)
         self._rotation = Rotation(n, self.cache_num, self.replace_num, shuffle, rng=self._shuffle_rng)
-        self._window: tuple[int, ...] = tuple(self._rotation.window())  # slot (= data index) per position
-        self._age: deque[int] = deque(range(self.cache_num))  # positions, oldest first
+        self._window: tuple[int, ...] = tuple(self._rotation.window())  # slot (= data index), oldest first
         self._window_lock = threading.Lock()
         renew_locks_after_fork(self)  # a child forked mid-read gets free locks
         self._closed = False
@@ -201,7 +199,6 @@ class SmartCacheDataset(SmartRounds, CachedReads):
         """Take the window from the rotation after items were dropped from it (first fill only)."""
         self.cache_num, self.replace_num = self._rotation.cache_num, self._rotation.replace_num
         self._window = tuple(self._rotation.window())
-        self._age = deque(range(self.cache_num))
 
     # --- reads -------------------------------------------------------------------------------------
 

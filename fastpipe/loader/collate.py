@@ -13,7 +13,7 @@ import torch
 from fastpipe.runtime._copy_threads import run_copies
 
 
-def list_data_collate(batch: Sequence[Any]) -> Any:
+def list_data_collate(batch: Sequence[Any], ragged: bool = False) -> Any:
     """Collate a list of items (or of per-item sample lists) into one batch.
 
     A list of lists (e.g. ``num_samples=4`` crops per volume) is flattened first, so ``B`` volumes
@@ -23,7 +23,14 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     item's metadata, as MONAI's ``list_data_collate``), numbers become a tensor (dtypes as torch's ``default_collate``),
     dicts of the same keys (``{key}_meta_dict``) are collated key by key and lists or tuples of one
     length position by position (as MONAI's and torch's collate do), and anything else (strings,
-    ragged tensors such as foreground indices) stays a list.
+    ragged 1-D tensors such as foreground indices) stays a list. Tensors of two or more dimensions
+    and different shapes (images of different sizes) raise a ``ValueError`` naming the key, where
+    MONAI's collate raises too, rather than reaching the model as a list.
+
+    Args:
+        batch: the items (dicts, tuples, tensors, or per-item lists of them).
+        ragged: keep tensors of any dimensions and different shapes as lists (a dataset's per-crop
+            items, collated before a loader sees them). Default False.
 
     Shape:
         tensor values ``(C, X, Y, Z)`` -> ``(B * S, C, X, Y, Z)``.
@@ -40,7 +47,7 @@ def list_data_collate(batch: Sequence[Any]) -> Any:
     items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
     if not items:
         raise ValueError("list_data_collate: empty batch")
-    return _collate(items)
+    return _collate(items, strict=not ragged)
 
 
 def lists_collated(batch: dict[str, Any]) -> dict[str, Any]:
@@ -49,11 +56,11 @@ def lists_collated(batch: dict[str, Any]) -> dict[str, Any]:
     In place: the cropped tensors stay where the op wrote them."""
     for key, value in list(batch.items()):
         if isinstance(value, list) and value:
-            batch[key] = _collate_values(value)
+            batch[key] = _collate_values(value, True, key)
     return batch
 
 
-def _collate(items: list[Any]) -> Any:
+def _collate(items: list[Any], strict: bool) -> Any:
     first = items[0]
     if isinstance(first, dict):
         missing = [i for i, it in enumerate(items) if not isinstance(it, dict) or it.keys() != first.keys()]
@@ -61,19 +68,19 @@ def _collate(items: list[Any]) -> Any:
             raise ValueError(
                 f"list_data_collate: item {missing[0]} has keys differing from item 0's {sorted(first)}"
             )
-        return {k: _collate_values([it[k] for it in items]) for k in first}
+        return {k: _collate_values([it[k] for it in items], strict, k) for k in first}
     if isinstance(first, tuple):  # (image, label) items: one batch per position, as torch's default_collate
         ragged = [i for i, it in enumerate(items) if not isinstance(it, tuple) or len(it) != len(first)]
         if ragged:
             raise ValueError(
                 f"list_data_collate: item {ragged[0]} is not a tuple of {len(first)} like item 0"
             )
-        columns = [_collate(list(column)) for column in zip(*items, strict=True)]
+        columns = [_collate(list(column), strict) for column in zip(*items, strict=True)]
         return type(first)(*columns) if hasattr(first, "_fields") else columns  # a namedtuple stays one
-    return _collate_values(items)
+    return _collate_values(items, strict, "item")
 
 
-def _collate_values(values: list[Any]) -> Any:
+def _collate_values(values: list[Any], strict: bool, key: str) -> Any:
     first = values[0]
     if isinstance(first, np.ndarray) and all(isinstance(v, np.ndarray) for v in values):
         values = [torch.from_numpy(v) for v in values]
@@ -81,6 +88,13 @@ def _collate_values(values: list[Any]) -> Any:
     if isinstance(first, torch.Tensor) and all(isinstance(v, torch.Tensor) for v in values):
         if all(v.shape == first.shape and v.device == first.device for v in values):
             return _stack(values)
+        if strict and any(v.ndim >= 2 for v in values) and len({tuple(v.shape) for v in values}) > 1:
+            shapes = [tuple(v.shape) for v in values]
+            raise ValueError(
+                f"list_data_collate: {key!r} holds tensors of different shapes {shapes}, which do not "
+                "stack into a batch; crop or resize them to one size, use batch_size=1, or pass "
+                "collate_fn=monai.data.pad_list_data_collate"
+            )
         return values
     if isinstance(first, (np.bool_, np.number)) and all(isinstance(v, (np.bool_, np.number)) for v in values):
         return torch.as_tensor(np.array(values))  # numpy scalars, as torch's default_collate
@@ -88,9 +102,10 @@ def _collate_values(values: list[Any]) -> Any:
         # torch's default_collate: the first value's type decides; Python floats give float64
         return torch.tensor(values, dtype=torch.float64) if isinstance(first, float) else torch.tensor(values)
     if isinstance(first, dict) and all(isinstance(v, dict) and v.keys() == first.keys() for v in values):
-        return {k: _collate_values([v[k] for v in values]) for k in first}  # e.g. {key}_meta_dict, as MONAI
+        # e.g. {key}_meta_dict, as MONAI
+        return {k: _collate_values([v[k] for v in values], strict, f"{key}.{k}") for k in first}
     if _same_length_sequences(values):  # one batch per position, as torch's default_collate
-        return [_collate_values(list(column)) for column in zip(*values, strict=True)]
+        return [_collate_values(list(column), strict, key) for column in zip(*values, strict=True)]
     return list(values)
 
 

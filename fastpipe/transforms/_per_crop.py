@@ -98,7 +98,8 @@ def run_per_crop(
             if wrap is None:
                 raise
             raise wrap(err, t) from err
-    return batch if items is None else fastpipe.list_data_collate(items)
+    # ragged: crops a per-crop step made of other sizes stay lists here; the loader's collate refuses them
+    return batch if items is None else fastpipe.list_data_collate(items, ragged=True)
 
 
 class CollatedBatch(list):

@@ -38,7 +38,9 @@ def _size(size: Any) -> int | tuple[int, ...]:
 @register("RandCropByPosNegLabeld")
 def _crop(obj: Any, ctx: Context) -> Any:
     c = obj.cropper
-    if c.label is not None or c.fg_indices is not None or c.centers is not None:
+    # c.centers is no setting: MONAI's dict transform draws new centres on every call and keeps the
+    # last ones there, so an object used once (a look at one item) holds them
+    if c.label is not None or c.fg_indices is not None:
         return "a label or indices fixed on the MONAI object are not reproduced"
     ratio = float(c.pos_ratio)
     out = build(

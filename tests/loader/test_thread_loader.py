@@ -67,6 +67,10 @@ def test_collate_flattens_samples_stacks_tensors_keeps_meta_and_strings():
     assert isinstance(ragged["idx"], list) and torch.equal(ragged["n"], torch.tensor([1, 2]))
     already = {"image": torch.zeros(2)}
     assert list_data_collate(already) is already
+    images = [{"image": torch.zeros(1, 4, 4, 3)}, {"image": torch.zeros(1, 5, 4, 3)}]
+    with pytest.raises(ValueError, match=r"'image' holds tensors of different shapes.*pad_list_data_collate"):
+        list_data_collate(images)  # MONAI's collate raises too; a list would reach the model
+    assert isinstance(list_data_collate(images, ragged=True)["image"], list)
     with pytest.raises(ValueError, match="item 1 has keys"):
         list_data_collate([{"a": 1}, {"b": 2}])
 
