@@ -136,11 +136,6 @@ def test_smart_cache_tutorial_windows_match_monai(files, loader) -> None:
     assert len({tuple(w) for w in ours}) > 1  # the window moved
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker w seeds suffix transform j with base_seed + w + j (fastpipe/cache/_reads.py, _copies.py), "
-    "so worker 1's transform 0 replays worker 0's transform 1; owned by the cache reviewers",
-)
 def test_worker_streams_of_different_transforms_are_not_shared(files) -> None:
     shifts = M.Compose(
         [
@@ -181,12 +176,6 @@ def test_smart_cache_item_i_is_monais_item_i_every_round(restart) -> None:
     assert runs[1] == runs[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fp.CacheDataset holds threading locks and a thread-local (cache/_core.py, _reads.py): it does not "
-    "pickle, so DataLoader workers under spawn (macOS, Windows) or forkserver (Python 3.14's Linux default) "
-    "fail with 'cannot pickle _thread.lock'; MONAI's CacheDataset pickles. Owned by the cache reviewers",
-)
 def test_cache_dataset_pickles_for_spawned_workers(files) -> None:
     import pickle
 
