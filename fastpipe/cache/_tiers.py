@@ -30,6 +30,7 @@ from fastpipe.cache._cuda_budget import default_cuda_budget
 from fastpipe.cache._disk_tier import DiskTier
 from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
+from fastpipe.ops._device import with_index
 from fastpipe.runtime._fork import renew_locks_after_fork
 
 # re-exported: the budget parsers, the disk tier and the tensor walkers are imported from here
@@ -69,7 +70,7 @@ class TierStore:
     def __init__(
         self, device: torch.device, budgets: dict[str, int | None], disk_dir: str | Path | None = None
     ) -> None:
-        self.device = torch.device(device)
+        self.device = with_index(device)  # "cuda": this thread's device, never cuda:0 of a fill thread
         self.order = list(TIERS) if self.device.type == "cuda" else ["host", "disk"]
         self.budgets = {t: budgets.get(t) for t in self.order}
         self.budget_rules = {t: "given" if t in budgets else "unlimited" for t in self.order}

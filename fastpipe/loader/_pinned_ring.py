@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from fastpipe.cache._tiers import map_tensors, tensors_of
+from fastpipe.ops._device import with_index
 
 
 def _other_gpu(have: torch.device, want: torch.device) -> bool:
@@ -82,7 +83,7 @@ class DeviceCopier:
     ) -> None:
         if slots < 1:
             raise ValueError(f"DeviceCopier: slots must be >= 1, got {slots}")
-        self.device = torch.device(device)
+        self.device = with_index(device)  # "cuda": the constructing thread's device, not cuda:0 of a producer
         self.cuda, self.pin = cuda, pin
         self.h2d = h2d or (lambda t: t.to(self.device, non_blocking=True))
         self.slots = [_Slot() for _ in range(slots)]

@@ -5,6 +5,23 @@ from __future__ import annotations
 import torch
 
 
+def with_index(device: torch.device | str) -> torch.device:
+    """``device`` with its index: a bare ``"cuda"`` names the current device of the calling thread.
+
+    CUDA's current device is per thread and a new thread starts on ``cuda:0``, so a ``"cuda"`` resolved
+    later in a loader or fill thread would be ``cuda:0`` on a rank that chose ``cuda:1`` with
+    ``torch.cuda.set_device``. Resolve it once, in the thread that builds the object.
+
+    Example:
+        >>> with_index("cpu")
+        device(type='cpu')
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 0:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """Move a small host tensor to ``device`` without stalling the host.
 

@@ -177,3 +177,11 @@ def test_an_unrelated_error_while_placing_is_raised_and_frees_its_reservation(fa
         store.put(0, {"image": torch.zeros(750)})
     assert store.stats()["bytes"]["host"] == 0 and store.stats()["pin_failures"] == 0
     store.close()
+
+
+def test_bare_cuda_is_resolved_in_the_constructing_thread(fake_gpu):
+    """``"cuda"`` resolved later in a fill thread (which starts on cuda:0) cached rank 1's items on cuda:0."""
+    fake_gpu.setattr(torch.cuda, "device_count", lambda: 2)
+    fake_gpu.setattr(torch.cuda, "current_device", lambda: 1)  # torch.cuda.set_device(1) in this thread
+    assert TierStore(torch.device("cuda"), {"cuda": None}).device == torch.device("cuda", 1)
+    assert TierStore(torch.device("cuda", 0), {"cuda": None}).device == torch.device("cuda", 0)

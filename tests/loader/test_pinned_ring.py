@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 import pytest
 import torch
@@ -203,3 +204,24 @@ def test_a_batch_on_another_gpu_is_copied_to_the_loaders_device():
     assert _OnGpu.moves == [((torch.device("cuda", 1),), {"non_blocking": True})]  # only the far one
     assert type(out["far"]) is torch.Tensor and type(out["here"]) is _OnGpu  # the near one passed through
     assert ("wait_stream", "side", "consumer") in fake.log  # after the kernels that made them
+
+
+@pytest.mark.timeout(30)
+def test_bare_cuda_is_the_constructing_threads_device_not_the_producers(monkeypatch):
+    """A rank that ran ``torch.cuda.set_device(1)`` and asked for ``device="cuda"`` got its batches on
+    cuda:0: the producer thread, like every new thread, starts on device 0 and resolved "cuda" there."""
+    local = threading.local()
+    local.index = 1  # this (main) thread chose cuda:1; other threads start on cuda:0, as CUDA's do
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: getattr(local, "index", 0))
+    fake, made_on = FakeCuda(), []
+    side = fake.Stream
+    fake.Stream = lambda device: made_on.append(torch.device(device)) or side(device)
+    stand_in = functools.partial(DeviceCopier, cuda=fake, pin=False, h2d=lambda t: t.clone())
+    monkeypatch.setattr(thread_loader_mod, "DeviceCopier", stand_in)
+    loader = ThreadDataLoader([{"x": torch.zeros(2)}] * 4, batch_size=2, device="cuda")
+    assert len(list(loader)) == 2
+    loader.close()
+    assert loader._copier.device == torch.device("cuda", 1)
+    assert made_on == [torch.device("cuda", 1)]  # the side stream on the rank's GPU, made in the producer
