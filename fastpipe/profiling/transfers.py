@@ -76,11 +76,18 @@ def transfers_in_trace(trace: dict | list | str | Path) -> dict[str, dict[str, i
     return out
 
 
+def _synchronize_all() -> None:
+    """Wait for every GPU, not only the current one: a loader on ``cuda:1`` copies there."""
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.synchronize(index)
+
+
 class CopyCounter:
     """Context manager: the GPU copies made inside it, as the CUDA driver recorded them.
 
     Needs a CUDA device (raises ``RuntimeError`` naming what is missing otherwise). Work queued inside
-    the block is synchronised before the profiler stops, so copies still in flight are counted.
+    the block is synchronised on every GPU before the profiler stops, so copies still in flight are
+    counted, on whichever device they run.
 
     Attributes (after the block):
         by_kind: :func:`transfers_in_trace` of the block.
@@ -99,14 +106,14 @@ class CopyCounter:
             raise RuntimeError("CopyCounter needs a CUDA device: torch.cuda.is_available() is False here")
         from torch.profiler import ProfilerActivity, profile
 
-        torch.cuda.synchronize()  # copies queued before the block are not the block's
+        _synchronize_all()  # copies queued before the block are not the block's
         self._prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
         self._prof.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            torch.cuda.synchronize()
+            _synchronize_all()
         finally:
             self._prof.__exit__(*exc)
         if exc[0] is not None:

@@ -63,6 +63,36 @@ def test_without_a_gpu_the_counter_says_what_is_missing():
             pass
 
 
+def test_the_counter_waits_for_every_gpu_not_only_the_current_one(monkeypatch):
+    """Copies a loader queued on cuda:1 were still in flight when the profiler stopped (only the
+    current device was synchronised), so they went uncounted and "no large HtoD copy" held falsely."""
+    synced = []
+
+    class Profile:
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            synced.append("stop")
+
+        def export_chrome_trace(self, path):
+            with open(path, "w") as f:
+                json.dump(
+                    {"traceEvents": [{"cat": "gpu_memcpy", "name": "Memcpy HtoD", "args": {"bytes": 8}}]}, f
+                )
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    monkeypatch.setattr(torch.profiler, "profile", Profile)
+    with CopyCounter() as copies:
+        synced.append("block")
+    assert synced == [0, 1, "block", 0, 1, "stop"] and copies.h2d_bytes == 8
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason=GPU_SKIP_REASON)
 def test_counter_sees_a_known_copy_and_nothing_for_device_work(tmp_path):
