@@ -122,6 +122,26 @@ def test_cuda_tier_stores_strided_volumes_contiguous(cuda_device):
     store.close()
 
 
+@pytest.mark.gpu
+@pytest.mark.timeout(60)
+def test_a_late_prefetch_is_ready_on_the_readers_stream(cuda_device):
+    """A prefetched copy still queued on the side stream when read: only get's wait orders the read after
+    it (without it the read sees the freed memory of the copy before, zeros)."""
+    store = TierStore(cuda_device, {"cuda": 0})  # no device room: both entries on the pinned host tier
+    assert store.put(0, {"image": torch.full((1 << 20,), 3.0)}) == "host"
+    assert store.put(1, {"image": torch.zeros(1 << 20)}) == "host"
+    store.prefetch([1])
+    store.get(1)  # made the side stream; this copy is freed there
+    torch.cuda.synchronize()
+    with torch.cuda.stream(store._stream):
+        torch.cuda._sleep(int(1e9))  # the side stream busy: the next prefetch lands late
+    store.prefetch([0])
+    got = store.get(0)["image"].clone()  # queued on the reader's stream
+    assert not store._stream.query()  # the copy was still pending when the read was queued
+    assert got.eq(3.0).all().item()
+    store.close()
+
+
 @pytest.mark.parametrize("accelerator_hook", [True, False])
 def test_closing_releases_the_cached_pinned_blocks_on_any_torch(fake_gpu, accelerator_hook):
     """torch without ``torch.accelerator.empty_host_cache`` (older than the one it was written on) still

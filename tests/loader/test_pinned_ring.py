@@ -176,6 +176,23 @@ def test_copy_overlaps_a_step_on_the_consumer_stream(cuda_device):
     assert out["x"].sum().item() == 1 << 20
 
 
+@pytest.mark.gpu
+@pytest.mark.timeout(60)
+def test_a_late_copy_is_ready_on_the_consumer_stream_after_hand_over(cuda_device):
+    """The consumer reads a batch whose copy is still queued: only hand_over's wait orders the read after
+    it (without it the read sees the freed memory of the batch before, zeros)."""
+    copier = DeviceCopier(cuda_device, slots=2)
+    copier.copy({"x": torch.zeros(1 << 20)})  # makes the side stream; its output is freed there
+    torch.cuda.synchronize()
+    with torch.cuda.stream(copier._stream):
+        torch.cuda._sleep(int(1e9))  # the side stream busy: the next copy lands late
+    out, ready = copier.copy({"x": torch.full((1 << 20,), 7.0)})
+    copier.hand_over(out, ready)
+    got = out["x"].clone()  # queued on the consumer's stream
+    assert not ready.query()  # the copy was still pending when the read was queued
+    assert got.eq(7.0).all().item()
+
+
 class _OnGpu(torch.Tensor):
     """A stand-in for a tensor on ``cuda:<index>`` (no GPU here): records where it is moved."""
 
