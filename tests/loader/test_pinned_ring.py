@@ -156,8 +156,10 @@ def test_loader_cuda_copy_is_pinned_and_equal(cuda_device):
     assert all(buf.is_pinned() for slot in loader._copier.slots for buf in slot.buffers.values())
     side = torch.cuda.Stream(cuda_device)
     with torch.cuda.stream(side):  # the stream contract: ready on the stream current at next()
-        for b in loader:
-            assert b["x"].is_cuda and torch.isfinite(b["x"]).all()
+        again = [(b["x"].clone(), b["y"].clone()) for b in loader]  # copied on the side stream
+        side.synchronize()
+    assert all(a.is_cuda and torch.equal(a.cpu(), c) and torch.equal(b.cpu(), d)
+               for (a, b), (c, d) in zip(again, expect, strict=True))  # fmt: skip
     loader.close()
 
 
