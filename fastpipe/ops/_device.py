@@ -17,7 +17,8 @@ def with_index(device: torch.device | str) -> torch.device:
         device(type='cpu')
     """
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 0:
+    usable = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.device_count() > 0
+    if usable and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device
 
