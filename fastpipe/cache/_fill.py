@@ -27,6 +27,7 @@ from fastpipe.cache._core import FAILED_STEP
 from fastpipe.cache._item_errors import describe_failure, failure
 from fastpipe.cache.errors import CacheFillError
 from fastpipe.runtime import _openmp
+from fastpipe.runtime._thread_device import creator_device, use_device
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,11 @@ def _run_inline(
             yield slot, None
 
 
+def _fill_thread(omp_threads: int, device: int | None) -> None:
+    _openmp.set_this_thread(omp_threads)
+    use_device(device)  # a "cuda" in the chain is the filling rank's GPU, not cuda:0
+
+
 def _run_pooled(
     slots: Sequence[int], job: Callable[[int], None], workers: int
 ) -> Iterator[tuple[int, BaseException | None]]:
@@ -132,8 +138,8 @@ def _run_pooled(
     with ThreadPoolExecutor(
         workers,
         thread_name_prefix="fastpipe-fill",
-        initializer=_openmp.set_this_thread,  # the cores shared out, not one team of all cores per worker
-        initargs=(_openmp.per_worker(workers),),
+        initializer=_fill_thread,  # the cores shared out, not one team of all cores per worker
+        initargs=(_openmp.per_worker(workers), creator_device()),
     ) as pool:
         futures = {pool.submit(job, s): s for s in slots}
         try:

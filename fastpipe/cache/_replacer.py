@@ -29,6 +29,7 @@ from fastpipe.cache._item_errors import failure
 from fastpipe.cache.errors import ReplacementError
 from fastpipe.runtime import _exit, _openmp
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
+from fastpipe.runtime._thread_device import creator_device, use_device
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Replacer:
         self._threads = [
             threading.Thread(
                 target=_worker,
-                args=(self.nice, _openmp.per_worker(self.num_workers), *args),
+                args=(self.nice, _openmp.per_worker(self.num_workers), creator_device(), *args),
                 name=f"fastpipe-smartcache-{i}",
                 daemon=True,
             )
@@ -283,7 +284,8 @@ def release(replacer: Replacer, core: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _worker(nice: int | None, omp_threads: int, *args: Any) -> None:
+def _worker(nice: int | None, omp_threads: int, device: int | None, *args: Any) -> None:
     lower_priority(nice)
     _openmp.set_this_thread(omp_threads)  # the workers share the cores (see fastpipe.runtime._openmp)
+    use_device(device)  # a "cuda" in the chain is the rank's GPU, not cuda:0 (a new thread's device)
     replace_loop(*args)

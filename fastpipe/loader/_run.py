@@ -25,15 +25,20 @@ from typing import Any
 from fastpipe.runtime import _exit, _openmp
 from fastpipe.runtime._daemon_pool import DaemonPool
 from fastpipe.runtime._queues import POLL_S, drain, put_until_stopped
+from fastpipe.runtime._thread_device import creator_device, use_device
 
 _END = "end"
 _ITEM = "item"
 _ERROR = "error"
 
 
-def producer_loop(q: queue.Queue, stop: threading.Event, produce: Iterator[Any]) -> None:
-    """Move everything ``produce`` yields into ``q``, then an end marker or the error that stopped it."""
+def producer_loop(
+    q: queue.Queue, stop: threading.Event, produce: Iterator[Any], device: int | None = None
+) -> None:
+    """Move everything ``produce`` yields into ``q``, then an end marker or the error that stopped it;
+    ``device``: the CUDA device of the thread that started this one (:mod:`fastpipe.runtime._thread_device`)."""
     try:
+        use_device(device)
         for out in produce:
             if not put_until_stopped(q, (_ITEM, out), stop):
                 return
@@ -48,9 +53,14 @@ def _fetch_pool(num_workers: int) -> DaemonPool:
     return DaemonPool(
         num_workers,
         thread_name_prefix="fastpipe-fetch",
-        initializer=_openmp.set_this_thread,
-        initargs=(_openmp.per_worker(num_workers),),
+        initializer=_fetch_thread,
+        initargs=(_openmp.per_worker(num_workers), creator_device()),
     )
+
+
+def _fetch_thread(omp_threads: int, device: int | None) -> None:
+    _openmp.set_this_thread(omp_threads)
+    use_device(device)  # reads that run a "cuda" step do it on the loop's GPU, not cuda:0
 
 
 class LoaderRun:
@@ -98,7 +108,7 @@ class LoaderRun:
         self.pool = _fetch_pool(num_workers) if num_workers else None
         self.thread = threading.Thread(
             target=producer_loop,
-            args=(self.queue, self.stop_event, self._produce()),
+            args=(self.queue, self.stop_event, self._produce(), creator_device()),
             name="fastpipe-loader",
             daemon=True,
         )
