@@ -122,6 +122,26 @@ def scenario_lists(rank: int, world: int) -> dict:
     return {"filled": filled}
 
 
+def scenario_split(rank: int, world: int) -> dict:
+    """MONAI's DDP recipe: each rank splits the list itself (``partition_dataset``) then caches its part.
+    Without ``world_size=1`` every rank must stop with an error that says so; with it, each caches its part."""
+    from monai.data import partition_dataset
+
+    distributed.DEFAULT_FILL_TIMEOUT_S = 20.0
+    part = partition_dataset(make_data(), num_partitions=world, shuffle=True, even_divisible=True)[rank]
+    try:
+        CacheDataset(part, [Expand()], progress=False, num_workers=1)
+        message = ""
+    except ValueError as err:
+        message = str(err)
+    ds = CacheDataset(part, [Expand()], progress=False, num_workers=1, world_size=1)
+    return {
+        "message": message,
+        "ids": [int(ds[i]["id"]) for i in range(len(ds))],
+        "part": [d["id"] for d in part],
+    }
+
+
 def scenario_die(rank: int, world: int) -> dict:
     """Rank 1 dies during its fill without a word; rank 0 must give up after the barrier timeout."""
     distributed.DEFAULT_FILL_TIMEOUT_S = 4.0

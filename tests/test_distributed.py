@@ -158,7 +158,7 @@ def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
     """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
-    return launch("train,fail,slow,lists,die", tmp_path_factory.mktemp("dist"))
+    return launch("train,fail,slow,lists,split,die", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.timeout(120)
@@ -205,6 +205,18 @@ def test_ranks_given_different_lists_stop_before_filling(two_ranks):
     for r in (r0, r1):
         assert r["type"] == "ValueError" and "different data lists" in r["message"], r
         assert "rank(s) [1]" in r["message"] and "same order" in r["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_list_split_per_rank_names_world_size_1(two_ranks):
+    # MONAI's DDP tutorials split the list with partition_dataset before CacheDataset: the error must
+    # say how to keep that split (it said only "sort a glob"), and world_size=1 must then cache each part
+    r0, r1 = (res["split"] for _, res in two_ranks)
+    for r in (r0, r1):
+        assert r["ok"], r
+        assert "different data lists" in r["message"] and "partition_dataset" in r["message"], r
+        assert "world_size=1" in r["message"] and r["ids"] == r["part"]
+    assert sorted(set(r0["ids"]) | set(r1["ids"])) == list(range(9))
 
 
 def test_list_fingerprint_sees_order_and_content_not_mount_points():

@@ -121,6 +121,8 @@ def agree(fingerprint: str, rank: int, world: int, timeout_s: float) -> None:
         raise ValueError(
             f"the ranks were given different data lists (rank(s) {differ} differ from rank {min(outcome)}; "
             f"{seen}): each rank shards the list it gets, so every rank must get the same items in the "
-            "same order (sort a glob or os.listdir: another node may list a folder in another order)"
+            "same order (sort a glob or os.listdir: another node may list a folder in another order). "
+            "A list already split per rank (MONAI's partition_dataset, as in its DDP tutorials) would be "
+            "split again: pass world_size=1 to cache it as it is"
         )
     raise_for({r: "ok" for r in outcome}, abandoned, world, rank, timeout_s, "data list check")
