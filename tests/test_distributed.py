@@ -158,7 +158,7 @@ def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
     """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
-    return launch("train,fail,slow,lists,split,die", tmp_path_factory.mktemp("dist"))
+    return launch("train,fail,slow,lists,split,race,die", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.timeout(120)
@@ -217,6 +217,14 @@ def test_a_list_split_per_rank_names_world_size_1(two_ranks):
         assert "different data lists" in r["message"] and "partition_dataset" in r["message"], r
         assert "world_size=1" in r["message"] and r["ids"] == r["part"]
     assert sorted(set(r0["ids"]) | set(r1["ids"])) == list(range(9))
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_reporting_while_another_gives_up_gets_the_same_verdict(two_ranks):
+    # rank 0 found rank 1 missing and was about to write that it gave up when rank 1 reported: rank 1
+    # read no "gave up" and went on alone (to wait at its next collective) while rank 0 raised
+    r0, r1 = (res["race"] for _, res in two_ranks)
+    assert r0["ok"] == r1["ok"], (r0, r1)
 
 
 def test_list_fingerprint_sees_order_and_content_not_mount_points():

@@ -40,10 +40,15 @@ def exchange(status: str, rank: int, world: int, timeout_s: float) -> tuple[dict
     store = _store()
     store.set(f"{prefix}status/{rank}", status)
     reported = _wait_reported(store, f"{prefix}status/", world, timeout_s)
-    if len(reported) < world:  # this rank gives up: a rank arriving later must stop too
-        store.set(f"{prefix}abandoned", f"rank {rank} stopped waiting for it after {timeout_s:.0f} s")
+    # one verdict for all, the first written wins: "ok" (a rank saw every status) or this rank giving up
+    # (a rank arriving later must stop too). Check-then-set let a rank report between another's check
+    # and its "gave up", read no "gave up", and go on alone while the other raised.
+    mine = "ok" if len(reported) == world else f"rank {rank} stopped waiting for it after {timeout_s:.0f} s"
+    verdict = store.compare_set(f"{prefix}verdict", "", mine).decode()
+    abandoned = None if verdict == "ok" else verdict
+    if verdict == "ok":  # whoever wrote it saw every status: they are all there to read
+        reported = list(range(world))
     outcome = {r: store.get(f"{prefix}status/{r}").decode() for r in reported}
-    abandoned = store.get(f"{prefix}abandoned").decode() if store.check([f"{prefix}abandoned"]) else None
     store.set(f"{prefix}seen/{rank}", "1")  # keep the store (rank 0) up until everyone has read
     _wait_reported(store, f"{prefix}seen/", world, min(timeout_s, 30.0), only=reported)
     return outcome, abandoned
