@@ -116,16 +116,26 @@ def partition_indices(
         shuffle: permute before dealing (default ``True``).
         drop_last: drop the ``n % world_size`` extra items so every rank gets ``n // world_size``
             (default ``False``; overrides ``even_divisible``).
+
+    Raises:
+        ValueError: fewer items than ranks (``n < world_size``), whatever the options, as MONAI's
+            ``partition_dataset`` refuses them.
     """
     rank, world_size = dist_info(rank, world_size)
-    order = _deal_order(n, world_size, seed, even_divisible, shuffle, drop_last)
-    shard = order[rank::world_size]
-    if len(order) < world_size:  # some rank gets nothing: every rank raises, none waits at a barrier
+    if n < world_size:  # every rank raises alike, none waits at a barrier
+        padded = even_divisible and not drop_last
         raise ValueError(
-            f"{world_size - len(order)} of {world_size} ranks would get no items from {n} "
-            f"(even_divisible={even_divisible}, drop_last={drop_last}); use fewer ranks or even_divisible=True"
+            f"{world_size - n} of {world_size} ranks would get no items from {n}"
+            + (
+                " of their own: padding would hand them another rank's items, so two ranks would hold "
+                "the same item at the same position and, seeded alike, cut the same crops (MONAI's "
+                "partition_dataset refuses fewer items than ranks too)"
+                if padded
+                else f" (even_divisible={even_divisible}, drop_last={drop_last})"
+            )
+            + "; use fewer ranks, or world_size=1 so that every rank caches every item"
         )
-    return shard
+    return _deal_order(n, world_size, seed, even_divisible, shuffle, drop_last)[rank::world_size]
 
 
 def _deal_order(

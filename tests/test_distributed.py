@@ -60,6 +60,9 @@ def test_partition_errors_name_the_rank():
     for rank in range(3):  # every rank raises, not only the one left empty: none waits at the barrier
         with pytest.raises(ValueError, match="1 of 3 ranks would get no items from 2"):
             distributed.partition_indices(2, rank, 3, even_divisible=False)
+    for rank in range(4):  # was: 3 items padded to 4 ranks, rank 3 holding rank 0's item at position 0
+        with pytest.raises(ValueError, match="1 of 4 ranks would get no items from 3 of their own"):
+            distributed.partition_indices(3, rank, 4)
     with pytest.raises(ValueError, match="rank=2, world_size=2"):
         distributed.dist_info(2, 2)
     with pytest.raises(ValueError, match="world_size=2 without rank="):  # all would take rank 0's shard
