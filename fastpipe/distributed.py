@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -118,22 +119,16 @@ def partition_indices(
             (default ``False``; overrides ``even_divisible``).
 
     Raises:
-        ValueError: fewer items than ranks (``n < world_size``), whatever the options, as MONAI's
-            ``partition_dataset`` refuses them.
+        ValueError: fewer items than ranks (``n < world_size``), as MONAI's ``partition_dataset``.
     """
     rank, world_size = dist_info(rank, world_size)
     if n < world_size:  # every rank raises alike, none waits at a barrier
-        padded = even_divisible and not drop_last
+        why = f"(even_divisible={even_divisible}, drop_last={drop_last})"
+        if even_divisible and not drop_last:  # padding: two ranks, one item, one position, the same crops
+            why = "of their own (padding would give two ranks one item, and the same crops of it)"
         raise ValueError(
-            f"{world_size - n} of {world_size} ranks would get no items from {n}"
-            + (
-                " of their own: padding would hand them another rank's items, so two ranks would hold "
-                "the same item at the same position and, seeded alike, cut the same crops (MONAI's "
-                "partition_dataset refuses fewer items than ranks too)"
-                if padded
-                else f" (even_divisible={even_divisible}, drop_last={drop_last})"
-            )
-            + "; use fewer ranks, or world_size=1 so that every rank caches every item"
+            f"{world_size - n} of {world_size} ranks would get no items from {n} {why}, which MONAI's "
+            "partition_dataset refuses too; use fewer ranks, or world_size=1 so every rank caches every item"
         )
     return _deal_order(n, world_size, seed, even_divisible, shuffle, drop_last)[rank::world_size]
 
@@ -302,8 +297,10 @@ def guarded_fill(
         _rendezvous.agree(
             agree, rank, world, DEFAULT_FILL_TIMEOUT_S if timeout_s is None else float(timeout_s)
         )
+    watch = _initialized() and torch.distributed.get_world_size() > 1  # stop early if another rank failed
     try:
-        result = fill()
+        with _rendezvous.watching(*dist_info(), "cache fill") if watch else contextlib.nullcontext():
+            result = fill()
     except Exception as err:
         fill_barrier(err, timeout_s)
         raise

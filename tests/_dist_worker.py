@@ -94,6 +94,21 @@ def scenario_fail(rank: int, world: int) -> dict:
     return {}
 
 
+def scenario_early(rank: int, world: int) -> dict:
+    """Rank 1's first item is corrupt; rank 0's five items take 2 s each: rank 0 must stop early, not
+    fill its whole shard (10 s; 20 minutes on a real dataset) before either rank reports the error."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 30.0
+
+    def slow_or_bad(d: dict) -> dict:
+        if rank == 1:
+            raise ValueError(f"corrupt file of item {d['id']}")
+        time.sleep(2.0)
+        return d
+
+    CacheDataset(make_data(), [slow_or_bad], progress=False, num_workers=1)
+    return {}
+
+
 def scenario_slow(rank: int, world: int) -> dict:
     """Rank 1's fill takes longer than the barrier timeout: rank 0 gives up, and rank 1, arriving
     late, must stop too rather than go on alone to its next collective."""

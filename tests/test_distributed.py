@@ -161,7 +161,7 @@ def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
     """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
-    return launch("train,fail,slow,lists,split,race,die", tmp_path_factory.mktemp("dist"))
+    return launch("train,fail,early,slow,lists,split,race,die", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.timeout(120)
@@ -193,6 +193,16 @@ def test_failure_in_one_rank_fill_stops_all_ranks(two_ranks):
     assert r1["type"] == "CacheFillError" and "injected failure" in r1["message"]
     assert r0["type"] == "FillBarrierError"
     assert "rank 1 failed during its cache fill" in r0["message"] and "injected failure" in r0["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_fill_stops_the_other_ranks_fills_early(two_ranks):
+    # rank 1 failed on its first item but waited at the barrier until rank 0 had filled its whole shard
+    r0, r1 = (res["early"] for _, res in two_ranks)
+    assert r1["type"] == "CacheFillError" and "corrupt file" in r1["message"], r1
+    assert r0["type"] == "FillBarrierError" and "rank 1 failed during its cache fill" in r0["message"], r0
+    assert "corrupt file" in r0["message"]
+    assert r0["seconds"] < 7.0 and r1["seconds"] < 7.0, (r0["seconds"], r1["seconds"])  # 10 s before
 
 
 @pytest.mark.timeout(120)
