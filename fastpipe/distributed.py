@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -116,16 +117,20 @@ def partition_indices(
         shuffle: permute before dealing (default ``True``).
         drop_last: drop the ``n % world_size`` extra items so every rank gets ``n // world_size``
             (default ``False``; overrides ``even_divisible``).
+
+    Raises:
+        ValueError: fewer items than ranks (``n < world_size``), as MONAI's ``partition_dataset``.
     """
     rank, world_size = dist_info(rank, world_size)
-    order = _deal_order(n, world_size, seed, even_divisible, shuffle, drop_last)
-    shard = order[rank::world_size]
-    if len(order) < world_size:  # some rank gets nothing: every rank raises, none waits at a barrier
+    if n < world_size:  # every rank raises alike, none waits at a barrier
+        why = f"(even_divisible={even_divisible}, drop_last={drop_last})"
+        if even_divisible and not drop_last:  # padding: two ranks, one item, one position, the same crops
+            why = "of their own (padding would give two ranks one item, and the same crops of it)"
         raise ValueError(
-            f"{world_size - len(order)} of {world_size} ranks would get no items from {n} "
-            f"(even_divisible={even_divisible}, drop_last={drop_last}); use fewer ranks or even_divisible=True"
+            f"{world_size - n} of {world_size} ranks would get no items from {n} {why}, which MONAI's "
+            "partition_dataset refuses too; use fewer ranks, or world_size=1 so every rank caches every item"
         )
-    return shard
+    return _deal_order(n, world_size, seed, even_divisible, shuffle, drop_last)[rank::world_size]
 
 
 def _deal_order(
@@ -292,8 +297,10 @@ def guarded_fill(
         _rendezvous.agree(
             agree, rank, world, DEFAULT_FILL_TIMEOUT_S if timeout_s is None else float(timeout_s)
         )
+    watch = _initialized() and torch.distributed.get_world_size() > 1  # stop early if another rank failed
     try:
-        result = fill()
+        with _rendezvous.watching(*dist_info(), "cache fill") if watch else contextlib.nullcontext():
+            result = fill()
     except Exception as err:
         fill_barrier(err, timeout_s)
         raise

@@ -21,6 +21,7 @@ from fastpipe import distributed
 from fastpipe.cache.cache_dataset import CacheDataset
 from fastpipe.cache.smart_cache import SmartCacheDataset
 from fastpipe.loader.thread_loader import ThreadDataLoader
+from fastpipe.runtime import _rendezvous
 
 N_ITEMS = 9  # uneven on 2 ranks
 FEATURES = 16
@@ -93,6 +94,21 @@ def scenario_fail(rank: int, world: int) -> dict:
     return {}
 
 
+def scenario_early(rank: int, world: int) -> dict:
+    """Rank 1's first item is corrupt; rank 0's five items take 2 s each: rank 0 must stop early, not
+    fill its whole shard (10 s; 20 minutes on a real dataset) before either rank reports the error."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 30.0
+
+    def slow_or_bad(d: dict) -> dict:
+        if rank == 1:
+            raise ValueError(f"corrupt file of item {d['id']}")
+        time.sleep(2.0)
+        return d
+
+    CacheDataset(make_data(), [slow_or_bad], progress=False, num_workers=1)
+    return {}
+
+
 def scenario_slow(rank: int, world: int) -> dict:
     """Rank 1's fill takes longer than the barrier timeout: rank 0 gives up, and rank 1, arriving
     late, must stop too rather than go on alone to its next collective."""
@@ -120,6 +136,71 @@ def scenario_lists(rank: int, world: int) -> dict:
 
     CacheDataset(data if rank == 0 else data[::-1], [count], progress=False, num_workers=1)
     return {"filled": filled}
+
+
+class SlowVerdict:
+    """The rendezvous store as one rank sees it when it is preempted for ``delay`` s between finding a
+    rank missing and writing that it gave up (any write but a status, a ``seen`` mark or ``ok``)."""
+
+    def __init__(self, store: object, delay: float) -> None:
+        self.store, self.delay = store, delay
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def _pause(self, key: str, value: object) -> None:
+        if "/status/" not in key and "/seen/" not in key and value not in ("ok", b"ok"):
+            time.sleep(self.delay)
+
+    def set(self, key: str, value: object) -> None:
+        self._pause(key, value)
+        self.store.set(key, value)
+
+    def compare_set(self, key: str, expected: object, desired: object) -> bytes:
+        self._pause(key, desired)
+        return self.store.compare_set(key, expected, desired)
+
+
+def scenario_race(rank: int, world: int) -> dict:
+    """Rank 1 reports 1.5 s after rank 0 stopped waiting, but before rank 0 could say so (preempted for
+    4 s): both ranks must take the same decision, not rank 0 raise while rank 1 goes on alone."""
+    distributed.DEFAULT_FILL_TIMEOUT_S = 2.0
+    store_of = _rendezvous._store
+    if rank == 0:
+        store = store_of()
+        _rendezvous._store = lambda: SlowVerdict(store, 4.0)
+
+    def late(d: dict) -> dict:
+        if rank == 1 and d["id"] == shard[0]["id"]:
+            time.sleep(3.5)
+        return d
+
+    shard = distributed.partition(make_data(), rank, world)
+    try:
+        CacheDataset(make_data(), [late], progress=False, num_workers=1)
+    finally:
+        _rendezvous._store = store_of
+    return {}
+
+
+def scenario_split(rank: int, world: int) -> dict:
+    """MONAI's DDP recipe: each rank splits the list itself (``partition_dataset``) then caches its part.
+    Without ``world_size=1`` every rank must stop with an error that says so; with it, each caches its part."""
+    from monai.data import partition_dataset
+
+    distributed.DEFAULT_FILL_TIMEOUT_S = 20.0
+    part = partition_dataset(make_data(), num_partitions=world, shuffle=True, even_divisible=True)[rank]
+    try:
+        CacheDataset(part, [Expand()], progress=False, num_workers=1)
+        message = ""
+    except ValueError as err:
+        message = str(err)
+    ds = CacheDataset(part, [Expand()], progress=False, num_workers=1, world_size=1)
+    return {
+        "message": message,
+        "ids": [int(ds[i]["id"]) for i in range(len(ds))],
+        "part": [d["id"] for d in part],
+    }
 
 
 def scenario_die(rank: int, world: int) -> dict:

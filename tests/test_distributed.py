@@ -60,6 +60,9 @@ def test_partition_errors_name_the_rank():
     for rank in range(3):  # every rank raises, not only the one left empty: none waits at the barrier
         with pytest.raises(ValueError, match="1 of 3 ranks would get no items from 2"):
             distributed.partition_indices(2, rank, 3, even_divisible=False)
+    for rank in range(4):  # was: 3 items padded to 4 ranks, rank 3 holding rank 0's item at position 0
+        with pytest.raises(ValueError, match="1 of 4 ranks would get no items from 3 of their own"):
+            distributed.partition_indices(3, rank, 4)
     with pytest.raises(ValueError, match="rank=2, world_size=2"):
         distributed.dist_info(2, 2)
     with pytest.raises(ValueError, match="world_size=2 without rank="):  # all would take rank 0's shard
@@ -158,7 +161,7 @@ def launch(scenarios: str, tmp: Path, world: int = 2, timeout_s: float = 100.0) 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[tuple[int, dict]]:
     """One launch of 2 gloo ranks running every scenario in turn (processes start once: torch imports are slow)."""
-    return launch("train,fail,slow,lists,die", tmp_path_factory.mktemp("dist"))
+    return launch("train,fail,early,slow,lists,split,race,die", tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.timeout(120)
@@ -193,6 +196,16 @@ def test_failure_in_one_rank_fill_stops_all_ranks(two_ranks):
 
 
 @pytest.mark.timeout(120)
+def test_a_failed_fill_stops_the_other_ranks_fills_early(two_ranks):
+    # rank 1 failed on its first item but waited at the barrier until rank 0 had filled its whole shard
+    r0, r1 = (res["early"] for _, res in two_ranks)
+    assert r1["type"] == "CacheFillError" and "corrupt file" in r1["message"], r1
+    assert r0["type"] == "FillBarrierError" and "rank 1 failed during its cache fill" in r0["message"], r0
+    assert "corrupt file" in r0["message"]
+    assert r0["seconds"] < 7.0 and r1["seconds"] < 7.0, (r0["seconds"], r1["seconds"])  # 10 s before
+
+
+@pytest.mark.timeout(120)
 def test_a_rank_arriving_after_another_gave_up_stops_too(two_ranks):
     r0, r1 = (res["slow"] for _, res in two_ranks)
     assert r0["type"] == "FillBarrierError" and "rank(s) [1] did not finish" in r0["message"]
@@ -205,6 +218,26 @@ def test_ranks_given_different_lists_stop_before_filling(two_ranks):
     for r in (r0, r1):
         assert r["type"] == "ValueError" and "different data lists" in r["message"], r
         assert "rank(s) [1]" in r["message"] and "same order" in r["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_list_split_per_rank_names_world_size_1(two_ranks):
+    # MONAI's DDP tutorials split the list with partition_dataset before CacheDataset: the error must
+    # say how to keep that split (it said only "sort a glob"), and world_size=1 must then cache each part
+    r0, r1 = (res["split"] for _, res in two_ranks)
+    for r in (r0, r1):
+        assert r["ok"], r
+        assert "different data lists" in r["message"] and "partition_dataset" in r["message"], r
+        assert "world_size=1" in r["message"] and r["ids"] == r["part"]
+    assert sorted(set(r0["ids"]) | set(r1["ids"])) == list(range(9))
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_reporting_while_another_gives_up_gets_the_same_verdict(two_ranks):
+    # rank 0 found rank 1 missing and was about to write that it gave up when rank 1 reported: rank 1
+    # read no "gave up" and went on alone (to wait at its next collective) while rank 0 raised
+    r0, r1 = (res["race"] for _, res in two_ranks)
+    assert r0["ok"] == r1["ok"], (r0, r1)
 
 
 def test_list_fingerprint_sees_order_and_content_not_mount_points():

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fastpipe.cache._core import FAILED_STEP
 from fastpipe.cache._item_errors import describe_failure, failure
 from fastpipe.cache.errors import CacheFillError
-from fastpipe.runtime import _openmp
+from fastpipe.runtime import _openmp, _rendezvous
 from fastpipe.runtime._thread_device import creator_device, use_device
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def _tally(
     """Count each finished job in ``report`` and apply the error policy: one policy and one count,
     however the jobs ran."""
     for slot, err in outcomes:
+        _rendezvous.stop_if_failed()  # another rank's fill failed: stop now, not after this whole shard
         bar.update(1)
         if err is None:
             report.items += 1

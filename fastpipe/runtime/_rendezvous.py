@@ -10,15 +10,18 @@ caching overlapping shards.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
 import torch
 
-_barrier_calls = itertools.count()
+_barrier_calls = 0  # exchanges so far in this process: every rank numbers them alike
+_watch: ContextVar[Callable[[], None] | None] = ContextVar("fastpipe_fill_watch", default=None)
 _LONGEST_WAIT_S = 365 * 86400.0  # what a wait "without timeout" (inf) becomes: timedelta cannot hold inf
 
 
@@ -36,17 +39,55 @@ def exchange(status: str, rank: int, world: int, timeout_s: float) -> tuple[dict
     ``abandoned`` is the note of a rank that gave up waiting (``None`` when none did). Raises
     ``RuntimeError`` when the store itself is lost.
     """
-    prefix = f"fastpipe/fill/{next(_barrier_calls)}/"
+    global _barrier_calls
+    prefix, _barrier_calls = f"fastpipe/fill/{_barrier_calls}/", _barrier_calls + 1
     store = _store()
     store.set(f"{prefix}status/{rank}", status)
     reported = _wait_reported(store, f"{prefix}status/", world, timeout_s)
-    if len(reported) < world:  # this rank gives up: a rank arriving later must stop too
-        store.set(f"{prefix}abandoned", f"rank {rank} stopped waiting for it after {timeout_s:.0f} s")
+    # one verdict for all, the first written wins: "ok" (a rank saw every status) or this rank giving up
+    # (a rank arriving later must stop too). Check-then-set let a rank report between another's check
+    # and its "gave up", read no "gave up", and go on alone while the other raised.
+    mine = "ok" if len(reported) == world else f"rank {rank} stopped waiting for it after {timeout_s:.0f} s"
+    verdict = store.compare_set(f"{prefix}verdict", "", mine).decode()
+    abandoned = None if verdict == "ok" else verdict
+    if verdict == "ok":  # whoever wrote it saw every status: they are all there to read
+        reported = list(range(world))
     outcome = {r: store.get(f"{prefix}status/{r}").decode() for r in reported}
-    abandoned = store.get(f"{prefix}abandoned").decode() if store.check([f"{prefix}abandoned"]) else None
     store.set(f"{prefix}seen/{rank}", "1")  # keep the store (rank 0) up until everyone has read
     _wait_reported(store, f"{prefix}seen/", world, min(timeout_s, 30.0), only=reported)
     return outcome, abandoned
+
+
+@contextmanager
+def watching(rank: int, world: int, what: str, every_s: float = 1.0) -> Iterator[None]:
+    """While a fill runs in this thread, :func:`stop_if_failed` raises once another rank has posted an
+    error at the coming barrier, so this rank stops instead of filling its whole shard first (the failing
+    rank waits at the barrier for every rank's status before it raises)."""
+    prefix, last = f"fastpipe/fill/{_barrier_calls}/status/", [float("-inf")]
+
+    def watch() -> None:
+        if time.monotonic() - last[0] < every_s:  # store round trips at most once per every_s
+            return
+        last[0], store = time.monotonic(), _store()
+        for r in range(world):
+            key = f"{prefix}{r}"
+            if r != rank and store.check([key]) and (status := store.get(key).decode()) != "ok":
+                raise FillBarrierError(
+                    f"rank {rank} stops its {what} early: rank {r} failed during its {what}: {status}"
+                )
+
+    token = _watch.set(watch)
+    try:
+        yield
+    finally:
+        _watch.reset(token)
+
+
+def stop_if_failed() -> None:
+    """Raise :class:`FillBarrierError` when another rank's fill failed (inside :func:`watching`; else nothing)."""
+    watch = _watch.get()
+    if watch is not None:
+        watch()
 
 
 def _wait_reported(
@@ -121,6 +162,8 @@ def agree(fingerprint: str, rank: int, world: int, timeout_s: float) -> None:
         raise ValueError(
             f"the ranks were given different data lists (rank(s) {differ} differ from rank {min(outcome)}; "
             f"{seen}): each rank shards the list it gets, so every rank must get the same items in the "
-            "same order (sort a glob or os.listdir: another node may list a folder in another order)"
+            "same order (sort a glob or os.listdir: another node may list a folder in another order). "
+            "A list already split per rank (MONAI's partition_dataset, as in its DDP tutorials) would be "
+            "split again: pass world_size=1 to cache it as it is"
         )
     raise_for({r: "ok" for r in outcome}, abandoned, world, rank, timeout_s, "data list check")
