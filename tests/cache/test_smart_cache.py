@@ -137,7 +137,9 @@ def test_stress_readers_during_replacement():
                 batch = rng.sample(range(cache_num), 4)
                 items = ds.__getitems__(batch) if r % 2 else [ds[i] for i in batch]
                 xs = [d["x"] for d in items]
-                assert len(set(xs)) == len(xs), f"duplicate item within a batch: {xs}"
+                if r % 2:  # one window for the whole batch; item by item, a swap between two reads
+                    # shifts the window as MONAI's does (position p + R becomes p), so one item may repeat
+                    assert len(set(xs)) == len(xs), f"duplicate item within a batch: {xs}"
                 assert all(torch.all(d["t"] == d["x"]) for d in items), "half-built item"
                 reads[r].append((k, len(history), xs))
         except Exception as err:  # noqa: BLE001 - re-raised in the test thread below
