@@ -171,7 +171,16 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
             return item_batches(self.dataset, self.batch_size, self.drop_last)
         chunks = index_batches(self, batch_seed(self.seed, epoch, -1))
         chunks = chunks[: distributed.loader_batches(self.dataset, len(chunks), self.even_batches)]
-        return [(c, batch_seed(self.seed, epoch, b)) for b, c in enumerate(chunks)]
+        draws = self._rank_seed()
+        return [(c, batch_seed(draws, epoch, b)) for b, c in enumerate(chunks)]
+
+    def _rank_seed(self) -> int:
+        """The seed of the batches' random draws: the loader's, mixed with this process's rank past rank 0
+        (the dataset's shard, else the process group's). Ranks seeded alike (``set_determinism``, one
+        ``seed=``) would otherwise flip, turn and shift the same crops of every batch alike."""
+        shard = getattr(self.dataset, "shard", None)
+        rank = shard.get("rank") if isinstance(shard, dict) else distributed.dist_info()[0]
+        return self.seed if not rank else batch_seed(self.seed, 0, -1, rank)  # no other job uses (0, -1, r)
 
     @property
     def _whole_batch(self) -> bool:
