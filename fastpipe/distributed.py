@@ -55,7 +55,7 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
         world_size: number of ranks (default ``None``: from ``torch.distributed``).
     """
     if world_size is None:
-        world_size = torch.distributed.get_world_size() if _initialized() else 1
+        world_size = torch.distributed.get_world_size() if _initialized() else _env.single_process_world()
     if rank is None:
         if world_size > 1 and not _initialized():  # every process would take rank 0's shard
             raise ValueError(

@@ -311,3 +311,22 @@ def test_a_fill_timeout_of_infinity_waits_instead_of_overflowing():
     store = Store()  # DEFAULT_FILL_TIMEOUT_S = float("inf") raised OverflowError from timedelta on every rank
     assert _rendezvous._wait_reported(store, "p/", 2, float("inf")) == [0, 1]
     assert store.timeout.days >= 365
+
+
+def test_a_launcher_s_world_size_without_a_process_group_warns_once(monkeypatch):
+    """Under torchrun, a dataset built before init_process_group took (rank 0, world 1) silently: every
+    rank cached and read the whole data set."""
+    import warnings
+
+    from fastpipe.runtime import _env
+
+    monkeypatch.setattr(_env, "_warned_uninitialised", [])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.warns(RuntimeWarning, match="WORLD_SIZE=2 is set .* not initialised"):
+        assert distributed.dist_info() == (0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert distributed.dist_info() == (0, 1)  # once
+        monkeypatch.setattr(_env, "_warned_uninitialised", [])
+        monkeypatch.setenv("WORLD_SIZE", "1")
+        assert distributed.dist_info() == (0, 1)
