@@ -85,6 +85,7 @@ def _track_meta(orig: Any, current: bool) -> bool:
 def _translate_prefix(prefix: list[Any], ctx: Context, enabled: bool) -> list[tuple[Any, Step]]:
     out = []
     for i, t in enumerate(prefix):
+        ctx.following = prefix[i + 1 :]  # LoadImaged reads what handles its keys next
         new, reason = translate(t, ctx) if enabled and is_monai(t) else (t, "")
         out.append((new, Step(i + 1, type(t).__name__, _origin(t, new), "cached", reason)))
     return out
@@ -93,7 +94,7 @@ def _translate_prefix(prefix: list[Any], ctx: Context, enabled: bool) -> list[tu
 def _translate_suffix(suffix: list[Any], start: int, ctx: Context, enabled: bool) -> list[tuple[Any, Step]]:
     out, stopped = [], False
     for i, t in enumerate(suffix):
-        new, reason = t, ""
+        new, reason, ctx.following = t, "", suffix[i + 1 :]
         if enabled and is_monai(t) and not stopped:
             new, reason = translate(t, ctx)
             stopped = new is t

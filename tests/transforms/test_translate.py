@@ -624,3 +624,35 @@ def test_load_that_prunes_metadata_keys_stays_monai(files, opts):
     obj = M.LoadImaged(KEYS, **opts)
     out, reason = translate(obj, Context(items=files))
     assert out is obj and "simple_keys/prune_meta_pattern" in reason
+
+
+@pytest.mark.parametrize(
+    ("shape", "load", "channel"),
+    [
+        ((8, 8, 6, 1), {}, None),  # no EnsureChannelFirstd: MONAI keeps (X, Y, Z, 1)
+        ((8, 8, 6, 1), {}, "no_channel"),  # MONAI: (1, X, Y, Z, 1)
+        ((8, 8, 6, 1, 1), {}, {}),  # a 5D file: MONAI's channel is the last singleton
+        ((8, 8, 6, 1, 1), {"ensure_channel_first": True}, None),
+        ((8, 8, 6), {"ensure_channel_first": True}, {}),  # MONAI adds a second channel axis
+        ((8, 8, 6, 1), {"ensure_channel_first": True}, {}),  # MONAI moves Z first
+        ((8, 8, 6, 1), {}, {}),  # these two are fastpipe's and MONAI's alike
+        ((8, 8, 6, 1), {"ensure_channel_first": True}, None),
+    ],
+)
+def test_files_with_trailing_singleton_axes_and_channel_steps_give_monais_shape(
+    tmp_path, shape, load, channel
+):
+    from _nifti_files import write
+
+    path = write(tmp_path / "x.nii.gz", np.arange(np.prod(shape), dtype=np.int16).reshape(shape), affine())
+    chain = [M.LoadImaged("image", **load)]
+    if channel is not None:
+        chain.append(
+            M.EnsureChannelFirstd("image", **({"channel_dim": channel} if isinstance(channel, str) else {}))
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose(chain)({"image": path})["image"]
+    ours = dataset([{"image": path}], M.Compose(chain))[0]["image"]
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    torch.testing.assert_close(torch.as_tensor(ours).float(), theirs.as_tensor().float())
