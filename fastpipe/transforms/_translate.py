@@ -27,6 +27,8 @@ def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
     fn = REGISTRY.get(name)
     if fn is None:
         return obj, f"fastpipe has no {name}"
+    if not _monais_own(obj):  # a user's subclass may override what it does: run it as written
+        return obj, f"{type(obj).__module__}.{type(obj).__qualname__} is not MONAI's own {name}"
     if getattr(obj, "_lazy", False):
         return obj, "lazy=True (MONAI's lazy resampling) is not reproduced"
     try:
@@ -44,3 +46,11 @@ def _invertible(obj: Any) -> bool:
     from monai.transforms import InvertibleTransform
 
     return isinstance(obj, InvertibleTransform)
+
+
+def _monais_own(obj: Any) -> bool:
+    """Whether ``obj``'s class is MONAI's class of that name itself, not a subclass of it (the
+    translators read MONAI's attributes and reproduce MONAI's behaviour, not an override's)."""
+    import monai.transforms
+
+    return getattr(monai.transforms, type(obj).__name__, None) is type(obj)

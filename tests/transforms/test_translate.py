@@ -656,3 +656,28 @@ def test_files_with_trailing_singleton_axes_and_channel_steps_give_monais_shape(
     ours = dataset([{"image": path}], M.Compose(chain))[0]["image"]
     assert tuple(ours.shape) == tuple(theirs.shape)
     torch.testing.assert_close(torch.as_tensor(ours).float(), theirs.as_tensor().float())
+
+
+class ScaleIntensityRanged(M.ScaleIntensityRanged):  # a user's variant under MONAI's name
+    def __call__(self, d):
+        d = super().__call__(d)
+        d["image"] = d["image"] * 0 + 42
+        return d
+
+
+class RandFlipd(M.RandFlipd):  # a user's variant: always flips
+    def randomize(self, data=None):
+        super().randomize(data)
+        self._do_transform = True
+
+
+def test_a_users_subclass_under_monais_class_name_keeps_its_own_behaviour(files):
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS)]
+    scale = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0)
+    ds = dataset(files[:1], M.Compose([*chain, scale, RandFlipd(KEYS, prob=0.0, spatial_axis=0)]))
+    assert ds.plan.swapped == ["LoadImaged", "EnsureChannelFirstd"]
+    assert "is not MONAI's own ScaleIntensityRanged" in ds.describe()
+    plain = dataset(files[:1], M.Compose(chain)).cached_entry(0)["label"]
+    out = ds[0]
+    assert bool((torch.as_tensor(out["image"]) == 42).all())
+    assert torch.equal(torch.as_tensor(out["label"]).float(), torch.as_tensor(plain).float().flip(1))
