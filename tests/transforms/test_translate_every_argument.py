@@ -168,3 +168,53 @@ def test_a_non_default_argument_gives_monais_output_or_keeps_monai(items, name, 
     if kept:
         assert name in ds.describe(), "the plan should name the MONAI step it kept"
     _assert_same(ours, theirs, f"{name}({param}={val!r}) {'kept' if kept else 'swapped'}")
+
+
+# Random arguments whose effect a deterministic value cannot show (a draw's range, a ratio): the
+# translated transform and MONAI's give the same statistics over many draws (4 standard errors;
+# seeded, so the outcome is fixed).
+DRAWS = 200
+SPREAD = {
+    "RandFlipd": {"prob": 0.5, "spatial_axis": None},
+    "RandRotate90d": {"prob": 0.7, "max_k": 3, "spatial_axes": (1, 2)},
+    "RandShiftIntensityd": {"prob": 0.6, "offsets": (2.0, 9.0), "channel_wise": True},
+    "RandScaleIntensityd": {"prob": 0.6, "factors": (0.1, 0.9), "channel_wise": True},
+    "RandGaussianNoised": {"prob": 0.7, "mean": 1.0, "std": 3.0, "sample_std": False},
+    "RandAdjustContrastd": {"prob": 0.7, "gamma": (0.7, 1.5), "invert_image": True},
+    "RandCropByPosNegLabeld": {"label_key": "label", "spatial_size": (3, 3, 3), "pos": 1.0, "neg": 3.0,
+                               "image_key": "image", "image_threshold": 1.9, "num_samples": 16},
+}  # fmt: skip
+
+
+def _statistics(t, x, lab) -> np.ndarray:
+    rows = []
+    for _ in range(DRAWS):
+        out = t({"image": x.clone(), "label": lab.clone()})
+        for d in out if isinstance(out, list) else [out]:
+            im, lb = torch.as_tensor(d["image"]).float(), torch.as_tensor(d["label"]).float()
+            centre = (lb[0, 1, 1, 1], im[:, 1, 1, 1].max())  # a 3^3 crop's centre: fg or bg, its voxel
+            rows.append([im.shape[1], im[0].mean(), im[1].mean(), im[0].std(), im[0, 0, 0, 0], im[0, -1, 0, 0],
+                         im[0, 0, -1, -1], lb.mean(), (im[0] * lb[0]).mean(), (im[0].mean() - im[1].mean()) ** 2,
+                         *centre])  # fmt: skip
+    return np.asarray(rows, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", sorted(SPREAD))
+def test_random_arguments_give_monais_distribution(name):
+    from fastpipe.transforms._translate import Context, translate
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 12, 11, 10, generator=gen) + 1
+    lab = (torch.rand(1, 12, 11, 10, generator=gen) > 0.7).float()
+    keys = (
+        ["image", "label"] if name in ("RandFlipd", "RandRotate90d", "RandCropByPosNegLabeld") else ["image"]
+    )
+    theirs = getattr(M, name)(keys=keys, **SPREAD[name])
+    theirs.set_random_state(1)
+    ours, reason = translate(theirs, Context())
+    assert reason == "", reason
+    a, b = _statistics(theirs, x, lab), _statistics(ours, x, lab)
+    tol = 4 * np.sqrt((a.var(0) + b.var(0)) / len(a)) + 1e-3
+    assert (np.abs(a.mean(0) - b.mean(0)) <= tol).all(), (
+        f"{name}: {a.mean(0).round(2)} vs {b.mean(0).round(2)}"
+    )
