@@ -20,6 +20,12 @@ from fastpipe.transforms._translate_base import REGISTRY, Context, is_monai
 
 __all__ = ["Context", "is_monai", "translate"]
 
+# fastpipe's classes that take numpy arrays as MONAI's do (the others need tensors)
+TAKES_NUMPY = {
+    "RandFlipd", "RandRotate90d", "RandShiftIntensityd", "RandScaleIntensityd", "RandGaussianNoised",
+    "RandAdjustContrastd", "SpatialPadd", "RandCropByPosNegLabeld", "SelectItemsd", "DeleteItemsd", "CopyItemsd",
+}  # fmt: skip
+
 
 def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
     """``(fastpipe transform, "")`` when ``obj`` translates, else ``(obj, reason)``."""
@@ -29,6 +35,9 @@ def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
         return obj, f"fastpipe has no {name}"
     if not _monais_own(obj):  # a user's subclass may override what it does: run it as written
         return obj, f"{type(obj).__module__}.{type(obj).__qualname__} is not MONAI's own {name}"
+    arrays = _numpy_inputs(obj, ctx)
+    if arrays:  # fastpipe's transforms take tensors; MONAI's keep numpy arrays numpy
+        return obj, f"{arrays} hold numpy arrays (EnsureTyped(data_type='numpy') before it)"
     if getattr(obj, "_lazy", False):
         return obj, "lazy=True (MONAI's lazy resampling) is not reproduced"
     try:
@@ -54,3 +63,21 @@ def _monais_own(obj: Any) -> bool:
     import monai.transforms
 
     return getattr(monai.transforms, type(obj).__name__, None) is type(obj)
+
+
+def _numpy_inputs(obj: Any, ctx: Context) -> list[str]:
+    """The keys ``obj`` reads that an earlier ``EnsureTyped(data_type="numpy")`` made numpy arrays, where
+    fastpipe's class needs tensors (``EnsureTyped``/``ToTensord`` convert them and update the record)."""
+    name = type(obj).__name__
+    keys = [str(k) for k in getattr(obj, "keys", ())]
+    if name in TAKES_NUMPY:
+        return []
+    if name in ("EnsureTyped", "ToTensord"):
+        kind = getattr(obj.converter, "data_type", "tensor")
+        if getattr(kind, "value", kind) == "numpy":
+            ctx.numpy_keys.update(keys)
+        else:
+            ctx.numpy_keys.difference_update(keys)
+        return []
+    named = [getattr(obj, a, None) for a in ("source_key", "label_key", "image_key")]
+    return sorted(set(keys + [str(k) for k in named if k is not None]) & ctx.numpy_keys)

@@ -681,3 +681,35 @@ def test_a_users_subclass_under_monais_class_name_keeps_its_own_behaviour(files)
     out = ds[0]
     assert bool((torch.as_tensor(out["image"]) == 42).all())
     assert torch.equal(torch.as_tensor(out["label"]).float(), torch.as_tensor(plain).float().flip(1))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        M.ScaleIntensityRanged("image", a_min=-100, a_max=100, b_min=0.0, b_max=1.0),
+        M.CropForegroundd(KEYS, "label"),
+        M.Spacingd(KEYS, pixdim=1.5),
+        M.Orientationd(KEYS, axcodes="RAS"),
+        M.FgBgToIndicesd("label"),
+        M.CastToTyped(KEYS, dtype=np.float16),
+        M.EnsureChannelFirstd(KEYS, channel_dim="no_channel"),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_steps_after_ensure_typed_numpy_get_and_give_numpy_arrays_as_in_monai(files, step):
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), M.EnsureTyped(KEYS, data_type="numpy"), step]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose(chain)(dict(files[0]))
+    ds = dataset(files[:1], M.Compose(chain))
+    ours = ds.cached_entry(0)
+    kept = [s for s in ds.plan.steps if s.pos == 4]
+    assert kept[0].origin == "MONAI" and "hold numpy arrays" in kept[0].note
+    for k, v in theirs.items():
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            assert (
+                type(ours[k]) is type(v) or isinstance(v, torch.Tensor) and isinstance(ours[k], torch.Tensor)
+            ), k
+            np.testing.assert_allclose(
+                np.asarray(torch.as_tensor(ours[k])), np.asarray(torch.as_tensor(v)), atol=1e-4
+            )
