@@ -31,13 +31,13 @@ def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
     """``(fastpipe transform, "")`` when ``obj`` translates, else ``(obj, reason)``."""
     name = type(obj).__name__
     fn = REGISTRY.get(name)
+    arrays = _numpy_inputs(obj, ctx)  # first: it records what ToNumpyd, which stays MONAI's, makes arrays
     if fn is None:
         return obj, f"fastpipe has no {name}"
     if not _monais_own(obj):  # a user's subclass may override what it does: run it as written
         return obj, f"{type(obj).__module__}.{type(obj).__qualname__} is not MONAI's own {name}"
-    arrays = _numpy_inputs(obj, ctx)
     if arrays:  # fastpipe's transforms take tensors; MONAI's keep numpy arrays numpy
-        return obj, f"{arrays} hold numpy arrays (EnsureTyped(data_type='numpy') before it)"
+        return obj, f"{arrays} hold numpy arrays (EnsureTyped(data_type='numpy') or ToNumpyd before it)"
     if getattr(obj, "_lazy", False):
         return obj, "lazy=True (MONAI's lazy resampling) is not reproduced"
     try:
@@ -66,14 +66,16 @@ def _monais_own(obj: Any) -> bool:
 
 
 def _numpy_inputs(obj: Any, ctx: Context) -> list[str]:
-    """The keys ``obj`` reads that an earlier ``EnsureTyped(data_type="numpy")`` made numpy arrays, where
-    fastpipe's class needs tensors (``EnsureTyped``/``ToTensord`` convert them and update the record)."""
+    """The keys ``obj`` reads that an earlier ``EnsureTyped(data_type="numpy")`` or ``ToNumpyd`` made numpy
+    arrays, where fastpipe's class needs tensors (``EnsureTyped``/``ToTensord`` update the record)."""
     name = type(obj).__name__
     keys = [str(k) for k in getattr(obj, "keys", ())]
     if name in TAKES_NUMPY:
         return []
-    if name in ("EnsureTyped", "ToTensord"):
-        kind = getattr(obj.converter, "data_type", "tensor")
+    if name in ("EnsureTyped", "ToTensord", "ToNumpyd"):
+        kind = getattr(
+            getattr(obj, "converter", None), "data_type", "numpy" if name == "ToNumpyd" else "tensor"
+        )
         if getattr(kind, "value", kind) == "numpy":
             ctx.numpy_keys.update(keys)
         else:

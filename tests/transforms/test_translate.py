@@ -696,8 +696,10 @@ def test_a_users_subclass_under_monais_class_name_keeps_its_own_behaviour(files)
     ],
     ids=lambda s: type(s).__name__,
 )
-def test_steps_after_ensure_typed_numpy_get_and_give_numpy_arrays_as_in_monai(files, step):
-    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), M.EnsureTyped(KEYS, data_type="numpy"), step]
+@pytest.mark.parametrize("to_numpy", ["EnsureTyped", "ToNumpyd"])
+def test_steps_after_ensure_typed_numpy_get_and_give_numpy_arrays_as_in_monai(files, step, to_numpy):
+    arrays = M.EnsureTyped(KEYS, data_type="numpy") if to_numpy == "EnsureTyped" else M.ToNumpyd(KEYS)
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), arrays, step]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = M.Compose(chain)(dict(files[0]))
