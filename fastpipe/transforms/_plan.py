@@ -150,7 +150,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         (1, [])
     """
     prefix_o, suffix_o, translate_monai, monai_chain = _split(transform, translate_monai)
-    ctx = Context(items=items)
+    ctx = Context(items=items, numpy_keys=_array_keys(items))
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
     # a step after the crop that makes a key float (EnsureTyped(dtype=...) at the end) comes too late
     # for the crop's fused intensity steps: only the cached prefix's steps spare a key MONAI's float32
@@ -171,6 +171,19 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
             ", ".join(swapped), "; ".join(kept) or "none",
         )  # fmt: skip
     return plan
+
+
+def _array_keys(items: Sequence[Any] | None) -> set[str]:
+    """Keys whose values are numpy arrays in the items (fastpipe's transforms need tensors there)."""
+    import numpy as np
+
+    return {
+        str(k)
+        for it in items or ()
+        if isinstance(it, dict)
+        for k, v in it.items()
+        if isinstance(v, np.ndarray)
+    }
 
 
 def _split(transform: Any, translate_monai: bool) -> tuple[list, list, bool, bool]:

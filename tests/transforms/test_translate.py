@@ -715,3 +715,33 @@ def test_steps_after_ensure_typed_numpy_get_and_give_numpy_arrays_as_in_monai(fi
             np.testing.assert_allclose(
                 np.asarray(torch.as_tensor(ours[k])), np.asarray(torch.as_tensor(v)), atol=1e-4
             )
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        M.ScaleIntensityRanged("image", a_min=-1, a_max=1, b_min=0.0, b_max=1.0),
+        M.CropForegroundd(KEYS, "label"),
+        M.EnsureChannelFirstd(KEYS, channel_dim=0),
+        M.FgBgToIndicesd("label"),
+        M.CastToTyped(KEYS, dtype=np.float16),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_items_holding_numpy_arrays_go_through_monais_steps_as_in_monai(step):
+    rng = np.random.default_rng(0)
+    items = [{"image": rng.normal(size=(1, 12, 10, 8)).astype(np.float32),
+              "label": (rng.random((1, 12, 10, 8)) > 0.7).astype(np.float32)}]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose([step])(dict(items[0]))
+    ds = dataset(items, M.Compose([step]))
+    ours = ds.cached_entry(0)
+    assert ds.plan.swapped == [] and "hold numpy arrays" in ds.describe()
+    for k, v in theirs.items():
+        if isinstance(v, np.ndarray):
+            assert isinstance(ours[k], np.ndarray), k
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            np.testing.assert_allclose(
+                np.asarray(torch.as_tensor(ours[k])), np.asarray(torch.as_tensor(v)), atol=1e-4
+            )
