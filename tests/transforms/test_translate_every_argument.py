@@ -87,7 +87,7 @@ TABLE = {
 # Parameters with no value of their own here (explicit exemptions):
 EXEMPT = {
     "keys",  # every case sets it
-    "allow_missing_keys",  # one case per class below (MISSING), on an item that lacks a key
+    "allow_missing_keys",  # its own test below (MISSING): a key the item lacks
     "args",  # LoadImaged's reader arguments: kept MONAI via the reader check (reader case)
     "a_min", "a_max", "label_key", "spatial_size", "source_key", "pixdim",  # required, set per class
     "offsets", "factors", "gamma", "std",  # set per class to equal bounds (deterministic draws)
@@ -218,3 +218,24 @@ def test_random_arguments_give_monais_distribution(name):
     assert (np.abs(a.mean(0) - b.mean(0)) <= tol).all(), (
         f"{name}: {a.mean(0).round(2)} vs {b.mean(0).round(2)}"
     )
+
+
+MISSING = [c for c in TABLE if "allow_missing_keys" in inspect.signature(getattr(M, c).__init__).parameters]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", MISSING)
+def test_allow_missing_keys_skips_an_absent_key_as_monai(items, name):
+    before, base, _ = TABLE[name]
+    keys = [base["keys"]] if isinstance(base["keys"], str) else list(base["keys"])
+    kwargs = {**base, "keys": [*keys, "absent"], "allow_missing_keys": True}
+    if name == "CopyItemsd":
+        kwargs["names"] = [f"{k}_copy" for k in kwargs["keys"]]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            M.Compose([*copy.deepcopy(before), getattr(M, name)(**kwargs)])(dict(items[0]))
+    except Exception:  # noqa: BLE001  (MONAI itself refuses the absent key here)
+        pytest.skip(f"MONAI refuses {name} with an absent key")
+    ours, theirs, kept, _ = _run(items, name, before, kwargs)
+    _assert_same(ours, theirs, f"{name}(allow_missing_keys=True) {'kept' if kept else 'swapped'}")
