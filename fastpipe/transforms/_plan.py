@@ -85,6 +85,7 @@ def _track_meta(orig: Any, current: bool) -> bool:
 def _translate_prefix(prefix: list[Any], ctx: Context, enabled: bool) -> list[tuple[Any, Step]]:
     out = []
     for i, t in enumerate(prefix):
+        ctx.following = prefix[i + 1 :]  # LoadImaged reads what handles its keys next
         new, reason = translate(t, ctx) if enabled and is_monai(t) else (t, "")
         out.append((new, Step(i + 1, type(t).__name__, _origin(t, new), "cached", reason)))
     return out
@@ -93,7 +94,7 @@ def _translate_prefix(prefix: list[Any], ctx: Context, enabled: bool) -> list[tu
 def _translate_suffix(suffix: list[Any], start: int, ctx: Context, enabled: bool) -> list[tuple[Any, Step]]:
     out, stopped = [], False
     for i, t in enumerate(suffix):
-        new, reason = t, ""
+        new, reason, ctx.following = t, "", suffix[i + 1 :]
         if enabled and is_monai(t) and not stopped:
             new, reason = translate(t, ctx)
             stopped = new is t
@@ -149,7 +150,7 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
         (1, [])
     """
     prefix_o, suffix_o, translate_monai, monai_chain = _split(transform, translate_monai)
-    ctx = Context(items=items)
+    ctx = Context(items=items, numpy_keys=_array_keys(items))
     pre = _translate_prefix(prefix_o, ctx, translate_monai)
     # a step after the crop that makes a key float (EnsureTyped(dtype=...) at the end) comes too late
     # for the crop's fused intensity steps: only the cached prefix's steps spare a key MONAI's float32
@@ -170,6 +171,19 @@ def build_plan(transform: Any, translate_monai: bool = True, items: Sequence[Any
             ", ".join(swapped), "; ".join(kept) or "none",
         )  # fmt: skip
     return plan
+
+
+def _array_keys(items: Sequence[Any] | None) -> set[str]:
+    """Keys whose values are numpy arrays in the items (fastpipe's transforms need tensors there)."""
+    import numpy as np
+
+    return {
+        str(k)
+        for it in items or ()
+        if isinstance(it, dict)
+        for k, v in it.items()
+        if isinstance(v, np.ndarray)
+    }
 
 
 def _split(transform: Any, translate_monai: bool) -> tuple[list, list, bool, bool]:

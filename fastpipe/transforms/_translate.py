@@ -20,13 +20,24 @@ from fastpipe.transforms._translate_base import REGISTRY, Context, is_monai
 
 __all__ = ["Context", "is_monai", "translate"]
 
+# fastpipe's classes that take numpy arrays as MONAI's do (the others need tensors)
+TAKES_NUMPY = {
+    "RandFlipd", "RandRotate90d", "RandShiftIntensityd", "RandScaleIntensityd", "RandGaussianNoised",
+    "RandAdjustContrastd", "SpatialPadd", "RandCropByPosNegLabeld", "SelectItemsd", "DeleteItemsd", "CopyItemsd",
+}  # fmt: skip
+
 
 def translate(obj: Any, ctx: Context) -> tuple[Any, str]:
     """``(fastpipe transform, "")`` when ``obj`` translates, else ``(obj, reason)``."""
     name = type(obj).__name__
     fn = REGISTRY.get(name)
+    arrays = _numpy_inputs(obj, ctx)  # first: it records what ToNumpyd, which stays MONAI's, makes arrays
     if fn is None:
         return obj, f"fastpipe has no {name}"
+    if not _monais_own(obj):  # a user's subclass may override what it does: run it as written
+        return obj, f"{type(obj).__module__}.{type(obj).__qualname__} is not MONAI's own {name}"
+    if arrays:  # fastpipe's transforms take tensors; MONAI's keep numpy arrays numpy
+        return obj, f"{arrays} hold numpy arrays (EnsureTyped(data_type='numpy') or ToNumpyd before it)"
     if getattr(obj, "_lazy", False):
         return obj, "lazy=True (MONAI's lazy resampling) is not reproduced"
     try:
@@ -44,3 +55,31 @@ def _invertible(obj: Any) -> bool:
     from monai.transforms import InvertibleTransform
 
     return isinstance(obj, InvertibleTransform)
+
+
+def _monais_own(obj: Any) -> bool:
+    """Whether ``obj``'s class is MONAI's class of that name itself, not a subclass of it (the
+    translators read MONAI's attributes and reproduce MONAI's behaviour, not an override's)."""
+    import monai.transforms
+
+    return getattr(monai.transforms, type(obj).__name__, None) is type(obj)
+
+
+def _numpy_inputs(obj: Any, ctx: Context) -> list[str]:
+    """The keys ``obj`` reads that an earlier ``EnsureTyped(data_type="numpy")`` or ``ToNumpyd`` made numpy
+    arrays, where fastpipe's class needs tensors (``EnsureTyped``/``ToTensord`` update the record)."""
+    name = type(obj).__name__
+    keys = [str(k) for k in getattr(obj, "keys", ())]
+    if name in TAKES_NUMPY:
+        return []
+    if name in ("EnsureTyped", "ToTensord", "ToNumpyd"):
+        kind = getattr(
+            getattr(obj, "converter", None), "data_type", "numpy" if name == "ToNumpyd" else "tensor"
+        )
+        if getattr(kind, "value", kind) == "numpy":
+            ctx.numpy_keys.update(keys)
+        else:
+            ctx.numpy_keys.difference_update(keys)
+        return []
+    named = [getattr(obj, a, None) for a in ("source_key", "label_key", "image_key")]
+    return sorted(set(keys + [str(k) for k in named if k is not None]) & ctx.numpy_keys)

@@ -25,6 +25,9 @@ class Context:
     float_keys: set[str] = field(default_factory=set)  # keys MONAI's LoadImaged would make float32
     nearest_keys: set[str] = field(default_factory=set)  # keys a translated Spacingd resamples with nearest
     settled_keys: set[str] = field(default_factory=set)  # keys a translated step makes float (or casts)
+    following: Sequence[Any] = ()  # the chain's steps after the one being translated (the plan sets them)
+    channel_first_keys: set[str] = field(default_factory=set)  # LoadImaged(ensure_channel_first=True)'s keys
+    numpy_keys: set[str] = field(default_factory=set)  # keys an EnsureTyped(data_type="numpy") made arrays
 
 
 def register(name: str) -> Callable[[Translator], Translator]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,50 +18,7 @@ from fastpipe.transforms._translate_base import (
     torch_dtype,
     value,
 )
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _nifti_reason(obj: Any, ctx: Context) -> str:
-    """Why fastpipe's NIfTI reader cannot stand in for ``obj``'s readers on these items ("" when it can)."""
-    if ctx.items is None:
-        return "items come from a dataset, so the file types are unknown"
-    paths = []
-    for item in ctx.items:
-        for key in obj.keys:
-            v = item.get(key) if isinstance(item, dict) else None
-            if v is None and obj.allow_missing_keys:
-                continue
-            if not isinstance(v, (str, os.PathLike)) or not str(v).lower().endswith(NIFTI_SUFFIXES):
-                return f"{key!r} of an item is {v!r}, not one .nii/.nii.gz file"
-            paths.append(str(v))
-    readers = obj._loader.readers  # without auto_select MONAI tries the last (user) reader first
-    if obj._loader.auto_select:
-        readers = [r for r in readers if not paths or r.verify_suffix(paths[0])]
-    if not readers or type(readers[-1]).__name__ != "NibabelReader":
-        return f"the reader MONAI picks is {type(readers[-1]).__name__ if readers else None}"
-    opts = vars(readers[-1])
-    if opts.get("channel_dim") is not None or opts.get("as_closest_canonical") or opts.get("kwargs"):
-        return "NibabelReader options (channel_dim, as_closest_canonical, kwargs) are not reproduced"
-    return _all_3d(paths)
-
-
-def _all_3d(paths: list[str]) -> str:
-    """``""`` when every file holds a volume fastpipe's reader takes (3D once trailing singleton dims
-    are dropped, its own rule), else the reason MONAI's loader is kept: one header per file."""
-    import nibabel as nib
-
-    for p in paths:
-        try:
-            shape = tuple(nib.load(p).header.get_data_shape())
-        except (OSError, ValueError) as err:
-            return f"cannot read the header of {p}: {err}"  # MONAI's loader then names the problem
-        dims = list(shape)
-        while len(dims) > 3 and dims[-1] == 1:
-            dims.pop()
-        if len(dims) != 3:
-            return f"{p} has shape {shape}; fastpipe reads 3D volumes only"
-    return ""
+from fastpipe.transforms._translate_nifti import nifti_reason
 
 
 @register("LoadImaged")
@@ -75,7 +31,9 @@ def _load(obj: Any, ctx: Context) -> Any:
     postfixes = sorted({str(p) for p in obj.meta_key_postfix} - {"meta_dict"})
     if not loader.image_only and postfixes:  # MONAI then writes the metadata to f"{key}_{postfix}"
         return f"meta_key_postfix={postfixes[0]!r} (metadata stored under another key) is not reproduced"
-    reason = _nifti_reason(obj, ctx)
+    if loader.ensure_channel_first:
+        ctx.channel_first_keys.update(obj.keys)
+    reason = nifti_reason(obj, ctx)
     if reason:
         return reason
     dtype = torch_dtype(loader.dtype)  # None: MONAI's dtype=None, which fastpipe's None reproduces
@@ -93,6 +51,8 @@ def _load(obj: Any, ctx: Context) -> Any:
 
 @register("EnsureChannelFirstd")
 def _channel_first(obj: Any, ctx: Context) -> Any:
+    if set(obj.keys) & ctx.channel_first_keys:  # MONAI's then adds a second axis; its loader is kept too
+        return "after LoadImaged(ensure_channel_first=True) MONAI adds a second channel axis; not reproduced"
     return build("EnsureChannelFirstd", obj, channel_dim=obj.adjuster.input_channel_dim, **key_options(obj))
 
 

@@ -624,3 +624,124 @@ def test_load_that_prunes_metadata_keys_stays_monai(files, opts):
     obj = M.LoadImaged(KEYS, **opts)
     out, reason = translate(obj, Context(items=files))
     assert out is obj and "simple_keys/prune_meta_pattern" in reason
+
+
+@pytest.mark.parametrize(
+    ("shape", "load", "channel"),
+    [
+        ((8, 8, 6, 1), {}, None),  # no EnsureChannelFirstd: MONAI keeps (X, Y, Z, 1)
+        ((8, 8, 6, 1), {}, "no_channel"),  # MONAI: (1, X, Y, Z, 1)
+        ((8, 8, 6, 1, 1), {}, {}),  # a 5D file: MONAI's channel is the last singleton
+        ((8, 8, 6, 1, 1), {"ensure_channel_first": True}, None),
+        ((8, 8, 6), {"ensure_channel_first": True}, {}),  # MONAI adds a second channel axis
+        ((8, 8, 6, 1), {"ensure_channel_first": True}, {}),  # MONAI moves Z first
+        ((8, 8, 6, 1), {}, {}),  # these two are fastpipe's and MONAI's alike
+        ((8, 8, 6, 1), {"ensure_channel_first": True}, None),
+    ],
+)
+def test_files_with_trailing_singleton_axes_and_channel_steps_give_monais_shape(
+    tmp_path, shape, load, channel
+):
+    from _nifti_files import write
+
+    path = write(tmp_path / "x.nii.gz", np.arange(np.prod(shape), dtype=np.int16).reshape(shape), affine())
+    chain = [M.LoadImaged("image", **load)]
+    if channel is not None:
+        chain.append(
+            M.EnsureChannelFirstd("image", **({"channel_dim": channel} if isinstance(channel, str) else {}))
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose(chain)({"image": path})["image"]
+    ours = dataset([{"image": path}], M.Compose(chain))[0]["image"]
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    torch.testing.assert_close(torch.as_tensor(ours).float(), theirs.as_tensor().float())
+
+
+class ScaleIntensityRanged(M.ScaleIntensityRanged):  # a user's variant under MONAI's name
+    def __call__(self, d):
+        d = super().__call__(d)
+        d["image"] = d["image"] * 0 + 42
+        return d
+
+
+class RandFlipd(M.RandFlipd):  # a user's variant: always flips
+    def randomize(self, data=None):
+        super().randomize(data)
+        self._do_transform = True
+
+
+def test_a_users_subclass_under_monais_class_name_keeps_its_own_behaviour(files):
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS)]
+    scale = ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0)
+    ds = dataset(files[:1], M.Compose([*chain, scale, RandFlipd(KEYS, prob=0.0, spatial_axis=0)]))
+    assert ds.plan.swapped == ["LoadImaged", "EnsureChannelFirstd"]
+    assert "is not MONAI's own ScaleIntensityRanged" in ds.describe()
+    plain = dataset(files[:1], M.Compose(chain)).cached_entry(0)["label"]
+    out = ds[0]
+    assert bool((torch.as_tensor(out["image"]) == 42).all())
+    assert torch.equal(torch.as_tensor(out["label"]).float(), torch.as_tensor(plain).float().flip(1))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        M.ScaleIntensityRanged("image", a_min=-100, a_max=100, b_min=0.0, b_max=1.0),
+        M.CropForegroundd(KEYS, "label"),
+        M.Spacingd(KEYS, pixdim=1.5),
+        M.Orientationd(KEYS, axcodes="RAS"),
+        M.FgBgToIndicesd("label"),
+        M.CastToTyped(KEYS, dtype=np.float16),
+        M.EnsureChannelFirstd(KEYS, channel_dim="no_channel"),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+@pytest.mark.parametrize("to_numpy", ["EnsureTyped", "ToNumpyd"])
+def test_steps_after_ensure_typed_numpy_get_and_give_numpy_arrays_as_in_monai(files, step, to_numpy):
+    arrays = M.EnsureTyped(KEYS, data_type="numpy") if to_numpy == "EnsureTyped" else M.ToNumpyd(KEYS)
+    chain = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), arrays, step]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose(chain)(dict(files[0]))
+    ds = dataset(files[:1], M.Compose(chain))
+    ours = ds.cached_entry(0)
+    kept = [s for s in ds.plan.steps if s.pos == 4]
+    assert kept[0].origin == "MONAI" and "hold numpy arrays" in kept[0].note
+    for k, v in theirs.items():
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            assert (
+                type(ours[k]) is type(v) or isinstance(v, torch.Tensor) and isinstance(ours[k], torch.Tensor)
+            ), k
+            np.testing.assert_allclose(
+                np.asarray(torch.as_tensor(ours[k])), np.asarray(torch.as_tensor(v)), atol=1e-4
+            )
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        M.ScaleIntensityRanged("image", a_min=-1, a_max=1, b_min=0.0, b_max=1.0),
+        M.CropForegroundd(KEYS, "label"),
+        M.EnsureChannelFirstd(KEYS, channel_dim=0),
+        M.FgBgToIndicesd("label"),
+        M.CastToTyped(KEYS, dtype=np.float16),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_items_holding_numpy_arrays_go_through_monais_steps_as_in_monai(step):
+    rng = np.random.default_rng(0)
+    items = [{"image": rng.normal(size=(1, 12, 10, 8)).astype(np.float32),
+              "label": (rng.random((1, 12, 10, 8)) > 0.7).astype(np.float32)}]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = M.Compose([step])(dict(items[0]))
+    ds = dataset(items, M.Compose([step]))
+    ours = ds.cached_entry(0)
+    assert ds.plan.swapped == [] and "hold numpy arrays" in ds.describe()
+    for k, v in theirs.items():
+        if isinstance(v, np.ndarray):
+            assert isinstance(ours[k], np.ndarray), k
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            np.testing.assert_allclose(
+                np.asarray(torch.as_tensor(ours[k])), np.asarray(torch.as_tensor(v)), atol=1e-4
+            )
