@@ -307,3 +307,15 @@ def test_the_final_commits_reruns_are_their_json():
     ]
     assert "data wait {}%, {}%, {}%, {}% and {}%".format(*waits) in text
     assert all(a["reached"] for a in train["arms"])
+
+
+def test_the_last_two_tutorial_runs_are_their_json():
+    text = flat(README)
+    a, b = result("tutorial-epoch-cpu-run36.json"), result("tutorial-epoch-cpu-run37.json")
+    assert a["machine"]["commit"] == b["machine"]["commit"]
+    assert f"Two runs at {a['machine']['commit']}, after the last code change, back to back" in text
+    ra, rb = a["ratios"], b["ratios"]
+    assert not a["passed"]["vs_monai_best"] and b["passed"]["vs_monai_best"]
+    assert f"gave {ra['vs_monai_best']:.2f}x (the 4x target missed) and {rb['vs_monai_best']:.2f}x" in text
+    c = (ra["monai_compose_vs_monai_best"], rb["monai_compose_vs_monai_best"])
+    assert f"at {c[0]:.2f}x and {c[1]:.2f}x" in text
