@@ -21,6 +21,7 @@ from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 from monai.networks.nets import UNet
 from monai.utils import first
+from transforms.test_translate import monai_prefix
 
 import fastpipe as fp
 from fastpipe.datasets import load_decathlon_datalist
@@ -38,14 +39,8 @@ def files(tmp_path_factory) -> list[dict]:
 
 
 def _prefix() -> list:
-    return [
-        M.LoadImaged(KEYS),
-        M.EnsureChannelFirstd(KEYS),
-        M.Orientationd(KEYS, axcodes="RAS"),
-        M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest")),
-        M.ScaleIntensityRanged("image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-        M.CropForegroundd(KEYS, source_key="image", allow_smaller=True),
-    ]
+    """The tutorial's deterministic prefix without its indices step (the one test_translate builds)."""
+    return monai_prefix()[:-1]
 
 
 def train_chain() -> M.Compose:

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from fastpipe.ops.rand_params import draw_uniform
+from fastpipe.transforms._dict import dtype_arg
 from fastpipe.transforms._rand_base import RandDictTransform, check_range
-from fastpipe.transforms.utility import _torch_dtype
 
 
 def _cast(x: torch.Tensor, dtype: torch.dtype, safe: bool) -> torch.Tensor:
@@ -159,7 +159,7 @@ class RandScaleIntensityd(_RandIntensity):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, prob, channel_wise, allow_missing_keys, "factors", factors)
-        self.factors, self.dtype = self.range, _torch_dtype(dtype)
+        self.factors, self.dtype = self.range, dtype_arg(dtype, type(self).__name__)
 
     def apply_one(self, img: torch.Tensor, params: dict[str, torch.Tensor], i: int) -> torch.Tensor:
         dtype = self.dtype or img.dtype

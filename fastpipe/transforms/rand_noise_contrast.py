@@ -30,9 +30,8 @@ from typing import Any
 import torch
 
 from fastpipe.ops.rand_params import draw_uniform
-from fastpipe.transforms._dict import present_keys
+from fastpipe.transforms._dict import dtype_arg, present_keys
 from fastpipe.transforms._rand_base import RandDictTransform
-from fastpipe.transforms.utility import _torch_dtype
 
 _SEED_HIGH = 2**63 - 1
 
@@ -160,7 +159,7 @@ class RandGaussianNoised(_SharedDraw):
         self.std = _finite("RandGaussianNoised", "std", std)
         if self.std < 0:
             raise ValueError(f"RandGaussianNoised: std must be >= 0, got {std!r}")
-        self.sample_std, self.dtype = bool(sample_std), _torch_dtype(dtype)
+        self.sample_std, self.dtype = bool(sample_std), dtype_arg(dtype, type(self).__name__)
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``fire`` (n,) bool, ``std`` (n,) float64, ``seed`` (n,) int64 of each crop's noise."""

@@ -15,7 +15,7 @@ import torch
 
 from fastpipe._chain import unwrapped
 from fastpipe._meta import META_SUFFIX
-from fastpipe.transforms._dict import ensure_keys, iter_present
+from fastpipe.transforms._dict import dtype_arg, ensure_keys, iter_present
 
 #: Class names recognised as a device point, fastpipe's and MONAI's (duck typing: MONAI stays optional).
 DEVICE_POINT_NAMES = ("ToDeviced", "EnsureTyped", "ToDevice", "EnsureType")
@@ -185,19 +185,10 @@ class EnsureTyped(_OnBatch):
 def _per_key(dtype: Any, n: int) -> torch.dtype | tuple[torch.dtype | None, ...] | None:
     """One dtype for every key, or a tuple of ``n`` (one per key) when a sequence names different ones."""
     if not isinstance(dtype, (list, tuple)):
-        return _torch_dtype(dtype)
+        return dtype_arg(dtype, "EnsureTyped")
     if len(dtype) != n:
         raise ValueError(
             f"EnsureTyped: {len(dtype)} dtypes {list(dtype)} for {n} keys; give one, or one per key"
         )
-    out = tuple(_torch_dtype(d) for d in dtype)
+    out = tuple(dtype_arg(d, "EnsureTyped") for d in dtype)
     return out[0] if len(set(out)) == 1 else out
-
-
-def _torch_dtype(dtype: Any) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return torch.from_numpy(np.zeros(0, dtype=np.dtype(dtype))).dtype
-    except TypeError as err:
-        raise TypeError(f"EnsureTyped: cannot interpret dtype {dtype!r}") from err
