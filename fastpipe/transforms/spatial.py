@@ -2,8 +2,8 @@
 
 The affine lives in ``data[f"{key}_meta_dict"]["affine"]``. Output shapes, affines and values
 follow MONAI (see ``_affine.py`` and ``_resample.py``); the differences are dtypes and memory
-layout: ``Spacingd`` returns ``dtype`` (float32) for interpolated keys but keeps an integer input
-dtype for ``nearest`` keys (a ``uint8`` label stays ``uint8``, 4x smaller in a cache), and outputs keep
+layout: ``Spacingd`` returns float32 for interpolated keys (as MONAI, whatever its ``dtype``) but keeps
+an integer input dtype for ``nearest`` keys (a ``uint8`` label stays ``uint8``, 4x smaller in a cache), and outputs keep
 the input's memory order (a NIfTI volume stays x-fastest: a permuted, not C-contiguous, tensor).
 ``CropForegroundd`` returns C-contiguous tensors.
 """
@@ -132,8 +132,8 @@ class Spacingd:
         mode: ``"bilinear"`` or ``"nearest"``, one or one per key (default ``"bilinear"``).
         padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"``, one or one per key (default ``"border"``).
         align_corners: grid_sample's convention (default False).
-        dtype: interpolation and output dtype of non-nearest keys, a torch or numpy dtype (default
-            ``torch.float32``; MONAI computes in float64 and returns float32).
+        dtype: interpolation dtype of non-nearest keys, a torch or numpy dtype (default ``torch.float32``;
+            ``None``: float32; MONAI's default is float64). The output is float32 whatever it is, as MONAI's.
         scale_extent, recompute_affine, min_pixdim, max_pixdim: MONAI options; only their defaults.
         ensure_same_shape: MONAI's: a key with the first key's input shape and spacing (within 1e-3)
             gets the first key's output shape, where rounding would make it one voxel off (default True).
@@ -141,7 +141,7 @@ class Spacingd:
 
     Shape:
         ``(C, X, Y, Z)`` -> ``(C, X', Y', Z')``; nearest keys keep an integer dtype, others (float64
-        labels included, as MONAI makes them float32) become ``dtype``.
+        labels included) become float32, as MONAI makes them.
 
     Example:
         >>> Spacingd(["image", "label"], pixdim=(1.5, 1.5, 2.0), mode=("bilinear", "nearest"))  # doctest: +ELLIPSIS
@@ -226,8 +226,8 @@ class Spacingd:
             out = resample_separable(img, xform, out_shape, mode, pad, ac, self.dtype, flip_axes=flips)
         else:
             out = resample_grid(img, xform, out_shape, mode, pad, ac, self.dtype)
-        if out.is_floating_point() and out.dtype != self.dtype:  # a nearest float64/float16 key: MONAI's
-            out = out.to(self.dtype)  # float32 (only integer labels keep their dtype)
+        if out.is_floating_point() and out.dtype != torch.float32:  # MONAI returns float32 whatever its
+            out = out.to(torch.float32)  # dtype (the computation's); only integer labels keep their dtype
         pixdim = pixdim_after(d.get(meta_key(key), {}).get("pixdim"), new_affine)
         update_meta(d, key, affine=torch.as_tensor(new_affine, dtype=torch.float64), pixdim=pixdim)
         mark_untraced(d, key, self)
