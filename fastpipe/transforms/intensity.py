@@ -27,7 +27,7 @@ class ScaleIntensityRanged:
         a_min, a_max: input range (``a_max == a_min`` only shifts by ``b_min - a_min``, in the
             input's dtype promoted by those numbers, ``dtype`` not applied, as in MONAI).
         b_min, b_max: output range (default None: normalise to [0, 1]).
-        clip: clip to ``[b_min, b_max]`` (default False).
+        clip: clip to ``[b_min, b_max]`` (default False); a None bound is open, both None is an error.
         dtype: output dtype, a torch or numpy dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
         allow_missing_keys: skip absent keys (default False).
 
@@ -43,6 +43,13 @@ class ScaleIntensityRanged:
     def __init__(self, keys, a_min: float, a_max: float, b_min: float | None = None, b_max: float | None = None,
                  clip: bool = False, dtype: torch.dtype = torch.float32, allow_missing_keys: bool = False) -> None:  # fmt: skip
         self.keys = ensure_keys(keys)
+        if a_min is None or a_max is None:
+            raise TypeError(f"ScaleIntensityRanged: a_min={a_min!r}, a_max={a_max!r}: both must be numbers")
+        if clip and b_min is None and b_max is None and a_min != a_max:
+            raise ValueError(
+                "ScaleIntensityRanged: clip=True with b_min=None and b_max=None has no bound to clip to "
+                "(MONAI's raises at the first item); give b_min and/or b_max, or clip=False"
+            )
         self.a_min, self.a_max, self.b_min, self.b_max = float(a_min), float(a_max), b_min, b_max
         self.clip = clip
         if self.a_max == self.a_min:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from monai import transforms as M
 from monai.data import MetaTensor
 
-from fastpipe.transforms import Spacingd
+from fastpipe.transforms import ScaleIntensityRanged, Spacingd
+from fastpipe.transforms._translate import Context, translate
 
 AFFINE = np.diag([1.3, 1.1, 2.0, 1.0])
 
@@ -37,3 +41,36 @@ def test_spacing_nearest_float64_label_is_float32(dtype):
     label = torch.randint(0, 3, (1, 9, 8, 7), generator=torch.Generator().manual_seed(1)).double()
     ours = Spacingd("label", pixdim=(1.0, 1.0, 1.5), mode="nearest", dtype=dtype)(_item(label, "label"))
     assert ours["label"].dtype == torch.float32
+
+
+BOUNDS = list(itertools.product([-57.0, None], [164.0, None], [0.0, None], [1.0, None], [False, True]))
+
+
+def _run(cls, bounds, img):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return cls("image", *bounds[:4], clip=bounds[4])({"image": img.clone()})["image"]
+        except (TypeError, ValueError, RuntimeError) as err:
+            return err
+
+
+@pytest.mark.parametrize("bounds", BOUNDS, ids=str)
+def test_scale_intensity_range_with_none_bounds_as_monai(bounds):
+    """``clip=True`` with ``b_min=b_max=None`` returned the unclipped values where MONAI raises (torch.clamp
+    without bounds); a None ``a_min``/``a_max`` failed with float()'s message naming no argument."""
+    img = torch.tensor([[-100.0, 0.0, 53.5, 500.0]])
+    theirs, ours = _run(M.ScaleIntensityRanged, bounds, img), _run(ScaleIntensityRanged, bounds, img)
+    if isinstance(theirs, Exception):
+        assert isinstance(ours, Exception), ours
+        assert "ScaleIntensityRanged: " in str(ours) and ("clip=True" in str(ours) or "a_min=" in str(ours))
+    else:
+        assert isinstance(ours, torch.Tensor), ours
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def test_scale_intensity_range_clip_without_bounds_stays_monai():
+    """The translator keeps MONAI's object (which raises at the first item, as MONAI's chain does)."""
+    obj = M.ScaleIntensityRanged("image", a_min=-57, a_max=164, clip=True)
+    out, reason = translate(obj, Context())
+    assert out is obj and "clip=True with b_min=None and b_max=None" in reason
