@@ -3,7 +3,7 @@
 nibabel parses the binary block (with its own checks off, so that nothing is silently "fixed");
 the functions here check the fields fastpipe uses before anything is allocated or computed from
 them, and name the field in the error: ``dim[3]=-5``, ``datatype=1234``, ``bitpix=8``,
-``vox_offset=nan``, ``pixdim[2]=0``, ``qform_code=9``, ``quatern_b``, ``srow_y``, ``scl_inter=inf``.
+``vox_offset=nan``, ``pixdim[2]=nan``, ``qform_code=9``, ``quatern_b``, ``srow_y``, ``scl_inter=inf``.
 Every error is a ``ValueError`` whose message starts with the file's path.
 """
 
@@ -176,14 +176,16 @@ def best_affine(hdr: nib.Nifti1Header, ndim: int, path: str) -> np.ndarray:
     """nibabel's ``get_best_affine()`` (sform, else qform, else pixdim) once its fields are checked.
 
     Args:
-        hdr: the header (``pixdim[0]`` = 0 is set to 1, as the NIfTI standard reads it).
-        ndim: ``dim[0]``; ``pixdim[1..min(ndim, 3)]`` must be positive and finite.
+        hdr: the header (``pixdim[0]`` = 0 is set to 1, as the NIfTI standard reads it; ``pixdim[1..3]``
+            zero is set to 1 and negative to its absolute value, as nibabel's loader fixes them for MONAI).
+        ndim: ``dim[0]``; ``pixdim[1..min(ndim, 3)]`` must be finite.
         path: the file, for messages.
     """
+    _fix_pixdims(hdr)
     for i in range(1, min(ndim, 3) + 1):
         size = float(hdr["pixdim"][i])
-        if not (math.isfinite(size) and size > 0):
-            raise header_error(path, f"pixdim[{i}]={size:g}", "must be a positive voxel size")
+        if not math.isfinite(size):
+            raise header_error(path, f"pixdim[{i}]={size:g}", "must be a finite voxel size")
     codes = {name: int(hdr[name]) for name in ("sform_code", "qform_code")}
     for name, code in codes.items():
         if code not in _XFORM_CODES:
@@ -241,6 +243,16 @@ def _rectified(hdr: nib.Nifti1Header, best: np.ndarray, source: str, ndim: int) 
             return np.asarray(hdr.get_qform(), np.float64), "sform (the qform disagrees with pixdim)"
     hdr.set_zooms(norms(best))  # MONAI: "Modifying image pixdim from ... to ..."
     return best, source
+
+
+def _fix_pixdims(hdr: nib.Nifti1Header) -> None:
+    """nibabel's ``_chk_pixdims(fix=True)``, which its loader runs for MONAI: a zero ``pixdim[1..3]``
+    becomes 1, then a negative one its absolute value (the sform, if any, still gives the affine)."""
+    spat = np.asarray(hdr["pixdim"][1:4], dtype=np.float64)
+    if not (spat <= 0).any():
+        return
+    spat[spat == 0] = 1.0
+    hdr["pixdim"][1:4] = np.abs(spat)
 
 
 def _check_finite(hdr: nib.Nifti1Header, fields: tuple[str, ...], path: str) -> None:

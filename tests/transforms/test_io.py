@@ -15,6 +15,7 @@ from fastpipe.transforms import LoadImaged
 from fastpipe.transforms._nifti import read_nifti
 
 sys.path.insert(0, str(Path(__file__).parent))  # pytest 9 imports test modules without adding their folder
+from _nifti_corrupt import rewrite  # noqa: E402
 from _nifti_files import affine, write  # noqa: E402
 
 
@@ -233,12 +234,24 @@ def _header_case(tmp_path, name):
         img = cls(img.get_fdata().astype(np.int16), None, img.header.as_byteswapped(">"))
     path = str(tmp_path / f"{name}.nii.gz")
     nib.save(img, path)
-    return path
+    return rewrite(path, path, **PIXDIM_CASES[name]) if name in PIXDIM_CASES else path
+
+
+# pixdim[1..3] zero or negative: nibabel's loader makes them 1 / absolute, then MONAI's reader rectifies
+# the affine as for any header (fastpipe refused these files, which MONAI reads)
+PIXDIM_CASES = {
+    "negative_pixdim": {"pixdim": {2: -1.2}},
+    "zero_pixdim": {"pixdim": {1: 0.0}},
+    "negative_pixdim_qform_only": {"sform_code": 0, "pixdim": {1: -1.5, 3: -2.5}},
+    "zero_pixdim_qform_only": {"sform_code": 0, "pixdim": {3: 0.0}},
+    "negative_pixdim_no_codes": {"sform_code": 0, "qform_code": 0, "pixdim": {2: -1.2}},
+    "zero_pixdim_no_codes": {"sform_code": 0, "qform_code": 0, "pixdim": {1: 0.0, 2: 0.0, 3: 0.0}},
+}
 
 
 @pytest.mark.parametrize(
     "name",
-    ["codes", "qform_only", "no_codes", "scaled", "big_endian", "nifti2", "sform_disagrees"],
+    ["codes", "qform_only", "no_codes", "scaled", "big_endian", "nifti2", "sform_disagrees", *PIXDIM_CASES],
 )
 def test_metadata_keys_and_values_are_monais(tmp_path, name):
     """MONAI's LoadImaged puts the NIfTI header's fields in the metadata (``dim``, ``srow_x``,

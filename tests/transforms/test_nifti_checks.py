@@ -248,8 +248,7 @@ BAD_FIELDS = [
     ({"scl_slope": 2.0, "scl_inter": np.nan}, "scl_inter=nan"),
     ({"scl_slope": 2.0, "scl_inter": np.inf}, "scl_inter=inf"),
     ({"scl_slope": -np.inf}, "scl_slope=-inf"),
-    ({"pixdim": {1: 0.0}}, r"pixdim\[1\]=0"),
-    ({"pixdim": {2: -1.5}}, r"pixdim\[2\]=-1.5"),
+    ({"pixdim": {2: np.inf}}, r"pixdim\[2\]=inf"),
     ({"pixdim": {3: np.nan}}, r"pixdim\[3\]=nan"),
     ({"datatype": 1234}, "datatype=1234"),
     ({"datatype": 32, "bitpix": 64}, "datatype=32"),  # complex64: not a voxel type we read
@@ -280,6 +279,26 @@ def test_a_singular_sform_gives_way_to_the_qform_as_monai_rectifies_it(tmp_path,
     want = correct_nifti_header_if_necessary(nib.load(path)).affine
     np.testing.assert_allclose(read_nifti(path).affine, want, atol=1e-6)
     np.testing.assert_array_equal(read_nifti(path).array, label_gz[1])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"pixdim": {1: 0.0}}, {"pixdim": {2: -1.5}}, {"sform_code": 0, "qform_code": 1, "pixdim": {3: -2.5}},
+     {"sform_code": 0, "qform_code": 0, "pixdim": {1: 0.0, 2: -0.8}}],
+    ids=["zero-sform", "negative-sform", "negative-qform", "zero-and-negative-no-codes"],
+)  # fmt: skip
+def test_zero_or_negative_pixdim_reads_as_monai_reads_it(tmp_path, label_gz, fields):
+    """nibabel's loader sets a zero ``pixdim[1..3]`` to 1 and a negative one to its absolute value, so
+    MONAI reads these files (the sform, or the qform/fallback from the fixed sizes); fastpipe refused them."""
+    import nibabel as nib
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    path = rewrite(label_gz[0], tmp_path / "p.nii.gz", **fields)
+    want = correct_nifti_header_if_necessary(nib.load(path))
+    vol = read_nifti(path)
+    np.testing.assert_allclose(vol.affine, want.affine, atol=1e-6)
+    np.testing.assert_array_equal(vol.header.get_zooms(), want.header.get_zooms())
+    np.testing.assert_array_equal(vol.array, label_gz[1])
 
 
 def test_qfac_zero_reads_as_one(tmp_path, label_gz):
