@@ -215,7 +215,11 @@ class RandAdjustContrastd(RandDictTransform):
         allow_missing_keys: skip missing keys instead of raising ``KeyError`` (default False).
 
     Shape:
-        any channel-first tensor; float32 for an integer input when it fires.
+        any channel-first tensor; float32 for an integer input when it fires, as MONAI's (equal values).
+        fastpipe computes an integer input in float32 from the start, where MONAI 1.6.1 computes
+        ``-x`` and ``max - min`` in the integer dtype: with ``invert_image`` it wraps unsigned voxels
+        (uint8 ``5`` becomes ``251``) and int16 ``-32768``, and an int16 range over 32767 overflows (NaN or
+        wrong values), and ``retain_stats`` raises (no integer ``mean``); fastpipe gives the exact values.
 
     Example:
         >>> contrast = RandAdjustContrastd("image", prob=1.0, gamma=(2.0, 2.0))

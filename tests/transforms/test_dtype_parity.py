@@ -74,3 +74,25 @@ def test_scale_intensity_range_clip_without_bounds_stays_monai():
     obj = M.ScaleIntensityRanged("image", a_min=-57, a_max=164, clip=True)
     out, reason = translate(obj, Context())
     assert out is obj and "clip=True with b_min=None and b_max=None" in reason
+
+
+# not uint8 with invert: MONAI's -x wraps its voxels, fastpipe computes exactly (documented difference)
+INT_CONTRAST = [(d, False) for d in (torch.uint8, torch.int16, torch.int32, torch.int64)] + [
+    (d, True) for d in (torch.int16, torch.int32, torch.int64)
+]
+
+
+@pytest.mark.parametrize(("dtype", "invert"), INT_CONTRAST, ids=str)
+def test_adjust_contrast_of_integers_is_monais_float32(dtype, invert):
+    """MONAI's ``AdjustContrast`` returns float32 for integer voxels; fastpipe's too, with equal values
+    wherever MONAI's integer steps do not wrap (uint8 with ``invert_image`` does: documented)."""
+    from monai.transforms import AdjustContrast
+
+    from fastpipe.transforms.rand_noise_contrast import adjust_contrast
+
+    lo, hi = (0, 256) if dtype == torch.uint8 else (-1024, 3071)
+    img = torch.randint(lo, hi, (1, 6, 5, 4), generator=torch.Generator().manual_seed(2)).to(dtype)
+    theirs = AdjustContrast(1.7, invert_image=invert)(img.clone())
+    ours = adjust_contrast(img.clone(), 1.7, invert)
+    assert ours.dtype == theirs.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs.as_tensor(), rtol=0, atol=0)
