@@ -174,12 +174,37 @@ class EnsureTyped(_OnBatch):
             return value
         if not isinstance(value, torch.Tensor) and np.asarray(value).dtype.kind in "SUO":
             return value
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        t = value if isinstance(value, torch.Tensor) else _as_tensor(value, self.data_type == "tensor")
         t = t.to(device=self.device, dtype=dtype, memory_format=torch.contiguous_format)
         return t.cpu().numpy() if self.data_type == "numpy" else t
 
     def __repr__(self) -> str:
         return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"
+
+
+# MONAI's convert_to_tensor: numpy dtypes torch lacks (most operations) become signed ones
+_SIGNED = {np.dtype("uint16"): np.int32, np.dtype("uint32"): np.int64, np.dtype("uint64"): np.int64}
+
+
+def _as_tensor(value: Any, as_monai_tensor: bool) -> torch.Tensor:
+    """``value`` (an array, a number or a sequence) as a tensor. For a tensor output, as MONAI's
+    ``convert_to_tensor`` makes it: Python floats (and lists of them) in torch's default dtype (float32),
+    uint16/32/64 arrays as int32/int64; otherwise (a numpy output) numpy's dtypes, as MONAI's ``convert_to_numpy``."""
+    if not as_monai_tensor or isinstance(value, (np.ndarray, np.generic)):
+        arr = np.asarray(value)
+        if as_monai_tensor and arr.dtype in _SIGNED:
+            arr = arr.astype(_SIGNED[arr.dtype])
+        return torch.as_tensor(arr)
+    if _python_numbers(value):
+        return torch.as_tensor(value)
+    return torch.as_tensor(np.asarray(value))  # e.g. a list of arrays (MONAI raises): numpy's stacking
+
+
+def _python_numbers(value: Any) -> bool:
+    """Whether ``value`` is a Python number or a (nested) list/tuple of them."""
+    if isinstance(value, (bool, int, float)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_python_numbers(v) for v in value)
 
 
 def _per_key(dtype: Any, n: int) -> torch.dtype | tuple[torch.dtype | None, ...] | None:

@@ -65,3 +65,21 @@ def test_ensure_typed_leaves_strings_as_monai_does():
     assert ours["name"] == theirs["name"] == "case0"
     assert ours["tags"] is item["tags"] and theirs["tags"] is item["tags"]
     assert ours["image"].dtype == theirs["image"].dtype == torch.float32
+
+
+VALUES = [1.5, [1.5, 2.5], (1, 2.5), [[1, 2], [3.5, 4]], 3, True, np.float64(1.5),
+          np.arange(3, dtype=np.uint16), np.arange(3, dtype=np.uint32), np.zeros(2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("data_type", ["tensor", "numpy"])
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_ensure_typed_gives_monais_dtype_for_numbers_and_unsigned_arrays(value, data_type):
+    """A Python float (a classification target in the item, say) became a float64 tensor where MONAI's
+    is float32 (torch's default; a float32 model's loss then fails on a Double target), and a uint16
+    array a uint16 tensor where MONAI's is int32 (uint32/64: int64)."""
+    from monai.transforms import EnsureTyped as MonaiEnsureTyped
+
+    theirs = MonaiEnsureTyped("x", data_type=data_type, track_meta=False)({"x": value})["x"]
+    ours = EnsureTyped("x", data_type=data_type)({"x": value})["x"]
+    assert type(ours) is type(theirs) and ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
