@@ -29,6 +29,28 @@ def dtype_arg(dtype: Any, who: str) -> torch.dtype | None:
         raise TypeError(f"{who}: dtype={dtype!r} is no torch or numpy dtype") from err
 
 
+#: MONAI's ``convert_to_tensor``: numpy dtypes torch lacks (most operations) become signed ones
+MONAI_SIGNED = {np.dtype("uint16"): np.int32, np.dtype("uint32"): np.int64, np.dtype("uint64"): np.int64}
+
+
+def tensors_at(data: dict[Hashable, Any], keys: Sequence[Hashable], who: str, signed: bool = True) -> None:
+    """Make the numpy arrays under ``keys`` of ``data`` (a transform's copy of the item) tensors, as MONAI's
+    transforms take them (zero-copy where torch can share the array; with ``signed``, uint16/32/64 as
+    int32/int64, as MONAI's ``convert_to_tensor``); ``TypeError`` naming the key for a value that is neither."""
+    for key in keys:
+        value = data[key]
+        if isinstance(value, torch.Tensor):
+            continue
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{who}: {key!r} is {type(value).__name__}; expected a tensor or a numeric numpy array"
+            )
+        to = MONAI_SIGNED.get(value.dtype) if signed else None
+        if to is not None or not value.dtype.isnative or min(value.strides, default=0) < 0:
+            value = np.ascontiguousarray(value, dtype=to or value.dtype.newbyteorder("="))
+        data[key] = torch.as_tensor(value)
+
+
 def arrays_as_tensors(items: list[dict[Any, Any]], keys: Sequence[Any]) -> list[dict[Any, Any]]:
     """``items`` with the numpy arrays under ``keys`` as tensors (zero-copy), as MONAI's transforms
     take them; an item without any is returned as is, another is a shallow copy (the item is not changed)."""

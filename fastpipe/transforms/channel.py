@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from fastpipe._meta import meta_key
-from fastpipe.transforms._dict import ensure_keys, present_keys
+from fastpipe.transforms._dict import ensure_keys, present_keys, tensors_at
 
 
 class EnsureChannelFirstd:
@@ -43,6 +43,7 @@ class EnsureChannelFirstd:
         d = dict(data)
         for i in present_keys(d, self.keys, self.allow_missing_keys, "EnsureChannelFirstd"):
             key = self.keys[i]
+            tensors_at(d, [key], "EnsureChannelFirstd", signed=False)  # MONAI's MetaTensor(img) keeps uint16
             img = d[key]
             channel_dim = self.channel_dim
             if channel_dim is None:  # MONAI's rule: where the loader says the channel is, if it knows

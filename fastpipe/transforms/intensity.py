@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import alloc_like, numpy_ok
-from fastpipe.transforms._dict import dtype_arg, ensure_keys, present_keys
+from fastpipe.transforms._dict import dtype_arg, ensure_keys, present_keys, tensors_at
 
 _HALF = {torch.float16, torch.bfloat16}  # dtypes whose every rounding step MONAI's result shows
 
@@ -62,6 +62,7 @@ class ScaleIntensityRanged:
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for i in present_keys(d, self.keys, self.allow_missing_keys, "ScaleIntensityRanged"):
+            tensors_at(d, [self.keys[i]], "ScaleIntensityRanged")
             d[self.keys[i]] = self.scale(d[self.keys[i]])
         return d
 

@@ -35,6 +35,7 @@ from fastpipe.transforms._dict import (
     pixdim_after,
     present_keys,
     spacing_of,
+    tensors_at,
     update_meta,
 )
 from fastpipe.transforms._resample import resample_grid, resample_separable, ties_need_grid
@@ -90,6 +91,7 @@ class Orientationd:
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         present = [self.keys[i] for i in present_keys(d, self.keys, self.allow_missing_keys, "Orientationd")]
+        tensors_at(d, present, "Orientationd")
         check_same_grid(d, present, "Orientationd")
         for key in present:
             self._orient(d, key)
@@ -186,6 +188,7 @@ class Spacingd:
     def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         present = present_keys(d, self.keys, self.allow_missing_keys, "Spacingd")
+        tensors_at(d, [self.keys[i] for i in present], "Spacingd")
         check_same_grid(d, [self.keys[i] for i in present], "Spacingd")
         first = None
         for i in present:
@@ -252,9 +255,11 @@ class OrientSpacingd:
         o, s = self.orientation, self.spacing
         d = dict(data)
         present = [o.keys[i] for i in present_keys(d, o.keys, o.allow_missing_keys, "Orientationd")]
+        tensors_at(d, present, "Orientationd")
         check_same_grid(d, present, "Orientationd")
         flips = {key: o._orient(d, key, defer_flips=True) for key in present}
         present_s = present_keys(d, s.keys, s.allow_missing_keys, "Spacingd")
+        tensors_at(d, [s.keys[i] for i in present_s], "Spacingd")
         check_same_grid(d, [s.keys[i] for i in present_s], "Spacingd")
         first = None
         for i in present_s:

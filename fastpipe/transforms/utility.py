@@ -15,7 +15,7 @@ import torch
 
 from fastpipe._chain import unwrapped
 from fastpipe._meta import META_SUFFIX
-from fastpipe.transforms._dict import dtype_arg, ensure_keys, iter_present
+from fastpipe.transforms._dict import MONAI_SIGNED, dtype_arg, ensure_keys, iter_present
 
 #: Class names recognised as a device point, fastpipe's and MONAI's (duck typing: MONAI stays optional).
 DEVICE_POINT_NAMES = ("ToDeviced", "EnsureTyped", "ToDevice", "EnsureType")
@@ -182,18 +182,14 @@ class EnsureTyped(_OnBatch):
         return f"EnsureTyped(keys={list(self.keys)}, data_type={self.data_type!r}, dtype={self.dtype}, device={self.device})"
 
 
-# MONAI's convert_to_tensor: numpy dtypes torch lacks (most operations) become signed ones
-_SIGNED = {np.dtype("uint16"): np.int32, np.dtype("uint32"): np.int64, np.dtype("uint64"): np.int64}
-
-
 def _as_tensor(value: Any, as_monai_tensor: bool) -> torch.Tensor:
     """``value`` (an array, a number or a sequence) as a tensor. For a tensor output, as MONAI's
     ``convert_to_tensor`` makes it: Python floats (and lists of them) in torch's default dtype (float32),
     uint16/32/64 arrays as int32/int64; otherwise (a numpy output) numpy's dtypes, as MONAI's ``convert_to_numpy``."""
     if not as_monai_tensor or isinstance(value, (np.ndarray, np.generic)):
         arr = np.asarray(value)
-        if as_monai_tensor and arr.dtype in _SIGNED:
-            arr = arr.astype(_SIGNED[arr.dtype])
+        if as_monai_tensor and arr.dtype in MONAI_SIGNED:
+            arr = arr.astype(MONAI_SIGNED[arr.dtype])
         return torch.as_tensor(arr)
     if _python_numbers(value):
         return torch.as_tensor(value)

@@ -96,3 +96,49 @@ def test_adjust_contrast_of_integers_is_monais_float32(dtype, invert):
     ours = adjust_contrast(img.clone(), 1.7, invert)
     assert ours.dtype == theirs.dtype == torch.float32
     torch.testing.assert_close(ours, theirs.as_tensor(), rtol=0, atol=0)
+
+
+def _numpy_cases():
+    rng = np.random.default_rng(4)
+    base = rng.random((1, 6, 5, 4))
+    return {
+        "float32": base.astype(np.float32),
+        "uint16": (base * 100).astype(np.uint16),
+        "reversed": base[:, ::-1],
+        "big-endian": (base * 100).astype(">i2"),
+    }
+
+
+@pytest.mark.parametrize("case", ["float32", "uint16", "reversed", "big-endian"])
+@pytest.mark.parametrize("name", ["Orientationd", "Spacingd", "ScaleIntensityRanged", "EnsureChannelFirstd"])
+def test_numpy_volumes_are_taken_as_monai_takes_them(case, name):
+    """A numpy volume in the item (MONAI's transforms take one) crashed with an AttributeError
+    ("'numpy.ndarray' object has no attribute 'stride'" / "'unsqueeze'")."""
+    import fastpipe.transforms as T
+
+    args = {"Orientationd": ("RAS",), "Spacingd": ((1.0, 1.0, 1.0),), "ScaleIntensityRanged": (0, 1, 0, 2)}
+    kwargs = {"channel_dim": "no_channel"} if name == "EnsureChannelFirstd" else {}
+    x = _numpy_cases()[case]
+    aff = np.diag([-1.0, 1.0, 2.0, 1.0])
+    ours = getattr(T, name)("image", *args.get(name, ()), **kwargs)(
+        {"image": x.copy(), "image_meta_dict": {"affine": torch.as_tensor(aff)}}
+    )["image"]
+    native = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    theirs = getattr(M, name)("image", *args.get(name, ()), **kwargs)(
+        {
+            "image": MetaTensor(
+                torch.as_tensor(native.astype(np.int32) if case == "uint16" else native), affine=aff
+            )
+        }
+        if name in ("Orientationd", "Spacingd")
+        else {"image": native}
+    )["image"]
+    assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours.double().numpy(), theirs.as_tensor().double().numpy(), atol=1e-6)
+
+
+def test_a_value_neither_tensor_nor_array_is_named():
+    with pytest.raises(
+        TypeError, match=r"Spacingd: 'image' is str; expected a tensor or a numeric numpy array"
+    ):
+        Spacingd("image", pixdim=1.0)({"image": "a.nii.gz"})
