@@ -21,11 +21,14 @@ class ScaleIntensityRanged:
     The result is a new tensor of ``dtype`` (``None``: the input's dtype), as MONAI's. With
     ``b_min``/``b_max`` None the values are only normalised to ``[0, 1]``. On CPU the arithmetic
     runs as serial numpy ufuncs (no OpenMP barrier per op, which stalls on a busy machine).
+    Integer voxels are computed in float32 (fastpipe's compact integers stand for MONAI's float32): MONAI
+    1.6.1 subtracts an integer ``a_min`` in the integer dtype, so on integer input it wraps (a uint8
+    volume with ``a_min=-57``) and its ``a_max == a_min`` shift stays integer, where fastpipe's is float32.
 
     Args:
         keys: keys to transform.
-        a_min, a_max: input range (``a_max == a_min`` only shifts by ``b_min - a_min``, in the
-            input's dtype promoted by those numbers, ``dtype`` not applied, as in MONAI).
+        a_min, a_max: input range (``a_max == a_min`` only shifts by ``b_min - a_min``, ``dtype`` not
+            applied, as in MONAI).
         b_min, b_max: output range (default None: normalise to [0, 1]).
         clip: clip to ``[b_min, b_max]`` (default False); a None bound is open, both None is an error.
         dtype: output dtype, a torch or numpy dtype (default ``torch.float32``; ``None`` keeps the input's), as MONAI's.
