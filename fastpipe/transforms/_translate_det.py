@@ -113,8 +113,9 @@ def _scale_range(obj: Any, ctx: Context) -> Any:
             b_min=s.b_min,
             b_max=s.b_max,
             clip=bool(s.clip),
-            # MONAI's None keeps the input's dtype: float32 where its LoadImaged made it so
-            dtype=torch_dtype(s.dtype) or (torch.float32 if set(obj.keys) & ctx.float_keys else None),
+            # MONAI's None keeps the input's dtype: float32 where its LoadImaged or Spacingd made it so
+            # (a key fastpipe's nearest Spacingd kept integer would otherwise be scaled into integers)
+            dtype=torch_dtype(s.dtype) or (torch.float32 if set(obj.keys) & _monai_float(ctx) else None),
             **key_options(obj),
         ),
     )
@@ -129,7 +130,7 @@ def _crop_foreground(obj: Any, ctx: Context) -> Any:
     if c.return_coords:
         return "return_coords is not reproduced"
     select_fn = c.select_fn
-    if obj.source_key in ctx.float_keys - ctx.settled_keys and not _monai_is_positive(select_fn):
+    if obj.source_key in _monai_float(ctx) - ctx.settled_keys and not _monai_is_positive(select_fn):
         from fastpipe.transforms.crop import Float32Select  # MONAI's fn sees float32, not the compact ints
 
         select_fn = Float32Select(select_fn)
@@ -146,6 +147,12 @@ def _crop_foreground(obj: Any, ctx: Context) -> Any:
         end_coord_key=obj.end_coord_key,
         **key_options(obj),
     )
+
+
+def _monai_float(ctx: Context) -> set[str]:
+    """Keys MONAI holds as float32 where fastpipe may hold integers: those its ``LoadImaged`` makes float32,
+    and those a translated ``Spacingd`` resampled with ``nearest`` (MONAI's ``Spacingd`` returns float32)."""
+    return ctx.float_keys | ctx.nearest_keys
 
 
 def _monai_is_positive(fn: Any) -> bool:

@@ -86,3 +86,36 @@ def test_crop_foreground_select_fn_sees_monais_float32_voxels(files):
     for key in KEYS:
         assert tuple(ours[key].shape) == tuple(theirs[key].shape)
         np.testing.assert_allclose(ours[key].numpy(), theirs[key].numpy().astype(np.float32), atol=1e-6)
+
+
+def _nearest_then(after: list) -> list:
+    """``LoadImaged(dtype=None)`` keeps the int16 image; MONAI's ``Spacingd`` returns float32, fastpipe's
+    nearest keeps int16 (its dtype rule)."""
+    return [
+        M.LoadImaged(KEYS, dtype=None),
+        M.EnsureChannelFirstd(KEYS),
+        M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode="nearest"),
+        *after,
+    ]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "after",
+    [
+        lambda: [M.ScaleIntensityRanged("image", -57, 164, 0.0, 1.0, clip=True, dtype=None)],
+        lambda: [M.ScaleIntensityRanged("image", -57, 164, 0.0, 1.0, dtype=None), M.EnsureTyped(KEYS)],
+        lambda: [M.CropForegroundd(KEYS, source_key="image", select_fn=_above_mean)],
+    ],
+    ids=["scale", "scale-ensure-typed", "crop-foreground-select-fn"],
+)
+def test_a_key_resampled_nearest_is_monais_float32_for_later_steps(files, after):
+    """After a translated nearest ``Spacingd`` (int16 kept) with ``LoadImaged(dtype=None)``,
+    ``ScaleIntensityRanged(dtype=None)`` kept int16 where MONAI's input is float32: every scaled voxel
+    truncated to 0 or 1 (silently); a ``select_fn`` taking the mean raised on the int16 voxels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = fp.CacheDataset(files, _nearest_then(after()), progress=False, num_workers=1)[0]
+        theirs = M.Compose(_nearest_then(after()))(dict(files[0]))
+    assert tuple(ours["image"].shape) == tuple(theirs["image"].shape)
+    np.testing.assert_allclose(ours["image"].numpy(), theirs["image"].numpy(), rtol=1e-6, atol=1e-6)
