@@ -207,13 +207,17 @@ def _finish_prefix(pre: list, prefix_o: list, suf: list, ctx: Context) -> list:
     """Bridges inside the prefix, MONAI's float32 where no step makes it, and a bridge to the suffix."""
     pre, world, track = _bridged(pre, prefix_o, ctx, _monai_track_meta())
     # a nearest-resampled key keeps its integer dtype, unless a random intensity step of fastpipe's
-    # names it: that computes in float32, as MONAI's float32 voxels have it
+    # names it: that computes in float32, as MONAI's float32 voxels have it (MONAI's Spacingd returns
+    # float32 whatever LoadImaged's dtype, so with dtype=None too)
     shifted = {k for t, s in suf if s.origin == SWAPPED and s.name in FLOAT_STEPS for k in t.keys}
-    cast = sorted(ctx.float_keys - (ctx.nearest_keys - shifted) - ctx.settled_keys)
+    monai_float = ctx.float_keys | (ctx.nearest_keys & shifted)
+    cast = sorted(monai_float - (ctx.nearest_keys - shifted) - ctx.settled_keys)
     narrow = sorted(ctx.float_keys - set(cast))  # float64/float16 files: float32, as MONAI loads them
     loads = [i for i, (_, s) in enumerate(pre) if s.origin == SWAPPED and s.name == "LoadImaged"]
     if (cast or narrow) and loads:  # right after loading, as MONAI's LoadImaged gives float32
-        note = f"{cast}: MONAI's LoadImaged dtype, no later step makes them float" if cast else ""
+        note = (
+            f"{cast}: MONAI's float32 (LoadImaged, Spacingd), no later step makes them float" if cast else ""
+        )
         note += (
             ("; " if note else "") + f"{narrow}: float32 when the file holds other floats" if narrow else ""
         )

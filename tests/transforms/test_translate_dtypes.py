@@ -26,9 +26,9 @@ def files(tmp_path_factory) -> list[dict]:
     return [write_pair(tmp, affine((0.8, 0.8, 2.5), "LPS", angle_deg=20.0), shape=(40, 36, 30), seed=0)]
 
 
-def chain(after: list) -> list:
+def chain(after: list, load_dtype=np.float32) -> list:
     return [
-        M.LoadImaged(KEYS),
+        M.LoadImaged(KEYS, dtype=load_dtype),
         M.EnsureChannelFirstd(KEYS),
         M.Spacingd(KEYS, pixdim=(1.5, 1.5, 2.0), mode="nearest"),  # the int16 image too
         M.SpatialPadd(KEYS, SIZE),
@@ -46,18 +46,23 @@ AFTER = {
         M.RandShiftIntensityd("image", offsets=(0.25, 0.25), prob=1.0),
         M.EnsureTyped(KEYS, dtype=torch.float32),
     ],
+    "scale_dtype_none": lambda: [M.RandScaleIntensityd("image", factors=(0.5, 0.5), prob=1.0, dtype=None)],
+    "noise_dtype_none": lambda: [M.RandGaussianNoised("image", std=0.0, prob=1.0, dtype=None)],
 }
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("load_dtype", [np.float32, None], ids=["load-float32", "load-dtype-none"])
 @pytest.mark.parametrize("case", sorted(AFTER))
-def test_an_image_resampled_nearest_then_shifted_is_float32_with_monais_values(files, case):
-    """MONAI's LoadImaged makes the int16 image float32; a random intensity step after the crop
-    needs it so (fastpipe's nearest rule would keep it int16, and the fused op refused it)."""
+def test_an_image_resampled_nearest_then_shifted_is_float32_with_monais_values(files, case, load_dtype):
+    """MONAI's LoadImaged makes the int16 image float32, and its Spacingd returns float32 even after
+    ``LoadImaged(dtype=None)``; a random intensity step after the crop needs it so (fastpipe's nearest
+    rule kept it int16: the fused op refused it, or with ``dtype=None`` it cut the 0.25 shift and the
+    0.5 scale off, silently)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI's own deprecation chatter
-        ours = fp.CacheDataset(files, chain(AFTER[case]()), progress=False, num_workers=1)[0]
-        theirs = MonaiCacheDataset(files, chain(AFTER[case]()), progress=False)[0]
+        ours = fp.CacheDataset(files, chain(AFTER[case](), load_dtype), progress=False, num_workers=1)[0]
+        theirs = MonaiCacheDataset(files, chain(AFTER[case](), load_dtype), progress=False)[0]
     for a, b in zip(ours, theirs, strict=True):
         assert a["image"].dtype == torch.float32
         np.testing.assert_allclose(a["image"].numpy(), b["image"].numpy(), rtol=1e-6, atol=1e-3)
