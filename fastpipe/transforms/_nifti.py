@@ -246,7 +246,8 @@ def _check_finite(arr: np.ndarray, path: str) -> None:
     nan, pos, neg = (int(np.count_nonzero(f(arr))) for f in (np.isnan, np.isposinf, np.isneginf))
     raise ValueError(
         f"{path}: {nan + pos + neg} of {arr.size} voxels are NaN or infinite ({nan} NaN, {pos} +inf, "
-        f"{neg} -inf); fix the file or pass check_nan=False"
+        f"{neg} -inf); fix the file or pass check_nan=False to fastpipe's LoadImaged (a MONAI chain: "
+        "CacheDataset(..., translate=False) keeps MONAI's LoadImaged, which loads them)"
     )
 
 

@@ -81,6 +81,23 @@ def test_nan_voxels(tmp_path):
     assert np.isnan(LoadImaged("image", check_nan=False)({"image": path})["image"].numpy()).sum() == 2
 
 
+def test_nan_voxels_through_a_monai_chain_name_the_way_out(tmp_path):
+    """A translated MONAI ``LoadImaged`` cannot take ``check_nan``: the error says what to pass instead,
+    and that way loads the file as MONAI does."""
+    import monai.transforms as M
+
+    import fastpipe as fp
+
+    data = np.zeros((8, 8, 8), np.float32)
+    data[1, 2, 3] = np.nan
+    items = [{"image": write(tmp_path / "nan.nii.gz", data, np.eye(4))}]
+    chain = lambda: M.Compose([M.LoadImaged("image"), M.EnsureChannelFirstd("image")])  # noqa: E731
+    with pytest.raises(ValueError, match=r"nan\.nii\.gz: 1 of 512 voxels are NaN.*translate=False"):
+        fp.CacheDataset(items, chain(), progress=False)
+    out = fp.CacheDataset(items, chain(), progress=False, translate=False)[0]["image"]
+    assert np.isnan(np.asarray(out)).sum() == 1
+
+
 def _pair(tmp_path, img_shape, lab_shape, img_aff, lab_aff) -> dict:
     return {
         "image": write(tmp_path / "ct.nii.gz", np.zeros(img_shape, np.int16), img_aff),
