@@ -29,6 +29,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -231,8 +232,9 @@ SECTION_LIMITS_S = {"device": 20, "cuda_matches_torch": 60, "bandwidth": 20, "ca
 TIMED_SECTIONS = ("bandwidth", "gpu_vs_cpu_crop_speedup", "voxel_augment")
 
 
-def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
-    """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU.
+def run_all(dev: Any, timeout_s: float, result: dict[str, Any], save: Any = None) -> None:
+    """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU;
+    ``save()`` (default none) writes the JSON before and after each section.
 
     A section past its limit cannot be stopped (its thread runs on): the timed sections after it are
     skipped, since they would time its GPU work with theirs.
@@ -252,8 +254,12 @@ def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
         ("pytest_gpu", lambda lim: run_pytest_gpu(lim)),  # subprocesses: their own timeout
         ("compute_sanitizer", lambda lim: run_sanitizer(lim)),
     ]
-    with GpuMonitor(interval_s=0.1) as mon:
+    save = save or (lambda: None)
+    mon = GpuMonitor(interval_s=0.1)
+    with mon:
         for name, fn in plan:
+            _nvml_figures(result, mon)
+            save()
             left = deadline - time.monotonic() - 5
             running = [n for n, err in result["errors"].items() if err.startswith("timed out")]
             if left <= 1:
@@ -266,7 +272,17 @@ def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
                 )
                 continue
             limit = min(SECTION_LIMITS_S[name], left)
-            run_section(name, lambda fn=fn, limit=limit: fn(limit), limit + 5, result)
+            result["running"] = name
+            save()
+            try:
+                run_section(name, lambda fn=fn, limit=limit: fn(limit), limit + 5, result)
+            finally:
+                _nvml_figures(result, mon)
+            result.pop("running")
+    save()
+
+
+def _nvml_figures(result: dict[str, Any], mon: Any) -> None:
     result["nvml_samples"] = len(mon.records)
     result["nvml"] = mon.summary() if mon.records else {"available": mon.available}
 
@@ -287,24 +303,40 @@ def main(argv: list[str] | None = None) -> int:
 
         sanitize_target(dev)
         return 0
-    from benchmarks._gpu_report import write_report
+    from benchmarks._gpu_report import CheckRecord
 
     result: dict[str, Any] = {"errors": {}, "section_s": {}, "wheels": wheels}
-    if wheels.get("still_missing"):  # every section imports fastpipe: fail at once, with the JSON
-        result["device"] = torch.cuda.get_device_name()
-        result["errors"]["wheels"] = f"missing {wheels['still_missing']}: {wheels.get('why')}"
-        print(f"gpu-check: {result['errors']['wheels']}", file=sys.stderr, flush=True)
-    else:
-        run_all(dev, args.timeout_s, result)
+    result["device"] = torch.cuda.get_device_name()  # the device section adds the rest
+    record = CheckRecord(result, Path(args.out) if args.out else None, slug(result["device"]))
+    status = "complete"
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if wheels.get("still_missing"):  # every section imports fastpipe: fail at once, with the JSON
+            result["errors"]["wheels"] = f"missing {wheels['still_missing']}: {wheels.get('why')}"
+            print(f"gpu-check: {result['errors']['wheels']}", file=sys.stderr, flush=True)
+        else:
+            run_all(dev, args.timeout_s, result, record.save)
+    except Terminated as err:
+        status = f"terminated during {result.get('running', 'the check')}: {err}"
+        result["hung"] = result.get("hung") or "running" in result  # its section's thread runs on
+    finally:
+        signal.signal(signal.SIGTERM, before)
     result["goals"] = goals(result)
-    out = Path(args.out) if args.out else None
-    json_path, png_path = write_report(result, out, slug(result.get("device", "gpu")))
-    met = all(result["goals"].values())
-    print(f"gpu-check: goals {'all met' if met else 'NOT all met'}: {result['goals']}")
+    json_path, png_path = record.finish(status)
+    met = all(result["goals"].values()) and status == "complete"
+    print(f"gpu-check: {status}; goals {'all met' if met else 'NOT all met'}: {result['goals']}")
     print(f"  -> {json_path}\n  -> {png_path}", flush=True)
     if result.get("hung"):
         os._exit(0 if met else 1)  # a timed-out section may still hold a thread
     return 0 if met else 1
+
+
+class Terminated(Exception):
+    """SIGTERM reached gpu-check: a time limit around the whole command (``timeout``, a scheduler)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM: the command's own time limit was reached")
 
 
 if __name__ == "__main__":
