@@ -20,6 +20,11 @@ A section that fails records its error under ``errors`` and the others still run
 limit inside an overall one (``--timeout-s``). Exit status: 0 when every goal is met, 1 otherwise,
 2 when there is no CUDA GPU (checked first, before anything else runs). Missing wheels are installed
 from ``.whl/`` (``make gpu-wheels``) without the network when that folder exists.
+
+The machine metadata and the GPU's state (clocks, temperature, other processes) are taken at the
+start, and the JSON is written then and around every section (``status`` ``"running"``, the section
+under ``running``), so a check killed at a time limit leaves a valid JSON naming what ran; at the end
+``gpu_state`` holds the end values beside the start ones (SIGTERM: ``status`` says so).
 """
 
 from __future__ import annotations
