@@ -44,7 +44,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from benchmarks._gpu_procs import run_tree
+from benchmarks._gpu_procs import descendants, kill_tree, run_tree
 
 REPO = Path(__file__).resolve().parent.parent
 NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing was checked"
@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as err:
         status = f"terminated during {result.get('running', 'the check')}: {err}"
         result["hung"] = result.get("hung") or "running" in result  # its section's thread runs on
+        for pid in descendants(os.getpid()):  # a subprocess section's tree (pytest, the sanitizer)
+            kill_tree(pid)
     finally:
         signal.signal(signal.SIGTERM, before)
     result["goals"] = goals(result)

@@ -439,3 +439,47 @@ def test_gpu_state_reads_clocks_temperature_and_processes_through_nvml(monkeypat
         {"pid": 1, "used_mib": None, "self": False},
     ]
     assert state["power_w"] is None and state["pstate"] is None  # unsupported: absent, not a crash
+
+
+@pytest.mark.timeout(90)
+def test_a_terminated_check_ends_the_subprocesses_of_its_running_section(monkeypatch, tmp_path):
+    """SIGTERM during pytest_gpu (or the sanitizer) ended the check with os._exit while the section's
+    subprocess tree, still on the GPU, lived on with nobody to wait for it."""
+    import signal
+    import threading
+
+    from benchmarks._gpu_procs import run_tree
+
+    pidfile = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    def slow_tests(lim):
+        threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        run_tree([sys.executable, "-c", child], 60)
+        return {}
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        raise Exited(code)
+
+    stand_in_sections(monkeypatch, lambda: None)
+    monkeypatch.setattr(gpu_check, "run_pytest_gpu", slow_tests)
+    monkeypatch.setattr(gpu_check.os, "_exit", exit_now)
+    with pytest.raises(Exited):
+        gpu_check.main(["--out", str(tmp_path), "--timeout-s", "80"])
+    doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
+    assert doc["status"].startswith("terminated during pytest_gpu")
+    pid = int(pidfile.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"the section's subprocess {pid} outlived the terminated check")
