@@ -109,6 +109,15 @@ def _proc_kb(path: Path, key: str) -> int | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs: not ended, not a zombie (which maps no memory; its ``smaps_rollup`` is empty)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def memory_now() -> dict[str, Any]:
     """Memory this process and its live children hold now, each shared page counted once.
 
@@ -118,7 +127,7 @@ def memory_now() -> dict[str, Any]:
     process's PSS cannot be read, RSS (``VmRSS``) of all is summed instead, and ``memory_measure``
     says so: ``{"memory_bytes", "memory_measure": "pss" | "rss", "memory_processes"}``.
     """
-    pids = [os.getpid(), *live_children()]
+    pids = [os.getpid(), *[pid for pid in live_children() if _running(pid)]]
     pss = [_proc_kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in pids]
     found = [v for v in pss if v is not None]
     if len(found) == len(pids):

@@ -79,3 +79,23 @@ def test_a_row_result_carries_the_memory_figure_and_what_it_measured(monkeypatch
         torch.set_num_threads(threads)
     assert res["memory_measure"] in ("pss", "rss") and res["memory_bytes"] > 0
     assert res["peak_rss_bytes"] > 0  # the existing key keeps its meaning: summed peak RSS
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux 4.14+ smaps_rollup")
+def test_an_ended_worker_not_yet_reaped_does_not_turn_pss_into_rss():
+    """A zombie child (ended, not yet waited for) has an empty smaps_rollup: it flipped the whole figure
+    to summed RSS, each shared page counted again."""
+    probe = (
+        "import os, time\n"
+        "from benchmarks.measure import memory_now\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\n"
+        "print(memory_now()['memory_measure'])\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "pss"
