@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, save_figure, write_result
+from benchmarks._gpu_meta import gpu_state
+from benchmarks.common import RESULTS_DIR, machine_info, save_figure, write_result
 
 
-def write_report(result: dict[str, Any], out_dir: Path | None, gpu_slug: str) -> tuple[Path, Path]:
-    """Write the JSON and the PNG of a check into ``out_dir`` (default ``benchmarks/results``)."""
+def write_report(
+    result: dict[str, Any], out_dir: Path | None, gpu_slug: str, machine: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write the JSON and the PNG of a check into ``out_dir`` (default ``benchmarks/results``);
+    ``machine``: :func:`benchmarks.common.machine_info` as taken at the start (default: now)."""
     out_dir = Path(out_dir) if out_dir else RESULTS_DIR
-    json_path = write_result("gpu-check", result, out_dir / f"gpu-check-{gpu_slug}.json")
+    json_path = write_result("gpu-check", result, out_dir / f"gpu-check-{gpu_slug}.json", machine)
     png_path = plot_check(result, json_path.with_suffix(".png"))
     return json_path, png_path
+
+
+class CheckRecord:
+    """The check's JSON from its first second: machine metadata and the GPU's state taken at the start,
+    the file written at once and again around every section (``status`` ``"running"`` and the section
+    in ``running`` until :meth:`finish`), so a check killed at its time limit leaves a valid JSON that
+    names what ran, what was running, and the machine it ran on."""
+
+    def __init__(self, result: dict[str, Any], out_dir: Path | None, gpu_slug: str) -> None:
+        self.result, self.out_dir, self.slug = result, out_dir, gpu_slug
+        self.machine = machine_info()
+        result |= {"status": "running", "gpu_state": {"start": gpu_state()}}
+        self.path = (Path(out_dir) if out_dir else RESULTS_DIR) / f"gpu-check-{gpu_slug}.json"
+        self.save()
+
+    def save(self) -> Path:
+        """Write the JSON as it stands (replaced whole)."""
+        self.result["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return write_result("gpu-check", self.result, self.path, self.machine)
+
+    def finish(self, status: str = "complete") -> tuple[Path, Path]:
+        """The GPU's state at the end beside its start, ``status``, then the final JSON and the PNG."""
+        self.result.pop("running", None)
+        self.result["gpu_state"]["end"] = gpu_state()
+        self.result["status"] = status
+        self.result["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return write_report(self.result, self.out_dir, self.slug, self.machine)
 
 
 def plot_check(result: dict[str, Any], path: Path) -> Path:

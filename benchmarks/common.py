@@ -211,14 +211,18 @@ def write_result(
 
     ``machine``: :func:`machine_info` as taken when the run started (default ``None``: taken now). A
     run of minutes or hours must name the commit its figures were measured on, not one made (or an
-    edit) while it ran; when the commit differs at writing time, ``commit_at_end`` says so.
+    edit) while it ran; when the commit differs at writing time, ``commit_at_end`` says so. A run
+    may call it again as it goes (the file is replaced whole, never left half written).
     """
     path = Path(path) if path else RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "machine": machine or machine_info(), **payload}
     if machine is not None and git_commit() != machine["commit"]:
         doc["commit_at_end"] = git_commit()
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    # written beside and renamed over: a run killed mid-write (at its time limit) keeps the last whole file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
     return path
 
 

@@ -30,9 +30,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks._gpu_meta import gpu_state
 from benchmarks._gpu_procs import kill_tree
 from benchmarks.gpu_check import REPO, ensure_wheels, require_gpu, slug
 
@@ -227,16 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     problems = check_plan(plan, args.data, args.limit_s)
     if problems:
         raise SystemExit("gpu-bench: " + "; ".join(problems))
-    summary = {"device": torch.cuda.get_device_name(), "wheels": wheels, "runs": {}}
+    summary = {"device": torch.cuda.get_device_name(), "wheels": wheels, "status": "running", "runs": {}}
+    save = _saver(summary, out / f"gpu-bench-{gpu}.json")
     deadline = t_start + args.limit_s - RESERVE_S if args.limit_s else float("inf")
     before = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         for run in plan:
-            if not _one_run(run, deadline, args, out, gpu, summary):
+            if not _one_run(run, deadline, args, save, summary):
                 break
     finally:
         signal.signal(signal.SIGTERM, before)
     ok = all(r["status"] == 0 for r in summary["runs"].values())
+    if summary["status"] == "running":  # else: "terminated during <run>"
+        summary["status"] = "complete"
+    summary["gpu_state"]["end"] = gpu_state()
+    save()
     print(f"gpu-bench: {'done' if ok else 'some runs failed'} -> {out / f'gpu-bench-{gpu}.json'}")
     return 0 if ok else 1
 
@@ -249,12 +256,29 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated("SIGTERM: the command's own time limit was reached")
 
 
-def _one_run(run: Run, deadline: float, args, out: Path, gpu: str, summary: dict) -> bool:
-    """Run one benchmark within what is left before ``deadline``; the summary is written after it (and a
-    cut training's charts drawn). False when gpu-bench was terminated: no further run."""
-    from benchmarks.common import write_result
+def _saver(summary: dict, path: Path) -> Any:
+    """``save()``: write ``summary`` to ``path`` with the machine metadata and the GPU's state taken
+    now, at the start (commit, versions, clocks, other processes), not when a run ends or dies."""
+    from benchmarks.common import machine_info, write_result
 
+    machine = machine_info()
+    summary["gpu_state"] = {"start": gpu_state()}
+
+    def save() -> None:
+        summary["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_result("gpu-bench", summary, path, machine)
+
+    save()  # at once: a command killed during its first run still leaves a valid JSON naming it
+    return save
+
+
+def _one_run(run: Run, deadline: float, args, save: Any, summary: dict) -> bool:
+    """Run one benchmark within what is left before ``deadline``; the summary is written before it
+    (naming it under ``running``) and after it (and a cut training's charts drawn). False when
+    gpu-bench was terminated: no further run."""
     t0, entry, go_on = time.perf_counter(), {}, True
+    summary["running"] = run.name
+    save()
     try:
         if run.module == "benchmarks.train":
             prepare_train_data(args.data)  # inside the deadline: the arms get what is left after it
@@ -268,14 +292,16 @@ def _one_run(run: Run, deadline: float, args, out: Path, gpu: str, summary: dict
         entry["status"] = f"{type(err).__name__}: {err}"
     entry |= {"seconds": round(time.perf_counter() - t0, 1), "argv": [run.module, *run.argv]}
     summary["runs"][run.name] = entry
-    path = out / f"gpu-bench-{gpu}.json"
-    write_result("gpu-bench", summary, path)  # after every run, first: a kill keeps it
+    summary.pop("running")
+    if not go_on:
+        summary["status"] = f"terminated during {run.name}"
+    save()  # after every run, first: a kill keeps it
     if run.module == "benchmarks.train" and entry["status"] != 0:
         try:
             entry["partial_charts"] = chart_partial(run)
         except Exception as err:  # noqa: BLE001 - recorded; the summary is what matters
             entry["partial_charts"] = f"{type(err).__name__}: {err}"
-        write_result("gpu-bench", summary, path)
+        save()
     return go_on
 
 

@@ -20,6 +20,11 @@ A section that fails records its error under ``errors`` and the others still run
 limit inside an overall one (``--timeout-s``). Exit status: 0 when every goal is met, 1 otherwise,
 2 when there is no CUDA GPU (checked first, before anything else runs). Missing wheels are installed
 from ``.whl/`` (``make gpu-wheels``) without the network when that folder exists.
+
+The machine metadata and the GPU's state (clocks, temperature, other processes) are taken at the
+start, and the JSON is written then and around every section (``status`` ``"running"``, the section
+under ``running``), so a check killed at a time limit leaves a valid JSON naming what ran; at the end
+``gpu_state`` holds the end values beside the start ones (SIGTERM: ``status`` says so).
 """
 
 from __future__ import annotations
@@ -28,17 +33,16 @@ import argparse
 import importlib.util
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from benchmarks._gpu_procs import run_tree
+from benchmarks._gpu_procs import descendants, kill_tree
+from benchmarks._gpu_tools import junit_counts, run_pytest_gpu, run_sanitizer  # noqa: F401 (junit_counts: re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
 NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing was checked"
@@ -92,61 +96,6 @@ def ensure_wheels(repo: Path = REPO) -> dict[str, Any]:
 
 def _missing() -> list[str]:
     return [pkg for mod, pkg in WHEEL_MODULES.items() if importlib.util.find_spec(mod) is None]
-
-
-def run_pytest_gpu(timeout_s: float, tests: str = "tests") -> dict[str, Any]:
-    """Section ``pytest_gpu``: ``pytest -m gpu tests`` in a subprocess, counted from its JUnit XML. A
-    test module that cannot be imported (a package the GPU image lacks) counts as an error, and the
-    GPU tests of the others still run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "gpu.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", tests, "-p", "no:cacheprovider",
-               "--continue-on-collection-errors", f"--junitxml={xml}"]  # fmt: skip
-        rc, out, _ = run_tree(cmd, timeout_s)
-        counts = junit_counts(xml.read_text()) if xml.exists() else {}
-    tail = out.strip().splitlines()[-15:]  # at a timeout: the file whose test hung, last
-    timed_out = {} if rc is not None else {"timed_out": f"killed after {timeout_s:.0f} s"}
-    return {"pytest_gpu": {**counts, "exit_code": rc, "tail": tail, **timed_out}}
-
-
-def junit_counts(xml_text: str) -> dict[str, Any]:
-    """``{passed, failed, skipped, errors, failed_tests}`` from a pytest JUnit XML report."""
-    root = ET.fromstring(xml_text)
-    failed, skipped, errors, total = [], 0, 0, 0
-    for case in root.iter("testcase"):
-        total += 1
-        name = f"{case.get('classname')}::{case.get('name')}"
-        if case.find("failure") is not None:
-            failed.append(name)
-        elif case.find("error") is not None:
-            errors += 1
-            failed.append(name)
-        elif case.find("skipped") is not None:
-            skipped += 1
-    passed = total - len(failed) - skipped
-    return {"passed": passed, "failed": len(failed) - errors, "skipped": skipped, "errors": errors,
-            "failed_tests": failed}  # fmt: skip
-
-
-def run_sanitizer(timeout_s: float) -> dict[str, Any]:
-    """Section ``compute_sanitizer``: memcheck over :func:`benchmarks._gpu_cases.sanitize_target`."""
-    exe = shutil.which("compute-sanitizer") or next(
-        (str(p) for p in Path("/usr/local").glob("cuda*/bin/compute-sanitizer") if p.exists()), None
-    )
-    if exe is None:
-        return {"compute_sanitizer": "not found"}
-    cmd = [exe, "--tool", "memcheck", "--error-exitcode", "9", sys.executable, "-m", "benchmarks.gpu_check",
-           "--sanitize-target"]  # fmt: skip
-    rc, out, err = run_tree(cmd, timeout_s)
-    text = out + err
-    if rc is None:
-        return {"compute_sanitizer": {"status": f"timed out after {timeout_s:.0f} s",
-                                      "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
-    found = re.search(r"ERROR SUMMARY: (\d+) error", text)
-    errors = int(found.group(1)) if found else None
-    status = "clean" if rc == 0 and errors == 0 else "errors" if errors else "failed"
-    return {"compute_sanitizer": {"status": status, "errors": errors, "exit_code": rc,
-                                  "tail": text.strip().splitlines()[-12:]}}  # fmt: skip
 
 
 def run_section(name: str, fn: Any, limit_s: float, result: dict[str, Any]) -> None:
@@ -231,8 +180,9 @@ SECTION_LIMITS_S = {"device": 20, "cuda_matches_torch": 60, "bandwidth": 20, "ca
 TIMED_SECTIONS = ("bandwidth", "gpu_vs_cpu_crop_speedup", "voxel_augment")
 
 
-def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
-    """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU.
+def run_all(dev: Any, timeout_s: float, result: dict[str, Any], save: Any = None) -> None:
+    """Every section in order, each limited to what is left of ``timeout_s``, while NVML samples the GPU;
+    ``save()`` (default none) writes the JSON before and after each section.
 
     A section past its limit cannot be stopped (its thread runs on): the timed sections after it are
     skipped, since they would time its GPU work with theirs.
@@ -252,8 +202,12 @@ def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
         ("pytest_gpu", lambda lim: run_pytest_gpu(lim)),  # subprocesses: their own timeout
         ("compute_sanitizer", lambda lim: run_sanitizer(lim)),
     ]
-    with GpuMonitor(interval_s=0.1) as mon:
+    save = save or (lambda: None)
+    mon = GpuMonitor(interval_s=0.1)
+    with mon:
         for name, fn in plan:
+            _nvml_figures(result, mon)
+            save()
             left = deadline - time.monotonic() - 5
             running = [n for n, err in result["errors"].items() if err.startswith("timed out")]
             if left <= 1:
@@ -266,7 +220,17 @@ def run_all(dev: Any, timeout_s: float, result: dict[str, Any]) -> None:
                 )
                 continue
             limit = min(SECTION_LIMITS_S[name], left)
-            run_section(name, lambda fn=fn, limit=limit: fn(limit), limit + 5, result)
+            result["running"] = name
+            save()
+            try:
+                run_section(name, lambda fn=fn, limit=limit: fn(limit), limit + 5, result)
+            finally:
+                _nvml_figures(result, mon)
+            result.pop("running")
+    save()
+
+
+def _nvml_figures(result: dict[str, Any], mon: Any) -> None:
     result["nvml_samples"] = len(mon.records)
     result["nvml"] = mon.summary() if mon.records else {"available": mon.available}
 
@@ -287,24 +251,42 @@ def main(argv: list[str] | None = None) -> int:
 
         sanitize_target(dev)
         return 0
-    from benchmarks._gpu_report import write_report
+    from benchmarks._gpu_report import CheckRecord
 
     result: dict[str, Any] = {"errors": {}, "section_s": {}, "wheels": wheels}
-    if wheels.get("still_missing"):  # every section imports fastpipe: fail at once, with the JSON
-        result["device"] = torch.cuda.get_device_name()
-        result["errors"]["wheels"] = f"missing {wheels['still_missing']}: {wheels.get('why')}"
-        print(f"gpu-check: {result['errors']['wheels']}", file=sys.stderr, flush=True)
-    else:
-        run_all(dev, args.timeout_s, result)
+    result["device"] = torch.cuda.get_device_name()  # the device section adds the rest
+    record = CheckRecord(result, Path(args.out) if args.out else None, slug(result["device"]))
+    status = "complete"
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if wheels.get("still_missing"):  # every section imports fastpipe: fail at once, with the JSON
+            result["errors"]["wheels"] = f"missing {wheels['still_missing']}: {wheels.get('why')}"
+            print(f"gpu-check: {result['errors']['wheels']}", file=sys.stderr, flush=True)
+        else:
+            run_all(dev, args.timeout_s, result, record.save)
+    except Terminated as err:
+        status = f"terminated during {result.get('running', 'the check')}: {err}"
+        result["hung"] = result.get("hung") or "running" in result  # its section's thread runs on
+        for pid in descendants(os.getpid()):  # a subprocess section's tree (pytest, the sanitizer)
+            kill_tree(pid)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     result["goals"] = goals(result)
-    out = Path(args.out) if args.out else None
-    json_path, png_path = write_report(result, out, slug(result.get("device", "gpu")))
-    met = all(result["goals"].values())
-    print(f"gpu-check: goals {'all met' if met else 'NOT all met'}: {result['goals']}")
+    json_path, png_path = record.finish(status)
+    met = all(result["goals"].values()) and status == "complete"
+    print(f"gpu-check: {status}; goals {'all met' if met else 'NOT all met'}: {result['goals']}")
     print(f"  -> {json_path}\n  -> {png_path}", flush=True)
     if result.get("hung"):
         os._exit(0 if met else 1)  # a timed-out section may still hold a thread
     return 0 if met else 1
+
+
+class Terminated(Exception):
+    """SIGTERM reached gpu-check: a time limit around the whole command (``timeout``, a scheduler)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM: the command's own time limit was reached")
 
 
 if __name__ == "__main__":

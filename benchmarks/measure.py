@@ -84,6 +84,62 @@ def peak_rss_bytes() -> int:
     return int(own + max(reaped, live_children_peak_bytes()))
 
 
+def live_children() -> list[int]:
+    """The pids of this process's live children, from ``/proc`` (none without it)."""
+    me, pids = str(os.getpid()), []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        if fields.get("PPid", "").strip() == me:
+            pids.append(int(status.parent.name))
+    return pids
+
+
+def _proc_kb(path: Path, key: str) -> int | None:
+    """The ``key:`` line of a ``/proc`` file, in bytes (its figure is in kB); ``None`` when unreadable."""
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs: not ended, not a zombie (which maps no memory; its ``smaps_rollup`` is empty)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def memory_now() -> dict[str, Any]:
+    """Memory this process and its live children hold now, each shared page counted once.
+
+    PSS (``/proc/<pid>/smaps_rollup``, Linux 4.14+) splits a page shared by n processes (a
+    copy-on-write cache forked into workers, shared memory, libraries) into n parts; the RSS of
+    each process counts it whole, so a sum over worker processes counts it n times. Where some
+    process's PSS cannot be read, RSS (``VmRSS``) of all is summed instead, and ``memory_measure``
+    says so: ``{"memory_bytes", "memory_measure": "pss" | "rss", "memory_processes"}``.
+    """
+    pids = [os.getpid(), *[pid for pid in live_children() if _running(pid)]]
+    pss = [_proc_kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in pids]
+    found = [v for v in pss if v is not None]
+    if len(found) == len(pids):
+        return {"memory_bytes": sum(found), "memory_measure": "pss", "memory_processes": len(pids)}
+    rss = [_proc_kb(Path(f"/proc/{pid}/status"), "VmRSS") for pid in pids]
+    rss_found = [v for v in rss if v is not None]
+    if not rss_found:  # no /proc at all: this process's peak is all there is
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return {"memory_bytes": own, "memory_measure": "peak rss (no /proc)", "memory_processes": 1}
+    return {"memory_bytes": sum(rss_found), "memory_measure": "rss", "memory_processes": len(rss_found)}
+
+
 def live_children_peak_bytes() -> int:
     """The sum of the peak RSS of this process's live children, from ``/proc`` (0 without it)."""
     me, total = str(os.getpid()), 0
@@ -115,6 +171,7 @@ def measure_row(
         runs = [throughput_epoch(row.loader, cfg, want) for _ in range(epochs)]
         steps = [step_epoch(row.loader, cfg, step_s, want) for _ in range(step_epochs)]
         peak_rss = peak_rss_bytes()  # before close: live worker processes count, every one of them
+        memory = memory_now()  # the same moment, each shared page once (PSS where readable)
     finally:
         row.close()
     epoch_s = [s for s, _ in runs]
@@ -132,7 +189,8 @@ def measure_row(
         "step_s": step_s,
         "step_epoch_s": spread([s for s, _ in steps]),
         "data_wait_fraction": spread([w for _, w in steps]),
-        "peak_rss_bytes": peak_rss,
+        "peak_rss_bytes": peak_rss,  # peaks summed over processes: a page shared by workers counts in each
+        **memory,
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0,
         "info": row.info,
     }

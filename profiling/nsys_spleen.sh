@@ -5,13 +5,20 @@
 #   bash profiling/nsys_spleen.sh                      # fastpipe-gpu-cache row on spleen-small
 #   ROWS=fastpipe-cache,monai-cache bash profiling/nsys_spleen.sh
 #   TARGET=profile DATA=/data/Task09_Spleen bash profiling/nsys_spleen.sh   # `fastpipe profile` instead
+#   GPU_PY=python3 bash profiling/nsys_spleen.sh      # another interpreter (PY= too)
 #
 # Writes $OUT/nsys_spleen.nsys-rep (open in the Nsight Systems GUI), $OUT/nsys_spleen.sqlite, and
 # prints per-range totals and GPU idle gaps (profiling/nsys_report.py). See profiling/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PY:-.venv/bin/python}
+# the interpreter as `make gpu-check` picks it: GPU_PY, else PY, else .venv/bin/python when present, else
+# python3 (a GPU machine without `make install`: .venv/bin/python is not there)
+if [[ -n "${GPU_PY:-}" ]]; then PY=$GPU_PY
+elif [[ -n "${PY:-}" ]]; then :
+elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
+else PY=python3
+fi
 OUT=${OUT:-profiling/out}
 PRESET=${PRESET:-spleen-small}
 DATA=${DATA:-}

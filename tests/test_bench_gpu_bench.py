@@ -241,3 +241,28 @@ def test_a_terminated_command_still_writes_the_summary_and_the_charts(tmp_path, 
     summary = json.loads((tmp_path / "gpu-bench-fake-gpu.json").read_text())
     assert "SIGTERM" in summary["runs"]["train"]["status"] and charted == ["train"]
     assert summary["runs"]["train"]["partial_charts"] == ["x.png"]
+    assert summary["status"] == "terminated during train" and "end" in summary["gpu_state"]
+
+
+@pytest.mark.timeout(60)
+def test_the_summary_names_the_machine_and_the_running_run_before_it_ends(tmp_path, monkeypatch):
+    """The summary (and its machine metadata) was first written after the first run: a command killed
+    during it left no JSON, and the commit, versions and GPU state were read after the fact."""
+    import torch
+
+    path, seen = tmp_path / "gpu-bench-fake-gpu.json", []
+    monkeypatch.setattr(gpu_bench, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_bench, "ensure_wheels", lambda: {"missing": []})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(
+        gpu_bench, "execute", lambda run, limit: seen.append(json.loads(path.read_text())) or 0
+    )
+    assert gpu_bench.main(["--only", "rows", "--out", str(tmp_path)]) == 0
+    (mid,) = seen  # the file as a kill during the run would leave it
+    assert mid["status"] == "running" and mid["running"] == "spleen_gpu_rows" and mid["runs"] == {}
+    assert mid["machine"]["commit"] and mid["machine"]["versions"]["torch"] == torch.__version__
+    assert "start" in mid["gpu_state"] and "end" not in mid["gpu_state"]
+    doc = json.loads(path.read_text())
+    assert doc["status"] == "complete" and doc["runs"]["spleen_gpu_rows"]["status"] == 0
+    assert doc["machine"] == mid["machine"] and doc["gpu_state"]["start"] == mid["gpu_state"]["start"]
+    assert "taken" in doc["gpu_state"]["end"] and "running" not in doc

@@ -140,6 +140,7 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     """The whole check on the CPU: real sections on tiny CPU data where they can run, stand-ins for the rest."""
     cpu = torch.device("cpu")
     monkeypatch.setattr(gpu_check, "require_gpu", lambda name: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
     monkeypatch.setattr(gpu_check, "device_info", lambda: {"device": "Stand-in GPU"})
     real_matches, real_bw, real_speed = cases.matches, sec.bandwidth, sec.speedup
     monkeypatch.setattr(cases, "matches", lambda dev: real_matches(cpu, "torch", small=True))
@@ -337,3 +338,148 @@ def test_a_label_crop_crossing_to_the_device_is_volume_data(monkeypatch):
         monkeypatch.setattr(gpu_copies, "count_epochs", lambda loader, n, dev, largest=largest: run(largest))
         out = sec.cached_epoch_h2d(volumes=1, shape=(8, 8, 8))
         assert out["cached_epoch_no_volume_bytes"] is clean, largest
+
+
+def stand_in_sections(monkeypatch, during_bandwidth) -> None:
+    """Every section a stand-in returning at once; ``bandwidth`` calls ``during_bandwidth()``."""
+    monkeypatch.setattr(gpu_check, "require_gpu", lambda name: None)
+    monkeypatch.setattr(gpu_check, "ensure_wheels", lambda: {"missing": []})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Stand-in GPU")
+    monkeypatch.setattr(gpu_check, "device_info", lambda: {"device": "Stand-in GPU"})
+    monkeypatch.setattr(cases, "matches", lambda dev: {"cuda_matches_torch": True})
+    monkeypatch.setattr(sec, "bandwidth", lambda dev: during_bandwidth() or {"crop_kernel_gbps": 1.0})
+    for attr in ("cached_epoch_h2d", "speedup", "voxel_augments"):
+        monkeypatch.setattr(sec, attr, lambda *a: {})
+    monkeypatch.setattr(gpu_check, "run_pytest_gpu", lambda lim: {"pytest_gpu": {"passed": 1}})
+    monkeypatch.setattr(gpu_check, "run_sanitizer", lambda lim: {"compute_sanitizer": "not found"})
+
+
+@pytest.mark.timeout(60)
+def test_the_json_is_written_at_the_start_and_names_what_ran_when_the_run_dies(monkeypatch, tmp_path):
+    """The JSON and its machine metadata were written only at the end: a check killed at its time limit
+    left nothing, and clocks or other processes on the GPU were read after the run, not before it."""
+    path, seen = tmp_path / "gpu-check-stand-in-gpu.json", []
+    stand_in_sections(monkeypatch, lambda: seen.append(json.loads(path.read_text())))
+    gpu_check.main(["--out", str(tmp_path), "--timeout-s", "60"])
+    (mid,) = seen  # the file as a kill during the bandwidth section would leave it
+    assert mid["status"] == "running" and mid["running"] == "bandwidth"
+    assert list(mid["section_s"]) == ["device", "cuda_matches_torch"] and mid["cuda_matches_torch"] is True
+    assert mid["machine"]["commit"] and mid["machine"]["versions"]["torch"] == torch.__version__
+    assert "start" in mid["gpu_state"] and "end" not in mid["gpu_state"]
+    doc = json.loads(path.read_text())
+    assert doc["status"] == "complete" and "running" not in doc
+    assert doc["machine"] == mid["machine"]  # taken once, at the start
+    assert doc["gpu_state"]["start"] == mid["gpu_state"]["start"] and "taken" in doc["gpu_state"]["end"]
+    assert doc["crop_kernel_gbps"] == 1.0
+
+
+@pytest.mark.timeout(60)
+def test_a_check_terminated_mid_section_says_so_in_its_json(monkeypatch, tmp_path):
+    import signal
+
+    def terminated():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        raise Exited(code)
+
+    stand_in_sections(monkeypatch, terminated)
+    monkeypatch.setattr(gpu_check.os, "_exit", exit_now)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Exited) as exited:  # at once: the section's thread would run on
+        gpu_check.main(["--out", str(tmp_path), "--timeout-s", "60"])
+    assert exited.value.args == (1,) and signal.getsignal(signal.SIGTERM) == before
+    doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
+    assert doc["status"].startswith("terminated during bandwidth: SIGTERM")
+    assert "bandwidth" not in doc["section_s"] and doc["cuda_matches_torch"] is True
+    assert "end" in doc["gpu_state"] and "running" not in doc
+
+
+def test_gpu_state_reads_clocks_temperature_and_processes_through_nvml(monkeypatch):
+    from types import SimpleNamespace
+
+    import fastpipe.profiling.gpu_monitor as gm
+    from benchmarks._gpu_meta import gpu_state
+
+    class Nvml:
+        NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+        def __getattr__(self, name):  # every other query: unsupported on this device
+            if not name.startswith("nvml"):
+                raise AttributeError(name)
+
+            def unsupported(*args):
+                raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+
+            return unsupported
+
+        nvmlInit = nvmlShutdown = staticmethod(lambda: None)
+        nvmlDeviceGetHandleByIndex = staticmethod(lambda i: f"gpu{i}")
+        nvmlDeviceGetName = staticmethod(lambda h: b"NVIDIA H100 80GB HBM3")
+        nvmlSystemGetDriverVersion = staticmethod(lambda: "580.65")
+        nvmlDeviceGetClockInfo = staticmethod(lambda h, which: {1: 1980, 2: 2619}[which])
+        nvmlDeviceGetTemperature = staticmethod(lambda h, sensor: 41)
+        nvmlDeviceGetComputeRunningProcesses = staticmethod(
+            lambda h: [
+                SimpleNamespace(pid=os.getpid(), usedGpuMemory=2**30),
+                SimpleNamespace(pid=1, usedGpuMemory=None),
+            ]
+        )
+
+    monkeypatch.setattr(gm, "_import_pynvml", Nvml)
+    state = gpu_state()
+    assert state["name"] == "NVIDIA H100 80GB HBM3" and state["driver"] == "580.65"
+    assert state["sm_clock_mhz"] == 1980 and state["mem_clock_mhz"] == 2619 and state["temperature_c"] == 41
+    assert state["compute_processes"] == [
+        {"pid": os.getpid(), "used_mib": 1024.0, "self": True},
+        {"pid": 1, "used_mib": None, "self": False},
+    ]
+    assert state["power_w"] is None and state["pstate"] is None  # unsupported: absent, not a crash
+
+
+@pytest.mark.timeout(90)
+def test_a_terminated_check_ends_the_subprocesses_of_its_running_section(monkeypatch, tmp_path):
+    """SIGTERM during pytest_gpu (or the sanitizer) ended the check with os._exit while the section's
+    subprocess tree, still on the GPU, lived on with nobody to wait for it."""
+    import signal
+    import threading
+
+    from benchmarks._gpu_procs import run_tree
+
+    pidfile = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    def slow_tests(lim):
+        threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        run_tree([sys.executable, "-c", child], 60)
+        return {}
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        raise Exited(code)
+
+    stand_in_sections(monkeypatch, lambda: None)
+    monkeypatch.setattr(gpu_check, "run_pytest_gpu", slow_tests)
+    monkeypatch.setattr(gpu_check.os, "_exit", exit_now)
+    with pytest.raises(Exited):
+        gpu_check.main(["--out", str(tmp_path), "--timeout-s", "80"])
+    doc = json.loads((tmp_path / "gpu-check-stand-in-gpu.json").read_text())
+    assert doc["status"].startswith("terminated during pytest_gpu")
+    pid = int(pidfile.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"the section's subprocess {pid} outlived the terminated check")

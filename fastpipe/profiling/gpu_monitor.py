@@ -30,6 +30,8 @@ FIELDS = (
     "pcie_rx_mbps",
 )
 _warned = False
+#: the sampler's clock (seconds, monotonic); tests swap it for a controllable one
+_clock = time.perf_counter
 
 
 def _import_pynvml() -> Any:
@@ -133,8 +135,10 @@ class GpuMonitor:
     """Samples one GPU through NVML on a background thread, as a context manager or start/stop.
 
     Args:
-        interval_s: seconds between samples (default 0.05). A sample itself takes about 20 ms
-            (the driver's PCIe counter window), so intervals below that sample back to back.
+        interval_s: seconds between scheduled samples (default 0.05), kept on a fixed schedule
+            that does not drift. A sample itself takes about 20 ms (the driver's PCIe counter
+            window), so intervals below that sample back to back, and the ticks they skip are
+            counted in ``missed_ticks`` (also in :meth:`summary`).
         device: CUDA device index as torch numbers it (default 0). Its NVML device is found by
             UUID (so ``CUDA_VISIBLE_DEVICES`` is honoured; this asks torch for the device's
             properties, initialising CUDA), by the same NVML index where torch has no CUDA.
@@ -166,6 +170,7 @@ class GpuMonitor:
         self._t0: float | None = None  # the first start: ``t_s`` of every session counts from it
         self._nvml: Any = None
         self.nvml_match: str | None = None  # "uuid" or "index": how the NVML device was found
+        self.missed_ticks = 0  # scheduled samples skipped because the sampler was still busy
 
     def start(self) -> GpuMonitor:
         """Start sampling (a no-op when already started or NVML is unavailable)."""
@@ -177,7 +182,7 @@ class GpuMonitor:
             return self
         self._nvml, handle, self.nvml_match = found
         if self._t0 is None:
-            self._t0 = time.perf_counter()
+            self._t0 = _clock()
         # a new event per session: a sampler an earlier stop() could not join keeps its own, set one
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -190,12 +195,25 @@ class GpuMonitor:
         return self
 
     def _run(self, nvml: Any, handle: Any, stop: threading.Event, t0: float) -> None:
+        """Sample on a fixed schedule of ticks ``interval_s`` apart from the session's first sample.
+
+        A wait that wakes late, or a slow sample, does not push later ticks back (sleeping a fixed
+        interval after each sample drifts: 197 samples in 2 s at 10 ms). A tick already wholly past
+        when the sampler is free again is skipped and counted in :attr:`missed_ticks`; a tick whose
+        slot is still open is sampled at once, late. ``t_s`` is when the sample was really taken.
+        """
         try:
+            start, tick = _clock(), 0  # tick k is due at start + k * interval_s (no summed error)
             while not stop.is_set():
-                tick = time.perf_counter()
+                now = _clock()
                 rec = sample(nvml, handle)
-                self.records.append({"t_s": tick - t0, **rec})
-                stop.wait(max(0.0, self.interval_s - (time.perf_counter() - tick)))
+                self.records.append({"t_s": now - t0, **rec})
+                now = _clock()
+                open_tick = int((now - start) / self.interval_s)  # the latest tick already due
+                missed = max(0, open_tick - tick - 1)
+                self.missed_ticks += missed
+                tick += 1 + missed
+                stop.wait(max(0.0, start + tick * self.interval_s - now))
         except Exception as err:  # never let the sampler take the job down
             self.error = err
             logger.warning("GpuMonitor: sampling stopped after %d records: %r", len(self.records), err)
@@ -225,6 +243,8 @@ class GpuMonitor:
             "samples": len(self.records),
             "device": self.device,
             "nvml_match": self.nvml_match,
+            "interval_s": self.interval_s,
+            "missed_ticks": self.missed_ticks,
         }
         out["duration_s"] = self.records[-1]["t_s"] if self.records else 0.0
         for col in FIELDS[2:]:

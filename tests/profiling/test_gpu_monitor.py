@@ -245,3 +245,57 @@ def test_a_sampler_stop_could_not_join_is_not_revived_by_the_next_start(monkeypa
     old.join(2)
     assert not old.is_alive()  # it saw its stop; the second start cleared it and it sampled on
     mon.stop()
+
+
+class SteppedClock:
+    """A clock only the test moves: each NVML sample costs ``sample_s``, a wait ``late_s`` more than asked."""
+
+    def __init__(self, sample_s: float, late_s: float, samples: int):
+        self.now, self.sample_s, self.late_s, self.samples = 100.0, sample_s, late_s, samples
+        self.taken: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_on_clock(monkeypatch, clock: SteppedClock, interval_s: float) -> GpuMonitor:
+    """The sampler loop itself, in this thread, on ``clock``, until ``clock.samples`` samples."""
+    stop = SimpleNamespace(done=False)
+
+    def timed_sample(nvml, handle):
+        clock.taken.append(clock.now)
+        clock.now += clock.sample_s
+        stop.done = len(clock.taken) >= clock.samples
+        return {"timestamp": clock.taken[-1]}
+
+    def wait(seconds):
+        clock.now += seconds + clock.late_s  # every wake-up comes late, as a real one does
+
+    stop.is_set, stop.wait = (lambda: stop.done), wait
+    monkeypatch.setattr(gm, "_clock", clock)
+    monkeypatch.setattr(gm, "sample", timed_sample)
+    mon = GpuMonitor(interval_s=interval_s)
+    mon._run(FakeNvml(), "gpu0", stop, t0=clock.now)
+    assert mon.error is None
+    return mon
+
+
+def test_sampling_keeps_a_fixed_schedule_despite_late_wakeups(monkeypatch):
+    clock = SteppedClock(sample_s=0.002, late_s=0.0003, samples=200)
+    mon = run_on_clock(monkeypatch, clock, interval_s=0.01)
+    ts = [r["t_s"] for r in mon.records]
+    # each sample at its tick plus at most one late wake-up: 200 samples span 1.99 s, not 2.05 s
+    for k, t in enumerate(ts):
+        assert k * 0.01 <= t <= k * 0.01 + 0.0003 + 1e-9, (k, t)
+    assert ts == [t - 100.0 for t in clock.taken]  # t_s is when the sample was taken
+    assert mon.missed_ticks == 0 and mon.summary()["missed_ticks"] == 0
+
+
+def test_ticks_a_slow_sample_overran_are_skipped_and_counted(monkeypatch):
+    clock = SteppedClock(sample_s=0.0255, late_s=0.0, samples=10)
+    mon = run_on_clock(monkeypatch, clock, interval_s=0.01)
+    ts = [r["t_s"] for r in mon.records]
+    # 25.5 ms samples every 10 ms: the sampler goes back to back, each sample late in a tick's still
+    # open slot; the ticks wholly passed meanwhile are skipped: 25 ticks over by 255 ms, 10 sampled
+    assert ts == pytest.approx([k * 0.0255 for k in range(10)])
+    assert mon.missed_ticks == 15 and mon.summary()["missed_ticks"] == 15
