@@ -55,6 +55,12 @@ class DiskTier:
         self.root, self._alive = _locked_folder(root)
         self._names = itertools.count()  # next() on a count is atomic under the GIL
         self._files: dict[int, Any] = {}  # slot -> its entry with a FileRef in place of each tensor
+        self._pid = os.getpid()  # a forked child shares the object, not the folder: it removes nothing
+
+    @property
+    def owned(self) -> bool:
+        """Whether this process made the tier (not a child forked from it): only it writes and removes."""
+        return os.getpid() == self._pid
 
     def write(self, slot: int, entry: Any) -> Any:
         """Write the tensors of ``entry`` and return the entry with memory-mapped CPU tensors.
@@ -83,12 +89,16 @@ class DiskTier:
     def remove(self, slot: int) -> None:
         """Delete the files of ``slot``."""
         self._files.pop(slot, None)
+        if not self.owned:  # the parent's files, which it still maps
+            return
         for p in self.root.glob(f"{slot}-*.npy"):
             p.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Remove this tier's folder and its files."""
+        """Remove this tier's folder and its files (in a forked child: nothing, the parent's they are)."""
         self._files.clear()
+        if not self.owned:
+            return
         shutil.rmtree(self.root, ignore_errors=True)
         if self._alive is not None:
             os.close(self._alive)  # releases the lock

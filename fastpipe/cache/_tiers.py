@@ -201,7 +201,7 @@ class TierStore:
             pin = self._pins()
             return map_tensors(entry, lambda t: host_copy(t, pin) if pin else own_bytes(t.cpu()))
         with self._lock:
-            if self._disk is None:
+            if self._disk is None or not self._disk.owned:  # a forked child writes to a folder of its own
                 self._disk = DiskTier(self._disk_dir)
         return self._disk.write(slot, entry)
 

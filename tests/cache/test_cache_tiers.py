@@ -459,3 +459,31 @@ def test_a_pickled_copy_maps_the_disk_files_copy_on_write_and_checks_them(tmp_pa
     for x in range(4):
         _check_logged_item(copy[x], x)
     assert list((tmp_path / "tier").iterdir()) == []
+
+
+def _forked_child_replaces_and_closes(ds):
+    """In a forked child: replace slot 0's entry (on a disk tier), then close the dataset."""
+    ds.core.store.put(0, {"x": torch.full((100,), -1.0)})
+    assert ds.core.store.get(0)["x"][0] == -1.0
+    ds.close()  # as its finalizer does when a forked child exits through sys.exit (atexit)
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_s_close_removes_none_of_the_parent_s_disk_tier_files(tmp_path):
+    """A forked child shares the parent's DiskTier object: its close (an os.fork child exiting normally
+    runs the dataset's finalizer) removed the parent's tier folder, and replacing an entry unlinked the
+    parent's files and wrote the child's into the parent's folder."""
+    import multiprocessing
+
+    data = [{"x": torch.full((100,), float(i))} for i in range(4)]
+    ds = CacheDataset(data, None, progress=False, budget={"host": 0, "disk": None}, disk_dir=tmp_path)
+    child = multiprocessing.get_context("fork").Process(target=_forked_child_replaces_and_closes, args=(ds,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert len(list(tmp_path.glob("fastpipe-tier-*/*.npy"))) == 4  # the child's own folder went with it
+    assert len(list(tmp_path.glob("fastpipe-tier-*"))) == 1
+    ds.core.store.put(3, {"x": torch.full((100,), 30.0)})  # the parent's tier still takes entries
+    assert [float(ds[i]["x"][0]) for i in range(4)] == [0.0, 1.0, 2.0, 30.0]
+    ds.close()
+    assert list(tmp_path.iterdir()) == []
