@@ -49,7 +49,9 @@ class DiskTier:
 
     def __init__(self, root: str | Path | None) -> None:
         if root is not None:
-            root = Path(root).expanduser()  # "~/scratch": the home folder's, not a folder named "~"
+            # "~/scratch": the home folder's, not a folder named "~"; absolute: a later chdir (Hydra's, a
+            # script's) must not send writes, removals and a worker's reads to another folder
+            root = Path(root).expanduser().absolute()
             root.mkdir(parents=True, exist_ok=True)
         remove_dead_tiers(Path(root if root is not None else tempfile.gettempdir()))
         self.root, self._alive = _locked_folder(root)
