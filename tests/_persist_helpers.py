@@ -106,3 +106,16 @@ class LoggedDet:
 def logged_calls(log: Path) -> list[str]:
     """The lines :class:`LoggedDet` wrote to ``log`` (``[]`` when none)."""
     return log.read_text().splitlines() if log.exists() else []
+
+
+def write_and_hang(root: str, ready: str) -> None:
+    """Start writing a temporary file in ``root`` (an entry being saved), create ``ready``, then sleep
+    mid-write (the test kills us)."""
+    from fastpipe.cache._files import write_temp
+
+    def chunks():
+        yield b"partial"
+        Path(ready).write_text(str(os.getpid()))
+        time.sleep(600)
+
+    write_temp(Path(root), "ab" * 32, chunks())
