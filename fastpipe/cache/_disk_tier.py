@@ -125,12 +125,14 @@ class FileRef:
             OSError: the file is gone or cannot be read.
             ValueError: it is not the file written (replaced, truncated, another dtype or shape).
         """
-        arr = np.load(self.path, mmap_mode="c", allow_pickle=False)
-        mapped = torch.from_numpy(arr)
+        changed = ValueError(f"{self.path} is not the file the disk tier wrote (replaced or changed)")
+        if _identity(self.path) != self.identity:  # checked first: an emptied file is an EOFError to numpy
+            raise changed
+        mapped = torch.from_numpy(np.load(self.path, mmap_mode="c", allow_pickle=False))
         nbytes = math.prod(self.shape) * self.dtype.itemsize
         stored = (torch.uint8, (nbytes,)) if self.raw else (self.dtype, self.shape)
         if _identity(self.path) != self.identity or (mapped.dtype, tuple(mapped.shape)) != stored:
-            raise ValueError(f"{self.path} is not the file the disk tier wrote (replaced or changed)")
+            raise changed  # replaced while it was mapped
         if self.raw:
             mapped = mapped.view(self.dtype).reshape(self.shape)
         if like is not None:

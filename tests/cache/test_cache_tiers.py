@@ -487,3 +487,20 @@ def test_a_forked_child_s_close_removes_none_of_the_parent_s_disk_tier_files(tmp
     assert [float(ds[i]["x"][0]) for i in range(4)] == [0.0, 1.0, 2.0, 30.0]
     ds.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_emptied_disk_tier_file_is_computed_again_in_a_copy_not_a_crash(tmp_path):
+    """numpy raises EOFError on an empty .npy file: a worker's copy failed to unpickle (the worker died)
+    instead of computing that item again."""
+    import os
+    import pickle
+
+    ds = _logged_disk_dataset(tmp_path, n=2, in_memory=0)
+    blob = pickle.dumps(ds)
+    for path in ds.core.store._disk.root.glob("0-*.npy"):
+        os.truncate(path, 0)  # what a full disk or a cleaner can leave of a file
+    with pytest.warns(RuntimeWarning, match="not the file the disk tier wrote"):
+        copy = pickle.loads(blob)
+    _check_logged_item(copy[0], 0)
+    assert copy.misses == 1 and copy.stats()["items"]["disk"] == 1
+    ds.close()
