@@ -73,7 +73,7 @@ class DiskTier:
 
         def spill(t: torch.Tensor) -> torch.Tensor:
             path = self.root / f"{slot}-{next(self._names)}.npy"
-            data = t.detach().cpu().contiguous().as_subclass(torch.Tensor)
+            data = t.detach().cpu().resolve_conj().resolve_neg().contiguous().as_subclass(torch.Tensor)
             raw = not _numpy_has(data.dtype)  # bfloat16: its bytes, viewed back as bfloat16
             np.save(path, (data.reshape(-1).view(torch.uint8) if raw else data).numpy())
             refs.append(FileRef(path, t, raw))

@@ -504,3 +504,13 @@ def test_an_emptied_disk_tier_file_is_computed_again_in_a_copy_not_a_crash(tmp_p
     _check_logged_item(copy[0], 0)
     assert copy.misses == 1 and copy.stats()["items"]["disk"] == 1
     ds.close()
+
+
+def test_a_lazily_conjugated_complex_tensor_spills_to_the_disk_tier():
+    """``x.conj()`` of a complex tensor (k-space data) is a view with the conjugate bit set: the disk tier's
+    ``numpy()`` raised RuntimeError, which failed the whole fill, where the host tier kept it."""
+    x = torch.randn(4, 4, dtype=torch.complex64)
+    ds = CacheDataset([{"k": x}], [lambda d: {"k": d["k"].conj()}], progress=False, budget={"host": 0})
+    assert ds.stats()["items"] == {"host": 0, "disk": 1}
+    assert torch.equal(ds[0]["k"], x.conj()) and not ds[0]["k"].is_conj()
+    ds.close()
