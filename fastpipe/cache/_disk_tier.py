@@ -42,7 +42,7 @@ class DiskTier:
     process, whatever PID namespace it ran in (containers sharing a host name and a ``disk_dir``).
 
     A worker process given a pickled copy (a ``DataLoader`` started by ``spawn``/``forkserver``) maps
-    the same files read-only (:func:`pickle_disk_slots`, :func:`open_disk_slots`), as MONAI's
+    the same files read-only (:func:`pickle_slots`, :func:`open_slots`), as MONAI's
     ``PersistentDataset`` shares its ``cache_dir``: each file is checked against what was written, and
     only the tier that wrote the files deletes them.
     """
@@ -97,7 +97,7 @@ class DiskTier:
             p.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Remove this tier's folder and its files (in a forked child: nothing, the parent's they are)."""
+        """Remove this tier's folder and its files (in a forked child: nothing; they are the parent's)."""
         self._files.clear()
         if not self.owned:
             return
