@@ -195,6 +195,7 @@ def test_a_home_relative_cache_folder_is_in_the_home_folder(tmp_path, monkeypatc
     ds.close()
 
 
+@pytest.mark.timeout(30)
 def test_relative_cache_folders_stay_the_folders_given_after_a_chdir(tmp_path, monkeypatch):
     """A relative ``disk_dir``/``persist_dir`` was resolved again at each use: after a ``chdir`` (Hydra's,
     a script's) the close left the tier's files behind in the first folder, a new disk-tier entry could

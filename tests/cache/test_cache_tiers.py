@@ -429,6 +429,7 @@ def test_worker_processes_read_the_disk_tier_entries_the_parent_wrote(tmp_path, 
     assert list((tmp_path / "tier").iterdir()) == []  # the tier's folder went with the parent's close
 
 
+@pytest.mark.timeout(30)
 def test_a_pickled_copy_maps_the_disk_files_copy_on_write_and_checks_them(tmp_path):
     """The copy of a worker reads the parent's files without writing them, never removes them, and a file
     that is not the one written (replaced, or gone with the parent's cleanup) is recomputed, not read."""
@@ -489,6 +490,7 @@ def test_a_forked_child_s_close_removes_none_of_the_parent_s_disk_tier_files(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.timeout(30)
 def test_an_emptied_disk_tier_file_is_computed_again_in_a_copy_not_a_crash(tmp_path):
     """numpy raises EOFError on an empty .npy file: a worker's copy failed to unpickle (the worker died)
     instead of computing that item again."""
@@ -506,6 +508,7 @@ def test_an_emptied_disk_tier_file_is_computed_again_in_a_copy_not_a_crash(tmp_p
     ds.close()
 
 
+@pytest.mark.timeout(30)
 def test_a_lazily_conjugated_complex_tensor_spills_to_the_disk_tier():
     """``x.conj()`` of a complex tensor (k-space data) is a view with the conjugate bit set: the disk tier's
     ``numpy()`` raised RuntimeError, which failed the whole fill, where the host tier kept it."""
