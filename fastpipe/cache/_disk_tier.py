@@ -89,12 +89,15 @@ class DiskTier:
         return self._files.get(slot)
 
     def remove(self, slot: int) -> None:
-        """Delete the files of ``slot``."""
-        self._files.pop(slot, None)
+        """Delete the files of ``slot``: those its entry was written to, or (a write that failed part way,
+        so no entry) every ``{slot}-*.npy``; a listing of the folder per entry would make a SmartCache
+        swap of R entries read the whole folder R times."""
+        files = self._files.pop(slot, None)
         if not self.owned:  # the parent's files, which it still maps
             return
-        for p in self.root.glob(f"{slot}-*.npy"):
-            p.unlink(missing_ok=True)
+        paths = [r.path for r in _refs_in(files)] if files is not None else self.root.glob(f"{slot}-*.npy")
+        for p in paths:
+            Path(p).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Remove this tier's folder and its files (in a forked child: nothing; they are the parent's)."""
@@ -178,6 +181,16 @@ def open_slots(
             stacklevel=3,
         )
     return opened, {**used, "disk": used["disk"] - lost}
+
+
+def _refs_in(obj: Any) -> list[FileRef]:
+    if isinstance(obj, FileRef):
+        return [obj]
+    if isinstance(obj, dict):
+        return [r for v in obj.values() for r in _refs_in(v)]
+    if isinstance(obj, (list, tuple)):
+        return [r for v in obj for r in _refs_in(v)]
+    return []
 
 
 def _open_files(obj: Any) -> Any:
