@@ -81,3 +81,41 @@ def fill_and_hang(data_json: str, cache_dir: str, ready: str, hang_at: int) -> N
 
     os.fsync = fsync
     CacheDataset(json.loads(data_json), [LoadNpy()], progress=False, persist_dir=cache_dir, num_workers=1)
+
+
+class LoggedDet:
+    """Deterministic: an ``image`` MetaTensor and a ``half`` bfloat16 tensor from ``x``; appends a line
+    ``{pid} {x}`` to ``log`` per call, so calls in worker processes can be counted."""
+
+    random = False
+
+    def __init__(self, log: str, shape: tuple[int, ...] = (1, 6, 6, 6)) -> None:
+        self.log, self.shape = log, shape
+
+    def __call__(self, d: dict) -> dict:
+        from monai.data import MetaTensor
+
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {d['x']}\n")
+        image = torch.arange(int(np.prod(self.shape)), dtype=torch.float32).reshape(self.shape) + d["x"]
+        meta = {"filename_or_obj": f"img{d['x']}.nii.gz", "tag": d["x"]}
+        half = torch.full((3,), float(d["x"]), dtype=torch.bfloat16)
+        return {**d, "image": MetaTensor(image, meta=meta), "half": half}
+
+
+def logged_calls(log: Path) -> list[str]:
+    """The lines :class:`LoggedDet` wrote to ``log`` (``[]`` when none)."""
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def write_and_hang(root: str, ready: str) -> None:
+    """Start writing a temporary file in ``root`` (an entry being saved), create ``ready``, then sleep
+    mid-write (the test kills us)."""
+    from fastpipe.cache._files import write_temp
+
+    def chunks():
+        yield b"partial"
+        Path(ready).write_text(str(os.getpid()))
+        time.sleep(600)
+
+    write_temp(Path(root), "ab" * 32, chunks())

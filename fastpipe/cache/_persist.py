@@ -51,7 +51,8 @@ class PersistentCache:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()  # "~/cache": the home folder's, not a folder named "~"
+        # "~/cache": the home folder's, not a folder named "~"; absolute: the folder given, after a chdir too
+        self.root = Path(root).expanduser().absolute()
         self.loads = self.saves = self.rejected = self.write_errors = self.unsaved = 0
         self.writable = self.opened = True
         self._warned: set[str] = set()

@@ -27,7 +27,7 @@ import torch
 from fastpipe._tensors import map_tensors, nbytes_of, tensors_of
 from fastpipe.cache._budgets import TIERS, array_bytes, parse_budget, parse_bytes
 from fastpipe.cache._cuda_budget import default_cuda_budget
-from fastpipe.cache._disk_tier import DiskTier
+from fastpipe.cache._disk_tier import DiskTier, open_slots, pickle_slots
 from fastpipe.cache._pickling import pickle_state, unpickle_state
 from fastpipe.cache._pinned_host import host_copy, pinned_bytes_of, release_cached
 from fastpipe.ops._device import with_index
@@ -201,7 +201,7 @@ class TierStore:
             pin = self._pins()
             return map_tensors(entry, lambda t: host_copy(t, pin) if pin else own_bytes(t.cpu()))
         with self._lock:
-            if self._disk is None:
+            if self._disk is None or not self._disk.owned:  # a forked child writes to a folder of its own
                 self._disk = DiskTier(self._disk_dir)
         return self._disk.write(slot, entry)
 
@@ -300,12 +300,14 @@ class TierStore:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled into a worker process: the device and host entries (torch shares their memory), no
-        CUDA stream nor prefetched copies, and no disk tier: pickling would move its mapped files into
-        shared memory, so a copy computes those items per read, and removes no file of the owner's."""
+        """Pickled into a worker process: the device and host entries (torch shares their memory) and
+        the disk tier's as their files, mapped read-only by the copy, which owns no disk tier (removes no
+        file); no CUDA stream nor prefetched copies."""
+        state = pickle_state(self)
         with self._lock:
-            kept = {s: v for s, v in self._slots.items() if v[0] != "disk"}
-        return {**pickle_state(self), "_slots": kept, "_stream": None, "_inflight": {}, "_disk": None}
+            state["_slots"], state["used"] = pickle_slots(self._slots, self.used, self._disk)
+        return {**state, "_stream": None, "_inflight": {}, "_disk": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_slots"], state["used"] = open_slots(state["_slots"], state["used"])
         unpickle_state(self, state)

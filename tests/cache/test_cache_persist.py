@@ -195,6 +195,26 @@ def test_a_home_relative_cache_folder_is_in_the_home_folder(tmp_path, monkeypatc
     ds.close()
 
 
+@pytest.mark.timeout(30)
+def test_relative_cache_folders_stay_the_folders_given_after_a_chdir(tmp_path, monkeypatch):
+    """A relative ``disk_dir``/``persist_dir`` was resolved again at each use: after a ``chdir`` (Hydra's,
+    a script's) the close left the tier's files behind in the first folder, a new disk-tier entry could
+    not be written (the disk tier closed, its items recomputed per read), and saves went nowhere."""
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir(), later.mkdir()
+    monkeypatch.chdir(first)
+    data = _files(tmp_path, 2)
+    ds = _run(data, LoadNpy(), "fp-cache", budget={"host": 0}, disk_dir="fp-tier")
+    monkeypatch.chdir(later)
+    entry = {"image": torch.full((1, 4, 4, 4), 5.0)}
+    assert ds.core.store.put(0, entry) == "disk" and torch.equal(ds.cached_entry(0)["image"], entry["image"])
+    owner = EntryOwner("f" * 64, 0, (data[0]["image"],))
+    assert ds.core.persist.save(owner, entry) and ds.core.persist.load(owner) is not None
+    ds.close()
+    assert list((first / "fp-tier").iterdir()) == [] and list(later.iterdir()) == []
+    assert len(list((first / "fp-cache").glob("*.fpc"))) == 3
+
+
 def test_an_uncached_item_loaded_from_the_persistent_cache_is_read_on_the_chain_s_device(tmp_path):
     """A GPU chain's item without a cache entry (cache_rate < 1, or no tier had room) is computed on each
     read; once its persistent entry existed (from its first read on) it was loaded on the CPU and given to

@@ -201,3 +201,34 @@ def test_entries_are_readable_as_the_umask_says_so_a_shared_folder_is_shared(tmp
         os.umask(old)
     (entry,) = cache.glob("*.fpc")
     assert entry.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seen_as", ["a dead pid", "this process's pid"])
+def test_a_live_writer_of_another_pid_namespace_keeps_its_temporary_file(tmp_path, monkeypatch, seen_as):
+    """Containers sharing the host name (``--net=host``) and a cache folder see each other's pids as dead,
+    or as their own: opening a cache removed another container's temporary file mid-write, so its save
+    failed ('cannot be replaced') and its entry was not stored. A writer now holds a flock on its file."""
+    import fastpipe.cache._files as files
+
+    cache, ready = tmp_path / "cache", tmp_path / "ready"
+    cache.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    code = "import sys, _persist_helpers as h; h.write_and_hang(sys.argv[1], sys.argv[2])"
+    writer = subprocess.Popen([sys.executable, "-c", code, str(cache), str(ready)], env=env)
+    try:
+        deadline = time.monotonic() + 50
+        while not ready.exists():
+            assert writer.poll() is None, f"the writer exited early with {writer.returncode}"
+            assert time.monotonic() < deadline, "the writer never started its write"
+            time.sleep(0.05)
+        (tmp,) = cache.glob(".*.tmp")
+        if seen_as == "a dead pid":
+            monkeypatch.setattr(files, "_alive", lambda pid: False)  # its pid means nothing here
+        else:  # the same pid as ours, in its own namespace (the lock follows the file, not its name)
+            tmp = tmp.rename(tmp.with_name(tmp.name.replace(f".{writer.pid}.", f".{os.getpid()}.")))
+        assert remove_stale_temps(cache) == [] and tmp.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert remove_stale_temps(cache) == [tmp]  # killed: its lock went with it

@@ -383,3 +383,158 @@ def test_a_host_budget_counts_numpy_arrays():
     s = ds.stats()
     assert s["items"]["host"] == 2 and s["bytes"]["host"] == 2 * (2**17 + 128)
     assert [float(ds[i]["image"][0, 0, 0, 0]) for i in range(8)] == list(range(8))
+
+
+def _logged_disk_dataset(tmp_path, n=6, in_memory=2):
+    """A dataset of ``n`` LoggedDet items, ``in_memory`` of them on the host tier, the rest on disk."""
+    from _persist_helpers import LoggedDet
+
+    per_item = 216 * 4 + 3 * 2  # the image and the bfloat16 tensor
+    return CacheDataset(
+        [{"x": i} for i in range(n)],
+        [LoggedDet(str(tmp_path / "calls.log"))],
+        progress=False,
+        budget={"host": in_memory * per_item, "disk": None},
+        disk_dir=tmp_path / "tier",
+    )
+
+
+def _check_logged_item(item, x):
+    assert torch.equal(item["image"].as_tensor(), torch.arange(216.0).reshape(1, 6, 6, 6) + x)
+    assert item["image"].meta["tag"] == x and item["image"].meta["filename_or_obj"] == f"img{x}.nii.gz"
+    assert item["half"].dtype == torch.bfloat16 and item["half"].tolist() == [float(x)] * 3
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("context", ["spawn", "forkserver", "fork"])
+def test_worker_processes_read_the_disk_tier_entries_the_parent_wrote(tmp_path, context):
+    """A worker started by spawn/forkserver got the dataset without its disk tier and recomputed every
+    disk-tier item on every read (the whole prefix: loading, resampling...); workers now map the files
+    the parent wrote, read-only, as MONAI's PersistentDataset shares its cache_dir."""
+    from _persist_helpers import logged_calls
+
+    ds = _logged_disk_dataset(tmp_path)
+    assert ds.stats()["items"] == {"host": 2, "disk": 4} and len(logged_calls(tmp_path / "calls.log")) == 6
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=1, multiprocessing_context=context, persistent_workers=True
+    )
+    for _ in range(2):  # two epochs of the same workers
+        items = list(loader)
+        for x, item in enumerate(items):
+            _check_logged_item(item, x)
+    assert len(logged_calls(tmp_path / "calls.log")) == 6  # the fill's calls only: no worker computed
+    del loader
+    ds.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calls.log", "tier"]
+    assert list((tmp_path / "tier").iterdir()) == []  # the tier's folder went with the parent's close
+
+
+@pytest.mark.timeout(30)
+def test_a_pickled_copy_maps_the_disk_files_copy_on_write_and_checks_them(tmp_path):
+    """The copy of a worker reads the parent's files without writing them, never removes them, and a file
+    that is not the one written (replaced, or gone with the parent's cleanup) is recomputed, not read."""
+    import pickle
+
+    import numpy as np
+    from _persist_helpers import logged_calls
+
+    ds = _logged_disk_dataset(tmp_path, n=4, in_memory=0)
+    blob = pickle.dumps(ds)
+    copy = pickle.loads(blob)
+    assert copy.stats()["items"]["disk"] == 4 and copy.misses == 0
+    entry = copy.core.store.get(0)
+    entry["image"].add_(100)  # an in-place edit in the worker reaches neither the file nor the parent
+    _check_logged_item(ds.cached_entry(0), 0)
+    copy.close()  # the copy's close removes no file of the parent's
+    _check_logged_item(ds.cached_entry(1), 1)
+    path = max(ds.core.store._disk.root.glob("1-*.npy"), key=lambda p: p.stat().st_size)  # the image
+    np.save(path, np.full((1, 6, 6, 6), 7.0, dtype=np.float32))  # same name, dtype and shape, new bytes
+    with pytest.warns(RuntimeWarning, match="not the file the disk tier wrote"):
+        copy = pickle.loads(blob)
+    assert copy.stats()["items"]["disk"] == 3 and copy.stats()["bytes"]["disk"] == 3 * (216 * 4 + 6)
+    _check_logged_item(copy[1], 1)  # computed again, not the replaced file's values
+    assert copy.misses == 1 and len(logged_calls(tmp_path / "calls.log")) == 5
+    ds.close()
+    with pytest.warns(RuntimeWarning, match="cannot be read"):  # a worker started after the cleanup
+        copy = pickle.loads(blob)
+    for x in range(4):
+        _check_logged_item(copy[x], x)
+    assert list((tmp_path / "tier").iterdir()) == []
+
+
+def _forked_child_replaces_and_closes(ds):
+    """In a forked child: replace slot 0's entry (on a disk tier), then close the dataset."""
+    ds.core.store.put(0, {"x": torch.full((100,), -1.0)})
+    assert ds.core.store.get(0)["x"][0] == -1.0
+    ds.close()  # as its finalizer does when a forked child exits through sys.exit (atexit)
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_s_close_removes_none_of_the_parent_s_disk_tier_files(tmp_path):
+    """A forked child shares the parent's DiskTier object: its close (an os.fork child exiting normally
+    runs the dataset's finalizer) removed the parent's tier folder, and replacing an entry unlinked the
+    parent's files and wrote the child's into the parent's folder."""
+    import multiprocessing
+
+    data = [{"x": torch.full((100,), float(i))} for i in range(4)]
+    ds = CacheDataset(data, None, progress=False, budget={"host": 0, "disk": None}, disk_dir=tmp_path)
+    child = multiprocessing.get_context("fork").Process(target=_forked_child_replaces_and_closes, args=(ds,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert len(list(tmp_path.glob("fastpipe-tier-*/*.npy"))) == 4  # the child's own folder went with it
+    assert len(list(tmp_path.glob("fastpipe-tier-*"))) == 1
+    ds.core.store.put(3, {"x": torch.full((100,), 30.0)})  # the parent's tier still takes entries
+    assert [float(ds[i]["x"][0]) for i in range(4)] == [0.0, 1.0, 2.0, 30.0]
+    ds.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(30)
+def test_an_emptied_disk_tier_file_is_computed_again_in_a_copy_not_a_crash(tmp_path):
+    """numpy raises EOFError on an empty .npy file: a worker's copy failed to unpickle (the worker died)
+    instead of computing that item again."""
+    import os
+    import pickle
+
+    ds = _logged_disk_dataset(tmp_path, n=2, in_memory=0)
+    blob = pickle.dumps(ds)
+    for path in ds.core.store._disk.root.glob("0-*.npy"):
+        os.truncate(path, 0)  # what a full disk or a cleaner can leave of a file
+    with pytest.warns(RuntimeWarning, match="not the file the disk tier wrote"):
+        copy = pickle.loads(blob)
+    _check_logged_item(copy[0], 0)
+    assert copy.misses == 1 and copy.stats()["items"]["disk"] == 1
+    ds.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_lazily_conjugated_complex_tensor_spills_to_the_disk_tier():
+    """``x.conj()`` of a complex tensor (k-space data) is a view with the conjugate bit set: the disk tier's
+    ``numpy()`` raised RuntimeError, which failed the whole fill, where the host tier kept it."""
+    x = torch.randn(4, 4, dtype=torch.complex64)
+    ds = CacheDataset([{"k": x}], [lambda d: {"k": d["k"].conj()}], progress=False, budget={"host": 0})
+    assert ds.stats()["items"] == {"host": 0, "disk": 1}
+    assert torch.equal(ds[0]["k"], x.conj()) and not ds[0]["k"].is_conj()
+    ds.close()
+
+
+@pytest.mark.timeout(30)
+def test_dropping_a_disk_tier_entry_deletes_its_files_without_listing_the_folder(tmp_path, monkeypatch):
+    """Each drop listed the whole tier folder (a glob for the slot's files): a SmartCache swap of R entries
+    on a disk tier of N files read N names R times on the training thread (3 s per epoch at N=3000,
+    R=600); the tier now deletes the files it recorded for the entry."""
+    import os
+
+    store = TierStore(torch.device("cpu"), {"host": 0, "disk": None}, tmp_path)
+    for slot in range(3):
+        store.put(slot, {"x": torch.full((10,), float(slot)), "y": [torch.ones(2)]})
+    folder = store._disk.root
+    listed = []
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: listed.append(pattern) or iter(()))
+    store.drop(1)
+    assert listed == [] and sorted(os.listdir(folder)) == ["0-0.npy", "0-1.npy", "2-4.npy", "2-5.npy"]
+    assert float(store.get(2)["x"][0]) == 2.0
+    monkeypatch.undo()
+    store.close()
+    assert not folder.exists()
