@@ -41,13 +41,10 @@ MISS = object()
 
 
 class CachedReads(torch.utils.data.Dataset):
-    """Base of the cache datasets: the chain split, the core, the shard and the read path.
-
-    Args: as the ``CacheDataset`` arguments of the same names.
-
-    Subclasses set ``fill_report`` and implement :meth:`_lookup` (index -> slot and entry) and
-    :meth:`_slots` (indices -> slots, for prefetching). ``data_version`` grows at each ``set_data``.
-    """
+    """Base of the cache datasets: the chain split, the core, the shard and the read path (arguments:
+    as ``CacheDataset``'s). Subclasses set ``fill_report`` and implement :meth:`_lookup` (index -> slot
+    and entry) and :meth:`_slots` (indices -> slots, for prefetching). ``data_version`` grows at each
+    ``set_data``."""
 
     data_version = 0
 
@@ -127,16 +124,20 @@ class CachedReads(torch.utils.data.Dataset):
         """The slots of ``indices``."""
         raise NotImplementedError
 
+    def _lookups(self, indices: Sequence[int]) -> list[tuple[int, Any]]:
+        """``_lookup`` of each index, all from one window (a SmartCache holds its window over them)."""
+        return [self._lookup(i) for i in indices]
+
     # --- reads -------------------------------------------------------------------------------------
 
     def cached_entry(self, index: int) -> Any:
         """The deterministic output of ``index`` (cached, or computed now): fresh dicts, shared tensors."""
         return self._entry(index)[1]
 
-    def _entry(self, index: int) -> tuple[int, Any]:
-        """``(index in the data list, entry)`` of ``index``, both from one lookup: a SmartCache swap
-        between two lookups would otherwise name another item than the one read."""
-        slot, entry = self._lookup(index)
+    def _entry(self, index: int, looked_up: tuple[int, Any] | None = None) -> tuple[int, Any]:
+        """``(index in the data list, entry)`` of ``index``, both from one lookup (``looked_up``, else
+        made now): a SmartCache swap between two lookups would otherwise name another item."""
+        slot, entry = looked_up or self._lookup(index)
         name = self.input_index(slot)  # what errors call the item: its index in the data list given
         if entry is MISS:  # no tier had room for it (or it is not cached): computed per read
             self.misses += 1
@@ -247,7 +248,7 @@ class CachedReads(torch.utils.data.Dataset):
 
     def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
         with annotate("cache_get", "cache"):
-            looked_up = [self._entry(i) for i in indices]
+            looked_up = [self._entry(i, lk) for i, lk in zip(indices, self._lookups(indices), strict=True)]
         slots, entries = [s for s, _ in looked_up], [e for _, e in looked_up]
         with annotate("random_suffix", "random"):
             if self.batched and suffix:

@@ -207,15 +207,20 @@ class SmartCacheDataset(SmartRounds, CachedReads):
 
     def _lookup(self, index: int) -> tuple[int, Any]:
         """Slot and entry of window position ``index``."""
-        with self._window_lock:  # held only for the lookup, so a swap cannot free the entry under us
-            if self._closed:
-                raise RuntimeError("SmartCacheDataset was closed; create a new one to read again")
-            if not -self.cache_num <= index < self.cache_num:
-                raise IndexError(
-                    f"index {index} out of range for a SmartCacheDataset of {self.cache_num} items"
-                )
-            slot = self._window[index]
-            return slot, (self.core.get(slot) if slot in self.core else MISS)
+        return self._lookups([index])[0]
+
+    def _lookups(self, indices: Sequence[int]) -> list[tuple[int, Any]]:
+        """Slots and entries of window positions ``indices``, all from one window."""
+        with self._window_lock:  # held only for the lookups, so a swap cannot free an entry under us
+            return [self._lookup_locked(i) for i in indices]
+
+    def _lookup_locked(self, index: int) -> tuple[int, Any]:
+        if self._closed:
+            raise RuntimeError("SmartCacheDataset was closed; create a new one to read again")
+        if not -self.cache_num <= index < self.cache_num:
+            raise IndexError(f"index {index} out of range for a SmartCacheDataset of {self.cache_num} items")
+        slot = self._window[index]
+        return slot, (self.core.get(slot) if slot in self.core else MISS)
 
     def _slots(self, indices: Sequence[int]) -> list[int]:
         window = self._window

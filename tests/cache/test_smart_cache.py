@@ -122,6 +122,34 @@ def test_window_sequence_is_deterministic_per_seed():
 
 
 @pytest.mark.timeout(30)
+def test_a_batch_is_read_from_one_window_when_a_swap_comes_between_its_lookups():
+    """``__getitems__`` looked each position up on its own: a swap after the first lookup shifted the
+    window (position p + R becomes p, as MONAI's), so the batch [3, 0] read the same item twice
+    (the stress test below saw it about once in eight runs under load)."""
+    ds = smart(40, 12, 0.25, num_replace_workers=1, seed=3)  # replace_num 3
+    ds.start()
+    ds.wait_replacements(10)  # the next round is ready: the swap below needs nothing but the window
+    before = ds.window_indices()
+    name, swaps = ds.input_index, []
+
+    def name_then_swap(slot):  # runs after an item's lookup, outside the window's lock
+        if not swaps:  # the first item of the batch: a swap runs now, or waits for the batch
+            swaps.append(threading.Thread(target=ds.update_cache, daemon=True))
+            swaps[0].start()
+            swaps[0].join(0.5)
+        return name(slot)
+
+    ds.input_index = name_then_swap
+    try:
+        xs = [d["x"] for d in ds.__getitems__([3, 0])]
+    finally:
+        del ds.input_index
+        swaps[0].join(10)
+        ds.shutdown()
+    assert xs == [before[3], before[0]], (xs, before)
+    assert ds.window_indices() != before  # the swap did happen, after the batch's lookups
+
+
 def test_stress_readers_during_replacement():
     """Four readers fetch thousands of items while 30 rounds swap: every read is whole and in a window."""
     n, cache_num = 40, 12
