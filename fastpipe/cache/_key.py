@@ -82,7 +82,9 @@ def entry_owner(
     check_persist_key(persist_key)
     sources: list[str] = []
     text = _input_repr(item, persist_key, sources)
-    key = hashlib.sha256(f"{version}|{_FORMAT}|{chain_fp}|{text}".encode()).hexdigest()
+    key = hashlib.sha256(
+        f"{version}|{_FORMAT}|{chain_fp}|{text}".encode("utf-8", "surrogateescape")
+    ).hexdigest()
     return EntryOwner(key, index, tuple(sources))
 
 

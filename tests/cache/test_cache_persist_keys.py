@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import time
 import zlib
@@ -608,3 +609,17 @@ def test_a_container_subclass_is_keyed_by_its_class_and_attributes():
     assert fingerprint(defaultdict(lambda: 0, {1: 2})) != fingerprint(defaultdict(lambda: 255, {1: 2}))
     assert fingerprint(lut(0)) != fingerprint(lut(255))
     assert fingerprint(lut(0)) == fingerprint(lut(0))
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS file systems refuse names that are not UTF-8")
+def test_a_folder_name_that_is_not_utf8_keys_and_reloads(tmp_path):
+    """A latin-1 folder name (``os.fsdecode`` gives lone surrogates) failed the fill with
+    UnicodeEncodeError in the key; MONAI's PersistentDataset takes such paths."""
+    folder = os.path.join(os.fsdecode(bytes(tmp_path)), os.fsdecode(b"\xff dir"))
+    os.makedirs(folder)
+    path = os.path.join(folder, "img.npy")
+    np.save(path, np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))
+    cache = os.path.join(folder, "cache")
+    first = CacheDataset([{"image": path}], [LoadNpy()], progress=False, persist_dir=cache)
+    again = CacheDataset([{"image": path}], [LoadNpy()], progress=False, persist_dir=cache)
+    assert torch.equal(again[0]["image"], first[0]["image"]) and again.stats()["persist"]["loads"] == 1
