@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import spread, sync
+from benchmarks.measure import memory_now
 from benchmarks.measure import peak_rss_bytes as _peak_rss_bytes  # every live worker process counts
 from benchmarks.train_arms import build
 from benchmarks.train_recipe import TrainConfig, Validator, make_loss, make_model, make_optimizer
@@ -106,6 +107,7 @@ def train_arm(
         )
     finally:
         peak_rss = _peak_rss_bytes()  # before close: worker processes still alive count with their peaks
+        held = memory_now()  # what the arm holds at its end, a page shared by workers counted once (PSS)
         built.close()
         if monitor is not None:
             monitor.stop()
@@ -113,6 +115,7 @@ def train_arm(
         arm, cfg, build_s, epochs, timeline, reached, steps.records, monitor, built.info, t0, pass_crops
     )
     res["peak_rss_bytes"] = peak_rss
+    res.update(held)
     return res
 
 

@@ -103,6 +103,7 @@ def test_every_arm_steps_validates_and_writes_the_json(tiny_data, tmp_path):
         assert a["target"] == 0.0 and a["reached"] is True and a["time_to_target_s"] > 0
         assert 0.0 <= a["best_dice"] <= 1.0 and 0.0 <= a["data_wait_fraction"] <= 1.0
         assert a["epoch_s"]["median"] > 0 and a["peak_rss_bytes"] > 0
+        assert a["memory_bytes"] > 0 and a["memory_measure"] in ("pss", "rss") and a["memory_processes"] >= 1
         assert len(a["validation"]) == 1 and a["steps"]["rows"], name
         smart = name.startswith("fastpipe-smartcache")
         per_epoch = 2 if smart else 4  # smartcache: half the 2 volumes x 2 crops
