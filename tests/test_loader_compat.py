@@ -361,3 +361,56 @@ def test_an_array_dataset_read_by_fetch_threads_is_the_same_whatever_num_workers
         return out
 
     assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(4), strict=True))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_a_users_collate_fn_gets_a_list_of_crops_per_item_as_under_monai(num_samples, num_workers):
+    """fp.ThreadDataLoader handed a user's collate_fn the batch's crops flat (B * num_samples dicts),
+    where MONAI's loaders hand it one list of num_samples crops per item: a collate that zips per
+    item, or counts items, got other input than under MONAI. The crops and their draws stay those of
+    the default path."""
+    seen: dict[str, list] = {}
+
+    def recording(tag, collate=monai.data.list_data_collate):
+        def record(batch):
+            seen[tag] = batch
+            return collate(batch)
+
+        return record
+
+    def crop(cls):
+        return cls(KEYS, "label", PATCH, num_samples=num_samples)
+
+    monai_ds = monai.data.Dataset(items(2), crop(M.RandCropByPosNegLabeld))  # one batch
+    next(iter(monai.data.DataLoader(monai_ds, batch_size=2, collate_fn=recording("monai"))))
+    ds = fp.CacheDataset(items(2), [crop(RandCropByPosNegLabeld)], progress=False, num_workers=1)
+
+    def first(**kw):
+        return next(iter(fp.ThreadDataLoader(ds, batch_size=2, num_workers=num_workers, seed=3, **kw)))
+
+    plain = first()
+    for tag, collate in [("fp", monai.data.list_data_collate), ("pad", monai.data.pad_list_data_collate)]:
+        ours = first(collate_fn=recording(tag, collate))
+        assert type(seen[tag]) is list and len(seen[tag]) == len(seen["monai"]) == 2
+        assert all(type(it) is list and len(it) == num_samples for it in seen[tag])
+        names = [[c["name"] for c in it] for it in seen[tag]]
+        assert (
+            names
+            == [[c["name"] for c in it] for it in seen["monai"]]
+            == [["case0"] * num_samples, ["case1"] * num_samples]
+        )
+        for key in (*KEYS, "crop_starts"):
+            assert torch.equal(torch.as_tensor(ours[key]), plain[key]), (tag, key)
+        check_windows_of(ds, ours, 0, num_samples)
+
+
+def check_windows_of(ds: fp.CacheDataset, batch: dict, first: int, samples: int) -> None:
+    """:func:`check_windows` for ``samples`` crops per item."""
+    for n in range(batch["image"].shape[0]):
+        x, y, z = (int(v) for v in batch["crop_starts"][n])
+        src = ds.cached_entry(first + n // samples)
+        for key in KEYS:
+            window = src[key][:, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]]
+            assert torch.equal(torch.as_tensor(batch[key][n]), window), (key, n)

@@ -19,7 +19,7 @@ from fastpipe._tensors import map_tensors
 from fastpipe.loader._iterable import is_iterable
 from fastpipe.loader.collate import list_data_collate, lists_collated
 from fastpipe.profiling import annotate
-from fastpipe.transforms._per_crop import as_item_list
+from fastpipe.transforms._per_crop import as_item_samples, samples_per_item
 
 Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
 
@@ -77,8 +77,12 @@ class BatchMaker:
         ds = self.dataset
         if hasattr(ds, "fetch_seeded"):
             if getattr(ds, "batched", False):
-                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
-                    return as_item_list(ds.fetch_seeded(indices, seed))
+                if self.collate_fn is not list_data_collate:  # the user's: what MONAI's loader gives it,
+                    # a list of crops per item ([[crop] * num_samples] * B), not the batch's crops flat
+                    step = (getattr(ds, "suffix", None) or [None])[0]
+                    return as_item_samples(
+                        ds.fetch_seeded(indices, seed), len(indices), samples_per_item(step)
+                    )
                 return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
 
             def one(pos: int) -> Any:

@@ -34,8 +34,8 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
     its suffix is batched (``dataset.batched``) a batch is one call, else one call per item. Other
     datasets are read with ``__getitems__`` or ``dataset[i]``. A list result is collated with
     ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`; a dict passes through it).
-    A batched suffix's batch goes to a ``collate_fn`` of the user's as its list of crops
-    (a ``CollatedBatch``, as torch's and MONAI's loaders give it).
+    A batched suffix's batch goes to a ``collate_fn`` of the user's as MONAI's loaders give it: one
+    list of ``num_samples`` crops per item after a crop (``[[crop] * num_samples] * B``), in order.
 
     Args:
         dataset: a map-style dataset, or a ``torch.utils.data.IterableDataset`` (iterated by the

@@ -122,3 +122,29 @@ def as_item_list(result: Any) -> list[Any]:
     if isinstance(result, dict):
         return CollatedBatch(result)
     return [s for r in result for s in (r if isinstance(r, list) else [r])]
+
+
+def samples_per_item(step: Any) -> int | None:
+    """``num_samples`` of a batched first step that gives each item a list of samples (a crop: MONAI's
+    ``RandCropByPosNegLabeld`` returns a list even of one), else ``None`` (one dict per item)."""
+    n = getattr(step, "num_samples", None)
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
+def as_item_samples(result: dict[str, Any], n_items: int, samples: int | None) -> list[Any]:
+    """A collated batch of ``n_items`` items as MONAI's loaders hand it to a ``collate_fn``: one list
+    of ``samples`` crop dicts per item, in item order (``[[crop] * samples] * n_items``); with
+    ``samples=None`` the dicts themselves, flat (a :class:`CollatedBatch`).
+
+    Shape:
+        ``result[k]``: ``(n_items * samples, ...)`` -> ``out[b][s][k]``: ``(...)``, row ``b * samples + s``.
+    """
+    if samples is None:  # one dict per item (or a step's own rows): as they are
+        return CollatedBatch(result)
+    crops = split_batch(result)
+    if len(crops) != n_items * samples:
+        raise ValueError(
+            f"a batch of {n_items} items holds {len(crops)} crops, expected {n_items} x {samples} "
+            "(num_samples); a step after the crop changed how many crops an item has"
+        )
+    return [crops[b * samples : (b + 1) * samples] for b in range(n_items)]
