@@ -94,6 +94,30 @@ def test_fastpipe_collate_takes_the_collated_dict_without_a_copy():
 
 
 @pytest.mark.timeout(60)
+def test_fastpipe_collate_sees_what_a_users_collate_changed_in_the_crops():
+    """A user's collate_fn that edits the crops, then calls fp.list_data_collate on the same list, got
+    the dataset's batch as it was made: its edits (a value replaced, a key added) were silently lost."""
+
+    def edit_then_collate(batch):
+        for d in batch:
+            d["image"] = torch.full_like(d["image"], 7.0)
+            d["extra"] = 1
+        return fp.list_data_collate(batch)
+
+    crop = RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)
+    ds = fp.CacheDataset(items(4), [crop], progress=False, num_workers=1)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=edit_then_collate)))
+    assert bool((batch["image"] == 7.0).all()) and torch.equal(
+        batch["extra"], torch.ones(4, dtype=torch.long)
+    )
+    shorter = ds.__getitems__([0, 1])
+    del shorter[0]
+    assert fp.list_data_collate(shorter)["image"].shape == (3, 1, *PATCH)
+    untouched = ds.__getitems__([0, 1])
+    assert fp.list_data_collate(untouched) is untouched.collated  # still no copy when nothing changed
+
+
+@pytest.mark.timeout(60)
 def test_a_monai_step_fastpipe_lacks_runs_on_each_crop_as_monai_would():
     """MONAI's ScaleIntensityd after the crop: kept as is, applied to each crop of the batched op."""
     crop = M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=SAMPLES)

@@ -42,8 +42,8 @@ def list_data_collate(batch: Sequence[Any], ragged: bool = False) -> Any:
     """
     if isinstance(batch, dict):  # already collated by a batched transform
         return batch
-    if isinstance(getattr(batch, "collated", None), dict):  # CacheDataset.__getitems__: no second copy
-        return lists_collated(batch.collated)
+    if isinstance(getattr(batch, "collated", None), dict) and batch.unchanged():
+        return lists_collated(batch.collated)  # CacheDataset.__getitems__ untouched: no second copy
     items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
     if not items:
         raise ValueError("list_data_collate: empty batch")

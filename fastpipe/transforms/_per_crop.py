@@ -114,6 +114,21 @@ class CollatedBatch(list):
     def __init__(self, collated: dict[str, Any]) -> None:
         super().__init__(split_batch(collated))
         self.collated = collated
+        self._rows = [dict(d) for d in self]  # what each crop held when made
+
+    def unchanged(self) -> bool:
+        """Whether the crops are still those ``collated`` holds: no crop, key or value replaced, added or
+        removed (a value edited in place is a view of ``collated``'s and shows there)."""
+        if len(self) != len(self._rows):
+            return False
+        for d, row in zip(self, self._rows, strict=True):
+            if (
+                not isinstance(d, dict)
+                or d.keys() != row.keys()
+                or any(d[k] is not v for k, v in row.items())
+            ):
+                return False
+        return True
 
 
 def as_item_list(result: Any) -> list[Any]:
