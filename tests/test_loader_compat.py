@@ -3,6 +3,8 @@ ThreadDataLoader. Only the dataset line changes; batches are (B * num_samples, C
 
 from __future__ import annotations
 
+import warnings
+
 import monai.data
 import monai.transforms as M
 import numpy as np
@@ -438,3 +440,34 @@ def check_windows_of(ds: fp.CacheDataset, batch: dict, first: int, samples: int)
         for key in KEYS:
             window = src[key][:, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]]
             assert torch.equal(torch.as_tensor(batch[key][n]), window), (key, n)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", ["item", "batched-crop"])
+def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(path):
+    """A translated RandFlipd (alone, or fused into the batched crop) traced nothing: MONAI's Invertd
+    only warned that the transform info was not available and returned the prediction still flipped,
+    where MONAI's chain unflips it. Now the inverse raises naming translate=False, which inverts as MONAI."""
+    from monai.data import decollate_batch
+
+    flip = M.RandFlipd(KEYS, prob=1.0, spatial_axis=0)
+    steps = (
+        [flip] if path == "item" else [M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2), flip]
+    )
+    inv = M.Invertd("pred", transform=M.Compose(steps), orig_keys="image", nearest_interp=False)
+
+    def first_inverted(translate: bool):
+        ds = fp.CacheDataset(items(2), M.Compose(steps), progress=False, num_workers=1, translate=translate)
+        batch = fp.list_data_collate(ds.__getitems__([0]))
+        batch["pred"] = batch["image"] * 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return inv(decollate_batch(batch)[0])
+
+    read = fp.CacheDataset(items(1), M.Compose(steps), progress=False, num_workers=1)[0]
+    assert "image_transforms" in (read if isinstance(read, dict) else read[0])  # ds[i] too
+    with pytest.raises(RuntimeError) as info:
+        first_inverted(True)
+    assert "translate=False" in f"{info.value} {info.value.__cause__}"
+    out = first_inverted(False)  # MONAI's own chain: the prediction unflipped
+    assert torch.equal(torch.as_tensor(out["pred"]).flip(1), torch.as_tensor(out["image"]))

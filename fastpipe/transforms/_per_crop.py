@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fastpipe.transforms._dict import mark_untraced
 from fastpipe.transforms.compose import apply_transform
 
 
@@ -163,3 +164,32 @@ def as_item_samples(result: dict[str, Any], n_items: int, samples: int | None) -
             "(num_samples); a step after the crop changed how many crops an item has"
         )
     return [crops[b * samples : (b + 1) * samples] for b in range(n_items)]
+
+
+def untraced_steps(suffix: list[Any]) -> list[Any]:
+    """The steps of ``suffix`` that stand in for a MONAI invertible transform (``stands_for``: a
+    translated ``RandFlipd``, ``RandRotate90d``), those fused into a crop included."""
+    steps = (s for t in suffix for s in (t, *getattr(t, "_augs", ())))
+    return [s for s in steps if getattr(s, "stands_for", None)]
+
+
+def mark_untraced_read(out: Any, steps: list[Any], rows: int | None = None) -> Any:
+    """``out`` (an item, a list of samples, or with ``rows`` a collated batch of that many crops) with
+    MONAI's trace key ``{key}_transforms`` of each key ``steps`` wrote holding the record that makes
+    MONAI's inverse (``Invertd``) raise naming ``translate=False`` (:func:`mark_untraced`): the
+    translated random steps trace nothing, and MONAI's ``Invertd`` only warns then, leaving a prediction
+    flipped or turned. New dicts; ``out`` itself (maybe a cache entry) is not written."""
+    if not steps:
+        return out
+    if isinstance(out, list):
+        return [mark_untraced_read(d, steps) for d in out]
+    if not isinstance(out, dict):
+        return out
+    records: dict[str, Any] = {}
+    for step in steps:
+        for key in getattr(step, "keys", ()):
+            if key in out:
+                mark_untraced(records, key, step)
+    if rows is not None:  # one list per crop, as the crop gives the values it does not cut
+        records = {k: [list(v) for _ in range(rows)] for k, v in records.items()}
+    return {**out, **records}
