@@ -471,3 +471,33 @@ def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(pat
     assert "translate=False" in f"{info.value} {info.value.__cause__}"
     out = first_inverted(False)  # MONAI's own chain: the prediction unflipped
     assert torch.equal(torch.as_tensor(out["pred"]).flip(1), torch.as_tensor(out["image"]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("dataset", ["fp-translate-False", "monai-Dataset"])
+def test_invertd_undoes_monais_random_flip_read_through_the_thread_loader(dataset, num_workers):
+    """fp.ThreadDataLoader reads through per-thread copies of the random transforms (fetch_seeded's,
+    or a MONAI dataset's with fetch threads); MONAI's trace records id(self) of the copy, so Invertd,
+    given the user's chain, raised "RandFlipd ... != ..." where MONAI's loaders invert it: the path
+    the docs name for inverting (translate=False) failed. The records now name the user's transforms."""
+    from monai.data import decollate_batch
+
+    flip = M.RandFlipd(KEYS, prob=1.0, spatial_axis=0)
+    chain = M.Compose([M.RandSpatialCropd(KEYS, PATCH, random_size=False), flip])
+    if dataset == "monai-Dataset":
+        ds = monai.data.Dataset(items(4), chain)
+    else:
+        ds = fp.CacheDataset(items(4), chain, progress=False, num_workers=1, translate=False)
+    inv = M.Invertd("pred", transform=chain, orig_keys="image", nearest_interp=False)
+    sources = [d["image"] for d in items(4)]
+    inverted = 0
+    for batch in fp.ThreadDataLoader(ds, batch_size=2, num_workers=num_workers):
+        batch["pred"] = batch["image"] * 2.0
+        for out in [inv(d) for d in decollate_batch(batch)]:
+            pred, src = torch.as_tensor(out["pred"]), sources[inverted]
+            assert pred.shape == src.shape  # back in the item's space: uncropped, unflipped
+            window = pred != 0
+            assert int(window.sum()) == np.prod(PATCH) and torch.equal(pred[window], 2 * src[window])
+            inverted += 1
+    assert inverted == 4

@@ -14,7 +14,13 @@ from fastpipe.cache._checks import check_items_left, check_monai_only
 from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.profiling import annotate
-from fastpipe.transforms._per_crop import batch_length, mark_untraced_read, untraced_steps
+from fastpipe.transforms._per_crop import (
+    batch_length,
+    copy_ids,
+    mark_untraced_read,
+    restore_trace_ids,
+    untraced_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +184,11 @@ class CacheDataset(CachedReads):
 
     def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
         out, steps = super()._fetch(indices, suffix), untraced_steps(suffix)
+        if suffix is not self.suffix:  # a thread's copies (fetch_seeded): traces name the originals
+            known = getattr(self._local, "trace_ids", None)
+            if known is None or known[0] is not suffix:
+                known = self._local.trace_ids = (suffix, copy_ids(suffix, self.suffix))
+            out = restore_trace_ids(out, known[1])
         if isinstance(out, dict):  # a batched op's crops
             return mark_untraced_read(out, steps, batch_length(out))
         return [mark_untraced_read(o, steps) for o in out]

@@ -91,11 +91,11 @@ class BatchMaker:
         elif (copies := self._rnd_copies) is not None:  # fetch threads, random transforms: a copy per read
             if callable(getattr(ds, "__getitems__", None)):
                 with copies.use(seed) as own:
-                    return own.__getitems__(indices)
+                    return copies.restored(own, own.__getitems__(indices))
 
             def one(pos: int) -> Any:
                 with copies.use(batch_seed(seed, 0, 0, pos)) as own, _naming(ds, indices, pos):
-                    return own[indices[pos]]
+                    return copies.restored(own, own[indices[pos]])
 
         elif callable(getattr(ds, "__getitems__", None)):
             return ds.__getitems__(indices)
