@@ -96,19 +96,21 @@ def test_fastpipe_collate_takes_the_collated_dict_without_a_copy():
 
 
 @pytest.mark.timeout(60)
-def test_fastpipe_collate_sees_what_a_users_collate_changed_in_the_crops():
+@pytest.mark.parametrize("loader", ["torch", "fastpipe"])
+def test_fastpipe_collate_sees_what_a_users_collate_changed_in_the_crops(loader):
     """A user's collate_fn that edits the crops, then calls fp.list_data_collate on the same list, got
     the dataset's batch as it was made: its edits (a value replaced, a key added) were silently lost."""
 
     def edit_then_collate(batch):
-        for d in batch:
+        for d in (c for e in batch for c in (e if isinstance(e, list) else [e])):  # fastpipe's: per item
             d["image"] = torch.full_like(d["image"], 7.0)
             d["extra"] = 1
         return fp.list_data_collate(batch)
 
     crop = RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)
     ds = fp.CacheDataset(items(4), [crop], progress=False, num_workers=1)
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=edit_then_collate)))
+    make = torch.utils.data.DataLoader if loader == "torch" else fp.ThreadDataLoader
+    batch = next(iter(make(ds, batch_size=2, collate_fn=edit_then_collate)))
     assert bool((batch["image"] == 7.0).all()) and torch.equal(
         batch["extra"], torch.ones(4, dtype=torch.long)
     )
@@ -419,8 +421,8 @@ def test_a_users_collate_fn_gets_a_list_of_crops_per_item_as_under_monai(num_sam
     plain = first()
     for tag, collate in [("fp", monai.data.list_data_collate), ("pad", monai.data.pad_list_data_collate)]:
         ours = first(collate_fn=recording(tag, collate))
-        assert type(seen[tag]) is list and len(seen[tag]) == len(seen["monai"]) == 2
-        assert all(type(it) is list and len(it) == num_samples for it in seen[tag])
+        assert isinstance(seen[tag], list) and len(seen[tag]) == len(seen["monai"]) == 2
+        assert all(isinstance(it, list) and len(it) == num_samples for it in seen[tag])
         names = [[c["name"] for c in it] for it in seen[tag]]
         assert (
             names
@@ -430,6 +432,23 @@ def test_a_users_collate_fn_gets_a_list_of_crops_per_item_as_under_monai(num_sam
         for key in (*KEYS, "crop_starts"):
             assert torch.equal(torch.as_tensor(ours[key]), plain[key]), (tag, key)
         check_windows_of(ds, ours, 0, num_samples)
+
+
+@pytest.mark.timeout(60)
+def test_a_users_collate_calling_fastpipes_collate_still_takes_the_batch_without_a_copy():
+    """Grouped per item for a user's collate_fn, the crops still carry the batch the op made, so a
+    collate_fn that wraps fp.list_data_collate takes it as it is instead of stacking every crop again."""
+    crop = RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)
+    ds = fp.CacheDataset(items(2), [crop], progress=False, num_workers=1)
+    took = []
+
+    def tagged(batch):
+        out = fp.list_data_collate(batch)
+        took.append(out is batch.collated and [len(it) for it in batch] == [2, 2])
+        return {**out, "tag": "mine"}
+
+    batch = next(iter(fp.ThreadDataLoader(ds, batch_size=2, collate_fn=tagged)))
+    assert took == [True] and batch["tag"] == "mine" and batch["image"].shape == (4, 1, *PATCH)
 
 
 def check_windows_of(ds: fp.CacheDataset, batch: dict, first: int, samples: int) -> None:

@@ -14,13 +14,8 @@ from fastpipe.cache._checks import check_items_left, check_monai_only
 from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
 from fastpipe.profiling import annotate
-from fastpipe.transforms._per_crop import (
-    batch_length,
-    copy_ids,
-    mark_untraced_read,
-    restore_trace_ids,
-    untraced_steps,
-)
+from fastpipe.transforms._per_crop import batch_length
+from fastpipe.transforms._read_traces import copy_ids, mark_untraced_read, restore_trace_ids, untraced_steps
 
 log = logging.getLogger(__name__)
 

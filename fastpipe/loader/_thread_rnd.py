@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastpipe.transforms._per_crop import copy_ids, restore_trace_ids
+from fastpipe.transforms._read_traces import copy_ids, restore_trace_ids
 
 MAX_SEED = 2**32  # MONAI's: a numpy RandomState seed is below it
 _MAX_DEPTH = 8  # from the dataset down to a random transform

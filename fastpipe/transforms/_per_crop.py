@@ -16,8 +16,6 @@ from typing import Any
 
 import torch
 
-from fastpipe._meta import META_SUFFIX, TRACE_SUFFIX
-from fastpipe.transforms._dict import mark_untraced
 from fastpipe.transforms.compose import apply_transform
 
 
@@ -105,25 +103,45 @@ def run_per_crop(
 
 
 class CollatedBatch(list):
-    """Per-crop dicts of a collated batch (a ``list``, for any collate function) plus ``collated``.
+    """The crop dicts of a collated batch (a ``list``, for any collate function) plus ``collated``:
+    with ``samples``, one list of ``samples`` crops per item, as MONAI's loaders hand a ``collate_fn``
+    the items of a multi-sample crop; else the crops flat.
 
     Example:
-        >>> b = CollatedBatch({"x": torch.zeros(4, 2)})
-        >>> len(b), b[0]["x"].shape, b.collated["x"].shape
-        (4, torch.Size([2]), torch.Size([4, 2]))
+        >>> b = CollatedBatch({"x": torch.zeros(4, 2)}, samples=2)
+        >>> len(b), len(b[0]), b[0][0]["x"].shape, b.collated["x"].shape
+        (2, 2, torch.Size([2]), torch.Size([4, 2]))
     """
 
-    def __init__(self, collated: dict[str, Any]) -> None:
-        super().__init__(split_batch(collated))
+    def __init__(self, collated: dict[str, Any], samples: int | None = None) -> None:
+        crops = split_batch(collated)
+        super().__init__(crops)
         self.collated = collated
-        self._rows = [dict(d) for d in self]  # what each crop held when made
+        self._rows = [dict(d) for d in crops]  # what each crop held when made
+        if samples is not None:
+            self.group(samples)
+
+    def group(self, samples: int) -> CollatedBatch:
+        """Group the crops in place: one list of ``samples`` crops per item, in order."""
+        crops = self._crops()
+        if samples < 1 or len(crops) % samples:
+            raise ValueError(
+                f"a batch of {len(crops)} crops does not split into items of {samples} (num_samples); "
+                "a step after the crop changed how many crops an item has"
+            )
+        self[:] = [crops[b : b + samples] for b in range(0, len(crops), samples)]
+        return self
+
+    def _crops(self) -> list[Any]:
+        return [c for e in self for c in (e if isinstance(e, list) else [e])]
 
     def unchanged(self) -> bool:
         """Whether the crops are still those ``collated`` holds: no crop, key or value replaced, added or
         removed (a value edited in place is a view of ``collated``'s and shows there)."""
-        if len(self) != len(self._rows):
+        crops = self._crops()
+        if len(crops) != len(self._rows):
             return False
-        for d, row in zip(self, self._rows, strict=True):
+        for d, row in zip(crops, self._rows, strict=True):
             if (
                 not isinstance(d, dict)
                 or d.keys() != row.keys()
@@ -148,105 +166,18 @@ def samples_per_item(step: Any) -> int | None:
     return int(n) if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
 
-def as_item_samples(result: dict[str, Any], n_items: int, samples: int | None) -> list[Any]:
+def as_item_samples(result: dict[str, Any], n_items: int, samples: int | None) -> CollatedBatch:
     """A collated batch of ``n_items`` items as MONAI's loaders hand it to a ``collate_fn``: one list
     of ``samples`` crop dicts per item, in item order (``[[crop] * samples] * n_items``); with
-    ``samples=None`` the dicts themselves, flat (a :class:`CollatedBatch`).
+    ``samples=None`` the dicts themselves, flat.
 
     Shape:
         ``result[k]``: ``(n_items * samples, ...)`` -> ``out[b][s][k]``: ``(...)``, row ``b * samples + s``.
     """
-    if samples is None:  # one dict per item (or a step's own rows): as they are
-        return CollatedBatch(result)
-    crops = split_batch(result)
-    if len(crops) != n_items * samples:
+    out = CollatedBatch(result)
+    if samples is not None and len(out) != n_items * samples:
         raise ValueError(
-            f"a batch of {n_items} items holds {len(crops)} crops, expected {n_items} x {samples} "
+            f"a batch of {n_items} items holds {len(out)} crops, expected {n_items} x {samples} "
             "(num_samples); a step after the crop changed how many crops an item has"
         )
-    return [crops[b * samples : (b + 1) * samples] for b in range(n_items)]
-
-
-def untraced_steps(suffix: list[Any]) -> list[Any]:
-    """The steps of ``suffix`` that stand in for a MONAI invertible transform (``stands_for``: a
-    translated ``RandFlipd``, ``RandRotate90d``), those fused into a crop included."""
-    steps = (s for t in suffix for s in (t, *getattr(t, "_augs", ())))
-    return [s for s in steps if getattr(s, "stands_for", None)]
-
-
-def mark_untraced_read(out: Any, steps: list[Any], rows: int | None = None) -> Any:
-    """``out`` (an item, a list of samples, or with ``rows`` a collated batch of that many crops) with
-    MONAI's trace key ``{key}_transforms`` of each key ``steps`` wrote holding the record that makes
-    MONAI's inverse (``Invertd``) raise naming ``translate=False`` (:func:`mark_untraced`): the
-    translated random steps trace nothing, and MONAI's ``Invertd`` only warns then, leaving a prediction
-    flipped or turned. New dicts; ``out`` itself (maybe a cache entry) is not written."""
-    if not steps:
-        return out
-    if isinstance(out, list):
-        return [mark_untraced_read(d, steps) for d in out]
-    if not isinstance(out, dict):
-        return out
-    records: dict[str, Any] = {}
-    for step in steps:
-        for key in getattr(step, "keys", ()):
-            if key in out:
-                mark_untraced(records, key, step)
-    if rows is not None:  # one list per crop, as the crop gives the values it does not cut
-        records = {k: [list(v) for _ in range(rows)] for k, v in records.items()}
-    return {**out, **records}
-
-
-_ATOMS = (torch.Tensor, str, bytes, int, float, bool, type(None))
-
-
-def copy_ids(copies: list[Any], originals: list[Any]) -> dict[int, int]:
-    """``id`` of each transform object inside ``copies`` (a thread's copies of ``originals``, nested
-    ``Compose``/``OneOf`` and a dict transform's array transforms included) -> ``id`` of its original."""
-    out: dict[int, int] = {}
-
-    def walk(c: Any, o: Any, depth: int) -> None:
-        if depth > 6 or c is o or isinstance(c, _ATOMS) or id(c) in out:
-            return
-        if isinstance(c, (list, tuple)) and isinstance(o, (list, tuple)) and len(c) == len(o):
-            for a, b in zip(c, o, strict=True):
-                walk(a, b, depth + 1)
-            return
-        attrs, theirs = getattr(c, "__dict__", None), getattr(o, "__dict__", None)
-        if type(c) is not type(o) or not isinstance(attrs, dict) or not isinstance(theirs, dict):
-            return
-        out[id(c)] = id(o)
-        for name, value in attrs.items():
-            if name in theirs:
-                walk(value, theirs[name], depth + 1)
-
-    walk(list(copies), list(originals), 0)
-    return out
-
-
-def restore_trace_ids(out: Any, ids: dict[int, int]) -> Any:
-    """``out`` (an item, a list of samples or items, a batch) with each MONAI trace record (a
-    ``MetaTensor``'s ``applied_operations``, a ``{key}_transforms`` list) made by a thread's copy of a
-    transform naming the original's ``id`` instead, as MONAI's ``Invertd`` checks it against the chain
-    it is given. In place: the records a read made are its own."""
-    if not ids:
-        return out
-    if isinstance(out, list):
-        for value in out:
-            restore_trace_ids(value, ids)
-    elif isinstance(out, dict):
-        for key, value in out.items():
-            if isinstance(key, str) and key.endswith(TRACE_SUFFIX):
-                _restore_records(value, ids)
-            elif isinstance(value, torch.Tensor):
-                _restore_records(getattr(value, "applied_operations", None), ids)
-            elif isinstance(value, list) and not (isinstance(key, str) and key.endswith(META_SUFFIX)):
-                restore_trace_ids(value, ids)  # per-crop values, a list of samples
-    return out
-
-
-def _restore_records(records: Any, ids: dict[int, int]) -> None:
-    for r in records if isinstance(records, list) else ():
-        if isinstance(r, list):  # a batch's: one list per item
-            _restore_records(r, ids)
-        elif isinstance(r, dict) and isinstance(r.get("id"), int) and r["id"] in ids:
-            r["id"] = ids[r["id"]]
+    return out if samples is None else out.group(samples)
