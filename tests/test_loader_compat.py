@@ -242,6 +242,42 @@ def test_a_monai_datasets_random_transforms_are_seeded_as_monais_loader_seeds_th
     assert torch.equal(torch.rand(3), want)  # the user's later draws are left as they were
 
 
+class _OwnDataset(torch.utils.data.Dataset):
+    """A user's dataset holding a MONAI chain."""
+
+    def __init__(self, data: list, transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.transform(dict(self.data[i]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wrap", ["random_split", "own-class"])
+def test_a_wrapped_monai_chain_is_seeded_as_monais_loader_seeds_it(wrap):
+    """Only a dataset of MONAI's own module was seeded: a random_split of one (a Subset) or a user's
+    dataset holding a MONAI chain augmented differently on every run under torch.manual_seed(0), where
+    MONAI's loader seeds any dataset (set_rnd) and repeats the run."""
+
+    def epoch(loader_cls) -> torch.Tensor:
+        torch.manual_seed(0)
+        data = [{"img": torch.zeros(1, 4, 4)} for _ in range(4)]
+        chain = M.Compose([M.RandGaussianNoised("img", prob=1.0)])
+        if wrap == "random_split":
+            ds = torch.utils.data.random_split(monai.data.Dataset(data, chain), [4, 0])[0]
+        else:
+            ds = _OwnDataset(data, chain)
+        return torch.cat([b["img"] for b in loader_cls(ds, batch_size=2)])
+
+    theirs, ours, again = (
+        epoch(c) for c in (monai.data.ThreadDataLoader, fp.ThreadDataLoader, fp.ThreadDataLoader)
+    )
+    assert torch.equal(ours, again) and torch.allclose(ours, theirs)
+
+
 def _aligned_pairs(n: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     out = []
