@@ -32,4 +32,32 @@ def seed_monai_dataset(dataset: Any, generator: torch.Generator | None, num_work
     state = gen.get_state()
     seed = int(torch.empty((), dtype=torch.int64).random_(generator=gen).item())
     gen.set_state(state)
-    utils.set_rnd(dataset, seed)
+    if type(dataset).__module__.startswith("monai."):
+        utils.set_rnd(dataset, seed)
+    else:  # any object graph: MONAI's walk, without looping on a cycle
+        _set_rnd(dataset, seed, set(), int(utils.MAX_SEED))
+
+
+def _set_rnd(obj: Any, seed: int, above: set[int], max_seed: int) -> int:
+    """``monai.data.utils.set_rnd`` (same order, same seeds), skipping an object already on the path
+    from the dataset down to it (a cycle, on which MONAI's recursion would never end)."""
+    if id(obj) in above:
+        return seed
+    if isinstance(obj, (tuple, list)):  # MONAI's: every item gets the same seed
+        above.add(id(obj))
+        last = seed
+        for item in obj:
+            last = _set_rnd(item, seed, above, max_seed)
+        above.discard(id(obj))
+        return seed if last == seed else seed + 1
+    if not hasattr(obj, "__dict__"):
+        return seed
+    if hasattr(obj, "set_random_state"):
+        obj.set_random_state(seed=seed % max_seed)
+        return seed + 1
+    above.add(id(obj))
+    for key in list(obj.__dict__):
+        if not key.startswith("__"):
+            seed = _set_rnd(obj.__dict__[key], seed, above, max_seed)
+    above.discard(id(obj))
+    return seed
