@@ -242,6 +242,13 @@ def test_a_monai_datasets_random_transforms_are_seeded_as_monais_loader_seeds_th
     assert torch.equal(torch.rand(3), want)  # the user's later draws are left as they were
 
 
+class _Proxy:
+    """An attribute whose every lookup raises (a remote handle, say)."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"no {name} here")
+
+
 class _OwnDataset(torch.utils.data.Dataset):
     """A user's dataset holding a MONAI chain."""
 
@@ -272,6 +279,7 @@ def test_a_wrapped_monai_chain_is_seeded_as_monais_loader_seeds_it(wrap):
             ds = _OwnDataset(data, chain)
             if wrap == "own-class-cycle":
                 ds.parent = [ds]  # MONAI's set_rnd would recurse for ever on it
+                ds.proxy = _Proxy()  # and hasattr() on it raises
         return torch.cat([b["img"] for b in loader_cls(ds, batch_size=2)])
 
     ours, again = epoch(fp.ThreadDataLoader), epoch(fp.ThreadDataLoader)

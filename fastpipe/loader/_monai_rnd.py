@@ -38,6 +38,14 @@ def seed_monai_dataset(dataset: Any, generator: torch.Generator | None, num_work
         _set_rnd(dataset, seed, set(), int(utils.MAX_SEED))
 
 
+def _attr(obj: Any, name: str) -> Any:
+    """``getattr(obj, name, None)``, also for an object whose ``__getattr__`` raises something else (a proxy)."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 - a user's object we only look at: not ours to fail on
+        return None
+
+
 def _set_rnd(obj: Any, seed: int, above: set[int], max_seed: int) -> int:
     """``monai.data.utils.set_rnd`` (same order, same seeds), skipping an object already on the path
     from the dataset down to it (a cycle, on which MONAI's recursion would never end)."""
@@ -50,14 +58,15 @@ def _set_rnd(obj: Any, seed: int, above: set[int], max_seed: int) -> int:
             last = _set_rnd(item, seed, above, max_seed)
         above.discard(id(obj))
         return seed if last == seed else seed + 1
-    if not hasattr(obj, "__dict__"):
+    attrs = _attr(obj, "__dict__")
+    if not isinstance(attrs, dict):
         return seed
-    if hasattr(obj, "set_random_state"):
+    if _attr(obj, "set_random_state") is not None:
         obj.set_random_state(seed=seed % max_seed)
         return seed + 1
     above.add(id(obj))
-    for key in list(obj.__dict__):
-        if not key.startswith("__"):
-            seed = _set_rnd(obj.__dict__[key], seed, above, max_seed)
+    for key in list(attrs):
+        if not (isinstance(key, str) and key.startswith("__")):
+            seed = _set_rnd(attrs[key], seed, above, max_seed)
     above.discard(id(obj))
     return seed
