@@ -566,3 +566,22 @@ def test_invertd_undoes_monais_random_flip_read_through_the_thread_loader(datase
             assert int(window.sum()) == np.prod(PATCH) and torch.equal(pred[window], 2 * src[window])
             inverted += 1
     assert inverted == 4
+
+
+@pytest.mark.timeout(120)
+def test_a_random_split_of_a_cache_dataset_reads_its_crops_from_the_loaders_seed():
+    """Over a Subset (random_split) of a CacheDataset, fp.ThreadDataLoader read through the dataset's
+    shared random state: with fetch threads the crops depended on which thread took the lock first
+    (another run, other crops), and seed= changed nothing. A split now reads as its dataset does."""
+    ds = fp.CacheDataset(
+        items(12), [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)], progress=False, seed=1
+    )
+    order = [7, 2, 9, 0, 11, 4, 5, 1]
+    split = torch.utils.data.Subset(torch.utils.data.Subset(ds, list(range(12))), order)
+
+    def starts(d, num_workers, **kw):
+        loader = fp.ThreadDataLoader(d, batch_size=1, num_workers=num_workers, seed=5, **kw)
+        return [b["crop_starts"].tolist() for b in loader]
+
+    want = starts(ds, 0, sampler=order)
+    assert all(starts(split, n) == want for n in (0, 4, 4, 4))

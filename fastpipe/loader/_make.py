@@ -74,7 +74,7 @@ class BatchMaker:
         return map_tensors(batch, lambda t: t.to(self.device, non_blocking=not host)), None
 
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
-        ds = self.dataset
+        ds, indices = seeded_base(self.dataset, indices)
         if hasattr(ds, "fetch_seeded"):
             if getattr(ds, "batched", False):
                 if self.collate_fn is not list_data_collate:  # the user's: what MONAI's loader gives it,
@@ -107,6 +107,17 @@ class BatchMaker:
 
         positions = range(len(indices))
         return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
+
+
+def seeded_base(ds: Any, indices: list[int]) -> tuple[Any, list[int]]:
+    """``(dataset, indices)`` to read: under torch ``Subset`` wrappers (``random_split``) a fastpipe dataset
+    that seeds each batch itself (``fetch_seeded``) and the indices into it, so a split reads as the
+    dataset does (its draws from the loader's seed, whatever the threads); else ``ds`` and ``indices``."""
+    base, mapped = ds, list(indices)
+    while isinstance(base, torch.utils.data.Subset):
+        mapped = [base.indices[i] for i in mapped]
+        base = base.dataset
+    return (base, mapped) if base is not ds and hasattr(base, "fetch_seeded") else (ds, indices)
 
 
 def _note(err: BaseException, note: str) -> None:
