@@ -585,3 +585,30 @@ def test_a_random_split_of_a_cache_dataset_reads_its_crops_from_the_loaders_seed
 
     want = starts(ds, 0, sampler=order)
     assert all(starts(split, n) == want for n in (0, 4, 4, 4))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wrap", ["random_split", "ConcatDataset"])
+def test_persistent_workers_over_a_split_see_set_data(wrap):
+    """With persistent_workers the next epoch is read ahead; a set_data on the CacheDataset under a
+    Subset (random_split) or ConcatDataset went unseen, so the next epoch gave the old data's items."""
+    import time
+
+    def data(v):
+        return [{"x": torch.full((2,), float(v))} for _ in range(4)]
+
+    ds = fp.CacheDataset(data(1), None, progress=False)
+    if wrap == "random_split":
+        view = torch.utils.data.random_split(ds, [4, 0])[0]
+    else:
+        view = torch.utils.data.ConcatDataset([ds])
+    loader = fp.ThreadDataLoader(view, batch_size=2, persistent_workers=True)
+    try:
+        assert [float(b["x"][0, 0]) for b in loader] == [1.0, 1.0]
+        deadline = time.monotonic() + 10
+        while loader._next is None and time.monotonic() < deadline:  # the next epoch read ahead
+            time.sleep(0.01)
+        ds.set_data(data(2))
+        assert [float(b["x"][0, 0]) for b in loader] == [2.0, 2.0]
+    finally:
+        loader.close()
