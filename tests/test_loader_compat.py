@@ -612,3 +612,30 @@ def test_persistent_workers_over_a_split_see_set_data(wrap):
         assert [float(b["x"][0, 0]) for b in loader] == [2.0, 2.0]
     finally:
         loader.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("wrap", ["ConcatDataset", "split-of-ConcatDataset"])
+def test_joined_cache_datasets_read_their_crops_from_the_loaders_seed(wrap):
+    """Over a ConcatDataset of CacheDatasets each item was read through its dataset's one shared
+    random state: with fetch threads the crops depended on which thread read first (runs differed)."""
+
+    def crops(num_workers):
+        parts = [
+            fp.CacheDataset(
+                items(4),
+                [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)],
+                progress=False,
+                seed=s,
+            )
+            for s in (1, 2)
+        ]
+        ds = torch.utils.data.ConcatDataset(parts)
+        if wrap != "ConcatDataset":
+            ds = torch.utils.data.Subset(ds, [7, 0, 5, 2, 3, 6, 1, 4])
+        loader = fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=5)
+        return [b["image"].flatten(1).sum(1).tolist() for b in loader]
+
+    want = crops(0)
+    assert len(want) == 2 and len(want[0]) == 4 * 2  # two crops per item
+    assert all(crops(n) == want for n in (4, 4, 4, 4))

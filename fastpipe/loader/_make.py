@@ -7,6 +7,7 @@ a fetch pool thread (:mod:`fastpipe.loader._run`).
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import map_tensors
+from fastpipe.loader._ahead import wrapped_datasets
 from fastpipe.loader._iterable import is_iterable
 from fastpipe.loader.collate import list_data_collate, lists_collated
 from fastpipe.profiling import annotate
@@ -88,6 +90,14 @@ class BatchMaker:
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
 
+        elif isinstance(ds, (torch.utils.data.ConcatDataset, torch.utils.data.Subset)) and all(
+            hasattr(d, "fetch_seeded") for d in wrapped_datasets(ds)
+        ):  # fastpipe datasets joined: each item read from its own, seeded as the dataset reads it
+
+            def one(pos: int) -> Any:
+                with _naming(ds, indices, pos):
+                    return seeded_item(ds, indices[pos], batch_seed(seed, 0, 0, pos))
+
         elif (copies := self._rnd_copies) is not None:  # fetch threads, random transforms: a copy per read
             if callable(getattr(ds, "__getitems__", None)):
                 with copies.use(seed) as own:
@@ -118,6 +128,25 @@ def seeded_base(ds: Any, indices: list[int]) -> tuple[Any, list[int]]:
         mapped = [base.indices[i] for i in mapped]
         base = base.dataset
     return (base, mapped) if base is not ds and hasattr(base, "fetch_seeded") else (ds, indices)
+
+
+def seeded_item(ds: Any, index: int, seed: int) -> Any:
+    """Item ``index`` of ``ds`` (under ``Subset``/``ConcatDataset`` wrappers, a fastpipe dataset at the bottom)
+    read with ``fetch_seeded``: a batched suffix's one item as MONAI's dataset gives it (its list of
+    ``num_samples`` crops, or its dict)."""
+    while isinstance(ds, (torch.utils.data.Subset, torch.utils.data.ConcatDataset)):
+        if isinstance(ds, torch.utils.data.Subset):
+            index, ds = ds.indices[index], ds.dataset
+            continue
+        index = index + len(ds) if index < 0 else index
+        k = bisect.bisect_right(ds.cumulative_sizes, index)
+        index, ds = index - (ds.cumulative_sizes[k - 1] if k else 0), ds.datasets[k]
+    out = ds.fetch_seeded([index], seed)
+    if not isinstance(out, dict):
+        return out[0]
+    samples = samples_per_item((getattr(ds, "suffix", None) or [None])[0])
+    crops = as_item_samples(out, 1, samples)
+    return crops[0] if samples is None else list(crops[0])
 
 
 def _note(err: BaseException, note: str) -> None:
