@@ -639,3 +639,25 @@ def test_joined_cache_datasets_read_their_crops_from_the_loaders_seed(wrap):
     want = crops(0)
     assert len(want) == 2 and len(want[0]) == 4 * 2  # two crops per item
     assert all(crops(n) == want for n in (4, 4, 4, 4))
+
+
+@pytest.mark.timeout(60)
+def test_the_ragged_crops_hint_gives_a_collate_that_pads_them():
+    """Crops of different sizes after a num_samples crop: the error named pad_list_data_collate, which
+    (handed one list of crops per item, as MONAI's loaders and now fastpipe's hand a collate_fn) pads
+    nothing and fails as under MONAI; the hint now gives the flattening collate_fn that pads them."""
+    from monai.data import pad_list_data_collate
+
+    chain = M.Compose(
+        [
+            M.RandCropByPosNegLabeld(KEYS, "label", (10, 10, 8), num_samples=2),
+            M.RandSpatialCropd(KEYS, (4, 4, 4), random_size=True),
+        ]
+    )
+    ds = fp.CacheDataset(items(2), chain, progress=False, seed=0)
+    with pytest.raises(ValueError, match=r"pad_list_data_collate\(\[c for item in b for c in item\]\)"):
+        next(iter(fp.ThreadDataLoader(ds, batch_size=2, seed=0)))
+    hinted = fp.ThreadDataLoader(
+        ds, batch_size=2, seed=0, collate_fn=lambda b: pad_list_data_collate([c for item in b for c in item])
+    )
+    assert next(iter(hinted))["image"].shape[:2] == (4, 1)
