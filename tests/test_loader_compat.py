@@ -3,6 +3,8 @@ ThreadDataLoader. Only the dataset line changes; batches are (B * num_samples, C
 
 from __future__ import annotations
 
+import warnings
+
 import monai.data
 import monai.transforms as M
 import numpy as np
@@ -91,6 +93,32 @@ def test_fastpipe_collate_takes_the_collated_dict_without_a_copy():
     got = ds.__getitems__([0, 1])
     batch = fp.list_data_collate(got)
     assert batch is got.collated and batch["image"].shape == (4, 1, *PATCH)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loader", ["torch", "fastpipe"])
+def test_fastpipe_collate_sees_what_a_users_collate_changed_in_the_crops(loader):
+    """A user's collate_fn that edits the crops, then calls fp.list_data_collate on the same list, got
+    the dataset's batch as it was made: its edits (a value replaced, a key added) were silently lost."""
+
+    def edit_then_collate(batch):
+        for d in (c for e in batch for c in (e if isinstance(e, list) else [e])):  # fastpipe's: per item
+            d["image"] = torch.full_like(d["image"], 7.0)
+            d["extra"] = 1
+        return fp.list_data_collate(batch)
+
+    crop = RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)
+    ds = fp.CacheDataset(items(4), [crop], progress=False, num_workers=1)
+    make = torch.utils.data.DataLoader if loader == "torch" else fp.ThreadDataLoader
+    batch = next(iter(make(ds, batch_size=2, collate_fn=edit_then_collate)))
+    assert bool((batch["image"] == 7.0).all()) and torch.equal(
+        batch["extra"], torch.ones(4, dtype=torch.long)
+    )
+    shorter = ds.__getitems__([0, 1])
+    del shorter[0]
+    assert fp.list_data_collate(shorter)["image"].shape == (3, 1, *PATCH)
+    untouched = ds.__getitems__([0, 1])
+    assert fp.list_data_collate(untouched) is untouched.collated  # still no copy when nothing changed
 
 
 @pytest.mark.timeout(60)
@@ -212,6 +240,52 @@ def test_a_monai_datasets_random_transforms_are_seeded_as_monais_loader_seeds_th
     torch.manual_seed(0)
     fp.ThreadDataLoader(monai.data.Dataset([{"img": torch.zeros(1)}], M.RandFlipd("img")), seed=1)
     assert torch.equal(torch.rand(3), want)  # the user's later draws are left as they were
+
+
+class _Proxy:
+    """An attribute whose every lookup raises (a remote handle, say)."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"no {name} here")
+
+
+class _OwnDataset(torch.utils.data.Dataset):
+    """A user's dataset holding a MONAI chain."""
+
+    def __init__(self, data: list, transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.transform(dict(self.data[i]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wrap", ["random_split", "own-class", "own-class-cycle"])
+def test_a_wrapped_monai_chain_is_seeded_as_monais_loader_seeds_it(wrap):
+    """Only a dataset of MONAI's own module was seeded: a random_split of one (a Subset) or a user's
+    dataset holding a MONAI chain augmented differently on every run under torch.manual_seed(0), where
+    MONAI's loader seeds any dataset (set_rnd) and repeats the run."""
+
+    def epoch(loader_cls) -> torch.Tensor:
+        torch.manual_seed(0)
+        data = [{"img": torch.zeros(1, 4, 4)} for _ in range(4)]
+        chain = M.Compose([M.RandGaussianNoised("img", prob=1.0)])
+        if wrap == "random_split":
+            ds = torch.utils.data.random_split(monai.data.Dataset(data, chain), [4, 0])[0]
+        else:
+            ds = _OwnDataset(data, chain)
+            if wrap == "own-class-cycle":
+                ds.parent = [ds]  # MONAI's set_rnd would recurse for ever on it
+                ds.proxy = _Proxy()  # and hasattr() on it raises
+        return torch.cat([b["img"] for b in loader_cls(ds, batch_size=2)])
+
+    ours, again = epoch(fp.ThreadDataLoader), epoch(fp.ThreadDataLoader)
+    assert torch.equal(ours, again)
+    if wrap != "own-class-cycle":
+        assert torch.allclose(ours, epoch(monai.data.ThreadDataLoader))
 
 
 def _aligned_pairs(n: int) -> list[dict]:
@@ -361,3 +435,229 @@ def test_an_array_dataset_read_by_fetch_threads_is_the_same_whatever_num_workers
         return out
 
     assert all(torch.equal(a, b) for a, b in zip(epochs(1), epochs(4), strict=True))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_a_users_collate_fn_gets_a_list_of_crops_per_item_as_under_monai(num_samples, num_workers):
+    """fp.ThreadDataLoader handed a user's collate_fn the batch's crops flat (B * num_samples dicts),
+    where MONAI's loaders hand it one list of num_samples crops per item: a collate that zips per
+    item, or counts items, got other input than under MONAI. The crops and their draws stay those of
+    the default path."""
+    seen: dict[str, list] = {}
+
+    def recording(tag, collate=monai.data.list_data_collate):
+        def record(batch):
+            seen[tag] = batch
+            return collate(batch)
+
+        return record
+
+    def crop(cls):
+        return cls(KEYS, "label", PATCH, num_samples=num_samples)
+
+    monai_ds = monai.data.Dataset(items(2), crop(M.RandCropByPosNegLabeld))  # one batch
+    next(iter(monai.data.DataLoader(monai_ds, batch_size=2, collate_fn=recording("monai"))))
+    ds = fp.CacheDataset(items(2), [crop(RandCropByPosNegLabeld)], progress=False, num_workers=1)
+
+    def first(**kw):
+        return next(iter(fp.ThreadDataLoader(ds, batch_size=2, num_workers=num_workers, seed=3, **kw)))
+
+    plain = first()
+    for tag, collate in [("fp", monai.data.list_data_collate), ("pad", monai.data.pad_list_data_collate)]:
+        ours = first(collate_fn=recording(tag, collate))
+        assert isinstance(seen[tag], list) and len(seen[tag]) == len(seen["monai"]) == 2
+        assert all(isinstance(it, list) and len(it) == num_samples for it in seen[tag])
+        names = [[c["name"] for c in it] for it in seen[tag]]
+        assert (
+            names
+            == [[c["name"] for c in it] for it in seen["monai"]]
+            == [["case0"] * num_samples, ["case1"] * num_samples]
+        )
+        for key in (*KEYS, "crop_starts"):
+            assert torch.equal(torch.as_tensor(ours[key]), plain[key]), (tag, key)
+        check_windows_of(ds, ours, 0, num_samples)
+
+
+@pytest.mark.timeout(60)
+def test_a_users_collate_calling_fastpipes_collate_still_takes_the_batch_without_a_copy():
+    """Grouped per item for a user's collate_fn, the crops still carry the batch the op made, so a
+    collate_fn that wraps fp.list_data_collate takes it as it is instead of stacking every crop again."""
+    crop = RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)
+    ds = fp.CacheDataset(items(2), [crop], progress=False, num_workers=1)
+    took = []
+
+    def tagged(batch):
+        out = fp.list_data_collate(batch)
+        took.append(out is batch.collated and [len(it) for it in batch] == [2, 2])
+        return {**out, "tag": "mine"}
+
+    batch = next(iter(fp.ThreadDataLoader(ds, batch_size=2, collate_fn=tagged)))
+    assert took == [True] and batch["tag"] == "mine" and batch["image"].shape == (4, 1, *PATCH)
+
+
+def check_windows_of(ds: fp.CacheDataset, batch: dict, first: int, samples: int) -> None:
+    """:func:`check_windows` for ``samples`` crops per item."""
+    for n in range(batch["image"].shape[0]):
+        x, y, z = (int(v) for v in batch["crop_starts"][n])
+        src = ds.cached_entry(first + n // samples)
+        for key in KEYS:
+            window = src[key][:, x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]]
+            assert torch.equal(torch.as_tensor(batch[key][n]), window), (key, n)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", ["item", "batched-crop"])
+def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(path):
+    """A translated RandFlipd (alone, or fused into the batched crop) traced nothing: MONAI's Invertd
+    only warned that the transform info was not available and returned the prediction still flipped,
+    where MONAI's chain unflips it. Now the inverse raises naming translate=False, which inverts as MONAI."""
+    from monai.data import decollate_batch
+
+    flip = M.RandFlipd(KEYS, prob=1.0, spatial_axis=0)
+    steps = (
+        [flip] if path == "item" else [M.RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2), flip]
+    )
+    inv = M.Invertd("pred", transform=M.Compose(steps), orig_keys="image", nearest_interp=False)
+
+    def first_inverted(translate: bool):
+        ds = fp.CacheDataset(items(2), M.Compose(steps), progress=False, num_workers=1, translate=translate)
+        batch = fp.list_data_collate(ds.__getitems__([0]))
+        batch["pred"] = batch["image"] * 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return inv(decollate_batch(batch)[0])
+
+    read = fp.CacheDataset(items(1), M.Compose(steps), progress=False, num_workers=1)[0]
+    assert "image_transforms" in (read if isinstance(read, dict) else read[0])  # ds[i] too
+    with pytest.raises(RuntimeError) as info:
+        first_inverted(True)
+    assert "translate=False" in f"{info.value} {info.value.__cause__}"
+    out = first_inverted(False)  # MONAI's own chain: the prediction unflipped
+    assert torch.equal(torch.as_tensor(out["pred"]).flip(1), torch.as_tensor(out["image"]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("dataset", ["fp-translate-False", "monai-Dataset"])
+def test_invertd_undoes_monais_random_flip_read_through_the_thread_loader(dataset, num_workers):
+    """fp.ThreadDataLoader reads through per-thread copies of the random transforms (fetch_seeded's,
+    or a MONAI dataset's with fetch threads); MONAI's trace records id(self) of the copy, so Invertd,
+    given the user's chain, raised "RandFlipd ... != ..." where MONAI's loaders invert it: the path
+    the docs name for inverting (translate=False) failed. The records now name the user's transforms."""
+    from monai.data import decollate_batch
+
+    flip = M.RandFlipd(KEYS, prob=1.0, spatial_axis=0)
+    chain = M.Compose([M.RandSpatialCropd(KEYS, PATCH, random_size=False), flip])
+    if dataset == "monai-Dataset":
+        ds = monai.data.Dataset(items(4), chain)
+    else:
+        ds = fp.CacheDataset(items(4), chain, progress=False, num_workers=1, translate=False)
+    inv = M.Invertd("pred", transform=chain, orig_keys="image", nearest_interp=False)
+    sources = [d["image"] for d in items(4)]
+    inverted = 0
+    for batch in fp.ThreadDataLoader(ds, batch_size=2, num_workers=num_workers):
+        batch["pred"] = batch["image"] * 2.0
+        for out in [inv(d) for d in decollate_batch(batch)]:
+            pred, src = torch.as_tensor(out["pred"]), sources[inverted]
+            assert pred.shape == src.shape  # back in the item's space: uncropped, unflipped
+            window = pred != 0
+            assert int(window.sum()) == np.prod(PATCH) and torch.equal(pred[window], 2 * src[window])
+            inverted += 1
+    assert inverted == 4
+
+
+@pytest.mark.timeout(120)
+def test_a_random_split_of_a_cache_dataset_reads_its_crops_from_the_loaders_seed():
+    """Over a Subset (random_split) of a CacheDataset, fp.ThreadDataLoader read through the dataset's
+    shared random state: with fetch threads the crops depended on which thread took the lock first
+    (another run, other crops), and seed= changed nothing. A split now reads as its dataset does."""
+    ds = fp.CacheDataset(
+        items(12), [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)], progress=False, seed=1
+    )
+    order = [7, 2, 9, 0, 11, 4, 5, 1]
+    split = torch.utils.data.Subset(torch.utils.data.Subset(ds, list(range(12))), order)
+
+    def starts(d, num_workers, **kw):
+        loader = fp.ThreadDataLoader(d, batch_size=1, num_workers=num_workers, seed=5, **kw)
+        return [b["crop_starts"].tolist() for b in loader]
+
+    want = starts(ds, 0, sampler=order)
+    assert all(starts(split, n) == want for n in (0, 4, 4, 4))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("wrap", ["random_split", "ConcatDataset"])
+def test_persistent_workers_over_a_split_see_set_data(wrap):
+    """With persistent_workers the next epoch is read ahead; a set_data on the CacheDataset under a
+    Subset (random_split) or ConcatDataset went unseen, so the next epoch gave the old data's items."""
+    import time
+
+    def data(v):
+        return [{"x": torch.full((2,), float(v))} for _ in range(4)]
+
+    ds = fp.CacheDataset(data(1), None, progress=False)
+    if wrap == "random_split":
+        view = torch.utils.data.random_split(ds, [4, 0])[0]
+    else:
+        view = torch.utils.data.ConcatDataset([ds])
+    loader = fp.ThreadDataLoader(view, batch_size=2, persistent_workers=True)
+    try:
+        assert [float(b["x"][0, 0]) for b in loader] == [1.0, 1.0]
+        deadline = time.monotonic() + 10
+        while loader._next is None and time.monotonic() < deadline:  # the next epoch read ahead
+            time.sleep(0.01)
+        ds.set_data(data(2))
+        assert [float(b["x"][0, 0]) for b in loader] == [2.0, 2.0]
+    finally:
+        loader.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("wrap", ["ConcatDataset", "split-of-ConcatDataset"])
+def test_joined_cache_datasets_read_their_crops_from_the_loaders_seed(wrap):
+    """Over a ConcatDataset of CacheDatasets each item was read through its dataset's one shared
+    random state: with fetch threads the crops depended on which thread read first (runs differed)."""
+
+    def crops(num_workers):
+        parts = [
+            fp.CacheDataset(
+                items(4),
+                [RandCropByPosNegLabeld(KEYS, "label", PATCH, num_samples=2)],
+                progress=False,
+                seed=s,
+            )
+            for s in (1, 2)
+        ]
+        ds = torch.utils.data.ConcatDataset(parts)
+        if wrap != "ConcatDataset":
+            ds = torch.utils.data.Subset(ds, [7, 0, 5, 2, 3, 6, 1, 4])
+        loader = fp.ThreadDataLoader(ds, batch_size=4, num_workers=num_workers, seed=5)
+        return [b["image"].flatten(1).sum(1).tolist() for b in loader]
+
+    want = crops(0)
+    assert len(want) == 2 and len(want[0]) == 4 * 2  # two crops per item
+    assert all(crops(n) == want for n in (4, 4, 4, 4))
+
+
+@pytest.mark.timeout(60)
+def test_the_ragged_crops_hint_gives_a_collate_that_pads_them():
+    """Crops of different sizes after a num_samples crop: the error named pad_list_data_collate, which
+    (handed one list of crops per item, as MONAI's loaders and now fastpipe's hand a collate_fn) pads
+    nothing and fails as under MONAI; the hint now gives the flattening collate_fn that pads them."""
+    from monai.data import pad_list_data_collate
+
+    chain = M.Compose(
+        [
+            M.RandCropByPosNegLabeld(KEYS, "label", (10, 10, 8), num_samples=2),
+            M.RandSpatialCropd(KEYS, (4, 4, 4), random_size=True),
+        ]
+    )
+    ds = fp.CacheDataset(items(2), chain, progress=False, seed=0)
+    with pytest.raises(ValueError, match=r"pad_list_data_collate\(\[c for item in b for c in item\]\)"):
+        next(iter(fp.ThreadDataLoader(ds, batch_size=2, seed=0)))
+    hinted = fp.ThreadDataLoader(
+        ds, batch_size=2, seed=0, collate_fn=lambda b: pad_list_data_collate([c for item in b for c in item])
+    )
+    assert next(iter(hinted))["image"].shape[:2] == (4, 1)

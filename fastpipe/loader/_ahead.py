@@ -12,6 +12,8 @@ import weakref
 from functools import partial
 from typing import Any
 
+import torch
+
 from fastpipe.loader._iterable import is_iterable
 from fastpipe.loader._run import LoaderRun
 from fastpipe.loader._thread_rnd import ThreadCopies, thread_copies
@@ -87,8 +89,9 @@ class RunsAhead:
         return run
 
     def _data_version(self) -> Any:
-        """The dataset's ``data_version`` (fastpipe's caches count their ``set_data`` calls), or ``None``."""
-        return getattr(self.dataset, "data_version", None)
+        """The ``data_version`` of the dataset, or of each one under torch ``Subset``/``ConcatDataset``
+        wrappers (fastpipe's caches count their ``set_data`` calls; ``None`` for another)."""
+        return tuple(getattr(ds, "data_version", None) for ds in wrapped_datasets(self.dataset))
 
     @property
     def _may_run_ahead(self) -> bool:
@@ -100,11 +103,12 @@ class RunsAhead:
             return False
         if is_iterable(self.dataset):
             return False
-        ds = self.dataset  # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
-        if not hasattr(ds, "data_version") and any(
-            callable(getattr(ds, name, None)) for name in ("update_cache", "set_data")
-        ):
-            return False
+        # a loop's update_cache() / set_data() we cannot see would leave a run ahead stale
+        for ds in wrapped_datasets(self.dataset):
+            if not hasattr(ds, "data_version") and any(
+                callable(getattr(ds, name, None)) for name in ("update_cache", "set_data")
+            ):
+                return False
         return self.even_batches is False or (
             self.even_batches is None and getattr(self.dataset, "shard", None) is None
         )
@@ -142,6 +146,16 @@ class RunsAhead:
             return ahead[1], None
         self._gen, self._deferred = self._gen + 1, None
         return None, ahead[1]
+
+
+def wrapped_datasets(ds: Any) -> list[Any]:
+    """``[ds]``, or the datasets under torch's ``Subset`` (``random_split``) and ``ConcatDataset`` wrappers,
+    whose ``set_data`` changes what the wrapper reads."""
+    if isinstance(ds, torch.utils.data.Subset):
+        return wrapped_datasets(ds.dataset)
+    if isinstance(ds, torch.utils.data.ConcatDataset):
+        return [d for inner in ds.datasets for d in wrapped_datasets(inner)]
+    return [ds]
 
 
 def _call_loader(ref: weakref.ref, method: str, *args: Any) -> Any:

@@ -7,6 +7,7 @@ a fetch pool thread (:mod:`fastpipe.loader._run`).
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 
 from fastpipe._tensors import map_tensors
+from fastpipe.loader._ahead import wrapped_datasets
 from fastpipe.loader._iterable import is_iterable
 from fastpipe.loader.collate import list_data_collate, lists_collated
 from fastpipe.profiling import annotate
-from fastpipe.transforms._per_crop import as_item_list
+from fastpipe.transforms._per_crop import as_item_samples, samples_per_item
 
 Job = tuple[list[int], int]  # (dataset indices of one batch, the batch's seed)
 
@@ -74,24 +76,36 @@ class BatchMaker:
         return map_tensors(batch, lambda t: t.to(self.device, non_blocking=not host)), None
 
     def _fetch(self, indices: list[int], seed: int, pool: Any) -> Any:
-        ds = self.dataset
+        ds, indices = seeded_base(self.dataset, indices)
         if hasattr(ds, "fetch_seeded"):
             if getattr(ds, "batched", False):
-                if self.collate_fn is not list_data_collate:  # the user's, on the crops (as other loaders do)
-                    return as_item_list(ds.fetch_seeded(indices, seed))
+                if self.collate_fn is not list_data_collate:  # the user's: what MONAI's loader gives it,
+                    # a list of crops per item ([[crop] * num_samples] * B), not the batch's crops flat
+                    step = (getattr(ds, "suffix", None) or [None])[0]
+                    return as_item_samples(
+                        ds.fetch_seeded(indices, seed), len(indices), samples_per_item(step)
+                    )
                 return lists_collated(ds.fetch_seeded(indices, seed))  # per-crop lists as list_data_collate
 
             def one(pos: int) -> Any:
                 return ds.fetch_seeded([indices[pos]], batch_seed(seed, 0, 0, pos))[0]
 
+        elif isinstance(ds, (torch.utils.data.ConcatDataset, torch.utils.data.Subset)) and all(
+            hasattr(d, "fetch_seeded") for d in wrapped_datasets(ds)
+        ):  # fastpipe datasets joined: each item read from its own, seeded as the dataset reads it
+
+            def one(pos: int) -> Any:
+                with _naming(ds, indices, pos):
+                    return seeded_item(ds, indices[pos], batch_seed(seed, 0, 0, pos))
+
         elif (copies := self._rnd_copies) is not None:  # fetch threads, random transforms: a copy per read
             if callable(getattr(ds, "__getitems__", None)):
                 with copies.use(seed) as own:
-                    return own.__getitems__(indices)
+                    return copies.restored(own, own.__getitems__(indices))
 
             def one(pos: int) -> Any:
                 with copies.use(batch_seed(seed, 0, 0, pos)) as own, _naming(ds, indices, pos):
-                    return own[indices[pos]]
+                    return copies.restored(own, own[indices[pos]])
 
         elif callable(getattr(ds, "__getitems__", None)):
             return ds.__getitems__(indices)
@@ -103,6 +117,36 @@ class BatchMaker:
 
         positions = range(len(indices))
         return list(pool.map(one, positions)) if pool is not None else [one(p) for p in positions]
+
+
+def seeded_base(ds: Any, indices: list[int]) -> tuple[Any, list[int]]:
+    """``(dataset, indices)`` to read: under torch ``Subset`` wrappers (``random_split``) a fastpipe dataset
+    that seeds each batch itself (``fetch_seeded``) and the indices into it, so a split reads as the
+    dataset does (its draws from the loader's seed, whatever the threads); else ``ds`` and ``indices``."""
+    base, mapped = ds, list(indices)
+    while isinstance(base, torch.utils.data.Subset):
+        mapped = [base.indices[i] for i in mapped]
+        base = base.dataset
+    return (base, mapped) if base is not ds and hasattr(base, "fetch_seeded") else (ds, indices)
+
+
+def seeded_item(ds: Any, index: int, seed: int) -> Any:
+    """Item ``index`` of ``ds`` (under ``Subset``/``ConcatDataset`` wrappers, a fastpipe dataset at the bottom)
+    read with ``fetch_seeded``: a batched suffix's one item as MONAI's dataset gives it (its list of
+    ``num_samples`` crops, or its dict)."""
+    while isinstance(ds, (torch.utils.data.Subset, torch.utils.data.ConcatDataset)):
+        if isinstance(ds, torch.utils.data.Subset):
+            index, ds = ds.indices[index], ds.dataset
+            continue
+        index = index + len(ds) if index < 0 else index
+        k = bisect.bisect_right(ds.cumulative_sizes, index)
+        index, ds = index - (ds.cumulative_sizes[k - 1] if k else 0), ds.datasets[k]
+    out = ds.fetch_seeded([index], seed)
+    if not isinstance(out, dict):
+        return out[0]
+    samples = samples_per_item((getattr(ds, "suffix", None) or [None])[0])
+    crops = as_item_samples(out, 1, samples)
+    return crops[0] if samples is None else list(crops[0])
 
 
 def _note(err: BaseException, note: str) -> None:

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastpipe.transforms._read_traces import copy_ids, restore_trace_ids
+
 MAX_SEED = 2**32  # MONAI's: a numpy RandomState seed is below it
 _MAX_DEPTH = 8  # from the dataset down to a random transform
 _MAX_STATE_DEPTH = (
@@ -126,6 +128,13 @@ def _child(parent: Any, key: Any) -> Any:
     return parent[key] if isinstance(key, int) else getattr(parent, key)
 
 
+def _at(obj: Any, path: Path) -> Any:
+    """The object at ``path`` inside ``obj``."""
+    for key in path:
+        obj = _child(obj, key)
+    return obj
+
+
 def _set_child(parent: Any, key: Any, new: Any) -> Any:
     if isinstance(key, int):
         parent[key] = new
@@ -190,6 +199,13 @@ class ThreadCopies:
         self._free: list[tuple[Any, Callable[[int], None]]] = []
         self._lock = threading.Lock()
         self._turns: threading.Lock | None = None  # set when the transforms cannot be copied
+        self._ids: dict[int, dict[int, int]] = {}  # per copy: its transforms' ids -> the originals'
+
+    def restored(self, own: Any, out: Any) -> Any:
+        """``out``, read from ``own`` (a copy :meth:`use` gave), with the MONAI trace records its
+        transforms made naming the original transforms, which MONAI's ``Invertd`` is given."""
+        ids = self._ids.get(id(own))
+        return restore_trace_ids(out, ids) if ids else out
 
     @contextmanager
     def use(self, seed: int) -> Iterator[Any]:
@@ -204,6 +220,8 @@ class ThreadCopies:
             try:
                 root, leaves, nodes = _copy_paths(self.dataset, self.paths)
                 pair = root, reseeder(leaves, nodes)
+                originals = [_at(self.dataset, path) for path in self.paths]
+                self._ids[id(root)] = copy_ids(leaves, originals)
             except Exception as err:  # noqa: BLE001 - any copy that fails: the reads take turns instead
                 self._take_turns(err)
                 with self._turns:

@@ -42,8 +42,8 @@ def list_data_collate(batch: Sequence[Any], ragged: bool = False) -> Any:
     """
     if isinstance(batch, dict):  # already collated by a batched transform
         return batch
-    if isinstance(getattr(batch, "collated", None), dict):  # CacheDataset.__getitems__: no second copy
-        return lists_collated(batch.collated)
+    if isinstance(getattr(batch, "collated", None), dict) and batch.unchanged():
+        return lists_collated(batch.collated)  # CacheDataset.__getitems__ untouched: no second copy
     items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
     if not items:
         raise ValueError("list_data_collate: empty batch")
@@ -93,7 +93,9 @@ def _collate_values(values: list[Any], strict: bool, key: str) -> Any:
             raise ValueError(
                 f"list_data_collate: {key!r} holds tensors of different shapes {shapes}, which do not "
                 "stack into a batch; crop or resize them to one size, use batch_size=1, or pass "
-                "collate_fn=monai.data.pad_list_data_collate"
+                "collate_fn=monai.data.pad_list_data_collate (after a num_samples crop a loader hands "
+                "it one list of crops per item, as MONAI's do, and it pads only a flat list: "
+                "collate_fn=lambda b: pad_list_data_collate([c for item in b for c in item]))"
             )
         return values
     if isinstance(first, (np.bool_, np.number)) and all(isinstance(v, (np.bool_, np.number)) for v in values):

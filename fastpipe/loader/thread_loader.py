@@ -30,12 +30,13 @@ class ThreadDataLoader(RunsAhead, BatchMaker):
 
     One producer thread per epoch fills a queue of at most ``buffer_size`` batches. A dataset with
     ``fetch_seeded(indices, seed)`` (fastpipe's caches) gets each batch's random state from
-    :func:`batch_seed`, so the same ``seed`` gives the same batches whatever ``num_workers`` is; when
+    :func:`batch_seed`, so the same ``seed`` gives the same batches whatever ``num_workers`` is (read
+    through torch ``Subset`` wrappers too: a ``random_split`` of one); when
     its suffix is batched (``dataset.batched``) a batch is one call, else one call per item. Other
     datasets are read with ``__getitems__`` or ``dataset[i]``. A list result is collated with
     ``collate_fn`` (default :func:`fastpipe.loader.collate.list_data_collate`; a dict passes through it).
-    A batched suffix's batch goes to a ``collate_fn`` of the user's as its list of crops
-    (a ``CollatedBatch``, as torch's and MONAI's loaders give it).
+    A batched suffix's batch goes to a ``collate_fn`` of the user's as MONAI's loaders give it: one
+    list of ``num_samples`` crops per item after a crop (``[[crop] * num_samples] * B``), in order.
 
     Args:
         dataset: a map-style dataset, or a ``torch.utils.data.IterableDataset`` (iterated by the

@@ -103,17 +103,52 @@ def run_per_crop(
 
 
 class CollatedBatch(list):
-    """Per-crop dicts of a collated batch (a ``list``, for any collate function) plus ``collated``.
+    """The crop dicts of a collated batch (a ``list``, for any collate function) plus ``collated``:
+    with ``samples``, one list of ``samples`` crops per item, as MONAI's loaders hand a ``collate_fn``
+    the items of a multi-sample crop; else the crops flat.
 
     Example:
-        >>> b = CollatedBatch({"x": torch.zeros(4, 2)})
-        >>> len(b), b[0]["x"].shape, b.collated["x"].shape
-        (4, torch.Size([2]), torch.Size([4, 2]))
+        >>> b = CollatedBatch({"x": torch.zeros(4, 2)}, samples=2)
+        >>> len(b), len(b[0]), b[0][0]["x"].shape, b.collated["x"].shape
+        (2, 2, torch.Size([2]), torch.Size([4, 2]))
     """
 
-    def __init__(self, collated: dict[str, Any]) -> None:
-        super().__init__(split_batch(collated))
+    def __init__(self, collated: dict[str, Any], samples: int | None = None) -> None:
+        crops = split_batch(collated)
+        super().__init__(crops)
         self.collated = collated
+        self._rows = [dict(d) for d in crops]  # what each crop held when made
+        if samples is not None:
+            self.group(samples)
+
+    def group(self, samples: int) -> CollatedBatch:
+        """Group the crops in place: one list of ``samples`` crops per item, in order."""
+        crops = self._crops()
+        if samples < 1 or len(crops) % samples:
+            raise ValueError(
+                f"a batch of {len(crops)} crops does not split into items of {samples} (num_samples); "
+                "a step after the crop changed how many crops an item has"
+            )
+        self[:] = [crops[b : b + samples] for b in range(0, len(crops), samples)]
+        return self
+
+    def _crops(self) -> list[Any]:
+        return [c for e in self for c in (e if isinstance(e, list) else [e])]
+
+    def unchanged(self) -> bool:
+        """Whether the crops are still those ``collated`` holds: no crop, key or value replaced, added or
+        removed (a value edited in place is a view of ``collated``'s and shows there)."""
+        crops = self._crops()
+        if len(crops) != len(self._rows):
+            return False
+        for d, row in zip(crops, self._rows, strict=True):
+            if (
+                not isinstance(d, dict)
+                or d.keys() != row.keys()
+                or any(d[k] is not v for k, v in row.items())
+            ):
+                return False
+        return True
 
 
 def as_item_list(result: Any) -> list[Any]:
@@ -122,3 +157,27 @@ def as_item_list(result: Any) -> list[Any]:
     if isinstance(result, dict):
         return CollatedBatch(result)
     return [s for r in result for s in (r if isinstance(r, list) else [r])]
+
+
+def samples_per_item(step: Any) -> int | None:
+    """``num_samples`` of a batched first step that gives each item a list of samples (a crop: MONAI's
+    ``RandCropByPosNegLabeld`` returns a list even of one), else ``None`` (one dict per item)."""
+    n = getattr(step, "num_samples", None)
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
+def as_item_samples(result: dict[str, Any], n_items: int, samples: int | None) -> CollatedBatch:
+    """A collated batch of ``n_items`` items as MONAI's loaders hand it to a ``collate_fn``: one list
+    of ``samples`` crop dicts per item, in item order (``[[crop] * samples] * n_items``); with
+    ``samples=None`` the dicts themselves, flat.
+
+    Shape:
+        ``result[k]``: ``(n_items * samples, ...)`` -> ``out[b][s][k]``: ``(...)``, row ``b * samples + s``.
+    """
+    out = CollatedBatch(result)
+    if samples is not None and len(out) != n_items * samples:
+        raise ValueError(
+            f"a batch of {n_items} items holds {len(out)} crops, expected {n_items} x {samples} "
+            "(num_samples); a step after the crop changed how many crops an item has"
+        )
+    return out if samples is None else out.group(samples)
