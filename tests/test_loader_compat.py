@@ -507,9 +507,18 @@ def check_windows_of(ds: fp.CacheDataset, batch: dict, first: int, samples: int)
             assert torch.equal(torch.as_tensor(batch[key][n]), window), (key, n)
 
 
+def _cached(cls: str, data: list, chain, **kw):
+    """A fastpipe cache dataset of every item: ``CacheDataset``, or a ``SmartCacheDataset`` whose window
+    holds them all in order."""
+    if cls == "CacheDataset":
+        return fp.CacheDataset(data, chain, progress=False, num_workers=1, **kw)
+    return fp.SmartCacheDataset(data, chain, cache_rate=1.0, shuffle=False, progress=False, **kw)
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("cls", ["CacheDataset", "SmartCacheDataset"])
 @pytest.mark.parametrize("path", ["item", "batched-crop"])
-def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(path):
+def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(path, cls):
     """A translated RandFlipd (alone, or fused into the batched crop) traced nothing: MONAI's Invertd
     only warned that the transform info was not available and returned the prediction still flipped,
     where MONAI's chain unflips it. Now the inverse raises naming translate=False, which inverts as MONAI."""
@@ -522,14 +531,14 @@ def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(pat
     inv = M.Invertd("pred", transform=M.Compose(steps), orig_keys="image", nearest_interp=False)
 
     def first_inverted(translate: bool):
-        ds = fp.CacheDataset(items(2), M.Compose(steps), progress=False, num_workers=1, translate=translate)
+        ds = _cached(cls, items(2), M.Compose(steps), translate=translate)
         batch = fp.list_data_collate(ds.__getitems__([0]))
         batch["pred"] = batch["image"] * 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return inv(decollate_batch(batch)[0])
 
-    read = fp.CacheDataset(items(1), M.Compose(steps), progress=False, num_workers=1)[0]
+    read = _cached(cls, items(1), M.Compose(steps))[0]
     assert "image_transforms" in (read if isinstance(read, dict) else read[0])  # ds[i] too
     with pytest.raises(RuntimeError) as info:
         first_inverted(True)
@@ -540,7 +549,7 @@ def test_invertd_over_a_translated_random_flip_raises_naming_translate_false(pat
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("dataset", ["fp-translate-False", "monai-Dataset"])
+@pytest.mark.parametrize("dataset", ["fp-translate-False", "fp-smartcache-translate-False", "monai-Dataset"])
 def test_invertd_undoes_monais_random_flip_read_through_the_thread_loader(dataset, num_workers):
     """fp.ThreadDataLoader reads through per-thread copies of the random transforms (fetch_seeded's,
     or a MONAI dataset's with fetch threads); MONAI's trace records id(self) of the copy, so Invertd,
@@ -553,7 +562,12 @@ def test_invertd_undoes_monais_random_flip_read_through_the_thread_loader(datase
     if dataset == "monai-Dataset":
         ds = monai.data.Dataset(items(4), chain)
     else:
-        ds = fp.CacheDataset(items(4), chain, progress=False, num_workers=1, translate=False)
+        ds = _cached(
+            "SmartCacheDataset" if "smartcache" in dataset else "CacheDataset",
+            items(4),
+            chain,
+            translate=False,
+        )
     inv = M.Invertd("pred", transform=chain, orig_keys="image", nearest_interp=False)
     sources = [d["image"] for d in items(4)]
     inverted = 0

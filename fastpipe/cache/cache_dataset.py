@@ -13,14 +13,13 @@ from fastpipe import distributed
 from fastpipe.cache._checks import check_items_left, check_monai_only
 from fastpipe.cache._fill import FillReport, run_fill
 from fastpipe.cache._reads import MISS, CachedReads, warn_no_room
+from fastpipe.cache._traced_reads import TracedReads
 from fastpipe.profiling import annotate
-from fastpipe.transforms._per_crop import batch_length
-from fastpipe.transforms._read_traces import copy_ids, mark_untraced_read, restore_trace_ids, untraced_steps
 
 log = logging.getLogger(__name__)
 
 
-class CacheDataset(CachedReads):
+class CacheDataset(TracedReads, CachedReads):
     """A map-style dataset that caches the output of the chain's deterministic prefix.
 
     The chain is split at its first random transform (:func:`fastpipe.transforms.split_chain`). The
@@ -170,23 +169,6 @@ class CacheDataset(CachedReads):
 
     def _slots(self, indices: Sequence[int]) -> list[int]:
         return [self._keep[i] for i in indices]
-
-    def __getitem__(self, index: int | slice | Sequence[int]) -> Any:
-        """Item ``index`` (negative counts from the end); a slice or a list of indices gives a
-        ``torch.utils.data.Subset`` of this dataset, as MONAI's datasets do. The keys a translated MONAI
-        invertible random step wrote carry a record that MONAI's ``Invertd`` refuses, naming ``translate=False``."""
-        return mark_untraced_read(super().__getitem__(index), untraced_steps(self.suffix))
-
-    def _fetch(self, indices: list[int], suffix: list[Any]) -> Any:
-        out, steps = super()._fetch(indices, suffix), untraced_steps(suffix)
-        if suffix is not self.suffix:  # a thread's copies (fetch_seeded): traces name the originals
-            known = getattr(self._local, "trace_ids", None)
-            if known is None or known[0] is not suffix:
-                known = self._local.trace_ids = (suffix, copy_ids(suffix, self.suffix))
-            out = restore_trace_ids(out, known[1])
-        if isinstance(out, dict):  # a batched op's crops
-            return mark_untraced_read(out, steps, batch_length(out))
-        return [mark_untraced_read(o, steps) for o in out]
 
     def set_data(self, data: Sequence[dict]) -> None:
         """Replace the data list and compute the cache for it, as MONAI's ``set_data`` does.

@@ -22,11 +22,12 @@ from fastpipe.cache._skip import check_on_error, fill_skipping
 from fastpipe.cache._slots import SlotStore
 from fastpipe.cache._smart_rounds import SmartRounds, make_replacer
 from fastpipe.cache._swap_guard import SwapGuard
+from fastpipe.cache._traced_reads import TracedReads
 from fastpipe.profiling import annotate
 from fastpipe.runtime._fork import renew_locks_after_fork
 
 
-class SmartCacheDataset(SmartRounds, CachedReads):
+class SmartCacheDataset(SmartRounds, TracedReads, CachedReads):
     """Keep ``cache_num`` items cached; each round swap the oldest ``R = ceil(cache_num * replace_rate)``.
 
     Same chain split, device tier ("ToDevice-then-cache"), budgets and byte reporting as
