@@ -46,6 +46,11 @@ class CropSample:
     vol_index: torch.Tensor
     is_fg: torch.Tensor
     size: tuple[int, int, int]
+    padded_centers: torch.Tensor | None = None  # ``centers`` in the padded volume, where one was padded
+
+    def monai_centers(self) -> torch.Tensor:
+        """MONAI's ``crop_center`` of each crop: in the volume it crops (padded first, if so)."""
+        return self.centers if self.padded_centers is None else self.padded_centers
 
 
 _gpu_indices_warned = threading.Event()

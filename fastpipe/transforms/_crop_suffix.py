@@ -104,15 +104,22 @@ class KeyPlans:
 
 
 def crop_metas(
-    metas: list[Any], starts: list[list[int]], size: Sequence[int], terms: dict[str, Any]
+    metas: list[Any],
+    starts: list[list[int]],
+    size: Sequence[int],
+    terms: dict[str, Any],
+    extra: list[dict[str, Any]] | None = None,
 ) -> list[Any]:
     """Each crop's ``{key}_meta_dict``: its item's, with the affine (and ``pixdim``) of the crop as it
     comes out of the op, as MONAI's crop, flips and turns leave it: output voxel ``o`` is source voxel
     ``starts[n] + s`` where ``s[axes[a]] = o[a]``, or ``size - 1 - o[a]`` where the axis is flipped.
 
     ``metas``: one per crop (an item's dict, shared by its crops); ``starts``: ``(N, 3)`` in the
-    unpadded volume's voxels; ``terms``: :func:`key_terms` of the key.
+    unpadded volume's voxels; ``terms``: :func:`key_terms` of the key; ``extra``: per crop, fields to
+    add (MONAI's ``patch_index`` and ``crop_center``).
     """
+    if extra is not None:
+        metas = [{**m, **e} if isinstance(m, dict) else m for m, e in zip(metas, extra, strict=True)]
     on = [i for i, m in enumerate(metas) if isinstance(m, dict) and m.get("affine") is not None]
     if not on:
         return metas

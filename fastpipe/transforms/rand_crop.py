@@ -236,7 +236,7 @@ class RandCropByPosNegLabeld:
             lo = to_device(torch.tensor([p.lo for p in pads], dtype=torch.int64), s.starts.device)[
                 s.vol_index
             ]
-            s.starts, s.centers = s.starts - lo, s.centers - lo
+            s.starts, s.centers, s.padded_centers = s.starts - lo, s.centers - lo, s.centers
         return s, draws
 
     def batch_call(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -277,9 +277,12 @@ class RandCropByPosNegLabeld:
         for key in keys:  # a key the op cannot scale/shift as MONAI would (not float32): per crop
             if intensity_per_crop(plans.get(key)[0], items[0][key].dtype):
                 out[key] = apply_intensity_per_crop(out[key], self._augs, draws, key)
-        starts = s.starts.tolist()
+        starts, n = s.starts.tolist(), self.num_samples  # MONAI's patch_index and crop_center too
+        extra = [
+            {"patch_index": i % n, "crop_center": tuple(c)} for i, c in enumerate(s.monai_centers().tolist())
+        ]
         for key in [k for k in keys if meta_key(k) in out]:  # each crop's own affine, as MONAI's
-            out[meta_key(key)] = crop_metas(out[meta_key(key)], starts, s.size, plans.get(key)[0])
+            out[meta_key(key)] = crop_metas(out[meta_key(key)], starts, s.size, plans.get(key)[0], extra)
         out.update(crop_centers=s.centers, crop_starts=s.starts)
         return out
 

@@ -101,3 +101,36 @@ def test_every_random_crop_affine_maps_its_voxels_where_the_volume_has_them(tmp_
             got = crop["image_meta_dict"]["affine"].numpy() @ corners.T
             np.testing.assert_allclose(got, want, atol=1e-6)
             assert torch.equal(crop["label_meta_dict"]["affine"], crop["image_meta_dict"]["affine"])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pad", [None, (48, 40, 36)], ids=["unpadded", "padded"])
+def test_each_crop_carries_monais_patch_index_and_crop_center(tmp_path, pad):
+    """The batched crop's per-crop metadata lacked MONAI's ``patch_index`` and ``crop_center``: SaveImaged
+    on the decollated crops wrote one file per item (``<name>_crop.nii.gz``, each crop over the last),
+    where MONAI writes ``_crop_0``, ``_crop_1``. ``crop_center`` is in the volume MONAI crops (padded)."""
+    from monai.data import decollate_batch
+
+    files = [write_pair(tmp_path, affine((1.5, 1.5, 2.0), "RAS"), shape=(40, 36, 30), seed=s) for s in (0, 1)]
+    patch = (16, 12, 8)
+    steps = [M.LoadImaged(KEYS), M.EnsureChannelFirstd(KEYS), *([M.SpatialPadd(KEYS, pad)] if pad else [])]
+    crop = M.RandCropByPosNegLabeld(KEYS, "label", patch, pos=1, neg=1, num_samples=2)
+    ds = fp.CacheDataset(files, M.Compose([*steps, crop]), progress=False, num_workers=1)
+    batch = next(iter(fp.ThreadDataLoader(ds, batch_size=2)))
+    crops = decollate_batch(batch)
+    assert [int(c["image_meta_dict"]["patch_index"]) for c in crops] == [0, 1, 0, 1]
+    for n, c in enumerate(crops):  # the window at crop_center - patch // 2 of MONAI's (padded) volume
+        vol = M.Compose(steps)(dict(files[n // 2]))["image"]
+        lo = [int(k) - p // 2 for k, p in zip(c["image_meta_dict"]["crop_center"], patch, strict=True)]
+        window = vol[:, lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]]
+        assert torch.equal(torch.as_tensor(c["image"]), window.as_tensor()), n
+    out = tmp_path / "saved"
+    save = M.SaveImaged(
+        "image", output_dir=out, output_postfix="crop", separate_folder=False, print_log=False
+    )
+    for c in crops:
+        save(c)
+    names = [Path(f["image"]).name.split(".")[0] for f in files]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{s}_crop_{i}.nii.gz" for s in names for i in (0, 1)
+    )
