@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from fastpipe.cache._fingerprint import MAX_DEPTH, MAX_NODES, UnfingerprintableError, fingerprint
 
@@ -103,3 +104,43 @@ def test_only_a_monai_reader_drops_its_per_call_filenames():
     reader.filenames = ("last_read.nii.gz",)  # set by every read: not a parameter
     assert fingerprint(reader) == before
     assert fingerprint(_Files(("a.nii.gz",))) != fingerprint(_Files(("b.nii.gz",)))  # yours is one
+
+
+def test_temporaries_walked_one_after_another_are_not_taken_for_one_object():
+    """Each object array is walked through a temporary ``tolist()``: a freed one's id comes back for the
+    next, and only keeping them alive for the walk stops the second from hashing as a back reference."""
+
+    def arr(s: str) -> np.ndarray:
+        return np.array([s], dtype=object)
+
+    assert fingerprint([arr("a"), arr("b")]) != fingerprint([arr("a"), arr("a")])
+    assert fingerprint([arr("a"), arr("b"), arr("c")]) != fingerprint([arr("a"), arr("b"), arr("b")])
+
+
+def test_dict_keys_lists_and_tuples_and_module_weights_enter_the_fingerprint():
+    assert fingerprint({"a": 1}) != fingerprint({"b": 1})
+    assert fingerprint({1: "x"}) != fingerprint({"1": "x"})
+    assert fingerprint([1, 2]) != fingerprint((1, 2))
+    torch.manual_seed(0)
+    one, two = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert fingerprint(one) != fingerprint(two)  # other weights, same class and attributes
+    two.load_state_dict(one.state_dict())
+    assert fingerprint(one) == fingerprint(two)
+
+
+def test_a_builtin_method_bound_to_an_object_is_hashed_with_the_object():
+    assert fingerprint({"a": 1}.get) != fingerprint({"a": 2}.get)
+    assert fingerprint({"a": 1}.get) == fingerprint({"a": 1}.get)
+
+
+def test_a_metatensor_is_hashed_with_its_meta_and_applied_operations():
+    from monai.data import MetaTensor
+
+    def tensor(op: int, x: int = 1) -> MetaTensor:
+        t = MetaTensor(torch.zeros(2), meta={"x": x})
+        t.applied_operations = [{"op": op}]
+        return t
+
+    assert fingerprint(tensor(1)) == fingerprint(tensor(1))
+    assert fingerprint(tensor(1)) != fingerprint(tensor(2))
+    assert fingerprint(tensor(1)) != fingerprint(tensor(1, x=2))
