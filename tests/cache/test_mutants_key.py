@@ -46,3 +46,21 @@ def test_an_attached_nrrd_or_a_metaimage_without_a_data_file_field_keys_by_its_o
         before = owner.key
         path.write_bytes(path.read_bytes()[:-1] + b"\x05")  # one voxel changes
         assert entry_owner({"image": str(path)}, 0, "chain", "v1").key != before
+
+
+def test_a_header_naming_a_missing_data_file_keys_by_itself_and_voxels_are_not_read_as_header(tmp_path):
+    """Only existing data files key the item; an attached NRRD's voxels (after the blank line) are not
+    searched for a ``data file:`` field, even when their bytes spell one."""
+    mhd = tmp_path / "a.mhd"
+    mhd.write_bytes(b"ObjectType = Image\nNDims = 1\nDimSize = 4\nElementDataFile = missing.raw\n")
+    assert entry_owner({"image": str(mhd)}, 0, "chain", "v1").sources == (str(mhd),)
+    (tmp_path / "other.raw").write_bytes(b"1234")
+    nrrd = tmp_path / "b.nrrd"
+    nrrd.write_bytes(b"NRRD0004\ntype: uint8\nsizes: 22\nencoding: raw\n\ndata file: other.raw\n")
+    assert entry_owner({"image": str(nrrd)}, 0, "chain", "v1").sources == (str(nrrd),)
+    nhdr = tmp_path / "c.nhdr"
+    nhdr.write_bytes(b"NRRD0004\ntype: uint8\nsizes: 4\nencoding: raw\ndata file: other.raw\n")
+    assert entry_owner({"image": str(nhdr)}, 0, "chain", "v1").sources == (
+        str(nhdr),
+        str(tmp_path / "other.raw"),
+    )

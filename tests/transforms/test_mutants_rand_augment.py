@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
+import monai.transforms as M
+import numpy as np
 import pytest
 import torch
 from monai.transforms import Flip
@@ -92,3 +95,21 @@ def test_a_quarter_turn_keeps_a_crops_shape_only_with_equal_sides_in_its_plane()
     turn = T.RandRotate90d(KEYS, 1.0, spatial_axes=(0, 2))
     assert turn.keeps_shape((6, 4, 6)) and not turn.keeps_shape((6, 6, 4))
     assert not turn.keeps_shape((6, 6))  # a 2-D crop: never run on the stacked batch
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["RandFlipd", "RandRotate90d", "RandShiftIntensityd", "RandScaleIntensityd", "RandCropByPosNegLabeld"],
+)
+def test_default_arguments_are_monais(name):
+    """A default (``max_k=3``, ``prob=0.1``, ``spatial_axes=(0, 1)``...) that drifts from MONAI's changes a
+    written MONAI chain's behaviour silently."""
+    ours = inspect.signature(getattr(T, name)).parameters
+    theirs = inspect.signature(getattr(M, name)).parameters
+    for arg, p in ours.items():
+        if p.default is inspect.Parameter.empty or arg not in theirs:
+            continue
+        want = theirs[arg].default
+        if arg == "dtype":  # MONAI's np.float32 is fastpipe's torch.float32
+            want = getattr(torch, np.dtype(want).name)
+        assert p.default == want, (name, arg)
