@@ -61,3 +61,16 @@ def test_only_monai_enums_are_stored_as_dict_keys_and_another_enum_key_is_named_
     assert decode_entry(blob)[0] == {"meta": {SpaceKeys.RAS: 1}}
     with pytest.raises(UnstorableEntryError, match=r"entry\['meta'\] has a key of type _Color"):
         encode_entry({"meta": {_Color.RED: 1}}, "k", 0, [])
+
+
+def test_a_sparse_tensor_is_refused_at_write_time_naming_where():
+    with pytest.raises(
+        UnstorableEntryError, match=r"entry\['x'\] is a torch.sparse_coo tensor \(dense tensors only\)"
+    ):
+        encode_entry({"x": torch.eye(2).to_sparse()}, "k", 0, [])
+
+
+@pytest.mark.parametrize("size", [0, 8, 12, 19])
+def test_a_file_shorter_than_magic_length_and_checksum_is_named_not_an_entry(size):
+    with pytest.raises(CorruptEntryError, match="another format, or truncated"):
+        decode_entry((MAGIC + bytes(16))[:size])
