@@ -60,3 +60,6 @@ def test_isize_hint_reads_the_last_four_bytes(tmp_path):
     path.write_bytes(PLAIN + b"\x03\x00" + struct.pack("<II", 0, 123456))
     with open(path, "rb") as f:
         assert gz.isize_hint(f) == 123456 and f.tell() == 0
+    path.write_bytes(bytes(14) + struct.pack("<I", 7))  # 18 bytes: a 10-byte header and an 8-byte trailer
+    with open(path, "rb") as f:
+        assert gz.isize_hint(f) == 7
