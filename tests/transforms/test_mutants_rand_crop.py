@@ -35,12 +35,15 @@ def test_fused_names_the_absorbed_pad_and_the_fused_transforms_and_repr_shows_th
 
 
 def test_a_meta_dict_without_affine_passes_through_the_crop_and_a_flip_unchanged():
+    """Unchanged but for MONAI's per-crop ``patch_index`` and ``crop_center`` (which MONAI sets on any crop)."""
     meta = {"filename_or_obj": "a.nii.gz", "spatial_shape": [8, 8, 8]}
     crop = T.RandCropByPosNegLabeld(KEYS, "label", 4, num_samples=2).set_random_state(0)
     out = crop.batch_call([_item(image_meta_dict=meta)])
-    assert out["image_meta_dict"] == [meta, meta]
-    for one in crop(_item(image_meta_dict=meta)):
-        assert one["image_meta_dict"] == meta
+    centers = [tuple(c) for c in out["crop_centers"].tolist()]
+    assert out["image_meta_dict"] == [{**meta, "patch_index": i, "crop_center": centers[i]} for i in (0, 1)]
+    for i, one in enumerate(crop(_item(image_meta_dict=meta))):
+        extra = {k: one["image_meta_dict"][k] for k in ("patch_index", "crop_center")}
+        assert one["image_meta_dict"] == {**meta, **extra} and extra["patch_index"] == i
     flipped = T.RandFlipd(KEYS, 1.0, 0)({**_item(), "image_meta_dict": meta})
     assert flipped["image_meta_dict"] == meta
 
