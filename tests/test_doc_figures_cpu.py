@@ -350,3 +350,21 @@ def test_the_last_two_tutorial_runs_are_their_json():
         f"run 38, {e38 * 1000:.1f} ms, is run 37's {e37['peers']['fastpipe']['epoch_s']['median'] * 1000:.1f} ms"
         in text
     )
+
+
+def test_the_training_check_is_its_json():
+    """The seed-0 check after the last review round: times, order and memory are the JSON's."""
+    run = result("train-vm-check.json")
+    arms = {a["arm"]: a for a in run["arms"]}
+    text = flat(README)
+    assert f"A check at {run['machine']['commit']}, after a further review round" in text
+    assert all(a["reached"] for a in arms.values())
+    t = {k: f"{a['time_to_target_s']:.1f} s" for k, a in arms.items()}
+    first = f"SmartCache-persist {t['fastpipe-smartcache-persist']}, fastpipe {t['fastpipe']}, SmartCache {t['fastpipe-smartcache']}"
+    assert f"{first}, then monai-fast {t['monai-fast']} and regular {t['regular']}" in text
+    fast = [arms[k]["time_to_target_s"] for k in arms if k.startswith("fastpipe")]
+    assert max(fast) < arms["monai-fast"]["time_to_target_s"]
+    gib = {k: (a["peak_rss_bytes"] / 2**30, a["memory_bytes"] / 2**30) for k, a in arms.items()}
+    assert all(a["memory_measure"] == "pss" for a in arms.values())
+    assert f"says {gib['regular'][0]:.2f} GiB, its PSS at the end {gib['regular'][1]:.2f} GiB" in text
+    assert f"fastpipe held {gib['fastpipe'][1]:.2f} GiB, monai-fast {gib['monai-fast'][1]:.2f} GiB" in text
