@@ -84,9 +84,9 @@ def peak_rss_bytes() -> int:
     return int(own + max(reaped, live_children_peak_bytes()))
 
 
-def live_children() -> list[int]:
-    """The pids of this process's live children, from ``/proc`` (none without it)."""
-    me, pids = str(os.getpid()), []
+def _children_status() -> list[tuple[int, dict[str, str]]]:
+    """``(pid, /proc/<pid>/status fields)`` of this process's live children (none without ``/proc``)."""
+    me, out = str(os.getpid()), []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             lines = status.read_text().splitlines()
@@ -94,8 +94,13 @@ def live_children() -> list[int]:
             continue
         fields = dict(line.split(":", 1) for line in lines if ":" in line)
         if fields.get("PPid", "").strip() == me:
-            pids.append(int(status.parent.name))
-    return pids
+            out.append((int(status.parent.name), fields))
+    return out
+
+
+def live_children() -> list[int]:
+    """The pids of this process's live children, from ``/proc`` (none without it)."""
+    return [pid for pid, _ in _children_status()]
 
 
 def _proc_kb(path: Path, key: str) -> int | None:
@@ -142,16 +147,7 @@ def memory_now() -> dict[str, Any]:
 
 def live_children_peak_bytes() -> int:
     """The sum of the peak RSS of this process's live children, from ``/proc`` (0 without it)."""
-    me, total = str(os.getpid()), 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            lines = status.read_text().splitlines()
-        except OSError:  # the process ended meanwhile
-            continue
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
-            total += int(fields["VmHWM"].split()[0]) * 1024  # kB
-    return total
+    return sum(int(f["VmHWM"].split()[0]) * 1024 for _, f in _children_status() if "VmHWM" in f)  # kB
 
 
 def measure_row(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import time
 
 import pytest
@@ -35,9 +37,13 @@ def _run_in_fork(work) -> int:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 @pytest.mark.timeout(120)
-def test_locks_held_at_fork_are_renewed_in_the_child():
+@pytest.mark.parametrize("copied", [None, "deepcopy", "pickle"])
+def test_locks_held_at_fork_are_renewed_in_the_child(copied):
+    """Loaders deep-copy (threads) or pickle (workers) the crop: a copy renews its lock after a fork too."""
     pool = HostBufferPool()
     crop = RandCropByPosNegLabeld(["image", "label"], "label", 4, num_samples=2).set_random_state(0)
+    if copied:
+        crop = copy.deepcopy(crop) if copied == "deepcopy" else pickle.loads(pickle.dumps(crop))
     label = torch.zeros((1, 8, 8, 8), dtype=torch.uint8)
     label[0, 2:6, 2:6, 2:6] = 1
     item = {"image": torch.rand((1, 8, 8, 8)), "label": label}

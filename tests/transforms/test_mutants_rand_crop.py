@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import os
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -70,30 +66,3 @@ def test_a_numpy_image_key_outside_the_cropped_keys_draws_as_its_tensor():
     a = crop.set_random_state(0).batch_call([{**item, "rule": rule}])
     b = crop.set_random_state(0).batch_call([{**item, "rule": torch.from_numpy(rule)}])
     assert torch.equal(a["crop_starts"], b["crop_starts"]) and torch.equal(a["image"], b["image"])
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-@pytest.mark.timeout(120)
-def test_a_copied_crop_renews_its_lock_in_a_child_forked_while_it_was_held():
-    """Loaders deep-copy (threads) or pickle (workers) the crop: the copy must renew its lock after a fork too."""
-    crop = copy.deepcopy(T.RandCropByPosNegLabeld(KEYS, "label", 4, num_samples=2).set_random_state(0))
-    item = _item()
-    with crop._lock:  # as if a loader thread were mid-batch when the fork happened
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                code = 0 if crop.batch_call([item])["image"].shape == (2, 1, 4, 4, 4) else 1
-            finally:
-                os._exit(code)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung on the copied crop's lock held at fork time")
-    assert os.waitstatus_to_exitcode(status) == 0
