@@ -66,7 +66,7 @@ def bandwidth(
     }
 
 
-LANES_SWEEP = (2, 3, 4, 5)  # log2 threads per output row: 4 to a warp (32)
+LANES_SWEEP = (0, 1, 2, 3, 4, 5)  # log2 threads per output row: 1 to a warp (32)
 
 
 def _batch_bandwidth(vols, starts, vol_index, window, out, device, backend, repeats, timed) -> dict[str, Any]:

@@ -163,8 +163,8 @@ def test_main_assembles_every_section_with_stand_ins(monkeypatch, tmp_path):
     assert doc["crop_kernel_gbps"] > 0 and doc["d2d_copy_gbps"] > 0 and doc["gpu_vs_cpu_crop_speedup"] > 0
     assert doc["crop_backend"] == "torch"  # the stand-in's "GPU" crop is the torch path, and says so
     assert doc["batch_kernel_gbps"] > 0 and doc["batch_fraction_of_copy"] > 0  # image + label in one call
-    by_lanes = doc["batch_kernel_gbps_by_lanes"]  # the lanes sweep: 4..32 threads per row, default last
-    assert list(by_lanes) == ["4", "8", "16", "32"] and by_lanes["32"] == doc["batch_kernel_gbps"]
+    by_lanes = doc["batch_kernel_gbps_by_lanes"]  # the lanes sweep: 1..32 threads per row, default last
+    assert list(by_lanes) == ["1", "2", "4", "8", "16", "32"] and by_lanes["4"] == doc["batch_kernel_gbps"]
     assert doc["tutorial_batch_kernel_gbps"] > 0 and doc["tutorial_batch_fraction_of_copy"] > 0
     assert (
         0 < doc["tutorial_batch_crops_flipped_or_turned"] < 8 and 0 < doc["tutorial_batch_crops_shifted"] < 8

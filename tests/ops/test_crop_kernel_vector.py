@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastpipe.ops import crop_batch_torch
+from fastpipe.ops import _cuda_crop, crop_batch_torch
 from fastpipe.ops._cuda_crop import index_kind, lanes_log2
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -135,14 +135,17 @@ def test_every_orientation_of_a_cube_with_pad(lib, dtype, index):
     assert bad is None and torch.equal(got.view(torch.uint8), ref.view(torch.uint8))
 
 
-def test_index_kind_and_lanes():
+def test_index_kind_and_lanes(monkeypatch):
     small = [torch.empty(1, dtype=torch.uint8).expand(1, 1, 1, 2**31 - 1)]
     assert index_kind(small, torch.empty(8)) == "i32"
     assert index_kind([*small, torch.empty(1).expand(1, 1, 1, 2**31)], torch.empty(8)) == "i64"
     assert index_kind(small, torch.empty(1).expand(2**31)) == "i64"  # the output counts too
+    assert lanes_log2(96, 4) == 2 and lanes_log2(96, 1) == 2  # the default: at most 4 lanes (an H200's best)
+    assert lanes_log2(5, 8) == 2 and lanes_log2(1, 1) == 0 and lanes_log2(8, 1) == 0 and lanes_log2(16, 1) == 1
+    monkeypatch.setattr(_cuda_crop, "MAX_LANES_LOG2", 5)  # a warp at most
     assert lanes_log2(96, 1) == 4  # 12 chunks of 8 bytes -> 16 lanes, two rows per warp
     assert lanes_log2(96, 4) == 5  # 48 chunks -> a warp
-    assert lanes_log2(5, 8) == 3 and lanes_log2(1, 1) == 0 and lanes_log2(8, 1) == 0
+    assert lanes_log2(5, 8) == 3
 
 
 @pytest.mark.parametrize("most", [0, 1, 2, 3, 4, 5])
@@ -150,7 +153,6 @@ def test_fewer_lanes_per_row_cut_the_same_bytes(lib, monkeypatch, most):
     """The lanes cap (which the GPU check sweeps) changes who moves what, never the result: 2^most
     threads per row, each taking more 8-byte chunks, on every orientation with pad and intensity,
     and rows whose length is no multiple of the lanes."""
-    from fastpipe.ops import _cuda_crop
 
     monkeypatch.setattr(_cuda_crop, "MAX_LANES_LOG2", most)
     assert lanes_log2(96, 4) == most
