@@ -119,7 +119,7 @@ def test_readme_transform_table_says_where_each_runs_after_the_crop(tmp_path):
     ("section", "result"),
     [
         ("### `make bench`", "2026-11-27-vm.json"),
-        ("### On a GPU", "gpu-bench-spleen-nvidia-h100-80gb-hbm3.json"),
+        ("### On a GPU: an earlier run", "gpu-bench-spleen-nvidia-h100-80gb-hbm3.json"),
     ],
 )
 def test_readme_ratios_are_what_the_report_prints(section, result):
