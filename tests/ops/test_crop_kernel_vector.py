@@ -141,7 +141,9 @@ def test_index_kind_and_lanes(monkeypatch):
     assert index_kind([*small, torch.empty(1).expand(1, 1, 1, 2**31)], torch.empty(8)) == "i64"
     assert index_kind(small, torch.empty(1).expand(2**31)) == "i64"  # the output counts too
     assert lanes_log2(96, 4) == 2 and lanes_log2(96, 1) == 2  # the default: at most 4 lanes (an H200's best)
-    assert lanes_log2(5, 8) == 2 and lanes_log2(1, 1) == 0 and lanes_log2(8, 1) == 0 and lanes_log2(16, 1) == 1
+    assert (
+        lanes_log2(5, 8) == 2 and lanes_log2(1, 1) == 0 and lanes_log2(8, 1) == 0 and lanes_log2(16, 1) == 1
+    )
     monkeypatch.setattr(_cuda_crop, "MAX_LANES_LOG2", 5)  # a warp at most
     assert lanes_log2(96, 1) == 4  # 12 chunks of 8 bytes -> 16 lanes, two rows per warp
     assert lanes_log2(96, 4) == 5  # 48 chunks -> a warp
