@@ -195,6 +195,10 @@ def test_the_h200_section_is_its_json():
     best = max(arms, key=lambda k: arms[k]["best_dice"])
     busiest = max(arms, key=lambda k: arms[k]["gpu_util"]["summary"]["gpu_util_mean_pct"])
     assert best == busiest == "fastpipe"
+    rerun = result("train-nvidia-h200-fastpipe-rerun.json")
+    (a,) = rerun["arms"]
+    said = f"best Dice {a['best_dice']:.2f}, median epoch {a['epoch_s']['median']:.2f} s, data wait"
+    assert a["arm"] == "fastpipe" and not a["reached"] and said in flat(README)
 
 
 def test_gpu_bench_plans_in_the_doc_pass_their_dry_run(capsys):
