@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from fastpipe.runtime._copy_threads import run_copies
+from fastpipe.transforms._per_crop import flat_samples
 
 
 def list_data_collate(batch: Sequence[Any], ragged: bool = False) -> Any:
@@ -44,7 +45,7 @@ def list_data_collate(batch: Sequence[Any], ragged: bool = False) -> Any:
         return batch
     if isinstance(getattr(batch, "collated", None), dict) and batch.unchanged():
         return lists_collated(batch.collated)  # CacheDataset.__getitems__ untouched: no second copy
-    items = [s for elem in batch for s in (elem if isinstance(elem, list) else [elem])]
+    items = flat_samples(batch)
     if not items:
         raise ValueError("list_data_collate: empty batch")
     return _collate(items, strict=not ragged)

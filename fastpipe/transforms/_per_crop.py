@@ -11,7 +11,7 @@ MONAI's ``list_data_collate``), which also carries the collated dict that
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -133,7 +133,7 @@ class CollatedBatch(list):
         return self
 
     def _crops(self) -> list[Any]:
-        return [c for e in self for c in (e if isinstance(e, list) else [e])]
+        return flat_samples(self)
 
     def unchanged(self) -> bool:
         """Whether the crops are still those ``collated`` holds: no crop, key or value replaced, added or
@@ -151,12 +151,17 @@ class CollatedBatch(list):
         return True
 
 
+def flat_samples(results: Sequence[Any]) -> list[Any]:
+    """Per-item results with each list of samples (``num_samples`` crops) flattened, as MONAI's collate does."""
+    return [s for r in results for s in (r if isinstance(r, list) else [r])]
+
+
 def as_item_list(result: Any) -> list[Any]:
     """A dataset batch for any loader: a collated dict becomes a :class:`CollatedBatch`; per-item
-    results that are lists of samples (``num_samples`` crops) are flattened, as MONAI's collate does."""
+    results that are lists of samples are flattened (:func:`flat_samples`)."""
     if isinstance(result, dict):
         return CollatedBatch(result)
-    return [s for r in result for s in (r if isinstance(r, list) else [r])]
+    return flat_samples(result)
 
 
 def samples_per_item(step: Any) -> int | None:
