@@ -335,7 +335,7 @@ def test_the_last_two_tutorial_runs_are_their_json():
     text = flat(README)
     a, b = result("tutorial-epoch-cpu-run38.json"), result("tutorial-epoch-cpu-run39.json")
     assert a["machine"]["commit"] == b["machine"]["commit"]
-    assert f"Two runs at {a['machine']['commit']}, after the last code change" in text
+    assert f"Two runs at {a['machine']['commit']}, after fixes to MONAI dtypes" in text
     ra, rb = a["ratios"], b["ratios"]
     assert a["passed"]["vs_monai_best"] and not b["passed"]["vs_monai_best"]
     assert f"gave {ra['vs_monai_best']:.2f}x and {rb['vs_monai_best']:.2f}x (the 4x target missed" in text
@@ -353,11 +353,11 @@ def test_the_last_two_tutorial_runs_are_their_json():
 
 
 def test_the_training_check_is_its_json():
-    """The seed-0 check after the last review round: times, order and memory are the JSON's."""
+    """The seed-0 check after the last fixes: times, order and memory are the JSON's."""
     run = result("train-vm-check.json")
     arms = {a["arm"]: a for a in run["arms"]}
     text = flat(README)
-    assert f"A check at {run['machine']['commit']}, after a further review round" in text
+    assert f"A check at {run['machine']['commit']}, after further fixes" in text
     assert all(a["reached"] for a in arms.values())
     t = {k: f"{a['time_to_target_s']:.1f} s" for k, a in arms.items()}
     first = f"SmartCache-persist {t['fastpipe-smartcache-persist']}, fastpipe {t['fastpipe']}, SmartCache {t['fastpipe-smartcache']}"
